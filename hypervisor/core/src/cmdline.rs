@@ -1,0 +1,328 @@
+//! The hypervisor command line, in Xen's syntax.
+//!
+//! Options are separated by spaces: `name`, `name=value`, or `no-name` for a boolean. Unknown
+//! options and malformed values produce a [`Warning`] and are otherwise ignored: a typo on the
+//! command line must never stop a machine from booting. Known options (Xen's names):
+//! `loglvl=`, `com1=`, `console=`, `noreboot`, `dom0_mem=`, `dom0_max_vcpus=`, plus Hestia's
+//! `selftest=` (test hooks, only honoured by builds with the `test-hooks` feature).
+
+use crate::size::{parse_size, parse_u64};
+
+/// Log levels, most severe first (Xen: `error`, `warning`, `info`, `debug`; also `none`, `all`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Nothing is printed.
+    None,
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warning,
+    /// Normal operation messages (the default).
+    Info,
+    /// Everything.
+    Debug,
+}
+
+impl LogLevel {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "none" => Self::None,
+            "error" => Self::Error,
+            "warning" => Self::Warning,
+            "info" => Self::Info,
+            "debug" | "all" => Self::Debug,
+            _ => return None,
+        })
+    }
+}
+
+/// Configuration of COM1: `com1=<baud>[,DPS[,<io-base>[,<irq>]]]`, e.g. `com1=115200,8n1,0x3f8,4`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SerialConfig {
+    /// Baud rate.
+    pub baud: u32,
+    /// I/O port base.
+    pub port: u16,
+    /// ISA IRQ line.
+    pub irq: u8,
+}
+
+impl Default for SerialConfig {
+    fn default() -> Self {
+        Self { baud: 115_200, port: 0x3f8, irq: 4 }
+    }
+}
+
+/// `dom0_mem=[min:<size>,][max:<size>,][<size>]`, sizes in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dom0Mem {
+    /// Initial allocation.
+    pub target: Option<u64>,
+    /// Lower bound.
+    pub min: Option<u64>,
+    /// Upper bound (the most dom0 may balloon up to).
+    pub max: Option<u64>,
+}
+
+/// Test hooks selected with `selftest=a,b,...`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SelfTests {
+    /// Raise an unexpected exception (#UD) after boot: exercises the fault dump.
+    pub fault: bool,
+    /// Take a page fault on an unmapped address: exercises CR2 and the dump.
+    pub page_fault: bool,
+    /// Overflow the boot stack into its guard page: exercises #DF on its IST stack.
+    pub stack_overflow: bool,
+    /// Check timer interrupts on every CPU and IPI round trips.
+    pub smp: bool,
+    /// Panic on purpose.
+    pub panic: bool,
+}
+
+/// Where console output goes (`console=com1,vga,none`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsoleSel {
+    /// Output on COM1.
+    pub com1: bool,
+    /// VGA was asked for (not implemented: a warning says so).
+    pub vga: bool,
+}
+
+impl Default for ConsoleSel {
+    fn default() -> Self {
+        Self { com1: true, vga: false }
+    }
+}
+
+/// Every option Hestia understands, with Xen's defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// `loglvl=`: messages above this level are not printed.
+    pub loglvl: LogLevel,
+    /// `com1=`.
+    pub com1: SerialConfig,
+    /// `console=`.
+    pub console: ConsoleSel,
+    /// `noreboot`: on panic or when dom0 stops, halt instead of powering off or resetting.
+    pub noreboot: bool,
+    /// `dom0_mem=`.
+    pub dom0_mem: Dom0Mem,
+    /// `dom0_max_vcpus=`: `(min, max)`; a single number sets both.
+    pub dom0_max_vcpus: Option<(u32, u32)>,
+    /// `selftest=`.
+    pub selftest: SelfTests,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            loglvl: LogLevel::Info,
+            com1: SerialConfig::default(),
+            console: ConsoleSel::default(),
+            noreboot: false,
+            dom0_mem: Dom0Mem::default(),
+            dom0_max_vcpus: None,
+            selftest: SelfTests::default(),
+        }
+    }
+}
+
+/// A problem found while parsing, reported to the log by the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Warning<'a> {
+    /// The option name is not known.
+    Unknown(&'a str),
+    /// The option is known but its value could not be parsed; the default stays.
+    BadValue(&'a str, &'a str),
+    /// The option is known but the value asks for something not implemented.
+    Unsupported(&'a str, &'a str),
+}
+
+fn parse_bool(v: Option<&str>) -> Option<bool> {
+    match v {
+        None => Some(true),
+        Some("1" | "yes" | "true" | "on" | "enable") => Some(true),
+        Some("0" | "no" | "false" | "off" | "disable") => Some(false),
+        Some(_) => None,
+    }
+}
+
+impl Options {
+    /// Parses a whole command line. `warn` receives one call per problem.
+    pub fn parse<'a>(cmdline: &'a str, mut warn: impl FnMut(Warning<'a>)) -> Self {
+        let mut o = Options::default();
+        for tok in cmdline.split_ascii_whitespace() {
+            let (name, value) = match tok.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (tok, None),
+            };
+            let bad = |w: &mut dyn FnMut(Warning<'a>)| w(Warning::BadValue(name, value.unwrap_or("")));
+            match name {
+                "loglvl" => match value.and_then(|v| LogLevel::parse(v.split('/').next().unwrap_or(v))) {
+                    Some(l) => o.loglvl = l,
+                    None => bad(&mut warn),
+                },
+                "com1" => match value.and_then(parse_serial) {
+                    Some(c) => o.com1 = c,
+                    None => bad(&mut warn),
+                },
+                "console" => {
+                    let mut sel = ConsoleSel { com1: false, vga: false };
+                    for part in value.unwrap_or("").split(',') {
+                        match part {
+                            "com1" => sel.com1 = true,
+                            "vga" => {
+                                sel.vga = true;
+                                warn(Warning::Unsupported(name, part));
+                            }
+                            "none" => {}
+                            _ => warn(Warning::BadValue(name, part)),
+                        }
+                    }
+                    o.console = sel;
+                }
+                "noreboot" | "no-noreboot" => match parse_bool(value) {
+                    Some(b) => o.noreboot = b ^ (name == "no-noreboot"),
+                    None => bad(&mut warn),
+                },
+                "dom0_mem" => match value.and_then(parse_dom0_mem) {
+                    Some(m) => o.dom0_mem = m,
+                    None => bad(&mut warn),
+                },
+                "dom0_max_vcpus" => match value.and_then(parse_vcpus) {
+                    Some(v) => o.dom0_max_vcpus = Some(v),
+                    None => bad(&mut warn),
+                },
+                "selftest" => {
+                    for part in value.unwrap_or("").split(',') {
+                        let t = &mut o.selftest;
+                        match part {
+                            "fault" => t.fault = true,
+                            "pagefault" => t.page_fault = true,
+                            "stackoverflow" => t.stack_overflow = true,
+                            "smp" => t.smp = true,
+                            "panic" => t.panic = true,
+                            _ => warn(Warning::BadValue(name, part)),
+                        }
+                    }
+                }
+                _ => warn(Warning::Unknown(name)),
+            }
+        }
+        o
+    }
+}
+
+fn parse_serial(v: &str) -> Option<SerialConfig> {
+    let mut c = SerialConfig::default();
+    let mut parts = v.split(',');
+    let baud = parts.next()?.split('/').next()?;
+    if baud != "auto" {
+        c.baud = baud.parse().ok().filter(|b| *b >= 50 && *b <= 115_200)?;
+    }
+    if let Some(dps) = parts.next() {
+        // Hestia drives 8 data bits, no parity, 1 stop bit only.
+        if !dps.is_empty() && !dps.eq_ignore_ascii_case("8n1") {
+            return None;
+        }
+    }
+    if let Some(port) = parts.next() {
+        c.port = parse_u64(port).and_then(|p| u16::try_from(p).ok())?;
+    }
+    if let Some(irq) = parts.next() {
+        c.irq = parse_u64(irq).and_then(|i| u8::try_from(i).ok()).filter(|i| *i < 16)?;
+    }
+    Some(c)
+}
+
+fn parse_dom0_mem(v: &str) -> Option<Dom0Mem> {
+    let mut m = Dom0Mem::default();
+    for part in v.split(',') {
+        if let Some(s) = part.strip_prefix("min:") {
+            m.min = Some(parse_size(s)?);
+        } else if let Some(s) = part.strip_prefix("max:") {
+            m.max = Some(parse_size(s)?);
+        } else {
+            m.target = Some(parse_size(part)?);
+        }
+    }
+    Some(m)
+}
+
+fn parse_vcpus(v: &str) -> Option<(u32, u32)> {
+    let (lo, hi) = match v.split_once('-') {
+        Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+        None => {
+            let n = v.parse().ok()?;
+            (n, n)
+        }
+    };
+    (lo >= 1 && lo <= hi).then_some((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn parse(s: &str) -> (Options, Vec<Warning<'_>>) {
+        let mut w = Vec::new();
+        let o = Options::parse(s, |x| w.push(x));
+        (o, w)
+    }
+
+    #[test]
+    fn defaults() {
+        let (o, w) = parse("");
+        assert_eq!(o, Options::default());
+        assert!(w.is_empty());
+        assert_eq!(o.com1, SerialConfig { baud: 115_200, port: 0x3f8, irq: 4 });
+    }
+
+    #[test]
+    fn xen_style_options() {
+        let (o, w) = parse("loglvl=debug/warning com1=57600,8n1,0x2f8,3 console=com1 noreboot dom0_mem=512M,max:1G dom0_max_vcpus=2");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(o.loglvl, LogLevel::Debug);
+        assert_eq!(o.com1, SerialConfig { baud: 57600, port: 0x2f8, irq: 3 });
+        assert!(o.noreboot);
+        assert_eq!(o.dom0_mem, Dom0Mem { target: Some(512 << 20), min: None, max: Some(1 << 30) });
+        assert_eq!(o.dom0_max_vcpus, Some((2, 2)));
+    }
+
+    #[test]
+    fn unknown_and_bad_values_warn_and_keep_defaults() {
+        let (o, w) = parse("frobnicate loglvl=loud com1=9 dom0_mem=lots noreboot=maybe dom0_max_vcpus=3-1");
+        assert_eq!(o, Options::default());
+        assert_eq!(w[0], Warning::Unknown("frobnicate"));
+        assert_eq!(w[1], Warning::BadValue("loglvl", "loud"));
+        assert_eq!(w.len(), 6);
+    }
+
+    #[test]
+    fn booleans() {
+        assert!(!parse("noreboot=0").0.noreboot);
+        assert!(parse("noreboot=yes").0.noreboot);
+        assert!(!parse("noreboot no-noreboot").0.noreboot);
+    }
+
+    #[test]
+    fn console_vga_is_flagged_unsupported() {
+        let (o, w) = parse("console=com1,vga");
+        assert!(o.console.com1 && o.console.vga);
+        assert_eq!(w, [Warning::Unsupported("console", "vga")]);
+    }
+
+    #[test]
+    fn selftests() {
+        let (o, w) = parse("selftest=fault,smp,bogus");
+        assert!(o.selftest.fault && o.selftest.smp && !o.selftest.panic);
+        assert_eq!(w, [Warning::BadValue("selftest", "bogus")]);
+    }
+
+    #[test]
+    fn dom0_vcpu_range() {
+        assert_eq!(parse("dom0_max_vcpus=1-4").0.dom0_max_vcpus, Some((1, 4)));
+        assert_eq!(parse("dom0_max_vcpus=0").0.dom0_max_vcpus, None);
+    }
+}

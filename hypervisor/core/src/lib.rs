@@ -1,0 +1,19 @@
+//! `hestia-core`: the hypervisor's pure logic, kept free of hardware access so it can be tested
+//! exhaustively on the host (`cargo test -p hestia-core`).
+//!
+//! Everything here is `no_std` (+ `alloc` where noted) and `forbid(unsafe_code)`. The kernel crate
+//! (`hestia`) feeds it numbers read from firmware and hardware and acts on the answers.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod acpi_s5;
+pub mod cmdline;
+pub mod frame_alloc;
+pub mod memmap;
+pub mod size;
+pub mod symbols;
+pub mod timer_queue;
