@@ -57,13 +57,21 @@ fn decode_package(b: &[u8]) -> Option<SleepTypes> {
     i += 1;
     let (a, used) = decode_integer(b.get(i..)?)?;
     let (bv, _) = decode_integer(b.get(i + used..)?)?;
-    Some(SleepTypes { a: (a & 7) as u16, b: (bv & 7) as u16 })
+    Some(SleepTypes {
+        a: (a & 7) as u16,
+        b: (bv & 7) as u16,
+    })
 }
 
 fn decode_integer(b: &[u8]) -> Option<(u64, usize)> {
     let le = |n: usize| -> Option<u64> {
         let bytes = b.get(1..1 + n)?;
-        Some(bytes.iter().rev().fold(0u64, |acc, x| (acc << 8) | u64::from(*x)))
+        Some(
+            bytes
+                .iter()
+                .rev()
+                .fold(0u64, |acc, x| (acc << 8) | u64::from(*x)),
+        )
     };
     Some(match *b.first()? {
         0x00 => (0, 1),
@@ -84,27 +92,36 @@ mod tests {
     #[test]
     fn plain_package_with_byte_values() {
         // Name (_S5, Package (0x04) { 0x05, 0x05, Zero, Zero })
-        let aml = [0x10, 0x08, b'_', b'S', b'5', b'_', 0x12, 0x08, 0x04, 0x0A, 0x05, 0x0A, 0x05, 0x00, 0x00];
+        let aml = [
+            0x10, 0x08, b'_', b'S', b'5', b'_', 0x12, 0x08, 0x04, 0x0A, 0x05, 0x0A, 0x05, 0x00,
+            0x00,
+        ];
         assert_eq!(find_s5(&aml), Some(SleepTypes { a: 5, b: 5 }));
     }
 
     #[test]
     fn root_prefixed_with_zero_op() {
         // Name (\_S5, Package (0x04) { Zero, Zero, Zero, Zero }) as QEMU's DSDT has it.
-        let aml = [0x08, b'\\', b'_', b'S', b'5', b'_', 0x12, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00];
+        let aml = [
+            0x08, b'\\', b'_', b'S', b'5', b'_', 0x12, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00,
+        ];
         assert_eq!(find_s5(&aml), Some(SleepTypes { a: 0, b: 0 }));
     }
 
     #[test]
     fn multi_byte_pkglength_and_word_values() {
-        let aml = [0x08, b'_', b'S', b'5', b'_', 0x12, 0x40, 0x00, 0x02, 0x0B, 0x07, 0x00, 0x01];
+        let aml = [
+            0x08, b'_', b'S', b'5', b'_', 0x12, 0x40, 0x00, 0x02, 0x0B, 0x07, 0x00, 0x01,
+        ];
         assert_eq!(find_s5(&aml), Some(SleepTypes { a: 7, b: 1 }));
     }
 
     #[test]
     fn references_and_truncation_are_rejected() {
         // "_S5_" used as a name reference (no NameOp), then a truncated declaration.
-        let aml = [0x70, b'_', b'S', b'5', b'_', 0x60, 0x08, b'_', b'S', b'5', b'_', 0x12, 0x06];
+        let aml = [
+            0x70, b'_', b'S', b'5', b'_', 0x60, 0x08, b'_', b'S', b'5', b'_', 0x12, 0x06,
+        ];
         assert_eq!(find_s5(&aml), None);
         assert_eq!(find_s5(&[]), None);
         assert_eq!(find_s5(b"_S5_"), None);

@@ -49,7 +49,11 @@ pub struct SerialConfig {
 
 impl Default for SerialConfig {
     fn default() -> Self {
-        Self { baud: 115_200, port: 0x3f8, irq: 4 }
+        Self {
+            baud: 115_200,
+            port: 0x3f8,
+            irq: 4,
+        }
     }
 }
 
@@ -90,7 +94,10 @@ pub struct ConsoleSel {
 
 impl Default for ConsoleSel {
     fn default() -> Self {
-        Self { com1: true, vga: false }
+        Self {
+            com1: true,
+            vga: false,
+        }
     }
 }
 
@@ -156,18 +163,24 @@ impl Options {
                 Some((n, v)) => (n, Some(v)),
                 None => (tok, None),
             };
-            let bad = |w: &mut dyn FnMut(Warning<'a>)| w(Warning::BadValue(name, value.unwrap_or("")));
+            let bad =
+                |w: &mut dyn FnMut(Warning<'a>)| w(Warning::BadValue(name, value.unwrap_or("")));
             match name {
-                "loglvl" => match value.and_then(|v| LogLevel::parse(v.split('/').next().unwrap_or(v))) {
-                    Some(l) => o.loglvl = l,
-                    None => bad(&mut warn),
-                },
+                "loglvl" => {
+                    match value.and_then(|v| LogLevel::parse(v.split('/').next().unwrap_or(v))) {
+                        Some(l) => o.loglvl = l,
+                        None => bad(&mut warn),
+                    }
+                }
                 "com1" => match value.and_then(parse_serial) {
                     Some(c) => o.com1 = c,
                     None => bad(&mut warn),
                 },
                 "console" => {
-                    let mut sel = ConsoleSel { com1: false, vga: false };
+                    let mut sel = ConsoleSel {
+                        com1: false,
+                        vga: false,
+                    };
                     for part in value.unwrap_or("").split(',') {
                         match part {
                             "com1" => sel.com1 = true,
@@ -230,7 +243,9 @@ fn parse_serial(v: &str) -> Option<SerialConfig> {
         c.port = parse_u64(port).and_then(|p| u16::try_from(p).ok())?;
     }
     if let Some(irq) = parts.next() {
-        c.irq = parse_u64(irq).and_then(|i| u8::try_from(i).ok()).filter(|i| *i < 16)?;
+        c.irq = parse_u64(irq)
+            .and_then(|i| u8::try_from(i).ok())
+            .filter(|i| *i < 16)?;
     }
     Some(c)
 }
@@ -276,23 +291,47 @@ mod tests {
         let (o, w) = parse("");
         assert_eq!(o, Options::default());
         assert!(w.is_empty());
-        assert_eq!(o.com1, SerialConfig { baud: 115_200, port: 0x3f8, irq: 4 });
+        assert_eq!(
+            o.com1,
+            SerialConfig {
+                baud: 115_200,
+                port: 0x3f8,
+                irq: 4
+            }
+        );
     }
 
     #[test]
     fn xen_style_options() {
-        let (o, w) = parse("loglvl=debug/warning com1=57600,8n1,0x2f8,3 console=com1 noreboot dom0_mem=512M,max:1G dom0_max_vcpus=2");
+        let (o, w) = parse(
+            "loglvl=debug/warning com1=57600,8n1,0x2f8,3 console=com1 noreboot dom0_mem=512M,max:1G dom0_max_vcpus=2",
+        );
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(o.loglvl, LogLevel::Debug);
-        assert_eq!(o.com1, SerialConfig { baud: 57600, port: 0x2f8, irq: 3 });
+        assert_eq!(
+            o.com1,
+            SerialConfig {
+                baud: 57600,
+                port: 0x2f8,
+                irq: 3
+            }
+        );
         assert!(o.noreboot);
-        assert_eq!(o.dom0_mem, Dom0Mem { target: Some(512 << 20), min: None, max: Some(1 << 30) });
+        assert_eq!(
+            o.dom0_mem,
+            Dom0Mem {
+                target: Some(512 << 20),
+                min: None,
+                max: Some(1 << 30)
+            }
+        );
         assert_eq!(o.dom0_max_vcpus, Some((2, 2)));
     }
 
     #[test]
     fn unknown_and_bad_values_warn_and_keep_defaults() {
-        let (o, w) = parse("frobnicate loglvl=loud com1=9 dom0_mem=lots noreboot=maybe dom0_max_vcpus=3-1");
+        let (o, w) =
+            parse("frobnicate loglvl=loud com1=9 dom0_mem=lots noreboot=maybe dom0_max_vcpus=3-1");
         assert_eq!(o, Options::default());
         assert_eq!(w[0], Warning::Unknown("frobnicate"));
         assert_eq!(w[1], Warning::BadValue("loglvl", "loud"));

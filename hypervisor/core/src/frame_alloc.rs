@@ -49,7 +49,11 @@ impl Default for FrameAllocator {
 impl FrameAllocator {
     /// An allocator with no memory.
     pub const fn new() -> Self {
-        Self { ranges: [FrameRange { start: 0, end: 0 }; MAX_FREE_RANGES], len: 0, total_frames: 0 }
+        Self {
+            ranges: [FrameRange { start: 0, end: 0 }; MAX_FREE_RANGES],
+            len: 0,
+            total_frames: 0,
+        }
     }
 
     /// Adds a usable byte range (already frame-aligned by the memory map). Ranges must be added
@@ -90,7 +94,13 @@ impl FrameAllocator {
                         return Err(FrameError::ListFull);
                     }
                     self.ranges[i].end = lo;
-                    self.insert_at(i + 1, FrameRange { start: hi, end: r.end })?;
+                    self.insert_at(
+                        i + 1,
+                        FrameRange {
+                            start: hi,
+                            end: r.end,
+                        },
+                    )?;
                 }
             }
             i += 1;
@@ -110,7 +120,9 @@ impl FrameAllocator {
         for i in (0..self.len).rev() {
             let r = self.ranges[i];
             let top = r.end.min(limit_frame);
-            let Some(start) = top.checked_sub(count) else { continue };
+            let Some(start) = top.checked_sub(count) else {
+                continue;
+            };
             let start = start / align_frames * align_frames;
             if start < r.start || start >= top {
                 continue;
@@ -128,7 +140,10 @@ impl FrameAllocator {
             return Err(FrameError::BadArgument);
         }
         let s = addr / PAGE_SIZE;
-        let r = FrameRange { start: s, end: s.checked_add(count).ok_or(FrameError::BadArgument)? };
+        let r = FrameRange {
+            start: s,
+            end: s.checked_add(count).ok_or(FrameError::BadArgument)?,
+        };
         self.insert(r)?;
         self.total_frames += count;
         Ok(())
@@ -136,7 +151,10 @@ impl FrameAllocator {
 
     /// Number of free frames.
     pub fn free_frames(&self) -> u64 {
-        self.ranges[..self.len].iter().map(|r| r.end - r.start).sum()
+        self.ranges[..self.len]
+            .iter()
+            .map(|r| r.end - r.start)
+            .sum()
     }
 
     /// Number of frames ever added and not reserved (free plus allocated).
@@ -146,7 +164,9 @@ impl FrameAllocator {
 
     /// Iterates over the free byte ranges.
     pub fn free_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.ranges[..self.len].iter().map(|r| (r.start * PAGE_SIZE, r.end * PAGE_SIZE))
+        self.ranges[..self.len]
+            .iter()
+            .map(|r| (r.start * PAGE_SIZE, r.end * PAGE_SIZE))
     }
 
     fn insert(&mut self, r: FrameRange) -> Result<(), FrameError> {
@@ -202,7 +222,10 @@ mod tests {
     fn check_invariant(a: &FrameAllocator) {
         let r: Vec<_> = a.free_ranges().collect();
         for w in r.windows(2) {
-            assert!(w[0].1 < w[1].0, "ranges sorted, disjoint, not adjacent: {r:x?}");
+            assert!(
+                w[0].1 < w[1].0,
+                "ranges sorted, disjoint, not adjacent: {r:x?}"
+            );
         }
         assert!(r.iter().all(|(s, e)| s < e));
     }
@@ -211,10 +234,17 @@ mod tests {
     fn reserve_splits_and_trims() {
         let mut a = alloc_with(&[(0, 16 * MIB)]);
         assert_eq!(a.reserve(2 * MIB, 3 * MIB + 1).unwrap(), 257);
-        assert_eq!(a.free_ranges().collect::<Vec<_>>(), [(0, 2 * MIB), (3 * MIB + 4096, 16 * MIB)]);
+        assert_eq!(
+            a.free_ranges().collect::<Vec<_>>(),
+            [(0, 2 * MIB), (3 * MIB + 4096, 16 * MIB)]
+        );
         assert_eq!(a.reserve(15 * MIB, 20 * MIB).unwrap(), 256);
         assert_eq!(a.reserve(0, 4096).unwrap(), 1);
-        assert_eq!(a.reserve(0, 4096).unwrap(), 0, "reserving a non-free range takes nothing");
+        assert_eq!(
+            a.reserve(0, 4096).unwrap(),
+            0,
+            "reserving a non-free range takes nothing"
+        );
         check_invariant(&a);
         assert_eq!(a.managed_frames(), a.free_frames());
     }
@@ -226,7 +256,11 @@ mod tests {
         assert_eq!(p, 64 * MIB - 4096);
         let p = a.alloc(512, 2 * MIB, u64::MAX).unwrap();
         assert_eq!(p % (2 * MIB), 0);
-        assert_eq!(p, 60 * MIB, "the top frame is taken, so the highest aligned block is lower");
+        assert_eq!(
+            p,
+            60 * MIB,
+            "the top frame is taken, so the highest aligned block is lower"
+        );
         let low = a.alloc(1, 4096, MIB).unwrap();
         assert!(low < MIB && low >= 0x1000);
         check_invariant(&a);
@@ -235,7 +269,9 @@ mod tests {
     #[test]
     fn alloc_exhaustion_and_free_merge() {
         let mut a = alloc_with(&[(0, 4 * 4096)]);
-        let frames: Vec<u64> = (0..4).map(|_| a.alloc(1, 4096, u64::MAX).unwrap()).collect();
+        let frames: Vec<u64> = (0..4)
+            .map(|_| a.alloc(1, 4096, u64::MAX).unwrap())
+            .collect();
         assert_eq!(a.alloc(1, 4096, u64::MAX), Err(FrameError::OutOfMemory));
         for f in &frames {
             a.free(*f, 1).unwrap();
@@ -265,7 +301,11 @@ mod tests {
             if x % 3 != 0 || held.is_empty() {
                 let n = 1 + x % 17;
                 if let Ok(p) = a.alloc(n, 4096 << (x % 4), u64::MAX) {
-                    assert!(held.iter().all(|&(s, c)| p + n * 4096 <= s || s + c * 4096 <= p), "no overlap");
+                    assert!(
+                        held.iter()
+                            .all(|&(s, c)| p + n * 4096 <= s || s + c * 4096 <= p),
+                        "no overlap"
+                    );
                     held.push((p, n));
                 }
             } else {

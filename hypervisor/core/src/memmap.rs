@@ -76,7 +76,11 @@ impl MemoryMap {
         let mut dropped = 0;
         let mut bounds = [0u64; MAX_REGIONS];
         let mut nb = 0;
-        let mut valid = [Region { start: 0, end: 0, kind: RegionKind::Usable }; MAX_RAW];
+        let mut valid = [Region {
+            start: 0,
+            end: 0,
+            kind: RegionKind::Usable,
+        }; MAX_RAW];
         let mut nv = 0;
         for r in raw {
             if r.is_empty() || nv == MAX_RAW {
@@ -93,7 +97,11 @@ impl MemoryMap {
         bounds.sort_unstable();
 
         let mut map = MemoryMap {
-            regions: [Region { start: 0, end: 0, kind: RegionKind::Usable }; MAX_REGIONS],
+            regions: [Region {
+                start: 0,
+                end: 0,
+                kind: RegionKind::Usable,
+            }; MAX_REGIONS],
             len: 0,
             dropped,
         };
@@ -102,9 +110,17 @@ impl MemoryMap {
             if a == b {
                 continue;
             }
-            let kind = valid[..nv].iter().filter(|r| r.start <= a && b <= r.end).map(|r| r.kind).max();
+            let kind = valid[..nv]
+                .iter()
+                .filter(|r| r.start <= a && b <= r.end)
+                .map(|r| r.kind)
+                .max();
             if let Some(kind) = kind {
-                map.push_merge(Region { start: a, end: b, kind });
+                map.push_merge(Region {
+                    start: a,
+                    end: b,
+                    kind,
+                });
             }
         }
         map.align_usable();
@@ -151,7 +167,9 @@ impl MemoryMap {
 
     /// Usable regions only.
     pub fn usable(&self) -> impl Iterator<Item = &Region> {
-        self.regions().iter().filter(|r| r.kind == RegionKind::Usable)
+        self.regions()
+            .iter()
+            .filter(|r| r.kind == RegionKind::Usable)
     }
 
     /// Total usable RAM in bytes.
@@ -163,7 +181,12 @@ impl MemoryMap {
     pub fn top_of_ram(&self) -> u64 {
         self.regions()
             .iter()
-            .filter(|r| matches!(r.kind, RegionKind::Usable | RegionKind::AcpiReclaimable | RegionKind::AcpiNvs))
+            .filter(|r| {
+                matches!(
+                    r.kind,
+                    RegionKind::Usable | RegionKind::AcpiReclaimable | RegionKind::AcpiNvs
+                )
+            })
             .map(|r| r.end)
             .max()
             .unwrap_or(0)
@@ -181,24 +204,47 @@ mod tests {
 
     #[test]
     fn sorts_and_merges() {
-        let m = MemoryMap::sanitize(&[r(0x10_0000, 0x20_0000, Usable), r(0, 0x9f000, Usable), r(0x20_0000, 0x30_0000, Usable)]);
-        assert_eq!(m.regions(), &[r(0, 0x9f000, Usable), r(0x10_0000, 0x30_0000, Usable)]);
+        let m = MemoryMap::sanitize(&[
+            r(0x10_0000, 0x20_0000, Usable),
+            r(0, 0x9f000, Usable),
+            r(0x20_0000, 0x30_0000, Usable),
+        ]);
+        assert_eq!(
+            m.regions(),
+            &[r(0, 0x9f000, Usable), r(0x10_0000, 0x30_0000, Usable)]
+        );
         assert_eq!(m.usable_bytes(), 0x9f000 + 0x20_0000);
     }
 
     #[test]
     fn overlap_resolves_to_the_restrictive_kind() {
-        let m = MemoryMap::sanitize(&[r(0, 0x10_0000, Usable), r(0x8000, 0x9000, Reserved), r(0xf_0000, 0x11_0000, AcpiNvs)]);
+        let m = MemoryMap::sanitize(&[
+            r(0, 0x10_0000, Usable),
+            r(0x8000, 0x9000, Reserved),
+            r(0xf_0000, 0x11_0000, AcpiNvs),
+        ]);
         assert_eq!(
             m.regions(),
-            &[r(0, 0x8000, Usable), r(0x8000, 0x9000, Reserved), r(0x9000, 0xf_0000, Usable), r(0xf_0000, 0x11_0000, AcpiNvs)]
+            &[
+                r(0, 0x8000, Usable),
+                r(0x8000, 0x9000, Reserved),
+                r(0x9000, 0xf_0000, Usable),
+                r(0xf_0000, 0x11_0000, AcpiNvs)
+            ]
         );
     }
 
     #[test]
     fn usable_ranges_shrink_to_whole_frames() {
-        let m = MemoryMap::sanitize(&[r(0x1234, 0x5678, Usable), r(0x10_0010, 0x10_0ff0, Usable), r(0x9_0001, 0x9_0002, Reserved)]);
-        assert_eq!(m.regions(), &[r(0x2000, 0x5000, Usable), r(0x9_0001, 0x9_0002, Reserved)]);
+        let m = MemoryMap::sanitize(&[
+            r(0x1234, 0x5678, Usable),
+            r(0x10_0010, 0x10_0ff0, Usable),
+            r(0x9_0001, 0x9_0002, Reserved),
+        ]);
+        assert_eq!(
+            m.regions(),
+            &[r(0x2000, 0x5000, Usable), r(0x9_0001, 0x9_0002, Reserved)]
+        );
     }
 
     #[test]
@@ -210,19 +256,27 @@ mod tests {
 
     #[test]
     fn base_len_clamps_at_the_top() {
-        assert_eq!(range_from_base_len(u64::MAX - 10, 100), Some((u64::MAX - 10, u64::MAX)));
+        assert_eq!(
+            range_from_base_len(u64::MAX - 10, 100),
+            Some((u64::MAX - 10, u64::MAX))
+        );
         assert_eq!(range_from_base_len(7, 0), None);
     }
 
     #[test]
     fn top_of_ram_ignores_reserved() {
-        let m = MemoryMap::sanitize(&[r(0, 0x8000_0000, Usable), r(0xfec0_0000, 0xfec0_1000, Reserved)]);
+        let m = MemoryMap::sanitize(&[
+            r(0, 0x8000_0000, Usable),
+            r(0xfec0_0000, 0xfec0_1000, Reserved),
+        ]);
         assert_eq!(m.top_of_ram(), 0x8000_0000);
     }
 
     #[test]
     fn too_many_entries_are_counted() {
-        let raw: std::vec::Vec<Region> = (0..300u64).map(|i| r(i * 0x2000, i * 0x2000 + 0x1000, Usable)).collect();
+        let raw: std::vec::Vec<Region> = (0..300u64)
+            .map(|i| r(i * 0x2000, i * 0x2000 + 0x1000, Usable))
+            .collect();
         let m = MemoryMap::sanitize(&raw);
         assert!(m.dropped > 0);
         assert!(m.regions().len() <= MAX_REGIONS);

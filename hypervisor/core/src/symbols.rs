@@ -57,9 +57,13 @@ impl<'a> SymbolTable<'a> {
         let mut best: Option<(u64, u64, u32)> = None;
         for i in 0..self.len() {
             let o = i * SYM_SIZE;
-            let (Some(name), Some(info), Some(shndx), Some(value), Some(size)) =
-                (u32_at(self.symtab, o), self.symtab.get(o + 4), u16_at(self.symtab, o + 6), u64_at(self.symtab, o + 8), u64_at(self.symtab, o + 16))
-            else {
+            let (Some(name), Some(info), Some(shndx), Some(value), Some(size)) = (
+                u32_at(self.symtab, o),
+                self.symtab.get(o + 4),
+                u16_at(self.symtab, o + 6),
+                u64_at(self.symtab, o + 8),
+                u64_at(self.symtab, o + 16),
+            ) else {
                 break;
             };
             if info & 0xf != STT_FUNC || shndx == 0 || value > addr {
@@ -73,7 +77,10 @@ impl<'a> SymbolTable<'a> {
             }
         }
         let (value, _, name) = best?;
-        Some(Resolved { name: self.name_at(name as usize)?, offset: addr - value })
+        Some(Resolved {
+            name: self.name_at(name as usize)?,
+            offset: addr - value,
+        })
     }
 
     fn name_at(&self, off: usize) -> Option<&'a str> {
@@ -107,9 +114,25 @@ mod tests {
         symtab.extend(sym(7, STT_FUNC, 1, 0x1100, 0x20));
         symtab.extend(sym(18, 1, 2, 0x1108, 8)); // an object inside: not a function
         let t = SymbolTable::new(&symtab, strtab);
-        assert_eq!(t.resolve(0x1010), Some(Resolved { name: "kmain", offset: 0x10 }));
-        assert_eq!(t.resolve(0x1108), Some(Resolved { name: "trap_entry", offset: 8 }));
-        assert_eq!(t.resolve(0x1120), None, "past the end of every sized function");
+        assert_eq!(
+            t.resolve(0x1010),
+            Some(Resolved {
+                name: "kmain",
+                offset: 0x10
+            })
+        );
+        assert_eq!(
+            t.resolve(0x1108),
+            Some(Resolved {
+                name: "trap_entry",
+                offset: 8
+            })
+        );
+        assert_eq!(
+            t.resolve(0x1120),
+            None,
+            "past the end of every sized function"
+        );
         assert_eq!(t.resolve(0xfff), None);
     }
 

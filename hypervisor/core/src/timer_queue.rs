@@ -37,12 +37,18 @@ impl<T> Default for TimerQueue<T> {
 impl<T> TimerQueue<T> {
     /// An empty queue.
     pub const fn new() -> Self {
-        Self { timers: BTreeMap::new(), next_seq: 0 }
+        Self {
+            timers: BTreeMap::new(),
+            next_seq: 0,
+        }
     }
 
     /// Queues `payload` to fire at `deadline`.
     pub fn insert(&mut self, deadline: u64, payload: T) -> TimerId {
-        let id = TimerId { deadline, seq: self.next_seq };
+        let id = TimerId {
+            deadline,
+            seq: self.next_seq,
+        };
         self.next_seq += 1;
         self.timers.insert(id, payload);
         id

@@ -1,0 +1,37 @@
+//! Build script for the hypervisor binary: passes the linker script and generates the 256
+//! interrupt entry stubs (one per vector, each pushing a dummy error code where the CPU pushes
+//! none, then the vector number) together with the table of their addresses.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// Vectors for which the CPU pushes an error code (Intel SDM Vol. 3A, Table 6-1).
+const HAS_ERROR_CODE: [u32; 10] = [8, 10, 11, 12, 13, 14, 17, 21, 29, 30];
+
+fn main() {
+    let dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let script = dir.join("linker.ld");
+    println!("cargo:rerun-if-changed={}", script.display());
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rustc-link-arg-bins=-T{}", script.display());
+    // Position-independent code linked as a fixed-address executable: the image lives at
+    // 0xFFFF82D080000000, outside the kernel code model's top 2 GiB.
+    println!("cargo:rustc-link-arg-bins=--no-pie");
+    println!("cargo:rustc-link-arg-bins=-zmax-page-size=4096");
+
+    let mut s = String::from(".section .text.trap_stubs, \"ax\"\n.code64\n");
+    for v in 0..256u32 {
+        writeln!(s, ".balign 16\nhestia_trap_stub_{v}:").ok();
+        if !HAS_ERROR_CODE.contains(&v) {
+            s.push_str("    push $0\n");
+        }
+        writeln!(s, "    push ${v}\n    jmp hestia_trap_common").ok();
+    }
+    s.push_str(".section .rodata.trap_stubs, \"a\"\n.balign 8\n.global hestia_trap_stub_table\nhestia_trap_stub_table:\n");
+    for v in 0..256u32 {
+        writeln!(s, "    .quad hestia_trap_stub_{v}").ok();
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    std::fs::write(out.join("trap_stubs.s"), s).expect("write trap_stubs.s");
+}

@@ -1,0 +1,252 @@
+//! Thin typed wrappers over single CPU instructions: CPUID, TSC, MSRs, control registers,
+//! interrupt flag, halting. Each wrapper is the one place its instruction's `unsafe` lives.
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use x86_64::registers::model_specific::Msr;
+
+/// Result of one CPUID leaf.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuidResult {
+    /// EAX.
+    pub eax: u32,
+    /// EBX.
+    pub ebx: u32,
+    /// ECX.
+    pub ecx: u32,
+    /// EDX.
+    pub edx: u32,
+}
+
+/// Executes CPUID for `leaf`/`subleaf`.
+pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    CpuidResult {
+        eax: r.eax,
+        ebx: r.ebx,
+        ecx: r.ecx,
+        edx: r.edx,
+    }
+}
+
+/// Reads the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the time-stamp counter (CR4.TSD is never set by Hestia).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Architectural MSR numbers Hestia uses (Intel SDM Vol. 4).
+pub mod msr {
+    /// Extended feature enables (SCE, LME, LMA, NXE).
+    pub const EFER: u32 = 0xC000_0080;
+    /// GS base.
+    pub const GS_BASE: u32 = 0xC000_0101;
+    /// Local APIC base and enable bits.
+    pub const APIC_BASE: u32 = 0x1B;
+    /// TSC deadline for the LAPIC timer.
+    pub const TSC_DEADLINE: u32 = 0x6E0;
+    /// First x2APIC register MSR.
+    pub const X2APIC_BASE: u32 = 0x800;
+}
+
+/// Reads an MSR.
+///
+/// # Safety
+/// `msr` must exist on this CPU (a missing MSR raises #GP).
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    // SAFETY: forwarded to the caller.
+    unsafe { Msr::new(msr).read() }
+}
+
+/// Writes an MSR.
+///
+/// # Safety
+/// `msr` must exist and `value` must not break an invariant Hestia relies on (paging, GS base).
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: forwarded to the caller.
+    unsafe { Msr::new(msr).write(value) }
+}
+
+/// Reads CR0.
+pub fn read_cr0() -> u64 {
+    let v: u64;
+    // SAFETY: reading a control register has no side effects.
+    unsafe {
+        asm!("mov %cr0, {}", out(reg) v, options(att_syntax, nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+/// Reads CR2 (the faulting linear address of the last page fault).
+pub fn read_cr2() -> u64 {
+    let v: u64;
+    // SAFETY: reading a control register has no side effects.
+    unsafe {
+        asm!("mov %cr2, {}", out(reg) v, options(att_syntax, nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+/// Reads CR3.
+pub fn read_cr3() -> u64 {
+    let v: u64;
+    // SAFETY: reading a control register has no side effects.
+    unsafe {
+        asm!("mov %cr3, {}", out(reg) v, options(att_syntax, nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+/// Loads CR3.
+///
+/// # Safety
+/// `value` must name a PML4 that maps the running code, its stack and all live data.
+pub unsafe fn write_cr3(value: u64) {
+    // SAFETY: forwarded to the caller.
+    unsafe { asm!("mov {}, %cr3", in(reg) value, options(att_syntax, nostack, preserves_flags)) };
+}
+
+/// Reads CR4.
+pub fn read_cr4() -> u64 {
+    let v: u64;
+    // SAFETY: reading a control register has no side effects.
+    unsafe {
+        asm!("mov %cr4, {}", out(reg) v, options(att_syntax, nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+/// Writes CR4.
+///
+/// # Safety
+/// The new value must keep PAE set and not disable features in use.
+pub unsafe fn write_cr4(value: u64) {
+    // SAFETY: forwarded to the caller.
+    unsafe { asm!("mov {}, %cr4", in(reg) value, options(att_syntax, nostack, preserves_flags)) };
+}
+
+/// Invalidates the TLB entry for one virtual address.
+pub fn invlpg(addr: u64) {
+    // SAFETY: invalidating a TLB entry never breaks memory safety.
+    unsafe { asm!("invlpg ({})", in(reg) addr, options(att_syntax, nostack, preserves_flags)) };
+}
+
+/// True if RFLAGS.IF is set.
+pub fn interrupts_enabled() -> bool {
+    x86_64::instructions::interrupts::are_enabled()
+}
+
+/// Clears RFLAGS.IF.
+pub fn disable_interrupts() {
+    x86_64::instructions::interrupts::disable();
+}
+
+/// Sets RFLAGS.IF.
+pub fn enable_interrupts() {
+    x86_64::instructions::interrupts::enable();
+}
+
+/// Enables interrupts and halts until one arrives, atomically (`sti; hlt`).
+pub fn idle() {
+    x86_64::instructions::interrupts::enable_and_hlt();
+}
+
+/// Halts this CPU forever with interrupts off (NMIs still wake it; it halts again).
+pub fn halt_forever() -> ! {
+    loop {
+        disable_interrupts();
+        x86_64::instructions::hlt();
+    }
+}
+
+/// Set once per-CPU data (GS base) is valid on the BSP; before that every CPU is CPU 0.
+static PERCPU_READY: AtomicBool = AtomicBool::new(false);
+
+/// Marks per-CPU data as usable.
+pub fn set_percpu_ready() {
+    PERCPU_READY.store(true, Ordering::Release);
+}
+
+/// True once per-CPU data is installed on the BSP.
+pub fn percpu_ready() -> bool {
+    PERCPU_READY.load(Ordering::Acquire)
+}
+
+/// This CPU's index (0 = BSP). Usable from the first instruction of boot and from fault paths.
+pub fn current_cpu_index() -> u32 {
+    if !PERCPU_READY.load(Ordering::Acquire) {
+        return 0;
+    }
+    super::percpu::current_index()
+}
+
+/// Reads the current frame pointer (RBP), for backtraces.
+pub fn frame_pointer() -> u64 {
+    let v: u64;
+    // SAFETY: reading RBP has no side effects.
+    unsafe {
+        asm!("mov %rbp, {}", out(reg) v, options(att_syntax, nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+/// CPU feature bits Hestia checks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Features {
+    /// x2APIC (CPUID.1:ECX[21]).
+    pub x2apic: bool,
+    /// TSC-deadline LAPIC timer mode (CPUID.1:ECX[24]).
+    pub tsc_deadline: bool,
+    /// Invariant TSC (CPUID.80000007:EDX[8]).
+    pub invariant_tsc: bool,
+    /// 1 GiB pages (CPUID.80000001:EDX[26]).
+    pub page1g: bool,
+    /// Execute-disable (CPUID.80000001:EDX[20]).
+    pub nx: bool,
+    /// Global pages (CPUID.1:EDX[13]).
+    pub pge: bool,
+}
+
+/// Reads the feature bits of this CPU.
+pub fn features() -> Features {
+    let l1 = cpuid(1, 0);
+    let max_ext = cpuid(0x8000_0000, 0).eax;
+    let e1 = if max_ext >= 0x8000_0001 {
+        cpuid(0x8000_0001, 0)
+    } else {
+        CpuidResult::default()
+    };
+    let e7 = if max_ext >= 0x8000_0007 {
+        cpuid(0x8000_0007, 0)
+    } else {
+        CpuidResult::default()
+    };
+    Features {
+        x2apic: l1.ecx & (1 << 21) != 0,
+        tsc_deadline: l1.ecx & (1 << 24) != 0,
+        invariant_tsc: e7.edx & (1 << 8) != 0,
+        page1g: e1.edx & (1 << 26) != 0,
+        nx: e1.edx & (1 << 20) != 0,
+        pge: l1.edx & (1 << 13) != 0,
+    }
+}
+
+/// The CPU's brand string (CPUID leaves 0x80000002-4), or the vendor id.
+pub fn brand(buf: &mut [u8; 48]) -> &str {
+    if cpuid(0x8000_0000, 0).eax >= 0x8000_0004 {
+        for (i, leaf) in (0x8000_0002u32..=0x8000_0004).enumerate() {
+            let r = cpuid(leaf, 0);
+            for (j, w) in [r.eax, r.ebx, r.ecx, r.edx].iter().enumerate() {
+                buf[i * 16 + j * 4..i * 16 + j * 4 + 4].copy_from_slice(&w.to_le_bytes());
+            }
+        }
+    } else {
+        let r = cpuid(0, 0);
+        for (j, w) in [r.ebx, r.edx, r.ecx].iter().enumerate() {
+            buf[j * 4..j * 4 + 4].copy_from_slice(&w.to_le_bytes());
+        }
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(48);
+    core::str::from_utf8(&buf[..end]).unwrap_or("?").trim()
+}

@@ -1,0 +1,20 @@
+//! Everything x86_64-specific: boot, CPU tables, traps, paging, interrupt controllers, timers,
+//! ACPI, SMP and power. The rest of Hestia calls the safe functions exported here.
+
+pub mod acpi;
+pub mod apic;
+pub mod backtrace;
+pub mod boot;
+pub mod cpu;
+pub mod gdt;
+pub mod hpet;
+pub mod idt;
+pub mod ioapic;
+pub mod paging;
+pub mod percpu;
+pub mod pic;
+pub mod pit;
+pub mod power;
+pub mod smp;
+pub mod trap;
+pub mod tsc;

@@ -1,0 +1,122 @@
+//! Per-CPU data, reached through the GS base: `gs:0` holds a pointer to the CPU's own
+//! [`PerCpu`], so `this_cpu()` is one load. Each `PerCpu` is allocated once when its CPU is
+//! brought up and never freed; the table [`cpu`] finds any CPU's data by index.
+
+use core::arch::asm;
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+
+use alloc::boxed::Box;
+use hestia_core::timer_queue::TimerQueue;
+
+use super::cpu;
+use super::gdt::{Gdt, Tss};
+use crate::timer::TimerFn;
+
+/// Most CPUs Hestia drives.
+pub const MAX_CPUS: usize = 64;
+
+/// One CPU's private state.
+#[repr(C)]
+pub struct PerCpu {
+    self_ptr: *const PerCpu,
+    /// Index (0 = BSP), dense in bring-up order.
+    pub index: u32,
+    /// Local APIC id.
+    pub apic_id: u32,
+    /// This CPU's GDT (with its TSS descriptor).
+    pub gdt: Gdt,
+    /// This CPU's TSS (IST stacks).
+    pub tss: Tss,
+    /// Top of the CPU's main stack.
+    pub stack_top: u64,
+    /// Hypervisor timers owned by this CPU.
+    pub timers: spin::Mutex<TimerQueue<TimerFn>>,
+    /// Set once the CPU runs its idle loop.
+    pub online: AtomicBool,
+    /// LAPIC timer interrupts taken.
+    pub timer_irqs: AtomicU64,
+    /// Test timer callbacks run (self-test).
+    pub test_ticks: AtomicU64,
+    /// IPIs received.
+    pub ipis: AtomicU64,
+    /// A register dump of this CPU was requested (debug key `0`).
+    pub dump_requested: AtomicBool,
+}
+
+// SAFETY: `self_ptr` only ever points at the structure itself; all mutable state is atomic or
+// behind a lock.
+unsafe impl Sync for PerCpu {}
+// SAFETY: as above.
+unsafe impl Send for PerCpu {}
+
+static CPUS: [AtomicPtr<PerCpu>; MAX_CPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+static NR_CPUS: AtomicU32 = AtomicU32::new(0);
+
+/// Allocates the per-CPU data for CPU `index` and publishes it in the table.
+pub fn create(index: u32, apic_id: u32, stack_top: u64, ist: [u64; 3]) -> &'static PerCpu {
+    let p = Box::leak(Box::new(PerCpu {
+        self_ptr: core::ptr::null(),
+        index,
+        apic_id,
+        gdt: Gdt::new(),
+        tss: Tss::new(stack_top, ist),
+        stack_top,
+        timers: spin::Mutex::new(TimerQueue::new()),
+        online: AtomicBool::new(false),
+        timer_irqs: AtomicU64::new(0),
+        test_ticks: AtomicU64::new(0),
+        ipis: AtomicU64::new(0),
+        dump_requested: AtomicBool::new(false),
+    }));
+    p.self_ptr = p;
+    CPUS[index as usize].store(p, Ordering::Release);
+    NR_CPUS.fetch_max(index + 1, Ordering::AcqRel);
+    p
+}
+
+/// Loads this CPU's GS base with its per-CPU pointer.
+pub fn install(p: &'static PerCpu) {
+    // SAFETY: GS_BASE exists on every x86_64 CPU; `p` lives forever and `gs:0` points to itself,
+    // which is what `this_cpu` relies on.
+    unsafe { cpu::wrmsr(cpu::msr::GS_BASE, p as *const PerCpu as u64) };
+}
+
+/// This CPU's data. Only valid after [`install`]; early code uses `cpu::current_cpu_index`.
+pub fn this_cpu() -> &'static PerCpu {
+    let p: *const PerCpu;
+    // SAFETY: after `install`, gs:0 holds the address of this CPU's leaked `PerCpu`.
+    unsafe {
+        asm!("mov %gs:0, {}", out(reg) p, options(att_syntax, nostack, readonly, preserves_flags))
+    };
+    // SAFETY: `p` points to a leaked, never-freed `PerCpu`.
+    unsafe { &*p }
+}
+
+/// This CPU's index, read straight from per-CPU data.
+pub fn current_index() -> u32 {
+    let i: u32;
+    // SAFETY: after `install`, gs:INDEX holds the index field of this CPU's `PerCpu`.
+    unsafe {
+        asm!("mov %gs:{off}, {i:e}", off = const offset_of!(PerCpu, index), i = out(reg) i, options(att_syntax, nostack, readonly, preserves_flags))
+    };
+    i
+}
+
+/// The data of CPU `index`, if it exists.
+pub fn cpu(index: u32) -> Option<&'static PerCpu> {
+    let p = CPUS.get(index as usize)?.load(Ordering::Acquire);
+    // SAFETY: non-null entries point to leaked `PerCpu`s.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// Iterates over all CPUs that have per-CPU data.
+pub fn all() -> impl Iterator<Item = &'static PerCpu> {
+    (0..NR_CPUS.load(Ordering::Acquire)).filter_map(cpu)
+}
+
+/// Number of CPUs online (running their idle loop).
+pub fn online_count() -> u32 {
+    all().filter(|c| c.online.load(Ordering::Acquire)).count() as u32
+}

@@ -1,0 +1,168 @@
+//! Serial input: Ctrl-A three times switches input between Hestia and dom0 (as in Xen); while
+//! Hestia has the input, single keys run debug handlers: `h` help, `q` domains, `m` memory,
+//! `r` CPUs and timers, `0` dump every CPU's registers.
+
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use crate::arch::x86_64::{apic, ioapic, percpu, smp, tsc};
+
+const CTRL_A: u8 = 0x01;
+
+static CTRL_A_RUN: AtomicU8 = AtomicU8::new(0);
+static INPUT_TO_DOM0: AtomicBool = AtomicBool::new(false);
+
+struct Key {
+    key: u8,
+    help: &'static str,
+    run: fn(),
+}
+
+const KEYS: &[Key] = &[
+    Key {
+        key: b'h',
+        help: "show this help",
+        run: help,
+    },
+    Key {
+        key: b'q',
+        help: "dump domain (and guest debug) info",
+        run: domains,
+    },
+    Key {
+        key: b'm',
+        help: "memory info",
+        run: memory,
+    },
+    Key {
+        key: b'r',
+        help: "dump CPUs, LAPIC timers and IOAPICs",
+        run: cpus,
+    },
+    Key {
+        key: b'0',
+        help: "dump registers of every CPU",
+        run: smp::request_dumps,
+    },
+    Key {
+        key: b'R',
+        help: "reboot the machine",
+        run: reboot,
+    },
+];
+
+/// Handles one received byte.
+pub fn input(b: u8) {
+    if b == CTRL_A {
+        if CTRL_A_RUN.fetch_add(1, Ordering::Relaxed) + 1 == 3 {
+            CTRL_A_RUN.store(0, Ordering::Relaxed);
+            switch_input();
+        }
+        return;
+    }
+    CTRL_A_RUN.store(0, Ordering::Relaxed);
+    if INPUT_TO_DOM0.load(Ordering::Relaxed) {
+        // dom0's console input ring arrives with the PV core; until then nothing reads it.
+        return;
+    }
+    match KEYS.iter().find(|k| k.key == b) {
+        Some(k) => {
+            crate::info!("'{}' pressed -> {}", b as char, k.help);
+            (k.run)();
+        }
+        None if b.is_ascii_graphic() => {
+            crate::info!("'{}' pressed -> no handler ('h' for help)", b as char)
+        }
+        None => {}
+    }
+}
+
+fn switch_input() {
+    let dom0_exists = false; // The domain builder (M1) flips this.
+    if !dom0_exists {
+        crate::info!(
+            "*** Serial input stays with Hestia: there is no dom0 (type 'CTRL-a' three times to switch input)"
+        );
+        return;
+    }
+    let to_dom0 = !INPUT_TO_DOM0.fetch_xor(true, Ordering::Relaxed);
+    crate::info!(
+        "*** Serial input to {} (type 'CTRL-a' three times to switch input)",
+        if to_dom0 { "DOM0" } else { "Hestia" }
+    );
+}
+
+fn help() {
+    crate::console::with_lock(|w| {
+        for k in KEYS {
+            let _ = writeln!(w, " key '{}' - {}", k.key as char, k.help);
+        }
+        let _ = writeln!(
+            w,
+            " CTRL-a three times - switch serial input between Hestia and dom0"
+        );
+    });
+}
+
+fn domains() {
+    crate::info!("domains: none (dom0 is built from the first boot module from milestone M1 on)");
+}
+
+fn memory() {
+    let s = crate::mm::stats();
+    crate::console::with_lock(|w| {
+        let _ = writeln!(
+            w,
+            "Physical memory: {} MiB usable, {} MiB managed, {} MiB free",
+            s.total_ram >> 20,
+            s.managed >> 20,
+            s.free >> 20
+        );
+        let _ = writeln!(
+            w,
+            "Heap: {} KiB used of {} KiB",
+            s.heap_used >> 10,
+            s.heap_size >> 10
+        );
+        crate::mm::dump_free_ranges(w);
+    });
+}
+
+fn cpus() {
+    let now = tsc::uptime_ns();
+    crate::console::with_lock(|w| {
+        let _ = writeln!(
+            w,
+            "CPUs online: {}, LAPIC {} timer {}, TSC {} kHz, now {} ns",
+            percpu::online_count(),
+            apic::mode_name(),
+            if apic::uses_tsc_deadline() {
+                "TSC-deadline"
+            } else {
+                "one-shot"
+            },
+            tsc::hz() / 1000,
+            now
+        );
+        for p in percpu::all() {
+            let _ = writeln!(
+                w,
+                "  CPU{}: APIC id {}, {}, timer IRQs {}, IPIs {}, timers queued {}",
+                p.index,
+                p.apic_id,
+                if p.online.load(Ordering::Relaxed) {
+                    "online"
+                } else {
+                    "offline"
+                },
+                p.timer_irqs.load(Ordering::Relaxed),
+                p.ipis.load(Ordering::Relaxed),
+                crate::timer::pending(p.index)
+            );
+        }
+        ioapic::describe(w);
+    });
+}
+
+fn reboot() {
+    crate::arch::x86_64::power::reset();
+}

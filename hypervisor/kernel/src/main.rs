@@ -1,0 +1,364 @@
+//! Hestia: a Type-1 hypervisor for x86_64 speaking the public Xen guest ABI.
+//!
+//! Boot order (see `docs/boot.md`): serial console, TSC calibration, multiboot2 information,
+//! command line, frame allocator and final page tables, heap, then on a guarded stack: CPU tables,
+//! ACPI, interrupt controllers, timers, application processors, self-checks, and the domain
+//! builder (from milestone M1). Any failure before the machine is usable is one clear line on the
+//! console followed by a power-off (or a halt with `noreboot`).
+#![no_std]
+#![no_main]
+// A binary: `pub` marks what other modules use, nothing is exported.
+#![allow(unreachable_pub)]
+
+extern crate alloc;
+
+mod arch;
+mod bootinfo;
+mod console;
+mod drivers;
+mod mm;
+mod selftest;
+mod timer;
+
+use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use alloc::boxed::Box;
+use hestia_core::cmdline::{Options, Warning};
+
+use arch::x86_64::{
+    acpi, apic, backtrace, cpu, hpet, ioapic, paging, percpu, pic, pit, power, smp, tsc,
+};
+use bootinfo::BootInfo;
+
+static NOREBOOT: AtomicBool = AtomicBool::new(false);
+static OPTIONS: spin::Once<Options> = spin::Once::new();
+
+/// Version string printed at boot.
+const VERSION: &str = concat!("Hestia ", env!("CARGO_PKG_VERSION"));
+
+/// First Rust code, called by the boot stub on the boot stack with the multiboot2 registers.
+#[unsafe(no_mangle)]
+pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
+    tsc::mark_boot();
+    console::early_init();
+    print!("\n");
+    info!("{VERSION} (Xen 4.17 guest ABI), x86_64");
+    match pit::measure_tsc_hz(20) {
+        Some(hz) => tsc::set_hz(hz),
+        None => {
+            warn!("tsc: the PIT does not count; timestamps start once the HPET calibrates the TSC")
+        }
+    }
+
+    let info = match bootinfo::parse(magic, mbi_phys) {
+        Ok(i) => i,
+        Err(e) => fatal_boot(format_args!("boot: {e}")),
+    };
+    let opts = Options::parse(info.cmdline, |w| match w {
+        Warning::Unknown(n) => warn!("cmdline: unknown option '{n}' ignored"),
+        Warning::BadValue(n, v) => warn!("cmdline: bad value '{v}' for '{n}' ignored"),
+        Warning::Unsupported(n, v) => {
+            warn!("cmdline: '{n}={v}' is not supported yet and is ignored")
+        }
+    });
+    console::configure(&opts);
+    NOREBOOT.store(opts.noreboot, Ordering::Relaxed);
+    let opts = *OPTIONS.call_once(|| opts);
+
+    let mut brand = [0u8; 48];
+    info!(
+        "cpu: {}, TSC {}.{:03} MHz (PIT)",
+        cpu::brand(&mut brand),
+        tsc::hz() / 1_000_000,
+        (tsc::hz() / 1000) % 1000
+    );
+    info!(
+        "boot: loaded by {} ({}), command line \"{}\"",
+        if info.loader.is_empty() {
+            "?"
+        } else {
+            info.loader
+        },
+        if info.efi { "UEFI" } else { "BIOS" },
+        info.cmdline
+    );
+    info!("boot: memory map from the {}:", info.memmap_source);
+    for r in info.memmap.regions() {
+        info!("  {:#014x} - {:#014x} {:?}", r.start, r.end, r.kind);
+    }
+    if info.memmap.dropped > 0 {
+        warn!(
+            "boot: {} memory map entries were empty, wrapped or beyond capacity and were dropped",
+            info.memmap.dropped
+        );
+    }
+    for (i, m) in info.modules().iter().enumerate() {
+        info!(
+            "boot: module {i}: {:#x}-{:#x} ({} KiB) \"{}\"",
+            m.start,
+            m.end,
+            (m.end - m.start) / 1024,
+            m.cmdline
+        );
+    }
+    if info.dropped_modules > 0 {
+        warn!(
+            "boot: {} modules ignored (empty, inverted or more than {})",
+            info.dropped_modules,
+            bootinfo::MAX_MODULES
+        );
+    }
+
+    mm::init(&info);
+    if let Some(s) = info.symbols {
+        backtrace::init(&s);
+    } else {
+        warn!("boot: no symbol table from the bootloader; backtraces will show addresses only");
+    }
+    console::install_log_bridge();
+    let info: &'static BootInfo = Box::leak(Box::new(info));
+
+    let Some((stack, ist)) = smp::alloc_cpu_stacks() else {
+        fatal_boot(format_args!("mm: cannot allocate the boot CPU's stacks"))
+    };
+    let bsp = percpu::create(0, initial_apic_id(), stack, ist);
+    smp::load_cpu_tables(bsp);
+    cpu::set_percpu_ready();
+    let _ = opts;
+    smp::switch_stack(stack, continue_boot, info as *const BootInfo as u64)
+}
+
+/// The APIC id CPUID reports for this CPU (x2APIC id from leaf 0xB when present).
+fn initial_apic_id() -> u32 {
+    if cpu::cpuid(0, 0).eax >= 0xB && cpu::cpuid(0xB, 0).ebx != 0 {
+        cpu::cpuid(0xB, 0).edx
+    } else {
+        cpu::cpuid(1, 0).ebx >> 24
+    }
+}
+
+/// Second half of boot, on the BSP's guarded stack.
+extern "C" fn continue_boot(info: u64) -> ! {
+    // SAFETY: `hestia_main` passes a leaked, never-freed `BootInfo`.
+    let info: &'static BootInfo = unsafe { &*(info as *const BootInfo) };
+    let opts = OPTIONS.get().copied().unwrap_or_default();
+
+    let Some(root) = info.acpi else {
+        fatal_boot(format_args!(
+            "acpi: the bootloader passed no RSDP; Hestia needs ACPI (MADT) to find CPUs and interrupt controllers"
+        ))
+    };
+    let platform = match acpi::discover(root) {
+        Ok(p) => p,
+        Err(e) => fatal_boot(format_args!("acpi: cannot parse the tables: {e:?}")),
+    };
+    let sigs: alloc::vec::Vec<&str> = platform
+        .tables
+        .iter()
+        .map(|s| core::str::from_utf8(s).unwrap_or("????"))
+        .collect();
+    info!(
+        "acpi: revision {}, tables {}",
+        root.revision,
+        sigs.join(" ")
+    );
+    info!(
+        "acpi: {} processors ({} enabled), {} IOAPICs, {} overrides, LAPIC at {:#x}{}",
+        platform.processors.len(),
+        platform.processors.iter().filter(|p| p.enabled).count(),
+        platform.ioapics.len(),
+        platform.overrides.len(),
+        platform.lapic_addr,
+        if platform.has_8259 {
+            ", 8259 present"
+        } else {
+            ""
+        }
+    );
+    match platform.power {
+        Some(p) => {
+            match p.s5 {
+                Some(s) => info!(
+                    "acpi: S5 sleep types {}/{}, reset register {}",
+                    s.a,
+                    s.b,
+                    if p.reset.is_some() {
+                        "present"
+                    } else {
+                        "absent"
+                    }
+                ),
+                None => warn!("acpi: no \\_S5 in the DSDT: power-off will halt instead"),
+            }
+            power::init(p);
+        }
+        None => warn!("acpi: no FADT: power-off will halt instead"),
+    }
+
+    pic::disable();
+    if let Err(e) = apic::init_global(platform.lapic_addr) {
+        fatal_boot(format_args!("apic: {e}"));
+    }
+    apic::init_cpu();
+    let bsp_apic = apic::id();
+    info!(
+        "apic: {} mode, BSP APIC id {bsp_apic}, version {:#x}, timer {}",
+        apic::mode_name(),
+        apic::version() & 0xff,
+        if apic::uses_tsc_deadline() {
+            "TSC-deadline"
+        } else {
+            "one-shot"
+        }
+    );
+    for io in &platform.ioapics {
+        match mm::ioremap(io.addr, 4096).and_then(|v| ioapic::add(v, io.gsi_base)) {
+            Some(n) => info!(
+                "ioapic: at {:#x}, GSI {}-{}, all lines masked",
+                io.addr,
+                io.gsi_base,
+                io.gsi_base + n - 1
+            ),
+            None => warn!("ioapic: cannot use the IOAPIC at {:#x}", io.addr),
+        }
+    }
+
+    if let Some(h) = platform.hpet.and_then(hpet::Hpet::init) {
+        let hz = h.measure_tsc_hz(10);
+        if tsc::hz() == 0 {
+            tsc::set_hz(hz);
+        }
+        info!(
+            "hpet: {} Hz; TSC by HPET {}.{:03} MHz",
+            h.hz(),
+            hz / 1_000_000,
+            (hz / 1000) % 1000
+        );
+    }
+    if tsc::hz() == 0 {
+        fatal_boot(format_args!(
+            "tsc: no PIT and no HPET to calibrate the TSC against"
+        ));
+    }
+    let f = cpu::features();
+    if !f.invariant_tsc {
+        warn!("tsc: not invariant on this CPU; timestamps assume a constant rate");
+    }
+    apic::calibrate_timer();
+
+    let (gsi, mode) = platform.isa_irq(opts.com1.irq);
+    match ioapic::route(gsi, mode, bsp_apic, console::poll_input) {
+        Ok(()) => console::enable_input(),
+        Err(e) => warn!(
+            "console: serial input unavailable (IRQ {} -> GSI {gsi}: {e})",
+            opts.com1.irq
+        ),
+    }
+    cpu::enable_interrupts();
+
+    let enabled = platform
+        .processors
+        .iter()
+        .filter(|p| p.enabled)
+        .map(|p| p.apic_id);
+    match smp::start_aps(enabled, bsp_apic) {
+        Ok(r) => {
+            if r.failed > 0 || r.skipped > 0 {
+                warn!(
+                    "smp: {} APs failed to start, {} beyond the {} CPU limit",
+                    r.failed,
+                    r.skipped,
+                    percpu::MAX_CPUS
+                );
+            }
+        }
+        Err(e) => warn!("smp: application processors not started: {e}"),
+    }
+    percpu::this_cpu().online.store(true, Ordering::Release);
+
+    let wx = paging::audit_wx(mm::kernel_root());
+    if wx.wx == 0 && wx.user == 0 {
+        info!(
+            "mm: W^X audit: {} mappings, none writable+executable, none user-accessible",
+            wx.leaves
+        );
+    } else {
+        error!(
+            "mm: W^X audit FAILED: {} writable+executable and {} user mappings, first at {:#x}",
+            wx.wx,
+            wx.user,
+            wx.first_bad.unwrap_or(0)
+        );
+    }
+
+    let s = mm::stats();
+    info!(
+        "Hestia ready: {} CPUs online, RAM {} MiB ({} MiB free), boot took {} ms",
+        percpu::online_count(),
+        s.total_ram >> 20,
+        s.free >> 20,
+        tsc::uptime_ns() / 1_000_000
+    );
+
+    selftest::run(&opts.selftest);
+
+    if info.modules().is_empty() {
+        info!("dom0: no dom0 kernel given (no multiboot2 module): nothing to run");
+    } else {
+        error!(
+            "dom0: a kernel module was given, but this build cannot run PV domains yet (milestone M1)"
+        );
+    }
+    if opts.noreboot {
+        info!("noreboot: Hestia stays up; debug keys on the serial line ('h' for help)");
+        loop {
+            cpu::idle();
+        }
+    }
+    shutdown()
+}
+
+/// Powers the machine off, or halts if that fails.
+fn shutdown() -> ! {
+    info!("Hestia: powering off");
+    smp::halt_others();
+    let why = power::poweroff();
+    error!("power: cannot power off: {why}; halting");
+    cpu::halt_forever()
+}
+
+/// Stops the machine after a fatal error: other CPUs halt; this one powers off, or halts with
+/// `noreboot` so the console stays readable.
+pub fn fatal_stop() -> ! {
+    smp::halt_others();
+    if NOREBOOT.load(Ordering::Relaxed) {
+        error!("noreboot: Hestia halted after a fatal error");
+        cpu::halt_forever();
+    }
+    error!("Hestia: fatal error: powering off (use 'noreboot' to keep the machine halted)");
+    let why = power::poweroff();
+    error!("power: cannot power off: {why}; halting");
+    cpu::halt_forever()
+}
+
+/// A fatal boot error: one clear line, then [`fatal_stop`].
+pub fn fatal_boot(args: fmt::Arguments<'_>) -> ! {
+    error!("{args}");
+    fatal_stop()
+}
+
+#[panic_handler]
+fn panic(p: &core::panic::PanicInfo<'_>) -> ! {
+    cpu::disable_interrupts();
+    let me = cpu::current_cpu_index();
+    console::with_lock(|w| {
+        let _ = writeln!(w, "----[ Hestia CPU{me} PANIC ]----");
+        let _ = writeln!(w, "Panic on CPU {me}: {}", p.message());
+        if let Some(l) = p.location() {
+            let _ = writeln!(w, "  at {}:{}:{}", l.file(), l.line(), l.column());
+        }
+        backtrace::print(w, cpu::frame_pointer());
+    });
+    fatal_stop()
+}

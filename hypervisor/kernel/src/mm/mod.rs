@@ -1,0 +1,295 @@
+//! Memory management: the frame allocator, Hestia's final page tables, the heap, guarded stacks
+//! and device mappings.
+//!
+//! Virtual layout (inside the Xen x86_64 hypervisor range, PML4 slots 256-271):
+//! - `0xFFFF_8000_0000_0000` read-only M2P for PV guests (slot 256; from M1 on);
+//! - `0xFFFF_82C0_0000_0000` device (MMIO) window, 1 GiB, uncached;
+//! - `0xFFFF_82C0_4000_0000` stacks, each with an unmapped guard page below it, 1 GiB;
+//! - `0xFFFF_82D0_8000_0000` the image: text RX, rodata R, data+bss RW NX;
+//! - `0xFFFF_8300_0000_0000` direct map of physical memory from 0, RW NX (slots 262-271).
+//!
+//! Lock order: `FRAMES` is a leaf lock; `KERNEL_PT` may take `FRAMES` while held.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use hestia_core::frame_alloc::FrameAllocator;
+use linked_list_allocator::LockedHeap;
+
+use crate::arch::x86_64::cpu;
+use crate::arch::x86_64::paging::{self, Access, PageSize, PageTables};
+use crate::bootinfo::BootInfo;
+
+/// Base of the direct map.
+pub const DIRECT_MAP_BASE: u64 = 0xFFFF_8300_0000_0000;
+/// Largest direct map: up to the end of the hypervisor range.
+pub const DIRECT_MAP_MAX: u64 = 0xFFFF_8800_0000_0000 - DIRECT_MAP_BASE;
+/// The device window.
+pub const MMIO_BASE: u64 = 0xFFFF_82C0_0000_0000;
+const MMIO_SIZE: u64 = 1 << 30;
+/// The stack area.
+pub const STACKS_BASE: u64 = 0xFFFF_82C0_4000_0000;
+const STACKS_SIZE: u64 = 1 << 30;
+/// Where the image is linked, and where it is loaded.
+pub const KERNEL_VIRT: u64 = 0xFFFF_82D0_8000_0000;
+/// Physical load address of the image (see linker.ld).
+pub const KERNEL_PHYS: u64 = 0x20_0000;
+const VOFF: u64 = KERNEL_VIRT - KERNEL_PHYS;
+const GIB: u64 = 1 << 30;
+/// Heap size.
+const HEAP_SIZE: u64 = 16 << 20;
+
+static FRAMES: spin::Mutex<FrameAllocator> = spin::Mutex::new(FrameAllocator::new());
+static KERNEL_PT: spin::Mutex<Option<PageTables>> = spin::Mutex::new(None);
+/// End of the direct map (bytes of physical memory covered). The boot stub maps 4 GiB.
+static DIRECT_MAP_END: AtomicU64 = AtomicU64::new(4 * GIB);
+static MMIO_NEXT: AtomicU64 = AtomicU64::new(MMIO_BASE);
+static STACKS_NEXT: AtomicU64 = AtomicU64::new(STACKS_BASE);
+static TOTAL_RAM: AtomicU64 = AtomicU64::new(0);
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+unsafe extern "C" {
+    static __image_phys_start: u8;
+    static __image_phys_end: u8;
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_start: u8;
+    static __rodata_end: u8;
+    static __data_start: u8;
+    static __data_end: u8;
+}
+
+fn sym(s: &u8) -> u64 {
+    s as *const u8 as u64
+}
+
+/// The virtual address of a physical address in the direct map.
+///
+/// A physical address outside the direct map is a hypervisor bug (callers check ranges that
+/// come from firmware first), hence the panic rather than an error.
+pub fn phys_to_virt(phys: u64) -> u64 {
+    assert!(
+        phys < DIRECT_MAP_END.load(Ordering::Relaxed),
+        "phys_to_virt: {phys:#x} outside the direct map"
+    );
+    DIRECT_MAP_BASE + phys
+}
+
+/// True if `[phys, phys+len)` lies inside the direct map.
+pub fn in_direct_map(phys: u64, len: u64) -> bool {
+    phys.checked_add(len)
+        .is_some_and(|end| end <= DIRECT_MAP_END.load(Ordering::Relaxed))
+}
+
+/// Allocates `count` zeroed contiguous frames, aligned, ending below `limit`.
+pub fn alloc_zeroed_frames(count: u64, align: u64, limit: u64) -> Option<u64> {
+    let limit = limit.min(DIRECT_MAP_END.load(Ordering::Relaxed));
+    let p = FRAMES.lock().alloc(count, align, limit).ok()?;
+    // SAFETY: the frames were just taken from the free list, so nothing else references them,
+    // and they lie below the direct map's end.
+    unsafe { core::ptr::write_bytes(phys_to_virt(p) as *mut u8, 0, (count * 4096) as usize) };
+    Some(p)
+}
+
+/// Memory statistics for the debug keys and the boot summary.
+#[derive(Clone, Copy, Debug)]
+pub struct Stats {
+    /// Usable RAM reported by firmware.
+    pub total_ram: u64,
+    /// Frames managed (usable minus reserved at boot), in bytes.
+    pub managed: u64,
+    /// Free bytes.
+    pub free: u64,
+    /// Heap bytes in use.
+    pub heap_used: u64,
+    /// Heap size.
+    pub heap_size: u64,
+}
+
+/// Current memory statistics.
+pub fn stats() -> Stats {
+    let f = FRAMES.lock();
+    let h = HEAP.lock();
+    Stats {
+        total_ram: TOTAL_RAM.load(Ordering::Relaxed),
+        managed: f.managed_frames() * 4096,
+        free: f.free_frames() * 4096,
+        heap_used: h.used() as u64,
+        heap_size: h.size() as u64,
+    }
+}
+
+/// Prints the free ranges (debug key `m`).
+pub fn dump_free_ranges(w: &mut dyn core::fmt::Write) {
+    for (s, e) in FRAMES.lock().free_ranges() {
+        let _ = writeln!(w, "    free {s:#014x}-{e:#014x} ({} KiB)", (e - s) / 1024);
+    }
+}
+
+/// Builds the frame allocator from the boot information, switches to Hestia's own page tables
+/// (W^X image, NX direct map of all RAM) and initialises the heap. Runs once, on the BSP, on the
+/// boot page tables.
+pub fn init(info: &BootInfo) {
+    let feats = cpu::features();
+    paging::set_supported_bits(feats.nx, feats.pge);
+    TOTAL_RAM.store(info.memmap.usable_bytes(), Ordering::Relaxed);
+
+    {
+        let mut fa = FRAMES.lock();
+        for r in info.memmap.usable() {
+            if let Err(e) = fa.add_usable(r.start, r.end) {
+                crate::warn!(
+                    "mm: dropping usable range {:#x}-{:#x}: {e:?}",
+                    r.start,
+                    r.end
+                );
+            }
+        }
+        // SAFETY (address only): the linker defines these symbols; only their addresses are used.
+        let (img_s, img_e) = (
+            sym(unsafe { &__image_phys_start }),
+            sym(unsafe { &__image_phys_end }),
+        );
+        let reserved = [(0u64, 0x1000u64), (img_s, img_e), info.mbi_range];
+        let extra = info
+            .modules()
+            .iter()
+            .map(|m| (m.start, m.end))
+            .chain(info.symbols.iter().flat_map(|s| [s.symtab, s.strtab]));
+        for (s, e) in reserved.into_iter().chain(extra) {
+            if let Err(err) = fa.reserve(s, e) {
+                crate::warn!("mm: could not reserve {s:#x}-{e:#x}: {err:?}");
+            }
+        }
+    }
+
+    // RAM (and ACPI memory) plus the whole low 4 GiB, where firmware tables and devices live;
+    // anything beyond is reached through the device window.
+    let top = info.memmap.top_of_ram().max(4 * GIB).div_ceil(GIB) * GIB;
+    let top = top.min(DIRECT_MAP_MAX);
+    let mut pt = match PageTables::new(4 * GIB) {
+        Ok(pt) => pt,
+        Err(e) => crate::fatal_boot(format_args!(
+            "mm: no memory below 4 GiB for page tables ({e:?})"
+        )),
+    };
+    // SAFETY (address only): linker symbols, see above.
+    let sections = unsafe {
+        [
+            (sym(&__text_start), sym(&__text_end), Access::ReadExec),
+            (sym(&__rodata_start), sym(&__rodata_end), Access::Read),
+            (sym(&__data_start), sym(&__data_end), Access::ReadWrite),
+        ]
+    };
+    let big = if feats.page1g {
+        PageSize::Size1G
+    } else {
+        PageSize::Size2M
+    };
+    let mapped = sections
+        .iter()
+        .try_for_each(|&(s, e, a)| pt.map_range(s, s - VOFF, e - s, a, PageSize::Size4K))
+        .and_then(|()| pt.map_range(DIRECT_MAP_BASE, 0, top, Access::ReadWrite, big));
+    if let Err(e) = mapped {
+        crate::fatal_boot(format_args!("mm: building page tables failed: {e:?}"));
+    }
+    // SAFETY: the new tables map the image (code, the boot stack in .bss, statics) and the
+    // direct map through which the boot information and the tables themselves are reached.
+    unsafe { cpu::write_cr3(pt.root()) };
+    if feats.pge {
+        // SAFETY: setting CR4.PGE only enables global TLB entries.
+        unsafe { cpu::write_cr4(cpu::read_cr4() | (1 << 7)) };
+    }
+    DIRECT_MAP_END.store(top, Ordering::Relaxed);
+    pt.lift_table_limit();
+    *KERNEL_PT.lock() = Some(pt);
+
+    let Some(heap) = alloc_zeroed_frames(HEAP_SIZE / 4096, 2 << 20, u64::MAX) else {
+        crate::fatal_boot(format_args!(
+            "mm: cannot allocate the {} MiB heap",
+            HEAP_SIZE >> 20
+        ));
+    };
+    // SAFETY: the frames are fresh from the allocator, mapped RW by the direct map, and handed
+    // to the heap exclusively and forever.
+    unsafe {
+        HEAP.lock()
+            .init(phys_to_virt(heap) as *mut u8, HEAP_SIZE as usize)
+    };
+    crate::info!(
+        "mm: direct map of {} GiB, {} pages, heap {} MiB at {:#x}",
+        top / GIB,
+        if feats.page1g { "1 GiB" } else { "2 MiB" },
+        HEAP_SIZE >> 20,
+        heap
+    );
+}
+
+/// The physical address of Hestia's PML4.
+pub fn kernel_root() -> u64 {
+    KERNEL_PT
+        .lock()
+        .as_ref()
+        .map_or(cpu::read_cr3() & paging::ADDR_MASK, PageTables::root)
+}
+
+/// Runs `f` on Hestia's page tables.
+pub fn with_kernel_pt<R>(f: impl FnOnce(&mut PageTables) -> R) -> Option<R> {
+    KERNEL_PT.lock().as_mut().map(f)
+}
+
+/// Maps device memory `[phys, phys+len)` uncached into the MMIO window; returns the virtual
+/// address of `phys`.
+pub fn ioremap(phys: u64, len: u64) -> Option<u64> {
+    map_window(phys, len, Access::Mmio)
+}
+
+/// Maps `[phys, phys+len)` read-only (firmware tables outside the direct map).
+pub fn map_firmware(phys: u64, len: u64) -> Option<u64> {
+    map_window(phys, len, Access::Read)
+}
+
+fn map_window(phys: u64, len: u64, access: Access) -> Option<u64> {
+    let base = phys & !0xfff;
+    let size = (phys - base + len).div_ceil(4096) * 4096;
+    let virt = MMIO_NEXT.fetch_add(size, Ordering::Relaxed);
+    if virt + size > MMIO_BASE + MMIO_SIZE {
+        return None;
+    }
+    with_kernel_pt(|pt| {
+        pt.map_range(virt, base, size, access, PageSize::Size4K)
+            .ok()
+    })??;
+    Some(virt + (phys - base))
+}
+
+/// Allocates a stack of `pages` pages with an unmapped guard page below it; returns its top.
+pub fn alloc_stack(pages: u64) -> Option<u64> {
+    let slot = (pages + 1) * 4096;
+    let bottom = STACKS_NEXT.fetch_add(slot, Ordering::Relaxed);
+    if bottom + slot > STACKS_BASE + STACKS_SIZE {
+        return None;
+    }
+    for i in 1..=pages {
+        let f = alloc_zeroed_frames(1, 4096, u64::MAX)?;
+        with_kernel_pt(|pt| {
+            pt.map(bottom + i * 4096, f, PageSize::Size4K, Access::ReadWrite)
+                .ok()
+        })??;
+    }
+    Some(bottom + slot)
+}
+
+/// True if `addr` lies in a guard page of the stack area (for fault messages). Walks the live
+/// tables without taking any lock: it runs in fault handlers.
+pub fn is_stack_guard(addr: u64) -> bool {
+    if !(STACKS_BASE..STACKS_NEXT.load(Ordering::Relaxed)).contains(&addr) {
+        return false;
+    }
+    let mut mapped = false;
+    paging::walk(cpu::read_cr3() & paging::ADDR_MASK, |l| {
+        mapped |= (l.virt..l.virt + l.size).contains(&addr)
+    });
+    !mapped
+}

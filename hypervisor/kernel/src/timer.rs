@@ -1,0 +1,54 @@
+//! Hypervisor timers: each CPU keeps a queue of one-shot deadlines (`hestia_core::timer_queue`)
+//! and programs its LAPIC timer for the earliest. Callbacks run in interrupt context on the CPU
+//! that armed them and may ask to be re-armed (periodic timers).
+
+use core::sync::atomic::Ordering;
+
+use crate::arch::x86_64::{apic, cpu, percpu, tsc};
+
+/// A timer callback: gets the current uptime in ns, returns the next deadline to re-arm at.
+#[derive(Clone, Copy, Debug)]
+pub struct TimerFn(pub fn(u64) -> Option<u64>);
+
+/// Arms a timer on this CPU at `deadline_ns` of uptime.
+pub fn add(deadline_ns: u64, f: TimerFn) {
+    let irq = cpu::interrupts_enabled();
+    cpu::disable_interrupts();
+    let me = percpu::this_cpu();
+    let next = {
+        let mut q = me.timers.lock();
+        q.insert(deadline_ns, f);
+        q.next_deadline()
+    };
+    if next == Some(deadline_ns) {
+        apic::arm_timer(deadline_ns);
+    }
+    if irq {
+        cpu::enable_interrupts();
+    }
+}
+
+/// The LAPIC timer interrupt: runs every expired callback, then re-programs the timer.
+pub fn interrupt() {
+    let me = percpu::this_cpu();
+    me.timer_irqs.fetch_add(1, Ordering::Relaxed);
+    // Bounded: a callback that keeps re-arming in the past cannot starve the CPU forever.
+    for _ in 0..64 {
+        let now = tsc::uptime_ns();
+        let Some((_, f)) = me.timers.lock().pop_expired(now) else {
+            break;
+        };
+        if let Some(next) = (f.0)(now) {
+            me.timers.lock().insert(next, f);
+        }
+    }
+    match me.timers.lock().next_deadline() {
+        Some(d) => apic::arm_timer(d),
+        None => apic::disarm_timer(),
+    }
+}
+
+/// Number of timers queued on CPU `index`.
+pub fn pending(index: u32) -> usize {
+    percpu::cpu(index).map_or(0, |p| p.timers.lock().len())
+}
