@@ -9,12 +9,13 @@ pub fn parse_size(s: &str) -> Option<u64> {
     let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, suffix) = s.split_at(digits_end);
     let value: u64 = num.parse().ok()?;
-    let shift = match suffix.to_ascii_lowercase().as_str() {
-        "b" => 0,
-        "" | "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
+    // No allocation here: the command line is parsed before the heap exists.
+    let shift = match suffix.as_bytes() {
+        b"b" | b"B" => 0,
+        b"" | b"k" | b"K" => 10,
+        b"m" | b"M" => 20,
+        b"g" | b"G" => 30,
+        b"t" | b"T" => 40,
         _ => return None,
     };
     value.checked_mul(1u64 << shift)

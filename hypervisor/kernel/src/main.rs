@@ -7,8 +7,6 @@
 //! console followed by a power-off (or a halt with `noreboot`).
 #![no_std]
 #![no_main]
-// A binary: `pub` marks what other modules use, nothing is exported.
-#![allow(unreachable_pub)]
 
 extern crate alloc;
 
@@ -55,6 +53,13 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
         Ok(i) => i,
         Err(e) => fatal_boot(format_args!("boot: {e}")),
     };
+    // Symbols first: the boot direct map already covers them, and early faults want names.
+    match info.symbols {
+        Some(s) => backtrace::init(&s),
+        None => {
+            warn!("boot: no symbol table from the bootloader; backtraces will show addresses only")
+        }
+    }
     let opts = Options::parse(info.cmdline, |w| match w {
         Warning::Unknown(n) => warn!("cmdline: unknown option '{n}' ignored"),
         Warning::BadValue(n, v) => warn!("cmdline: bad value '{v}' for '{n}' ignored"),
@@ -111,11 +116,6 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
     }
 
     mm::init(&info);
-    if let Some(s) = info.symbols {
-        backtrace::init(&s);
-    } else {
-        warn!("boot: no symbol table from the bootloader; backtraces will show addresses only");
-    }
     console::install_log_bridge();
     let info: &'static BootInfo = Box::leak(Box::new(info));
 

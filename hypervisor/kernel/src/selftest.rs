@@ -10,6 +10,7 @@ use hestia_core::cmdline::SelfTests;
 use crate::arch::x86_64::{percpu, smp, tsc};
 
 /// Runs the hooks asked for. Faults do not return.
+#[inline(never)]
 pub fn run(t: &SelfTests) {
     if !cfg!(feature = "test-hooks") {
         if *t != SelfTests::default() {
@@ -26,9 +27,7 @@ pub fn run(t: &SelfTests) {
         panic!("selftest: deliberate panic");
     }
     if t.fault {
-        crate::info!("selftest: raising #UD");
-        // SAFETY: deliberately raises #UD; the fatal-trap path never returns here.
-        unsafe { core::arch::asm!("ud2") };
+        raise_invalid_opcode();
     }
     if t.page_fault {
         crate::info!("selftest: reading unmapped address 0xdead0000");
@@ -43,6 +42,13 @@ pub fn run(t: &SelfTests) {
             recurse(0)
         );
     }
+}
+
+#[inline(never)]
+fn raise_invalid_opcode() {
+    crate::info!("selftest: raising #UD");
+    // SAFETY: deliberately raises #UD; the fatal-trap path never returns here.
+    unsafe { core::arch::asm!("ud2") };
 }
 
 #[inline(never)]

@@ -210,10 +210,14 @@ fn fatal_trap(f: &TrapFrame) -> ! {
             for (bit, yes, no) in what {
                 let _ = write!(w, " {}", if f.error_code & bit != 0 { yes } else { no });
             }
-            if crate::mm::is_stack_guard(cr2) {
-                let _ = write!(w, " (stack guard page: stack overflow)");
-            }
             let _ = writeln!(w);
+        }
+        if matches!(f.vector, 8 | 14) && crate::mm::is_stack_guard(cpu::read_cr2()) {
+            let _ = writeln!(
+                w,
+                "CR2 {:#x} is a stack guard page: stack overflow",
+                cpu::read_cr2()
+            );
         }
         dump_registers(w, f);
         backtrace::print(w, f.rbp);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the system packages Hestia's build and tests need on Debian/Ubuntu.
+# Installs the system packages Hestia needs on Debian/Ubuntu (called by `cargo xtask`
+# when something is missing and by .ci/run).
 # QEMU comes from bookworm-backports on Debian 12: QEMU 7.2's TCG mis-emulates
 # `INT n` in long mode (wrong #GP error code), which breaks PV guests.
 set -euo pipefail

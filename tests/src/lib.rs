@@ -1,0 +1,435 @@
+//! Hestia's QEMU scenario tests: what to boot and what the serial log must show.
+//!
+//! The runner lives in `xtask` (it owns QEMU's arguments); this crate holds the data and the
+//! verdict logic ([`judge`]), which is pure and unit-tested, negative controls included.
+
+/// Firmware to boot through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS + grub-pc.
+    Bios,
+    /// OVMF + grub-efi.
+    Uefi,
+}
+
+/// How a run must end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Hestia powers off and QEMU exits 0.
+    Poweroff,
+    /// Hestia reports a fatal error (trap or panic) and stops.
+    Fatal,
+    /// The runner stops QEMU once every input step and expectation is met (Hestia stays up).
+    StopWhenSeen,
+}
+
+/// How a finished run ended, as the runner observed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// QEMU exited with this status.
+    Exited(i32),
+    /// The runner killed QEMU after the timeout.
+    TimedOut,
+    /// The runner stopped QEMU because the scenario was complete.
+    Stopped,
+}
+
+/// One QEMU scenario.
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    /// Name (also the log file name).
+    pub name: &'static str,
+    /// Firmware.
+    pub firmware: Firmware,
+    /// CPUs.
+    pub smp: u32,
+    /// RAM in MiB.
+    pub mem_mib: u32,
+    /// QEMU CPU model, if not the default.
+    pub cpu: Option<&'static str>,
+    /// Hypervisor command line.
+    pub hv_cmdline: &'static str,
+    /// Serial input: wait for the first string, then type the second.
+    pub input: &'static [(&'static str, &'static str)],
+    /// Substrings that must appear in the log.
+    pub expect: &'static [&'static str],
+    /// Substrings that must not appear.
+    pub forbid: &'static [&'static str],
+    /// Extra check on the whole log.
+    pub check: Option<fn(&str) -> Result<(), String>>,
+    /// How the run must end.
+    pub ending: Ending,
+    /// Seconds before the runner gives up.
+    pub timeout_s: u64,
+}
+
+/// Markers Hestia prints when something fatal happened.
+pub const FATAL_MARKERS: &[&str] = &[
+    "FATAL TRAP",
+    "PANIC ]----",
+    "Hestia: fatal error",
+    "noreboot: Hestia halted",
+];
+/// Marker of a clean power-off.
+pub const POWEROFF_MARKER: &str = "Hestia: powering off";
+/// Marker of the end of boot.
+pub const READY_MARKER: &str = "Hestia ready:";
+
+const DEFAULT: Scenario = Scenario {
+    name: "",
+    firmware: Firmware::Bios,
+    smp: 2,
+    mem_mib: 1024,
+    cpu: None,
+    hv_cmdline: "",
+    input: &[],
+    expect: &[READY_MARKER, "no dom0 kernel given", POWEROFF_MARKER],
+    forbid: &[],
+    check: None,
+    ending: Ending::Poweroff,
+    timeout_s: 60,
+};
+
+/// Lines of a register dump (a symbolised RIP in the image, control and general registers).
+const DUMP_RIP: &str = "RIP:    0008:[<ffff82d08";
+const DUMP_CR2: &str = "CR2: ";
+const DUMP_RAX: &str = "rax: ";
+const DUMP_R15: &str = "r15: ";
+const DUMP_BACKTRACE: &str = "Backtrace (frame pointers):";
+
+/// Every scenario `cargo xtask test` runs.
+pub fn all() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "boot-bios",
+            expect: &[
+                READY_MARKER,
+                "(BIOS)",
+                "no dom0 kernel given",
+                POWEROFF_MARKER,
+            ],
+            ..DEFAULT
+        },
+        Scenario {
+            name: "boot-uefi",
+            firmware: Firmware::Uefi,
+            expect: &[
+                READY_MARKER,
+                "(UEFI)",
+                "no dom0 kernel given",
+                POWEROFF_MARKER,
+            ],
+            ..DEFAULT
+        },
+        Scenario {
+            name: "smp4-mem2048-bios",
+            smp: 4,
+            mem_mib: 2048,
+            check: Some(check_4cpus_2048mib),
+            ..DEFAULT
+        },
+        Scenario {
+            name: "smp4-mem2048-uefi",
+            firmware: Firmware::Uefi,
+            smp: 4,
+            mem_mib: 2048,
+            check: Some(check_4cpus_2048mib),
+            ..DEFAULT
+        },
+        Scenario {
+            name: "wx-audit",
+            expect: &[
+                "W^X audit: ",
+                "none writable+executable, none user-accessible",
+                POWEROFF_MARKER,
+            ],
+            forbid: &["W^X audit FAILED"],
+            ..DEFAULT
+        },
+        Scenario {
+            name: "smp-timers-and-ipis",
+            smp: 4,
+            hv_cmdline: "selftest=smp",
+            expect: &[
+                "CPU0 timer interrupts: 5/5 ok",
+                "CPU1 timer interrupts: 5/5 ok",
+                "CPU2 timer interrupts: 5/5 ok",
+                "CPU3 timer interrupts: 5/5 ok",
+                "CPU0->CPU3 IPI round trip ok",
+                "selftest: smp PASS",
+                POWEROFF_MARKER,
+            ],
+            ..DEFAULT
+        },
+        Scenario {
+            // TCG cannot emulate TSC-deadline (QEMU drops the CPUID bit); that timer mode is
+            // exercised only on KVM hosts.
+            name: "x2apic-smp",
+            smp: 4,
+            cpu: Some("qemu64,+x2apic"),
+            hv_cmdline: "selftest=smp",
+            expect: &[
+                "apic: x2APIC mode",
+                "4 CPUs online",
+                "selftest: smp PASS",
+                POWEROFF_MARKER,
+            ],
+            ..DEFAULT
+        },
+        Scenario {
+            name: "fault-invalid-opcode",
+            hv_cmdline: "selftest=fault",
+            expect: &[
+                "FATAL TRAP: vector 6 (#UD invalid opcode)",
+                DUMP_RIP,
+                DUMP_CR2,
+                DUMP_RAX,
+                DUMP_R15,
+                DUMP_BACKTRACE,
+                "hestia::selftest::raise_invalid_opcode",
+                "hestia::selftest::run",
+                "Hestia: fatal error",
+            ],
+            ending: Ending::Fatal,
+            ..DEFAULT
+        },
+        Scenario {
+            name: "fault-page-fault",
+            hv_cmdline: "selftest=pagefault",
+            expect: &[
+                "FATAL TRAP: vector 14 (#PF page fault)",
+                "Page fault at 0x00000000dead0000: not-present read data access",
+                DUMP_RIP,
+                DUMP_BACKTRACE,
+                "Hestia: fatal error",
+            ],
+            ending: Ending::Fatal,
+            ..DEFAULT
+        },
+        Scenario {
+            name: "fault-stack-overflow",
+            hv_cmdline: "selftest=stackoverflow",
+            expect: &[
+                "FATAL TRAP: vector 8 (#DF double fault)",
+                "is a stack guard page: stack overflow",
+                DUMP_RIP,
+                "Hestia: fatal error",
+            ],
+            ending: Ending::Fatal,
+            ..DEFAULT
+        },
+        Scenario {
+            name: "panic-backtrace",
+            hv_cmdline: "selftest=panic",
+            expect: &[
+                "PANIC ]----",
+                "selftest: deliberate panic",
+                "Backtrace (frame pointers):",
+                "hestia::continue_boot",
+                "Hestia: fatal error",
+            ],
+            ending: Ending::Fatal,
+            ..DEFAULT
+        },
+        Scenario {
+            name: "noreboot-keeps-halted",
+            hv_cmdline: "noreboot selftest=fault",
+            expect: &["FATAL TRAP", "noreboot: Hestia halted after a fatal error"],
+            forbid: &[POWEROFF_MARKER, "powering off"],
+            ending: Ending::StopWhenSeen,
+            ..DEFAULT
+        },
+        Scenario {
+            name: "cmdline-options",
+            hv_cmdline: "loglvl=debug com1=115200,8n1,0x3f8,4 console=com1 dom0_mem=512M,max:1G dom0_max_vcpus=2 frobnicate loglvl=nonsense",
+            expect: &[
+                "cmdline: unknown option 'frobnicate' ignored",
+                "cmdline: bad value 'nonsense' for 'loglvl' ignored",
+                "DEBUG smp: CPU1 (APIC id 1) online",
+                POWEROFF_MARKER,
+            ],
+            ..DEFAULT
+        },
+        Scenario {
+            name: "debug-keys",
+            smp: 2,
+            hv_cmdline: "noreboot",
+            input: &[
+                ("debug keys on the serial line", "h"),
+                ("key 'R' - reboot the machine", "m"),
+                ("Physical memory: ", "r"),
+                ("CPU1: APIC id 1, online", "q"),
+                ("domains: none", "0"),
+                ("*** Dumping CPU1 state", "\u{1}\u{1}\u{1}"),
+            ],
+            expect: &[
+                "'h' pressed -> show this help",
+                "'0' pressed",
+                "*** Dumping CPU0 state",
+                "Serial input stays with Hestia",
+            ],
+            forbid: &[POWEROFF_MARKER],
+            ending: Ending::StopWhenSeen,
+            ..DEFAULT
+        },
+    ]
+}
+
+/// Reads "N CPUs online, RAM M MiB" from the ready line.
+pub fn ready_numbers(log: &str) -> Option<(u32, u64)> {
+    let line = log.lines().find(|l| l.contains(READY_MARKER))?;
+    let rest = &line[line.find(READY_MARKER)? + READY_MARKER.len()..];
+    let mut words = rest.split_whitespace();
+    let cpus = words.next()?.parse().ok()?;
+    let ram = rest
+        .split("RAM ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((cpus, ram))
+}
+
+fn check_4cpus_2048mib(log: &str) -> Result<(), String> {
+    let (cpus, ram) = ready_numbers(log).ok_or("no ready line with CPU and RAM figures")?;
+    if cpus != 4 {
+        return Err(format!("{cpus} CPUs online, expected 4"));
+    }
+    let diff = (ram as f64 - 2048.0).abs() / 2048.0;
+    if diff > 0.02 {
+        return Err(format!("RAM {ram} MiB is not within 2% of 2048 MiB"));
+    }
+    Ok(())
+}
+
+/// The verdict on a finished run: `Ok` or every reason it failed.
+pub fn judge(s: &Scenario, log: &str, outcome: Outcome) -> Result<(), Vec<String>> {
+    let mut why = Vec::new();
+    for e in s.expect {
+        if !log.contains(e) {
+            why.push(format!("expected in the log: {e:?}"));
+        }
+    }
+    for f in s.forbid {
+        if log.contains(f) {
+            why.push(format!("must not appear in the log: {f:?}"));
+        }
+    }
+    let fatal = FATAL_MARKERS.iter().find(|m| log.contains(*m));
+    match s.ending {
+        Ending::Poweroff => {
+            if let Some(m) = fatal {
+                why.push(format!("fatal error in the log ({m:?})"));
+            }
+            if outcome != Outcome::Exited(0) {
+                why.push(format!(
+                    "expected QEMU to exit 0 after power-off, got {outcome:?}"
+                ));
+            } else if !log.contains(POWEROFF_MARKER) {
+                why.push("QEMU exited without Hestia powering off (reset or triple fault?)".into());
+            }
+        }
+        Ending::Fatal => {
+            if fatal.is_none() {
+                why.push("expected a fatal error report".into());
+            }
+            if outcome == Outcome::TimedOut {
+                why.push("timed out".into());
+            }
+        }
+        Ending::StopWhenSeen => {
+            if outcome != Outcome::Stopped {
+                why.push(format!(
+                    "expected the runner to stop a live Hestia, got {outcome:?}"
+                ));
+            }
+        }
+    }
+    if let Some(c) = s.check {
+        if let Err(e) = c(log) {
+            why.push(e);
+        }
+    }
+    if why.is_empty() { Ok(()) } else { Err(why) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "[   0.1] INFO  Hestia ready: 4 CPUs online, RAM 2041 MiB (2000 MiB free), boot took 5 ms\n\
+                        [   0.2] INFO  dom0: no dom0 kernel given (no multiboot2 module): nothing to run\n\
+                        [   0.3] INFO  Hestia: powering off\n";
+
+    fn boot() -> Scenario {
+        all()
+            .into_iter()
+            .find(|s| s.name == "smp4-mem2048-bios")
+            .unwrap()
+    }
+
+    #[test]
+    fn clean_poweroff_passes() {
+        assert_eq!(judge(&boot(), GOOD, Outcome::Exited(0)), Ok(()));
+    }
+
+    #[test]
+    fn negative_control_missing_expectation_fails() {
+        let log = GOOD.replace("no dom0 kernel given", "something else");
+        assert!(judge(&boot(), &log, Outcome::Exited(0)).is_err());
+    }
+
+    #[test]
+    fn negative_control_exit_without_poweroff_fails() {
+        let log = GOOD.replace(POWEROFF_MARKER, "");
+        let e = judge(
+            &Scenario {
+                expect: &[],
+                ..boot()
+            },
+            &log,
+            Outcome::Exited(0),
+        )
+        .unwrap_err();
+        assert!(e[0].contains("without Hestia powering off"), "{e:?}");
+    }
+
+    #[test]
+    fn negative_control_fatal_marker_fails_a_poweroff_scenario() {
+        let log = format!("{GOOD}----[ Hestia CPU0 FATAL TRAP ]----\n");
+        assert!(judge(&boot(), &log, Outcome::Exited(0)).is_err());
+    }
+
+    #[test]
+    fn negative_control_timeout_and_wrong_numbers_fail() {
+        assert!(judge(&boot(), GOOD, Outcome::TimedOut).is_err());
+        let log = GOOD.replace("RAM 2041 MiB", "RAM 1900 MiB");
+        assert!(judge(&boot(), &log, Outcome::Exited(0)).is_err());
+        let log = GOOD.replace("4 CPUs", "3 CPUs");
+        assert!(judge(&boot(), &log, Outcome::Exited(0)).is_err());
+    }
+
+    #[test]
+    fn fatal_scenarios_need_a_fatal_report() {
+        let s = all()
+            .into_iter()
+            .find(|s| s.name == "fault-invalid-opcode")
+            .unwrap();
+        assert!(judge(&s, GOOD, Outcome::Exited(0)).is_err());
+    }
+
+    #[test]
+    fn ready_line_numbers() {
+        assert_eq!(ready_numbers(GOOD), Some((4, 2041)));
+        assert_eq!(ready_numbers("nothing"), None);
+    }
+
+    #[test]
+    fn scenario_names_are_unique() {
+        let mut names: Vec<_> = all().iter().map(|s| s.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all().len());
+    }
+}

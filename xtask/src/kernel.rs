@@ -1,0 +1,87 @@
+//! Building the hypervisor ELF and the bootable hybrid (BIOS + UEFI) GRUB image.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{Result, root_dir, target_dir};
+
+/// Which kernel build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// The normal build.
+    Release,
+    /// With the `test-hooks` feature (`selftest=` on the command line).
+    TestHooks,
+}
+
+/// Builds the kernel; returns the ELF's path.
+pub fn build(flavor: Flavor) -> Result<PathBuf> {
+    crate::tools::ensure_kernel_target()?;
+    let dir = target_dir().join(match flavor {
+        Flavor::Release => "kernel",
+        Flavor::TestHooks => "kernel-test",
+    });
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root_dir())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "hestia",
+            "--target",
+            "x86_64-unknown-none",
+            "--target-dir",
+        ])
+        .arg(&dir);
+    if flavor == Flavor::TestHooks {
+        cmd.args(["--features", "test-hooks"]);
+    }
+    crate::run(&mut cmd)?;
+    Ok(dir.join("x86_64-unknown-none/release/hestia"))
+}
+
+/// Boot modules put on the image after the hypervisor.
+#[derive(Clone, Debug, Default)]
+pub struct Modules {
+    /// dom0 kernel and its command line.
+    pub dom0: Option<(PathBuf, String)>,
+    /// dom0 initrd.
+    pub initrd: Option<PathBuf>,
+}
+
+/// Writes `grub.cfg` and runs `grub-mkrescue`; returns the image path.
+pub fn make_iso(name: &str, elf: &Path, hv_cmdline: &str, modules: &Modules) -> Result<PathBuf> {
+    let stage = target_dir().join("iso").join(name);
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::create_dir_all(stage.join("boot/grub"))?;
+    std::fs::copy(elf, stage.join("boot/hestia.elf"))?;
+    let mut entry = format!("  multiboot2 /boot/hestia.elf {hv_cmdline}\n");
+    if let Some((k, cmdline)) = &modules.dom0 {
+        std::fs::copy(k, stage.join("boot/dom0"))?;
+        // --nounzip: GRUB would otherwise silently gunzip the module.
+        entry.push_str(&format!("  module2 --nounzip /boot/dom0 {cmdline}\n"));
+    }
+    if let Some(i) = &modules.initrd {
+        std::fs::copy(i, stage.join("boot/initrd"))?;
+        entry.push_str("  module2 --nounzip /boot/initrd\n");
+    }
+    let cfg = format!(
+        "set timeout=0\nset default=0\nserial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\n\
+         menuentry \"Hestia\" {{\n{entry}  boot\n}}\n"
+    );
+    std::fs::write(stage.join("boot/grub/grub.cfg"), cfg)?;
+    let iso = target_dir().join(format!("{name}.iso"));
+    let out = Command::new("grub-mkrescue")
+        .arg("-o")
+        .arg(&iso)
+        .arg(&stage)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "grub-mkrescue failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(iso)
+}

@@ -1,0 +1,232 @@
+//! `cargo xtask`: Hestia's only entry point for building, booting and testing.
+//!
+//! Commands: `build`, `iso`, `run`, `test`, `check`. `run` follows the tooling contract of
+//! DESIGN.md: exit status 0 only when Hestia powered off cleanly.
+
+mod check;
+mod kernel;
+mod qemu;
+mod test;
+mod tools;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use hestia_tests::{FATAL_MARKERS, Firmware, Outcome, POWEROFF_MARKER};
+use kernel::{Flavor, Modules};
+use qemu::{Accel, Machine, RunOptions};
+
+/// Errors are messages for the user.
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The repository root.
+pub fn root_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// Where generated files go.
+pub fn target_dir() -> PathBuf {
+    root_dir().join("target")
+}
+
+/// Runs a command, failing on a non-zero exit.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !status.success() {
+        return Err(format!("{cmd:?} failed ({status})").into());
+    }
+    Ok(())
+}
+
+const USAGE: &str = "usage: cargo xtask <command> [options]
+
+commands:
+  build                 build the hypervisor ELF (target/kernel/...)
+  iso                   build the bootable BIOS+UEFI image (target/hestia.iso)
+  run [options]         boot Hestia in QEMU, serial on this terminal
+      --dom0 KERNEL       dom0 kernel (ELF or bzImage; any Xen PV kernel)
+      --initrd FILE       dom0 initrd
+      --dom0-cmdline STR  dom0 command line
+      --hv-cmdline STR    Hestia command line (e.g. 'loglvl=debug noreboot')
+      --smp N             CPUs (default 2)
+      --mem MIB           RAM in MiB (default 1024)
+      --accel auto|kvm|tcg  (default auto: KVM only with real VMX/SVM)
+      --firmware bios|uefi  (default bios)
+      --cpu MODEL         QEMU CPU model (default qemu64 under TCG, host under KVM)
+      --timeout SECS      give up after SECS (default: none on a terminal, else 300)
+      --test-hooks        boot the build with test hooks (selftest=...)
+      --gdb               wait for gdb on localhost:1234 and print the command to attach
+  test [FILTER]         host unit tests and QEMU scenarios (FILTER: scenario names only)
+  check                 rustfmt, clippy (host and kernel target)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("build") => kernel::build(Flavor::Release).map(|p| println!("{}", p.display())),
+        Some("iso") => iso().map(|p| println!("{}", p.display())),
+        Some("run") => cmd_run(&args[1..]),
+        Some("test") => {
+            let accel = if args.iter().any(|a| a == "--kvm") {
+                Accel::Kvm
+            } else {
+                Accel::Auto
+            };
+            test::run(
+                args.get(1)
+                    .map(String::as_str)
+                    .filter(|a| !a.starts_with("--")),
+                accel,
+            )
+        }
+        Some("check") => check::run(),
+        Some("help" | "-h" | "--help") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command '{other}'\n{USAGE}").into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn iso() -> Result<PathBuf> {
+    tools::ensure_system_tools()?;
+    let elf = kernel::build(Flavor::Release)?;
+    kernel::make_iso("hestia", &elf, "", &Modules::default())
+}
+
+fn value<'a>(args: &'a [String], i: &mut usize, flag: &str) -> Result<&'a str> {
+    *i += 1;
+    args.get(*i)
+        .map(String::as_str)
+        .ok_or_else(|| format!("{flag} needs a value").into())
+}
+
+fn cmd_run(args: &[String]) -> Result<()> {
+    let mut m = Machine {
+        firmware: Firmware::Bios,
+        smp: 2,
+        mem_mib: 1024,
+        accel: Accel::Auto,
+        cpu: None,
+        gdb: false,
+    };
+    let mut modules = Modules::default();
+    let (mut hv_cmdline, mut dom0_cmdline) = (String::new(), String::new());
+    let (mut dom0, mut timeout, mut flavor) = (None, None, Flavor::Release);
+    let mut i = 0;
+    while i < args.len() {
+        let flag = args[i].as_str();
+        match flag {
+            "--dom0" => dom0 = Some(PathBuf::from(value(args, &mut i, flag)?)),
+            "--initrd" => modules.initrd = Some(PathBuf::from(value(args, &mut i, flag)?)),
+            "--dom0-cmdline" => dom0_cmdline = value(args, &mut i, flag)?.to_owned(),
+            "--hv-cmdline" => hv_cmdline = value(args, &mut i, flag)?.to_owned(),
+            "--smp" => {
+                m.smp = value(args, &mut i, flag)?
+                    .parse()
+                    .map_err(|_| "--smp needs a number")?
+            }
+            "--mem" => {
+                m.mem_mib = value(args, &mut i, flag)?
+                    .parse()
+                    .map_err(|_| "--mem needs a number of MiB")?
+            }
+            "--timeout" => {
+                timeout = Some(Duration::from_secs(
+                    value(args, &mut i, flag)?
+                        .parse()
+                        .map_err(|_| "--timeout needs seconds")?,
+                ))
+            }
+            "--cpu" => m.cpu = Some(value(args, &mut i, flag)?.to_owned()),
+            "--accel" => {
+                m.accel = match value(args, &mut i, flag)? {
+                    "auto" => Accel::Auto,
+                    "kvm" => Accel::Kvm,
+                    "tcg" => Accel::Tcg,
+                    a => return Err(format!("--accel {a}: expected auto, kvm or tcg").into()),
+                }
+            }
+            "--firmware" => {
+                m.firmware = match value(args, &mut i, flag)? {
+                    "bios" => Firmware::Bios,
+                    "uefi" => Firmware::Uefi,
+                    f => return Err(format!("--firmware {f}: expected bios or uefi").into()),
+                }
+            }
+            "--test-hooks" => flavor = Flavor::TestHooks,
+            "--gdb" => m.gdb = true,
+            _ => return Err(format!("unknown option '{flag}'\n{USAGE}").into()),
+        }
+        i += 1;
+    }
+    for p in dom0.iter().chain(modules.initrd.iter()) {
+        if !p.is_file() {
+            return Err(format!("{} does not exist", p.display()).into());
+        }
+    }
+    modules.dom0 = dom0.map(|d| (d, dom0_cmdline));
+
+    tools::ensure_system_tools()?;
+    let elf = kernel::build(flavor)?;
+    let iso = kernel::make_iso("hestia-run", &elf, &hv_cmdline, &modules)?;
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    if m.gdb {
+        eprintln!(
+            "xtask: QEMU waits for gdb. In another terminal:\n    gdb {} -ex 'target remote localhost:1234' -ex 'hbreak hestia_main' -ex continue",
+            elf.display()
+        );
+    }
+    let log_path = target_dir().join("run.log");
+    let timeout = timeout.or(if interactive || m.gdb {
+        None
+    } else {
+        Some(Duration::from_secs(300))
+    });
+    let opts = RunOptions {
+        timeout,
+        log_path: log_path.clone(),
+        echo: true,
+        interactive,
+        input: Vec::new(),
+        stop_when: None,
+    };
+    let r = qemu::run(&iso, &m, "run", &opts)?;
+    if let Some(d) = r.ready_after {
+        eprintln!(
+            "xtask: Hestia's ready line {:.2} s after QEMU started",
+            d.as_secs_f64()
+        );
+    }
+    let fatal = FATAL_MARKERS.iter().find(|f| r.log.contains(*f));
+    let verdict = match (r.outcome, fatal) {
+        (_, Some(f)) => Err(format!(
+            "Hestia reported a fatal error ({f:?}); serial log in {}",
+            log_path.display()
+        )),
+        (Outcome::Exited(0), None) if r.log.contains(POWEROFF_MARKER) => Ok(()),
+        (Outcome::Exited(0), None) => {
+            Err("QEMU exited without Hestia powering off (reset or triple fault)".into())
+        }
+        (Outcome::Exited(c), None) => Err(format!("QEMU exited with status {c}")),
+        (Outcome::TimedOut, None) => Err(format!(
+            "timed out after {} s",
+            timeout.map_or(0, |t| t.as_secs())
+        )),
+        (Outcome::Stopped, None) => Err("stopped".into()),
+    };
+    verdict.map_err(Into::into)
+}

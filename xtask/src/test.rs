@@ -1,0 +1,144 @@
+//! `cargo xtask test`: host unit tests, then every QEMU scenario of `hestia-tests`, then the
+//! summary line `N passed, M failed`. Zero tests run is a failure.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hestia_tests::{Ending, judge};
+
+use crate::kernel::{self, Flavor, Modules};
+use crate::qemu::{self, Accel, Machine, RunOptions};
+use crate::{Result, root_dir, target_dir};
+
+/// Counts from cargo's `test result:` lines.
+fn parse_cargo_counts(out: &str) -> (u64, u64) {
+    let (mut passed, mut failed) = (0, 0);
+    for line in out.lines().filter(|l| l.starts_with("test result:")) {
+        let num = |key: &str| {
+            line.split(';')
+                .find(|p| p.contains(key))
+                .and_then(|p| p.split_whitespace().rev().nth(1))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        passed += num(" passed");
+        failed += num(" failed");
+    }
+    (passed, failed)
+}
+
+/// Runs everything (or the scenarios whose names contain `filter`).
+pub fn run(filter: Option<&str>, accel: Accel) -> Result<()> {
+    let (mut passed, mut failed) = (0u64, 0u64);
+    if filter.is_none() {
+        println!("== host unit tests (cargo test) ==");
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root_dir())
+            .args(["test"])
+            .output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        print!("{text}");
+        let (p, f) = parse_cargo_counts(&text);
+        passed += p;
+        failed += f;
+        if !out.status.success() && f == 0 {
+            println!("host unit tests: cargo test failed before reporting results");
+            failed += 1;
+        }
+    }
+
+    crate::tools::ensure_system_tools()?;
+    let elf = kernel::build(Flavor::TestHooks)?;
+    let logs = target_dir().join("test-logs");
+    println!("== QEMU scenarios (serial logs in {}) ==", logs.display());
+    for s in hestia_tests::all()
+        .into_iter()
+        .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
+    {
+        let iso = kernel::make_iso(
+            &format!("test-{}", s.name),
+            &elf,
+            s.hv_cmdline,
+            &Modules::default(),
+        )?;
+        let machine = Machine {
+            firmware: s.firmware,
+            smp: s.smp,
+            mem_mib: s.mem_mib,
+            accel,
+            cpu: s.cpu.map(str::to_owned),
+            gdb: false,
+        };
+        let expect = s.expect;
+        let stop = move |log: &str| expect.iter().all(|e| log.contains(e));
+        let opts = RunOptions {
+            timeout: Some(Duration::from_secs(s.timeout_s)),
+            log_path: logs.join(format!("{}.log", s.name)),
+            echo: false,
+            interactive: false,
+            input: s
+                .input
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            stop_when: (s.ending == Ending::StopWhenSeen).then_some(&stop as &dyn Fn(&str) -> bool),
+        };
+        let t = Instant::now();
+        let r = qemu::run(&iso, &machine, s.name, &opts)?;
+        let ready = r.ready_after.map_or(String::new(), |d| {
+            format!(", ready after {:.2} s", d.as_secs_f64())
+        });
+        match judge(&s, &r.log, r.outcome) {
+            Ok(()) => {
+                passed += 1;
+                println!(
+                    "test {} ... ok ({:.1} s{ready})",
+                    s.name,
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            Err(why) => {
+                failed += 1;
+                println!(
+                    "test {} ... FAILED ({:.1} s, {:?})",
+                    s.name,
+                    t.elapsed().as_secs_f64(),
+                    r.outcome
+                );
+                for w in why {
+                    println!("    {w}");
+                }
+                println!(
+                    "    --- last serial lines ({}) ---\n{}",
+                    opts.log_path.display(),
+                    qemu::tail(&r.log, 40)
+                );
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 || passed == 0 {
+        return Err(if passed == 0 {
+            "no test ran".into()
+        } else {
+            format!("{failed} tests failed").into()
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cargo_counts;
+
+    #[test]
+    fn sums_cargo_result_lines() {
+        let out = "test result: ok. 31 passed; 0 failed; 0 ignored\nnoise\ntest result: FAILED. 2 passed; 1 failed; 0 ignored\n";
+        assert_eq!(parse_cargo_counts(out), (33, 1));
+        assert_eq!(parse_cargo_counts("nothing"), (0, 0));
+    }
+}
