@@ -34,6 +34,9 @@ pub enum Outcome {
     Stopped,
 }
 
+/// A check over a whole serial log: `Err` says what is wrong.
+pub type LogCheck = fn(&str) -> Result<(), String>;
+
 /// One QEMU scenario.
 #[derive(Clone, Copy, Debug)]
 pub struct Scenario {
@@ -56,7 +59,7 @@ pub struct Scenario {
     /// Substrings that must not appear.
     pub forbid: &'static [&'static str],
     /// Extra check on the whole log.
-    pub check: Option<fn(&str) -> Result<(), String>>,
+    pub check: Option<LogCheck>,
     /// How the run must end.
     pub ending: Ending,
     /// Seconds before the runner gives up.
@@ -346,10 +349,8 @@ pub fn judge(s: &Scenario, log: &str, outcome: Outcome) -> Result<(), Vec<String
             }
         }
     }
-    if let Some(c) = s.check {
-        if let Err(e) = c(log) {
-            why.push(e);
-        }
+    if let Some(Err(e)) = s.check.map(|c| c(log)) {
+        why.push(e);
     }
     if why.is_empty() { Ok(()) } else { Err(why) }
 }

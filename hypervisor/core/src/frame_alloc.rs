@@ -136,7 +136,7 @@ impl FrameAllocator {
 
     /// Returns `count` frames starting at `addr` to the free list.
     pub fn free(&mut self, addr: u64, count: u64) -> Result<(), FrameError> {
-        if count == 0 || addr % PAGE_SIZE != 0 {
+        if count == 0 || !addr.is_multiple_of(PAGE_SIZE) {
             return Err(FrameError::BadArgument);
         }
         let s = addr / PAGE_SIZE;
@@ -262,7 +262,7 @@ mod tests {
             "the top frame is taken, so the highest aligned block is lower"
         );
         let low = a.alloc(1, 4096, MIB).unwrap();
-        assert!(low < MIB && low >= 0x1000);
+        assert!((0x1000..MIB).contains(&low));
         check_invariant(&a);
     }
 
@@ -298,7 +298,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 3 != 0 || held.is_empty() {
+            if !x.is_multiple_of(3) || held.is_empty() {
                 let n = 1 + x % 17;
                 if let Ok(p) = a.alloc(n, 4096 << (x % 4), u64::MAX) {
                     assert!(

@@ -128,11 +128,12 @@ impl MemoryMap {
     }
 
     fn push_merge(&mut self, r: Region) {
-        if let Some(last) = self.regions[..self.len].last_mut() {
-            if last.end == r.start && last.kind == r.kind {
-                last.end = r.end;
-                return;
-            }
+        if let Some(last) = self.regions[..self.len].last_mut()
+            && last.end == r.start
+            && last.kind == r.kind
+        {
+            last.end = r.end;
+            return;
         }
         if self.len < MAX_REGIONS {
             self.regions[self.len] = r;

@@ -60,8 +60,9 @@ unsafe extern "C" {
     static __data_end: u8;
 }
 
-fn sym(s: &u8) -> u64 {
-    s as *const u8 as u64
+/// The address of a linker-script symbol.
+fn sym(s: *const u8) -> u64 {
+    s as u64
 }
 
 /// The virtual address of a physical address in the direct map.
@@ -146,10 +147,9 @@ pub fn init(info: &BootInfo) {
                 );
             }
         }
-        // SAFETY (address only): the linker defines these symbols; only their addresses are used.
         let (img_s, img_e) = (
-            sym(unsafe { &__image_phys_start }),
-            sym(unsafe { &__image_phys_end }),
+            sym(&raw const __image_phys_start),
+            sym(&raw const __image_phys_end),
         );
         let reserved = [(0u64, 0x1000u64), (img_s, img_e), info.mbi_range];
         let extra = info
@@ -174,14 +174,23 @@ pub fn init(info: &BootInfo) {
             "mm: no memory below 4 GiB for page tables ({e:?})"
         )),
     };
-    // SAFETY (address only): linker symbols, see above.
-    let sections = unsafe {
-        [
-            (sym(&__text_start), sym(&__text_end), Access::ReadExec),
-            (sym(&__rodata_start), sym(&__rodata_end), Access::Read),
-            (sym(&__data_start), sym(&__data_end), Access::ReadWrite),
-        ]
-    };
+    let sections = [
+        (
+            sym(&raw const __text_start),
+            sym(&raw const __text_end),
+            Access::ReadExec,
+        ),
+        (
+            sym(&raw const __rodata_start),
+            sym(&raw const __rodata_end),
+            Access::Read,
+        ),
+        (
+            sym(&raw const __data_start),
+            sym(&raw const __data_end),
+            Access::ReadWrite,
+        ),
+    ];
     let big = if feats.page1g {
         PageSize::Size1G
     } else {

@@ -42,7 +42,7 @@ pub fn write_symbol(w: &mut dyn Write, addr: u64) {
 fn plausible_frame(rbp: u64) -> bool {
     let in_stacks = (mm::STACKS_BASE..mm::STACKS_BASE + (1 << 30)).contains(&rbp);
     let in_image = (mm::KERNEL_VIRT..mm::KERNEL_VIRT + (64 << 20)).contains(&rbp);
-    rbp % 8 == 0
+    rbp.is_multiple_of(8)
         && (in_stacks || in_image)
         && !mm::is_stack_guard(rbp)
         && !mm::is_stack_guard(rbp + 8)

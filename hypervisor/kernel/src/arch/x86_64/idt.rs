@@ -43,7 +43,7 @@ pub struct TrapFrame {
 }
 const _: () = assert!(size_of::<TrapFrame>() == 22 * 8);
 const _: () = assert!(
-    size_of::<TrapFrame>() % 16 == 0,
+    size_of::<TrapFrame>().is_multiple_of(16),
     "keeps RSP 16-byte aligned at the call"
 );
 

@@ -119,10 +119,9 @@ unsafe extern "C" {
     static hestia_ap_arg: u8;
 }
 
-/// Offset of a trampoline symbol from its start.
-fn off(s: &u8) -> u64 {
-    // SAFETY (address only): linker symbols inside the trampoline template.
-    s as *const u8 as u64 - unsafe { &hestia_ap_tramp_start as *const u8 as u64 }
+/// Offset of a trampoline symbol from the template's start.
+fn off(s: *const u8) -> u64 {
+    s as u64 - (&raw const hestia_ap_tramp_start) as u64
 }
 
 /// Allocates the main and IST stacks of a CPU; returns `(stack top, IST tops)`.
@@ -183,9 +182,7 @@ pub fn start_aps(
     if root >= 1 << 32 {
         return Err("Hestia's PML4 lies above 4 GiB");
     }
-    // SAFETY (address only): linker symbols bounding the template.
-    let len = unsafe { &hestia_ap_tramp_end as *const u8 as u64 }
-        - unsafe { &hestia_ap_tramp_start as *const u8 as u64 };
+    let len = off(&raw const hestia_ap_tramp_end);
     let dst = mm::phys_to_virt(page);
     let put32 = |o: u64, v: u32| {
         // SAFETY: `o` is an offset inside the copied template, which occupies our private page.
@@ -199,25 +196,28 @@ pub fn start_aps(
     // and the template is far smaller).
     unsafe {
         core::ptr::copy_nonoverlapping(
-            &hestia_ap_tramp_start as *const u8,
+            &raw const hestia_ap_tramp_start,
             dst as *mut u8,
             len as usize,
         )
     };
-    // SAFETY (address only) for every linker symbol below.
-    unsafe {
-        put32(
-            off(&hestia_ap_gdt_base),
-            (page + off(&hestia_ap_gdt)) as u32,
-        );
-        put32(off(&hestia_ap_farptr), (page + off(&hestia_ap_long)) as u32);
-        put32(off(&hestia_ap_cr3), root as u32);
-        put32(
-            off(&hestia_ap_efer),
-            (cpu::rdmsr(cpu::msr::EFER) & !(1 << 10)) as u32,
-        );
-        put64(off(&hestia_ap_entry), ap_entry as *const () as u64);
-    }
+    put32(
+        off(&raw const hestia_ap_gdt_base),
+        (page + off(&raw const hestia_ap_gdt)) as u32,
+    );
+    put32(
+        off(&raw const hestia_ap_farptr),
+        (page + off(&raw const hestia_ap_long)) as u32,
+    );
+    put32(off(&raw const hestia_ap_cr3), root as u32);
+    // SAFETY: EFER exists on every x86_64 CPU; reading it has no side effects.
+    let efer = unsafe { cpu::rdmsr(cpu::msr::EFER) };
+    // LMA (bit 10) is the CPU's own status bit: the AP sets it when it enables paging.
+    put32(off(&raw const hestia_ap_efer), (efer & !(1 << 10)) as u32);
+    put64(
+        off(&raw const hestia_ap_entry),
+        ap_entry as *const () as u64,
+    );
     mm::with_kernel_pt(|pt| pt.map(page, page, PageSize::Size4K, Access::ReadExec))
         .ok_or("no kernel page tables")?
         .map_err(|_| "cannot map the trampoline")?;
@@ -234,11 +234,8 @@ pub fn start_aps(
             continue;
         };
         let p = percpu::create(next_index, id, stack, ist);
-        // SAFETY (address only): trampoline data slots.
-        unsafe {
-            put64(off(&hestia_ap_stack), stack);
-            put64(off(&hestia_ap_arg), u64::from(next_index));
-        }
+        put64(off(&raw const hestia_ap_stack), stack);
+        put64(off(&raw const hestia_ap_arg), u64::from(next_index));
         apic::send_ipi(id, Delivery::Init);
         tsc::delay_ns(10_000_000);
         for _ in 0..2 {
