@@ -21,6 +21,8 @@ pub enum Ending {
     Fatal,
     /// The runner stops QEMU once every input step and expectation is met (Hestia stays up).
     StopWhenSeen,
+    /// Hestia resets the machine: QEMU (run with -no-reboot) exits 0 without a power-off.
+    Reset,
 }
 
 /// How a finished run ended, as the runner observed it.
@@ -254,6 +256,20 @@ pub fn all() -> Vec<Scenario> {
             ..DEFAULT
         },
         Scenario {
+            name: "reset-key",
+            hv_cmdline: "noreboot",
+            input: &[("debug keys on the serial line", "R")],
+            expect: &["'R' pressed -> reboot the machine"],
+            ending: Ending::Reset,
+            ..DEFAULT
+        },
+        Scenario {
+            name: "large-memory",
+            mem_mib: 6144,
+            check: Some(check_ram_6144mib),
+            ..DEFAULT
+        },
+        Scenario {
             name: "debug-keys",
             smp: 2,
             hv_cmdline: "noreboot",
@@ -306,6 +322,26 @@ fn check_4cpus_2048mib(log: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn check_ram_6144mib(log: &str) -> Result<(), String> {
+    let (_, ram) = ready_numbers(log).ok_or("no ready line with CPU and RAM figures")?;
+    if (ram as f64 - 6144.0).abs() / 6144.0 > 0.02 {
+        return Err(format!("RAM {ram} MiB is not within 2% of 6144 MiB"));
+    }
+    // q35 splits a 6 GiB guest into 2 GiB below 4 GiB and 4 GiB above: RAM ends at 8 GiB.
+    let gib: u64 = log
+        .split("mm: direct map of ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if gib <= 4 {
+        return Err(format!(
+            "the direct map ({gib} GiB) does not cover RAM above 4 GiB"
+        ));
+    }
+    Ok(())
+}
+
 /// The verdict on a finished run: `Ok` or every reason it failed.
 pub fn judge(s: &Scenario, log: &str, outcome: Outcome) -> Result<(), Vec<String>> {
     let mut why = Vec::new();
@@ -339,6 +375,16 @@ pub fn judge(s: &Scenario, log: &str, outcome: Outcome) -> Result<(), Vec<String
             }
             if outcome == Outcome::TimedOut {
                 why.push("timed out".into());
+            }
+        }
+        Ending::Reset => {
+            if let Some(m) = fatal {
+                why.push(format!("fatal error in the log ({m:?})"));
+            }
+            if outcome != Outcome::Exited(0) || log.contains(POWEROFF_MARKER) {
+                why.push(format!(
+                    "expected a reset (QEMU exit 0, no power-off), got {outcome:?}"
+                ));
             }
         }
         Ending::StopWhenSeen => {
@@ -418,6 +464,18 @@ mod tests {
             .find(|s| s.name == "fault-invalid-opcode")
             .unwrap();
         assert!(judge(&s, GOOD, Outcome::Exited(0)).is_err());
+    }
+
+    #[test]
+    fn reset_needs_exit_without_poweroff() {
+        let s = all().into_iter().find(|s| s.name == "reset-key").unwrap();
+        let log = "'R' pressed -> reboot the machine\n";
+        assert_eq!(judge(&s, log, Outcome::Exited(0)), Ok(()));
+        assert!(
+            judge(&s, GOOD, Outcome::Exited(0)).is_err(),
+            "a power-off is not a reset"
+        );
+        assert!(judge(&s, log, Outcome::TimedOut).is_err());
     }
 
     #[test]

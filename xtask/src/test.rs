@@ -121,14 +121,11 @@ pub fn run(filter: Option<&str>, accel: Accel) -> Result<()> {
         }
     }
     println!("{passed} passed, {failed} failed");
-    if failed > 0 || passed == 0 {
-        return Err(if passed == 0 {
-            "no test ran".into()
-        } else {
-            format!("{failed} tests failed").into()
-        });
+    match (passed, failed) {
+        (0, 0) => Err("no test ran".into()),
+        (_, 0) => Ok(()),
+        (_, f) => Err(format!("{f} tests failed").into()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

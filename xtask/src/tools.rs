@@ -54,7 +54,7 @@ pub fn ensure_system_tools() -> Result<()> {
     let script = root_dir().join("xtask/install-deps.sh");
     if !is_root() {
         return Err(format!(
-            "missing: {}. Install them with:\n    sudo bash {}",
+            "missing: {}. Install them as root with:\n    sudo bash {}\n(on Debian 12 it adds bookworm-backports for QEMU 10, then runs\n    apt-get install -y qemu-system-x86 grub-pc-bin grub-efi-amd64-bin grub-common xorriso mtools ovmf)",
             missing.join(", "),
             script.display()
         )

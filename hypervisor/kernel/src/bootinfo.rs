@@ -49,6 +49,19 @@ pub struct SymbolSections {
     pub strtab: (u64, u64),
 }
 
+/// A linear framebuffer set up by the bootloader (reported; Hestia's console is serial).
+#[derive(Clone, Copy, Debug)]
+pub struct Framebuffer {
+    /// Physical address.
+    pub addr: u64,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Bits per pixel.
+    pub bpp: u8,
+}
+
 /// Everything Hestia takes from the bootloader.
 pub struct BootInfo {
     /// The hypervisor command line.
@@ -71,6 +84,8 @@ pub struct BootInfo {
     pub symbols: Option<SymbolSections>,
     /// Booted through UEFI firmware.
     pub efi: bool,
+    /// The framebuffer, if the bootloader set one up.
+    pub framebuffer: Option<Framebuffer>,
 }
 
 impl BootInfo {
@@ -222,6 +237,15 @@ pub fn parse(magic: u32, mbi_phys: u32) -> Result<BootInfo, BootInfoError> {
         acpi,
         symbols: find_symbols(&mbi),
         efi: mbi.efi_sdt64_tag().is_some() || mbi.efi_memory_map_tag().is_some(),
+        framebuffer: mbi
+            .framebuffer_tag()
+            .and_then(Result::ok)
+            .map(|f| Framebuffer {
+                addr: f.address(),
+                width: f.width(),
+                height: f.height(),
+                bpp: f.bpp(),
+            }),
     })
 }
 

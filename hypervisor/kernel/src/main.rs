@@ -107,6 +107,12 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
             m.cmdline
         );
     }
+    if let Some(fb) = info.framebuffer {
+        info!(
+            "boot: framebuffer {}x{}x{} at {:#x} (unused: the console is serial)",
+            fb.width, fb.height, fb.bpp, fb.addr
+        );
+    }
     if info.dropped_modules > 0 {
         warn!(
             "boot: {} modules ignored (empty, inverted or more than {})",
