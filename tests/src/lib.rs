@@ -96,7 +96,7 @@ const DEFAULT: Scenario = Scenario {
 };
 
 /// Lines of a register dump (a symbolised RIP in the image, control and general registers).
-const DUMP_RIP: &str = "RIP:    0008:[<ffff82d08";
+const DUMP_RIP: &str = "RIP:    e008:[<ffff82d08";
 const DUMP_CR2: &str = "CR2: ";
 const DUMP_RAX: &str = "rax: ";
 const DUMP_R15: &str = "r15: ";

@@ -4,10 +4,13 @@
 //! only: no logic, no `unsafe`. Every guest-visible structure gets a compile-time size assertion
 //! as it is added. The digest is `shared/xen-abi.md`; the primary source is Xen 4.17's headers.
 //!
-//! Milestone M0 needs only the hypercall numbers and the errno values; the structures arrive with
-//! the PV core (M1).
+//! Structures derive zerocopy's byte traits, so the hypervisor copies them to and from guest
+//! memory without `transmute`; field docs say IN (guest to hypervisor) or OUT.
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod elfnote;
 pub mod errno;
+pub mod sched;
+pub mod version;
 pub mod xen;

@@ -4,6 +4,8 @@
 //! in RAX; RCX and R11 are clobbered by `syscall`. A hypercall page holds 32-byte stubs, one per
 //! number, each `mov $nr, %eax; syscall; ret`.
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 /// Hypercall numbers from `public/xen.h` (`__HYPERVISOR_*`).
 #[allow(missing_docs)] // The names mirror public/xen.h one to one.
 pub mod hypercall {
@@ -64,6 +66,176 @@ pub const HYPERVISOR_VIRT_START: u64 = 0xFFFF_8000_0000_0000;
 pub const HYPERVISOR_VIRT_END: u64 = 0xFFFF_8800_0000_0000;
 /// Where the read-only machine-to-phys table is mapped for PV guests.
 pub const MACH2PHYS_VIRT_START: u64 = 0xFFFF_8000_0000_0000;
+
+/// Flat ring-3 32-bit code selector (`FLAT_RING3_CS32`, also the kernel/user CS32).
+pub const FLAT_RING3_CS32: u16 = 0xe023;
+/// Flat ring-3 data/stack selector (`FLAT_RING3_DS32`, `FLAT_KERNEL_SS64`, `FLAT_USER_SS64`).
+pub const FLAT_RING3_DS: u16 = 0xe02b;
+/// Flat ring-3 64-bit code selector (`FLAT_KERNEL_CS64` = `FLAT_USER_CS64`).
+pub const FLAT_RING3_CS64: u16 = 0xe033;
+/// `FLAT_KERNEL_CS`: guest kernel code runs in ring 3 on the 64-bit flat selector.
+pub const FLAT_KERNEL_CS: u16 = FLAT_RING3_CS64;
+/// `FLAT_KERNEL_SS`.
+pub const FLAT_KERNEL_SS: u16 = FLAT_RING3_DS;
+/// First GDT entry reserved for the hypervisor (`FIRST_RESERVED_GDT_ENTRY`): selectors 0xe000+.
+pub const FIRST_RESERVED_GDT_ENTRY: u32 = 7168;
+
+/// `console_io` commands.
+pub mod consoleio {
+    /// Write `count` bytes from `buf` to the console.
+    pub const WRITE: u32 = 0;
+    /// Read up to `count` bytes into `buf` (dom0 only).
+    pub const READ: u32 = 1;
+}
+
+/// Domain id of the calling domain (`DOMID_SELF`).
+pub const DOMID_SELF: u16 = 0x7FF0;
+/// Pseudo-domain owning I/O memory (`DOMID_IO`).
+pub const DOMID_IO: u16 = 0x7FF1;
+
+/// `start_info.flags` bits (`SIF_*`).
+pub mod sif {
+    /// The domain is privileged.
+    pub const PRIVILEGED: u32 = 1 << 0;
+    /// This is the initial (control) domain.
+    pub const INITDOMAIN: u32 = 1 << 1;
+    /// `mod_start` names a multiboot-style module package.
+    pub const MULTIBOOT_MOD: u32 = 1 << 2;
+    /// `mod_start` is a PFN (the initrd is not mapped).
+    pub const MOD_START_PFN: u32 = 1 << 3;
+}
+
+/// Magic string at the start of `start_info` for 64-bit PV guests.
+pub const START_INFO_MAGIC: &[u8] = b"xen-3.0-x86_64";
+
+/// The start-of-day page a PV guest finds at RSI (`struct start_info`), all OUT.
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct StartInfo {
+    /// OUT: "xen-3.0-x86_64", NUL-padded.
+    pub magic: [u8; 32],
+    /// OUT: pages allocated to the domain.
+    pub nr_pages: u64,
+    /// OUT: machine address of the shared_info page.
+    pub shared_info: u64,
+    /// OUT: `SIF_*`.
+    pub flags: u32,
+    /// Padding.
+    pub _pad0: u32,
+    /// OUT: MFN of the xenstore ring (0 for dom0).
+    pub store_mfn: u64,
+    /// OUT: xenstore event channel (0 for dom0).
+    pub store_evtchn: u32,
+    /// Padding.
+    pub _pad1: u32,
+    /// OUT: domU: console ring MFN; dom0: `info_off` (low 32 bits) and `info_size` (high).
+    pub console_mfn_or_info: u64,
+    /// OUT: domU: console event channel.
+    pub console_evtchn: u32,
+    /// Padding.
+    pub _pad2: u32,
+    /// OUT: virtual address of the bootstrap L4.
+    pub pt_base: u64,
+    /// OUT: number of bootstrap page-table frames.
+    pub nr_pt_frames: u64,
+    /// OUT: virtual address of the P2M array.
+    pub mfn_list: u64,
+    /// OUT: virtual address (or PFN with `SIF_MOD_START_PFN`) of the initrd.
+    pub mod_start: u64,
+    /// OUT: initrd size in bytes.
+    pub mod_len: u64,
+    /// OUT: the kernel command line, NUL-terminated.
+    pub cmd_line: [u8; 1024],
+    /// OUT: first PFN of a separately mapped P2M (INIT_P2M).
+    pub first_p2m_pfn: u64,
+    /// OUT: number of such frames.
+    pub nr_p2m_frames: u64,
+}
+const _: () = assert!(core::mem::size_of::<StartInfo>() == 1168);
+const _: () = assert!(core::mem::offset_of!(StartInfo, pt_base) == 88);
+const _: () = assert!(core::mem::offset_of!(StartInfo, cmd_line) == 128);
+
+/// Time information for one vCPU (`struct vcpu_time_info`), all OUT, version-counted.
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VcpuTimeInfo {
+    /// OUT: odd while the hypervisor updates the fields.
+    pub version: u32,
+    /// Padding.
+    pub _pad0: u32,
+    /// OUT: TSC at the last update.
+    pub tsc_timestamp: u64,
+    /// OUT: nanoseconds since boot at that TSC.
+    pub system_time: u64,
+    /// OUT: 32.32 fixed-point TSC-to-ns multiplier.
+    pub tsc_to_system_mul: u32,
+    /// OUT: shift applied to the TSC delta before multiplying.
+    pub tsc_shift: i8,
+    /// OUT: bit 0 TSC stable, bit 1 guest stopped.
+    pub flags: u8,
+    /// Padding.
+    pub _pad1: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<VcpuTimeInfo>() == 32);
+
+/// Per-vCPU event and time state (`struct vcpu_info`), 64 bytes.
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VcpuInfo {
+    /// OUT (guest clears): an event is pending.
+    pub evtchn_upcall_pending: u8,
+    /// IN: 1 masks upcalls (the guest's "interrupts off").
+    pub evtchn_upcall_mask: u8,
+    /// Padding.
+    pub _pad0: [u8; 6],
+    /// OUT (guest clears): which words of `evtchn_pending` may hold work.
+    pub evtchn_pending_sel: u64,
+    /// OUT: CR2 of the last page fault bounced to the guest.
+    pub cr2: u64,
+    /// Padding.
+    pub _pad1: u64,
+    /// OUT: time information.
+    pub time: VcpuTimeInfo,
+}
+const _: () = assert!(core::mem::size_of::<VcpuInfo>() == 64);
+
+/// vCPUs with a `vcpu_info` slot in shared_info (`XEN_LEGACY_MAX_VCPUS`).
+pub const LEGACY_MAX_VCPUS: usize = 32;
+
+/// The page shared between the hypervisor and a domain (`struct shared_info`).
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct SharedInfo {
+    /// Per-vCPU state.
+    pub vcpu_info: [VcpuInfo; LEGACY_MAX_VCPUS],
+    /// OUT: pending bit per event channel port.
+    pub evtchn_pending: [u64; 64],
+    /// IN: mask bit per port.
+    pub evtchn_mask: [u64; 64],
+    /// OUT: wallclock version (odd while updating).
+    pub wc_version: u32,
+    /// OUT: wallclock seconds (low 32 bits) at system time 0.
+    pub wc_sec: u32,
+    /// OUT: wallclock nanoseconds.
+    pub wc_nsec: u32,
+    /// OUT: wallclock seconds, high 32 bits.
+    pub wc_sec_hi: u32,
+    /// IN: number of valid P2M entries (for tools).
+    pub max_pfn: u64,
+    /// IN: MFN of the P2M frame-list-list (for tools).
+    pub pfn_to_mfn_frame_list_list: u64,
+    /// OUT: NMI reason bits.
+    pub nmi_reason: u64,
+    /// IN: P2M CR3 (for tools).
+    pub p2m_cr3: u64,
+    /// IN: P2M virtual address (for tools).
+    pub p2m_vaddr: u64,
+    /// IN: P2M generation count (for tools).
+    pub p2m_generation: u64,
+}
+const _: () = assert!(core::mem::size_of::<SharedInfo>() == 3136);
+const _: () = assert!(core::mem::offset_of!(SharedInfo, evtchn_pending) == 2048);
+const _: () = assert!(core::mem::offset_of!(SharedInfo, wc_version) == 3072);
 
 #[cfg(test)]
 mod tests {

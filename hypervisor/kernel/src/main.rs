@@ -125,14 +125,17 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
     console::install_log_bridge();
     let info: &'static BootInfo = Box::leak(Box::new(info));
 
-    let Some((stack, ist)) = smp::alloc_cpu_stacks() else {
-        fatal_boot(format_args!("mm: cannot allocate the boot CPU's stacks"))
+    let Some(bsp) = smp::alloc_cpu_stacks()
+        .and_then(|(stack, ist)| percpu::create(0, initial_apic_id(), stack, ist))
+    else {
+        fatal_boot(format_args!(
+            "mm: cannot allocate the boot CPU's stacks and GDT"
+        ))
     };
-    let bsp = percpu::create(0, initial_apic_id(), stack, ist);
     smp::load_cpu_tables(bsp);
     cpu::set_percpu_ready();
     let _ = opts;
-    smp::switch_stack(stack, continue_boot, info as *const BootInfo as u64)
+    smp::switch_stack(bsp.stack_top, continue_boot, info as *const BootInfo as u64)
 }
 
 /// The APIC id CPUID reports for this CPU (x2APIC id from leaf 0xB when present).

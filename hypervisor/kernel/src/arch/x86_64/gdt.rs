@@ -1,20 +1,28 @@
-//! Per-CPU GDT and TSS.
+//! Per-CPU GDT and TSS, laid out as Xen's so PV guests see the public flat selectors.
 //!
-//! Layout (Intel SDM Vol. 3A, 3.4.5 and 8.2.3): 0 null, 0x08 64-bit code, 0x10 data,
-//! 0x18 TSS (a 16-byte system descriptor). The TSS carries the interrupt stacks: IST1 for #DF,
-//! IST2 for NMI, IST3 for #MC, so those run on a known-good stack even when the faulting stack
-//! is exhausted (a guard-page hit) or mid-switch. The PV selectors of Xen's ABI (FLAT_KERNEL_CS
-//! and friends) arrive with the PV core.
+//! The GDT is 15 pages (xen-abi.md 4.2): pages 0-13 (entries 0-7167) belong to the guest of
+//! the running vCPU (null until `set_gdt` arrives with the PV core), page 14 is Hestia's:
+//! `0xe008` ring-0 code, `0xe010` ring-0 data, `0xe023` ring-3 32-bit code, `0xe02b` ring-3 data,
+//! `0xe033` ring-3 64-bit code, `0xe040` the TSS. The CS32, DS, CS64 order is what SYSRET needs
+//! (STAR[63:48] = 0xe023). The TSS carries the interrupt stacks: IST1 for #DF, IST2 for NMI,
+//! IST3 for #MC, so those run on a known-good stack even when the faulting one is exhausted.
 
 use core::arch::asm;
 use core::mem::size_of;
 
-/// Kernel code selector.
-pub const KERNEL_CS: u16 = 0x08;
-/// Kernel data selector.
-pub const KERNEL_DS: u16 = 0x10;
+use xen_abi::xen::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS};
+
+/// Hypervisor code selector.
+pub const KERNEL_CS: u16 = 0xe008;
+/// Hypervisor data selector.
+pub const KERNEL_DS: u16 = 0xe010;
 /// TSS selector.
-pub const TSS_SEL: u16 = 0x18;
+pub const TSS_SEL: u16 = 0xe040;
+
+/// Pages in a GDT: 14 for the guest, 1 for Hestia.
+const GDT_PAGES: u64 = 15;
+const ENTRIES_PER_PAGE: usize = 512;
+const RESERVED_PAGE: usize = 14;
 
 /// IST slot (1-based, as in IDT entries) for double faults.
 pub const IST_DOUBLE_FAULT: u8 = 1;
@@ -51,20 +59,37 @@ impl Tss {
     }
 }
 
-/// The GDT.
-#[repr(C, align(16))]
-pub struct Gdt([u64; 5]);
-
-impl Default for Gdt {
-    fn default() -> Self {
-        Self::new()
-    }
+/// A CPU's GDT: 15 zeroed frames reached through the direct map.
+pub struct Gdt {
+    base: u64,
 }
 
 impl Gdt {
-    /// Null, code64, data; the TSS descriptor is filled by [`load`].
-    pub const fn new() -> Self {
-        Gdt([0, 0x00AF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF, 0, 0])
+    /// Allocates the frames and writes Hestia's reserved page (the TSS descriptor is written by
+    /// [`load`]). `None` when memory is exhausted.
+    pub fn new() -> Option<Self> {
+        let phys = crate::mm::alloc_zeroed_frames(GDT_PAGES, 4096, u64::MAX)?;
+        let g = Gdt {
+            base: crate::mm::phys_to_virt(phys),
+        };
+        let reserved = [
+            (KERNEL_CS, 0x00AF_9B00_0000_FFFF),
+            (KERNEL_DS, 0x00CF_9300_0000_FFFF),
+            (FLAT_RING3_CS32, 0x00CF_FB00_0000_FFFF),
+            (FLAT_RING3_DS, 0x00CF_F300_0000_FFFF),
+            (FLAT_RING3_CS64, 0x00AF_FB00_0000_FFFF),
+        ];
+        for (sel, desc) in reserved {
+            g.write(usize::from(sel >> 3), desc);
+        }
+        Some(g)
+    }
+
+    fn write(&self, index: usize, desc: u64) {
+        debug_assert!(index / ENTRIES_PER_PAGE == RESERVED_PAGE);
+        // SAFETY: `index` lies in the reserved page of this GDT's 15 frames, which Hestia owns
+        // and maps read-write in the direct map; entries are 8-byte aligned.
+        unsafe { ((self.base + index as u64 * 8) as *mut u64).write_volatile(desc) }
     }
 }
 
@@ -85,16 +110,12 @@ pub fn load(gdt: &'static Gdt, tss: &'static Tss) {
         | (((limit >> 16) & 0xF) << 48)
         | (((base >> 24) & 0xFF) << 56);
     let high = base >> 32;
-    let ptr = gdt.0.as_ptr() as *mut u64;
-    // SAFETY: the GDT is this CPU's own, not yet loaded (or loaded and idle in these two slots:
-    // the TSS descriptor is written once, before `ltr`), and entries 3-4 are inside the array.
-    unsafe {
-        ptr.add(3).write_volatile(low);
-        ptr.add(4).write_volatile(high);
-    }
+    let tss_index = usize::from(TSS_SEL >> 3);
+    gdt.write(tss_index, low);
+    gdt.write(tss_index + 1, high);
     let dp = DescriptorPointer {
-        limit: (size_of::<Gdt>() - 1) as u16,
-        base: gdt as *const Gdt as u64,
+        limit: (GDT_PAGES * 4096 - 1) as u16,
+        base: gdt.base,
     };
     // SAFETY: the GDT holds valid code/data descriptors at KERNEL_CS/KERNEL_DS and a TSS at
     // TSS_SEL; the far return reloads CS with the same flat 64-bit code segment.

@@ -54,13 +54,15 @@ static CPUS: [AtomicPtr<PerCpu>; MAX_CPUS] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 static NR_CPUS: AtomicU32 = AtomicU32::new(0);
 
-/// Allocates the per-CPU data for CPU `index` and publishes it in the table.
-pub fn create(index: u32, apic_id: u32, stack_top: u64, ist: [u64; 3]) -> &'static PerCpu {
+/// Allocates the per-CPU data for CPU `index` and publishes it in the table; `None` when
+/// memory for its GDT is exhausted.
+pub fn create(index: u32, apic_id: u32, stack_top: u64, ist: [u64; 3]) -> Option<&'static PerCpu> {
+    let gdt = Gdt::new()?;
     let p = Box::leak(Box::new(PerCpu {
         self_ptr: core::ptr::null(),
         index,
         apic_id,
-        gdt: Gdt::new(),
+        gdt,
         tss: Tss::new(stack_top, ist),
         stack_top,
         timers: spin::Mutex::new(TimerQueue::new()),
@@ -73,7 +75,7 @@ pub fn create(index: u32, apic_id: u32, stack_top: u64, ist: [u64; 3]) -> &'stat
     p.self_ptr = p;
     CPUS[index as usize].store(p, Ordering::Release);
     NR_CPUS.fetch_max(index + 1, Ordering::AcqRel);
-    p
+    Some(p)
 }
 
 /// Loads this CPU's GS base with its per-CPU pointer.

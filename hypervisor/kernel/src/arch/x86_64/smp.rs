@@ -228,13 +228,14 @@ pub fn start_aps(
             r.skipped += 1;
             continue;
         }
-        let Some((stack, ist)) = alloc_cpu_stacks() else {
-            crate::warn!("smp: out of memory for the stacks of APIC id {id}");
+        let Some(p) =
+            alloc_cpu_stacks().and_then(|(stack, ist)| percpu::create(next_index, id, stack, ist))
+        else {
+            crate::warn!("smp: out of memory for the stacks and GDT of APIC id {id}");
             r.failed += 1;
             continue;
         };
-        let p = percpu::create(next_index, id, stack, ist);
-        put64(off(&raw const hestia_ap_stack), stack);
+        put64(off(&raw const hestia_ap_stack), p.stack_top);
         put64(off(&raw const hestia_ap_arg), u64::from(next_index));
         apic::send_ipi(id, Delivery::Init);
         tsc::delay_ns(10_000_000);

@@ -1,0 +1,55 @@
+//! `xen_version` (`public/version.h`).
+
+/// `xen_version` commands.
+pub mod cmd {
+    /// Returns `major << 16 | minor`.
+    pub const VERSION: u32 = 0;
+    /// Copies the 16-byte extra version string.
+    pub const EXTRAVERSION: u32 = 1;
+    /// Copies compile information (compiler, by, domain, date).
+    pub const COMPILE_INFO: u32 = 2;
+    /// Copies the 1024-byte capabilities string.
+    pub const CAPABILITIES: u32 = 3;
+    /// Copies the 64-byte changeset string.
+    pub const CHANGESET: u32 = 4;
+    /// Copies `platform_parameters` (`virt_start`).
+    pub const PLATFORM_PARAMETERS: u32 = 5;
+    /// Reads one 32-bit word of the feature bitmap (`xen_feature_info`).
+    pub const GET_FEATURES: u32 = 6;
+    /// Returns the page size.
+    pub const PAGESIZE: u32 = 7;
+    /// Copies the guest handle (domain UUID).
+    pub const GUEST_HANDLE: u32 = 8;
+    /// Copies the hypervisor command line (1024 bytes).
+    pub const COMMANDLINE: u32 = 9;
+    /// Build id.
+    pub const BUILD_ID: u32 = 10;
+}
+
+/// Size of the extra version string.
+pub const EXTRAVERSION_LEN: usize = 16;
+/// Size of the capabilities string.
+pub const CAPABILITIES_LEN: usize = 1024;
+/// Size of the changeset string.
+pub const CHANGESET_LEN: usize = 64;
+/// Size of the command line string.
+pub const COMMANDLINE_LEN: usize = 1024;
+
+/// `XENVER_get_features` argument (`struct xen_feature_info`).
+#[derive(
+    Clone,
+    Copy,
+    Default,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
+#[repr(C)]
+pub struct FeatureInfo {
+    /// IN: which 32-bit word of the bitmap.
+    pub submap_idx: u32,
+    /// OUT: the word.
+    pub submap: u32,
+}
+const _: () = assert!(core::mem::size_of::<FeatureInfo>() == 8);
