@@ -12,6 +12,7 @@ extern crate std;
 
 pub mod acpi_s5;
 pub mod cmdline;
+pub mod elf;
 pub mod frame_alloc;
 pub mod memmap;
 pub mod size;
