@@ -15,6 +15,7 @@ pub mod cmdline;
 pub mod elf;
 pub mod frame_alloc;
 pub mod memmap;
+pub mod pv_layout;
 pub mod size;
 pub mod symbols;
 pub mod timer_queue;
