@@ -36,6 +36,15 @@ pub enum Outcome {
     Stopped,
 }
 
+/// The verdict a test guest must print (`Test result: ...`, the XTF protocol).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestVerdict {
+    /// `Test result: SUCCESS`.
+    Success,
+    /// `Test result: FAILURE` (the negative control).
+    Failure,
+}
+
 /// A check over a whole serial log: `Err` says what is wrong.
 pub type LogCheck = fn(&str) -> Result<(), String>;
 
@@ -66,6 +75,10 @@ pub struct Scenario {
     pub ending: Ending,
     /// Seconds before the runner gives up.
     pub timeout_s: u64,
+    /// A test guest (a binary of `tests/guests`) booted as dom0.
+    pub dom0: Option<&'static str>,
+    /// The verdict that guest must print.
+    pub verdict: Option<GuestVerdict>,
 }
 
 /// Markers Hestia prints when something fatal happened.
@@ -77,6 +90,8 @@ pub const FATAL_MARKERS: &[&str] = &[
 ];
 /// Marker of a clean power-off.
 pub const POWEROFF_MARKER: &str = "Hestia: powering off";
+/// `Scenario::dom0` value meaning "boot Hestia's own ELF as dom0" (a valid ELF64, not PV).
+pub const HYPERVISOR_AS_DOM0: &str = "hestia-itself";
 /// Marker of the end of boot.
 pub const READY_MARKER: &str = "Hestia ready:";
 
@@ -93,7 +108,21 @@ const DEFAULT: Scenario = Scenario {
     check: None,
     ending: Ending::Poweroff,
     timeout_s: 60,
+    dom0: None,
+    verdict: None,
 };
+
+/// A PV test guest run as dom0 that must print `verdict` and power off.
+const fn guest(name: &'static str, verdict: GuestVerdict) -> Scenario {
+    Scenario {
+        name,
+        hv_cmdline: "dom0_mem=64M",
+        expect: &[POWEROFF_MARKER],
+        dom0: Some(name),
+        verdict: Some(verdict),
+        ..DEFAULT
+    }
+}
 
 /// Lines of a register dump (a symbolised RIP in the image, control and general registers).
 const DUMP_RIP: &str = "RIP:    e008:[<ffff82d08";
@@ -269,6 +298,35 @@ pub fn all() -> Vec<Scenario> {
             check: Some(check_ram_6144mib),
             ..DEFAULT
         },
+        guest("functional-start-info", GuestVerdict::Success),
+        guest("functional-hypercall-page", GuestVerdict::Success),
+        guest("functional-xen-version", GuestVerdict::Success),
+        guest("functional-enosys", GuestVerdict::Success),
+        guest("xsa-style-bad-pointers", GuestVerdict::Success),
+        guest("negative-control", GuestVerdict::Failure),
+        Scenario {
+            name: "crash-invalid-opcode",
+            hv_cmdline: "dom0_mem=64M",
+            dom0: Some("crash-invalid-opcode"),
+            expect: &[
+                "domain_crash: #UD invalid opcode",
+                "d0: crashed",
+                "dom0 crashed: resetting the machine",
+            ],
+            ending: Ending::Reset,
+            ..DEFAULT
+        },
+        Scenario {
+            name: "dom0-not-a-pv-kernel",
+            // The hypervisor ELF itself: an ELF64 executable without Xen notes.
+            dom0: Some(HYPERVISOR_AS_DOM0),
+            expect: &[
+                "dom0 kernel: no Xen ELF notes: not a Xen PV kernel",
+                "Hestia: fatal error",
+            ],
+            ending: Ending::Fatal,
+            ..DEFAULT
+        },
         Scenario {
             name: "debug-keys",
             smp: 2,
@@ -278,7 +336,7 @@ pub fn all() -> Vec<Scenario> {
                 ("key 'R' - reboot the machine", "m"),
                 ("Physical memory: ", "r"),
                 ("CPU1: APIC id 1, online", "q"),
-                ("domains: none", "0"),
+                ("No domains.", "0"),
                 ("*** Dumping CPU1 state", "\u{1}\u{1}\u{1}"),
             ],
             expect: &[
@@ -395,6 +453,25 @@ pub fn judge(s: &Scenario, log: &str, outcome: Outcome) -> Result<(), Vec<String
             }
         }
     }
+    if let Some(v) = s.verdict {
+        let results: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("Test result: "))
+            .collect();
+        let want = match v {
+            GuestVerdict::Success => "Test result: SUCCESS",
+            GuestVerdict::Failure => "Test result: FAILURE",
+        };
+        match results.as_slice() {
+            [] => why.push("the guest printed no \"Test result:\" line".into()),
+            [one] if one.contains(want) => {}
+            [one] => why.push(format!("guest verdict {:?}, expected {want:?}", one.trim())),
+            _ => why.push(format!(
+                "the guest printed {} \"Test result:\" lines",
+                results.len()
+            )),
+        }
+    }
     if let Some(Err(e)) = s.check.map(|c| c(log)) {
         why.push(e);
     }
@@ -476,6 +553,30 @@ mod tests {
             "a power-off is not a reset"
         );
         assert!(judge(&s, log, Outcome::TimedOut).is_err());
+    }
+
+    #[test]
+    fn guest_verdicts_are_read_not_assumed() {
+        let s = all()
+            .into_iter()
+            .find(|s| s.name == "functional-enosys")
+            .unwrap();
+        let ok = format!("Test result: SUCCESS\n{POWEROFF_MARKER}\n");
+        assert_eq!(judge(&s, &ok, Outcome::Exited(0)), Ok(()));
+        let failed = format!("Test result: FAILURE (x)\n{POWEROFF_MARKER}\n");
+        assert!(judge(&s, &failed, Outcome::Exited(0)).is_err());
+        assert!(
+            judge(&s, POWEROFF_MARKER, Outcome::Exited(0)).is_err(),
+            "no verdict is a failure"
+        );
+        let twice = format!("Test result: SUCCESS\nTest result: SUCCESS\n{POWEROFF_MARKER}\n");
+        assert!(judge(&s, &twice, Outcome::Exited(0)).is_err());
+        let neg = all()
+            .into_iter()
+            .find(|s| s.name == "negative-control")
+            .unwrap();
+        assert_eq!(judge(&neg, &failed, Outcome::Exited(0)), Ok(()));
+        assert!(judge(&neg, &ok, Outcome::Exited(0)).is_err());
     }
 
     #[test]

@@ -29,6 +29,18 @@ pub fn run() -> Result<()> {
         .arg(target_dir().join("kernel-test"))
         .args(["--", "-D", "warnings"]),
     )?;
+    crate::run(
+        c().args([
+            "clippy",
+            "-p",
+            "hestia-guests",
+            "--target",
+            "x86_64-unknown-none",
+            "--target-dir",
+        ])
+        .arg(target_dir().join("guests"))
+        .args(["--", "-D", "warnings"]),
+    )?;
     println!("check: fmt and clippy clean");
     Ok(())
 }

@@ -40,6 +40,25 @@ pub fn build(flavor: Flavor) -> Result<PathBuf> {
     Ok(dir.join("x86_64-unknown-none/release/hestia"))
 }
 
+/// Builds the PV test guests of `tests/guests`; returns the directory holding their ELFs.
+pub fn build_guests() -> Result<PathBuf> {
+    let dir = target_dir().join("guests");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root_dir())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "hestia-guests",
+            "--target",
+            "x86_64-unknown-none",
+            "--target-dir",
+        ])
+        .arg(&dir);
+    crate::run(&mut cmd)?;
+    Ok(dir.join("x86_64-unknown-none/release"))
+}
+
 /// Boot modules put on the image after the hypervisor.
 #[derive(Clone, Debug, Default)]
 pub struct Modules {

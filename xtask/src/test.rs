@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hestia_tests::{Ending, judge};
+use hestia_tests::{Ending, HYPERVISOR_AS_DOM0, judge};
 
 use crate::kernel::{self, Flavor, Modules};
 use crate::qemu::{self, Accel, Machine, RunOptions};
@@ -53,18 +53,25 @@ pub fn run(filter: Option<&str>, accel: Accel) -> Result<()> {
 
     crate::tools::ensure_system_tools()?;
     let elf = kernel::build(Flavor::TestHooks)?;
+    let guests = kernel::build_guests()?;
     let logs = target_dir().join("test-logs");
     println!("== QEMU scenarios (serial logs in {}) ==", logs.display());
     for s in hestia_tests::all()
         .into_iter()
         .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
     {
-        let iso = kernel::make_iso(
-            &format!("test-{}", s.name),
-            &elf,
-            s.hv_cmdline,
-            &Modules::default(),
-        )?;
+        let modules = match s.dom0 {
+            None => Modules::default(),
+            Some(HYPERVISOR_AS_DOM0) => Modules {
+                dom0: Some((elf.clone(), String::new())),
+                initrd: None,
+            },
+            Some(g) => Modules {
+                dom0: Some((guests.join(g), String::new())),
+                initrd: None,
+            },
+        };
+        let iso = kernel::make_iso(&format!("test-{}", s.name), &elf, s.hv_cmdline, &modules)?;
         let machine = Machine {
             firmware: s.firmware,
             smp: s.smp,

@@ -14,7 +14,9 @@ mod arch;
 mod bootinfo;
 mod console;
 mod drivers;
+mod hypercall;
 mod mm;
+mod pv;
 mod selftest;
 mod timer;
 
@@ -31,6 +33,12 @@ use bootinfo::BootInfo;
 
 static NOREBOOT: AtomicBool = AtomicBool::new(false);
 static OPTIONS: spin::Once<Options> = spin::Once::new();
+static HV_CMDLINE: spin::Once<&'static str> = spin::Once::new();
+
+/// Hestia's own command line (for `XENVER_commandline`).
+pub fn hv_cmdline() -> &'static str {
+    HV_CMDLINE.get().copied().unwrap_or("")
+}
 
 /// Version string printed at boot.
 const VERSION: &str = concat!("Hestia ", env!("CARGO_PKG_VERSION"));
@@ -68,6 +76,7 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
         }
     });
     console::configure(&opts);
+    HV_CMDLINE.call_once(|| info.cmdline);
     NOREBOOT.store(opts.noreboot, Ordering::Relaxed);
     let opts = *OPTIONS.call_once(|| opts);
 
@@ -134,6 +143,7 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
     };
     smp::load_cpu_tables(bsp);
     cpu::set_percpu_ready();
+    arch::x86_64::syscall::init_cpu();
     let _ = opts;
     smp::switch_stack(bsp.stack_top, continue_boot, info as *const BootInfo as u64)
 }
@@ -312,12 +322,15 @@ extern "C" fn continue_boot(info: u64) -> ! {
 
     selftest::run(&opts.selftest);
 
-    if info.modules().is_empty() {
-        info!("dom0: no dom0 kernel given (no multiboot2 module): nothing to run");
-    } else {
-        error!(
-            "dom0: a kernel module was given, but this build cannot run PV domains yet (milestone M1)"
-        );
+    match info.modules() {
+        [] => info!("dom0: no dom0 kernel given (no multiboot2 module): nothing to run"),
+        [kernel, rest @ ..] => {
+            match pv::builder::build_dom0(kernel, rest.first(), dom0_pages(&opts)) {
+                Ok(d) => pv::run(Box::leak(Box::new(d))),
+                // As Xen: a dom0 that cannot be built is fatal.
+                Err(e) => fatal_boot(format_args!("{e}")),
+            }
+        }
     }
     if opts.noreboot {
         info!("noreboot: Hestia stays up; debug keys on the serial line ('h' for help)");
@@ -326,6 +339,39 @@ extern "C" fn continue_boot(info: u64) -> ! {
         }
     }
     shutdown()
+}
+
+/// dom0's size in pages: `dom0_mem=` (bounded by `max:`), else, as Xen, all free memory minus
+/// the smaller of 1/16 of it and 128 MiB.
+fn dom0_pages(opts: &Options) -> u64 {
+    let free = mm::stats().free / 4096;
+    let default = free - (free / 16).min(128 << 8);
+    let pages = opts.dom0_mem.target.map_or(default, |b| b / 4096).min(free);
+    opts.dom0_mem.max.map_or(pages, |m| pages.min(m / 4096))
+}
+
+/// dom0 stopped with `reason` (`SHUTDOWN_*`): power off, reset, or halt, as Xen does.
+pub fn dom0_stopped(reason: u32) -> ! {
+    use xen_abi::sched::reason as r;
+    match reason {
+        r::REBOOT => {
+            info!("Hestia: dom0 asked for a reboot: resetting the machine");
+            smp::halt_others();
+            arch::x86_64::power::reset()
+        }
+        r::CRASH if NOREBOOT.load(Ordering::Relaxed) => {
+            error!("noreboot: dom0 crashed; Hestia halted with its console alive");
+            cpu::halt_forever()
+        }
+        r::CRASH => {
+            error!(
+                "Hestia: dom0 crashed: resetting the machine (use 'noreboot' to keep it halted)"
+            );
+            smp::halt_others();
+            arch::x86_64::power::reset()
+        }
+        _ => shutdown(),
+    }
 }
 
 /// Powers the machine off, or halts if that fails.

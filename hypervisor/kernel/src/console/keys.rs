@@ -104,7 +104,7 @@ fn help() {
 }
 
 fn domains() {
-    crate::info!("domains: none (dom0 is built from the first boot module from milestone M1 on)");
+    crate::console::with_lock(crate::pv::dump);
 }
 
 fn memory() {

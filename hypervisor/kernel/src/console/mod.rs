@@ -159,6 +159,26 @@ pub fn print_raw(args: fmt::Arguments<'_>) {
     let _ = SerialWriter.write_fmt(args);
 }
 
+/// Prints a guest's console output raw (as Xen does for dom0), dropping control characters
+/// other than tab, newline, carriage return and escape.
+pub fn guest_write(_domid: u16, bytes: &[u8]) {
+    let _g = ConsoleGuard::acquire();
+    if !COM1_ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
+    let uart = uart();
+    for &b in bytes {
+        match b {
+            b'\n' => {
+                uart.send(b'\r');
+                uart.send(b'\n');
+            }
+            b'\t' | b'\r' | 0x1b | 0x20.. => uart.send(b),
+            _ => {}
+        }
+    }
+}
+
 /// Runs `f` with the console lock held, for multi-line output that must not interleave.
 pub fn with_lock<R>(f: impl FnOnce(&mut dyn Write) -> R) -> R {
     let _g = ConsoleGuard::acquire();

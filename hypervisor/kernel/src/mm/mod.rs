@@ -10,6 +10,8 @@
 //!
 //! Lock order: `FRAMES` is a leaf lock; `KERNEL_PT` may take `FRAMES` while held.
 
+pub mod guest;
+
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use hestia_core::frame_alloc::FrameAllocator;
@@ -91,6 +93,13 @@ pub fn alloc_zeroed_frames(count: u64, align: u64, limit: u64) -> Option<u64> {
     // and they lie below the direct map's end.
     unsafe { core::ptr::write_bytes(phys_to_virt(p) as *mut u8, 0, (count * 4096) as usize) };
     Some(p)
+}
+
+/// Returns frames to the allocator (a failure leaks them, safely, and is logged).
+pub fn free_frames(phys: u64, count: u64) {
+    if let Err(e) = FRAMES.lock().free(phys, count) {
+        crate::warn!("mm: could not free {count} frames at {phys:#x}: {e:?}");
+    }
 }
 
 /// Memory statistics for the debug keys and the boot summary.

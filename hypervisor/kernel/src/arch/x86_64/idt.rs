@@ -75,9 +75,15 @@ hestia_trap_common:
     testb $3, {cs}(%rsp)
     jz 1f
     swapgs
-1:  cld
+1:
+    /* The SYSCALL entry joins here with a complete frame and GS already swapped. */
+    .global hestia_trap_saved
+hestia_trap_saved:
+    cld
     mov %rsp, %rdi
     call {dispatch}
+    .global hestia_trap_exit
+hestia_trap_exit:
     testb $3, {cs}(%rsp)
     jz 1f
     swapgs

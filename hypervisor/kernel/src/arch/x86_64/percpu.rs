@@ -28,8 +28,10 @@ pub struct PerCpu {
     pub gdt: Gdt,
     /// This CPU's TSS (IST stacks).
     pub tss: Tss,
-    /// Top of the CPU's main stack.
+    /// Top of the CPU's main stack (also TSS.RSP0: traps from guests land here).
     pub stack_top: u64,
+    /// The guest RSP, saved by the SYSCALL entry while it switches stacks.
+    pub syscall_scratch: u64,
     /// Hypervisor timers owned by this CPU.
     pub timers: spin::Mutex<TimerQueue<TimerFn>>,
     /// Set once the CPU runs its idle loop.
@@ -65,6 +67,7 @@ pub fn create(index: u32, apic_id: u32, stack_top: u64, ist: [u64; 3]) -> Option
         gdt,
         tss: Tss::new(stack_top, ist),
         stack_top,
+        syscall_scratch: 0,
         timers: spin::Mutex::new(TimerQueue::new()),
         online: AtomicBool::new(false),
         timer_irqs: AtomicU64::new(0),

@@ -148,6 +148,7 @@ extern "C" fn ap_entry(index: u64) -> ! {
         cpu::halt_forever()
     };
     load_cpu_tables(p);
+    super::syscall::init_cpu();
     apic::init_cpu();
     p.online.store(true, Ordering::Release);
     loop {

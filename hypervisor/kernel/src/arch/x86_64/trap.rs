@@ -9,7 +9,7 @@ use core::fmt::Write;
 use core::sync::atomic::Ordering;
 
 use super::idt::TrapFrame;
-use super::{apic, backtrace, cpu, ioapic, percpu, smp};
+use super::{apic, backtrace, cpu, ioapic, percpu, smp, syscall, uaccess};
 
 /// Interrupt vector assignment.
 pub mod vectors {
@@ -68,6 +68,20 @@ const EXCEPTION_NAMES: [&str; 32] = [
 
 /// Called by `hestia_trap_common` with the saved frame.
 pub extern "C" fn dispatch(f: &mut TrapFrame) {
+    if f.vector == syscall::SYSCALL_VECTOR {
+        crate::pv::syscall(f);
+        return;
+    }
+    let from_guest = f.cs & 3 == 3;
+    if f.vector < 32 && f.vector != 2 && from_guest {
+        crate::pv::guest_exception(f);
+        return;
+    }
+    // A guest pointer that faulted inside the copy routine: resume at its fix-up.
+    if matches!(f.vector, 13 | 14) && !from_guest && f.rip == uaccess::copy_insn() {
+        f.rip = uaccess::copy_fixup();
+        return;
+    }
     let v = f.vector as u8;
     match v {
         2 => nmi(f),
@@ -188,7 +202,7 @@ pub fn dump_registers(w: &mut dyn Write, f: &TrapFrame) {
 }
 
 /// An exception Hestia cannot handle: report everything and stop the machine.
-fn fatal_trap(f: &TrapFrame) -> ! {
+pub fn fatal_trap(f: &TrapFrame) -> ! {
     let cpu = cpu::current_cpu_index();
     crate::console::with_lock(|w| {
         let _ = writeln!(w, "----[ Hestia CPU{cpu} FATAL TRAP ]----");

@@ -1,0 +1,83 @@
+//! The hypercall table: one `const` array indexed by number, every slot `-ENOSYS` unless it
+//! names a handler. The same table gives the names and the per-hypercall counters (debug key
+//! `h` lists them from M1 on). Guests probe features by `-ENOSYS`, so nothing unimplemented may
+//! answer anything else. Handlers get the calling domain and the five argument registers
+//! (RDI, RSI, RDX, R10, R8) and return a value or an [`Errno`].
+
+mod console_io;
+mod sched_op;
+mod xen_version;
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use xen_abi::errno::Errno;
+use xen_abi::xen::hypercall as nr;
+
+use crate::pv::domain::Domain;
+
+/// A hypercall handler.
+type Handler = fn(&Domain, [u64; 5]) -> Result<u64, Errno>;
+
+/// One table slot.
+struct Slot {
+    name: &'static str,
+    handler: Option<Handler>,
+}
+
+const NR_HYPERCALLS: usize = 56;
+
+const fn table() -> [Slot; NR_HYPERCALLS] {
+    let mut t = [const {
+        Slot {
+            name: "",
+            handler: None,
+        }
+    }; NR_HYPERCALLS];
+    t[nr::CONSOLE_IO as usize] = Slot {
+        name: "console_io",
+        handler: Some(console_io::do_console_io),
+    };
+    t[nr::XEN_VERSION as usize] = Slot {
+        name: "xen_version",
+        handler: Some(xen_version::do_xen_version),
+    };
+    t[nr::SCHED_OP as usize] = Slot {
+        name: "sched_op",
+        handler: Some(sched_op::do_sched_op),
+    };
+    t
+}
+
+static TABLE: [Slot; NR_HYPERCALLS] = table();
+static CALLS: [AtomicU64; NR_HYPERCALLS] = [const { AtomicU64::new(0) }; NR_HYPERCALLS];
+
+/// Runs hypercall `number` for `d`; returns the value for RAX (negative errno on failure).
+pub fn dispatch(d: &Domain, number: u32, args: [u64; 5]) -> i64 {
+    let Some(slot) = TABLE.get(number as usize) else {
+        return Errno::ENOSYS.to_ret();
+    };
+    CALLS[number as usize].fetch_add(1, Ordering::Relaxed);
+    match slot.handler {
+        Some(h) => match h(d, args) {
+            Ok(v) => v as i64,
+            Err(e) => e.to_ret(),
+        },
+        None => Errno::ENOSYS.to_ret(),
+    }
+}
+
+/// Prints the implemented hypercalls and their call counts.
+pub fn dump(w: &mut dyn core::fmt::Write) {
+    for (i, s) in TABLE
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.handler.is_some())
+    {
+        let _ = writeln!(
+            w,
+            "  hypercall {i:2} {:<16} {} calls",
+            s.name,
+            CALLS[i].load(Ordering::Relaxed)
+        );
+    }
+}

@@ -1,0 +1,346 @@
+//! The dom0 builder: turns the first boot module into a running PV domain.
+//!
+//! Follows the PV start-of-day protocol (`public/xen.h`; `shared/xen-abi.md` 2.2-2.5): parse the
+//! ELF and its Xen notes (`hestia_core::elf`), compute the layout (`hestia_core::pv_layout`),
+//! give the domain its frames, copy the image, fill the hypercall page only if a note asks for
+//! it, build the bootstrap page tables (read-only to the guest, Hestia's slots 256-271 in the
+//! L4), write the P2M, start_info and shared_info, and set vCPU 0's registers: RIP = entry,
+//! RSP = top of the stack page, RSI = start_info, CS/SS = FLAT_KERNEL_CS/SS, events masked.
+//! The L4 is pinned (validated and typed) by the PV MMU once it exists (M1, next step).
+
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU32};
+
+use hestia_core::elf::{self, Elf64, ElfError, PvKernel};
+use hestia_core::pv_layout::{self, LayoutError, PvLayout};
+use xen_abi::xen::{
+    FLAT_KERNEL_CS, FLAT_KERNEL_SS, START_INFO_MAGIC, SharedInfo, StartInfo, hypercall, sif,
+};
+use zerocopy::{FromZeros, IntoBytes};
+
+use super::domain::{DomId, Domain, Vcpu};
+use crate::arch::x86_64::idt::TrapFrame;
+use crate::arch::x86_64::paging::ADDR_MASK;
+use crate::bootinfo::Module;
+use crate::mm;
+
+/// Why dom0 could not be built (each is one line on the console).
+#[derive(Debug)]
+pub enum BuildError {
+    /// The module is not a usable PV kernel.
+    Kernel(ElfError),
+    /// A bzImage whose payload Hestia cannot unpack yet.
+    CompressedKernel,
+    /// The layout does not fit.
+    Layout(LayoutError),
+    /// Not enough free memory for the requested domain size.
+    OutOfMemory(u64),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Kernel(e) => write!(f, "dom0 kernel: {e}"),
+            Self::CompressedKernel => write!(
+                f,
+                "dom0 kernel: a bzImage (compressed payloads are not supported yet; pass the ELF vmlinux)"
+            ),
+            Self::Layout(LayoutError::TooLarge { needed, available }) => {
+                write!(
+                    f,
+                    "dom0 kernel: needs {} KiB of initial mapping but dom0 has {} KiB (raise dom0_mem=)",
+                    needed * 4,
+                    available * 4
+                )
+            }
+            Self::Layout(LayoutError::BadRegion) => write!(
+                f,
+                "dom0 kernel: its virtual region crosses the hypervisor hole or wraps"
+            ),
+            Self::OutOfMemory(p) => write!(f, "not enough free memory for dom0's {} MiB", p / 256),
+        }
+    }
+}
+
+const PAGE: u64 = 4096;
+/// Intermediate entries: present, writable, user, accessed, dirty (xen-abi.md 2.2 item 6).
+const PDE_FLAGS: u64 = 0x67;
+/// Leaf entries: present, writable, user, accessed.
+const PTE_FLAGS: u64 = 0x27;
+const PTE_RW: u64 = 0x2;
+
+/// A byte view of a module in the direct map.
+fn module_bytes(m: &Module) -> &'static [u8] {
+    // SAFETY: boot modules are reserved in the frame allocator and inside the direct map (GRUB
+    // loads them below 4 GiB), so the bytes stay valid and unchanged for Hestia's lifetime.
+    unsafe {
+        core::slice::from_raw_parts(
+            mm::phys_to_virt(m.start) as *const u8,
+            (m.end - m.start) as usize,
+        )
+    }
+}
+
+/// Guest physical memory during the build: PFN-addressed writes through the direct map.
+struct GuestMem<'a> {
+    p2m: &'a [u64],
+}
+
+impl GuestMem<'_> {
+    fn frame(&self, pfn: u64) -> *mut u8 {
+        mm::phys_to_virt(self.p2m[pfn as usize] * PAGE) as *mut u8
+    }
+
+    /// Writes `data` at byte offset `off` of the domain's pseudo-physical memory.
+    fn write(&self, mut off: u64, mut data: &[u8]) {
+        while !data.is_empty() {
+            let (pfn, in_page) = (off / PAGE, off % PAGE);
+            let n = data.len().min((PAGE - in_page) as usize);
+            // SAFETY: `pfn` is below the domain's page count (callers stay inside the layout,
+            // which `pv_layout` checked fits), and the frame is the domain's, reached through
+            // the direct map; `in_page + n` never crosses the frame.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    data.as_ptr(),
+                    self.frame(pfn).add(in_page as usize),
+                    n,
+                )
+            };
+            off += n as u64;
+            data = &data[n..];
+        }
+    }
+
+    fn write_u64(&self, pfn: u64, index: u64, v: u64) {
+        // SAFETY: as in `write`; `index` < 512 keeps the store inside the frame.
+        unsafe { (self.frame(pfn) as *mut u64).add(index as usize).write(v) }
+    }
+
+    fn read_u64(&self, pfn: u64, index: u64) -> u64 {
+        // SAFETY: as in `write_u64`.
+        unsafe { (self.frame(pfn) as *const u64).add(index as usize).read() }
+    }
+}
+
+/// Gives the domain `nr_pages` zeroed frames, in runs of up to 2 MiB.
+fn allocate(nr_pages: u64) -> Result<Vec<u64>, BuildError> {
+    let mut p2m = Vec::new();
+    p2m.try_reserve_exact(nr_pages as usize)
+        .map_err(|_| BuildError::OutOfMemory(nr_pages))?;
+    let mut run = 512;
+    while (p2m.len() as u64) < nr_pages {
+        let want = run.min(nr_pages - p2m.len() as u64);
+        match mm::alloc_zeroed_frames(want, PAGE, u64::MAX) {
+            Some(base) => p2m.extend((0..want).map(|i| base / PAGE + i)),
+            None if want > 1 => run = want / 2,
+            None => {
+                for &mfn in &p2m {
+                    mm::free_frames(mfn * PAGE, 1);
+                }
+                return Err(BuildError::OutOfMemory(nr_pages));
+            }
+        }
+    }
+    Ok(p2m)
+}
+
+/// Writes the 128 hypercall stubs (xen-abi.md 1.2) into the page at `pfn`.
+fn fill_hypercall_page(mem: &GuestMem<'_>, pfn: u64) {
+    let mut page = [0xCCu8; PAGE as usize];
+    for nr in 0..xen_abi::xen::NR_HYPERCALL_STUBS as u32 {
+        let stub: &mut [u8] = &mut page[nr as usize * 32..][..32];
+        let n = nr.to_le_bytes();
+        if nr == hypercall::IRET {
+            stub[..13].copy_from_slice(&[
+                0x51, 0x41, 0x53, 0x50, 0xB8, n[0], n[1], n[2], n[3], 0x0F, 0x05, 0xCC, 0xCC,
+            ]);
+        } else {
+            stub[..14].copy_from_slice(&[
+                0x51, 0x41, 0x53, 0xB8, n[0], n[1], n[2], n[3], 0x0F, 0x05, 0x41, 0x5B, 0x59, 0xC3,
+            ]);
+        }
+    }
+    mem.write(pfn * PAGE, &page);
+}
+
+/// Builds the bootstrap page tables mapping `[v_start, v_end)` to PFNs 0.., with the table
+/// pages themselves read-only. Returns the L4's MFN.
+fn build_page_tables(mem: &GuestMem<'_>, l: &PvLayout) -> u64 {
+    let pt_first = l.pfn(l.page_tables.start);
+    let pt_last = l.pfn(l.page_tables.end);
+    let mut next_pt = pt_first + 1;
+    let l4 = pt_first;
+    for pfn in 0..l.mapped_pages() {
+        let va = l.v_start + pfn * PAGE;
+        let mut table = l4;
+        for level in [4u32, 3, 2] {
+            let idx = (va >> (12 + 9 * (level - 1))) & 511;
+            let e = mem.read_u64(table, idx);
+            table = if e & 1 != 0 {
+                // Table entries hold MFNs; find the PFN back through the P2M range of tables.
+                let mfn = (e & ADDR_MASK) / PAGE;
+                (pt_first..next_pt)
+                    .find(|&p| mem.p2m[p as usize] == mfn)
+                    .unwrap_or(pt_first)
+            } else {
+                let t = next_pt;
+                next_pt += 1;
+                debug_assert!(t < pt_last, "pv_layout sized the page tables");
+                mem.write_u64(table, idx, (mem.p2m[t as usize] * PAGE) | PDE_FLAGS);
+                t
+            };
+        }
+        let is_pt = (pt_first..pt_last).contains(&pfn);
+        let flags = if is_pt {
+            PTE_FLAGS & !PTE_RW
+        } else {
+            PTE_FLAGS
+        };
+        mem.write_u64(
+            table,
+            (va >> 12) & 511,
+            (mem.p2m[pfn as usize] * PAGE) | flags,
+        );
+    }
+    // Hestia's own slots, supervisor-only, shared with every guest L4.
+    let root = mm::kernel_root();
+    for slot in 256..272 {
+        // SAFETY: Hestia's PML4 is a frame in the direct map; reading an entry is plain memory.
+        let e = unsafe {
+            (mm::phys_to_virt(root) as *const u64)
+                .add(slot as usize)
+                .read()
+        };
+        mem.write_u64(l4, slot, e);
+    }
+    mem.p2m[l4 as usize]
+}
+
+/// Builds dom0 from `kernel` (and `initrd`) with `nr_pages` of memory.
+pub fn build_dom0(
+    kernel: &Module,
+    initrd: Option<&Module>,
+    nr_pages: u64,
+) -> Result<Domain, BuildError> {
+    let bytes = module_bytes(kernel);
+    if bytes.get(0x202..0x206) == Some(b"HdrS") {
+        return Err(BuildError::CompressedKernel);
+    }
+    let image = Elf64::parse(bytes).map_err(BuildError::Kernel)?;
+    let k: PvKernel = elf::pv_kernel(&image).map_err(BuildError::Kernel)?;
+    let initrd_bytes = initrd.map(module_bytes).unwrap_or(&[]);
+    let map_initrd = !k.mod_start_pfn;
+    let l = pv_layout::compute(&k, nr_pages, initrd_bytes.len() as u64, map_initrd)
+        .map_err(BuildError::Layout)?;
+    let unmapped_initrd_pages = if map_initrd {
+        0
+    } else {
+        (initrd_bytes.len() as u64).div_ceil(PAGE)
+    };
+    if l.mapped_pages() + unmapped_initrd_pages > nr_pages {
+        return Err(BuildError::Layout(LayoutError::TooLarge {
+            needed: l.mapped_pages() + unmapped_initrd_pages,
+            available: nr_pages,
+        }));
+    }
+
+    crate::info!("*** Building a PV dom0 ***");
+    crate::info!(
+        " kernel: {:#x}-{:#x}, entry {:#x}, {} pages of memory",
+        k.virt_kstart,
+        k.virt_kend,
+        k.entry,
+        nr_pages
+    );
+    let p2m = allocate(nr_pages)?;
+    let mem = GuestMem { p2m: &p2m };
+
+    for s in image.segments() {
+        let s = s.map_err(BuildError::Kernel)?;
+        let va = s.paddr.wrapping_add(k.virt_offset);
+        mem.write(va - l.v_start, image.segment_bytes(&s));
+    }
+    if let Some(h) = k.hypercall_page {
+        fill_hypercall_page(&mem, l.pfn(h));
+    }
+    let (mod_start, mod_flags) = match l.initrd {
+        Some(r) => {
+            mem.write(r.start - l.v_start, initrd_bytes);
+            (r.start, 0)
+        }
+        None if !initrd_bytes.is_empty() => {
+            let first_pfn = l.mapped_pages();
+            mem.write(first_pfn * PAGE, initrd_bytes);
+            (first_pfn, sif::MOD_START_PFN)
+        }
+        None => (0, 0),
+    };
+    let p2m_bytes: Vec<u8> = p2m.iter().flat_map(|m| m.to_le_bytes()).collect();
+    mem.write(l.p2m.start - l.v_start, &p2m_bytes);
+    let l4_mfn = build_page_tables(&mem, &l);
+
+    let shared = mm::alloc_zeroed_frames(1, PAGE, u64::MAX).ok_or(BuildError::OutOfMemory(1))?;
+    let mut si = SharedInfo::new_zeroed();
+    for v in si.vcpu_info.iter_mut() {
+        v.evtchn_upcall_mask = 1;
+    }
+    // SAFETY: a fresh frame from the allocator, owned by Hestia, in the direct map.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            si.as_bytes().as_ptr(),
+            mm::phys_to_virt(shared) as *mut u8,
+            size_of::<SharedInfo>(),
+        )
+    };
+
+    let mut st = StartInfo::new_zeroed();
+    st.magic[..START_INFO_MAGIC.len()].copy_from_slice(START_INFO_MAGIC);
+    st.nr_pages = nr_pages;
+    st.shared_info = shared;
+    st.flags = sif::PRIVILEGED | sif::INITDOMAIN | mod_flags;
+    st.pt_base = l.page_tables.start;
+    st.nr_pt_frames = l.page_tables.pages();
+    st.mfn_list = l.p2m.start;
+    st.mod_start = mod_start;
+    st.mod_len = initrd_bytes.len() as u64;
+    let cmdline = kernel.cmdline.as_bytes();
+    let n = cmdline.len().min(st.cmd_line.len() - 1);
+    st.cmd_line[..n].copy_from_slice(&cmdline[..n]);
+    mem.write(l.start_info - l.v_start, st.as_bytes());
+
+    crate::info!(
+        " layout: v_start {:#x}, p2m {:#x}, start_info {:#x}, page tables {:#x} ({} frames), stack {:#x}, v_end {:#x}",
+        l.v_start,
+        l.p2m.start,
+        l.start_info,
+        l.page_tables.start,
+        l.page_tables.pages(),
+        l.stack,
+        l.v_end
+    );
+    let regs = TrapFrame {
+        rip: k.entry,
+        rsp: l.stack + PAGE,
+        rsi: l.start_info,
+        cs: u64::from(FLAT_KERNEL_CS),
+        ss: u64::from(FLAT_KERNEL_SS),
+        rflags: 0x202,
+        ..TrapFrame::default()
+    };
+    let vcpu = Vcpu {
+        id: 0,
+        regs,
+        kernel_mode: true,
+        kernel_cr3: l4_mfn * PAGE,
+    };
+    Ok(Domain {
+        id: DomId(0),
+        privileged: true,
+        p2m,
+        shared_info_mfn: shared / PAGE,
+        vcpus: alloc::vec![spin::Mutex::new(vcpu)],
+        dying: AtomicBool::new(false),
+        shutdown_reason: AtomicU32::new(0),
+    })
+}

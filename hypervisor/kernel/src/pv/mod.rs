@@ -1,0 +1,151 @@
+//! Paravirtualised guests: running a PV vCPU in ring 3, and what happens when it traps.
+//!
+//! A guest enters Hestia by SYSCALL (a hypercall from its kernel mode), by an exception, or by
+//! an interrupt. Exceptions are bounced to the guest's trap table once the PV core grows that
+//! path; until then an exception in a guest crashes that domain (never Hestia) with a one-line
+//! reason and its registers. When dom0 stops, Hestia stops the machine, as Xen does.
+
+pub mod builder;
+pub mod domain;
+
+use core::fmt::Write;
+use core::sync::atomic::Ordering;
+
+use xen_abi::sched::reason;
+
+use crate::arch::x86_64::idt::TrapFrame;
+use crate::arch::x86_64::{cpu, trap};
+use domain::Domain;
+
+/// The domain running on this machine (dom0; one domain until M3).
+static CURRENT: spin::Once<&'static Domain> = spin::Once::new();
+
+/// The running domain.
+pub fn current() -> Option<&'static Domain> {
+    CURRENT.get().copied()
+}
+
+/// Starts dom0's vCPU 0 on this CPU; never returns.
+pub fn run(d: &'static Domain) -> ! {
+    CURRENT.call_once(|| d);
+    let (regs, cr3) = {
+        let v = d.vcpus[0].lock();
+        (v.regs, v.kernel_cr3)
+    };
+    crate::info!(
+        "{}v0: starting at {:#x}, stack {:#x}, start_info {:#x}",
+        d.id,
+        regs.rip,
+        regs.rsp,
+        regs.rsi
+    );
+    crate::arch::x86_64::pventer::enter(&regs, cr3)
+}
+
+/// Describes the running domain (debug key `q`).
+pub fn dump(w: &mut dyn Write) {
+    let Some(d) = current() else {
+        let _ = writeln!(w, "No domains.");
+        return;
+    };
+    let _ = writeln!(
+        w,
+        "{}: {} pages, shared_info mfn {:#x}, {}{}",
+        d.id,
+        d.nr_pages(),
+        d.shared_info_mfn,
+        if d.privileged {
+            "privileged"
+        } else {
+            "unprivileged"
+        },
+        if d.dying.load(Ordering::Relaxed) {
+            ", dying"
+        } else {
+            ""
+        }
+    );
+    if let Some(p2m0) = d.p2m.first() {
+        let _ = writeln!(w, "  pfn 0 -> mfn {p2m0:#x}");
+    }
+    for v in &d.vcpus {
+        // Never wait for a vCPU lock from the debug-key handler.
+        if let Some(v) = v.try_lock() {
+            let _ = writeln!(
+                w,
+                "  {}v{}: {} mode, cr3 {:#x}",
+                d.id,
+                v.id,
+                if v.kernel_mode { "kernel" } else { "user" },
+                v.kernel_cr3
+            );
+        }
+    }
+    crate::hypercall::dump(w);
+}
+
+/// SYSCALL from a guest: a hypercall in guest kernel mode.
+pub fn syscall(f: &mut TrapFrame) {
+    let Some(d) = current() else {
+        return crash_unknown(f);
+    };
+    let kernel_mode = d.vcpus[0].lock().kernel_mode;
+    if !kernel_mode {
+        return domain_crash(d, f, "system call from guest user mode (not supported yet)");
+    }
+    let args = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
+    f.rax = crate::hypercall::dispatch(d, f.rax as u32, args) as u64;
+    if d.dying.load(Ordering::Acquire) {
+        stop_after_domain(d);
+    }
+}
+
+/// An exception raised by guest code.
+pub fn guest_exception(f: &mut TrapFrame) {
+    let Some(d) = current() else {
+        return crash_unknown(f);
+    };
+    let why = trap::exception_name(f.vector);
+    domain_crash(d, f, why);
+}
+
+fn crash_unknown(f: &TrapFrame) {
+    crate::error!("pv: trap from ring 3 with no domain running");
+    trap::fatal_trap(f)
+}
+
+/// Crashes `d` with a one-line reason and its registers, then stops it.
+pub fn domain_crash(d: &Domain, f: &TrapFrame, why: &str) {
+    if d.kill() {
+        crate::console::with_lock(|w| {
+            let _ = writeln!(
+                w,
+                "[{}v0] domain_crash: {why} at {:#06x}:{:#x}, error code {:#x}, CR2 {:#x}",
+                d.id,
+                f.cs,
+                f.rip,
+                f.error_code,
+                cpu::read_cr2()
+            );
+            trap::dump_registers(w, f);
+        });
+        crate::error!("{}: crashed ({why})", d.id);
+        d.shutdown_reason.store(reason::CRASH, Ordering::Release);
+    }
+    stop_after_domain(d)
+}
+
+/// Dom0 stopped: power off, reset, or (with `noreboot`, or after a crash) halt, as Xen does.
+fn stop_after_domain(d: &Domain) -> ! {
+    let r = d.shutdown_reason.load(Ordering::Acquire);
+    let what = match r {
+        reason::POWEROFF => "power off",
+        reason::REBOOT => "reboot",
+        reason::CRASH => "crash",
+        reason::SUSPEND => "suspend",
+        reason::WATCHDOG => "watchdog",
+        _ => "shutdown",
+    };
+    crate::info!("{}: shut down ({what}, reason {r})", d.id);
+    crate::dom0_stopped(r)
+}

@@ -1,0 +1,33 @@
+//! Every unimplemented hypercall number answers -ENOSYS, including numbers past the table.
+#![no_std]
+#![no_main]
+
+use hestia_guests::xen_abi::xen::StartInfo;
+use hestia_guests::{Verdict, check, hypercall, raw_hypercall};
+
+fn test(_si: &StartInfo) -> Verdict {
+    let mut failed = false;
+    for n in [11u32, 16, 19, 27, 31, 38, 42, 48, 55, 63, 127] {
+        let r = hypercall(n, 1, 2, 3, 4, 5);
+        check!(
+            failed,
+            r == -38,
+            "hypercall {n} returned {r}, expected -ENOSYS"
+        );
+    }
+    for n in [128u32, 0x1000, u32::MAX] {
+        let r = raw_hypercall(n, 0, 0, 0, 0, 0);
+        check!(
+            failed,
+            r == -38,
+            "raw hypercall {n:#x} returned {r}, expected -ENOSYS"
+        );
+    }
+    if failed {
+        Verdict::Failure("ENOSYS")
+    } else {
+        Verdict::Success
+    }
+}
+
+hestia_guests::guest_main!(test);
