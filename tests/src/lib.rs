@@ -303,7 +303,22 @@ pub fn all() -> Vec<Scenario> {
         guest("functional-xen-version", GuestVerdict::Success),
         guest("functional-enosys", GuestVerdict::Success),
         guest("xsa-style-bad-pointers", GuestVerdict::Success),
+        guest("functional-exceptions", GuestVerdict::Success),
+        guest("functional-trap-args", GuestVerdict::Success),
         guest("negative-control", GuestVerdict::Failure),
+        Scenario {
+            name: "xsa-style-bad-kernel-stack",
+            hv_cmdline: "dom0_mem=64M",
+            dom0: Some("xsa-style-bad-kernel-stack"),
+            expect: &[
+                "not delivered: cannot write the exception frame to the guest stack",
+                "d0: crashed",
+                "dom0 crashed: resetting the machine",
+            ],
+            forbid: &["isolation broken"],
+            ending: Ending::Reset,
+            ..DEFAULT
+        },
         Scenario {
             name: "crash-invalid-opcode",
             hv_cmdline: "dom0_mem=64M",

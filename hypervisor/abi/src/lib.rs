@@ -9,6 +9,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod callback;
 pub mod elfnote;
 pub mod errno;
 pub mod sched;

@@ -57,8 +57,136 @@ hestia_guest_stack_top:
     options(att_syntax)
 );
 
+// Exception entry stubs: the bounce frame is RCX, R11, [error code], RIP, CS, RFLAGS, RSP, SS.
+// Each stub restores RCX/R11, saves the caller-saved registers, calls the Rust handler with the
+// frame (error code first), then returns through the `iret` hypercall: the page's iret slot
+// pushes RCX, R11 and RAX itself, so the stub leaves `flags` (0) on top of RIP..SS.
+global_asm!(
+    r#"
+    .macro EXC vec, err
+    .section .text.exc, "ax"
+    .global hestia_guest_exc_\vec
+hestia_guest_exc_\vec:
+    pop %rcx
+    pop %r11
+    .if \err == 0
+    push $0
+    .endif
+    push %rax
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    sub $8, %rsp
+    mov $\vec, %edi
+    lea 80(%rsp), %rsi
+    call hestia_guest_exc_dispatch
+    add $8, %rsp
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rax
+    add $8, %rsp
+    push $0
+    jmp hypercall_page + 23 * 32
+    .section .rodata.traps, "a"
+    .byte \vec, 4 | ((\vec == 3 || \vec == 4 || \vec == 32) * 3)
+    .short 0xe033
+    .long 0
+    .quad hestia_guest_exc_\vec
+    .endm
+
+    .section .rodata.traps, "a"
+    .balign 16
+    .global hestia_guest_trap_table
+hestia_guest_trap_table:
+    EXC 0, 0
+    EXC 1, 0
+    EXC 2, 0
+    EXC 3, 0
+    EXC 4, 0
+    EXC 5, 0
+    EXC 6, 0
+    EXC 7, 0
+    EXC 8, 1
+    EXC 9, 0
+    EXC 10, 1
+    EXC 11, 1
+    EXC 12, 1
+    EXC 13, 1
+    EXC 14, 1
+    EXC 16, 0
+    EXC 17, 1
+    EXC 18, 0
+    EXC 19, 0
+    EXC 32, 0
+    EXC 33, 0
+    .section .rodata.traps, "a"
+    .quad 0, 0
+"#,
+    options(att_syntax)
+);
+
 unsafe extern "C" {
     static hypercall_page: [u8; 4096];
+    static hestia_guest_trap_table: [u8; 16];
+}
+
+/// What a guest exception handler sees: the bounce frame from the error code up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExcFrame {
+    /// Error code (0 for vectors without one).
+    pub error_code: u64,
+    /// Where the exception happened (or, for traps, the next instruction).
+    pub rip: u64,
+    /// CS with the saved upcall mask in bits 32-39; RPL 0 = guest kernel mode.
+    pub cs: u64,
+    /// RFLAGS.
+    pub rflags: u64,
+    /// RSP.
+    pub rsp: u64,
+    /// SS.
+    pub ss: u64,
+}
+
+/// A guest exception handler.
+pub type ExcHandler = fn(u64, &mut ExcFrame);
+
+static EXC_HANDLER: core::sync::atomic::AtomicPtr<()> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+#[unsafe(no_mangle)]
+extern "C" fn hestia_guest_exc_dispatch(vector: u64, f: &mut ExcFrame) {
+    let h = EXC_HANDLER.load(core::sync::atomic::Ordering::Acquire);
+    if h.is_null() {
+        println!("unexpected exception {vector} at {:#x}", f.rip);
+        println!("Test result: ERROR (unexpected exception)");
+        shutdown(reason::CRASH);
+    }
+    // SAFETY: only `install_traps` stores here, and it stores an `ExcHandler`.
+    let h: ExcHandler = unsafe { core::mem::transmute::<*mut (), ExcHandler>(h) };
+    h(vector, f);
+}
+
+/// The runtime's trap table (vectors 0-19, 0x20 with DPL 3, 0x21 with DPL 0; all mask events).
+pub fn trap_table_address() -> u64 {
+    (&raw const hestia_guest_trap_table) as u64
+}
+
+/// Installs the runtime's trap table with `h` as the handler; returns the hypercall's result.
+pub fn install_traps(h: ExcHandler) -> i64 {
+    EXC_HANDLER.store(h as *mut (), core::sync::atomic::Ordering::Release);
+    hypercall(nr::SET_TRAP_TABLE, trap_table_address(), 0, 0, 0, 0)
 }
 
 /// The hypercall page (for tests that inspect it).

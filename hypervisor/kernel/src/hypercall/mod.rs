@@ -6,6 +6,7 @@
 
 mod console_io;
 mod sched_op;
+mod traps;
 mod xen_version;
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,22 @@ const fn table() -> [Slot; NR_HYPERCALLS] {
             handler: None,
         }
     }; NR_HYPERCALLS];
+    t[nr::SET_TRAP_TABLE as usize] = Slot {
+        name: "set_trap_table",
+        handler: Some(traps::do_set_trap_table),
+    };
+    t[nr::STACK_SWITCH as usize] = Slot {
+        name: "stack_switch",
+        handler: Some(traps::do_stack_switch),
+    };
+    t[nr::SET_CALLBACKS as usize] = Slot {
+        name: "set_callbacks",
+        handler: Some(traps::do_set_callbacks),
+    };
+    t[nr::CALLBACK_OP as usize] = Slot {
+        name: "callback_op",
+        handler: Some(traps::do_callback_op),
+    };
     t[nr::CONSOLE_IO as usize] = Slot {
         name: "console_io",
         handler: Some(console_io::do_console_io),

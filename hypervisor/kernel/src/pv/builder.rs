@@ -328,12 +328,7 @@ pub fn build_dom0(
         rflags: 0x202,
         ..TrapFrame::default()
     };
-    let vcpu = Vcpu {
-        id: 0,
-        regs,
-        kernel_mode: true,
-        kernel_cr3: l4_mfn * PAGE,
-    };
+    let vcpu = Vcpu::new(0, regs, l4_mfn * PAGE);
     Ok(Domain {
         id: DomId(0),
         privileged: true,

@@ -6,7 +6,7 @@
 
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
 use crate::arch::x86_64::idt::TrapFrame;
 
@@ -26,6 +26,24 @@ impl fmt::Display for DomId {
     }
 }
 
+/// One entry of a vCPU's virtual IDT (from `set_trap_table`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrapEntry {
+    /// Handler address; 0 = none.
+    pub address: u64,
+    /// `trap_info.flags`: DPL in bits 0-1, mask events in bit 2.
+    pub flags: u8,
+}
+
+/// A registered callback.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Callback {
+    /// Entry address; 0 = none.
+    pub address: u64,
+    /// Mask events when it runs.
+    pub mask_events: bool,
+}
+
 /// Per-vCPU PV state.
 pub struct Vcpu {
     /// Index in the domain.
@@ -36,6 +54,39 @@ pub struct Vcpu {
     pub kernel_mode: bool,
     /// CR3 for guest kernel mode (machine address of the L4).
     pub kernel_cr3: u64,
+    /// The virtual IDT.
+    pub traps: [TrapEntry; 256],
+    /// Event-channel upcall entry.
+    pub event_callback: Callback,
+    /// Failsafe callback.
+    pub failsafe_callback: Callback,
+    /// SYSCALL-from-user-mode callback.
+    pub syscall_callback: Callback,
+    /// NMI callback.
+    pub nmi_callback: Callback,
+    /// Guest kernel stack for frames delivered in user mode (`stack_switch`).
+    pub kernel_sp: u64,
+    /// Its stack segment.
+    pub kernel_ss: u64,
+}
+
+impl Vcpu {
+    /// A vCPU in guest kernel mode with registers `regs` and page tables `cr3`.
+    pub fn new(id: u32, regs: TrapFrame, cr3: u64) -> Self {
+        Vcpu {
+            id,
+            regs,
+            kernel_mode: true,
+            kernel_cr3: cr3,
+            traps: [TrapEntry::default(); 256],
+            event_callback: Callback::default(),
+            failsafe_callback: Callback::default(),
+            syscall_callback: Callback::default(),
+            nmi_callback: Callback::default(),
+            kernel_sp: 0,
+            kernel_ss: 0,
+        }
+    }
 }
 
 /// A PV domain.
@@ -57,6 +108,33 @@ pub struct Domain {
 }
 
 impl Domain {
+    /// Byte `offset` of vCPU `v`'s `vcpu_info` in the shared_info page, as an atomic: the guest
+    /// writes the same bytes concurrently.
+    fn vcpu_info_byte(&self, v: u32, offset: usize) -> &AtomicU8 {
+        let base = crate::mm::phys_to_virt(self.shared_info_mfn * 4096) + u64::from(v % 32) * 64;
+        // SAFETY: the shared_info frame is Hestia's, mapped in the direct map for Hestia's
+        // lifetime; `offset` < 64 stays inside vCPU `v`'s slot; AtomicU8 has no alignment needs.
+        unsafe { &*((base + offset as u64) as *const AtomicU8) }
+    }
+
+    /// `evtchn_upcall_mask` of vCPU `v` (the guest's "interrupts off").
+    pub fn upcall_mask(&self, v: u32) -> bool {
+        self.vcpu_info_byte(v, 1).load(Ordering::Acquire) != 0
+    }
+
+    /// Sets `evtchn_upcall_mask` of vCPU `v`.
+    pub fn set_upcall_mask(&self, v: u32, masked: bool) {
+        self.vcpu_info_byte(v, 1)
+            .store(u8::from(masked), Ordering::Release);
+    }
+
+    /// Records the faulting address of a page fault bounced to vCPU `v` (`vcpu_info.arch.cr2`).
+    pub fn set_cr2(&self, v: u32, cr2: u64) {
+        for (i, b) in cr2.to_le_bytes().into_iter().enumerate() {
+            self.vcpu_info_byte(v, 16 + i).store(b, Ordering::Relaxed);
+        }
+    }
+
     /// Pages the domain owns.
     pub fn nr_pages(&self) -> u64 {
         self.p2m.len() as u64

@@ -7,6 +7,7 @@
 
 pub mod builder;
 pub mod domain;
+pub mod traps;
 
 use core::fmt::Write;
 use core::sync::atomic::Ordering;
@@ -73,12 +74,28 @@ pub fn dump(w: &mut dyn Write) {
         if let Some(v) = v.try_lock() {
             let _ = writeln!(
                 w,
-                "  {}v{}: {} mode, cr3 {:#x}",
+                "  {}v{}: {} mode, cr3 {:#x}, {} trap handlers",
                 d.id,
                 v.id,
                 if v.kernel_mode { "kernel" } else { "user" },
-                v.kernel_cr3
+                v.kernel_cr3,
+                v.traps.iter().filter(|t| t.address != 0).count()
             );
+            for (name, c) in [
+                ("event", v.event_callback),
+                ("failsafe", v.failsafe_callback),
+                ("syscall", v.syscall_callback),
+                ("nmi", v.nmi_callback),
+            ] {
+                if c.address != 0 {
+                    let _ = writeln!(
+                        w,
+                        "    {name} callback {:#x}{}",
+                        c.address,
+                        if c.mask_events { " (masks events)" } else { "" }
+                    );
+                }
+            }
         }
     }
     crate::hypercall::dump(w);
@@ -93,6 +110,13 @@ pub fn syscall(f: &mut TrapFrame) {
     if !kernel_mode {
         return domain_crash(d, f, "system call from guest user mode (not supported yet)");
     }
+    if f.rax as u32 == xen_abi::xen::hypercall::IRET {
+        let r = traps::iret(d, &mut d.vcpus[0].lock(), f);
+        if let Err(why) = r {
+            return domain_crash(d, f, why);
+        }
+        return;
+    }
     let args = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
     f.rax = crate::hypercall::dispatch(d, f.rax as u32, args) as u64;
     if d.dying.load(Ordering::Acquire) {
@@ -105,8 +129,17 @@ pub fn guest_exception(f: &mut TrapFrame) {
     let Some(d) = current() else {
         return crash_unknown(f);
     };
-    let why = trap::exception_name(f.vector);
-    domain_crash(d, f, why);
+    let original = *f;
+    let r = traps::guest_exception(d, &d.vcpus[0].lock(), f);
+    if let Err(why) = r {
+        let name = trap::exception_name(original.vector);
+        crate::warn!(
+            "{}v0: {name} (vector {}) not delivered: {why}",
+            d.id,
+            original.vector
+        );
+        domain_crash(d, &original, name);
+    }
 }
 
 fn crash_unknown(f: &TrapFrame) {

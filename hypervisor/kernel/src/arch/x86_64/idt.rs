@@ -157,7 +157,9 @@ fn build() -> Idt {
             offset_low: a as u16,
             selector: KERNEL_CS,
             ist,
-            attributes: 0x8E, // present, DPL 0, 64-bit interrupt gate
+            // Present 64-bit interrupt gates, DPL 0 except #BP and #OF: `int3` and `into` from
+            // a PV guest reach Hestia directly, as in Xen (other `int $n` raise #GP).
+            attributes: if matches!(v, 3 | 4) { 0xEE } else { 0x8E },
             offset_mid: (a >> 16) as u16,
             offset_high: (a >> 32) as u32,
             _zero: 0,

@@ -1,0 +1,97 @@
+//! Trap table and callbacks: `set_trap_table` (0), `stack_switch` (3), `set_callbacks` (4) and
+//! `callback_op` (30). `shared/xen-abi.md` 4.5, 4.6; `public/callback.h`.
+
+use xen_abi::callback::{
+    CALLBACKF_MASK_EVENTS, CallbackRegister, CallbackUnregister, TrapInfo, cmd, kind,
+};
+use xen_abi::errno::Errno;
+
+use crate::mm::guest::{self, is_guest_range};
+use crate::pv::domain::{Callback, Domain, TrapEntry};
+
+/// Most entries read per call: a table is at most 256 entries plus its terminator.
+const MAX_ENTRIES: u64 = 257;
+
+fn canonical(a: u64) -> bool {
+    let top = a >> 47;
+    top == 0 || top == 0x1_ffff
+}
+
+pub(super) fn do_set_trap_table(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+    let mut v = d.vcpus[0].lock();
+    if a[0] == 0 {
+        v.traps = [TrapEntry::default(); 256];
+        return Ok(0);
+    }
+    for i in 0..MAX_ENTRIES {
+        let t: TrapInfo = guest::read_obj(a[0].checked_add(i * 16).ok_or(Errno::EFAULT)?)?;
+        if t.address == 0 {
+            return Ok(0);
+        }
+        if !canonical(t.address) {
+            return Err(Errno::EINVAL);
+        }
+        v.traps[usize::from(t.vector)] = TrapEntry {
+            address: t.address,
+            flags: t.flags,
+        };
+    }
+    Err(Errno::EINVAL)
+}
+
+pub(super) fn do_stack_switch(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+    let mut v = d.vcpus[0].lock();
+    v.kernel_ss = a[0] | 3;
+    v.kernel_sp = a[1];
+    Ok(0)
+}
+
+fn set(d: &Domain, which: u16, address: u64, mask: bool) -> Result<(), Errno> {
+    if address != 0 && (!canonical(address) || !is_guest_range(address, 1)) {
+        return Err(Errno::EINVAL);
+    }
+    let mut v = d.vcpus[0].lock();
+    let slot = match which {
+        kind::EVENT => &mut v.event_callback,
+        kind::FAILSAFE => &mut v.failsafe_callback,
+        kind::SYSCALL => &mut v.syscall_callback,
+        kind::NMI => &mut v.nmi_callback,
+        // 32-bit compatibility entries: accepted and recorded nowhere, as no 32-bit user code
+        // can run yet. The deprecated SYSENTER name is refused, as Xen does for 64-bit guests.
+        kind::SYSENTER | kind::SYSCALL32 => return Ok(()),
+        _ => return Err(Errno::ENOSYS),
+    };
+    // Event and NMI callbacks always mask events (xen-abi.md 4.6).
+    *slot = Callback {
+        address,
+        mask_events: mask || matches!(which, kind::EVENT | kind::NMI),
+    };
+    Ok(())
+}
+
+pub(super) fn do_set_callbacks(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+    set(d, kind::EVENT, a[0], false)?;
+    set(d, kind::FAILSAFE, a[1], false)?;
+    set(d, kind::SYSCALL, a[2], false)?;
+    Ok(0)
+}
+
+pub(super) fn do_callback_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+    match a[0] as u32 {
+        cmd::REGISTER => {
+            let r: CallbackRegister = guest::read_obj(a[1])?;
+            set(d, r.kind, r.address, r.flags & CALLBACKF_MASK_EVENTS != 0).map(|()| 0)
+        }
+        cmd::UNREGISTER => {
+            let u: CallbackUnregister = guest::read_obj(a[1])?;
+            match u.kind {
+                kind::NMI => set(d, kind::NMI, 0, false).map(|()| 0),
+                kind::EVENT | kind::FAILSAFE | kind::SYSCALL | kind::SYSENTER | kind::SYSCALL32 => {
+                    Err(Errno::EINVAL)
+                }
+                _ => Err(Errno::ENOSYS),
+            }
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}

@@ -1,0 +1,201 @@
+//! Exceptions and software interrupts raised by PV guests: bounced to the guest's virtual IDT.
+//!
+//! Frame layout, CS/RFLAGS rewriting and the `int $n` DPL rule follow `shared/xen-abi.md` 4.5,
+//! 4.7 and 4.9. The frame is written below the 16-byte-aligned guest RSP (kernel mode) through
+//! `GuestRange`; a frame that cannot be written crashes the domain (there is no double fault for
+//! PV guests). The forced-emulation prefix `ud2; "xen"; cpuid` runs CPUID against the domain's
+//! view (Xen's leaves at 0x40000000).
+
+use xen_abi::callback::{
+    CPUID_BASE, FORCED_EMULATION_PREFIX, IretContext, TI_CLEAR_EVENTS, VGCF_IN_SYSCALL,
+};
+use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
+
+use super::domain::{Domain, Vcpu};
+use crate::arch::x86_64::cpu;
+use crate::arch::x86_64::idt::TrapFrame;
+use crate::mm::guest::{self, GuestRange};
+
+/// Vectors whose exception pushes an error code.
+const ERROR_CODE_VECTORS: [u64; 10] = [8, 10, 11, 12, 13, 14, 17, 21, 29, 30];
+const VEC_UD: u64 = 6;
+const VEC_GP: u64 = 13;
+const VEC_PF: u64 = 14;
+const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_IOPL: u64 = 3 << 12;
+/// TF, NT, RF, VM, AC: cleared in the handler's context.
+const RFLAGS_CLEAR_ON_ENTRY: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 18);
+
+/// Why a delivery failed: the caller crashes the domain with this reason.
+pub type Fatal = &'static str;
+
+/// Builds a bounce frame for `vector` on the guest's kernel stack and points `f` at `handler`.
+fn bounce(
+    d: &Domain,
+    v: &Vcpu,
+    f: &mut TrapFrame,
+    vector: u64,
+    error_code: Option<u64>,
+    handler: u64,
+    mask: bool,
+) -> Result<(), Fatal> {
+    if !v.kernel_mode {
+        return Err("exception in guest user mode (user mode is not supported yet)");
+    }
+    let saved_mask = d.upcall_mask(v.id);
+    // Kernel mode shows as RPL 0 in the saved CS; that is how the guest (and iret) tell modes.
+    let cs = (f.cs & !3) | (u64::from(saved_mask) << 32);
+    let rflags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if saved_mask { 0 } else { RFLAGS_IF };
+    let mut words = [0u64; 8];
+    let mut n = 0;
+    let mut push = |w: u64| {
+        words[n] = w;
+        n += 1;
+    };
+    push(f.rcx);
+    push(f.r11);
+    if let Some(e) = error_code {
+        push(e & 0xffff_ffff);
+    }
+    for w in [f.rip, cs, rflags, f.rsp, f.ss] {
+        push(w);
+    }
+    let top = f.rsp & !15;
+    let bytes = (n * 8) as u64;
+    let base = top
+        .checked_sub(bytes)
+        .ok_or("the guest stack pointer wraps")?;
+    let frame: alloc::vec::Vec<u8> = words[..n].iter().flat_map(|w| w.to_le_bytes()).collect();
+    GuestRange::new(base, frame.len())
+        .and_then(|r| r.write(&frame))
+        .map_err(|_| "cannot write the exception frame to the guest stack")?;
+    let _ = vector;
+    f.rsp = base;
+    f.rip = handler;
+    f.cs = u64::from(FLAT_KERNEL_CS);
+    f.ss = u64::from(FLAT_KERNEL_SS);
+    f.rflags &= !RFLAGS_CLEAR_ON_ENTRY;
+    if mask {
+        d.set_upcall_mask(v.id, true);
+    }
+    Ok(())
+}
+
+/// Delivers `vector` through the guest's trap table.
+fn deliver(
+    d: &Domain,
+    v: &Vcpu,
+    f: &mut TrapFrame,
+    vector: u64,
+    error_code: Option<u64>,
+) -> Result<(), Fatal> {
+    let t = v.traps[vector as usize & 0xff];
+    if t.address == 0 {
+        return Err("unhandled exception: the guest has no handler for this vector");
+    }
+    bounce(
+        d,
+        v,
+        f,
+        vector,
+        error_code,
+        t.address,
+        t.flags & TI_CLEAR_EVENTS != 0,
+    )
+}
+
+/// Handles an exception raised by guest code; `Err` asks the caller to crash the domain.
+pub fn guest_exception(d: &Domain, v: &Vcpu, f: &mut TrapFrame) -> Result<(), Fatal> {
+    let vector = f.vector;
+    if vector == VEC_GP && f.error_code & 0b11 == 0b10 {
+        // `int $n` hit a DPL-0 gate of Hestia's IDT: allowed if the guest's gate permits it.
+        let n = f.error_code >> 3;
+        let dpl = v.traps[n as usize & 0xff].flags & 3;
+        let needed = if v.kernel_mode { 1 } else { 3 };
+        if v.traps[n as usize & 0xff].address != 0 && dpl >= needed {
+            f.rip += 2;
+            return deliver(d, v, f, n, None);
+        }
+        return deliver(d, v, f, VEC_GP, Some(f.error_code));
+    }
+    if vector == VEC_UD && emulate_forced_cpuid(f) {
+        return Ok(());
+    }
+    if vector == VEC_PF {
+        let cr2 = cpu::read_cr2();
+        d.set_cr2(v.id, cr2);
+        // The CPU always reports a user access (the guest runs at CPL 3): bit 2 says the mode.
+        let err = (f.error_code & !4) | if v.kernel_mode { 0 } else { 4 };
+        return deliver(d, v, f, vector, Some(err));
+    }
+    let err = ERROR_CODE_VECTORS.contains(&vector).then_some(f.error_code);
+    deliver(d, v, f, vector, err)
+}
+
+/// `ud2; "xen"; cpuid` at RIP: run CPUID for the guest and skip the 7 bytes.
+fn emulate_forced_cpuid(f: &mut TrapFrame) -> bool {
+    let mut insn = [0u8; 7];
+    if GuestRange::new(f.rip, 7)
+        .and_then(|r| r.read(&mut insn))
+        .is_err()
+        || insn[..5] != FORCED_EMULATION_PREFIX
+        || insn[5..] != [0x0F, 0xA2]
+    {
+        return false;
+    }
+    let (leaf, sub) = (f.rax as u32, f.rcx as u32);
+    let r = guest_cpuid(leaf, sub);
+    (f.rax, f.rbx, f.rcx, f.rdx) = (
+        u64::from(r[0]),
+        u64::from(r[1]),
+        u64::from(r[2]),
+        u64::from(r[3]),
+    );
+    f.rip += 7;
+    true
+}
+
+/// CPUID as a PV guest sees it: the hardware's, with the hypervisor bit set, and Xen's leaves.
+pub fn guest_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
+    const XEN: [u32; 3] = [0x566e_6558, 0x6558_4d4d, 0x4d4d_566e]; // "XenVMMXenVMM"
+    match leaf {
+        CPUID_BASE => [CPUID_BASE + 2, XEN[0], XEN[1], XEN[2]],
+        l if l == CPUID_BASE + 1 => [4 << 16 | 17, 0, 0, 0],
+        // One hypercall-page frame; MSR base for it (unused by 64-bit PV guests).
+        l if l == CPUID_BASE + 2 => [1, CPUID_BASE, 0, 0],
+        l if (CPUID_BASE..CPUID_BASE + 0x100).contains(&l) => [0; 4],
+        _ => {
+            let r = cpu::cpuid(leaf, sub);
+            let ecx = if leaf == 1 { r.ecx | (1 << 31) } else { r.ecx };
+            [r.eax, r.ebx, ecx, r.edx]
+        }
+    }
+}
+
+/// The `iret` hypercall: restore the context the guest pushed (kernel mode only for now).
+pub fn iret(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<(), Fatal> {
+    let c: IretContext = guest::read_obj(f.rsp).map_err(|_| "unreadable iret frame")?;
+    if c.cs & 3 == 3 {
+        return Err("iret to guest user mode (user page tables are not supported yet)");
+    }
+    if !crate::mm::guest::is_guest_range(c.rip, 1) {
+        return Err("iret to an address outside guest space");
+    }
+    f.rip = c.rip;
+    f.rsp = c.rsp;
+    f.cs = u64::from(FLAT_KERNEL_CS);
+    f.ss = u64::from(FLAT_KERNEL_SS);
+    // IOPL and VM never come from the guest; IF is always on in hardware (the guest's
+    // "interrupts off" is its upcall mask).
+    f.rflags = (c.rflags & !(RFLAGS_IOPL | (1 << 17))) | RFLAGS_IF | 2;
+    d.set_upcall_mask(v.id, c.rflags & RFLAGS_IF == 0);
+    f.rax = c.rax;
+    if c.flags & VGCF_IN_SYSCALL == 0 {
+        f.rcx = c.rcx;
+        f.r11 = c.r11;
+    } else {
+        f.rcx = c.rip;
+        f.r11 = f.rflags;
+    }
+    Ok(())
+}
