@@ -16,6 +16,7 @@ pub mod elf;
 pub mod frame_alloc;
 pub mod memmap;
 pub mod pv_layout;
+pub mod pv_mm;
 pub mod size;
 pub mod symbols;
 pub mod timer_queue;

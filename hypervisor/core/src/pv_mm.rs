@@ -1,0 +1,624 @@
+//! The PV MMU's frame bookkeeping: owner, type, type count and reference count of every frame,
+//! and the validation rules for page-table entries (Xen's model; `shared/xen-abi.md` 5.4, 5.5).
+//!
+//! Invariants this module keeps (and its tests check after every operation):
+//! 1. A frame whose type is a page table (L1-L4) or a descriptor page is never the target of a
+//!    writable L1 entry in any validated L1 table: taking the `Writable` type fails while another
+//!    type is held, and the reverse.
+//! 2. A validated table references only frames its domain owns (`get_page`), and holds one
+//!    reference (and, one level down, one type reference) per present entry; devalidation drops
+//!    exactly those.
+//! 3. L4 slots 256-271 belong to the hypervisor: never validated as guest entries, never updated.
+//!
+//! Memory is abstract ([`PtMemory`]) so the rules run on the host against a recording fake.
+
+use alloc::vec::Vec;
+
+/// Page-table entry bits used by the rules.
+pub mod pte {
+    /// Present.
+    pub const P: u64 = 1 << 0;
+    /// Writable.
+    pub const RW: u64 = 1 << 1;
+    /// User.
+    pub const US: u64 = 1 << 2;
+    /// Page size (a superpage at L2/L3; PAT at L1).
+    pub const PS: u64 = 1 << 7;
+    /// Global.
+    pub const G: u64 = 1 << 8;
+    /// Execute disable.
+    pub const NX: u64 = 1 << 63;
+    /// Address bits.
+    pub const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
+    /// Reserved bits 52-62 (must be zero in any present entry).
+    pub const RESERVED: u64 = 0x7FF0_0000_0000_0000;
+}
+
+/// First and last+1 L4 slots that belong to the hypervisor.
+pub const HYPERVISOR_L4_SLOTS: core::ops::Range<usize> = 256..272;
+
+/// A domain id.
+pub type Dom = u16;
+
+/// What a frame is used as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageType {
+    /// No type held.
+    None,
+    /// Mapped writable somewhere.
+    Writable,
+    /// A page table of level 1-4.
+    Table(u8),
+    /// A GDT/LDT page.
+    SegDesc,
+}
+
+/// Bookkeeping of one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// Owning domain, if any.
+    pub owner: Option<Dom>,
+    /// Current type (meaningful while `type_count > 0`).
+    pub ty: PageType,
+    /// References to the type.
+    pub type_count: u32,
+    /// General references (mappings, pins, base pointers).
+    pub ref_count: u32,
+    /// Pinned by the guest (holds one type reference of its own).
+    pub pinned: bool,
+}
+
+impl FrameInfo {
+    const FREE: FrameInfo = FrameInfo {
+        owner: None,
+        ty: PageType::None,
+        type_count: 0,
+        ref_count: 0,
+        pinned: false,
+    };
+}
+
+/// Why an MMU operation was refused (the hypercall turns it into an errno).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmError {
+    /// MFN beyond the frame table.
+    BadFrame,
+    /// The frame belongs to someone else (or nobody).
+    NotOwner,
+    /// The frame already has a conflicting type.
+    TypeConflict,
+    /// The entry has bits the rules forbid (reserved bits, superpages, global).
+    BadFlags,
+    /// The slot is the hypervisor's.
+    HypervisorSlot,
+    /// A counter would overflow.
+    Overflow,
+    /// The table is not of the type the operation needs, or is not pinned.
+    NotATable,
+}
+
+/// Access to page-table frames (the kernel uses the direct map; tests use a fake).
+pub trait PtMemory {
+    /// Reads entry `idx` (0-511) of frame `mfn`.
+    fn read(&self, mfn: u64, idx: usize) -> u64;
+    /// Writes entry `idx` of frame `mfn`.
+    fn write(&mut self, mfn: u64, idx: usize, val: u64);
+}
+
+/// Entry flags Xen forces on guest entries: 64-bit PV kernels run in ring 3, so every guest
+/// mapping needs US.
+const FORCED: u64 = pte::US;
+
+/// The frame table.
+pub struct FrameTable {
+    frames: Vec<FrameInfo>,
+}
+
+impl FrameTable {
+    /// A table for frames `0..nr_frames`, all free.
+    pub fn new(nr_frames: usize) -> Self {
+        Self {
+            frames: alloc::vec![FrameInfo::FREE; nr_frames],
+        }
+    }
+
+    /// The bookkeeping of `mfn`.
+    pub fn info(&self, mfn: u64) -> Option<&FrameInfo> {
+        self.frames.get(usize::try_from(mfn).ok()?)
+    }
+
+    fn info_mut(&mut self, mfn: u64) -> Result<&mut FrameInfo, MmError> {
+        usize::try_from(mfn)
+            .ok()
+            .and_then(|i| self.frames.get_mut(i))
+            .ok_or(MmError::BadFrame)
+    }
+
+    /// Gives a free frame to `dom`.
+    pub fn assign(&mut self, mfn: u64, dom: Dom) -> Result<(), MmError> {
+        let f = self.info_mut(mfn)?;
+        if f.owner.is_some() {
+            return Err(MmError::NotOwner);
+        }
+        *f = FrameInfo {
+            owner: Some(dom),
+            ..FrameInfo::FREE
+        };
+        Ok(())
+    }
+
+    /// Takes a general reference on a frame `dom` owns.
+    pub fn get_page(&mut self, mfn: u64, dom: Dom) -> Result<(), MmError> {
+        let f = self.info_mut(mfn)?;
+        if f.owner != Some(dom) {
+            return Err(MmError::NotOwner);
+        }
+        f.ref_count = f.ref_count.checked_add(1).ok_or(MmError::Overflow)?;
+        Ok(())
+    }
+
+    /// Drops a general reference.
+    pub fn put_page(&mut self, mfn: u64) {
+        if let Ok(f) = self.info_mut(mfn) {
+            debug_assert!(f.ref_count > 0, "reference count underflow on mfn {mfn:#x}");
+            f.ref_count = f.ref_count.saturating_sub(1);
+        }
+    }
+
+    /// Takes a type reference: sets the type (validating a table) if none is held, else requires
+    /// the same type. The caller holds a general reference.
+    pub fn get_page_type(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        mfn: u64,
+        ty: PageType,
+        dom: Dom,
+    ) -> Result<(), MmError> {
+        let f = *self.info(mfn).ok_or(MmError::BadFrame)?;
+        if f.type_count > 0 {
+            if f.ty != ty {
+                return Err(MmError::TypeConflict);
+            }
+            self.info_mut(mfn)?.type_count =
+                f.type_count.checked_add(1).ok_or(MmError::Overflow)?;
+            return Ok(());
+        }
+        // Claim the type before validating, so a table that (directly or not) refers to itself
+        // meets a conflict instead of recursing forever.
+        {
+            let fm = self.info_mut(mfn)?;
+            fm.ty = ty;
+            fm.type_count = 1;
+        }
+        if let PageType::Table(level) = ty
+            && let Err(e) = self.validate(mem, mfn, level, dom)
+        {
+            let fm = self.info_mut(mfn)?;
+            fm.type_count = 0;
+            fm.ty = PageType::None;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Drops a type reference; the last one of a table devalidates it.
+    pub fn put_page_type(&mut self, mem: &mut dyn PtMemory, mfn: u64) {
+        let Ok(f) = self.info_mut(mfn) else { return };
+        debug_assert!(f.type_count > 0, "type count underflow on mfn {mfn:#x}");
+        f.type_count = f.type_count.saturating_sub(1);
+        if f.type_count == 0 {
+            let ty = f.ty;
+            f.ty = PageType::None;
+            if let PageType::Table(level) = ty {
+                self.devalidate(mem, mfn, level);
+            }
+        }
+    }
+
+    fn guest_slots(level: u8) -> impl Iterator<Item = usize> {
+        (0..512).filter(move |i| level != 4 || !HYPERVISOR_L4_SLOTS.contains(i))
+    }
+
+    fn validate(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        mfn: u64,
+        level: u8,
+        dom: Dom,
+    ) -> Result<(), MmError> {
+        let slots: Vec<usize> = Self::guest_slots(level).collect();
+        for (n, &i) in slots.iter().enumerate() {
+            let e = mem.read(mfn, i);
+            if let Err(err) = self.get_entry(mem, level, e, dom) {
+                for &j in &slots[..n] {
+                    let old = mem.read(mfn, j);
+                    self.put_entry(mem, level, old);
+                }
+                return Err(err);
+            }
+            if e & pte::P != 0 && e & FORCED != FORCED {
+                mem.write(mfn, i, e | FORCED);
+            }
+        }
+        Ok(())
+    }
+
+    fn devalidate(&mut self, mem: &mut dyn PtMemory, mfn: u64, level: u8) {
+        for i in Self::guest_slots(level) {
+            let e = mem.read(mfn, i);
+            self.put_entry(mem, level, e);
+        }
+    }
+
+    /// Checks an entry's flags for a table of `level`.
+    fn check_flags(level: u8, e: u64) -> Result<(), MmError> {
+        if e & pte::RESERVED != 0 {
+            return Err(MmError::BadFlags);
+        }
+        // No superpages and no global bit above L1 for PV guests.
+        if level > 1 && e & (pte::PS | pte::G) != 0 {
+            return Err(MmError::BadFlags);
+        }
+        Ok(())
+    }
+
+    /// Takes the references a present entry of a level-`level` table needs.
+    fn get_entry(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        level: u8,
+        e: u64,
+        dom: Dom,
+    ) -> Result<(), MmError> {
+        if e & pte::P == 0 {
+            return Ok(());
+        }
+        Self::check_flags(level, e)?;
+        let target = (e & pte::ADDR) >> 12;
+        self.get_page(target, dom)?;
+        let ty = match level {
+            1 if e & pte::RW != 0 => Some(PageType::Writable),
+            1 => None,
+            l => Some(PageType::Table(l - 1)),
+        };
+        if let Some(ty) = ty
+            && let Err(err) = self.get_page_type(mem, target, ty, dom)
+        {
+            self.put_page(target);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    fn put_entry(&mut self, mem: &mut dyn PtMemory, level: u8, e: u64) {
+        if e & pte::P == 0 {
+            return;
+        }
+        let target = (e & pte::ADDR) >> 12;
+        if level > 1 || e & pte::RW != 0 {
+            self.put_page_type(mem, target);
+        }
+        self.put_page(target);
+    }
+
+    /// Updates entry `idx` of the validated level-`level` table `table` owned by `dom`: takes the
+    /// new entry's references, writes it, then drops the old one's (`mmu_update`).
+    pub fn mod_entry(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        table: u64,
+        level: u8,
+        idx: usize,
+        new: u64,
+        dom: Dom,
+    ) -> Result<(), MmError> {
+        let t = *self.info(table).ok_or(MmError::BadFrame)?;
+        if t.owner != Some(dom) {
+            return Err(MmError::NotOwner);
+        }
+        if t.ty != PageType::Table(level) || t.type_count == 0 || idx >= 512 {
+            return Err(MmError::NotATable);
+        }
+        if level == 4 && HYPERVISOR_L4_SLOTS.contains(&idx) {
+            return Err(MmError::HypervisorSlot);
+        }
+        let new = if new & pte::P != 0 { new | FORCED } else { new };
+        self.get_entry(mem, level, new, dom)?;
+        let old = mem.read(table, idx);
+        mem.write(table, idx, new);
+        self.put_entry(mem, level, old);
+        Ok(())
+    }
+
+    /// Pins `mfn` as a level-`level` table (`MMUEXT_PIN_Lx_TABLE`).
+    pub fn pin(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        mfn: u64,
+        level: u8,
+        dom: Dom,
+    ) -> Result<(), MmError> {
+        if self.info(mfn).is_some_and(|f| f.pinned) {
+            return Err(MmError::TypeConflict);
+        }
+        self.get_page(mfn, dom)?;
+        if let Err(e) = self.get_page_type(mem, mfn, PageType::Table(level), dom) {
+            self.put_page(mfn);
+            return Err(e);
+        }
+        self.info_mut(mfn)?.pinned = true;
+        Ok(())
+    }
+
+    /// Unpins `mfn` (`MMUEXT_UNPIN_TABLE`).
+    pub fn unpin(&mut self, mem: &mut dyn PtMemory, mfn: u64, dom: Dom) -> Result<(), MmError> {
+        let f = *self.info(mfn).ok_or(MmError::BadFrame)?;
+        if f.owner != Some(dom) {
+            return Err(MmError::NotOwner);
+        }
+        if !f.pinned {
+            return Err(MmError::NotATable);
+        }
+        self.info_mut(mfn)?.pinned = false;
+        self.put_page_type(mem, mfn);
+        self.put_page(mfn);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::vec::Vec;
+
+    /// A fake memory that records every write.
+    #[derive(Default)]
+    struct FakeMem {
+        pages: BTreeMap<u64, [u64; 512]>,
+        writes: Vec<(u64, usize, u64)>,
+    }
+
+    impl PtMemory for FakeMem {
+        fn read(&self, mfn: u64, idx: usize) -> u64 {
+            self.pages.get(&mfn).map_or(0, |p| p[idx])
+        }
+        fn write(&mut self, mfn: u64, idx: usize, val: u64) {
+            self.pages.entry(mfn).or_insert([0; 512])[idx] = val;
+            self.writes.push((mfn, idx, val));
+        }
+    }
+
+    const D: Dom = 1;
+    const OTHER: Dom = 2;
+
+    fn e(mfn: u64, flags: u64) -> u64 {
+        (mfn << 12) | flags | pte::P
+    }
+
+    fn setup(n: u64) -> (FrameTable, FakeMem) {
+        let mut ft = FrameTable::new(64);
+        for m in 0..n {
+            ft.assign(m, D).unwrap();
+        }
+        for m in n..n + 4 {
+            ft.assign(m, OTHER).unwrap();
+        }
+        (ft, FakeMem::default())
+    }
+
+    /// Builds L4(1) -> L3(2) -> L2(3) -> L1(4) -> data frames 10 (RW) and 11 (RO).
+    fn tree(mem: &mut FakeMem) {
+        mem.write(1, 0, e(2, pte::RW));
+        mem.write(2, 0, e(3, pte::RW));
+        mem.write(3, 0, e(4, pte::RW));
+        mem.write(4, 0, e(10, pte::RW));
+        mem.write(4, 1, e(11, 0));
+    }
+
+    #[test]
+    fn pinning_validates_the_whole_tree() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        assert_eq!(ft.info(1).unwrap().ty, PageType::Table(4));
+        assert_eq!(ft.info(4).unwrap().ty, PageType::Table(1));
+        assert_eq!(ft.info(10).unwrap().ty, PageType::Writable);
+        assert_eq!(
+            ft.info(11).unwrap().type_count,
+            0,
+            "a read-only mapping takes no type"
+        );
+        assert_eq!(ft.info(11).unwrap().ref_count, 1);
+        assert!(
+            mem.read(4, 0) & pte::US != 0,
+            "US is forced on guest entries"
+        );
+        ft.unpin(&mut mem, 1, D).unwrap();
+        for m in [1, 2, 3, 4, 10, 11] {
+            let f = ft.info(m).unwrap();
+            assert_eq!(
+                (f.type_count, f.ref_count),
+                (0, 0),
+                "mfn {m} fully released"
+            );
+        }
+    }
+
+    #[test]
+    fn a_page_table_can_never_be_mapped_writable() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        // L1 maps its own L2 writable: validation must fail and leave nothing behind.
+        mem.write(4, 2, e(3, pte::RW));
+        assert_eq!(ft.pin(&mut mem, 1, 4, D), Err(MmError::TypeConflict));
+        assert!(
+            (0..20)
+                .all(|m| ft.info(m).unwrap().type_count == 0 && ft.info(m).unwrap().ref_count == 0)
+        );
+        // With the tree pinned, an update that maps a table writable is refused.
+        mem.write(4, 2, 0);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        assert_eq!(
+            ft.mod_entry(&mut mem, 4, 1, 5, e(2, pte::RW), D),
+            Err(MmError::TypeConflict)
+        );
+        // Read-only is fine (that is how guests see their own tables).
+        ft.mod_entry(&mut mem, 4, 1, 5, e(2, 0), D).unwrap();
+        // And a frame mapped writable cannot become a table.
+        assert_eq!(ft.pin(&mut mem, 10, 1, D), Err(MmError::TypeConflict));
+    }
+
+    #[test]
+    fn foreign_frames_are_refused() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        assert_eq!(
+            ft.mod_entry(&mut mem, 4, 1, 7, e(21, 0), D),
+            Err(MmError::NotOwner)
+        );
+        assert_eq!(
+            ft.mod_entry(&mut mem, 4, 1, 7, e(60, 0), D),
+            Err(MmError::NotOwner),
+            "unowned frame"
+        );
+        assert_eq!(
+            ft.mod_entry(&mut mem, 4, 1, 7, e(1 << 30, 0), D),
+            Err(MmError::BadFrame)
+        );
+        assert_eq!(
+            ft.mod_entry(&mut mem, 4, 1, 7, e(12, 0), OTHER),
+            Err(MmError::NotOwner),
+            "not the table's owner"
+        );
+    }
+
+    #[test]
+    fn hypervisor_slots_and_bad_flags() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        mem.write(1, 260, e(5, pte::RW)); // a hypervisor slot: ignored by validation
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        assert_eq!(ft.info(5).unwrap().ref_count, 0);
+        assert_eq!(
+            ft.mod_entry(&mut mem, 1, 4, 256, e(6, 0), D),
+            Err(MmError::HypervisorSlot)
+        );
+        assert_eq!(
+            ft.mod_entry(&mut mem, 3, 2, 9, e(6, pte::PS), D),
+            Err(MmError::BadFlags),
+            "no superpages"
+        );
+        assert_eq!(
+            ft.mod_entry(&mut mem, 4, 1, 9, e(6, 0) | (1 << 55), D),
+            Err(MmError::BadFlags)
+        );
+        assert_eq!(
+            ft.mod_entry(&mut mem, 10, 1, 0, 0, D),
+            Err(MmError::NotATable)
+        );
+    }
+
+    #[test]
+    fn self_referencing_tables_cannot_recurse() {
+        let (mut ft, mut mem) = setup(20);
+        mem.write(1, 0, e(1, 0)); // L4 points at itself
+        assert_eq!(ft.pin(&mut mem, 1, 4, D), Err(MmError::TypeConflict));
+        assert_eq!(ft.info(1).unwrap().ref_count, 0);
+    }
+
+    /// Counts, from the validated tables alone, the references every frame should hold.
+    fn expected_counts(ft: &FrameTable, mem: &FakeMem) -> (BTreeMap<u64, u32>, BTreeMap<u64, u32>) {
+        let (mut refs, mut types) = (BTreeMap::new(), BTreeMap::new());
+        for m in 0..64u64 {
+            let f = ft.info(m).unwrap();
+            if f.pinned {
+                *refs.entry(m).or_default() += 1;
+                *types.entry(m).or_default() += 1;
+            }
+            if let (PageType::Table(level), true) = (f.ty, f.type_count > 0) {
+                for i in FrameTable::guest_slots(level) {
+                    let x = mem.read(m, i);
+                    if x & pte::P == 0 {
+                        continue;
+                    }
+                    let t = (x & pte::ADDR) >> 12;
+                    *refs.entry(t).or_default() += 1;
+                    if level > 1 || x & pte::RW != 0 {
+                        *types.entry(t).or_default() += 1;
+                    }
+                }
+            }
+        }
+        (refs, types)
+    }
+
+    #[test]
+    fn random_updates_keep_every_invariant() {
+        let (mut ft, mut mem) = setup(40);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut ok = 0;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let table = [1u64, 2, 3, 4][(x % 4) as usize];
+            let level = [4u8, 3, 2, 1][(x % 4) as usize];
+            let idx = ((x >> 8) % 8) as usize;
+            let target = (x >> 16) % 48; // includes foreign frames 40-43 and unowned 44-47
+            let flags = if (x >> 24) & 1 == 1 { pte::RW } else { 0 };
+            let new = if (x >> 25).is_multiple_of(5) {
+                0
+            } else {
+                e(target, flags)
+            };
+            if ft.mod_entry(&mut mem, table, level, idx, new, D).is_ok() {
+                ok += 1;
+            }
+            // Invariant 1: no table or descriptor frame is writable-mapped by a validated L1.
+            for m in 0..64u64 {
+                let f = ft.info(m).unwrap();
+                if f.type_count > 0 && f.ty == PageType::Table(1) {
+                    for i in 0..512 {
+                        let v = mem.read(m, i);
+                        if v & pte::P != 0 && v & pte::RW != 0 {
+                            let t = ft.info((v & pte::ADDR) >> 12).unwrap();
+                            assert_eq!(
+                                t.ty,
+                                PageType::Writable,
+                                "writable mapping of a typed frame"
+                            );
+                            assert_eq!(t.owner, Some(D), "mapping of a foreign frame");
+                        }
+                    }
+                }
+            }
+            // Invariant 2: counts equal what the validated tables and pins account for.
+            let (refs, types) = expected_counts(&ft, &mem);
+            for m in 0..64u64 {
+                let f = ft.info(m).unwrap();
+                assert_eq!(
+                    f.ref_count,
+                    refs.get(&m).copied().unwrap_or(0),
+                    "ref count of mfn {m}"
+                );
+                assert_eq!(
+                    f.type_count,
+                    types.get(&m).copied().unwrap_or(0),
+                    "type count of mfn {m}"
+                );
+            }
+        }
+        assert!(
+            ok > 1000,
+            "the random walk exercised successful updates ({ok})"
+        );
+        assert!(
+            ft.info(40).unwrap().ref_count == 0,
+            "foreign frames never gained references"
+        );
+    }
+}
