@@ -305,6 +305,8 @@ pub fn all() -> Vec<Scenario> {
         guest("xsa-style-bad-pointers", GuestVerdict::Success),
         guest("functional-exceptions", GuestVerdict::Success),
         guest("functional-trap-args", GuestVerdict::Success),
+        guest("functional-mmu", GuestVerdict::Success),
+        guest("xsa-style-writable-pagetable", GuestVerdict::Success),
         guest("negative-control", GuestVerdict::Failure),
         Scenario {
             name: "xsa-style-bad-kernel-stack",

@@ -12,6 +12,7 @@
 pub mod callback;
 pub mod elfnote;
 pub mod errno;
+pub mod mmu;
 pub mod sched;
 pub mod version;
 pub mod xen;

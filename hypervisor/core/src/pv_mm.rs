@@ -69,7 +69,8 @@ pub struct FrameInfo {
 }
 
 impl FrameInfo {
-    const FREE: FrameInfo = FrameInfo {
+    /// A frame nobody owns.
+    pub const FREE: FrameInfo = FrameInfo {
         owner: None,
         ty: PageType::None,
         type_count: 0,
@@ -103,23 +104,26 @@ pub trait PtMemory {
     fn read(&self, mfn: u64, idx: usize) -> u64;
     /// Writes entry `idx` of frame `mfn`.
     fn write(&mut self, mfn: u64, idx: usize, val: u64);
+    /// Writes the hypervisor's own entries into slots 256-271 of the L4 frame `mfn` (done once
+    /// the frame is validated as an L4, so every guest L4 carries the hypervisor).
+    fn install_hypervisor_slots(&mut self, mfn: u64);
 }
 
 /// Entry flags Xen forces on guest entries: 64-bit PV kernels run in ring 3, so every guest
 /// mapping needs US.
 const FORCED: u64 = pte::US;
 
-/// The frame table.
-pub struct FrameTable {
-    frames: Vec<FrameInfo>,
+/// The frame table, over storage the caller provides (the kernel takes it from the frame
+/// allocator: at 16 bytes a frame it outgrows any heap).
+pub struct FrameTable<'a> {
+    frames: &'a mut [FrameInfo],
 }
 
-impl FrameTable {
-    /// A table for frames `0..nr_frames`, all free.
-    pub fn new(nr_frames: usize) -> Self {
-        Self {
-            frames: alloc::vec![FrameInfo::FREE; nr_frames],
-        }
+impl<'a> FrameTable<'a> {
+    /// A table for frames `0..storage.len()`, all marked free.
+    pub fn new(storage: &'a mut [FrameInfo]) -> Self {
+        storage.fill(FrameInfo::FREE);
+        Self { frames: storage }
     }
 
     /// The bookkeeping of `mfn`.
@@ -190,13 +194,16 @@ impl FrameTable {
             fm.ty = ty;
             fm.type_count = 1;
         }
-        if let PageType::Table(level) = ty
-            && let Err(e) = self.validate(mem, mfn, level, dom)
-        {
-            let fm = self.info_mut(mfn)?;
-            fm.type_count = 0;
-            fm.ty = PageType::None;
-            return Err(e);
+        if let PageType::Table(level) = ty {
+            if let Err(e) = self.validate(mem, mfn, level, dom) {
+                let fm = self.info_mut(mfn)?;
+                fm.type_count = 0;
+                fm.ty = PageType::None;
+                return Err(e);
+            }
+            if level == 4 {
+                mem.install_hypervisor_slots(mfn);
+            }
         }
         Ok(())
     }
@@ -387,7 +394,15 @@ mod tests {
             self.pages.entry(mfn).or_insert([0; 512])[idx] = val;
             self.writes.push((mfn, idx, val));
         }
+        fn install_hypervisor_slots(&mut self, mfn: u64) {
+            for i in HYPERVISOR_L4_SLOTS {
+                self.write(mfn, i, HYPERVISOR_MARK);
+            }
+        }
     }
+
+    /// What the fake writes into hypervisor slots.
+    const HYPERVISOR_MARK: u64 = 0xdead_0000;
 
     const D: Dom = 1;
     const OTHER: Dom = 2;
@@ -396,8 +411,9 @@ mod tests {
         (mfn << 12) | flags | pte::P
     }
 
-    fn setup(n: u64) -> (FrameTable, FakeMem) {
-        let mut ft = FrameTable::new(64);
+    fn setup(n: u64) -> (FrameTable<'static>, FakeMem) {
+        let storage = std::boxed::Box::leak(std::vec![FrameInfo::FREE; 64].into_boxed_slice());
+        let mut ft = FrameTable::new(storage);
         for m in 0..n {
             ft.assign(m, D).unwrap();
         }
@@ -433,6 +449,12 @@ mod tests {
         assert!(
             mem.read(4, 0) & pte::US != 0,
             "US is forced on guest entries"
+        );
+        assert!(
+            HYPERVISOR_L4_SLOTS
+                .clone()
+                .all(|i| mem.read(1, i) == HYPERVISOR_MARK),
+            "hypervisor slots installed in the L4"
         );
         ft.unpin(&mut mem, 1, D).unwrap();
         for m in [1, 2, 3, 4, 10, 11] {

@@ -296,10 +296,16 @@ extern "C" fn continue_boot(info: u64) -> ! {
     }
     percpu::this_cpu().online.store(true, Ordering::Release);
 
-    let wx = paging::audit_wx(mm::kernel_root());
+    if let Err(e) = mm::frametable::init(info.memmap.top_of_ram()) {
+        fatal_boot(format_args!("mm: {e}"));
+    }
+    let wx = paging::audit_wx(
+        mm::kernel_root(),
+        xen_abi::xen::MACH2PHYS_VIRT_START..mm::frametable::m2p_end(),
+    );
     if wx.wx == 0 && wx.user == 0 {
         info!(
-            "mm: W^X audit: {} mappings, none writable+executable, none user-accessible",
+            "mm: W^X audit: {} mappings, none writable+executable, none user-accessible but the read-only M2P",
             wx.leaves
         );
     } else {

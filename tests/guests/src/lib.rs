@@ -252,6 +252,43 @@ macro_rules! println {
     ($($t:tt)*) => { $crate::print(format_args!("{}\n", format_args!($($t)*))) };
 }
 
+/// The read-only machine-to-phys table the hypervisor maps for PV guests.
+pub fn m2p(mfn: u64) -> u64 {
+    // SAFETY: the M2P is mapped read-only at MACH2PHYS_VIRT_START for every PV guest; entries
+    // beyond the machine's frames fault, which callers avoid by passing MFNs they own.
+    unsafe {
+        core::ptr::read_volatile(
+            (xen_abi::xen::MACH2PHYS_VIRT_START as *const u64).add(mfn as usize),
+        )
+    }
+}
+
+/// Machine address of the L1 entry mapping `va` in the initial page tables (VIRT_BASE 0, so a
+/// table's virtual address is its PFN times 4096). `None` if some level is not present.
+pub fn l1e_maddr(si: &StartInfo, va: u64) -> Option<u64> {
+    let mut table_va = si.pt_base;
+    for level in [4u32, 3, 2] {
+        let idx = (va >> (12 + 9 * (level - 1))) & 511;
+        // SAFETY: the bootstrap tables are mapped read-only in the initial mapping.
+        let e = unsafe { core::ptr::read_volatile((table_va as *const u64).add(idx as usize)) };
+        if e & 1 == 0 {
+            return None;
+        }
+        table_va = m2p((e & 0x000F_FFFF_FFFF_F000) >> 12) << 12;
+    }
+    let l1_pfn = table_va >> 12;
+    let p2m = si.mfn_list as *const u64;
+    // SAFETY: mfn_list holds nr_pages entries; l1_pfn is one of the domain's PFNs.
+    let l1_mfn = unsafe { core::ptr::read_volatile(p2m.add(l1_pfn as usize)) };
+    Some((l1_mfn << 12) | (((va >> 12) & 511) * 8))
+}
+
+/// The MFN behind PFN `pfn`.
+pub fn pfn_to_mfn(si: &StartInfo, pfn: u64) -> u64 {
+    // SAFETY: mfn_list holds nr_pages entries; callers pass PFNs below nr_pages.
+    unsafe { core::ptr::read_volatile((si.mfn_list as *const u64).add(pfn as usize)) }
+}
+
 /// Stops the domain.
 pub fn shutdown(why: u32) -> ! {
     let s = SchedShutdown { reason: why };

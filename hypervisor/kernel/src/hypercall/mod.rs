@@ -5,6 +5,7 @@
 //! (RDI, RSI, RDX, R10, R8) and return a value or an [`Errno`].
 
 mod console_io;
+mod mmu;
 mod sched_op;
 mod traps;
 mod xen_version;
@@ -34,6 +35,18 @@ const fn table() -> [Slot; NR_HYPERCALLS] {
             handler: None,
         }
     }; NR_HYPERCALLS];
+    t[nr::MMU_UPDATE as usize] = Slot {
+        name: "mmu_update",
+        handler: Some(mmu::do_mmu_update),
+    };
+    t[nr::UPDATE_VA_MAPPING as usize] = Slot {
+        name: "update_va_mapping",
+        handler: Some(mmu::do_update_va_mapping),
+    };
+    t[nr::MMUEXT_OP as usize] = Slot {
+        name: "mmuext_op",
+        handler: Some(mmu::do_mmuext_op),
+    };
     t[nr::SET_TRAP_TABLE as usize] = Slot {
         name: "set_trap_table",
         handler: Some(traps::do_set_trap_table),

@@ -10,6 +10,7 @@
 //!
 //! Lock order: `FRAMES` is a leaf lock; `KERNEL_PT` may take `FRAMES` while held.
 
+pub mod frametable;
 pub mod guest;
 
 use core::sync::atomic::{AtomicU64, Ordering};

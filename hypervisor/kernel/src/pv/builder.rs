@@ -14,6 +14,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32};
 
 use hestia_core::elf::{self, Elf64, ElfError, PvKernel};
 use hestia_core::pv_layout::{self, LayoutError, PvLayout};
+use hestia_core::pv_mm::{MmError, PageType};
 use xen_abi::xen::{
     FLAT_KERNEL_CS, FLAT_KERNEL_SS, START_INFO_MAGIC, SharedInfo, StartInfo, hypercall, sif,
 };
@@ -36,6 +37,8 @@ pub enum BuildError {
     Layout(LayoutError),
     /// Not enough free memory for the requested domain size.
     OutOfMemory(u64),
+    /// The frame table refused the domain's frames or its bootstrap tables (a builder bug).
+    Mmu(MmError),
 }
 
 impl fmt::Display for BuildError {
@@ -59,6 +62,10 @@ impl fmt::Display for BuildError {
                 "dom0 kernel: its virtual region crosses the hypervisor hole or wraps"
             ),
             Self::OutOfMemory(p) => write!(f, "not enough free memory for dom0's {} MiB", p / 256),
+            Self::Mmu(e) => write!(
+                f,
+                "dom0's bootstrap page tables fail validation ({e:?}): a builder bug"
+            ),
         }
     }
 }
@@ -217,6 +224,25 @@ fn build_page_tables(mem: &GuestMem<'_>, l: &PvLayout) -> u64 {
     mem.p2m[l4 as usize]
 }
 
+/// Gives the domain's frames (and its shared_info page) to dom0 in the frame table, fills the
+/// M2P, and pins the bootstrap L4 with a second type reference for CR3 (as Xen's dom0 builder
+/// does): the validation proves the tables obey the PV MMU rules before the guest runs.
+fn register_frames(p2m: &[u64], shared_mfn: u64, l4_mfn: u64) -> Result<(), BuildError> {
+    const DOM0: u16 = 0;
+    mm::frametable::with(|ft, mem| {
+        for (pfn, &mfn) in p2m.iter().enumerate() {
+            ft.assign(mfn, DOM0)?;
+            mm::frametable::set_m2p(mfn, pfn as u64);
+        }
+        ft.assign(shared_mfn, DOM0)?;
+        ft.pin(mem, l4_mfn, 4, DOM0)?;
+        ft.get_page(l4_mfn, DOM0)?;
+        ft.get_page_type(mem, l4_mfn, PageType::Table(4), DOM0)
+    })
+    .unwrap_or(Err(MmError::BadFrame))
+    .map_err(BuildError::Mmu)
+}
+
 /// Builds dom0 from `kernel` (and `initrd`) with `nr_pages` of memory.
 pub fn build_dom0(
     kernel: &Module,
@@ -281,6 +307,7 @@ pub fn build_dom0(
     let l4_mfn = build_page_tables(&mem, &l);
 
     let shared = mm::alloc_zeroed_frames(1, PAGE, u64::MAX).ok_or(BuildError::OutOfMemory(1))?;
+    register_frames(&p2m, shared / PAGE, l4_mfn)?;
     let mut si = SharedInfo::new_zeroed();
     for v in si.vcpu_info.iter_mut() {
         v.evtchn_upcall_mask = 1;

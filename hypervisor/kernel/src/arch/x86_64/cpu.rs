@@ -132,6 +132,18 @@ pub fn invlpg(addr: u64) {
     unsafe { asm!("invlpg ({})", in(reg) addr, options(att_syntax, nostack, preserves_flags)) };
 }
 
+/// Flushes this CPU's non-global TLB entries by reloading CR3.
+pub fn write_cr3_reload() {
+    // SAFETY: reloading the current CR3 keeps every mapping.
+    unsafe { write_cr3(read_cr3()) };
+}
+
+/// Writes back and invalidates the caches (WBINVD).
+pub fn wbinvd() {
+    // SAFETY: WBINVD has no memory-safety effect; it is slow, which callers accept.
+    unsafe { asm!("wbinvd", options(nostack, preserves_flags)) };
+}
+
 /// True if RFLAGS.IF is set.
 pub fn interrupts_enabled() -> bool {
     x86_64::instructions::interrupts::are_enabled()

@@ -62,6 +62,8 @@ pub enum Access {
     ReadWrite,
     /// Uncached device memory, read + write, no execute.
     Mmio,
+    /// Read-only and readable by guests (the M2P): the only user-accessible Hestia mapping.
+    GuestRead,
 }
 
 impl Access {
@@ -75,6 +77,8 @@ impl Access {
             Access::Mmio => {
                 base | Pte::RW.bits() | Pte::D.bits() | Pte::PCD.bits() | Pte::PWT.bits() | nx
             }
+            // Not global: guest-visible mappings must not outlive a CR3 switch.
+            Access::GuestRead => (base & !Pte::G.bits()) | Pte::US.bits() | nx,
         }
     }
 }
@@ -206,8 +210,14 @@ impl PageTables {
             let e = &mut table(t)[index(virt, level)];
             if *e & Pte::P.bits() == 0 {
                 let n = new_table(self.table_limit)?;
-                // Intermediate entries grant everything; leaves decide.
-                *e = n | Pte::P.bits() | Pte::RW.bits() | Pte::A.bits();
+                // Intermediate entries grant everything; leaves decide. US only where a guest
+                // may read (the M2P), so no other Hestia subtree is reachable from ring 3.
+                let us = if access == Access::GuestRead {
+                    Pte::US.bits()
+                } else {
+                    0
+                };
+                *e = n | Pte::P.bits() | Pte::RW.bits() | Pte::A.bits() | us;
             } else if *e & Pte::PS.bits() != 0 {
                 return Err(MapError::Conflict);
             }
@@ -286,10 +296,11 @@ pub struct WxReport {
     pub first_bad: Option<u64>,
 }
 
-/// Audits the live page tables: no leaf may be writable and executable, none user-accessible.
+/// Audits the live page tables: no leaf may be writable and executable, and none may be
+/// user-accessible except the read-only M2P in `user_ok`.
 /// Intermediate RW/NX bits combine with the leaf's, but Hestia's intermediate entries never
 /// set NX and always set RW, so the leaf decides.
-pub fn audit_wx(root: u64) -> WxReport {
+pub fn audit_wx(root: u64, user_ok: core::ops::Range<u64>) -> WxReport {
     let mut r = WxReport::default();
     let has_nx = NX_BIT.load(Ordering::Relaxed) != 0;
     walk(root, |l| {
@@ -300,7 +311,8 @@ pub fn audit_wx(root: u64) -> WxReport {
             r.wx += 1;
             r.first_bad.get_or_insert(l.virt);
         }
-        if l.pte & Pte::US.bits() != 0 {
+        let allowed_user = user_ok.contains(&l.virt) && l.pte & Pte::RW.bits() == 0;
+        if l.pte & Pte::US.bits() != 0 && !allowed_user {
             r.user += 1;
             r.first_bad.get_or_insert(l.virt);
         }

@@ -1,0 +1,272 @@
+//! The PV MMU hypercalls: `mmu_update` (1), `update_va_mapping` (14), `mmuext_op` (26).
+//! `shared/xen-abi.md` 5.1-5.3. The rules live in `hestia_core::pv_mm`; this module decodes
+//! requests, walks the guest's tables to find the L1 behind a virtual address, and flushes.
+//!
+//! TLB policy: every MMU hypercall that changed anything ends with a full local flush, so no
+//! stale writable translation can outlive a type change (one vCPU per domain, on one CPU, so a
+//! local flush is a complete one). Batches are processed whole (no continuation yet).
+
+use hestia_core::pv_mm::{MmError, PageType, PtMemory, pte};
+use xen_abi::errno::Errno;
+use xen_abi::mmu::{MmuUpdate, MmuextOp, ext, update, uvmf};
+use xen_abi::xen::{DOMID_SELF, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
+
+use crate::arch::x86_64::cpu;
+use crate::mm::frametable::{self, DirectMem};
+use crate::mm::guest::{self, is_guest_range};
+use crate::pv::domain::Domain;
+
+/// Most requests in one batch.
+const MAX_BATCH: u32 = 1 << 16;
+
+fn errno(e: MmError) -> Errno {
+    match e {
+        MmError::Overflow => Errno::EBUSY,
+        _ => Errno::EINVAL,
+    }
+}
+
+fn dom(d: &Domain) -> u16 {
+    d.id.0
+}
+
+/// Checks `foreigndom` (only the caller itself for now: foreign mappings need a toolstack).
+fn check_foreigndom(d: &Domain, foreigndom: u64) -> Result<(), Errno> {
+    let fd = (foreigndom & 0xffff) as u16;
+    let pfd = (foreigndom >> 16) as u16;
+    if (fd != DOMID_SELF && fd != dom(d)) || (pfd != 0 && pfd != dom(d) + 1) {
+        return Err(Errno::ESRCH);
+    }
+    Ok(())
+}
+
+fn write_done(pdone: u64, done: u32) -> Result<(), Errno> {
+    if pdone != 0 {
+        guest::write_obj(pdone, &done)
+    } else {
+        Ok(())
+    }
+}
+
+fn flush_local() {
+    cpu::write_cr3_reload();
+}
+
+/// One `mmu_update` request.
+fn one_update(d: &Domain, req: MmuUpdate) -> Result<(), Errno> {
+    let (cmd, maddr) = (req.ptr & 7, req.ptr & !7);
+    let (mfn, idx) = (maddr >> 12, ((maddr & 0xfff) / 8) as usize);
+    match cmd {
+        update::NORMAL_PT_UPDATE
+        | update::PT_UPDATE_PRESERVE_AD
+        | update::PT_UPDATE_NO_TRANSLATE => frametable::with(|ft, mem| {
+            let f = *ft.info(mfn).ok_or(Errno::EINVAL)?;
+            if f.owner != Some(dom(d)) {
+                return Err(Errno::EINVAL);
+            }
+            let mut val = req.val;
+            if cmd == update::PT_UPDATE_PRESERVE_AD {
+                val |= mem.read(mfn, idx) & 0x60;
+            }
+            match (f.ty, f.type_count) {
+                (PageType::Table(level), n) if n > 0 => ft
+                    .mod_entry(mem, mfn, level, idx, val, dom(d))
+                    .map_err(errno),
+                // A page that may be writable anyway: a plain store.
+                (PageType::Writable, _) | (_, 0) => {
+                    mem.write(mfn, idx, req.val);
+                    Ok(())
+                }
+                _ => Err(Errno::EINVAL),
+            }
+        })
+        .unwrap_or(Err(Errno::EINVAL)),
+        update::MACHPHYS_UPDATE => {
+            let owned =
+                frametable::with(|ft, _| ft.info(mfn).is_some_and(|f| f.owner == Some(dom(d))))
+                    .unwrap_or(false);
+            if owned && frametable::set_m2p(mfn, req.val) {
+                Ok(())
+            } else {
+                Err(Errno::EINVAL)
+            }
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+pub(super) fn do_mmu_update(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+    let (reqs, count, pdone) = (
+        a[0],
+        (a[1] as u32) & !xen_abi::mmu::MMU_UPDATE_PREEMPTED,
+        a[2],
+    );
+    check_foreigndom(d, a[3])?;
+    if count > MAX_BATCH {
+        return Err(Errno::EINVAL);
+    }
+    let mut done = 0;
+    let mut result = Ok(0);
+    for i in 0..u64::from(count) {
+        let r = reqs
+            .checked_add(i * 16)
+            .ok_or(Errno::EFAULT)
+            .and_then(guest::read_obj::<MmuUpdate>)
+            .and_then(|req| one_update(d, req));
+        if let Err(e) = r {
+            result = Err(e);
+            break;
+        }
+        done += 1;
+    }
+    if done > 0 {
+        flush_local();
+    }
+    write_done(pdone, done)?;
+    result
+}
+
+/// Finds the L1 frame and index that map `va` in the page tables rooted at `l4_mfn`.
+fn find_l1(mem: &DirectMem, l4_mfn: u64, va: u64) -> Result<(u64, usize), Errno> {
+    let mut t = l4_mfn;
+    for level in [4u32, 3, 2] {
+        let e = mem.read(t, ((va >> (12 + 9 * (level - 1))) & 511) as usize);
+        if e & pte::P == 0 || e & pte::PS != 0 {
+            return Err(Errno::EINVAL);
+        }
+        t = (e & pte::ADDR) >> 12;
+    }
+    Ok((t, ((va >> 12) & 511) as usize))
+}
+
+pub(super) fn do_update_va_mapping(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+    let (va, val, flags) = (a[0], a[1], a[2]);
+    if !is_guest_range(va, 1) || (HYPERVISOR_VIRT_START..HYPERVISOR_VIRT_END).contains(&va) {
+        return Err(Errno::EINVAL);
+    }
+    let l4 = d.vcpus[0].lock().kernel_cr3 >> 12;
+    frametable::with(|ft, mem| {
+        let (l1, idx) = find_l1(mem, l4, va)?;
+        ft.mod_entry(mem, l1, 1, idx, val, dom(d)).map_err(errno)
+    })
+    .unwrap_or(Err(Errno::EINVAL))?;
+    match flags & uvmf::FLUSHTYPE_MASK {
+        uvmf::INVLPG => cpu::invlpg(va),
+        uvmf::TLB_FLUSH => flush_local(),
+        _ => {}
+    }
+    // Type changes must never leave a stale writable translation behind (see the module docs).
+    flush_local();
+    Ok(0)
+}
+
+/// One `mmuext_op`.
+fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
+    let me = dom(d);
+    match op.cmd {
+        ext::PIN_L1_TABLE..=ext::PIN_L4_TABLE => {
+            let level = (op.cmd - ext::PIN_L1_TABLE + 1) as u8;
+            frametable::with(|ft, mem| ft.pin(mem, op.arg1, level, me))
+                .unwrap_or(Err(MmError::BadFrame))
+                .map_err(errno)
+        }
+        ext::UNPIN_TABLE => frametable::with(|ft, mem| ft.unpin(mem, op.arg1, me))
+            .unwrap_or(Err(MmError::BadFrame))
+            .map_err(errno),
+        ext::NEW_BASEPTR => {
+            let mut v = d.vcpus[0].lock();
+            let (new, old) = (op.arg1, v.kernel_cr3 >> 12);
+            if new != old {
+                frametable::with(|ft, mem| -> Result<(), MmError> {
+                    ft.get_page(new, me)?;
+                    if let Err(e) = ft.get_page_type(mem, new, PageType::Table(4), me) {
+                        ft.put_page(new);
+                        return Err(e);
+                    }
+                    ft.put_page_type(mem, old);
+                    ft.put_page(old);
+                    Ok(())
+                })
+                .unwrap_or(Err(MmError::BadFrame))
+                .map_err(errno)?;
+                v.kernel_cr3 = new << 12;
+            }
+            // SAFETY: the new L4 was validated as an L4 of this domain (so it maps only its
+            // frames) and carries Hestia's slots 256-271, so Hestia stays mapped.
+            unsafe { cpu::write_cr3(new << 12) };
+            Ok(())
+        }
+        ext::TLB_FLUSH_LOCAL | ext::TLB_FLUSH_MULTI | ext::TLB_FLUSH_ALL => {
+            flush_local();
+            Ok(())
+        }
+        ext::INVLPG_LOCAL | ext::INVLPG_MULTI | ext::INVLPG_ALL => {
+            if is_guest_range(op.arg1, 1) {
+                cpu::invlpg(op.arg1);
+            }
+            Ok(())
+        }
+        ext::CLEAR_PAGE | ext::COPY_PAGE => frametable::with(|ft, mem| {
+            let writable = |m: u64| {
+                ft.info(m).is_some_and(|f| {
+                    f.owner == Some(me) && (f.type_count == 0 || f.ty == PageType::Writable)
+                })
+            };
+            if !writable(op.arg1)
+                || (op.cmd == ext::COPY_PAGE
+                    && ft.info(op.arg2).is_none_or(|f| f.owner != Some(me)))
+            {
+                return Err(Errno::EINVAL);
+            }
+            for i in 0..512 {
+                let v = if op.cmd == ext::COPY_PAGE {
+                    mem.read(op.arg2, i)
+                } else {
+                    0
+                };
+                mem.write(op.arg1, i, v);
+            }
+            Ok(())
+        })
+        .unwrap_or(Err(Errno::EINVAL)),
+        ext::SET_LDT if op.arg2 == 0 => Ok(()),
+        ext::FLUSH_CACHE | ext::FLUSH_CACHE_GLOBAL if !d.privileged => Err(Errno::EACCES),
+        ext::FLUSH_CACHE | ext::FLUSH_CACHE_GLOBAL => {
+            cpu::wbinvd();
+            Ok(())
+        }
+        ext::MARK_SUPER | ext::UNMARK_SUPER => Err(Errno::EOPNOTSUPP),
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+pub(super) fn do_mmuext_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+    let (ops, count, pdone) = (
+        a[0],
+        (a[1] as u32) & !xen_abi::mmu::MMU_UPDATE_PREEMPTED,
+        a[2],
+    );
+    check_foreigndom(d, a[3])?;
+    if count > MAX_BATCH {
+        return Err(Errno::EINVAL);
+    }
+    let mut done = 0;
+    let mut result = Ok(0);
+    for i in 0..u64::from(count) {
+        let r = ops
+            .checked_add(i * 24)
+            .ok_or(Errno::EFAULT)
+            .and_then(guest::read_obj::<MmuextOp>)
+            .and_then(|op| one_ext(d, op));
+        if let Err(e) = r {
+            result = Err(e);
+            break;
+        }
+        done += 1;
+    }
+    if done > 0 {
+        flush_local();
+    }
+    write_done(pdone, done)?;
+    result
+}

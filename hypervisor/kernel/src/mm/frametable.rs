@@ -1,0 +1,110 @@
+//! The machine-wide PV MMU state: the frame table (`hestia_core::pv_mm`) and the read-only
+//! machine-to-phys table every PV guest sees at `0xFFFF800000000000`.
+//!
+//! Lock order: `FRAMES` (this module) before `mm::FRAMES` (the allocator) and `KERNEL_PT`.
+//! Page-table frames are read and written through the direct map ([`DirectMem`]).
+
+use hestia_core::pv_mm::{FrameInfo, FrameTable, PtMemory};
+use xen_abi::mmu::INVALID_M2P_ENTRY;
+use xen_abi::xen::MACH2PHYS_VIRT_START;
+
+use super::phys_to_virt;
+use crate::arch::x86_64::paging::{Access, PageSize};
+
+static FRAMES: spin::Mutex<Option<FrameTable<'static>>> = spin::Mutex::new(None);
+/// Frames covered by the frame table and the M2P.
+static NR_FRAMES: spin::Once<u64> = spin::Once::new();
+/// Virtual address of Hestia's writable view of the M2P (in the direct map).
+static M2P_RW: spin::Once<u64> = spin::Once::new();
+
+/// Page-table frames as seen through the direct map.
+pub struct DirectMem;
+
+impl PtMemory for DirectMem {
+    fn read(&self, mfn: u64, idx: usize) -> u64 {
+        // SAFETY: the frame table only hands out MFNs below its size, which is inside the direct
+        // map; `idx` < 512 keeps the access inside the frame; entries are 8-byte aligned.
+        unsafe { core::ptr::read_volatile((phys_to_virt(mfn * 4096) as *const u64).add(idx)) }
+    }
+    fn write(&mut self, mfn: u64, idx: usize, val: u64) {
+        // SAFETY: as in `read`.
+        unsafe { core::ptr::write_volatile((phys_to_virt(mfn * 4096) as *mut u64).add(idx), val) }
+    }
+    fn install_hypervisor_slots(&mut self, mfn: u64) {
+        let root = super::kernel_root();
+        for slot in hestia_core::pv_mm::HYPERVISOR_L4_SLOTS {
+            // SAFETY: Hestia's PML4 is a frame in the direct map; reading an entry is plain memory.
+            let e =
+                unsafe { core::ptr::read_volatile((phys_to_virt(root) as *const u64).add(slot)) };
+            self.write(mfn, slot, e);
+        }
+    }
+}
+
+/// Creates the frame table and the M2P for frames below `top` bytes, and maps the M2P
+/// read-only (guest-readable) at `MACH2PHYS_VIRT_START` in Hestia's page tables, whose slot
+/// 256 every guest L4 shares.
+pub fn init(top: u64) -> Result<(), &'static str> {
+    let nr = top.div_ceil(4096);
+    let bytes = (nr * 8).next_multiple_of(4096);
+    let m2p =
+        super::alloc_zeroed_frames(bytes / 4096, 4096, u64::MAX).ok_or("no memory for the M2P")?;
+    let v = phys_to_virt(m2p);
+    // SAFETY: the M2P frames were just allocated for this purpose and are mapped RW in the
+    // direct map; `nr` entries fit in `bytes`.
+    unsafe { core::slice::from_raw_parts_mut(v as *mut u64, nr as usize).fill(INVALID_M2P_ENTRY) };
+    super::with_kernel_pt(|pt| {
+        pt.map_range(
+            MACH2PHYS_VIRT_START,
+            m2p,
+            bytes,
+            Access::GuestRead,
+            PageSize::Size4K,
+        )
+    })
+    .ok_or("no kernel page tables")?
+    .map_err(|_| "cannot map the M2P")?;
+    let table_bytes = (nr * size_of::<FrameInfo>() as u64).next_multiple_of(4096);
+    let table = super::alloc_zeroed_frames(table_bytes / 4096, 4096, u64::MAX)
+        .ok_or("no memory for the frame table")?;
+    let slots = phys_to_virt(table) as *mut FrameInfo;
+    for i in 0..nr as usize {
+        // SAFETY: `i` < `nr`, and `table_bytes` covers `nr` entries of fresh, exclusively owned,
+        // page-aligned memory; each slot is initialised before use.
+        unsafe { slots.add(i).write(FrameInfo::FREE) };
+    }
+    // SAFETY: all `nr` slots were initialised above; the frames are never freed or aliased.
+    let storage = unsafe { core::slice::from_raw_parts_mut(slots, nr as usize) };
+    M2P_RW.call_once(|| v);
+    NR_FRAMES.call_once(|| nr);
+    *FRAMES.lock() = Some(FrameTable::new(storage));
+    crate::info!(
+        "mm: frame table ({} KiB) and M2P ({} KiB at {MACH2PHYS_VIRT_START:#x}, read-only to guests) for {nr} frames",
+        table_bytes / 1024,
+        bytes / 1024
+    );
+    Ok(())
+}
+
+/// One past the last byte of the guest-visible M2P.
+pub fn m2p_end() -> u64 {
+    MACH2PHYS_VIRT_START + NR_FRAMES.get().copied().unwrap_or(0) * 8
+}
+
+/// Sets `m2p[mfn] = pfn`. Returns false for an MFN outside the table.
+pub fn set_m2p(mfn: u64, pfn: u64) -> bool {
+    let (Some(&v), Some(&n)) = (M2P_RW.get(), NR_FRAMES.get()) else {
+        return false;
+    };
+    if mfn >= n {
+        return false;
+    }
+    // SAFETY: `mfn` < the number of entries allocated in `init`; the M2P stays mapped.
+    unsafe { core::ptr::write_volatile((v as *mut u64).add(mfn as usize), pfn) };
+    true
+}
+
+/// Runs `f` on the frame table with the direct-map memory accessor.
+pub fn with<R>(f: impl FnOnce(&mut FrameTable, &mut DirectMem) -> R) -> Option<R> {
+    FRAMES.lock().as_mut().map(|ft| f(ft, &mut DirectMem))
+}
