@@ -1,0 +1,362 @@
+//! 2-level event channels of one domain (`public/event_channel.h`; `shared/xen-abi.md` 6.1).
+//!
+//! Port states live here; pending/mask bits, selectors and `evtchn_upcall_pending` live in the
+//! domain's shared_info page, reached through [`SharedBits`] with atomic operations because the
+//! guest changes the same words concurrently. Ports are allocated lowest-first from 1; port 0 is
+//! never handed out.
+
+use alloc::vec::Vec;
+
+/// Ports of the 2-level ABI for 64-bit guests.
+pub const NR_PORTS: usize = 4096;
+/// Virtual IRQs (`NR_VIRQS`).
+pub const NR_VIRQS: u32 = 24;
+/// `VIRQ_TIMER`.
+pub const VIRQ_TIMER: u32 = 0;
+/// `VIRQ_DEBUG`.
+pub const VIRQ_DEBUG: u32 = 1;
+/// `VIRQ_CONSOLE`.
+pub const VIRQ_CONSOLE: u32 = 2;
+/// `VIRQ_XENOPROF`.
+const VIRQ_XENOPROF: u32 = 7;
+/// `VIRQ_XENPMU`.
+const VIRQ_XENPMU: u32 = 13;
+
+/// The shared-page side of event delivery.
+pub trait SharedBits {
+    /// Sets `evtchn_pending[port]`; returns its previous value.
+    fn test_and_set_pending(&mut self, port: u32) -> bool;
+    /// Clears `evtchn_pending[port]`.
+    fn clear_pending(&mut self, port: u32);
+    /// Reads `evtchn_pending[port]`.
+    fn is_pending(&self, port: u32) -> bool;
+    /// Reads `evtchn_mask[port]`.
+    fn is_masked(&self, port: u32) -> bool;
+    /// Clears `evtchn_mask[port]`; returns its previous value.
+    fn test_and_clear_mask(&mut self, port: u32) -> bool;
+    /// Sets bit `word` of vCPU `vcpu`'s `evtchn_pending_sel`; returns its previous value.
+    fn test_and_set_sel(&mut self, vcpu: u32, word: u32) -> bool;
+    /// Sets vCPU `vcpu`'s `evtchn_upcall_pending`.
+    fn set_upcall_pending(&mut self, vcpu: u32);
+}
+
+/// What a port is bound to (`EVTCHNSTAT_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortState {
+    /// Free.
+    Closed,
+    /// Allocated for a remote domain to bind.
+    Unbound {
+        /// Who may bind it.
+        remote: u16,
+    },
+    /// A virtual IRQ.
+    Virq(u32),
+    /// An inter-processor event to the notify vCPU.
+    Ipi,
+}
+
+impl PortState {
+    /// `EVTCHNSTAT_*` number.
+    pub const fn status(&self) -> u32 {
+        match self {
+            PortState::Closed => 0,
+            PortState::Unbound { .. } => 1,
+            PortState::Virq(_) => 4,
+            PortState::Ipi => 5,
+        }
+    }
+}
+
+/// Why an operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvtchnError {
+    /// Bad port, VIRQ, or binding (`-EINVAL`).
+    Invalid,
+    /// Already bound (`-EEXIST`).
+    Exists,
+    /// No such vCPU (`-ENOENT`).
+    NoVcpu,
+    /// No free port (`-ENOSPC`).
+    NoSpace,
+}
+
+/// The ports of one domain.
+pub struct EventChannels {
+    ports: Vec<(PortState, u32)>,
+    /// `virq_port[vcpu][virq]`, 0 = unbound.
+    virq_port: Vec<[u32; NR_VIRQS as usize]>,
+}
+
+fn per_vcpu_virq(virq: u32) -> bool {
+    matches!(virq, VIRQ_TIMER | VIRQ_DEBUG | VIRQ_XENOPROF | VIRQ_XENPMU)
+}
+
+impl EventChannels {
+    /// Ports for a domain with `nr_vcpus` vCPUs.
+    pub fn new(nr_vcpus: u32) -> Self {
+        Self {
+            ports: alloc::vec![(PortState::Closed, 0); NR_PORTS],
+            virq_port: alloc::vec![[0; NR_VIRQS as usize]; nr_vcpus as usize],
+        }
+    }
+
+    fn alloc(&mut self, state: PortState, vcpu: u32) -> Result<u32, EvtchnError> {
+        let p = (1..NR_PORTS)
+            .find(|&p| self.ports[p].0 == PortState::Closed)
+            .ok_or(EvtchnError::NoSpace)?;
+        self.ports[p] = (state, vcpu);
+        Ok(p as u32)
+    }
+
+    fn check_vcpu(&self, vcpu: u32) -> Result<(), EvtchnError> {
+        if (vcpu as usize) < self.virq_port.len() {
+            Ok(())
+        } else {
+            Err(EvtchnError::NoVcpu)
+        }
+    }
+
+    /// The state and notify vCPU of `port`.
+    pub fn port(&self, port: u32) -> Option<(PortState, u32)> {
+        self.ports.get(port as usize).copied()
+    }
+
+    /// `EVTCHNOP_bind_virq`.
+    pub fn bind_virq(&mut self, virq: u32, vcpu: u32) -> Result<u32, EvtchnError> {
+        if virq >= NR_VIRQS || (!per_vcpu_virq(virq) && vcpu != 0) {
+            return Err(EvtchnError::Invalid);
+        }
+        self.check_vcpu(vcpu)?;
+        if self.virq_port[vcpu as usize][virq as usize] != 0 {
+            return Err(EvtchnError::Exists);
+        }
+        let p = self.alloc(PortState::Virq(virq), vcpu)?;
+        self.virq_port[vcpu as usize][virq as usize] = p;
+        Ok(p)
+    }
+
+    /// `EVTCHNOP_bind_ipi`.
+    pub fn bind_ipi(&mut self, vcpu: u32) -> Result<u32, EvtchnError> {
+        self.check_vcpu(vcpu)?;
+        self.alloc(PortState::Ipi, 0).map(|p| {
+            self.ports[p as usize].1 = vcpu;
+            p
+        })
+    }
+
+    /// `EVTCHNOP_alloc_unbound`.
+    pub fn alloc_unbound(&mut self, remote: u16) -> Result<u32, EvtchnError> {
+        self.alloc(PortState::Unbound { remote }, 0)
+    }
+
+    /// `EVTCHNOP_close`.
+    pub fn close(&mut self, shared: &mut dyn SharedBits, port: u32) -> Result<(), EvtchnError> {
+        let (state, vcpu) = self
+            .port(port)
+            .filter(|_| port != 0)
+            .ok_or(EvtchnError::Invalid)?;
+        if let PortState::Virq(v) = state {
+            self.virq_port[vcpu as usize][v as usize] = 0;
+        }
+        if state == PortState::Closed {
+            return Err(EvtchnError::Invalid);
+        }
+        self.ports[port as usize] = (PortState::Closed, 0);
+        shared.clear_pending(port);
+        Ok(())
+    }
+
+    /// `EVTCHNOP_bind_vcpu`.
+    pub fn bind_vcpu(&mut self, port: u32, vcpu: u32) -> Result<(), EvtchnError> {
+        let (state, _) = self
+            .port(port)
+            .filter(|_| port != 0)
+            .ok_or(EvtchnError::Invalid)?;
+        self.check_vcpu(vcpu)?;
+        match state {
+            PortState::Unbound { .. } => {}
+            PortState::Virq(v) if !per_vcpu_virq(v) => {}
+            _ => return Err(EvtchnError::Invalid),
+        }
+        self.ports[port as usize].1 = vcpu;
+        Ok(())
+    }
+
+    /// Marks `port` pending and notifies its vCPU (the 2-level rules). Returns true if the
+    /// vCPU's upcall became pending.
+    pub fn set_pending(&self, shared: &mut dyn SharedBits, port: u32) -> bool {
+        let Some((_, vcpu)) = self.port(port) else {
+            return false;
+        };
+        if shared.test_and_set_pending(port) || shared.is_masked(port) {
+            return false;
+        }
+        if shared.test_and_set_sel(vcpu, port / 64) {
+            return false;
+        }
+        shared.set_upcall_pending(vcpu);
+        true
+    }
+
+    /// `EVTCHNOP_send`.
+    pub fn send(&self, shared: &mut dyn SharedBits, port: u32) -> Result<bool, EvtchnError> {
+        match self.port(port).filter(|_| port != 0).map(|p| p.0) {
+            Some(PortState::Ipi) => Ok(self.set_pending(shared, port)),
+            Some(PortState::Unbound { .. }) => Ok(false),
+            _ => Err(EvtchnError::Invalid),
+        }
+    }
+
+    /// Raises `virq` on `vcpu` if it is bound.
+    pub fn raise_virq(&self, shared: &mut dyn SharedBits, virq: u32, vcpu: u32) -> bool {
+        let p = self
+            .virq_port
+            .get(vcpu as usize)
+            .and_then(|v| v.get(virq as usize))
+            .copied()
+            .unwrap_or(0);
+        p != 0 && self.set_pending(shared, p)
+    }
+
+    /// `EVTCHNOP_unmask`.
+    pub fn unmask(&self, shared: &mut dyn SharedBits, port: u32) -> Result<bool, EvtchnError> {
+        let (_, vcpu) = self.port(port).ok_or(EvtchnError::Invalid)?;
+        if shared.test_and_clear_mask(port)
+            && shared.is_pending(port)
+            && !shared.test_and_set_sel(vcpu, port / 64)
+        {
+            shared.set_upcall_pending(vcpu);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake {
+        pending: [u64; 64],
+        mask: [u64; 64],
+        sel: [u64; 2],
+        upcall: [bool; 2],
+    }
+
+    impl Default for Fake {
+        fn default() -> Self {
+            Fake {
+                pending: [0; 64],
+                mask: [0; 64],
+                sel: [0; 2],
+                upcall: [false; 2],
+            }
+        }
+    }
+
+    impl SharedBits for Fake {
+        fn test_and_set_pending(&mut self, p: u32) -> bool {
+            let old = self.pending[p as usize / 64] >> (p % 64) & 1 == 1;
+            self.pending[p as usize / 64] |= 1 << (p % 64);
+            old
+        }
+        fn clear_pending(&mut self, p: u32) {
+            self.pending[p as usize / 64] &= !(1 << (p % 64));
+        }
+        fn is_pending(&self, p: u32) -> bool {
+            self.pending[p as usize / 64] >> (p % 64) & 1 == 1
+        }
+        fn is_masked(&self, p: u32) -> bool {
+            self.mask[p as usize / 64] >> (p % 64) & 1 == 1
+        }
+        fn test_and_clear_mask(&mut self, p: u32) -> bool {
+            let old = self.is_masked(p);
+            self.mask[p as usize / 64] &= !(1 << (p % 64));
+            old
+        }
+        fn test_and_set_sel(&mut self, v: u32, w: u32) -> bool {
+            let old = self.sel[v as usize] >> w & 1 == 1;
+            self.sel[v as usize] |= 1 << w;
+            old
+        }
+        fn set_upcall_pending(&mut self, v: u32) {
+            self.upcall[v as usize] = true;
+        }
+    }
+
+    #[test]
+    fn ports_are_lowest_first_from_one() {
+        let mut e = EventChannels::new(2);
+        assert_eq!(e.bind_virq(VIRQ_TIMER, 0), Ok(1));
+        assert_eq!(e.bind_ipi(1), Ok(2));
+        assert_eq!(e.alloc_unbound(0), Ok(3));
+        e.close(&mut Fake::default(), 2).unwrap();
+        assert_eq!(e.bind_virq(VIRQ_TIMER, 1), Ok(2));
+    }
+
+    #[test]
+    fn virq_rules() {
+        let mut e = EventChannels::new(2);
+        assert_eq!(e.bind_virq(VIRQ_TIMER, 1), Ok(1));
+        assert_eq!(e.bind_virq(VIRQ_TIMER, 1), Err(EvtchnError::Exists));
+        assert_eq!(
+            e.bind_virq(VIRQ_CONSOLE, 1),
+            Err(EvtchnError::Invalid),
+            "global VIRQs bind to vCPU 0"
+        );
+        assert_eq!(e.bind_virq(24, 0), Err(EvtchnError::Invalid));
+        assert_eq!(e.bind_virq(VIRQ_TIMER, 7), Err(EvtchnError::NoVcpu));
+        let c = e.bind_virq(VIRQ_CONSOLE, 0).unwrap();
+        assert_eq!(e.bind_vcpu(c, 1), Ok(()));
+        assert_eq!(
+            e.bind_vcpu(1, 0),
+            Err(EvtchnError::Invalid),
+            "per-vCPU VIRQs stay put"
+        );
+    }
+
+    #[test]
+    fn delivery_follows_the_two_level_rules() {
+        let mut e = EventChannels::new(1);
+        let mut s = Fake::default();
+        let t = e.bind_virq(VIRQ_TIMER, 0).unwrap();
+        assert!(e.raise_virq(&mut s, VIRQ_TIMER, 0));
+        assert!(s.upcall[0] && s.sel[0] & 1 == 1 && s.is_pending(t));
+        assert!(
+            !e.raise_virq(&mut s, VIRQ_TIMER, 0),
+            "already pending: no second notification"
+        );
+        // A masked port stays pending without notifying; unmask then notifies.
+        let ipi = e.bind_ipi(0).unwrap();
+        s = Fake::default();
+        s.mask[0] |= 1 << ipi;
+        assert_eq!(e.send(&mut s, ipi), Ok(false));
+        assert!(s.is_pending(ipi) && !s.upcall[0]);
+        assert_eq!(e.unmask(&mut s, ipi), Ok(true));
+        assert!(s.upcall[0]);
+        assert_eq!(e.send(&mut s, 0), Err(EvtchnError::Invalid));
+        assert_eq!(
+            e.send(&mut s, t),
+            Err(EvtchnError::Invalid),
+            "VIRQ ports cannot be sent to"
+        );
+        assert!(
+            !e.raise_virq(&mut s, VIRQ_DEBUG, 0),
+            "unbound VIRQ: nothing happens"
+        );
+    }
+
+    #[test]
+    fn close_frees_and_clears() {
+        let mut e = EventChannels::new(1);
+        let mut s = Fake::default();
+        let p = e.bind_ipi(0).unwrap();
+        e.send(&mut s, p).unwrap();
+        e.close(&mut s, p).unwrap();
+        assert!(!s.is_pending(p));
+        assert_eq!(e.close(&mut s, p), Err(EvtchnError::Invalid));
+        assert_eq!(e.close(&mut s, 0), Err(EvtchnError::Invalid));
+        assert_eq!(e.close(&mut s, 99_999), Err(EvtchnError::Invalid));
+    }
+}
