@@ -139,10 +139,7 @@ impl EventChannels {
     /// `EVTCHNOP_bind_ipi`.
     pub fn bind_ipi(&mut self, vcpu: u32) -> Result<u32, EvtchnError> {
         self.check_vcpu(vcpu)?;
-        self.alloc(PortState::Ipi, 0).map(|p| {
-            self.ports[p as usize].1 = vcpu;
-            p
-        })
+        self.alloc(PortState::Ipi, vcpu)
     }
 
     /// `EVTCHNOP_alloc_unbound`.
