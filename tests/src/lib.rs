@@ -306,6 +306,7 @@ pub fn all() -> Vec<Scenario> {
         guest("functional-exceptions", GuestVerdict::Success),
         guest("functional-trap-args", GuestVerdict::Success),
         guest("functional-mmu", GuestVerdict::Success),
+        guest("functional-evtchn-timer", GuestVerdict::Success),
         guest("xsa-style-writable-pagetable", GuestVerdict::Success),
         guest("negative-control", GuestVerdict::Failure),
         Scenario {

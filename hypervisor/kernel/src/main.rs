@@ -35,6 +35,14 @@ static NOREBOOT: AtomicBool = AtomicBool::new(false);
 static OPTIONS: spin::Once<Options> = spin::Once::new();
 static HV_CMDLINE: spin::Once<&'static str> = spin::Once::new();
 
+/// The time of day at Hestia's system time 0 (seconds, nanoseconds), from the RTC.
+static WALLCLOCK: spin::Once<Option<(u64, u32)>> = spin::Once::new();
+
+/// The wallclock at boot, if the RTC could be read.
+pub fn wallclock_at_boot() -> Option<(u64, u32)> {
+    WALLCLOCK.get().copied().flatten()
+}
+
 /// Hestia's own command line (for `XENVER_commandline`).
 pub fn hv_cmdline() -> &'static str {
     HV_CMDLINE.get().copied().unwrap_or("")
@@ -259,6 +267,17 @@ extern "C" fn continue_boot(info: u64) -> ! {
         fatal_boot(format_args!(
             "tsc: no PIT and no HPET to calibrate the TSC against"
         ));
+    }
+    WALLCLOCK.call_once(|| {
+        let now_ns = tsc::uptime_ns();
+        let unix = arch::x86_64::rtc::unix_time().filter(|&s| s > 0)?;
+        // Subtract the uptime so that wallclock + system time = now.
+        let at_boot = (unix as u64 * 1_000_000_000).checked_sub(now_ns)?;
+        Some((at_boot / 1_000_000_000, (at_boot % 1_000_000_000) as u32))
+    });
+    match wallclock_at_boot() {
+        Some((s, _)) => info!("rtc: wallclock at boot {s} (Unix seconds)"),
+        None => warn!("rtc: unreadable; guests see a wallclock of 0"),
     }
     let f = cpu::features();
     if !f.invariant_tsc {

@@ -4,28 +4,39 @@
 
 use core::sync::atomic::Ordering;
 
+use hestia_core::timer_queue::{TimerId, TimerQueue};
+
 use crate::arch::x86_64::{apic, cpu, percpu, tsc};
 
 /// A timer callback: gets the current uptime in ns, returns the next deadline to re-arm at.
 #[derive(Clone, Copy, Debug)]
 pub struct TimerFn(pub fn(u64) -> Option<u64>);
 
-/// Arms a timer on this CPU at `deadline_ns` of uptime.
-pub fn add(deadline_ns: u64, f: TimerFn) {
+/// Arms a timer on this CPU at `deadline_ns` of uptime; the id cancels it.
+pub fn add(deadline_ns: u64, f: TimerFn) -> TimerId {
+    with_queue(|q| {
+        let id = q.insert(deadline_ns, f);
+        if q.next_deadline() == Some(deadline_ns) {
+            apic::arm_timer(deadline_ns);
+        }
+        id
+    })
+}
+
+/// Cancels a timer armed on this CPU; false if it already fired.
+pub fn cancel(id: TimerId) -> bool {
+    with_queue(|q| q.cancel(id).is_some())
+}
+
+/// Runs `f` on this CPU's queue with interrupts off (the timer interrupt uses it too).
+fn with_queue<R>(f: impl FnOnce(&mut TimerQueue<TimerFn>) -> R) -> R {
     let irq = cpu::interrupts_enabled();
     cpu::disable_interrupts();
-    let me = percpu::this_cpu();
-    let next = {
-        let mut q = me.timers.lock();
-        q.insert(deadline_ns, f);
-        q.next_deadline()
-    };
-    if next == Some(deadline_ns) {
-        apic::arm_timer(deadline_ns);
-    }
+    let r = f(&mut percpu::this_cpu().timers.lock());
     if irq {
         cpu::enable_interrupts();
     }
+    r
 }
 
 /// The LAPIC timer interrupt: runs every expired callback, then re-programs the timer.

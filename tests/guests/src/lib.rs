@@ -63,7 +63,7 @@ hestia_guest_stack_top:
 // pushes RCX, R11 and RAX itself, so the stub leaves `flags` (0) on top of RIP..SS.
 global_asm!(
     r#"
-    .macro EXC vec, err
+    .macro STUB vec, err
     .section .text.exc, "ax"
     .global hestia_guest_exc_\vec
 hestia_guest_exc_\vec:
@@ -98,6 +98,10 @@ hestia_guest_exc_\vec:
     add $8, %rsp
     push $0
     jmp hypercall_page + 23 * 32
+    .endm
+
+    .macro EXC vec, err
+    STUB \vec, \err
     .section .rodata.traps, "a"
     .byte \vec, 4 | ((\vec == 3 || \vec == 4 || \vec == 32) * 3)
     .short 0xe033
@@ -132,6 +136,9 @@ hestia_guest_trap_table:
     EXC 33, 0
     .section .rodata.traps, "a"
     .quad 0, 0
+
+    /* The event-channel upcall: the same frame without an error code, as "vector" 256. */
+    STUB 256, 0
 "#,
     options(att_syntax)
 );
@@ -176,6 +183,19 @@ extern "C" fn hestia_guest_exc_dispatch(vector: u64, f: &mut ExcFrame) {
     // SAFETY: only `install_traps` stores here, and it stores an `ExcHandler`.
     let h: ExcHandler = unsafe { core::mem::transmute::<*mut (), ExcHandler>(h) };
     h(vector, f);
+}
+
+unsafe extern "C" {
+    fn hestia_guest_exc_256();
+}
+
+/// The pseudo-vector the handler sees for an event-channel upcall.
+pub const EVENT_VECTOR: u64 = 256;
+
+/// Address of the event-callback entry (register it with `callback_op`); upcalls reach the
+/// handler installed by [`install_traps`] as [`EVENT_VECTOR`].
+pub fn event_entry_address() -> u64 {
+    hestia_guest_exc_256 as *const () as u64
 }
 
 /// The runtime's trap table (vectors 0-19, 0x20 with DPL 3, 0x21 with DPL 0; all mask events).

@@ -5,9 +5,11 @@
 //! (RDI, RSI, RDX, R10, R8) and return a value or an [`Errno`].
 
 mod console_io;
+mod event_channel;
 mod mmu;
 mod sched_op;
 mod traps;
+mod vcpu_op;
 mod xen_version;
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +48,18 @@ const fn table() -> [Slot; NR_HYPERCALLS] {
     t[nr::MMUEXT_OP as usize] = Slot {
         name: "mmuext_op",
         handler: Some(mmu::do_mmuext_op),
+    };
+    t[nr::EVENT_CHANNEL_OP as usize] = Slot {
+        name: "event_channel_op",
+        handler: Some(event_channel::do_event_channel_op),
+    };
+    t[nr::VCPU_OP as usize] = Slot {
+        name: "vcpu_op",
+        handler: Some(vcpu_op::do_vcpu_op),
+    };
+    t[nr::SET_TIMER_OP as usize] = Slot {
+        name: "set_timer_op",
+        handler: Some(vcpu_op::do_set_timer_op),
     };
     t[nr::SET_TRAP_TABLE as usize] = Slot {
         name: "set_trap_table",

@@ -364,5 +364,6 @@ pub fn build_dom0(
         vcpus: alloc::vec![spin::Mutex::new(vcpu)],
         dying: AtomicBool::new(false),
         shutdown_reason: AtomicU32::new(0),
+        evtchn: spin::Mutex::new(hestia_core::evtchn::EventChannels::new(1)),
     })
 }

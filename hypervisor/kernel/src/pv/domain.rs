@@ -6,7 +6,12 @@
 
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use hestia_core::evtchn::EventChannels;
+use hestia_core::timer_queue::TimerId;
+
+use super::shared::Shared;
 
 use crate::arch::x86_64::idt::TrapFrame;
 
@@ -68,6 +73,12 @@ pub struct Vcpu {
     pub kernel_sp: u64,
     /// Its stack segment.
     pub kernel_ss: u64,
+    /// The pending one-shot VIRQ_TIMER, if any.
+    pub singleshot: Option<TimerId>,
+    /// The periodic VIRQ_TIMER and its period, if running.
+    pub periodic: Option<(TimerId, u64)>,
+    /// Guest address of a registered `vcpu_runstate_info`, 0 if none.
+    pub runstate_area: u64,
 }
 
 impl Vcpu {
@@ -85,6 +96,9 @@ impl Vcpu {
             nmi_callback: Callback::default(),
             kernel_sp: 0,
             kernel_ss: 0,
+            singleshot: None,
+            periodic: None,
+            runstate_area: 0,
         }
     }
 }
@@ -105,34 +119,14 @@ pub struct Domain {
     pub dying: AtomicBool,
     /// Why it stopped (`SHUTDOWN_*`), valid once `dying` is set.
     pub shutdown_reason: AtomicU32,
+    /// Its event channels.
+    pub evtchn: spin::Mutex<EventChannels>,
 }
 
 impl Domain {
-    /// Byte `offset` of vCPU `v`'s `vcpu_info` in the shared_info page, as an atomic: the guest
-    /// writes the same bytes concurrently.
-    fn vcpu_info_byte(&self, v: u32, offset: usize) -> &AtomicU8 {
-        let base = crate::mm::phys_to_virt(self.shared_info_mfn * 4096) + u64::from(v % 32) * 64;
-        // SAFETY: the shared_info frame is Hestia's, mapped in the direct map for Hestia's
-        // lifetime; `offset` < 64 stays inside vCPU `v`'s slot; AtomicU8 has no alignment needs.
-        unsafe { &*((base + offset as u64) as *const AtomicU8) }
-    }
-
-    /// `evtchn_upcall_mask` of vCPU `v` (the guest's "interrupts off").
-    pub fn upcall_mask(&self, v: u32) -> bool {
-        self.vcpu_info_byte(v, 1).load(Ordering::Acquire) != 0
-    }
-
-    /// Sets `evtchn_upcall_mask` of vCPU `v`.
-    pub fn set_upcall_mask(&self, v: u32, masked: bool) {
-        self.vcpu_info_byte(v, 1)
-            .store(u8::from(masked), Ordering::Release);
-    }
-
-    /// Records the faulting address of a page fault bounced to vCPU `v` (`vcpu_info.arch.cr2`).
-    pub fn set_cr2(&self, v: u32, cr2: u64) {
-        for (i, b) in cr2.to_le_bytes().into_iter().enumerate() {
-            self.vcpu_info_byte(v, 16 + i).store(b, Ordering::Relaxed);
-        }
+    /// The shared_info page.
+    pub fn shared(&self) -> Shared {
+        Shared::new(self.shared_info_mfn)
     }
 
     /// Pages the domain owns.

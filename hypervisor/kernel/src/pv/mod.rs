@@ -7,6 +7,8 @@
 
 pub mod builder;
 pub mod domain;
+pub mod events;
+pub mod shared;
 pub mod traps;
 
 use core::fmt::Write;
@@ -40,6 +42,11 @@ pub fn run(d: &'static Domain) -> ! {
         regs.rsp,
         regs.rsi
     );
+    if let Some((sec, nsec)) = crate::wallclock_at_boot() {
+        d.shared().set_wallclock(sec, nsec);
+    }
+    events::update_time(d, 0);
+    events::set_periodic(&mut d.vcpus[0].lock(), events::DEFAULT_PERIOD_NS);
     crate::arch::x86_64::pventer::enter(&regs, cr3)
 }
 

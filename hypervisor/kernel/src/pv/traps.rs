@@ -29,12 +29,11 @@ const RFLAGS_CLEAR_ON_ENTRY: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) 
 /// Why a delivery failed: the caller crashes the domain with this reason.
 pub type Fatal = &'static str;
 
-/// Builds a bounce frame for `vector` on the guest's kernel stack and points `f` at `handler`.
+/// Builds a bounce frame on the guest's kernel stack and points `f` at `handler`.
 fn bounce(
     d: &Domain,
     v: &Vcpu,
     f: &mut TrapFrame,
-    vector: u64,
     error_code: Option<u64>,
     handler: u64,
     mask: bool,
@@ -42,7 +41,7 @@ fn bounce(
     if !v.kernel_mode {
         return Err("exception in guest user mode (user mode is not supported yet)");
     }
-    let saved_mask = d.upcall_mask(v.id);
+    let saved_mask = d.shared().upcall_mask(v.id);
     // Kernel mode shows as RPL 0 in the saved CS; that is how the guest (and iret) tell modes.
     let cs = (f.cs & !3) | (u64::from(saved_mask) << 32);
     let rflags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if saved_mask { 0 } else { RFLAGS_IF };
@@ -69,16 +68,20 @@ fn bounce(
     GuestRange::new(base, frame.len())
         .and_then(|r| r.write(&frame))
         .map_err(|_| "cannot write the exception frame to the guest stack")?;
-    let _ = vector;
     f.rsp = base;
     f.rip = handler;
     f.cs = u64::from(FLAT_KERNEL_CS);
     f.ss = u64::from(FLAT_KERNEL_SS);
     f.rflags &= !RFLAGS_CLEAR_ON_ENTRY;
     if mask {
-        d.set_upcall_mask(v.id, true);
+        d.shared().set_upcall_mask(v.id, true);
     }
     Ok(())
+}
+
+/// Delivers an event upcall: a no-error-code frame to the event callback, events masked.
+pub fn deliver_upcall(d: &Domain, v: &Vcpu, f: &mut TrapFrame) -> Result<(), Fatal> {
+    bounce(d, v, f, None, v.event_callback.address, true)
 }
 
 /// Delivers `vector` through the guest's trap table.
@@ -97,7 +100,6 @@ fn deliver(
         d,
         v,
         f,
-        vector,
         error_code,
         t.address,
         t.flags & TI_CLEAR_EVENTS != 0,
@@ -123,7 +125,7 @@ pub fn guest_exception(d: &Domain, v: &Vcpu, f: &mut TrapFrame) -> Result<(), Fa
     }
     if vector == VEC_PF {
         let cr2 = cpu::read_cr2();
-        d.set_cr2(v.id, cr2);
+        d.shared().set_cr2(v.id, cr2);
         // The CPU always reports a user access (the guest runs at CPL 3): bit 2 says the mode.
         let err = (f.error_code & !4) | if v.kernel_mode { 0 } else { 4 };
         return deliver(d, v, f, vector, Some(err));
@@ -188,7 +190,7 @@ pub fn iret(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<(), Fatal> {
     // IOPL and VM never come from the guest; IF is always on in hardware (the guest's
     // "interrupts off" is its upcall mask).
     f.rflags = (c.rflags & !(RFLAGS_IOPL | (1 << 17))) | RFLAGS_IF | 2;
-    d.set_upcall_mask(v.id, c.rflags & RFLAGS_IF == 0);
+    d.shared().set_upcall_mask(v.id, c.rflags & RFLAGS_IF == 0);
     f.rax = c.rax;
     if c.flags & VGCF_IN_SYSCALL == 0 {
         f.rcx = c.rcx;

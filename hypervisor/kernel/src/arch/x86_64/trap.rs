@@ -66,8 +66,16 @@ const EXCEPTION_NAMES: [&str; 32] = [
     "reserved (31)",
 ];
 
-/// Called by `hestia_trap_common` with the saved frame.
+/// Called by `hestia_trap_common` with the saved frame. Before any return to guest code, a
+/// pending and unmasked event is delivered as an upcall.
 pub extern "C" fn dispatch(f: &mut TrapFrame) {
+    dispatch_inner(f);
+    if f.cs & 3 == 3 {
+        crate::pv::events::before_guest_return(f);
+    }
+}
+
+fn dispatch_inner(f: &mut TrapFrame) {
     if f.vector == syscall::SYSCALL_VECTOR {
         crate::pv::syscall(f);
         return;

@@ -14,6 +14,11 @@ pub fn mark_boot() {
     BOOT_TSC.store(rdtsc(), Ordering::Relaxed);
 }
 
+/// The TSC value at the zero of Hestia's clock.
+pub fn boot_tsc() -> u64 {
+    BOOT_TSC.load(Ordering::Relaxed)
+}
+
 /// Sets the measured TSC frequency.
 pub fn set_hz(hz: u64) {
     TSC_HZ.store(hz, Ordering::Relaxed);

@@ -1,0 +1,111 @@
+//! `event_channel_op` (hypercall 32), 2-level ABI for one domain: bind_virq, bind_ipi,
+//! alloc_unbound, send, close, status, bind_vcpu, unmask. `init_control` is -ENOSYS so guests
+//! stay on 2-level; inter-domain and PIRQ bindings arrive with more domains and dom0 devices.
+//! `shared/xen-abi.md` 6.1.
+
+use hestia_core::evtchn::EvtchnError;
+use xen_abi::errno::Errno;
+use xen_abi::xen::DOMID_SELF;
+
+use crate::mm::guest;
+use crate::pv::domain::Domain;
+
+const BIND_VIRQ: u32 = 1;
+const CLOSE: u32 = 3;
+const SEND: u32 = 4;
+const STATUS: u32 = 5;
+const ALLOC_UNBOUND: u32 = 6;
+const BIND_IPI: u32 = 7;
+const BIND_VCPU: u32 = 8;
+const UNMASK: u32 = 9;
+
+fn errno(e: EvtchnError) -> Errno {
+    match e {
+        EvtchnError::Invalid => Errno::EINVAL,
+        EvtchnError::Exists => Errno::EEXIST,
+        EvtchnError::NoVcpu => Errno::ENOENT,
+        EvtchnError::NoSpace => Errno::ENOSPC,
+    }
+}
+
+/// `dom` fields name the caller itself (other domains need privilege and a toolstack).
+fn self_dom(d: &Domain, dom: u32) -> Result<(), Errno> {
+    let dom = dom as u16;
+    if dom == DOMID_SELF || dom == d.id.0 {
+        Ok(())
+    } else {
+        Err(Errno::ESRCH)
+    }
+}
+
+pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+    let (cmd, arg) = (a[0] as u32, a[1]);
+    let mut shared = d.shared();
+    match cmd {
+        BIND_VIRQ => {
+            let mut s: [u32; 3] = guest::read_obj(arg)?;
+            s[2] = d.evtchn.lock().bind_virq(s[0], s[1]).map_err(errno)?;
+            guest::write_obj(arg, &s).map(|()| 0)
+        }
+        BIND_IPI => {
+            let mut s: [u32; 2] = guest::read_obj(arg)?;
+            s[1] = d.evtchn.lock().bind_ipi(s[0]).map_err(errno)?;
+            guest::write_obj(arg, &s).map(|()| 0)
+        }
+        ALLOC_UNBOUND => {
+            let mut s: [u32; 2] = guest::read_obj(arg)?;
+            self_dom(d, s[0] & 0xffff)?;
+            let remote = (s[0] >> 16) as u16;
+            let remote = if remote == DOMID_SELF { d.id.0 } else { remote };
+            s[1] = d.evtchn.lock().alloc_unbound(remote).map_err(errno)?;
+            guest::write_obj(arg, &s).map(|()| 0)
+        }
+        CLOSE => {
+            let [port]: [u32; 1] = guest::read_obj(arg)?;
+            d.evtchn
+                .lock()
+                .close(&mut shared, port)
+                .map_err(errno)
+                .map(|()| 0)
+        }
+        SEND => {
+            let [port]: [u32; 1] = guest::read_obj(arg)?;
+            d.evtchn
+                .lock()
+                .send(&mut shared, port)
+                .map_err(errno)
+                .map(|_| 0)
+        }
+        UNMASK => {
+            let [port]: [u32; 1] = guest::read_obj(arg)?;
+            d.evtchn
+                .lock()
+                .unmask(&mut shared, port)
+                .map_err(errno)
+                .map(|_| 0)
+        }
+        BIND_VCPU => {
+            let s: [u32; 2] = guest::read_obj(arg)?;
+            d.evtchn
+                .lock()
+                .bind_vcpu(s[0], s[1])
+                .map_err(errno)
+                .map(|()| 0)
+        }
+        STATUS => {
+            let mut s: [u32; 6] = guest::read_obj(arg)?;
+            self_dom(d, s[0] & 0xffff)?;
+            let (state, vcpu) = d.evtchn.lock().port(s[1]).ok_or(Errno::EINVAL)?;
+            s[2] = state.status();
+            s[3] = vcpu;
+            s[4] = match state {
+                hestia_core::evtchn::PortState::Virq(v) => v,
+                hestia_core::evtchn::PortState::Unbound { remote } => u32::from(remote),
+                _ => 0,
+            };
+            s[5] = 0;
+            guest::write_obj(arg, &s).map(|()| 0)
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}

@@ -1,0 +1,70 @@
+//! `vcpu_op` (hypercall 24) for the timer and state sub-ops, and `set_timer_op` (15).
+//! `shared/xen-abi.md` 6.3, 6.4. One vCPU per domain until SMP guests (M2).
+
+use xen_abi::errno::Errno;
+
+use crate::arch::x86_64::tsc;
+use crate::mm::guest;
+use crate::pv::domain::Domain;
+use crate::pv::events;
+
+const IS_UP: u32 = 3;
+const GET_RUNSTATE_INFO: u32 = 4;
+const REGISTER_RUNSTATE_MEMORY_AREA: u32 = 5;
+const SET_PERIODIC_TIMER: u32 = 6;
+const STOP_PERIODIC_TIMER: u32 = 7;
+const SET_SINGLESHOT_TIMER: u32 = 8;
+const STOP_SINGLESHOT_TIMER: u32 = 9;
+/// Shortest period accepted by `SET_PERIODIC_TIMER`.
+const MIN_PERIOD_NS: u64 = 1_000_000;
+
+/// `vcpu_runstate_info` of a vCPU that has always been running: state 0, entered at boot,
+/// all time spent running.
+fn runstate() -> [u64; 6] {
+    [0, 0, tsc::uptime_ns(), 0, 0, 0]
+}
+
+pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+    let (cmd, vcpu, arg) = (a[0] as u32, a[1] as u32, a[2]);
+    let Some(v) = d.vcpus.get(vcpu as usize) else {
+        return Err(Errno::ENOENT);
+    };
+    match cmd {
+        IS_UP => Ok(1),
+        GET_RUNSTATE_INFO => guest::write_obj(arg, &runstate()).map(|()| 0),
+        REGISTER_RUNSTATE_MEMORY_AREA => {
+            let [addr]: [u64; 1] = guest::read_obj(arg)?;
+            guest::write_obj(addr, &runstate())?;
+            v.lock().runstate_area = addr;
+            Ok(0)
+        }
+        SET_PERIODIC_TIMER => {
+            let [period]: [u64; 1] = guest::read_obj(arg)?;
+            if period < MIN_PERIOD_NS {
+                return Err(Errno::EINVAL);
+            }
+            events::set_periodic(&mut v.lock(), period);
+            Ok(0)
+        }
+        STOP_PERIODIC_TIMER => {
+            events::set_periodic(&mut v.lock(), 0);
+            Ok(0)
+        }
+        SET_SINGLESHOT_TIMER => {
+            let [deadline, _flags]: [u64; 2] = guest::read_obj(arg)?;
+            // Current Xen ignores VCPU_SSHOTTMR_future and fires at once if the time passed.
+            events::set_singleshot(&mut v.lock(), deadline.max(1));
+            Ok(0)
+        }
+        STOP_SINGLESHOT_TIMER => {
+            events::set_singleshot(&mut v.lock(), 0);
+            Ok(0)
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+pub(super) fn do_set_timer_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+    events::set_singleshot(&mut d.vcpus[0].lock(), a[0]);
+    Ok(0)
+}

@@ -1,0 +1,119 @@
+//! Events for PV vCPUs: the upcall on every return to the guest, VIRQ_TIMER from hypervisor
+//! timers, and blocking until an event arrives (`SCHEDOP_block`, `SCHEDOP_poll`).
+//!
+//! `shared/xen-abi.md` 3.2, 4.7, 6.3, 6.4. One domain runs on one physical CPU for now, so a
+//! vCPU's timers live in that CPU's timer queue and "kicking" a vCPU is the interrupt itself.
+
+use hestia_core::evtchn::{SharedBits, VIRQ_TIMER};
+use hestia_core::time::TimeScale;
+
+use super::domain::{Domain, Vcpu};
+use super::{current, domain_crash, traps};
+use crate::arch::x86_64::idt::TrapFrame;
+use crate::arch::x86_64::{cpu, tsc};
+use crate::timer::{self, TimerFn};
+
+/// Default period of a PV vCPU's VIRQ_TIMER (Xen starts every PV vCPU with 10 ms).
+pub const DEFAULT_PERIOD_NS: u64 = 10_000_000;
+
+static SCALE: spin::Once<TimeScale> = spin::Once::new();
+
+/// The pvclock scale of this machine's TSC.
+pub fn time_scale() -> TimeScale {
+    *SCALE.call_once(|| TimeScale::for_hz(tsc::hz()))
+}
+
+/// Refreshes vCPU `v`'s time information.
+pub fn update_time(d: &Domain, v: u32) {
+    d.shared()
+        .update_time(v, time_scale(), cpu::features().invariant_tsc);
+}
+
+/// Raises `virq` on vCPU `v` of `d` (if the guest bound it).
+pub fn raise_virq(d: &Domain, virq: u32, v: u32) {
+    let mut shared = d.shared();
+    // Interrupt context may race a hypercall holding the lock only on another CPU.
+    if let Some(ev) = d.evtchn.try_lock() {
+        ev.raise_virq(&mut shared, virq, v);
+    }
+}
+
+/// On every return to guest code: deliver one upcall if events are pending and unmasked.
+pub fn before_guest_return(f: &mut TrapFrame) {
+    let Some(d) = current() else { return };
+    let shared = d.shared();
+    if !shared.upcall_pending(0) || shared.upcall_mask(0) {
+        return;
+    }
+    let Some(v) = d.vcpus[0].try_lock() else {
+        return;
+    };
+    if v.event_callback.address == 0 || !v.kernel_mode {
+        return;
+    }
+    update_time(d, 0);
+    let original = *f;
+    let r = traps::deliver_upcall(d, &v, f);
+    drop(v);
+    if let Err(why) = r {
+        domain_crash(d, &original, why);
+    }
+}
+
+fn singleshot_fired(_now: u64) -> Option<u64> {
+    if let Some(d) = current() {
+        if let Some(mut v) = d.vcpus[0].try_lock() {
+            v.singleshot = None;
+        }
+        raise_virq(d, VIRQ_TIMER, 0);
+    }
+    None
+}
+
+fn periodic_fired(now: u64) -> Option<u64> {
+    let d = current()?;
+    raise_virq(d, VIRQ_TIMER, 0);
+    // Keep ticking only while the guest wants the periodic timer.
+    let period = d.vcpus[0]
+        .try_lock()
+        .and_then(|v| v.periodic.map(|p| p.1))?;
+    Some(now + period)
+}
+
+/// Arms (or, with 0, cancels) the one-shot VIRQ_TIMER at absolute system time `deadline`.
+pub fn set_singleshot(v: &mut Vcpu, deadline: u64) {
+    if let Some(id) = v.singleshot.take() {
+        timer::cancel(id);
+    }
+    if deadline != 0 {
+        v.singleshot = Some(timer::add(deadline, TimerFn(singleshot_fired)));
+    }
+}
+
+/// Starts (period > 0) or stops (0) the periodic VIRQ_TIMER.
+pub fn set_periodic(v: &mut Vcpu, period: u64) {
+    if let Some((id, _)) = v.periodic.take() {
+        timer::cancel(id);
+    }
+    if period != 0 {
+        let id = timer::add(tsc::uptime_ns() + period, TimerFn(periodic_fired));
+        v.periodic = Some((id, period));
+    }
+}
+
+/// Blocks the calling vCPU until `wake` holds, with interrupts enabled while halted. Runs on
+/// the hypercall path (entered with interrupts off) without holding any domain lock.
+pub fn block_until(d: &Domain, mut wake: impl FnMut(&Domain) -> bool) {
+    while !wake(d) && !d.dying.load(core::sync::atomic::Ordering::Acquire) {
+        // `sti; hlt` is atomic: an interrupt between the check and the halt still wakes us.
+        cpu::idle();
+        cpu::disable_interrupts();
+    }
+    update_time(d, 0);
+}
+
+/// True if any of `ports` is pending.
+pub fn any_pending(d: &Domain, ports: &[u32]) -> bool {
+    let shared = d.shared();
+    ports.iter().any(|&p| shared.is_pending(p))
+}

@@ -1,0 +1,152 @@
+//! A domain's shared_info page as Hestia writes it: event bits (atomically, since the guest
+//! changes the same words), per-vCPU time (`vcpu_time_info`, version-counted) and the wallclock.
+//! Layout: `public/xen.h` (`shared_info`, `vcpu_info`, `vcpu_time_info`); offsets are asserted
+//! in `xen-abi`.
+
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
+
+use hestia_core::evtchn::SharedBits;
+use hestia_core::time::TimeScale;
+use xen_abi::xen::{SharedInfo, VcpuInfo};
+
+use crate::arch::x86_64::{cpu, tsc};
+use crate::mm::phys_to_virt;
+
+/// The shared_info page of one domain.
+#[derive(Clone, Copy)]
+pub struct Shared {
+    base: u64,
+}
+
+const VCPU_INFO: u64 = size_of::<VcpuInfo>() as u64;
+const PENDING: u64 = core::mem::offset_of!(SharedInfo, evtchn_pending) as u64;
+const MASK: u64 = core::mem::offset_of!(SharedInfo, evtchn_mask) as u64;
+const WC_VERSION: u64 = core::mem::offset_of!(SharedInfo, wc_version) as u64;
+const SEL: u64 = core::mem::offset_of!(VcpuInfo, evtchn_pending_sel) as u64;
+const TIME: u64 = core::mem::offset_of!(VcpuInfo, time) as u64;
+
+impl Shared {
+    /// The page at machine frame `mfn` (a Hestia-owned frame shared with the domain).
+    pub fn new(mfn: u64) -> Self {
+        Shared {
+            base: phys_to_virt(mfn * 4096),
+        }
+    }
+
+    fn u64_at(&self, off: u64) -> &AtomicU64 {
+        // SAFETY: `off` is an 8-byte-aligned offset inside the 4 KiB shared_info frame (callers
+        // use offsets of fields of `SharedInfo` with port / vCPU indices already bounded); the
+        // frame stays mapped in the direct map while the domain exists.
+        unsafe { &*((self.base + off) as *const AtomicU64) }
+    }
+
+    fn u32_at(&self, off: u64) -> &AtomicU32 {
+        // SAFETY: as in `u64_at`, 4-byte aligned.
+        unsafe { &*((self.base + off) as *const AtomicU32) }
+    }
+
+    fn u8_at(&self, off: u64) -> &AtomicU8 {
+        // SAFETY: as in `u64_at`.
+        unsafe { &*((self.base + off) as *const AtomicU8) }
+    }
+
+    fn bit(port: u32) -> (u64, u64) {
+        (u64::from(port % 4096 / 64) * 8, 1 << (port % 64))
+    }
+
+    fn vcpu(v: u32) -> u64 {
+        u64::from(v % 32) * VCPU_INFO
+    }
+
+    /// `evtchn_upcall_mask` of vCPU `v` (the guest's "interrupts off").
+    pub fn upcall_mask(&self, v: u32) -> bool {
+        self.u8_at(Self::vcpu(v) + 1).load(Ordering::Acquire) != 0
+    }
+
+    /// Sets `evtchn_upcall_mask` of vCPU `v`.
+    pub fn set_upcall_mask(&self, v: u32, masked: bool) {
+        self.u8_at(Self::vcpu(v) + 1)
+            .store(u8::from(masked), Ordering::Release);
+    }
+
+    /// Records the faulting address of a page fault bounced to vCPU `v` (`vcpu_info.arch.cr2`).
+    pub fn set_cr2(&self, v: u32, cr2: u64) {
+        self.u64_at(Self::vcpu(v) + core::mem::offset_of!(VcpuInfo, cr2) as u64)
+            .store(cr2, Ordering::Relaxed);
+    }
+
+    /// `evtchn_upcall_pending` of vCPU `v`.
+    pub fn upcall_pending(&self, v: u32) -> bool {
+        self.u8_at(Self::vcpu(v)).load(Ordering::Acquire) != 0
+    }
+
+    /// Writes vCPU `v`'s time information, version-counted (odd while updating).
+    pub fn update_time(&self, v: u32, scale: TimeScale, stable: bool) {
+        let t = Self::vcpu(v) + TIME;
+        let version = self.u32_at(t);
+        let ver = version.load(Ordering::Relaxed);
+        version.store(ver.wrapping_add(1) | 1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let now = cpu::rdtsc();
+        self.u64_at(t + 8).store(now, Ordering::Relaxed);
+        self.u64_at(t + 16).store(
+            tsc::ticks_to_ns(now.saturating_sub(tsc::boot_tsc())),
+            Ordering::Relaxed,
+        );
+        self.u32_at(t + 24).store(scale.mul, Ordering::Relaxed);
+        self.u8_at(t + 28)
+            .store(scale.shift as u8, Ordering::Relaxed);
+        self.u8_at(t + 29)
+            .store(u8::from(stable), Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        version.store((ver.wrapping_add(1) | 1).wrapping_add(1), Ordering::Release);
+    }
+
+    /// Sets the wallclock: the time of day at system time 0, version-counted.
+    pub fn set_wallclock(&self, unix_sec: u64, nsec: u32) {
+        let version = self.u32_at(WC_VERSION);
+        let ver = version.load(Ordering::Relaxed);
+        version.store(ver.wrapping_add(1) | 1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        self.u32_at(WC_VERSION + 4)
+            .store(unix_sec as u32, Ordering::Relaxed);
+        self.u32_at(WC_VERSION + 8).store(nsec, Ordering::Relaxed);
+        self.u32_at(WC_VERSION + 12)
+            .store((unix_sec >> 32) as u32, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        version.store((ver.wrapping_add(1) | 1).wrapping_add(1), Ordering::Release);
+    }
+}
+
+impl SharedBits for Shared {
+    fn test_and_set_pending(&mut self, port: u32) -> bool {
+        let (w, b) = Self::bit(port);
+        self.u64_at(PENDING + w).fetch_or(b, Ordering::AcqRel) & b != 0
+    }
+    fn clear_pending(&mut self, port: u32) {
+        let (w, b) = Self::bit(port);
+        self.u64_at(PENDING + w).fetch_and(!b, Ordering::AcqRel);
+    }
+    fn is_pending(&self, port: u32) -> bool {
+        let (w, b) = Self::bit(port);
+        self.u64_at(PENDING + w).load(Ordering::Acquire) & b != 0
+    }
+    fn is_masked(&self, port: u32) -> bool {
+        let (w, b) = Self::bit(port);
+        self.u64_at(MASK + w).load(Ordering::Acquire) & b != 0
+    }
+    fn test_and_clear_mask(&mut self, port: u32) -> bool {
+        let (w, b) = Self::bit(port);
+        self.u64_at(MASK + w).fetch_and(!b, Ordering::AcqRel) & b != 0
+    }
+    fn test_and_set_sel(&mut self, vcpu: u32, word: u32) -> bool {
+        let b = 1u64 << (word % 64);
+        self.u64_at(Self::vcpu(vcpu) + SEL)
+            .fetch_or(b, Ordering::AcqRel)
+            & b
+            != 0
+    }
+    fn set_upcall_pending(&mut self, vcpu: u32) {
+        self.u8_at(Self::vcpu(vcpu)).store(1, Ordering::Release);
+    }
+}

@@ -1,0 +1,283 @@
+//! Time and events: pvclock and wallclock in shared_info; VIRQ_TIMER from a one-shot timer
+//! (vcpu_op and set_timer_op) waking SCHEDOP_block and arriving as an upcall; IPI ports with
+//! send, masking and EVTCHNOP_unmask; port status, close, error cases; SCHEDOP_poll's timeout.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering::SeqCst};
+
+use hestia_guests::xen_abi::callback::{CallbackRegister, cmd as cb, kind};
+use hestia_guests::xen_abi::mmu::uvmf;
+use hestia_guests::xen_abi::sched::cmd as sched;
+use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
+use hestia_guests::{
+    EVENT_VECTOR, ExcFrame, Verdict, check, event_entry_address, hypercall, install_traps, println,
+};
+
+const SHARED: u64 = 0x3ff000;
+static EVENTS: AtomicU64 = AtomicU64::new(0);
+static SEEN: AtomicU64 = AtomicU64::new(0);
+
+fn byte(off: u64) -> &'static AtomicU8 {
+    // SAFETY: SHARED maps the shared_info page (set up first thing in `test`).
+    unsafe { &*((SHARED + off) as *const AtomicU8) }
+}
+fn word(off: u64) -> &'static AtomicU64 {
+    // SAFETY: as above; `off` is 8-byte aligned.
+    unsafe { &*((SHARED + off) as *const AtomicU64) }
+}
+fn u32_at(off: u64) -> u32 {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile((SHARED + off) as *const u32) }
+}
+
+/// The 2-level upcall handler, as Linux's events_2l does it.
+fn handler(vector: u64, f: &mut ExcFrame) {
+    if vector != EVENT_VECTOR {
+        println!("unexpected exception {vector} at {:#x}", f.rip);
+        return;
+    }
+    EVENTS.fetch_add(1, SeqCst);
+    byte(0).store(0, SeqCst); // evtchn_upcall_pending
+    let sel = word(8).swap(0, SeqCst); // evtchn_pending_sel
+    for w in 0..64u64 {
+        if sel & (1 << w) != 0 {
+            let bits = word(2048 + w * 8).load(SeqCst) & !word(2560 + w * 8).load(SeqCst);
+            word(2048 + w * 8).fetch_and(!bits, SeqCst);
+            if w == 0 {
+                SEEN.fetch_or(bits, SeqCst);
+            }
+        }
+    }
+}
+
+/// Nanoseconds of system time, the pvclock way.
+fn now() -> u64 {
+    loop {
+        let v1 = u32_at(32);
+        let tsc_ts = word(40).load(SeqCst);
+        let sys = word(48).load(SeqCst);
+        let mul = u32_at(56);
+        let shift = byte(60).load(SeqCst) as i8;
+        // SAFETY: RDTSC only reads the time-stamp counter.
+        let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+        if v1 & 1 == 0 && v1 == u32_at(32) {
+            let d = tsc.wrapping_sub(tsc_ts);
+            let d = if shift >= 0 { d << shift } else { d >> -shift };
+            return sys + ((u128::from(d) * u128::from(mul)) >> 32) as u64;
+        }
+    }
+}
+
+fn evtchn(cmd: u32, arg: &mut [u32]) -> i64 {
+    hypercall(
+        nr::EVENT_CHANNEL_OP,
+        u64::from(cmd),
+        arg.as_mut_ptr() as u64,
+        0,
+        0,
+        0,
+    )
+}
+
+fn block() -> i64 {
+    hypercall(nr::SCHED_OP, u64::from(sched::BLOCK), 0, 0, 0, 0)
+}
+
+fn test(si: &StartInfo) -> Verdict {
+    let mut failed = false;
+    install_traps(handler);
+    check!(
+        failed,
+        hypercall(
+            nr::UPDATE_VA_MAPPING,
+            SHARED,
+            si.shared_info | 0x27,
+            uvmf::INVLPG,
+            0,
+            0
+        ) == 0,
+        "cannot map shared_info"
+    );
+    let cbr = CallbackRegister {
+        kind: kind::EVENT,
+        flags: 1,
+        _pad: 0,
+        address: event_entry_address(),
+    };
+    check!(
+        failed,
+        hypercall(
+            nr::CALLBACK_OP,
+            u64::from(cb::REGISTER),
+            &cbr as *const CallbackRegister as u64,
+            0,
+            0,
+            0
+        ) == 0,
+        "event callback"
+    );
+
+    let t0 = now();
+    let wc = u64::from(u32_at(3076)) | (u64::from(u32_at(3084)) << 32);
+    println!("system time {t0} ns, wallclock at boot {wc}");
+    check!(
+        failed,
+        t0 > 0 && u32_at(32) & 1 == 0,
+        "pvclock not running (time {t0}, version {})",
+        u32_at(32)
+    );
+    check!(failed, wc > 1_577_836_800, "wallclock {wc} is before 2020");
+
+    // VIRQ_TIMER through a one-shot vcpu_op timer, waking SCHEDOP_block.
+    let mut b = [0u32, 0, 0];
+    check!(failed, evtchn(1, &mut b) == 0, "bind_virq(TIMER)");
+    let timer_port = b[2];
+    check!(
+        failed,
+        hypercall(nr::VCPU_OP, 7, 0, 0, 0, 0) == 0,
+        "stop_periodic_timer"
+    );
+    let deadline = [now() + 5_000_000, 0u64];
+    check!(
+        failed,
+        hypercall(nr::VCPU_OP, 8, 0, deadline.as_ptr() as u64, 0, 0) == 0,
+        "set_singleshot_timer"
+    );
+    check!(failed, block() == 0, "block");
+    let t1 = now();
+    check!(
+        failed,
+        EVENTS.load(SeqCst) == 1 && SEEN.load(SeqCst) & (1 << timer_port) != 0,
+        "timer upcall: {} events, seen {:#x}",
+        EVENTS.load(SeqCst),
+        SEEN.load(SeqCst)
+    );
+    check!(
+        failed,
+        t1 >= deadline[0],
+        "woke at {t1}, before the deadline {}",
+        deadline[0]
+    );
+
+    // The same through set_timer_op.
+    check!(
+        failed,
+        hypercall(nr::SET_TIMER_OP, now() + 2_000_000, 0, 0, 0, 0) == 0,
+        "set_timer_op"
+    );
+    block();
+    check!(
+        failed,
+        EVENTS.load(SeqCst) == 2,
+        "set_timer_op upcall missing ({})",
+        EVENTS.load(SeqCst)
+    );
+
+    // An IPI port: send raises an upcall at once (events are unmasked after block).
+    let mut i = [0u32, 0];
+    check!(failed, evtchn(7, &mut i) == 0, "bind_ipi");
+    let ipi = i[1];
+    check!(
+        failed,
+        evtchn(4, &mut [ipi]) == 0
+            && EVENTS.load(SeqCst) == 3
+            && SEEN.load(SeqCst) & (1 << ipi) != 0,
+        "send to self: {} events",
+        EVENTS.load(SeqCst)
+    );
+    // Masked: stays pending; EVTCHNOP_unmask delivers it.
+    word(2560).fetch_or(1 << ipi, SeqCst);
+    evtchn(4, &mut [ipi]);
+    check!(
+        failed,
+        EVENTS.load(SeqCst) == 3 && word(2048).load(SeqCst) & (1 << ipi) != 0,
+        "a masked port notified"
+    );
+    check!(
+        failed,
+        evtchn(9, &mut [ipi]) == 0 && EVENTS.load(SeqCst) == 4,
+        "unmask did not deliver ({})",
+        EVENTS.load(SeqCst)
+    );
+
+    // Status, close, errors.
+    let mut st = [0x7ff0u32, timer_port, 0, 0, 0, 0];
+    check!(
+        failed,
+        evtchn(5, &mut st) == 0 && st[2] == 4 && st[4] == 0,
+        "status of the timer port: {st:?}"
+    );
+    check!(failed, evtchn(3, &mut [ipi]) == 0, "close");
+    check!(
+        failed,
+        evtchn(4, &mut [ipi]) == -22,
+        "send to a closed port"
+    );
+    check!(
+        failed,
+        evtchn(1, &mut [0, 0, 0]) == -17,
+        "second bind of VIRQ_TIMER must be -EEXIST"
+    );
+    check!(
+        failed,
+        evtchn(1, &mut [24, 0, 0]) == -22,
+        "VIRQ 24 must be -EINVAL"
+    );
+    check!(
+        failed,
+        evtchn(11, &mut [0; 6]) == -38,
+        "init_control must be -ENOSYS (stay 2-level)"
+    );
+    check!(
+        failed,
+        hypercall(nr::VCPU_OP, 3, 1, 0, 0, 0) == -2,
+        "vcpu_op on vCPU 1 must be -ENOENT"
+    );
+    check!(
+        failed,
+        hypercall(nr::VCPU_OP, 3, 0, 0, 0, 0) == 1,
+        "vCPU 0 is up"
+    );
+    let short = [100u64];
+    check!(
+        failed,
+        hypercall(nr::VCPU_OP, 6, 0, short.as_ptr() as u64, 0, 0) == -22,
+        "a 100 ns period must be -EINVAL"
+    );
+
+    // SCHEDOP_poll on a port that never fires returns at its timeout.
+    let mut u = [0x7ff0u32, 0];
+    evtchn(6, &mut u);
+    let ports = [u[1]];
+    let t2 = now();
+    let poll = [ports.as_ptr() as u64, 1, t2 + 3_000_000];
+    check!(
+        failed,
+        hypercall(
+            nr::SCHED_OP,
+            u64::from(sched::POLL),
+            poll.as_ptr() as u64,
+            0,
+            0,
+            0
+        ) == 0,
+        "poll"
+    );
+    check!(
+        failed,
+        now() >= t2 + 3_000_000,
+        "poll returned before its timeout"
+    );
+    println!(
+        "{} upcalls, timer port {timer_port}, ipi port {ipi}",
+        EVENTS.load(SeqCst)
+    );
+    if failed {
+        Verdict::Failure("events and time")
+    } else {
+        Verdict::Success
+    }
+}
+
+hestia_guests::guest_main!(test);
