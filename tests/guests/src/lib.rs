@@ -139,6 +139,20 @@ hestia_guest_trap_table:
 
     /* The event-channel upcall: the same frame without an error code, as "vector" 256. */
     STUB 256, 0
+    /* SYSCALL from guest user mode, as "vector" 257. */
+    STUB 257, 0
+
+    /* enter_user(rip, rsp): iret to guest user mode (CS 0xe033 has RPL 3) with events on. */
+    .section .text.exc, "ax"
+    .global hestia_guest_enter_user
+hestia_guest_enter_user:
+    push $0xe02b
+    push %rsi
+    push $0x202
+    push $0xe033
+    push %rdi
+    push $0
+    jmp hypercall_page + 23 * 32
 "#,
     options(att_syntax)
 );
@@ -187,6 +201,26 @@ extern "C" fn hestia_guest_exc_dispatch(vector: u64, f: &mut ExcFrame) {
 
 unsafe extern "C" {
     fn hestia_guest_exc_256();
+}
+
+unsafe extern "C" {
+    fn hestia_guest_exc_257();
+    fn hestia_guest_enter_user(rip: u64, rsp: u64) -> !;
+}
+
+/// The pseudo-vector the handler sees for a SYSCALL from guest user mode.
+pub const SYSCALL_VECTOR: u64 = 257;
+
+/// Address of the syscall-callback entry (register it with `callback_op`).
+pub fn syscall_entry_address() -> u64 {
+    hestia_guest_exc_257 as *const () as u64
+}
+
+/// Leaves guest kernel mode for user mode at `rip` with stack `rsp` (needs a user L4 and a
+/// kernel stack from `stack_switch` for the way back).
+pub fn enter_user(rip: u64, rsp: u64) -> ! {
+    // SAFETY: builds an iret frame with the flat user selectors and jumps to the iret stub.
+    unsafe { hestia_guest_enter_user(rip, rsp) }
 }
 
 /// The pseudo-vector the handler sees for an event-channel upcall.

@@ -196,6 +196,32 @@ fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
             unsafe { cpu::write_cr3(new << 12) };
             Ok(())
         }
+        ext::NEW_USER_BASEPTR => {
+            let mut v = d.vcpus[0].lock();
+            let (new, old) = (op.arg1, v.user_cr3 >> 12);
+            if new == old && v.user_cr3 != 0 {
+                return Ok(());
+            }
+            frametable::with(|ft, mem| -> Result<(), MmError> {
+                if new != 0 {
+                    ft.get_page(new, me)?;
+                    if let Err(e) = ft.get_page_type(mem, new, PageType::Table(4), me) {
+                        ft.put_page(new);
+                        return Err(e);
+                    }
+                }
+                if v.user_cr3 != 0 {
+                    ft.put_page_type(mem, old);
+                    ft.put_page(old);
+                }
+                Ok(())
+            })
+            .unwrap_or(Err(MmError::BadFrame))
+            .map_err(errno)?;
+            // Applies the next time user mode is entered.
+            v.user_cr3 = new << 12;
+            Ok(())
+        }
         ext::TLB_FLUSH_LOCAL | ext::TLB_FLUSH_MULTI | ext::TLB_FLUSH_ALL => {
             flush_local();
             Ok(())

@@ -8,6 +8,7 @@ mod console_io;
 mod event_channel;
 mod mmu;
 mod sched_op;
+pub(crate) mod segment;
 mod traps;
 mod vcpu_op;
 mod xen_version;
@@ -60,6 +61,10 @@ const fn table() -> [Slot; NR_HYPERCALLS] {
     t[nr::SET_TIMER_OP as usize] = Slot {
         name: "set_timer_op",
         handler: Some(vcpu_op::do_set_timer_op),
+    };
+    t[nr::SET_SEGMENT_BASE as usize] = Slot {
+        name: "set_segment_base",
+        handler: Some(segment::do_set_segment_base),
     };
     t[nr::SET_TRAP_TABLE as usize] = Slot {
         name: "set_trap_table",

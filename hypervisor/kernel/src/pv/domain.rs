@@ -59,6 +59,12 @@ pub struct Vcpu {
     pub kernel_mode: bool,
     /// CR3 for guest kernel mode (machine address of the L4).
     pub kernel_cr3: u64,
+    /// CR3 for guest user mode (`MMUEXT_NEW_USER_BASEPTR`), 0 if none.
+    pub user_cr3: u64,
+    /// GS base of guest kernel mode (saved while in user mode).
+    pub gs_base_kernel: u64,
+    /// GS base of guest user mode (saved while in kernel mode).
+    pub gs_base_user: u64,
     /// The virtual IDT.
     pub traps: [TrapEntry; 256],
     /// Event-channel upcall entry.
@@ -89,6 +95,9 @@ impl Vcpu {
             regs,
             kernel_mode: true,
             kernel_cr3: cr3,
+            user_cr3: 0,
+            gs_base_kernel: 0,
+            gs_base_user: 0,
             traps: [TrapEntry::default(); 256],
             event_callback: Callback::default(),
             failsafe_callback: Callback::default(),

@@ -45,15 +45,15 @@ pub fn before_guest_return(f: &mut TrapFrame) {
     if !shared.upcall_pending(0) || shared.upcall_mask(0) {
         return;
     }
-    let Some(v) = d.vcpus[0].try_lock() else {
+    let Some(mut v) = d.vcpus[0].try_lock() else {
         return;
     };
-    if v.event_callback.address == 0 || !v.kernel_mode {
+    if v.event_callback.address == 0 {
         return;
     }
     update_time(d, 0);
     let original = *f;
-    let r = traps::deliver_upcall(d, &v, f);
+    let r = traps::deliver_upcall(d, &mut v, f);
     drop(v);
     if let Err(why) = r {
         domain_crash(d, &original, why);

@@ -115,7 +115,12 @@ pub fn syscall(f: &mut TrapFrame) {
     };
     let kernel_mode = d.vcpus[0].lock().kernel_mode;
     if !kernel_mode {
-        return domain_crash(d, f, "system call from guest user mode (not supported yet)");
+        // A system call of the guest's own user space.
+        let r = traps::guest_syscall(d, &mut d.vcpus[0].lock(), f);
+        if let Err(why) = r {
+            domain_crash(d, f, why);
+        }
+        return;
     }
     if f.rax as u32 == xen_abi::xen::hypercall::IRET {
         let r = traps::iret(d, &mut d.vcpus[0].lock(), f);
@@ -137,7 +142,7 @@ pub fn guest_exception(f: &mut TrapFrame) {
         return crash_unknown(f);
     };
     let original = *f;
-    let r = traps::guest_exception(d, &d.vcpus[0].lock(), f);
+    let r = traps::guest_exception(d, &mut d.vcpus[0].lock(), f);
     if let Err(why) = r {
         let name = trap::exception_name(original.vector);
         crate::warn!(

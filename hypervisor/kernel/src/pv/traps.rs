@@ -22,6 +22,7 @@ const VEC_UD: u64 = 6;
 const VEC_GP: u64 = 13;
 const VEC_PF: u64 = 14;
 const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_DF: u64 = 1 << 10;
 const RFLAGS_IOPL: u64 = 3 << 12;
 /// TF, NT, RF, VM, AC: cleared in the handler's context.
 const RFLAGS_CLEAR_ON_ENTRY: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 18);
@@ -32,18 +33,17 @@ pub type Fatal = &'static str;
 /// Builds a bounce frame on the guest's kernel stack and points `f` at `handler`.
 fn bounce(
     d: &Domain,
-    v: &Vcpu,
+    v: &mut Vcpu,
     f: &mut TrapFrame,
     error_code: Option<u64>,
     handler: u64,
     mask: bool,
 ) -> Result<(), Fatal> {
-    if !v.kernel_mode {
-        return Err("exception in guest user mode (user mode is not supported yet)");
-    }
     let saved_mask = d.shared().upcall_mask(v.id);
-    // Kernel mode shows as RPL 0 in the saved CS; that is how the guest (and iret) tell modes.
-    let cs = (f.cs & !3) | (u64::from(saved_mask) << 32);
+    // Kernel mode shows as RPL 0 in the saved CS, user mode keeps RPL 3: that is how the
+    // guest (and iret) tell the modes apart.
+    let from_user = !v.kernel_mode;
+    let cs = (if from_user { f.cs | 3 } else { f.cs & !3 }) | (u64::from(saved_mask) << 32);
     let rflags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if saved_mask { 0 } else { RFLAGS_IF };
     let mut words = [0u64; 8];
     let mut n = 0;
@@ -59,7 +59,17 @@ fn bounce(
     for w in [f.rip, cs, rflags, f.rsp, f.ss] {
         push(w);
     }
-    let top = f.rsp & !15;
+    let top = if from_user {
+        if v.kernel_sp == 0 {
+            return Err(
+                "event or exception in guest user mode with no kernel stack (stack_switch)",
+            );
+        }
+        toggle_mode(v, true);
+        v.kernel_sp & !15
+    } else {
+        f.rsp & !15
+    };
     let bytes = (n * 8) as u64;
     let base = top
         .checked_sub(bytes)
@@ -79,15 +89,53 @@ fn bounce(
     Ok(())
 }
 
+/// Switches a vCPU between guest kernel and user mode: the mode flag, the GS bases (the
+/// guest's active one is in KERNEL_GS_BASE while Hestia runs, because of SWAPGS on entry) and
+/// the page tables.
+pub fn toggle_mode(v: &mut Vcpu, to_kernel: bool) {
+    if v.kernel_mode == to_kernel {
+        return;
+    }
+    // KERNEL_GS_BASE holds the guest's active GS base while Hestia runs.
+    let active = cpu::kernel_gs_base();
+    if to_kernel {
+        v.gs_base_user = active;
+        cpu::set_kernel_gs_base(v.gs_base_kernel);
+    } else {
+        v.gs_base_kernel = active;
+        cpu::set_kernel_gs_base(v.gs_base_user);
+    }
+    v.kernel_mode = to_kernel;
+    let cr3 = if to_kernel { v.kernel_cr3 } else { v.user_cr3 };
+    // SAFETY: both L4s hold validated L4 type references of this domain, so they map only its
+    // frames and carry Hestia's slots 256-271.
+    unsafe { cpu::write_cr3(cr3) };
+}
+
+/// A SYSCALL from guest user mode: bounce to the syscall callback in kernel mode, or raise
+/// #UD at the instruction when the guest registered none.
+pub fn guest_syscall(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<(), Fatal> {
+    // The frame records what SYSCALL saved: RIP in RCX, RFLAGS in R11; the guest's own RCX and
+    // R11 are gone (the guest ABI says so).
+    let cb = v.syscall_callback;
+    if cb.address == 0 {
+        f.rip -= 2;
+        return deliver(d, v, f, VEC_UD, None);
+    }
+    bounce(d, v, f, None, cb.address, cb.mask_events)?;
+    f.rflags &= !RFLAGS_DF;
+    Ok(())
+}
+
 /// Delivers an event upcall: a no-error-code frame to the event callback, events masked.
-pub fn deliver_upcall(d: &Domain, v: &Vcpu, f: &mut TrapFrame) -> Result<(), Fatal> {
+pub fn deliver_upcall(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<(), Fatal> {
     bounce(d, v, f, None, v.event_callback.address, true)
 }
 
 /// Delivers `vector` through the guest's trap table.
 fn deliver(
     d: &Domain,
-    v: &Vcpu,
+    v: &mut Vcpu,
     f: &mut TrapFrame,
     vector: u64,
     error_code: Option<u64>,
@@ -107,7 +155,7 @@ fn deliver(
 }
 
 /// Handles an exception raised by guest code; `Err` asks the caller to crash the domain.
-pub fn guest_exception(d: &Domain, v: &Vcpu, f: &mut TrapFrame) -> Result<(), Fatal> {
+pub fn guest_exception(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<(), Fatal> {
     let vector = f.vector;
     if vector == VEC_GP && f.error_code & 0b11 == 0b10 {
         // `int $n` hit a DPL-0 gate of Hestia's IDT: allowed if the guest's gate permits it.
@@ -119,6 +167,9 @@ pub fn guest_exception(d: &Domain, v: &Vcpu, f: &mut TrapFrame) -> Result<(), Fa
             return deliver(d, v, f, n, None);
         }
         return deliver(d, v, f, VEC_GP, Some(f.error_code));
+    }
+    if vector == VEC_GP && f.error_code == 0 && v.kernel_mode && emulate_privileged(v, f) {
+        return Ok(());
     }
     if vector == VEC_UD && emulate_forced_cpuid(f) {
         return Ok(());
@@ -132,6 +183,74 @@ pub fn guest_exception(d: &Domain, v: &Vcpu, f: &mut TrapFrame) -> Result<(), Fa
     }
     let err = ERROR_CODE_VECTORS.contains(&vector).then_some(f.error_code);
     deliver(d, v, f, vector, err)
+}
+
+/// The privileged instructions a PV kernel executes in ring 3 that Hestia performs for it
+/// (`shared/xen-abi.md` 4.10): RDMSR/WRMSR of the segment-base MSRs (Linux's `startup_xen`
+/// loads GS base with a raw WRMSR), reads of CR0/CR2/CR3/CR4, CLTS, WBINVD. Anything else is
+/// not emulated and the #GP is reflected.
+fn emulate_privileged(v: &mut Vcpu, f: &mut TrapFrame) -> bool {
+    let mut insn = [0u8; 3];
+    if GuestRange::new(f.rip, 3)
+        .and_then(|r| r.read(&mut insn))
+        .is_err()
+        || insn[0] != 0x0F
+    {
+        return false;
+    }
+    let msr_base = |m: u32| match m {
+        cpu::msr::FS_BASE => Some(0),
+        cpu::msr::GS_BASE => Some(2),
+        cpu::msr::KERNEL_GS_BASE => Some(1),
+        _ => None,
+    };
+    let len = match insn[1] {
+        0x30 => {
+            let value = (f.rdx << 32) | (f.rax & 0xffff_ffff);
+            let Some(which) = msr_base(f.rcx as u32) else {
+                return false;
+            };
+            if crate::hypercall::segment::set_base_locked(v, which, value).is_err() {
+                return false;
+            }
+            2
+        }
+        0x32 => {
+            let value = match f.rcx as u32 {
+                cpu::msr::FS_BASE => cpu::fs_base(),
+                cpu::msr::GS_BASE => cpu::kernel_gs_base(),
+                cpu::msr::KERNEL_GS_BASE => v.gs_base_user,
+                cpu::msr::EFER => cpu::efer(),
+                _ => return false,
+            };
+            (f.rax, f.rdx) = (value & 0xffff_ffff, value >> 32);
+            2
+        }
+        0x20 => {
+            // mov %crN, %reg: ModRM with mod = 11, reg = N, rm = destination.
+            let (cr, rm) = ((insn[2] >> 3) & 7, insn[2] & 7);
+            if insn[2] >> 6 != 3 {
+                return false;
+            }
+            let value = match cr {
+                0 => cpu::read_cr0(),
+                2 => cpu::read_cr2(),
+                3 => v.kernel_cr3,
+                4 => cpu::read_cr4(),
+                _ => return false,
+            };
+            let regs = [
+                &mut f.rax, &mut f.rcx, &mut f.rdx, &mut f.rbx, &mut f.rsp, &mut f.rbp, &mut f.rsi,
+                &mut f.rdi,
+            ];
+            *regs[rm as usize] = value;
+            3
+        }
+        0x06 | 0x09 => 2, // CLTS (the virtual TS bit arrives with FPU handling), WBINVD
+        _ => return false,
+    };
+    f.rip += len;
+    true
 }
 
 /// `ud2; "xen"; cpuid` at RIP: run CPUID for the guest and skip the 7 bytes.
@@ -174,11 +293,15 @@ pub fn guest_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
     }
 }
 
-/// The `iret` hypercall: restore the context the guest pushed (kernel mode only for now).
+/// The `iret` hypercall: restore the context the guest pushed; RPL 3 in its CS returns to
+/// guest user mode.
 pub fn iret(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<(), Fatal> {
     let c: IretContext = guest::read_obj(f.rsp).map_err(|_| "unreadable iret frame")?;
     if c.cs & 3 == 3 {
-        return Err("iret to guest user mode (user page tables are not supported yet)");
+        if v.user_cr3 == 0 {
+            return Err("guest switching to user mode with no user page tables");
+        }
+        toggle_mode(v, false);
     }
     if !crate::mm::guest::is_guest_range(c.rip, 1) {
         return Err("iret to an address outside guest space");

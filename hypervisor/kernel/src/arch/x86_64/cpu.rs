@@ -46,6 +46,10 @@ pub mod msr {
     pub const APIC_BASE: u32 = 0x1B;
     /// TSC deadline for the LAPIC timer.
     pub const TSC_DEADLINE: u32 = 0x6E0;
+    /// FS base.
+    pub const FS_BASE: u32 = 0xC000_0100;
+    /// The base SWAPGS exchanges with GS base (holds the guest's while Hestia runs).
+    pub const KERNEL_GS_BASE: u32 = 0xC000_0102;
     /// First x2APIC register MSR.
     pub const X2APIC_BASE: u32 = 0x800;
 }
@@ -66,6 +70,36 @@ pub unsafe fn rdmsr(msr: u32) -> u64 {
 pub unsafe fn wrmsr(msr: u32, value: u64) {
     // SAFETY: forwarded to the caller.
     unsafe { Msr::new(msr).write(value) }
+}
+
+/// The FS base (only guests use FS).
+pub fn fs_base() -> u64 {
+    // SAFETY: IA32_FS_BASE exists on every x86_64 CPU; reading it has no side effects.
+    unsafe { rdmsr(msr::FS_BASE) }
+}
+
+/// Sets the FS base (Hestia never uses FS, so only guests see it).
+pub fn set_fs_base(v: u64) {
+    // SAFETY: as above; the value only affects guest FS-relative accesses.
+    unsafe { wrmsr(msr::FS_BASE, v) }
+}
+
+/// KERNEL_GS_BASE: while Hestia runs (after SWAPGS) it holds the guest's active GS base.
+pub fn kernel_gs_base() -> u64 {
+    // SAFETY: IA32_KERNEL_GS_BASE exists on every x86_64 CPU; reading it has no side effects.
+    unsafe { rdmsr(msr::KERNEL_GS_BASE) }
+}
+
+/// Sets KERNEL_GS_BASE (the guest's GS base once SWAPGS returns to it).
+pub fn set_kernel_gs_base(v: u64) {
+    // SAFETY: Hestia's own GS base is GS_BASE while it runs; this one only reaches the guest.
+    unsafe { wrmsr(msr::KERNEL_GS_BASE, v) }
+}
+
+/// Reads EFER.
+pub fn efer() -> u64 {
+    // SAFETY: EFER exists on every x86_64 CPU; reading it has no side effects.
+    unsafe { rdmsr(msr::EFER) }
 }
 
 /// Reads CR0.

@@ -8,16 +8,14 @@ use super::cpu;
 use super::idt::TrapFrame;
 use super::percpu;
 
-const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
-
 /// Loads `cr3` (a guest L4, which carries Hestia's slots) and resumes the guest in `regs`.
 pub fn enter(regs: &TrapFrame, cr3: u64) -> ! {
     cpu::disable_interrupts();
     let top = percpu::this_cpu().stack_top;
     let dst = top - size_of::<TrapFrame>() as u64;
-    // SAFETY: the guest's GS base starts at 0; the exit path's SWAPGS makes it active and
-    // parks Hestia's per-CPU pointer in KERNEL_GS_BASE for the next entry.
-    unsafe { cpu::wrmsr(MSR_KERNEL_GS_BASE, 0) };
+    // The guest's GS base starts at 0; the exit path's SWAPGS makes it active and parks
+    // Hestia's per-CPU pointer in KERNEL_GS_BASE for the next entry.
+    cpu::set_kernel_gs_base(0);
     // SAFETY: the guest L4 was built by the domain builder with Hestia's slots 256-271, so this
     // code, its stack and `regs` stay mapped after the switch.
     unsafe { cpu::write_cr3(cr3) };

@@ -211,8 +211,7 @@ pub fn start_aps(
         (page + off(&raw const hestia_ap_long)) as u32,
     );
     put32(off(&raw const hestia_ap_cr3), root as u32);
-    // SAFETY: EFER exists on every x86_64 CPU; reading it has no side effects.
-    let efer = unsafe { cpu::rdmsr(cpu::msr::EFER) };
+    let efer = cpu::efer();
     // LMA (bit 10) is the CPU's own status bit: the AP sets it when it enables paging.
     put32(off(&raw const hestia_ap_efer), (efer & !(1 << 10)) as u32);
     put64(
