@@ -308,6 +308,7 @@ pub fn all() -> Vec<Scenario> {
         guest("functional-mmu", GuestVerdict::Success),
         guest("functional-evtchn-timer", GuestVerdict::Success),
         guest("functional-user-mode", GuestVerdict::Success),
+        guest("functional-memory-op", GuestVerdict::Success),
         guest("xsa-style-writable-pagetable", GuestVerdict::Success),
         guest("negative-control", GuestVerdict::Failure),
         Scenario {

@@ -151,6 +151,20 @@ impl<'a> FrameTable<'a> {
         Ok(())
     }
 
+    /// Takes a frame back from `dom` (ballooning): only an unreferenced, untyped, unpinned frame
+    /// of `dom` can go, so nothing can still map it.
+    pub fn release(&mut self, mfn: u64, dom: Dom) -> Result<(), MmError> {
+        let f = self.info_mut(mfn)?;
+        if f.owner != Some(dom) {
+            return Err(MmError::NotOwner);
+        }
+        if f.ref_count != 0 || f.type_count != 0 || f.pinned {
+            return Err(MmError::TypeConflict);
+        }
+        *f = FrameInfo::FREE;
+        Ok(())
+    }
+
     /// Takes a general reference on a frame `dom` owns.
     pub fn get_page(&mut self, mfn: u64, dom: Dom) -> Result<(), MmError> {
         let f = self.info_mut(mfn)?;
@@ -539,6 +553,36 @@ mod tests {
         assert_eq!(
             ft.mod_entry(&mut mem, 10, 1, 0, 0, D),
             Err(MmError::NotATable)
+        );
+    }
+
+    #[test]
+    fn only_unused_frames_can_be_released() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        assert_eq!(
+            ft.release(10, D),
+            Err(MmError::TypeConflict),
+            "mapped writable"
+        );
+        assert_eq!(
+            ft.release(11, D),
+            Err(MmError::TypeConflict),
+            "mapped read-only"
+        );
+        assert_eq!(
+            ft.release(1, D),
+            Err(MmError::TypeConflict),
+            "a pinned table"
+        );
+        assert_eq!(ft.release(21, D), Err(MmError::NotOwner));
+        ft.release(15, D).unwrap();
+        assert_eq!(ft.info(15).unwrap().owner, None);
+        assert_eq!(
+            ft.mod_entry(&mut mem, 4, 1, 9, e(15, 0), D),
+            Err(MmError::NotOwner),
+            "a released frame cannot be mapped"
         );
     }
 

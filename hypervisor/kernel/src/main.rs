@@ -35,6 +35,14 @@ static NOREBOOT: AtomicBool = AtomicBool::new(false);
 static OPTIONS: spin::Once<Options> = spin::Once::new();
 static HV_CMDLINE: spin::Once<&'static str> = spin::Once::new();
 
+/// The machine's sanitised memory map (for `XENMEM_machine_memory_map`).
+static HOST_MEMMAP: spin::Once<&'static [hestia_core::memmap::Region]> = spin::Once::new();
+
+/// The machine's memory map as firmware reported it (sanitised).
+pub fn host_memory_map() -> &'static [hestia_core::memmap::Region] {
+    HOST_MEMMAP.get().copied().unwrap_or(&[])
+}
+
 /// The time of day at Hestia's system time 0 (seconds, nanoseconds), from the RTC.
 static WALLCLOCK: spin::Once<Option<(u64, u32)>> = spin::Once::new();
 
@@ -141,6 +149,7 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
     mm::init(&info);
     console::install_log_bridge();
     let info: &'static BootInfo = Box::leak(Box::new(info));
+    HOST_MEMMAP.call_once(|| info.memmap.regions());
 
     let Some(bsp) = smp::alloc_cpu_stacks()
         .and_then(|(stack, ist)| percpu::create(0, initial_apic_id(), stack, ist))
@@ -350,7 +359,8 @@ extern "C" fn continue_boot(info: u64) -> ! {
     match info.modules() {
         [] => info!("dom0: no dom0 kernel given (no multiboot2 module): nothing to run"),
         [kernel, rest @ ..] => {
-            match pv::builder::build_dom0(kernel, rest.first(), dom0_pages(&opts)) {
+            let (pages, max_pages) = dom0_pages(&opts);
+            match pv::builder::build_dom0(kernel, rest.first(), pages, max_pages) {
                 Ok(d) => pv::run(Box::leak(Box::new(d))),
                 // As Xen: a dom0 that cannot be built is fatal.
                 Err(e) => fatal_boot(format_args!("{e}")),
@@ -366,13 +376,14 @@ extern "C" fn continue_boot(info: u64) -> ! {
     shutdown()
 }
 
-/// dom0's size in pages: `dom0_mem=` (bounded by `max:`), else, as Xen, all free memory minus
-/// the smaller of 1/16 of it and 128 MiB.
-fn dom0_pages(opts: &Options) -> u64 {
+/// dom0's size and ceiling in pages: `dom0_mem=` (bounded by `max:`), else, as Xen, all free
+/// memory minus the smaller of 1/16 of it and 128 MiB.
+fn dom0_pages(opts: &Options) -> (u64, u64) {
     let free = mm::stats().free / 4096;
     let default = free - (free / 16).min(128 << 8);
     let pages = opts.dom0_mem.target.map_or(default, |b| b / 4096).min(free);
-    opts.dom0_mem.max.map_or(pages, |m| pages.min(m / 4096))
+    let pages = opts.dom0_mem.max.map_or(pages, |m| pages.min(m / 4096));
+    (pages, opts.dom0_mem.max.map_or(pages, |m| m / 4096))
 }
 
 /// dom0 stopped with `reason` (`SHUTDOWN_*`): power off, reset, or halt, as Xen does.

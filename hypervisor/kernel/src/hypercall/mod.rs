@@ -6,6 +6,7 @@
 
 mod console_io;
 mod event_channel;
+mod memory_op;
 mod mmu;
 mod sched_op;
 pub(crate) mod segment;
@@ -38,6 +39,14 @@ const fn table() -> [Slot; NR_HYPERCALLS] {
             handler: None,
         }
     }; NR_HYPERCALLS];
+    t[nr::MEMORY_OP as usize] = Slot {
+        name: "memory_op",
+        handler: Some(memory_op::do_memory_op),
+    };
+    t[nr::MULTICALL as usize] = Slot {
+        name: "multicall",
+        handler: Some(do_multicall),
+    };
     t[nr::MMU_UPDATE as usize] = Slot {
         name: "mmu_update",
         handler: Some(mmu::do_mmu_update),
@@ -113,6 +122,36 @@ pub fn dispatch(d: &Domain, number: u32, args: [u64; 5]) -> i64 {
         },
         None => Errno::ENOSYS.to_ret(),
     }
+}
+
+/// Most entries in one multicall (Linux batches a few dozen).
+const MAX_MULTICALL: u64 = 1024;
+
+/// `multicall` (13): runs each `multicall_entry {op, result, args[6]}` in order, storing each
+/// result; failures do not stop the batch; nested multicalls and `iret` are refused / end it.
+fn do_multicall(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+    let (list, n) = (a[0], a[1]);
+    if n > MAX_MULTICALL {
+        return Err(Errno::EINVAL);
+    }
+    for i in 0..n {
+        let entry = list.checked_add(i * 64).ok_or(Errno::EFAULT)?;
+        let e: [u64; 8] = crate::mm::guest::read_obj(entry)?;
+        let op = e[0] as u32;
+        if op == nr::IRET {
+            break;
+        }
+        let result = if op == nr::MULTICALL {
+            Errno::EINVAL.to_ret()
+        } else {
+            dispatch(d, op, [e[2], e[3], e[4], e[5], e[6]])
+        };
+        crate::mm::guest::write_obj(entry + 8, &result)?;
+        if d.dying.load(Ordering::Acquire) {
+            break;
+        }
+    }
+    Ok(0)
 }
 
 /// Prints the implemented hypercalls and their call counts.

@@ -16,6 +16,8 @@ static FRAMES: spin::Mutex<Option<FrameTable<'static>>> = spin::Mutex::new(None)
 static NR_FRAMES: spin::Once<u64> = spin::Once::new();
 /// Virtual address of Hestia's writable view of the M2P (in the direct map).
 static M2P_RW: spin::Once<u64> = spin::Once::new();
+/// Physical address and size of the M2P (it is one contiguous allocation).
+static M2P_PHYS: spin::Once<(u64, u64)> = spin::Once::new();
 
 /// Page-table frames as seen through the direct map.
 pub struct DirectMem;
@@ -76,6 +78,7 @@ pub fn init(top: u64) -> Result<(), &'static str> {
     // SAFETY: all `nr` slots were initialised above; the frames are never freed or aliased.
     let storage = unsafe { core::slice::from_raw_parts_mut(slots, nr as usize) };
     M2P_RW.call_once(|| v);
+    M2P_PHYS.call_once(|| (m2p, bytes));
     NR_FRAMES.call_once(|| nr);
     *FRAMES.lock() = Some(FrameTable::new(storage));
     crate::info!(
@@ -84,6 +87,16 @@ pub fn init(top: u64) -> Result<(), &'static str> {
         bytes / 1024
     );
     Ok(())
+}
+
+/// Number of machine frames the frame table covers (`XENMEM_maximum_ram_page`).
+pub fn nr_frames() -> u64 {
+    NR_FRAMES.get().copied().unwrap_or(0)
+}
+
+/// Physical address and size of the M2P (`XENMEM_machphys_mfn_list`).
+pub fn m2p_phys() -> (u64, u64) {
+    M2P_PHYS.get().copied().unwrap_or((0, 0))
 }
 
 /// One past the last byte of the guest-visible M2P.

@@ -248,6 +248,7 @@ pub fn build_dom0(
     kernel: &Module,
     initrd: Option<&Module>,
     nr_pages: u64,
+    max_pages: u64,
 ) -> Result<Domain, BuildError> {
     let bytes = module_bytes(kernel);
     if bytes.get(0x202..0x206) == Some(b"HdrS") {
@@ -365,5 +366,7 @@ pub fn build_dom0(
         dying: AtomicBool::new(false),
         shutdown_reason: AtomicU32::new(0),
         evtchn: spin::Mutex::new(hestia_core::evtchn::EventChannels::new(1)),
+        tot_pages: core::sync::atomic::AtomicU64::new(nr_pages),
+        max_pages: max_pages.max(nr_pages),
     })
 }

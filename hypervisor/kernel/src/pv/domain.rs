@@ -130,6 +130,10 @@ pub struct Domain {
     pub shutdown_reason: AtomicU32,
     /// Its event channels.
     pub evtchn: spin::Mutex<EventChannels>,
+    /// Pages it owns now (changes with ballooning).
+    pub tot_pages: core::sync::atomic::AtomicU64,
+    /// Most pages it may own (`dom0_mem=max:`).
+    pub max_pages: u64,
 }
 
 impl Domain {

@@ -1,0 +1,200 @@
+//! `memory_op` (hypercall 12): reservation queries, the machine's memory map for dom0, where
+//! the M2P lives, and ballooning (increase/decrease_reservation, populate_physmap).
+//! `shared/xen-abi.md` 6.5. Frames given back must be unused (the frame table checks); frames
+//! handed out are zeroed, owned by the domain, and entered in the M2P.
+
+use core::sync::atomic::Ordering;
+
+use hestia_core::memmap::RegionKind;
+use xen_abi::errno::Errno;
+use xen_abi::mmu::INVALID_M2P_ENTRY;
+use xen_abi::xen::{DOMID_SELF, MACH2PHYS_VIRT_START};
+
+use crate::mm::{self, frametable, guest};
+use crate::pv::domain::Domain;
+
+const INCREASE_RESERVATION: u32 = 0;
+const DECREASE_RESERVATION: u32 = 1;
+const MAXIMUM_RAM_PAGE: u32 = 2;
+const CURRENT_RESERVATION: u32 = 3;
+const MAXIMUM_RESERVATION: u32 = 4;
+const MACHPHYS_MFN_LIST: u32 = 5;
+const POPULATE_PHYSMAP: u32 = 6;
+const MEMORY_MAP: u32 = 9;
+const MACHINE_MEMORY_MAP: u32 = 10;
+const MACHPHYS_MAPPING: u32 = 12;
+const MAXIMUM_GPFN: u32 = 14;
+/// Largest extent order accepted (2 MiB).
+const MAX_ORDER: u32 = 9;
+/// Most extents handled in one call (no continuations yet).
+const MAX_EXTENTS: u64 = 1 << 16;
+
+fn check_self(d: &Domain, domid: u16) -> Result<(), Errno> {
+    if domid == DOMID_SELF || domid == d.id.0 {
+        Ok(())
+    } else {
+        Err(Errno::ESRCH)
+    }
+}
+
+/// `xen_memory_reservation`: extent list, count, order, flags, domain.
+struct Reservation {
+    extents: u64,
+    nr: u64,
+    order: u32,
+    limit: u64,
+}
+
+fn read_reservation(d: &Domain, arg: u64) -> Result<Reservation, Errno> {
+    let [extents, nr, order_flags, domid]: [u64; 4] = guest::read_obj(arg)?;
+    check_self(d, domid as u16)?;
+    let (order, bits) = (
+        (order_flags & 0xffff_ffff) as u32,
+        (order_flags >> 32) & 0xff,
+    );
+    if order > MAX_ORDER || nr > MAX_EXTENTS {
+        return Err(Errno::EINVAL);
+    }
+    Ok(Reservation {
+        extents,
+        nr,
+        order,
+        limit: if bits == 0 || bits >= 64 {
+            u64::MAX
+        } else {
+            1 << bits
+        },
+    })
+}
+
+/// Allocates, assigns and zeroes one extent; returns its first MFN.
+fn give_extent(d: &Domain, order: u32, limit: u64) -> Option<u64> {
+    let n = 1u64 << order;
+    let tot = d.tot_pages.load(Ordering::Acquire);
+    if tot + n > d.max_pages {
+        return None;
+    }
+    let phys = mm::alloc_zeroed_frames(n, 4096 << order, limit)?;
+    let mfn = phys / 4096;
+    let ok = frametable::with(|ft, _| (0..n).all(|i| ft.assign(mfn + i, d.id.0).is_ok()))
+        .unwrap_or(false);
+    if !ok {
+        mm::free_frames(phys, n);
+        return None;
+    }
+    d.tot_pages.fetch_add(n, Ordering::AcqRel);
+    Some(mfn)
+}
+
+fn balloon(d: &Domain, cmd: u32, arg: u64) -> Result<u64, Errno> {
+    let r = read_reservation(d, arg)?;
+    let n = 1u64 << r.order;
+    for i in 0..r.nr {
+        let slot = r.extents.checked_add(i * 8).ok_or(Errno::EFAULT)?;
+        match cmd {
+            DECREASE_RESERVATION => {
+                let mfn: u64 = guest::read_obj(slot)?;
+                let freed =
+                    frametable::with(|ft, _| (0..n).all(|j| ft.release(mfn + j, d.id.0).is_ok()))
+                        .unwrap_or(false);
+                if !freed {
+                    return Ok(i);
+                }
+                for j in 0..n {
+                    frametable::set_m2p(mfn + j, INVALID_M2P_ENTRY);
+                }
+                mm::free_frames(mfn * 4096, n);
+                d.tot_pages.fetch_sub(n, Ordering::AcqRel);
+            }
+            _ => {
+                let pfn: u64 = if cmd == POPULATE_PHYSMAP {
+                    guest::read_obj(slot)?
+                } else {
+                    0
+                };
+                let Some(mfn) = give_extent(d, r.order, r.limit) else {
+                    return Ok(i);
+                };
+                if cmd == POPULATE_PHYSMAP {
+                    for j in 0..n {
+                        frametable::set_m2p(mfn + j, pfn + j);
+                    }
+                }
+                if r.extents != 0 && guest::write_obj(slot, &mfn).is_err() {
+                    return Ok(i + 1);
+                }
+            }
+        }
+    }
+    Ok(r.nr)
+}
+
+fn e820_type(k: RegionKind) -> u32 {
+    match k {
+        RegionKind::Usable => 1,
+        RegionKind::Reserved => 2,
+        RegionKind::AcpiReclaimable => 3,
+        RegionKind::AcpiNvs => 4,
+        RegionKind::Bad => 5,
+    }
+}
+
+pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+    let (cmd, arg) = ((a[0] & 0x3f) as u32, a[1]);
+    match cmd {
+        INCREASE_RESERVATION | DECREASE_RESERVATION | POPULATE_PHYSMAP => balloon(d, cmd, arg),
+        MAXIMUM_RAM_PAGE => Ok(frametable::nr_frames()),
+        CURRENT_RESERVATION | MAXIMUM_RESERVATION | MAXIMUM_GPFN => {
+            let domid: u16 = guest::read_obj(arg)?;
+            check_self(d, domid)?;
+            Ok(match cmd {
+                CURRENT_RESERVATION => d.tot_pages.load(Ordering::Acquire),
+                MAXIMUM_RESERVATION => d.max_pages,
+                _ => d.nr_pages().saturating_sub(1),
+            })
+        }
+        MACHPHYS_MAPPING => {
+            let m = [
+                MACH2PHYS_VIRT_START,
+                MACH2PHYS_VIRT_START + (1 << 38),
+                frametable::nr_frames().saturating_sub(1),
+            ];
+            guest::write_obj(arg, &m).map(|()| 0)
+        }
+        MACHPHYS_MFN_LIST => {
+            let [max, list, _]: [u64; 3] = guest::read_obj(arg)?;
+            let (phys, bytes) = frametable::m2p_phys();
+            let chunks = bytes.div_ceil(2 << 20).min(max & 0xffff_ffff);
+            for i in 0..chunks {
+                guest::write_obj(
+                    list.checked_add(i * 8).ok_or(Errno::EFAULT)?,
+                    &(phys / 4096 + i * 512),
+                )?;
+            }
+            guest::write_obj(arg + 16, &(chunks as u32)).map(|()| 0)
+        }
+        // No pseudo-physical map was set for this domain (Linux then assumes one RAM range).
+        MEMORY_MAP => Err(Errno::ENOSYS),
+        MACHINE_MEMORY_MAP => {
+            if !d.privileged {
+                return Err(Errno::EPERM);
+            }
+            let [cap_and_pad, buf]: [u64; 2] = guest::read_obj(arg)?;
+            let map = crate::host_memory_map();
+            let cap = (cap_and_pad & 0xffff_ffff) as usize;
+            if cap < map.len() {
+                return Err(Errno::EINVAL);
+            }
+            for (i, r) in map.iter().enumerate() {
+                let mut e = [0u8; 20];
+                e[..8].copy_from_slice(&r.start.to_le_bytes());
+                e[8..16].copy_from_slice(&(r.end - r.start).to_le_bytes());
+                e[16..].copy_from_slice(&e820_type(r.kind).to_le_bytes());
+                guest::GuestRange::new(buf.checked_add(i as u64 * 20).ok_or(Errno::EFAULT)?, 20)?
+                    .write(&e)?;
+            }
+            guest::write_obj(arg, &(map.len() as u32)).map(|()| 0)
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}
