@@ -309,6 +309,11 @@ pub fn all() -> Vec<Scenario> {
         guest("functional-evtchn-timer", GuestVerdict::Success),
         guest("functional-user-mode", GuestVerdict::Success),
         guest("functional-memory-op", GuestVerdict::Success),
+        guest("functional-fpu", GuestVerdict::Success),
+        Scenario {
+            input: &[("waiting for console input", "hi!")],
+            ..guest("functional-console-read", GuestVerdict::Success)
+        },
         guest("xsa-style-writable-pagetable", GuestVerdict::Success),
         guest("negative-control", GuestVerdict::Failure),
         Scenario {

@@ -161,6 +161,7 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
     smp::load_cpu_tables(bsp);
     cpu::set_percpu_ready();
     arch::x86_64::syscall::init_cpu();
+    cpu::enable_guest_fpu();
     let _ = opts;
     smp::switch_stack(bsp.stack_top, continue_boot, info as *const BootInfo as u64)
 }

@@ -10,6 +10,54 @@ const CTRL_A: u8 = 0x01;
 
 static CTRL_A_RUN: AtomicU8 = AtomicU8::new(0);
 static INPUT_TO_DOM0: AtomicBool = AtomicBool::new(false);
+static DOM0_EXISTS: AtomicBool = AtomicBool::new(false);
+
+/// Serial input waiting for dom0's `CONSOLEIO_read` (oldest bytes first; full drops new ones).
+struct InputRing {
+    buf: [u8; 1024],
+    head: usize,
+    len: usize,
+}
+
+static DOM0_INPUT: spin::Mutex<InputRing> = spin::Mutex::new(InputRing {
+    buf: [0; 1024],
+    head: 0,
+    len: 0,
+});
+
+/// dom0 runs: serial input goes to it from now on, as in Xen.
+pub fn dom0_started() {
+    DOM0_EXISTS.store(true, Ordering::Release);
+    INPUT_TO_DOM0.store(true, Ordering::Release);
+    crate::info!("*** Serial input to DOM0 (type 'CTRL-a' three times to switch input)");
+}
+
+/// Copies pending dom0 input into `out`; returns the number of bytes (`CONSOLEIO_read`).
+/// Called with interrupts off (hypercall path), so the serial interrupt cannot contend.
+pub fn read_dom0_input(out: &mut [u8]) -> usize {
+    let mut r = DOM0_INPUT.lock();
+    let n = out.len().min(r.len);
+    for o in out.iter_mut().take(n) {
+        *o = r.buf[r.head];
+        r.head = (r.head + 1) % r.buf.len();
+    }
+    r.len -= n;
+    n
+}
+
+fn push_dom0_input(b: u8) {
+    {
+        let mut r = DOM0_INPUT.lock();
+        if r.len < r.buf.len() {
+            let tail = (r.head + r.len) % r.buf.len();
+            r.buf[tail] = b;
+            r.len += 1;
+        }
+    }
+    if let Some(d) = crate::pv::current() {
+        crate::pv::events::raise_virq(d, hestia_core::evtchn::VIRQ_CONSOLE, 0);
+    }
+}
 
 struct Key {
     key: u8,
@@ -61,7 +109,7 @@ pub fn input(b: u8) {
     }
     CTRL_A_RUN.store(0, Ordering::Relaxed);
     if INPUT_TO_DOM0.load(Ordering::Relaxed) {
-        // dom0's console input ring arrives with the PV core; until then nothing reads it.
+        push_dom0_input(b);
         return;
     }
     match KEYS.iter().find(|k| k.key == b) {
@@ -77,8 +125,7 @@ pub fn input(b: u8) {
 }
 
 fn switch_input() {
-    let dom0_exists = false; // The domain builder (M1) flips this.
-    if !dom0_exists {
+    if !DOM0_EXISTS.load(Ordering::Acquire) {
         crate::info!(
             "*** Serial input stays with Hestia: there is no dom0 (type 'CTRL-a' three times to switch input)"
         );

@@ -7,6 +7,7 @@
 mod console_io;
 mod event_channel;
 mod memory_op;
+mod misc;
 mod mmu;
 mod sched_op;
 pub(crate) mod segment;
@@ -39,6 +40,14 @@ const fn table() -> [Slot; NR_HYPERCALLS] {
             handler: None,
         }
     }; NR_HYPERCALLS];
+    t[nr::FPU_TASKSWITCH as usize] = Slot {
+        name: "fpu_taskswitch",
+        handler: Some(misc::do_fpu_taskswitch),
+    };
+    t[nr::VM_ASSIST as usize] = Slot {
+        name: "vm_assist",
+        handler: Some(misc::do_vm_assist),
+    };
     t[nr::MEMORY_OP as usize] = Slot {
         name: "memory_op",
         handler: Some(memory_op::do_memory_op),

@@ -368,5 +368,6 @@ pub fn build_dom0(
         evtchn: spin::Mutex::new(hestia_core::evtchn::EventChannels::new(1)),
         tot_pages: core::sync::atomic::AtomicU64::new(nr_pages),
         max_pages: max_pages.max(nr_pages),
+        vm_assist: core::sync::atomic::AtomicU64::new(0),
     })
 }

@@ -134,6 +134,8 @@ pub struct Domain {
     pub tot_pages: core::sync::atomic::AtomicU64,
     /// Most pages it may own (`dom0_mem=max:`).
     pub max_pages: u64,
+    /// `vm_assist` bits turned on.
+    pub vm_assist: core::sync::atomic::AtomicU64,
 }
 
 impl Domain {

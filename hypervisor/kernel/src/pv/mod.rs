@@ -47,6 +47,7 @@ pub fn run(d: &'static Domain) -> ! {
     }
     events::update_time(d, 0);
     events::set_periodic(&mut d.vcpus[0].lock(), events::DEFAULT_PERIOD_NS);
+    crate::console::keys::dom0_started();
     crate::arch::x86_64::pventer::enter(&regs, cr3)
 }
 

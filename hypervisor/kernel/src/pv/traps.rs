@@ -19,6 +19,7 @@ use crate::mm::guest::{self, GuestRange};
 /// Vectors whose exception pushes an error code.
 const ERROR_CODE_VECTORS: [u64; 10] = [8, 10, 11, 12, 13, 14, 17, 21, 29, 30];
 const VEC_UD: u64 = 6;
+const VEC_NM: u64 = 7;
 const VEC_GP: u64 = 13;
 const VEC_PF: u64 = 14;
 const RFLAGS_IF: u64 = 1 << 9;
@@ -174,6 +175,12 @@ pub fn guest_exception(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<()
     if vector == VEC_UD && emulate_forced_cpuid(f) {
         return Ok(());
     }
+    if vector == VEC_NM {
+        // The guest set TS (fpu_taskswitch) and touched the FPU: clear it, real and virtual,
+        // and let the guest restore its state (shared/xen-abi.md 4.4).
+        cpu::clear_ts();
+        return deliver(d, v, f, VEC_NM, None);
+    }
     if vector == VEC_PF {
         let cr2 = cpu::read_cr2();
         d.shared().set_cr2(v.id, cr2);
@@ -246,7 +253,11 @@ fn emulate_privileged(v: &mut Vcpu, f: &mut TrapFrame) -> bool {
             *regs[rm as usize] = value;
             3
         }
-        0x06 | 0x09 => 2, // CLTS (the virtual TS bit arrives with FPU handling), WBINVD
+        0x06 => {
+            cpu::clear_ts();
+            2
+        }
+        0x09 => 2, // WBINVD: nothing to do for a guest without device memory of its own
         _ => return false,
     };
     f.rip += len;

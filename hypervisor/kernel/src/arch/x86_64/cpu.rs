@@ -172,6 +172,42 @@ pub fn write_cr3_reload() {
     unsafe { write_cr3(read_cr3()) };
 }
 
+/// Lets guests use x87, SSE and (when present) XSAVE-managed state: CR4.OSFXSR, OSXMMEXCPT,
+/// OSXSAVE and XCR0 = x87 | SSE | AVX (as supported). Hestia itself is soft-float, so the FPU
+/// registers hold only guest state.
+pub fn enable_guest_fpu() {
+    let l1 = cpuid(1, 0);
+    let mut cr4 = read_cr4() | (1 << 9) | (1 << 10);
+    let xsave = l1.ecx & (1 << 26) != 0;
+    if xsave {
+        cr4 |= 1 << 18;
+    }
+    // SAFETY: these CR4 bits only enable FXSAVE/SSE exceptions/XSAVE for code that uses them.
+    unsafe { write_cr4(cr4) };
+    if xsave {
+        let avx = l1.ecx & (1 << 28) != 0;
+        let xcr0: u64 = 0b11 | if avx { 0b100 } else { 0 };
+        // SAFETY: XCR0 gets only components CPUID reports; OSXSAVE was set just above.
+        unsafe {
+            asm!("xsetbv", in("ecx") 0, in("eax") xcr0 as u32, in("edx") (xcr0 >> 32) as u32, options(nostack, preserves_flags))
+        };
+    }
+}
+
+/// Sets CR0.TS: the next FPU/SSE instruction raises #NM.
+pub fn set_ts() {
+    // SAFETY: CR0.TS only makes FPU use trap; Hestia itself is built without FPU/SSE code.
+    unsafe {
+        asm!("mov %cr0, {t}", "or $8, {t}", "mov {t}, %cr0", t = out(reg) _, options(att_syntax, nostack))
+    };
+}
+
+/// Clears CR0.TS (CLTS).
+pub fn clear_ts() {
+    // SAFETY: clearing CR0.TS only re-enables FPU instructions.
+    unsafe { asm!("clts", options(nostack, preserves_flags)) };
+}
+
 /// Writes back and invalidates the caches (WBINVD).
 pub fn wbinvd() {
     // SAFETY: WBINVD has no memory-safety effect; it is slow, which callers accept.

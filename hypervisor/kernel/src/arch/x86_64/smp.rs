@@ -149,6 +149,7 @@ extern "C" fn ap_entry(index: u64) -> ! {
     };
     load_cpu_tables(p);
     super::syscall::init_cpu();
+    cpu::enable_guest_fpu();
     apic::init_cpu();
     p.online.store(true, Ordering::Release);
     loop {
