@@ -310,6 +310,8 @@ pub fn all() -> Vec<Scenario> {
         guest("functional-user-mode", GuestVerdict::Success),
         guest("functional-memory-op", GuestVerdict::Success),
         guest("functional-fpu", GuestVerdict::Success),
+        // 2 x 100,000 hypercalls and upcalls: also a stress test of the entry/exit paths.
+        guest("bench-hypercalls", GuestVerdict::Success),
         Scenario {
             input: &[("waiting for console input", "hi!")],
             ..guest("functional-console-read", GuestVerdict::Success)

@@ -1,8 +1,9 @@
 //! `cargo xtask`: Hestia's only entry point for building, booting and testing.
 //!
-//! Commands: `build`, `iso`, `run`, `test`, `check`. `run` follows the tooling contract of
+//! Commands: `build`, `iso`, `run`, `test`, `check`, `bench`. `run` follows the tooling contract of
 //! DESIGN.md: exit status 0 only when Hestia powered off cleanly.
 
+mod bench;
 mod check;
 mod kernel;
 mod qemu;
@@ -64,6 +65,7 @@ commands:
       --gdb               wait for gdb on localhost:1234 and print the command to attach
   test [FILTER]         host unit tests and QEMU scenarios (FILTER: scenario names only)
   check                 rustfmt, clippy (host and kernel target)
+  bench                 measured figures (medians) and Hestia/Xen ratios when ../shared/ref is there
 ";
 
 fn main() -> ExitCode {
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
             )
         }
         Some("check") => check::run(),
+        Some("bench") => bench::run(),
         Some("help" | "-h" | "--help") | None => {
             print!("{USAGE}");
             Ok(())

@@ -1,0 +1,137 @@
+//! Benchmark guest (run by `cargo xtask bench`, on Hestia and on the Xen reference rig): the
+//! null hypercall round trip (`xen_version(0)` through the hypercall page) and an event-channel
+//! send-to-self with its upcall, each the median of 100,000 iterations in TSC cycles, printed as
+//! `BENCH <name> <cycles>` lines. shared_info is mapped over a page of the guest's own image
+//! (as XTF does), so the guest makes no assumption about the builder's layout.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+use hestia_guests::xen_abi::callback::{CallbackRegister, cmd as cb, kind};
+use hestia_guests::xen_abi::mmu::uvmf;
+use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
+use hestia_guests::{
+    EVENT_VECTOR, ExcFrame, Verdict, check, event_entry_address, hypercall, install_traps, println,
+};
+
+const ITERATIONS: usize = 100_000;
+
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+static SHARED_PAGE: Page = Page([0; 4096]);
+static mut SAMPLES: [u64; ITERATIONS] = [0; ITERATIONS];
+static UPCALLS: AtomicU64 = AtomicU64::new(0);
+
+fn shared() -> u64 {
+    (&raw const SHARED_PAGE) as u64
+}
+
+fn word(off: u64) -> &'static AtomicU64 {
+    // SAFETY: the page is remapped to shared_info before any use; `off` is 8-byte aligned.
+    unsafe { &*((shared() + off) as *const AtomicU64) }
+}
+
+fn handler(v: u64, _f: &mut ExcFrame) {
+    if v == EVENT_VECTOR {
+        UPCALLS.fetch_add(1, SeqCst);
+        // SAFETY: byte 0 of vcpu_info[0] is evtchn_upcall_pending.
+        unsafe { core::ptr::write_volatile(shared() as *mut u8, 0) };
+        let sel = word(8).swap(0, SeqCst);
+        if sel & 1 != 0 {
+            let bits = word(2048).load(SeqCst) & !word(2560).load(SeqCst);
+            word(2048).fetch_and(!bits, SeqCst);
+        }
+    }
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: reads the time-stamp counter; the fence keeps it ordered with the measured code.
+    unsafe {
+        core::arch::x86_64::_mm_lfence();
+        core::arch::x86_64::_rdtsc()
+    }
+}
+
+fn median(mut f: impl FnMut()) -> u64 {
+    let ptr: *mut [u64; ITERATIONS] = &raw mut SAMPLES;
+    // SAFETY: the only user of SAMPLES, single-threaded.
+    let samples = unsafe { &mut *ptr };
+    for s in samples.iter_mut() {
+        let t0 = rdtsc();
+        f();
+        *s = rdtsc() - t0;
+    }
+    samples.sort_unstable();
+    samples[ITERATIONS / 2]
+}
+
+fn test(si: &StartInfo) -> Verdict {
+    let mut failed = false;
+    install_traps(handler);
+    check!(
+        failed,
+        hypercall(
+            nr::UPDATE_VA_MAPPING,
+            shared(),
+            si.shared_info | 0x27,
+            uvmf::INVLPG,
+            0,
+            0
+        ) == 0,
+        "map shared_info"
+    );
+    let cbr = CallbackRegister {
+        kind: kind::EVENT,
+        flags: 1,
+        _pad: 0,
+        address: event_entry_address(),
+    };
+    check!(
+        failed,
+        hypercall(
+            nr::CALLBACK_OP,
+            u64::from(cb::REGISTER),
+            &cbr as *const CallbackRegister as u64,
+            0,
+            0,
+            0
+        ) == 0,
+        "event callback"
+    );
+    let mut ipi = [0u32, 0];
+    check!(
+        failed,
+        hypercall(nr::EVENT_CHANNEL_OP, 7, ipi.as_mut_ptr() as u64, 0, 0, 0) == 0,
+        "bind_ipi"
+    );
+    if failed {
+        return Verdict::Error("setup failed");
+    }
+    let null = median(|| {
+        hypercall(nr::XEN_VERSION, 0, 0, 0, 0, 0);
+    });
+    println!("BENCH hypercall_null_cycles {null}");
+    // Unmask events (vcpu_info[0].evtchn_upcall_mask) so each send delivers its upcall on return.
+    // SAFETY: byte 1 of vcpu_info[0] is the guest's own upcall mask.
+    unsafe { core::ptr::write_volatile((shared() + 1) as *mut u8, 0) };
+    let mut port = [ipi[1]];
+    let before = UPCALLS.load(SeqCst);
+    let send = median(|| {
+        hypercall(nr::EVENT_CHANNEL_OP, 4, port.as_mut_ptr() as u64, 0, 0, 0);
+    });
+    let upcalls = UPCALLS.load(SeqCst) - before;
+    println!("BENCH evtchn_send_upcall_cycles {send}");
+    check!(
+        failed,
+        upcalls == ITERATIONS as u64,
+        "{upcalls} upcalls for {ITERATIONS} sends"
+    );
+    if failed {
+        Verdict::Failure("benchmark")
+    } else {
+        Verdict::Success
+    }
+}
+
+hestia_guests::guest_main!(test);
