@@ -94,8 +94,11 @@ pub enum MmError {
     HypervisorSlot,
     /// A counter would overflow.
     Overflow,
-    /// The table is not of the type the operation needs, or is not pinned.
+    /// The table is not of the type the operation needs, is not pinned, or is not the
+    /// caller's.
     NotATable,
+    /// The frame is already pinned.
+    AlreadyPinned,
 }
 
 /// Access to page-table frames (the kernel uses the direct map; tests use a fake).
@@ -335,7 +338,7 @@ impl<'a> FrameTable<'a> {
     ) -> Result<(), MmError> {
         let t = *self.info(table).ok_or(MmError::BadFrame)?;
         if t.owner != Some(dom) {
-            return Err(MmError::NotOwner);
+            return Err(MmError::NotATable);
         }
         if t.ty != PageType::Table(level) || t.type_count == 0 || idx >= 512 {
             return Err(MmError::NotATable);
@@ -360,7 +363,7 @@ impl<'a> FrameTable<'a> {
         dom: Dom,
     ) -> Result<(), MmError> {
         if self.info(mfn).is_some_and(|f| f.pinned) {
-            return Err(MmError::TypeConflict);
+            return Err(MmError::AlreadyPinned);
         }
         self.get_page(mfn, dom)?;
         if let Err(e) = self.get_page_type(mem, mfn, PageType::Table(level), dom) {
@@ -525,7 +528,7 @@ mod tests {
         );
         assert_eq!(
             ft.mod_entry(&mut mem, 4, 1, 7, e(12, 0), OTHER),
-            Err(MmError::NotOwner),
+            Err(MmError::NotATable),
             "not the table's owner"
         );
     }

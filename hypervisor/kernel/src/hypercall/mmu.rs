@@ -19,11 +19,18 @@ use crate::pv::domain::Domain;
 /// Most requests in one batch.
 const MAX_BATCH: u32 = 1 << 16;
 
+/// Errno for a refused entry update, as Xen answers: a target frame the guest may not use in
+/// that way (typed, foreign, free) is -EBUSY; a malformed entry or a bad table is -EINVAL.
 fn errno(e: MmError) -> Errno {
     match e {
-        MmError::Overflow => Errno::EBUSY,
+        MmError::TypeConflict | MmError::NotOwner | MmError::Overflow => Errno::EBUSY,
         _ => Errno::EINVAL,
     }
+}
+
+/// Errno for a refused pin, unpin or base-pointer change: always -EINVAL, as Xen.
+fn errno_pin(_e: MmError) -> Errno {
+    Errno::EINVAL
 }
 
 fn dom(d: &Domain) -> u16 {
@@ -168,11 +175,11 @@ fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
             let level = (op.cmd - ext::PIN_L1_TABLE + 1) as u8;
             frametable::with(|ft, mem| ft.pin(mem, op.arg1, level, me))
                 .unwrap_or(Err(MmError::BadFrame))
-                .map_err(errno)
+                .map_err(errno_pin)
         }
         ext::UNPIN_TABLE => frametable::with(|ft, mem| ft.unpin(mem, op.arg1, me))
             .unwrap_or(Err(MmError::BadFrame))
-            .map_err(errno),
+            .map_err(errno_pin),
         ext::NEW_BASEPTR => {
             let mut v = d.vcpus[0].lock();
             let (new, old) = (op.arg1, v.kernel_cr3 >> 12);
@@ -188,7 +195,7 @@ fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
                     Ok(())
                 })
                 .unwrap_or(Err(MmError::BadFrame))
-                .map_err(errno)?;
+                .map_err(errno_pin)?;
                 v.kernel_cr3 = new << 12;
             }
             // SAFETY: the new L4 was validated as an L4 of this domain (so it maps only its
@@ -217,7 +224,7 @@ fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
                 Ok(())
             })
             .unwrap_or(Err(MmError::BadFrame))
-            .map_err(errno)?;
+            .map_err(errno_pin)?;
             // Applies the next time user mode is entered.
             v.user_cr3 = new << 12;
             Ok(())

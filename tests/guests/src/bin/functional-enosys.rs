@@ -7,7 +7,11 @@ use hestia_guests::{Verdict, check, hypercall, raw_hypercall};
 
 fn test(_si: &StartInfo) -> Verdict {
     let mut failed = false;
-    for n in [11u32, 16, 19, 27, 31, 38, 42, 48, 55, 63, 127] {
+    // Numbers Xen 4.17 leaves unimplemented for 64-bit PV (others, like 16, 31, 42 and 48,
+    // exist in Xen and answer their own errors).
+    for n in [
+        11u32, 38, 43, 44, 45, 46, 47, 50, 51, 52, 53, 54, 55, 63, 127,
+    ] {
         let r = hypercall(n, 1, 2, 3, 4, 5);
         check!(
             failed,
