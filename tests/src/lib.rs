@@ -310,6 +310,11 @@ pub fn all() -> Vec<Scenario> {
         guest("functional-user-mode", GuestVerdict::Success),
         guest("functional-memory-op", GuestVerdict::Success),
         guest("functional-fpu", GuestVerdict::Success),
+        // Random numbers and arguments; the seed is printed for reproduction.
+        Scenario {
+            timeout_s: 180,
+            ..guest("fuzz-hypercalls", GuestVerdict::Success)
+        },
         // 2 x 100,000 hypercalls and upcalls: also a stress test of the entry/exit paths.
         guest("bench-hypercalls", GuestVerdict::Success),
         Scenario {
