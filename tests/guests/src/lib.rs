@@ -243,6 +243,45 @@ pub fn install_traps(h: ExcHandler) -> i64 {
     hypercall(nr::SET_TRAP_TABLE, trap_table_address(), 0, 0, 0, 0)
 }
 
+/// Where [`map_shared_info`] puts the shared_info page: the last page of the first 4 MiB, in
+/// the padding of the initial mapping (guest images are far smaller).
+pub const SHARED_INFO_VA: u64 = 0x3ff000;
+
+/// Maps shared_info read-write at [`SHARED_INFO_VA`]; returns `update_va_mapping`'s result.
+pub fn map_shared_info(si: &StartInfo) -> i64 {
+    const RW_USER_ACCESSED: u64 = 0x27;
+    const UVMF_INVLPG: u64 = 2;
+    hypercall(
+        nr::UPDATE_VA_MAPPING,
+        SHARED_INFO_VA,
+        si.shared_info | RW_USER_ACCESSED,
+        UVMF_INVLPG,
+        0,
+        0,
+    )
+}
+
+/// The byte at `off` in shared_info (after [`map_shared_info`]).
+pub fn shared_byte(off: u64) -> &'static core::sync::atomic::AtomicU8 {
+    assert!(off < 4096);
+    // SAFETY: map_shared_info mapped the page there; bytes need no alignment.
+    unsafe { &*((SHARED_INFO_VA + off) as *const core::sync::atomic::AtomicU8) }
+}
+
+/// The 8-byte word at `off` in shared_info (after [`map_shared_info`]).
+pub fn shared_word(off: u64) -> &'static core::sync::atomic::AtomicU64 {
+    assert!(off < 4096 && off.is_multiple_of(8));
+    // SAFETY: as above, and `off` is 8-byte aligned.
+    unsafe { &*((SHARED_INFO_VA + off) as *const core::sync::atomic::AtomicU64) }
+}
+
+/// The 4-byte word at `off` in shared_info (after [`map_shared_info`]), read once.
+pub fn shared_u32(off: u64) -> u32 {
+    assert!(off < 4096 && off.is_multiple_of(4));
+    // SAFETY: as above, and `off` is 4-byte aligned.
+    unsafe { core::ptr::read_volatile((SHARED_INFO_VA + off) as *const u32) }
+}
+
 /// The hypercall page (for tests that inspect it).
 pub fn hypercall_page_bytes() -> &'static [u8; 4096] {
     // SAFETY: the page is part of the image; the builder wrote it before the guest started.

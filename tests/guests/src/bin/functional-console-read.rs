@@ -5,32 +5,17 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-use hestia_guests::xen_abi::mmu::uvmf;
 use hestia_guests::xen_abi::sched::cmd as sched;
 use hestia_guests::xen_abi::xen::{StartInfo, consoleio, hypercall as nr};
-use hestia_guests::{Verdict, check, hypercall, println};
-
-const SHARED: u64 = 0x3ff000;
+use hestia_guests::{Verdict, check, hypercall, map_shared_info, println, shared_word};
 
 fn pending_word() -> &'static AtomicU64 {
-    // SAFETY: SHARED maps shared_info (set up first); evtchn_pending[0] is at offset 2048.
-    unsafe { &*((SHARED + 2048) as *const AtomicU64) }
+    shared_word(2048) // evtchn_pending[0]
 }
 
 fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
-    check!(
-        failed,
-        hypercall(
-            nr::UPDATE_VA_MAPPING,
-            SHARED,
-            si.shared_info | 0x27,
-            uvmf::INVLPG,
-            0,
-            0
-        ) == 0,
-        "map shared_info"
-    );
+    check!(failed, map_shared_info(si) == 0, "map shared_info");
     let mut b = [2u32, 0, 0];
     check!(
         failed,

@@ -4,32 +4,18 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering::SeqCst};
+use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use hestia_guests::xen_abi::callback::{CallbackRegister, cmd as cb, kind};
-use hestia_guests::xen_abi::mmu::uvmf;
 use hestia_guests::xen_abi::sched::cmd as sched;
 use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
 use hestia_guests::{
-    EVENT_VECTOR, ExcFrame, Verdict, check, event_entry_address, hypercall, install_traps, println,
+    EVENT_VECTOR, ExcFrame, Verdict, check, event_entry_address, hypercall, install_traps,
+    map_shared_info, println, shared_byte, shared_u32, shared_word,
 };
 
-const SHARED: u64 = 0x3ff000;
 static EVENTS: AtomicU64 = AtomicU64::new(0);
 static SEEN: AtomicU64 = AtomicU64::new(0);
-
-fn byte(off: u64) -> &'static AtomicU8 {
-    // SAFETY: SHARED maps the shared_info page (set up first thing in `test`).
-    unsafe { &*((SHARED + off) as *const AtomicU8) }
-}
-fn word(off: u64) -> &'static AtomicU64 {
-    // SAFETY: as above; `off` is 8-byte aligned.
-    unsafe { &*((SHARED + off) as *const AtomicU64) }
-}
-fn u32_at(off: u64) -> u32 {
-    // SAFETY: as above.
-    unsafe { core::ptr::read_volatile((SHARED + off) as *const u32) }
-}
 
 /// The 2-level upcall handler, as Linux's events_2l does it.
 fn handler(vector: u64, f: &mut ExcFrame) {
@@ -38,12 +24,13 @@ fn handler(vector: u64, f: &mut ExcFrame) {
         return;
     }
     EVENTS.fetch_add(1, SeqCst);
-    byte(0).store(0, SeqCst); // evtchn_upcall_pending
-    let sel = word(8).swap(0, SeqCst); // evtchn_pending_sel
+    shared_byte(0).store(0, SeqCst); // evtchn_upcall_pending
+    let sel = shared_word(8).swap(0, SeqCst); // evtchn_pending_sel
     for w in 0..64u64 {
         if sel & (1 << w) != 0 {
-            let bits = word(2048 + w * 8).load(SeqCst) & !word(2560 + w * 8).load(SeqCst);
-            word(2048 + w * 8).fetch_and(!bits, SeqCst);
+            let bits =
+                shared_word(2048 + w * 8).load(SeqCst) & !shared_word(2560 + w * 8).load(SeqCst);
+            shared_word(2048 + w * 8).fetch_and(!bits, SeqCst);
             if w == 0 {
                 SEEN.fetch_or(bits, SeqCst);
             }
@@ -54,14 +41,14 @@ fn handler(vector: u64, f: &mut ExcFrame) {
 /// Nanoseconds of system time, the pvclock way.
 fn now() -> u64 {
     loop {
-        let v1 = u32_at(32);
-        let tsc_ts = word(40).load(SeqCst);
-        let sys = word(48).load(SeqCst);
-        let mul = u32_at(56);
-        let shift = byte(60).load(SeqCst) as i8;
+        let v1 = shared_u32(32);
+        let tsc_ts = shared_word(40).load(SeqCst);
+        let sys = shared_word(48).load(SeqCst);
+        let mul = shared_u32(56);
+        let shift = shared_byte(60).load(SeqCst) as i8;
         // SAFETY: RDTSC only reads the time-stamp counter.
         let tsc = unsafe { core::arch::x86_64::_rdtsc() };
-        if v1 & 1 == 0 && v1 == u32_at(32) {
+        if v1 & 1 == 0 && v1 == shared_u32(32) {
             let d = tsc.wrapping_sub(tsc_ts);
             let d = if shift >= 0 { d << shift } else { d >> -shift };
             return sys + ((u128::from(d) * u128::from(mul)) >> 32) as u64;
@@ -87,18 +74,7 @@ fn block() -> i64 {
 fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
     install_traps(handler);
-    check!(
-        failed,
-        hypercall(
-            nr::UPDATE_VA_MAPPING,
-            SHARED,
-            si.shared_info | 0x27,
-            uvmf::INVLPG,
-            0,
-            0
-        ) == 0,
-        "cannot map shared_info"
-    );
+    check!(failed, map_shared_info(si) == 0, "cannot map shared_info");
     let cbr = CallbackRegister {
         kind: kind::EVENT,
         flags: 1,
@@ -119,13 +95,13 @@ fn test(si: &StartInfo) -> Verdict {
     );
 
     let t0 = now();
-    let wc = u64::from(u32_at(3076)) | (u64::from(u32_at(3084)) << 32);
+    let wc = u64::from(shared_u32(3076)) | (u64::from(shared_u32(3084)) << 32);
     println!("system time {t0} ns, wallclock at boot {wc}");
     check!(
         failed,
-        t0 > 0 && u32_at(32) & 1 == 0,
+        t0 > 0 && shared_u32(32) & 1 == 0,
         "pvclock not running (time {t0}, version {})",
-        u32_at(32)
+        shared_u32(32)
     );
     check!(failed, wc > 1_577_836_800, "wallclock {wc} is before 2020");
 
@@ -187,11 +163,11 @@ fn test(si: &StartInfo) -> Verdict {
         EVENTS.load(SeqCst)
     );
     // Masked: stays pending; EVTCHNOP_unmask delivers it.
-    word(2560).fetch_or(1 << ipi, SeqCst);
+    shared_word(2560).fetch_or(1 << ipi, SeqCst);
     evtchn(4, &mut [ipi]);
     check!(
         failed,
-        EVENTS.load(SeqCst) == 3 && word(2048).load(SeqCst) & (1 << ipi) != 0,
+        EVENTS.load(SeqCst) == 3 && shared_word(2048).load(SeqCst) & (1 << ipi) != 0,
         "a masked port notified"
     );
     check!(
