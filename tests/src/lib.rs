@@ -310,6 +310,9 @@ pub fn all() -> Vec<Scenario> {
         guest("functional-user-mode", GuestVerdict::Success),
         guest("functional-memory-op", GuestVerdict::Success),
         guest("functional-fpu", GuestVerdict::Success),
+        guest("functional-descriptors", GuestVerdict::Success),
+        guest("functional-debugreg", GuestVerdict::Success),
+        guest("functional-iopl", GuestVerdict::Success),
         // Random numbers and arguments; the seed is printed for reproduction.
         Scenario {
             timeout_s: 180,
@@ -346,6 +349,22 @@ pub fn all() -> Vec<Scenario> {
                 "dom0 crashed: resetting the machine",
             ],
             ending: Ending::Reset,
+            ..DEFAULT
+        },
+        Scenario {
+            name: "dom0-bzimage-xz",
+            dom0: Some("functional-start-info.bzimage-xz"),
+            expect: &["bzImage with a Xz payload, unpacking", POWEROFF_MARKER],
+            ..guest("functional-start-info", GuestVerdict::Success)
+        },
+        Scenario {
+            name: "dom0-bzimage-gzip-unsupported",
+            dom0: Some("functional-start-info.bzimage-gzip"),
+            expect: &[
+                "dom0 kernel: gzip-compressed kernels are not supported yet",
+                "Hestia: fatal error",
+            ],
+            ending: Ending::Fatal,
             ..DEFAULT
         },
         Scenario {

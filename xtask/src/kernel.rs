@@ -59,6 +59,43 @@ pub fn build_guests() -> Result<PathBuf> {
     Ok(dir.join("x86_64-unknown-none/release"))
 }
 
+/// Wraps an ELF kernel in a minimal bzImage (boot protocol 2.15 header, `setup_sects` 4) whose
+/// payload is compressed by `tool` (`xz` with the x86 BCJ filter, as Debian builds vmlinuz, or
+/// `gzip`), followed by the 4-byte uncompressed size Linux appends. For testing the dom0
+/// builder's bzImage path without downloading a distribution kernel.
+pub fn make_bzimage(elf: &Path, tool: &str) -> Result<PathBuf> {
+    let raw = std::fs::read(elf)?;
+    let mut cmd = Command::new(tool);
+    match tool {
+        "xz" => cmd.args([
+            "--format=xz",
+            "--check=crc32",
+            "--x86",
+            "--lzma2=dict=1MiB",
+            "-c",
+        ]),
+        _ => cmd.args(["-9", "-n", "-c"]),
+    };
+    let out = cmd
+        .arg(elf)
+        .output()
+        .map_err(|e| format!("cannot run {tool}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{tool} failed on {}", elf.display()).into());
+    }
+    let mut payload = out.stdout;
+    payload.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    let mut image = vec![0u8; 5 * 512];
+    image[0x1F1] = 4;
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    image[0x206..0x208].copy_from_slice(&0x020Fu16.to_le_bytes());
+    image[0x24C..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    image.extend_from_slice(&payload);
+    let path = elf.with_extension(format!("bzimage-{tool}"));
+    std::fs::write(&path, image)?;
+    Ok(path)
+}
+
 /// Boot modules put on the image after the hypervisor.
 #[derive(Clone, Debug, Default)]
 pub struct Modules {

@@ -66,10 +66,17 @@ pub fn run(filter: Option<&str>, accel: Accel) -> Result<()> {
                 dom0: Some((elf.clone(), String::new())),
                 initrd: None,
             },
-            Some(g) => Modules {
-                dom0: Some((guests.join(g), String::new())),
-                initrd: None,
-            },
+            // `<guest>.bzimage-xz` / `.bzimage-gzip`: that guest wrapped in a synthetic bzImage.
+            Some(g) => {
+                let kernel = match g.rsplit_once(".bzimage-") {
+                    Some((guest, tool)) => kernel::make_bzimage(&guests.join(guest), tool)?,
+                    None => guests.join(g),
+                };
+                Modules {
+                    dom0: Some((kernel, String::new())),
+                    initrd: None,
+                }
+            }
         };
         let iso = kernel::make_iso(&format!("test-{}", s.name), &elf, s.hv_cmdline, &modules)?;
         let machine = Machine {

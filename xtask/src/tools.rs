@@ -24,6 +24,8 @@ fn missing_system_tools() -> Vec<&'static str> {
         ("grub-mkrescue", on_path("grub-mkrescue")),
         ("xorriso", on_path("xorriso")),
         ("mtools", on_path("mformat")),
+        ("xz-utils", on_path("xz")),
+        ("gzip", on_path("gzip")),
         ("grub-pc-bin", Path::new("/usr/lib/grub/i386-pc").is_dir()),
         (
             "grub-efi-amd64-bin",

@@ -13,6 +13,7 @@ pub mod callback;
 pub mod elfnote;
 pub mod errno;
 pub mod mmu;
+pub mod physdev;
 pub mod sched;
 pub mod version;
 pub mod xen;

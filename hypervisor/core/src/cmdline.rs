@@ -118,6 +118,8 @@ pub struct Options {
     pub dom0_max_vcpus: Option<(u32, u32)>,
     /// `selftest=`.
     pub selftest: SelfTests,
+    /// `trace=hypercalls`: log every hypercall with its arguments and result.
+    pub trace_hypercalls: bool,
 }
 
 impl Default for Options {
@@ -130,6 +132,7 @@ impl Default for Options {
             dom0_mem: Dom0Mem::default(),
             dom0_max_vcpus: None,
             selftest: SelfTests::default(),
+            trace_hypercalls: false,
         }
     }
 }
@@ -206,6 +209,14 @@ impl Options {
                     Some(v) => o.dom0_max_vcpus = Some(v),
                     None => bad(&mut warn),
                 },
+                "trace" => {
+                    for part in value.unwrap_or("").split(',') {
+                        match part {
+                            "hypercalls" => o.trace_hypercalls = true,
+                            _ => warn(Warning::BadValue(name, part)),
+                        }
+                    }
+                }
                 "selftest" => {
                     for part in value.unwrap_or("").split(',') {
                         let t = &mut o.selftest;
@@ -350,6 +361,13 @@ mod tests {
         let (o, w) = parse("console=com1,vga");
         assert!(o.console.com1 && o.console.vga);
         assert_eq!(w, [Warning::Unsupported("console", "vga")]);
+    }
+
+    #[test]
+    fn trace_categories() {
+        let (o, w) = parse("trace=hypercalls,nonsense");
+        assert!(o.trace_hypercalls);
+        assert_eq!(w, [Warning::BadValue("trace", "nonsense")]);
     }
 
     #[test]

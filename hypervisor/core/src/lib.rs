@@ -11,7 +11,9 @@ extern crate alloc;
 extern crate std;
 
 pub mod acpi_s5;
+pub mod bzimage;
 pub mod cmdline;
+pub mod descriptor;
 pub mod elf;
 pub mod evtchn;
 pub mod frame_alloc;

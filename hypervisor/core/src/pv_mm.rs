@@ -14,6 +14,8 @@
 
 use alloc::vec::Vec;
 
+use crate::descriptor;
+
 /// Page-table entry bits used by the rules.
 pub mod pte {
     /// Present.
@@ -220,6 +222,27 @@ impl<'a> FrameTable<'a> {
             }
             if level == 4 {
                 mem.install_hypervisor_slots(mfn);
+            }
+        }
+        if ty == PageType::SegDesc {
+            // Every descriptor of the page must pass (`descriptor::check`); fix-ups (DPL 3)
+            // are written back, as Xen does.
+            let checked: Option<Vec<(usize, u64, u64)>> = (0..512)
+                .map(|i| {
+                    let d = mem.read(mfn, i);
+                    descriptor::check(d).map(|f| (i, d, f))
+                })
+                .collect();
+            let Some(checked) = checked else {
+                let fm = self.info_mut(mfn)?;
+                fm.type_count = 0;
+                fm.ty = PageType::None;
+                return Err(MmError::BadFlags);
+            };
+            for (i, d, f) in checked {
+                if d != f {
+                    mem.write(mfn, i, f);
+                }
             }
         }
         Ok(())
@@ -557,6 +580,38 @@ mod tests {
             ft.mod_entry(&mut mem, 10, 1, 0, 0, D),
             Err(MmError::NotATable)
         );
+    }
+
+    #[test]
+    fn descriptor_pages() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        // Frame 12: Linux-style code descriptor (DPL 0) gets DPL 3; a TSS descriptor is refused.
+        mem.write(12, 2, 0x00af_9b00_0000_ffff);
+        ft.get_page(12, D).unwrap();
+        ft.get_page_type(&mut mem, 12, PageType::SegDesc, D)
+            .unwrap();
+        assert_eq!(mem.read(12, 2), 0x00af_fb00_0000_ffff);
+        mem.write(13, 5, (1 << 47) | (0x9 << 40));
+        ft.get_page(13, D).unwrap();
+        assert_eq!(
+            ft.get_page_type(&mut mem, 13, PageType::SegDesc, D),
+            Err(MmError::BadFlags)
+        );
+        assert_eq!(ft.info(13).unwrap().type_count, 0);
+        // A frame mapped writable (10) cannot become a descriptor page, nor a descriptor page
+        // be mapped writable.
+        ft.get_page(10, D).unwrap();
+        assert_eq!(
+            ft.get_page_type(&mut mem, 10, PageType::SegDesc, D),
+            Err(MmError::TypeConflict)
+        );
+        assert_eq!(
+            ft.mod_entry(&mut mem, 4, 1, 20, e(12, pte::RW), D),
+            Err(MmError::TypeConflict)
+        );
+        ft.mod_entry(&mut mem, 4, 1, 20, e(12, 0), D).unwrap();
     }
 
     #[test]

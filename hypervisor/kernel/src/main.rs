@@ -93,6 +93,9 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
     });
     console::configure(&opts);
     HV_CMDLINE.call_once(|| info.cmdline);
+    if opts.trace_hypercalls {
+        hypercall::enable_trace();
+    }
     NOREBOOT.store(opts.noreboot, Ordering::Relaxed);
     let opts = *OPTIONS.call_once(|| opts);
 

@@ -1,10 +1,12 @@
-//! Small hypercalls: `fpu_taskswitch` (5) and `vm_assist` (21). `shared/xen-abi.md` 4.4, 5.7.
+//! Small hypercalls: `fpu_taskswitch` (5), `set_debugreg` (8), `get_debugreg` (9) and
+//! `vm_assist` (21). `shared/xen-abi.md` 4.4, 5.7.
 
 use core::sync::atomic::Ordering;
 
 use xen_abi::errno::Errno;
 
 use crate::arch::x86_64::cpu;
+use crate::pv::debugreg;
 use crate::pv::domain::Domain;
 
 const VMASST_CMD_ENABLE: u64 = 0;
@@ -37,4 +39,14 @@ pub(super) fn do_vm_assist(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         _ => return Err(Errno::ENOSYS),
     };
     Ok(0)
+}
+
+/// `set_debugreg(reg, value)`.
+pub(super) fn do_set_debugreg(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+    debugreg::set(&mut d.vcpus[0].lock(), a[0], a[1]).map(|()| 0)
+}
+
+/// `get_debugreg(reg)`: the value is the return value.
+pub(super) fn do_get_debugreg(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+    debugreg::get(&d.vcpus[0].lock(), a[0])
 }

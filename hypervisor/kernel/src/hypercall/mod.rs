@@ -5,10 +5,12 @@
 //! (RDI, RSI, RDX, R10, R8) and return a value or an [`Errno`].
 
 mod console_io;
+mod descriptor;
 mod event_channel;
 mod memory_op;
 mod misc;
 mod mmu;
+mod physdev_op;
 mod sched_op;
 pub(crate) mod segment;
 mod traps;
@@ -44,9 +46,29 @@ const fn table() -> [Slot; NR_HYPERCALLS] {
         name: "fpu_taskswitch",
         handler: Some(misc::do_fpu_taskswitch),
     };
+    t[nr::SET_DEBUGREG as usize] = Slot {
+        name: "set_debugreg",
+        handler: Some(misc::do_set_debugreg),
+    };
+    t[nr::GET_DEBUGREG as usize] = Slot {
+        name: "get_debugreg",
+        handler: Some(misc::do_get_debugreg),
+    };
     t[nr::VM_ASSIST as usize] = Slot {
         name: "vm_assist",
         handler: Some(misc::do_vm_assist),
+    };
+    t[nr::SET_GDT as usize] = Slot {
+        name: "set_gdt",
+        handler: Some(descriptor::do_set_gdt),
+    };
+    t[nr::UPDATE_DESCRIPTOR as usize] = Slot {
+        name: "update_descriptor",
+        handler: Some(descriptor::do_update_descriptor),
+    };
+    t[nr::PHYSDEV_OP as usize] = Slot {
+        name: "physdev_op",
+        handler: Some(physdev_op::do_physdev_op),
     };
     t[nr::MEMORY_OP as usize] = Slot {
         name: "memory_op",
@@ -118,8 +140,33 @@ const fn table() -> [Slot; NR_HYPERCALLS] {
 static TABLE: [Slot; NR_HYPERCALLS] = table();
 static CALLS: [AtomicU64; NR_HYPERCALLS] = [const { AtomicU64::new(0) }; NR_HYPERCALLS];
 
+/// Set by `trace=hypercalls`.
+static TRACE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Turns hypercall tracing on.
+pub fn enable_trace() {
+    TRACE.store(true, Ordering::Relaxed);
+}
+
 /// Runs hypercall `number` for `d`; returns the value for RAX (negative errno on failure).
 pub fn dispatch(d: &Domain, number: u32, args: [u64; 5]) -> i64 {
+    let r = dispatch_inner(d, number, args);
+    if TRACE.load(Ordering::Relaxed) {
+        let name = TABLE.get(number as usize).map_or("", |s| s.name);
+        crate::info!(
+            "{}v0 hypercall {number} {name}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {r}",
+            d.id,
+            args[0],
+            args[1],
+            args[2],
+            args[3],
+            args[4]
+        );
+    }
+    r
+}
+
+fn dispatch_inner(d: &Domain, number: u32, args: [u64; 5]) -> i64 {
     let Some(slot) = TABLE.get(number as usize) else {
         return Errno::ENOSYS.to_ret();
     };

@@ -8,6 +8,7 @@ use crate::mm::guest;
 use crate::pv::domain::Domain;
 use crate::pv::events;
 
+const DOWN: u32 = 2;
 const IS_UP: u32 = 3;
 const GET_RUNSTATE_INFO: u32 = 4;
 const REGISTER_RUNSTATE_MEMORY_AREA: u32 = 5;
@@ -31,6 +32,17 @@ pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     };
     match cmd {
         IS_UP => Ok(1),
+        // The domain's last vCPU going down powers the domain off, as in Xen (Linux's halt
+        // with interrupts disabled ends up here).
+        DOWN => {
+            if d.kill() {
+                d.shutdown_reason.store(
+                    xen_abi::sched::reason::POWEROFF,
+                    core::sync::atomic::Ordering::Release,
+                );
+            }
+            Ok(0)
+        }
         GET_RUNSTATE_INFO => guest::write_obj(arg, &runstate()).map(|()| 0),
         REGISTER_RUNSTATE_MEMORY_AREA => {
             let [addr]: [u64; 1] = guest::read_obj(arg)?;

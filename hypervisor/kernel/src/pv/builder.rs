@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32};
 
+use hestia_core::bzimage::{self, BzError, Compression};
 use hestia_core::elf::{self, Elf64, ElfError, PvKernel};
 use hestia_core::pv_layout::{self, LayoutError, PvLayout};
 use hestia_core::pv_mm::{MmError, PageType};
@@ -21,6 +22,7 @@ use xen_abi::xen::{
 use zerocopy::{FromZeros, IntoBytes};
 
 use super::domain::{DomId, Domain, Vcpu};
+use super::unpack::{self, UnpackError};
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::paging::ADDR_MASK;
 use crate::bootinfo::Module;
@@ -31,8 +33,10 @@ use crate::mm;
 pub enum BuildError {
     /// The module is not a usable PV kernel.
     Kernel(ElfError),
-    /// A bzImage whose payload Hestia cannot unpack yet.
-    CompressedKernel,
+    /// A bzImage whose header is unusable.
+    BzImage(BzError),
+    /// A bzImage payload that could not be unpacked.
+    Unpack(UnpackError),
     /// The layout does not fit.
     Layout(LayoutError),
     /// Not enough free memory for the requested domain size.
@@ -45,10 +49,8 @@ impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Kernel(e) => write!(f, "dom0 kernel: {e}"),
-            Self::CompressedKernel => write!(
-                f,
-                "dom0 kernel: a bzImage (compressed payloads are not supported yet; pass the ELF vmlinux)"
-            ),
+            Self::BzImage(e) => write!(f, "dom0 kernel: unusable bzImage header ({e:?})"),
+            Self::Unpack(e) => write!(f, "dom0 kernel: {e}"),
             Self::Layout(LayoutError::TooLarge { needed, available }) => {
                 write!(
                     f,
@@ -251,10 +253,26 @@ pub fn build_dom0(
     max_pages: u64,
 ) -> Result<Domain, BuildError> {
     let bytes = module_bytes(kernel);
-    if bytes.get(0x202..0x206) == Some(b"HdrS") {
-        return Err(BuildError::CompressedKernel);
-    }
-    let image = Elf64::parse(bytes).map_err(BuildError::Kernel)?;
+    // A bzImage (Debian's vmlinuz) carries the ELF as its payload, usually XZ-compressed;
+    // the unpacked copy lives in allocator frames until the build is done.
+    let unpacked;
+    let elf_bytes = if bzimage::is_bzimage(bytes) {
+        let p = bzimage::payload(bytes).map_err(BuildError::BzImage)?;
+        if p.compression == Compression::None {
+            p.data
+        } else {
+            crate::info!(
+                " kernel: bzImage with a {:?} payload, unpacking {} KiB",
+                p.compression,
+                p.uncompressed_len >> 10
+            );
+            unpacked = unpack::unpack(&p).map_err(BuildError::Unpack)?;
+            unpacked.bytes()
+        }
+    } else {
+        bytes
+    };
+    let image = Elf64::parse(elf_bytes).map_err(BuildError::Kernel)?;
     let k: PvKernel = elf::pv_kernel(&image).map_err(BuildError::Kernel)?;
     let initrd_bytes = initrd.map(module_bytes).unwrap_or(&[]);
     let map_initrd = !k.mod_start_pfn;

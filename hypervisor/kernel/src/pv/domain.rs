@@ -11,6 +11,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use hestia_core::evtchn::EventChannels;
 use hestia_core::timer_queue::TimerId;
 
+use super::debugreg;
 use super::shared::Shared;
 
 use crate::arch::x86_64::idt::TrapFrame;
@@ -65,6 +66,14 @@ pub struct Vcpu {
     pub gs_base_kernel: u64,
     /// GS base of guest user mode (saved while in kernel mode).
     pub gs_base_user: u64,
+    /// Virtual IOPL (0-3, `PHYSDEVOP_set_iopl`): allows CLI/STI (and later port I/O).
+    pub iopl: u8,
+    /// Frames of the guest's GDT (`set_gdt`), each holding a SegDesc type reference.
+    pub gdt_frames: alloc::vec::Vec<u64>,
+    /// Entries in the guest's GDT.
+    pub gdt_entries: usize,
+    /// Debug registers DR0-DR3, DR6, DR7 as the guest set them.
+    pub debugreg: [u64; 8],
     /// The virtual IDT.
     pub traps: [TrapEntry; 256],
     /// Event-channel upcall entry.
@@ -98,6 +107,20 @@ impl Vcpu {
             user_cr3: 0,
             gs_base_kernel: 0,
             gs_base_user: 0,
+            iopl: 0,
+            gdt_frames: alloc::vec::Vec::new(),
+            gdt_entries: 0,
+            // Architectural reset values of DR6 and DR7.
+            debugreg: [
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                debugreg::DR6_DEFAULT,
+                debugreg::DR7_DEFAULT,
+            ],
             traps: [TrapEntry::default(); 256],
             event_callback: Callback::default(),
             failsafe_callback: Callback::default(),

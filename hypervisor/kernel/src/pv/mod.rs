@@ -1,15 +1,18 @@
 //! Paravirtualised guests: running a PV vCPU in ring 3, and what happens when it traps.
 //!
-//! A guest enters Hestia by SYSCALL (a hypercall from its kernel mode), by an exception, or by
-//! an interrupt. Exceptions are bounced to the guest's trap table once the PV core grows that
-//! path; until then an exception in a guest crashes that domain (never Hestia) with a one-line
-//! reason and its registers. When dom0 stops, Hestia stops the machine, as Xen does.
+//! A guest enters Hestia by SYSCALL (a hypercall from its kernel mode, a system call from its
+//! user mode), by an exception, or by an interrupt. Exceptions are emulated or bounced to the
+//! guest's trap table; one that cannot be delivered crashes that domain (never Hestia) with a
+//! one-line reason and its registers. When dom0 stops, Hestia stops the machine, as Xen does.
 
 pub mod builder;
+pub mod debugreg;
 pub mod domain;
 pub mod events;
+pub mod privop;
 pub mod shared;
 pub mod traps;
+pub mod unpack;
 
 use core::fmt::Write;
 use core::sync::atomic::Ordering;
@@ -174,6 +177,20 @@ pub fn domain_crash(d: &Domain, f: &TrapFrame, why: &str) {
                 cpu::read_cr2()
             );
             trap::dump_registers(w, f);
+            // The top of the guest's stack, for its return addresses (read through the
+            // fault-safe copy: the stack pointer is guest input).
+            let mut words = [0u8; 8 * 12];
+            if crate::mm::guest::GuestRange::new(f.rsp, words.len())
+                .and_then(|r| r.read(&mut words))
+                .is_ok()
+            {
+                let _ = write!(w, "Guest stack at {:#x}:", f.rsp);
+                for (i, c) in words.chunks(8).enumerate() {
+                    let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                    let _ = write!(w, "{}{v:016x}", if i % 4 == 0 { "\n  " } else { " " });
+                }
+                let _ = writeln!(w);
+            }
         });
         crate::error!("{}: crashed ({why})", d.id);
         d.shutdown_reason.store(reason::CRASH, Ordering::Release);

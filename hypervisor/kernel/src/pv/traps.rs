@@ -6,18 +6,19 @@
 //! PV guests). The forced-emulation prefix `ud2; "xen"; cpuid` runs CPUID against the domain's
 //! view (Xen's leaves at 0x40000000).
 
-use xen_abi::callback::{
-    CPUID_BASE, FORCED_EMULATION_PREFIX, IretContext, TI_CLEAR_EVENTS, VGCF_IN_SYSCALL,
-};
+use xen_abi::callback::{IretContext, TI_CLEAR_EVENTS, VGCF_IN_SYSCALL};
 use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
 
+use super::debugreg;
 use super::domain::{Domain, Vcpu};
+use super::privop::{self, Outcome};
 use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::mm::guest::{self, GuestRange};
 
 /// Vectors whose exception pushes an error code.
 const ERROR_CODE_VECTORS: [u64; 10] = [8, 10, 11, 12, 13, 14, 17, 21, 29, 30];
+const VEC_DB: u64 = 1;
 const VEC_UD: u64 = 6;
 const VEC_NM: u64 = 7;
 const VEC_GP: u64 = 13;
@@ -169,11 +170,18 @@ pub fn guest_exception(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<()
         }
         return deliver(d, v, f, VEC_GP, Some(f.error_code));
     }
-    if vector == VEC_GP && f.error_code == 0 && v.kernel_mode && emulate_privileged(v, f) {
+    if vector == VEC_GP && f.error_code == 0 {
+        match privop::general_protection(v, f) {
+            Outcome::Done => return Ok(()),
+            Outcome::Raise(other) => return deliver(d, v, f, other, None),
+            Outcome::Reflect => {}
+        }
+    }
+    if vector == VEC_UD && privop::forced_cpuid(f) {
         return Ok(());
     }
-    if vector == VEC_UD && emulate_forced_cpuid(f) {
-        return Ok(());
+    if vector == VEC_DB {
+        debugreg::guest_trap(v);
     }
     if vector == VEC_NM {
         // The guest set TS (fpu_taskswitch) and touched the FPU: clear it, real and virtual,
@@ -190,118 +198,6 @@ pub fn guest_exception(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<()
     }
     let err = ERROR_CODE_VECTORS.contains(&vector).then_some(f.error_code);
     deliver(d, v, f, vector, err)
-}
-
-/// The privileged instructions a PV kernel executes in ring 3 that Hestia performs for it
-/// (`shared/xen-abi.md` 4.10): RDMSR/WRMSR of the segment-base MSRs (Linux's `startup_xen`
-/// loads GS base with a raw WRMSR), reads of CR0/CR2/CR3/CR4, CLTS, WBINVD. Anything else is
-/// not emulated and the #GP is reflected.
-fn emulate_privileged(v: &mut Vcpu, f: &mut TrapFrame) -> bool {
-    let mut insn = [0u8; 3];
-    if GuestRange::new(f.rip, 3)
-        .and_then(|r| r.read(&mut insn))
-        .is_err()
-        || insn[0] != 0x0F
-    {
-        return false;
-    }
-    let msr_base = |m: u32| match m {
-        cpu::msr::FS_BASE => Some(0),
-        cpu::msr::GS_BASE => Some(2),
-        cpu::msr::KERNEL_GS_BASE => Some(1),
-        _ => None,
-    };
-    let len = match insn[1] {
-        0x30 => {
-            let value = (f.rdx << 32) | (f.rax & 0xffff_ffff);
-            let Some(which) = msr_base(f.rcx as u32) else {
-                return false;
-            };
-            if crate::hypercall::segment::set_base_locked(v, which, value).is_err() {
-                return false;
-            }
-            2
-        }
-        0x32 => {
-            let value = match f.rcx as u32 {
-                cpu::msr::FS_BASE => cpu::fs_base(),
-                cpu::msr::GS_BASE => cpu::kernel_gs_base(),
-                cpu::msr::KERNEL_GS_BASE => v.gs_base_user,
-                cpu::msr::EFER => cpu::efer(),
-                _ => return false,
-            };
-            (f.rax, f.rdx) = (value & 0xffff_ffff, value >> 32);
-            2
-        }
-        0x20 => {
-            // mov %crN, %reg: ModRM with mod = 11, reg = N, rm = destination.
-            let (cr, rm) = ((insn[2] >> 3) & 7, insn[2] & 7);
-            if insn[2] >> 6 != 3 {
-                return false;
-            }
-            let value = match cr {
-                0 => cpu::read_cr0(),
-                2 => cpu::read_cr2(),
-                3 => v.kernel_cr3,
-                4 => cpu::read_cr4(),
-                _ => return false,
-            };
-            let regs = [
-                &mut f.rax, &mut f.rcx, &mut f.rdx, &mut f.rbx, &mut f.rsp, &mut f.rbp, &mut f.rsi,
-                &mut f.rdi,
-            ];
-            *regs[rm as usize] = value;
-            3
-        }
-        0x06 => {
-            cpu::clear_ts();
-            2
-        }
-        0x09 => 2, // WBINVD: nothing to do for a guest without device memory of its own
-        _ => return false,
-    };
-    f.rip += len;
-    true
-}
-
-/// `ud2; "xen"; cpuid` at RIP: run CPUID for the guest and skip the 7 bytes.
-fn emulate_forced_cpuid(f: &mut TrapFrame) -> bool {
-    let mut insn = [0u8; 7];
-    if GuestRange::new(f.rip, 7)
-        .and_then(|r| r.read(&mut insn))
-        .is_err()
-        || insn[..5] != FORCED_EMULATION_PREFIX
-        || insn[5..] != [0x0F, 0xA2]
-    {
-        return false;
-    }
-    let (leaf, sub) = (f.rax as u32, f.rcx as u32);
-    let r = guest_cpuid(leaf, sub);
-    (f.rax, f.rbx, f.rcx, f.rdx) = (
-        u64::from(r[0]),
-        u64::from(r[1]),
-        u64::from(r[2]),
-        u64::from(r[3]),
-    );
-    f.rip += 7;
-    true
-}
-
-/// CPUID as a PV guest sees it: the hardware's, with the hypervisor bit set, and Xen's leaves.
-pub fn guest_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
-    const XEN: [u32; 3] = [0x566e_6558, 0x6558_4d4d, 0x4d4d_566e]; // "XenVMMXenVMM"
-    match leaf {
-        CPUID_BASE => [CPUID_BASE + 2, XEN[0], XEN[1], XEN[2]],
-        l if l == CPUID_BASE + 1 => [4 << 16 | 17, 0, 0, 0],
-        // One hypercall-page frame; MSR base for it (unused by 64-bit PV guests).
-        l if l == CPUID_BASE + 2 => [1, CPUID_BASE, 0, 0],
-        l if (CPUID_BASE..CPUID_BASE + 0x100).contains(&l) => [0; 4],
-        _ => {
-            let r = cpu::cpuid(leaf, sub);
-            let ecx = if leaf == 1 { r.ecx | (1 << 31) } else { r.ecx };
-            [r.eax, r.ebx, ecx, r.edx]
-        }
-    }
 }
 
 /// The `iret` hypercall: restore the context the guest pushed; RPL 3 in its CS returns to

@@ -57,6 +57,15 @@ fn test(_si: &StartInfo) -> Verdict {
         0,
     );
     check!(failed, r == 0 && fi.submap != 0xdead, "get_features ({r})");
+    // Xen 4.17 reports exactly these to a PV dom0 (bits 5, 6, 7, 11, 13, 17): no writable page
+    // tables, no auto-translation, no HVM bits. Any difference sends Linux down a path it
+    // never takes on Xen.
+    check!(
+        failed,
+        fi.submap == 0x228e0,
+        "features {:#x}, Xen 4.17 gives a PV dom0 0x228e0",
+        fi.submap
+    );
     let r = hypercall(nr::XEN_VERSION, 0x7fff, 0, 0, 0, 0);
     check!(
         failed,
@@ -64,10 +73,11 @@ fn test(_si: &StartInfo) -> Verdict {
         "unknown sub-op returned {r}, expected -ENOSYS"
     );
     println!(
-        "version {}.{}, capabilities {}",
+        "version {}.{}, capabilities {}, features {:#x}",
         ver >> 16,
         ver & 0xffff,
-        core::str::from_utf8(&caps[..14]).unwrap_or("?")
+        core::str::from_utf8(&caps[..14]).unwrap_or("?"),
+        fi.submap
     );
     if failed {
         Verdict::Failure("xen_version")

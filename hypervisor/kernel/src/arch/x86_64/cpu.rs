@@ -208,6 +208,44 @@ pub fn clear_ts() {
     unsafe { asm!("clts", options(nostack, preserves_flags)) };
 }
 
+/// Loads debug register `reg` (0-3, 6 or 7).
+///
+/// # Safety
+/// For DR0-3 the address must be a guest address (a hypervisor one would let a guest trap on
+/// Hestia's accesses); DR7 must not set GD or enable I/O breakpoints.
+pub unsafe fn write_dr(reg: u8, v: u64) {
+    // SAFETY: forwarded to the caller; the match selects one architectural register.
+    unsafe {
+        match reg {
+            0 => asm!("mov {}, %dr0", in(reg) v, options(att_syntax, nostack)),
+            1 => asm!("mov {}, %dr1", in(reg) v, options(att_syntax, nostack)),
+            2 => asm!("mov {}, %dr2", in(reg) v, options(att_syntax, nostack)),
+            3 => asm!("mov {}, %dr3", in(reg) v, options(att_syntax, nostack)),
+            6 => asm!("mov {}, %dr6", in(reg) v, options(att_syntax, nostack)),
+            7 => asm!("mov {}, %dr7", in(reg) v, options(att_syntax, nostack)),
+            _ => {}
+        }
+    }
+}
+
+/// Reads debug register `reg` (0-3, 6 or 7; anything else reads as 0).
+pub fn read_dr(reg: u8) -> u64 {
+    let v: u64;
+    // SAFETY: reading a debug register has no side effects; the match selects one register.
+    unsafe {
+        match reg {
+            0 => asm!("mov %dr0, {}", out(reg) v, options(att_syntax, nomem, nostack)),
+            1 => asm!("mov %dr1, {}", out(reg) v, options(att_syntax, nomem, nostack)),
+            2 => asm!("mov %dr2, {}", out(reg) v, options(att_syntax, nomem, nostack)),
+            3 => asm!("mov %dr3, {}", out(reg) v, options(att_syntax, nomem, nostack)),
+            6 => asm!("mov %dr6, {}", out(reg) v, options(att_syntax, nomem, nostack)),
+            7 => asm!("mov %dr7, {}", out(reg) v, options(att_syntax, nomem, nostack)),
+            _ => v = 0,
+        }
+    }
+    v
+}
+
 /// Writes back and invalidates the caches (WBINVD).
 pub fn wbinvd() {
     // SAFETY: WBINVD has no memory-safety effect; it is slow, which callers accept.

@@ -93,6 +93,37 @@ impl Gdt {
     }
 }
 
+impl Gdt {
+    /// Installs a guest's descriptors in pages 0-13 (entries beyond `entries.len()` become
+    /// null). The caller validated them (`hestia_core::descriptor`).
+    pub fn load_guest_entries(&self, entries: impl Iterator<Item = u64>) {
+        let mut n = 0;
+        for (i, d) in entries.take(GUEST_ENTRIES).enumerate() {
+            self.write_guest(i, d);
+            n = i + 1;
+        }
+        for i in n..GUEST_ENTRIES {
+            self.write_guest(i, 0);
+        }
+    }
+
+    /// Replaces one guest descriptor (`update_descriptor` on a live GDT frame).
+    pub fn set_guest_entry(&self, index: usize, desc: u64) {
+        if index < GUEST_ENTRIES {
+            self.write_guest(index, desc);
+        }
+    }
+
+    fn write_guest(&self, index: usize, desc: u64) {
+        // SAFETY: `index` < 7168 lies in the guest pages 0-13 of this GDT's 15 frames, which
+        // Hestia owns; no Hestia selector points there.
+        unsafe { ((self.base + index as u64 * 8) as *mut u64).write_volatile(desc) }
+    }
+}
+
+/// Guest GDT entries (pages 0-13).
+pub const GUEST_ENTRIES: usize = RESERVED_PAGE * ENTRIES_PER_PAGE;
+
 #[repr(C, packed)]
 struct DescriptorPointer {
     limit: u16,

@@ -92,6 +92,7 @@ fn dispatch_inner(f: &mut TrapFrame) {
     }
     let v = f.vector as u8;
     match v {
+        1 => crate::pv::debugreg::hypervisor_trap(f),
         2 => nmi(f),
         0..=31 => fatal_trap(f),
         vectors::TIMER => {
