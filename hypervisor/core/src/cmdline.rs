@@ -120,6 +120,8 @@ pub struct Options {
     pub selftest: SelfTests,
     /// `trace=hypercalls`: log every hypercall with its arguments and result.
     pub trace_hypercalls: bool,
+    /// `trace=exceptions`: log every exception a guest raises, before it is handled.
+    pub trace_exceptions: bool,
 }
 
 impl Default for Options {
@@ -133,6 +135,7 @@ impl Default for Options {
             dom0_max_vcpus: None,
             selftest: SelfTests::default(),
             trace_hypercalls: false,
+            trace_exceptions: false,
         }
     }
 }
@@ -213,6 +216,7 @@ impl Options {
                     for part in value.unwrap_or("").split(',') {
                         match part {
                             "hypercalls" => o.trace_hypercalls = true,
+                            "exceptions" => o.trace_exceptions = true,
                             _ => warn(Warning::BadValue(name, part)),
                         }
                     }
@@ -366,7 +370,7 @@ mod tests {
     #[test]
     fn trace_categories() {
         let (o, w) = parse("trace=hypercalls,nonsense");
-        assert!(o.trace_hypercalls);
+        assert!(o.trace_hypercalls && !o.trace_exceptions);
         assert_eq!(w, [Warning::BadValue("trace", "nonsense")]);
     }
 

@@ -9,12 +9,17 @@
 //!    reference (and, one level down, one type reference) per present entry; devalidation drops
 //!    exactly those.
 //! 3. L4 slots 256-271 belong to the hypervisor: never validated as guest entries, never updated.
+//! 4. I/O frames (beyond the table, or owned by [`DOM_IO`]: firmware, ACPI, the low 1 MiB) are
+//!    mapped only by L1 entries of a domain whose I/O-memory set holds them, and take no
+//!    references or types: nothing ever makes them page tables. Frames in the read-only I/O set
+//!    (devices the hypervisor drives but lets dom0 read, like the HPET) lose RW when mapped.
 //!
 //! Memory is abstract ([`PtMemory`]) so the rules run on the host against a recording fake.
 
 use alloc::vec::Vec;
 
 use crate::descriptor;
+use crate::rangeset::RangeSet;
 
 /// Page-table entry bits used by the rules.
 pub mod pte {
@@ -41,6 +46,9 @@ pub const HYPERVISOR_L4_SLOTS: core::ops::Range<usize> = 256..272;
 
 /// A domain id.
 pub type Dom = u16;
+
+/// The pseudo-domain owning I/O frames inside the table.
+pub const DOM_IO: Dom = xen_abi::xen::DOMID_IO;
 
 /// What a frame is used as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +109,8 @@ pub enum MmError {
     NotATable,
     /// The frame is already pinned.
     AlreadyPinned,
+    /// An I/O frame outside the domain's I/O-memory set.
+    NoIoAccess,
 }
 
 /// Access to page-table frames (the kernel uses the direct map; tests use a fake).
@@ -122,13 +132,65 @@ const FORCED: u64 = pte::US;
 /// allocator: at 16 bytes a frame it outgrows any heap).
 pub struct FrameTable<'a> {
     frames: &'a mut [FrameInfo],
+    /// The I/O frames each domain may map.
+    iomem: Vec<(Dom, RangeSet)>,
+    /// I/O frames only ever mapped read-only.
+    iomem_ro: RangeSet,
 }
 
 impl<'a> FrameTable<'a> {
     /// A table for frames `0..storage.len()`, all marked free.
     pub fn new(storage: &'a mut [FrameInfo]) -> Self {
         storage.fill(FrameInfo::FREE);
-        Self { frames: storage }
+        Self {
+            frames: storage,
+            iomem: Vec::new(),
+            iomem_ro: RangeSet::new(),
+        }
+    }
+
+    /// The I/O frames every mapping of which is made read-only.
+    pub fn iomem_ro_mut(&mut self) -> &mut RangeSet {
+        &mut self.iomem_ro
+    }
+
+    /// A guest entry as it is stored: US forced on present entries (64-bit PV kernels run in
+    /// ring 3), RW dropped for read-only I/O frames.
+    fn fix_entry(&self, level: u8, e: u64) -> u64 {
+        if e & pte::P == 0 {
+            return e;
+        }
+        let e = e | FORCED;
+        let target = (e & pte::ADDR) >> 12;
+        if level == 1 && self.iomem_ro.contains(target) && self.is_io(target) {
+            e & !pte::RW
+        } else {
+            e
+        }
+    }
+
+    /// True for an I/O frame: beyond the table (device memory) or owned by [`DOM_IO`].
+    pub fn is_io(&self, mfn: u64) -> bool {
+        self.info(mfn).is_none_or(|f| f.owner == Some(DOM_IO))
+    }
+
+    /// The I/O frames `dom` may map (empty unless granted).
+    pub fn iomem_mut(&mut self, dom: Dom) -> &mut RangeSet {
+        let i = match self.iomem.iter().position(|(d, _)| *d == dom) {
+            Some(i) => i,
+            None => {
+                self.iomem.push((dom, RangeSet::new()));
+                self.iomem.len() - 1
+            }
+        };
+        &mut self.iomem[i].1
+    }
+
+    /// True if `dom` may map I/O frame `mfn`.
+    pub fn iomem_allowed(&self, dom: Dom, mfn: u64) -> bool {
+        self.iomem
+            .iter()
+            .any(|(d, set)| *d == dom && set.contains(mfn))
     }
 
     /// The bookkeeping of `mfn`.
@@ -275,7 +337,8 @@ impl<'a> FrameTable<'a> {
     ) -> Result<(), MmError> {
         let slots: Vec<usize> = Self::guest_slots(level).collect();
         for (n, &i) in slots.iter().enumerate() {
-            let e = mem.read(mfn, i);
+            let raw = mem.read(mfn, i);
+            let e = self.fix_entry(level, raw);
             if let Err(err) = self.get_entry(mem, level, e, dom) {
                 for &j in &slots[..n] {
                     let old = mem.read(mfn, j);
@@ -283,8 +346,8 @@ impl<'a> FrameTable<'a> {
                 }
                 return Err(err);
             }
-            if e & pte::P != 0 && e & FORCED != FORCED {
-                mem.write(mfn, i, e | FORCED);
+            if e != raw {
+                mem.write(mfn, i, e);
             }
         }
         Ok(())
@@ -322,6 +385,13 @@ impl<'a> FrameTable<'a> {
         }
         Self::check_flags(level, e)?;
         let target = (e & pte::ADDR) >> 12;
+        if level == 1 && self.is_io(target) {
+            return if self.iomem_allowed(dom, target) {
+                Ok(())
+            } else {
+                Err(MmError::NoIoAccess)
+            };
+        }
         self.get_page(target, dom)?;
         let ty = match level {
             1 if e & pte::RW != 0 => Some(PageType::Writable),
@@ -342,6 +412,9 @@ impl<'a> FrameTable<'a> {
             return;
         }
         let target = (e & pte::ADDR) >> 12;
+        if level == 1 && self.is_io(target) {
+            return;
+        }
         if level > 1 || e & pte::RW != 0 {
             self.put_page_type(mem, target);
         }
@@ -369,7 +442,7 @@ impl<'a> FrameTable<'a> {
         if level == 4 && HYPERVISOR_L4_SLOTS.contains(&idx) {
             return Err(MmError::HypervisorSlot);
         }
-        let new = if new & pte::P != 0 { new | FORCED } else { new };
+        let new = self.fix_entry(level, new);
         self.get_entry(mem, level, new, dom)?;
         let old = mem.read(table, idx);
         mem.write(table, idx, new);
@@ -547,13 +620,76 @@ mod tests {
         );
         assert_eq!(
             ft.mod_entry(&mut mem, 4, 1, 7, e(1 << 30, 0), D),
-            Err(MmError::BadFrame)
+            Err(MmError::NoIoAccess),
+            "device memory without an I/O-memory grant"
         );
         assert_eq!(
             ft.mod_entry(&mut mem, 4, 1, 7, e(12, 0), OTHER),
             Err(MmError::NotATable),
             "not the table's owner"
         );
+    }
+
+    #[test]
+    fn io_frames() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        // Frame 30 of the table is firmware (DOM_IO); 0x1000 is device memory beyond it.
+        ft.assign(30, DOM_IO).unwrap();
+        for target in [30, 0x1000] {
+            assert_eq!(
+                ft.mod_entry(&mut mem, 4, 1, 7, e(target, pte::RW), D),
+                Err(MmError::NoIoAccess)
+            );
+        }
+        ft.iomem_mut(D).add(0, 1 << 40);
+        ft.iomem_mut(D).remove(0x1000, 0x1001);
+        assert_eq!(
+            ft.mod_entry(&mut mem, 4, 1, 7, e(0x1000, pte::RW), D),
+            Err(MmError::NoIoAccess),
+            "a frame taken out of the grant (Hestia's LAPIC, say)"
+        );
+        // Granted: mapped writable, twice, with no references or types taken.
+        ft.mod_entry(&mut mem, 4, 1, 7, e(30, pte::RW), D).unwrap();
+        ft.mod_entry(&mut mem, 4, 1, 8, e(30, pte::RW), D).unwrap();
+        ft.mod_entry(&mut mem, 4, 1, 9, e(0x2000, pte::RW), D)
+            .unwrap();
+        assert_eq!(
+            *ft.info(30).unwrap(),
+            FrameInfo {
+                owner: Some(DOM_IO),
+                ..FrameInfo::FREE
+            }
+        );
+        // Never a page table: not as an L2's L1, not pinned.
+        assert_eq!(
+            ft.mod_entry(&mut mem, 3, 2, 9, e(30, 0), D),
+            Err(MmError::NotOwner)
+        );
+        assert_eq!(
+            ft.mod_entry(&mut mem, 3, 2, 9, e(0x2000, 0), D),
+            Err(MmError::BadFrame)
+        );
+        assert_eq!(ft.pin(&mut mem, 30, 1, D), Err(MmError::NotOwner));
+        // Unmapping drops nothing; another domain still has no access.
+        ft.mod_entry(&mut mem, 4, 1, 7, 0, D).unwrap();
+        ft.mod_entry(&mut mem, 4, 1, 8, 0, D).unwrap();
+        ft.mod_entry(&mut mem, 4, 1, 9, 0, D).unwrap();
+        assert_eq!(
+            *ft.info(30).unwrap(),
+            FrameInfo {
+                owner: Some(DOM_IO),
+                ..FrameInfo::FREE
+            }
+        );
+        assert!(!ft.iomem_allowed(OTHER, 30) && ft.iomem_allowed(D, 30));
+        // A read-only device (the hypervisor's HPET): mappable, never writable.
+        ft.iomem_ro_mut().add(0x3000, 0x3001);
+        ft.mod_entry(&mut mem, 4, 1, 7, e(0x3000, pte::RW), D)
+            .unwrap();
+        assert_eq!(mem.read(4, 7) & pte::RW, 0, "RW dropped");
+        assert_ne!(mem.read(4, 7) & pte::P, 0);
     }
 
     #[test]

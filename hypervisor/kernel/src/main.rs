@@ -96,6 +96,9 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
     if opts.trace_hypercalls {
         hypercall::enable_trace();
     }
+    if opts.trace_exceptions {
+        pv::enable_exception_trace();
+    }
     NOREBOOT.store(opts.noreboot, Ordering::Relaxed);
     let opts = *OPTIONS.call_once(|| opts);
 
@@ -328,7 +331,7 @@ extern "C" fn continue_boot(info: u64) -> ! {
     }
     percpu::this_cpu().online.store(true, Ordering::Release);
 
-    if let Err(e) = mm::frametable::init(info.memmap.top_of_ram()) {
+    if let Err(e) = mm::frametable::init(&info.memmap) {
         fatal_boot(format_args!("mm: {e}"));
     }
     let wx = paging::audit_wx(

@@ -29,7 +29,12 @@ pub fn early_init() {
 }
 
 fn uart() -> Uart {
-    Uart::new(COM1_PORT.load(Ordering::Relaxed))
+    Uart::new(uart_port())
+}
+
+/// I/O base of the console UART (kept from dom0).
+pub fn uart_port() -> u16 {
+    COM1_PORT.load(Ordering::Relaxed)
 }
 
 /// Applies the `com1=`, `console=` and `loglvl=` options.

@@ -9,12 +9,12 @@
 use hestia_core::pv_mm::{MmError, PageType, PtMemory, pte};
 use xen_abi::errno::Errno;
 use xen_abi::mmu::{MmuUpdate, MmuextOp, ext, update, uvmf};
-use xen_abi::xen::{DOMID_SELF, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
+use xen_abi::xen::{DOMID_IO, DOMID_SELF, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
 
 use crate::arch::x86_64::cpu;
 use crate::mm::frametable::{self, DirectMem};
 use crate::mm::guest::{self, is_guest_range};
-use crate::pv::domain::Domain;
+use crate::pv::domain::{Domain, Vcpu};
 
 /// Most requests in one batch.
 const MAX_BATCH: u32 = 1 << 16;
@@ -24,6 +24,7 @@ const MAX_BATCH: u32 = 1 << 16;
 fn errno(e: MmError) -> Errno {
     match e {
         MmError::TypeConflict | MmError::NotOwner | MmError::Overflow => Errno::EBUSY,
+        MmError::NoIoAccess => Errno::EPERM,
         _ => Errno::EINVAL,
     }
 }
@@ -37,11 +38,13 @@ fn dom(d: &Domain) -> u16 {
     d.id.0
 }
 
-/// Checks `foreigndom` (only the caller itself for now: foreign mappings need a toolstack).
+/// Checks `foreigndom`: the caller itself, or `DOMID_IO` for a privileged caller (its I/O
+/// frames are checked against its I/O-memory set either way); foreign mappings need a toolstack.
 fn check_foreigndom(d: &Domain, foreigndom: u64) -> Result<(), Errno> {
     let fd = (foreigndom & 0xffff) as u16;
     let pfd = (foreigndom >> 16) as u16;
-    if (fd != DOMID_SELF && fd != dom(d)) || (pfd != 0 && pfd != dom(d) + 1) {
+    let own = fd == DOMID_SELF || fd == dom(d) || (fd == DOMID_IO && d.privileged);
+    if !own || (pfd != 0 && pfd != dom(d) + 1) {
         return Err(Errno::ESRCH);
     }
     Ok(())
@@ -119,7 +122,16 @@ pub(super) fn do_mmu_update(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             .checked_add(i * 16)
             .ok_or(Errno::EFAULT)
             .and_then(guest::read_obj::<MmuUpdate>)
-            .and_then(|req| one_update(d, req));
+            .and_then(|req| {
+                one_update(d, req).inspect_err(|e| {
+                    crate::debug!(
+                        "{}: mmu_update {:#x} := {:#x} refused ({e:?})",
+                        d.id,
+                        req.ptr,
+                        req.val
+                    );
+                })
+            });
         if let Err(e) = r {
             result = Err(e);
             break;
@@ -134,7 +146,7 @@ pub(super) fn do_mmu_update(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
 }
 
 /// Finds the L1 frame and index that map `va` in the page tables rooted at `l4_mfn`.
-fn find_l1(mem: &DirectMem, l4_mfn: u64, va: u64) -> Result<(u64, usize), Errno> {
+pub(crate) fn find_l1(mem: &DirectMem, l4_mfn: u64, va: u64) -> Result<(u64, usize), Errno> {
     let mut t = l4_mfn;
     for level in [4u32, 3, 2] {
         let e = mem.read(t, ((va >> (12 + 9 * (level - 1))) & 511) as usize);
@@ -167,6 +179,31 @@ pub(super) fn do_update_va_mapping(d: &Domain, a: [u64; 5]) -> Result<u64, Errno
     Ok(0)
 }
 
+/// Switches `v` (running, in kernel mode) to the L4 at machine frame `new`, which takes an L4
+/// type reference from the old one (`MMUEXT_NEW_BASEPTR`, and a guest's `mov` to CR3).
+pub(crate) fn new_baseptr(me: u16, v: &mut Vcpu, new: u64) -> Result<(), Errno> {
+    let old = v.kernel_cr3 >> 12;
+    if new != old {
+        frametable::with(|ft, mem| -> Result<(), MmError> {
+            ft.get_page(new, me)?;
+            if let Err(e) = ft.get_page_type(mem, new, PageType::Table(4), me) {
+                ft.put_page(new);
+                return Err(e);
+            }
+            ft.put_page_type(mem, old);
+            ft.put_page(old);
+            Ok(())
+        })
+        .unwrap_or(Err(MmError::BadFrame))
+        .map_err(errno_pin)?;
+        v.kernel_cr3 = new << 12;
+    }
+    // SAFETY: the new L4 was validated as an L4 of this domain (so it maps only its frames) and
+    // carries Hestia's slots 256-271, so Hestia stays mapped.
+    unsafe { cpu::write_cr3(new << 12) };
+    Ok(())
+}
+
 /// One `mmuext_op`.
 fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
     let me = dom(d);
@@ -180,29 +217,7 @@ fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
         ext::UNPIN_TABLE => frametable::with(|ft, mem| ft.unpin(mem, op.arg1, me))
             .unwrap_or(Err(MmError::BadFrame))
             .map_err(errno_pin),
-        ext::NEW_BASEPTR => {
-            let mut v = d.vcpus[0].lock();
-            let (new, old) = (op.arg1, v.kernel_cr3 >> 12);
-            if new != old {
-                frametable::with(|ft, mem| -> Result<(), MmError> {
-                    ft.get_page(new, me)?;
-                    if let Err(e) = ft.get_page_type(mem, new, PageType::Table(4), me) {
-                        ft.put_page(new);
-                        return Err(e);
-                    }
-                    ft.put_page_type(mem, old);
-                    ft.put_page(old);
-                    Ok(())
-                })
-                .unwrap_or(Err(MmError::BadFrame))
-                .map_err(errno_pin)?;
-                v.kernel_cr3 = new << 12;
-            }
-            // SAFETY: the new L4 was validated as an L4 of this domain (so it maps only its
-            // frames) and carries Hestia's slots 256-271, so Hestia stays mapped.
-            unsafe { cpu::write_cr3(new << 12) };
-            Ok(())
-        }
+        ext::NEW_BASEPTR => new_baseptr(me, &mut d.vcpus[0].lock(), op.arg1),
         ext::NEW_USER_BASEPTR => {
             let mut v = d.vcpus[0].lock();
             let (new, old) = (op.arg1, v.user_cr3 >> 12);

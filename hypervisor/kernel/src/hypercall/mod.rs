@@ -9,13 +9,15 @@ mod descriptor;
 mod event_channel;
 mod memory_op;
 mod misc;
-mod mmu;
+pub(crate) mod mmu;
 mod physdev_op;
 mod sched_op;
 pub(crate) mod segment;
 mod traps;
 mod vcpu_op;
 mod xen_version;
+
+pub use xen_version::XEN_VERSION;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -148,19 +150,37 @@ pub fn enable_trace() {
     TRACE.store(true, Ordering::Relaxed);
 }
 
+/// The top of the guest's stack when the hypercall being traced was issued: hypercalls go
+/// through one stub, so the return addresses there are what identifies the caller.
+static TRACE_STACK: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+
+/// Runs the hypercall a guest issued with SYSCALL, its stack at `rsp`; see [`dispatch`].
+pub fn dispatch_from(d: &Domain, number: u32, args: [u64; 5], rsp: u64) -> i64 {
+    if TRACE.load(Ordering::Relaxed) {
+        let words = crate::mm::guest::read_obj::<[u64; 3]>(rsp).unwrap_or_default();
+        for (slot, w) in TRACE_STACK.iter().zip(words) {
+            slot.store(w, Ordering::Relaxed);
+        }
+    }
+    dispatch(d, number, args)
+}
+
 /// Runs hypercall `number` for `d`; returns the value for RAX (negative errno on failure).
 pub fn dispatch(d: &Domain, number: u32, args: [u64; 5]) -> i64 {
     let r = dispatch_inner(d, number, args);
     if TRACE.load(Ordering::Relaxed) {
         let name = TABLE.get(number as usize).map_or("", |s| s.name);
         crate::info!(
-            "{}v0 hypercall {number} {name}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {r}",
+            "{}v0 hypercall {number} {name}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {r} (stack {:#x} {:#x} {:#x})",
             d.id,
             args[0],
             args[1],
             args[2],
             args[3],
-            args[4]
+            args[4],
+            TRACE_STACK[0].load(Ordering::Relaxed),
+            TRACE_STACK[1].load(Ordering::Relaxed),
+            TRACE_STACK[2].load(Ordering::Relaxed),
         );
     }
     r

@@ -4,7 +4,7 @@
 
 use xen_abi::errno::Errno;
 
-use crate::arch::x86_64::cpu;
+use crate::arch::x86_64::{cpu, uaccess};
 use crate::pv::domain::{Domain, Vcpu};
 
 const SEGBASE_FS: u64 = 0;
@@ -29,14 +29,30 @@ pub(crate) fn set_base_locked(v: &mut Vcpu, which: u64, base: u64) -> Result<u64
         SEGBASE_GS_KERNEL if !v.kernel_mode => v.gs_base_kernel = base,
         // The base of the mode the guest is in now is the live one.
         SEGBASE_GS_USER | SEGBASE_GS_KERNEL => cpu::set_kernel_gs_base(base),
-        // Loading a null user %gs selector: its base becomes 0 (other selectors need the
-        // guest's GDT, which arrives with set_gdt).
-        SEGBASE_GS_USER_SEL if base & 0xffff == 0 => v.gs_base_user = 0,
         _ => return Err(Errno::EINVAL),
     }
     Ok(0)
 }
 
+/// `SEGBASE_GS_USER_SEL`: loads the user %gs selector (RPL forced to 3) from the guest's GDT;
+/// its base becomes the user GS base. A selector the descriptor table refuses loads the null
+/// selector instead and the call still succeeds, as in Xen (Linux BUG()s on failure; callers
+/// that care re-read %gs).
+fn load_user_gs(v: &mut Vcpu, sel: u16) {
+    let sel = if sel > 3 { sel | 3 } else { sel };
+    let (_, base) = uaccess::load_guest_gs(sel);
+    if v.kernel_mode {
+        v.gs_base_user = base;
+    } else {
+        cpu::set_kernel_gs_base(base);
+    }
+}
+
 pub(super) fn do_set_segment_base(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    set_base_locked(&mut d.vcpus[0].lock(), a[0], a[1])
+    let mut v = d.vcpus[0].lock();
+    if a[0] == SEGBASE_GS_USER_SEL {
+        load_user_gs(&mut v, a[1] as u16);
+        return Ok(0);
+    }
+    set_base_locked(&mut v, a[0], a[1])
 }

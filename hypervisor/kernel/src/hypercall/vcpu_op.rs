@@ -1,10 +1,13 @@
 //! `vcpu_op` (hypercall 24) for the timer and state sub-ops, and `set_timer_op` (15).
 //! `shared/xen-abi.md` 6.3, 6.4. One vCPU per domain until SMP guests (M2).
 
+use core::sync::atomic::Ordering;
+
+use hestia_core::pv_mm::{MmError, PageType};
 use xen_abi::errno::Errno;
 
 use crate::arch::x86_64::tsc;
-use crate::mm::guest;
+use crate::mm::{frametable, guest, phys_to_virt};
 use crate::pv::domain::Domain;
 use crate::pv::events;
 
@@ -16,6 +19,7 @@ const SET_PERIODIC_TIMER: u32 = 6;
 const STOP_PERIODIC_TIMER: u32 = 7;
 const SET_SINGLESHOT_TIMER: u32 = 8;
 const STOP_SINGLESHOT_TIMER: u32 = 9;
+const REGISTER_VCPU_INFO: u32 = 10;
 /// Shortest period accepted by `SET_PERIODIC_TIMER`.
 const MIN_PERIOD_NS: u64 = 1_000_000;
 
@@ -72,8 +76,45 @@ pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             events::set_singleshot(&mut v.lock(), 0);
             Ok(0)
         }
+        REGISTER_VCPU_INFO => {
+            let [mfn, offset]: [u64; 2] = guest::read_obj(arg)?;
+            register_vcpu_info(d, vcpu, mfn, offset & 0xffff_ffff).map(|()| 0)
+        }
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// Moves vCPU `vcpu`'s `vcpu_info` to byte `offset` of the domain's frame `mfn` (once), as
+/// Xen's `map_vcpu_info`: the frame takes a writable type reference for good, the current
+/// contents are copied, and every event is marked pending so none is lost in the move.
+fn register_vcpu_info(d: &Domain, vcpu: u32, mfn: u64, offset: u64) -> Result<(), Errno> {
+    const SIZE: u64 = size_of::<xen_abi::xen::VcpuInfo>() as u64;
+    // Hestia's atomics need natural alignment; Linux's per-CPU vcpu_info is 64-byte aligned.
+    if offset > 4096 - SIZE || !offset.is_multiple_of(8) {
+        return Err(Errno::EINVAL);
+    }
+    let slot = d.vcpu_info.get(vcpu as usize).ok_or(Errno::ENOENT)?;
+    if slot.load(Ordering::Acquire) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let me = d.id.0;
+    frametable::with(|ft, mem| -> Result<(), MmError> {
+        ft.get_page(mfn, me)?;
+        ft.get_page_type(mem, mfn, PageType::Writable, me)
+            .inspect_err(|_| ft.put_page(mfn))
+    })
+    .unwrap_or(Err(MmError::BadFrame))
+    .map_err(|_| Errno::EINVAL)?;
+    let new = phys_to_virt(mfn * 4096) + offset;
+    let shared = d.shared();
+    let mut info = [0u8; SIZE as usize];
+    shared.copy_vcpu_info(vcpu, &mut info);
+    // SAFETY: `new` is 64 bytes inside a frame of this domain that now holds a writable type
+    // reference (never a page table, never freed while registered), mapped by the direct map.
+    unsafe { core::ptr::copy_nonoverlapping(info.as_ptr(), new as *mut u8, info.len()) };
+    slot.store(new, Ordering::Release);
+    d.shared().mark_all_pending(vcpu);
+    Ok(())
 }
 
 pub(super) fn do_set_timer_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {

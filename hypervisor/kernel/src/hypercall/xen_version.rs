@@ -13,6 +13,8 @@ use crate::pv::domain::Domain;
 
 const MAJOR: u64 = 4;
 const MINOR: u64 = 17;
+/// The version Hestia reports (`major << 16 | minor`), also in CPUID leaf 0x40000001.
+pub const XEN_VERSION: u32 = (MAJOR << 16 | MINOR) as u32;
 
 fn put_str(addr: u64, size: usize, s: &[u8]) -> Result<u64, Errno> {
     let mut buf = [0u8; version::CAPABILITIES_LEN];
@@ -40,7 +42,7 @@ fn features(d: &Domain) -> u32 {
 pub(super) fn do_xen_version(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     let arg = a[1];
     match a[0] as u32 {
-        cmd::VERSION => Ok(MAJOR << 16 | MINOR),
+        cmd::VERSION => Ok(u64::from(XEN_VERSION)),
         cmd::EXTRAVERSION => put_str(arg, version::EXTRAVERSION_LEN, b".0-hestia"),
         cmd::CAPABILITIES => put_str(arg, version::CAPABILITIES_LEN, b"xen-3.0-x86_64"),
         cmd::CHANGESET => put_str(

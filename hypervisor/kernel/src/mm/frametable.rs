@@ -4,7 +4,8 @@
 //! Lock order: `FRAMES` (this module) before `mm::FRAMES` (the allocator) and `KERNEL_PT`.
 //! Page-table frames are read and written through the direct map ([`DirectMem`]).
 
-use hestia_core::pv_mm::{FrameInfo, FrameTable, PtMemory};
+use hestia_core::memmap::MemoryMap;
+use hestia_core::pv_mm::{DOM_IO, FrameInfo, FrameTable, PtMemory};
 use xen_abi::mmu::INVALID_M2P_ENTRY;
 use xen_abi::xen::MACH2PHYS_VIRT_START;
 
@@ -46,8 +47,8 @@ impl PtMemory for DirectMem {
 /// Creates the frame table and the M2P for frames below `top` bytes, and maps the M2P
 /// read-only (guest-readable) at `MACH2PHYS_VIRT_START` in Hestia's page tables, whose slot
 /// 256 every guest L4 shares.
-pub fn init(top: u64) -> Result<(), &'static str> {
-    let nr = top.div_ceil(4096);
+pub fn init(memmap: &MemoryMap) -> Result<(), &'static str> {
+    let nr = memmap.top_of_ram().div_ceil(4096);
     let bytes = (nr * 8).next_multiple_of(4096);
     let m2p =
         super::alloc_zeroed_frames(bytes / 4096, 4096, u64::MAX).ok_or("no memory for the M2P")?;
@@ -80,13 +81,56 @@ pub fn init(top: u64) -> Result<(), &'static str> {
     M2P_RW.call_once(|| v);
     M2P_PHYS.call_once(|| (m2p, bytes));
     NR_FRAMES.call_once(|| nr);
-    *FRAMES.lock() = Some(FrameTable::new(storage));
+    let mut ft = FrameTable::new(storage);
+    let io = mark_io_frames(&mut ft, memmap, nr);
+    *FRAMES.lock() = Some(ft);
     crate::info!(
-        "mm: frame table ({} KiB) and M2P ({} KiB at {MACH2PHYS_VIRT_START:#x}, read-only to guests) for {nr} frames",
+        "mm: frame table ({} KiB) and M2P ({} KiB at {MACH2PHYS_VIRT_START:#x}, read-only to guests) for {nr} frames, {io} of them firmware/I/O",
         table_bytes / 1024,
         bytes / 1024
     );
     Ok(())
+}
+
+/// The low 1 MiB (BIOS data, EBDA, option ROMs, the BIOS; its RAM is never allocated again once
+/// the APs are up) and every frame the memory map does not call usable RAM (ACPI tables, holes,
+/// reserved ranges) belong to `DOM_IO`, as in Xen: dom0 maps them as I/O memory. Returns how
+/// many frames that is.
+fn mark_io_frames(ft: &mut FrameTable<'_>, memmap: &MemoryMap, nr: u64) -> u64 {
+    const LOW_MEM: u64 = 0x10_0000;
+    super::reserve_forever(0, LOW_MEM);
+    let usable = |mfn: u64| {
+        memmap
+            .usable()
+            .any(|r| r.start <= mfn * 4096 && (mfn + 1) * 4096 <= r.end)
+    };
+    let mut io = 0;
+    for mfn in 0..nr {
+        let low = mfn < LOW_MEM / 4096;
+        if (low || !usable(mfn)) && ft.assign(mfn, DOM_IO).is_ok() {
+            io += 1;
+        }
+    }
+    io
+}
+
+/// Lets `dom` (dom0) map every I/O frame but Hestia's own devices and the MSI/LAPIC window,
+/// and the devices Hestia shares (the HPET) read-only (Xen's `dom0_setup_permissions`).
+pub fn grant_dom0_iomem(dom: u16) {
+    /// 0xFEE00000-0xFEEFFFFF: LAPICs and MSI writes.
+    const MSI_WINDOW: (u64, u64) = (0xFEE00, 0xFEF00);
+    let (exclusive, readable) = super::hestia_device_frames();
+    with(|ft, _| {
+        let set = ft.iomem_mut(dom);
+        set.add(0, 1 << (52 - 12));
+        set.remove(MSI_WINDOW.0, MSI_WINDOW.1);
+        for &(s, e) in exclusive.ranges() {
+            set.remove(s, e);
+        }
+        for &(s, e) in readable.ranges() {
+            ft.iomem_ro_mut().add(s, e);
+        }
+    });
 }
 
 /// Number of machine frames the frame table covers (`XENMEM_maximum_ram_page`).

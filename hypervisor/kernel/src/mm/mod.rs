@@ -14,6 +14,7 @@ pub mod frametable;
 pub mod guest;
 
 use core::sync::atomic::{AtomicU64, Ordering};
+use hestia_core::rangeset::RangeSet;
 
 use hestia_core::frame_alloc::FrameAllocator;
 use linked_list_allocator::LockedHeap;
@@ -261,7 +262,37 @@ pub fn with_kernel_pt<R>(f: impl FnOnce(&mut PageTables) -> R) -> Option<R> {
 /// Maps device memory `[phys, phys+len)` uncached into the MMIO window; returns the virtual
 /// address of `phys`.
 pub fn ioremap(phys: u64, len: u64) -> Option<u64> {
+    record_device(&DEVICE_FRAMES, phys, len);
     map_window(phys, len, Access::Mmio)
+}
+
+/// As [`ioremap`], for a device dom0 may still read (Xen lets dom0 map the HPET read-only).
+pub fn ioremap_dom0_readable(phys: u64, len: u64) -> Option<u64> {
+    record_device(&DEVICE_FRAMES_RO, phys, len);
+    map_window(phys, len, Access::Mmio)
+}
+
+fn record_device(set: &spin::Mutex<RangeSet>, phys: u64, len: u64) {
+    set.lock().add(phys >> 12, (phys + len).div_ceil(4096));
+}
+
+/// Device memory Hestia mapped for itself alone (LAPIC, IOAPICs, ...), as frame ranges: never
+/// granted to a guest.
+static DEVICE_FRAMES: spin::Mutex<RangeSet> = spin::Mutex::new(RangeSet::new());
+/// Device memory Hestia drives that dom0 may map read-only.
+static DEVICE_FRAMES_RO: spin::Mutex<RangeSet> = spin::Mutex::new(RangeSet::new());
+
+/// The frames of device memory Hestia drives: (exclusive, readable by dom0).
+pub fn hestia_device_frames() -> (RangeSet, RangeSet) {
+    (
+        DEVICE_FRAMES.lock().clone(),
+        DEVICE_FRAMES_RO.lock().clone(),
+    )
+}
+
+/// Takes `[start, end)` (bytes) out of the free frames for good; returns the frames taken.
+pub fn reserve_forever(start: u64, end: u64) -> u64 {
+    FRAMES.lock().reserve(start, end).unwrap_or(0)
 }
 
 /// Maps `[phys, phys+len)` read-only (firmware tables outside the direct map).

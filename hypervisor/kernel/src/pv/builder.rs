@@ -228,9 +228,11 @@ fn build_page_tables(mem: &GuestMem<'_>, l: &PvLayout) -> u64 {
 
 /// Gives the domain's frames (and its shared_info page) to dom0 in the frame table, fills the
 /// M2P, and pins the bootstrap L4 with a second type reference for CR3 (as Xen's dom0 builder
-/// does): the validation proves the tables obey the PV MMU rules before the guest runs.
+/// does): the validation proves the tables obey the PV MMU rules before the guest runs. dom0
+/// also gets the machine's I/O memory, but for Hestia's own devices.
 fn register_frames(p2m: &[u64], shared_mfn: u64, l4_mfn: u64) -> Result<(), BuildError> {
     const DOM0: u16 = 0;
+    mm::frametable::grant_dom0_iomem(DOM0);
     mm::frametable::with(|ft, mem| {
         for (pfn, &mfn) in p2m.iter().enumerate() {
             ft.assign(mfn, DOM0)?;
@@ -387,5 +389,9 @@ pub fn build_dom0(
         tot_pages: core::sync::atomic::AtomicU64::new(nr_pages),
         max_pages: max_pages.max(nr_pages),
         vm_assist: core::sync::atomic::AtomicU64::new(0),
+        ioports: alloc::boxed::Box::new(super::ioport::dom0_ports(crate::console::uart_port())),
+        pci_cf8: AtomicU32::new(0),
+        rtc_index: core::sync::atomic::AtomicU8::new(0),
+        vcpu_info: alloc::vec![core::sync::atomic::AtomicU64::new(0)],
     })
 }

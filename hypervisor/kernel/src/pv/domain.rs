@@ -66,8 +66,16 @@ pub struct Vcpu {
     pub gs_base_kernel: u64,
     /// GS base of guest user mode (saved while in kernel mode).
     pub gs_base_user: u64,
-    /// Virtual IOPL (0-3, `PHYSDEVOP_set_iopl`): allows CLI/STI (and later port I/O).
+    /// Virtual IOPL (0-3, `PHYSDEVOP_set_iopl`): allows CLI/STI and port I/O.
     pub iopl: u8,
+    /// The I/O bitmap from `PHYSDEVOP_set_iobitmap`: guest address and ports covered.
+    pub iobitmap: (u64, u32),
+    /// Virtual CR2: the address of the last page fault delivered (or what the guest wrote).
+    pub cr2: u64,
+    /// Virtual CR4, as the guest reads it.
+    pub cr4: u64,
+    /// Virtual machine-check bank controls (IA32_MCi_CTL).
+    pub mc_ctl: [u64; super::msr::MC_BANKS],
     /// Frames of the guest's GDT (`set_gdt`), each holding a SegDesc type reference.
     pub gdt_frames: alloc::vec::Vec<u64>,
     /// Entries in the guest's GDT.
@@ -108,6 +116,10 @@ impl Vcpu {
             gs_base_kernel: 0,
             gs_base_user: 0,
             iopl: 0,
+            iobitmap: (0, 0),
+            cr2: 0,
+            cr4: super::privop::initial_cr4(),
+            mc_ctl: [u64::MAX; super::msr::MC_BANKS],
             gdt_frames: alloc::vec::Vec::new(),
             gdt_entries: 0,
             // Architectural reset values of DR6 and DR7.
@@ -159,12 +171,21 @@ pub struct Domain {
     pub max_pages: u64,
     /// `vm_assist` bits turned on.
     pub vm_assist: core::sync::atomic::AtomicU64,
+    /// The I/O ports it holds on the hardware.
+    pub ioports: alloc::boxed::Box<hestia_core::ioport::PortSet>,
+    /// Its virtual PCI configuration address (port 0xCF8, dword accesses).
+    pub pci_cf8: AtomicU32,
+    /// Its virtual CMOS index (port 0x70).
+    pub rtc_index: core::sync::atomic::AtomicU8,
+    /// Per vCPU: direct-map address of the `vcpu_info` it registered, 0 while it uses its
+    /// shared_info slot (`VCPUOP_register_vcpu_info`).
+    pub vcpu_info: Vec<core::sync::atomic::AtomicU64>,
 }
 
 impl Domain {
     /// The shared_info page.
-    pub fn shared(&self) -> Shared {
-        Shared::new(self.shared_info_mfn)
+    pub fn shared(&self) -> Shared<'_> {
+        Shared::new(self.shared_info_mfn, &self.vcpu_info)
     }
 
     /// Pages the domain owns.

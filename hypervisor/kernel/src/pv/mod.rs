@@ -9,7 +9,10 @@ pub mod builder;
 pub mod debugreg;
 pub mod domain;
 pub mod events;
+pub mod ioport;
+pub mod msr;
 pub mod privop;
+pub mod ptwr;
 pub mod shared;
 pub mod traps;
 pub mod unpack;
@@ -134,10 +137,19 @@ pub fn syscall(f: &mut TrapFrame) {
         return;
     }
     let args = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
-    f.rax = crate::hypercall::dispatch(d, f.rax as u32, args) as u64;
+    f.rax = crate::hypercall::dispatch_from(d, f.rax as u32, args, f.rsp) as u64;
     if d.dying.load(Ordering::Acquire) {
         stop_after_domain(d);
     }
+}
+
+/// Set by `trace=exceptions`.
+static TRACE_EXCEPTIONS: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// Logs every guest exception from now on.
+pub fn enable_exception_trace() {
+    TRACE_EXCEPTIONS.store(true, Ordering::Relaxed);
 }
 
 /// An exception raised by guest code.
@@ -145,6 +157,18 @@ pub fn guest_exception(f: &mut TrapFrame) {
     let Some(d) = current() else {
         return crash_unknown(f);
     };
+    if TRACE_EXCEPTIONS.load(Ordering::Relaxed) {
+        crate::info!(
+            "{}v0 exception {} ({}) error {:#x} at {:#x}, rsp {:#x}, cr2 {:#x}",
+            d.id,
+            f.vector,
+            trap::exception_name(f.vector),
+            f.error_code,
+            f.rip,
+            f.rsp,
+            cpu::read_cr2()
+        );
+    }
     let original = *f;
     let r = traps::guest_exception(d, &mut d.vcpus[0].lock(), f);
     if let Err(why) = r {

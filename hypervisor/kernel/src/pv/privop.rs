@@ -1,44 +1,67 @@
-//! Privileged instructions a PV kernel executes in ring 3 that Hestia performs for it
+//! Privileged instructions a PV guest executes in ring 3 that Hestia performs for it
 //! (`shared/xen-abi.md` 4.10), and CPUID as guests see it.
 //!
-//! From the #GP(0) of guest kernel mode: RDMSR/WRMSR of the segment-base MSRs (Linux's
-//! `startup_xen` loads GS base with a raw WRMSR) and a read of EFER, reads of CR0/CR2/CR3/CR4,
-//! `mov` to and from DR0-7, CLTS, WBINVD; from either mode CLI/STI when the virtual IOPL allows
-//! them (as no-ops). From #UD: the forced-emulation prefix `ud2; "xen"; cpuid`. Anything else is not
-//! emulated and the exception is reflected.
+//! From a #GP(0): port I/O in every form (see [`super::ioport`]) and CLI/STI (no-ops, as in
+//! Xen) when the guest's mode may use them; and from guest kernel mode RDMSR/WRMSR (see
+//! [`super::msr`]), moves to and from CR0/2/3/4 and DR0-7, RDTSC/RDTSCP (they only trap when
+//! the guest set CR4.TSD), CLTS, WBINVD, XSETBV. From #UD: the forced-emulation prefix
+//! `ud2; "xen"; cpuid`. Anything else is reflected. Instructions are decoded by
+//! `hestia_core::insn` from guest memory, byte by byte.
 
-use xen_abi::callback::{CPUID_BASE, FORCED_EMULATION_PREFIX};
+use hestia_core::cpuid;
+use hestia_core::insn::{self, Decoded};
+use xen_abi::callback::FORCED_EMULATION_PREFIX;
 use xen_abi::errno::Errno;
 
-use super::debugreg;
-use super::domain::Vcpu;
+use super::domain::{Domain, Vcpu};
+use super::{debugreg, ioport, msr};
 use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::mm::guest::GuestRange;
 
 /// What became of a trapping instruction.
 pub enum Outcome {
-    /// Performed; RIP is past it.
+    /// Performed (RIP is past it, or on it again for the rest of a long REP string).
     Done,
     /// Not one Hestia performs: deliver the original exception.
     Reflect,
     /// Performed as far as the architecture goes: it raises this exception (no error code).
     Raise(u64),
+    /// It touched unmapped guest memory: a page fault for the guest.
+    PageFault {
+        /// The faulting address (the guest's CR2).
+        addr: u64,
+        /// #PF error code bits (W).
+        error_code: u64,
+    },
 }
 
 const VEC_UD: u64 = 6;
+/// CR0.TS.
+const CR0_TS: u64 = 1 << 3;
+/// CR4 bits a guest controls: TSD, OSXSAVE (DE and FSGSBASE are not offered).
+const CR4_GUEST: u64 = (1 << 2) | (1 << 18);
+const CR4_TSD: u64 = 1 << 2;
+const CR4_OSXSAVE: u64 = 1 << 18;
+/// CR4 bits a guest sees as Hestia set them: PAE, MCE, OSFXSR, OSXMMEXCPT.
+const CR4_VISIBLE: u64 = (1 << 5) | (1 << 6) | (1 << 9) | (1 << 10);
+
+/// The CR4 a vCPU reads before it writes any (Xen's `pv_fixup_guest_cr4(v, 0)`).
+pub fn initial_cr4() -> u64 {
+    cpu::read_cr4() & CR4_VISIBLE
+}
 
 /// The guest instruction byte at `rip + i`.
-fn fetch(rip: u64, i: u64) -> Option<u8> {
+pub(super) fn fetch(rip: u64, i: usize) -> Option<u8> {
     let mut b = [0u8; 1];
-    GuestRange::new(rip.checked_add(i)?, 1)
+    GuestRange::new(rip.checked_add(i as u64)?, 1)
         .and_then(|r| r.read(&mut b))
         .ok()?;
     Some(b[0])
 }
 
 /// General-purpose register `n` (the ModRM/REX encoding order) of the trapped context.
-fn gpr(f: &mut TrapFrame, n: u8) -> &mut u64 {
+pub(super) fn gpr(f: &mut TrapFrame, n: u8) -> &mut u64 {
     match n & 15 {
         0 => &mut f.rax,
         1 => &mut f.rcx,
@@ -60,106 +83,139 @@ fn gpr(f: &mut TrapFrame, n: u8) -> &mut u64 {
 }
 
 /// Emulates the instruction behind a #GP(0) raised by guest code.
-pub fn general_protection(v: &mut Vcpu, f: &mut TrapFrame) -> Outcome {
-    let Some(first) = fetch(f.rip, 0) else {
-        return Outcome::Reflect;
-    };
-    // CLI/STI: with enough virtual IOPL (guest kernel mode counts as CPL 1, user mode as CPL 3)
-    // they are skipped, as Xen does: the upcall mask is the guest's real interrupt flag and a
-    // raw CLI never touches it (nor could a POPF restore it).
-    if matches!(first, 0xFA | 0xFB) {
-        let cpl = if v.kernel_mode { 1 } else { 3 };
-        if v.iopl < cpl {
-            return Outcome::Reflect;
-        }
-        f.rip += 1;
-        return Outcome::Done;
-    }
-    if !v.kernel_mode {
-        return Outcome::Reflect;
-    }
-    // An optional REX prefix, then a two-byte opcode.
-    let (rex, at) = if first & 0xF0 == 0x40 {
-        (first, 1)
-    } else {
-        (0, 0)
-    };
-    let (Some(0x0F), Some(op)) = (fetch(f.rip, at), fetch(f.rip, at + 1)) else {
-        return Outcome::Reflect;
-    };
-    let len = match op {
-        0x30 | 0x32 => msr(v, f, op == 0x30),
-        0x20..=0x23 => {
-            let Some(modrm) = fetch(f.rip, at + 2) else {
-                return Outcome::Reflect;
-            };
-            // The CPU decodes mod as 11 for these: reg is the control or debug register, rm
-            // (extended by REX.B) the general-purpose one.
-            let n = u64::from((modrm >> 3) & 7 | (rex & 4) << 1);
-            let r = (modrm & 7) | (rex & 1) << 3;
-            match op {
-                0x20 => control_register(v, n).map(|x| *gpr(f, r) = x),
-                0x21 => debugreg::get(v, n).map(|x| *gpr(f, r) = x),
-                0x23 => debugreg::set(v, n, *gpr(f, r)),
-                _ => Err(Errno::EPERM), // writes to control registers
+pub fn general_protection(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Outcome {
+    let rip = f.rip;
+    let insn = insn::decode(|i| fetch(rip, i));
+    let advance = match insn.op {
+        Decoded::In { .. } | Decoded::Out { .. } | Decoded::Ins { .. } | Decoded::Outs { .. } => {
+            match ioport::emulate(d, v, f, insn.op) {
+                Ok(done) => done,
+                Err(ioport::Fault::GeneralProtection) => return Outcome::Reflect,
+                Err(ioport::Fault::PageFault { addr, write }) => {
+                    return Outcome::PageFault {
+                        addr,
+                        error_code: if write { 2 } else { 0 },
+                    };
+                }
             }
-            .map(|()| at + 3)
         }
-        0x06 => {
-            cpu::clear_ts();
-            Ok(2)
+        Decoded::Cli | Decoded::Sti => {
+            // Guest kernel mode counts as CPL 1, user mode as CPL 3.
+            let cpl = if v.kernel_mode { 1 } else { 3 };
+            if v.iopl < cpl {
+                return Outcome::Reflect;
+            }
+            true
         }
-        0x09 => Ok(2), // WBINVD: nothing to do for a guest without device memory of its own
-        _ => Err(Errno::EPERM),
+        _ if !v.kernel_mode => return Outcome::Reflect,
+        op => match kernel_only(d, v, f, op) {
+            Ok(()) => true,
+            // Xen's mapping of emulation errors: -ENODEV is #UD, anything else #GP.
+            Err(Errno::ENODEV) => return Outcome::Raise(VEC_UD),
+            Err(_) => return Outcome::Reflect,
+        },
     };
-    match len {
-        Ok(len) => {
-            f.rip += len;
-            Outcome::Done
+    if advance {
+        f.rip += u64::from(insn.len);
+    }
+    Outcome::Done
+}
+
+/// The instructions only guest kernel mode may have performed.
+fn kernel_only(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame, op: Decoded) -> Result<(), Errno> {
+    match op {
+        Decoded::Rdmsr => {
+            let value = msr::read(v, f.rcx as u32).inspect_err(|_| refused(v, f, "RDMSR"))?;
+            (f.rax, f.rdx) = (value & 0xffff_ffff, value >> 32);
         }
-        // Xen's mapping of the emulation errors: -ENODEV is #UD, anything else #GP.
-        Err(Errno::ENODEV) => Outcome::Raise(VEC_UD),
-        Err(_) => Outcome::Reflect,
+        Decoded::Wrmsr => {
+            let value = (f.rdx << 32) | (f.rax & 0xffff_ffff);
+            msr::write(v, f.rcx as u32, value).inspect_err(|_| refused(v, f, "WRMSR"))?;
+        }
+        Decoded::ReadCr { cr, gpr: r } => *gpr(f, r) = read_cr(v, cr)?,
+        Decoded::WriteCr { cr, gpr: r } => write_cr(d, v, cr, *gpr(f, r))?,
+        Decoded::ReadDr { dr, gpr: r } => *gpr(f, r) = debugreg::get(v, u64::from(dr))?,
+        Decoded::WriteDr { dr, gpr: r } => debugreg::set(v, u64::from(dr), *gpr(f, r))?,
+        Decoded::Rdtsc | Decoded::Rdtscp => {
+            let t = cpu::rdtsc();
+            (f.rax, f.rdx) = (t & 0xffff_ffff, t >> 32);
+            if op == Decoded::Rdtscp {
+                f.rcx = 0; // TSC_AUX: not offered
+            }
+        }
+        Decoded::Clts => cpu::clear_ts(),
+        Decoded::Wbinvd if d.privileged => cpu::wbinvd(),
+        Decoded::Wbinvd => {} // nothing of its own could be stale in a cache
+        Decoded::Xsetbv => {
+            let value = (f.rdx << 32) | (f.rax & 0xffff_ffff);
+            let mask = cpu::guest_xcr0_mask();
+            let valid = value & 1 != 0 && value & !mask == 0 && (value & 4 == 0 || value & 2 != 0);
+            if f.rcx as u32 != 0 || !valid || v.cr4 & CR4_OSXSAVE == 0 {
+                return Err(Errno::EINVAL);
+            }
+            // SAFETY: a subset of what Hestia enabled, with x87, and AVX only with SSE.
+            unsafe { cpu::set_xcr0(value) };
+        }
+        _ => return Err(Errno::EINVAL),
     }
+    Ok(())
 }
 
-/// WRMSR (`write`) or RDMSR of the MSRs a PV kernel may touch; the instruction length.
-fn msr(v: &mut Vcpu, f: &mut TrapFrame, write: bool) -> Result<u64, Errno> {
-    if write {
-        let which = match f.rcx as u32 {
-            cpu::msr::FS_BASE => 0,
-            cpu::msr::GS_BASE => 2,
-            cpu::msr::KERNEL_GS_BASE => 1,
-            _ => return Err(Errno::EPERM),
-        };
-        let value = (f.rdx << 32) | (f.rax & 0xffff_ffff);
-        crate::hypercall::segment::set_base_locked(v, which, value)?;
-    } else {
-        let value = match f.rcx as u32 {
-            cpu::msr::FS_BASE => cpu::fs_base(),
-            cpu::msr::GS_BASE => cpu::kernel_gs_base(),
-            cpu::msr::KERNEL_GS_BASE => v.gs_base_user,
-            cpu::msr::EFER => cpu::efer(),
-            _ => return Err(Errno::EPERM),
-        };
-        (f.rax, f.rdx) = (value & 0xffff_ffff, value >> 32);
-    }
-    Ok(2)
+fn refused(v: &Vcpu, f: &TrapFrame, what: &str) {
+    crate::debug!("v{}: {what} of MSR {:#x} refused (#GP)", v.id, f.rcx as u32);
 }
 
-/// `mov %crN, %reg`: the control registers as a PV kernel sees them.
-fn control_register(v: &Vcpu, n: u64) -> Result<u64, Errno> {
-    match n {
+/// `mov %crN, %reg` as a PV kernel sees it.
+fn read_cr(v: &Vcpu, cr: u8) -> Result<u64, Errno> {
+    match cr {
         0 => Ok(cpu::read_cr0()),
-        2 => Ok(cpu::read_cr2()),
+        2 => Ok(v.cr2),
         3 => Ok(v.kernel_cr3),
-        4 => Ok(cpu::read_cr4()),
-        _ => Err(Errno::EPERM),
+        4 => Ok(v.cr4),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// `mov %reg, %crN`: CR0 may only toggle TS, CR2 is virtual, CR3 switches page tables like
+/// `MMUEXT_NEW_BASEPTR`, CR4 keeps only the guest-controlled bits.
+fn write_cr(d: &Domain, v: &mut Vcpu, cr: u8, value: u64) -> Result<(), Errno> {
+    match cr {
+        0 if (value ^ cpu::read_cr0()) & !CR0_TS != 0 => Err(Errno::EINVAL),
+        0 => {
+            if value & CR0_TS != 0 {
+                cpu::set_ts();
+            } else {
+                cpu::clear_ts();
+            }
+            Ok(())
+        }
+        2 => {
+            v.cr2 = value;
+            d.shared().set_cr2(v.id, value);
+            Ok(())
+        }
+        3 => crate::hypercall::mmu::new_baseptr(d.id.0, v, value >> 12),
+        4 => {
+            let offered = if cpu::guest_xcr0_mask() != 0 {
+                CR4_GUEST
+            } else {
+                CR4_GUEST & !CR4_OSXSAVE
+            };
+            let new = (value & offered) | (cpu::read_cr4() & CR4_VISIBLE);
+            if (new ^ v.cr4) & CR4_TSD != 0 {
+                let real = cpu::read_cr4() & !CR4_TSD | (new & CR4_TSD);
+                // SAFETY: TSD only makes RDTSC fault outside ring 0, i.e. in the guest.
+                unsafe { cpu::write_cr4(real) };
+            }
+            v.cr4 = new;
+            Ok(())
+        }
+        _ => Err(Errno::EINVAL),
     }
 }
 
 /// `ud2; "xen"; cpuid` at RIP: run CPUID for the guest and skip the 7 bytes.
-pub fn forced_cpuid(f: &mut TrapFrame) -> bool {
+pub fn forced_cpuid(v: &Vcpu, f: &mut TrapFrame) -> bool {
     let mut insn = [0u8; 7];
     if GuestRange::new(f.rip, 7)
         .and_then(|r| r.read(&mut insn))
@@ -170,7 +226,7 @@ pub fn forced_cpuid(f: &mut TrapFrame) -> bool {
         return false;
     }
     let (leaf, sub) = (f.rax as u32, f.rcx as u32);
-    let r = guest_cpuid(leaf, sub);
+    let r = guest_cpuid(v, leaf, sub);
     (f.rax, f.rbx, f.rcx, f.rdx) = (
         u64::from(r[0]),
         u64::from(r[1]),
@@ -181,19 +237,20 @@ pub fn forced_cpuid(f: &mut TrapFrame) -> bool {
     true
 }
 
-/// CPUID as a PV guest sees it: the hardware's, with the hypervisor bit set, and Xen's leaves.
-pub fn guest_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
-    const XEN: [u32; 3] = [0x566e_6558, 0x6558_4d4d, 0x4d4d_566e]; // "XenVMMXenVMM"
-    match leaf {
-        CPUID_BASE => [CPUID_BASE + 2, XEN[0], XEN[1], XEN[2]],
-        l if l == CPUID_BASE + 1 => [4 << 16 | 17, 0, 0, 0],
-        // One hypercall-page frame; MSR base for it (unused by 64-bit PV guests).
-        l if l == CPUID_BASE + 2 => [1, CPUID_BASE, 0, 0],
-        l if (CPUID_BASE..CPUID_BASE + 0x100).contains(&l) => [0; 4],
-        _ => {
-            let r = cpu::cpuid(leaf, sub);
-            let ecx = if leaf == 1 { r.ecx | (1 << 31) } else { r.ecx };
-            [r.eax, r.ebx, ecx, r.edx]
-        }
-    }
+/// CPUID as PV vCPU `v` sees it (`hestia_core::cpuid`).
+pub fn guest_cpuid(v: &Vcpu, leaf: u32, sub: u32) -> [u32; 4] {
+    let ctx = cpuid::Context {
+        xcr0_mask: cpu::guest_xcr0_mask(),
+        kernel_mode: v.kernel_mode,
+        guest_osxsave: v.cr4 & CR4_OSXSAVE != 0,
+        version: crate::hypercall::XEN_VERSION,
+    };
+    let hw = |l: u32, s: u32| {
+        let r = cpu::cpuid(l, s);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    };
+    cpuid::pv_leaf(leaf, sub, hw(leaf, sub), &ctx, |i| {
+        let r = hw(0xD, i);
+        (r[0], r[1])
+    })
 }

@@ -1,7 +1,8 @@
 //! A domain's shared_info page as Hestia writes it: event bits (atomically, since the guest
 //! changes the same words), per-vCPU time (`vcpu_time_info`, version-counted) and the wallclock.
 //! Layout: `public/xen.h` (`shared_info`, `vcpu_info`, `vcpu_time_info`); offsets are asserted
-//! in `xen-abi`.
+//! in `xen-abi`. A vCPU's `vcpu_info` is slot `v` of the page until the guest moves it into one
+//! of its own pages (`VCPUOP_register_vcpu_info`).
 
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 
@@ -12,50 +13,79 @@ use xen_abi::xen::{SharedInfo, VcpuInfo};
 use crate::arch::x86_64::{cpu, tsc};
 use crate::mm::phys_to_virt;
 
-/// The shared_info page of one domain.
+/// The shared_info page of one domain, and where its vCPUs' `vcpu_info` live.
 #[derive(Clone, Copy)]
-pub struct Shared {
+pub struct Shared<'a> {
     base: u64,
+    /// Direct-map address of each vCPU's registered `vcpu_info`, 0 for the shared_info slot.
+    moved: &'a [AtomicU64],
 }
 
 const VCPU_INFO: u64 = size_of::<VcpuInfo>() as u64;
+/// Offsets at and above this name a `vcpu_info` field: `VCPU_FIELD + (vcpu << 16) + field`.
+const VCPU_FIELD: u64 = 1 << 32;
 const PENDING: u64 = core::mem::offset_of!(SharedInfo, evtchn_pending) as u64;
 const MASK: u64 = core::mem::offset_of!(SharedInfo, evtchn_mask) as u64;
 const WC_VERSION: u64 = core::mem::offset_of!(SharedInfo, wc_version) as u64;
 const SEL: u64 = core::mem::offset_of!(VcpuInfo, evtchn_pending_sel) as u64;
 const TIME: u64 = core::mem::offset_of!(VcpuInfo, time) as u64;
 
-impl Shared {
-    /// The page at machine frame `mfn` (a Hestia-owned frame shared with the domain).
-    pub fn new(mfn: u64) -> Self {
+impl<'a> Shared<'a> {
+    /// The page at machine frame `mfn` (a Hestia-owned frame shared with the domain), with the
+    /// registered `vcpu_info` locations `moved`.
+    pub fn new(mfn: u64, moved: &'a [AtomicU64]) -> Self {
         Shared {
             base: phys_to_virt(mfn * 4096),
+            moved,
+        }
+    }
+
+    /// The address of `off` in the page, or of a `vcpu_info` field (`off` >= [`VCPU_FIELD`]
+    /// encodes vCPU and field, see [`Self::vcpu`]).
+    fn addr(&self, off: u64) -> u64 {
+        if off >= VCPU_FIELD {
+            let (v, field) = ((off - VCPU_FIELD) >> 16, off & 0xffff);
+            let moved = self
+                .moved
+                .get(v as usize)
+                .map_or(0, |m| m.load(Ordering::Acquire));
+            let base = if moved != 0 {
+                moved
+            } else {
+                self.base + (v % 32) * VCPU_INFO
+            };
+            base + field
+        } else {
+            self.base + off
         }
     }
 
     fn u64_at(&self, off: u64) -> &AtomicU64 {
-        // SAFETY: `off` is an 8-byte-aligned offset inside the 4 KiB shared_info frame (callers
-        // use offsets of fields of `SharedInfo` with port / vCPU indices already bounded); the
-        // frame stays mapped in the direct map while the domain exists.
-        unsafe { &*((self.base + off) as *const AtomicU64) }
+        // SAFETY: `addr` is 8-byte aligned inside the shared_info frame (offsets of
+        // `SharedInfo` fields with bounded indices) or inside a registered `vcpu_info` (a
+        // 64-byte, 64-byte-aligned block in a guest frame Hestia holds a writable type
+        // reference on, so it stays the domain's ordinary memory); both stay mapped in the
+        // direct map while the domain exists.
+        unsafe { &*(self.addr(off) as *const AtomicU64) }
     }
 
     fn u32_at(&self, off: u64) -> &AtomicU32 {
         // SAFETY: as in `u64_at`, 4-byte aligned.
-        unsafe { &*((self.base + off) as *const AtomicU32) }
+        unsafe { &*(self.addr(off) as *const AtomicU32) }
     }
 
     fn u8_at(&self, off: u64) -> &AtomicU8 {
         // SAFETY: as in `u64_at`.
-        unsafe { &*((self.base + off) as *const AtomicU8) }
+        unsafe { &*(self.addr(off) as *const AtomicU8) }
     }
 
     fn bit(port: u32) -> (u64, u64) {
         (u64::from(port % 4096 / 64) * 8, 1 << (port % 64))
     }
 
+    /// The encoded offset of vCPU `v`'s `vcpu_info` (add a field offset).
     fn vcpu(v: u32) -> u64 {
-        u64::from(v % 32) * VCPU_INFO
+        VCPU_FIELD + (u64::from(v) << 16)
     }
 
     /// `evtchn_upcall_mask` of vCPU `v` (the guest's "interrupts off").
@@ -78,6 +108,22 @@ impl Shared {
     /// `evtchn_upcall_pending` of vCPU `v`.
     pub fn upcall_pending(&self, v: u32) -> bool {
         self.u8_at(Self::vcpu(v)).load(Ordering::Acquire) != 0
+    }
+
+    /// Copies vCPU `v`'s current `vcpu_info` into `out`.
+    pub fn copy_vcpu_info(&self, v: u32, out: &mut [u8; VCPU_INFO as usize]) {
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = self.u8_at(Self::vcpu(v) + i as u64).load(Ordering::Acquire);
+        }
+    }
+
+    /// Marks every event selector word and the upcall of vCPU `v` pending (after a move of its
+    /// `vcpu_info`, so that nothing set meanwhile is lost; the guest scans and finds what is
+    /// really pending).
+    pub fn mark_all_pending(&self, v: u32) {
+        self.u64_at(Self::vcpu(v) + SEL)
+            .store(u64::MAX, Ordering::Release);
+        self.u8_at(Self::vcpu(v)).store(1, Ordering::Release);
     }
 
     /// Writes vCPU `v`'s time information, version-counted (odd while updating).
@@ -118,7 +164,7 @@ impl Shared {
     }
 }
 
-impl SharedBits for Shared {
+impl SharedBits for Shared<'_> {
     fn test_and_set_pending(&mut self, port: u32) -> bool {
         let (w, b) = Self::bit(port);
         self.u64_at(PENDING + w).fetch_or(b, Ordering::AcqRel) & b != 0

@@ -156,6 +156,21 @@ fn deliver(
     )
 }
 
+/// Delivers a page fault at `addr` (the guest's CR2).
+fn page_fault(
+    d: &Domain,
+    v: &mut Vcpu,
+    f: &mut TrapFrame,
+    addr: u64,
+    err: u64,
+) -> Result<(), Fatal> {
+    v.cr2 = addr;
+    d.shared().set_cr2(v.id, addr);
+    // The CPU always reports a user access (the guest runs at CPL 3): bit 2 says the mode.
+    let err = (err & !4) | if v.kernel_mode { 0 } else { 4 };
+    deliver(d, v, f, VEC_PF, Some(err))
+}
+
 /// Handles an exception raised by guest code; `Err` asks the caller to crash the domain.
 pub fn guest_exception(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<(), Fatal> {
     let vector = f.vector;
@@ -171,13 +186,16 @@ pub fn guest_exception(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<()
         return deliver(d, v, f, VEC_GP, Some(f.error_code));
     }
     if vector == VEC_GP && f.error_code == 0 {
-        match privop::general_protection(v, f) {
+        match privop::general_protection(d, v, f) {
             Outcome::Done => return Ok(()),
             Outcome::Raise(other) => return deliver(d, v, f, other, None),
+            Outcome::PageFault { addr, error_code } => {
+                return page_fault(d, v, f, addr, error_code);
+            }
             Outcome::Reflect => {}
         }
     }
-    if vector == VEC_UD && privop::forced_cpuid(f) {
+    if vector == VEC_UD && privop::forced_cpuid(v, f) {
         return Ok(());
     }
     if vector == VEC_DB {
@@ -191,10 +209,10 @@ pub fn guest_exception(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<()
     }
     if vector == VEC_PF {
         let cr2 = cpu::read_cr2();
-        d.shared().set_cr2(v.id, cr2);
-        // The CPU always reports a user access (the guest runs at CPL 3): bit 2 says the mode.
-        let err = (f.error_code & !4) | if v.kernel_mode { 0 } else { 4 };
-        return deliver(d, v, f, vector, Some(err));
+        if super::ptwr::handle(d, v, f, cr2, f.error_code) {
+            return Ok(());
+        }
+        return page_fault(d, v, f, cr2, f.error_code);
     }
     let err = ERROR_CODE_VECTORS.contains(&vector).then_some(f.error_code);
     deliver(d, v, f, vector, err)

@@ -84,6 +84,22 @@ pub fn set_fs_base(v: u64) {
     unsafe { wrmsr(msr::FS_BASE, v) }
 }
 
+/// GS_BASE: while Hestia runs, its per-CPU data.
+pub fn gs_base() -> u64 {
+    // SAFETY: IA32_GS_BASE exists on every x86_64 CPU; reading it has no side effects.
+    unsafe { rdmsr(msr::GS_BASE) }
+}
+
+/// Sets GS_BASE.
+///
+/// # Safety
+/// While Hestia runs, GS_BASE must point at this CPU's per-CPU data (interrupts disabled
+/// otherwise).
+pub unsafe fn set_gs_base(v: u64) {
+    // SAFETY: forwarded to the caller.
+    unsafe { wrmsr(msr::GS_BASE, v) }
+}
+
 /// KERNEL_GS_BASE: while Hestia runs (after SWAPGS) it holds the guest's active GS base.
 pub fn kernel_gs_base() -> u64 {
     // SAFETY: IA32_KERNEL_GS_BASE exists on every x86_64 CPU; reading it has no side effects.
@@ -172,25 +188,64 @@ pub fn write_cr3_reload() {
     unsafe { write_cr3(read_cr3()) };
 }
 
-/// Lets guests use x87, SSE and (when present) XSAVE-managed state: CR4.OSFXSR, OSXMMEXCPT,
-/// OSXSAVE and XCR0 = x87 | SSE | AVX (as supported). Hestia itself is soft-float, so the FPU
-/// registers hold only guest state.
-pub fn enable_guest_fpu() {
+/// True on an Intel CPU (vendor "GenuineIntel").
+pub fn is_intel() -> bool {
+    let r = cpuid(0, 0);
+    [r.ebx, r.edx, r.ecx] == [0x756e_6547, 0x4965_6e69, 0x6c65_746e]
+}
+
+/// True on an AMD CPU (vendor "AuthenticAMD").
+pub fn is_amd() -> bool {
+    let r = cpuid(0, 0);
+    [r.ebx, r.edx, r.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163]
+}
+
+/// The display family (CPUID.1:EAX family plus extended family).
+pub fn family() -> u32 {
+    let a = cpuid(1, 0).eax;
+    let base = (a >> 8) & 0xf;
+    if base == 0xf {
+        base + ((a >> 20) & 0xff)
+    } else {
+        base
+    }
+}
+
+/// The XSAVE components guests may enable (x87, SSE and AVX as present), or 0 without XSAVE.
+pub fn guest_xcr0_mask() -> u64 {
     let l1 = cpuid(1, 0);
+    if l1.ecx & (1 << 26) == 0 {
+        return 0;
+    }
+    0b11 | if l1.ecx & (1 << 28) != 0 { 0b100 } else { 0 }
+}
+
+/// Loads XCR0.
+///
+/// # Safety
+/// XSAVE must be enabled (CR4.OSXSAVE) and `xcr0` a valid combination the CPU supports
+/// (x87 set; AVX only with SSE), e.g. a subset of [`guest_xcr0_mask`] with bit 0 set.
+pub unsafe fn set_xcr0(xcr0: u64) {
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        asm!("xsetbv", in("ecx") 0, in("eax") xcr0 as u32, in("edx") (xcr0 >> 32) as u32, options(nostack, preserves_flags))
+    };
+}
+
+/// Lets guests use x87, SSE and (when present) XSAVE-managed state: CR4.OSFXSR, OSXMMEXCPT,
+/// OSXSAVE and XCR0 = [`guest_xcr0_mask`]. Hestia itself is soft-float, so the FPU registers
+/// hold only guest state.
+pub fn enable_guest_fpu() {
     let mut cr4 = read_cr4() | (1 << 9) | (1 << 10);
-    let xsave = l1.ecx & (1 << 26) != 0;
-    if xsave {
+    let xcr0 = guest_xcr0_mask();
+    if xcr0 != 0 {
         cr4 |= 1 << 18;
     }
     // SAFETY: these CR4 bits only enable FXSAVE/SSE exceptions/XSAVE for code that uses them.
     unsafe { write_cr4(cr4) };
-    if xsave {
-        let avx = l1.ecx & (1 << 28) != 0;
-        let xcr0: u64 = 0b11 | if avx { 0b100 } else { 0 };
+    if xcr0 != 0 {
         // SAFETY: XCR0 gets only components CPUID reports; OSXSAVE was set just above.
-        unsafe {
-            asm!("xsetbv", in("ecx") 0, in("eax") xcr0 as u32, in("edx") (xcr0 >> 32) as u32, options(nostack, preserves_flags))
-        };
+        unsafe { set_xcr0(xcr0) };
     }
 }
 

@@ -28,7 +28,7 @@ impl Hpet {
     /// Maps the block at `phys`, checks its period and starts the main counter (legacy routing
     /// off, no comparators enabled).
     pub fn init(phys: u64) -> Option<Self> {
-        let base = crate::mm::ioremap(phys, 1024)?;
+        let base = crate::mm::ioremap_dom0_readable(phys, 1024)?;
         let mut h = Hpet { base, period_fs: 0 };
         let period = h.read(GCAP_ID) >> 32;
         // The specification bounds the period to (0, 100 ns].

@@ -1,16 +1,34 @@
 //! The CMOS real-time clock, read once at boot for the guests' wallclock (MC146818: registers
-//! 0x00-0x09, status A bit 7 "update in progress", status B bit 2 binary mode, bit 1 24-hour).
+//! 0x00-0x09, status A bit 7 "update in progress", status B bit 2 binary mode, bit 1 24-hour),
+//! and dom0's mediated access to the CMOS registers afterwards.
 
 use x86_64::instructions::port::Port;
 
-fn read(reg: u8) -> u8 {
+/// Serialises index/data pairs between Hestia and dom0's mediated accesses.
+static LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+/// Reads CMOS register `reg` (0-0x7F).
+pub fn read(reg: u8) -> u8 {
+    let _g = LOCK.lock();
     let mut idx = Port::<u8>::new(0x70);
     let mut data = Port::<u8>::new(0x71);
-    // SAFETY: ports 0x70/0x71 are the CMOS index/data pair Hestia owns; bit 7 of the index
-    // (NMI disable) is kept clear; reading date registers has no side effects.
+    // SAFETY: ports 0x70/0x71 are the CMOS index/data pair; bit 7 of the index (NMI disable)
+    // is kept clear; the lock keeps the pair together.
     unsafe {
         idx.write(reg & 0x7f);
         data.read()
+    }
+}
+
+/// Writes CMOS register `reg` (0-0x7F): dom0 sets the clock and NVRAM this way.
+pub fn write(reg: u8, value: u8) {
+    let _g = LOCK.lock();
+    let mut idx = Port::<u8>::new(0x70);
+    let mut data = Port::<u8>::new(0x71);
+    // SAFETY: as in `read`; CMOS contents do not affect Hestia after boot.
+    unsafe {
+        idx.write(reg & 0x7f);
+        data.write(value);
     }
 }
 

@@ -85,9 +85,12 @@ fn dispatch_inner(f: &mut TrapFrame) {
         crate::pv::guest_exception(f);
         return;
     }
-    // A guest pointer that faulted inside the copy routine: resume at its fix-up.
-    if matches!(f.vector, 13 | 14) && !from_guest && f.rip == uaccess::copy_insn() {
-        f.rip = uaccess::copy_fixup();
+    // A guest pointer or selector that faulted in a guarded instruction: resume at its fix-up.
+    if matches!(f.vector, 11 | 13 | 14)
+        && !from_guest
+        && let Some(fixup) = uaccess::fixup_for(f.rip)
+    {
+        f.rip = fixup;
         return;
     }
     let v = f.vector as u8;

@@ -1,10 +1,11 @@
-//! Copies between Hestia and guest virtual memory, with page-fault fix-up.
+//! Instructions that touch guest-controlled state and may fault, with fix-ups.
 //!
-//! One routine, `rep movsb`, does every copy. If it faults (a guest pointer to an unmapped or
-//! read-only page: CR0.WP makes supervisor writes honour read-only mappings), the trap handler
-//! finds the faulting RIP is [`copy_insn`] and resumes at the fix-up, which returns the number
-//! of bytes left. Callers validate ranges first (`mm::guest`): canonical, outside the hypervisor
-//! hole, no wrap-around. Runs with the guest's page tables live.
+//! One routine, `rep movsb`, does every copy between Hestia and guest virtual memory. If it
+//! faults (a guest pointer to an unmapped or read-only page: CR0.WP makes supervisor writes
+//! honour read-only mappings), the trap handler finds the faulting RIP in [`fixup_for`] and
+//! resumes at the fix-up, which returns the number of bytes left. Callers validate ranges first
+//! (`mm::guest`): canonical, outside the hypervisor hole, no wrap-around. Runs with the guest's
+//! page tables live. The other routine loads a guest's %gs selector, which its GDT may refuse.
 
 use core::arch::global_asm;
 
@@ -23,6 +24,19 @@ hestia_copy_insn:
 hestia_copy_fixup:
     mov %rcx, %rax
     ret
+
+    .global hestia_load_gs
+hestia_load_gs:
+    .global hestia_load_gs_insn
+hestia_load_gs_insn:
+    mov %di, %gs
+    mov %edi, %eax
+    ret
+    .global hestia_load_gs_fixup
+hestia_load_gs_fixup:
+    xor %eax, %eax
+    mov %ax, %gs
+    ret
 "#,
     options(att_syntax)
 );
@@ -31,15 +45,55 @@ unsafe extern "C" {
     fn hestia_copy_bytes(dst: *mut u8, src: *const u8, len: usize) -> usize;
     static hestia_copy_insn: u8;
     static hestia_copy_fixup: u8;
+    fn hestia_load_gs(sel: u32) -> u32;
+    static hestia_load_gs_insn: u8;
+    static hestia_load_gs_fixup: u8;
 }
 
-/// The instruction whose faults are fixed up.
-pub fn copy_insn() -> u64 {
+/// Where to resume after a #NP, #GP or #PF in Hestia at `rip`, if it is one of the guarded
+/// instructions.
+pub fn fixup_for(rip: u64) -> Option<u64> {
+    [
+        (copy_insn(), copy_fixup()),
+        (
+            (&raw const hestia_load_gs_insn) as u64,
+            (&raw const hestia_load_gs_fixup) as u64,
+        ),
+    ]
+    .into_iter()
+    .find_map(|(insn, fixup)| (insn == rip).then_some(fixup))
+}
+
+/// Loads selector `sel` into %gs for a guest (from its GDT), returning the guest base the CPU
+/// loaded and the selector now in %gs (null if the descriptor was refused). Hestia's own GS base
+/// is restored before returning.
+pub fn load_guest_gs(sel: u16) -> (u16, u64) {
+    let hestia = super::cpu::gs_base();
+    let enabled = super::cpu::interrupts_enabled();
+    super::cpu::disable_interrupts();
+    // SAFETY: a segment load only changes %gs; a refused selector faults into the fix-up, which
+    // loads the null selector. Interrupts are off until Hestia's GS base is back.
+    let loaded = unsafe { hestia_load_gs(u32::from(sel)) } as u16;
+    let base = if loaded & !3 == 0 {
+        0 // a null selector: no base (AMD would keep the old one, which is Hestia's)
+    } else {
+        super::cpu::gs_base()
+    };
+    // SAFETY: the value read above: this CPU's own per-CPU base.
+    unsafe { super::cpu::set_gs_base(hestia) };
+    if enabled {
+        super::cpu::enable_interrupts();
+    }
+    (loaded, base)
+}
+
+/// The copy instruction whose faults are fixed up.
+fn copy_insn() -> u64 {
     (&raw const hestia_copy_insn) as u64
 }
 
 /// Where a faulting copy resumes.
-pub fn copy_fixup() -> u64 {
+fn copy_fixup() -> u64 {
     (&raw const hestia_copy_fixup) as u64
 }
 
