@@ -313,6 +313,13 @@ pub fn all() -> Vec<Scenario> {
         guest("functional-descriptors", GuestVerdict::Success),
         guest("functional-debugreg", GuestVerdict::Success),
         guest("functional-iopl", GuestVerdict::Success),
+        guest("functional-ioport", GuestVerdict::Success),
+        guest("functional-msr-cr", GuestVerdict::Success),
+        guest("functional-ptwr", GuestVerdict::Success),
+        guest("functional-iomem", GuestVerdict::Success),
+        guest("functional-vcpu-info", GuestVerdict::Success),
+        guest("functional-gs-selector", GuestVerdict::Success),
+        guest("functional-cpuid-policy", GuestVerdict::Success),
         // Random numbers and arguments; the seed is printed for reproduction.
         Scenario {
             timeout_s: 180,

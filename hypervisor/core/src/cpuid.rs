@@ -4,7 +4,8 @@
 //!
 //! Hidden from PV guests, as on Xen: page-size and global-page extensions (PV page tables have
 //! neither), MTRRs, VME, PSE36, PCID/INVPCID, 1 GiB pages, TSC deadline, x2APIC, SMEP/SMAP,
-//! monitoring and power management leaves, XSAVES. Also hidden here until Hestia offers them:
+//! monitoring and power management leaves, XSAVES. dom0's kernel also sees MTRR, MONITOR and
+//! EIST when the hardware has them, as Xen lets them leak there. Also hidden here until Hestia offers them:
 //! FSGSBASE, AVX-512 and any XSAVE component beyond the ones Hestia enabled (`xcr0_mask`).
 
 /// The hypervisor's CPUID base leaf.
@@ -19,6 +20,8 @@ pub struct Context {
     pub kernel_mode: bool,
     /// The guest set CR4.OSXSAVE.
     pub guest_osxsave: bool,
+    /// The vCPU belongs to the hardware domain (dom0).
+    pub hardware_domain: bool,
     /// Xen version reported in the hypervisor leaves (`major << 16 | minor`).
     pub version: u32,
 }
@@ -42,6 +45,9 @@ const L1_EDX: u32 = bits(&[
 /// RDRAND (OSXSAVE and HYPERVISOR are computed).
 const L1_ECX: u32 = bits(&[0, 1, 9, 12, 13, 19, 20, 22, 23, 25, 26, 28, 29, 30]);
 const L1_ECX_XSAVE: u32 = 1 << 26;
+const L1_EDX_MTRR: u32 = 1 << 12;
+const L1_ECX_MONITOR: u32 = 1 << 3;
+const L1_ECX_EIST: u32 = 1 << 7;
 const L1_ECX_OSXSAVE: u32 = 1 << 27;
 const L1_ECX_AVX: u32 = 1 << 28;
 const L1_ECX_HYPERVISOR: u32 = 1 << 31;
@@ -96,8 +102,16 @@ pub fn pv_leaf(
             if ecx & L1_ECX_XSAVE != 0 && (ctx.kernel_mode || ctx.guest_osxsave) {
                 ecx |= L1_ECX_OSXSAVE;
             }
+            let mut edx = d & L1_EDX;
+            if ctx.hardware_domain && ctx.kernel_mode {
+                // Xen's historical leaks into the hardware domain's kernel: MTRR (older dom0
+                // kernels take it to mean XENPF_*_memtype exist), MONITOR and EIST (Linux
+                // uses them to decide on deep C-states and P-states for the host).
+                edx |= d & L1_EDX_MTRR;
+                ecx |= c & (L1_ECX_MONITOR | L1_ECX_EIST);
+            }
             // No APIC ID: vCPUs are not CPUs.
-            [a, b & 0x00ff_ffff, ecx | L1_ECX_HYPERVISOR, d & L1_EDX]
+            [a, b & 0x00ff_ffff, ecx | L1_ECX_HYPERVISOR, edx]
         }
         // MONITOR/MWAIT, thermal and power, PMU: nothing for PV guests.
         5 | 6 | 0xA => [0; 4],
@@ -143,6 +157,7 @@ mod tests {
             xcr0_mask,
             kernel_mode: true,
             guest_osxsave: false,
+            hardware_domain: false,
             version: 4 << 16 | 17,
         }
     }
@@ -190,6 +205,21 @@ mod tests {
         ] {
             assert_eq!(r[2] & (1 << bit), 0, "{name} must be hidden");
         }
+        let dom0 = Context {
+            hardware_domain: true,
+            ..ctx(0b111)
+        };
+        let r0 = pv_leaf(1, 0, [0, 0, !0, !0], &dom0, no_components);
+        assert_ne!(r0[3] & L1_EDX_MTRR, 0, "dom0's kernel sees MTRR, as on Xen");
+        assert_ne!(r0[2] & L1_ECX_MONITOR, 0, "and MONITOR");
+        let user = Context {
+            kernel_mode: false,
+            ..dom0
+        };
+        assert_eq!(
+            pv_leaf(1, 0, [0, 0, !0, !0], &user, no_components)[3] & L1_EDX_MTRR,
+            0
+        );
         let e = pv_leaf(0x8000_0001, 0, [0, 0, !0, !0], &ctx(0b111), no_components);
         assert_eq!(e[3] & (1 << 26), 0, "1 GiB pages hidden");
         assert_eq!(e[3] & (1 << 3), 0, "AMD's PSE copy hidden");

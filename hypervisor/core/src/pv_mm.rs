@@ -155,14 +155,20 @@ impl<'a> FrameTable<'a> {
     }
 
     /// A guest entry as it is stored: US forced on present entries (64-bit PV kernels run in
-    /// ring 3), RW dropped for read-only I/O frames.
+    /// ring 3); in L1 entries G dropped (a global entry would survive the CR3 reloads that
+    /// retire stale writable translations before a frame changes type; above L1 it is refused)
+    /// and RW dropped for read-only I/O frames.
     fn fix_entry(&self, level: u8, e: u64) -> u64 {
         if e & pte::P == 0 {
             return e;
         }
         let e = e | FORCED;
+        if level != 1 {
+            return e;
+        }
         let target = (e & pte::ADDR) >> 12;
-        if level == 1 && self.iomem_ro.contains(target) && self.is_io(target) {
+        let e = e & !pte::G;
+        if self.iomem_ro.contains(target) && self.is_io(target) {
             e & !pte::RW
         } else {
             e
@@ -689,6 +695,9 @@ mod tests {
         ft.mod_entry(&mut mem, 4, 1, 7, e(0x3000, pte::RW), D)
             .unwrap();
         assert_eq!(mem.read(4, 7) & pte::RW, 0, "RW dropped");
+        ft.mod_entry(&mut mem, 4, 1, 8, e(0x3001, pte::G), D)
+            .unwrap();
+        assert_eq!(mem.read(4, 8) & pte::G, 0, "no global guest mappings");
         assert_ne!(mem.read(4, 7) & pte::P, 0);
     }
 

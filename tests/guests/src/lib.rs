@@ -282,6 +282,19 @@ pub fn shared_u32(off: u64) -> u32 {
     unsafe { core::ptr::read_volatile((SHARED_INFO_VA + off) as *const u32) }
 }
 
+/// CPUID through the forced-emulation prefix (`ud2; "xen"; cpuid`), as the guest's policy
+/// answers it: (EAX, EBX, ECX, EDX). RBX is LLVM's, so it is saved around the instruction.
+pub fn forced_cpuid(leaf: u32, sub: u32) -> (u32, u32, u32, u32) {
+    let (mut a, mut c, d, b): (u32, u32, u32, u64);
+    a = leaf;
+    c = sub;
+    // SAFETY: the prefix makes the hypervisor emulate CPUID; RBX is restored.
+    unsafe {
+        asm!("mov %rbx, {t}", "ud2", ".ascii \"xen\"", "cpuid", "xchg %rbx, {t}", t = out(reg) b, inout("eax") a, inout("ecx") c, out("edx") d, options(att_syntax))
+    };
+    (a, b as u32, c, d)
+}
+
 /// The hypercall page (for tests that inspect it).
 pub fn hypercall_page_bytes() -> &'static [u8; 4096] {
     // SAFETY: the page is part of the image; the builder wrote it before the guest started.

@@ -89,8 +89,12 @@ pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
 /// contents are copied, and every event is marked pending so none is lost in the move.
 fn register_vcpu_info(d: &Domain, vcpu: u32, mfn: u64, offset: u64) -> Result<(), Errno> {
     const SIZE: u64 = size_of::<xen_abi::xen::VcpuInfo>() as u64;
-    // Hestia's atomics need natural alignment; Linux's per-CPU vcpu_info is 64-byte aligned.
-    if offset > 4096 - SIZE || !offset.is_multiple_of(8) {
+    // Past the page is -ENXIO, as in Xen. Hestia's atomics also need natural alignment
+    // (Linux's per-CPU vcpu_info is 64-byte aligned).
+    if offset > 4096 - SIZE {
+        return Err(Errno::ENXIO);
+    }
+    if !offset.is_multiple_of(8) {
         return Err(Errno::EINVAL);
     }
     let slot = d.vcpu_info.get(vcpu as usize).ok_or(Errno::ENOENT)?;

@@ -74,8 +74,8 @@ pub struct Vcpu {
     pub cr2: u64,
     /// Virtual CR4, as the guest reads it.
     pub cr4: u64,
-    /// Virtual machine-check bank controls (IA32_MCi_CTL).
-    pub mc_ctl: [u64; super::msr::MC_BANKS],
+    /// Virtual machine-check bank CTL2 registers (Intel's IA32_MCi_CTL2).
+    pub mc_ctl2: [u64; super::msr::MC_BANKS],
     /// Frames of the guest's GDT (`set_gdt`), each holding a SegDesc type reference.
     pub gdt_frames: alloc::vec::Vec<u64>,
     /// Entries in the guest's GDT.
@@ -119,7 +119,7 @@ impl Vcpu {
             iobitmap: (0, 0),
             cr2: 0,
             cr4: super::privop::initial_cr4(),
-            mc_ctl: [u64::MAX; super::msr::MC_BANKS],
+            mc_ctl2: [0; super::msr::MC_BANKS],
             gdt_frames: alloc::vec::Vec::new(),
             gdt_entries: 0,
             // Architectural reset values of DR6 and DR7.

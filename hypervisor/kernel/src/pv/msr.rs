@@ -4,7 +4,8 @@
 //!
 //! Machine check: CPUID offers MCE/MCA (as Xen does), so Linux programs the architectural MCA
 //! registers with unchecked accesses. Each vCPU gets Xen's virtual machine-check bank set: two
-//! banks, no MCG_CTL, status registers that read as "no error" and accept clearing.
+//! banks, no MCG_CTL, bank controls stuck at all ones, status registers that read as "no
+//! error" and ignore writes, CTL2 kept (Intel).
 
 use xen_abi::errno::Errno;
 
@@ -30,8 +31,16 @@ const MC0_CTL: u32 = 0x400;
 const MC0_CTL2: u32 = 0x280;
 /// Virtual machine-check banks per vCPU (Xen's `GUEST_MC_BANK_NUM`).
 pub const MC_BANKS: usize = 2;
-/// MCG_CAP: the bank count and threshold-based error status (TES_P), as Xen's vMCE.
-const GUEST_MCG_CAP: u64 = (1 << 11) | MC_BANKS as u64;
+/// MCG_CAP as Xen's vMCE reports it: the bank count, and on Intel software error recovery
+/// (SER_P), threshold-based status (TES_P) and CMCI (CMCI_P).
+fn guest_mcg_cap() -> u64 {
+    let intel = if cpu::is_intel() {
+        (1 << 24) | (1 << 11) | (1 << 10)
+    } else {
+        0
+    };
+    intel | MC_BANKS as u64
+}
 /// AMD HWCR and DE_CFG.
 const AMD_HWCR: u32 = 0xC001_0015;
 const AMD_DE_CFG: u32 = 0xC001_1029;
@@ -66,12 +75,12 @@ pub fn read(v: &Vcpu, index: u32) -> Result<u64, Errno> {
         PAT => GUEST_PAT,
         TSC => cpu::rdtsc(),
         UCODE_REV | PERF_CAPABILITIES | MCG_STATUS => 0,
-        MCG_CAP => GUEST_MCG_CAP,
+        MCG_CAP => guest_mcg_cap(),
         m if mc_bank(m).is_some() => match mc_bank(m) {
-            Some((bank, 0)) => v.mc_ctl[bank],
-            _ => 0, // STATUS, ADDR, MISC: no error logged
+            Some((_, 0)) => u64::MAX, // CTL: all ones, always
+            _ => 0,                   // STATUS, ADDR, MISC: no error logged
         },
-        m if cpu::is_intel() && (MC0_CTL2..MC0_CTL2 + MC_BANKS as u32).contains(&m) => 0,
+        m if let Some(bank) = mc_ctl2(m) => v.mc_ctl2[bank],
         AMD_HWCR if cpu::is_amd() => {
             if cpu::family() >= 0x10 {
                 HWCR_TSC_FREQ_SEL
@@ -96,6 +105,12 @@ fn mc_bank(m: u32) -> Option<(usize, u32)> {
     (bank < MC_BANKS).then_some((bank, i % 4))
 }
 
+/// The virtual bank behind IA32_MCi_CTL2 MSR `m` (Intel only).
+fn mc_ctl2(m: u32) -> Option<usize> {
+    let bank = m.checked_sub(MC0_CTL2)? as usize;
+    (bank < MC_BANKS && cpu::is_intel()).then_some(bank)
+}
+
 /// WRMSR `index` := `value` from guest kernel `v`.
 pub fn write(v: &mut Vcpu, index: u32, value: u64) -> Result<(), Errno> {
     let which = match index {
@@ -109,15 +124,10 @@ pub fn write(v: &mut Vcpu, index: u32, value: u64) -> Result<(), Errno> {
         UCODE_REV if value == 0 => return Ok(()),
         // Clearing the machine-check state; bank controls are kept (and change nothing).
         MCG_STATUS if value == 0 => return Ok(()),
-        m if mc_bank(m).is_some() => {
-            match mc_bank(m) {
-                Some((bank, 0)) => v.mc_ctl[bank] = value,
-                _ if value != 0 => return Err(Errno::EPERM),
-                _ => {}
-            }
-            return Ok(());
-        }
-        m if cpu::is_intel() && (MC0_CTL2..MC0_CTL2 + MC_BANKS as u32).contains(&m) => {
+        // Bank registers take any value and keep reading as before (no error injected).
+        m if mc_bank(m).is_some() => return Ok(()),
+        m if let Some(bank) = mc_ctl2(m) => {
+            v.mc_ctl2[bank] = value;
             return Ok(());
         }
         _ => return Err(Errno::EPERM),

@@ -215,7 +215,7 @@ fn write_cr(d: &Domain, v: &mut Vcpu, cr: u8, value: u64) -> Result<(), Errno> {
 }
 
 /// `ud2; "xen"; cpuid` at RIP: run CPUID for the guest and skip the 7 bytes.
-pub fn forced_cpuid(v: &Vcpu, f: &mut TrapFrame) -> bool {
+pub fn forced_cpuid(d: &Domain, v: &Vcpu, f: &mut TrapFrame) -> bool {
     let mut insn = [0u8; 7];
     if GuestRange::new(f.rip, 7)
         .and_then(|r| r.read(&mut insn))
@@ -226,7 +226,7 @@ pub fn forced_cpuid(v: &Vcpu, f: &mut TrapFrame) -> bool {
         return false;
     }
     let (leaf, sub) = (f.rax as u32, f.rcx as u32);
-    let r = guest_cpuid(v, leaf, sub);
+    let r = guest_cpuid(d, v, leaf, sub);
     (f.rax, f.rbx, f.rcx, f.rdx) = (
         u64::from(r[0]),
         u64::from(r[1]),
@@ -237,12 +237,13 @@ pub fn forced_cpuid(v: &Vcpu, f: &mut TrapFrame) -> bool {
     true
 }
 
-/// CPUID as PV vCPU `v` sees it (`hestia_core::cpuid`).
-pub fn guest_cpuid(v: &Vcpu, leaf: u32, sub: u32) -> [u32; 4] {
+/// CPUID as PV vCPU `v` of `d` sees it (`hestia_core::cpuid`).
+pub fn guest_cpuid(d: &Domain, v: &Vcpu, leaf: u32, sub: u32) -> [u32; 4] {
     let ctx = cpuid::Context {
         xcr0_mask: cpu::guest_xcr0_mask(),
         kernel_mode: v.kernel_mode,
         guest_osxsave: v.cr4 & CR4_OSXSAVE != 0,
+        hardware_domain: d.privileged,
         version: crate::hypercall::XEN_VERSION,
     };
     let hw = |l: u32, s: u32| {

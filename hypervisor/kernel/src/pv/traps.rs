@@ -195,7 +195,7 @@ pub fn guest_exception(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<()
             Outcome::Reflect => {}
         }
     }
-    if vector == VEC_UD && privop::forced_cpuid(v, f) {
+    if vector == VEC_UD && privop::forced_cpuid(d, v, f) {
         return Ok(());
     }
     if vector == VEC_DB {

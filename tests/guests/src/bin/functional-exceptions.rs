@@ -9,7 +9,7 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use hestia_guests::xen_abi::xen::StartInfo;
-use hestia_guests::{ExcFrame, Verdict, check, install_traps, println};
+use hestia_guests::{ExcFrame, Verdict, check, forced_cpuid, install_traps, println};
 
 static VECTOR: AtomicU64 = AtomicU64::new(u64::MAX);
 static ERROR: AtomicU64 = AtomicU64::new(0);
@@ -29,18 +29,6 @@ fn expect(skip: u64, trigger: impl FnOnce()) -> (u64, u64, u64) {
     SKIP.store(skip, SeqCst);
     trigger();
     (VECTOR.load(SeqCst), ERROR.load(SeqCst), CS.load(SeqCst))
-}
-
-/// CPUID through the forced-emulation prefix (RBX is LLVM's, so it is saved around it).
-fn forced_cpuid(leaf: u32) -> (u32, u32, u32, u32) {
-    let (mut a, mut c, d, b): (u32, u32, u32, u64);
-    a = leaf;
-    c = 0;
-    // SAFETY: `ud2; "xen"; cpuid` is emulated by the hypervisor as CPUID; RBX is restored.
-    unsafe {
-        asm!("mov %rbx, {t}", "ud2", ".ascii \"xen\"", "cpuid", "xchg %rbx, {t}", t = out(reg) b, inout("eax") a, inout("ecx") c, out("edx") d, options(att_syntax))
-    };
-    (a, b as u32, c, d)
 }
 
 fn test(_si: &StartInfo) -> Verdict {
@@ -110,7 +98,7 @@ fn test(_si: &StartInfo) -> Verdict {
         "non-canonical read gave vector {v} error {e:#x}, expected #GP(0)"
     );
 
-    let (a, b, c, d) = forced_cpuid(0x4000_0000);
+    let (a, b, c, d) = forced_cpuid(0x4000_0000, 0);
     let mut sig = [0u8; 12];
     sig[..4].copy_from_slice(&b.to_le_bytes());
     sig[4..8].copy_from_slice(&c.to_le_bytes());
@@ -121,7 +109,7 @@ fn test(_si: &StartInfo) -> Verdict {
         "forced CPUID leaf 0x40000000: {:?} max {a:#x}",
         core::str::from_utf8(&sig)
     );
-    let (a, _, _, _) = forced_cpuid(0x4000_0001);
+    let (a, _, _, _) = forced_cpuid(0x4000_0001, 0);
     check!(failed, a == (4 << 16 | 17), "Xen version leaf {a:#x}");
 
     // SAFETY: raises exactly one exception; the handler skips the faulting bytes.

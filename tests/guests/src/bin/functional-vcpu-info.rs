@@ -1,0 +1,119 @@
+//! `VCPUOP_register_vcpu_info`: vCPU 0's vcpu_info moves into a guest page (contents copied,
+//! every event marked pending so none is lost); events and time then arrive there, not in the
+//! shared_info slot; a second registration or a foreign frame is -EINVAL, an offset past the
+//! page -ENXIO.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::SeqCst};
+
+use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
+use hestia_guests::{Verdict, check, hypercall, map_shared_info, pfn_to_mfn, shared_byte};
+
+const ENXIO: i64 = -6;
+const EFAULT: i64 = -14;
+const EINVAL: i64 = -22;
+const REGISTER_VCPU_INFO: u64 = 10;
+/// Where in the page the test puts its vcpu_info.
+const OFFSET: usize = 128;
+
+#[repr(C, align(4096))]
+struct Page([AtomicU64; 512]);
+static PAGE: Page = Page([const { AtomicU64::new(0) }; 512]);
+
+fn byte(off: usize) -> &'static AtomicU8 {
+    // SAFETY: PAGE is 4 KiB of atomics; `off` < 4096; byte views of it are plain memory.
+    unsafe { &*((PAGE.0.as_ptr() as *const AtomicU8).add(off)) }
+}
+
+fn word(off: usize) -> u64 {
+    PAGE.0[off / 8].load(SeqCst)
+}
+
+fn register(mfn: u64, offset: u64) -> i64 {
+    let arg = [mfn, offset];
+    hypercall(
+        nr::VCPU_OP,
+        REGISTER_VCPU_INFO,
+        0,
+        arg.as_ptr() as u64,
+        0,
+        0,
+    )
+}
+
+fn test(si: &StartInfo) -> Verdict {
+    let mut failed = false;
+    check!(failed, map_shared_info(si) == 0, "map shared_info");
+    let mfn = pfn_to_mfn(si, PAGE.0.as_ptr() as u64 >> 12);
+
+    let r = register(mfn, 4096 - 32);
+    check!(failed, r == ENXIO, "offset past the page: {r}");
+    check!(
+        failed,
+        register(0, 0) == EINVAL,
+        "a frame that is not the guest's"
+    );
+    let r = hypercall(
+        nr::VCPU_OP,
+        REGISTER_VCPU_INFO,
+        0,
+        0xffff_8000_0000_0000,
+        0,
+        0,
+    );
+    check!(failed, r == EFAULT, "argument in Hestia's range: {r}");
+
+    check!(failed, register(mfn, OFFSET as u64) == 0, "register");
+    check!(
+        failed,
+        byte(OFFSET).load(SeqCst) == 1 && word(OFFSET + 8) == u64::MAX,
+        "after the move: pending {}, selector {:#x}",
+        byte(OFFSET).load(SeqCst),
+        word(OFFSET + 8)
+    );
+    check!(
+        failed,
+        byte(OFFSET + 1).load(SeqCst) == 1,
+        "mask not copied"
+    );
+    // vcpu_time_info at +32: version even, a multiplier.
+    // SAFETY: 4-byte aligned view of PAGE.
+    let mul = unsafe { &*((PAGE.0.as_ptr() as *const AtomicU32).add((OFFSET + 32 + 24) / 4)) };
+    check!(failed, mul.load(SeqCst) != 0, "time not copied");
+    check!(failed, register(mfn, 0) == EINVAL, "second registration");
+
+    // Events now land in the new vcpu_info.
+    byte(OFFSET).store(0, SeqCst);
+    PAGE.0[(OFFSET + 8) / 8].store(0, SeqCst);
+    shared_byte(0).store(0, SeqCst);
+    let mut ipi = [0u32; 2];
+    check!(
+        failed,
+        hypercall(nr::EVENT_CHANNEL_OP, 7, ipi.as_mut_ptr() as u64, 0, 0, 0) == 0,
+        "bind_ipi"
+    );
+    let port = ipi[1];
+    check!(
+        failed,
+        hypercall(nr::EVENT_CHANNEL_OP, 4, &port as *const u32 as u64, 0, 0, 0) == 0,
+        "send"
+    );
+    check!(
+        failed,
+        byte(OFFSET).load(SeqCst) == 1 && word(OFFSET + 8) & (1 << (port / 64)) != 0,
+        "event not in the registered vcpu_info"
+    );
+    check!(
+        failed,
+        shared_byte(0).load(SeqCst) == 0,
+        "event still raised in the shared_info slot"
+    );
+    if failed {
+        Verdict::Failure("register_vcpu_info")
+    } else {
+        Verdict::Success
+    }
+}
+
+hestia_guests::guest_main!(test);
