@@ -5,6 +5,8 @@
 
 mod bench;
 mod check;
+mod cpio;
+mod dom0;
 mod kernel;
 mod qemu;
 mod test;
@@ -50,10 +52,13 @@ const USAGE: &str = "usage: cargo xtask <command> [options]
 commands:
   build                 build the hypervisor ELF (target/kernel/...)
   iso                   build the bootable BIOS+UEFI image (target/hestia.iso)
-  run [options]         boot Hestia in QEMU, serial on this terminal
-      --dom0 KERNEL       dom0 kernel (ELF or bzImage; any Xen PV kernel)
+  run [options]         boot Hestia in QEMU, serial on this terminal; by default with Debian 12's
+                        Linux as dom0 and a busybox shell (not on a terminal: `poweroff` is typed
+                        at the first prompt)
+      --dom0 KERNEL       dom0 kernel (ELF or bzImage; any Xen PV kernel) instead of Debian's
       --initrd FILE       dom0 initrd
       --dom0-cmdline STR  dom0 command line
+      --no-dom0           boot Hestia alone (it powers off after its summary)
       --hv-cmdline STR    Hestia command line (e.g. 'loglvl=debug noreboot')
       --smp N             CPUs (default 2)
       --mem MIB           RAM in MiB (default 1024)
@@ -129,6 +134,7 @@ fn cmd_run(args: &[String]) -> Result<()> {
     let mut modules = Modules::default();
     let (mut hv_cmdline, mut dom0_cmdline) = (String::new(), String::new());
     let (mut dom0, mut timeout, mut flavor) = (None, None, Flavor::Release);
+    let mut no_dom0 = false;
     let mut i = 0;
     while i < args.len() {
         let flag = args[i].as_str();
@@ -171,6 +177,7 @@ fn cmd_run(args: &[String]) -> Result<()> {
                 }
             }
             "--test-hooks" => flavor = Flavor::TestHooks,
+            "--no-dom0" => no_dom0 = true,
             "--gdb" => m.gdb = true,
             _ => return Err(format!("unknown option '{flag}'\n{USAGE}").into()),
         }
@@ -181,12 +188,24 @@ fn cmd_run(args: &[String]) -> Result<()> {
             return Err(format!("{} does not exist", p.display()).into());
         }
     }
+    tools::ensure_system_tools()?;
+    let mut input = Vec::new();
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    if dom0.is_none() && !no_dom0 {
+        let linux = dom0::prepare()?;
+        dom0 = Some(linux.kernel);
+        modules.initrd = modules.initrd.or(Some(linux.initramfs));
+        if dom0_cmdline.is_empty() {
+            dom0_cmdline = dom0::CMDLINE.to_owned();
+        }
+        if !interactive {
+            input.push((dom0::PROMPT.to_owned(), "poweroff\n".to_owned()));
+        }
+    }
     modules.dom0 = dom0.map(|d| (d, dom0_cmdline));
 
-    tools::ensure_system_tools()?;
     let elf = kernel::build(flavor)?;
     let iso = kernel::make_iso("hestia-run", &elf, &hv_cmdline, &modules)?;
-    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
     if m.gdb {
         eprintln!(
             "xtask: QEMU waits for gdb. In another terminal:\n    gdb {} -ex 'target remote localhost:1234' -ex 'hbreak hestia_main' -ex continue",
@@ -204,7 +223,7 @@ fn cmd_run(args: &[String]) -> Result<()> {
         log_path: log_path.clone(),
         echo: true,
         interactive,
-        input: Vec::new(),
+        input,
         stop_when: None,
     };
     let r = qemu::run(&iso, &m, "run", &opts)?;

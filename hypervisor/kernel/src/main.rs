@@ -366,8 +366,7 @@ extern "C" fn continue_boot(info: u64) -> ! {
     match info.modules() {
         [] => info!("dom0: no dom0 kernel given (no multiboot2 module): nothing to run"),
         [kernel, rest @ ..] => {
-            let (pages, max_pages) = dom0_pages(&opts);
-            match pv::builder::build_dom0(kernel, rest.first(), pages, max_pages) {
+            match pv::builder::build_dom0(kernel, rest.first(), &|| dom0_pages(&opts)) {
                 Ok(d) => pv::run(Box::leak(Box::new(d))),
                 // As Xen: a dom0 that cannot be built is fatal.
                 Err(e) => fatal_boot(format_args!("{e}")),

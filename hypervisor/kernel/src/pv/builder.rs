@@ -247,12 +247,12 @@ fn register_frames(p2m: &[u64], shared_mfn: u64, l4_mfn: u64) -> Result<(), Buil
     .map_err(BuildError::Mmu)
 }
 
-/// Builds dom0 from `kernel` (and `initrd`) with `nr_pages` of memory.
+/// Builds dom0 from `kernel` (and `initrd`); `size` gives its memory and ceiling in pages,
+/// asked once the kernel is unpacked (the default "all free memory" depends on what is left).
 pub fn build_dom0(
     kernel: &Module,
     initrd: Option<&Module>,
-    nr_pages: u64,
-    max_pages: u64,
+    size: &dyn Fn() -> (u64, u64),
 ) -> Result<Domain, BuildError> {
     let bytes = module_bytes(kernel);
     // A bzImage (Debian's vmlinuz) carries the ELF as its payload, usually XZ-compressed;
@@ -274,6 +274,7 @@ pub fn build_dom0(
     } else {
         bytes
     };
+    let (nr_pages, max_pages) = size();
     let image = Elf64::parse(elf_bytes).map_err(BuildError::Kernel)?;
     let k: PvKernel = elf::pv_kernel(&image).map_err(BuildError::Kernel)?;
     let initrd_bytes = initrd.map(module_bytes).unwrap_or(&[]);
