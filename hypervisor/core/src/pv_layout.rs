@@ -2,10 +2,18 @@
 //! summarised in `shared/xen-abi.md` 2.2).
 //!
 //! From `v_start = VIRT_BASE`, PFN `i` appears at `v_start + i * 4096`. Page-aligned, in order:
-//! the kernel image, the initrd (unless the kernel takes it unmapped), the P2M array, the
-//! start_info page, the bootstrap page tables (read-only to the guest), one stack page, then
-//! padding to a 4 MiB boundary with at least 512 KiB to spare. The number of page-table pages
-//! is found by iteration, since the tables must also map themselves.
+//! the kernel image, the initrd (unless the kernel takes it unmapped), the P2M array (unless
+//! the kernel asks for it elsewhere with `INIT_P2M`), the start_info page, the bootstrap page
+//! tables (read-only to the guest), one stack page, then padding to a 4 MiB boundary with at
+//! least 512 KiB to spare. The number of page-table pages is found by iteration, since the
+//! tables must also map themselves.
+//!
+//! After the initial mapping's PFNs come, unmapped: the initrd when the kernel takes it by PFN
+//! (`MOD_START_PFN`), then, with `INIT_P2M`, the P2M's frames followed by the page tables that
+//! map them at the requested address (`start_info.first_p2m_pfn`/`nr_p2m_frames` name both:
+//! Linux maps them read-only and frees them once it has moved its P2M). Keeping a large P2M out
+//! of the kernel's mapping is what the note is for, and it keeps the initial mapping ending
+//! where Linux's clean-up of it expects.
 
 use crate::elf::PvKernel;
 
@@ -48,6 +56,20 @@ pub struct PvLayout {
     pub page_tables: VRange,
     /// The boot stack page; RSP starts at its end.
     pub stack: u64,
+    /// The initrd's PFNs when the kernel takes it unmapped.
+    pub initrd_pfns: Option<PfnRange>,
+    /// With `INIT_P2M`: the P2M's frames (`p2m.pages()` of them) followed by the page tables
+    /// mapping them, outside the initial mapping.
+    pub p2m_frames: Option<PfnRange>,
+}
+
+/// A run of PFNs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PfnRange {
+    /// The first PFN.
+    pub first: u64,
+    /// How many.
+    pub pages: u64,
 }
 
 impl PvLayout {
@@ -59,6 +81,15 @@ impl PvLayout {
     /// Pages mapped by the initial tables.
     pub const fn mapped_pages(&self) -> u64 {
         (self.v_end - self.v_start) / PAGE
+    }
+
+    /// Pages the layout uses in all: the initial mapping and what follows it.
+    pub fn used_pages(&self) -> u64 {
+        [self.initrd_pfns, self.p2m_frames]
+            .iter()
+            .flatten()
+            .map(|r| r.first + r.pages)
+            .fold(self.mapped_pages(), u64::max)
     }
 }
 
@@ -110,14 +141,20 @@ pub fn compute(
     } else {
         None
     };
-    let p2m = VRange {
-        start: cursor,
-        end: up(cursor
-            .checked_add(nr_pages.checked_mul(8).ok_or(bad)?)
-            .ok_or(bad)?)
-        .ok_or(bad)?,
+    let p2m_bytes = nr_pages.checked_mul(8).ok_or(bad)?;
+    let (p2m, p2m_inline) = match kernel.init_p2m {
+        Some(base) => {
+            let end = base.checked_add(p2m_bytes).and_then(up).ok_or(bad)?;
+            (VRange { start: base, end }, false)
+        }
+        None => {
+            let end = cursor.checked_add(p2m_bytes).and_then(up).ok_or(bad)?;
+            let r = VRange { start: cursor, end };
+            cursor = end;
+            (r, true)
+        }
     };
-    let start_info = p2m.end;
+    let start_info = cursor;
     let pt_start = start_info.checked_add(PAGE).ok_or(bad)?;
     let mut n_pt = 1;
     let (stack, v_end) = loop {
@@ -134,12 +171,34 @@ pub fn compute(
         n_pt = needed;
     };
     // The whole region must stay in one half of the address space, clear of the hole.
-    let hole = xen_abi::xen::HYPERVISOR_VIRT_START..xen_abi::xen::HYPERVISOR_VIRT_END;
-    let lower_half_end = 1u64 << 47;
-    let ok_half = v_end <= lower_half_end || v_start >= hole.end;
-    if !ok_half || hole.contains(&v_start) || kstart < v_start {
+    let in_one_half = |start: u64, end: u64| {
+        let hole = xen_abi::xen::HYPERVISOR_VIRT_START..xen_abi::xen::HYPERVISOR_VIRT_END;
+        let ok_half = end <= 1u64 << 47 || start >= hole.end;
+        ok_half && !hole.contains(&start)
+    };
+    if !in_one_half(v_start, v_end) || kstart < v_start {
         return Err(bad);
     }
+    let mapped_pages = (v_end - v_start) / PAGE;
+    let initrd_pfns = (!map_initrd && initrd_len > 0).then(|| PfnRange {
+        first: mapped_pages,
+        pages: initrd_len.div_ceil(PAGE),
+    });
+    let p2m_frames = if p2m_inline {
+        None
+    } else {
+        // Its own L4 slots (so its tables share nothing with the initial mapping's), page
+        // aligned, in guest space.
+        let slot = |va: u64| (va >> 39) & 511;
+        let own_slots = slot(p2m.end - 1) < slot(v_start) || slot(p2m.start) > slot(v_end - 1);
+        if !p2m.start.is_multiple_of(PAGE) || !own_slots || !in_one_half(p2m.start, p2m.end) {
+            return Err(bad);
+        }
+        Some(PfnRange {
+            first: initrd_pfns.map_or(mapped_pages, |r| r.first + r.pages),
+            pages: p2m.pages() + page_tables_needed(p2m.start, p2m.end) - 1,
+        })
+    };
     let l = PvLayout {
         v_start,
         v_end,
@@ -155,10 +214,12 @@ pub fn compute(
             end: pt_start + n_pt * PAGE,
         },
         stack,
+        initrd_pfns,
+        p2m_frames,
     };
-    if l.mapped_pages() > nr_pages {
+    if l.used_pages() > nr_pages {
         return Err(LayoutError::TooLarge {
-            needed: l.mapped_pages(),
+            needed: l.used_pages(),
             available: nr_pages,
         });
     }
@@ -220,6 +281,48 @@ mod tests {
         assert_eq!(l.initrd.unwrap().pages(), 5120);
         // One L4, one L3, one L2 and one L1 per 2 MiB of the region.
         assert_eq!(l.page_tables.pages(), 3 + (l.v_end - l.v_start) / (2 << 20));
+    }
+
+    #[test]
+    fn linux_init_p2m_goes_outside_the_kernel_map() {
+        // Linux's notes: INIT_P2M at 512 GiB, MOD_START_PFN.
+        let k = PvKernel {
+            virt_base: 0xffff_ffff_8000_0000,
+            virt_kstart: 0xffff_ffff_8100_0000,
+            virt_kend: 0xffff_ffff_84a0_0000,
+            entry: 0xffff_ffff_8307_91c0,
+            init_p2m: Some(1 << 39),
+            mod_start_pfn: true,
+            ..PvKernel::default()
+        };
+        let nr = 237_613;
+        let l = compute(&k, nr, 2 << 20, false).unwrap();
+        assert_eq!(
+            l.start_info, 0xffff_ffff_84a0_0000,
+            "start_info right after the kernel"
+        );
+        assert_eq!(
+            l.v_end, 0xffff_ffff_84c0_0000,
+            "ends at the next 4 MiB boundary"
+        );
+        // Linux cleans its initial mapping up to pt_end rounded up to 4 MiB: all of it.
+        assert!(l.page_tables.end.next_multiple_of(FOUR_MIB) >= l.v_end);
+        let initrd = l.initrd_pfns.unwrap();
+        assert_eq!((initrd.first, initrd.pages), (l.mapped_pages(), 512));
+        let p2m = l.p2m_frames.unwrap();
+        assert_eq!(p2m.first, initrd.first + initrd.pages);
+        assert_eq!(l.p2m.start, 1 << 39);
+        let data = (nr * 8).div_ceil(PAGE);
+        assert_eq!(l.p2m.pages(), data);
+        // One L3, one L2, one L1 per 2 MiB of P2M (the L4 is the initial one).
+        assert_eq!(p2m.pages, data + 1 + 1 + data.div_ceil(512));
+        assert_eq!(l.used_pages(), p2m.first + p2m.pages);
+        // A P2M inside the initial mapping's slot is refused.
+        let clash = PvKernel {
+            init_p2m: Some(0xffff_ffff_c000_0000),
+            ..k
+        };
+        assert_eq!(compute(&clash, nr, 0, false), Err(LayoutError::BadRegion));
     }
 
     #[test]

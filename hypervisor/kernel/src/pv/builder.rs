@@ -78,6 +78,8 @@ const PDE_FLAGS: u64 = 0x67;
 /// Leaf entries: present, writable, user, accessed.
 const PTE_FLAGS: u64 = 0x27;
 const PTE_RW: u64 = 0x2;
+/// Execute-disable.
+const PTE_NX: u64 = 1 << 63;
 
 /// A byte view of a module in the direct map.
 fn module_bytes(m: &Module) -> &'static [u8] {
@@ -174,43 +176,46 @@ fn fill_hypercall_page(mem: &GuestMem<'_>, pfn: u64) {
 }
 
 /// Builds the bootstrap page tables mapping `[v_start, v_end)` to PFNs 0.., with the table
-/// pages themselves read-only. Returns the L4's MFN.
+/// pages themselves read-only, and, with `INIT_P2M`, the P2M at its own address from the
+/// frames after the initial mapping. Returns the L4's MFN.
 fn build_page_tables(mem: &GuestMem<'_>, l: &PvLayout) -> u64 {
     let pt_first = l.pfn(l.page_tables.start);
     let pt_last = l.pfn(l.page_tables.end);
-    let mut next_pt = pt_first + 1;
     let l4 = pt_first;
+    let mut tables = TableAlloc {
+        first: pt_first,
+        next: pt_first + 1,
+        end: pt_last,
+    };
     for pfn in 0..l.mapped_pages() {
         let va = l.v_start + pfn * PAGE;
-        let mut table = l4;
-        for level in [4u32, 3, 2] {
-            let idx = (va >> (12 + 9 * (level - 1))) & 511;
-            let e = mem.read_u64(table, idx);
-            table = if e & 1 != 0 {
-                // Table entries hold MFNs; find the PFN back through the P2M range of tables.
-                let mfn = (e & ADDR_MASK) / PAGE;
-                (pt_first..next_pt)
-                    .find(|&p| mem.p2m[p as usize] == mfn)
-                    .unwrap_or(pt_first)
-            } else {
-                let t = next_pt;
-                next_pt += 1;
-                debug_assert!(t < pt_last, "pv_layout sized the page tables");
-                mem.write_u64(table, idx, (mem.p2m[t as usize] * PAGE) | PDE_FLAGS);
-                t
-            };
-        }
         let is_pt = (pt_first..pt_last).contains(&pfn);
         let flags = if is_pt {
             PTE_FLAGS & !PTE_RW
         } else {
             PTE_FLAGS
         };
-        mem.write_u64(
-            table,
-            (va >> 12) & 511,
-            (mem.p2m[pfn as usize] * PAGE) | flags,
-        );
+        map_page(mem, l4, &mut tables, va, pfn, flags);
+    }
+    if let Some(r) = l.p2m_frames {
+        // The P2M's data pages, then the tables that map them (not mapped themselves).
+        let data = l.p2m.pages();
+        let mut p2m_tables = TableAlloc {
+            first: r.first + data,
+            next: r.first + data,
+            end: r.first + r.pages,
+        };
+        for i in 0..data {
+            let va = l.p2m.start + i * PAGE;
+            map_page(
+                mem,
+                l4,
+                &mut p2m_tables,
+                va,
+                r.first + i,
+                PTE_FLAGS | PTE_NX,
+            );
+        }
     }
     // Hestia's own slots, supervisor-only, shared with every guest L4.
     let root = mm::kernel_root();
@@ -224,6 +229,41 @@ fn build_page_tables(mem: &GuestMem<'_>, l: &PvLayout) -> u64 {
         mem.write_u64(l4, slot, e);
     }
     mem.p2m[l4 as usize]
+}
+
+/// Page-table pages handed out in order from PFNs `next..end`; `first..next` are in use.
+struct TableAlloc {
+    first: u64,
+    next: u64,
+    end: u64,
+}
+
+/// Maps `va` to `pfn` with `flags` in the tables under `l4`, creating missing tables from
+/// `tables` (or from the L4's own run for the L4 itself: its slots were zeroed).
+fn map_page(mem: &GuestMem<'_>, l4: u64, tables: &mut TableAlloc, va: u64, pfn: u64, flags: u64) {
+    let mut table = l4;
+    for level in [4u32, 3, 2] {
+        let idx = (va >> (12 + 9 * (level - 1))) & 511;
+        let e = mem.read_u64(table, idx);
+        table = if e & 1 != 0 {
+            // Table entries hold MFNs; find the PFN back among the tables handed out.
+            let mfn = (e & ADDR_MASK) / PAGE;
+            (tables.first..tables.next)
+                .find(|&p| mem.p2m[p as usize] == mfn)
+                .unwrap_or(tables.first)
+        } else {
+            let t = tables.next;
+            tables.next += 1;
+            debug_assert!(t < tables.end, "pv_layout sized the page tables");
+            mem.write_u64(table, idx, (mem.p2m[t as usize] * PAGE) | PDE_FLAGS);
+            t
+        };
+    }
+    mem.write_u64(
+        table,
+        (va >> 12) & 511,
+        (mem.p2m[pfn as usize] * PAGE) | flags,
+    );
 }
 
 /// Gives the domain's frames (and its shared_info page) to dom0 in the frame table, fills the
@@ -281,17 +321,6 @@ pub fn build_dom0(
     let map_initrd = !k.mod_start_pfn;
     let l = pv_layout::compute(&k, nr_pages, initrd_bytes.len() as u64, map_initrd)
         .map_err(BuildError::Layout)?;
-    let unmapped_initrd_pages = if map_initrd {
-        0
-    } else {
-        (initrd_bytes.len() as u64).div_ceil(PAGE)
-    };
-    if l.mapped_pages() + unmapped_initrd_pages > nr_pages {
-        return Err(BuildError::Layout(LayoutError::TooLarge {
-            needed: l.mapped_pages() + unmapped_initrd_pages,
-            available: nr_pages,
-        }));
-    }
 
     crate::info!("*** Building a PV dom0 ***");
     crate::info!(
@@ -312,20 +341,20 @@ pub fn build_dom0(
     if let Some(h) = k.hypercall_page {
         fill_hypercall_page(&mem, l.pfn(h));
     }
-    let (mod_start, mod_flags) = match l.initrd {
-        Some(r) => {
+    let (mod_start, mod_flags) = match (l.initrd, l.initrd_pfns) {
+        (Some(r), _) => {
             mem.write(r.start - l.v_start, initrd_bytes);
             (r.start, 0)
         }
-        None if !initrd_bytes.is_empty() => {
-            let first_pfn = l.mapped_pages();
-            mem.write(first_pfn * PAGE, initrd_bytes);
-            (first_pfn, sif::MOD_START_PFN)
+        (None, Some(r)) => {
+            mem.write(r.first * PAGE, initrd_bytes);
+            (r.first, sif::MOD_START_PFN)
         }
-        None => (0, 0),
+        (None, None) => (0, 0),
     };
     let p2m_bytes: Vec<u8> = p2m.iter().flat_map(|m| m.to_le_bytes()).collect();
-    mem.write(l.p2m.start - l.v_start, &p2m_bytes);
+    let p2m_first_pfn = l.p2m_frames.map_or(l.pfn(l.p2m.start), |r| r.first);
+    mem.write(p2m_first_pfn * PAGE, &p2m_bytes);
     let l4_mfn = build_page_tables(&mem, &l);
 
     let shared = mm::alloc_zeroed_frames(1, PAGE, u64::MAX).ok_or(BuildError::OutOfMemory(1))?;
@@ -351,6 +380,10 @@ pub fn build_dom0(
     st.pt_base = l.page_tables.start;
     st.nr_pt_frames = l.page_tables.pages();
     st.mfn_list = l.p2m.start;
+    if let Some(r) = l.p2m_frames {
+        st.first_p2m_pfn = r.first;
+        st.nr_p2m_frames = r.pages;
+    }
     st.mod_start = mod_start;
     st.mod_len = initrd_bytes.len() as u64;
     let cmdline = kernel.cmdline.as_bytes();
