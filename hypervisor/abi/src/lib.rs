@@ -14,6 +14,7 @@ pub mod elfnote;
 pub mod errno;
 pub mod mmu;
 pub mod physdev;
+pub mod platform;
 pub mod sched;
 pub mod version;
 pub mod xen;

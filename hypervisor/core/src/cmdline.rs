@@ -120,6 +120,8 @@ pub struct Options {
     pub selftest: SelfTests,
     /// `trace=hypercalls`: log every hypercall with its arguments and result.
     pub trace_hypercalls: bool,
+    /// `trace=hypercall-errors`: log the hypercalls that fail.
+    pub trace_hypercall_errors: bool,
     /// `trace=exceptions`: log every exception a guest raises, before it is handled.
     pub trace_exceptions: bool,
 }
@@ -135,6 +137,7 @@ impl Default for Options {
             dom0_max_vcpus: None,
             selftest: SelfTests::default(),
             trace_hypercalls: false,
+            trace_hypercall_errors: false,
             trace_exceptions: false,
         }
     }
@@ -216,6 +219,7 @@ impl Options {
                     for part in value.unwrap_or("").split(',') {
                         match part {
                             "hypercalls" => o.trace_hypercalls = true,
+                            "hypercall-errors" => o.trace_hypercall_errors = true,
                             "exceptions" => o.trace_exceptions = true,
                             _ => warn(Warning::BadValue(name, part)),
                         }
@@ -370,7 +374,9 @@ mod tests {
     #[test]
     fn trace_categories() {
         let (o, w) = parse("trace=hypercalls,nonsense");
-        assert!(o.trace_hypercalls && !o.trace_exceptions);
+        assert!(o.trace_hypercalls && !o.trace_exceptions && !o.trace_hypercall_errors);
+        let (o, _) = parse("trace=hypercall-errors");
+        assert!(o.trace_hypercall_errors && !o.trace_hypercalls);
         assert_eq!(w, [Warning::BadValue("trace", "nonsense")]);
     }
 

@@ -50,6 +50,8 @@ pub enum PortState {
         /// Who may bind it.
         remote: u16,
     },
+    /// A physical IRQ of the domain (dom0's devices).
+    Pirq(u32),
     /// A virtual IRQ.
     Virq(u32),
     /// An inter-processor event to the notify vCPU.
@@ -62,6 +64,7 @@ impl PortState {
         match self {
             PortState::Closed => 0,
             PortState::Unbound { .. } => 1,
+            PortState::Pirq(_) => 3,
             PortState::Virq(_) => 4,
             PortState::Ipi => 5,
         }
@@ -86,6 +89,8 @@ pub struct EventChannels {
     ports: Vec<(PortState, u32)>,
     /// `virq_port[vcpu][virq]`, 0 = unbound.
     virq_port: Vec<[u32; NR_VIRQS as usize]>,
+    /// `pirq_port[pirq]`, 0 = unbound.
+    pirq_port: Vec<u32>,
 }
 
 fn per_vcpu_virq(virq: u32) -> bool {
@@ -98,6 +103,7 @@ impl EventChannels {
         Self {
             ports: alloc::vec![(PortState::Closed, 0); NR_PORTS],
             virq_port: alloc::vec![[0; NR_VIRQS as usize]; nr_vcpus as usize],
+            pirq_port: alloc::vec![0; crate::pirq::NR_PIRQS as usize],
         }
     }
 
@@ -136,6 +142,28 @@ impl EventChannels {
         Ok(p)
     }
 
+    /// `EVTCHNOP_bind_pirq` (the caller checked the PIRQ is the domain's), notifying vCPU 0.
+    pub fn bind_pirq(&mut self, pirq: u32) -> Result<u32, EvtchnError> {
+        let slot = *self
+            .pirq_port
+            .get(pirq as usize)
+            .ok_or(EvtchnError::Invalid)?;
+        if slot != 0 {
+            return Err(EvtchnError::Exists);
+        }
+        let p = self.alloc(PortState::Pirq(pirq), 0)?;
+        self.pirq_port[pirq as usize] = p;
+        Ok(p)
+    }
+
+    /// The port `pirq` is bound to, if any.
+    pub fn pirq_port(&self, pirq: u32) -> Option<u32> {
+        self.pirq_port
+            .get(pirq as usize)
+            .copied()
+            .filter(|&p| p != 0)
+    }
+
     /// `EVTCHNOP_bind_ipi`.
     pub fn bind_ipi(&mut self, vcpu: u32) -> Result<u32, EvtchnError> {
         self.check_vcpu(vcpu)?;
@@ -153,8 +181,10 @@ impl EventChannels {
             .port(port)
             .filter(|_| port != 0)
             .ok_or(EvtchnError::Invalid)?;
-        if let PortState::Virq(v) = state {
-            self.virq_port[vcpu as usize][v as usize] = 0;
+        match state {
+            PortState::Virq(v) => self.virq_port[vcpu as usize][v as usize] = 0,
+            PortState::Pirq(p) => self.pirq_port[p as usize] = 0,
+            _ => {}
         }
         if state == PortState::Closed {
             return Err(EvtchnError::Invalid);
@@ -172,7 +202,7 @@ impl EventChannels {
             .ok_or(EvtchnError::Invalid)?;
         self.check_vcpu(vcpu)?;
         match state {
-            PortState::Unbound { .. } => {}
+            PortState::Unbound { .. } | PortState::Pirq(_) => {}
             PortState::Virq(v) if !per_vcpu_virq(v) => {}
             _ => return Err(EvtchnError::Invalid),
         }
@@ -355,5 +385,28 @@ mod tests {
         assert_eq!(e.close(&mut s, p), Err(EvtchnError::Invalid));
         assert_eq!(e.close(&mut s, 0), Err(EvtchnError::Invalid));
         assert_eq!(e.close(&mut s, 99_999), Err(EvtchnError::Invalid));
+    }
+
+    #[test]
+    fn pirq_ports() {
+        let mut e = EventChannels::new(2);
+        let mut s = Fake::default();
+        let p = e.bind_pirq(9).unwrap();
+        assert_eq!(e.port(p), Some((PortState::Pirq(9), 0)));
+        assert_eq!(e.port(p).map(|x| x.0.status()), Some(3));
+        assert_eq!(e.pirq_port(9), Some(p));
+        assert_eq!(e.bind_pirq(9), Err(EvtchnError::Exists));
+        assert_eq!(
+            e.bind_pirq(crate::pirq::NR_PIRQS),
+            Err(EvtchnError::Invalid)
+        );
+        // A device interrupt may be steered to another vCPU; guests cannot send on it.
+        e.bind_vcpu(p, 1).unwrap();
+        assert_eq!(e.send(&mut s, p), Err(EvtchnError::Invalid));
+        assert!(e.set_pending(&mut s, p));
+        assert_eq!(s.sel[1], 1, "raised on vCPU 1");
+        e.close(&mut s, p).unwrap();
+        assert_eq!(e.pirq_port(9), None);
+        assert_eq!(e.bind_pirq(9), Ok(p));
     }
 }

@@ -93,8 +93,8 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
     });
     console::configure(&opts);
     HV_CMDLINE.call_once(|| info.cmdline);
-    if opts.trace_hypercalls {
-        hypercall::enable_trace();
+    if opts.trace_hypercalls || opts.trace_hypercall_errors {
+        hypercall::enable_trace(opts.trace_hypercalls);
     }
     if opts.trace_exceptions {
         pv::enable_exception_trace();
@@ -256,7 +256,7 @@ extern "C" fn continue_boot(info: u64) -> ! {
         }
     );
     for io in &platform.ioapics {
-        match mm::ioremap(io.addr, 4096).and_then(|v| ioapic::add(v, io.gsi_base)) {
+        match mm::ioremap(io.addr, 4096).and_then(|v| ioapic::add(io.addr, v, io.gsi_base)) {
             Some(n) => info!(
                 "ioapic: at {:#x}, GSI {}-{}, all lines masked",
                 io.addr,

@@ -51,7 +51,7 @@ pub fn enable_input() {
 }
 
 /// Drains received bytes into the input handler; called from the serial interrupt.
-pub fn poll_input() {
+pub fn poll_input(_gsi: u32) {
     for _ in 0..64 {
         let Some(b) = uart().try_recv() else { break };
         keys::input(b);

@@ -1,16 +1,19 @@
-//! `event_channel_op` (hypercall 32), 2-level ABI for one domain: bind_virq, bind_ipi,
-//! alloc_unbound, send, close, status, bind_vcpu, unmask. `init_control` is -ENOSYS so guests
-//! stay on 2-level; inter-domain and PIRQ bindings arrive with more domains and dom0 devices.
-//! `shared/xen-abi.md` 6.1.
+//! `event_channel_op` (hypercall 32), 2-level ABI for one domain: bind_virq, bind_pirq (dom0's
+//! devices, see `pv::pirq`), bind_ipi, alloc_unbound, send, close, status, bind_vcpu, unmask.
+//! `init_control` is -ENOSYS so guests stay on 2-level; inter-domain bindings arrive with more
+//! domains. `shared/xen-abi.md` 6.1.
 
-use hestia_core::evtchn::EvtchnError;
+use hestia_core::evtchn::PortState;
 use xen_abi::errno::Errno;
 use xen_abi::xen::DOMID_SELF;
 
 use crate::mm::guest;
 use crate::pv::domain::Domain;
+use crate::pv::events::errno;
+use crate::pv::pirq;
 
 const BIND_VIRQ: u32 = 1;
+const BIND_PIRQ: u32 = 2;
 const CLOSE: u32 = 3;
 const SEND: u32 = 4;
 const STATUS: u32 = 5;
@@ -18,15 +21,6 @@ const ALLOC_UNBOUND: u32 = 6;
 const BIND_IPI: u32 = 7;
 const BIND_VCPU: u32 = 8;
 const UNMASK: u32 = 9;
-
-fn errno(e: EvtchnError) -> Errno {
-    match e {
-        EvtchnError::Invalid => Errno::EINVAL,
-        EvtchnError::Exists => Errno::EEXIST,
-        EvtchnError::NoVcpu => Errno::ENOENT,
-        EvtchnError::NoSpace => Errno::ENOSPC,
-    }
-}
 
 /// `dom` fields name the caller itself (other domains need privilege and a toolstack).
 fn self_dom(d: &Domain, dom: u32) -> Result<(), Errno> {
@@ -47,6 +41,14 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             s[2] = d.evtchn.lock().bind_virq(s[0], s[1]).map_err(errno)?;
             guest::write_obj(arg, &s).map(|()| 0)
         }
+        BIND_PIRQ => {
+            if !d.privileged {
+                return Err(Errno::EPERM);
+            }
+            let mut s: [u32; 3] = guest::read_obj(arg)?;
+            s[2] = pirq::bind(d, s[0])?;
+            guest::write_obj(arg, &s).map(|()| 0)
+        }
         BIND_IPI => {
             let mut s: [u32; 2] = guest::read_obj(arg)?;
             s[1] = d.evtchn.lock().bind_ipi(s[0]).map_err(errno)?;
@@ -62,11 +64,12 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
         }
         CLOSE => {
             let [port]: [u32; 1] = guest::read_obj(arg)?;
-            d.evtchn
-                .lock()
-                .close(&mut shared, port)
-                .map_err(errno)
-                .map(|()| 0)
+            let state = d.evtchn.lock().port(port).map(|p| p.0);
+            d.evtchn.lock().close(&mut shared, port).map_err(errno)?;
+            if let Some(PortState::Pirq(p)) = state {
+                pirq::unbound(d, p);
+            }
+            Ok(0)
         }
         SEND => {
             let [port]: [u32; 1] = guest::read_obj(arg)?;
@@ -99,8 +102,8 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             s[2] = state.status();
             s[3] = vcpu;
             s[4] = match state {
-                hestia_core::evtchn::PortState::Virq(v) => v,
-                hestia_core::evtchn::PortState::Unbound { remote } => u32::from(remote),
+                PortState::Virq(v) | PortState::Pirq(v) => v,
+                PortState::Unbound { remote } => u32::from(remote),
                 _ => 0,
             };
             s[5] = 0;

@@ -21,6 +21,7 @@ const MAXIMUM_RESERVATION: u32 = 4;
 const MACHPHYS_MFN_LIST: u32 = 5;
 const POPULATE_PHYSMAP: u32 = 6;
 const MEMORY_MAP: u32 = 9;
+const EXCHANGE: u32 = 11;
 const MACHINE_MEMORY_MAP: u32 = 10;
 const MACHPHYS_MAPPING: u32 = 12;
 const MAXIMUM_GPFN: u32 = 14;
@@ -46,7 +47,11 @@ struct Reservation {
 }
 
 fn read_reservation(d: &Domain, arg: u64) -> Result<Reservation, Errno> {
-    let [extents, nr, order_flags, domid]: [u64; 4] = guest::read_obj(arg)?;
+    parse_reservation(d, guest::read_obj(arg)?)
+}
+
+fn parse_reservation(d: &Domain, raw: [u64; 4]) -> Result<Reservation, Errno> {
+    let [extents, nr, order_flags, domid] = raw;
     check_self(d, domid as u16)?;
     let (order, bits) = (
         (order_flags & 0xffff_ffff) as u32,
@@ -129,6 +134,84 @@ fn balloon(d: &Domain, cmd: u32, arg: u64) -> Result<u64, Errno> {
     Ok(r.nr)
 }
 
+/// `XENMEM_exchange`: gives up the input extents (frames the domain no longer maps or uses)
+/// for newly allocated output extents, which may be larger and under an address limit: how
+/// Linux gets machine-contiguous DMA memory below 4 GiB (swiotlb-xen). For a PV guest the
+/// output list holds the guest frame numbers to give the new extents on entry and receives
+/// their MFNs. All or nothing: a busy input frame is -EINVAL, no memory is -ENOMEM, and
+/// nothing changed in either case.
+fn exchange(d: &Domain, arg: u64) -> Result<u64, Errno> {
+    let raw: [u64; 9] = guest::read_obj(arg)?;
+    let input = parse_reservation(d, [raw[0], raw[1], raw[2], raw[3]])?;
+    let output = parse_reservation(d, [raw[4], raw[5], raw[6], raw[7]])?;
+    let done = raw[8];
+    let (in_n, out_n) = (1u64 << input.order, 1u64 << output.order);
+    // Hestia never returns part way, so there is no continuation to resume: nr_exchanged must
+    // come in as 0 (Linux's always does).
+    if input.nr * in_n != output.nr * out_n || done != 0 {
+        return Err(Errno::EINVAL);
+    }
+    // Both lists are read up front; the call has no effect on any error.
+    let read_list = |list: u64, n: u64| -> Result<alloc::vec::Vec<u64>, Errno> {
+        (0..n)
+            .map(|i| guest::read_obj(list.checked_add(i * 8).ok_or(Errno::EFAULT)?))
+            .collect()
+    };
+    let ins = read_list(input.extents, input.nr)?;
+    let gpfns = read_list(output.extents, output.nr)?;
+    let me = d.id.0;
+    let releasable = frametable::with(|ft, _| {
+        ins.iter().all(|&mfn| {
+            (0..in_n).all(|j| {
+                ft.info(mfn + j).is_some_and(|f| {
+                    f.owner == Some(me) && f.ref_count == 0 && f.type_count == 0 && !f.pinned
+                })
+            })
+        })
+    })
+    .unwrap_or(false);
+    if !releasable {
+        return Err(Errno::EINVAL);
+    }
+    let mut outs = alloc::vec::Vec::with_capacity(gpfns.len());
+    for _ in &gpfns {
+        match mm::alloc_zeroed_frames(out_n, 4096 << output.order, output.limit) {
+            Some(phys) => outs.push(phys / 4096),
+            None => {
+                for &m in &outs {
+                    mm::free_frames(m * 4096, out_n);
+                }
+                return Err(Errno::ENOMEM);
+            }
+        }
+    }
+    frametable::with(|ft, _| {
+        for &mfn in &ins {
+            for j in 0..in_n {
+                let _ = ft.release(mfn + j, me);
+            }
+        }
+        for &mfn in &outs {
+            for j in 0..out_n {
+                let _ = ft.assign(mfn + j, me);
+            }
+        }
+    });
+    for &mfn in &ins {
+        for j in 0..in_n {
+            frametable::set_m2p(mfn + j, INVALID_M2P_ENTRY);
+        }
+        mm::free_frames(mfn * 4096, in_n);
+    }
+    for (i, (&mfn, &gpfn)) in outs.iter().zip(&gpfns).enumerate() {
+        for j in 0..out_n {
+            frametable::set_m2p(mfn + j, gpfn + j);
+        }
+        guest::write_obj(output.extents + i as u64 * 8, &mfn)?;
+    }
+    guest::write_obj(arg + 64, &input.nr).map(|()| 0)
+}
+
 fn e820_type(k: RegionKind) -> u32 {
     match k {
         RegionKind::Usable => 1,
@@ -143,6 +226,7 @@ pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     let (cmd, arg) = ((a[0] & 0x3f) as u32, a[1]);
     match cmd {
         INCREASE_RESERVATION | DECREASE_RESERVATION | POPULATE_PHYSMAP => balloon(d, cmd, arg),
+        EXCHANGE => exchange(d, arg),
         MAXIMUM_RAM_PAGE => Ok(frametable::nr_frames()),
         CURRENT_RESERVATION | MAXIMUM_RESERVATION | MAXIMUM_GPFN => {
             let domid: u16 = guest::read_obj(arg)?;

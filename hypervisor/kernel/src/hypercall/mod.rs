@@ -11,6 +11,7 @@ mod memory_op;
 mod misc;
 pub(crate) mod mmu;
 mod physdev_op;
+mod platform_op;
 mod sched_op;
 pub(crate) mod segment;
 mod traps;
@@ -71,6 +72,10 @@ const fn table() -> [Slot; NR_HYPERCALLS] {
     t[nr::PHYSDEV_OP as usize] = Slot {
         name: "physdev_op",
         handler: Some(physdev_op::do_physdev_op),
+    };
+    t[nr::PLATFORM_OP as usize] = Slot {
+        name: "platform_op",
+        handler: Some(platform_op::do_platform_op),
     };
     t[nr::MEMORY_OP as usize] = Slot {
         name: "memory_op",
@@ -143,11 +148,12 @@ static TABLE: [Slot; NR_HYPERCALLS] = table();
 static CALLS: [AtomicU64; NR_HYPERCALLS] = [const { AtomicU64::new(0) }; NR_HYPERCALLS];
 
 /// Set by `trace=hypercalls`.
-static TRACE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// 0: off; 1: failing hypercalls (`trace=hypercall-errors`); 2: all (`trace=hypercalls`).
+static TRACE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
 
-/// Turns hypercall tracing on.
-pub fn enable_trace() {
-    TRACE.store(true, Ordering::Relaxed);
+/// Turns hypercall tracing on, for every call or only for failing ones.
+pub fn enable_trace(all: bool) {
+    TRACE.fetch_max(if all { 2 } else { 1 }, Ordering::Relaxed);
 }
 
 /// The top of the guest's stack when the hypercall being traced was issued: hypercalls go
@@ -156,7 +162,7 @@ static TRACE_STACK: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 
 /// Runs the hypercall a guest issued with SYSCALL, its stack at `rsp`; see [`dispatch`].
 pub fn dispatch_from(d: &Domain, number: u32, args: [u64; 5], rsp: u64) -> i64 {
-    if TRACE.load(Ordering::Relaxed) {
+    if TRACE.load(Ordering::Relaxed) != 0 {
         let words = crate::mm::guest::read_obj::<[u64; 3]>(rsp).unwrap_or_default();
         for (slot, w) in TRACE_STACK.iter().zip(words) {
             slot.store(w, Ordering::Relaxed);
@@ -168,7 +174,8 @@ pub fn dispatch_from(d: &Domain, number: u32, args: [u64; 5], rsp: u64) -> i64 {
 /// Runs hypercall `number` for `d`; returns the value for RAX (negative errno on failure).
 pub fn dispatch(d: &Domain, number: u32, args: [u64; 5]) -> i64 {
     let r = dispatch_inner(d, number, args);
-    if TRACE.load(Ordering::Relaxed) {
+    let trace = TRACE.load(Ordering::Relaxed);
+    if trace == 2 || (trace == 1 && r < 0) {
         let name = TABLE.get(number as usize).map_or("", |s| s.name);
         crate::info!(
             "{}v0 hypercall {number} {name}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {r} (stack {:#x} {:#x} {:#x})",

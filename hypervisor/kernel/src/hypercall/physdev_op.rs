@@ -1,18 +1,30 @@
-//! `physdev_op` (hypercall 33). So far the I/O privilege operations: `PHYSDEVOP_set_iopl` (Linux
-//! asks for IOPL 1 at boot, so its kernel may use ports) and `PHYSDEVOP_set_iobitmap` (for its
-//! `ioperm`); the device and interrupt operations dom0 needs (map_pirq, setup_gsi, eoi, ...)
-//! arrive with M2. `shared/xen-abi.md` 6.9.
+//! `physdev_op` (hypercall 33), `shared/xen-abi.md` 6.9.
+//!
+//! I/O privilege for any PV guest: `set_iopl` (Linux asks for IOPL 1 at boot so its kernel may
+//! use ports) and `set_iobitmap` (its `ioperm`). For the hardware domain, interrupts
+//! (`map_pirq`/`unmap_pirq`/`get_free_pirq` for GSIs, `setup_gsi`, `eoi`, `irq_status_query`,
+//! `alloc_irq_vector`, see `pv::pirq`), IOAPIC register reads, and the PCI notifications, which Hestia accepts
+//! without keeping state: it has no IOMMU and drives no PCI device, so there is nothing to
+//! record yet. MSIs and the EOI bitmap page are -ENOSYS (Linux falls back to INTx and to
+//! `irq_status_query`); unprivileged callers of device operations get -EPERM.
 
 use xen_abi::errno::Errno;
-use xen_abi::physdev::{SetIobitmap, SetIopl, cmd};
+use xen_abi::physdev::{
+    Apic, Eoi, IrqStatusQuery, MapPirq, SetIobitmap, SetIopl, SetupGsi, UnmapPirq,
+    XENIRQSTAT_NEEDS_EOI, cmd, map_type,
+};
+use xen_abi::xen::DOMID_SELF;
 
+use crate::arch::x86_64::ioapic;
 use crate::mm::guest::{self, is_guest_range};
 use crate::pv::domain::Domain;
+use crate::pv::pirq;
 
 pub(super) fn do_physdev_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    match a[0] as u32 {
+    let (op, arg) = (a[0] as u32, a[1]);
+    match op {
         cmd::SET_IOPL => {
-            let arg: SetIopl = guest::read_obj(a[1])?;
+            let arg: SetIopl = guest::read_obj(arg)?;
             if arg.iopl > 3 {
                 return Err(Errno::EINVAL);
             }
@@ -20,7 +32,7 @@ pub(super) fn do_physdev_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             Ok(0)
         }
         cmd::SET_IOBITMAP => {
-            let arg: SetIobitmap = guest::read_obj(a[1])?;
+            let arg: SetIobitmap = guest::read_obj(arg)?;
             // The bitmap is read at each access; its whole 8 KiB must be guest addresses.
             if arg.nr_ports > 65536 || !is_guest_range(arg.bitmap, 65536 / 8) {
                 return Err(Errno::EINVAL);
@@ -28,6 +40,81 @@ pub(super) fn do_physdev_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             d.vcpus[0].lock().iobitmap = (arg.bitmap, arg.nr_ports);
             Ok(0)
         }
+        cmd::PIRQ_EOI_GMFN_V1 | cmd::PIRQ_EOI_GMFN_V2 => Err(Errno::ENOSYS),
+        _ if !d.privileged => Err(Errno::EPERM),
+        cmd::MAP_PIRQ => {
+            let mut m: MapPirq = guest::read_obj(arg)?;
+            own_domain(d, m.domid)?;
+            if m.ty != map_type::GSI {
+                return Err(Errno::ENOSYS); // MSIs: not yet
+            }
+            let wanted = (m.pirq as i32 >= 0).then_some(m.pirq);
+            m.pirq = pirq::map_gsi(d, m.index, wanted)?;
+            guest::write_obj(arg, &m).map(|()| 0)
+        }
+        cmd::UNMAP_PIRQ => {
+            let u: UnmapPirq = guest::read_obj(arg)?;
+            own_domain(d, u.domid)?;
+            if d.evtchn.lock().pirq_port(u.pirq).is_some() {
+                return Err(Errno::EBUSY);
+            }
+            d.pirqs.lock().unmap(u.pirq).map_err(pirq::errno).map(|_| 0)
+        }
+        cmd::GET_FREE_PIRQ => {
+            let mut s: [u32; 2] = guest::read_obj(arg)?;
+            s[1] = d.pirqs.lock().free_pirq().ok_or(Errno::ENOSPC)?;
+            guest::write_obj(arg, &s).map(|()| 0)
+        }
+        cmd::SETUP_GSI => {
+            let s: SetupGsi = guest::read_obj(arg)?;
+            pirq::setup_gsi(s.gsi, s.triggering != 0, s.polarity != 0).map(|()| 0)
+        }
+        cmd::EOI => {
+            let e: Eoi = guest::read_obj(arg)?;
+            pirq::eoi(d, e.irq).map(|()| 0)
+        }
+        cmd::IRQ_STATUS_QUERY => {
+            let mut q: IrqStatusQuery = guest::read_obj(arg)?;
+            let p = d.pirqs.lock().get(q.irq).ok_or(Errno::EINVAL)?;
+            q.flags = if p.level { XENIRQSTAT_NEEDS_EOI } else { 0 };
+            guest::write_obj(arg, &q).map(|()| 0)
+        }
+        // Linux asks before binding each GSI; vectors are Hestia's business (each GSI has its
+        // own), so the answer is the IRQ itself, as Xen gives.
+        cmd::ALLOC_IRQ_VECTOR => {
+            let mut v: [u32; 2] = guest::read_obj(arg)?;
+            v[1] = v[0];
+            guest::write_obj(arg, &v).map(|()| 0)
+        }
+        cmd::APIC_READ => {
+            let mut r: Apic = guest::read_obj(arg)?;
+            r.value = ioapic::read_register(r.apic_physbase, r.reg).ok_or(Errno::EINVAL)?;
+            guest::write_obj(arg, &r).map(|()| 0)
+        }
+        // The IOAPICs are programmed by Hestia (setup_gsi, bind_pirq), never by dom0.
+        cmd::APIC_WRITE => Err(Errno::EPERM),
+        cmd::PCI_DEVICE_ADD
+        | cmd::PCI_DEVICE_REMOVE
+        | cmd::MANAGE_PCI_ADD
+        | cmd::MANAGE_PCI_REMOVE
+        | cmd::MANAGE_PCI_ADD_EXT
+        | cmd::PCI_MMCFG_RESERVED
+        | cmd::RESTORE_MSI
+        | cmd::RESTORE_MSI_EXT => {
+            // Read the argument anyway, so a bad pointer is still -EFAULT.
+            let _: [u8; 4] = guest::read_obj(arg)?;
+            Ok(0)
+        }
         _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// `domid` fields of PIRQ operations: the caller itself (mapping for other domains needs a
+/// toolstack).
+fn own_domain(d: &Domain, domid: u16) -> Result<(), Errno> {
+    if domid == DOMID_SELF || domid == d.id.0 {
+        Ok(())
+    } else {
+        Err(Errno::ESRCH)
     }
 }

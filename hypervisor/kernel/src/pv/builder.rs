@@ -427,5 +427,6 @@ pub fn build_dom0(
         pci_cf8: AtomicU32::new(0),
         rtc_index: core::sync::atomic::AtomicU8::new(0),
         vcpu_info: alloc::vec![core::sync::atomic::AtomicU64::new(0)],
+        pirqs: spin::Mutex::new(hestia_core::pirq::PirqTable::default()),
     })
 }

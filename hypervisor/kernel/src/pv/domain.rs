@@ -180,6 +180,8 @@ pub struct Domain {
     /// Per vCPU: direct-map address of the `vcpu_info` it registered, 0 while it uses its
     /// shared_info slot (`VCPUOP_register_vcpu_info`).
     pub vcpu_info: Vec<core::sync::atomic::AtomicU64>,
+    /// Its physical IRQs (dom0's devices).
+    pub pirqs: spin::Mutex<hestia_core::pirq::PirqTable>,
 }
 
 impl Domain {

@@ -117,3 +117,15 @@ pub fn any_pending(d: &Domain, ports: &[u32]) -> bool {
     let shared = d.shared();
     ports.iter().any(|&p| shared.is_pending(p))
 }
+
+/// The errno for an event-channel error.
+pub(crate) fn errno(e: hestia_core::evtchn::EvtchnError) -> xen_abi::errno::Errno {
+    use hestia_core::evtchn::EvtchnError;
+    use xen_abi::errno::Errno;
+    match e {
+        EvtchnError::Invalid => Errno::EINVAL,
+        EvtchnError::Exists => Errno::EEXIST,
+        EvtchnError::NoVcpu => Errno::ENOENT,
+        EvtchnError::NoSpace => Errno::ENOSPC,
+    }
+}

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod events;
 pub mod ioport;
 pub mod msr;
+pub mod pirq;
 pub mod privop;
 pub mod ptwr;
 pub mod shared;
@@ -113,6 +114,20 @@ pub fn dump(w: &mut dyn Write) {
         }
     }
     crate::hypercall::dump(w);
+}
+
+/// Sets the wallclock (`XENPF_settime*`): `secs`.`nsecs` is the time of day at system time
+/// `system_time`; shared_info holds the time of day at system time 0.
+pub fn set_wallclock(secs: u64, nsecs: u32, system_time: u64) {
+    let at_zero = (u128::from(secs) * 1_000_000_000 + u128::from(nsecs))
+        .saturating_sub(u128::from(system_time));
+    let (sec, nsec) = (
+        (at_zero / 1_000_000_000) as u64,
+        (at_zero % 1_000_000_000) as u32,
+    );
+    if let Some(d) = current() {
+        d.shared().set_wallclock(sec, nsec);
+    }
 }
 
 /// SYSCALL from a guest: a hypercall in guest kernel mode.

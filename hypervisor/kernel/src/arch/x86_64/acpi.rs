@@ -47,6 +47,8 @@ impl AcpiHandler for Handler {
 pub struct Processor {
     /// Local APIC id.
     pub apic_id: u32,
+    /// ACPI processor id (UID).
+    pub acpi_id: u32,
     /// Enabled now (else only "online capable", or disabled).
     pub enabled: bool,
 }
@@ -149,10 +151,12 @@ pub fn discover(root: AcpiRoot) -> Result<Platform, acpi::AcpiError> {
         match e {
             MadtEntry::LocalApic(l) => p.processors.push(Processor {
                 apic_id: u32::from(l.apic_id),
+                acpi_id: u32::from(l.processor_id),
                 enabled: l.flags & 1 != 0,
             }),
             MadtEntry::LocalX2Apic(l) => p.processors.push(Processor {
                 apic_id: l.x2apic_id,
+                acpi_id: l.processor_uid,
                 enabled: l.flags & 1 != 0,
             }),
             MadtEntry::IoApic(io) => p.ioapics.push(IoApicInfo {
@@ -204,7 +208,20 @@ pub fn discover(root: AcpiRoot) -> Result<Platform, acpi::AcpiError> {
             s5,
         });
     }
+    PROCESSORS.call_once(|| p.processors.clone());
     Ok(p)
+}
+
+/// The MADT's processors, once `discover` ran.
+static PROCESSORS: spin::Once<Vec<Processor>> = spin::Once::new();
+
+/// The ACPI processor id of the CPU with local APIC id `apic_id`.
+pub fn acpi_id(apic_id: u32) -> Option<u32> {
+    PROCESSORS
+        .get()?
+        .iter()
+        .find(|p| p.apic_id == apic_id)
+        .map(|p| p.acpi_id)
 }
 
 impl Platform {

@@ -1,0 +1,84 @@
+//! `platform_op` (hypercall 7), for the hardware domain only (`shared/xen-abi.md` 6.10).
+//!
+//! What Linux's dom0 asks at boot and as it runs: the wallclock (`settime64`/`settime32`,
+//! which Linux calls at every clock update until one succeeds), physical CPU information
+//! (`get_cpuinfo`: also how its APIC emulation learns CPU 0's APIC id), and firmware
+//! information (the BIOS keyboard shift flags; no EDD, VBE or EFI data is kept, which Linux
+//! takes as "not present", as Xen answers without them). Power management, microcode, memory
+//! types and CPU hotplug are -ENOSYS.
+
+use xen_abi::errno::Errno;
+use xen_abi::platform::{
+    INTERFACE_VERSION, OP_SIZE, PCPU_INVALID, PCPU_ONLINE, PcpuInfo, Settime32, Settime64, cmd, fw,
+};
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::arch::x86_64::{acpi, percpu};
+use crate::mm::{self, guest};
+use crate::pv::domain::Domain;
+
+/// The union inside `xen_platform_op` starts here.
+const UNION: usize = 8;
+/// BIOS data area: keyboard shift flags.
+const BDA_KBD_SHIFT_FLAGS: u64 = 0x417;
+
+pub(super) fn do_platform_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+    if !d.privileged {
+        return Err(Errno::EPERM);
+    }
+    let arg = a[0];
+    let mut op: [u8; OP_SIZE] = guest::read_obj(arg)?;
+    let word =
+        |op: &[u8; OP_SIZE], o: usize| u32::from_le_bytes([op[o], op[o + 1], op[o + 2], op[o + 3]]);
+    if word(&op, 4) != INTERFACE_VERSION {
+        return Err(Errno::EACCES);
+    }
+    let (command, ty, index) = (word(&op, 0), word(&op, UNION), word(&op, UNION + 4));
+    let u = &mut op[UNION..];
+    match command {
+        cmd::SETTIME64 => {
+            let t = Settime64::read_from_prefix(u).map_err(|_| Errno::EINVAL)?.0;
+            if t.mbz != 0 {
+                return Err(Errno::EINVAL);
+            }
+            crate::pv::set_wallclock(t.secs, t.nsecs, t.system_time);
+            Ok(0)
+        }
+        cmd::SETTIME32 => {
+            let t = Settime32::read_from_prefix(u).map_err(|_| Errno::EINVAL)?.0;
+            crate::pv::set_wallclock(u64::from(t.secs), t.nsecs, t.system_time);
+            Ok(0)
+        }
+        cmd::GET_CPUINFO => {
+            let mut info = PcpuInfo::read_from_prefix(u).map_err(|_| Errno::EINVAL)?.0;
+            info.max_present = percpu::online_count().saturating_sub(1);
+            match percpu::cpu(info.xen_cpuid) {
+                Some(c) => {
+                    info.apic_id = c.apic_id;
+                    info.acpi_id = acpi::acpi_id(c.apic_id).unwrap_or(u32::MAX);
+                    info.flags = PCPU_ONLINE;
+                }
+                None => info.flags = PCPU_INVALID,
+            }
+            u[..size_of::<PcpuInfo>()].copy_from_slice(info.as_bytes());
+            guest::write_obj(arg, &op).map(|()| 0)
+        }
+        cmd::FIRMWARE_INFO => {
+            match ty {
+                fw::KBD_SHIFT_FLAGS if index == 0 => {
+                    // SAFETY: the BIOS data area is in low memory, inside the direct map; a
+                    // byte read of it has no side effects.
+                    let flags = unsafe {
+                        core::ptr::read_volatile(mm::phys_to_virt(BDA_KBD_SHIFT_FLAGS) as *const u8)
+                    };
+                    u[8] = flags;
+                    guest::write_obj(arg, &op).map(|()| 0)
+                }
+                fw::DISK_INFO | fw::DISK_MBR_SIGNATURE | fw::VBEDDC_INFO => Err(Errno::ESRCH),
+                fw::EFI_INFO => Err(Errno::ENOSYS),
+                _ => Err(Errno::EINVAL),
+            }
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}

@@ -1,0 +1,140 @@
+//! dom0's physical interrupts (`shared/xen-abi.md` 6.1, 6.9): GSIs mapped to PIRQs
+//! (`PHYSDEVOP_map_pirq`), their trigger and polarity (`PHYSDEVOP_setup_gsi`), bound to event
+//! channels (`EVTCHNOP_bind_pirq`), which routes the IOAPIC line to Hestia; each interrupt then
+//! marks the port pending. A level-triggered line is masked from its interrupt until dom0's
+//! `PHYSDEVOP_eoi`, as Xen's "unmask" acknowledgement does; edge-triggered lines need nothing.
+
+use hestia_core::pirq::PirqError;
+use xen_abi::errno::Errno;
+
+use super::domain::Domain;
+use crate::arch::x86_64::apic;
+use crate::arch::x86_64::ioapic::{self, LineMode};
+
+/// GSIs the trigger/polarity table covers (the IOAPIC vector range is smaller).
+const MAX_GSI: usize = 256;
+
+/// Trigger and polarity dom0 gave each GSI (`PHYSDEVOP_setup_gsi`).
+static GSI_MODES: spin::Mutex<[Option<LineMode>; MAX_GSI]> = spin::Mutex::new([None; MAX_GSI]);
+
+pub(crate) fn errno(e: PirqError) -> Errno {
+    match e {
+        PirqError::Invalid => Errno::EINVAL,
+        PirqError::Exists => Errno::EEXIST,
+        PirqError::NoSpace => Errno::ENOSPC,
+    }
+}
+
+/// The mode of `gsi`: what dom0 set up, else the ISA default (edge, active high) below 16 and
+/// the PCI default (level, active low) above.
+fn mode(gsi: u32) -> LineMode {
+    GSI_MODES
+        .lock()
+        .get(gsi as usize)
+        .copied()
+        .flatten()
+        .unwrap_or(LineMode {
+            level: gsi >= 16,
+            active_low: gsi >= 16,
+        })
+}
+
+/// `PHYSDEVOP_setup_gsi`: records `gsi`'s trigger and polarity; -EEXIST if it was set up
+/// already (or is Hestia's own line), which Linux reports and ignores, as with Xen.
+pub fn setup_gsi(gsi: u32, level: bool, active_low: bool) -> Result<(), Errno> {
+    if !ioapic::serves(gsi) {
+        return Err(Errno::EINVAL);
+    }
+    if ioapic::hestia_owns(gsi) {
+        return Err(Errno::EEXIST);
+    }
+    let mut modes = GSI_MODES.lock();
+    let slot = modes.get_mut(gsi as usize).ok_or(Errno::EINVAL)?;
+    if slot.is_some() {
+        return Err(Errno::EEXIST);
+    }
+    *slot = Some(LineMode { level, active_low });
+    Ok(())
+}
+
+/// `PHYSDEVOP_map_pirq` for a GSI: the PIRQ that stands for it in `d`.
+pub fn map_gsi(d: &Domain, gsi: u32, wanted: Option<u32>) -> Result<u32, Errno> {
+    if !ioapic::serves(gsi) {
+        return Err(Errno::EINVAL);
+    }
+    if ioapic::hestia_owns(gsi) {
+        crate::debug!("{}: GSI {gsi} is Hestia's, not mapped", d.id);
+        return Err(Errno::EPERM);
+    }
+    d.pirqs
+        .lock()
+        .map_gsi(gsi, mode(gsi).level, wanted)
+        .map_err(errno)
+}
+
+/// `EVTCHNOP_bind_pirq`: binds `pirq` to a new port and routes its line to this CPU.
+pub fn bind(d: &Domain, pirq: u32) -> Result<u32, Errno> {
+    let p = d.pirqs.lock().get(pirq).ok_or(Errno::EINVAL)?;
+    let port = d
+        .evtchn
+        .lock()
+        .bind_pirq(pirq)
+        .map_err(super::events::errno)?;
+    let m = mode(p.gsi);
+    d.pirqs.lock().set_level(pirq, m.level);
+    if let Err(e) = ioapic::route_for_guest(p.gsi, m, apic::id(), interrupt) {
+        crate::warn!("{}: PIRQ {pirq} (GSI {}) not routed: {e}", d.id, p.gsi);
+        let _ = d.evtchn.lock().close(&mut d.shared(), port);
+        return Err(Errno::EPERM);
+    }
+    crate::debug!(
+        "{}: GSI {} ({}, active {}) is PIRQ {pirq} on port {port}",
+        d.id,
+        p.gsi,
+        if m.level { "level" } else { "edge" },
+        if m.active_low { "low" } else { "high" }
+    );
+    Ok(port)
+}
+
+/// The port bound to `pirq` was closed: its line is masked again.
+pub fn unbound(d: &Domain, pirq: u32) {
+    if let Some(p) = d.pirqs.lock().get(pirq) {
+        ioapic::release(p.gsi);
+    }
+}
+
+/// `PHYSDEVOP_eoi`: the guest handled `pirq`; a masked level line is unmasked.
+pub fn eoi(d: &Domain, pirq: u32) -> Result<(), Errno> {
+    let mut pirqs = d.pirqs.lock();
+    if pirqs.eoi(pirq).map_err(errno)?
+        && let Some(p) = pirqs.get(pirq)
+    {
+        ioapic::set_masked(p.gsi, false);
+    }
+    Ok(())
+}
+
+/// An interrupt on a line routed for dom0 (from the IOAPIC handler table).
+fn interrupt(gsi: u32) {
+    let Some(d) = super::current() else {
+        ioapic::set_masked(gsi, true);
+        return;
+    };
+    let pirq = {
+        let mut pirqs = d.pirqs.lock();
+        let Some(pirq) = pirqs.of_gsi(gsi) else {
+            drop(pirqs);
+            ioapic::set_masked(gsi, true);
+            return;
+        };
+        if pirqs.forwarded(pirq) {
+            ioapic::set_masked(gsi, true);
+        }
+        pirq
+    };
+    let ev = d.evtchn.lock();
+    if let Some(port) = ev.pirq_port(pirq) {
+        ev.set_pending(&mut d.shared(), port);
+    }
+}
