@@ -320,6 +320,7 @@ pub fn all() -> Vec<Scenario> {
         guest("functional-vcpu-info", GuestVerdict::Success),
         guest("functional-gs-selector", GuestVerdict::Success),
         guest("functional-cpuid-policy", GuestVerdict::Success),
+        guest("functional-pirq", GuestVerdict::Success),
         // Random numbers and arguments; the seed is printed for reproduction.
         Scenario {
             timeout_s: 180,

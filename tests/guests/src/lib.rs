@@ -282,6 +282,25 @@ pub fn shared_u32(off: u64) -> u32 {
     unsafe { core::ptr::read_volatile((SHARED_INFO_VA + off) as *const u32) }
 }
 
+/// Nanoseconds of system time from vCPU 0's pvclock (after [`map_shared_info`]).
+pub fn system_time_ns() -> u64 {
+    use core::sync::atomic::Ordering::SeqCst;
+    loop {
+        let v1 = shared_u32(32);
+        let tsc_ts = shared_word(40).load(SeqCst);
+        let sys = shared_word(48).load(SeqCst);
+        let mul = shared_u32(56);
+        let shift = shared_byte(60).load(SeqCst) as i8;
+        // SAFETY: RDTSC only reads the time-stamp counter.
+        let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+        if v1 & 1 == 0 && v1 == shared_u32(32) {
+            let d = tsc.wrapping_sub(tsc_ts);
+            let d = if shift >= 0 { d << shift } else { d >> -shift };
+            return sys + ((u128::from(d) * u128::from(mul)) >> 32) as u64;
+        }
+    }
+}
+
 /// CPUID through the forced-emulation prefix (`ud2; "xen"; cpuid`), as the guest's policy
 /// answers it: (EAX, EBX, ECX, EDX). RBX is LLVM's, so it is saved around the instruction.
 pub fn forced_cpuid(leaf: u32, sub: u32) -> (u32, u32, u32, u32) {

@@ -55,10 +55,7 @@ pub(super) fn do_physdev_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::UNMAP_PIRQ => {
             let u: UnmapPirq = guest::read_obj(arg)?;
             own_domain(d, u.domid)?;
-            if d.evtchn.lock().pirq_port(u.pirq).is_some() {
-                return Err(Errno::EBUSY);
-            }
-            d.pirqs.lock().unmap(u.pirq).map_err(pirq::errno).map(|_| 0)
+            pirq::unmap(d, u.pirq).map(|()| 0)
         }
         cmd::GET_FREE_PIRQ => {
             let mut s: [u32; 2] = guest::read_obj(arg)?;
@@ -74,9 +71,13 @@ pub(super) fn do_physdev_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             pirq::eoi(d, e.irq).map(|()| 0)
         }
         cmd::IRQ_STATUS_QUERY => {
+            // As Xen: every PV PIRQ asks for the EOI hypercall (edge lines need nothing from
+            // it, but a guest without an EOI bitmap cannot tell).
             let mut q: IrqStatusQuery = guest::read_obj(arg)?;
-            let p = d.pirqs.lock().get(q.irq).ok_or(Errno::EINVAL)?;
-            q.flags = if p.level { XENIRQSTAT_NEEDS_EOI } else { 0 };
+            if q.irq >= hestia_core::pirq::NR_PIRQS {
+                return Err(Errno::EINVAL);
+            }
+            q.flags = XENIRQSTAT_NEEDS_EOI;
             guest::write_obj(arg, &q).map(|()| 0)
         }
         // Linux asks before binding each GSI; vectors are Hestia's business (each GSI has its

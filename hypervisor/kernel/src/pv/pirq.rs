@@ -57,14 +57,11 @@ pub fn setup_gsi(gsi: u32, level: bool, active_low: bool) -> Result<(), Errno> {
     Ok(())
 }
 
-/// `PHYSDEVOP_map_pirq` for a GSI: the PIRQ that stands for it in `d`.
+/// `PHYSDEVOP_map_pirq` for a GSI: the PIRQ that stands for it in `d`. (Hestia's own lines
+/// map, as on Xen, but never bind.)
 pub fn map_gsi(d: &Domain, gsi: u32, wanted: Option<u32>) -> Result<u32, Errno> {
     if !ioapic::serves(gsi) {
         return Err(Errno::EINVAL);
-    }
-    if ioapic::hestia_owns(gsi) {
-        crate::debug!("{}: GSI {gsi} is Hestia's, not mapped", d.id);
-        return Err(Errno::EPERM);
     }
     d.pirqs
         .lock()
@@ -72,9 +69,14 @@ pub fn map_gsi(d: &Domain, gsi: u32, wanted: Option<u32>) -> Result<u32, Errno> 
         .map_err(errno)
 }
 
-/// `EVTCHNOP_bind_pirq`: binds `pirq` to a new port and routes its line to this CPU.
+/// `EVTCHNOP_bind_pirq`: binds `pirq` to a new port and routes its line to this CPU. An
+/// unmapped PIRQ is -EPERM (not the domain's), one of Hestia's lines -EBUSY.
 pub fn bind(d: &Domain, pirq: u32) -> Result<u32, Errno> {
-    let p = d.pirqs.lock().get(pirq).ok_or(Errno::EINVAL)?;
+    let p = d.pirqs.lock().get(pirq).ok_or(Errno::EPERM)?;
+    if ioapic::hestia_owns(p.gsi) {
+        crate::debug!("{}: GSI {} is Hestia's, not bound", d.id, p.gsi);
+        return Err(Errno::EBUSY);
+    }
     let port = d
         .evtchn
         .lock()
@@ -102,6 +104,16 @@ pub fn unbound(d: &Domain, pirq: u32) {
     if let Some(p) = d.pirqs.lock().get(pirq) {
         ioapic::release(p.gsi);
     }
+}
+
+/// `PHYSDEVOP_unmap_pirq`: forgets `pirq`; a bound port stays but never fires again (Xen's
+/// forced unbind).
+pub fn unmap(d: &Domain, pirq: u32) -> Result<(), Errno> {
+    let p = d.pirqs.lock().unmap(pirq).map_err(errno)?;
+    if !ioapic::hestia_owns(p.gsi) {
+        ioapic::release(p.gsi);
+    }
+    Ok(())
 }
 
 /// `PHYSDEVOP_eoi`: the guest handled `pirq`; a masked level line is unmasked.

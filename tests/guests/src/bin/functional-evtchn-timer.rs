@@ -11,7 +11,7 @@ use hestia_guests::xen_abi::sched::cmd as sched;
 use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
 use hestia_guests::{
     EVENT_VECTOR, ExcFrame, Verdict, check, event_entry_address, hypercall, install_traps,
-    map_shared_info, println, shared_byte, shared_u32, shared_word,
+    map_shared_info, println, shared_byte, shared_u32, shared_word, system_time_ns,
 };
 
 static EVENTS: AtomicU64 = AtomicU64::new(0);
@@ -34,24 +34,6 @@ fn handler(vector: u64, f: &mut ExcFrame) {
             if w == 0 {
                 SEEN.fetch_or(bits, SeqCst);
             }
-        }
-    }
-}
-
-/// Nanoseconds of system time, the pvclock way.
-fn now() -> u64 {
-    loop {
-        let v1 = shared_u32(32);
-        let tsc_ts = shared_word(40).load(SeqCst);
-        let sys = shared_word(48).load(SeqCst);
-        let mul = shared_u32(56);
-        let shift = shared_byte(60).load(SeqCst) as i8;
-        // SAFETY: RDTSC only reads the time-stamp counter.
-        let tsc = unsafe { core::arch::x86_64::_rdtsc() };
-        if v1 & 1 == 0 && v1 == shared_u32(32) {
-            let d = tsc.wrapping_sub(tsc_ts);
-            let d = if shift >= 0 { d << shift } else { d >> -shift };
-            return sys + ((u128::from(d) * u128::from(mul)) >> 32) as u64;
         }
     }
 }
@@ -94,7 +76,7 @@ fn test(si: &StartInfo) -> Verdict {
         "event callback"
     );
 
-    let t0 = now();
+    let t0 = system_time_ns();
     let wc = u64::from(shared_u32(3076)) | (u64::from(shared_u32(3084)) << 32);
     println!("system time {t0} ns, wallclock at boot {wc}");
     check!(
@@ -114,14 +96,14 @@ fn test(si: &StartInfo) -> Verdict {
         hypercall(nr::VCPU_OP, 7, 0, 0, 0, 0) == 0,
         "stop_periodic_timer"
     );
-    let deadline = [now() + 5_000_000, 0u64];
+    let deadline = [system_time_ns() + 5_000_000, 0u64];
     check!(
         failed,
         hypercall(nr::VCPU_OP, 8, 0, deadline.as_ptr() as u64, 0, 0) == 0,
         "set_singleshot_timer"
     );
     check!(failed, block() == 0, "block");
-    let t1 = now();
+    let t1 = system_time_ns();
     check!(
         failed,
         EVENTS.load(SeqCst) == 1 && SEEN.load(SeqCst) & (1 << timer_port) != 0,
@@ -139,7 +121,7 @@ fn test(si: &StartInfo) -> Verdict {
     // The same through set_timer_op.
     check!(
         failed,
-        hypercall(nr::SET_TIMER_OP, now() + 2_000_000, 0, 0, 0, 0) == 0,
+        hypercall(nr::SET_TIMER_OP, system_time_ns() + 2_000_000, 0, 0, 0, 0) == 0,
         "set_timer_op"
     );
     block();
@@ -221,7 +203,7 @@ fn test(si: &StartInfo) -> Verdict {
     let mut u = [0x7ff0u32, 0];
     evtchn(6, &mut u);
     let ports = [u[1]];
-    let t2 = now();
+    let t2 = system_time_ns();
     let poll = [ports.as_ptr() as u64, 1, t2 + 3_000_000];
     check!(
         failed,
@@ -237,7 +219,7 @@ fn test(si: &StartInfo) -> Verdict {
     );
     check!(
         failed,
-        now() >= t2 + 3_000_000,
+        system_time_ns() >= t2 + 3_000_000,
         "poll returned before its timeout"
     );
     println!(
