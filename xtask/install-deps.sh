@@ -5,7 +5,7 @@
 # `INT n` in long mode (wrong #GP error code), which breaks PV guests.
 set -euo pipefail
 
-pkgs=(qemu-system-x86 grub-pc-bin grub-efi-amd64-bin grub-common xorriso mtools ovmf xz-utils gzip)
+pkgs=(qemu-system-x86 grub-pc-bin grub-efi-amd64-bin grub-common xorriso mtools ovmf xz-utils gzip e2fsprogs)
 sudo=()
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1; then sudo=(sudo); else

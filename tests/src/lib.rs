@@ -79,6 +79,21 @@ pub struct Scenario {
     pub dom0: Option<&'static str>,
     /// The verdict that guest must print.
     pub verdict: Option<GuestVerdict>,
+    /// dom0's command line.
+    pub dom0_cmdline: &'static str,
+    /// An ext4 data disk the runner makes and attaches as dom0's second virtio disk.
+    pub data_disk: Option<DataDisk>,
+    /// NICs on one QEMU hub: (QEMU device model, count).
+    pub nics: Option<(&'static str, u32)>,
+}
+
+/// An ext4 image made for a scenario, and what must be in it afterwards.
+#[derive(Clone, Copy, Debug)]
+pub struct DataDisk {
+    /// Files (name, contents) it starts with.
+    pub files: &'static [(&'static str, &'static str)],
+    /// A file (name, contents) that must be there after the run (written by the guest).
+    pub written: Option<(&'static str, &'static str)>,
 }
 
 /// Markers Hestia prints when something fatal happened.
@@ -92,6 +107,10 @@ pub const FATAL_MARKERS: &[&str] = &[
 pub const POWEROFF_MARKER: &str = "Hestia: powering off";
 /// `Scenario::dom0` value meaning "boot Hestia's own ELF as dom0" (a valid ELF64, not PV).
 pub const HYPERVISOR_AS_DOM0: &str = "hestia-itself";
+/// `Scenario::dom0` value meaning Debian 12's stock Linux kernel with the busybox initramfs.
+pub const DEBIAN_LINUX: &str = "debian-linux";
+/// The shell prompt of that initramfs.
+pub const DOM0_PROMPT: &str = "dom0:/# ";
 /// Marker of the end of boot.
 pub const READY_MARKER: &str = "Hestia ready:";
 
@@ -110,7 +129,34 @@ const DEFAULT: Scenario = Scenario {
     timeout_s: 60,
     dom0: None,
     verdict: None,
+    dom0_cmdline: "",
+    data_disk: None,
+    nics: None,
 };
+
+/// Debian's Linux as dom0, driven through its shell. Its kernel log must stay free of oopses,
+/// panics, kernel warnings and W+X mappings.
+const fn linux(name: &'static str) -> Scenario {
+    Scenario {
+        name,
+        timeout_s: 240,
+        dom0: Some(DEBIAN_LINUX),
+        dom0_cmdline: "console=hvc0 earlyprintk=xen",
+        expect: &["hestia-dom0: Linux", POWEROFF_MARKER],
+        forbid: LINUX_FORBID,
+        ..DEFAULT
+    }
+}
+
+/// What a healthy Linux boot never prints.
+const LINUX_FORBID: &[&str] = &[
+    "Kernel panic",
+    "BUG: ",
+    "Oops",
+    "WARNING: CPU",
+    "W+X mappings: FAILED",
+    "general protection fault",
+];
 
 /// A PV test guest run as dom0 that must print `verdict` and power off.
 const fn guest(name: &'static str, verdict: GuestVerdict) -> Scenario {
@@ -407,6 +453,79 @@ pub fn all() -> Vec<Scenario> {
             forbid: &[POWEROFF_MARKER],
             ending: Ending::StopWhenSeen,
             ..DEFAULT
+        },
+        // Debian 12's stock kernel as dom0 (M2). Commands print computed values, so the echo of
+        // what was typed never satisfies an expectation by itself.
+        Scenario {
+            input: &[
+                (
+                    DOM0_PROMPT,
+                    "echo shell-$((40+2)) on $(cat /sys/hypervisor/type)\n",
+                ),
+                (DOM0_PROMPT, "poweroff\n"),
+            ],
+            expect: &[
+                "hestia-dom0: Linux",
+                "shell-42 on xen",
+                "reboot: Power down",
+                POWEROFF_MARKER,
+            ],
+            ..linux("dom0-linux-shell-poweroff")
+        },
+        Scenario {
+            data_disk: Some(DataDisk {
+                files: &[("in.txt", "written-by-the-host")],
+                written: Some(("out.txt", "written-by-dom0-7")),
+            }),
+            input: &[
+                (
+                    DOM0_PROMPT,
+                    "mount -t ext4 /dev/vdb /mnt && cat /mnt/in.txt && \
+                     echo written-by-dom0-$((3+4)) > /mnt/out.txt && umount /mnt && \
+                     echo disk-$((6*7))\n",
+                ),
+                (DOM0_PROMPT, "poweroff\n"),
+            ],
+            expect: &[
+                "written-by-the-host",
+                "disk-42",
+                "reboot: Power down",
+                POWEROFF_MARKER,
+            ],
+            ..linux("dom0-linux-disk")
+        },
+        Scenario {
+            // Two NICs on one QEMU hub, one moved into another network namespace: every ping
+            // crosses both NICs' interrupt paths (level-triggered INTx through PIRQs).
+            nics: Some(("e1000", 2)),
+            input: &[
+                (
+                    DOM0_PROMPT,
+                    "unshare -n sleep 1000 & sleep 1; P=$!; ip link set eth1 netns $P && \
+                     ip addr add 10.0.0.1/24 dev eth0 && ip link set eth0 up && \
+                     nsenter -t $P -n sh -c 'ip addr add 10.0.0.2/24 dev eth1 && \
+                     ip link set eth1 up' && sleep 3 && echo net-$((2*21))\n",
+                ),
+                (DOM0_PROMPT, "ping -q -c 1000 -i 0.01 10.0.0.2\n"),
+                (DOM0_PROMPT, "poweroff\n"),
+            ],
+            expect: &[
+                "net-42",
+                "1000 packets transmitted, 1000 packets received, 0% packet loss",
+                POWEROFF_MARKER,
+            ],
+            timeout_s: 420,
+            ..linux("dom0-linux-net-ping")
+        },
+        Scenario {
+            input: &[(DOM0_PROMPT, "reboot\n")],
+            expect: &[
+                "hestia-dom0: Linux",
+                "reboot: Restarting system",
+                "dom0 asked for a reboot: resetting the machine",
+            ],
+            ending: Ending::Reset,
+            ..linux("dom0-linux-reboot")
         },
     ]
 }

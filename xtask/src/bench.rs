@@ -73,6 +73,8 @@ pub fn run() -> Result<()> {
         accel: Accel::Tcg,
         cpu: None,
         gdb: false,
+        disks: Vec::new(),
+        nics: None,
     };
     let opts = |name: &str| RunOptions {
         timeout: Some(Duration::from_secs(300)),

@@ -1,13 +1,15 @@
 //! dom0's Linux: Debian 12's stock kernel (`linux-image-amd64`) and `busybox-static`, fetched
 //! with the package tools (`apt-get download`, `dpkg-deb`; nothing else is downloaded), cached
-//! under `target/debian/`, and an initramfs whose `/init` (busybox init) mounts proc, sys and
-//! dev and keeps a shell on `hvc0`. The exact package versions and SHA-256 sums are printed and
-//! kept in `target/debian/packages.txt`.
+//! under `target/debian/`, and an initramfs whose `/init` (busybox init) loads the modules for
+//! QEMU's disks and NICs and ext4 (Debian builds them as modules), mounts proc, sys and dev, and
+//! keeps a shell on `hvc0`. The exact package versions and SHA-256 sums are printed and kept in
+//! `target/debian/packages.txt`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::cpio::Archive;
+use crate::kmod;
 use crate::{Result, target_dir};
 
 /// The Debian release whose stock kernel dom0 runs.
@@ -16,6 +18,17 @@ const RELEASE: &str = "bookworm";
 pub const PROMPT: &str = "dom0:/# ";
 /// Command line for dom0: Xen's console for early output and the shell.
 pub const CMDLINE: &str = "console=hvc0 earlyprintk=xen";
+/// Modules the initramfs loads (with their dependencies): virtio and e1000 disks and NICs,
+/// ext4 and the checksum it needs, veth.
+const MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "e1000",
+    "crc32c_generic",
+    "ext4",
+    "veth",
+];
 
 /// The files a dom0 boot needs.
 pub struct Dom0Linux {
@@ -139,16 +152,24 @@ pub fn prepare() -> Result<Dom0Linux> {
     if !busybox.is_file() {
         extract(&busybox_deb, "./bin/busybox", &root)?;
     }
+    let modules_dir = root.join("lib/modules");
+    if !modules_dir.is_dir() {
+        extract(&kernel_deb, "./lib/modules/*", &root)?;
+    }
+    let modules = kmod::closure(&kmod::index(&modules_dir), MODULES)?;
     let initramfs = dir.join("initramfs.cpio");
-    std::fs::write(&initramfs, initramfs_image(&std::fs::read(&busybox)?))?;
+    std::fs::write(
+        &initramfs,
+        initramfs_image(&std::fs::read(&busybox)?, &modules)?,
+    )?;
     Ok(Dom0Linux { kernel, initramfs })
 }
 
 /// The early user space: busybox as `/init` with an inittab that mounts the pseudo file systems
 /// and respawns a shell on the Xen console; `poweroff` and `reboot` go through init.
-fn initramfs_image(busybox: &[u8]) -> Vec<u8> {
+fn initramfs_image(busybox: &[u8], modules: &[(String, PathBuf)]) -> Result<Vec<u8>> {
     let mut a = Archive::default();
-    for d in [
+    let dirs = [
         "bin",
         "dev",
         "etc",
@@ -158,9 +179,23 @@ fn initramfs_image(busybox: &[u8]) -> Vec<u8> {
         "tmp",
         "mnt",
         "root",
-    ] {
+        "lib",
+        "lib/modules",
+    ];
+    for d in dirs {
         a.dir(d);
     }
+    let mut order = String::new();
+    for (name, path) in modules {
+        a.file(
+            &format!("lib/modules/{name}.ko"),
+            0o644,
+            &std::fs::read(path)?,
+        );
+        order.push_str(name);
+        order.push('\n');
+    }
+    a.file("etc/modules", 0o644, order.as_bytes());
     // Before devtmpfs is mounted the kernel opens /dev/console for init.
     a.char_device("dev/console", 0o600, 5, 1);
     a.file("bin/busybox", 0o755, busybox);
@@ -179,6 +214,7 @@ fn initramfs_image(busybox: &[u8]) -> Vec<u8> {
         0o755,
         b"#!/bin/sh\n\
           /bin/busybox --install -s /bin\n\
+          for m in $(cat /etc/modules); do insmod /lib/modules/$m.ko; done\n\
           mount -t proc proc /proc\n\
           mount -t sysfs sysfs /sys\n\
           mount -t devtmpfs devtmpfs /dev\n\
@@ -190,5 +226,5 @@ fn initramfs_image(busybox: &[u8]) -> Vec<u8> {
         0o644,
         b"export PATH=/bin\nexport PS1='dom0:\\w# '\ncd /\n",
     );
-    a.finish()
+    Ok(a.finish())
 }

@@ -8,6 +8,7 @@ mod check;
 mod cpio;
 mod dom0;
 mod kernel;
+mod kmod;
 mod qemu;
 mod test;
 mod tools;
@@ -59,6 +60,8 @@ commands:
       --initrd FILE       dom0 initrd
       --dom0-cmdline STR  dom0 command line
       --no-dom0           boot Hestia alone (it powers off after its summary)
+      --disk FILE         attach a raw disk image as an extra virtio disk (repeatable)
+      --nics [MODEL:]N    N NICs (default model virtio-net-pci) on one QEMU hub
       --hv-cmdline STR    Hestia command line (e.g. 'loglvl=debug noreboot')
       --smp N             CPUs (default 2)
       --mem MIB           RAM in MiB (default 1024)
@@ -130,6 +133,8 @@ fn cmd_run(args: &[String]) -> Result<()> {
         accel: Accel::Auto,
         cpu: None,
         gdb: false,
+        disks: Vec::new(),
+        nics: None,
     };
     let mut modules = Modules::default();
     let (mut hv_cmdline, mut dom0_cmdline) = (String::new(), String::new());
@@ -177,6 +182,15 @@ fn cmd_run(args: &[String]) -> Result<()> {
                 }
             }
             "--test-hooks" => flavor = Flavor::TestHooks,
+            "--disk" => m.disks.push(PathBuf::from(value(args, &mut i, flag)?)),
+            "--nics" => {
+                let v = value(args, &mut i, flag)?;
+                let (model, n) = v.split_once(':').unwrap_or(("virtio-net-pci", v));
+                m.nics = Some((
+                    model.to_owned(),
+                    n.parse().map_err(|_| "--nics needs [MODEL:]COUNT")?,
+                ));
+            }
             "--no-dom0" => no_dom0 = true,
             "--gdb" => m.gdb = true,
             _ => return Err(format!("unknown option '{flag}'\n{USAGE}").into()),

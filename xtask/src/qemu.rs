@@ -40,6 +40,10 @@ pub struct Machine {
     pub cpu: Option<String>,
     /// Wait for gdb on :1234 before starting.
     pub gdb: bool,
+    /// Extra raw disk images, attached as virtio disks after the boot disk.
+    pub disks: Vec<PathBuf>,
+    /// NICs on one QEMU hub (nothing leaves QEMU): `(model, count)`, e.g. `("e1000", 2)`.
+    pub nics: Option<(String, u32)>,
 }
 
 /// How to run.
@@ -122,6 +126,19 @@ fn qemu_command(iso: &Path, m: &Machine, name: &str) -> Result<Command> {
         iso.display()
     ));
     c.args(["-device", "virtio-blk-pci,drive=boot"]);
+    for (i, d) in m.disks.iter().enumerate() {
+        c.arg("-drive").arg(format!(
+            "file={},format=raw,if=none,id=data{i}",
+            d.display()
+        ));
+        c.args(["-device", &format!("virtio-blk-pci,drive=data{i}")]);
+    }
+    if let Some((model, n)) = &m.nics {
+        for i in 0..*n {
+            c.args(["-netdev", &format!("hubport,id=net{i},hubid=0")]);
+            c.args(["-device", &format!("{model},netdev=net{i}")]);
+        }
+    }
     if m.gdb {
         c.args(["-s", "-S"]);
     }

@@ -1,10 +1,11 @@
 //! `cargo xtask test`: host unit tests, then every QEMU scenario of `hestia-tests`, then the
 //! summary line `N passed, M failed`. Zero tests run is a failure.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hestia_tests::{Ending, HYPERVISOR_AS_DOM0, judge};
+use hestia_tests::{DEBIAN_LINUX, DataDisk, Ending, HYPERVISOR_AS_DOM0, judge};
 
 use crate::kernel::{self, Flavor, Modules};
 use crate::qemu::{self, Accel, Machine, RunOptions};
@@ -25,6 +26,52 @@ fn parse_cargo_counts(out: &str) -> (u64, u64) {
         failed += num(" failed");
     }
     (passed, failed)
+}
+
+/// e2fsprogs' tools live in /sbin, which a non-root PATH may lack.
+fn sbin(tool: &str) -> PathBuf {
+    ["/usr/sbin", "/sbin"]
+        .iter()
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(tool))
+}
+
+/// Makes the scenario's ext4 image (`mke2fs -d` from a directory of its files).
+fn make_data_disk(name: &str, d: &DataDisk) -> Result<PathBuf> {
+    let dir = target_dir().join("test-disks").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("files"))?;
+    for (file, contents) in d.files {
+        std::fs::write(dir.join("files").join(file), contents)?;
+    }
+    let img = dir.join("disk.img");
+    crate::run(
+        Command::new(sbin("mke2fs"))
+            .args(["-q", "-F", "-t", "ext4", "-d"])
+            .arg(dir.join("files"))
+            .arg(&img)
+            .arg("16M"),
+    )?;
+    Ok(img)
+}
+
+/// Checks that the guest left `file` with `contents` in the image (read with debugfs).
+fn check_written(img: &Path, (file, contents): (&str, &str)) -> std::result::Result<(), String> {
+    let out = Command::new(sbin("debugfs"))
+        .args(["-R", &format!("cat /{file}")])
+        .arg(img)
+        .output()
+        .map_err(|e| format!("cannot run debugfs: {e}"))?;
+    let found = String::from_utf8_lossy(&out.stdout);
+    if found.trim() == contents {
+        Ok(())
+    } else {
+        Err(format!(
+            "the disk holds {:?} in /{file}, expected {contents:?}",
+            found.trim()
+        ))
+    }
 }
 
 /// Runs everything (or the scenarios whose names contain `filter`).
@@ -62,6 +109,13 @@ pub fn run(filter: Option<&str>, accel: Accel) -> Result<()> {
     {
         let modules = match s.dom0 {
             None => Modules::default(),
+            Some(DEBIAN_LINUX) => {
+                let linux = crate::dom0::prepare()?;
+                Modules {
+                    dom0: Some((linux.kernel, s.dom0_cmdline.to_owned())),
+                    initrd: Some(linux.initramfs),
+                }
+            }
             Some(HYPERVISOR_AS_DOM0) => Modules {
                 dom0: Some((elf.clone(), String::new())),
                 initrd: None,
@@ -86,6 +140,13 @@ pub fn run(filter: Option<&str>, accel: Accel) -> Result<()> {
             accel,
             cpu: s.cpu.map(str::to_owned),
             gdb: false,
+            disks: s
+                .data_disk
+                .map(|d| make_data_disk(s.name, &d))
+                .transpose()?
+                .into_iter()
+                .collect(),
+            nics: s.nics.map(|(m, n)| (m.to_owned(), n)),
         };
         let expect = s.expect;
         let stop = move |log: &str| expect.iter().all(|e| log.contains(e));
@@ -106,7 +167,13 @@ pub fn run(filter: Option<&str>, accel: Accel) -> Result<()> {
         let ready = r.ready_after.map_or(String::new(), |d| {
             format!(", ready after {:.2} s", d.as_secs_f64())
         });
-        match judge(&s, &r.log, r.outcome) {
+        let verdict = judge(&s, &r.log, r.outcome).and_then(|()| {
+            match (s.data_disk.and_then(|d| d.written), machine.disks.first()) {
+                (Some(w), Some(img)) => check_written(img, w).map_err(|e| vec![e]),
+                _ => Ok(()),
+            }
+        });
+        match verdict {
             Ok(()) => {
                 passed += 1;
                 println!(
@@ -129,7 +196,7 @@ pub fn run(filter: Option<&str>, accel: Accel) -> Result<()> {
                 println!(
                     "    --- last serial lines ({}) ---\n{}",
                     opts.log_path.display(),
-                    qemu::tail(&r.log, 40)
+                    qemu::tail(&r.log, 100)
                 );
             }
         }

@@ -26,6 +26,13 @@ fn missing_system_tools() -> Vec<&'static str> {
         ("mtools", on_path("mformat")),
         ("xz-utils", on_path("xz")),
         ("gzip", on_path("gzip")),
+        (
+            "e2fsprogs",
+            ["/sbin/mke2fs", "/usr/sbin/mke2fs"]
+                .iter()
+                .any(|p| Path::new(p).is_file())
+                || on_path("mke2fs"),
+        ),
         ("grub-pc-bin", Path::new("/usr/lib/grub/i386-pc").is_dir()),
         (
             "grub-efi-amd64-bin",
