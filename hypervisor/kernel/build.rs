@@ -7,6 +7,9 @@ use std::path::PathBuf;
 
 /// Vectors for which the CPU pushes an error code (Intel SDM Vol. 3A, Table 6-1).
 const HAS_ERROR_CODE: [u32; 10] = [8, 10, 11, 12, 13, 14, 17, 21, 29, 30];
+/// Vectors delivered on an IST stack (NMI, #DF, #MC): they enter through the paranoid path, which
+/// cannot trust the ring to tell whose GS base is live.
+const IST_VECTORS: [u32; 3] = [2, 8, 18];
 
 fn main() {
     let dir =
@@ -26,7 +29,12 @@ fn main() {
         if !HAS_ERROR_CODE.contains(&v) {
             s.push_str("    push $0\n");
         }
-        writeln!(s, "    push ${v}\n    jmp hestia_trap_common").ok();
+        let entry = if IST_VECTORS.contains(&v) {
+            "hestia_trap_paranoid"
+        } else {
+            "hestia_trap_common"
+        };
+        writeln!(s, "    push ${v}\n    jmp {entry}").ok();
     }
     s.push_str(".section .rodata.trap_stubs, \"a\"\n.balign 8\n.global hestia_trap_stub_table\nhestia_trap_stub_table:\n");
     for v in 0..256u32 {

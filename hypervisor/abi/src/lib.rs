@@ -16,5 +16,6 @@ pub mod mmu;
 pub mod physdev;
 pub mod platform;
 pub mod sched;
+pub mod vcpu;
 pub mod version;
 pub mod xen;

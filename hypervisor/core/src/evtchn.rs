@@ -211,18 +211,18 @@ impl EventChannels {
     }
 
     /// Marks `port` pending and notifies its vCPU (the 2-level rules). Returns true if the
-    /// vCPU's upcall became pending.
+    /// port became pending: its vCPU should be woken, as it may be polling the port
+    /// (`SCHEDOP_poll` waits on pending bits, masked or not) or now has an upcall.
     pub fn set_pending(&self, shared: &mut dyn SharedBits, port: u32) -> bool {
         let Some((_, vcpu)) = self.port(port) else {
             return false;
         };
-        if shared.test_and_set_pending(port) || shared.is_masked(port) {
+        if shared.test_and_set_pending(port) {
             return false;
         }
-        if shared.test_and_set_sel(vcpu, port / 64) {
-            return false;
+        if !shared.is_masked(port) && !shared.test_and_set_sel(vcpu, port / 64) {
+            shared.set_upcall_pending(vcpu);
         }
-        shared.set_upcall_pending(vcpu);
         true
     }
 
@@ -235,15 +235,20 @@ impl EventChannels {
         }
     }
 
-    /// Raises `virq` on `vcpu` if it is bound.
-    pub fn raise_virq(&self, shared: &mut dyn SharedBits, virq: u32, vcpu: u32) -> bool {
+    /// Raises `virq` (bound on `vcpu`) if it is bound. Returns the vCPU to wake if the port
+    /// became pending: the port's notify vCPU, which `bind_vcpu` may have moved.
+    pub fn raise_virq(&self, shared: &mut dyn SharedBits, virq: u32, vcpu: u32) -> Option<u32> {
         let p = self
             .virq_port
             .get(vcpu as usize)
             .and_then(|v| v.get(virq as usize))
             .copied()
             .unwrap_or(0);
-        p != 0 && self.set_pending(shared, p)
+        if p != 0 && self.set_pending(shared, p) {
+            self.port(p).map(|(_, v)| v)
+        } else {
+            None
+        }
     }
 
     /// `EVTCHNOP_unmask`.
@@ -348,18 +353,21 @@ mod tests {
         let mut e = EventChannels::new(1);
         let mut s = Fake::default();
         let t = e.bind_virq(VIRQ_TIMER, 0).unwrap();
-        assert!(e.raise_virq(&mut s, VIRQ_TIMER, 0));
+        assert_eq!(e.raise_virq(&mut s, VIRQ_TIMER, 0), Some(0));
         assert!(s.upcall[0] && s.sel[0] & 1 == 1 && s.is_pending(t));
-        assert!(
-            !e.raise_virq(&mut s, VIRQ_TIMER, 0),
+        assert_eq!(
+            e.raise_virq(&mut s, VIRQ_TIMER, 0),
+            None,
             "already pending: no second notification"
         );
-        // A masked port stays pending without notifying; unmask then notifies.
+        // A masked port becomes pending without an upcall (a vCPU polling it must still be
+        // woken, hence "true"); unmask then raises the upcall.
         let ipi = e.bind_ipi(0).unwrap();
         s = Fake::default();
         s.mask[0] |= 1 << ipi;
-        assert_eq!(e.send(&mut s, ipi), Ok(false));
+        assert_eq!(e.send(&mut s, ipi), Ok(true));
         assert!(s.is_pending(ipi) && !s.upcall[0]);
+        assert_eq!(e.send(&mut s, ipi), Ok(false), "already pending");
         assert_eq!(e.unmask(&mut s, ipi), Ok(true));
         assert!(s.upcall[0]);
         assert_eq!(e.send(&mut s, 0), Err(EvtchnError::Invalid));
@@ -368,9 +376,18 @@ mod tests {
             Err(EvtchnError::Invalid),
             "VIRQ ports cannot be sent to"
         );
-        assert!(
-            !e.raise_virq(&mut s, VIRQ_DEBUG, 0),
+        assert_eq!(
+            e.raise_virq(&mut s, VIRQ_DEBUG, 0),
+            None,
             "unbound VIRQ: nothing happens"
+        );
+        // A global VIRQ moved to vCPU 1 wakes vCPU 1, though it is raised "on vCPU 0".
+        let mut e2 = EventChannels::new(2);
+        let c = e2.bind_virq(VIRQ_CONSOLE, 0).unwrap();
+        e2.bind_vcpu(c, 1).unwrap();
+        assert_eq!(
+            e2.raise_virq(&mut Fake::default(), VIRQ_CONSOLE, 0),
+            Some(1)
         );
     }
 

@@ -13,6 +13,9 @@
 //!    mapped only by L1 entries of a domain whose I/O-memory set holds them, and take no
 //!    references or types: nothing ever makes them page tables. Frames in the read-only I/O set
 //!    (devices the hypervisor drives but lets dom0 read, like the HPET) lose RW when mapped.
+//! 5. No CPU can still hold a translation that was removed when a frame takes a page-table or
+//!    descriptor type, or leaves its domain: a removed mapping marks the TLBs stale, and the
+//!    next such change flushes every CPU first ([`PtMemory::flush_tlbs`]).
 //!
 //! Memory is abstract ([`PtMemory`]) so the rules run on the host against a recording fake.
 
@@ -122,6 +125,8 @@ pub trait PtMemory {
     /// Writes the hypervisor's own entries into slots 256-271 of the L4 frame `mfn` (done once
     /// the frame is validated as an L4, so every guest L4 carries the hypervisor).
     fn install_hypervisor_slots(&mut self, mfn: u64);
+    /// Flushes the guest translations from every CPU's TLB, returning once all are gone.
+    fn flush_tlbs(&mut self);
 }
 
 /// Entry flags Xen forces on guest entries: 64-bit PV kernels run in ring 3, so every guest
@@ -136,6 +141,8 @@ pub struct FrameTable<'a> {
     iomem: Vec<(Dom, RangeSet)>,
     /// I/O frames only ever mapped read-only.
     iomem_ro: RangeSet,
+    /// Some mapping was removed since the last TLB flush (a CPU may still translate it).
+    stale: bool,
 }
 
 impl<'a> FrameTable<'a> {
@@ -146,6 +153,7 @@ impl<'a> FrameTable<'a> {
             frames: storage,
             iomem: Vec::new(),
             iomem_ro: RangeSet::new(),
+            stale: false,
         }
     }
 
@@ -226,7 +234,7 @@ impl<'a> FrameTable<'a> {
 
     /// Takes a frame back from `dom` (ballooning): only an unreferenced, untyped, unpinned frame
     /// of `dom` can go, so nothing can still map it.
-    pub fn release(&mut self, mfn: u64, dom: Dom) -> Result<(), MmError> {
+    pub fn release(&mut self, mem: &mut dyn PtMemory, mfn: u64, dom: Dom) -> Result<(), MmError> {
         let f = self.info_mut(mfn)?;
         if f.owner != Some(dom) {
             return Err(MmError::NotOwner);
@@ -235,7 +243,15 @@ impl<'a> FrameTable<'a> {
             return Err(MmError::TypeConflict);
         }
         *f = FrameInfo::FREE;
+        self.flush_if_stale(mem);
         Ok(())
+    }
+
+    /// Flushes every CPU's TLB if a mapping was removed since the last flush.
+    fn flush_if_stale(&mut self, mem: &mut dyn PtMemory) {
+        if core::mem::take(&mut self.stale) {
+            mem.flush_tlbs();
+        }
     }
 
     /// Takes a general reference on a frame `dom` owns.
@@ -273,6 +289,10 @@ impl<'a> FrameTable<'a> {
             self.info_mut(mfn)?.type_count =
                 f.type_count.checked_add(1).ok_or(MmError::Overflow)?;
             return Ok(());
+        }
+        // A stale translation must not outlive the frame's last writable use (invariant 5).
+        if ty != PageType::Writable {
+            self.flush_if_stale(mem);
         }
         // Claim the type before validating, so a table that (directly or not) refers to itself
         // meets a conflict instead of recursing forever.
@@ -417,6 +437,7 @@ impl<'a> FrameTable<'a> {
         if e & pte::P == 0 {
             return;
         }
+        self.stale = true;
         let target = (e & pte::ADDR) >> 12;
         if level == 1 && self.is_io(target) {
             return;
@@ -503,6 +524,7 @@ mod tests {
     struct FakeMem {
         pages: BTreeMap<u64, [u64; 512]>,
         writes: Vec<(u64, usize, u64)>,
+        flushes: usize,
     }
 
     impl PtMemory for FakeMem {
@@ -517,6 +539,9 @@ mod tests {
             for i in HYPERVISOR_L4_SLOTS {
                 self.write(mfn, i, HYPERVISOR_MARK);
             }
+        }
+        fn flush_tlbs(&mut self) {
+            self.flushes += 1;
         }
     }
 
@@ -765,28 +790,58 @@ mod tests {
         tree(&mut mem);
         ft.pin(&mut mem, 1, 4, D).unwrap();
         assert_eq!(
-            ft.release(10, D),
+            ft.release(&mut mem, 10, D),
             Err(MmError::TypeConflict),
             "mapped writable"
         );
         assert_eq!(
-            ft.release(11, D),
+            ft.release(&mut mem, 11, D),
             Err(MmError::TypeConflict),
             "mapped read-only"
         );
         assert_eq!(
-            ft.release(1, D),
+            ft.release(&mut mem, 1, D),
             Err(MmError::TypeConflict),
             "a pinned table"
         );
-        assert_eq!(ft.release(21, D), Err(MmError::NotOwner));
-        ft.release(15, D).unwrap();
+        assert_eq!(ft.release(&mut mem, 21, D), Err(MmError::NotOwner));
+        ft.release(&mut mem, 15, D).unwrap();
         assert_eq!(ft.info(15).unwrap().owner, None);
         assert_eq!(
             ft.mod_entry(&mut mem, 4, 1, 9, e(15, 0), D),
             Err(MmError::NotOwner),
             "a released frame cannot be mapped"
         );
+    }
+
+    #[test]
+    fn removed_mappings_are_flushed_before_a_frame_changes_use() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        assert_eq!(mem.flushes, 0, "nothing was unmapped yet");
+        // Unmap frame 10 (writable in L1 4): some CPU may still hold that translation.
+        ft.mod_entry(&mut mem, 4, 1, 0, 0, D).unwrap();
+        assert_eq!(mem.flushes, 0, "unmapping alone does not flush");
+        // Mapping it again read-only or writable is harmless: no flush.
+        ft.mod_entry(&mut mem, 4, 1, 2, e(10, pte::RW), D).unwrap();
+        ft.mod_entry(&mut mem, 4, 1, 2, 0, D).unwrap();
+        assert_eq!(mem.flushes, 0);
+        // Becoming a page table needs every stale writable translation gone first.
+        ft.pin(&mut mem, 10, 1, D).unwrap();
+        assert_eq!(mem.flushes, 1, "flushed before frame 10 became an L1");
+        ft.pin(&mut mem, 12, 1, D).unwrap();
+        assert_eq!(mem.flushes, 1, "no mapping removed since: no second flush");
+        // Leaving the domain likewise.
+        ft.unpin(&mut mem, 12, D).unwrap();
+        ft.release(&mut mem, 12, D).unwrap();
+        assert_eq!(
+            mem.flushes, 1,
+            "unpinning an empty table removes no mapping"
+        );
+        ft.mod_entry(&mut mem, 4, 1, 1, 0, D).unwrap();
+        ft.release(&mut mem, 11, D).unwrap();
+        assert_eq!(mem.flushes, 2, "flushed before frame 11 left the domain");
     }
 
     #[test]

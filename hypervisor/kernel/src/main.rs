@@ -366,7 +366,8 @@ extern "C" fn continue_boot(info: u64) -> ! {
     match info.modules() {
         [] => info!("dom0: no dom0 kernel given (no multiboot2 module): nothing to run"),
         [kernel, rest @ ..] => {
-            match pv::builder::build_dom0(kernel, rest.first(), &|| dom0_pages(&opts)) {
+            let vcpus = dom0_vcpus(&opts);
+            match pv::builder::build_dom0(kernel, rest.first(), &|| dom0_pages(&opts), vcpus) {
                 Ok(d) => pv::run(Box::leak(Box::new(d))),
                 // As Xen: a dom0 that cannot be built is fatal.
                 Err(e) => fatal_boot(format_args!("{e}")),
@@ -380,6 +381,17 @@ extern "C" fn continue_boot(info: u64) -> ! {
         }
     }
     shutdown()
+}
+
+/// dom0's vCPUs: one per online CPU (as Xen), or `dom0_max_vcpus=` within that (each vCPU is
+/// pinned to its own CPU, so there can be no more than there are CPUs).
+fn dom0_vcpus(opts: &Options) -> u32 {
+    let online = percpu::online_count().max(1);
+    let wanted = opts.dom0_max_vcpus.map_or(online, |(_, max)| max);
+    if wanted > online {
+        warn!("dom0_max_vcpus: {wanted} asked, {online} CPUs: dom0 gets {online}");
+    }
+    wanted.clamp(1, online)
 }
 
 /// dom0's size and ceiling in pages: `dom0_mem=` (bounded by `max:`), else, as Xen, all free

@@ -12,7 +12,7 @@ use xen_abi::errno::Errno;
 use crate::arch::x86_64::gdt::GUEST_ENTRIES;
 use crate::arch::x86_64::percpu;
 use crate::mm::{frametable, guest};
-use crate::pv::domain::Domain;
+use crate::pv::domain::{Domain, Vcpu};
 
 pub(super) fn do_set_gdt(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     let (list, entries) = (a[0], a[1] as usize);
@@ -26,8 +26,25 @@ pub(super) fn do_set_gdt(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             list.checked_add(i * 8).ok_or(Errno::EFAULT)?,
         )?);
     }
-    let me = d.id.0;
-    let mut v = d.vcpus[0].lock();
+    let mut v = d.this_vcpu().lock();
+    let copied = take_gdt(d.id.0, &mut v, frames, entries)?;
+    percpu::this_cpu()
+        .gdt
+        .load_guest_entries(copied.into_iter());
+    Ok(0)
+}
+
+/// Makes `frames` (holding `entries` descriptors) vCPU `v`'s GDT: each takes the SegDesc type
+/// (validating it), the old frames are released; returns the descriptors for the CPU's GDT.
+pub(crate) fn take_gdt(
+    me: u16,
+    v: &mut Vcpu,
+    frames: alloc::vec::Vec<u64>,
+    entries: usize,
+) -> Result<alloc::vec::Vec<u64>, Errno> {
+    if entries > GUEST_ENTRIES || frames.len() < entries.div_ceil(512) {
+        return Err(Errno::EINVAL);
+    }
     let copied = frametable::with(|ft, mem| -> Result<alloc::vec::Vec<u64>, Errno> {
         for (n, &mfn) in frames.iter().enumerate() {
             let ok = ft.get_page(mfn, me).is_ok() && {
@@ -54,12 +71,19 @@ pub(super) fn do_set_gdt(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             .collect())
     })
     .unwrap_or(Err(Errno::EINVAL))?;
-    percpu::this_cpu()
-        .gdt
-        .load_guest_entries(copied.into_iter());
     v.gdt_frames = frames;
     v.gdt_entries = entries;
-    Ok(0)
+    Ok(copied)
+}
+
+/// The descriptors of `v`'s GDT as they are now (to load them on the CPU that runs it).
+pub(crate) fn gdt_entries(v: &Vcpu) -> alloc::vec::Vec<u64> {
+    frametable::with(|_, mem| {
+        (0..v.gdt_entries)
+            .map(|i| mem.read(v.gdt_frames[i / 512], i % 512))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 pub(super) fn do_update_descriptor(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
@@ -80,7 +104,7 @@ pub(super) fn do_update_descriptor(d: &Domain, a: [u64; 5]) -> Result<u64, Errno
         Ok(())
     })
     .unwrap_or(Err(Errno::EINVAL))?;
-    let v = d.vcpus[0].lock();
+    let v = d.this_vcpu().lock();
     if let Some(k) = v.gdt_frames.iter().position(|&m| m == mfn) {
         let entry = k * 512 + index;
         if entry < v.gdt_entries {

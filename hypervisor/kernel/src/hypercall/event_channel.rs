@@ -9,7 +9,7 @@ use xen_abi::xen::DOMID_SELF;
 
 use crate::mm::guest;
 use crate::pv::domain::Domain;
-use crate::pv::events::errno;
+use crate::pv::events::{self, errno};
 use crate::pv::pirq;
 
 const BIND_VIRQ: u32 = 1;
@@ -71,21 +71,19 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             }
             Ok(0)
         }
-        SEND => {
+        SEND | UNMASK => {
             let [port]: [u32; 1] = guest::read_obj(arg)?;
-            d.evtchn
-                .lock()
-                .send(&mut shared, port)
-                .map_err(errno)
-                .map(|_| 0)
-        }
-        UNMASK => {
-            let [port]: [u32; 1] = guest::read_obj(arg)?;
-            d.evtchn
-                .lock()
-                .unmask(&mut shared, port)
-                .map_err(errno)
-                .map(|_| 0)
+            let ev = d.evtchn.lock();
+            let raised = if cmd == SEND {
+                ev.send(&mut shared, port)
+            } else {
+                ev.unmask(&mut shared, port)
+            }
+            .map_err(errno)?;
+            if raised && let Some((_, vcpu)) = ev.port(port) {
+                events::kick(vcpu);
+            }
+            Ok(0)
         }
         BIND_VCPU => {
             let s: [u32; 2] = guest::read_obj(arg)?;

@@ -99,9 +99,10 @@ fn balloon(d: &Domain, cmd: u32, arg: u64) -> Result<u64, Errno> {
         match cmd {
             DECREASE_RESERVATION => {
                 let mfn: u64 = guest::read_obj(slot)?;
-                let freed =
-                    frametable::with(|ft, _| (0..n).all(|j| ft.release(mfn + j, d.id.0).is_ok()))
-                        .unwrap_or(false);
+                let freed = frametable::with(|ft, mem| {
+                    (0..n).all(|j| ft.release(mem, mfn + j, d.id.0).is_ok())
+                })
+                .unwrap_or(false);
                 if !freed {
                     return Ok(i);
                 }
@@ -185,10 +186,10 @@ fn exchange(d: &Domain, arg: u64) -> Result<u64, Errno> {
             }
         }
     }
-    frametable::with(|ft, _| {
+    frametable::with(|ft, mem| {
         for &mfn in &ins {
             for j in 0..in_n {
-                let _ = ft.release(mfn + j, me);
+                let _ = ft.release(mem, mfn + j, me);
             }
         }
         for &mfn in &outs {

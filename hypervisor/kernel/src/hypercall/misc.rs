@@ -43,10 +43,10 @@ pub(super) fn do_vm_assist(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
 
 /// `set_debugreg(reg, value)`.
 pub(super) fn do_set_debugreg(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    debugreg::set(&mut d.vcpus[0].lock(), a[0], a[1]).map(|()| 0)
+    debugreg::set(&mut d.this_vcpu().lock(), a[0], a[1]).map(|()| 0)
 }
 
 /// `get_debugreg(reg)`: the value is the return value.
 pub(super) fn do_get_debugreg(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    debugreg::get(&d.vcpus[0].lock(), a[0])
+    debugreg::get(&d.this_vcpu().lock(), a[0])
 }

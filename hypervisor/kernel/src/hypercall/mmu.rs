@@ -11,7 +11,7 @@ use xen_abi::errno::Errno;
 use xen_abi::mmu::{MmuUpdate, MmuextOp, ext, update, uvmf};
 use xen_abi::xen::{DOMID_IO, DOMID_SELF, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
 
-use crate::arch::x86_64::cpu;
+use crate::arch::x86_64::{cpu, smp};
 use crate::mm::frametable::{self, DirectMem};
 use crate::mm::guest::{self, is_guest_range};
 use crate::pv::domain::{Domain, Vcpu};
@@ -163,18 +163,21 @@ pub(super) fn do_update_va_mapping(d: &Domain, a: [u64; 5]) -> Result<u64, Errno
     if !is_guest_range(va, 1) || (HYPERVISOR_VIRT_START..HYPERVISOR_VIRT_END).contains(&va) {
         return Err(Errno::EINVAL);
     }
-    let l4 = d.vcpus[0].lock().kernel_cr3 >> 12;
+    let l4 = d.this_vcpu().lock().kernel_cr3 >> 12;
     frametable::with(|ft, mem| {
         let (l1, idx) = find_l1(mem, l4, va)?;
         ft.mod_entry(mem, l1, 1, idx, val, dom(d)).map_err(errno)
     })
     .unwrap_or(Err(Errno::EINVAL))?;
+    // Beyond the flush type: UVMF_ALL, or a vCPU bitmap pointer (MULTI): other vCPUs too, as
+    // a full flush of every CPU running the domain.
+    let remote = flags & !uvmf::FLUSHTYPE_MASK != 0;
     match flags & uvmf::FLUSHTYPE_MASK {
+        uvmf::INVLPG | uvmf::TLB_FLUSH if remote => smp::flush_guest_tlbs(),
         uvmf::INVLPG => cpu::invlpg(va),
-        uvmf::TLB_FLUSH => flush_local(),
         _ => {}
     }
-    // Type changes must never leave a stale writable translation behind (see the module docs).
+    // This CPU never keeps a translation that was just changed.
     flush_local();
     Ok(0)
 }
@@ -217,9 +220,9 @@ fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
         ext::UNPIN_TABLE => frametable::with(|ft, mem| ft.unpin(mem, op.arg1, me))
             .unwrap_or(Err(MmError::BadFrame))
             .map_err(errno_pin),
-        ext::NEW_BASEPTR => new_baseptr(me, &mut d.vcpus[0].lock(), op.arg1),
+        ext::NEW_BASEPTR => new_baseptr(me, &mut d.this_vcpu().lock(), op.arg1),
         ext::NEW_USER_BASEPTR => {
-            let mut v = d.vcpus[0].lock();
+            let mut v = d.this_vcpu().lock();
             let (new, old) = (op.arg1, v.user_cr3 >> 12);
             if new == old && v.user_cr3 != 0 {
                 return Ok(());
@@ -244,14 +247,19 @@ fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
             v.user_cr3 = new << 12;
             Ok(())
         }
-        ext::TLB_FLUSH_LOCAL | ext::TLB_FLUSH_MULTI | ext::TLB_FLUSH_ALL => {
+        ext::TLB_FLUSH_LOCAL => {
             flush_local();
             Ok(())
         }
-        ext::INVLPG_LOCAL | ext::INVLPG_MULTI | ext::INVLPG_ALL => {
+        ext::INVLPG_LOCAL => {
             if is_guest_range(op.arg1, 1) {
                 cpu::invlpg(op.arg1);
             }
+            Ok(())
+        }
+        // Other vCPUs' TLBs: every CPU running the domain flushes (a superset of the mask).
+        ext::TLB_FLUSH_MULTI | ext::TLB_FLUSH_ALL | ext::INVLPG_MULTI | ext::INVLPG_ALL => {
+            smp::flush_guest_tlbs();
             Ok(())
         }
         ext::CLEAR_PAGE | ext::COPY_PAGE => frametable::with(|ft, mem| {

@@ -5,7 +5,7 @@
 //! (RDI, RSI, RDX, R10, R8) and return a value or an [`Errno`].
 
 mod console_io;
-mod descriptor;
+pub(crate) mod descriptor;
 mod event_channel;
 mod memory_op;
 mod misc;
@@ -25,7 +25,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use xen_abi::errno::Errno;
 use xen_abi::xen::hypercall as nr;
 
-use crate::pv::domain::Domain;
+use crate::pv::domain::{Domain, this_vcpu_id};
 
 /// A hypercall handler.
 type Handler = fn(&Domain, [u64; 5]) -> Result<u64, Errno>;
@@ -178,8 +178,9 @@ pub fn dispatch(d: &Domain, number: u32, args: [u64; 5]) -> i64 {
     if trace == 2 || (trace == 1 && r < 0) {
         let name = TABLE.get(number as usize).map_or("", |s| s.name);
         crate::info!(
-            "{}v0 hypercall {number} {name}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {r} (stack {:#x} {:#x} {:#x})",
+            "{}v{} hypercall {number} {name}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {r} (stack {:#x} {:#x} {:#x})",
             d.id,
+            this_vcpu_id(),
             args[0],
             args[1],
             args[2],

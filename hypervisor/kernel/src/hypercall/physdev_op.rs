@@ -28,7 +28,7 @@ pub(super) fn do_physdev_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             if arg.iopl > 3 {
                 return Err(Errno::EINVAL);
             }
-            d.vcpus[0].lock().iopl = arg.iopl as u8;
+            d.this_vcpu().lock().iopl = arg.iopl as u8;
             Ok(0)
         }
         cmd::SET_IOBITMAP => {
@@ -37,7 +37,7 @@ pub(super) fn do_physdev_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             if arg.nr_ports > 65536 || !is_guest_range(arg.bitmap, 65536 / 8) {
                 return Err(Errno::EINVAL);
             }
-            d.vcpus[0].lock().iobitmap = (arg.bitmap, arg.nr_ports);
+            d.this_vcpu().lock().iobitmap = (arg.bitmap, arg.nr_ports);
             Ok(0)
         }
         cmd::PIRQ_EOI_GMFN_V1 | cmd::PIRQ_EOI_GMFN_V2 => Err(Errno::ENOSYS),

@@ -1,5 +1,5 @@
-//! `sched_op` (hypercall 29). With one vCPU per domain and no scheduler yet, `yield` returns at
-//! once; `block` and `poll` halt the CPU until an event (or the poll timeout) arrives;
+//! `sched_op` (hypercall 29). With each vCPU on its own CPU and no scheduler yet, `yield`
+//! returns at once; `block` and `poll` halt the CPU until an event (or the poll timeout) arrives;
 //! `shutdown` stops the domain with its reason (dom0: Hestia then stops the machine).
 
 use core::sync::atomic::Ordering;
@@ -11,7 +11,7 @@ use zerocopy::IntoBytes;
 
 use crate::arch::x86_64::tsc;
 use crate::mm::guest;
-use crate::pv::domain::Domain;
+use crate::pv::domain::{Domain, this_vcpu_id};
 use crate::pv::events;
 
 /// Most ports `SCHEDOP_poll` accepts.
@@ -22,8 +22,9 @@ pub(super) fn do_sched_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::YIELD => Ok(0),
         cmd::BLOCK => {
             // Enables events, then waits until one is pending (Linux's idle relies on both).
-            d.shared().set_upcall_mask(0, false);
-            events::block_until(d, |d| d.shared().upcall_pending(0));
+            let id = this_vcpu_id();
+            d.shared().set_upcall_mask(id, false);
+            events::block_until(d, |d| d.shared().upcall_pending(id));
             Ok(0)
         }
         cmd::POLL => {

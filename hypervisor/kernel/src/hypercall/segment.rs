@@ -49,7 +49,7 @@ fn load_user_gs(v: &mut Vcpu, sel: u16) {
 }
 
 pub(super) fn do_set_segment_base(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    let mut v = d.vcpus[0].lock();
+    let mut v = d.this_vcpu().lock();
     if a[0] == SEGBASE_GS_USER_SEL {
         load_user_gs(&mut v, a[1] as u16);
         return Ok(0);

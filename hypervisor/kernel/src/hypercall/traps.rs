@@ -18,7 +18,7 @@ fn canonical(a: u64) -> bool {
 }
 
 pub(super) fn do_set_trap_table(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    let mut v = d.vcpus[0].lock();
+    let mut v = d.this_vcpu().lock();
     if a[0] == 0 {
         v.traps = [TrapEntry::default(); 256];
         return Ok(0);
@@ -40,7 +40,7 @@ pub(super) fn do_set_trap_table(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
 }
 
 pub(super) fn do_stack_switch(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    let mut v = d.vcpus[0].lock();
+    let mut v = d.this_vcpu().lock();
     v.kernel_ss = a[0] | 3;
     v.kernel_sp = a[1];
     Ok(0)
@@ -52,7 +52,7 @@ fn set(d: &Domain, which: u16, address: u64, mask: bool) -> Result<(), Errno> {
     if !canonical(address) {
         return Err(Errno::EINVAL);
     }
-    let mut v = d.vcpus[0].lock();
+    let mut v = d.this_vcpu().lock();
     let slot = match which {
         kind::EVENT => &mut v.event_callback,
         kind::FAILSAFE => &mut v.failsafe_callback,

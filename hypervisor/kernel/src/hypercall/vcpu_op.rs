@@ -1,25 +1,20 @@
-//! `vcpu_op` (hypercall 24) for the timer and state sub-ops, and `set_timer_op` (15).
-//! `shared/xen-abi.md` 6.3, 6.4. One vCPU per domain until SMP guests (M2).
+//! `vcpu_op` (hypercall 24) and `set_timer_op` (15), `shared/xen-abi.md` 6.3, 6.4: bringing
+//! vCPUs up and down (`pv::vcpus`), their state queries, timers and memory areas. Each vCPU
+//! runs on its own CPU, whose timer queue holds its timers: a vCPU's timers are set by itself,
+//! or while it is down (they start with it); another running vCPU's are -EINVAL (Linux never
+//! asks that; Xen would allow it).
 
 use core::sync::atomic::Ordering;
 
 use hestia_core::pv_mm::{MmError, PageType};
 use xen_abi::errno::Errno;
+use xen_abi::vcpu::cmd::*;
 
-use crate::arch::x86_64::tsc;
+use crate::arch::x86_64::{acpi, percpu, tsc};
 use crate::mm::{frametable, guest, phys_to_virt};
-use crate::pv::domain::Domain;
-use crate::pv::events;
+use crate::pv::domain::{Domain, this_vcpu_id};
+use crate::pv::{events, vcpus};
 
-const DOWN: u32 = 2;
-const IS_UP: u32 = 3;
-const GET_RUNSTATE_INFO: u32 = 4;
-const REGISTER_RUNSTATE_MEMORY_AREA: u32 = 5;
-const SET_PERIODIC_TIMER: u32 = 6;
-const STOP_PERIODIC_TIMER: u32 = 7;
-const SET_SINGLESHOT_TIMER: u32 = 8;
-const STOP_SINGLESHOT_TIMER: u32 = 9;
-const REGISTER_VCPU_INFO: u32 = 10;
 /// Shortest period accepted by `SET_PERIODIC_TIMER`.
 const MIN_PERIOD_NS: u64 = 1_000_000;
 
@@ -34,18 +29,25 @@ pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     let Some(v) = d.vcpus.get(vcpu as usize) else {
         return Err(Errno::ENOENT);
     };
+    let timer_op = matches!(
+        cmd,
+        SET_PERIODIC_TIMER | STOP_PERIODIC_TIMER | SET_SINGLESHOT_TIMER | STOP_SINGLESHOT_TIMER
+    );
+    if timer_op && vcpu != this_vcpu_id() && v.lock().up {
+        return Err(Errno::EINVAL);
+    }
     match cmd {
-        IS_UP => Ok(1),
-        // The domain's last vCPU going down powers the domain off, as in Xen (Linux's halt
-        // with interrupts disabled ends up here).
-        DOWN => {
-            if d.kill() {
-                d.shutdown_reason.store(
-                    xen_abi::sched::reason::POWEROFF,
-                    core::sync::atomic::Ordering::Release,
-                );
-            }
-            Ok(0)
+        INITIALISE => vcpus::initialise(d, vcpu, arg).map(|()| 0),
+        UP => vcpus::up(d, vcpu).map(|()| 0),
+        IS_UP => Ok(u64::from(v.lock().up)),
+        // Only the calling vCPU goes down (Linux's CPU offlining and its halt with interrupts
+        // off); the last one powers the domain off.
+        DOWN if vcpu == this_vcpu_id() => vcpus::down_self(d).map(|()| 0),
+        DOWN => Err(Errno::EINVAL),
+        GET_PHYSID => {
+            let p = percpu::cpu(vcpu).ok_or(Errno::EINVAL)?;
+            let acpi = acpi::acpi_id(p.apic_id).unwrap_or(0);
+            guest::write_obj(arg, &(u64::from(acpi) << 32 | u64::from(p.apic_id))).map(|()| 0)
         }
         GET_RUNSTATE_INFO => guest::write_obj(arg, &runstate()).map(|()| 0),
         REGISTER_RUNSTATE_MEMORY_AREA => {
@@ -122,6 +124,6 @@ fn register_vcpu_info(d: &Domain, vcpu: u32, mfn: u64, offset: u64) -> Result<()
 }
 
 pub(super) fn do_set_timer_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    events::set_singleshot(&mut d.vcpus[0].lock(), a[0]);
+    events::set_singleshot(&mut d.this_vcpu().lock(), a[0]);
     Ok(0)
 }

@@ -33,6 +33,9 @@ impl PtMemory for DirectMem {
         // SAFETY: as in `read`.
         unsafe { core::ptr::write_volatile((phys_to_virt(mfn * 4096) as *mut u64).add(idx), val) }
     }
+    fn flush_tlbs(&mut self) {
+        crate::arch::x86_64::smp::flush_guest_tlbs();
+    }
     fn install_hypervisor_slots(&mut self, mfn: u64) {
         let root = super::kernel_root();
         for slot in hestia_core::pv_mm::HYPERVISOR_L4_SLOTS {

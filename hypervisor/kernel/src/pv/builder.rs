@@ -293,6 +293,7 @@ pub fn build_dom0(
     kernel: &Module,
     initrd: Option<&Module>,
     size: &dyn Fn() -> (u64, u64),
+    nr_vcpus: u32,
 ) -> Result<Domain, BuildError> {
     let bytes = module_bytes(kernel);
     // A bzImage (Debian's vmlinuz) carries the ELF as its payload, usually XZ-compressed;
@@ -410,23 +411,32 @@ pub fn build_dom0(
         rflags: 0x202,
         ..TrapFrame::default()
     };
-    let vcpu = Vcpu::new(0, regs, l4_mfn * PAGE);
+    let mut boot = Vcpu::new(0, regs, l4_mfn * PAGE);
+    (boot.initialised, boot.up, boot.started) = (true, true, true);
+    let nr_vcpus = nr_vcpus.max(1);
+    // The others wait, down, for VCPUOP_initialise and VCPUOP_up.
+    let vcpus = core::iter::once(boot)
+        .chain((1..nr_vcpus).map(|i| Vcpu::new(i, TrapFrame::default(), 0)))
+        .map(spin::Mutex::new)
+        .collect();
     Ok(Domain {
         id: DomId(0),
         privileged: true,
         p2m,
         shared_info_mfn: shared / PAGE,
-        vcpus: alloc::vec![spin::Mutex::new(vcpu)],
+        vcpus,
         dying: AtomicBool::new(false),
         shutdown_reason: AtomicU32::new(0),
-        evtchn: spin::Mutex::new(hestia_core::evtchn::EventChannels::new(1)),
+        evtchn: spin::Mutex::new(hestia_core::evtchn::EventChannels::new(nr_vcpus)),
         tot_pages: core::sync::atomic::AtomicU64::new(nr_pages),
         max_pages: max_pages.max(nr_pages),
         vm_assist: core::sync::atomic::AtomicU64::new(0),
         ioports: alloc::boxed::Box::new(super::ioport::dom0_ports(crate::console::uart_port())),
         pci_cf8: AtomicU32::new(0),
         rtc_index: core::sync::atomic::AtomicU8::new(0),
-        vcpu_info: alloc::vec![core::sync::atomic::AtomicU64::new(0)],
+        vcpu_info: (0..nr_vcpus)
+            .map(|_| core::sync::atomic::AtomicU64::new(0))
+            .collect(),
         pirqs: spin::Mutex::new(hestia_core::pirq::PirqTable::default()),
     })
 }

@@ -48,7 +48,16 @@ fn has_io_breakpoint(dr7: u64) -> bool {
 /// Sets debug register `reg` of the running vCPU `v` (also loads the hardware register).
 pub fn set(v: &mut Vcpu, reg: u64, value: u64) -> Result<(), Errno> {
     let i = index(reg)?;
-    let value = match i {
+    let value = checked(reg, value)?;
+    v.debugreg[i] = value;
+    // SAFETY: checked above: guest addresses only, no GD, no I/O breakpoints.
+    unsafe { cpu::write_dr(i as u8, value) };
+    Ok(())
+}
+
+/// The value debug register `reg` gets for `value` (reserved bits forced), or why not.
+pub fn checked(reg: u64, value: u64) -> Result<u64, Errno> {
+    Ok(match index(reg)? {
         0..=3 if !guest::is_guest_range(value, 1) => return Err(Errno::EPERM),
         0..=3 => value,
         _ if value >> 32 != 0 => return Err(Errno::EINVAL),
@@ -60,11 +69,7 @@ pub fn set(v: &mut Vcpu, reg: u64, value: u64) -> Result<(), Errno> {
             }
             value
         }
-    };
-    v.debugreg[i] = value;
-    // SAFETY: checked above: guest addresses only, no GD, no I/O breakpoints.
-    unsafe { cpu::write_dr(i as u8, value) };
-    Ok(())
+    })
 }
 
 /// Reads debug register `reg` of `v`.

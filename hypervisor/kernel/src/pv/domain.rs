@@ -16,6 +16,11 @@ use super::shared::Shared;
 
 use crate::arch::x86_64::idt::TrapFrame;
 
+/// The id of the vCPU this physical CPU runs: its CPU index.
+pub fn this_vcpu_id() -> u32 {
+    crate::arch::x86_64::percpu::current_index()
+}
+
 /// A domain id; Debug prints `d0`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct DomId(pub u16);
@@ -58,6 +63,14 @@ pub struct Vcpu {
     pub regs: TrapFrame,
     /// The guest is in its kernel mode (hypercalls allowed).
     pub kernel_mode: bool,
+    /// Its state was set (the builder for vCPU 0, `VCPUOP_initialise` for the others).
+    pub initialised: bool,
+    /// Runnable (`VCPUOP_up`), as opposed to down.
+    pub up: bool,
+    /// Its CPU has entered it at least once (later `VCPUOP_up`s wake it where it went down).
+    pub started: bool,
+    /// FS base to start with (`VCPUOP_initialise`); afterwards the CPU's register holds it.
+    pub fs_base: u64,
     /// CR3 for guest kernel mode (machine address of the L4).
     pub kernel_cr3: u64,
     /// CR3 for guest user mode (`MMUEXT_NEW_USER_BASEPTR`), 0 if none.
@@ -111,6 +124,10 @@ impl Vcpu {
             id,
             regs,
             kernel_mode: true,
+            initialised: false,
+            up: false,
+            started: false,
+            fs_base: 0,
             kernel_cr3: cr3,
             user_cr3: 0,
             gs_base_kernel: 0,
@@ -188,6 +205,12 @@ impl Domain {
     /// The shared_info page.
     pub fn shared(&self) -> Shared<'_> {
         Shared::new(self.shared_info_mfn, &self.vcpu_info)
+    }
+
+    /// The vCPU running on this physical CPU (vCPU `i` runs on CPU `i`: dom0's vCPUs are
+    /// pinned one to one, so no vCPU ever leaves its CPU).
+    pub fn this_vcpu(&self) -> &spin::Mutex<Vcpu> {
+        &self.vcpus[this_vcpu_id() as usize % self.vcpus.len()]
     }
 
     /// Pages the domain owns.

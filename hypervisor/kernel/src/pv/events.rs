@@ -1,16 +1,17 @@
 //! Events for PV vCPUs: the upcall on every return to the guest, VIRQ_TIMER from hypervisor
 //! timers, and blocking until an event arrives (`SCHEDOP_block`, `SCHEDOP_poll`).
 //!
-//! `shared/xen-abi.md` 3.2, 4.7, 6.3, 6.4. One domain runs on one physical CPU for now, so a
-//! vCPU's timers live in that CPU's timer queue and "kicking" a vCPU is the interrupt itself.
+//! `shared/xen-abi.md` 3.2, 4.7, 6.3, 6.4. Each vCPU runs on its own physical CPU (vCPU `i` on
+//! CPU `i`), so its timers live in that CPU's timer queue; an event for a vCPU on another CPU
+//! "kicks" it with an IPI, whose return path (or the end of its halt) delivers the upcall.
 
 use hestia_core::evtchn::{SharedBits, VIRQ_TIMER};
 use hestia_core::time::TimeScale;
 
-use super::domain::{Domain, Vcpu};
+use super::domain::{Domain, Vcpu, this_vcpu_id};
 use super::{current, domain_crash, traps};
 use crate::arch::x86_64::idt::TrapFrame;
-use crate::arch::x86_64::{cpu, tsc};
+use crate::arch::x86_64::{cpu, smp, tsc};
 use crate::timer::{self, TimerFn};
 
 /// Default period of a PV vCPU's VIRQ_TIMER (Xen starts every PV vCPU with 10 ms).
@@ -32,26 +33,35 @@ pub fn update_time(d: &Domain, v: u32) {
 /// Raises `virq` on vCPU `v` of `d` (if the guest bound it).
 pub fn raise_virq(d: &Domain, virq: u32, v: u32) {
     let mut shared = d.shared();
-    // Interrupt context may race a hypercall holding the lock only on another CPU.
-    if let Some(ev) = d.evtchn.try_lock() {
-        ev.raise_virq(&mut shared, virq, v);
+    // From interrupt context too: no CPU holds a domain lock with interrupts on, so the lock
+    // can only be busy on another CPU, briefly. (Dropping the event instead loses it.)
+    let notify = d.evtchn.lock().raise_virq(&mut shared, virq, v);
+    if let Some(target) = notify {
+        kick(target);
+    }
+}
+
+/// Makes vCPU `v` notice a new upcall: if it runs on another CPU, an IPI interrupts it (its
+/// return to the guest, or the end of its halt, then delivers the upcall).
+pub fn kick(v: u32) {
+    if v != this_vcpu_id() {
+        smp::kick(v);
     }
 }
 
 /// On every return to guest code: deliver one upcall if events are pending and unmasked.
 pub fn before_guest_return(f: &mut TrapFrame) {
     let Some(d) = current() else { return };
+    let id = this_vcpu_id();
     let shared = d.shared();
-    if !shared.upcall_pending(0) || shared.upcall_mask(0) {
+    if !shared.upcall_pending(id) || shared.upcall_mask(id) {
         return;
     }
-    let Some(mut v) = d.vcpus[0].try_lock() else {
-        return;
-    };
+    let mut v = d.this_vcpu().lock();
     if v.event_callback.address == 0 {
         return;
     }
-    update_time(d, 0);
+    update_time(d, id);
     let original = *f;
     let r = traps::deliver_upcall(d, &mut v, f);
     drop(v);
@@ -62,21 +72,17 @@ pub fn before_guest_return(f: &mut TrapFrame) {
 
 fn singleshot_fired(_now: u64) -> Option<u64> {
     if let Some(d) = current() {
-        if let Some(mut v) = d.vcpus[0].try_lock() {
-            v.singleshot = None;
-        }
-        raise_virq(d, VIRQ_TIMER, 0);
+        d.this_vcpu().lock().singleshot = None;
+        raise_virq(d, VIRQ_TIMER, this_vcpu_id());
     }
     None
 }
 
 fn periodic_fired(now: u64) -> Option<u64> {
     let d = current()?;
-    raise_virq(d, VIRQ_TIMER, 0);
+    raise_virq(d, VIRQ_TIMER, this_vcpu_id());
     // Keep ticking only while the guest wants the periodic timer.
-    let period = d.vcpus[0]
-        .try_lock()
-        .and_then(|v| v.periodic.map(|p| p.1))?;
+    let period = d.this_vcpu().lock().periodic.map(|p| p.1)?;
     Some(now + period)
 }
 
@@ -109,7 +115,7 @@ pub fn block_until(d: &Domain, mut wake: impl FnMut(&Domain) -> bool) {
         cpu::idle();
         cpu::disable_interrupts();
     }
-    update_time(d, 0);
+    update_time(d, this_vcpu_id());
 }
 
 /// True if any of `ports` is pending.

@@ -17,6 +17,7 @@ pub mod ptwr;
 pub mod shared;
 pub mod traps;
 pub mod unpack;
+pub mod vcpus;
 
 use core::fmt::Write;
 use core::sync::atomic::Ordering;
@@ -25,7 +26,7 @@ use xen_abi::sched::reason;
 
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::{cpu, trap};
-use domain::Domain;
+use domain::{Domain, this_vcpu_id};
 
 /// The domain running on this machine (dom0; one domain until M3).
 static CURRENT: spin::Once<&'static Domain> = spin::Once::new();
@@ -39,7 +40,7 @@ pub fn current() -> Option<&'static Domain> {
 pub fn run(d: &'static Domain) -> ! {
     CURRENT.call_once(|| d);
     let (regs, cr3) = {
-        let v = d.vcpus[0].lock();
+        let v = d.this_vcpu().lock();
         (v.regs, v.kernel_cr3)
     };
     crate::info!(
@@ -53,9 +54,10 @@ pub fn run(d: &'static Domain) -> ! {
         d.shared().set_wallclock(sec, nsec);
     }
     events::update_time(d, 0);
-    events::set_periodic(&mut d.vcpus[0].lock(), events::DEFAULT_PERIOD_NS);
+    events::set_periodic(&mut d.this_vcpu().lock(), events::DEFAULT_PERIOD_NS);
     crate::console::keys::dom0_started();
-    crate::arch::x86_64::pventer::enter(&regs, cr3)
+    crate::arch::x86_64::smp::mark_runs_guest();
+    crate::arch::x86_64::pventer::enter(&regs, cr3, 0)
 }
 
 /// Describes the running domain (debug key `q`).
@@ -135,17 +137,17 @@ pub fn syscall(f: &mut TrapFrame) {
     let Some(d) = current() else {
         return crash_unknown(f);
     };
-    let kernel_mode = d.vcpus[0].lock().kernel_mode;
+    let kernel_mode = d.this_vcpu().lock().kernel_mode;
     if !kernel_mode {
         // A system call of the guest's own user space.
-        let r = traps::guest_syscall(d, &mut d.vcpus[0].lock(), f);
+        let r = traps::guest_syscall(d, &mut d.this_vcpu().lock(), f);
         if let Err(why) = r {
             domain_crash(d, f, why);
         }
         return;
     }
     if f.rax as u32 == xen_abi::xen::hypercall::IRET {
-        let r = traps::iret(d, &mut d.vcpus[0].lock(), f);
+        let r = traps::iret(d, &mut d.this_vcpu().lock(), f);
         if let Err(why) = r {
             return domain_crash(d, f, why);
         }
@@ -174,8 +176,9 @@ pub fn guest_exception(f: &mut TrapFrame) {
     };
     if TRACE_EXCEPTIONS.load(Ordering::Relaxed) {
         crate::info!(
-            "{}v0 exception {} ({}) error {:#x} at {:#x}, rsp {:#x}, cr2 {:#x}",
+            "{}v{} exception {} ({}) error {:#x} at {:#x}, rsp {:#x}, cr2 {:#x}",
             d.id,
+            this_vcpu_id(),
             f.vector,
             trap::exception_name(f.vector),
             f.error_code,
@@ -185,12 +188,13 @@ pub fn guest_exception(f: &mut TrapFrame) {
         );
     }
     let original = *f;
-    let r = traps::guest_exception(d, &mut d.vcpus[0].lock(), f);
+    let r = traps::guest_exception(d, &mut d.this_vcpu().lock(), f);
     if let Err(why) = r {
         let name = trap::exception_name(original.vector);
         crate::warn!(
-            "{}v0: {name} (vector {}) not delivered: {why}",
+            "{}v{}: {name} (vector {}) not delivered: {why}",
             d.id,
+            this_vcpu_id(),
             original.vector
         );
         domain_crash(d, &original, name);
@@ -208,8 +212,9 @@ pub fn domain_crash(d: &Domain, f: &TrapFrame, why: &str) {
         crate::console::with_lock(|w| {
             let _ = writeln!(
                 w,
-                "[{}v0] domain_crash: {why} at {:#06x}:{:#x}, error code {:#x}, CR2 {:#x}",
+                "[{}v{}] domain_crash: {why} at {:#06x}:{:#x}, error code {:#x}, CR2 {:#x}",
                 d.id,
+                this_vcpu_id(),
                 f.cs,
                 f.rip,
                 f.error_code,

@@ -146,7 +146,10 @@ fn interrupt(gsi: u32) {
         pirq
     };
     let ev = d.evtchn.lock();
-    if let Some(port) = ev.pirq_port(pirq) {
-        ev.set_pending(&mut d.shared(), port);
+    if let Some(port) = ev.pirq_port(pirq)
+        && ev.set_pending(&mut d.shared(), port)
+        && let Some((_, vcpu)) = ev.port(port)
+    {
+        super::events::kick(vcpu);
     }
 }

@@ -3,7 +3,9 @@
 //! `build.rs` generates one 16-byte stub per vector that pushes a dummy error code (where the CPU
 //! pushes none) and the vector number, then jumps to `hestia_trap_common`, which saves every
 //! general-purpose register to complete one [`TrapFrame`], swaps GS if the trap came from ring 3
-//! (PV guests, from M1 on), and calls [`super::trap::dispatch`]. Offsets into the frame come from
+//! (PV guests, from M1 on), and calls [`super::trap::dispatch`]. The IST vectors (NMI, #DF,
+//! #MC) enter through `hestia_trap_paranoid` instead, which checks GS_BASE itself because they
+//! can strike ring 0 while the guest's GS base is still live. Offsets into the frame come from
 //! `offset_of!`, never hand-counted. One IDT is shared by all CPUs.
 
 use core::arch::{asm, global_asm};
@@ -54,9 +56,7 @@ global_asm!(
 
 global_asm!(
     r#"
-    .section .text.trap_common, "ax"
-    .global hestia_trap_common
-hestia_trap_common:
+    .macro hestia_save_gprs
     push %rax
     push %rbx
     push %rcx
@@ -72,22 +72,10 @@ hestia_trap_common:
     push %r13
     push %r14
     push %r15
-    testb $3, {cs}(%rsp)
-    jz 1f
-    swapgs
-1:
-    /* The SYSCALL entry joins here with a complete frame and GS already swapped. */
-    .global hestia_trap_saved
-hestia_trap_saved:
-    cld
-    mov %rsp, %rdi
-    call {dispatch}
-    .global hestia_trap_exit
-hestia_trap_exit:
-    testb $3, {cs}(%rsp)
-    jz 1f
-    swapgs
-1:  pop %r15
+    .endm
+
+    .macro hestia_restore_gprs_iret
+    pop %r15
     pop %r14
     pop %r13
     pop %r12
@@ -104,12 +92,79 @@ hestia_trap_exit:
     pop %rax
     add ${skip}, %rsp
     iretq
+    .endm
+
+    .section .text.trap_common, "ax"
+    .global hestia_trap_common
+hestia_trap_common:
+    hestia_save_gprs
+    testb $3, {cs}(%rsp)
+    jz 1f
+    swapgs
+1:
+    /* The SYSCALL entry joins here with a complete frame and GS already swapped. */
+    .global hestia_trap_saved
+hestia_trap_saved:
+    cld
+    mov %rsp, %rdi
+    call {dispatch}
+    .global hestia_trap_exit
+hestia_trap_exit:
+    testb $3, {cs}(%rsp)
+    jz 1f
+    swapgs
+1:  hestia_restore_gprs_iret
+
+    /* NMI, #DF and #MC (IST vectors) can interrupt ring 0 between an entry or exit SWAPGS and
+       the ring change, with the guest's GS base live. Decide from GS_BASE itself: Hestia's
+       per-CPU pointer sits just above the IST frame. */
+    .global hestia_trap_paranoid
+hestia_trap_paranoid:
+    hestia_save_gprs
+    testb $3, {cs}(%rsp)
+    jz 1f
+    swapgs
+    jmp hestia_trap_saved
+1:  mov ${gs_base}, %ecx
+    rdmsr
+    shl $32, %rdx
+    or %rax, %rdx
+    xor %ebx, %ebx
+    cmp {percpu}(%rsp), %rdx
+    je 2f
+    swapgs
+    mov $1, %ebx
+2:  cld
+    mov %rsp, %rdi
+    call {dispatch}
+    test %ebx, %ebx
+    jz 3f
+    swapgs
+3:  hestia_restore_gprs_iret
 "#,
     cs = const offset_of!(TrapFrame, cs),
     skip = const offset_of!(TrapFrame, rip) - offset_of!(TrapFrame, vector),
+    gs_base = const super::cpu::msr::GS_BASE,
+    percpu = const offset_of!(TrapFrame, ss) + 8 + IST_PERCPU_SLOT,
     dispatch = sym super::trap::dispatch,
     options(att_syntax)
 );
+
+/// Bytes kept free at the top of every IST stack, between the TSS's IST pointer and the stack's
+/// end; the owning CPU's `PerCpu` pointer lives in that gap for the paranoid entry.
+const IST_RESERVED: u64 = 16;
+/// Offset of the `PerCpu` pointer above the IST pointer (the word above the CPU-pushed SS).
+const IST_PERCPU_SLOT: usize = 8;
+
+/// The IST pointer for a stack ending at `top`, after storing `percpu` (the owning CPU's data)
+/// where the paranoid entry looks for it.
+pub fn prepare_ist_stack(top: u64, percpu: u64) -> u64 {
+    let ist = top - IST_RESERVED;
+    // SAFETY: `top` is the end of a fresh IST stack owned by the caller's CPU; the slot lies in
+    // the reserved gap above the IST pointer, which the CPU never pushes to.
+    unsafe { ((ist + IST_PERCPU_SLOT as u64) as *mut u64).write(percpu) };
+    ist
+}
 
 #[repr(C)]
 #[derive(Clone, Copy)]

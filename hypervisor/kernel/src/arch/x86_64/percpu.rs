@@ -11,6 +11,7 @@ use hestia_core::timer_queue::TimerQueue;
 
 use super::cpu;
 use super::gdt::{Gdt, Tss};
+use super::idt;
 use crate::timer::TimerFn;
 
 /// Most CPUs Hestia drives.
@@ -65,7 +66,7 @@ pub fn create(index: u32, apic_id: u32, stack_top: u64, ist: [u64; 3]) -> Option
         index,
         apic_id,
         gdt,
-        tss: Tss::new(stack_top, ist),
+        tss: Tss::new(stack_top, [0; 3]),
         stack_top,
         syscall_scratch: 0,
         timers: spin::Mutex::new(TimerQueue::new()),
@@ -76,6 +77,8 @@ pub fn create(index: u32, apic_id: u32, stack_top: u64, ist: [u64; 3]) -> Option
         dump_requested: AtomicBool::new(false),
     }));
     p.self_ptr = p;
+    let me = p as *const PerCpu as u64;
+    p.tss = Tss::new(stack_top, ist.map(|top| idt::prepare_ist_stack(top, me)));
     CPUS[index as usize].store(p, Ordering::Release);
     NR_CPUS.fetch_max(index + 1, Ordering::AcqRel);
     Some(p)

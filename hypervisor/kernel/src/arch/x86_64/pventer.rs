@@ -8,14 +8,15 @@ use super::cpu;
 use super::idt::TrapFrame;
 use super::percpu;
 
-/// Loads `cr3` (a guest L4, which carries Hestia's slots) and resumes the guest in `regs`.
-pub fn enter(regs: &TrapFrame, cr3: u64) -> ! {
+/// Loads `cr3` (a guest L4, which carries Hestia's slots) and resumes the guest in `regs` with
+/// GS base `gs_base`.
+pub fn enter(regs: &TrapFrame, cr3: u64, gs_base: u64) -> ! {
     cpu::disable_interrupts();
     let top = percpu::this_cpu().stack_top;
     let dst = top - size_of::<TrapFrame>() as u64;
-    // The guest's GS base starts at 0; the exit path's SWAPGS makes it active and parks
-    // Hestia's per-CPU pointer in KERNEL_GS_BASE for the next entry.
-    cpu::set_kernel_gs_base(0);
+    // The exit path's SWAPGS makes this the active GS base and parks Hestia's per-CPU pointer
+    // in KERNEL_GS_BASE for the next entry.
+    cpu::set_kernel_gs_base(gs_base);
     // SAFETY: the guest L4 was built by the domain builder with Hestia's slots 256-271, so this
     // code, its stack and `regs` stay mapped after the switch.
     unsafe { cpu::write_cr3(cr3) };

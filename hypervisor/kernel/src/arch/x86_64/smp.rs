@@ -136,11 +136,11 @@ pub fn alloc_cpu_stacks() -> Option<(u64, [u64; 3])> {
     Some((main, ist))
 }
 
-/// Loads this CPU's GDT, TSS, IDT and GS base.
+/// Loads this CPU's GDT, TSS, GS base and IDT (GS before the IDT: the NMI entry relies on it).
 pub fn load_cpu_tables(p: &'static PerCpu) {
     gdt::load(&p.gdt, &p.tss);
-    idt::load();
     percpu::install(p);
+    idt::load();
 }
 
 /// Called by the trampoline on each AP, on its own stack, with its CPU index.
@@ -336,6 +336,63 @@ pub fn ping(index: u32) -> Option<u64> {
         core::hint::spin_loop();
     }
     Some(cpu::rdtsc() - t0)
+}
+
+/// Interrupts CPU `index` with the `KICK` IPI (its handler does nothing: being interrupted is
+/// the point, see `pv::events::kick`).
+pub fn kick(index: u32) {
+    if let Some(p) = percpu::cpu(index).filter(|p| p.online.load(Ordering::Acquire)) {
+        apic::send_ipi(p.apic_id, Delivery::Fixed(vectors::KICK));
+    }
+}
+
+/// CPUs that have run guest code, as a bit mask of CPU indexes: their TLBs may hold guest
+/// translations.
+static GUEST_CPUS: AtomicU64 = AtomicU64::new(0);
+/// TLB shootdown requests so far, and each CPU's last one done.
+static FLUSH_GEN: AtomicU64 = AtomicU64::new(0);
+static FLUSH_DONE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// This CPU is about to run guest code.
+pub fn mark_runs_guest() {
+    GUEST_CPUS.fetch_or(1 << percpu::current_index(), Ordering::AcqRel);
+}
+
+/// Flushes guest translations from this CPU's TLB and from every other CPU that ran guest
+/// code, returning once all are gone. The others are interrupted with an NMI, which arrives
+/// even where interrupts are off (a CPU spinning on a lock this one holds), and flush in the
+/// NMI handler ([`flush_on_nmi`]).
+pub fn flush_guest_tlbs() {
+    cpu::write_cr3_reload();
+    let me = percpu::current_index();
+    let others = GUEST_CPUS.load(Ordering::Acquire) & !(1 << me);
+    if others == 0 {
+        return;
+    }
+    let generation = FLUSH_GEN.fetch_add(1, Ordering::AcqRel) + 1;
+    let targets = (0..MAX_CPUS as u32).filter(|i| others & (1 << i) != 0);
+    for i in targets.clone() {
+        if let Some(p) = percpu::cpu(i) {
+            apic::send_ipi(p.apic_id, Delivery::Nmi);
+        }
+    }
+    for i in targets {
+        while FLUSH_DONE[i as usize].load(Ordering::Acquire) < generation {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// In the NMI handler: flushes this CPU's TLB if a shootdown is outstanding (true if so).
+pub fn flush_on_nmi() -> bool {
+    let index = percpu::this_cpu().index as usize;
+    let generation = FLUSH_GEN.load(Ordering::Acquire);
+    if FLUSH_DONE[index].load(Ordering::Acquire) < generation {
+        cpu::write_cr3_reload();
+        FLUSH_DONE[index].store(generation, Ordering::Release);
+        return true;
+    }
+    false
 }
 
 /// Halts every other CPU (fatal stop). Safe to call before APs exist.

@@ -25,6 +25,8 @@ pub mod vectors {
     pub const PONG: u8 = 0xF2;
     /// "Halt now" IPI (fatal stop).
     pub const HALT: u8 = 0xF3;
+    /// A vCPU has a new event to notice (`smp::kick`): nothing to do but return.
+    pub const KICK: u8 = 0xF4;
     /// LAPIC error interrupt.
     pub const APIC_ERROR: u8 = 0xFE;
     /// Spurious interrupt.
@@ -113,6 +115,7 @@ fn dispatch_inner(f: &mut TrapFrame) {
             smp::handle_pong_ipi();
         }
         vectors::HALT => cpu::halt_forever(),
+        vectors::KICK => apic::eoi(),
         vectors::APIC_ERROR => {
             let esr = apic::read_error();
             apic::eoi();
@@ -137,7 +140,10 @@ fn dispatch_inner(f: &mut TrapFrame) {
 }
 
 fn nmi(f: &TrapFrame) {
+    // The paranoid entry made GS Hestia's, even when the NMI hit an entry or exit path.
+    // NMIs coalesce, so one may carry both a shootdown and a dump request.
     if cpu::percpu_ready() {
+        let flushed = smp::flush_on_nmi();
         let me = percpu::this_cpu();
         if me.dump_requested.swap(false, Ordering::AcqRel) {
             crate::console::with_lock(|w| {
@@ -149,6 +155,9 @@ fn nmi(f: &TrapFrame) {
                 dump_registers(w, f);
                 backtrace::print(w, f.rbp);
             });
+            return;
+        }
+        if flushed {
             return;
         }
     }

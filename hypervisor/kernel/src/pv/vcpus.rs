@@ -1,0 +1,243 @@
+//! Secondary vCPUs of a PV domain (`shared/xen-abi.md` 6.4): `VCPUOP_initialise` sets a down
+//! vCPU's state from a `vcpu_guest_context`, `VCPUOP_up` starts it on its own physical CPU
+//! (vCPU `i` always runs on CPU `i`: no scheduler yet), `VCPUOP_down` of the calling vCPU
+//! parks it until it is brought up again (Linux's CPU offlining continues right after the
+//! call), and the last vCPU going down powers the domain off.
+//!
+//! The context is guest input, validated as Xen's `arch_set_info_guest` does for 64-bit PV:
+//! canonical addresses, the GDT through the `set_gdt` rules, the kernel L4 through an L4 type
+//! reference, debug registers through `set_debugreg`'s rules. The initial code and stack
+//! selectors are always the flat ring-3 kernel ones; the IOPL bits of RFLAGS become the vCPU's
+//! virtual IOPL and IF is forced on.
+
+use core::sync::atomic::Ordering;
+
+use hestia_core::pv_mm::{MmError, PageType};
+use xen_abi::errno::Errno;
+use xen_abi::vcpu::{VcpuGuestContext, vgcf};
+use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
+
+use super::domain::{Callback, Domain, TrapEntry, this_vcpu_id};
+use super::{current, debugreg, events};
+use crate::arch::x86_64::idt::TrapFrame;
+use crate::arch::x86_64::{cpu, percpu, pventer, smp};
+use crate::hypercall::descriptor;
+use crate::mm::{frametable, guest};
+
+const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_IOPL: u64 = 3 << 12;
+/// RFLAGS bits a guest may set (arithmetic, TF, IF, DF, OF, AC, ID).
+const RFLAGS_GUEST: u64 = 0x0004_0DD5 | (1 << 8) | (1 << 21);
+
+fn canonical(a: u64) -> bool {
+    let top = a >> 47;
+    top == 0 || top == 0x1_ffff
+}
+
+/// `VCPUOP_initialise`: sets down vCPU `vid`'s state from the context at guest address `arg`.
+pub fn initialise(d: &Domain, vid: u32, arg: u64) -> Result<(), Errno> {
+    let c: VcpuGuestContext = guest::read_obj(arg)?;
+    let slot = d.vcpus.get(vid as usize).ok_or(Errno::ENOENT)?;
+    let mut v = slot.lock();
+    if v.initialised {
+        return Err(Errno::EEXIST);
+    }
+    let r = &c.user_regs;
+    let bases = [c.fs_base, c.gs_base_kernel, c.gs_base_user];
+    let callbacks = [
+        c.event_callback_eip,
+        c.failsafe_callback_eip,
+        c.syscall_callback_eip,
+    ];
+    // Kernel mode only (a vCPU starting in user mode would need its user L4 first), no LDT.
+    if c.flags & vgcf::IN_KERNEL == 0
+        || c.ldt_ents != 0
+        || ![r.rip, r.rsp, c.kernel_sp]
+            .iter()
+            .chain(&bases)
+            .chain(&callbacks)
+            .all(|&a| canonical(a))
+    {
+        return Err(Errno::EINVAL);
+    }
+    // The virtual IDT: entry `i` is vector `i` (Xen copies the array whole; the entries'
+    // own vector fields are not consulted).
+    let mut traps = [TrapEntry::default(); 256];
+    for (slot, t) in traps.iter_mut().zip(&c.trap_ctxt) {
+        if !canonical(t.address) {
+            return Err(Errno::EINVAL);
+        }
+        *slot = TrapEntry {
+            address: t.address,
+            flags: t.flags,
+        };
+    }
+    // Debug registers first (nothing to undo if they are refused), then the page tables and
+    // the GDT, which take references.
+    let mut dregs = [
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        debugreg::DR6_DEFAULT,
+        debugreg::DR7_DEFAULT,
+    ];
+    for (i, slot) in dregs.iter_mut().enumerate() {
+        if matches!(i, 4 | 5) {
+            continue;
+        }
+        *slot = debugreg::checked(i as u64, c.debugreg[i])?;
+    }
+    let me = d.id.0;
+    let cr3 = c.ctrlreg[3] >> 12;
+    frametable::with(|ft, mem| -> Result<(), MmError> {
+        ft.get_page(cr3, me)?;
+        ft.get_page_type(mem, cr3, PageType::Table(4), me)
+            .inspect_err(|_| ft.put_page(cr3))
+    })
+    .unwrap_or(Err(MmError::BadFrame))
+    .map_err(|_| Errno::EINVAL)?;
+    let gdt_ents = c.gdt_ents as usize;
+    let frames = c.gdt_frames[..gdt_ents.div_ceil(512).min(16)].to_vec();
+    if let Err(e) = descriptor::take_gdt(me, &mut v, frames, gdt_ents) {
+        frametable::with(|ft, mem| {
+            ft.put_page_type(mem, cr3);
+            ft.put_page(cr3);
+        });
+        return Err(e);
+    }
+    v.regs = TrapFrame {
+        r15: r.r15,
+        r14: r.r14,
+        r13: r.r13,
+        r12: r.r12,
+        rbp: r.rbp,
+        rbx: r.rbx,
+        r11: r.r11,
+        r10: r.r10,
+        r9: r.r9,
+        r8: r.r8,
+        rax: r.rax,
+        rcx: r.rcx,
+        rdx: r.rdx,
+        rsi: r.rsi,
+        rdi: r.rdi,
+        rip: r.rip,
+        cs: u64::from(FLAT_KERNEL_CS),
+        rflags: (r.rflags & RFLAGS_GUEST) | RFLAGS_IF,
+        rsp: r.rsp,
+        ss: u64::from(FLAT_KERNEL_SS),
+        ..TrapFrame::default()
+    };
+    v.iopl = ((r.rflags & RFLAGS_IOPL) >> 12) as u8;
+    v.kernel_mode = true;
+    v.kernel_cr3 = cr3 << 12;
+    v.traps = traps;
+    v.kernel_ss = c.kernel_ss | 3;
+    v.kernel_sp = c.kernel_sp;
+    v.debugreg = dregs;
+    v.event_callback = Callback {
+        address: callbacks[0],
+        mask_events: true,
+    };
+    v.failsafe_callback = Callback {
+        address: callbacks[1],
+        mask_events: c.flags & vgcf::FAILSAFE_DISABLES_EVENTS != 0,
+    };
+    v.syscall_callback = Callback {
+        address: callbacks[2],
+        mask_events: c.flags & vgcf::SYSCALL_DISABLES_EVENTS != 0,
+    };
+    (v.fs_base, v.gs_base_kernel, v.gs_base_user) = (bases[0], bases[1], bases[2]);
+    v.initialised = true;
+    Ok(())
+}
+
+/// `VCPUOP_up`: starts initialised vCPU `vid` on its CPU (or wakes it where it went down).
+pub fn up(d: &Domain, vid: u32) -> Result<(), Errno> {
+    let slot = d.vcpus.get(vid as usize).ok_or(Errno::ENOENT)?;
+    let mut v = slot.lock();
+    if !v.initialised {
+        return Err(Errno::EINVAL);
+    }
+    if v.up {
+        return Ok(());
+    }
+    v.up = true;
+    if v.started {
+        // Parked in `down`: the kick ends its halt and it returns from VCPUOP_down.
+        drop(v);
+        events::kick(vid);
+        return Ok(());
+    }
+    v.started = true;
+    drop(v);
+    if !smp::call_on(vid, start_here) {
+        slot.lock().up = false;
+        return Err(Errno::EBUSY);
+    }
+    Ok(())
+}
+
+/// `VCPUOP_down` of the calling vCPU: parks it until `VCPUOP_up` (then the call returns), or,
+/// for the last vCPU up, stops the domain (power off).
+pub fn down_self(d: &Domain) -> Result<(), Errno> {
+    let vid = this_vcpu_id();
+    let others_up = d
+        .vcpus
+        .iter()
+        .enumerate()
+        .any(|(i, v)| i != vid as usize && v.lock().up);
+    if !others_up {
+        if d.kill() {
+            d.shutdown_reason
+                .store(xen_abi::sched::reason::POWEROFF, Ordering::Release);
+        }
+        return Ok(());
+    }
+    {
+        let mut v = d.this_vcpu().lock();
+        v.up = false;
+        events::set_singleshot(&mut v, 0);
+        events::set_periodic(&mut v, 0);
+    }
+    crate::info!("{}v{vid}: down", d.id);
+    events::block_until(d, |d| d.this_vcpu().lock().up);
+    crate::info!("{}v{vid}: up again", d.id);
+    events::set_periodic(&mut d.this_vcpu().lock(), events::DEFAULT_PERIOD_NS);
+    Ok(())
+}
+
+/// On the vCPU's own CPU (from the `CALL` IPI): loads its state into the CPU and enters it.
+fn start_here() {
+    let Some(d) = current() else { return };
+    let vid = this_vcpu_id();
+    let Some(slot) = d.vcpus.get(vid as usize) else {
+        return;
+    };
+    let (regs, cr3, gs) = {
+        let mut v = slot.lock();
+        percpu::this_cpu()
+            .gdt
+            .load_guest_entries(descriptor::gdt_entries(&v).into_iter());
+        for i in [0u8, 1, 2, 3, 6, 7] {
+            // SAFETY: the values passed set_debugreg's checks in `initialise`.
+            unsafe { cpu::write_dr(i, v.debugreg[usize::from(i)]) };
+        }
+        cpu::set_fs_base(v.fs_base);
+        cpu::clear_ts();
+        events::update_time(d, vid);
+        events::set_periodic(&mut v, events::DEFAULT_PERIOD_NS);
+        (v.regs, v.kernel_cr3, v.gs_base_kernel)
+    };
+    crate::info!(
+        "{}v{vid}: starting at {:#x}, stack {:#x}",
+        d.id,
+        regs.rip,
+        regs.rsp
+    );
+    smp::mark_runs_guest();
+    pventer::enter(&regs, cr3, gs)
+}
