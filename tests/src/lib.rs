@@ -367,6 +367,11 @@ pub fn all() -> Vec<Scenario> {
         guest("functional-gs-selector", GuestVerdict::Success),
         guest("functional-cpuid-policy", GuestVerdict::Success),
         guest("functional-pirq", GuestVerdict::Success),
+        // Two vCPUs: bring-up, down/up, and TLB shootdown seen from the other vCPU.
+        Scenario {
+            smp: 2,
+            ..guest("functional-vcpu-up", GuestVerdict::Success)
+        },
         // Random numbers and arguments; the seed is printed for reproduction.
         Scenario {
             timeout_s: 180,
@@ -516,6 +521,32 @@ pub fn all() -> Vec<Scenario> {
             ],
             timeout_s: 420,
             ..linux("dom0-linux-net-ping")
+        },
+        Scenario {
+            // dom0 with 4 vCPUs on 4 CPUs: Linux counts them and a parallel workload keeps
+            // every one of them busy (user time on each in /proc/stat).
+            smp: 4,
+            hv_cmdline: "dom0_max_vcpus=4",
+            input: &[
+                (
+                    DOM0_PROMPT,
+                    "for i in 1 2 3 4; do (timeout 3 yes > /dev/null &); done; sleep 5; \
+                     awk '/^cpu[0-9]/ {print \"busy\", $1, ($2 > 50 ? \"yes\" : \"no\")}' \
+                     /proc/stat\n",
+                ),
+                (DOM0_PROMPT, "poweroff\n"),
+            ],
+            expect: &[
+                "hestia-dom0: Linux",
+                "4 CPUs",
+                "busy cpu0 yes",
+                "busy cpu1 yes",
+                "busy cpu2 yes",
+                "busy cpu3 yes",
+                POWEROFF_MARKER,
+            ],
+            timeout_s: 300,
+            ..linux("dom0-linux-smp4")
         },
         Scenario {
             input: &[(DOM0_PROMPT, "reboot\n")],

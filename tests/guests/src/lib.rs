@@ -10,7 +10,9 @@ use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
 
 pub use xen_abi;
+use xen_abi::callback::TrapInfo;
 use xen_abi::sched::{SchedShutdown, cmd, reason};
+use xen_abi::vcpu::{VcpuGuestContext, vgcf};
 use xen_abi::xen::{StartInfo, consoleio, hypercall as nr};
 
 global_asm!(
@@ -241,6 +243,40 @@ pub fn trap_table_address() -> u64 {
 pub fn install_traps(h: ExcHandler) -> i64 {
     EXC_HANDLER.store(h as *mut (), core::sync::atomic::Ordering::Release);
     hypercall(nr::SET_TRAP_TABLE, trap_table_address(), 0, 0, 0, 0)
+}
+
+/// A `vcpu_guest_context` that starts a secondary vCPU in kernel mode at `entry` with stack
+/// `stack_top` (also its kernel stack), on the initial page tables (VIRT_BASE 0), with this
+/// runtime's trap table as its virtual IDT and its event and syscall entries.
+pub fn secondary_vcpu_context(
+    si: &StartInfo,
+    entry: extern "C" fn() -> !,
+    stack_top: u64,
+) -> VcpuGuestContext {
+    use zerocopy::FromZeros;
+    let mut c = VcpuGuestContext::new_zeroed();
+    c.flags = vgcf::IN_KERNEL;
+    // As after a call: RSP + 8 is 16-byte aligned at the entry point.
+    c.user_regs.rip = entry as *const () as u64;
+    c.user_regs.rsp = stack_top - 8;
+    c.user_regs.cs = xen_abi::xen::FLAT_KERNEL_CS;
+    c.user_regs.ss = xen_abi::xen::FLAT_KERNEL_SS;
+    c.user_regs.rflags = 0x200;
+    let table = trap_table_address() as *const TrapInfo;
+    for i in 0.. {
+        // SAFETY: the runtime's trap table ends with an all-zero entry.
+        let t = unsafe { core::ptr::read(table.add(i)) };
+        if t.address == 0 {
+            break;
+        }
+        c.trap_ctxt[usize::from(t.vector)] = t;
+    }
+    c.kernel_ss = u64::from(xen_abi::xen::FLAT_KERNEL_SS);
+    c.kernel_sp = stack_top;
+    c.ctrlreg[3] = pfn_to_mfn(si, si.pt_base >> 12) << 12;
+    c.event_callback_eip = event_entry_address();
+    c.syscall_callback_eip = syscall_entry_address();
+    c
 }
 
 /// Where [`map_shared_info`] puts the shared_info page: the last page of the first 4 MiB, in
