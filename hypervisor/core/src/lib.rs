@@ -21,6 +21,7 @@ pub mod frame_alloc;
 pub mod insn;
 pub mod ioport;
 pub mod memmap;
+pub mod msi;
 pub mod pirq;
 pub mod ptwr;
 pub mod pv_layout;

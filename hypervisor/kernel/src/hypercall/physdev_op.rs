@@ -2,11 +2,13 @@
 //!
 //! I/O privilege for any PV guest: `set_iopl` (Linux asks for IOPL 1 at boot so its kernel may
 //! use ports) and `set_iobitmap` (its `ioperm`). For the hardware domain, interrupts
-//! (`map_pirq`/`unmap_pirq`/`get_free_pirq` for GSIs, `setup_gsi`, `eoi`, `irq_status_query`,
-//! `alloc_irq_vector`, see `pv::pirq`), IOAPIC register reads, and the PCI notifications, which Hestia accepts
-//! without keeping state: it has no IOMMU and drives no PCI device, so there is nothing to
-//! record yet. MSIs and the EOI bitmap page are -ENOSYS (Linux falls back to INTx and to
-//! `irq_status_query`); unprivileged callers of device operations get -EPERM.
+//! (`map_pirq`/`unmap_pirq`/`get_free_pirq` for GSIs and MSIs, `setup_gsi`, `eoi`,
+//! `irq_status_query`, `alloc_irq_vector`, see `pv::pirq` and `pv::msi`), IOAPIC register
+//! reads, and the PCI notifications, which Hestia accepts without keeping state: it has no
+//! IOMMU and finds MSI capabilities itself when asked, so there is nothing to record yet.
+//! Multi-vector MSI is -EOPNOTSUPP (Linux falls back to one vector), the EOI bitmap page
+//! -ENOSYS (Linux falls back to `irq_status_query`); unprivileged callers of device operations
+//! get -EPERM.
 
 use xen_abi::errno::Errno;
 use xen_abi::physdev::{
@@ -16,9 +18,10 @@ use xen_abi::physdev::{
 use xen_abi::xen::DOMID_SELF;
 
 use crate::arch::x86_64::ioapic;
+use crate::arch::x86_64::pci::Function;
 use crate::mm::guest::{self, is_guest_range};
 use crate::pv::domain::Domain;
-use crate::pv::pirq;
+use crate::pv::{msi, pirq};
 
 pub(super) fn do_physdev_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     let (op, arg) = (a[0] as u32, a[1]);
@@ -45,11 +48,25 @@ pub(super) fn do_physdev_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::MAP_PIRQ => {
             let mut m: MapPirq = guest::read_obj(arg)?;
             own_domain(d, m.domid)?;
-            if m.ty != map_type::GSI {
-                return Err(Errno::ENOSYS); // MSIs: not yet
-            }
             let wanted = (m.pirq as i32 >= 0).then_some(m.pirq);
-            m.pirq = pirq::map_gsi(d, m.index, wanted)?;
+            m.pirq = match m.ty {
+                map_type::GSI => pirq::map_gsi(d, m.index, wanted)?,
+                map_type::MSI | map_type::MSI_SEG => {
+                    let seg = if m.ty == map_type::MSI_SEG {
+                        (m.bus >> 16) as u16
+                    } else {
+                        0
+                    };
+                    let f = Function {
+                        bus: m.bus as u8,
+                        devfn: m.devfn as u8,
+                    };
+                    msi::map(d, seg, f, m.entry_nr, m.table_base, wanted)?
+                }
+                // Several vectors for one MSI: Linux then falls back to a single one.
+                map_type::MULTI_MSI => return Err(Errno::EOPNOTSUPP),
+                _ => return Err(Errno::EINVAL),
+            };
             guest::write_obj(arg, &m).map(|()| 0)
         }
         cmd::UNMAP_PIRQ => {

@@ -272,6 +272,12 @@ pub fn ioremap_dom0_readable(phys: u64, len: u64) -> Option<u64> {
     map_window(phys, len, Access::Mmio)
 }
 
+/// Maps device memory that stays dom0's (an MSI-X table Hestia programs for it) uncached;
+/// returns the virtual address of `phys`.
+pub fn ioremap_dom0_device(phys: u64, len: u64) -> Option<u64> {
+    map_window(phys, len, Access::Mmio)
+}
+
 fn record_device(set: &spin::Mutex<RangeSet>, phys: u64, len: u64) {
     set.lock().add(phys >> 12, (phys + len).div_ceil(4096));
 }

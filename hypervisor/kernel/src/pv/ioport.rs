@@ -249,7 +249,7 @@ fn write(d: &Domain, port: u16, size: u8, value: u32) {
         }
         if let Some(offset) = pci_data_offset(port, size) {
             let cf8 = d.pci_cf8.load(Ordering::Relaxed);
-            if cf8 & pci::CF8_ENABLE != 0 {
+            if cf8 & pci::CF8_ENABLE != 0 && super::msi::config_write_allowed(cf8, offset, size) {
                 pci::write(cf8, offset, size, value);
             }
             return;

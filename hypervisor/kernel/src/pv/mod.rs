@@ -10,6 +10,7 @@ pub mod debugreg;
 pub mod domain;
 pub mod events;
 pub mod ioport;
+pub mod msi;
 pub mod msr;
 pub mod pirq;
 pub mod privop;

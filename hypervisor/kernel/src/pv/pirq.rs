@@ -1,13 +1,14 @@
 //! dom0's physical interrupts (`shared/xen-abi.md` 6.1, 6.9): GSIs mapped to PIRQs
 //! (`PHYSDEVOP_map_pirq`), their trigger and polarity (`PHYSDEVOP_setup_gsi`), bound to event
 //! channels (`EVTCHNOP_bind_pirq`), which routes the IOAPIC line to Hestia; each interrupt then
-//! marks the port pending. A level-triggered line is masked from its interrupt until dom0's
+//! marks the port pending. MSIs are PIRQs too (`pv::msi` programs them). A level-triggered line is masked from its interrupt until dom0's
 //! `PHYSDEVOP_eoi`, as Xen's "unmask" acknowledgement does; edge-triggered lines need nothing.
 
-use hestia_core::pirq::PirqError;
+use hestia_core::pirq::{PirqError, Source};
 use xen_abi::errno::Errno;
 
 use super::domain::Domain;
+use super::msi;
 use crate::arch::x86_64::apic;
 use crate::arch::x86_64::ioapic::{self, LineMode};
 
@@ -69,40 +70,50 @@ pub fn map_gsi(d: &Domain, gsi: u32, wanted: Option<u32>) -> Result<u32, Errno> 
         .map_err(errno)
 }
 
-/// `EVTCHNOP_bind_pirq`: binds `pirq` to a new port and routes its line to this CPU. An
-/// unmapped PIRQ is -EPERM (not the domain's), one of Hestia's lines -EBUSY.
+/// `EVTCHNOP_bind_pirq`: binds `pirq` to a new port and lets its source interrupt: a GSI's
+/// line is routed to this CPU, an MSI unmasked. An unmapped PIRQ is -EPERM (not the
+/// domain's), one of Hestia's lines -EBUSY.
 pub fn bind(d: &Domain, pirq: u32) -> Result<u32, Errno> {
     let p = d.pirqs.lock().get(pirq).ok_or(Errno::EPERM)?;
-    if ioapic::hestia_owns(p.gsi) {
-        crate::debug!("{}: GSI {} is Hestia's, not bound", d.id, p.gsi);
-        return Err(Errno::EBUSY);
-    }
+    let gsi = match p.source {
+        Source::Gsi(gsi) if ioapic::hestia_owns(gsi) => {
+            crate::debug!("{}: GSI {gsi} is Hestia's, not bound", d.id);
+            return Err(Errno::EBUSY);
+        }
+        Source::Gsi(gsi) => Some(gsi),
+        Source::Msi { .. } => None,
+    };
     let port = d
         .evtchn
         .lock()
         .bind_pirq(pirq)
         .map_err(super::events::errno)?;
-    let m = mode(p.gsi);
+    let Some(gsi) = gsi else {
+        msi::bound(pirq);
+        return Ok(port);
+    };
+    let m = mode(gsi);
     d.pirqs.lock().set_level(pirq, m.level);
-    if let Err(e) = ioapic::route_for_guest(p.gsi, m, apic::id(), interrupt) {
-        crate::warn!("{}: PIRQ {pirq} (GSI {}) not routed: {e}", d.id, p.gsi);
+    if let Err(e) = ioapic::route_for_guest(gsi, m, apic::id(), interrupt) {
+        crate::warn!("{}: PIRQ {pirq} (GSI {gsi}) not routed: {e}", d.id);
         let _ = d.evtchn.lock().close(&mut d.shared(), port);
         return Err(Errno::EPERM);
     }
     crate::debug!(
-        "{}: GSI {} ({}, active {}) is PIRQ {pirq} on port {port}",
+        "{}: GSI {gsi} ({}, active {}) is PIRQ {pirq} on port {port}",
         d.id,
-        p.gsi,
         if m.level { "level" } else { "edge" },
         if m.active_low { "low" } else { "high" }
     );
     Ok(port)
 }
 
-/// The port bound to `pirq` was closed: its line is masked again.
+/// The port bound to `pirq` was closed: its source is masked again.
 pub fn unbound(d: &Domain, pirq: u32) {
-    if let Some(p) = d.pirqs.lock().get(pirq) {
-        ioapic::release(p.gsi);
+    match d.pirqs.lock().get(pirq).map(|p| p.source) {
+        Some(Source::Gsi(gsi)) => ioapic::release(gsi),
+        Some(Source::Msi { .. }) => msi::unbound(pirq),
+        None => {}
     }
 }
 
@@ -110,8 +121,10 @@ pub fn unbound(d: &Domain, pirq: u32) {
 /// forced unbind).
 pub fn unmap(d: &Domain, pirq: u32) -> Result<(), Errno> {
     let p = d.pirqs.lock().unmap(pirq).map_err(errno)?;
-    if !ioapic::hestia_owns(p.gsi) {
-        ioapic::release(p.gsi);
+    match p.source {
+        Source::Gsi(gsi) if !ioapic::hestia_owns(gsi) => ioapic::release(gsi),
+        Source::Gsi(_) => {}
+        Source::Msi { .. } => msi::unmapped(pirq),
     }
     Ok(())
 }
@@ -120,9 +133,9 @@ pub fn unmap(d: &Domain, pirq: u32) -> Result<(), Errno> {
 pub fn eoi(d: &Domain, pirq: u32) -> Result<(), Errno> {
     let mut pirqs = d.pirqs.lock();
     if pirqs.eoi(pirq).map_err(errno)?
-        && let Some(p) = pirqs.get(pirq)
+        && let Some(Source::Gsi(gsi)) = pirqs.get(pirq).map(|p| p.source)
     {
-        ioapic::set_masked(p.gsi, false);
+        ioapic::set_masked(gsi, false);
     }
     Ok(())
 }
@@ -145,6 +158,11 @@ fn interrupt(gsi: u32) {
         }
         pirq
     };
+    raise(d, pirq);
+}
+
+/// Marks the port bound to `pirq` pending and wakes the vCPU it notifies.
+pub(super) fn raise(d: &Domain, pirq: u32) {
     let ev = d.evtchn.lock();
     if let Some(port) = ev.pirq_port(pirq)
         && ev.set_pending(&mut d.shared(), port)

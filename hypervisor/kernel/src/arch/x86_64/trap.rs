@@ -1,6 +1,7 @@
 //! Trap dispatch: exceptions, device interrupts, IPIs; and the fatal-trap report.
 //!
-//! Vectors: 0-31 exceptions; [`vectors::IRQ_BASE`].. IOAPIC lines; 0xF0-0xFE Hestia's own
+//! Vectors: 0-31 exceptions; [`vectors::IRQ_BASE`].. IOAPIC lines; [`vectors::MSI_BASE`]..
+//! dom0's MSIs; 0xF0-0xFE Hestia's own
 //! (LAPIC timer, IPIs); 0xFF spurious. Any exception Hestia did not expect is fatal: it prints
 //! the vector, error code, RIP, CR0/2/3/4, all registers and a symbolised frame-pointer
 //! backtrace, then stops the machine (see [`crate::fatal_stop`]).
@@ -15,8 +16,12 @@ use super::{apic, backtrace, cpu, ioapic, percpu, smp, syscall, uaccess};
 pub mod vectors {
     /// First vector for IOAPIC inputs (GSI n -> IRQ_BASE + n).
     pub const IRQ_BASE: u8 = 0x30;
-    /// Last vector usable for IOAPIC inputs.
-    pub const IRQ_LAST: u8 = 0xEF;
+    /// Last vector usable for IOAPIC inputs (128 GSIs).
+    pub const IRQ_LAST: u8 = 0xAF;
+    /// First vector for dom0's MSIs.
+    pub const MSI_BASE: u8 = 0xB0;
+    /// Last vector for dom0's MSIs (64 of them).
+    pub const MSI_LAST: u8 = 0xEF;
     /// LAPIC timer.
     pub const TIMER: u8 = 0xF0;
     /// "Run the pending cross-CPU call" IPI.
@@ -128,6 +133,11 @@ fn dispatch_inner(f: &mut TrapFrame) {
         vectors::IRQ_BASE..=vectors::IRQ_LAST => {
             ioapic::handle_irq(u32::from(v - vectors::IRQ_BASE));
             apic::eoi();
+        }
+        vectors::MSI_BASE..=vectors::MSI_LAST => {
+            // Edge-triggered: acknowledged first, so a new message is never lost.
+            apic::eoi();
+            crate::pv::msi::interrupt(v - vectors::MSI_BASE);
         }
         _ => {
             apic::eoi();
