@@ -83,8 +83,10 @@ pub struct Scenario {
     pub dom0_cmdline: &'static str,
     /// An ext4 data disk the runner makes and attaches as dom0's second virtio disk.
     pub data_disk: Option<DataDisk>,
-    /// NICs on one QEMU hub: (QEMU device model, count).
-    pub nics: Option<(&'static str, u32)>,
+    /// NICs on one QEMU hub, by QEMU device model.
+    pub nics: &'static [&'static str],
+    /// Extra QEMU devices (`-device` arguments).
+    pub devices: &'static [&'static str],
 }
 
 /// An ext4 image made for a scenario, and what must be in it afterwards.
@@ -131,7 +133,8 @@ const DEFAULT: Scenario = Scenario {
     verdict: None,
     dom0_cmdline: "",
     data_disk: None,
-    nics: None,
+    nics: &[],
+    devices: &[],
 };
 
 /// Debian's Linux as dom0, driven through its shell. Its kernel log must stay free of oopses,
@@ -156,6 +159,7 @@ const LINUX_FORBID: &[&str] = &[
     "WARNING: CPU",
     "W+X mappings: FAILED",
     "general protection fault",
+    "xen map irq failed",
 ];
 
 /// A PV test guest run as dom0 that must print `verdict` and power off.
@@ -367,6 +371,11 @@ pub fn all() -> Vec<Scenario> {
         guest("functional-gs-selector", GuestVerdict::Success),
         guest("functional-cpuid-policy", GuestVerdict::Success),
         guest("functional-pirq", GuestVerdict::Success),
+        // QEMU's `edu` device raises MSIs on request.
+        Scenario {
+            devices: &["edu"],
+            ..guest("functional-msi", GuestVerdict::Success)
+        },
         // Two vCPUs: bring-up, down/up, and TLB shootdown seen from the other vCPU.
         Scenario {
             smp: 2,
@@ -489,11 +498,19 @@ pub fn all() -> Vec<Scenario> {
                      echo written-by-dom0-$((3+4)) > /mnt/out.txt && umount /mnt && \
                      echo disk-$((6*7))\n",
                 ),
+                // The virtio disks interrupt through MSI-X: PIRQs Hestia programmed.
+                (
+                    DOM0_PROMPT,
+                    "cat /proc/interrupts; awk '/msi-x/ && /virtio/ {n++; c += $2 + $3} \
+                     END {print \"virtio-msi\" \"x\", n, (c > 0 ? \"firing\" : \"silent\")}' \
+                     /proc/interrupts\n",
+                ),
                 (DOM0_PROMPT, "poweroff\n"),
             ],
             expect: &[
                 "written-by-the-host",
                 "disk-42",
+                "virtio-msix 6 firing",
                 "reboot: Power down",
                 POWEROFF_MARKER,
             ],
@@ -501,22 +518,32 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             // Two NICs on one QEMU hub, one moved into another network namespace: every ping
-            // crosses both NICs' interrupt paths (level-triggered INTx through PIRQs).
-            nics: Some(("e1000", 2)),
+            // crosses both NICs' interrupt paths: the e1000's level-triggered INTx line and the
+            // virtio NIC's MSI-X messages, both through PIRQs.
+            nics: &["e1000", "virtio-net-pci"],
             input: &[
                 (
                     DOM0_PROMPT,
-                    "unshare -n sleep 1000 & sleep 1; P=$!; ip link set eth1 netns $P && \
-                     ip addr add 10.0.0.1/24 dev eth0 && ip link set eth0 up && \
-                     nsenter -t $P -n sh -c 'ip addr add 10.0.0.2/24 dev eth1 && \
-                     ip link set eth1 up' && sleep 3 && echo net-$((2*21))\n",
+                    "set -- $(ls /sys/class/net | grep -v lo); A=$1; B=$2; \
+                     unshare -n sleep 1000 & sleep 1; P=$!; ip link set $B netns $P && \
+                     ip addr add 10.0.0.1/24 dev $A && ip link set $A up && \
+                     nsenter -t $P -n sh -c \"ip addr add 10.0.0.2/24 dev $B && \
+                     ip link set $B up\" && sleep 3 && echo net-$((2*21))\n",
                 ),
                 (DOM0_PROMPT, "ping -q -c 1000 -i 0.01 10.0.0.2\n"),
+                (
+                    DOM0_PROMPT,
+                    "cat /proc/interrupts; awk '/msi-x/ && /input/ {m += $2 + $3} \
+                     /ioapic-level/ && /eth/ {l += $2 + $3} \
+                     END {print \"nic-irqs\", (m > 100 ? \"msix\" : \"none\"), \
+                     (l > 100 ? \"intx\" : \"none\")}' /proc/interrupts\n",
+                ),
                 (DOM0_PROMPT, "poweroff\n"),
             ],
             expect: &[
                 "net-42",
                 "1000 packets transmitted, 1000 packets received, 0% packet loss",
+                "nic-irqs msix intx",
                 POWEROFF_MARKER,
             ],
             timeout_s: 420,

@@ -74,7 +74,8 @@ pub fn run() -> Result<()> {
         cpu: None,
         gdb: false,
         disks: Vec::new(),
-        nics: None,
+        nics: Vec::new(),
+        devices: Vec::new(),
     };
     let opts = |name: &str| RunOptions {
         timeout: Some(Duration::from_secs(300)),

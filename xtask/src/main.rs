@@ -61,7 +61,9 @@ commands:
       --dom0-cmdline STR  dom0 command line
       --no-dom0           boot Hestia alone (it powers off after its summary)
       --disk FILE         attach a raw disk image as an extra virtio disk (repeatable)
-      --nics [MODEL:]N    N NICs (default model virtio-net-pci) on one QEMU hub
+      --nics [MODEL:]N    N more NICs (default model virtio-net-pci), all on one QEMU hub
+                          (repeatable: --nics e1000:1 --nics 1)
+      --device SPEC       an extra QEMU -device (repeatable), e.g. edu
       --hv-cmdline STR    Hestia command line (e.g. 'loglvl=debug noreboot')
       --smp N             CPUs (default 2)
       --mem MIB           RAM in MiB (default 1024)
@@ -134,7 +136,8 @@ fn cmd_run(args: &[String]) -> Result<()> {
         cpu: None,
         gdb: false,
         disks: Vec::new(),
-        nics: None,
+        nics: Vec::new(),
+        devices: Vec::new(),
     };
     let mut modules = Modules::default();
     let (mut hv_cmdline, mut dom0_cmdline) = (String::new(), String::new());
@@ -186,11 +189,10 @@ fn cmd_run(args: &[String]) -> Result<()> {
             "--nics" => {
                 let v = value(args, &mut i, flag)?;
                 let (model, n) = v.split_once(':').unwrap_or(("virtio-net-pci", v));
-                m.nics = Some((
-                    model.to_owned(),
-                    n.parse().map_err(|_| "--nics needs [MODEL:]COUNT")?,
-                ));
+                let n: usize = n.parse().map_err(|_| "--nics needs [MODEL:]COUNT")?;
+                m.nics.extend(std::iter::repeat_n(model.to_owned(), n));
             }
+            "--device" => m.devices.push(value(args, &mut i, flag)?.to_owned()),
             "--no-dom0" => no_dom0 = true,
             "--gdb" => m.gdb = true,
             _ => return Err(format!("unknown option '{flag}'\n{USAGE}").into()),

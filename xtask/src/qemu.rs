@@ -42,8 +42,10 @@ pub struct Machine {
     pub gdb: bool,
     /// Extra raw disk images, attached as virtio disks after the boot disk.
     pub disks: Vec<PathBuf>,
-    /// NICs on one QEMU hub (nothing leaves QEMU): `(model, count)`, e.g. `("e1000", 2)`.
-    pub nics: Option<(String, u32)>,
+    /// NICs on one QEMU hub (nothing leaves QEMU), by QEMU device model, e.g. `e1000`.
+    pub nics: Vec<String>,
+    /// Extra QEMU devices (`-device` arguments).
+    pub devices: Vec<String>,
 }
 
 /// How to run.
@@ -133,11 +135,12 @@ fn qemu_command(iso: &Path, m: &Machine, name: &str) -> Result<Command> {
         ));
         c.args(["-device", &format!("virtio-blk-pci,drive=data{i}")]);
     }
-    if let Some((model, n)) = &m.nics {
-        for i in 0..*n {
-            c.args(["-netdev", &format!("hubport,id=net{i},hubid=0")]);
-            c.args(["-device", &format!("{model},netdev=net{i}")]);
-        }
+    for d in &m.devices {
+        c.args(["-device", d]);
+    }
+    for (i, model) in m.nics.iter().enumerate() {
+        c.args(["-netdev", &format!("hubport,id=net{i},hubid=0")]);
+        c.args(["-device", &format!("{model},netdev=net{i}")]);
     }
     if m.gdb {
         c.args(["-s", "-S"]);

@@ -146,7 +146,8 @@ pub fn run(filter: Option<&str>, accel: Accel) -> Result<()> {
                 .transpose()?
                 .into_iter()
                 .collect(),
-            nics: s.nics.map(|(m, n)| (m.to_owned(), n)),
+            nics: s.nics.iter().map(|m| (*m).to_owned()).collect(),
+            devices: s.devices.iter().map(|d| (*d).to_owned()).collect(),
         };
         let expect = s.expect;
         let stop = move |log: &str| expect.iter().all(|e| log.contains(e));
