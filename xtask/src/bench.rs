@@ -1,10 +1,14 @@
 //! `cargo xtask bench`: measured figures, medians, and Hestia/Xen ratios when the Xen 4.17
 //! reference rig (`../shared/ref/xen-ref`) is present.
 //!
-//! Figures: QEMU start to Hestia's ready line (median of 5 boots), and from the bench guest
+//! Figures: QEMU start to Hestia's ready line (median of 5 boots); from the bench guest
 //! (`tests/guests/src/bin/bench-hypercalls.rs`, booted as dom0): the null hypercall and the
 //! event-channel send-plus-upcall round trips, each a median of 100,000 iterations in TSC
-//! cycles. Under TCG cycles are not hardware cycles: compare ratios from the same run.
+//! cycles; and QEMU start to dom0 user space (Debian's Linux and the busybox initramfs, up to
+//! the banner printed just before the shell prompt), median of 5 boots on Hestia, on Xen 4.17
+//! and natively with no hypervisor (the same kernel, initramfs, 2 CPUs, 1 GiB, dom0 512 MiB).
+//! Under TCG cycles are not hardware cycles: compare ratios from the same run. The rig boots
+//! QEMU's i440FX machine, Hestia Q35: the boot figures include that difference.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +16,7 @@ use std::time::Duration;
 
 use hestia_tests::Firmware;
 
+use crate::dom0;
 use crate::kernel::{self, Flavor, Modules};
 use crate::qemu::{self, Accel, Machine, RunOptions};
 use crate::{Result, root_dir, target_dir};
@@ -19,6 +24,7 @@ use crate::{Result, root_dir, target_dir};
 const BOOTS: usize = 5;
 const BENCH_GUEST: &str = "bench-hypercalls";
 const DOM0_MEM: &str = "dom0_mem=64M,max:64M";
+const LINUX_DOM0_MEM: &str = "dom0_mem=512M,max:512M";
 
 /// `BENCH name value` lines of a log.
 fn parse_bench(log: &str) -> Vec<(String, u64)> {
@@ -34,6 +40,81 @@ fn parse_bench(log: &str) -> Vec<(String, u64)> {
 fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied()
+}
+
+/// Seconds from QEMU start to dom0's user space on Hestia, median of [`BOOTS`].
+fn linux_boots_hestia(elf: &Path, linux: &dom0::Dom0Linux, machine: &Machine) -> Result<Vec<f64>> {
+    let modules = Modules {
+        dom0: Some((
+            linux.kernel.clone(),
+            format!("{} {}", dom0::CMDLINE, dom0::BENCH_WORD),
+        )),
+        initrd: Some(linux.initramfs.clone()),
+    };
+    let iso = kernel::make_iso("bench-linux", elf, LINUX_DOM0_MEM, &modules)?;
+    let stop = |log: &str| log.contains(dom0::BANNER);
+    let mut times = Vec::new();
+    for _ in 0..BOOTS {
+        let o = RunOptions {
+            timeout: Some(Duration::from_secs(300)),
+            log_path: target_dir().join("bench-linux-hestia.log"),
+            echo: false,
+            interactive: false,
+            input: Vec::new(),
+            stop_when: Some(&stop),
+        };
+        if let Some(t) = qemu::run(&iso, machine, "bench-linux", &o)?.stopped_after {
+            times.push(t.as_secs_f64());
+        }
+    }
+    Ok(times)
+}
+
+/// The same on the reference rig: with Xen, or natively.
+fn linux_boots_rig(rig: &Path, linux: &dom0::Dom0Linux, native: bool) -> Result<Vec<f64>> {
+    let what = if native { "natively" } else { "on Xen 4.17" };
+    let mut times = Vec::new();
+    for i in 0..BOOTS {
+        eprintln!("bench: Linux {what}, boot {} of {BOOTS} ...", i + 1);
+        let mut c = Command::new(rig);
+        c.arg("--dom0")
+            .arg(&linux.kernel)
+            .arg("--initrd")
+            .arg(&linux.initramfs)
+            .args([
+                "--dom0-cmdline",
+                &format!("{} {}", dom0::CMDLINE, dom0::BENCH_WORD),
+                "--xen-cmdline",
+                &format!("{LINUX_DOM0_MEM} bootscrub=0"),
+                "--smp",
+                "2",
+                "--mem",
+                "1024",
+                "--marker",
+                &format!("up={}", dom0::BANNER),
+                "--timeout",
+                "300",
+            ]);
+        if native {
+            c.arg("--native");
+        }
+        let out = c.output()?;
+        let log = String::from_utf8_lossy(&out.stdout);
+        let name = if native { "native" } else { "xen" };
+        std::fs::write(target_dir().join(format!("bench-linux-{name}.log")), &*log)?;
+        if let Some(t) = rig_marker(&log, "up") {
+            times.push(t);
+        }
+    }
+    Ok(times)
+}
+
+/// Seconds of marker `name` in the rig's closing JSON line (`"markers": {"up": 9.1, ...}`).
+fn rig_marker(log: &str, name: &str) -> Option<f64> {
+    let json = log.lines().rev().find(|l| l.starts_with("{\"markers\""))?;
+    let key = format!("\"{name}\": ");
+    let rest = &json[json.find(&key)? + key.len()..];
+    rest.split([',', '}']).next()?.trim().parse().ok()
 }
 
 fn xen_ref() -> Option<PathBuf> {
@@ -131,6 +212,42 @@ pub fn run() -> Result<()> {
             ratio
         );
     }
+    let linux = dom0::prepare()?;
+    let on_hestia = linux_boots_hestia(&elf, &linux, &machine)?;
+    let (on_xen, native) = match xen_ref() {
+        Some(rig) => (
+            linux_boots_rig(&rig, &linux, false)?,
+            linux_boots_rig(&rig, &linux, true)?,
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    let (h, x, n) = (median(on_hestia), median(on_xen), median(native));
+    let secs = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".into(),
+    };
+    println!();
+    println!(
+        "{:<36} {:>8} {:>8} {:>8} {:>12} {:>14} {:>11}",
+        format!("Linux to user space, s (median of {BOOTS})"),
+        "Hestia",
+        "Xen",
+        "native",
+        "Hestia/Xen",
+        "Hestia/native",
+        "Xen/native"
+    );
+    println!(
+        "{:<36} {:>8} {:>8} {:>8} {:>12} {:>14} {:>11}",
+        "",
+        secs(h),
+        secs(x),
+        secs(n),
+        ratio(h, x),
+        ratio(h, n),
+        ratio(x, n)
+    );
     if hestia.is_empty() {
         return Err(format!(
             "the bench guest printed no figures (log: {})",
@@ -157,5 +274,9 @@ mod tests {
         );
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![]), None);
+        let rig = "noise\n{\"markers\": {\"xen\": 1.2, \"up\": 9.25}, \"timeout\": false}\n";
+        assert_eq!(rig_marker(rig, "up"), Some(9.25));
+        assert_eq!(rig_marker(rig, "xen"), Some(1.2));
+        assert_eq!(rig_marker(rig, "init"), None);
     }
 }

@@ -72,6 +72,8 @@ pub struct RunResult {
     pub outcome: Outcome,
     /// Time from QEMU's start to Hestia's ready line.
     pub ready_after: Option<Duration>,
+    /// Time from QEMU's start to the stop condition.
+    pub stopped_after: Option<Duration>,
 }
 
 fn qemu_command(iso: &Path, m: &Machine, name: &str) -> Result<Command> {
@@ -178,6 +180,7 @@ pub fn run(iso: &Path, m: &Machine, name: &str, o: &RunOptions<'_>) -> Result<Ru
 
     let mut raw = Vec::new();
     let mut ready_after = None;
+    let mut stopped_after = None;
     let mut step = 0;
     let mut searched_from = 0;
     let outcome = loop {
@@ -214,6 +217,7 @@ pub fn run(iso: &Path, m: &Machine, name: &str, o: &RunOptions<'_>) -> Result<Ru
                 }
             }
         } else if o.stop_when.is_some_and(|f| f(&log)) {
+            stopped_after = Some(start.elapsed());
             let _ = child.kill();
             let _ = child.wait();
             break Outcome::Stopped;
@@ -228,6 +232,7 @@ pub fn run(iso: &Path, m: &Machine, name: &str, o: &RunOptions<'_>) -> Result<Ru
         log: String::from_utf8_lossy(&raw).into_owned(),
         outcome,
         ready_after,
+        stopped_after,
     })
 }
 
