@@ -13,9 +13,13 @@
 //!    mapped only by L1 entries of a domain whose I/O-memory set holds them, and take no
 //!    references or types: nothing ever makes them page tables. Frames in the read-only I/O set
 //!    (devices the hypervisor drives but lets dom0 read, like the HPET) lose RW when mapped.
-//! 5. No CPU can still hold a translation that was removed when a frame takes a page-table or
-//!    descriptor type, or leaves its domain: a removed mapping marks the TLBs stale, and the
-//!    next such change flushes every CPU first ([`PtMemory::flush_tlbs`]).
+//! 5. No CPU can still hold a translation that was removed when that could matter: before a
+//!    frame takes a page-table or descriptor type, or leaves its domain, after any mapping of it
+//!    was removed; before a frame becomes writable after it was referenced as a page table (a
+//!    paging-structure cache could still walk it). Each frame records the flush generation in
+//!    which such a mapping went; a change that finds no full flush since
+//!    ([`PtMemory::flush_tlbs`]) flushes every CPU first, as Xen's TLB-flush clock does. So the
+//!    hypercalls themselves never need to flush for safety, only when the guest asks.
 //!
 //! Memory is abstract ([`PtMemory`]) so the rules run on the host against a recording fake.
 
@@ -79,6 +83,11 @@ pub struct FrameInfo {
     pub ref_count: u32,
     /// Pinned by the guest (holds one type reference of its own).
     pub pinned: bool,
+    /// Flush generation in which a mapping of the frame was last removed (0: never).
+    pub unmapped_at: u32,
+    /// Flush generation in which a page-table entry referring to it as a table was last
+    /// removed (0: never).
+    pub table_unref_at: u32,
 }
 
 impl FrameInfo {
@@ -89,6 +98,8 @@ impl FrameInfo {
         type_count: 0,
         ref_count: 0,
         pinned: false,
+        unmapped_at: 0,
+        table_unref_at: 0,
     };
 }
 
@@ -141,8 +152,9 @@ pub struct FrameTable<'a> {
     iomem: Vec<(Dom, RangeSet)>,
     /// I/O frames only ever mapped read-only.
     iomem_ro: RangeSet,
-    /// Some mapping was removed since the last TLB flush (a CPU may still translate it).
-    stale: bool,
+    /// Full TLB flushes so far, plus one: a frame stamped with the current value lost a mapping
+    /// that some CPU may still translate.
+    flush_gen: u32,
 }
 
 impl<'a> FrameTable<'a> {
@@ -153,7 +165,7 @@ impl<'a> FrameTable<'a> {
             frames: storage,
             iomem: Vec::new(),
             iomem_ro: RangeSet::new(),
-            stale: false,
+            flush_gen: 1,
         }
     }
 
@@ -235,6 +247,7 @@ impl<'a> FrameTable<'a> {
     /// Takes a frame back from `dom` (ballooning): only an unreferenced, untyped, unpinned frame
     /// of `dom` can go, so nothing can still map it.
     pub fn release(&mut self, mem: &mut dyn PtMemory, mfn: u64, dom: Dom) -> Result<(), MmError> {
+        let generation = self.flush_gen;
         let f = self.info_mut(mfn)?;
         if f.owner != Some(dom) {
             return Err(MmError::NotOwner);
@@ -242,15 +255,17 @@ impl<'a> FrameTable<'a> {
         if f.ref_count != 0 || f.type_count != 0 || f.pinned {
             return Err(MmError::TypeConflict);
         }
+        let stale = f.unmapped_at == generation;
         *f = FrameInfo::FREE;
-        self.flush_if_stale(mem);
+        self.flush_if(stale, mem);
         Ok(())
     }
 
-    /// Flushes every CPU's TLB if a mapping was removed since the last flush.
-    fn flush_if_stale(&mut self, mem: &mut dyn PtMemory) {
-        if core::mem::take(&mut self.stale) {
+    /// Flushes every CPU's TLB if `stale`, starting a new flush generation.
+    fn flush_if(&mut self, stale: bool, mem: &mut dyn PtMemory) {
+        if stale {
             mem.flush_tlbs();
+            self.flush_gen = self.flush_gen.wrapping_add(1).max(1);
         }
     }
 
@@ -290,10 +305,13 @@ impl<'a> FrameTable<'a> {
                 f.type_count.checked_add(1).ok_or(MmError::Overflow)?;
             return Ok(());
         }
-        // A stale translation must not outlive the frame's last writable use (invariant 5).
-        if ty != PageType::Writable {
-            self.flush_if_stale(mem);
-        }
+        // No stale translation may outlive the frame's last use of another kind (invariant 5).
+        let stale = if ty == PageType::Writable {
+            f.table_unref_at == self.flush_gen
+        } else {
+            f.unmapped_at == self.flush_gen
+        };
+        self.flush_if(stale, mem);
         // Claim the type before validating, so a table that (directly or not) refers to itself
         // meets a conflict instead of recursing forever.
         {
@@ -437,10 +455,16 @@ impl<'a> FrameTable<'a> {
         if e & pte::P == 0 {
             return;
         }
-        self.stale = true;
         let target = (e & pte::ADDR) >> 12;
         if level == 1 && self.is_io(target) {
             return;
+        }
+        let generation = self.flush_gen;
+        if let Ok(f) = self.info_mut(target) {
+            f.unmapped_at = generation;
+            if level > 1 {
+                f.table_unref_at = generation;
+            }
         }
         if level > 1 || e & pte::RW != 0 {
             self.put_page_type(mem, target);
@@ -842,6 +866,31 @@ mod tests {
         ft.mod_entry(&mut mem, 4, 1, 1, 0, D).unwrap();
         ft.release(&mut mem, 11, D).unwrap();
         assert_eq!(mem.flushes, 2, "flushed before frame 11 left the domain");
+        ft.release(&mut mem, 13, D).unwrap();
+        assert_eq!(mem.flushes, 2, "frame 13 was never mapped: no flush");
+    }
+
+    #[test]
+    fn a_former_table_is_flushed_before_it_becomes_writable() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        // Drop the L2 -> L1 (frame 4) reference: a CPU may still cache that walk.
+        ft.mod_entry(&mut mem, 3, 2, 0, 0, D).unwrap();
+        assert_eq!(ft.info(4).unwrap().type_count, 0);
+        // Frame 10 lost its writable mapping with it; mapping it writable again is harmless.
+        let l1 = 5;
+        mem.write(l1, 0, e(10, pte::RW));
+        ft.pin(&mut mem, l1, 1, D).unwrap();
+        assert_eq!(
+            mem.flushes, 0,
+            "frame 10 stays writable; frame 5 was never mapped"
+        );
+        // Mapping the old L1 writable needs the cached walks gone first.
+        ft.mod_entry(&mut mem, l1, 1, 1, e(4, pte::RW), D).unwrap();
+        assert_eq!(mem.flushes, 1, "flushed before frame 4 became writable");
+        ft.mod_entry(&mut mem, l1, 1, 2, e(4, pte::RW), D).unwrap();
+        assert_eq!(mem.flushes, 1, "type already held: no second flush");
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! `shared/xen-abi.md` 5.1-5.3. The rules live in `hestia_core::pv_mm`; this module decodes
 //! requests, walks the guest's tables to find the L1 behind a virtual address, and flushes.
 //!
-//! TLB policy: every MMU hypercall that changed anything ends with a full local flush, so no
-//! stale writable translation can outlive a type change (one vCPU per domain, on one CPU, so a
-//! local flush is a complete one). Batches are processed whole (no continuation yet).
+//! TLB policy, as Xen's: the guest's own translations are flushed when it asks (UVMF flags,
+//! MMUEXT flush ops); what isolation needs (no stale translation when a frame changes type or
+//! leaves the domain) the frame table enforces itself, flushing every CPU first
+//! (`hestia_core::pv_mm` invariant 5). Batches are processed whole (no continuation yet).
 
 use hestia_core::pv_mm::{MmError, PageType, PtMemory, pte};
 use xen_abi::errno::Errno;
@@ -138,9 +139,6 @@ pub(super) fn do_mmu_update(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         }
         done += 1;
     }
-    if done > 0 {
-        flush_local();
-    }
     write_done(pdone, done)?;
     result
 }
@@ -175,10 +173,9 @@ pub(super) fn do_update_va_mapping(d: &Domain, a: [u64; 5]) -> Result<u64, Errno
     match flags & uvmf::FLUSHTYPE_MASK {
         uvmf::INVLPG | uvmf::TLB_FLUSH if remote => smp::flush_guest_tlbs(),
         uvmf::INVLPG => cpu::invlpg(va),
+        uvmf::TLB_FLUSH => flush_local(),
         _ => {}
     }
-    // This CPU never keeps a translation that was just changed.
-    flush_local();
     Ok(0)
 }
 
@@ -319,9 +316,6 @@ pub(super) fn do_mmuext_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             break;
         }
         done += 1;
-    }
-    if done > 0 {
-        flush_local();
     }
     write_done(pdone, done)?;
     result

@@ -10,7 +10,6 @@ use hestia_core::pv_mm::{PageType, PtMemory, pte};
 
 use super::domain::{Domain, Vcpu};
 use super::privop::{fetch, gpr};
-use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::mm::frametable;
 
@@ -63,7 +62,6 @@ pub fn handle(d: &Domain, v: &Vcpu, f: &mut TrapFrame, cr2: u64, error_code: u64
     let Some(a) = applied else {
         return false;
     };
-    cpu::write_cr3_reload();
     f.rflags = a.rflags;
     if let Some((n, high_byte, value)) = a.reg_write {
         write_reg(f, n, high_byte, size, value);
