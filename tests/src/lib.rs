@@ -30,6 +30,8 @@ pub enum Ending {
 pub enum Outcome {
     /// QEMU exited with this status.
     Exited(i32),
+    /// QEMU died from this signal (not sent by the runner).
+    Signalled(i32),
     /// The runner killed QEMU after the timeout.
     TimedOut,
     /// The runner stopped QEMU because the scenario was complete.
@@ -380,6 +382,11 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             smp: 2,
             ..guest("functional-vcpu-up", GuestVerdict::Success)
+        },
+        // 20,000 NMIs (remote flushes) into the GS windows of the other vCPU's hypercalls.
+        Scenario {
+            smp: 2,
+            ..guest("stress-nmi-windows", GuestVerdict::Success)
         },
         // Random numbers and arguments; the seed is printed for reproduction.
         Scenario {

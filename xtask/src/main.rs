@@ -265,6 +265,7 @@ fn cmd_run(args: &[String]) -> Result<()> {
             timeout.map_or(0, |t| t.as_secs())
         )),
         (Outcome::Stopped, None) => Err("stopped".into()),
+        (Outcome::Signalled(sig), None) => Err(format!("QEMU died from signal {sig}")),
     };
     verdict.map_err(Into::into)
 }

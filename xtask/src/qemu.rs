@@ -5,6 +5,7 @@
 //! line appears, and ends the run on QEMU's exit, on a stop condition, or on the timeout.
 
 use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -197,7 +198,10 @@ pub fn run(iso: &Path, m: &Machine, name: &str, o: &RunOptions<'_>) -> Result<Ru
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.wait()?;
-                break Outcome::Exited(status.code().unwrap_or(-1));
+                break match (status.code(), status.signal()) {
+                    (Some(code), _) => Outcome::Exited(code),
+                    (None, sig) => Outcome::Signalled(sig.unwrap_or(0)),
+                };
             }
         }
         let log = String::from_utf8_lossy(&raw);

@@ -4,8 +4,9 @@
 //! pushes none) and the vector number, then jumps to `hestia_trap_common`, which saves every
 //! general-purpose register to complete one [`TrapFrame`], swaps GS if the trap came from ring 3
 //! (PV guests, from M1 on), and calls [`super::trap::dispatch`]. The IST vectors (NMI, #DF,
-//! #MC) enter through `hestia_trap_paranoid` instead, which checks GS_BASE itself because they
-//! can strike ring 0 while the guest's GS base is still live. Offsets into the frame come from
+//! #MC) enter through `hestia_trap_paranoid` instead: they can strike ring 0 while another GS
+//! base is live (a guest's, around SWAPGS or a guest selector load), so from ring 0 that path
+//! loads Hestia's per-CPU pointer into GS_BASE itself and puts the interrupted base back after. Offsets into the frame come from
 //! `offset_of!`, never hand-counted. One IDT is shared by all CPUs.
 
 use core::arch::{asm, global_asm};
@@ -115,9 +116,12 @@ hestia_trap_exit:
     swapgs
 1:  hestia_restore_gprs_iret
 
-    /* NMI, #DF and #MC (IST vectors) can interrupt ring 0 between an entry or exit SWAPGS and
-       the ring change, with the guest's GS base live. Decide from GS_BASE itself: Hestia's
-       per-CPU pointer sits just above the IST frame. */
+    /* NMI, #DF and #MC (IST vectors) can interrupt ring 0 anywhere: between an entry or exit
+       SWAPGS and the ring change (the guest's GS base live), or while Hestia loads a guest's
+       %gs selector (a descriptor's base live). From ring 3 the usual SWAPGS applies; from
+       ring 0 the interrupted GS base is saved in RBX (callee-saved across the call), Hestia's
+       per-CPU pointer, kept just above the IST frame, is loaded, and the saved base goes back
+       before the IRET. */
     .global hestia_trap_paranoid
 hestia_trap_paranoid:
     hestia_save_gprs
@@ -129,18 +133,20 @@ hestia_trap_paranoid:
     rdmsr
     shl $32, %rdx
     or %rax, %rdx
-    xor %ebx, %ebx
-    cmp {percpu}(%rsp), %rdx
-    je 2f
-    swapgs
-    mov $1, %ebx
-2:  cld
+    mov %rdx, %rbx
+    mov {percpu}(%rsp), %rax
+    mov %rax, %rdx
+    shr $32, %rdx
+    wrmsr
+    cld
     mov %rsp, %rdi
     call {dispatch}
-    test %ebx, %ebx
-    jz 3f
-    swapgs
-3:  hestia_restore_gprs_iret
+    mov ${gs_base}, %ecx
+    mov %ebx, %eax
+    mov %rbx, %rdx
+    shr $32, %rdx
+    wrmsr
+    hestia_restore_gprs_iret
 "#,
     cs = const offset_of!(TrapFrame, cs),
     skip = const offset_of!(TrapFrame, rip) - offset_of!(TrapFrame, vector),
