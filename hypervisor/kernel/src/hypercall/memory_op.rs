@@ -2,6 +2,7 @@
 //! the M2P lives, and ballooning (increase/decrease_reservation, populate_physmap).
 //! `shared/xen-abi.md` 6.5. Frames given back must be unused (the frame table checks); frames
 //! handed out are zeroed, owned by the domain, and entered in the M2P.
+//! The reservation calls are preemptible, resuming at the extent kept in `cmd`'s upper bits.
 
 use core::sync::atomic::Ordering;
 
@@ -10,6 +11,7 @@ use xen_abi::errno::Errno;
 use xen_abi::mmu::INVALID_M2P_ENTRY;
 use xen_abi::xen::{DOMID_SELF, MACH2PHYS_VIRT_START};
 
+use super::continuation;
 use crate::mm::{self, frametable, guest};
 use crate::pv::domain::Domain;
 
@@ -27,8 +29,11 @@ const MACHPHYS_MAPPING: u32 = 12;
 const MAXIMUM_GPFN: u32 = 14;
 /// Largest extent order accepted (2 MiB).
 const MAX_ORDER: u32 = 9;
-/// Most extents handled in one call (no continuations yet).
-const MAX_EXTENTS: u64 = 1 << 16;
+/// Most extents one `XENMEM_exchange` takes (it is not preemptible; Linux exchanges one
+/// extent at a time).
+const MAX_EXCHANGE: u64 = 1 << 16;
+/// Where `cmd` keeps the extent a preempted reservation call resumes at.
+const EXTENT_SHIFT: u32 = 6;
 
 fn check_self(d: &Domain, domid: u16) -> Result<(), Errno> {
     if domid == DOMID_SELF || domid == d.id.0 {
@@ -46,10 +51,6 @@ struct Reservation {
     limit: u64,
 }
 
-fn read_reservation(d: &Domain, arg: u64) -> Result<Reservation, Errno> {
-    parse_reservation(d, guest::read_obj(arg)?)
-}
-
 fn parse_reservation(d: &Domain, raw: [u64; 4]) -> Result<Reservation, Errno> {
     let [extents, nr, order_flags, domid] = raw;
     check_self(d, domid as u16)?;
@@ -57,7 +58,7 @@ fn parse_reservation(d: &Domain, raw: [u64; 4]) -> Result<Reservation, Errno> {
         (order_flags & 0xffff_ffff) as u32,
         (order_flags >> 32) & 0xff,
     );
-    if order > MAX_ORDER || nr > MAX_EXTENTS {
+    if order > MAX_ORDER {
         return Err(Errno::EINVAL);
     }
     Ok(Reservation {
@@ -91,14 +92,29 @@ fn give_extent(d: &Domain, order: u32, limit: u64) -> Option<u64> {
     Some(mfn)
 }
 
-fn balloon(d: &Domain, cmd: u32, arg: u64) -> Result<u64, Errno> {
-    let r = read_reservation(d, arg)?;
+/// increase_reservation, decrease_reservation, populate_physmap from extent `start` on: as in
+/// Xen these return the number of extents done (a bad argument is "none done"), and resume by
+/// continuation with that number in `cmd`.
+fn balloon(d: &Domain, cmd: u32, start: u64, arg: u64) -> Result<u64, Errno> {
+    let Ok(r) = guest::read_obj(arg).and_then(|raw| parse_reservation(d, raw)) else {
+        return Ok(start);
+    };
+    if r.nr > u64::from(u32::MAX >> EXTENT_SHIFT) || start >= r.nr {
+        return Ok(start);
+    }
     let n = 1u64 << r.order;
-    for i in 0..r.nr {
-        let slot = r.extents.checked_add(i * 8).ok_or(Errno::EFAULT)?;
+    for i in start..r.nr {
+        if continuation::should_preempt(d, i - start) {
+            return continuation::create([u64::from(cmd) | i << EXTENT_SHIFT, arg, 0, 0, 0]);
+        }
+        let Some(slot) = r.extents.checked_add(i * 8) else {
+            return Ok(i);
+        };
         match cmd {
             DECREASE_RESERVATION => {
-                let mfn: u64 = guest::read_obj(slot)?;
+                let Ok(mfn) = guest::read_obj::<u64>(slot) else {
+                    return Ok(i);
+                };
                 let freed = frametable::with(|ft, mem| {
                     (0..n).all(|j| ft.release(mem, mfn + j, d.id.0).is_ok())
                 })
@@ -113,8 +129,11 @@ fn balloon(d: &Domain, cmd: u32, arg: u64) -> Result<u64, Errno> {
                 d.tot_pages.fetch_sub(n, Ordering::AcqRel);
             }
             _ => {
-                let pfn: u64 = if cmd == POPULATE_PHYSMAP {
-                    guest::read_obj(slot)?
+                let pfn = if cmd == POPULATE_PHYSMAP {
+                    let Ok(pfn) = guest::read_obj::<u64>(slot) else {
+                        return Ok(i);
+                    };
+                    pfn
                 } else {
                     0
                 };
@@ -149,7 +168,7 @@ fn exchange(d: &Domain, arg: u64) -> Result<u64, Errno> {
     let (in_n, out_n) = (1u64 << input.order, 1u64 << output.order);
     // Hestia never returns part way, so there is no continuation to resume: nr_exchanged must
     // come in as 0 (Linux's always does).
-    if input.nr * in_n != output.nr * out_n || done != 0 {
+    if input.nr.max(output.nr) > MAX_EXCHANGE || input.nr * in_n != output.nr * out_n || done != 0 {
         return Err(Errno::EINVAL);
     }
     // Both lists are read up front; the call has no effect on any error.
@@ -224,9 +243,23 @@ fn e820_type(k: RegionKind) -> u32 {
 }
 
 pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    let (cmd, arg) = ((a[0] & 0x3f) as u32, a[1]);
+    let (cmd, start, arg) = (
+        (a[0] & ((1 << EXTENT_SHIFT) - 1)) as u32,
+        a[0] >> EXTENT_SHIFT,
+        a[1],
+    );
     match cmd {
-        INCREASE_RESERVATION | DECREASE_RESERVATION | POPULATE_PHYSMAP => balloon(d, cmd, arg),
+        INCREASE_RESERVATION | DECREASE_RESERVATION | POPULATE_PHYSMAP => {
+            balloon(d, cmd, start, arg)
+        }
+        // Only the reservation calls resume part way; the architecture's calls see a command
+        // they do not know.
+        EXCHANGE | MAXIMUM_RAM_PAGE | CURRENT_RESERVATION | MAXIMUM_RESERVATION | MAXIMUM_GPFN
+            if start != 0 =>
+        {
+            Err(Errno::EINVAL)
+        }
+        _ if start != 0 => Err(Errno::ENOSYS),
         EXCHANGE => exchange(d, arg),
         MAXIMUM_RAM_PAGE => Ok(frametable::nr_frames()),
         CURRENT_RESERVATION | MAXIMUM_RESERVATION | MAXIMUM_GPFN => {

@@ -5,20 +5,20 @@
 //! TLB policy, as Xen's: the guest's own translations are flushed when it asks (UVMF flags,
 //! MMUEXT flush ops); what isolation needs (no stale translation when a frame changes type or
 //! leaves the domain) the frame table enforces itself, flushing every CPU first
-//! (`hestia_core::pv_mm` invariant 5). Batches are processed whole (no continuation yet).
+//! (`hestia_core::pv_mm` invariant 5). Batches of any length are preemptible
+//! ([`super::continuation`]); `*pdone` accumulates across the resumed calls, as in Xen.
 
 use hestia_core::pv_mm::{MmError, PageType, PtMemory, pte};
 use xen_abi::errno::Errno;
-use xen_abi::mmu::{MmuUpdate, MmuextOp, ext, update, uvmf};
+use xen_abi::mmu::{MMU_UPDATE_PREEMPTED, MmuUpdate, MmuextOp, ext, update, uvmf};
 use xen_abi::xen::{DOMID_IO, DOMID_SELF, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
+use zerocopy::{FromBytes, IntoBytes};
 
+use super::continuation;
 use crate::arch::x86_64::{cpu, smp};
 use crate::mm::frametable::{self, DirectMem};
 use crate::mm::guest::{self, is_guest_range};
 use crate::pv::domain::{Domain, Vcpu};
-
-/// Most requests in one batch.
-const MAX_BATCH: u32 = 1 << 16;
 
 /// Errno for a refused entry update, as Xen answers: a target frame the guest may not use in
 /// that way (typed, foreign, free) is -EBUSY; a malformed entry or a bad table is -EINVAL.
@@ -51,12 +51,42 @@ fn check_foreigndom(d: &Domain, foreigndom: u64) -> Result<(), Errno> {
     Ok(())
 }
 
-fn write_done(pdone: u64, done: u32) -> Result<(), Errno> {
-    if pdone != 0 {
-        guest::write_obj(pdone, &done)
+/// Runs the `mmu_update` / `mmuext_op` batch `a` = (list, count, pdone, foreigndom) of `T`s,
+/// `one` per item, stopping at the first failure. Bit 31 of the count marks a resumed call:
+/// `*pdone` then holds the items already done, and it gets the running total either way.
+fn run_batch<T: FromBytes + IntoBytes>(
+    d: &Domain,
+    a: [u64; 5],
+    mut one: impl FnMut(T) -> Result<(), Errno>,
+) -> Result<u64, Errno> {
+    let (list, raw, pdone) = (a[0], a[1] as u32, a[2]);
+    check_foreigndom(d, a[3])?;
+    let count = raw & !MMU_UPDATE_PREEMPTED;
+    let before: u32 = if raw & MMU_UPDATE_PREEMPTED != 0 && pdone != 0 {
+        guest::read_obj(pdone)?
     } else {
-        Ok(())
+        0
+    };
+    let size = size_of::<T>() as u64;
+    let mut result = Ok(0);
+    let mut i = 0;
+    while i < count {
+        let at = list.checked_add(u64::from(i) * size).ok_or(Errno::EFAULT);
+        if continuation::should_preempt(d, u64::from(i)) {
+            let rest = u64::from((count - i) | MMU_UPDATE_PREEMPTED);
+            result = continuation::create([at?, rest, pdone, a[3], 0]);
+            break;
+        }
+        if let Err(e) = at.and_then(guest::read_obj::<T>).and_then(&mut one) {
+            result = Err(e);
+            break;
+        }
+        i += 1;
     }
+    if pdone != 0 {
+        guest::write_obj(pdone, &before.wrapping_add(i))?;
+    }
+    result
 }
 
 fn flush_local() {
@@ -107,40 +137,16 @@ fn one_update(d: &Domain, req: MmuUpdate) -> Result<(), Errno> {
 }
 
 pub(super) fn do_mmu_update(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    let (reqs, count, pdone) = (
-        a[0],
-        (a[1] as u32) & !xen_abi::mmu::MMU_UPDATE_PREEMPTED,
-        a[2],
-    );
-    check_foreigndom(d, a[3])?;
-    if count > MAX_BATCH {
-        return Err(Errno::EINVAL);
-    }
-    let mut done = 0;
-    let mut result = Ok(0);
-    for i in 0..u64::from(count) {
-        let r = reqs
-            .checked_add(i * 16)
-            .ok_or(Errno::EFAULT)
-            .and_then(guest::read_obj::<MmuUpdate>)
-            .and_then(|req| {
-                one_update(d, req).inspect_err(|e| {
-                    crate::debug!(
-                        "{}: mmu_update {:#x} := {:#x} refused ({e:?})",
-                        d.id,
-                        req.ptr,
-                        req.val
-                    );
-                })
-            });
-        if let Err(e) = r {
-            result = Err(e);
-            break;
-        }
-        done += 1;
-    }
-    write_done(pdone, done)?;
-    result
+    run_batch(d, a, |req: MmuUpdate| {
+        one_update(d, req).inspect_err(|e| {
+            crate::debug!(
+                "{}: mmu_update {:#x} := {:#x} refused ({e:?})",
+                d.id,
+                req.ptr,
+                req.val
+            );
+        })
+    })
 }
 
 /// Finds the L1 frame and index that map `va` in the page tables rooted at `l4_mfn`.
@@ -294,29 +300,5 @@ fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
 }
 
 pub(super) fn do_mmuext_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    let (ops, count, pdone) = (
-        a[0],
-        (a[1] as u32) & !xen_abi::mmu::MMU_UPDATE_PREEMPTED,
-        a[2],
-    );
-    check_foreigndom(d, a[3])?;
-    if count > MAX_BATCH {
-        return Err(Errno::EINVAL);
-    }
-    let mut done = 0;
-    let mut result = Ok(0);
-    for i in 0..u64::from(count) {
-        let r = ops
-            .checked_add(i * 24)
-            .ok_or(Errno::EFAULT)
-            .and_then(guest::read_obj::<MmuextOp>)
-            .and_then(|op| one_ext(d, op));
-        if let Err(e) = r {
-            result = Err(e);
-            break;
-        }
-        done += 1;
-    }
-    write_done(pdone, done)?;
-    result
+    run_batch(d, a, |op: MmuextOp| one_ext(d, op))
 }

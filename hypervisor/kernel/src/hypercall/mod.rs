@@ -5,6 +5,7 @@
 //! (RDI, RSI, RDX, R10, R8) and return a value or an [`Errno`].
 
 mod console_io;
+pub mod continuation;
 pub(crate) mod descriptor;
 mod event_channel;
 mod memory_op;
@@ -208,18 +209,17 @@ fn dispatch_inner(d: &Domain, number: u32, args: [u64; 5]) -> i64 {
     }
 }
 
-/// Most entries in one multicall (Linux batches a few dozen).
-const MAX_MULTICALL: u64 = 1024;
-
 /// `multicall` (13): runs each `multicall_entry {op, result, args[6]}` in order, storing each
-/// result; failures do not stop the batch; nested multicalls and `iret` are refused / end it.
+/// result; failures do not stop the batch; nested multicalls are refused and `iret` ends it.
+/// Preemptible: an entry that asks for a continuation gets its new arguments written back into
+/// the list, and the multicall resumes at that entry.
 fn do_multicall(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    let (list, n) = (a[0], a[1]);
-    if n > MAX_MULTICALL {
-        return Err(Errno::EINVAL);
-    }
+    let (list, n) = (a[0], a[1] & 0xffff_ffff);
     for i in 0..n {
         let entry = list.checked_add(i * 64).ok_or(Errno::EFAULT)?;
+        if continuation::should_preempt(d, i) {
+            return continuation::create([entry, n - i, 0, 0, 0]);
+        }
         let e: [u64; 8] = crate::mm::guest::read_obj(entry)?;
         let op = e[0] as u32;
         if op == nr::IRET {
@@ -230,6 +230,10 @@ fn do_multicall(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         } else {
             dispatch(d, op, [e[2], e[3], e[4], e[5], e[6]])
         };
+        if let Some(args) = continuation::take() {
+            crate::mm::guest::write_obj(entry + 16, &args)?;
+            return continuation::create([entry, n - i, 0, 0, 0]);
+        }
         crate::mm::guest::write_obj(entry + 8, &result)?;
         if d.dying.load(Ordering::Acquire) {
             break;

@@ -154,8 +154,9 @@ pub fn syscall(f: &mut TrapFrame) {
         }
         return;
     }
-    let args = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
-    f.rax = crate::hypercall::dispatch_from(d, f.rax as u32, args, f.rsp) as u64;
+    let (number, args) = (f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8]);
+    f.rax = crate::hypercall::dispatch_from(d, number as u32, args, f.rsp) as u64;
+    crate::hypercall::continuation::apply(f, number);
     if d.dying.load(Ordering::Acquire) {
         stop_after_domain(d);
     }

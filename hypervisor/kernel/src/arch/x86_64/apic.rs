@@ -15,6 +15,7 @@ const REG_VERSION: u32 = 0x30;
 const REG_TPR: u32 = 0x80;
 const REG_EOI: u32 = 0xB0;
 const REG_SVR: u32 = 0xF0;
+const REG_IRR: u32 = 0x200;
 const REG_ESR: u32 = 0x280;
 const REG_ICR_LOW: u32 = 0x300;
 const REG_ICR_HIGH: u32 = 0x310;
@@ -132,6 +133,12 @@ pub fn version() -> u32 {
 /// Signals end of interrupt.
 pub fn eoi() {
     write(REG_EOI, 0);
+}
+
+/// True when an interrupt waits in this CPU's IRR: what a long hypercall polls (with
+/// interrupts off) to decide to stop and let it be taken.
+pub fn interrupt_pending() -> bool {
+    (0..8).any(|i| read(REG_IRR + i * 0x10) != 0)
 }
 
 /// Reads and clears the error status.

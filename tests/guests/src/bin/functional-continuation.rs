@@ -1,0 +1,236 @@
+//! Long batches are preemptible and resume by continuation: with a 1 ms periodic timer and
+//! events unmasked, a 65,536-entry `mmu_update`, a 49,152-entry `mmuext_op` and the same
+//! `mmu_update` inside a `multicall` each take timer upcalls *at their SYSCALL* (the guest sees
+//! the upcall interrupt the hypercall stub itself, then the call carries on), and still do all
+//! their work: `*pdone` counts every entry, results land in the multicall list. Also the
+//! memory_op start-extent encoding (`cmd >> 6`) and what Xen answers for it.
+#![no_std]
+#![no_main]
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+use hestia_guests::xen_abi::callback::{CallbackRegister, cmd as cb, kind};
+use hestia_guests::xen_abi::mmu::{MmuUpdate, MmuextOp, ext, update};
+use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
+use hestia_guests::{
+    EVENT_VECTOR, ExcFrame, Verdict, check, event_entry_address, hypercall, hypercall_page_bytes,
+    install_traps, m2p, map_shared_info, pfn_to_mfn, println, shared_byte, shared_word,
+};
+
+const EINVAL: i64 = -22;
+const ENOSYS: i64 = -38;
+/// Entries in the `mmu_update` batches (1 MiB of requests).
+const UPDATES: usize = 65536;
+/// Entries in the `mmuext_op` batch (the same 1.5 MiB buffer).
+const EXT_OPS: usize = 49152;
+
+/// Room for either batch.
+#[repr(C, align(4096))]
+struct Batch(UnsafeCell<[u64; 3 * EXT_OPS]>);
+// SAFETY: one vCPU; the buffer is only touched between hypercalls, never from the handler.
+unsafe impl Sync for Batch {}
+static BATCH: Batch = Batch(UnsafeCell::new([0; 3 * EXT_OPS]));
+
+static EVENTS: AtomicU64 = AtomicU64::new(0);
+/// Upcalls that interrupted the guest at a hypercall stub's SYSCALL: preempted hypercalls.
+static AT_STUB: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+
+fn handler(vector: u64, f: &mut ExcFrame) {
+    if vector != EVENT_VECTOR {
+        println!("unexpected exception {vector} at {:#x}", f.rip);
+        return;
+    }
+    EVENTS.fetch_add(1, SeqCst);
+    let page = hypercall_page_bytes().as_ptr() as u64;
+    // At the stub's SYSCALL itself (not after it): the call was rewound to be re-issued.
+    let stub = hypercall_page_bytes();
+    let off = f.rip.wrapping_sub(page) as usize;
+    if off < 4095 && stub[off] == 0x0f && stub[off + 1] == 0x05 {
+        AT_STUB[off / 32 % 64].fetch_add(1, SeqCst);
+    }
+    shared_byte(0).store(0, SeqCst); // evtchn_upcall_pending
+    let sel = shared_word(8).swap(0, SeqCst);
+    for w in 0..64u64 {
+        if sel & (1 << w) != 0 {
+            let bits =
+                shared_word(2048 + w * 8).load(SeqCst) & !shared_word(2560 + w * 8).load(SeqCst);
+            shared_word(2048 + w * 8).fetch_and(!bits, SeqCst);
+        }
+    }
+}
+
+fn preempted(number: u32) -> u64 {
+    AT_STUB[number as usize].load(SeqCst)
+}
+
+/// Fills the buffer with `UPDATES` M2P updates that each set `mfn`'s entry to `pfn`.
+fn fill_updates(mfn: u64, pfn: u64) -> *const MmuUpdate {
+    let b = BATCH.0.get().cast::<MmuUpdate>();
+    for i in 0..UPDATES {
+        // SAFETY: UPDATES * 16 bytes fit in the buffer; nothing else uses it now.
+        unsafe {
+            b.add(i).write(MmuUpdate {
+                ptr: (mfn << 12) | update::MACHPHYS_UPDATE,
+                val: pfn,
+            })
+        };
+    }
+    b
+}
+
+fn memop(cmd: u64, arg: u64) -> i64 {
+    hypercall(nr::MEMORY_OP, cmd, arg, 0, 0, 0)
+}
+
+fn test(si: &StartInfo) -> Verdict {
+    let mut failed = false;
+    install_traps(handler);
+    check!(failed, map_shared_info(si) == 0, "cannot map shared_info");
+    let cbr = CallbackRegister {
+        kind: kind::EVENT,
+        flags: 1,
+        _pad: 0,
+        address: event_entry_address(),
+    };
+    let r = hypercall(
+        nr::CALLBACK_OP,
+        u64::from(cb::REGISTER),
+        &cbr as *const CallbackRegister as u64,
+        0,
+        0,
+        0,
+    );
+    check!(failed, r == 0, "event callback: {r}");
+    let mut bind = [0u32, 0, 0]; // VIRQ_TIMER on vCPU 0
+    let r = hypercall(nr::EVENT_CHANNEL_OP, 1, bind.as_mut_ptr() as u64, 0, 0, 0);
+    check!(failed, r == 0, "bind_virq(TIMER): {r}");
+    let period = [1_000_000u64];
+    let r = hypercall(nr::VCPU_OP, 6, 0, period.as_ptr() as u64, 0, 0);
+    check!(failed, r == 0, "set_periodic_timer(1 ms): {r}");
+    shared_byte(1).store(0, SeqCst); // unmask events
+
+    let pfn = BATCH.0.get() as u64 >> 12;
+    let mfn = pfn_to_mfn(si, pfn);
+
+    // 1. One long mmu_update: preempted, resumed, all entries done and counted.
+    let list = fill_updates(mfn, pfn);
+    let mut done = 0u32;
+    let r = hypercall(
+        nr::MMU_UPDATE,
+        list as u64,
+        UPDATES as u64,
+        &mut done as *mut u32 as u64,
+        u64::from(DOMID_SELF),
+        0,
+    );
+    println!(
+        "mmu_update x{UPDATES}: {r}, done {done}, {} upcalls at its stub",
+        preempted(nr::MMU_UPDATE)
+    );
+    check!(failed, r == 0, "mmu_update returned {r}");
+    check!(failed, done as usize == UPDATES, "pdone {done}");
+    check!(failed, m2p(mfn) == pfn, "the M2P entry changed");
+    check!(
+        failed,
+        preempted(nr::MMU_UPDATE) > 0,
+        "no upcall while mmu_update ran: it was not preempted"
+    );
+
+    // 2. One long mmuext_op of local invlpgs.
+    let ops = BATCH.0.get().cast::<MmuextOp>();
+    for i in 0..EXT_OPS {
+        // SAFETY: EXT_OPS * 24 bytes fit in the buffer.
+        unsafe {
+            ops.add(i).write(MmuextOp {
+                cmd: ext::INVLPG_LOCAL,
+                _pad: 0,
+                arg1: 0x1000,
+                arg2: 0,
+            })
+        };
+    }
+    let mut done = 0u32;
+    let r = hypercall(
+        nr::MMUEXT_OP,
+        ops as u64,
+        EXT_OPS as u64,
+        &mut done as *mut u32 as u64,
+        u64::from(DOMID_SELF),
+        0,
+    );
+    println!(
+        "mmuext_op x{EXT_OPS}: {r}, done {done}, {} upcalls at its stub",
+        preempted(nr::MMUEXT_OP)
+    );
+    check!(failed, r == 0 && done as usize == EXT_OPS, "mmuext_op: {r}, pdone {done}");
+    check!(failed, preempted(nr::MMUEXT_OP) > 0, "mmuext_op was not preempted");
+
+    // 3. The long mmu_update inside a multicall, followed by a cheap call.
+    let list = fill_updates(mfn, pfn);
+    let mut done = 0u32;
+    let mut calls = [[0u64; 8]; 2];
+    calls[0][0] = u64::from(nr::MMU_UPDATE);
+    calls[0][2..6].copy_from_slice(&[
+        list as u64,
+        UPDATES as u64,
+        &mut done as *mut u32 as u64,
+        u64::from(DOMID_SELF),
+    ]);
+    calls[0][1] = 0xdead;
+    calls[1][0] = u64::from(nr::XEN_VERSION);
+    calls[1][1] = 0xdead;
+    let r = hypercall(nr::MULTICALL, calls.as_mut_ptr() as u64, 2, 0, 0, 0);
+    // SAFETY: Xen wrote the results into the list; read them back without caching.
+    let results = unsafe {
+        [
+            core::ptr::read_volatile(&calls[0][1]),
+            core::ptr::read_volatile(&calls[1][1]),
+        ]
+    };
+    println!(
+        "multicall: {r}, results {:#x} {:#x}, done {done}, {} upcalls at its stub",
+        results[0],
+        results[1],
+        preempted(nr::MULTICALL)
+    );
+    check!(failed, r == 0, "multicall returned {r}");
+    check!(
+        failed,
+        results[0] == 0 && results[1] == 0x4_0011,
+        "multicall results {results:#x?}"
+    );
+    check!(failed, done as usize == UPDATES, "pdone in the multicall {done}");
+    check!(failed, preempted(nr::MULTICALL) > 0, "the multicall was not preempted");
+
+    // 4. memory_op's start extent: reservation calls begin there (and report it when there is
+    //    nothing left); the calls that take none refuse one.
+    let mut slots = [0u64; 4];
+    let res = [slots.as_mut_ptr() as u64, 4, 0, u64::from(DOMID_SELF)];
+    let before = memop(3, &DOMID_SELF as *const u16 as u64);
+    let r = memop(4 << 6, res.as_ptr() as u64);
+    check!(failed, r == 4, "increase_reservation from extent 4 of 4: {r}");
+    let r = memop(9 << 6, res.as_ptr() as u64);
+    check!(failed, r == 9, "increase_reservation from extent 9 of 4: {r}");
+    let after = memop(3, &DOMID_SELF as *const u16 as u64);
+    check!(failed, before == after, "reservation changed: {before} -> {after}");
+    let bad = [slots.as_mut_ptr() as u64, 4, 0, 0x1234];
+    let r = memop(1 << 6 | 1, bad.as_ptr() as u64);
+    check!(failed, r == 1, "decrease_reservation for no such domain from extent 1: {r}");
+    let r = memop(1 << 6 | 2, 0);
+    check!(failed, r == EINVAL, "maximum_ram_page with a start extent: {r}");
+    let r = memop(1 << 6 | 3, &DOMID_SELF as *const u16 as u64);
+    check!(failed, r == EINVAL, "current_reservation with a start extent: {r}");
+    let mut mapping = [0u64; 3];
+    let r = memop(1 << 6 | 12, mapping.as_mut_ptr() as u64);
+    check!(failed, r == ENOSYS, "machphys_mapping with a start extent: {r}");
+
+    println!("{} upcalls in all", EVENTS.load(SeqCst));
+    if failed {
+        Verdict::Failure("continuations")
+    } else {
+        Verdict::Success
+    }
+}
+
+hestia_guests::guest_main!(test);
