@@ -70,8 +70,22 @@ fn linux_boots_hestia(elf: &Path, linux: &dom0::Dom0Linux, machine: &Machine) ->
     Ok(times)
 }
 
-/// The same on the reference rig: with Xen, or natively.
+/// A QEMU wrapper for the rig that adds `-machine q35`: Hestia's runs use Q35, so Xen and the
+/// native kernel get the same chipset (the rig's default is i440FX).
+fn q35_wrapper() -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let p = target_dir().join("qemu-q35");
+    std::fs::write(
+        &p,
+        "#!/bin/sh\nexec qemu-system-x86_64 -machine q35 \"$@\"\n",
+    )?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+    Ok(p)
+}
+
+/// The same on the reference rig (on the Q35 chipset, as Hestia's): with Xen, or natively.
 fn linux_boots_rig(rig: &Path, linux: &dom0::Dom0Linux, native: bool) -> Result<Vec<f64>> {
+    let qemu = q35_wrapper()?;
     let what = if native { "natively" } else { "on Xen 4.17" };
     let mut times = Vec::new();
     for i in 0..BOOTS {
@@ -90,6 +104,10 @@ fn linux_boots_rig(rig: &Path, linux: &dom0::Dom0Linux, native: bool) -> Result<
                 "2",
                 "--mem",
                 "1024",
+            ])
+            .arg("--qemu")
+            .arg(&qemu)
+            .args([
                 "--marker",
                 &format!("up={}", dom0::BANNER),
                 "--timeout",
