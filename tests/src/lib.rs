@@ -364,6 +364,7 @@ pub fn all() -> Vec<Scenario> {
         guest("functional-continuation", GuestVerdict::Success),
         guest("functional-fpu", GuestVerdict::Success),
         guest("functional-descriptors", GuestVerdict::Success),
+        guest("functional-ldt", GuestVerdict::Success),
         guest("functional-debugreg", GuestVerdict::Success),
         guest("functional-iopl", GuestVerdict::Success),
         guest("functional-ioport", GuestVerdict::Success),

@@ -288,7 +288,7 @@ fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
             Ok(())
         })
         .unwrap_or(Err(Errno::EINVAL)),
-        ext::SET_LDT if op.arg2 == 0 => Ok(()),
+        ext::SET_LDT => super::descriptor::set_ldt(me, &mut d.this_vcpu().lock(), op.arg1, op.arg2),
         ext::FLUSH_CACHE | ext::FLUSH_CACHE_GLOBAL if !d.privileged => Err(Errno::EACCES),
         ext::FLUSH_CACHE | ext::FLUSH_CACHE_GLOBAL => {
             cpu::wbinvd();

@@ -93,6 +93,13 @@ pub struct Vcpu {
     pub gdt_frames: alloc::vec::Vec<u64>,
     /// Entries in the guest's GDT.
     pub gdt_entries: usize,
+    /// The guest's LDT (`MMUEXT_SET_LDT`): linear address and entries (0: none).
+    pub ldt_base: u64,
+    /// Entries in the guest's LDT.
+    pub ldt_ents: usize,
+    /// The frames behind the LDT's pages, each holding a SegDesc type reference; `None` for a
+    /// page that could not be taken yet (its entries read as null until it can).
+    pub ldt_frames: alloc::vec::Vec<Option<u64>>,
     /// Debug registers DR0-DR3, DR6, DR7 as the guest set them.
     pub debugreg: [u64; 8],
     /// The virtual IDT.
@@ -139,6 +146,9 @@ impl Vcpu {
             mc_ctl2: [0; super::msr::MC_BANKS],
             gdt_frames: alloc::vec::Vec::new(),
             gdt_entries: 0,
+            ldt_base: 0,
+            ldt_ents: 0,
+            ldt_frames: alloc::vec::Vec::new(),
             // Architectural reset values of DR6 and DR7.
             debugreg: [
                 0,

@@ -19,9 +19,11 @@ use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
 
 use super::domain::{Callback, Domain, TrapEntry, this_vcpu_id};
 use super::{current, debugreg, events};
+use crate::arch::x86_64::gdt::LDT_ENTRIES;
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::{cpu, percpu, pventer, smp};
 use crate::hypercall::descriptor;
+use crate::mm::guest::is_guest_range;
 use crate::mm::{frametable, guest};
 
 const RFLAGS_IF: u64 = 1 << 9;
@@ -49,9 +51,13 @@ pub fn initialise(d: &Domain, vid: u32, arg: u64) -> Result<(), Errno> {
         c.failsafe_callback_eip,
         c.syscall_callback_eip,
     ];
-    // Kernel mode only (a vCPU starting in user mode would need its user L4 first), no LDT.
+    // Kernel mode only (a vCPU starting in user mode would need its user L4 first); an LDT
+    // as MMUEXT_SET_LDT takes it (its pages are taken when the vCPU starts).
+    let ldt_base = if c.ldt_ents == 0 { 0 } else { c.ldt_base };
     if c.flags & vgcf::IN_KERNEL == 0
-        || c.ldt_ents != 0
+        || c.ldt_ents > LDT_ENTRIES as u64
+        || !ldt_base.is_multiple_of(4096)
+        || (c.ldt_ents != 0 && !is_guest_range(ldt_base, c.ldt_ents * 8))
         || ![r.rip, r.rsp, c.kernel_sp]
             .iter()
             .chain(&bases)
@@ -134,6 +140,7 @@ pub fn initialise(d: &Domain, vid: u32, arg: u64) -> Result<(), Errno> {
     v.iopl = ((r.rflags & RFLAGS_IOPL) >> 12) as u8;
     v.kernel_mode = true;
     v.kernel_cr3 = cr3 << 12;
+    (v.ldt_base, v.ldt_ents) = (ldt_base, c.ldt_ents as usize);
     v.traps = traps;
     v.kernel_ss = c.kernel_ss | 3;
     v.kernel_sp = c.kernel_sp;
@@ -222,6 +229,7 @@ fn start_here() {
         percpu::this_cpu()
             .gdt
             .load_guest_entries(descriptor::gdt_entries(&v).into_iter());
+        descriptor::load_ldt(d.id.0, &mut v);
         for i in [0u8, 1, 2, 3, 6, 7] {
             // SAFETY: the values passed set_debugreg's checks in `initialise`.
             unsafe { cpu::write_dr(i, v.debugreg[usize::from(i)]) };

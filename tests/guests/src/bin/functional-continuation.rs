@@ -163,8 +163,16 @@ fn test(si: &StartInfo) -> Verdict {
         "mmuext_op x{EXT_OPS}: {r}, done {done}, {} upcalls at its stub",
         preempted(nr::MMUEXT_OP)
     );
-    check!(failed, r == 0 && done as usize == EXT_OPS, "mmuext_op: {r}, pdone {done}");
-    check!(failed, preempted(nr::MMUEXT_OP) > 0, "mmuext_op was not preempted");
+    check!(
+        failed,
+        r == 0 && done as usize == EXT_OPS,
+        "mmuext_op: {r}, pdone {done}"
+    );
+    check!(
+        failed,
+        preempted(nr::MMUEXT_OP) > 0,
+        "mmuext_op was not preempted"
+    );
 
     // 3. The long mmu_update inside a multicall, followed by a cheap call.
     let list = fill_updates(mfn, pfn);
@@ -200,8 +208,16 @@ fn test(si: &StartInfo) -> Verdict {
         results[0] == 0 && results[1] == 0x4_0011,
         "multicall results {results:#x?}"
     );
-    check!(failed, done as usize == UPDATES, "pdone in the multicall {done}");
-    check!(failed, preempted(nr::MULTICALL) > 0, "the multicall was not preempted");
+    check!(
+        failed,
+        done as usize == UPDATES,
+        "pdone in the multicall {done}"
+    );
+    check!(
+        failed,
+        preempted(nr::MULTICALL) > 0,
+        "the multicall was not preempted"
+    );
 
     // 4. memory_op's start extent: reservation calls begin there (and report it when there is
     //    nothing left); the calls that take none refuse one.
@@ -209,21 +225,49 @@ fn test(si: &StartInfo) -> Verdict {
     let res = [slots.as_mut_ptr() as u64, 4, 0, u64::from(DOMID_SELF)];
     let before = memop(3, &DOMID_SELF as *const u16 as u64);
     let r = memop(4 << 6, res.as_ptr() as u64);
-    check!(failed, r == 4, "increase_reservation from extent 4 of 4: {r}");
+    check!(
+        failed,
+        r == 4,
+        "increase_reservation from extent 4 of 4: {r}"
+    );
     let r = memop(9 << 6, res.as_ptr() as u64);
-    check!(failed, r == 9, "increase_reservation from extent 9 of 4: {r}");
+    check!(
+        failed,
+        r == 9,
+        "increase_reservation from extent 9 of 4: {r}"
+    );
     let after = memop(3, &DOMID_SELF as *const u16 as u64);
-    check!(failed, before == after, "reservation changed: {before} -> {after}");
+    check!(
+        failed,
+        before == after,
+        "reservation changed: {before} -> {after}"
+    );
     let bad = [slots.as_mut_ptr() as u64, 4, 0, 0x1234];
     let r = memop(1 << 6 | 1, bad.as_ptr() as u64);
-    check!(failed, r == 1, "decrease_reservation for no such domain from extent 1: {r}");
+    check!(
+        failed,
+        r == 1,
+        "decrease_reservation for no such domain from extent 1: {r}"
+    );
     let r = memop(1 << 6 | 2, 0);
-    check!(failed, r == EINVAL, "maximum_ram_page with a start extent: {r}");
+    check!(
+        failed,
+        r == EINVAL,
+        "maximum_ram_page with a start extent: {r}"
+    );
     let r = memop(1 << 6 | 3, &DOMID_SELF as *const u16 as u64);
-    check!(failed, r == EINVAL, "current_reservation with a start extent: {r}");
+    check!(
+        failed,
+        r == EINVAL,
+        "current_reservation with a start extent: {r}"
+    );
     let mut mapping = [0u64; 3];
     let r = memop(1 << 6 | 12, mapping.as_mut_ptr() as u64);
-    check!(failed, r == ENOSYS, "machphys_mapping with a start extent: {r}");
+    check!(
+        failed,
+        r == ENOSYS,
+        "machphys_mapping with a start extent: {r}"
+    );
 
     println!("{} upcalls in all", EVENTS.load(SeqCst));
     if failed {

@@ -3,7 +3,8 @@
 //! The GDT is 15 pages (xen-abi.md 4.2): pages 0-13 (entries 0-7167) belong to the guest of
 //! the running vCPU (null until `set_gdt` arrives with the PV core), page 14 is Hestia's:
 //! `0xe008` ring-0 code, `0xe010` ring-0 data, `0xe023` ring-3 32-bit code, `0xe02b` ring-3 data,
-//! `0xe033` ring-3 64-bit code, `0xe040` the TSS. The CS32, DS, CS64 order is what SYSRET needs
+//! `0xe033` ring-3 64-bit code, `0xe040` the TSS, `0xe050` the LDT (Hestia's validated copy of
+//! the running vCPU's, as the GDT's guest pages are). The CS32, DS, CS64 order is what SYSRET needs
 //! (STAR[63:48] = 0xe023). The TSS carries the interrupt stacks: IST1 for #DF, IST2 for NMI,
 //! IST3 for #MC, so those run on a known-good stack even when the faulting one is exhausted.
 
@@ -18,6 +19,11 @@ pub const KERNEL_CS: u16 = 0xe008;
 pub const KERNEL_DS: u16 = 0xe010;
 /// TSS selector.
 pub const TSS_SEL: u16 = 0xe040;
+/// LDT selector (the descriptor of the running vCPU's LDT copy), as in Xen.
+pub const LDT_SEL: u16 = 0xe050;
+/// Most LDT entries (8192, 64 KiB).
+pub const LDT_ENTRIES: usize = 8192;
+const LDT_PAGES: u64 = (LDT_ENTRIES * 8 / 4096) as u64;
 
 /// Pages in a GDT: 14 for the guest, 1 for Hestia.
 const GDT_PAGES: u64 = 15;
@@ -59,9 +65,11 @@ impl Tss {
     }
 }
 
-/// A CPU's GDT: 15 zeroed frames reached through the direct map.
+/// A CPU's GDT: 15 zeroed frames reached through the direct map; with it the CPU's LDT, a
+/// 16-frame area holding validated copies of the running vCPU's LDT descriptors.
 pub struct Gdt {
     base: u64,
+    ldt: u64,
 }
 
 impl Gdt {
@@ -69,8 +77,10 @@ impl Gdt {
     /// [`load`]). `None` when memory is exhausted.
     pub fn new() -> Option<Self> {
         let phys = crate::mm::alloc_zeroed_frames(GDT_PAGES, 4096, u64::MAX)?;
+        let ldt = crate::mm::alloc_zeroed_frames(LDT_PAGES, 4096, u64::MAX)?;
         let g = Gdt {
             base: crate::mm::phys_to_virt(phys),
+            ldt: crate::mm::phys_to_virt(ldt),
         };
         let reserved = [
             (KERNEL_CS, 0x00AF_9B00_0000_FFFF),
@@ -114,6 +124,32 @@ impl Gdt {
         }
     }
 
+    /// Makes the first `len` entries of `entries` (validated by the caller) this CPU's LDT and
+    /// loads it; `len` 0 unloads the LDT.
+    pub fn load_ldt(&self, entries: impl Iterator<Item = u64>, len: usize) {
+        let len = len.min(LDT_ENTRIES);
+        for (i, d) in entries.take(len).enumerate() {
+            self.set_ldt_entry(i, d);
+        }
+        let index = usize::from(LDT_SEL >> 3);
+        let (low, high) = system_descriptor(self.ldt, (len * 8).saturating_sub(1) as u64, 0x82);
+        self.write(index, low);
+        self.write(index + 1, high);
+        let sel = if len == 0 { 0 } else { LDT_SEL };
+        // SAFETY: LDT_SEL names a present LDT descriptor for this CPU's own LDT area (or the
+        // selector is null, which unloads the LDT); the entries there were validated.
+        unsafe { asm!("lldt {0:x}", in(reg) sel, options(nostack, preserves_flags)) };
+    }
+
+    /// Replaces LDT entry `index` (validated by the caller) in this CPU's LDT copy.
+    pub fn set_ldt_entry(&self, index: usize, desc: u64) {
+        if index < LDT_ENTRIES {
+            // SAFETY: `index` < 8192 lies in this CPU's 16-frame LDT area, which Hestia owns
+            // and maps read-write in the direct map.
+            unsafe { ((self.ldt + index as u64 * 8) as *mut u64).write_volatile(desc) }
+        }
+    }
+
     fn write_guest(&self, index: usize, desc: u64) {
         // SAFETY: `index` < 7168 lies in the guest pages 0-13 of this GDT's 15 frames, which
         // Hestia owns; no Hestia selector points there.
@@ -130,17 +166,24 @@ struct DescriptorPointer {
     base: u64,
 }
 
+/// A 16-byte system descriptor (`access` = P, DPL and type: 0x89 a TSS, 0x82 an LDT).
+fn system_descriptor(base: u64, limit: u64, access: u64) -> (u64, u64) {
+    let low = (limit & 0xFFFF)
+        | ((base & 0xFF_FFFF) << 16)
+        | (access << 40)
+        | (((limit >> 16) & 0xF) << 48)
+        | (((base >> 24) & 0xFF) << 56);
+    (low, base >> 32)
+}
+
 /// Loads `gdt` (after writing the descriptor for `tss`), reloads every segment register and the
 /// task register. Both must live forever (they are per-CPU data).
 pub fn load(gdt: &'static Gdt, tss: &'static Tss) {
-    let base = tss as *const Tss as u64;
-    let limit = (size_of::<Tss>() - 1) as u64;
-    let low = (limit & 0xFFFF)
-        | ((base & 0xFF_FFFF) << 16)
-        | (0x89 << 40)
-        | (((limit >> 16) & 0xF) << 48)
-        | (((base >> 24) & 0xFF) << 56);
-    let high = base >> 32;
+    let (low, high) = system_descriptor(
+        tss as *const Tss as u64,
+        (size_of::<Tss>() - 1) as u64,
+        0x89,
+    );
     let tss_index = usize::from(TSS_SEL >> 3);
     gdt.write(tss_index, low);
     gdt.write(tss_index + 1, high);
