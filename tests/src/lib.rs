@@ -390,6 +390,11 @@ pub fn all() -> Vec<Scenario> {
             smp: 2,
             ..guest("stress-nmi-windows", GuestVerdict::Success)
         },
+        // Each vCPU's SSE/x87 state survives hypercalls, upcalls and shootdown NMIs.
+        Scenario {
+            smp: 2,
+            ..guest("functional-fpu-isolation", GuestVerdict::Success)
+        },
         // Random numbers and arguments; the seed is printed for reproduction.
         Scenario {
             timeout_s: 180,
