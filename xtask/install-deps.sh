@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system packages Hestia needs on Debian/Ubuntu (called by `cargo xtask`
-# when something is missing and by .ci/run).
+# when something is missing; .ci/run uses it with --sources-only for the backports suite).
 # QEMU comes from bookworm-backports on Debian 12: QEMU 7.2's TCG mis-emulates
 # `INT n` in long mode (wrong #GP error code), which breaks PV guests.
 set -euo pipefail
@@ -27,6 +27,9 @@ if [ "${VERSION_CODENAME:-}" = bookworm ]; then
   fi
   backports=(-t bookworm-backports)
 fi
+
+# `--sources-only`: stop here (.ci/run installs the packages itself).
+[ "${1:-}" = --sources-only ] && exit 0
 
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -q
