@@ -100,11 +100,14 @@ global_asm!(
 hestia_trap_common:
     hestia_save_gprs
     testb $3, {cs}(%rsp)
-    jz 1f
+    jz hestia_trap_saved
     swapgs
-1:
-    /* The SYSCALL entry joins here with a complete frame and GS already swapped. */
-    .global hestia_trap_saved
+    jmp hestia_trap_saved
+    /* The SYSCALL entry joins here with the hardware part of the frame built and GS already
+       swapped. */
+    .global hestia_trap_swapped
+hestia_trap_swapped:
+    hestia_save_gprs
 hestia_trap_saved:
     cld
     mov %rsp, %rdi

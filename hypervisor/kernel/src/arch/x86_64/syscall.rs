@@ -42,22 +42,7 @@ hestia_syscall_entry:
     push %rcx
     push $0
     push ${vector}
-    push %rax
-    push %rbx
-    push %rcx
-    push %rdx
-    push %rsi
-    push %rdi
-    push %rbp
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %r12
-    push %r13
-    push %r14
-    push %r15
-    jmp hestia_trap_saved
+    jmp hestia_trap_swapped
 
     /* 32-bit compatibility-mode SYSCALL: not part of the 64-bit PV ABI. */
     .global hestia_syscall_compat
