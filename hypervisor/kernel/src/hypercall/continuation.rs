@@ -10,6 +10,8 @@
 //! knowing. The argument encodings are the ABI's (count | `MMU_UPDATE_PREEMPTED`, the memory_op
 //! start extent in `cmd` bits 6 and up, the rest of a multicall list).
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use spin::Mutex;
 use xen_abi::errno::Errno;
 
@@ -26,9 +28,12 @@ pub(super) const POLL_EVERY: u64 = 16;
 /// The continuation the running hypercall asked for, per CPU.
 static PENDING: [Mutex<Option<[u64; 5]>>; percpu::MAX_CPUS] =
     [const { Mutex::new(None) }; percpu::MAX_CPUS];
+/// Set with `PENDING`, so the hypercall path can skip the lock when there is none (almost
+/// always).
+static ARMED: [AtomicBool; percpu::MAX_CPUS] = [const { AtomicBool::new(false) }; percpu::MAX_CPUS];
 
-fn slot() -> &'static Mutex<Option<[u64; 5]>> {
-    &PENDING[percpu::current_index() as usize % percpu::MAX_CPUS]
+fn cpu() -> usize {
+    percpu::current_index() as usize % percpu::MAX_CPUS
 }
 
 /// True when the batch running on this CPU for `d` should stop after item `done` (a multiple
@@ -44,13 +49,21 @@ pub(super) fn should_preempt(d: &Domain, done: u64) -> bool {
 /// Records that the running hypercall is to be issued again with `args`; the value returned
 /// is what RAX would have held, and is replaced by the hypercall number.
 pub(super) fn create(args: [u64; 5]) -> Result<u64, Errno> {
-    *slot().lock() = Some(args);
+    let c = cpu();
+    *PENDING[c].lock() = Some(args);
+    ARMED[c].store(true, Ordering::Relaxed);
     Ok(0)
 }
 
 /// Takes the continuation the last hypercall dispatched on this CPU recorded, if any.
 pub(super) fn take() -> Option<[u64; 5]> {
-    slot().lock().take()
+    let c = cpu();
+    // Only this CPU sets or clears its slot, with interrupts off: a plain load suffices.
+    if !ARMED[c].load(Ordering::Relaxed) {
+        return None;
+    }
+    ARMED[c].store(false, Ordering::Relaxed);
+    PENDING[c].lock().take()
 }
 
 /// After hypercall `number` returned to `f`: if it asked for a continuation, rewinds the guest
