@@ -318,6 +318,44 @@ pub fn shared_u32(off: u64) -> u32 {
     unsafe { core::ptr::read_volatile((SHARED_INFO_VA + off) as *const u32) }
 }
 
+/// Registers the runtime's event entry ([`event_entry_address`]) as this vCPU's event
+/// callback, masking events while it runs; returns `callback_op`'s result.
+pub fn register_event_callback() -> i64 {
+    use xen_abi::callback::{CallbackRegister, cmd as cb, kind};
+    let r = CallbackRegister {
+        kind: kind::EVENT,
+        flags: 1,
+        _pad: 0,
+        address: event_entry_address(),
+    };
+    hypercall(
+        nr::CALLBACK_OP,
+        u64::from(cb::REGISTER),
+        &r as *const CallbackRegister as u64,
+        0,
+        0,
+        0,
+    )
+}
+
+/// Acknowledges vCPU `vcpu`'s pending events the 2-level way (as Linux's events_2l): clears its
+/// upcall-pending flag and selector, and every pending unmasked port the selector names.
+/// Returns the ports of the first word (0-63) it acknowledged.
+pub fn ack_events(vcpu: u64) -> u64 {
+    use core::sync::atomic::Ordering::SeqCst;
+    shared_byte(vcpu * 64).store(0, SeqCst); // evtchn_upcall_pending
+    let sel = shared_word(vcpu * 64 + 8).swap(0, SeqCst); // evtchn_pending_sel
+    let mut first = 0;
+    for w in (0..64u64).filter(|w| sel & (1 << w) != 0) {
+        let bits = shared_word(2048 + w * 8).load(SeqCst) & !shared_word(2560 + w * 8).load(SeqCst);
+        shared_word(2048 + w * 8).fetch_and(!bits, SeqCst);
+        if w == 0 {
+            first = bits;
+        }
+    }
+    first
+}
+
 /// Nanoseconds of system time from vCPU 0's pvclock (after [`map_shared_info`]).
 pub fn system_time_ns() -> u64 {
     use core::sync::atomic::Ordering::SeqCst;

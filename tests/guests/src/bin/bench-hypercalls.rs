@@ -8,11 +8,11 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-use hestia_guests::xen_abi::callback::{CallbackRegister, cmd as cb, kind};
 use hestia_guests::xen_abi::mmu::uvmf;
 use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
 use hestia_guests::{
-    EVENT_VECTOR, ExcFrame, Verdict, check, event_entry_address, hypercall, install_traps, println,
+    EVENT_VECTOR, ExcFrame, Verdict, check, hypercall, install_traps, println,
+    register_event_callback,
 };
 
 const ITERATIONS: usize = 100_000;
@@ -81,24 +81,7 @@ fn test(si: &StartInfo) -> Verdict {
         ) == 0,
         "map shared_info"
     );
-    let cbr = CallbackRegister {
-        kind: kind::EVENT,
-        flags: 1,
-        _pad: 0,
-        address: event_entry_address(),
-    };
-    check!(
-        failed,
-        hypercall(
-            nr::CALLBACK_OP,
-            u64::from(cb::REGISTER),
-            &cbr as *const CallbackRegister as u64,
-            0,
-            0,
-            0
-        ) == 0,
-        "event callback"
-    );
+    check!(failed, register_event_callback() == 0, "event callback");
     let mut ipi = [0u32, 0];
     check!(
         failed,

@@ -10,12 +10,11 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-use hestia_guests::xen_abi::callback::{CallbackRegister, cmd as cb, kind};
 use hestia_guests::xen_abi::mmu::{MmuUpdate, MmuextOp, ext, update};
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
 use hestia_guests::{
-    EVENT_VECTOR, ExcFrame, Verdict, check, event_entry_address, hypercall, hypercall_page_bytes,
-    install_traps, m2p, map_shared_info, pfn_to_mfn, println, shared_byte, shared_word,
+    EVENT_VECTOR, ExcFrame, Verdict, ack_events, check, hypercall, hypercall_page_bytes,
+    install_traps, m2p, map_shared_info, pfn_to_mfn, println, register_event_callback, shared_byte,
 };
 
 const EINVAL: i64 = -22;
@@ -49,15 +48,7 @@ fn handler(vector: u64, f: &mut ExcFrame) {
     if off < 4095 && stub[off] == 0x0f && stub[off + 1] == 0x05 {
         AT_STUB[off / 32 % 64].fetch_add(1, SeqCst);
     }
-    shared_byte(0).store(0, SeqCst); // evtchn_upcall_pending
-    let sel = shared_word(8).swap(0, SeqCst);
-    for w in 0..64u64 {
-        if sel & (1 << w) != 0 {
-            let bits =
-                shared_word(2048 + w * 8).load(SeqCst) & !shared_word(2560 + w * 8).load(SeqCst);
-            shared_word(2048 + w * 8).fetch_and(!bits, SeqCst);
-        }
-    }
+    ack_events(0);
 }
 
 fn preempted(number: u32) -> u64 {
@@ -87,20 +78,7 @@ fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
     install_traps(handler);
     check!(failed, map_shared_info(si) == 0, "cannot map shared_info");
-    let cbr = CallbackRegister {
-        kind: kind::EVENT,
-        flags: 1,
-        _pad: 0,
-        address: event_entry_address(),
-    };
-    let r = hypercall(
-        nr::CALLBACK_OP,
-        u64::from(cb::REGISTER),
-        &cbr as *const CallbackRegister as u64,
-        0,
-        0,
-        0,
-    );
+    let r = register_event_callback();
     check!(failed, r == 0, "event callback: {r}");
     let mut bind = [0u32, 0, 0]; // VIRQ_TIMER on vCPU 0
     let r = hypercall(nr::EVENT_CHANNEL_OP, 1, bind.as_mut_ptr() as u64, 0, 0, 0);

@@ -6,12 +6,11 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-use hestia_guests::xen_abi::callback::{CallbackRegister, cmd as cb, kind};
 use hestia_guests::xen_abi::sched::cmd as sched;
 use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
 use hestia_guests::{
-    EVENT_VECTOR, ExcFrame, Verdict, check, event_entry_address, hypercall, install_traps,
-    map_shared_info, println, shared_byte, shared_u32, shared_word, system_time_ns,
+    EVENT_VECTOR, ExcFrame, Verdict, ack_events, check, hypercall, install_traps, map_shared_info,
+    println, register_event_callback, shared_u32, shared_word, system_time_ns,
 };
 
 static EVENTS: AtomicU64 = AtomicU64::new(0);
@@ -24,18 +23,7 @@ fn handler(vector: u64, f: &mut ExcFrame) {
         return;
     }
     EVENTS.fetch_add(1, SeqCst);
-    shared_byte(0).store(0, SeqCst); // evtchn_upcall_pending
-    let sel = shared_word(8).swap(0, SeqCst); // evtchn_pending_sel
-    for w in 0..64u64 {
-        if sel & (1 << w) != 0 {
-            let bits =
-                shared_word(2048 + w * 8).load(SeqCst) & !shared_word(2560 + w * 8).load(SeqCst);
-            shared_word(2048 + w * 8).fetch_and(!bits, SeqCst);
-            if w == 0 {
-                SEEN.fetch_or(bits, SeqCst);
-            }
-        }
-    }
+    SEEN.fetch_or(ack_events(0), SeqCst);
 }
 
 fn evtchn(cmd: u32, arg: &mut [u32]) -> i64 {
@@ -57,24 +45,7 @@ fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
     install_traps(handler);
     check!(failed, map_shared_info(si) == 0, "cannot map shared_info");
-    let cbr = CallbackRegister {
-        kind: kind::EVENT,
-        flags: 1,
-        _pad: 0,
-        address: event_entry_address(),
-    };
-    check!(
-        failed,
-        hypercall(
-            nr::CALLBACK_OP,
-            u64::from(cb::REGISTER),
-            &cbr as *const CallbackRegister as u64,
-            0,
-            0,
-            0
-        ) == 0,
-        "event callback"
-    );
+    check!(failed, register_event_callback() == 0, "event callback");
 
     let t0 = system_time_ns();
     let wc = u64::from(shared_u32(3076)) | (u64::from(shared_u32(3084)) << 32);

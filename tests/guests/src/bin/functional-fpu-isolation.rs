@@ -8,13 +8,12 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-use hestia_guests::xen_abi::callback::{CallbackRegister, cmd as cb, kind};
 use hestia_guests::xen_abi::mmu::uvmf;
 use hestia_guests::xen_abi::vcpu::cmd as vcpuop;
 use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
 use hestia_guests::{
-    EVENT_VECTOR, ExcFrame, Verdict, check, event_entry_address, hypercall, install_traps,
-    map_shared_info, pfn_to_mfn, println, secondary_vcpu_context, shared_byte, shared_word,
+    EVENT_VECTOR, ExcFrame, Verdict, ack_events, check, hypercall, install_traps, map_shared_info,
+    pfn_to_mfn, println, register_event_callback, secondary_vcpu_context, shared_byte,
     system_time_ns,
 };
 
@@ -108,12 +107,7 @@ fn handler(vector: u64, f: &mut ExcFrame) {
     // The vCPU is told apart by its stack: vCPU 1 runs on AP_STACK.
     let me = usize::from(is_vcpu1(f.rsp));
     EVENTS[me].fetch_add(1, SeqCst);
-    shared_byte(me as u64 * 64).store(0, SeqCst); // evtchn_upcall_pending
-    let sel = shared_word(me as u64 * 64 + 8).swap(0, SeqCst);
-    for w in (0..64u64).filter(|w| sel & (1 << w) != 0) {
-        let bits = shared_word(2048 + w * 8).load(SeqCst) & !shared_word(2560 + w * 8).load(SeqCst);
-        shared_word(2048 + w * 8).fetch_and(!bits, SeqCst);
-    }
+    ack_events(me as u64);
 }
 
 #[repr(C, align(16))]
@@ -172,20 +166,7 @@ fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
     install_traps(handler);
     check!(failed, map_shared_info(si) == 0, "cannot map shared_info");
-    let cbr = CallbackRegister {
-        kind: kind::EVENT,
-        flags: 1,
-        _pad: 0,
-        address: event_entry_address(),
-    };
-    let r = hypercall(
-        nr::CALLBACK_OP,
-        u64::from(cb::REGISTER),
-        &cbr as *const CallbackRegister as u64,
-        0,
-        0,
-        0,
-    );
+    let r = register_event_callback();
     check!(failed, r == 0, "event callback: {r}");
     for (i, slot) in SCRATCH_PTE.iter().enumerate() {
         slot.store(pfn_to_mfn(si, 0x3fd - i as u64) << 12 | RW, SeqCst);
