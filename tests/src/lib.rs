@@ -407,6 +407,7 @@ pub fn all() -> Vec<Scenario> {
             ..guest("functional-console-read", GuestVerdict::Success)
         },
         guest("xsa-style-writable-pagetable", GuestVerdict::Success),
+        guest("xsa-style-periodic-timer", GuestVerdict::Success),
         guest("xsa-style-shared-info-pagetable", GuestVerdict::Success),
         guest("negative-control", GuestVerdict::Failure),
         Scenario {
