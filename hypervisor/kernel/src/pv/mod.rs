@@ -39,6 +39,9 @@ pub fn current() -> Option<&'static Domain> {
 
 /// Starts dom0's vCPU 0 on this CPU; never returns.
 pub fn run(d: &'static Domain) -> ! {
+    // As on every path into a guest: no interrupt from here on, so no timer callback can
+    // spin on a vCPU lock held below (the guest runs with interrupts on after the IRET).
+    crate::arch::x86_64::cpu::disable_interrupts();
     CURRENT.call_once(|| d);
     let (regs, cr3) = {
         let v = d.this_vcpu().lock();
