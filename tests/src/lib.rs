@@ -409,6 +409,7 @@ pub fn all() -> Vec<Scenario> {
         guest("xsa-style-writable-pagetable", GuestVerdict::Success),
         guest("xsa-style-periodic-timer", GuestVerdict::Success),
         guest("xsa-style-shared-info-pagetable", GuestVerdict::Success),
+        guest("xsa-style-long-pin", GuestVerdict::Success),
         guest("negative-control", GuestVerdict::Failure),
         Scenario {
             name: "xsa-style-bad-kernel-stack",

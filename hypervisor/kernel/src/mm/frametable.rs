@@ -3,9 +3,14 @@
 //!
 //! Lock order: `FRAMES` (this module) before `mm::FRAMES` (the allocator) and `KERNEL_PT`.
 //! Page-table frames are read and written through the direct map ([`DirectMem`]).
+//!
+//! Guest-triggered validation and teardown of page tables ([`preemptible`]) take `FRAMES` for
+//! one [`CHUNK`] of entries at a time, so no guest operation holds the lock, or its CPU with
+//! interrupts off, for longer than that; between chunks the caller may stop and have the
+//! hypercall issued again.
 
 use hestia_core::memmap::MemoryMap;
-use hestia_core::pv_mm::{DOM_IO, FrameInfo, FrameTable, PtMemory};
+use hestia_core::pv_mm::{Budget, DOM_IO, FrameInfo, FrameTable, MmError, PtMemory};
 use xen_abi::mmu::INVALID_M2P_ENTRY;
 use xen_abi::xen::MACH2PHYS_VIRT_START;
 
@@ -167,4 +172,24 @@ pub fn set_m2p(mfn: u64, pfn: u64) -> bool {
 /// Runs `f` on the frame table with the direct-map memory accessor.
 pub fn with<R>(f: impl FnOnce(&mut FrameTable, &mut DirectMem) -> R) -> Option<R> {
     FRAMES.lock().as_mut().map(|ft| f(ft, &mut DirectMem))
+}
+
+/// Page-table entries validated or dropped per hold of the frame-table lock: a few
+/// microseconds of work.
+pub const CHUNK: u64 = 512;
+
+/// Runs a preemptible frame-table operation ([`hestia_core::pv_mm`]'s `*_preemptible`) one
+/// [`CHUNK`] per lock hold, issuing it again while it reports `Preempted` and `stop` says
+/// nothing waits; returns its result, `Preempted` when it stopped for `stop`.
+pub fn preemptible<R>(
+    stop: impl Fn() -> bool,
+    mut op: impl FnMut(&mut FrameTable, &mut DirectMem, &mut Budget) -> Result<R, MmError>,
+) -> Result<R, MmError> {
+    loop {
+        let r =
+            with(|ft, mem| op(ft, mem, &mut Budget::new(CHUNK))).unwrap_or(Err(MmError::BadFrame));
+        if !matches!(r, Err(MmError::Preempted)) || stop() {
+            return r;
+        }
+    }
 }
