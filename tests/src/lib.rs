@@ -409,6 +409,11 @@ pub fn all() -> Vec<Scenario> {
         guest("xsa-style-writable-pagetable", GuestVerdict::Success),
         guest("xsa-style-periodic-timer", GuestVerdict::Success),
         guest("xsa-style-shared-info-pagetable", GuestVerdict::Success),
+        // XENMEM_exchange on vCPU 0 against a writable mapping of its input on vCPU 1.
+        Scenario {
+            smp: 2,
+            ..guest("xsa-style-exchange-race", GuestVerdict::Success)
+        },
         guest("negative-control", GuestVerdict::Failure),
         Scenario {
             name: "xsa-style-bad-kernel-stack",
