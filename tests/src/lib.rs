@@ -361,6 +361,7 @@ pub fn all() -> Vec<Scenario> {
         guest("functional-evtchn-timer", GuestVerdict::Success),
         guest("functional-user-mode", GuestVerdict::Success),
         guest("functional-memory-op", GuestVerdict::Success),
+        guest("functional-decrease-reservation", GuestVerdict::Success),
         guest("functional-continuation", GuestVerdict::Success),
         guest("functional-fpu", GuestVerdict::Success),
         guest("functional-descriptors", GuestVerdict::Success),

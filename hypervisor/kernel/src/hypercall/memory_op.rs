@@ -124,6 +124,33 @@ fn give_extent(d: &Domain, order: u32, limit: u64) -> Option<u64> {
     mfn
 }
 
+/// Takes the frames from `mfn` on from `d` one by one, as Xen's `guest_remove_page`, stopping
+/// at the first that cannot go (still used, not `d`'s); the frames taken return to the
+/// allocator. Returns how many went.
+fn remove_frames(d: &Domain, mfn: u64, n: u64) -> u64 {
+    let me = d.id.0;
+    let removed = frametable::with(|ft, mem| {
+        let mut done = 0;
+        while done < n
+            && mfn
+                .checked_add(done)
+                .is_some_and(|m| ft.release(mem, m, me).is_ok())
+        {
+            done += 1;
+        }
+        done
+    })
+    .unwrap_or(0);
+    if removed != 0 {
+        for j in 0..removed {
+            frametable::set_m2p(mfn + j, INVALID_M2P_ENTRY);
+        }
+        mm::free_frames(mfn * 4096, removed);
+        d.tot_pages.fetch_sub(removed, Ordering::AcqRel);
+    }
+    removed
+}
+
 /// increase_reservation, decrease_reservation, populate_physmap from extent `start` on: as in
 /// Xen these return the number of extents done (a bad argument is "none done"), and resume by
 /// continuation with that number in `cmd`.
@@ -147,18 +174,11 @@ fn balloon(d: &Domain, cmd: u32, start: u64, arg: u64) -> Result<u64, Errno> {
                 let Ok(mfn) = guest::read_obj::<u64>(slot) else {
                     return Ok(i);
                 };
-                let freed = frametable::with(|ft, mem| {
-                    (0..n).all(|j| ft.release(mem, mfn + j, d.id.0).is_ok())
-                })
-                .unwrap_or(false);
-                if !freed {
+                // As Xen: the frames before one that cannot go are gone; the extent is not
+                // counted.
+                if remove_frames(d, mfn, n) != n {
                     return Ok(i);
                 }
-                for j in 0..n {
-                    frametable::set_m2p(mfn + j, INVALID_M2P_ENTRY);
-                }
-                mm::free_frames(mfn * 4096, n);
-                d.tot_pages.fetch_sub(n, Ordering::AcqRel);
             }
             _ => {
                 let pfn = if cmd == POPULATE_PHYSMAP {
