@@ -362,6 +362,7 @@ pub fn all() -> Vec<Scenario> {
         guest("functional-user-mode", GuestVerdict::Success),
         guest("functional-memory-op", GuestVerdict::Success),
         guest("functional-decrease-reservation", GuestVerdict::Success),
+        guest("functional-memory-exchange", GuestVerdict::Success),
         guest("functional-continuation", GuestVerdict::Success),
         guest("functional-fpu", GuestVerdict::Success),
         guest("functional-descriptors", GuestVerdict::Success),
