@@ -194,7 +194,7 @@ fn balloon(d: &Domain, cmd: u32, start: u64, arg: u64) -> Result<u64, Errno> {
                 };
                 if cmd == POPULATE_PHYSMAP {
                     for j in 0..n {
-                        frametable::set_m2p(mfn + j, pfn + j);
+                        frametable::set_m2p(mfn + j, pfn.wrapping_add(j));
                     }
                 }
                 if r.extents != 0 && guest::write_obj(slot, &mfn).is_err() {
