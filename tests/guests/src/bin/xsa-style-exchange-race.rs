@@ -178,8 +178,8 @@ fn test(si: &StartInfo) -> Verdict {
         } else {
             large[0] + victim_index
         };
-        // Sweep vCPU 1's first attempt from the call's start to past its end (the first
-        // rounds, with vCPU 1 late, measure how long an exchange takes).
+        // Sweep vCPU 1's first attempt from a fifth of the call's run time before its start
+        // to past its end (the first rounds, with vCPU 1 late, measure that run time).
         let delay = if round <= 2 {
             u64::MAX / 2
         } else {
@@ -187,9 +187,10 @@ fn test(si: &StartInfo) -> Verdict {
         };
         DELAY.store(delay, SeqCst);
         VICTIM.store(victim, SeqCst);
-        START.store(system_time_ns() + 20_000, SeqCst);
+        let start = system_time_ns() + 20_000;
+        START.store(start, SeqCst);
         ROUND.store(round, SeqCst);
-        while system_time_ns() < START.load(SeqCst) {
+        while system_time_ns() < start + took / 5 {
             core::hint::spin_loop();
         }
         let mut x = if to_large {
