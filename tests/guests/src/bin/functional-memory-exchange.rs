@@ -4,7 +4,8 @@
 //! left to do returns 0 at once; an input frame that is not the domain's (or in use) -EINVAL and
 //! no memory under the address limit -ENOMEM, with `nr_exchanged` saying how many input extents
 //! were exchanged before, the chunk that failed left as it was (its frames still the domain's),
-//! and a call resumed from `nr_exchanged` carrying on.
+//! and a call resumed from `nr_exchanged` carrying on. shared_info and a registered vcpu_info
+//! frame are never exchanged.
 #![no_std]
 #![no_main]
 
@@ -176,6 +177,16 @@ fn test(si: &StartInfo) -> Verdict {
         "the frames kept after failures: {r}, nr_exchanged {}",
         x.nr_exchanged
     );
+    // Frames Hestia writes for the domain never leave it: shared_info and a frame registered
+    // for a vcpu_info (both hold a writable type reference, as in Xen).
+    let mut out = [base + 6];
+    let r = Exchange::new(&[si.shared_info >> 12], 0, &mut out, 0).call();
+    check!(failed, r == EINVAL, "exchange of shared_info: {r}");
+    let info = [free(6), 0];
+    let r = hypercall(nr::VCPU_OP, 10, 0, info.as_ptr() as u64, 0, 0);
+    check!(failed, r == 0, "register_vcpu_info: {r}");
+    let r = Exchange::new(&info[..1], 0, &mut out, 0).call();
+    check!(failed, r == EINVAL, "exchange of the vcpu_info frame: {r}");
     check!(
         failed,
         reservation() == r0,
