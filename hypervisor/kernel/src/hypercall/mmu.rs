@@ -142,16 +142,15 @@ fn one_update(d: &Domain, req: MmuUpdate) -> Result<(), Errno> {
                 }
             })
             .map_err(errno),
-        update::MACHPHYS_UPDATE => {
-            let owned =
-                frametable::with(|ft, _| ft.info(mfn).is_some_and(|f| f.owner == Some(dom(d))))
-                    .unwrap_or(false);
-            if owned && frametable::set_m2p(mfn, req.val) {
-                Ok(())
-            } else {
-                Err(Errno::EINVAL)
-            }
-        }
+        // Written under the frame-table lock that saw the frame owned, so a frame that leaves
+        // the domain (balloon, exchange) cannot get its M2P entry back afterwards.
+        update::MACHPHYS_UPDATE => frametable::with(|ft, _| {
+            ft.info(mfn).is_some_and(|f| f.owner == Some(dom(d)))
+                && frametable::set_m2p(mfn, req.val)
+        })
+        .filter(|&written| written)
+        .map(|_| ())
+        .ok_or(Errno::EINVAL),
         _ => Err(Errno::ENOSYS),
     }
 }
