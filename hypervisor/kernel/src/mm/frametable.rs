@@ -9,13 +9,17 @@
 //! interrupts off, for longer than that; between chunks the caller may stop and have the
 //! hypercall issued again.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use hestia_core::memmap::MemoryMap;
 use hestia_core::pv_mm::{Budget, DOM_IO, FrameInfo, FrameTable, MmError, PtMemory};
 use xen_abi::mmu::INVALID_M2P_ENTRY;
 use xen_abi::xen::MACH2PHYS_VIRT_START;
 
 use super::phys_to_virt;
+
 use crate::arch::x86_64::paging::{Access, PageSize};
+use crate::arch::x86_64::{cpu, tsc};
 
 static FRAMES: spin::Mutex<Option<FrameTable<'static>>> = spin::Mutex::new(None);
 /// Frames covered by the frame table and the M2P.
@@ -169,9 +173,27 @@ pub fn set_m2p(mfn: u64, pfn: u64) -> bool {
     true
 }
 
+/// The longest the frame-table lock was held, in TSC ticks (debug key `m`).
+static LONGEST_HOLD: AtomicU64 = AtomicU64::new(0);
+
 /// Runs `f` on the frame table with the direct-map memory accessor.
 pub fn with<R>(f: impl FnOnce(&mut FrameTable, &mut DirectMem) -> R) -> Option<R> {
-    FRAMES.lock().as_mut().map(|ft| f(ft, &mut DirectMem))
+    let mut ft = FRAMES.lock();
+    let start = cpu::rdtsc();
+    let r = ft.as_mut().map(|ft| f(ft, &mut DirectMem));
+    LONGEST_HOLD.fetch_max(cpu::rdtsc().wrapping_sub(start), Ordering::Relaxed);
+    r
+}
+
+/// The longest the frame-table lock was held since [`reset_longest_hold`], in nanoseconds.
+pub fn longest_hold_ns() -> u64 {
+    tsc::ticks_to_ns(LONGEST_HOLD.load(Ordering::Relaxed))
+}
+
+/// Starts measuring the longest hold afresh (when guests start: building dom0 holds the lock
+/// as long as it needs).
+pub fn reset_longest_hold() {
+    LONGEST_HOLD.store(0, Ordering::Relaxed);
 }
 
 /// Page-table entries validated or dropped per hold of the frame-table lock: a few
