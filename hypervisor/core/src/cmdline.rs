@@ -81,6 +81,10 @@ pub struct SelfTests {
     pub smp: bool,
     /// Panic on purpose.
     pub panic: bool,
+    /// Watch the SYSCALL entry's scratch word with a data breakpoint, so that every SYSCALL
+    /// raises a #DB in ring 0 before the entry switches stacks, as a MOV SS-deferred #DB does on
+    /// hardware (XSA-260; QEMU's TCG does not defer it).
+    pub syscall_db: bool,
 }
 
 /// Where console output goes (`console=com1,vga,none`).
@@ -234,6 +238,7 @@ impl Options {
                             "stackoverflow" => t.stack_overflow = true,
                             "smp" => t.smp = true,
                             "panic" => t.panic = true,
+                            "syscall-db" => t.syscall_db = true,
                             _ => warn(Warning::BadValue(name, part)),
                         }
                     }

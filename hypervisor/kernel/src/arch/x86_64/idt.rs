@@ -3,16 +3,32 @@
 //! `build.rs` generates one 16-byte stub per vector that pushes a dummy error code (where the CPU
 //! pushes none) and the vector number, then jumps to `hestia_trap_common`, which saves every
 //! general-purpose register to complete one [`TrapFrame`], swaps GS if the trap came from ring 3
-//! (PV guests, from M1 on), and calls [`super::trap::dispatch`]. The IST vectors (NMI, #DF,
-//! #MC) enter through `hestia_trap_paranoid` instead: they can strike ring 0 while another GS
-//! base is live (a guest's, around SWAPGS or a guest selector load), so from ring 0 that path
-//! loads Hestia's per-CPU pointer into GS_BASE itself and puts the interrupted base back after. Offsets into the frame come from
+//! (PV guests), and calls [`super::trap::dispatch`]. Offsets into the frame come from
 //! `offset_of!`, never hand-counted. One IDT is shared by all CPUs.
+//!
+//! The IST vectors (#DB, NMI, #DF, #MC) enter through `hestia_trap_paranoid` instead, because
+//! they can strike ring 0 at any instruction, including those of the entry and exit paths:
+//! - with another GS base live (a guest's, around SWAPGS or a guest selector load): from ring
+//!   0 that path loads Hestia's per-CPU pointer into GS_BASE itself and puts the interrupted
+//!   base back after;
+//! - on the guest's stack: a #DB that a guest's data breakpoint raised at a MOV SS / POP SS is
+//!   deferred past the next instruction, so `mov ss; syscall` delivers it at the first
+//!   instruction of the SYSCALL entry, which still runs on the guest's RSP (XSA-260). On its own
+//!   IST stack the #DB is harmless there; Hestia ignores it, as Xen does.
+//!
+//! An IST stack is reused from its top by every delivery, so a handler must never be
+//! interrupted by its own vector while it runs on it. From ring 3 the paranoid path therefore
+//! moves the frame to the (then empty) top of the CPU's main stack before it calls anything,
+//! as Xen's `handle_ist_exception` does: a guest #DB or NMI is then handled like any other
+//! trap, and a #DB raised while Hestia writes the bounce frame to a watched guest stack finds its
+//! IST stack free. From ring 0 the handlers stay on the IST stack; they touch no guest memory,
+//! so no #DB can nest in them (guest breakpoints only cover guest addresses).
 
 use core::arch::{asm, global_asm};
 use core::mem::{offset_of, size_of};
 
-use super::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, KERNEL_CS};
+use super::gdt::{IST_DEBUG, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, KERNEL_CS};
+use super::percpu::PerCpu;
 
 /// The register state saved on every trap, lowest address first.
 #[repr(C)]
@@ -119,18 +135,27 @@ hestia_trap_exit:
     swapgs
 1:  hestia_restore_gprs_iret
 
-    /* NMI, #DF and #MC (IST vectors) can interrupt ring 0 anywhere: between an entry or exit
-       SWAPGS and the ring change (the guest's GS base live), or while Hestia loads a guest's
-       %gs selector (a descriptor's base live). From ring 3 the usual SWAPGS applies; from
-       ring 0 the interrupted GS base is saved in RBX (callee-saved across the call), Hestia's
-       per-CPU pointer, kept just above the IST frame, is loaded, and the saved base goes back
-       before the IRET. */
+    /* #DB, NMI, #DF and #MC (IST vectors) can interrupt ring 0 anywhere: between an entry or
+       exit SWAPGS and the ring change (the guest's GS base live), or while Hestia loads a
+       guest's %gs selector (a descriptor's base live). From ring 3 the usual SWAPGS applies and
+       the frame moves to the top of the main stack, which is empty while a guest runs, so that
+       this IST stack is free again before anything can nest (DF may be the guest's: CLD first).
+       From ring 0 the interrupted GS base is saved in RBX (callee-saved across the call),
+       Hestia's per-CPU pointer, kept just above the IST frame, is loaded, and the saved base
+       goes back before the IRET. */
     .global hestia_trap_paranoid
 hestia_trap_paranoid:
     hestia_save_gprs
     testb $3, {cs}(%rsp)
     jz 1f
     swapgs
+    cld
+    mov %rsp, %rsi
+    mov %gs:{stack_top}, %rsp
+    sub ${frame_size}, %rsp
+    mov %rsp, %rdi
+    mov ${frame_words}, %ecx
+    rep movsq
     jmp hestia_trap_saved
 1:  mov ${gs_base}, %ecx
     rdmsr
@@ -155,6 +180,9 @@ hestia_trap_paranoid:
     skip = const offset_of!(TrapFrame, rip) - offset_of!(TrapFrame, vector),
     gs_base = const super::cpu::msr::GS_BASE,
     percpu = const offset_of!(TrapFrame, ss) + 8 + IST_PERCPU_SLOT,
+    stack_top = const offset_of!(PerCpu, stack_top),
+    frame_size = const size_of::<TrapFrame>(),
+    frame_words = const size_of::<TrapFrame>() / 8,
     dispatch = sym super::trap::dispatch,
     options(att_syntax)
 );
@@ -212,6 +240,7 @@ fn build() -> Idt {
     for (v, g) in idt.0.iter_mut().enumerate() {
         let a = stubs[v];
         let ist = match v {
+            1 => IST_DEBUG,
             2 => IST_NMI,
             8 => IST_DOUBLE_FAULT,
             18 => IST_MACHINE_CHECK,
