@@ -419,6 +419,8 @@ pub fn all() -> Vec<Scenario> {
             ],
             ..guest("xsa-style-mov-ss-syscall", GuestVerdict::Success)
         },
+        guest("xsa-style-noncanonical-rip", GuestVerdict::Success),
+        guest("xsa-style-bad-iret-frame", GuestVerdict::Success),
         guest("negative-control", GuestVerdict::Failure),
         Scenario {
             name: "xsa-style-bad-kernel-stack",

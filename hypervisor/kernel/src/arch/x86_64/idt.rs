@@ -23,6 +23,16 @@
 //! trap, and a #DB raised while Hestia writes the bounce frame to a watched guest stack finds its
 //! IST stack free. From ring 0 the handlers stay on the IST stack; they touch no guest memory,
 //! so no #DB can nest in them (guest breakpoints only cover guest addresses).
+//!
+//! Every return to a guest ends in the one IRETQ at `hestia_trap_iret` (Hestia never returns with
+//! SYSRET, so its erratum with a non-canonical RIP cannot arise). That IRETQ faults when the
+//! frame is one the CPU refuses: a non-canonical RIP (an emulated instruction that ended at
+//! 0x0000_8000_0000_0000, or an `iret` hypercall's frame) or a selector the descriptor does not
+//! allow. The fault arrives in ring 0 with the guest's GS base already live; the common entry
+//! recognises it by its RIP and the RPL 3 of the frame being returned to, rebuilds a guest frame
+//! from the guest registers it saved and the refused IRET frame, and dispatches it as that
+//! exception raised by the guest at the target of its return, as Xen's fix-up of
+//! `iret_exit_to_guest` does. The guest's handler gets it; without one the domain is crashed.
 
 use core::arch::{asm, global_asm};
 use core::mem::{offset_of, size_of};
@@ -91,7 +101,7 @@ global_asm!(
     push %r15
     .endm
 
-    .macro hestia_restore_gprs_iret
+    .macro hestia_restore_gprs
     pop %r15
     pop %r14
     pop %r13
@@ -108,7 +118,6 @@ global_asm!(
     pop %rbx
     pop %rax
     add ${skip}, %rsp
-    iretq
     .endm
 
     .section .text.trap_common, "ax"
@@ -116,8 +125,16 @@ global_asm!(
 hestia_trap_common:
     hestia_save_gprs
     testb $3, {cs}(%rsp)
-    jz hestia_trap_saved
-    swapgs
+    jnz 1f
+    /* From ring 0: the IRETQ of the exit path faulting on a guest's frame? */
+    lea hestia_trap_iret(%rip), %rax
+    cmp %rax, {rip}(%rsp)
+    jne hestia_trap_saved
+    mov {rsp}(%rsp), %rax
+    testb $3, 8(%rax)
+    jnz hestia_iret_fault
+    jmp hestia_trap_saved
+1:  swapgs
     jmp hestia_trap_saved
     /* The SYSCALL entry joins here with the hardware part of the frame built and GS already
        swapped. */
@@ -133,7 +150,29 @@ hestia_trap_exit:
     testb $3, {cs}(%rsp)
     jz 1f
     swapgs
-1:  hestia_restore_gprs_iret
+1:  hestia_restore_gprs
+    .global hestia_trap_iret
+hestia_trap_iret:
+    iretq
+
+    /* The IRETQ to a guest raised #GP, #NP or #SS (a non-canonical RIP, a selector its
+       descriptor refuses): the fault arrived in ring 0 after the exit SWAPGS, with the guest's
+       registers saved in this frame and the guest's IRET frame intact where the faulting
+       RSP points. Rebuild one frame from both just below that IRET frame (copying downwards:
+       they overlap), as if the guest had raised the fault at the target of its return, and
+       handle it as a guest exception, as Xen's pre-exception fix-up of `iret_exit_to_guest`
+       does. */
+hestia_iret_fault:
+    mov {rsp}(%rsp), %rdi
+    sub $8, %rdi
+    lea {error_code}(%rsp), %rsi
+    mov ${saved_words}, %ecx
+    std
+    rep movsq
+    cld
+    lea 8(%rdi), %rsp
+    swapgs
+    jmp hestia_trap_saved
 
     /* #DB, NMI, #DF and #MC (IST vectors) can interrupt ring 0 anywhere: between an entry or
        exit SWAPGS and the ring change (the guest's GS base live), or while Hestia loads a
@@ -174,9 +213,14 @@ hestia_trap_paranoid:
     mov %rbx, %rdx
     shr $32, %rdx
     wrmsr
-    hestia_restore_gprs_iret
+    hestia_restore_gprs
+    iretq
 "#,
     cs = const offset_of!(TrapFrame, cs),
+    rip = const offset_of!(TrapFrame, rip),
+    rsp = const offset_of!(TrapFrame, rsp),
+    error_code = const offset_of!(TrapFrame, error_code),
+    saved_words = const offset_of!(TrapFrame, rip) / 8,
     skip = const offset_of!(TrapFrame, rip) - offset_of!(TrapFrame, vector),
     gs_base = const super::cpu::msr::GS_BASE,
     percpu = const offset_of!(TrapFrame, ss) + 8 + IST_PERCPU_SLOT,
