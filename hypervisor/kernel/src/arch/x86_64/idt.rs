@@ -126,10 +126,15 @@ hestia_trap_common:
     hestia_save_gprs
     testb $3, {cs}(%rsp)
     jnz 1f
-    /* From ring 0: the IRETQ of the exit path faulting on a guest's frame? */
+    /* From ring 0: the IRETQ of the exit path faulting on a guest's frame (#NP, #SS or #GP,
+       the faults IRET raises for a frame)? */
     lea hestia_trap_iret(%rip), %rax
     cmp %rax, {rip}(%rsp)
     jne hestia_trap_saved
+    mov {vector}(%rsp), %rax
+    sub $11, %rax
+    cmp $2, %rax
+    ja hestia_trap_saved
     mov {rsp}(%rsp), %rax
     testb $3, 8(%rax)
     jnz hestia_iret_fault
@@ -218,6 +223,7 @@ hestia_trap_paranoid:
 "#,
     cs = const offset_of!(TrapFrame, cs),
     rip = const offset_of!(TrapFrame, rip),
+    vector = const offset_of!(TrapFrame, vector),
     rsp = const offset_of!(TrapFrame, rsp),
     error_code = const offset_of!(TrapFrame, error_code),
     saved_words = const offset_of!(TrapFrame, rip) / 8,
