@@ -85,6 +85,9 @@ pub struct SelfTests {
     /// raises a #DB in ring 0 before the entry switches stacks, as a MOV SS-deferred #DB does on
     /// hardware (XSA-260; QEMU's TCG does not defer it).
     pub syscall_db: bool,
+    /// Read the guest-readable M2P through its user mapping without opening SMAP: with SMAP on,
+    /// a fatal #PF.
+    pub smap: bool,
 }
 
 /// Where console output goes (`console=com1,vga,none`).
@@ -239,6 +242,7 @@ impl Options {
                             "smp" => t.smp = true,
                             "panic" => t.panic = true,
                             "syscall-db" => t.syscall_db = true,
+                            "smap" => t.smap = true,
                             _ => warn(Warning::BadValue(name, part)),
                         }
                     }

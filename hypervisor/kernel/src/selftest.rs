@@ -26,6 +26,14 @@ pub fn run(t: &SelfTests) {
     if t.syscall_db {
         watch_syscall_scratch();
     }
+    if t.smap {
+        crate::info!("selftest: reading the M2P through its user mapping, SMAP closed");
+        // SAFETY: the M2P's first word is mapped (read-only, user) in every page table; with
+        // SMAP on, the supervisor read of a user page deliberately faults.
+        let v =
+            unsafe { core::ptr::read_volatile(xen_abi::xen::MACH2PHYS_VIRT_START as *const u64) };
+        crate::info!("selftest: read {v:#x}: SMAP is off");
+    }
     if t.panic {
         panic!("selftest: deliberate panic");
     }

@@ -83,6 +83,15 @@ global_asm!(
 
 global_asm!(
     r#"
+    /* SMAP closed on every entry: an interrupt gate keeps the interrupted RFLAGS.AC (a guest
+       sets it at will; Hestia inside its copy routine). The IRETQ restores it. */
+    .macro hestia_clac
+    testb $1, {smap_on}(%rip)
+    jz 1f
+    clac
+1:
+    .endm
+
     .macro hestia_save_gprs
     push %rax
     push %rbx
@@ -123,6 +132,7 @@ global_asm!(
     .section .text.trap_common, "ax"
     .global hestia_trap_common
 hestia_trap_common:
+    hestia_clac
     hestia_save_gprs
     testb $3, {cs}(%rsp)
     jnz 1f
@@ -189,6 +199,7 @@ hestia_iret_fault:
        goes back before the IRET. */
     .global hestia_trap_paranoid
 hestia_trap_paranoid:
+    hestia_clac
     hestia_save_gprs
     testb $3, {cs}(%rsp)
     jz 1f
@@ -234,6 +245,7 @@ hestia_trap_paranoid:
     frame_size = const size_of::<TrapFrame>(),
     frame_words = const size_of::<TrapFrame>() / 8,
     dispatch = sym super::trap::dispatch,
+    smap_on = sym super::cpu::SMAP_ON,
     options(att_syntax)
 );
 

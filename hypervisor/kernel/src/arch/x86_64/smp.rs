@@ -152,6 +152,7 @@ extern "C" fn ap_entry(index: u64) -> ! {
     load_cpu_tables(p);
     super::syscall::init_cpu();
     cpu::enable_guest_fpu();
+    cpu::enable_smep_smap();
     apic::init_cpu();
     p.online.store(true, Ordering::Release);
     loop {
