@@ -121,7 +121,7 @@ pub fn guest_syscall(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<(), 
     // R11 are gone (the guest ABI says so).
     let cb = v.syscall_callback;
     if cb.address == 0 {
-        f.rip -= 2;
+        f.rip = f.rip.wrapping_sub(2);
         return deliver(d, v, f, VEC_UD, None);
     }
     bounce(d, v, f, None, cb.address, cb.mask_events)?;
@@ -180,7 +180,7 @@ pub fn guest_exception(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<()
         let dpl = v.traps[n as usize & 0xff].flags & 3;
         let needed = if v.kernel_mode { 1 } else { 3 };
         if v.traps[n as usize & 0xff].address != 0 && dpl >= needed {
-            f.rip += 2;
+            f.rip = f.rip.wrapping_add(2);
             return deliver(d, v, f, n, None);
         }
         return deliver(d, v, f, VEC_GP, Some(f.error_code));
