@@ -394,6 +394,9 @@ mod tests {
         let (o, w) = parse("selftest=fault,smp,bogus");
         assert!(o.selftest.fault && o.selftest.smp && !o.selftest.panic);
         assert_eq!(w, [Warning::BadValue("selftest", "bogus")]);
+        let (o, w) = parse("selftest=syscall-db,smap");
+        assert!(o.selftest.syscall_db && o.selftest.smap && !o.selftest.fault);
+        assert!(w.is_empty());
     }
 
     #[test]
