@@ -487,6 +487,19 @@ pub fn all() -> Vec<Scenario> {
             ..DEFAULT
         },
         Scenario {
+            name: "crash-bad-iret-frame",
+            hv_cmdline: "dom0_mem=64M",
+            dom0: Some("crash-bad-iret-frame"),
+            expect: &[
+                "#GP general protection (vector 13) not delivered",
+                "domain_crash: #GP general protection at 0xe00b:",
+                "d0: crashed",
+                "dom0 crashed: resetting the machine",
+            ],
+            ending: Ending::Reset,
+            ..DEFAULT
+        },
+        Scenario {
             name: "crash-invalid-opcode",
             hv_cmdline: "dom0_mem=64M",
             dom0: Some("crash-invalid-opcode"),
