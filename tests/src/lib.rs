@@ -425,6 +425,20 @@ pub fn all() -> Vec<Scenario> {
             ..guest("functional-console-read", GuestVerdict::Success)
         },
         guest("xsa-style-writable-pagetable", GuestVerdict::Success),
+        guest("negative-control", GuestVerdict::Failure),
+        Scenario {
+            name: "xsa-style-bad-kernel-stack",
+            hv_cmdline: "dom0_mem=64M",
+            dom0: Some("xsa-style-bad-kernel-stack"),
+            expect: &[
+                "not delivered: cannot write the exception frame to the guest stack",
+                "d0: crashed",
+                "dom0 crashed: resetting the machine",
+            ],
+            forbid: &["isolation broken"],
+            ending: Ending::Reset,
+            ..DEFAULT
+        },
         guest("xsa-style-mov-ss-syscall", GuestVerdict::Success),
         // The #DB of XSA-260 at the SYSCALL entry, which QEMU's TCG does not defer, forced by a
         // breakpoint on the entry's scratch word.
@@ -472,20 +486,6 @@ pub fn all() -> Vec<Scenario> {
             ..guest("functional-debugreg", GuestVerdict::Success)
         },
         guest("xsa-style-bad-iret-frame", GuestVerdict::Success),
-        guest("negative-control", GuestVerdict::Failure),
-        Scenario {
-            name: "xsa-style-bad-kernel-stack",
-            hv_cmdline: "dom0_mem=64M",
-            dom0: Some("xsa-style-bad-kernel-stack"),
-            expect: &[
-                "not delivered: cannot write the exception frame to the guest stack",
-                "d0: crashed",
-                "dom0 crashed: resetting the machine",
-            ],
-            forbid: &["isolation broken"],
-            ending: Ending::Reset,
-            ..DEFAULT
-        },
         Scenario {
             name: "crash-bad-iret-frame",
             hv_cmdline: "dom0_mem=64M",
