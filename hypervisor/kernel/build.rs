@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 /// Vectors for which the CPU pushes an error code (Intel SDM Vol. 3A, Table 6-1).
 const HAS_ERROR_CODE: [u32; 10] = [8, 10, 11, 12, 13, 14, 17, 21, 29, 30];
-/// Vectors delivered on an IST stack (NMI, #DF, #MC): they enter through the paranoid path, which
-/// cannot trust the ring to tell whose GS base is live.
-const IST_VECTORS: [u32; 3] = [2, 8, 18];
+/// Vectors delivered on an IST stack (#DB, NMI, #DF, #MC): they enter through the paranoid path,
+/// which cannot trust the ring to tell whose GS base is live.
+const IST_VECTORS: [u32; 4] = [1, 2, 8, 18];
 
 fn main() {
     let dir =

@@ -115,6 +115,8 @@ pub const HYPERVISOR_AS_DOM0: &str = "hestia-itself";
 pub const DEBIAN_LINUX: &str = "debian-linux";
 /// The shell prompt of that initramfs.
 pub const DOM0_PROMPT: &str = "dom0:/# ";
+/// A QEMU CPU model with SMEP and SMAP (both emulated by TCG).
+pub const SMEP_SMAP_CPU: &str = "qemu64,+smep,+smap";
 /// Marker of the end of boot.
 pub const READY_MARKER: &str = "Hestia ready:";
 
@@ -292,6 +294,22 @@ pub fn all() -> Vec<Scenario> {
             ending: Ending::Fatal,
             ..DEFAULT
         },
+        // SMEP and SMAP on (TCG emulates both): Hestia's supervisor read of a user page outside
+        // its copy routine faults.
+        Scenario {
+            name: "smap-stray-access",
+            cpu: Some(SMEP_SMAP_CPU),
+            hv_cmdline: "selftest=smap",
+            expect: &[
+                "cpu: SMEP on, SMAP on",
+                "FATAL TRAP: vector 14 (#PF page fault)",
+                "Page fault at 0xffff800000000000: present read data access",
+                "Hestia: fatal error",
+            ],
+            forbid: &["SMAP is off"],
+            ending: Ending::Fatal,
+            ..DEFAULT
+        },
         Scenario {
             name: "fault-stack-overflow",
             hv_cmdline: "selftest=stackoverflow",
@@ -428,6 +446,66 @@ pub fn all() -> Vec<Scenario> {
                 "dom0 crashed: resetting the machine",
             ],
             forbid: &["isolation broken"],
+            ending: Ending::Reset,
+            ..DEFAULT
+        },
+        guest("xsa-style-mov-ss-syscall", GuestVerdict::Success),
+        // The #DB of XSA-260 at the SYSCALL entry, which QEMU's TCG does not defer, forced by a
+        // breakpoint on the entry's scratch word.
+        Scenario {
+            name: "xsa-style-mov-ss-syscall-db",
+            hv_cmdline: "dom0_mem=64M selftest=syscall-db",
+            expect: &[
+                "selftest: data breakpoint on the SYSCALL scratch word",
+                POWEROFF_MARKER,
+            ],
+            ..guest("xsa-style-mov-ss-syscall", GuestVerdict::Success)
+        },
+        guest("xsa-style-noncanonical-rip", GuestVerdict::Success),
+        // Guest memory only through the copy routine, and guest RFLAGS.AC closed on every entry,
+        // with SMEP and SMAP on: pointers of every hypercall, user mode (AC set at will), port
+        // string I/O, writable page tables, watchpoints in the copy.
+        Scenario {
+            name: "smap-xsa-style-bad-pointers",
+            cpu: Some(SMEP_SMAP_CPU),
+            expect: &["cpu: SMEP on, SMAP on", POWEROFF_MARKER],
+            ..guest("xsa-style-bad-pointers", GuestVerdict::Success)
+        },
+        Scenario {
+            name: "smap-functional-user-mode",
+            cpu: Some(SMEP_SMAP_CPU),
+            expect: &["cpu: SMEP on, SMAP on", POWEROFF_MARKER],
+            ..guest("functional-user-mode", GuestVerdict::Success)
+        },
+        Scenario {
+            name: "smap-functional-ioport",
+            cpu: Some(SMEP_SMAP_CPU),
+            expect: &["cpu: SMEP on, SMAP on", POWEROFF_MARKER],
+            ..guest("functional-ioport", GuestVerdict::Success)
+        },
+        Scenario {
+            name: "smap-functional-ptwr",
+            cpu: Some(SMEP_SMAP_CPU),
+            expect: &["cpu: SMEP on, SMAP on", POWEROFF_MARKER],
+            ..guest("functional-ptwr", GuestVerdict::Success)
+        },
+        Scenario {
+            name: "smap-functional-debugreg",
+            cpu: Some(SMEP_SMAP_CPU),
+            expect: &["cpu: SMEP on, SMAP on", POWEROFF_MARKER],
+            ..guest("functional-debugreg", GuestVerdict::Success)
+        },
+        guest("xsa-style-bad-iret-frame", GuestVerdict::Success),
+        Scenario {
+            name: "crash-bad-iret-frame",
+            hv_cmdline: "dom0_mem=64M",
+            dom0: Some("crash-bad-iret-frame"),
+            expect: &[
+                "#GP general protection (vector 13) not delivered",
+                "domain_crash: #GP general protection at 0xe00b:",
+                "d0: crashed",
+                "dom0 crashed: resetting the machine",
+            ],
             ending: Ending::Reset,
             ..DEFAULT
         },

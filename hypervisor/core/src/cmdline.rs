@@ -81,6 +81,13 @@ pub struct SelfTests {
     pub smp: bool,
     /// Panic on purpose.
     pub panic: bool,
+    /// Watch the SYSCALL entry's scratch word with a data breakpoint, so that every SYSCALL
+    /// raises a #DB in ring 0 before the entry switches stacks, as a MOV SS-deferred #DB does on
+    /// hardware (XSA-260; QEMU's TCG does not defer it).
+    pub syscall_db: bool,
+    /// Read the guest-readable M2P through its user mapping without opening SMAP: with SMAP on,
+    /// a fatal #PF.
+    pub smap: bool,
 }
 
 /// Where console output goes (`console=com1,vga,none`).
@@ -234,6 +241,8 @@ impl Options {
                             "stackoverflow" => t.stack_overflow = true,
                             "smp" => t.smp = true,
                             "panic" => t.panic = true,
+                            "syscall-db" => t.syscall_db = true,
+                            "smap" => t.smap = true,
                             _ => warn(Warning::BadValue(name, part)),
                         }
                     }
@@ -385,6 +394,9 @@ mod tests {
         let (o, w) = parse("selftest=fault,smp,bogus");
         assert!(o.selftest.fault && o.selftest.smp && !o.selftest.panic);
         assert_eq!(w, [Warning::BadValue("selftest", "bogus")]);
+        let (o, w) = parse("selftest=syscall-db,smap");
+        assert!(o.selftest.syscall_db && o.selftest.smap && !o.selftest.fault);
+        assert!(w.is_empty());
     }
 
     #[test]

@@ -168,6 +168,12 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
     cpu::set_percpu_ready();
     arch::x86_64::syscall::init_cpu();
     cpu::enable_guest_fpu();
+    let (smep, smap) = cpu::enable_smep_smap();
+    info!(
+        "cpu: SMEP {}, SMAP {}",
+        if smep { "on" } else { "absent" },
+        if smap { "on" } else { "absent" }
+    );
     let _ = opts;
     smp::switch_stack(bsp.stack_top, continue_boot, info as *const BootInfo as u64)
 }

@@ -7,7 +7,7 @@ use core::sync::atomic::Ordering;
 use alloc::vec::Vec;
 use hestia_core::cmdline::SelfTests;
 
-use crate::arch::x86_64::{percpu, smp, tsc};
+use crate::arch::x86_64::{cpu, percpu, smp, tsc};
 
 /// Runs the hooks asked for. Faults do not return.
 #[inline(never)]
@@ -22,6 +22,17 @@ pub fn run(t: &SelfTests) {
     }
     if t.smp {
         smp_checks();
+    }
+    if t.syscall_db {
+        watch_syscall_scratch();
+    }
+    if t.smap {
+        crate::info!("selftest: reading the M2P through its user mapping, SMAP closed");
+        // SAFETY: the M2P's first word is mapped (read-only, user) in every page table; with
+        // SMAP on, the supervisor read of a user page deliberately faults.
+        let v =
+            unsafe { core::ptr::read_volatile(xen_abi::xen::MACH2PHYS_VIRT_START as *const u64) };
+        crate::info!("selftest: read {v:#x}: SMAP is off");
     }
     if t.panic {
         panic!("selftest: deliberate panic");
@@ -41,6 +52,20 @@ pub fn run(t: &SelfTests) {
             "selftest: recursion returned {} (should not happen)",
             recurse(0)
         );
+    }
+}
+
+/// Arms DR0 on this CPU's SYSCALL scratch word (writes, 8 bytes): the entry's store of the
+/// guest RSP there then raises a #DB in ring 0 while RSP is still the guest's, until the guest
+/// sets its own debug registers.
+fn watch_syscall_scratch() {
+    let scratch = (&raw const percpu::this_cpu().syscall_scratch) as u64;
+    crate::info!("selftest: data breakpoint on the SYSCALL scratch word {scratch:#x}");
+    // SAFETY: a write breakpoint on Hestia's own per-CPU word: its #DB is taken in ring 0 and
+    // ignored; DR7 has L0, R/W0 = 01 (writes), LEN0 = 10 (8 bytes).
+    unsafe {
+        cpu::write_dr(0, scratch);
+        cpu::write_dr(7, 0x0009_0401);
     }
 }
 

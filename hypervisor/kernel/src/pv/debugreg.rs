@@ -86,8 +86,12 @@ pub fn guest_trap(v: &mut Vcpu) {
     v.debugreg[6] = (v.debugreg[6] | (dr6 & !DR6_DEFAULT)) & (dr6 | !DR6_DEFAULT);
 }
 
-/// A #DB raised in Hestia: a guest watchpoint on memory Hestia touched for the guest. It is
-/// ignored (the guest would not expect it), TF is cleared should it ever be set in ring 0.
+/// A #DB raised in Hestia: a guest watchpoint on memory Hestia touched for the guest, or one
+/// that a MOV SS / POP SS deferred to the first instruction of an entry path (XSA-260). It is
+/// ignored and not reported to the guest, as Xen 4.17 does; TF is cleared should it ever be set
+/// in ring 0. An instruction breakpoint cannot match Hestia's code (guests may only name guest
+/// addresses), but one that did would fire again at once: then every breakpoint is disabled,
+/// as in Xen, rather than livelock.
 pub fn hypervisor_trap(f: &mut TrapFrame) {
     let dr6 = cpu::read_dr(6);
     // SAFETY: as in `guest_trap`.
@@ -95,6 +99,18 @@ pub fn hypervisor_trap(f: &mut TrapFrame) {
     if f.rflags & RFLAGS_TF != 0 {
         crate::warn!("trap: single step in Hestia at {:#x}, TF cleared", f.rip);
         f.rflags &= !RFLAGS_TF;
+    }
+    let dr7 = cpu::read_dr(7);
+    let fault = (0..4).any(|i| {
+        dr6 & (1 << i) != 0 && dr7 & (3 << (2 * i)) != 0 && (dr7 >> (16 + 4 * i)) & 3 == 0
+    });
+    if fault {
+        crate::error!(
+            "trap: instruction breakpoint in Hestia at {:#x}, DR7 cleared",
+            f.rip
+        );
+        // SAFETY: disabling every breakpoint has no effect beyond debug exceptions.
+        unsafe { cpu::write_dr(7, DR7_DEFAULT) };
     }
     crate::debug!(
         "trap: guest watchpoint hit in Hestia at {:#x} (DR6 {dr6:#x}), ignored",

@@ -7,6 +7,11 @@
 //! the guest set CR4.TSD), CLTS, WBINVD, XSETBV. From #UD: the forced-emulation prefix
 //! `ud2; "xen"; cpuid`. Anything else is reflected. Instructions are decoded by
 //! `hestia_core::insn` from guest memory, byte by byte.
+//!
+//! RIP advances past an emulated instruction as on the CPU, wrapping at 2^64. It is not checked
+//! against the canonical hole, as in Xen: an instruction that ends at 0x0000_8000_0000_0000
+//! leaves RIP there, the IRETQ back to the guest faults, and the exit path's fix-up (`idt.rs`)
+//! gives the guest #GP(0) at that RIP (`xsa-style-noncanonical-rip`).
 
 use hestia_core::cpuid;
 use hestia_core::insn::{self, Decoded};
@@ -118,7 +123,7 @@ pub fn general_protection(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Outcom
         },
     };
     if advance {
-        f.rip += u64::from(insn.len);
+        f.rip = f.rip.wrapping_add(u64::from(insn.len));
     }
     Outcome::Done
 }
@@ -235,7 +240,7 @@ pub fn forced_cpuid(d: &Domain, v: &Vcpu, f: &mut TrapFrame) -> bool {
         u64::from(r[2]),
         u64::from(r[3]),
     );
-    f.rip += 7;
+    f.rip = f.rip.wrapping_add(7);
     true
 }
 

@@ -66,7 +66,7 @@ pub fn handle(d: &Domain, v: &Vcpu, f: &mut TrapFrame, cr2: u64, error_code: u64
     if let Some((n, high_byte, value)) = a.reg_write {
         write_reg(f, n, high_byte, size, value);
     }
-    f.rip += u64::from(store.len);
+    f.rip = f.rip.wrapping_add(u64::from(store.len));
     true
 }
 

@@ -121,7 +121,7 @@ pub fn guest_syscall(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<(), 
     // R11 are gone (the guest ABI says so).
     let cb = v.syscall_callback;
     if cb.address == 0 {
-        f.rip -= 2;
+        f.rip = f.rip.wrapping_sub(2);
         return deliver(d, v, f, VEC_UD, None);
     }
     bounce(d, v, f, None, cb.address, cb.mask_events)?;
@@ -180,7 +180,7 @@ pub fn guest_exception(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<()
         let dpl = v.traps[n as usize & 0xff].flags & 3;
         let needed = if v.kernel_mode { 1 } else { 3 };
         if v.traps[n as usize & 0xff].address != 0 && dpl >= needed {
-            f.rip += 2;
+            f.rip = f.rip.wrapping_add(2);
             return deliver(d, v, f, n, None);
         }
         return deliver(d, v, f, VEC_GP, Some(f.error_code));
@@ -226,7 +226,10 @@ pub fn guest_exception(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<()
 }
 
 /// The `iret` hypercall: restore the context the guest pushed; RPL 3 in its CS returns to
-/// guest user mode.
+/// guest user mode. As in Xen, RIP and the selectors are the guest's (forced to RPL 3) and are
+/// not checked here: a frame the CPU refuses (a non-canonical RIP, a selector its descriptor
+/// does not allow) makes the exit IRETQ fault, which Hestia turns into that exception for the
+/// guest at the target of its return (`idt.rs`, `hestia_iret_fault`).
 pub fn iret(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<(), Fatal> {
     let c: IretContext = guest::read_obj(f.rsp).map_err(|_| "unreadable iret frame")?;
     if c.cs & 3 == 3 {
@@ -235,13 +238,10 @@ pub fn iret(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<(), Fatal> {
         }
         toggle_mode(v, false);
     }
-    if !crate::mm::guest::is_guest_range(c.rip, 1) {
-        return Err("iret to an address outside guest space");
-    }
     f.rip = c.rip;
     f.rsp = c.rsp;
-    f.cs = u64::from(FLAT_KERNEL_CS);
-    f.ss = u64::from(FLAT_KERNEL_SS);
+    f.cs = (c.cs & 0xffff) | 3;
+    f.ss = (c.ss & 0xffff) | 3;
     // IOPL and VM never come from the guest; IF is always on in hardware (the guest's
     // "interrupts off" is its upcall mask).
     f.rflags = (c.rflags & !(RFLAGS_IOPL | (1 << 17))) | RFLAGS_IF | 2;

@@ -381,11 +381,20 @@ pub struct Features {
     pub nx: bool,
     /// Global pages (CPUID.1:EDX[13]).
     pub pge: bool,
+    /// Supervisor-mode execution prevention (CPUID.7.0:EBX[7]).
+    pub smep: bool,
+    /// Supervisor-mode access prevention (CPUID.7.0:EBX[20]).
+    pub smap: bool,
 }
 
 /// Reads the feature bits of this CPU.
 pub fn features() -> Features {
     let l1 = cpuid(1, 0);
+    let l7 = if cpuid(0, 0).eax >= 7 {
+        cpuid(7, 0)
+    } else {
+        CpuidResult::default()
+    };
     let max_ext = cpuid(0x8000_0000, 0).eax;
     let e1 = if max_ext >= 0x8000_0001 {
         cpuid(0x8000_0001, 0)
@@ -404,7 +413,36 @@ pub fn features() -> Features {
         page1g: e1.edx & (1 << 26) != 0,
         nx: e1.edx & (1 << 20) != 0,
         pge: l1.edx & (1 << 13) != 0,
+        smep: l7.ebx & (1 << 7) != 0,
+        smap: l7.ebx & (1 << 20) != 0,
     }
+}
+
+/// CR4.SMEP.
+const CR4_SMEP: u64 = 1 << 20;
+/// CR4.SMAP.
+const CR4_SMAP: u64 = 1 << 21;
+
+/// True once SMAP is on (every CPU turns it on alike, before running guest code). The entry
+/// paths and the guest-memory copy routine test it before CLAC and STAC, which raise #UD on a
+/// CPU without SMAP.
+pub static SMAP_ON: AtomicBool = AtomicBool::new(false);
+
+/// Turns on SMEP and SMAP for this CPU where it has them, as Xen does by default: Hestia then
+/// faults if it ever executes a guest (user) page, or reads or writes one anywhere but in the
+/// copy routine of `uaccess`, which opens SMAP (STAC) for the duration of the copy. Every entry
+/// from a guest closes it again (CLAC): interrupt gates keep the guest's RFLAGS.AC, and
+/// SYSCALL clears it through FMASK. Returns what was turned on (SMEP, SMAP).
+pub fn enable_smep_smap() -> (bool, bool) {
+    let f = features();
+    let bits = if f.smep { CR4_SMEP } else { 0 } | if f.smap { CR4_SMAP } else { 0 };
+    if f.smap {
+        SMAP_ON.store(true, Ordering::Release);
+    }
+    // SAFETY: Hestia's own code and data are supervisor mappings; guest (user) memory is only
+    // reached through the copy routine, which sets RFLAGS.AC around its access when SMAP is on.
+    unsafe { write_cr4(read_cr4() | bits) };
+    (f.smep, f.smap)
 }
 
 /// The CPU's brand string (CPUID leaves 0x80000002-4), or the vendor id.

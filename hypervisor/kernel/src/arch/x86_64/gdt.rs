@@ -6,7 +6,9 @@
 //! `0xe033` ring-3 64-bit code, `0xe040` the TSS, `0xe050` the LDT (Hestia's validated copy of
 //! the running vCPU's, as the GDT's guest pages are). The CS32, DS, CS64 order is what SYSRET needs
 //! (STAR[63:48] = 0xe023). The TSS carries the interrupt stacks: IST1 for #DF, IST2 for NMI,
-//! IST3 for #MC, so those run on a known-good stack even when the faulting one is exhausted.
+//! IST3 for #MC, IST4 for #DB, so those run on a known-good stack even when the interrupted one
+//! is exhausted or, for #DB, still the guest's (a #DB deferred by MOV SS strikes the first
+//! instruction of the SYSCALL entry, before it switches stacks: XSA-260).
 
 use core::arch::asm;
 use core::mem::size_of;
@@ -36,6 +38,10 @@ pub const IST_DOUBLE_FAULT: u8 = 1;
 pub const IST_NMI: u8 = 2;
 /// IST slot for machine checks.
 pub const IST_MACHINE_CHECK: u8 = 3;
+/// IST slot for debug exceptions.
+pub const IST_DEBUG: u8 = 4;
+/// IST stacks each CPU has (slots 1 to `IST_STACKS`).
+pub const IST_STACKS: usize = 4;
 
 /// The 64-bit TSS.
 #[repr(C, packed(4))]
@@ -51,13 +57,13 @@ pub struct Tss {
 const _: () = assert!(size_of::<Tss>() == 104);
 
 impl Tss {
-    /// A TSS with RSP0 = `rsp0` and IST1-3 from `ist`; no I/O bitmap.
-    pub fn new(rsp0: u64, ist: [u64; 3]) -> Self {
+    /// A TSS with RSP0 = `rsp0` and IST1-4 from `ist`; no I/O bitmap.
+    pub fn new(rsp0: u64, ist: [u64; IST_STACKS]) -> Self {
         Tss {
             _reserved0: 0,
             rsp: [rsp0, 0, 0],
             _reserved1: 0,
-            ist: [ist[0], ist[1], ist[2], 0, 0, 0, 0],
+            ist: [ist[0], ist[1], ist[2], ist[3], 0, 0, 0],
             _reserved2: 0,
             _reserved3: 0,
             iomap_base: size_of::<Tss>() as u16,

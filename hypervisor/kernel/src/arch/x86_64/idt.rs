@@ -3,16 +3,42 @@
 //! `build.rs` generates one 16-byte stub per vector that pushes a dummy error code (where the CPU
 //! pushes none) and the vector number, then jumps to `hestia_trap_common`, which saves every
 //! general-purpose register to complete one [`TrapFrame`], swaps GS if the trap came from ring 3
-//! (PV guests, from M1 on), and calls [`super::trap::dispatch`]. The IST vectors (NMI, #DF,
-//! #MC) enter through `hestia_trap_paranoid` instead: they can strike ring 0 while another GS
-//! base is live (a guest's, around SWAPGS or a guest selector load), so from ring 0 that path
-//! loads Hestia's per-CPU pointer into GS_BASE itself and puts the interrupted base back after. Offsets into the frame come from
+//! (PV guests), and calls [`super::trap::dispatch`]. Offsets into the frame come from
 //! `offset_of!`, never hand-counted. One IDT is shared by all CPUs.
+//!
+//! The IST vectors (#DB, NMI, #DF, #MC) enter through `hestia_trap_paranoid` instead, because
+//! they can strike ring 0 at any instruction, including those of the entry and exit paths:
+//! - with another GS base live (a guest's, around SWAPGS or a guest selector load): from ring
+//!   0 that path loads Hestia's per-CPU pointer into GS_BASE itself and puts the interrupted
+//!   base back after;
+//! - on the guest's stack: a #DB that a guest's data breakpoint raised at a MOV SS / POP SS is
+//!   deferred past the next instruction, so `mov ss; syscall` delivers it at the first
+//!   instruction of the SYSCALL entry, which still runs on the guest's RSP (XSA-260). On its own
+//!   IST stack the #DB is harmless there; Hestia ignores it, as Xen does.
+//!
+//! An IST stack is reused from its top by every delivery, so a handler must never be
+//! interrupted by its own vector while it runs on it. From ring 3 the paranoid path therefore
+//! moves the frame to the (then empty) top of the CPU's main stack before it calls anything,
+//! as Xen's `handle_ist_exception` does: a guest #DB or NMI is then handled like any other
+//! trap, and a #DB raised while Hestia writes the bounce frame to a watched guest stack finds its
+//! IST stack free. From ring 0 the handlers stay on the IST stack; they touch no guest memory,
+//! so no #DB can nest in them (guest breakpoints only cover guest addresses).
+//!
+//! Every return to a guest ends in the one IRETQ at `hestia_trap_iret` (Hestia never returns with
+//! SYSRET, so its erratum with a non-canonical RIP cannot arise). That IRETQ faults when the
+//! frame is one the CPU refuses: a non-canonical RIP (an emulated instruction that ended at
+//! 0x0000_8000_0000_0000, or an `iret` hypercall's frame) or a selector the descriptor does not
+//! allow. The fault arrives in ring 0 with the guest's GS base already live; the common entry
+//! recognises it by its RIP and the RPL 3 of the frame being returned to, rebuilds a guest frame
+//! from the guest registers it saved and the refused IRET frame, and dispatches it as that
+//! exception raised by the guest at the target of its return, as Xen's fix-up of
+//! `iret_exit_to_guest` does. The guest's handler gets it; without one the domain is crashed.
 
 use core::arch::{asm, global_asm};
 use core::mem::{offset_of, size_of};
 
-use super::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, KERNEL_CS};
+use super::gdt::{IST_DEBUG, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, KERNEL_CS};
+use super::percpu::PerCpu;
 
 /// The register state saved on every trap, lowest address first.
 #[repr(C)]
@@ -57,6 +83,15 @@ global_asm!(
 
 global_asm!(
     r#"
+    /* SMAP closed on every entry: an interrupt gate keeps the interrupted RFLAGS.AC (a guest
+       sets it at will; Hestia inside its copy routine). The IRETQ restores it. */
+    .macro hestia_clac
+    testb $1, {smap_on}(%rip)
+    jz 1f
+    clac
+1:
+    .endm
+
     .macro hestia_save_gprs
     push %rax
     push %rbx
@@ -75,7 +110,7 @@ global_asm!(
     push %r15
     .endm
 
-    .macro hestia_restore_gprs_iret
+    .macro hestia_restore_gprs
     pop %r15
     pop %r14
     pop %r13
@@ -92,16 +127,29 @@ global_asm!(
     pop %rbx
     pop %rax
     add ${skip}, %rsp
-    iretq
     .endm
 
     .section .text.trap_common, "ax"
     .global hestia_trap_common
 hestia_trap_common:
+    hestia_clac
     hestia_save_gprs
     testb $3, {cs}(%rsp)
-    jz hestia_trap_saved
-    swapgs
+    jnz 1f
+    /* From ring 0: the IRETQ of the exit path faulting on a guest's frame (#NP, #SS or #GP,
+       the faults IRET raises for a frame)? */
+    lea hestia_trap_iret(%rip), %rax
+    cmp %rax, {rip}(%rsp)
+    jne hestia_trap_saved
+    mov {vector}(%rsp), %rax
+    sub $11, %rax
+    cmp $2, %rax
+    ja hestia_trap_saved
+    mov {rsp}(%rsp), %rax
+    testb $3, 8(%rax)
+    jnz hestia_iret_fault
+    jmp hestia_trap_saved
+1:  swapgs
     jmp hestia_trap_saved
     /* The SYSCALL entry joins here with the hardware part of the frame built and GS already
        swapped. */
@@ -117,20 +165,52 @@ hestia_trap_exit:
     testb $3, {cs}(%rsp)
     jz 1f
     swapgs
-1:  hestia_restore_gprs_iret
+1:  hestia_restore_gprs
+    .global hestia_trap_iret
+hestia_trap_iret:
+    iretq
 
-    /* NMI, #DF and #MC (IST vectors) can interrupt ring 0 anywhere: between an entry or exit
-       SWAPGS and the ring change (the guest's GS base live), or while Hestia loads a guest's
-       %gs selector (a descriptor's base live). From ring 3 the usual SWAPGS applies; from
-       ring 0 the interrupted GS base is saved in RBX (callee-saved across the call), Hestia's
-       per-CPU pointer, kept just above the IST frame, is loaded, and the saved base goes back
-       before the IRET. */
+    /* The IRETQ to a guest raised #GP, #NP or #SS (a non-canonical RIP, a selector its
+       descriptor refuses): the fault arrived in ring 0 after the exit SWAPGS, with the guest's
+       registers saved in this frame and the guest's IRET frame intact where the faulting
+       RSP points. Rebuild one frame from both just below that IRET frame (copying downwards:
+       they overlap), as if the guest had raised the fault at the target of its return, and
+       handle it as a guest exception, as Xen's pre-exception fix-up of `iret_exit_to_guest`
+       does. */
+hestia_iret_fault:
+    mov {rsp}(%rsp), %rdi
+    sub $8, %rdi
+    lea {error_code}(%rsp), %rsi
+    mov ${saved_words}, %ecx
+    std
+    rep movsq
+    cld
+    lea 8(%rdi), %rsp
+    swapgs
+    jmp hestia_trap_saved
+
+    /* #DB, NMI, #DF and #MC (IST vectors) can interrupt ring 0 anywhere: between an entry or
+       exit SWAPGS and the ring change (the guest's GS base live), or while Hestia loads a
+       guest's %gs selector (a descriptor's base live). From ring 3 the usual SWAPGS applies and
+       the frame moves to the top of the main stack, which is empty while a guest runs, so that
+       this IST stack is free again before anything can nest (DF may be the guest's: CLD first).
+       From ring 0 the interrupted GS base is saved in RBX (callee-saved across the call),
+       Hestia's per-CPU pointer, kept just above the IST frame, is loaded, and the saved base
+       goes back before the IRET. */
     .global hestia_trap_paranoid
 hestia_trap_paranoid:
+    hestia_clac
     hestia_save_gprs
     testb $3, {cs}(%rsp)
     jz 1f
     swapgs
+    cld
+    mov %rsp, %rsi
+    mov %gs:{stack_top}, %rsp
+    sub ${frame_size}, %rsp
+    mov %rsp, %rdi
+    mov ${frame_words}, %ecx
+    rep movsq
     jmp hestia_trap_saved
 1:  mov ${gs_base}, %ecx
     rdmsr
@@ -149,13 +229,23 @@ hestia_trap_paranoid:
     mov %rbx, %rdx
     shr $32, %rdx
     wrmsr
-    hestia_restore_gprs_iret
+    hestia_restore_gprs
+    iretq
 "#,
     cs = const offset_of!(TrapFrame, cs),
+    rip = const offset_of!(TrapFrame, rip),
+    vector = const offset_of!(TrapFrame, vector),
+    rsp = const offset_of!(TrapFrame, rsp),
+    error_code = const offset_of!(TrapFrame, error_code),
+    saved_words = const offset_of!(TrapFrame, rip) / 8,
     skip = const offset_of!(TrapFrame, rip) - offset_of!(TrapFrame, vector),
     gs_base = const super::cpu::msr::GS_BASE,
     percpu = const offset_of!(TrapFrame, ss) + 8 + IST_PERCPU_SLOT,
+    stack_top = const offset_of!(PerCpu, stack_top),
+    frame_size = const size_of::<TrapFrame>(),
+    frame_words = const size_of::<TrapFrame>() / 8,
     dispatch = sym super::trap::dispatch,
+    smap_on = sym super::cpu::SMAP_ON,
     options(att_syntax)
 );
 
@@ -212,6 +302,7 @@ fn build() -> Idt {
     for (v, g) in idt.0.iter_mut().enumerate() {
         let a = stubs[v];
         let ist = match v {
+            1 => IST_DEBUG,
             2 => IST_NMI,
             8 => IST_DOUBLE_FAULT,
             18 => IST_MACHINE_CHECK,

@@ -10,7 +10,7 @@ use alloc::boxed::Box;
 use hestia_core::timer_queue::TimerQueue;
 
 use super::cpu;
-use super::gdt::{Gdt, Tss};
+use super::gdt::{Gdt, IST_STACKS, Tss};
 use super::idt;
 use crate::timer::TimerFn;
 
@@ -59,14 +59,19 @@ static NR_CPUS: AtomicU32 = AtomicU32::new(0);
 
 /// Allocates the per-CPU data for CPU `index` and publishes it in the table; `None` when
 /// memory for its GDT is exhausted.
-pub fn create(index: u32, apic_id: u32, stack_top: u64, ist: [u64; 3]) -> Option<&'static PerCpu> {
+pub fn create(
+    index: u32,
+    apic_id: u32,
+    stack_top: u64,
+    ist: [u64; IST_STACKS],
+) -> Option<&'static PerCpu> {
     let gdt = Gdt::new()?;
     let p = Box::leak(Box::new(PerCpu {
         self_ptr: core::ptr::null(),
         index,
         apic_id,
         gdt,
-        tss: Tss::new(stack_top, [0; 3]),
+        tss: Tss::new(stack_top, [0; IST_STACKS]),
         stack_top,
         syscall_scratch: 0,
         timers: spin::Mutex::new(TimerQueue::new()),

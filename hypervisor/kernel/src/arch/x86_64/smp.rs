@@ -125,10 +125,11 @@ fn off(s: *const u8) -> u64 {
 }
 
 /// Allocates the main and IST stacks of a CPU; returns `(stack top, IST tops)`.
-pub fn alloc_cpu_stacks() -> Option<(u64, [u64; 3])> {
+pub fn alloc_cpu_stacks() -> Option<(u64, [u64; gdt::IST_STACKS])> {
     // 128 KiB: the XZ decoder of the dom0 builder alone needs about 32 KiB of stack.
     let main = mm::alloc_stack(32)?;
     let ist = [
+        mm::alloc_stack(4)?,
         mm::alloc_stack(4)?,
         mm::alloc_stack(4)?,
         mm::alloc_stack(4)?,
@@ -151,6 +152,7 @@ extern "C" fn ap_entry(index: u64) -> ! {
     load_cpu_tables(p);
     super::syscall::init_cpu();
     cpu::enable_guest_fpu();
+    cpu::enable_smep_smap();
     apic::init_cpu();
     p.online.store(true, Ordering::Release);
     loop {

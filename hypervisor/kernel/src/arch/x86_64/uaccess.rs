@@ -5,7 +5,10 @@
 //! honour read-only mappings), the trap handler finds the faulting RIP in [`fixup_for`] and
 //! resumes at the fix-up, which returns the number of bytes left. Callers validate ranges first
 //! (`mm::guest`): canonical, outside the hypervisor hole, no wrap-around. Runs with the guest's
-//! page tables live. The other routine loads a guest's %gs selector, which its GDT may refuse.
+//! page tables live. With SMAP on (`cpu::enable_smep_smap`) the copy is the one place Hestia
+//! touches a user page: it sets RFLAGS.AC (STAC) for the `rep movsb` and clears it on both ways
+//! out; a fault in between enters with AC cleared and resumes at the fix-up with it set again.
+//! The other routine loads a guest's %gs selector, which its GDT may refuse.
 
 use core::arch::global_asm;
 
@@ -15,15 +18,22 @@ global_asm!(
     .global hestia_copy_bytes
 hestia_copy_bytes:
     mov %rdx, %rcx
+    testb $1, {smap_on}(%rip)
+    jz 1f
+    stac
+1:
     .global hestia_copy_insn
 hestia_copy_insn:
     rep movsb
     xor %eax, %eax
-    ret
+    jmp 2f
     .global hestia_copy_fixup
 hestia_copy_fixup:
     mov %rcx, %rax
-    ret
+2:  testb $1, {smap_on}(%rip)
+    jz 3f
+    clac
+3:  ret
 
     .global hestia_load_gs
 hestia_load_gs:
@@ -38,6 +48,7 @@ hestia_load_gs_fixup:
     mov %ax, %gs
     ret
 "#,
+    smap_on = sym super::cpu::SMAP_ON,
     options(att_syntax)
 );
 
