@@ -171,11 +171,12 @@ fn memory() {
             s.heap_size >> 10
         );
         crate::mm::dump_free_ranges(w);
-        let _ = writeln!(
-            w,
-            "Frame table: lock held {} us at most",
-            crate::mm::frametable::longest_hold_ns() / 1000
-        );
+        let (ns, at) = crate::mm::frametable::longest_hold();
+        let _ = write!(w, "Frame table: lock held {} us at most", ns / 1000);
+        if let Some(l) = at {
+            let _ = write!(w, " (at {}:{})", l.file(), l.line());
+        }
+        let _ = writeln!(w);
     });
 }
 

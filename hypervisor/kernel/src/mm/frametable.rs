@@ -176,18 +176,33 @@ pub fn set_m2p(mfn: u64, pfn: u64) -> bool {
 /// The longest the frame-table lock was held, in TSC ticks (debug key `m`).
 static LONGEST_HOLD: AtomicU64 = AtomicU64::new(0);
 
+/// Where the longest hold was taken (debug key `m`).
+static LONGEST_HOLDER: spin::Mutex<Option<&'static core::panic::Location<'static>>> =
+    spin::Mutex::new(None);
+
 /// Runs `f` on the frame table with the direct-map memory accessor.
+#[track_caller]
 pub fn with<R>(f: impl FnOnce(&mut FrameTable, &mut DirectMem) -> R) -> Option<R> {
     let mut ft = FRAMES.lock();
     let start = cpu::rdtsc();
     let r = ft.as_mut().map(|ft| f(ft, &mut DirectMem));
-    LONGEST_HOLD.fetch_max(cpu::rdtsc().wrapping_sub(start), Ordering::Relaxed);
+    let held = cpu::rdtsc().wrapping_sub(start);
+    drop(ft);
+    if LONGEST_HOLD.fetch_max(held, Ordering::Relaxed) < held
+        && let Some(mut holder) = LONGEST_HOLDER.try_lock()
+    {
+        *holder = Some(core::panic::Location::caller());
+    }
     r
 }
 
-/// The longest the frame-table lock was held since [`reset_longest_hold`], in nanoseconds.
-pub fn longest_hold_ns() -> u64 {
-    tsc::ticks_to_ns(LONGEST_HOLD.load(Ordering::Relaxed))
+/// The longest the frame-table lock was held since [`reset_longest_hold`], in nanoseconds,
+/// and where in Hestia it was taken.
+pub fn longest_hold() -> (u64, Option<&'static core::panic::Location<'static>>) {
+    (
+        tsc::ticks_to_ns(LONGEST_HOLD.load(Ordering::Relaxed)),
+        *LONGEST_HOLDER.lock(),
+    )
 }
 
 /// Starts measuring the longest hold afresh (when guests start: building dom0 holds the lock
@@ -203,6 +218,7 @@ pub const CHUNK: u64 = 512;
 /// Runs a preemptible frame-table operation ([`hestia_core::pv_mm`]'s `*_preemptible`) one
 /// [`CHUNK`] per lock hold, issuing it again while it reports `Preempted` and `stop` says
 /// nothing waits; returns its result, `Preempted` when it stopped for `stop`.
+#[track_caller]
 pub fn preemptible<R>(
     stop: impl Fn() -> bool,
     mut op: impl FnMut(&mut FrameTable, &mut DirectMem, &mut Budget) -> Result<R, MmError>,

@@ -222,6 +222,7 @@ impl Domain {
     /// Runs a preemptible frame-table operation (`hestia_core::pv_mm`'s `*_preemptible`) for
     /// the vCPU running on this CPU, with its unfinished work in hand, until it is done or the
     /// vCPU has an interrupt or event to take first (`Preempted`: issue it again).
+    #[track_caller]
     pub fn mm_op<R>(
         &self,
         mut op: impl FnMut(

@@ -260,9 +260,11 @@ fn stop_after_domain(d: &Domain) -> ! {
         _ => "shutdown",
     };
     crate::info!("{}: shut down ({what}, reason {r})", d.id);
+    let (ns, at) = crate::mm::frametable::longest_hold();
     crate::info!(
-        "mm: the frame table's lock was held {} us at most while guests ran",
-        crate::mm::frametable::longest_hold_ns() / 1000
+        "mm: the frame table's lock was held {} us at most while guests ran ({})",
+        ns / 1000,
+        at.map_or(alloc::format!("-"), |l| alloc::format!("{}:{}", l.file(), l.line()))
     );
     crate::dom0_stopped(r)
 }
