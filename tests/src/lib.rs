@@ -407,6 +407,11 @@ pub fn all() -> Vec<Scenario> {
             ..guest("functional-console-read", GuestVerdict::Success)
         },
         guest("xsa-style-writable-pagetable", GuestVerdict::Success),
+        Scenario {
+            check: Some(check_console_flood),
+            timeout_s: 180,
+            ..guest("xsa-style-console-flood", GuestVerdict::Success)
+        },
         guest("negative-control", GuestVerdict::Failure),
         Scenario {
             name: "xsa-style-bad-kernel-stack",
@@ -645,6 +650,35 @@ fn check_ram_6144mib(log: &str) -> Result<(), String> {
     if gib <= 4 {
         return Err(format!(
             "the direct map ({gib} GiB) does not cover RAM above 4 GiB"
+        ));
+    }
+    Ok(())
+}
+
+/// Lines `xsa-style-console-flood` writes (nine times 64 KiB of 64-byte lines).
+const CONSOLE_FLOOD_LINES: u64 = 9 * 1024;
+
+/// Every line of `xsa-style-console-flood` reached the serial log, in order and intact.
+fn check_console_flood(log: &str) -> Result<(), String> {
+    let expected = |n: u64| {
+        let letters: String = (0..54u64)
+            .map(|j| char::from(b'A' + ((n + j) % 26) as u8))
+            .collect();
+        format!("CF{n:06} {letters}")
+    };
+    let mut next = 0;
+    for line in log.lines().map(|l| l.trim_end_matches('\r')) {
+        if !line.starts_with("CF") || line == "CF-END" {
+            continue;
+        }
+        if line != expected(next) {
+            return Err(format!("flood line {next} is {line:?}"));
+        }
+        next += 1;
+    }
+    if next != CONSOLE_FLOOD_LINES || !log.contains("CF-END") {
+        return Err(format!(
+            "{next} of {CONSOLE_FLOOD_LINES} flood lines (and the end marker) reached the log"
         ));
     }
     Ok(())

@@ -394,6 +394,14 @@ pub fn hypercall_page_bytes() -> &'static [u8; 4096] {
     unsafe { &hypercall_page }
 }
 
+/// The hypercall whose stub's SYSCALL is at `rip`, if any: an upcall or exception that
+/// interrupted the guest there found a hypercall rewound for a continuation (preempted).
+pub fn stub_at(rip: u64) -> Option<u32> {
+    let page = hypercall_page_bytes();
+    let off = usize::try_from(rip.wrapping_sub(page.as_ptr() as u64)).ok()?;
+    (page.get(off..off + 2)? == [0x0f, 0x05]).then_some((off / 32) as u32)
+}
+
 /// A hypercall through the hypercall page.
 pub fn hypercall(number: u32, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
     let stub = hypercall_page_bytes().as_ptr() as u64 + u64::from(number) * 32;

@@ -39,9 +39,12 @@ fn cpu() -> usize {
 /// True when the batch running on this CPU for `d` should stop after item `done` (a multiple
 /// of [`POLL_EVERY`], not 0): an interrupt is waiting, or the vCPU has an unmasked event.
 pub(super) fn should_preempt(d: &Domain, done: u64) -> bool {
-    if done == 0 || !done.is_multiple_of(POLL_EVERY) {
-        return false;
-    }
+    done != 0 && done.is_multiple_of(POLL_EVERY) && hypercall_preempt_check(d)
+}
+
+/// True when the hypercall running on this CPU for `d` should stop at its next safe point: an
+/// interrupt is waiting, or the vCPU has an unmasked event (Xen's `hypercall_preempt_check`).
+pub(super) fn hypercall_preempt_check(d: &Domain) -> bool {
     let (shared, v) = (d.shared(), this_vcpu_id());
     apic::interrupt_pending() || (shared.upcall_pending(v) && !shared.upcall_mask(v))
 }

@@ -13,8 +13,8 @@ use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use hestia_guests::xen_abi::mmu::{MmuUpdate, MmuextOp, ext, update};
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
 use hestia_guests::{
-    EVENT_VECTOR, ExcFrame, Verdict, ack_events, check, hypercall, hypercall_page_bytes,
-    install_traps, m2p, map_shared_info, pfn_to_mfn, println, register_event_callback, shared_byte,
+    EVENT_VECTOR, ExcFrame, Verdict, ack_events, check, hypercall, install_traps, m2p,
+    map_shared_info, pfn_to_mfn, println, register_event_callback, shared_byte, stub_at,
 };
 
 const EINVAL: i64 = -22;
@@ -41,12 +41,9 @@ fn handler(vector: u64, f: &mut ExcFrame) {
         return;
     }
     EVENTS.fetch_add(1, SeqCst);
-    let page = hypercall_page_bytes().as_ptr() as u64;
     // At the stub's SYSCALL itself (not after it): the call was rewound to be re-issued.
-    let stub = hypercall_page_bytes();
-    let off = f.rip.wrapping_sub(page) as usize;
-    if off < 4095 && stub[off] == 0x0f && stub[off + 1] == 0x05 {
-        AT_STUB[off / 32 % 64].fetch_add(1, SeqCst);
+    if let Some(n) = stub_at(f.rip) {
+        AT_STUB[n as usize % 64].fetch_add(1, SeqCst);
     }
     ack_events(0);
 }
