@@ -18,10 +18,13 @@
 //! instead, so dom0's console and the test logs are complete. Fatal paths call [`start_sync`],
 //! which sends what the ring holds and makes everything after it synchronous.
 //!
+//! Lines a guest can trigger go through [`guest_log`] (the `gwarn!` family): one token bucket
+//! per domain ([`hestia_core::ratelimit`]), with a "N messages suppressed" line when it refills.
+//!
 //! Locks: the console lock (`LOCK_OWNER`, interrupts off, re-entrant per CPU) covers the UART's
 //! transmitter and the ring; the ring's own mutex is only ever taken by the console lock's
 //! holder, with `try_lock`, so a re-entered or taken-over console writes synchronously instead
-//! of waiting for itself.
+//! of waiting for itself. A domain's rate limiter is taken alone, interrupts off.
 
 pub mod keys;
 
@@ -29,10 +32,12 @@ use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicUsize, Ordering};
 
 use hestia_core::cmdline::{LogLevel, Options};
+use hestia_core::ratelimit::RateLimit;
 use hestia_core::serial_tx::{Source, TxRing, cooked, cooked_len};
 
 use crate::arch::x86_64::{cpu, tsc};
 use crate::drivers::uart16550::{Cause, Uart};
+use crate::pv::domain::Domain;
 
 /// I/O base of the console UART. The UART itself is stateless, so no lock guards it: the
 /// console lock serialises output and only the BSP reads input.
@@ -301,6 +306,40 @@ pub fn log(level: LogLevel, args: fmt::Arguments<'_>) {
     log_line(level, args);
 }
 
+/// A domain's log rate limiter (a field of the domain, used by the `gwarn!` family).
+pub type GuestLogLimit = spin::Mutex<RateLimit>;
+
+/// Prints one log line that domain `d` caused (`None`: no domain runs yet, nothing to limit),
+/// if its rate limiter lets it through; the first line after some were dropped says how many.
+pub fn guest_log<'a>(d: impl Into<Option<&'a Domain>>, level: LogLevel, args: fmt::Arguments<'_>) {
+    if !enabled(level) {
+        return;
+    }
+    let d = d.into();
+    let verdict = d.map(|d| {
+        let irq_were_on = cpu::interrupts_enabled();
+        cpu::disable_interrupts();
+        let v = d.log_limit.lock().check(tsc::uptime_ns());
+        if irq_were_on {
+            cpu::enable_interrupts();
+        }
+        v
+    });
+    let _g = match (d, verdict) {
+        (Some(_), Some(None)) => return,
+        (Some(d), Some(Some(suppressed))) if suppressed > 0 => {
+            let g = ConsoleGuard::acquire();
+            log_line(
+                level,
+                format_args!("{}: {suppressed} messages suppressed", d.id),
+            );
+            g
+        }
+        _ => ConsoleGuard::acquire(),
+    };
+    log_line(level, args);
+}
+
 /// Prints raw text without a prefix (dumps, help screens), holding the console lock.
 pub fn print_raw(args: fmt::Arguments<'_>) {
     let _g = ConsoleGuard::acquire();
@@ -368,6 +407,27 @@ macro_rules! debug {
 macro_rules! print {
     ($($t:tt)*) => { $crate::console::print_raw(format_args!($($t)*)) };
 }
+/// Logs at error level a message domain `$d` caused, rate-limited per domain.
+#[macro_export]
+macro_rules! gerror {
+    ($d:expr, $($t:tt)*) => { $crate::console::guest_log($d, hestia_core::cmdline::LogLevel::Error, format_args!($($t)*)) };
+}
+/// Logs at warning level a message domain `$d` caused, rate-limited per domain.
+#[macro_export]
+macro_rules! gwarn {
+    ($d:expr, $($t:tt)*) => { $crate::console::guest_log($d, hestia_core::cmdline::LogLevel::Warning, format_args!($($t)*)) };
+}
+/// Logs at info level a message domain `$d` caused, rate-limited per domain.
+#[macro_export]
+macro_rules! ginfo {
+    ($d:expr, $($t:tt)*) => { $crate::console::guest_log($d, hestia_core::cmdline::LogLevel::Info, format_args!($($t)*)) };
+}
+/// Logs at debug level a message domain `$d` caused, rate-limited per domain.
+#[macro_export]
+macro_rules! gdebug {
+    ($d:expr, $($t:tt)*) => { $crate::console::guest_log($d, hestia_core::cmdline::LogLevel::Debug, format_args!($($t)*)) };
+}
+
 /// Bridges the `log` crate (used by the `acpi` crate) into the console.
 struct LogBridge;
 

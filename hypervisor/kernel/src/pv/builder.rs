@@ -438,5 +438,6 @@ pub fn build_dom0(
             .map(|_| core::sync::atomic::AtomicU64::new(0))
             .collect(),
         pirqs: spin::Mutex::new(hestia_core::pirq::PirqTable::default()),
+        log_limit: Default::default(),
     })
 }

@@ -93,10 +93,15 @@ pub fn hypervisor_trap(f: &mut TrapFrame) {
     // SAFETY: as in `guest_trap`.
     unsafe { cpu::write_dr(6, DR6_DEFAULT) };
     if f.rflags & RFLAGS_TF != 0 {
-        crate::warn!("trap: single step in Hestia at {:#x}, TF cleared", f.rip);
+        crate::gwarn!(
+            crate::pv::current(),
+            "trap: single step in Hestia at {:#x}, TF cleared",
+            f.rip
+        );
         f.rflags &= !RFLAGS_TF;
     }
-    crate::debug!(
+    crate::gdebug!(
+        crate::pv::current(),
         "trap: guest watchpoint hit in Hestia at {:#x} (DR6 {dr6:#x}), ignored",
         f.rip
     );

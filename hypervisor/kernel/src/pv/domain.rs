@@ -209,6 +209,8 @@ pub struct Domain {
     pub vcpu_info: Vec<core::sync::atomic::AtomicU64>,
     /// Its physical IRQs (dom0's devices).
     pub pirqs: spin::Mutex<hestia_core::pirq::PirqTable>,
+    /// Rate limiter of the log lines it causes (`gwarn!` and family).
+    pub log_limit: crate::console::GuestLogLimit,
 }
 
 impl Domain {

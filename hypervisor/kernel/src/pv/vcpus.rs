@@ -210,9 +210,9 @@ pub fn down_self(d: &Domain) -> Result<(), Errno> {
         events::set_singleshot(&mut v, 0);
         events::set_periodic(&mut v, 0);
     }
-    crate::info!("{}v{vid}: down", d.id);
+    crate::ginfo!(d, "{}v{vid}: down", d.id);
     events::block_until(d, |d| d.this_vcpu().lock().up);
-    crate::info!("{}v{vid}: up again", d.id);
+    crate::ginfo!(d, "{}v{vid}: up again", d.id);
     events::set_periodic(&mut d.this_vcpu().lock(), events::DEFAULT_PERIOD_NS);
     Ok(())
 }
@@ -240,7 +240,8 @@ fn start_here() {
         events::set_periodic(&mut v, events::DEFAULT_PERIOD_NS);
         (v.regs, v.kernel_cr3, v.gs_base_kernel)
     };
-    crate::info!(
+    crate::ginfo!(
+        d,
         "{}v{vid}: starting at {:#x}, stack {:#x}",
         d.id,
         regs.rip,
