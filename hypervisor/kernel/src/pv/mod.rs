@@ -39,6 +39,9 @@ pub fn current() -> Option<&'static Domain> {
 
 /// Starts dom0's vCPU 0 on this CPU; never returns.
 pub fn run(d: &'static Domain) -> ! {
+    // No CPU holds a domain lock with interrupts on (timer callbacks take the vCPU's lock, see
+    // `events::raise_virq`), and this CPU only leaves Hestia for the guest from here on.
+    crate::arch::x86_64::cpu::disable_interrupts();
     CURRENT.call_once(|| d);
     let (regs, cr3) = {
         let v = d.this_vcpu().lock();
