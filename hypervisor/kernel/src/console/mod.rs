@@ -55,7 +55,7 @@ static ASYNC: AtomicBool = AtomicBool::new(false);
 /// The transmit ring, allocated by [`start_async`]. Only the console lock's holder takes it.
 static TX: spin::Mutex<Option<TxRing>> = spin::Mutex::new(None);
 /// Interrupt causes one serial interrupt handles before it lets other interrupts in.
-const MAX_CAUSES_PER_IRQ: usize = 32;
+const MAX_CAUSES_PER_IRQ: usize = 8;
 
 /// Initialises COM1 with the defaults (115200 8N1 at 0x3F8) before anything else runs.
 pub fn early_init() {
