@@ -418,6 +418,8 @@ pub fn all() -> Vec<Scenario> {
             timeout_s: 180,
             ..guest("xsa-style-console-flood", GuestVerdict::Success)
         },
+        guest("xsa-style-periodic-timer", GuestVerdict::Success),
+        guest("xsa-style-shared-info-pagetable", GuestVerdict::Success),
         guest("negative-control", GuestVerdict::Failure),
         Scenario {
             name: "xsa-style-bad-kernel-stack",

@@ -21,6 +21,17 @@
 //!    ([`PtMemory::flush_tlbs`]) flushes every CPU first, as Xen's TLB-flush clock does. So the
 //!    hypercalls themselves never need to flush for safety, only when the guest asks.
 //!
+//!
+//! Long work is preemptible (isolation rule 7): validating a table tree (a pin, a new base
+//! pointer, a new table linked in by `mmu_update`) and tearing one down (the last reference
+//! gone) go entry by entry against a [`Budget`], and stop with [`MmError::Preempted`] when it
+//! runs out. How far each table has come is kept in its frame ([`Progress`], Xen's
+//! `PGT_partial`), and what the calling vCPU owes in its [`Pending`] (Xen's partial page and
+//! `old_guest_table`): issuing the same request again resumes the validation; a teardown is
+//! finished before the vCPU's next page-table operation; a table part way through belongs to
+//! its operation alone (others get [`MmError::Busy`] and retry). The kernel takes the frame
+//! table's lock for one budget at a time, so no guest operation holds it or a CPU for long.
+//!
 //! Memory is abstract ([`PtMemory`]) so the rules run on the host against a recording fake.
 
 use alloc::vec::Vec;
@@ -88,6 +99,8 @@ pub struct FrameInfo {
     /// Flush generation in which a page-table entry referring to it as a table was last
     /// removed (0: never).
     pub table_unref_at: u32,
+    /// A long validation or teardown of the frame as a table, under way.
+    pub progress: Progress,
 }
 
 impl FrameInfo {
@@ -100,7 +113,121 @@ impl FrameInfo {
         pinned: false,
         unmapped_at: 0,
         table_unref_at: 0,
+        progress: Progress::Idle,
     };
+}
+
+/// How far a long validation or teardown of a page table has come, kept in the frame so the
+/// work can stop at any entry and resume (Xen's `PGT_partial` with `nr_validated_ptes` and
+/// `partial_flags`). While either is under way the frame's type count is exactly 1: the claim
+/// of whoever validates it, or the teardown's own; no other reference to its type can be taken
+/// (`MmError::Busy`) and, typed, it can be neither written nor released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing under way: a table type held is fully validated.
+    Idle,
+    /// Validation: the guest slots below `next` hold their references. With `child`, slot
+    /// `next` refers to a table one level down whose own validation is under way on this
+    /// frame's behalf (this frame holds its general reference and its type claim).
+    Validating {
+        /// First slot not validated yet.
+        next: u16,
+        /// Slot `next`'s table is part way through its own validation.
+        child: bool,
+    },
+    /// Teardown, from the top slot down: the guest slots below `left` still hold their
+    /// references. With `child`, slot `left - 1` refers to a table one level down being torn
+    /// down on this frame's behalf (its type reference is the teardown's; this frame still
+    /// holds its general reference).
+    TearingDown {
+        /// One past the highest slot still holding references.
+        left: u16,
+        /// Slot `left - 1`'s table is part way through its own teardown.
+        child: bool,
+    },
+}
+
+impl Progress {
+    fn validating(next: usize, child: bool) -> Self {
+        Progress::Validating {
+            next: next as u16,
+            child,
+        }
+    }
+
+    fn tearing_down(left: usize, child: bool) -> Self {
+        Progress::TearingDown {
+            left: left as u16,
+            child,
+        }
+    }
+}
+
+/// How many entries a preemptible operation may still validate or drop before it stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget(u64);
+
+impl Budget {
+    /// No limit (boot-time building and the run-to-the-end entry points).
+    pub const fn unlimited() -> Self {
+        Budget(u64::MAX)
+    }
+
+    /// `entries` entries.
+    pub const fn new(entries: u64) -> Self {
+        Budget(entries)
+    }
+
+    /// Spends one entry; false when none is left.
+    fn take(&mut self) -> bool {
+        match self.0.checked_sub(1) {
+            Some(left) => {
+                self.0 = left;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A vCPU's unfinished page-table work between two hypercalls (Xen keeps the same in the
+/// partial page and in `old_guest_table`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// A table (and its level) whose validation this vCPU started: it holds the table's general
+    /// reference and type claim. The same request, issued again, resumes it; any other
+    /// table operation of the vCPU gives it up (tears down what it took).
+    validating: Option<(u64, u8)>,
+    /// A table whose teardown this vCPU owes: it holds the table's general reference until the
+    /// teardown is done. Every preemptible operation finishes it first.
+    teardown: Option<u64>,
+}
+
+impl Pending {
+    /// True when nothing is left unfinished.
+    pub fn is_idle(&self) -> bool {
+        self.validating.is_none() && self.teardown.is_none()
+    }
+}
+
+/// What [`FrameTable::get_entry`] took for an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Taken {
+    /// Everything the entry needs.
+    Done,
+    /// A general reference and the claim on a table one level down, whose validation the
+    /// caller runs next.
+    ClaimedTable,
+}
+
+/// What [`FrameTable::put_entry`] left to do for an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dropped {
+    /// Nothing.
+    Done,
+    /// The table one level down lost its last type reference and starts its teardown; the
+    /// caller's general reference on it goes once the teardown is done.
+    ChildTearingDown,
 }
 
 /// Why an MMU operation was refused (the hypercall turns it into an errno).
@@ -125,6 +252,10 @@ pub enum MmError {
     AlreadyPinned,
     /// An I/O frame outside the domain's I/O-memory set.
     NoIoAccess,
+    /// The operation's budget ran out part way; its state is kept: issue it again to go on.
+    Preempted,
+    /// A table's validation or teardown by another operation is under way: try again later.
+    Busy,
 }
 
 /// Access to page-table frames (the kernel uses the direct map; tests use a fake).
@@ -287,8 +418,9 @@ impl<'a> FrameTable<'a> {
         }
     }
 
-    /// Takes a type reference: sets the type (validating a table) if none is held, else requires
-    /// the same type. The caller holds a general reference.
+    /// Takes a type reference: sets the type (validating a table to the end, however long) if
+    /// none is held, else requires the same type. The caller holds a general reference. For
+    /// guest-triggered table references use [`Self::get_table_preemptible`].
     pub fn get_page_type(
         &mut self,
         mem: &mut dyn PtMemory,
@@ -296,6 +428,16 @@ impl<'a> FrameTable<'a> {
         ty: PageType,
         dom: Dom,
     ) -> Result<(), MmError> {
+        if let PageType::Table(level) = ty {
+            let r = self.unbounded(mem, |ft, mem, p, b| {
+                ft.get_table_preemptible(mem, mfn, level, dom, p, b)
+            });
+            // Only the type reference was asked for: the caller holds a general one already.
+            if r.is_ok() {
+                self.put_page(mfn);
+            }
+            return r;
+        }
         let f = *self.info(mfn).ok_or(MmError::BadFrame)?;
         if f.type_count > 0 {
             if f.ty != ty {
@@ -312,24 +454,6 @@ impl<'a> FrameTable<'a> {
             f.unmapped_at == self.flush_gen
         };
         self.flush_if(stale, mem);
-        // Claim the type before validating, so a table that (directly or not) refers to itself
-        // meets a conflict instead of recursing forever.
-        {
-            let fm = self.info_mut(mfn)?;
-            fm.ty = ty;
-            fm.type_count = 1;
-        }
-        if let PageType::Table(level) = ty {
-            if let Err(e) = self.validate(mem, mfn, level, dom) {
-                let fm = self.info_mut(mfn)?;
-                fm.type_count = 0;
-                fm.ty = PageType::None;
-                return Err(e);
-            }
-            if level == 4 {
-                mem.install_hypervisor_slots(mfn);
-            }
-        }
         if ty == PageType::SegDesc {
             // Every descriptor of the page must pass (`descriptor::check`); fix-ups (DPL 3)
             // are written back, as Xen does.
@@ -339,68 +463,187 @@ impl<'a> FrameTable<'a> {
                     descriptor::check(d).map(|f| (i, d, f))
                 })
                 .collect();
-            let Some(checked) = checked else {
-                let fm = self.info_mut(mfn)?;
-                fm.type_count = 0;
-                fm.ty = PageType::None;
-                return Err(MmError::BadFlags);
-            };
+            let checked = checked.ok_or(MmError::BadFlags)?;
             for (i, d, f) in checked {
                 if d != f {
                     mem.write(mfn, i, f);
                 }
             }
         }
+        let fm = self.info_mut(mfn)?;
+        fm.ty = ty;
+        fm.type_count = 1;
         Ok(())
     }
 
-    /// Drops a type reference; the last one of a table devalidates it.
+    /// Drops a type reference; the last one of a table tears it down (to the end, however
+    /// long: guest-triggered drops of table references use [`Self::put_table_preemptible`]).
     pub fn put_page_type(&mut self, mem: &mut dyn PtMemory, mfn: u64) {
-        let Ok(f) = self.info_mut(mfn) else { return };
-        debug_assert!(f.type_count > 0, "type count underflow on mfn {mfn:#x}");
-        f.type_count = f.type_count.saturating_sub(1);
-        if f.type_count == 0 {
-            let ty = f.ty;
-            f.ty = PageType::None;
-            if let PageType::Table(level) = ty {
-                self.devalidate(mem, mfn, level);
-            }
+        let Ok(fm) = self.info_mut(mfn) else { return };
+        if let (PageType::Table(_), 1) = (fm.ty, fm.type_count) {
+            debug_assert!(fm.progress == Progress::Idle);
+            fm.progress = Progress::tearing_down(512, false);
+            let _ = self.teardown(mem, mfn, &mut Budget::unlimited());
+            return;
+        }
+        debug_assert!(fm.type_count > 0, "type count underflow on mfn {mfn:#x}");
+        fm.type_count = fm.type_count.saturating_sub(1);
+        if fm.type_count == 0 {
+            fm.ty = PageType::None;
         }
     }
 
-    fn guest_slots(level: u8) -> impl Iterator<Item = usize> {
-        (0..512).filter(move |i| level != 4 || !HYPERVISOR_L4_SLOTS.contains(i))
+    /// Runs a preemptible operation with no budget limit and no work left pending afterwards
+    /// (boot-time building, host tests, and the non-preemptible entry points).
+    fn unbounded<R>(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        op: impl FnOnce(&mut Self, &mut dyn PtMemory, &mut Pending, &mut Budget) -> Result<R, MmError>,
+    ) -> Result<R, MmError> {
+        let mut pending = Pending::default();
+        let r = op(self, mem, &mut pending, &mut Budget::unlimited());
+        self.cancel_pending(mem, &mut pending);
+        r
     }
 
+    /// Gives up `pending`'s unfinished validation and finishes its teardowns, however long
+    /// (a vCPU that goes away; the end of an unbounded operation).
+    pub fn cancel_pending(&mut self, mem: &mut dyn PtMemory, pending: &mut Pending) {
+        let _ = self.finish_teardown(mem, pending, &mut Budget::unlimited());
+        self.abandon(mem, pending);
+        let _ = self.finish_teardown(mem, pending, &mut Budget::unlimited());
+    }
+
+    /// Slot `i` of a level-`level` table, moved past the hypervisor's L4 slots.
+    fn skip_hypervisor_slots(level: u8, i: usize) -> usize {
+        if level == 4 && HYPERVISOR_L4_SLOTS.contains(&i) {
+            HYPERVISOR_L4_SLOTS.end
+        } else {
+            i
+        }
+    }
+
+    fn progress(&self, mfn: u64) -> Progress {
+        self.info(mfn).map_or(Progress::Idle, |f| f.progress)
+    }
+
+    fn set_progress(&mut self, mfn: u64, p: Progress) {
+        if let Ok(f) = self.info_mut(mfn) {
+            f.progress = p;
+        }
+    }
+
+    fn target(mem: &dyn PtMemory, mfn: u64, slot: usize) -> u64 {
+        (mem.read(mfn, slot) & pte::ADDR) >> 12
+    }
+
+    /// Continues validating `mfn`, a level-`level` table of `dom` in [`Progress::Validating`].
+    /// `Ok`: fully validated (and idle). `Preempted`/`Busy`: stopped, the state kept in the
+    /// frames for the next call. Any other error: validation failed and the frame is now
+    /// [`Progress::TearingDown`] what it had taken, for its holder to finish.
     fn validate(
         &mut self,
         mem: &mut dyn PtMemory,
         mfn: u64,
         level: u8,
         dom: Dom,
+        budget: &mut Budget,
     ) -> Result<(), MmError> {
-        let slots: Vec<usize> = Self::guest_slots(level).collect();
-        for (n, &i) in slots.iter().enumerate() {
+        loop {
+            let Progress::Validating { next, child } = self.progress(mfn) else {
+                return Ok(());
+            };
+            let i = usize::from(next);
+            if child {
+                let target = Self::target(mem, mfn, i);
+                match self.validate(mem, target, level - 1, dom, budget) {
+                    Ok(()) => self.set_progress(mfn, Progress::validating(i + 1, false)),
+                    Err(e @ (MmError::Preempted | MmError::Busy)) => return Err(e),
+                    Err(e) => {
+                        self.set_progress(mfn, Progress::tearing_down(i + 1, true));
+                        return Err(e);
+                    }
+                }
+                continue;
+            }
+            let i = Self::skip_hypervisor_slots(level, i);
+            if i >= 512 {
+                self.set_progress(mfn, Progress::Idle);
+                if level == 4 {
+                    mem.install_hypervisor_slots(mfn);
+                }
+                return Ok(());
+            }
+            if !budget.take() {
+                self.set_progress(mfn, Progress::validating(i, false));
+                return Err(MmError::Preempted);
+            }
             let raw = mem.read(mfn, i);
             let e = self.fix_entry(level, raw);
-            if let Err(err) = self.get_entry(mem, level, e, dom) {
-                for &j in &slots[..n] {
-                    let old = mem.read(mfn, j);
-                    self.put_entry(mem, level, old);
+            match self.get_entry(mem, level, e, dom) {
+                Ok(taken) => {
+                    if e != raw {
+                        mem.write(mfn, i, e);
+                    }
+                    let claimed = taken == Taken::ClaimedTable;
+                    let next = if claimed { i } else { i + 1 };
+                    self.set_progress(mfn, Progress::validating(next, claimed));
                 }
-                return Err(err);
-            }
-            if e != raw {
-                mem.write(mfn, i, e);
+                Err(MmError::Busy) => {
+                    self.set_progress(mfn, Progress::validating(i, false));
+                    return Err(MmError::Busy);
+                }
+                Err(e) => {
+                    self.set_progress(mfn, Progress::tearing_down(i, false));
+                    return Err(e);
+                }
             }
         }
-        Ok(())
     }
 
-    fn devalidate(&mut self, mem: &mut dyn PtMemory, mfn: u64, level: u8) {
-        for i in Self::guest_slots(level) {
-            let e = mem.read(mfn, i);
-            self.put_entry(mem, level, e);
+    /// Continues tearing down `mfn` (in [`Progress::TearingDown`]): drops what its entries hold,
+    /// from the highest slot down. `Ok`: done, the frame has no type left. `Preempted`: stopped,
+    /// the state kept in the frames.
+    fn teardown(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        mfn: u64,
+        budget: &mut Budget,
+    ) -> Result<(), MmError> {
+        let level = match self.info(mfn).map(|f| f.ty) {
+            Some(PageType::Table(level)) => level,
+            _ => return Ok(()),
+        };
+        loop {
+            let Progress::TearingDown { left, child } = self.progress(mfn) else {
+                return Ok(());
+            };
+            let mut left = usize::from(left);
+            if child {
+                let target = Self::target(mem, mfn, left - 1);
+                self.teardown(mem, target, budget)?;
+                self.put_page(target);
+                self.set_progress(mfn, Progress::tearing_down(left - 1, false));
+                continue;
+            }
+            if level == 4 && left > HYPERVISOR_L4_SLOTS.start && left <= HYPERVISOR_L4_SLOTS.end {
+                left = HYPERVISOR_L4_SLOTS.start;
+            }
+            if left == 0 {
+                let f = self.info_mut(mfn)?;
+                f.ty = PageType::None;
+                f.type_count = 0;
+                f.progress = Progress::Idle;
+                return Ok(());
+            }
+            if !budget.take() {
+                self.set_progress(mfn, Progress::tearing_down(left, false));
+                return Err(MmError::Preempted);
+            }
+            let e = mem.read(mfn, left - 1);
+            let child = self.put_entry(mem, level, e) == Dropped::ChildTearingDown;
+            let left = if child { left } else { left - 1 };
+            self.set_progress(mfn, Progress::tearing_down(left, child));
         }
     }
 
@@ -416,64 +659,268 @@ impl<'a> FrameTable<'a> {
         Ok(())
     }
 
-    /// Takes the references a present entry of a level-`level` table needs.
+    /// Takes the references a present entry of a level-`level` table needs. A table one level
+    /// down that has no type yet is claimed ([`Taken::ClaimedTable`]: its validation is the
+    /// caller's to run); one whose own validation or teardown is under way is `Busy`.
     fn get_entry(
         &mut self,
         mem: &mut dyn PtMemory,
         level: u8,
         e: u64,
         dom: Dom,
-    ) -> Result<(), MmError> {
+    ) -> Result<Taken, MmError> {
         if e & pte::P == 0 {
-            return Ok(());
+            return Ok(Taken::Done);
         }
         Self::check_flags(level, e)?;
         let target = (e & pte::ADDR) >> 12;
         if level == 1 && self.is_io(target) {
             return if self.iomem_allowed(dom, target) {
-                Ok(())
+                Ok(Taken::Done)
             } else {
                 Err(MmError::NoIoAccess)
             };
         }
         self.get_page(target, dom)?;
-        let ty = match level {
-            1 if e & pte::RW != 0 => Some(PageType::Writable),
-            1 => None,
-            l => Some(PageType::Table(l - 1)),
+        let r = match level {
+            1 if e & pte::RW != 0 => self
+                .get_page_type(mem, target, PageType::Writable, dom)
+                .map(|()| Taken::Done),
+            1 => Ok(Taken::Done),
+            l => self.claim_table(mem, target, l - 1),
         };
-        if let Some(ty) = ty
-            && let Err(err) = self.get_page_type(mem, target, ty, dom)
-        {
+        if r.is_err() {
             self.put_page(target);
-            return Err(err);
+        }
+        r
+    }
+
+    /// Takes a level-`level` table type reference on `mfn`: one more on an idle table of that
+    /// level, or the claim on an untyped frame, which starts its validation.
+    fn claim_table(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        mfn: u64,
+        level: u8,
+    ) -> Result<Taken, MmError> {
+        let f = *self.info(mfn).ok_or(MmError::BadFrame)?;
+        if f.type_count > 0 {
+            if f.ty != PageType::Table(level) {
+                return Err(MmError::TypeConflict);
+            }
+            if f.progress != Progress::Idle {
+                return Err(MmError::Busy);
+            }
+            self.info_mut(mfn)?.type_count =
+                f.type_count.checked_add(1).ok_or(MmError::Overflow)?;
+            return Ok(Taken::Done);
+        }
+        // No stale translation may outlive the frame's last use of another kind (invariant 5).
+        let stale = f.unmapped_at == self.flush_gen;
+        self.flush_if(stale, mem);
+        // Claimed before validating, so a table that (directly or not) refers to itself meets
+        // a conflict instead of recursing forever.
+        let fm = self.info_mut(mfn)?;
+        fm.ty = PageType::Table(level);
+        fm.type_count = 1;
+        fm.progress = Progress::validating(0, false);
+        Ok(Taken::ClaimedTable)
+    }
+
+    /// Drops what a present entry of a level-`level` table holds. A table one level down that
+    /// loses its last type reference starts its teardown ([`Dropped::ChildTearingDown`]: the
+    /// caller's general reference on it stays until the teardown is done).
+    fn put_entry(&mut self, mem: &mut dyn PtMemory, level: u8, e: u64) -> Dropped {
+        if e & pte::P == 0 {
+            return Dropped::Done;
+        }
+        let target = (e & pte::ADDR) >> 12;
+        if level == 1 && self.is_io(target) {
+            return Dropped::Done;
+        }
+        let generation = self.flush_gen;
+        let Ok(f) = self.info_mut(target) else {
+            return Dropped::Done;
+        };
+        f.unmapped_at = generation;
+        if level > 1 {
+            f.table_unref_at = generation;
+            debug_assert!(f.type_count > 0, "type count underflow on mfn {target:#x}");
+            if f.type_count == 1 {
+                // The last reference: the type count stays 1, held by the teardown.
+                f.progress = Progress::tearing_down(512, false);
+                return Dropped::ChildTearingDown;
+            }
+            f.type_count = f.type_count.saturating_sub(1);
+        } else if e & pte::RW != 0 {
+            self.put_page_type(mem, target);
+        }
+        self.put_page(target);
+        Dropped::Done
+    }
+
+    /// Takes a general and a level-`level` table type reference on `dom`'s frame `mfn`
+    /// (pinning, base pointers, a new vCPU's CR3), validating it as far as `budget` allows
+    /// (Xen's `get_page_type_preemptible`). `Preempted` or `Busy`: issue the same request again
+    /// (`pending` remembers the validation under way and resumes it). A validation that fails
+    /// leaves its teardown in `pending` when the budget does not cover it.
+    pub fn get_table_preemptible(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        mfn: u64,
+        level: u8,
+        dom: Dom,
+        pending: &mut Pending,
+        budget: &mut Budget,
+    ) -> Result<(), MmError> {
+        if pending.validating != Some((mfn, level)) {
+            self.finish_teardown(mem, pending, budget)?;
+            self.abandon(mem, pending);
+            self.finish_teardown(mem, pending, budget)?;
+            let f = *self.info(mfn).ok_or(MmError::BadFrame)?;
+            if f.owner != Some(dom) {
+                return Err(MmError::NotOwner);
+            }
+            self.get_page(mfn, dom)?;
+            match self.claim_table(mem, mfn, level) {
+                Ok(Taken::Done) => return Ok(()),
+                Ok(Taken::ClaimedTable) => {}
+                Err(e) => {
+                    self.put_page(mfn);
+                    return Err(e);
+                }
+            }
+        }
+        pending.validating = None;
+        match self.validate(mem, mfn, level, dom, budget) {
+            Ok(()) => Ok(()),
+            Err(e @ (MmError::Preempted | MmError::Busy)) => {
+                pending.validating = Some((mfn, level));
+                Err(e)
+            }
+            Err(e) => {
+                pending.teardown = Some(mfn);
+                // Whatever the budget leaves is finished before the vCPU's next operation.
+                let _ = self.finish_teardown(mem, pending, budget);
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops a general and a table type reference on `mfn` (unpinning, base pointers). The
+    /// last type reference starts the table's teardown, which runs as far as `budget` allows
+    /// and is left in `pending` for [`Self::finish_teardown`] otherwise (Xen's
+    /// `old_guest_table`). The caller has finished `pending`'s teardown first.
+    pub fn put_table_preemptible(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        mfn: u64,
+        pending: &mut Pending,
+        budget: &mut Budget,
+    ) {
+        let Ok(f) = self.info_mut(mfn) else { return };
+        debug_assert!(f.type_count > 0 && f.progress == Progress::Idle);
+        if f.type_count > 1 {
+            f.type_count -= 1;
+            self.put_page(mfn);
+            return;
+        }
+        f.progress = Progress::tearing_down(512, false);
+        debug_assert!(pending.teardown.is_none(), "a second teardown left pending");
+        pending.teardown = Some(mfn);
+        let _ = self.finish_teardown(mem, pending, budget);
+    }
+
+    /// Continues the teardown `pending` holds, as far as `budget` allows: `Preempted` while
+    /// work is left. Every preemptible operation calls it first, so a vCPU's old tables are
+    /// gone before it does anything else with its frames.
+    pub fn finish_teardown(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        pending: &mut Pending,
+        budget: &mut Budget,
+    ) -> Result<(), MmError> {
+        let Some(root) = pending.teardown else {
+            return Ok(());
+        };
+        self.teardown(mem, root, budget)?;
+        self.put_page(root);
+        pending.teardown = None;
+        Ok(())
+    }
+
+    /// Turns `pending`'s unfinished validation (one the guest did not ask to resume) into a
+    /// teardown of what it took, down the chain of claimed tables part way through. The caller
+    /// has finished `pending`'s teardown first.
+    fn abandon(&mut self, mem: &dyn PtMemory, pending: &mut Pending) {
+        let Some((root, _)) = pending.validating.take() else {
+            return;
+        };
+        let mut mfn = root;
+        while let Progress::Validating { next, child } = self.progress(mfn) {
+            let next = usize::from(next);
+            self.set_progress(
+                mfn,
+                Progress::tearing_down(next + usize::from(child), child),
+            );
+            if !child {
+                break;
+            }
+            mfn = Self::target(mem, mfn, next);
+        }
+        pending.teardown = Some(root);
+    }
+
+    /// Updates entry `idx` of the validated level-`level` table `table` owned by `dom`: takes the
+    /// new entry's references (validating a new table below, as far as `budget` allows), writes
+    /// it, then drops the old one's (a table below that loses its last reference is torn down
+    /// as far as `budget` allows, the rest left in `pending`). `Preempted` or `Busy`: issue the
+    /// same update again.
+    #[allow(clippy::too_many_arguments)] // The table, the entry and the preemption state.
+    pub fn mod_entry_preemptible(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        table: u64,
+        level: u8,
+        idx: usize,
+        new: u64,
+        dom: Dom,
+        pending: &mut Pending,
+        budget: &mut Budget,
+    ) -> Result<(), MmError> {
+        // The vCPU's own old tables go first: the update may be about one of them.
+        self.finish_teardown(mem, pending, budget)?;
+        let t = *self.info(table).ok_or(MmError::BadFrame)?;
+        if t.owner != Some(dom) {
+            return Err(MmError::NotATable);
+        }
+        if t.ty != PageType::Table(level) || t.type_count == 0 || idx >= 512 {
+            return Err(MmError::NotATable);
+        }
+        if t.progress != Progress::Idle {
+            return Err(MmError::Busy);
+        }
+        if level == 4 && HYPERVISOR_L4_SLOTS.contains(&idx) {
+            return Err(MmError::HypervisorSlot);
+        }
+        let new = self.fix_entry(level, new);
+        let target = (new & pte::ADDR) >> 12;
+        if level > 1 && new & pte::P != 0 {
+            Self::check_flags(level, new)?;
+            self.get_table_preemptible(mem, target, level - 1, dom, pending, budget)?;
+        } else {
+            self.get_entry(mem, level, new, dom)?;
+        }
+        let old = mem.read(table, idx);
+        mem.write(table, idx, new);
+        if self.put_entry(mem, level, old) == Dropped::ChildTearingDown {
+            pending.teardown = Some((old & pte::ADDR) >> 12);
+            let _ = self.finish_teardown(mem, pending, budget);
         }
         Ok(())
     }
 
-    fn put_entry(&mut self, mem: &mut dyn PtMemory, level: u8, e: u64) {
-        if e & pte::P == 0 {
-            return;
-        }
-        let target = (e & pte::ADDR) >> 12;
-        if level == 1 && self.is_io(target) {
-            return;
-        }
-        let generation = self.flush_gen;
-        if let Ok(f) = self.info_mut(target) {
-            f.unmapped_at = generation;
-            if level > 1 {
-                f.table_unref_at = generation;
-            }
-        }
-        if level > 1 || e & pte::RW != 0 {
-            self.put_page_type(mem, target);
-        }
-        self.put_page(target);
-    }
-
-    /// Updates entry `idx` of the validated level-`level` table `table` owned by `dom`: takes the
-    /// new entry's references, writes it, then drops the old one's (`mmu_update`).
+    /// [`Self::mod_entry_preemptible`] run to the end (no `Preempted`).
     pub fn mod_entry(
         &mut self,
         mem: &mut dyn PtMemory,
@@ -483,25 +930,31 @@ impl<'a> FrameTable<'a> {
         new: u64,
         dom: Dom,
     ) -> Result<(), MmError> {
-        let t = *self.info(table).ok_or(MmError::BadFrame)?;
-        if t.owner != Some(dom) {
-            return Err(MmError::NotATable);
+        self.unbounded(mem, |ft, mem, p, b| {
+            ft.mod_entry_preemptible(mem, table, level, idx, new, dom, p, b)
+        })
+    }
+
+    /// Pins `mfn` as a level-`level` table (`MMUEXT_PIN_Lx_TABLE`), validating it as far as
+    /// `budget` allows: `Preempted` or `Busy`, issue the same pin again.
+    pub fn pin_preemptible(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        mfn: u64,
+        level: u8,
+        dom: Dom,
+        pending: &mut Pending,
+        budget: &mut Budget,
+    ) -> Result<(), MmError> {
+        if self.info(mfn).is_some_and(|f| f.pinned) {
+            return Err(MmError::AlreadyPinned);
         }
-        if t.ty != PageType::Table(level) || t.type_count == 0 || idx >= 512 {
-            return Err(MmError::NotATable);
-        }
-        if level == 4 && HYPERVISOR_L4_SLOTS.contains(&idx) {
-            return Err(MmError::HypervisorSlot);
-        }
-        let new = self.fix_entry(level, new);
-        self.get_entry(mem, level, new, dom)?;
-        let old = mem.read(table, idx);
-        mem.write(table, idx, new);
-        self.put_entry(mem, level, old);
+        self.get_table_preemptible(mem, mfn, level, dom, pending, budget)?;
+        self.info_mut(mfn)?.pinned = true;
         Ok(())
     }
 
-    /// Pins `mfn` as a level-`level` table (`MMUEXT_PIN_Lx_TABLE`).
+    /// [`Self::pin_preemptible`] run to the end.
     pub fn pin(
         &mut self,
         mem: &mut dyn PtMemory,
@@ -509,20 +962,23 @@ impl<'a> FrameTable<'a> {
         level: u8,
         dom: Dom,
     ) -> Result<(), MmError> {
-        if self.info(mfn).is_some_and(|f| f.pinned) {
-            return Err(MmError::AlreadyPinned);
-        }
-        self.get_page(mfn, dom)?;
-        if let Err(e) = self.get_page_type(mem, mfn, PageType::Table(level), dom) {
-            self.put_page(mfn);
-            return Err(e);
-        }
-        self.info_mut(mfn)?.pinned = true;
-        Ok(())
+        self.unbounded(mem, |ft, mem, p, b| {
+            ft.pin_preemptible(mem, mfn, level, dom, p, b)
+        })
     }
 
-    /// Unpins `mfn` (`MMUEXT_UNPIN_TABLE`).
-    pub fn unpin(&mut self, mem: &mut dyn PtMemory, mfn: u64, dom: Dom) -> Result<(), MmError> {
+    /// Unpins `mfn` (`MMUEXT_UNPIN_TABLE`); its teardown runs as far as `budget` allows and the
+    /// rest is left in `pending`. `Preempted`: an earlier teardown is still under way; issue the
+    /// same unpin again.
+    pub fn unpin_preemptible(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        mfn: u64,
+        dom: Dom,
+        pending: &mut Pending,
+        budget: &mut Budget,
+    ) -> Result<(), MmError> {
+        self.finish_teardown(mem, pending, budget)?;
         let f = *self.info(mfn).ok_or(MmError::BadFrame)?;
         if f.owner != Some(dom) {
             return Err(MmError::NotOwner);
@@ -531,9 +987,15 @@ impl<'a> FrameTable<'a> {
             return Err(MmError::NotATable);
         }
         self.info_mut(mfn)?.pinned = false;
-        self.put_page_type(mem, mfn);
-        self.put_page(mfn);
+        self.put_table_preemptible(mem, mfn, pending, budget);
         Ok(())
+    }
+
+    /// [`Self::unpin_preemptible`] run to the end.
+    pub fn unpin(&mut self, mem: &mut dyn PtMemory, mfn: u64, dom: Dom) -> Result<(), MmError> {
+        self.unbounded(mem, |ft, mem, p, b| {
+            ft.unpin_preemptible(mem, mfn, dom, p, b)
+        })
     }
 }
 
@@ -911,7 +1373,7 @@ mod tests {
                 *types.entry(m).or_default() += 1;
             }
             if let (PageType::Table(level), true) = (f.ty, f.type_count > 0) {
-                for i in FrameTable::guest_slots(level) {
+                for i in (0..512).filter(|i| level != 4 || !HYPERVISOR_L4_SLOTS.contains(i)) {
                     let x = mem.read(m, i);
                     if x & pte::P == 0 {
                         continue;
@@ -992,6 +1454,276 @@ mod tests {
         assert!(
             ft.info(40).unwrap().ref_count == 0,
             "foreign frames never gained references"
+        );
+    }
+
+    /// A domain of 600 frames whose L4 (frame 1) maps, through one L3 (2) and two L2s (3, 4),
+    /// 24 L1s (10-33) of 512 entries each: frames 100-599, alternately writable and read-only.
+    fn big_tree() -> (FrameTable<'static>, FakeMem) {
+        let storage = std::boxed::Box::leak(std::vec![FrameInfo::FREE; 700].into_boxed_slice());
+        let mut ft = FrameTable::new(storage);
+        for m in 0..600 {
+            ft.assign(m, D).unwrap();
+        }
+        ft.assign(650, OTHER).unwrap();
+        let mut mem = FakeMem::default();
+        mem.write(1, 0, e(2, pte::RW));
+        mem.write(1, 260, e(2, pte::RW)); // a hypervisor slot: never looked at
+        mem.write(2, 0, e(3, pte::RW));
+        mem.write(2, 1, e(4, pte::RW));
+        for l1 in 10..34u64 {
+            let (l2, slot) = if l1 < 22 { (3, l1 - 10) } else { (4, l1 - 22) };
+            mem.write(l2, slot as usize, e(l1, pte::RW));
+            for i in 0..512u64 {
+                let target = 100 + (l1 * 512 + i) % 500;
+                let flags = if target % 2 == 0 { pte::RW } else { 0 };
+                mem.write(l1, i as usize, e(target, flags));
+            }
+        }
+        (ft, mem)
+    }
+
+    /// Checks invariant 2 with work under way: every count equals what the pins, the tables'
+    /// validated entries (all of an idle table's, the slots below `next` (and the claimed
+    /// child) of one being validated, the slots below `left` of one being torn down) and the
+    /// vCPUs' pending roots account for.
+    fn check_counts(ft: &FrameTable, mem: &FakeMem, pendings: &[&Pending]) {
+        let (mut refs, mut types) = (BTreeMap::<u64, u32>::new(), BTreeMap::<u64, u32>::new());
+        let n = (0u64..).take_while(|&m| ft.info(m).is_some()).count() as u64;
+        for m in 0..n {
+            let f = ft.info(m).unwrap();
+            if f.pinned {
+                *refs.entry(m).or_default() += 1;
+                *types.entry(m).or_default() += 1;
+            }
+            let PageType::Table(level) = f.ty else {
+                continue;
+            };
+            if f.type_count == 0 {
+                continue;
+            }
+            let end = match f.progress {
+                Progress::Idle => 512,
+                Progress::Validating { next, child } => usize::from(next) + usize::from(child),
+                Progress::TearingDown { left, .. } => usize::from(left),
+            };
+            for i in (0..end).filter(|i| level != 4 || !HYPERVISOR_L4_SLOTS.contains(i)) {
+                let x = mem.read(m, i);
+                if x & pte::P == 0 {
+                    continue;
+                }
+                let t = (x & pte::ADDR) >> 12;
+                *refs.entry(t).or_default() += 1;
+                if level > 1 || x & pte::RW != 0 {
+                    *types.entry(t).or_default() += 1;
+                }
+            }
+        }
+        for p in pendings {
+            let roots = p.validating.map(|(m, _)| m).into_iter().chain(p.teardown);
+            for m in roots {
+                *refs.entry(m).or_default() += 1;
+                *types.entry(m).or_default() += 1;
+            }
+        }
+        for m in 0..n {
+            let f = ft.info(m).unwrap();
+            assert_eq!(
+                f.ref_count,
+                refs.get(&m).copied().unwrap_or(0),
+                "ref count of mfn {m}"
+            );
+            assert_eq!(
+                f.type_count,
+                types.get(&m).copied().unwrap_or(0),
+                "type count of mfn {m}"
+            );
+            if f.type_count == 0 {
+                assert_eq!(
+                    (f.ty, f.progress),
+                    (PageType::None, Progress::Idle),
+                    "mfn {m}"
+                );
+            }
+        }
+    }
+
+    /// Runs `op` with a budget of `step` entries until it stops asking to be issued again,
+    /// checking the counts between calls (every 997th call for tiny budgets, to stay fast);
+    /// returns the final result and the number of calls.
+    fn run_in_steps(
+        ft: &mut FrameTable,
+        mem: &mut FakeMem,
+        pending: &mut Pending,
+        step: u64,
+        mut op: impl FnMut(
+            &mut FrameTable,
+            &mut FakeMem,
+            &mut Pending,
+            &mut Budget,
+        ) -> Result<(), MmError>,
+    ) -> (Result<(), MmError>, usize) {
+        for calls in 1.. {
+            let r = op(ft, mem, pending, &mut Budget::new(step));
+            if step >= 64 || calls % 997 == 0 || r != Err(MmError::Preempted) {
+                check_counts(ft, mem, &[pending]);
+            }
+            if r != Err(MmError::Preempted) {
+                return (r, calls);
+            }
+        }
+        unreachable!()
+    }
+
+    /// Snapshot of every frame's bookkeeping but the flush stamps.
+    fn counts(ft: &FrameTable) -> Vec<(u64, PageType, u32, u32, bool, Progress)> {
+        (0u64..)
+            .map_while(|m| {
+                ft.info(m)
+                    .map(|f| (m, f.ty, f.type_count, f.ref_count, f.pinned, f.progress))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pin_preempted_at_any_entry_ends_as_an_unbounded_one() {
+        let (mut reference, mut ref_mem) = big_tree();
+        reference.pin(&mut ref_mem, 1, 4, D).unwrap();
+        for step in [1, 7, 100, 4096] {
+            let (mut ft, mut mem) = big_tree();
+            let mut p = Pending::default();
+            let (r, calls) = run_in_steps(&mut ft, &mut mem, &mut p, step, |ft, mem, p, b| {
+                ft.pin_preemptible(mem, 1, 4, D, p, b)
+            });
+            assert_eq!(r, Ok(()));
+            assert!(p.is_idle());
+            assert!(
+                step > 20_000 || calls > 1,
+                "a {step}-entry budget preempted the pin"
+            );
+            assert_eq!(counts(&ft), counts(&reference), "budget {step}");
+            assert_eq!(
+                mem.pages, ref_mem.pages,
+                "budget {step}: same entries written"
+            );
+            // Unpinning in steps takes everything back.
+            let (r, calls) = run_in_steps(&mut ft, &mut mem, &mut p, step, |ft, mem, p, b| {
+                if p.teardown.is_some() {
+                    ft.finish_teardown(mem, p, b)
+                } else {
+                    ft.unpin_preemptible(mem, 1, D, p, b)?;
+                    ft.finish_teardown(mem, p, b)
+                }
+            });
+            assert_eq!(r, Ok(()));
+            assert!(step > 20_000 || calls > 1);
+            assert!(
+                counts(&ft).iter().all(|c| c.2 == 0 && c.3 == 0),
+                "budget {step}: all released"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_preempted_pin_gives_everything_back() {
+        for step in [1, 3, 64, 10_000] {
+            let (mut ft, mut mem) = big_tree();
+            // The very last L1 entry maps the L2 frame 4 writable: refused, after ~12,000
+            // entries were validated.
+            mem.write(33, 511, e(4, pte::RW));
+            let mut p = Pending::default();
+            let (r, _) = run_in_steps(&mut ft, &mut mem, &mut p, step, |ft, mem, p, b| {
+                ft.pin_preemptible(mem, 1, 4, D, p, b)
+            });
+            assert_eq!(r, Err(MmError::TypeConflict), "budget {step}");
+            assert!(p.validating.is_none());
+            let (r, _) = run_in_steps(&mut ft, &mut mem, &mut p, step, |ft, mem, p, b| {
+                ft.finish_teardown(mem, p, b)
+            });
+            assert_eq!(r, Ok(()));
+            assert!(p.is_idle());
+            assert!(
+                counts(&ft).iter().all(|c| c.2 == 0 && c.3 == 0),
+                "budget {step}: all released"
+            );
+        }
+    }
+
+    #[test]
+    fn another_vcpus_partial_table_is_busy_until_done() {
+        let (mut ft, mut mem) = big_tree();
+        // A second L4 (5) sharing the L3.
+        mem.write(5, 0, e(2, pte::RW));
+        let (mut a, mut b) = (Pending::default(), Pending::default());
+        let r = ft.pin_preemptible(&mut mem, 1, 4, D, &mut a, &mut Budget::new(1000));
+        assert_eq!(r, Err(MmError::Preempted));
+        // The shared L3 is part way: vCPU b may not take it, nor map it writable, nor pin it.
+        let r = ft.pin_preemptible(&mut mem, 5, 4, D, &mut b, &mut Budget::unlimited());
+        assert_eq!(r, Err(MmError::Busy));
+        check_counts(&ft, &mem, &[&a, &b]);
+        assert_eq!(ft.pin(&mut mem, 2, 3, D), Err(MmError::Busy));
+        assert_eq!(ft.release(&mut mem, 2, D), Err(MmError::TypeConflict));
+        // vCPU a finishes; b's retry goes through and shares the validated L3.
+        ft.pin_preemptible(&mut mem, 1, 4, D, &mut a, &mut Budget::unlimited())
+            .unwrap();
+        ft.pin_preemptible(&mut mem, 5, 4, D, &mut b, &mut Budget::unlimited())
+            .unwrap();
+        check_counts(&ft, &mem, &[&a, &b]);
+        assert_eq!(ft.info(2).unwrap().type_count, 2);
+        assert_eq!(ft.info(3).unwrap().type_count, 1, "validated once");
+    }
+
+    #[test]
+    fn a_partial_pin_not_resumed_is_given_up() {
+        let (mut ft, mut mem) = big_tree();
+        ft.assign(600, D).unwrap();
+        let mut p = Pending::default();
+        let r = ft.pin_preemptible(&mut mem, 1, 4, D, &mut p, &mut Budget::new(5000));
+        assert_eq!(r, Err(MmError::Preempted));
+        check_counts(&ft, &mem, &[&p]);
+        // The vCPU pins something else: the partial validation is torn down first.
+        let (r, _) = run_in_steps(&mut ft, &mut mem, &mut p, 500, |ft, mem, p, b| {
+            ft.pin_preemptible(mem, 600, 1, D, p, b)
+        });
+        assert_eq!(r, Ok(()));
+        assert!(p.is_idle());
+        assert!(
+            counts(&ft)
+                .iter()
+                .filter(|c| c.0 != 600)
+                .all(|c| c.2 == 0 && c.3 == 0),
+            "the given-up tree holds nothing"
+        );
+    }
+
+    #[test]
+    fn linking_and_unlinking_a_big_subtree_is_preemptible() {
+        let (mut ft, mut mem) = big_tree();
+        // An L4 (6) with nothing in it yet, then its slot 5 pointed at the big L3.
+        ft.pin(&mut mem, 6, 4, D).unwrap();
+        let mut p = Pending::default();
+        let (r, calls) = run_in_steps(&mut ft, &mut mem, &mut p, 256, |ft, mem, p, b| {
+            ft.mod_entry_preemptible(mem, 6, 4, 5, e(2, pte::RW), D, p, b)
+        });
+        assert_eq!((r, calls > 20), (Ok(()), true));
+        assert_eq!(ft.info(2).unwrap().type_count, 1);
+        // Unlinking it starts a teardown left pending; an update of another slot finishes it
+        // first.
+        let r = ft.mod_entry_preemptible(&mut mem, 6, 4, 5, 0, D, &mut p, &mut Budget::new(256));
+        assert_eq!(r, Ok(()));
+        assert_eq!(p.teardown, Some(2));
+        check_counts(&ft, &mem, &[&p]);
+        let (r, _) = run_in_steps(&mut ft, &mut mem, &mut p, 256, |ft, mem, p, b| {
+            ft.mod_entry_preemptible(mem, 6, 4, 7, 0, D, p, b)
+        });
+        assert_eq!(r, Ok(()));
+        assert!(p.is_idle());
+        assert_eq!(ft.info(2).unwrap().type_count, 0);
+        assert!(
+            counts(&ft)
+                .iter()
+                .filter(|c| c.0 != 6)
+                .all(|c| c.2 == 0 && c.3 == 0)
         );
     }
 }

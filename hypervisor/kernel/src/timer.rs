@@ -1,6 +1,7 @@
 //! Hypervisor timers: each CPU keeps a queue of one-shot deadlines (`hestia_core::timer_queue`)
 //! and programs its LAPIC timer for the earliest. Callbacks run in interrupt context on the CPU
-//! that armed them and may ask to be re-armed (periodic timers).
+//! that armed them and may ask to be re-armed (periodic timers), which keeps their handle: the
+//! owner's [`TimerId`] cancels a timer however often it fired.
 
 use core::sync::atomic::Ordering;
 
@@ -23,7 +24,8 @@ pub fn add(deadline_ns: u64, f: TimerFn) -> TimerId {
     })
 }
 
-/// Cancels a timer armed on this CPU; false if it already fired.
+/// Cancels a timer armed on this CPU; false if it is not queued (it fired for good, or was
+/// cancelled already).
 pub fn cancel(id: TimerId) -> bool {
     with_queue(|q| q.cancel(id).is_some())
 }
@@ -46,11 +48,11 @@ pub fn interrupt() {
     // Bounded: a callback that keeps re-arming in the past cannot starve the CPU forever.
     for _ in 0..64 {
         let now = tsc::uptime_ns();
-        let Some((_, f)) = me.timers.lock().pop_expired(now) else {
+        let Some((id, f)) = me.timers.lock().pop_expired(now) else {
             break;
         };
         if let Some(next) = (f.0)(now) {
-            me.timers.lock().insert(next, f);
+            me.timers.lock().rearm(id, next, f);
         }
     }
     match me.timers.lock().next_deadline() {

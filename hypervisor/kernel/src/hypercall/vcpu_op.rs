@@ -1,8 +1,9 @@
 //! `vcpu_op` (hypercall 24) and `set_timer_op` (15), `shared/xen-abi.md` 6.3, 6.4: bringing
 //! vCPUs up and down (`pv::vcpus`), their state queries, timers and memory areas. Each vCPU
-//! runs on its own CPU, whose timer queue holds its timers: a vCPU's timers are set by itself,
-//! or while it is down (they start with it); another running vCPU's are -EINVAL (Linux never
-//! asks that; Xen would allow it).
+//! runs on its own CPU, whose timer queue holds its timers (`pv::events::VcpuTimers`). As in
+//! Xen, the one-shot timer is the calling vCPU's only (another's is -EINVAL); the periodic
+//! timer of a vCPU that is down is recorded and starts with it, and that of another running
+//! vCPU is -EINVAL (Linux never asks that; Xen would allow it).
 
 use core::sync::atomic::Ordering;
 
@@ -17,6 +18,8 @@ use crate::pv::{events, vcpus};
 
 /// Shortest period accepted by `SET_PERIODIC_TIMER`.
 const MIN_PERIOD_NS: u64 = 1_000_000;
+/// Longest period accepted by `SET_PERIODIC_TIMER` (Xen's `STIME_DELTA_MAX`).
+const MAX_PERIOD_NS: u64 = u64::MAX >> 2;
 
 /// `vcpu_runstate_info` of a vCPU that has always been running: state 0, entered at boot,
 /// all time spent running.
@@ -29,11 +32,11 @@ pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     let Some(v) = d.vcpus.get(vcpu as usize) else {
         return Err(Errno::ENOENT);
     };
-    let timer_op = matches!(
-        cmd,
-        SET_PERIODIC_TIMER | STOP_PERIODIC_TIMER | SET_SINGLESHOT_TIMER | STOP_SINGLESHOT_TIMER
-    );
-    if timer_op && vcpu != this_vcpu_id() && v.lock().up {
+    let other = vcpu != this_vcpu_id();
+    if other && matches!(cmd, SET_SINGLESHOT_TIMER | STOP_SINGLESHOT_TIMER) {
+        return Err(Errno::EINVAL);
+    }
+    if other && matches!(cmd, SET_PERIODIC_TIMER | STOP_PERIODIC_TIMER) && v.lock().up {
         return Err(Errno::EINVAL);
     }
     match cmd {
@@ -58,7 +61,7 @@ pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         }
         SET_PERIODIC_TIMER => {
             let [period]: [u64; 1] = guest::read_obj(arg)?;
-            if period < MIN_PERIOD_NS {
+            if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&period) {
                 return Err(Errno::EINVAL);
             }
             events::set_periodic(&mut v.lock(), period);
@@ -70,8 +73,14 @@ pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         }
         SET_SINGLESHOT_TIMER => {
             let [deadline, _flags]: [u64; 2] = guest::read_obj(arg)?;
-            // Current Xen ignores VCPU_SSHOTTMR_future and fires at once if the time passed.
-            events::set_singleshot(&mut v.lock(), deadline.max(1));
+            // Current Xen ignores VCPU_SSHOTTMR_future and fires at once if the time passed;
+            // its deadlines are signed, so one past 2^63 is in the past too.
+            let deadline = if deadline > i64::MAX as u64 {
+                1
+            } else {
+                deadline.max(1)
+            };
+            events::set_singleshot(&mut v.lock(), deadline);
             Ok(0)
         }
         STOP_SINGLESHOT_TIMER => {
@@ -123,7 +132,20 @@ fn register_vcpu_info(d: &Domain, vcpu: u32, mfn: u64, offset: u64) -> Result<()
     Ok(())
 }
 
+/// `set_timer_op`: the one-shot timer at absolute time `a[0]` (0 cancels). Xen's Linux
+/// workaround is kept: a deadline that is negative as a signed value, or more than 2^50 ns
+/// (about 13 days) ahead, fires in 100 ms instead.
 pub(super) fn do_set_timer_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    events::set_singleshot(&mut d.this_vcpu().lock(), a[0]);
+    const HUGE_AHEAD_NS: u64 = 1 << 50;
+    const HUGE_FIRES_IN_NS: u64 = 100_000_000;
+    let now = tsc::uptime_ns();
+    let deadline = match a[0] {
+        0 => 0,
+        t if t > i64::MAX as u64 || t.saturating_sub(now) >= HUGE_AHEAD_NS => {
+            now.saturating_add(HUGE_FIRES_IN_NS)
+        }
+        t => t,
+    };
+    events::set_singleshot(&mut d.this_vcpu().lock(), deadline);
     Ok(0)
 }

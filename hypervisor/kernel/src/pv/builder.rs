@@ -270,6 +270,11 @@ fn map_page(mem: &GuestMem<'_>, l4: u64, tables: &mut TableAlloc, va: u64, pfn: 
 /// M2P, and pins the bootstrap L4 with a second type reference for CR3 (as Xen's dom0 builder
 /// does): the validation proves the tables obey the PV MMU rules before the guest runs. dom0
 /// also gets the machine's I/O memory, but for Hestia's own devices.
+///
+/// Hestia writes shared_info (event bits, time) for the domain's whole life, so, as Xen's
+/// `share_xen_page_with_guest`, the frame holds a reference and a writable type reference that
+/// are never dropped: it can never become a page table or descriptor page, and
+/// `XENMEM_decrease_reservation`/`exchange` cannot hand it back to the allocator.
 fn register_frames(p2m: &[u64], shared_mfn: u64, l4_mfn: u64) -> Result<(), BuildError> {
     const DOM0: u16 = 0;
     mm::frametable::grant_dom0_iomem(DOM0);
@@ -279,6 +284,8 @@ fn register_frames(p2m: &[u64], shared_mfn: u64, l4_mfn: u64) -> Result<(), Buil
             mm::frametable::set_m2p(mfn, pfn as u64);
         }
         ft.assign(shared_mfn, DOM0)?;
+        ft.get_page(shared_mfn, DOM0)?;
+        ft.get_page_type(mem, shared_mfn, PageType::Writable, DOM0)?;
         ft.pin(mem, l4_mfn, 4, DOM0)?;
         ft.get_page(l4_mfn, DOM0)?;
         ft.get_page_type(mem, l4_mfn, PageType::Table(4), DOM0)

@@ -9,7 +9,6 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use hestia_core::evtchn::EventChannels;
-use hestia_core::timer_queue::TimerId;
 
 use super::debugreg;
 use super::shared::Shared;
@@ -116,10 +115,8 @@ pub struct Vcpu {
     pub kernel_sp: u64,
     /// Its stack segment.
     pub kernel_ss: u64,
-    /// The pending one-shot VIRQ_TIMER, if any.
-    pub singleshot: Option<TimerId>,
-    /// The periodic VIRQ_TIMER and its period, if running.
-    pub periodic: Option<(TimerId, u64)>,
+    /// Its VIRQ_TIMER sources (one-shot and periodic) and their armed timers.
+    pub timers: super::events::VcpuTimers,
     /// Guest address of a registered `vcpu_runstate_info`, 0 if none.
     pub runstate_area: u64,
 }
@@ -167,8 +164,7 @@ impl Vcpu {
             nmi_callback: Callback::default(),
             kernel_sp: 0,
             kernel_ss: 0,
-            singleshot: None,
-            periodic: None,
+            timers: super::events::VcpuTimers::default(),
             runstate_area: 0,
         }
     }

@@ -13,6 +13,7 @@ use super::{current, domain_crash, traps};
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::{cpu, smp, tsc};
 use crate::timer::{self, TimerFn};
+use hestia_core::timer_queue::TimerId;
 
 /// Default period of a PV vCPU's VIRQ_TIMER (Xen starts every PV vCPU with 10 ms).
 pub const DEFAULT_PERIOD_NS: u64 = 10_000_000;
@@ -70,9 +71,40 @@ pub fn before_guest_return(f: &mut TrapFrame) {
     }
 }
 
+/// A vCPU's VIRQ_TIMER sources as the guest set them, and the hypervisor timers armed for them.
+///
+/// The settings belong to the vCPU and survive it going down and up (as Xen's
+/// `periodic_period` and `singleshot_timer`); the timers are armed only on the vCPU's own CPU
+/// while it runs there ([`start_timers`]), and cancelled by the handle kept here, which stays
+/// valid however often a periodic timer fired.
+#[derive(Debug)]
+pub struct VcpuTimers {
+    /// Absolute deadline of the one-shot timer, 0 for none.
+    singleshot_deadline: u64,
+    singleshot: Option<TimerId>,
+    /// Period of the periodic timer, 0 when stopped.
+    period: u64,
+    periodic: Option<TimerId>,
+}
+
+impl Default for VcpuTimers {
+    /// A new vCPU: no one-shot timer, the periodic timer at Xen's 10 ms.
+    fn default() -> Self {
+        VcpuTimers {
+            singleshot_deadline: 0,
+            singleshot: None,
+            period: DEFAULT_PERIOD_NS,
+            periodic: None,
+        }
+    }
+}
+
 fn singleshot_fired(_now: u64) -> Option<u64> {
     if let Some(d) = current() {
-        d.this_vcpu().lock().singleshot = None;
+        let mut v = d.this_vcpu().lock();
+        v.timers.singleshot_deadline = 0;
+        v.timers.singleshot = None;
+        drop(v);
         raise_virq(d, VIRQ_TIMER, this_vcpu_id());
     }
     None
@@ -81,29 +113,65 @@ fn singleshot_fired(_now: u64) -> Option<u64> {
 fn periodic_fired(now: u64) -> Option<u64> {
     let d = current()?;
     raise_virq(d, VIRQ_TIMER, this_vcpu_id());
-    // Keep ticking only while the guest wants the periodic timer.
-    let period = d.this_vcpu().lock().periodic.map(|p| p.1)?;
-    Some(now + period)
+    // Keep ticking (under the same handle) only while the guest wants the periodic timer.
+    let period = d.this_vcpu().lock().timers.period;
+    (period != 0).then(|| now.saturating_add(period))
 }
 
-/// Arms (or, with 0, cancels) the one-shot VIRQ_TIMER at absolute system time `deadline`.
+/// True when `v` is the vCPU running on this CPU, so its timers belong in this CPU's queue.
+fn runs_here(v: &Vcpu) -> bool {
+    v.up && v.id == this_vcpu_id()
+}
+
+/// Sets (or, with 0, cancels) `v`'s one-shot VIRQ_TIMER at absolute system time `deadline`.
 pub fn set_singleshot(v: &mut Vcpu, deadline: u64) {
-    if let Some(id) = v.singleshot.take() {
-        timer::cancel(id);
-    }
-    if deadline != 0 {
-        v.singleshot = Some(timer::add(deadline, TimerFn(singleshot_fired)));
+    v.timers.singleshot_deadline = deadline;
+    if runs_here(v) {
+        arm_singleshot(&mut v.timers);
     }
 }
 
-/// Starts (period > 0) or stops (0) the periodic VIRQ_TIMER.
+/// Starts (`period` > 0) or stops (0) `v`'s periodic VIRQ_TIMER.
 pub fn set_periodic(v: &mut Vcpu, period: u64) {
-    if let Some((id, _)) = v.periodic.take() {
+    v.timers.period = period;
+    if runs_here(v) {
+        arm_periodic(&mut v.timers);
+    }
+}
+
+fn arm_singleshot(t: &mut VcpuTimers) {
+    if let Some(id) = t.singleshot.take() {
         timer::cancel(id);
     }
-    if period != 0 {
-        let id = timer::add(tsc::uptime_ns() + period, TimerFn(periodic_fired));
-        v.periodic = Some((id, period));
+    if t.singleshot_deadline != 0 {
+        t.singleshot = Some(timer::add(t.singleshot_deadline, TimerFn(singleshot_fired)));
+    }
+}
+
+fn arm_periodic(t: &mut VcpuTimers) {
+    if let Some(id) = t.periodic.take() {
+        timer::cancel(id);
+    }
+    if t.period != 0 {
+        let first = tsc::uptime_ns().saturating_add(t.period);
+        t.periodic = Some(timer::add(first, TimerFn(periodic_fired)));
+    }
+}
+
+/// Arms `v`'s timers on this CPU, where it starts or resumes running.
+pub fn start_timers(v: &mut Vcpu) {
+    arm_singleshot(&mut v.timers);
+    arm_periodic(&mut v.timers);
+}
+
+/// Cancels `v`'s armed timers as it stops running on this CPU; its settings stay for
+/// [`start_timers`].
+pub fn stop_timers(v: &mut Vcpu) {
+    for id in [v.timers.singleshot.take(), v.timers.periodic.take()]
+        .into_iter()
+        .flatten()
+    {
+        timer::cancel(id);
     }
 }
 

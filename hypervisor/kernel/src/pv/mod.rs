@@ -58,7 +58,7 @@ pub fn run(d: &'static Domain) -> ! {
         d.shared().set_wallclock(sec, nsec);
     }
     events::update_time(d, 0);
-    events::set_periodic(&mut d.this_vcpu().lock(), events::DEFAULT_PERIOD_NS);
+    events::start_timers(&mut d.this_vcpu().lock());
     crate::console::keys::dom0_started();
     crate::arch::x86_64::smp::mark_runs_guest();
     crate::arch::x86_64::pventer::enter(&regs, cr3, 0)

@@ -206,14 +206,13 @@ pub fn down_self(d: &Domain) -> Result<(), Errno> {
     }
     {
         let mut v = d.this_vcpu().lock();
+        events::stop_timers(&mut v);
         v.up = false;
-        events::set_singleshot(&mut v, 0);
-        events::set_periodic(&mut v, 0);
     }
     crate::ginfo!(d, "{}v{vid}: down", d.id);
     events::block_until(d, |d| d.this_vcpu().lock().up);
     crate::ginfo!(d, "{}v{vid}: up again", d.id);
-    events::set_periodic(&mut d.this_vcpu().lock(), events::DEFAULT_PERIOD_NS);
+    events::start_timers(&mut d.this_vcpu().lock());
     Ok(())
 }
 
@@ -237,7 +236,7 @@ fn start_here() {
         cpu::set_fs_base(v.fs_base);
         cpu::clear_ts();
         events::update_time(d, vid);
-        events::set_periodic(&mut v, events::DEFAULT_PERIOD_NS);
+        events::start_timers(&mut v);
         (v.regs, v.kernel_cr3, v.gs_base_kernel)
     };
     crate::ginfo!(
