@@ -18,8 +18,8 @@ use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use hestia_guests::xen_abi::xen::{StartInfo, consoleio, hypercall as nr};
 use hestia_guests::{
-    EVENT_VECTOR, ExcFrame, SHARED_INFO_VA, Verdict, ack_events, check, hypercall, install_traps,
-    map_shared_info, println, register_event_callback, shared_byte, stub_at,
+    EVENT_VECTOR, ExcFrame, SHARED_INFO_VA, Verdict, ack_events, check, hypercall, println,
+    start_periodic_upcalls, stub_at,
 };
 
 const EFAULT: i64 = -14;
@@ -85,17 +85,9 @@ fn write(count: u64, buf: u64) -> i64 {
 
 fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
-    install_traps(handler);
-    check!(failed, map_shared_info(si) == 0, "cannot map shared_info");
-    let r = register_event_callback();
-    check!(failed, r == 0, "event callback: {r}");
-    let mut bind = [0u32, 0, 0]; // VIRQ_TIMER on vCPU 0
-    let r = hypercall(nr::EVENT_CHANNEL_OP, 1, bind.as_mut_ptr() as u64, 0, 0, 0);
-    check!(failed, r == 0, "bind_virq(TIMER): {r}");
-    let period = [1_000_000u64];
-    let r = hypercall(nr::VCPU_OP, 6, 0, period.as_ptr() as u64, 0, 0);
-    check!(failed, r == 0, "set_periodic_timer(1 ms): {r}");
-    shared_byte(1).store(0, SeqCst); // unmask events
+    if let Err(e) = start_periodic_upcalls(si, handler, 1_000_000) {
+        return Verdict::Error(e);
+    }
 
     let per_write = (BUF / LINE) as u64;
     for w in 0..WRITES {

@@ -8,9 +8,9 @@
 #![no_std]
 #![no_main]
 
-use hestia_guests::xen_abi::mmu::{MmuUpdate, update};
-use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
-use hestia_guests::{Verdict, check, hypercall, map_shared_info, println, system_time_ns};
+use hestia_guests::xen_abi::mmu::update;
+use hestia_guests::xen_abi::xen::StartInfo;
+use hestia_guests::{Verdict, check, map_shared_info, mmu_update_one, println, system_time_ns};
 
 const EINVAL: i64 = -22;
 /// Refusals in the flood.
@@ -19,18 +19,7 @@ const FLOOD: u32 = 10_000;
 const BOGUS_MFN: u64 = 1 << 36;
 
 fn refused_update() -> i64 {
-    let req = MmuUpdate {
-        ptr: (BOGUS_MFN << 12) | update::MACHPHYS_UPDATE,
-        val: 0,
-    };
-    hypercall(
-        nr::MMU_UPDATE,
-        &req as *const MmuUpdate as u64,
-        1,
-        0,
-        u64::from(DOMID_SELF),
-        0,
-    )
+    mmu_update_one((BOGUS_MFN << 12) | update::MACHPHYS_UPDATE, 0)
 }
 
 fn test(si: &StartInfo) -> Verdict {
