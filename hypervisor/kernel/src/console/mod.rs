@@ -48,8 +48,6 @@ static LOG_LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
 static LOCK_OWNER: AtomicU32 = AtomicU32::new(0);
 /// Transmit FIFO depth of the UART (from `Uart::init`).
 static FIFO_SIZE: AtomicUsize = AtomicUsize::new(1);
-/// `sync_console` was given: the ring is never used.
-static SYNC_CONSOLE: AtomicBool = AtomicBool::new(false);
 /// Output goes through [`TX`] (the transmit interrupt works and no fatal path stopped it).
 static ASYNC: AtomicBool = AtomicBool::new(false);
 /// The transmit ring, allocated by [`start_async`]. Only the console lock's holder takes it.
@@ -71,13 +69,12 @@ pub fn uart_port() -> u16 {
     COM1_PORT.load(Ordering::Relaxed)
 }
 
-/// Applies the `com1=`, `console=`, `loglvl=` and `sync_console` options (`serial_tx_buffer=`
-/// is read by [`start_async`]).
+/// Applies the `com1=`, `console=` and `loglvl=` options (`sync_console` and
+/// `serial_tx_buffer=` are [`start_async`]'s).
 pub fn configure(opts: &Options) {
     LOG_LEVEL.store(opts.loglvl as u8, Ordering::Relaxed);
     COM1_ENABLED.store(opts.console.com1, Ordering::Relaxed);
     COM1_PORT.store(opts.com1.port, Ordering::Relaxed);
-    SYNC_CONSOLE.store(opts.sync_console, Ordering::Relaxed);
     FIFO_SIZE.store(uart().init(opts.com1.baud), Ordering::Relaxed);
 }
 
