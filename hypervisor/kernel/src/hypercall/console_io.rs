@@ -24,6 +24,8 @@ use crate::pv::domain::Domain;
 
 /// Bytes copied and queued at a time (Xen copies 127 through a 128-byte buffer).
 const CHUNK: usize = 128;
+/// Most bytes one `CONSOLEIO_read` returns.
+const READ_MAX: usize = 256;
 
 pub(super) fn do_console_io(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     if !d.privileged {
@@ -35,9 +37,9 @@ pub(super) fn do_console_io(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         consoleio::READ => {
             // Check the buffer before taking bytes off the input ring, so none are lost to a
             // bad pointer's range check.
-            let n = (count as usize).min(CHUNK);
+            let n = (count as usize).min(READ_MAX);
             let range = GuestRange::new(buf, n)?;
-            let mut chunk = [0u8; CHUNK];
+            let mut chunk = [0u8; READ_MAX];
             let out = chunk.get_mut(..n).ok_or(Errno::EINVAL)?;
             let got = crate::console::keys::read_dom0_input(out);
             range.write(out.get(..got).ok_or(Errno::EINVAL)?)?;
