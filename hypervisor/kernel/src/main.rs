@@ -302,14 +302,15 @@ extern "C" fn continue_boot(info: u64) -> ! {
     apic::calibrate_timer();
 
     let (gsi, mode) = platform.isa_irq(opts.com1.irq);
-    match ioapic::route(gsi, mode, bsp_apic, console::serial_interrupt) {
+    let routed = ioapic::route(gsi, mode, bsp_apic, console::serial_interrupt);
+    cpu::enable_interrupts();
+    match routed {
         Ok(()) => console::start_async(&opts),
         Err(e) => warn!(
             "console: serial input unavailable (IRQ {} -> GSI {gsi}: {e})",
             opts.com1.irq
         ),
     }
-    cpu::enable_interrupts();
 
     let enabled = platform
         .processors

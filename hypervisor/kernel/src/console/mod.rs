@@ -54,6 +54,10 @@ static ASYNC: AtomicBool = AtomicBool::new(false);
 static TX: spin::Mutex<Option<TxRing>> = spin::Mutex::new(None);
 /// Interrupt causes one serial interrupt handles before it lets other interrupts in.
 const MAX_CAUSES_PER_IRQ: usize = 8;
+/// Set by the first transmit-empty interrupt: the UART's line reaches Hestia.
+static TX_IRQ_SEEN: AtomicBool = AtomicBool::new(false);
+/// How long [`start_async`] waits for that first interrupt.
+const TX_IRQ_WAIT_NS: u64 = 20_000_000;
 
 /// Initialises COM1 with the defaults (115200 8N1 at 0x3F8) before anything else runs.
 pub fn early_init() {
@@ -78,16 +82,35 @@ pub fn configure(opts: &Options) {
     FIFO_SIZE.store(uart().init(opts.com1.baud), Ordering::Relaxed);
 }
 
-/// The UART's interrupt is routed (to [`serial_interrupt`]): enables reception and, unless
-/// `sync_console`, interrupt-driven transmission through a `serial_tx_buffer`-byte ring.
+/// The UART's interrupt is routed (to [`serial_interrupt`]) and this CPU takes interrupts:
+/// enables reception and, unless `sync_console`, interrupt-driven transmission through a
+/// `serial_tx_buffer`-byte ring, once the line has proved to work. Enabling the transmit-empty
+/// interrupt with the transmitter idle raises it at once; if none arrives (a wrong `com1=` IRQ, a
+/// UART without a wired line), output stays polled rather than waiting in the ring for ever
+/// (Xen's ns16550 polls until `intr_works`).
 pub fn start_async(opts: &Options) {
-    let tx = !opts.sync_console;
-    if tx {
-        let _g = ConsoleGuard::acquire();
-        *TX.lock() = Some(TxRing::new(opts.serial_tx_buffer));
-        ASYNC.store(true, Ordering::Release);
+    let uart = uart();
+    uart.enable_interrupts(!opts.sync_console);
+    if opts.sync_console {
+        return;
     }
-    uart().enable_interrupts(tx);
+    let start = tsc::uptime_ns();
+    while !TX_IRQ_SEEN.load(Ordering::Acquire)
+        && tsc::uptime_ns().saturating_sub(start) < TX_IRQ_WAIT_NS
+    {
+        core::hint::spin_loop();
+    }
+    if !TX_IRQ_SEEN.load(Ordering::Acquire) {
+        uart.enable_interrupts(false);
+        crate::warn!(
+            "console: no transmit interrupt from the UART (IRQ {}): output stays polled",
+            opts.com1.irq
+        );
+        return;
+    }
+    let _g = ConsoleGuard::acquire();
+    *TX.lock() = Some(TxRing::new(opts.serial_tx_buffer));
+    ASYNC.store(true, Ordering::Release);
 }
 
 /// Fatal paths (Xen's `console_start_sync`): sends what the ring still holds, polled, and makes
@@ -132,6 +155,7 @@ fn poll_input(uart: Uart) {
 /// the console lock only while the transmitter stays empty: a holder that refills it meanwhile
 /// will be followed by another interrupt.
 fn tx_interrupt(uart: Uart) {
+    TX_IRQ_SEEN.store(true, Ordering::Release);
     let Some(_g) = ConsoleGuard::acquire_while(|| uart.tx_ready()) else {
         return;
     };
