@@ -361,6 +361,8 @@ pub fn all() -> Vec<Scenario> {
         guest("functional-evtchn-timer", GuestVerdict::Success),
         guest("functional-user-mode", GuestVerdict::Success),
         guest("functional-memory-op", GuestVerdict::Success),
+        guest("functional-decrease-reservation", GuestVerdict::Success),
+        guest("functional-memory-exchange", GuestVerdict::Success),
         guest("functional-continuation", GuestVerdict::Success),
         guest("functional-fpu", GuestVerdict::Success),
         guest("functional-descriptors", GuestVerdict::Success),
@@ -420,6 +422,12 @@ pub fn all() -> Vec<Scenario> {
         },
         guest("xsa-style-periodic-timer", GuestVerdict::Success),
         guest("xsa-style-shared-info-pagetable", GuestVerdict::Success),
+        guest("xsa-style-long-pin", GuestVerdict::Success),
+        // XENMEM_exchange on vCPU 0 against a writable mapping of its input on vCPU 1.
+        Scenario {
+            smp: 2,
+            ..guest("xsa-style-exchange-race", GuestVerdict::Success)
+        },
         guest("negative-control", GuestVerdict::Failure),
         Scenario {
             name: "xsa-style-bad-kernel-stack",

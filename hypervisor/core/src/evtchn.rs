@@ -97,6 +97,12 @@ fn per_vcpu_virq(virq: u32) -> bool {
     matches!(virq, VIRQ_TIMER | VIRQ_DEBUG | VIRQ_XENOPROF | VIRQ_XENPMU)
 }
 
+/// The vCPU under which `virq`'s binding is recorded when its port notifies `notify`: its own
+/// for a per-vCPU VIRQ, vCPU 0 for a global one (bound on vCPU 0, movable by `bind_vcpu`).
+fn virq_vcpu(virq: u32, notify: u32) -> u32 {
+    if per_vcpu_virq(virq) { notify } else { 0 }
+}
+
 impl EventChannels {
     /// Ports for a domain with `nr_vcpus` vCPUs.
     pub fn new(nr_vcpus: u32) -> Self {
@@ -175,23 +181,34 @@ impl EventChannels {
         self.alloc(PortState::Unbound { remote }, 0)
     }
 
-    /// `EVTCHNOP_close`.
-    pub fn close(&mut self, shared: &mut dyn SharedBits, port: u32) -> Result<(), EvtchnError> {
+    /// `EVTCHNOP_close`. Returns what the port was bound to, read in the same call that frees
+    /// it, so the caller undoes exactly that binding (a PIRQ's line) and no other.
+    pub fn close(
+        &mut self,
+        shared: &mut dyn SharedBits,
+        port: u32,
+    ) -> Result<PortState, EvtchnError> {
         let (state, vcpu) = self
             .port(port)
-            .filter(|_| port != 0)
+            .filter(|&(state, _)| port != 0 && state != PortState::Closed)
             .ok_or(EvtchnError::Invalid)?;
-        match state {
-            PortState::Virq(v) => self.virq_port[vcpu as usize][v as usize] = 0,
-            PortState::Pirq(p) => self.pirq_port[p as usize] = 0,
-            _ => {}
-        }
-        if state == PortState::Closed {
-            return Err(EvtchnError::Invalid);
+        let slot = match state {
+            // A global VIRQ stays recorded under vCPU 0 wherever `bind_vcpu` moved its port
+            // (as Xen's `virq_to_evtchn` of vCPU 0); a per-vCPU one never moves.
+            PortState::Virq(v) => self
+                .virq_port
+                .get_mut(virq_vcpu(v, vcpu) as usize)
+                .and_then(|ports| ports.get_mut(v as usize)),
+            PortState::Pirq(p) => self.pirq_port.get_mut(p as usize),
+            _ => None,
+        };
+        if let Some(slot) = slot {
+            debug_assert_eq!(*slot, port, "binding table out of step with port {port}");
+            *slot = 0;
         }
         self.ports[port as usize] = (PortState::Closed, 0);
         shared.clear_pending(port);
-        Ok(())
+        Ok(state)
     }
 
     /// `EVTCHNOP_bind_vcpu`.
@@ -405,6 +422,36 @@ mod tests {
     }
 
     #[test]
+    fn a_moved_global_virq_closes_its_own_binding() {
+        let mut e = EventChannels::new(2);
+        let mut s = Fake::default();
+        let t1 = e.bind_virq(VIRQ_TIMER, 1).unwrap();
+        let c = e.bind_virq(VIRQ_CONSOLE, 0).unwrap();
+        e.bind_vcpu(c, 1).unwrap();
+        assert_eq!(e.close(&mut s, c), Ok(PortState::Virq(VIRQ_CONSOLE)));
+        assert_eq!(
+            e.raise_virq(&mut s, VIRQ_CONSOLE, 0),
+            None,
+            "a closed VIRQ port is never raised"
+        );
+        assert_eq!(
+            e.raise_virq(&mut s, VIRQ_TIMER, 1),
+            Some(1),
+            "vCPU 1's own VIRQs untouched"
+        );
+        // The port is reused by an IPI; the VIRQ must not reach it, and binds again.
+        let ipi = e.bind_ipi(0).unwrap();
+        assert_eq!(ipi, c);
+        assert_eq!(e.raise_virq(&mut s, VIRQ_CONSOLE, 0), None);
+        assert!(!s.is_pending(ipi));
+        let c2 = e.bind_virq(VIRQ_CONSOLE, 0).unwrap();
+        assert_eq!(e.raise_virq(&mut s, VIRQ_CONSOLE, 0), Some(0));
+        assert!(s.is_pending(c2));
+        assert_eq!(e.close(&mut s, t1), Ok(PortState::Virq(VIRQ_TIMER)));
+        assert_eq!(e.bind_virq(VIRQ_TIMER, 1), Ok(t1));
+    }
+
+    #[test]
     fn pirq_ports() {
         let mut e = EventChannels::new(2);
         let mut s = Fake::default();
@@ -422,7 +469,7 @@ mod tests {
         assert_eq!(e.send(&mut s, p), Err(EvtchnError::Invalid));
         assert!(e.set_pending(&mut s, p));
         assert_eq!(s.sel[1], 1, "raised on vCPU 1");
-        e.close(&mut s, p).unwrap();
+        assert_eq!(e.close(&mut s, p), Ok(PortState::Pirq(9)));
         assert_eq!(e.pirq_port(9), None);
         assert_eq!(e.bind_pirq(9), Ok(p));
     }

@@ -137,6 +137,13 @@ impl MsixLayout {
         start..start + u64::from(self.size) * MSIX_ENTRY_SIZE
     }
 
+    /// Machine-address range of the table when its BAR decodes at `base`; `None` when it would
+    /// run past the top of the address space (a 64-bit BAR dom0 placed near 2^64).
+    pub fn table_at(&self, base: u64) -> Option<Range<u64>> {
+        let table = self.table();
+        Some(base.checked_add(table.start)?..base.checked_add(table.end)?)
+    }
+
     /// Offset of `entry` in the BAR, if the table has it.
     pub fn entry(&self, entry: u32) -> Option<u64> {
         (entry < u32::from(self.size))
@@ -253,6 +260,21 @@ mod tests {
         assert_eq!(t.entry(2), Some(0x2020));
         assert_eq!(t.entry(3), None);
         assert_eq!(MsixLayout::new(0, 6), None, "BIR 6 names no BAR");
+        assert_eq!(t.table_at(0xFEB0_0000), Some(0xFEB0_2000..0xFEB0_2030));
+    }
+
+    #[test]
+    fn msix_table_near_the_top_of_the_address_space() {
+        let t = MsixLayout::new(2, 0x2001).unwrap();
+        let top = memory_bar(0xFFFF_E00C, || 0xFFFF_FFFF).unwrap();
+        assert_eq!(top, 0xFFFF_FFFF_FFFF_E000);
+        assert_eq!(t.table_at(top), None, "the table's start wraps");
+        assert_eq!(t.table_at(u64::MAX - 0x2020), None, "its end wraps");
+        assert_eq!(
+            t.table_at(u64::MAX - 0x2030),
+            Some(u64::MAX - 0x30..u64::MAX),
+            "ends exactly at the top"
+        );
     }
 
     #[test]

@@ -364,14 +364,51 @@ impl<'a> FrameTable<'a> {
 
     /// Gives a free frame to `dom`.
     pub fn assign(&mut self, mfn: u64, dom: Dom) -> Result<(), MmError> {
-        let f = self.info_mut(mfn)?;
-        if f.owner.is_some() {
-            return Err(MmError::NotOwner);
+        self.assign_range(mfn, 1, dom)
+    }
+
+    /// Gives the `n` free frames from `first` on to `dom`, all or none (an extent fresh from
+    /// the allocator).
+    pub fn assign_range(&mut self, first: u64, n: u64, dom: Dom) -> Result<(), MmError> {
+        let end = first.checked_add(n).ok_or(MmError::BadFrame)?;
+        for mfn in first..end {
+            if self.info(mfn).ok_or(MmError::BadFrame)?.owner.is_some() {
+                return Err(MmError::NotOwner);
+            }
         }
-        *f = FrameInfo {
-            owner: Some(dom),
-            ..FrameInfo::FREE
-        };
+        for mfn in first..end {
+            *self.info_mut(mfn)? = FrameInfo {
+                owner: Some(dom),
+                ..FrameInfo::FREE
+            };
+        }
+        Ok(())
+    }
+
+    /// Takes every frame of `mfns` from `dom`, or none (Xen's `steal_page`, for
+    /// `XENMEM_exchange`): each must be releasable as by [`FrameTable::release`], and a frame
+    /// listed twice fails the second time. Checking and taking happen in one call, under the
+    /// caller's one hold of the table, so no other vCPU can map a frame in between; a taken
+    /// frame belongs to nobody, so nothing can map it while the caller finishes the exchange
+    /// (it then frees it, or gives it back with [`FrameTable::assign`]).
+    pub fn steal(&mut self, mem: &mut dyn PtMemory, mfns: &[u64], dom: Dom) -> Result<(), MmError> {
+        let mut taken = Vec::with_capacity(mfns.len());
+        for &mfn in mfns {
+            let result = match self.info(mfn).copied() {
+                Some(before) => self.release(mem, mfn, dom).map(|()| before),
+                None => Err(MmError::BadFrame),
+            };
+            match result {
+                Ok(before) => taken.push((mfn, before)),
+                Err(e) => {
+                    // Put back exactly what was there (a flush `release` did stays valid).
+                    for (m, before) in taken.into_iter().rev() {
+                        *self.info_mut(m)? = before;
+                    }
+                    return Err(e);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1298,6 +1335,100 @@ mod tests {
             Err(MmError::NotOwner),
             "a released frame cannot be mapped"
         );
+    }
+
+    #[test]
+    fn extents_are_assigned_whole() {
+        let (mut ft, _) = setup(20); // 20-23 belong to OTHER, 24-63 to nobody
+        assert_eq!(ft.assign_range(22, 4, D), Err(MmError::NotOwner));
+        assert_eq!(ft.assign_range(62, 4, D), Err(MmError::BadFrame));
+        assert_eq!(ft.assign_range(u64::MAX, 2, D), Err(MmError::BadFrame));
+        assert!(
+            [24, 25, 62, 63]
+                .iter()
+                .all(|&m| ft.info(m).unwrap().owner.is_none()),
+            "a refused extent assigns nothing"
+        );
+        ft.assign_range(30, 4, D).unwrap();
+        assert!((30..34).all(|m| ft.info(m).unwrap().owner == Some(D)));
+    }
+
+    #[test]
+    fn stealing_takes_all_frames_or_none() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        let before: Vec<FrameInfo> = (0..64).map(|m| *ft.info(m).unwrap()).collect();
+        // 10 is mapped writable, 11 read-only, 1 a pinned table, 21 foreign, 12 listed twice,
+        // 70 beyond the table: each refuses the whole list and leaves every frame as it was.
+        for (list, err) in [
+            (&[12, 13, 10, 14][..], MmError::TypeConflict),
+            (&[12, 11][..], MmError::TypeConflict),
+            (&[13, 1][..], MmError::TypeConflict),
+            (&[12, 21][..], MmError::NotOwner),
+            (&[12, 13, 12][..], MmError::NotOwner),
+            (&[12, 70][..], MmError::BadFrame),
+        ] {
+            assert_eq!(ft.steal(&mut mem, list, D), Err(err), "{list:?}");
+            let now: Vec<FrameInfo> = (0..64).map(|m| *ft.info(m).unwrap()).collect();
+            assert_eq!(now, before, "{list:?} left a frame changed");
+        }
+        ft.steal(&mut mem, &[12, 13, 15], D).unwrap();
+        assert!(
+            [12, 13, 15]
+                .iter()
+                .all(|&m| ft.info(m).unwrap().owner.is_none())
+        );
+        // Given back (an exchange that found no memory), they are the domain's again.
+        ft.assign(13, D).unwrap();
+        ft.mod_entry(&mut mem, 4, 1, 9, e(13, pte::RW), D).unwrap();
+    }
+
+    /// `XENMEM_exchange` on one vCPU against a writable mapping of an input frame from another
+    /// (`update_va_mapping`), in every order the frame-table lock allows. Each step runs under
+    /// one hold of the lock. The old exchange checked the frames in one hold and released them
+    /// in a later one: a mapping made in between made the release fail, which it ignored,
+    /// freeing a frame still mapped writable. Stealing checks and takes in one step: whichever
+    /// comes first wins, and no frame leaves the domain while it is mapped.
+    #[test]
+    fn exchange_and_a_racing_mapping_never_both_win() {
+        let input = [12u64, 13];
+        for map_first in [true, false] {
+            let (mut ft, mut mem) = setup(20);
+            tree(&mut mem);
+            ft.pin(&mut mem, 1, 4, D).unwrap();
+            let map = |ft: &mut FrameTable, mem: &mut FakeMem| {
+                ft.mod_entry(mem, 4, 1, 9, e(13, pte::RW), D)
+            };
+            let (mapped, stolen) = if map_first {
+                let m = map(&mut ft, &mut mem);
+                (m, ft.steal(&mut mem, &input, D))
+            } else {
+                let s = ft.steal(&mut mem, &input, D);
+                (map(&mut ft, &mut mem), s)
+            };
+            assert!(
+                mapped.is_ok() != stolen.is_ok(),
+                "map first {map_first}: mapping {mapped:?}, steal {stolen:?}"
+            );
+            // Invariant: every frame a validated L1 maps is still the domain's.
+            let (refs, _) = expected_counts(&ft, &mem);
+            for (&m, &n) in &refs {
+                assert!(n == 0 || ft.info(m).unwrap().owner == Some(D), "mfn {m}");
+            }
+        }
+        // The old sequence, for the record: its check passes, the mapping comes in between,
+        // and the release it then ignored fails.
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        let f = *ft.info(13).unwrap();
+        assert!(
+            f.ref_count == 0 && f.type_count == 0 && !f.pinned,
+            "check passes"
+        );
+        ft.mod_entry(&mut mem, 4, 1, 9, e(13, pte::RW), D).unwrap();
+        assert_eq!(ft.release(&mut mem, 13, D), Err(MmError::TypeConflict));
     }
 
     #[test]

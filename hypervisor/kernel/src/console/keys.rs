@@ -171,6 +171,11 @@ fn memory() {
             s.heap_size >> 10
         );
         crate::mm::dump_free_ranges(w);
+        let _ = writeln!(
+            w,
+            "Frame table: lock held {} us at most",
+            crate::mm::frametable::longest_hold_ns() / 1000
+        );
     });
 }
 

@@ -56,7 +56,7 @@ fn guest_console_write(d: &Domain, buf: u64, count: u64) -> Result<u64, Errno> {
     while done < count {
         let at = buf.checked_add(done).ok_or(Errno::EFAULT)?;
         let rest = [u64::from(consoleio::WRITE), count - done, at, 0, 0];
-        if done > 0 && continuation::hypercall_preempt_check(d) {
+        if done > 0 && crate::pv::events::preempt_now(d) {
             return continuation::create(rest);
         }
         let n = (count - done).min(CHUNK as u64) as usize;

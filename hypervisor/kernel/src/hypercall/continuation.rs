@@ -16,8 +16,8 @@ use spin::Mutex;
 use xen_abi::errno::Errno;
 
 use crate::arch::x86_64::idt::TrapFrame;
-use crate::arch::x86_64::{apic, percpu};
-use crate::pv::domain::{Domain, this_vcpu_id};
+use crate::arch::x86_64::percpu;
+use crate::pv::domain::Domain;
 
 /// Length of the SYSCALL instruction every hypercall is issued with.
 const SYSCALL_LEN: u64 = 2;
@@ -39,14 +39,7 @@ fn cpu() -> usize {
 /// True when the batch running on this CPU for `d` should stop after item `done` (a multiple
 /// of [`POLL_EVERY`], not 0): an interrupt is waiting, or the vCPU has an unmasked event.
 pub(super) fn should_preempt(d: &Domain, done: u64) -> bool {
-    done != 0 && done.is_multiple_of(POLL_EVERY) && hypercall_preempt_check(d)
-}
-
-/// True when the hypercall running on this CPU for `d` should stop at its next safe point: an
-/// interrupt is waiting, or the vCPU has an unmasked event (Xen's `hypercall_preempt_check`).
-pub(super) fn hypercall_preempt_check(d: &Domain) -> bool {
-    let (shared, v) = (d.shared(), this_vcpu_id());
-    apic::interrupt_pending() || (shared.upcall_pending(v) && !shared.upcall_mask(v))
+    done != 0 && done.is_multiple_of(POLL_EVERY) && crate::pv::events::preempt_now(d)
 }
 
 /// Records that the running hypercall is to be issued again with `args`; the value returned

@@ -2,6 +2,11 @@
 //! devices, see `pv::pirq`), bind_ipi, alloc_unbound, send, close, status, bind_vcpu, unmask.
 //! `init_control` is -ENOSYS so guests stay on 2-level; inter-domain bindings arrive with more
 //! domains. `shared/xen-abi.md` 6.1.
+//!
+//! Locks: each sub-op reads and changes the port table under one acquisition of the domain's
+//! `evtchn` lock; `close` keeps it while it masks a PIRQ's source, so the domain's `evtchn`
+//! lock comes before `pirqs` and the MSI and IOAPIC locks (interrupt handlers take those first
+//! and drop them before raising a port).
 
 use hestia_core::evtchn::PortState;
 use xen_abi::errno::Errno;
@@ -64,11 +69,14 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
         }
         CLOSE => {
             let [port]: [u32; 1] = guest::read_obj(arg)?;
-            let state = d.evtchn.lock().port(port).map(|p| p.0);
-            d.evtchn.lock().close(&mut shared, port).map_err(errno)?;
-            if let Some(PortState::Pirq(p)) = state {
+            // One critical section, as Xen's `evtchn_close` under the event lock: the binding
+            // undone is the one closed, and no other vCPU can bind the PIRQ again before its
+            // line is masked.
+            let mut ev = d.evtchn.lock();
+            if let PortState::Pirq(p) = ev.close(&mut shared, port).map_err(errno)? {
                 pirq::unbound(d, p);
             }
+            drop(ev);
             Ok(0)
         }
         SEND | UNMASK => {

@@ -6,7 +6,12 @@
 //! MMUEXT flush ops); what isolation needs (no stale translation when a frame changes type or
 //! leaves the domain) the frame table enforces itself, flushing every CPU first
 //! (`hestia_core::pv_mm` invariant 5). Batches of any length are preemptible
-//! ([`super::continuation`]); `*pdone` accumulates across the resumed calls, as in Xen.
+//! ([`super::continuation`]); `*pdone` accumulates across the resumed calls, as in Xen. So is
+//! every single operation that validates or tears down a table tree (pins, base pointers, a
+//! table linked in or out by `mmu_update`): it runs in chunks (`frametable::preemptible`), and
+//! when the vCPU has an interrupt or event to take, or another vCPU's half-done table is in the
+//! way, it answers `ERESTART` and the same item is issued again; a teardown left over is
+//! finished at the start of the vCPU's next MMU hypercall, as Xen's `old_guest_table`.
 
 use hestia_core::pv_mm::{MmError, PageType, PtMemory, pte};
 use xen_abi::errno::Errno;
@@ -26,13 +31,17 @@ fn errno(e: MmError) -> Errno {
     match e {
         MmError::TypeConflict | MmError::NotOwner | MmError::Overflow => Errno::EBUSY,
         MmError::NoIoAccess => Errno::EPERM,
+        MmError::Preempted | MmError::Busy => Errno::ERESTART,
         _ => Errno::EINVAL,
     }
 }
 
-/// Errno for a refused pin, unpin or base-pointer change: always -EINVAL, as Xen.
-fn errno_pin(_e: MmError) -> Errno {
-    Errno::EINVAL
+/// Errno for a refused pin, unpin or base-pointer change: -EINVAL, as Xen.
+fn errno_pin(e: MmError) -> Errno {
+    match e {
+        MmError::Preempted | MmError::Busy => Errno::ERESTART,
+        _ => Errno::EINVAL,
+    }
 }
 
 fn dom(d: &Domain) -> u16 {
@@ -67,21 +76,31 @@ fn run_batch<T: FromBytes + IntoBytes>(
     } else {
         0
     };
+    // The vCPU's old tables go first (Xen's `put_old_guest_table`).
+    d.mm_op(|ft, mem, pending, budget| ft.finish_teardown(mem, pending, budget))
+        .map_err(errno)?;
     let size = size_of::<T>() as u64;
     let mut result = Ok(0);
     let mut i = 0;
     while i < count {
         let at = list.checked_add(u64::from(i) * size).ok_or(Errno::EFAULT);
+        let rest = u64::from((count - i) | MMU_UPDATE_PREEMPTED);
         if continuation::should_preempt(d, u64::from(i)) {
-            let rest = u64::from((count - i) | MMU_UPDATE_PREEMPTED);
             result = continuation::create([at?, rest, pdone, a[3], 0]);
             break;
         }
-        if let Err(e) = at.and_then(guest::read_obj::<T>).and_then(&mut one) {
-            result = Err(e);
-            break;
+        match at.and_then(guest::read_obj::<T>).and_then(&mut one) {
+            Ok(()) => i += 1,
+            // The item stopped part way (or waits for another vCPU): issue it again.
+            Err(Errno::ERESTART) => {
+                result = continuation::create([at?, rest, pdone, a[3], 0]);
+                break;
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
         }
-        i += 1;
     }
     if pdone != 0 {
         guest::write_obj(pdone, &before.wrapping_add(i))?;
@@ -100,38 +119,38 @@ fn one_update(d: &Domain, req: MmuUpdate) -> Result<(), Errno> {
     match cmd {
         update::NORMAL_PT_UPDATE
         | update::PT_UPDATE_PRESERVE_AD
-        | update::PT_UPDATE_NO_TRANSLATE => frametable::with(|ft, mem| {
-            let f = *ft.info(mfn).ok_or(Errno::EINVAL)?;
-            if f.owner != Some(dom(d)) {
-                return Err(Errno::EINVAL);
-            }
-            let mut val = req.val;
-            if cmd == update::PT_UPDATE_PRESERVE_AD {
-                val |= mem.read(mfn, idx) & 0x60;
-            }
-            match (f.ty, f.type_count) {
-                (PageType::Table(level), n) if n > 0 => ft
-                    .mod_entry(mem, mfn, level, idx, val, dom(d))
-                    .map_err(errno),
-                // A page that may be writable anyway: a plain store.
-                (PageType::Writable, _) | (_, 0) => {
-                    mem.write(mfn, idx, req.val);
-                    Ok(())
+        | update::PT_UPDATE_NO_TRANSLATE => d
+            .mm_op(|ft, mem, pending, budget| {
+                let f = *ft.info(mfn).ok_or(MmError::NotATable)?;
+                if f.owner != Some(dom(d)) {
+                    return Err(MmError::NotATable);
                 }
-                _ => Err(Errno::EINVAL),
-            }
+                let mut val = req.val;
+                if cmd == update::PT_UPDATE_PRESERVE_AD {
+                    val |= mem.read(mfn, idx) & 0x60;
+                }
+                match (f.ty, f.type_count) {
+                    (PageType::Table(level), n) if n > 0 => {
+                        ft.mod_entry_preemptible(mem, mfn, level, idx, val, dom(d), pending, budget)
+                    }
+                    // A page that may be writable anyway: a plain store.
+                    (PageType::Writable, _) | (_, 0) => {
+                        mem.write(mfn, idx, req.val);
+                        Ok(())
+                    }
+                    _ => Err(MmError::NotATable),
+                }
+            })
+            .map_err(errno),
+        // Written under the frame-table lock that saw the frame owned, so a frame that leaves
+        // the domain (balloon, exchange) cannot get its M2P entry back afterwards.
+        update::MACHPHYS_UPDATE => frametable::with(|ft, _| {
+            ft.info(mfn).is_some_and(|f| f.owner == Some(dom(d)))
+                && frametable::set_m2p(mfn, req.val)
         })
-        .unwrap_or(Err(Errno::EINVAL)),
-        update::MACHPHYS_UPDATE => {
-            let owned =
-                frametable::with(|ft, _| ft.info(mfn).is_some_and(|f| f.owner == Some(dom(d))))
-                    .unwrap_or(false);
-            if owned && frametable::set_m2p(mfn, req.val) {
-                Ok(())
-            } else {
-                Err(Errno::EINVAL)
-            }
-        }
+        .filter(|&written| written)
+        .map(|_| ())
+        .ok_or(Errno::EINVAL),
         _ => Err(Errno::ENOSYS),
     }
 }
@@ -169,11 +188,13 @@ pub(super) fn do_update_va_mapping(d: &Domain, a: [u64; 5]) -> Result<u64, Errno
         return Err(Errno::EINVAL);
     }
     let l4 = d.this_vcpu().lock().kernel_cr3 >> 12;
-    frametable::with(|ft, mem| {
-        let (l1, idx) = find_l1(mem, l4, va)?;
-        ft.mod_entry(mem, l1, 1, idx, val, dom(d)).map_err(errno)
+    // An L1 update validates no table, but the vCPU's old tables go first (the frame it maps
+    // may be one of them, as when Linux unpins a table and maps its pages writable again).
+    d.mm_op(|ft, mem, pending, budget| {
+        let (l1, idx) = find_l1(mem, l4, va).map_err(|_| MmError::NotATable)?;
+        ft.mod_entry_preemptible(mem, l1, 1, idx, val, dom(d), pending, budget)
     })
-    .unwrap_or(Err(Errno::EINVAL))?;
+    .map_err(errno)?;
     // Beyond the flush type: UVMF_ALL, or a vCPU bitmap pointer (MULTI): other vCPUs too, as
     // a full flush of every CPU running the domain.
     let remote = flags & !uvmf::FLUSHTYPE_MASK != 0;
@@ -186,23 +207,31 @@ pub(super) fn do_update_va_mapping(d: &Domain, a: [u64; 5]) -> Result<u64, Errno
     Ok(0)
 }
 
+/// Moves a vCPU's L4 base-pointer reference from `old` (0: none) to `new` (0: none): the new
+/// L4 is validated (preemptibly) before the old one's reference goes.
+fn switch_l4(d: &Domain, old: u64, new: u64) -> Result<(), Errno> {
+    let me = dom(d);
+    d.mm_op(|ft, mem, pending, budget| {
+        if new != 0 {
+            ft.get_table_preemptible(mem, new, 4, me, pending, budget)?;
+        } else {
+            ft.finish_teardown(mem, pending, budget)?;
+        }
+        if old != 0 {
+            ft.put_table_preemptible(mem, old, pending, budget);
+        }
+        Ok(())
+    })
+    .map_err(errno_pin)
+}
+
 /// Switches `v` (running, in kernel mode) to the L4 at machine frame `new`, which takes an L4
 /// type reference from the old one (`MMUEXT_NEW_BASEPTR`, and a guest's `mov` to CR3).
-pub(crate) fn new_baseptr(me: u16, v: &mut Vcpu, new: u64) -> Result<(), Errno> {
+/// `ERESTART`: issue it again (the new L4's validation goes on).
+pub(crate) fn new_baseptr(d: &Domain, v: &mut Vcpu, new: u64) -> Result<(), Errno> {
     let old = v.kernel_cr3 >> 12;
     if new != old {
-        frametable::with(|ft, mem| -> Result<(), MmError> {
-            ft.get_page(new, me)?;
-            if let Err(e) = ft.get_page_type(mem, new, PageType::Table(4), me) {
-                ft.put_page(new);
-                return Err(e);
-            }
-            ft.put_page_type(mem, old);
-            ft.put_page(old);
-            Ok(())
-        })
-        .unwrap_or(Err(MmError::BadFrame))
-        .map_err(errno_pin)?;
+        switch_l4(d, old, new)?;
         v.kernel_cr3 = new << 12;
     }
     // SAFETY: the new L4 was validated as an L4 of this domain (so it maps only its frames) and
@@ -217,36 +246,24 @@ fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
     match op.cmd {
         ext::PIN_L1_TABLE..=ext::PIN_L4_TABLE => {
             let level = (op.cmd - ext::PIN_L1_TABLE + 1) as u8;
-            frametable::with(|ft, mem| ft.pin(mem, op.arg1, level, me))
-                .unwrap_or(Err(MmError::BadFrame))
-                .map_err(errno_pin)
+            d.mm_op(|ft, mem, pending, budget| {
+                ft.pin_preemptible(mem, op.arg1, level, me, pending, budget)
+            })
+            .map_err(errno_pin)
         }
-        ext::UNPIN_TABLE => frametable::with(|ft, mem| ft.unpin(mem, op.arg1, me))
-            .unwrap_or(Err(MmError::BadFrame))
+        ext::UNPIN_TABLE => d
+            .mm_op(|ft, mem, pending, budget| {
+                ft.unpin_preemptible(mem, op.arg1, me, pending, budget)
+            })
             .map_err(errno_pin),
-        ext::NEW_BASEPTR => new_baseptr(me, &mut d.this_vcpu().lock(), op.arg1),
+        ext::NEW_BASEPTR => new_baseptr(d, &mut d.this_vcpu().lock(), op.arg1),
         ext::NEW_USER_BASEPTR => {
             let mut v = d.this_vcpu().lock();
             let (new, old) = (op.arg1, v.user_cr3 >> 12);
             if new == old && v.user_cr3 != 0 {
                 return Ok(());
             }
-            frametable::with(|ft, mem| -> Result<(), MmError> {
-                if new != 0 {
-                    ft.get_page(new, me)?;
-                    if let Err(e) = ft.get_page_type(mem, new, PageType::Table(4), me) {
-                        ft.put_page(new);
-                        return Err(e);
-                    }
-                }
-                if v.user_cr3 != 0 {
-                    ft.put_page_type(mem, old);
-                    ft.put_page(old);
-                }
-                Ok(())
-            })
-            .unwrap_or(Err(MmError::BadFrame))
-            .map_err(errno_pin)?;
+            switch_l4(d, if v.user_cr3 != 0 { old } else { 0 }, new)?;
             // Applies the next time user mode is entered.
             v.user_cr3 = new << 12;
             Ok(())

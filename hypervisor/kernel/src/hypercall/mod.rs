@@ -203,6 +203,10 @@ fn dispatch_inner(d: &Domain, number: u32, args: [u64; 5]) -> i64 {
     match slot.handler {
         Some(h) => match h(d, args) {
             Ok(v) => v as i64,
+            // Stopped part way (a long validation or teardown, or another vCPU's half-done
+            // table in the way): issued again with the same arguments, as Xen's
+            // `hypercall_create_continuation`. ERESTART never reaches the guest.
+            Err(Errno::ERESTART) => continuation::create(args).map_or(0, |v| v as i64),
             Err(e) => e.to_ret(),
         },
         None => Errno::ENOSYS.to_ret(),

@@ -1,5 +1,11 @@
 //! Trap table and callbacks: `set_trap_table` (0), `stack_switch` (3), `set_callbacks` (4) and
 //! `callback_op` (30). `shared/xen-abi.md` 4.5, 4.6; `public/callback.h`.
+//!
+//! Addresses are checked for canonical form only, as Xen 4.17 does for 64-bit PV guests
+//! (`register_guest_callback` and `register_guest_nmi_callback` in xen/arch/x86/pv/callback.c):
+//! a trap handler or callback inside Hestia's range is accepted and recorded. It is harmless to
+//! everyone but the guest: Hestia enters it in ring 3, where the hypervisor's pages are
+//! supervisor-only, so the guest faults on its own entry.
 
 use xen_abi::callback::{
     CALLBACKF_MASK_EVENTS, CallbackRegister, CallbackUnregister, TrapInfo, cmd, kind,
@@ -47,8 +53,7 @@ pub(super) fn do_stack_switch(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
 }
 
 fn set(d: &Domain, which: u16, address: u64, mask: bool) -> Result<(), Errno> {
-    // Xen checks only canonicality: a callback aimed at the hypervisor faults in ring 3 and
-    // hurts nobody but the guest.
+    // Canonical form only, as Xen (see the module comment).
     if !canonical(address) {
         return Err(Errno::EINVAL);
     }
@@ -58,8 +63,8 @@ fn set(d: &Domain, which: u16, address: u64, mask: bool) -> Result<(), Errno> {
         kind::FAILSAFE => &mut v.failsafe_callback,
         kind::SYSCALL => &mut v.syscall_callback,
         kind::NMI => &mut v.nmi_callback,
-        // 32-bit compatibility entries: accepted and recorded nowhere, as no 32-bit user code
-        // can run yet. The deprecated SYSENTER name is refused, as Xen does for 64-bit guests.
+        // 32-bit compatibility entries: Xen records them for 64-bit guests too; Hestia
+        // accepts them and records them nowhere, as no 32-bit user code can run yet.
         kind::SYSENTER | kind::SYSCALL32 => return Ok(()),
         _ => return Err(Errno::ENOSYS),
     };

@@ -3,14 +3,23 @@
 //!
 //! Lock order: `FRAMES` (this module) before `mm::FRAMES` (the allocator) and `KERNEL_PT`.
 //! Page-table frames are read and written through the direct map ([`DirectMem`]).
+//!
+//! Guest-triggered validation and teardown of page tables ([`preemptible`]) take `FRAMES` for
+//! one [`CHUNK`] of entries at a time, so no guest operation holds the lock, or its CPU with
+//! interrupts off, for longer than that; between chunks the caller may stop and have the
+//! hypercall issued again.
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use hestia_core::memmap::MemoryMap;
-use hestia_core::pv_mm::{DOM_IO, FrameInfo, FrameTable, PtMemory};
+use hestia_core::pv_mm::{Budget, DOM_IO, FrameInfo, FrameTable, MmError, PtMemory};
 use xen_abi::mmu::INVALID_M2P_ENTRY;
 use xen_abi::xen::MACH2PHYS_VIRT_START;
 
 use super::phys_to_virt;
+
 use crate::arch::x86_64::paging::{Access, PageSize};
+use crate::arch::x86_64::{cpu, tsc};
 
 static FRAMES: spin::Mutex<Option<FrameTable<'static>>> = spin::Mutex::new(None);
 /// Frames covered by the frame table and the M2P.
@@ -164,7 +173,45 @@ pub fn set_m2p(mfn: u64, pfn: u64) -> bool {
     true
 }
 
+/// The longest the frame-table lock was held, in TSC ticks (debug key `m`).
+static LONGEST_HOLD: AtomicU64 = AtomicU64::new(0);
+
 /// Runs `f` on the frame table with the direct-map memory accessor.
 pub fn with<R>(f: impl FnOnce(&mut FrameTable, &mut DirectMem) -> R) -> Option<R> {
-    FRAMES.lock().as_mut().map(|ft| f(ft, &mut DirectMem))
+    let mut ft = FRAMES.lock();
+    let start = cpu::rdtsc();
+    let r = ft.as_mut().map(|ft| f(ft, &mut DirectMem));
+    LONGEST_HOLD.fetch_max(cpu::rdtsc().wrapping_sub(start), Ordering::Relaxed);
+    r
+}
+
+/// The longest the frame-table lock was held since [`reset_longest_hold`], in nanoseconds.
+pub fn longest_hold_ns() -> u64 {
+    tsc::ticks_to_ns(LONGEST_HOLD.load(Ordering::Relaxed))
+}
+
+/// Starts measuring the longest hold afresh (when guests start: building dom0 holds the lock
+/// as long as it needs).
+pub fn reset_longest_hold() {
+    LONGEST_HOLD.store(0, Ordering::Relaxed);
+}
+
+/// Page-table entries validated or dropped per hold of the frame-table lock: a few
+/// microseconds of work.
+pub const CHUNK: u64 = 512;
+
+/// Runs a preemptible frame-table operation ([`hestia_core::pv_mm`]'s `*_preemptible`) one
+/// [`CHUNK`] per lock hold, issuing it again while it reports `Preempted` and `stop` says
+/// nothing waits; returns its result, `Preempted` when it stopped for `stop`.
+pub fn preemptible<R>(
+    stop: impl Fn() -> bool,
+    mut op: impl FnMut(&mut FrameTable, &mut DirectMem, &mut Budget) -> Result<R, MmError>,
+) -> Result<R, MmError> {
+    loop {
+        let r =
+            with(|ft, mem| op(ft, mem, &mut Budget::new(CHUNK))).unwrap_or(Err(MmError::BadFrame));
+        if !matches!(r, Err(MmError::Preempted)) || stop() {
+            return r;
+        }
+    }
 }

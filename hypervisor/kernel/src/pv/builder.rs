@@ -445,6 +445,7 @@ pub fn build_dom0(
             .map(|_| core::sync::atomic::AtomicU64::new(0))
             .collect(),
         pirqs: spin::Mutex::new(hestia_core::pirq::PirqTable::default()),
+        mm_pending: (0..nr_vcpus).map(|_| spin::Mutex::default()).collect(),
         log_limit: Default::default(),
     })
 }

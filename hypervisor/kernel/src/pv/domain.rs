@@ -9,11 +9,13 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use hestia_core::evtchn::EventChannels;
+use hestia_core::pv_mm::{Budget, FrameTable, MmError, Pending};
 
 use super::debugreg;
 use super::shared::Shared;
 
 use crate::arch::x86_64::idt::TrapFrame;
+use crate::mm::frametable::{self, DirectMem};
 
 /// The id of the vCPU this physical CPU runs: its CPU index.
 pub fn this_vcpu_id() -> u32 {
@@ -205,6 +207,10 @@ pub struct Domain {
     pub vcpu_info: Vec<core::sync::atomic::AtomicU64>,
     /// Its physical IRQs (dom0's devices).
     pub pirqs: spin::Mutex<hestia_core::pirq::PirqTable>,
+    /// Per vCPU: its unfinished page-table validation or teardown (`hestia_core::pv_mm`),
+    /// touched only by the vCPU itself. Lock order: a `Vcpu` lock, then this, then the frame
+    /// table.
+    pub mm_pending: Vec<spin::Mutex<Pending>>,
     /// Rate limiter of the log lines it causes (`gwarn!` and family).
     pub log_limit: crate::console::GuestLogLimit,
 }
@@ -213,6 +219,25 @@ impl Domain {
     /// The shared_info page.
     pub fn shared(&self) -> Shared<'_> {
         Shared::new(self.shared_info_mfn, &self.vcpu_info)
+    }
+
+    /// Runs a preemptible frame-table operation (`hestia_core::pv_mm`'s `*_preemptible`) for
+    /// the vCPU running on this CPU, with its unfinished work in hand, until it is done or the
+    /// vCPU has an interrupt or event to take first (`Preempted`: issue it again).
+    pub fn mm_op<R>(
+        &self,
+        mut op: impl FnMut(
+            &mut FrameTable,
+            &mut DirectMem,
+            &mut Pending,
+            &mut Budget,
+        ) -> Result<R, MmError>,
+    ) -> Result<R, MmError> {
+        let mut pending = self.mm_pending[this_vcpu_id() as usize % self.mm_pending.len()].lock();
+        frametable::preemptible(
+            || super::events::preempt_now(self),
+            |ft, mem, budget| op(ft, mem, &mut pending, budget),
+        )
     }
 
     /// The vCPU running on this physical CPU (vCPU `i` runs on CPU `i`: dom0's vCPUs are

@@ -175,6 +175,14 @@ pub fn stop_timers(v: &mut Vcpu) {
     }
 }
 
+/// True when the hypercall or long operation running for `d`'s vCPU on this CPU should stop
+/// (and be issued again): an interrupt is waiting, or the vCPU has an unmasked event.
+pub fn preempt_now(d: &Domain) -> bool {
+    let (shared, v) = (d.shared(), this_vcpu_id());
+    crate::arch::x86_64::apic::interrupt_pending()
+        || (shared.upcall_pending(v) && !shared.upcall_mask(v))
+}
+
 /// Blocks the calling vCPU until `wake` holds, with interrupts enabled while halted. Runs on
 /// the hypercall path (entered with interrupts off) without holding any domain lock.
 pub fn block_until(d: &Domain, mut wake: impl FnMut(&Domain) -> bool) {

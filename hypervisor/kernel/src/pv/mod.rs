@@ -39,10 +39,11 @@ pub fn current() -> Option<&'static Domain> {
 
 /// Starts dom0's vCPU 0 on this CPU; never returns.
 pub fn run(d: &'static Domain) -> ! {
-    // No CPU holds a domain lock with interrupts on (timer callbacks take the vCPU's lock, see
-    // `events::raise_virq`), and this CPU only leaves Hestia for the guest from here on.
+    // As on every path into a guest: no interrupt from here on, so no timer callback can
+    // spin on a vCPU lock held below (the guest runs with interrupts on after the IRET).
     crate::arch::x86_64::cpu::disable_interrupts();
     CURRENT.call_once(|| d);
+    crate::mm::frametable::reset_longest_hold();
     let (regs, cr3) = {
         let v = d.this_vcpu().lock();
         (v.regs, v.kernel_cr3)
@@ -259,5 +260,9 @@ fn stop_after_domain(d: &Domain) -> ! {
         _ => "shutdown",
     };
     crate::info!("{}: shut down ({what}, reason {r})", d.id);
+    crate::info!(
+        "mm: the frame table's lock was held {} us at most while guests ran",
+        crate::mm::frametable::longest_hold_ns() / 1000
+    );
     crate::dom0_stopped(r)
 }

@@ -10,6 +10,7 @@
 //! dropped ([`config_write_allowed`]): a driver cannot redirect its device's interrupts to
 //! another vector of Hestia's. Segment 0 only (mechanism #1); at most 64 MSIs at a time.
 
+use core::ops::Range;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use alloc::vec::Vec;
@@ -143,8 +144,8 @@ fn msix_entry(d: &Domain, f: Function, cap: u16, entry: u32) -> Result<u64, Errn
     let offset = layout.entry(entry).ok_or(Errno::EINVAL)?;
     let bar = msi::bar_offset(layout.bir);
     let base = msi::memory_bar(f.read(bar, 4), || f.read(bar + 4, 4)).ok_or(Errno::EINVAL)?;
-    let table = layout.table();
-    let (start, end) = (base + table.start, base + table.end);
+    // dom0 programs the BAR: a table that wraps past 2^64 is refused, never wrapped around.
+    let Range { start, end } = layout.table_at(base).ok_or(Errno::EINVAL)?;
     let dom = d.id.0;
     let allowed = frametable::with(|ft, _| {
         (start >> 12..end.div_ceil(4096)).all(|mfn| ft.is_io(mfn) && ft.iomem_allowed(dom, mfn))
@@ -166,7 +167,7 @@ fn msix_entry(d: &Domain, f: Function, cap: u16, entry: u32) -> Result<u64, Errn
             v
         }
     };
-    Ok(virt + offset - table.start)
+    Ok(virt + (offset - u64::from(layout.offset)))
 }
 
 fn write_message(s: &Slot, (address, data): (u64, u32)) {

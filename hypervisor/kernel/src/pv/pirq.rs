@@ -83,11 +83,10 @@ pub fn bind(d: &Domain, pirq: u32) -> Result<u32, Errno> {
         Source::Gsi(gsi) => Some(gsi),
         Source::Msi { .. } => None,
     };
-    let port = d
-        .evtchn
-        .lock()
-        .bind_pirq(pirq)
-        .map_err(super::events::errno)?;
+    // One hold of the port table until the source is live (or the port closed again), so no
+    // other vCPU can close or reuse the port meanwhile (lock order: `hypercall::event_channel`).
+    let mut ev = d.evtchn.lock();
+    let port = ev.bind_pirq(pirq).map_err(super::events::errno)?;
     let Some(gsi) = gsi else {
         msi::bound(pirq);
         return Ok(port);
@@ -96,9 +95,13 @@ pub fn bind(d: &Domain, pirq: u32) -> Result<u32, Errno> {
     d.pirqs.lock().set_level(pirq, m.level);
     if let Err(e) = ioapic::route_for_guest(gsi, m, apic::id(), interrupt) {
         crate::gwarn!(d, "{}: PIRQ {pirq} (GSI {gsi}) not routed: {e}", d.id);
-        let _ = d.evtchn.lock().close(&mut d.shared(), port);
+        // The port was bound under this same hold: closing it cannot fail.
+        if let Err(e) = ev.close(&mut d.shared(), port) {
+            crate::error!("{}: port {port} just bound cannot close: {e:?}", d.id);
+        }
         return Err(Errno::EPERM);
     }
+    drop(ev);
     crate::gdebug!(
         d,
         "{}: GSI {gsi} ({}, active {}) is PIRQ {pirq} on port {port}",

@@ -110,6 +110,8 @@ pub fn general_protection(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Outcom
         _ if !v.kernel_mode => return Outcome::Reflect,
         op => match kernel_only(d, v, f, op) {
             Ok(()) => true,
+            // A CR3 load whose validation stopped part way: the instruction runs again.
+            Err(Errno::ERESTART) => false,
             // Xen's mapping of emulation errors: -ENODEV is #UD, anything else #GP.
             Err(Errno::ENODEV) => return Outcome::Raise(VEC_UD),
             Err(_) => return Outcome::Reflect,
@@ -199,7 +201,7 @@ fn write_cr(d: &Domain, v: &mut Vcpu, cr: u8, value: u64) -> Result<(), Errno> {
             d.shared().set_cr2(v.id, value);
             Ok(())
         }
-        3 => crate::hypercall::mmu::new_baseptr(d.id.0, v, value >> 12),
+        3 => crate::hypercall::mmu::new_baseptr(d, v, value >> 12),
         4 => {
             let offered = if cpu::guest_xcr0_mask() != 0 {
                 CR4_GUEST

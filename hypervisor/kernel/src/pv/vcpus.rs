@@ -12,7 +12,7 @@
 
 use core::sync::atomic::Ordering;
 
-use hestia_core::pv_mm::{MmError, PageType};
+use hestia_core::pv_mm::MmError;
 use xen_abi::errno::Errno;
 use xen_abi::vcpu::{VcpuGuestContext, vgcf};
 use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
@@ -23,8 +23,8 @@ use crate::arch::x86_64::gdt::LDT_ENTRIES;
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::{cpu, percpu, pventer, smp};
 use crate::hypercall::descriptor;
+use crate::mm::guest;
 use crate::mm::guest::is_guest_range;
-use crate::mm::{frametable, guest};
 
 const RFLAGS_IF: u64 = 1 << 9;
 const RFLAGS_IOPL: u64 = 3 << 12;
@@ -98,19 +98,19 @@ pub fn initialise(d: &Domain, vid: u32, arg: u64) -> Result<(), Errno> {
     }
     let me = d.id.0;
     let cr3 = c.ctrlreg[3] >> 12;
-    frametable::with(|ft, mem| -> Result<(), MmError> {
-        ft.get_page(cr3, me)?;
-        ft.get_page_type(mem, cr3, PageType::Table(4), me)
-            .inspect_err(|_| ft.put_page(cr3))
-    })
-    .unwrap_or(Err(MmError::BadFrame))
-    .map_err(|_| Errno::EINVAL)?;
+    // Validating a fresh L4 may take long: it stops part way and the call is issued again.
+    d.mm_op(|ft, mem, pending, budget| ft.get_table_preemptible(mem, cr3, 4, me, pending, budget))
+        .map_err(|e| match e {
+            MmError::Preempted | MmError::Busy => Errno::ERESTART,
+            _ => Errno::EINVAL,
+        })?;
     let gdt_ents = c.gdt_ents as usize;
     let frames = c.gdt_frames[..gdt_ents.div_ceil(512).min(16)].to_vec();
     if let Err(e) = descriptor::take_gdt(me, &mut v, frames, gdt_ents) {
-        frametable::with(|ft, mem| {
-            ft.put_page_type(mem, cr3);
-            ft.put_page(cr3);
+        // A teardown the budget does not cover is finished at the vCPU's next MMU call.
+        let _ = d.mm_op(|ft, mem, pending, budget| {
+            ft.put_table_preemptible(mem, cr3, pending, budget);
+            Ok(())
         });
         return Err(e);
     }

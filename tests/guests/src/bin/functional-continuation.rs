@@ -3,7 +3,8 @@
 //! `mmu_update` inside a `multicall` each take timer upcalls *at their SYSCALL* (the guest sees
 //! the upcall interrupt the hypercall stub itself, then the call carries on), and still do all
 //! their work: `*pdone` counts every entry, results land in the multicall list. Also the
-//! memory_op start-extent encoding (`cmd >> 6`) and what Xen answers for it.
+//! memory_op start-extent encoding (`cmd >> 6`) and what Xen answers for it; a 4096-extent
+//! `XENMEM_exchange` preempted and resumed from its `nr_exchanged`.
 #![no_std]
 #![no_main]
 
@@ -234,6 +235,47 @@ fn test(si: &StartInfo) -> Verdict {
         failed,
         r == ENOSYS,
         "machphys_mapping with a start extent: {r}"
+    );
+
+    // 5. A long XENMEM_exchange (one frame of the upper half, unmapped, for another, 4096
+    //    times): preempted between extents, resumed from nr_exchanged, every extent done.
+    const EXCHANGED: usize = 4096;
+    let base = si.nr_pages - EXCHANGED as u64;
+    let lists = BATCH.0.get().cast::<u64>();
+    for i in 0..EXCHANGED {
+        // SAFETY: 2 * EXCHANGED entries fit in the buffer; nothing else uses it now.
+        unsafe {
+            lists.add(i).write(pfn_to_mfn(si, base + i as u64));
+            lists.add(EXCHANGED + i).write(base + i as u64);
+        }
+    }
+    let n = EXCHANGED as u64;
+    let dom = u64::from(DOMID_SELF);
+    // SAFETY: as above.
+    let out = unsafe { lists.add(EXCHANGED) } as u64;
+    let mut exchange = [lists as u64, n, 0, dom, out, n, 0, dom, 0];
+    let stubs = preempted(nr::MEMORY_OP);
+    let r = memop(11, exchange.as_mut_ptr() as u64);
+    // SAFETY: Hestia wrote nr_exchanged and the output list; read them back uncached.
+    let (done, last) = unsafe {
+        (
+            core::ptr::read_volatile(&exchange[8]),
+            lists.add(2 * EXCHANGED - 1).read_volatile(),
+        )
+    };
+    println!(
+        "exchange x{EXCHANGED}: {r}, nr_exchanged {done}, {} upcalls at its stub",
+        preempted(nr::MEMORY_OP) - stubs
+    );
+    check!(
+        failed,
+        r == 0 && done == n && m2p(last) == si.nr_pages - 1,
+        "exchange: {r}, nr_exchanged {done}, last output {last:#x}"
+    );
+    check!(
+        failed,
+        preempted(nr::MEMORY_OP) > stubs,
+        "the exchange was not preempted"
     );
 
     println!("{} upcalls in all", EVENTS.load(SeqCst));
