@@ -427,6 +427,17 @@ pub fn all() -> Vec<Scenario> {
             ..guest("functional-console-read", GuestVerdict::Success)
         },
         guest("xsa-style-writable-pagetable", GuestVerdict::Success),
+        Scenario {
+            hv_cmdline: "dom0_mem=64M loglvl=debug",
+            expect: &["messages suppressed", POWEROFF_MARKER],
+            check: Some(check_log_flood),
+            ..guest("xsa-style-log-flood", GuestVerdict::Success)
+        },
+        Scenario {
+            check: Some(check_console_flood),
+            timeout_s: 180,
+            ..guest("xsa-style-console-flood", GuestVerdict::Success)
+        },
         guest("xsa-style-periodic-timer", GuestVerdict::Success),
         guest("xsa-style-shared-info-pagetable", GuestVerdict::Success),
         guest("xsa-style-long-pin", GuestVerdict::Success),
@@ -733,6 +744,49 @@ fn check_ram_6144mib(log: &str) -> Result<(), String> {
     if gib <= 4 {
         return Err(format!(
             "the direct map ({gib} GiB) does not cover RAM above 4 GiB"
+        ));
+    }
+    Ok(())
+}
+
+/// `xsa-style-log-flood`'s 10,001 refusals were rate-limited: the 10 of the burst, a few more
+/// as the bucket refills, and the one after the pause.
+fn check_log_flood(log: &str) -> Result<(), String> {
+    let printed = log
+        .matches("mmu_update 0x1000000000001 := 0x0 refused")
+        .count();
+    if !(1..=100).contains(&printed) {
+        return Err(format!(
+            "{printed} refusal lines in the log, expected 1 to 100"
+        ));
+    }
+    Ok(())
+}
+
+/// Lines `xsa-style-console-flood` writes (nine times 64 KiB of 64-byte lines).
+const CONSOLE_FLOOD_LINES: u64 = 9 * 1024;
+
+/// Every line of `xsa-style-console-flood` reached the serial log, in order and intact.
+fn check_console_flood(log: &str) -> Result<(), String> {
+    let expected = |n: u64| {
+        let letters: String = (0..54u64)
+            .map(|j| char::from(b'A' + ((n + j) % 26) as u8))
+            .collect();
+        format!("CF{n:06} {letters}")
+    };
+    let mut next = 0;
+    for line in log.lines().map(|l| l.trim_end_matches('\r')) {
+        if !line.starts_with("CF") || line == "CF-END" {
+            continue;
+        }
+        if line != expected(next) {
+            return Err(format!("flood line {next} is {line:?}"));
+        }
+        next += 1;
+    }
+    if next != CONSOLE_FLOOD_LINES || !log.contains("CF-END") {
+        return Err(format!(
+            "{next} of {CONSOLE_FLOOD_LINES} flood lines (and the end marker) reached the log"
         ));
     }
     Ok(())

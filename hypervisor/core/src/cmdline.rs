@@ -3,7 +3,8 @@
 //! Options are separated by spaces: `name`, `name=value`, or `no-name` for a boolean. Unknown
 //! options and malformed values produce a [`Warning`] and are otherwise ignored: a typo on the
 //! command line must never stop a machine from booting. Known options (Xen's names):
-//! `loglvl=`, `com1=`, `console=`, `noreboot`, `dom0_mem=`, `dom0_max_vcpus=`, plus Hestia's
+//! `loglvl=`, `com1=`, `console=`, `sync_console`, `serial_tx_buffer=`, `noreboot`, `dom0_mem=`,
+//! `dom0_max_vcpus=`, plus Hestia's
 //! `selftest=` (test hooks, only honoured by builds with the `test-hooks` feature).
 
 use crate::size::{parse_size, parse_u64};
@@ -117,6 +118,10 @@ pub struct Options {
     pub com1: SerialConfig,
     /// `console=`.
     pub console: ConsoleSel,
+    /// `sync_console`: every byte goes out before the writer goes on (no transmit ring).
+    pub sync_console: bool,
+    /// `serial_tx_buffer=`: size of the serial transmit ring in bytes.
+    pub serial_tx_buffer: u64,
     /// `noreboot`: on panic or when dom0 stops, halt instead of powering off or resetting.
     pub noreboot: bool,
     /// `dom0_mem=`.
@@ -139,6 +144,8 @@ impl Default for Options {
             loglvl: LogLevel::Info,
             com1: SerialConfig::default(),
             console: ConsoleSel::default(),
+            sync_console: false,
+            serial_tx_buffer: crate::serial_tx::DEFAULT_SIZE as u64,
             noreboot: false,
             dom0_mem: Dom0Mem::default(),
             dom0_max_vcpus: None,
@@ -210,6 +217,14 @@ impl Options {
                     }
                     o.console = sel;
                 }
+                "sync_console" => match parse_bool(value) {
+                    Some(b) => o.sync_console = b,
+                    None => bad(&mut warn),
+                },
+                "serial_tx_buffer" => match value.and_then(parse_size) {
+                    Some(s) => o.serial_tx_buffer = s,
+                    None => bad(&mut warn),
+                },
                 "noreboot" | "no-noreboot" => match parse_bool(value) {
                     Some(b) => o.noreboot = b ^ (name == "no-noreboot"),
                     None => bad(&mut warn),
@@ -371,6 +386,17 @@ mod tests {
         assert!(!parse("noreboot=0").0.noreboot);
         assert!(parse("noreboot=yes").0.noreboot);
         assert!(!parse("noreboot no-noreboot").0.noreboot);
+    }
+
+    #[test]
+    fn serial_transmit_options() {
+        let (o, w) = parse("sync_console serial_tx_buffer=64K");
+        assert!(o.sync_console && w.is_empty());
+        assert_eq!(o.serial_tx_buffer, 64 * 1024);
+        let (o, w) = parse("serial_tx_buffer=lots");
+        assert!(!o.sync_console);
+        assert_eq!(o.serial_tx_buffer, crate::serial_tx::DEFAULT_SIZE as u64);
+        assert_eq!(w, [Warning::BadValue("serial_tx_buffer", "lots")]);
     }
 
     #[test]

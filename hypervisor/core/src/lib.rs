@@ -27,6 +27,8 @@ pub mod ptwr;
 pub mod pv_layout;
 pub mod pv_mm;
 pub mod rangeset;
+pub mod ratelimit;
+pub mod serial_tx;
 pub mod size;
 pub mod symbols;
 pub mod time;

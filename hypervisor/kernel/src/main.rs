@@ -308,14 +308,15 @@ extern "C" fn continue_boot(info: u64) -> ! {
     apic::calibrate_timer();
 
     let (gsi, mode) = platform.isa_irq(opts.com1.irq);
-    match ioapic::route(gsi, mode, bsp_apic, console::poll_input) {
-        Ok(()) => console::enable_input(),
+    let routed = ioapic::route(gsi, mode, bsp_apic, console::serial_interrupt);
+    cpu::enable_interrupts();
+    match routed {
+        Ok(()) => console::start_async(&opts),
         Err(e) => warn!(
             "console: serial input unavailable (IRQ {} -> GSI {gsi}: {e})",
             opts.com1.irq
         ),
     }
-    cpu::enable_interrupts();
 
     let enabled = platform
         .processors
@@ -413,6 +414,7 @@ fn dom0_pages(opts: &Options) -> (u64, u64) {
 /// dom0 stopped with `reason` (`SHUTDOWN_*`): power off, reset, or halt, as Xen does.
 pub fn dom0_stopped(reason: u32) -> ! {
     use xen_abi::sched::reason as r;
+    console::start_sync();
     match reason {
         r::REBOOT => {
             info!("Hestia: dom0 asked for a reboot: resetting the machine");
@@ -436,6 +438,7 @@ pub fn dom0_stopped(reason: u32) -> ! {
 
 /// Powers the machine off, or halts if that fails.
 fn shutdown() -> ! {
+    console::start_sync();
     info!("Hestia: powering off");
     smp::halt_others();
     let why = power::poweroff();
@@ -446,6 +449,7 @@ fn shutdown() -> ! {
 /// Stops the machine after a fatal error: other CPUs halt; this one powers off, or halts with
 /// `noreboot` so the console stays readable.
 pub fn fatal_stop() -> ! {
+    console::start_sync();
     smp::halt_others();
     if NOREBOOT.load(Ordering::Relaxed) {
         error!("noreboot: Hestia halted after a fatal error");
@@ -466,6 +470,7 @@ pub fn fatal_boot(args: fmt::Arguments<'_>) -> ! {
 #[panic_handler]
 fn panic(p: &core::panic::PanicInfo<'_>) -> ! {
     cpu::disable_interrupts();
+    console::start_sync();
     let me = cpu::current_cpu_index();
     console::with_lock(|w| {
         let _ = writeln!(w, "----[ Hestia CPU{me} PANIC ]----");

@@ -338,6 +338,47 @@ pub fn register_event_callback() -> i64 {
     )
 }
 
+/// Starts VIRQ_TIMER upcalls on vCPU 0 every `period_ns`, delivered to `h` as
+/// [`EVENT_VECTOR`]: installs the runtime's traps, maps shared_info, registers the event
+/// callback, binds VIRQ_TIMER, sets the periodic timer and unmasks events. `Err` names the step
+/// that failed.
+pub fn start_periodic_upcalls(
+    si: &StartInfo,
+    h: ExcHandler,
+    period_ns: u64,
+) -> Result<(), &'static str> {
+    install_traps(h);
+    if map_shared_info(si) != 0 {
+        return Err("cannot map shared_info");
+    }
+    if register_event_callback() != 0 {
+        return Err("cannot register the event callback");
+    }
+    let mut bind = [0u32, 0, 0]; // VIRQ_TIMER on vCPU 0
+    if hypercall(nr::EVENT_CHANNEL_OP, 1, bind.as_mut_ptr() as u64, 0, 0, 0) != 0 {
+        return Err("cannot bind VIRQ_TIMER");
+    }
+    let period = [period_ns];
+    if hypercall(nr::VCPU_OP, 6, 0, period.as_ptr() as u64, 0, 0) != 0 {
+        return Err("cannot set the periodic timer");
+    }
+    shared_byte(1).store(0, core::sync::atomic::Ordering::SeqCst); // unmask events
+    Ok(())
+}
+
+/// One `mmu_update` request for the calling domain; returns the hypercall's result.
+pub fn mmu_update_one(ptr: u64, val: u64) -> i64 {
+    let req = xen_abi::mmu::MmuUpdate { ptr, val };
+    hypercall(
+        nr::MMU_UPDATE,
+        &req as *const xen_abi::mmu::MmuUpdate as u64,
+        1,
+        0,
+        u64::from(xen_abi::xen::DOMID_SELF),
+        0,
+    )
+}
+
 /// Acknowledges vCPU `vcpu`'s pending events the 2-level way (as Linux's events_2l): clears its
 /// upcall-pending flag and selector, and every pending unmasked port the selector names.
 /// Returns the ports of the first word (0-63) it acknowledged.
@@ -392,6 +433,14 @@ pub fn forced_cpuid(leaf: u32, sub: u32) -> (u32, u32, u32, u32) {
 pub fn hypercall_page_bytes() -> &'static [u8; 4096] {
     // SAFETY: the page is part of the image; the builder wrote it before the guest started.
     unsafe { &hypercall_page }
+}
+
+/// The hypercall whose stub's SYSCALL is at `rip`, if any: an upcall or exception that
+/// interrupted the guest there found a hypercall rewound for a continuation (preempted).
+pub fn stub_at(rip: u64) -> Option<u32> {
+    let page = hypercall_page_bytes();
+    let off = usize::try_from(rip.wrapping_sub(page.as_ptr() as u64)).ok()?;
+    (page.get(off..off + 2)? == [0x0f, 0x05]).then_some((off / 32) as u32)
 }
 
 /// A hypercall through the hypercall page.

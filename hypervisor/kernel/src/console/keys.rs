@@ -217,5 +217,6 @@ fn cpus() {
 }
 
 fn reboot() {
+    crate::console::start_sync();
     crate::arch::x86_64::power::reset();
 }

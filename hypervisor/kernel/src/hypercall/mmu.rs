@@ -158,7 +158,8 @@ fn one_update(d: &Domain, req: MmuUpdate) -> Result<(), Errno> {
 pub(super) fn do_mmu_update(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     run_batch(d, a, |req: MmuUpdate| {
         one_update(d, req).inspect_err(|e| {
-            crate::debug!(
+            crate::gdebug!(
+                d,
                 "{}: mmu_update {:#x} := {:#x} refused ({e:?})",
                 d.id,
                 req.ptr,

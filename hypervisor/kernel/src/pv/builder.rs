@@ -446,5 +446,6 @@ pub fn build_dom0(
             .collect(),
         pirqs: spin::Mutex::new(hestia_core::pirq::PirqTable::default()),
         mm_pending: (0..nr_vcpus).map(|_| spin::Mutex::default()).collect(),
+        log_limit: Default::default(),
     })
 }

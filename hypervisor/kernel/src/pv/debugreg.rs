@@ -97,7 +97,11 @@ pub fn hypervisor_trap(f: &mut TrapFrame) {
     // SAFETY: as in `guest_trap`.
     unsafe { cpu::write_dr(6, DR6_DEFAULT) };
     if f.rflags & RFLAGS_TF != 0 {
-        crate::warn!("trap: single step in Hestia at {:#x}, TF cleared", f.rip);
+        crate::gwarn!(
+            crate::pv::current(),
+            "trap: single step in Hestia at {:#x}, TF cleared",
+            f.rip
+        );
         f.rflags &= !RFLAGS_TF;
     }
     let dr7 = cpu::read_dr(7);
@@ -105,14 +109,16 @@ pub fn hypervisor_trap(f: &mut TrapFrame) {
         dr6 & (1 << i) != 0 && dr7 & (3 << (2 * i)) != 0 && (dr7 >> (16 + 4 * i)) & 3 == 0
     });
     if fault {
-        crate::error!(
+        crate::gwarn!(
+            crate::pv::current(),
             "trap: instruction breakpoint in Hestia at {:#x}, DR7 cleared",
             f.rip
         );
         // SAFETY: disabling every breakpoint has no effect beyond debug exceptions.
         unsafe { cpu::write_dr(7, DR7_DEFAULT) };
     }
-    crate::debug!(
+    crate::gdebug!(
+        crate::pv::current(),
         "trap: guest watchpoint hit in Hestia at {:#x} (DR6 {dr6:#x}), ignored",
         f.rip
     );

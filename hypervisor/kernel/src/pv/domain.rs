@@ -211,6 +211,8 @@ pub struct Domain {
     /// touched only by the vCPU itself. Lock order: a `Vcpu` lock, then this, then the frame
     /// table.
     pub mm_pending: Vec<spin::Mutex<Pending>>,
+    /// Rate limiter of the log lines it causes (`gwarn!` and family).
+    pub log_limit: crate::console::GuestLogLimit,
 }
 
 impl Domain {

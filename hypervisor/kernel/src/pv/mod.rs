@@ -261,10 +261,10 @@ fn stop_after_domain(d: &Domain) -> ! {
     };
     crate::info!("{}: shut down ({what}, reason {r})", d.id);
     let (ns, at) = crate::mm::frametable::longest_hold();
+    let (file, line) = at.map_or(("-", 0), |l| (l.file(), l.line()));
     crate::info!(
-        "mm: the frame table's lock was held {} us at most while guests ran ({})",
-        ns / 1000,
-        at.map_or(alloc::format!("-"), |l| alloc::format!("{}:{}", l.file(), l.line()))
+        "mm: the frame table's lock was held {} us at most while guests ran ({file}:{line})",
+        ns / 1000
     );
     crate::dom0_stopped(r)
 }

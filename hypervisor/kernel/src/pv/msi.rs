@@ -123,7 +123,8 @@ pub fn map(
     write_message(&slot, message);
     slots[index] = Some(slot);
     PIRQ_OF_VECTOR[index].store(pirq + 1, Ordering::Release);
-    crate::debug!(
+    crate::gdebug!(
+        d,
         "{}: {:02x}:{:02x}.{} {} {entry} is PIRQ {pirq}, vector {vector:#x}",
         d.id,
         f.bus,
@@ -150,7 +151,8 @@ fn msix_entry(d: &Domain, f: Function, cap: u16, entry: u32) -> Result<u64, Errn
         (start >> 12..end.div_ceil(4096)).all(|mfn| ft.is_io(mfn) && ft.iomem_allowed(dom, mfn))
     });
     if allowed != Some(true) {
-        crate::warn!(
+        crate::gwarn!(
+            d,
             "{}: MSI-X table at {start:#x} is not device memory of the domain",
             d.id
         );

@@ -77,7 +77,7 @@ pub fn bind(d: &Domain, pirq: u32) -> Result<u32, Errno> {
     let p = d.pirqs.lock().get(pirq).ok_or(Errno::EPERM)?;
     let gsi = match p.source {
         Source::Gsi(gsi) if ioapic::hestia_owns(gsi) => {
-            crate::debug!("{}: GSI {gsi} is Hestia's, not bound", d.id);
+            crate::gdebug!(d, "{}: GSI {gsi} is Hestia's, not bound", d.id);
             return Err(Errno::EBUSY);
         }
         Source::Gsi(gsi) => Some(gsi),
@@ -94,7 +94,7 @@ pub fn bind(d: &Domain, pirq: u32) -> Result<u32, Errno> {
     let m = mode(gsi);
     d.pirqs.lock().set_level(pirq, m.level);
     if let Err(e) = ioapic::route_for_guest(gsi, m, apic::id(), interrupt) {
-        crate::warn!("{}: PIRQ {pirq} (GSI {gsi}) not routed: {e}", d.id);
+        crate::gwarn!(d, "{}: PIRQ {pirq} (GSI {gsi}) not routed: {e}", d.id);
         // The port was bound under this same hold: closing it cannot fail.
         if let Err(e) = ev.close(&mut d.shared(), port) {
             crate::error!("{}: port {port} just bound cannot close: {e:?}", d.id);
@@ -102,7 +102,8 @@ pub fn bind(d: &Domain, pirq: u32) -> Result<u32, Errno> {
         return Err(Errno::EPERM);
     }
     drop(ev);
-    crate::debug!(
+    crate::gdebug!(
+        d,
         "{}: GSI {gsi} ({}, active {}) is PIRQ {pirq} on port {port}",
         d.id,
         if m.level { "level" } else { "edge" },

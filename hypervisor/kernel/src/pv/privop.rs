@@ -169,7 +169,12 @@ fn kernel_only(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame, op: Decoded) -> Resu
 }
 
 fn refused(v: &Vcpu, f: &TrapFrame, what: &str) {
-    crate::debug!("v{}: {what} of MSR {:#x} refused (#GP)", v.id, f.rcx as u32);
+    crate::gdebug!(
+        crate::pv::current(),
+        "v{}: {what} of MSR {:#x} refused (#GP)",
+        v.id,
+        f.rcx as u32
+    );
 }
 
 /// `mov %crN, %reg` as a PV kernel sees it.

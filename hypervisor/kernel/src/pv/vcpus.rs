@@ -209,9 +209,9 @@ pub fn down_self(d: &Domain) -> Result<(), Errno> {
         events::stop_timers(&mut v);
         v.up = false;
     }
-    crate::info!("{}v{vid}: down", d.id);
+    crate::ginfo!(d, "{}v{vid}: down", d.id);
     events::block_until(d, |d| d.this_vcpu().lock().up);
-    crate::info!("{}v{vid}: up again", d.id);
+    crate::ginfo!(d, "{}v{vid}: up again", d.id);
     events::start_timers(&mut d.this_vcpu().lock());
     Ok(())
 }
@@ -239,7 +239,8 @@ fn start_here() {
         events::start_timers(&mut v);
         (v.regs, v.kernel_cr3, v.gs_base_kernel)
     };
-    crate::info!(
+    crate::ginfo!(
+        d,
         "{}v{vid}: starting at {:#x}, stack {:#x}",
         d.id,
         regs.rip,

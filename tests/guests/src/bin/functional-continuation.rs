@@ -14,8 +14,8 @@ use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use hestia_guests::xen_abi::mmu::{MmuUpdate, MmuextOp, ext, update};
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
 use hestia_guests::{
-    EVENT_VECTOR, ExcFrame, Verdict, ack_events, check, hypercall, hypercall_page_bytes,
-    install_traps, m2p, map_shared_info, pfn_to_mfn, println, register_event_callback, shared_byte,
+    EVENT_VECTOR, ExcFrame, Verdict, ack_events, check, hypercall, m2p, pfn_to_mfn, println,
+    start_periodic_upcalls, stub_at,
 };
 
 const EINVAL: i64 = -22;
@@ -42,12 +42,9 @@ fn handler(vector: u64, f: &mut ExcFrame) {
         return;
     }
     EVENTS.fetch_add(1, SeqCst);
-    let page = hypercall_page_bytes().as_ptr() as u64;
     // At the stub's SYSCALL itself (not after it): the call was rewound to be re-issued.
-    let stub = hypercall_page_bytes();
-    let off = f.rip.wrapping_sub(page) as usize;
-    if off < 4095 && stub[off] == 0x0f && stub[off + 1] == 0x05 {
-        AT_STUB[off / 32 % 64].fetch_add(1, SeqCst);
+    if let Some(n) = stub_at(f.rip) {
+        AT_STUB[n as usize % 64].fetch_add(1, SeqCst);
     }
     ack_events(0);
 }
@@ -77,17 +74,9 @@ fn memop(cmd: u64, arg: u64) -> i64 {
 
 fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
-    install_traps(handler);
-    check!(failed, map_shared_info(si) == 0, "cannot map shared_info");
-    let r = register_event_callback();
-    check!(failed, r == 0, "event callback: {r}");
-    let mut bind = [0u32, 0, 0]; // VIRQ_TIMER on vCPU 0
-    let r = hypercall(nr::EVENT_CHANNEL_OP, 1, bind.as_mut_ptr() as u64, 0, 0, 0);
-    check!(failed, r == 0, "bind_virq(TIMER): {r}");
-    let period = [1_000_000u64];
-    let r = hypercall(nr::VCPU_OP, 6, 0, period.as_ptr() as u64, 0, 0);
-    check!(failed, r == 0, "set_periodic_timer(1 ms): {r}");
-    shared_byte(1).store(0, SeqCst); // unmask events
+    if let Err(e) = start_periodic_upcalls(si, handler, 1_000_000) {
+        return Verdict::Error(e);
+    }
 
     let pfn = BATCH.0.get() as u64 >> 12;
     let mfn = pfn_to_mfn(si, pfn);

@@ -6,10 +6,11 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-use hestia_guests::xen_abi::mmu::{MmuUpdate, update, uvmf};
-use hestia_guests::xen_abi::xen::{DOMID_SELF, MACH2PHYS_VIRT_START, StartInfo, hypercall as nr};
+use hestia_guests::xen_abi::mmu::{update, uvmf};
+use hestia_guests::xen_abi::xen::{MACH2PHYS_VIRT_START, StartInfo, hypercall as nr};
 use hestia_guests::{
-    ExcFrame, Verdict, check, hypercall, install_traps, l1e_maddr, m2p, pfn_to_mfn, println,
+    ExcFrame, Verdict, check, hypercall, install_traps, l1e_maddr, m2p, mmu_update_one, pfn_to_mfn,
+    println,
 };
 
 const EINVAL: i64 = -22;
@@ -24,18 +25,6 @@ fn handler(v: u64, f: &mut ExcFrame) {
         FAULTS.fetch_add(1, SeqCst);
     }
     f.rip += 7; // `movq $0, (%rsi)`
-}
-
-fn mmu_update(ptr: u64, val: u64) -> i64 {
-    let req = MmuUpdate { ptr, val };
-    hypercall(
-        nr::MMU_UPDATE,
-        &req as *const MmuUpdate as u64,
-        1,
-        0,
-        u64::from(DOMID_SELF),
-        0,
-    )
 }
 
 fn test(si: &StartInfo) -> Verdict {
@@ -60,17 +49,17 @@ fn test(si: &StartInfo) -> Verdict {
         r == EBUSY,
         "update_va_mapping mapped the live L4 writable ({r})"
     );
-    let r = mmu_update(l1e | update::NORMAL_PT_UPDATE, (l4_mfn << 12) | RW);
+    let r = mmu_update_one(l1e | update::NORMAL_PT_UPDATE, (l4_mfn << 12) | RW);
     check!(
         failed,
         r == EBUSY,
         "mmu_update mapped the live L4 writable ({r})"
     );
     let l1_mfn = l1e >> 12;
-    let r = mmu_update(l1e | update::NORMAL_PT_UPDATE, (l1_mfn << 12) | RW);
+    let r = mmu_update_one(l1e | update::NORMAL_PT_UPDATE, (l1_mfn << 12) | RW);
     check!(failed, r == EBUSY, "an L1 mapped itself writable ({r})");
 
-    let r = mmu_update(
+    let r = mmu_update_one(
         (l4_mfn << 12) | (256 * 8) | update::NORMAL_PT_UPDATE,
         (pfn_to_mfn(si, 0x3fe) << 12) | 0x67,
     );
@@ -79,7 +68,7 @@ fn test(si: &StartInfo) -> Verdict {
         r == EINVAL,
         "wrote the hypervisor's L4 slot 256 ({r})"
     );
-    let r = mmu_update((l4_mfn << 12) | (262 * 8) | update::NORMAL_PT_UPDATE, 0);
+    let r = mmu_update_one((l4_mfn << 12) | (262 * 8) | update::NORMAL_PT_UPDATE, 0);
     check!(
         failed,
         r == EINVAL,
@@ -103,13 +92,13 @@ fn test(si: &StartInfo) -> Verdict {
             "mapped machine frame {foreign:#x}, which is not ours ({r})"
         );
     }
-    let r = mmu_update((0x200u64 << 12) | update::MACHPHYS_UPDATE, 0);
+    let r = mmu_update_one((0x200u64 << 12) | update::MACHPHYS_UPDATE, 0);
     check!(
         failed,
         r == EINVAL,
         "updated the M2P entry of a frame we do not own ({r})"
     );
-    let r = mmu_update((0x200u64 << 12) | update::NORMAL_PT_UPDATE, 0);
+    let r = mmu_update_one((0x200u64 << 12) | update::NORMAL_PT_UPDATE, 0);
     check!(
         failed,
         r == EINVAL,
@@ -125,7 +114,7 @@ fn test(si: &StartInfo) -> Verdict {
         let l3e = unsafe { core::ptr::read_volatile(l3_va as *const u64) };
         (l3e & 0x000F_FFFF_FFFF_F000) >> 12
     };
-    let r = mmu_update(
+    let r = mmu_update_one(
         (l2_mfn << 12) | (100 * 8) | update::NORMAL_PT_UPDATE,
         (pfn_to_mfn(si, 0) << 12) | 0xE7,
     );
