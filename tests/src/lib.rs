@@ -106,6 +106,7 @@ pub const FATAL_MARKERS: &[&str] = &[
     "PANIC ]----",
     "Hestia: fatal error",
     "noreboot: Hestia halted",
+    "frame audit FAILED",
 ];
 /// Marker of a clean power-off.
 pub const POWEROFF_MARKER: &str = "Hestia: powering off";
