@@ -1112,6 +1112,12 @@ pub enum Broken {
         /// The entry.
         entry: u64,
     },
+    /// A frame the allocator holds as free still belongs to a domain (it was freed while the
+    /// domain could still use it, or given out twice).
+    FreeButOwned {
+        /// The frame.
+        mfn: u64,
+    },
     /// A reference count would overflow `u32` (more references than can exist).
     Overflow {
         /// The frame.
@@ -1142,6 +1148,7 @@ impl core::fmt::Display for Broken {
             Self::BadEntry { table, idx, entry } => {
                 write!(f, "table {table:#x}[{idx}] holds invalid entry {entry:#x}")
             }
+            Self::FreeButOwned { mfn } => write!(f, "mfn {mfn:#x}: free but owned"),
             Self::Overflow { mfn } => write!(f, "mfn {mfn:#x}: counter overflow"),
         }
     }
@@ -1186,13 +1193,16 @@ impl FrameTable<'_> {
     /// Recomputes every frame's reference and type counts from the validated tables (their
     /// present entries, as [`Self::get_entry`] takes them, only the slots done of a table with
     /// work under way), the pins and the `holds` Hestia keeps outside page tables (with
-    /// [`Self::pending_holds`] of every vCPU), and checks them against the table, with invariants 1, 2 and
-    /// 4 on every entry. Read-only; `scratch` (one slot per frame) holds the recomputed
-    /// counts. The caller holds whatever lock keeps the table and the holds still.
+    /// [`Self::pending_holds`] of every vCPU), and checks them against the table, with
+    /// invariants 1, 2 and 4 on every entry; and that no frame in `free` (the allocator's free
+    /// frames) has an owner. Read-only; `scratch` (one slot per frame) holds the recomputed
+    /// counts. The caller holds whatever locks keep the table, the holds and the free list
+    /// still.
     pub fn audit(
         &self,
         mem: &dyn PtMemory,
         holds: impl IntoIterator<Item = Hold>,
+        free: impl IntoIterator<Item = core::ops::Range<u64>>,
         scratch: &mut [AuditCounts],
     ) -> Result<AuditSummary, AuditFailure> {
         let mut failure: Option<AuditFailure> = None;
@@ -1241,6 +1251,11 @@ impl FrameTable<'_> {
         };
         for h in holds {
             account(scratch, &mut broken, h.mfn, h.ty);
+        }
+        for mfn in free.into_iter().flatten() {
+            if self.info(mfn).is_some_and(|f| f.owner.is_some()) {
+                broken(Broken::FreeButOwned { mfn });
+            }
         }
         for (i, f) in self.frames.iter().enumerate() {
             let mfn = i as u64;
@@ -1793,7 +1808,7 @@ mod tests {
     /// Audits `ft` with `holds`, on fresh scratch.
     fn audit(ft: &FrameTable, mem: &FakeMem, holds: &[Hold]) -> Result<AuditSummary, AuditFailure> {
         let mut scratch = std::vec![AuditCounts::default(); 64];
-        ft.audit(mem, holds.iter().copied(), &mut scratch)
+        ft.audit(mem, holds.iter().copied(), [], &mut scratch)
     }
 
     #[test]
@@ -1844,7 +1859,7 @@ mod tests {
         ));
         let mut scratch = std::vec![AuditCounts::default(); 10];
         assert_eq!(
-            ft.audit(&mem, [], &mut scratch).unwrap_err().first,
+            ft.audit(&mem, [], [], &mut scratch).unwrap_err().first,
             Broken::ScratchTooSmall
         );
     }
@@ -1925,6 +1940,26 @@ mod tests {
             },
             "a mapped frame that left its domain"
         );
+        // A frame handed back to the allocator while its domain still owns it.
+        let (ft, mem) = setup(20);
+        let mut scratch = std::vec![AuditCounts::default(); 64];
+        assert_eq!(
+            ft.audit(&mem, [], [30..40, 15..17], &mut scratch)
+                .unwrap_err(),
+            AuditFailure {
+                first: Broken::FreeButOwned { mfn: 15 },
+                count: 2
+            }
+        );
+        assert!(
+            ft.audit(&mem, [], core::iter::once(20..40), &mut scratch)
+                .is_err(),
+            "frames of another domain"
+        );
+        assert!(
+            ft.audit(&mem, [], core::iter::once(24..64), &mut scratch)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -2001,7 +2036,7 @@ mod tests {
         let n = (0u64..).take_while(|&m| ft.info(m).is_some()).count();
         let holds: Vec<Hold> = pendings.iter().flat_map(|p| ft.pending_holds(p)).collect();
         let mut scratch = std::vec![AuditCounts::default(); n];
-        if let Err(f) = ft.audit(mem, holds, &mut scratch) {
+        if let Err(f) = ft.audit(mem, holds, [], &mut scratch) {
             panic!("{} ({} broken)", f.first, f.count);
         }
     }

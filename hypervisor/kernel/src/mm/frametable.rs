@@ -235,9 +235,9 @@ pub fn preemptible<R>(
     }
 }
 
-/// Audits the whole frame table against `holds` and the vCPUs' unfinished page-table work
-/// `pendings` (`FrameTable::audit`), with scratch counters
-/// from the frame allocator, freed afterwards. `None` when there is no table or no memory for
+/// Audits the whole frame table against `holds`, the vCPUs' unfinished page-table work
+/// `pendings` and the allocator's free list (`FrameTable::audit`), with scratch counters from
+/// the frame allocator, freed afterwards. `None` when there is no table or no memory for
 /// the scratch.
 pub fn audit(holds: &[Hold], pendings: &[Pending]) -> Option<Result<AuditSummary, AuditFailure>> {
     let nr = nr_frames();
@@ -251,7 +251,9 @@ pub fn audit(holds: &[Hold], pendings: &[Pending]) -> Option<Result<AuditSummary
     let r = with(|ft, mem| {
         let pending: alloc::vec::Vec<Hold> =
             pendings.iter().flat_map(|p| ft.pending_holds(p)).collect();
-        ft.audit(mem, holds.iter().copied().chain(pending), slots)
+        super::with_free_frames(|free| {
+            ft.audit(mem, holds.iter().copied().chain(pending), free, slots)
+        })
     });
     super::free_frames(scratch, bytes / 4096);
     r
