@@ -444,6 +444,7 @@ pub fn all() -> Vec<Scenario> {
             timeout_s: 180,
             ..guest("xsa-style-console-flood", GuestVerdict::Success)
         },
+        guest("xsa-style-new-baseptr-zero", GuestVerdict::Success),
         guest("xsa-style-periodic-timer", GuestVerdict::Success),
         guest("xsa-style-shared-info-pagetable", GuestVerdict::Success),
         guest("xsa-style-long-pin", GuestVerdict::Success),
