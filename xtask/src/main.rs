@@ -73,7 +73,13 @@ commands:
       --timeout SECS      give up after SECS (default: none on a terminal, else 300)
       --test-hooks        boot the build with test hooks (selftest=...)
       --gdb               wait for gdb on localhost:1234 and print the command to attach
-  test [FILTER]         host unit tests and QEMU scenarios (FILTER: scenario names only)
+  test [FILTER [SEED]]  host unit tests and QEMU scenarios (FILTER: scenario names only); SEED
+                        replays a fuzz run (`cargo xtask test fuzz 0x1234`, as the guest prints)
+  fuzz [options]        one structured fuzz run (the fuzz-hypercalls scenario)
+      --calls N           hypercalls in all (default 1000000, as in CI)
+      --seed S            replay seed S instead of a fresh one
+      --known             also the requests that reach the holes of issue 8 still open
+      --accel auto|kvm|tcg
   check                 rustfmt, clippy (host and kernel target)
   bench                 measured figures (medians) and Hestia/Xen ratios when ../shared/ref is there
 ";
@@ -84,19 +90,8 @@ fn main() -> ExitCode {
         Some("build") => kernel::build(Flavor::Release).map(|p| println!("{}", p.display())),
         Some("iso") => iso().map(|p| println!("{}", p.display())),
         Some("run") => cmd_run(&args[1..]),
-        Some("test") => {
-            let accel = if args.iter().any(|a| a == "--kvm") {
-                Accel::Kvm
-            } else {
-                Accel::Auto
-            };
-            test::run(
-                args.get(1)
-                    .map(String::as_str)
-                    .filter(|a| !a.starts_with("--")),
-                accel,
-            )
-        }
+        Some("test") => cmd_test(&args[1..]),
+        Some("fuzz") => cmd_fuzz(&args[1..]),
         Some("check") => check::run(),
         Some("bench") => bench::run(),
         Some("help" | "-h" | "--help") | None => {
@@ -112,6 +107,57 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn accel_arg(a: &str) -> Result<Accel> {
+    match a {
+        "auto" => Ok(Accel::Auto),
+        "kvm" => Ok(Accel::Kvm),
+        "tcg" => Ok(Accel::Tcg),
+        a => Err(format!("--accel {a}: expected auto, kvm or tcg").into()),
+    }
+}
+
+fn cmd_test(args: &[String]) -> Result<()> {
+    let accel = if args.iter().any(|a| a == "--kvm") {
+        Accel::Kvm
+    } else {
+        Accel::Auto
+    };
+    let mut plain = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with("--"));
+    let filter = plain.next();
+    let seed = plain.next().map(test::parse_seed).transpose()?;
+    let fuzz = test::FuzzArgs {
+        seed,
+        ..test::FuzzArgs::default()
+    };
+    test::run(filter, accel, fuzz)
+}
+
+fn cmd_fuzz(args: &[String]) -> Result<()> {
+    let (mut fuzz, mut accel) = (test::FuzzArgs::default(), Accel::Auto);
+    let mut i = 0;
+    while i < args.len() {
+        let flag = args[i].as_str();
+        match flag {
+            "--calls" => {
+                fuzz.calls = Some(
+                    value(args, &mut i, flag)?
+                        .parse()
+                        .map_err(|_| "--calls needs a number")?,
+                )
+            }
+            "--seed" => fuzz.seed = Some(test::parse_seed(value(args, &mut i, flag)?)?),
+            "--accel" => accel = accel_arg(value(args, &mut i, flag)?)?,
+            "--known" => fuzz.known = true,
+            _ => return Err(format!("unknown option '{flag}'\n{USAGE}").into()),
+        }
+        i += 1;
+    }
+    test::run(Some("fuzz-hypercalls"), accel, fuzz)
 }
 
 fn iso() -> Result<PathBuf> {
@@ -169,14 +215,7 @@ fn cmd_run(args: &[String]) -> Result<()> {
                 ))
             }
             "--cpu" => m.cpu = Some(value(args, &mut i, flag)?.to_owned()),
-            "--accel" => {
-                m.accel = match value(args, &mut i, flag)? {
-                    "auto" => Accel::Auto,
-                    "kvm" => Accel::Kvm,
-                    "tcg" => Accel::Tcg,
-                    a => return Err(format!("--accel {a}: expected auto, kvm or tcg").into()),
-                }
-            }
+            "--accel" => m.accel = accel_arg(value(args, &mut i, flag)?)?,
             "--firmware" => {
                 m.firmware = match value(args, &mut i, flag)? {
                     "bios" => Firmware::Bios,

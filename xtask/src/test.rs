@@ -74,8 +74,51 @@ fn check_written(img: &Path, (file, contents): (&str, &str)) -> std::result::Res
     }
 }
 
-/// Runs everything (or the scenarios whose names contain `filter`).
-pub fn run(filter: Option<&str>, accel: Accel) -> Result<()> {
+/// What `cargo xtask test fuzz SEED` and `cargo xtask fuzz` pass to the fuzz guests (scenarios
+/// named `fuzz-*`) on their command line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FuzzArgs {
+    /// `seed=`: replay this seed.
+    pub seed: Option<u64>,
+    /// `calls=`: this many calls instead of the guest's default.
+    pub calls: Option<u64>,
+    /// `known=1`: also the requests that reach holes still open.
+    pub known: bool,
+}
+
+/// Calls per second the fuzz guest manages under TCG (measured: see the fuzz scenario), for
+/// the timeout of a run with more calls than the CI's.
+const FUZZ_CALLS_PER_S_TCG: u64 = 5_000;
+
+impl FuzzArgs {
+    /// The guest command line (`seed=0x... calls=N`).
+    fn cmdline(&self) -> String {
+        let mut c = Vec::new();
+        if let Some(s) = self.seed {
+            c.push(format!("seed={s:#x}"));
+        }
+        if let Some(n) = self.calls {
+            c.push(format!("calls={n}"));
+        }
+        if self.known {
+            c.push("known=1".into());
+        }
+        c.join(" ")
+    }
+}
+
+/// Parses a seed as the guest prints it (`0x...`) or in decimal.
+pub fn parse_seed(s: &str) -> Result<u64> {
+    let r = match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("'{s}' is not a seed (0x-hex or decimal)").into())
+}
+
+/// Runs everything (or the scenarios whose names contain `filter`); `fuzz` goes to the fuzz
+/// guests' command lines.
+pub fn run(filter: Option<&str>, accel: Accel, fuzz: FuzzArgs) -> Result<()> {
     let (mut passed, mut failed) = (0u64, 0u64);
     if filter.is_none() {
         println!("== host unit tests (cargo test) ==");
@@ -107,6 +150,16 @@ pub fn run(filter: Option<&str>, accel: Accel) -> Result<()> {
         .into_iter()
         .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
     {
+        let is_fuzz = s.name.starts_with("fuzz-");
+        let mut s = s;
+        let guest_cmdline = if is_fuzz {
+            format!("{} {}", s.dom0_cmdline, fuzz.cmdline())
+        } else {
+            s.dom0_cmdline.to_owned()
+        };
+        if let (true, Some(n)) = (is_fuzz, fuzz.calls) {
+            s.timeout_s = s.timeout_s.max(60 + n / FUZZ_CALLS_PER_S_TCG);
+        }
         let modules = match s.dom0 {
             None => Modules::default(),
             Some(DEBIAN_LINUX) => {
@@ -127,7 +180,7 @@ pub fn run(filter: Option<&str>, accel: Accel) -> Result<()> {
                     None => guests.join(g),
                 };
                 Modules {
-                    dom0: Some((kernel, String::new())),
+                    dom0: Some((kernel, guest_cmdline.trim().to_owned())),
                     initrd: None,
                 }
             }

@@ -1036,6 +1036,319 @@ impl<'a> FrameTable<'a> {
     }
 }
 
+/// A reference Hestia holds on a frame outside every page table (a vCPU's base pointer, a GDT
+/// or LDT page, a registered `vcpu_info`): one general reference, and a type reference of
+/// `ty` when it is `Some`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hold {
+    /// The frame.
+    pub mfn: u64,
+    /// The type it holds, if any.
+    pub ty: Option<PageType>,
+}
+
+/// Per-frame counters [`FrameTable::audit`] recomputes (scratch storage the caller provides).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditCounts {
+    refs: u32,
+    types: u32,
+}
+
+/// A broken frame-table invariant, as [`FrameTable::audit`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Broken {
+    /// The scratch storage is shorter than the table.
+    ScratchTooSmall,
+    /// A frame's reference count is not what the tables, pins and holds account for.
+    RefCount {
+        /// The frame.
+        mfn: u64,
+        /// What the table says.
+        have: u32,
+        /// What the references account for.
+        want: u32,
+    },
+    /// A frame's type count is not what the tables, pins and holds account for.
+    TypeCount {
+        /// The frame.
+        mfn: u64,
+        /// What the table says.
+        have: u32,
+        /// What the references account for.
+        want: u32,
+    },
+    /// A reference needs a type the frame does not have (a table mapped writable, an L1 used
+    /// as an L2...).
+    WrongType {
+        /// The frame.
+        mfn: u64,
+        /// What the table says.
+        have: PageType,
+        /// What the references account for.
+        want: PageType,
+    },
+    /// A frame without type references that still names a type, or a pinned frame that is not
+    /// a page table of its owner.
+    BadState {
+        /// The frame.
+        mfn: u64,
+    },
+    /// A validated table refers to a frame its owner does not own.
+    Foreign {
+        /// The table frame.
+        table: u64,
+        /// The entry index.
+        idx: usize,
+        /// The frame the entry names.
+        target: u64,
+    },
+    /// A validated table holds an entry validation refuses (reserved bits, a superpage, a
+    /// missing US bit, an I/O frame outside the owner's set or writable against its set).
+    BadEntry {
+        /// The table frame.
+        table: u64,
+        /// The entry index.
+        idx: usize,
+        /// The entry.
+        entry: u64,
+    },
+    /// A frame the allocator holds as free still belongs to a domain (it was freed while the
+    /// domain could still use it, or given out twice).
+    FreeButOwned {
+        /// The frame.
+        mfn: u64,
+    },
+    /// A reference count would overflow `u32` (more references than can exist).
+    Overflow {
+        /// The frame.
+        mfn: u64,
+    },
+}
+
+impl core::fmt::Display for Broken {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::ScratchTooSmall => write!(f, "audit scratch smaller than the frame table"),
+            Self::RefCount { mfn, have, want } => {
+                write!(f, "mfn {mfn:#x}: ref count {have}, accounted for {want}")
+            }
+            Self::TypeCount { mfn, have, want } => {
+                write!(f, "mfn {mfn:#x}: type count {have}, accounted for {want}")
+            }
+            Self::WrongType { mfn, have, want } => {
+                write!(f, "mfn {mfn:#x}: type {have:?}, referenced as {want:?}")
+            }
+            Self::BadState { mfn } => write!(f, "mfn {mfn:#x}: inconsistent type/pin state"),
+            Self::Foreign { table, idx, target } => {
+                write!(
+                    f,
+                    "table {table:#x}[{idx}] refers to foreign mfn {target:#x}"
+                )
+            }
+            Self::BadEntry { table, idx, entry } => {
+                write!(f, "table {table:#x}[{idx}] holds invalid entry {entry:#x}")
+            }
+            Self::FreeButOwned { mfn } => write!(f, "mfn {mfn:#x}: free but owned"),
+            Self::Overflow { mfn } => write!(f, "mfn {mfn:#x}: counter overflow"),
+        }
+    }
+}
+
+/// What a successful [`FrameTable::audit`] looked at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditSummary {
+    /// Frames in the table.
+    pub frames: u64,
+    /// Validated page tables walked.
+    pub tables: u64,
+    /// Present entries of those tables checked.
+    pub entries: u64,
+}
+
+/// A failed [`FrameTable::audit`]: the first broken invariant and how many were found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditFailure {
+    /// The first one found.
+    pub first: Broken,
+    /// How many (at most one per frame or entry).
+    pub count: u64,
+}
+
+impl FrameTable<'_> {
+    /// The references a vCPU's unfinished page-table work holds, as [`Hold`]s for
+    /// [`Self::audit`]: the root of a validation it started and of a teardown it owes, each a
+    /// general reference and the table's type.
+    pub fn pending_holds(&self, p: &Pending) -> impl Iterator<Item = Hold> + '_ {
+        let validating = p.validating.map(|(mfn, level)| Hold {
+            mfn,
+            ty: Some(PageType::Table(level)),
+        });
+        let teardown = p.teardown.map(|mfn| Hold {
+            mfn,
+            ty: Some(self.info(mfn).map_or(PageType::None, |f| f.ty)),
+        });
+        validating.into_iter().chain(teardown)
+    }
+
+    /// Recomputes every frame's reference and type counts from the validated tables (their
+    /// present entries, as [`Self::get_entry`] takes them, only the slots done of a table with
+    /// work under way), the pins and the `holds` Hestia keeps outside page tables (with
+    /// [`Self::pending_holds`] of every vCPU), and checks them against the table, with
+    /// invariants 1, 2 and 4 on every entry; and that no frame in `free` (the allocator's free
+    /// frames) has an owner. Read-only; `scratch` (one slot per frame) holds the recomputed
+    /// counts. The caller holds whatever locks keep the table, the holds and the free list
+    /// still.
+    pub fn audit(
+        &self,
+        mem: &dyn PtMemory,
+        holds: impl IntoIterator<Item = Hold>,
+        free: impl IntoIterator<Item = core::ops::Range<u64>>,
+        scratch: &mut [AuditCounts],
+    ) -> Result<AuditSummary, AuditFailure> {
+        let mut failure: Option<AuditFailure> = None;
+        let mut broken = |b: Broken| match &mut failure {
+            Some(f) => f.count += 1,
+            None => failure = Some(AuditFailure { first: b, count: 1 }),
+        };
+        let Some(scratch) = scratch.get_mut(..self.frames.len()) else {
+            return Err(AuditFailure {
+                first: Broken::ScratchTooSmall,
+                count: 1,
+            });
+        };
+        scratch.fill(AuditCounts::default());
+        let mut summary = AuditSummary {
+            frames: self.frames.len() as u64,
+            ..AuditSummary::default()
+        };
+        // One reference (typed `ty`) on `mfn`, checked against the frame's type.
+        let account = |scratch: &mut [AuditCounts],
+                       broken: &mut dyn FnMut(Broken),
+                       mfn: u64,
+                       ty: Option<PageType>| {
+            let (Some(c), Some(f)) = (
+                usize::try_from(mfn).ok().and_then(|i| scratch.get_mut(i)),
+                self.info(mfn),
+            ) else {
+                return broken(Broken::BadState { mfn });
+            };
+            let (Some(refs), Some(types)) = (
+                c.refs.checked_add(1),
+                c.types.checked_add(u32::from(ty.is_some())),
+            ) else {
+                return broken(Broken::Overflow { mfn });
+            };
+            (c.refs, c.types) = (refs, types);
+            if let Some(want) = ty
+                && f.ty != want
+            {
+                broken(Broken::WrongType {
+                    mfn,
+                    have: f.ty,
+                    want,
+                });
+            }
+        };
+        for h in holds {
+            account(scratch, &mut broken, h.mfn, h.ty);
+        }
+        for mfn in free.into_iter().flatten() {
+            if self.info(mfn).is_some_and(|f| f.owner.is_some()) {
+                broken(Broken::FreeButOwned { mfn });
+            }
+        }
+        for (i, f) in self.frames.iter().enumerate() {
+            let mfn = i as u64;
+            let typed_table = match (f.ty, f.type_count) {
+                (PageType::Table(level), 1..) => Some(level),
+                _ => None,
+            };
+            let orphan_type =
+                f.type_count == 0 && (f.ty != PageType::None || f.progress != Progress::Idle);
+            let bad_pin = f.pinned && (typed_table.is_none() || f.owner.is_none());
+            // Work under way holds exactly one type reference: its own (see `Progress`).
+            let bad_progress = f.progress != Progress::Idle && f.type_count > 1;
+            if orphan_type || bad_pin || bad_progress || (f.owner.is_none() && f.type_count != 0) {
+                broken(Broken::BadState { mfn });
+            }
+            if f.pinned {
+                account(scratch, &mut broken, mfn, Some(f.ty));
+            }
+            let (Some(level), Some(dom)) = (typed_table, f.owner) else {
+                continue;
+            };
+            summary.tables += 1;
+            // The slots that hold references: all of an idle table's, those below `next` (and
+            // the claimed child) of one being validated, those below `left` of one being torn
+            // down.
+            let end = match f.progress {
+                Progress::Idle => 512,
+                Progress::Validating { next, child } => usize::from(next) + usize::from(child),
+                Progress::TearingDown { left, .. } => usize::from(left),
+            };
+            for idx in (0..end.min(512)).filter(|&i| Self::skip_hypervisor_slots(level, i) == i) {
+                let e = mem.read(mfn, idx);
+                if e & pte::P == 0 {
+                    continue;
+                }
+                summary.entries += 1;
+                let target = (e & pte::ADDR) >> 12;
+                let bad_entry = Broken::BadEntry {
+                    table: mfn,
+                    idx,
+                    entry: e,
+                };
+                if Self::check_flags(level, e).is_err() || e & FORCED == 0 {
+                    broken(bad_entry);
+                    continue;
+                }
+                if level == 1 && self.is_io(target) {
+                    let ro_violated = e & pte::RW != 0 && self.iomem_ro.contains(target);
+                    if !self.iomem_allowed(dom, target) || ro_violated {
+                        broken(bad_entry);
+                    }
+                    continue;
+                }
+                if self.info(target).and_then(|t| t.owner) != Some(dom) {
+                    broken(Broken::Foreign {
+                        table: mfn,
+                        idx,
+                        target,
+                    });
+                    continue;
+                }
+                let ty = match level {
+                    1 if e & pte::RW != 0 => Some(PageType::Writable),
+                    1 => None,
+                    l => Some(PageType::Table(l - 1)),
+                };
+                account(scratch, &mut broken, target, ty);
+            }
+        }
+        for (i, (f, c)) in self.frames.iter().zip(scratch.iter()).enumerate() {
+            let mfn = i as u64;
+            if f.ref_count != c.refs {
+                broken(Broken::RefCount {
+                    mfn,
+                    have: f.ref_count,
+                    want: c.refs,
+                });
+            }
+            if f.type_count != c.types {
+                broken(Broken::TypeCount {
+                    mfn,
+                    have: f.type_count,
+                    want: c.types,
+                });
+            }
+        }
+        match failure {
+            Some(f) => Err(f),
+            None => Ok(summary),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1411,11 +1724,9 @@ mod tests {
                 mapped.is_ok() != stolen.is_ok(),
                 "map first {map_first}: mapping {mapped:?}, steal {stolen:?}"
             );
-            // Invariant: every frame a validated L1 maps is still the domain's.
-            let (refs, _) = expected_counts(&ft, &mem);
-            for (&m, &n) in &refs {
-                assert!(n == 0 || ft.info(m).unwrap().owner == Some(D), "mfn {m}");
-            }
+            // Invariant: every frame a validated L1 maps is still the domain's (and every
+            // count holds).
+            assert_eq!(audit(&ft, &mem, &[]).map(|_| ()), Ok(()));
         }
         // The old sequence, for the record: its check passes, the mapping comes in between,
         // and the release it then ignored fails.
@@ -1494,30 +1805,161 @@ mod tests {
         assert_eq!(ft.info(1).unwrap().ref_count, 0);
     }
 
-    /// Counts, from the validated tables alone, the references every frame should hold.
-    fn expected_counts(ft: &FrameTable, mem: &FakeMem) -> (BTreeMap<u64, u32>, BTreeMap<u64, u32>) {
-        let (mut refs, mut types) = (BTreeMap::new(), BTreeMap::new());
-        for m in 0..64u64 {
-            let f = ft.info(m).unwrap();
-            if f.pinned {
-                *refs.entry(m).or_default() += 1;
-                *types.entry(m).or_default() += 1;
+    /// Audits `ft` with `holds`, on fresh scratch.
+    fn audit(ft: &FrameTable, mem: &FakeMem, holds: &[Hold]) -> Result<AuditSummary, AuditFailure> {
+        let mut scratch = std::vec![AuditCounts::default(); 64];
+        ft.audit(mem, holds.iter().copied(), [], &mut scratch)
+    }
+
+    #[test]
+    fn audit_accepts_a_consistent_table_and_accounts_for_holds() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        let s = audit(&ft, &mem, &[]).unwrap();
+        assert_eq!((s.frames, s.tables, s.entries), (64, 4, 5));
+        // A base pointer (L4 type) and a vcpu_info page (writable type) held outside tables.
+        ft.get_page(1, D).unwrap();
+        ft.get_page_type(&mut mem, 1, PageType::Table(4), D)
+            .unwrap();
+        ft.get_page(12, D).unwrap();
+        ft.get_page_type(&mut mem, 12, PageType::Writable, D)
+            .unwrap();
+        let holds = [
+            Hold {
+                mfn: 1,
+                ty: Some(PageType::Table(4)),
+            },
+            Hold {
+                mfn: 12,
+                ty: Some(PageType::Writable),
+            },
+        ];
+        assert!(audit(&ft, &mem, &holds).is_ok());
+        let e = audit(&ft, &mem, &holds[..1]).unwrap_err();
+        assert_eq!(
+            e.first,
+            Broken::RefCount {
+                mfn: 12,
+                have: 1,
+                want: 0
             }
-            if let (PageType::Table(level), true) = (f.ty, f.type_count > 0) {
-                for i in (0..512).filter(|i| level != 4 || !HYPERVISOR_L4_SLOTS.contains(i)) {
-                    let x = mem.read(m, i);
-                    if x & pte::P == 0 {
-                        continue;
-                    }
-                    let t = (x & pte::ADDR) >> 12;
-                    *refs.entry(t).or_default() += 1;
-                    if level > 1 || x & pte::RW != 0 {
-                        *types.entry(t).or_default() += 1;
-                    }
-                }
+        );
+        assert_eq!(e.count, 2, "its type count is off too");
+        let wrong = [
+            holds[0],
+            Hold {
+                mfn: 12,
+                ty: Some(PageType::SegDesc),
+            },
+        ];
+        assert!(matches!(
+            audit(&ft, &mem, &wrong).unwrap_err().first,
+            Broken::WrongType { mfn: 12, .. }
+        ));
+        let mut scratch = std::vec![AuditCounts::default(); 10];
+        assert_eq!(
+            ft.audit(&mem, [], [], &mut scratch).unwrap_err().first,
+            Broken::ScratchTooSmall
+        );
+    }
+
+    #[test]
+    fn audit_finds_each_kind_of_corruption() {
+        let corrupted = |f: &dyn Fn(&mut FrameTable, &mut FakeMem)| {
+            let (mut ft, mut mem) = setup(20);
+            tree(&mut mem);
+            ft.pin(&mut mem, 1, 4, D).unwrap();
+            f(&mut ft, &mut mem);
+            audit(&ft, &mem, &[]).unwrap_err().first
+        };
+        // A table entry written behind the frame table's back: a writable mapping of the L2.
+        assert_eq!(
+            corrupted(&|_, mem| mem.write(4, 5, e(3, pte::RW | pte::US))),
+            Broken::WrongType {
+                mfn: 3,
+                have: PageType::Table(2),
+                want: PageType::Writable
             }
-        }
-        (refs, types)
+        );
+        // ... of a foreign frame, of a frame with reserved bits, without US.
+        assert_eq!(
+            corrupted(&|_, mem| mem.write(4, 5, e(21, pte::US))),
+            Broken::Foreign {
+                table: 4,
+                idx: 5,
+                target: 21
+            }
+        );
+        assert!(matches!(
+            corrupted(&|_, mem| mem.write(4, 5, e(12, pte::US) | (1 << 55))),
+            Broken::BadEntry {
+                table: 4,
+                idx: 5,
+                ..
+            }
+        ));
+        assert!(matches!(
+            corrupted(&|_, mem| mem.write(4, 5, e(12, 0))),
+            Broken::BadEntry {
+                table: 4,
+                idx: 5,
+                ..
+            }
+        ));
+        assert!(
+            matches!(
+                corrupted(&|_, mem| mem.write(4, 5, e(0x1000, pte::US))),
+                Broken::BadEntry { .. }
+            ),
+            "device memory without an I/O grant"
+        );
+        // A lost reference, a type left behind, a pin on a frame that is no table.
+        assert_eq!(
+            corrupted(&|ft, _| ft.put_page(11)),
+            Broken::RefCount {
+                mfn: 11,
+                have: 0,
+                want: 1
+            }
+        );
+        assert_eq!(
+            corrupted(&|ft, _| ft.frames[13].ty = PageType::SegDesc),
+            Broken::BadState { mfn: 13 }
+        );
+        assert_eq!(
+            corrupted(&|ft, _| ft.frames[14].pinned = true),
+            Broken::BadState { mfn: 14 }
+        );
+        assert_eq!(
+            corrupted(&|ft, _| ft.frames[10].owner = None),
+            Broken::Foreign {
+                table: 4,
+                idx: 0,
+                target: 10
+            },
+            "a mapped frame that left its domain"
+        );
+        // A frame handed back to the allocator while its domain still owns it.
+        let (ft, mem) = setup(20);
+        let mut scratch = std::vec![AuditCounts::default(); 64];
+        assert_eq!(
+            ft.audit(&mem, [], [30..40, 15..17], &mut scratch)
+                .unwrap_err(),
+            AuditFailure {
+                first: Broken::FreeButOwned { mfn: 15 },
+                count: 2
+            }
+        );
+        assert!(
+            ft.audit(&mem, [], core::iter::once(20..40), &mut scratch)
+                .is_err(),
+            "frames of another domain"
+        );
+        assert!(
+            ft.audit(&mem, [], core::iter::once(24..64), &mut scratch)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -1544,38 +1986,10 @@ mod tests {
             if ft.mod_entry(&mut mem, table, level, idx, new, D).is_ok() {
                 ok += 1;
             }
-            // Invariant 1: no table or descriptor frame is writable-mapped by a validated L1.
-            for m in 0..64u64 {
-                let f = ft.info(m).unwrap();
-                if f.type_count > 0 && f.ty == PageType::Table(1) {
-                    for i in 0..512 {
-                        let v = mem.read(m, i);
-                        if v & pte::P != 0 && v & pte::RW != 0 {
-                            let t = ft.info((v & pte::ADDR) >> 12).unwrap();
-                            assert_eq!(
-                                t.ty,
-                                PageType::Writable,
-                                "writable mapping of a typed frame"
-                            );
-                            assert_eq!(t.owner, Some(D), "mapping of a foreign frame");
-                        }
-                    }
-                }
-            }
-            // Invariant 2: counts equal what the validated tables and pins account for.
-            let (refs, types) = expected_counts(&ft, &mem);
-            for m in 0..64u64 {
-                let f = ft.info(m).unwrap();
-                assert_eq!(
-                    f.ref_count,
-                    refs.get(&m).copied().unwrap_or(0),
-                    "ref count of mfn {m}"
-                );
-                assert_eq!(
-                    f.type_count,
-                    types.get(&m).copied().unwrap_or(0),
-                    "type count of mfn {m}"
-                );
+            // Invariants 1, 2 and 4: counts equal what the validated tables and pins account
+            // for, no typed or foreign frame is mapped writable.
+            if let Err(f) = audit(&ft, &mem, &[]) {
+                panic!("{} ({} broken)", f.first, f.count);
             }
         }
         assert!(
@@ -1619,63 +2033,11 @@ mod tests {
     /// child) of one being validated, the slots below `left` of one being torn down) and the
     /// vCPUs' pending roots account for.
     fn check_counts(ft: &FrameTable, mem: &FakeMem, pendings: &[&Pending]) {
-        let (mut refs, mut types) = (BTreeMap::<u64, u32>::new(), BTreeMap::<u64, u32>::new());
-        let n = (0u64..).take_while(|&m| ft.info(m).is_some()).count() as u64;
-        for m in 0..n {
-            let f = ft.info(m).unwrap();
-            if f.pinned {
-                *refs.entry(m).or_default() += 1;
-                *types.entry(m).or_default() += 1;
-            }
-            let PageType::Table(level) = f.ty else {
-                continue;
-            };
-            if f.type_count == 0 {
-                continue;
-            }
-            let end = match f.progress {
-                Progress::Idle => 512,
-                Progress::Validating { next, child } => usize::from(next) + usize::from(child),
-                Progress::TearingDown { left, .. } => usize::from(left),
-            };
-            for i in (0..end).filter(|i| level != 4 || !HYPERVISOR_L4_SLOTS.contains(i)) {
-                let x = mem.read(m, i);
-                if x & pte::P == 0 {
-                    continue;
-                }
-                let t = (x & pte::ADDR) >> 12;
-                *refs.entry(t).or_default() += 1;
-                if level > 1 || x & pte::RW != 0 {
-                    *types.entry(t).or_default() += 1;
-                }
-            }
-        }
-        for p in pendings {
-            let roots = p.validating.map(|(m, _)| m).into_iter().chain(p.teardown);
-            for m in roots {
-                *refs.entry(m).or_default() += 1;
-                *types.entry(m).or_default() += 1;
-            }
-        }
-        for m in 0..n {
-            let f = ft.info(m).unwrap();
-            assert_eq!(
-                f.ref_count,
-                refs.get(&m).copied().unwrap_or(0),
-                "ref count of mfn {m}"
-            );
-            assert_eq!(
-                f.type_count,
-                types.get(&m).copied().unwrap_or(0),
-                "type count of mfn {m}"
-            );
-            if f.type_count == 0 {
-                assert_eq!(
-                    (f.ty, f.progress),
-                    (PageType::None, Progress::Idle),
-                    "mfn {m}"
-                );
-            }
+        let n = (0u64..).take_while(|&m| ft.info(m).is_some()).count();
+        let holds: Vec<Hold> = pendings.iter().flat_map(|p| ft.pending_holds(p)).collect();
+        let mut scratch = std::vec![AuditCounts::default(); n];
+        if let Err(f) = ft.audit(mem, holds, [], &mut scratch) {
+            panic!("{} ({} broken)", f.first, f.count);
         }
     }
 

@@ -12,7 +12,10 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use hestia_core::memmap::MemoryMap;
-use hestia_core::pv_mm::{Budget, DOM_IO, FrameInfo, FrameTable, MmError, PtMemory};
+use hestia_core::pv_mm::{
+    AuditCounts, AuditFailure, AuditSummary, Budget, DOM_IO, FrameInfo, FrameTable, Hold, MmError,
+    Pending, PtMemory,
+};
 use xen_abi::mmu::INVALID_M2P_ENTRY;
 use xen_abi::xen::MACH2PHYS_VIRT_START;
 
@@ -230,4 +233,28 @@ pub fn preemptible<R>(
             return r;
         }
     }
+}
+
+/// Audits the whole frame table against `holds`, the vCPUs' unfinished page-table work
+/// `pendings` and the allocator's free list (`FrameTable::audit`), with scratch counters from
+/// the frame allocator, freed afterwards. `None` when there is no table or no memory for
+/// the scratch.
+pub fn audit(holds: &[Hold], pendings: &[Pending]) -> Option<Result<AuditSummary, AuditFailure>> {
+    let nr = nr_frames();
+    let bytes = (nr * size_of::<AuditCounts>() as u64).next_multiple_of(4096);
+    let scratch = super::alloc_zeroed_frames(bytes / 4096, 4096, u64::MAX)?;
+    // SAFETY: the frames were just allocated, zeroed (a valid all-zero `AuditCounts`), are
+    // exclusively ours until freed below, and hold `nr` slots.
+    let slots = unsafe {
+        core::slice::from_raw_parts_mut(phys_to_virt(scratch) as *mut AuditCounts, nr as usize)
+    };
+    let r = with(|ft, mem| {
+        let pending: alloc::vec::Vec<Hold> =
+            pendings.iter().flat_map(|p| ft.pending_holds(p)).collect();
+        super::with_free_frames(|free| {
+            ft.audit(mem, holds.iter().copied().chain(pending), free, slots)
+        })
+    });
+    super::free_frames(scratch, bytes / 4096);
+    r
 }

@@ -132,6 +132,15 @@ pub fn stats() -> Stats {
     }
 }
 
+/// Runs `f` on the free frames, as ranges of frame numbers, with the allocator locked (lock
+/// order: after the frame table's lock, see `frametable`).
+pub fn with_free_frames<R>(
+    f: impl FnOnce(&mut dyn Iterator<Item = core::ops::Range<u64>>) -> R,
+) -> R {
+    let frames = FRAMES.lock();
+    f(&mut frames.free_ranges().map(|(s, e)| s / 4096..e / 4096))
+}
+
 /// Prints the free ranges (debug key `m`).
 pub fn dump_free_ranges(w: &mut dyn core::fmt::Write) {
     for (s, e) in FRAMES.lock().free_ranges() {

@@ -5,6 +5,7 @@
 //! guest's trap table; one that cannot be delivered crashes that domain (never Hestia) with a
 //! one-line reason and its registers. When dom0 stops, Hestia stops the machine, as Xen does.
 
+pub mod audit;
 pub mod builder;
 pub mod debugreg;
 pub mod domain;
@@ -266,5 +267,6 @@ fn stop_after_domain(d: &Domain) -> ! {
         "mm: the frame table's lock was held {} us at most while guests ran ({file}:{line})",
         ns / 1000
     );
+    audit::audit_at_stop(d);
     crate::dom0_stopped(r)
 }
