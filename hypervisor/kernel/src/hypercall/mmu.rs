@@ -207,17 +207,17 @@ pub(super) fn do_update_va_mapping(d: &Domain, a: [u64; 5]) -> Result<u64, Errno
     Ok(0)
 }
 
-/// Moves a vCPU's L4 base-pointer reference from `old` (0: none) to `new` (0: none): the new
-/// L4 is validated (preemptibly) before the old one's reference goes.
-fn switch_l4(d: &Domain, old: u64, new: u64) -> Result<(), Errno> {
+/// Moves a vCPU's L4 base-pointer reference from `old` to `new` (`None`: no L4, as a vCPU
+/// without a user L4): the new L4 is validated (preemptibly) before the old one's reference
+/// goes.
+fn switch_l4(d: &Domain, old: Option<u64>, new: Option<u64>) -> Result<(), Errno> {
     let me = dom(d);
     d.mm_op(|ft, mem, pending, budget| {
-        if new != 0 {
-            ft.get_table_preemptible(mem, new, 4, me, pending, budget)?;
-        } else {
-            ft.finish_teardown(mem, pending, budget)?;
+        match new {
+            Some(new) => ft.get_table_preemptible(mem, new, 4, me, pending, budget)?,
+            None => ft.finish_teardown(mem, pending, budget)?,
         }
-        if old != 0 {
+        if let Some(old) = old {
             ft.put_table_preemptible(mem, old, pending, budget);
         }
         Ok(())
@@ -231,7 +231,7 @@ fn switch_l4(d: &Domain, old: u64, new: u64) -> Result<(), Errno> {
 pub(crate) fn new_baseptr(d: &Domain, v: &mut Vcpu, new: u64) -> Result<(), Errno> {
     let old = v.kernel_cr3 >> 12;
     if new != old {
-        switch_l4(d, old, new)?;
+        switch_l4(d, Some(old), Some(new))?;
         v.kernel_cr3 = new << 12;
     }
     // SAFETY: the new L4 was validated as an L4 of this domain (so it maps only its frames) and
@@ -263,7 +263,8 @@ fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
             if new == old && v.user_cr3 != 0 {
                 return Ok(());
             }
-            switch_l4(d, if v.user_cr3 != 0 { old } else { 0 }, new)?;
+            let had = (v.user_cr3 != 0).then_some(old);
+            switch_l4(d, had, (new != 0).then_some(new))?;
             // Applies the next time user mode is entered.
             v.user_cr3 = new << 12;
             Ok(())
