@@ -106,8 +106,8 @@ static V1_CALLS: AtomicU64 = AtomicU64::new(0);
 static V0_CALLS: AtomicU64 = AtomicU64::new(0);
 /// `known=1`: also the requests that reach holes issue 8 lists as still open (shared_info
 /// named as a page table: hole 1; instructions ending at the canonical hole: hole 3;
-/// periodic timers: hole 5; exchanges and multi-extent decreases: holes 4 and 8; a CR3 write
-/// of MFN 0: see `emulation_probe`).
+/// periodic timers: hole 5; exchanges and multi-extent decreases: holes 4 and 8). A CR3 write
+/// of MFN 0 used to be one of them (xsa-style-new-baseptr-zero) and is fuzzed always.
 static KNOWN: AtomicBool = AtomicBool::new(false);
 /// Failed (re)mappings of a vCPU's page after its code page.
 static NEXT_FAILS: AtomicU64 = AtomicU64::new(0);
@@ -745,10 +745,9 @@ fn emulation_probe(r: &mut Rng) {
     // Registers: CPUID leaves, MSRs and ports that exist; a syscall from there is xen_version.
     let rax = if insn == b"\x0f\x05" {
         u64::from(nr::XEN_VERSION)
-    } else if insn == b"\x0f\x22\xd8" && !KNOWN.load(SeqCst) {
-        // A CR3 below 4096 (MFN 0) makes Hestia load CR3 = 0 (new_baseptr treats L4 0 as
-        // "none"; xsa-style-new-baseptr-zero): until that is fixed, only with known=1.
-        r.pick(&[L4_MFN.load(SeqCst) << 12, 0x4000_0000, r.wild() | 1 << 20])
+    } else if insn == b"\x0f\x22\xd8" && r.pct(50) {
+        // CR3 loads: the guest's own L4 (a no-op switch), or anything else below.
+        L4_MFN.load(SeqCst) << 12
     } else {
         r.pick(&[0, 1, 7, 0x4000_0000, 0x8000_0001, r.wild()])
     };
