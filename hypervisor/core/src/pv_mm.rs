@@ -927,6 +927,16 @@ impl<'a> FrameTable<'a> {
     ) -> Result<(), MmError> {
         // The vCPU's own old tables go first: the update may be about one of them.
         self.finish_teardown(mem, pending, budget)?;
+        // A table part way through validation can only be the vCPU's own one if the guest
+        // gave that validation up (nobody else would ever finish it): tear it down first.
+        if self
+            .info(table)
+            .is_some_and(|t| t.progress != Progress::Idle)
+            && pending.validating.is_some()
+        {
+            self.abandon(mem, pending);
+            self.finish_teardown(mem, pending, budget)?;
+        }
         let t = *self.info(table).ok_or(MmError::BadFrame)?;
         if t.owner != Some(dom) {
             return Err(MmError::NotATable);
@@ -2217,6 +2227,28 @@ mod tests {
                 .iter()
                 .filter(|c| c.0 != 6)
                 .all(|c| c.2 == 0 && c.3 == 0)
+        );
+    }
+
+    #[test]
+    fn an_update_inside_the_vcpus_own_partial_table_gives_it_up() {
+        let (mut ft, mut mem) = big_tree();
+        let mut p = Pending::default();
+        let r = ft.pin_preemptible(&mut mem, 1, 4, D, &mut p, &mut Budget::new(3000));
+        assert_eq!(r, Err(MmError::Preempted));
+        // The L3 (frame 2) is part way through, claimed by this vCPU's pin. An update inside
+        // it would otherwise wait for ever on the vCPU's own validation.
+        let r = ft.mod_entry_preemptible(&mut mem, 2, 3, 9, 0, D, &mut p, &mut Budget::unlimited());
+        assert_eq!(
+            r,
+            Err(MmError::NotATable),
+            "the L3 is no table once given up"
+        );
+        assert!(p.is_idle());
+        check_counts(&ft, &mem, &[&p]);
+        assert!(
+            counts(&ft).iter().all(|c| c.2 == 0 && c.3 == 0),
+            "all released"
         );
     }
 }
