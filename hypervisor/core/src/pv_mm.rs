@@ -1359,26 +1359,39 @@ impl FrameTable<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap;
-    use std::vec::Vec;
+/// A recording fake [`PtMemory`], shared by the unit tests and the host fuzzer
+/// (`hypervisor/core/fuzz`, through the `test-support` feature), which check the frame table
+/// against it with [`FrameTable::audit`].
+#[cfg(any(test, feature = "test-support"))]
+pub mod model {
+    use alloc::collections::BTreeMap;
+    use alloc::vec::Vec;
+
+    use super::{HYPERVISOR_L4_SLOTS, PtMemory};
 
     /// A fake memory that records every write.
     #[derive(Default)]
-    struct FakeMem {
-        pages: BTreeMap<u64, [u64; 512]>,
-        writes: Vec<(u64, usize, u64)>,
-        flushes: usize,
+    pub struct FakeMem {
+        /// Frame contents (absent: all zero).
+        pub pages: BTreeMap<u64, [u64; 512]>,
+        /// Every write, in order.
+        pub writes: Vec<(u64, usize, u64)>,
+        /// Full TLB flushes requested.
+        pub flushes: usize,
     }
 
     impl PtMemory for FakeMem {
         fn read(&self, mfn: u64, idx: usize) -> u64 {
-            self.pages.get(&mfn).map_or(0, |p| p[idx])
+            self.pages
+                .get(&mfn)
+                .and_then(|p| p.get(idx))
+                .copied()
+                .unwrap_or(0)
         }
         fn write(&mut self, mfn: u64, idx: usize, val: u64) {
-            self.pages.entry(mfn).or_insert([0; 512])[idx] = val;
+            if let Some(slot) = self.pages.entry(mfn).or_insert([0; 512]).get_mut(idx) {
+                *slot = val;
+            }
             self.writes.push((mfn, idx, val));
         }
         fn install_hypervisor_slots(&mut self, mfn: u64) {
@@ -1392,7 +1405,14 @@ mod tests {
     }
 
     /// What the fake writes into hypervisor slots.
-    const HYPERVISOR_MARK: u64 = 0xdead_0000;
+    pub const HYPERVISOR_MARK: u64 = 0xdead_0000;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model::{FakeMem, HYPERVISOR_MARK};
+    use super::*;
+    use std::vec::Vec;
 
     const D: Dom = 1;
     const OTHER: Dom = 2;
