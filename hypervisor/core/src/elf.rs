@@ -193,13 +193,15 @@ impl<'a> Elf64<'a> {
         let has_phdr_notes =
             (0..self.phnum).any(|i| self.phdr(i).is_some_and(|p| p.0 == PT_NOTE && p.1 != 0));
         let from_shdrs = (0..if has_phdr_notes { 0 } else { self.shnum }).filter_map(|i| {
+            // `e_shoff` is not bounds-checked by `parse`: every field offset is checked here.
             let o = self.shoff.checked_add(u64::from(i) * 64)?;
-            (u32_at(self.data, o + 4)? == SHT_NOTE)
+            let field = |at: u64| o.checked_add(at);
+            (u32_at(self.data, field(4)?)? == SHT_NOTE)
                 .then(|| {
                     slice(
                         self.data,
-                        u64_at(self.data, o + 24)?,
-                        u64_at(self.data, o + 32)?,
+                        u64_at(self.data, field(24)?)?,
+                        u64_at(self.data, field(32)?)?,
                     )
                 })
                 .flatten()
@@ -581,5 +583,19 @@ pub(crate) mod tests {
                 let _ = e.segments().count();
             }
         }
+    }
+
+    #[test]
+    fn section_headers_at_the_end_of_the_address_space() {
+        // Found by the host fuzzer: an `e_shoff` a few bytes below 2^64 made the offsets of
+        // the section header's fields wrap: a panic with overflow checks; without them, the
+        // ELF identification bytes read as the header, which can never be SHT_NOTE.
+        let mut f = image(0x10_0000, &[0; 8], 0x1000, 0x10_0000, &[]);
+        f[64 + 56..64 + 60].fill(0); // no PT_NOTE: the notes come from the section headers
+        f[40..48].copy_from_slice(&(u64::MAX - 1).to_le_bytes()); // e_shoff
+        f[60..62].copy_from_slice(&1u16.to_le_bytes()); // e_shnum
+        let e = Elf64::parse(&f).unwrap();
+        assert_eq!(e.xen_notes().count(), 0);
+        assert_eq!(pv_kernel(&e), Err(ElfError::NotPvKernel));
     }
 }
