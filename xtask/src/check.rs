@@ -15,6 +15,16 @@ pub fn run() -> Result<()> {
     crate::tools::ensure_kernel_target()?;
     crate::run(c().args(["fmt", "--all", "--", "--check"]))?;
     crate::run(c().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    // The fuzz targets are a workspace member outside the default set (they link libFuzzer).
+    crate::run(c().args([
+        "clippy",
+        "-p",
+        "hestia-core-fuzz",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     crate::run(
         c().args([
             "clippy",

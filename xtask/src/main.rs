@@ -1,12 +1,13 @@
 //! `cargo xtask`: Hestia's only entry point for building, booting and testing.
 //!
-//! Commands: `build`, `iso`, `run`, `test`, `check`, `bench`. `run` follows the tooling contract of
+//! Commands: `build`, `iso`, `run`, `test`, `check`, `bench`, `fuzz-host`. `run` follows the tooling contract of
 //! DESIGN.md: exit status 0 only when Hestia powered off cleanly.
 
 mod bench;
 mod check;
 mod cpio;
 mod dom0;
+mod fuzz;
 mod kernel;
 mod kmod;
 mod qemu;
@@ -82,6 +83,9 @@ commands:
       --accel auto|kvm|tcg
   check                 rustfmt, clippy (host and kernel target)
   bench                 measured figures (medians) and Hestia/Xen ratios when ../shared/ref is there
+  fuzz-host [TARGET] [--time SECS]
+                        libFuzzer targets of hestia-core's parsers and PV MMU on the host
+                        (all, or those whose name contains TARGET; 60 s each by default)
 ";
 
 fn main() -> ExitCode {
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
         Some("fuzz") => cmd_fuzz(&args[1..]),
         Some("check") => check::run(),
         Some("bench") => bench::run(),
+        Some("fuzz-host") => fuzz::cmd(&args[1..]),
         Some("help" | "-h" | "--help") | None => {
             print!("{USAGE}");
             Ok(())

@@ -1,5 +1,6 @@
-//! `cargo xtask test`: host unit tests, then every QEMU scenario of `hestia-tests`, then the
-//! summary line `N passed, M failed`. Zero tests run is a failure.
+//! `cargo xtask test`: host unit tests, a short run of every host fuzz target, then every QEMU
+//! scenario of `hestia-tests`, then the summary line `N passed, M failed`. Zero tests run is a
+//! failure.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -139,6 +140,14 @@ pub fn run(filter: Option<&str>, accel: Accel, fuzz: FuzzArgs) -> Result<()> {
             println!("host unit tests: cargo test failed before reporting results");
             failed += 1;
         }
+        println!(
+            "== host fuzz targets ({} s each; corpora in {}) ==",
+            crate::fuzz::TEST_SECS,
+            target_dir().join("fuzz/corpus").display()
+        );
+        let (p, f) = crate::fuzz::run_all(None, crate::fuzz::TEST_SECS)?;
+        passed += p;
+        failed += f;
     }
 
     crate::tools::ensure_system_tools()?;

@@ -406,13 +406,15 @@ pub fn pv_kernel(elf: &Elf64<'_>) -> Result<PvKernel, ElfError> {
     Ok(k)
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use std::vec::Vec;
+/// Builds test images: for the unit tests and the host fuzzer (`hypervisor/core/fuzz`, through
+/// the `test-support` feature), which starts from well-formed kernels and mutates them.
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing {
+    use super::{EM_X86_64, ET_EXEC, PT_LOAD, PT_NOTE};
+    use alloc::vec::Vec;
 
     /// Builds an ELF64 image with one PT_LOAD segment and one PT_NOTE segment of `notes`.
-    pub(crate) fn image(
+    pub fn image(
         paddr: u64,
         payload: &[u8],
         memsz: u64,
@@ -469,6 +471,13 @@ pub(crate) mod tests {
         f.extend_from_slice(&note_bytes);
         f
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::image;
+    use super::*;
+    use std::vec::Vec;
 
     fn xtf_like(extra: &[(u32, &[u8])]) -> Vec<u8> {
         let hp = 0x10_1000u64.to_le_bytes();

@@ -1,0 +1,318 @@
+//! The PV MMU's frame table (`hestia_core::pv_mm::FrameTable`) driven by random operation
+//! sequences over the fake memory of `pv_mm::model`, as hostile guests and the hypercalls
+//! would: after every operation the module's invariants 1-4 and exact reference and type
+//! counts are checked (`model::check_invariants`, the unit tests' checker), and invariant 5
+//! (no frame changes use while a CPU may still translate a removed mapping of it) against a
+//! model of the mappings removed since the last flush.
+#![no_main]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use arbitrary::{Arbitrary, Unstructured};
+use hestia_core::pv_mm::model::{FakeMem, Held, check_invariants};
+use hestia_core::pv_mm::{DOM_IO, Dom, FrameInfo, FrameTable, PageType, PtMemory, pte};
+use libfuzzer_sys::fuzz_target;
+
+/// Frames in the table: 0-39 the guest's, 40-47 another domain's, 48-55 free, 56-59 firmware
+/// (DOM_IO); 64 and up are device memory beyond the table.
+const FRAMES: usize = 64;
+const GUEST: Dom = 1;
+const OTHER: Dom = 2;
+
+/// A page-table entry built from a few interesting bits.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+struct Entry {
+    target: u8,
+    flags: u8,
+}
+
+impl Entry {
+    fn value(self) -> u64 {
+        let bit = |n: u8, v: u64| if self.flags & (1 << n) != 0 { v } else { 0 };
+        (u64::from(self.target % 72) << 12)
+            | bit(0, pte::P)
+            | bit(1, pte::RW)
+            | bit(2, pte::US)
+            | bit(3, pte::PS)
+            | bit(4, pte::G)
+            | bit(5, pte::NX)
+            | bit(6, 1 << 52)
+            // Without P, anything at all is stored.
+            | if self.flags & 0x81 == 0x80 { 0xabc0 } else { 0 }
+    }
+}
+
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Ty {
+    Writable,
+    Table(u8),
+    SegDesc,
+}
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Assign {
+        mfn: u8,
+        other: bool,
+    },
+    Release {
+        mfn: u8,
+        other: bool,
+    },
+    GetPage {
+        mfn: u8,
+        other: bool,
+    },
+    PutPage {
+        mfn: u8,
+    },
+    GetPageType {
+        mfn: u8,
+        ty: Ty,
+        other: bool,
+    },
+    PutPageType {
+        mfn: u8,
+    },
+    Pin {
+        mfn: u8,
+        level: u8,
+        other: bool,
+    },
+    Unpin {
+        mfn: u8,
+        other: bool,
+    },
+    ModEntry {
+        table: u8,
+        level: u8,
+        idx: u16,
+        entry: Entry,
+        other: bool,
+    },
+    /// The guest stores into one of its frames through a writable mapping (only frames that
+    /// are not tables or descriptor pages can be written).
+    Write {
+        mfn: u8,
+        idx: u16,
+        value: u64,
+    },
+    /// Another descriptor-shaped word, for descriptor pages.
+    WriteDescriptor {
+        mfn: u8,
+        idx: u16,
+        desc: u64,
+    },
+}
+
+fn dom(other: bool) -> Dom {
+    if other { OTHER } else { GUEST }
+}
+
+fn mfn(m: u8) -> u64 {
+    u64::from(m) % 68
+}
+
+/// Slots 0-7 mostly, any slot sometimes (the L4's hypervisor slots included).
+fn slot(idx: u16) -> usize {
+    if idx & 0x8000 == 0 {
+        usize::from(idx % 8)
+    } else {
+        usize::from(idx % 512)
+    }
+}
+
+/// Present entries of validated tables, per target frame: (mappings, table references).
+fn mappings(ft: &FrameTable<'_>, mem: &FakeMem) -> BTreeMap<u64, (u32, u32)> {
+    let mut out: BTreeMap<u64, (u32, u32)> = BTreeMap::new();
+    for m in 0..FRAMES as u64 {
+        let f = ft.info(m).expect("frame inside the table");
+        let PageType::Table(level) = f.ty else {
+            continue;
+        };
+        if f.type_count == 0 {
+            continue;
+        }
+        for i in 0..512 {
+            let x = mem.read(m, i);
+            if x & pte::P != 0 && !(level == 4 && (256..272).contains(&i)) {
+                let c = out.entry((x & pte::ADDR) >> 12).or_default();
+                c.0 += 1;
+                c.1 += u32::from(level > 1);
+            }
+        }
+    }
+    out
+}
+
+/// Invariant 5's model: frames that lost a mapping (or a reference as a table) since the last
+/// full flush.
+#[derive(Default)]
+struct Stale {
+    mapped: BTreeSet<u64>,
+    table: BTreeSet<u64>,
+}
+
+impl Stale {
+    /// Checks the frames' changes of use over one operation, then records its removals.
+    fn step(
+        &mut self,
+        before: (&[FrameInfo], &BTreeMap<u64, (u32, u32)>),
+        after: (&[FrameInfo], &BTreeMap<u64, (u32, u32)>),
+        flushed: bool,
+    ) {
+        if flushed {
+            self.mapped.clear();
+            self.table.clear();
+        }
+        for (m, (b, a)) in before.0.iter().zip(after.0).enumerate() {
+            let m = m as u64;
+            let newly =
+                |ty: fn(PageType) -> bool| b.type_count == 0 && a.type_count > 0 && ty(a.ty);
+            if self.mapped.contains(&m) {
+                assert!(
+                    !newly(|t| matches!(t, PageType::Table(_) | PageType::SegDesc)),
+                    "mfn {m} became {:?} while a removed mapping may be cached",
+                    a.ty
+                );
+                assert!(
+                    !(b.owner.is_some() && a.owner.is_none()),
+                    "mfn {m} left its domain while a removed mapping may be cached"
+                );
+            }
+            if self.table.contains(&m) {
+                assert!(
+                    !newly(|t| t == PageType::Writable),
+                    "mfn {m} became writable while a paging-structure cache may walk it"
+                );
+            }
+        }
+        for (t, (maps, tables)) in before.1 {
+            let (now_maps, now_tables) = after.1.get(t).copied().unwrap_or_default();
+            if now_maps < *maps {
+                self.mapped.insert(*t);
+            }
+            if now_tables < *tables {
+                self.table.insert(*t);
+            }
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut u = Unstructured::new(data);
+    let mut storage = vec![FrameInfo::FREE; FRAMES];
+    let mut ft = FrameTable::new(&mut storage);
+    let mut mem = FakeMem::default();
+    for m in 0..60 {
+        let owner = match m {
+            0..40 => GUEST,
+            40..48 => OTHER,
+            48..56 => continue,
+            _ => DOM_IO,
+        };
+        ft.assign(m, owner).expect("free frame");
+    }
+    ft.iomem_mut(GUEST).add(56, 58);
+    ft.iomem_mut(GUEST).add(64, 66);
+    ft.iomem_ro_mut().add(57, 58);
+    ft.iomem_ro_mut().add(65, 66);
+    // References and type references this driver holds, as the kernel does for CR3 bases.
+    let mut held: BTreeMap<u64, Held> = BTreeMap::new();
+    let mut stale = Stale::default();
+    let snapshot = |ft: &FrameTable<'_>| -> Vec<FrameInfo> {
+        (0..FRAMES as u64)
+            .map(|m| *ft.info(m).expect("frame"))
+            .collect()
+    };
+
+    // `arbitrary` keeps producing (default) values from exhausted input: stop there.
+    while !u.is_empty() {
+        let Ok(op) = Op::arbitrary(&mut u) else { break };
+        let (infos, maps, flushes) = (snapshot(&ft), mappings(&ft, &mem), mem.flushes);
+        let h = |held: &BTreeMap<u64, Held>, m: u64| held.get(&m).copied().unwrap_or_default();
+        match op {
+            Op::Assign { mfn: m, other } => {
+                let _ = ft.assign(mfn(m), dom(other));
+            }
+            Op::Release { mfn: m, other } => {
+                let _ = ft.release(&mut mem, mfn(m), dom(other));
+            }
+            Op::GetPage { mfn: m, other } => {
+                if ft.get_page(mfn(m), dom(other)).is_ok() {
+                    held.entry(mfn(m)).or_default().refs += 1;
+                }
+            }
+            Op::PutPage { mfn: m } => {
+                // Only references this driver holds beyond its type references.
+                let x = h(&held, mfn(m));
+                if x.refs > x.types {
+                    ft.put_page(mfn(m));
+                    held.entry(mfn(m)).or_default().refs -= 1;
+                }
+            }
+            Op::GetPageType { mfn: m, ty, other } => {
+                // The caller holds a general reference for each type reference.
+                let x = h(&held, mfn(m));
+                let ty = match ty {
+                    Ty::Writable => PageType::Writable,
+                    Ty::Table(l) => PageType::Table(l % 4 + 1),
+                    Ty::SegDesc => PageType::SegDesc,
+                };
+                if x.refs > x.types && ft.get_page_type(&mut mem, mfn(m), ty, dom(other)).is_ok() {
+                    held.entry(mfn(m)).or_default().types += 1;
+                }
+            }
+            Op::PutPageType { mfn: m } => {
+                if h(&held, mfn(m)).types > 0 {
+                    ft.put_page_type(&mut mem, mfn(m));
+                    held.entry(mfn(m)).or_default().types -= 1;
+                }
+            }
+            Op::Pin {
+                mfn: m,
+                level,
+                other,
+            } => {
+                let _ = ft.pin(&mut mem, mfn(m), level % 4 + 1, dom(other));
+            }
+            Op::Unpin { mfn: m, other } => {
+                let _ = ft.unpin(&mut mem, mfn(m), dom(other));
+            }
+            Op::ModEntry {
+                table,
+                level,
+                idx,
+                entry,
+                other,
+            } => {
+                let _ = ft.mod_entry(
+                    &mut mem,
+                    mfn(table),
+                    level % 5,
+                    slot(idx),
+                    entry.value(),
+                    dom(other),
+                );
+            }
+            Op::Write { mfn: m, idx, value }
+            | Op::WriteDescriptor {
+                mfn: m,
+                idx,
+                desc: value,
+            } => {
+                let f = ft.info(mfn(m)).copied().unwrap_or(FrameInfo::FREE);
+                let typed = f.type_count > 0 && f.ty != PageType::Writable;
+                if matches!(f.owner, Some(GUEST | OTHER)) && !typed {
+                    mem.write(mfn(m), slot(idx), value);
+                }
+            }
+        }
+        check_invariants(&ft, &mem, &held);
+        stale.step(
+            (&infos, &maps),
+            (&snapshot(&ft), &mappings(&ft, &mem)),
+            mem.flushes != flushes,
+        );
+    }
+});
