@@ -11,6 +11,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod acpi_s5;
+pub mod bootinfo;
 pub mod bzimage;
 pub mod cmdline;
 pub mod cpuid;

@@ -4,50 +4,25 @@
 //! The information structure is bootloader-provided memory: its total size is bounded before the
 //! crate walks it, every address taken from it is range-checked, and the memory map goes through
 //! `hestia_core::memmap` (overlaps, alignment). A missing or corrupt structure is a clear
-//! one-line error, never a fault. Multiboot2 specification 2.0, section 3.6.
+//! one-line error, never a fault. Multiboot2 specification 2.0, section 3.6. This module only
+//! reads the tags; what is kept of them is decided by `hestia_core::bootinfo` (host-tested and
+//! fuzzed).
 
 use core::fmt;
 
-use hestia_core::memmap::{MemoryMap, Region, RegionKind, range_from_base_len};
+use hestia_core::bootinfo::{self as sanitise, Modules, RawMap, Rsdp, Section};
+pub use hestia_core::bootinfo::{AcpiRoot, MAX_MODULES, SymbolSections};
+use hestia_core::memmap::MemoryMap;
 use multiboot2::{BootInformation, BootInformationHeader};
 
 use crate::arch::x86_64::boot::MULTIBOOT2_BOOTLOADER_MAGIC;
 use crate::mm;
 
-/// Most modules Hestia records.
-pub const MAX_MODULES: usize = 16;
-const MAX_RAW_REGIONS: usize = 128;
 /// Largest boot information structure accepted (GRUB's is a few KiB).
 const MAX_MBI_SIZE: u64 = 1 << 20;
 
-/// A boot module (dom0 kernel, initrd, ...).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Module {
-    /// First byte.
-    pub start: u64,
-    /// One past the last byte.
-    pub end: u64,
-    /// The module's string (its command line).
-    pub cmdline: &'static str,
-}
-
-/// Where the ACPI root table is.
-#[derive(Clone, Copy, Debug)]
-pub struct AcpiRoot {
-    /// RSDP revision: 0 means an RSDT with 32-bit entries, 2+ an XSDT.
-    pub revision: u8,
-    /// Physical address of the RSDT or XSDT.
-    pub sdt_addr: u64,
-}
-
-/// Physical ranges of Hestia's own `.symtab` and `.strtab`, loaded by GRUB.
-#[derive(Clone, Copy, Debug)]
-pub struct SymbolSections {
-    /// `[start, end)` of the symbol table.
-    pub symtab: (u64, u64),
-    /// `[start, end)` of the string table.
-    pub strtab: (u64, u64),
-}
+/// A boot module (dom0 kernel, initrd, ...); its string lives in the reserved structure.
+pub type Module = hestia_core::bootinfo::Module<'static>;
 
 /// A linear framebuffer set up by the bootloader (reported; Hestia's console is serial).
 #[derive(Clone, Copy, Debug)]
@@ -74,9 +49,8 @@ pub struct BootInfo {
     pub memmap_source: &'static str,
     /// `[start, end)` of the boot information itself.
     pub mbi_range: (u64, u64),
-    modules: [Module; MAX_MODULES],
-    nr_modules: usize,
-    /// Modules beyond [`MAX_MODULES`] that were ignored.
+    modules: Modules<'static>,
+    /// Modules beyond [`MAX_MODULES`] (or inverted) that were ignored.
     pub dropped_modules: usize,
     /// ACPI root, if the bootloader passed an RSDP.
     pub acpi: Option<AcpiRoot>,
@@ -91,7 +65,7 @@ pub struct BootInfo {
 impl BootInfo {
     /// The boot modules in order.
     pub fn modules(&self) -> &[Module] {
-        &self.modules[..self.nr_modules]
+        self.modules.as_slice()
     }
 }
 
@@ -155,75 +129,45 @@ pub fn parse(magic: u32, mbi_phys: u32) -> Result<BootInfo, BootInfoError> {
     let mbi: BootInformation<'static> =
         unsafe { core::mem::transmute::<BootInformation<'_>, BootInformation<'static>>(mbi) };
 
-    let mut raw = [Region {
-        start: 0,
-        end: 0,
-        kind: RegionKind::Reserved,
-    }; MAX_RAW_REGIONS];
-    let mut n = 0;
-    let mut push = |base: u64, len: u64, kind: RegionKind| {
-        if let (Some((start, end)), true) = (range_from_base_len(base, len), n < MAX_RAW_REGIONS) {
-            raw[n] = Region { start, end, kind };
-            n += 1;
-        }
-    };
+    let mut raw = RawMap::default();
     let memmap_source = if let Some(t) = mbi.memory_map_tag() {
         for a in t.memory_areas() {
-            let kind = match u32::from(a.typ()) {
-                1 => RegionKind::Usable,
-                3 => RegionKind::AcpiReclaimable,
-                4 => RegionKind::AcpiNvs,
-                5 => RegionKind::Bad,
-                _ => RegionKind::Reserved,
-            };
-            push(a.start_address(), a.size(), kind);
+            raw.push(
+                a.start_address(),
+                a.size(),
+                sanitise::e820_kind(a.typ().into()),
+            );
         }
         "multiboot2 mmap (e820)"
     } else if let Some(t) = mbi.efi_memory_map_tag() {
         for d in t.memory_areas() {
-            let kind = match d.ty.0 {
-                1..=4 | 7 => RegionKind::Usable,
-                8 => RegionKind::Bad,
-                9 => RegionKind::AcpiReclaimable,
-                10 => RegionKind::AcpiNvs,
-                _ => RegionKind::Reserved,
-            };
-            push(d.phys_start, d.page_count.saturating_mul(4096), kind);
+            let len = d.page_count.saturating_mul(4096);
+            raw.push(d.phys_start, len, sanitise::efi_kind(d.ty.0));
         }
         "EFI memory map"
     } else {
         return Err(BootInfoError::NoMemoryMap);
     };
-    let memmap = MemoryMap::sanitize(&raw[..n]);
+    let memmap = raw.sanitize();
 
-    let mut modules = [Module::default(); MAX_MODULES];
-    let mut nr_modules = 0;
-    let mut dropped_modules = 0;
+    let mut modules = Modules::default();
     for m in mbi.module_tags() {
         let (start, end) = (u64::from(m.start_address()), u64::from(m.end_address()));
-        if end < start || nr_modules == MAX_MODULES {
-            dropped_modules += 1;
-            continue;
-        }
-        modules[nr_modules] = Module {
-            start,
-            end,
-            cmdline: static_str(m.cmdline()),
-        };
-        nr_modules += 1;
+        modules.push(start, end, static_str(m.cmdline()));
     }
 
-    let acpi = match (mbi.rsdp_v2_tag(), mbi.rsdp_v1_tag()) {
-        (Some(v2), _) if v2.checksum_is_valid() && v2.xsdt_address() != 0 => Some(AcpiRoot {
-            revision: v2.revision().max(2),
+    let acpi = sanitise::acpi_root(
+        mbi.rsdp_v2_tag().map(|v2| Rsdp {
+            valid: v2.checksum_is_valid(),
+            revision: v2.revision(),
             sdt_addr: v2.xsdt_address() as u64,
         }),
-        (_, Some(v1)) if v1.checksum_is_valid() => Some(AcpiRoot {
+        mbi.rsdp_v1_tag().map(|v1| Rsdp {
+            valid: v1.checksum_is_valid(),
             revision: 0,
             sdt_addr: v1.rsdt_address() as u64,
         }),
-        _ => None,
-    };
+    );
 
     Ok(BootInfo {
         cmdline: static_str(mbi.command_line_tag().map_or(Ok(""), |t| t.cmdline())),
@@ -231,9 +175,8 @@ pub fn parse(magic: u32, mbi_phys: u32) -> Result<BootInfo, BootInfoError> {
         memmap,
         memmap_source,
         mbi_range: (phys, phys + total),
+        dropped_modules: modules.dropped,
         modules,
-        nr_modules,
-        dropped_modules,
         acpi,
         symbols: find_symbols(&mbi),
         efi: mbi.efi_sdt64_tag().is_some() || mbi.efi_memory_map_tag().is_some(),
@@ -251,22 +194,11 @@ pub fn parse(magic: u32, mbi_phys: u32) -> Result<BootInfo, BootInfoError> {
 
 /// Finds `.symtab` and its linked `.strtab` among the ELF section headers GRUB passed.
 fn find_symbols(mbi: &BootInformation<'_>) -> Option<SymbolSections> {
-    const SHT_SYMTAB: u32 = 2;
-    let mut headers = [(0u32, 0u64, 0u64, 0u32); 64];
-    let mut n = 0;
-    for s in mbi.elf_sections_tag()?.sections() {
-        if n == headers.len() {
-            break;
-        }
-        headers[n] = (s.sh_type, s.sh_addr, s.sh_size, s.sh_link);
-        n += 1;
-    }
-    let headers = &headers[..n];
-    let &(_, addr, size, link) = headers.iter().find(|h| h.0 == SHT_SYMTAB)?;
-    let &(_, saddr, ssize, _) = headers.get(link as usize)?;
-    let ok = |a: u64, s: u64| a != 0 && mm::in_direct_map(a, s);
-    (ok(addr, size) && ok(saddr, ssize)).then_some(SymbolSections {
-        symtab: (addr, addr + size),
-        strtab: (saddr, saddr + ssize),
-    })
+    let sections = mbi.elf_sections_tag()?.sections().map(|s| Section {
+        ty: s.sh_type,
+        addr: s.sh_addr,
+        size: s.sh_size,
+        link: s.sh_link,
+    });
+    sanitise::find_symbols(sections, mm::in_direct_map)
 }
