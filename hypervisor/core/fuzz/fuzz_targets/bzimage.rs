@@ -76,7 +76,7 @@ fuzz_target!(|input: &[u8]| {
         0 => 4,
         n => usize::from(n),
     };
-    let offset = u32::from_le_bytes(data[0x248..0x24C].try_into().unwrap()) as usize;
+    let offset = u32::from_le_bytes(data[0x248..0x24C].try_into().expect("4 bytes")) as usize;
     let start = (setup_sects + 1) * 512 + offset;
     assert_eq!(Some(p.data), data.get(start..start + p.data.len()));
     if p.compression == Compression::None {

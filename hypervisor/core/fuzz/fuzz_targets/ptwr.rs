@@ -29,7 +29,7 @@ fuzz_target!(|input: (u64, u64, u64, u64, u8, Vec<u8>)| {
     assert_eq!(decode(|i| bytes[..len].get(i).copied()), Some(store));
     assert!(matches!(store.size, 1 | 2 | 4 | 8), "{store:?}");
     if let Source::Reg { n, high_byte } = store.src {
-        assert!(n < 16 && !(high_byte && (n < 4 || n > 7)), "{store:?}");
+        assert!(n < 16 && (!high_byte || (4..=7).contains(&n)), "{store:?}");
     }
 
     let mask = u64::MAX >> (64 - 8 * u32::from(store.size));
