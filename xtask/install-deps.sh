@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the system packages Hestia needs on Debian/Ubuntu (called by `cargo xtask`
 # when something is missing; .ci/run uses it with --sources-only for the backports suite).
+# g++ compiles libFuzzer for `cargo xtask fuzz-host`.
 # QEMU comes from bookworm-backports on Debian 12: QEMU 7.2's TCG mis-emulates
 # `INT n` in long mode (wrong #GP error code), which breaks PV guests.
 set -euo pipefail
 
-pkgs=(qemu-system-x86 grub-pc-bin grub-efi-amd64-bin grub-common xorriso mtools ovmf xz-utils gzip e2fsprogs)
+pkgs=(qemu-system-x86 grub-pc-bin grub-efi-amd64-bin grub-common xorriso mtools ovmf xz-utils gzip e2fsprogs g++)
 sudo=()
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1; then sudo=(sudo); else

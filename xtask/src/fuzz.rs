@@ -64,6 +64,13 @@ fn host_triple() -> Result<String> {
 /// Builds every target with coverage instrumentation; returns the directory of the binaries.
 /// `--target` keeps the flags off build scripts and proc macros.
 pub fn build() -> Result<PathBuf> {
+    if !["c++", "g++", "clang++"].iter().any(|c| crate::tools::on_path(c)) {
+        return Err(format!(
+            "no C++ compiler to build libFuzzer: apt-get install -y g++ (or sudo bash {})",
+            root_dir().join("xtask/install-deps.sh").display()
+        )
+        .into());
+    }
     let triple = host_triple()?;
     let dir = target_dir().join("fuzz");
     crate::run(
