@@ -64,7 +64,10 @@ fn host_triple() -> Result<String> {
 /// Builds every target with coverage instrumentation; returns the directory of the binaries.
 /// `--target` keeps the flags off build scripts and proc macros.
 pub fn build() -> Result<PathBuf> {
-    if !["c++", "g++", "clang++"].iter().any(|c| crate::tools::on_path(c)) {
+    if !["c++", "g++", "clang++"]
+        .iter()
+        .any(|c| crate::tools::on_path(c))
+    {
         return Err(format!(
             "no C++ compiler to build libFuzzer: apt-get install -y g++ (or sudo bash {})",
             root_dir().join("xtask/install-deps.sh").display()
@@ -121,18 +124,29 @@ pub fn run_one(bins: &Path, name: &str, secs: u64) -> Result<Outcome> {
             .unwrap_or("no coverage line")
             .to_owned()
     } else {
-        let why = text
-            .lines()
-            .find(|l| l.contains("panicked at") || l.contains("==ERROR") || l.contains("ERROR:"))
-            .unwrap_or("libFuzzer exited with an error");
-        let input = text
-            .lines()
+        // A panic's message is on the line after "panicked at FILE:LINE:COL:".
+        let lines: Vec<&str> = text.lines().collect();
+        let why = lines
+            .iter()
+            .position(|l| l.contains("panicked at") || l.contains("ERROR:"))
+            .map_or("libFuzzer exited with an error".to_owned(), |i| {
+                let next = lines
+                    .get(i + 1)
+                    .filter(|_| lines[i].contains("panicked at"));
+                format!("{} {}", lines[i].trim(), next.map_or("", |n| n.trim()))
+            });
+        let input = lines
+            .iter()
             .find_map(|l| {
                 l.split_once("Test unit written to ")
                     .map(|(_, p)| p.to_owned())
             })
             .unwrap_or_default();
-        format!("{}; input {input}", why.trim())
+        format!(
+            "{}; reproduce with {} {input}",
+            why.trim(),
+            bins.join(name).display()
+        )
     };
     Ok(Outcome {
         ok: out.status.success(),
