@@ -69,7 +69,6 @@ enum Op {
     GetPageType {
         mfn: u8,
         ty: Ty,
-        other: bool,
     },
     PutPageType {
         mfn: u8,
@@ -251,15 +250,19 @@ fuzz_target!(|data: &[u8]| {
                     held.entry(mfn(m)).or_default().refs -= 1;
                 }
             }
-            Op::GetPageType { mfn: m, ty, other } => {
-                // The caller holds a general reference for each type reference.
+            Op::GetPageType { mfn: m, ty } => {
+                // The caller holds a general reference for each type reference, taken for the
+                // frame's owner, on whose behalf a table is validated.
                 let x = h(&held, mfn(m));
                 let ty = match ty {
                     Ty::Writable => PageType::Writable,
                     Ty::Table(l) => PageType::Table(l % 4 + 1),
                     Ty::SegDesc => PageType::SegDesc,
                 };
-                if x.refs > x.types && ft.get_page_type(&mut mem, mfn(m), ty, dom(other)).is_ok() {
+                let owner = ft.info(mfn(m)).and_then(|f| f.owner);
+                if let (true, Some(owner)) = (x.refs > x.types, owner)
+                    && ft.get_page_type(&mut mem, mfn(m), ty, owner).is_ok()
+                {
                     held.entry(mfn(m)).or_default().types += 1;
                 }
             }
