@@ -20,7 +20,7 @@ use std::time::Instant;
 use crate::{Result, root_dir, target_dir};
 
 /// Seconds each target runs within `cargo xtask test`.
-pub const TEST_SECS: u64 = 15;
+pub const TEST_SECS: u64 = 12;
 
 /// SanitizerCoverage as `cargo fuzz` configures it, plus checks that turn silent wrap-around
 /// into a crash.
