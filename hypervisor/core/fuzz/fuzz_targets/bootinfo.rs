@@ -1,15 +1,17 @@
 //! Sanitising the multiboot2 boot information (`hestia_core::bootinfo`): any memory areas,
 //! module tags, ELF section headers and RSDPs a bootloader could pass. The memory map comes out
-//! sorted, disjoint and well-formed; modules keep their order and every tag is either kept or
+//! sorted, disjoint and well-formed, and free RAM in it never overlaps an area the firmware
+//! reserved; modules keep their order and every tag is either kept or
 //! counted as dropped; a symbol table is only reported where it is mapped and does not wrap;
 //! the ACPI root comes from a valid RSDP.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use hestia_core::bootinfo::{
-    MAX_MODULES, MAX_SECTIONS, Modules, RawMap, Rsdp, Section, acpi_root, e820_kind, efi_kind,
-    find_symbols,
+    MAX_MODULES, MAX_RAW_REGIONS, MAX_SECTIONS, Modules, RawMap, Rsdp, Section, acpi_root,
+    e820_kind, efi_kind, find_symbols,
 };
+use hestia_core::memmap::RegionKind;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -41,6 +43,32 @@ fuzz_target!(|info: Info| {
     }
     for w in regions.windows(2) {
         assert!(w[0].end <= w[1].start, "{w:?}: unsorted or overlapping");
+    }
+    // Free RAM only where an area said so and no area said otherwise.
+    let areas: Vec<(u64, u64, RegionKind)> = info
+        .areas
+        .iter()
+        .filter(|a| a.1 != 0)
+        .take(MAX_RAW_REGIONS)
+        .map(|&(base, len, ty)| {
+            let kind = if info.efi {
+                efi_kind(ty)
+            } else {
+                e820_kind(ty)
+            };
+            (base, base.saturating_add(len), kind)
+        })
+        .collect();
+    for r in regions.iter().filter(|r| r.kind == RegionKind::Usable) {
+        assert!(
+            areas
+                .iter()
+                .any(|a| a.2 == RegionKind::Usable && a.0 <= r.start && r.start < a.1),
+            "{r:?}: usable without a usable area"
+        );
+        for a in areas.iter().filter(|a| a.2 != RegionKind::Usable) {
+            assert!(a.1 <= r.start || r.end <= a.0, "{r:?} overlaps {a:?}");
+        }
     }
 
     let mut modules = Modules::default();
