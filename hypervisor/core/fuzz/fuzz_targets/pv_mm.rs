@@ -1,16 +1,21 @@
 //! The PV MMU's frame table (`hestia_core::pv_mm::FrameTable`) driven by random operation
 //! sequences over the fake memory of `pv_mm::model`, as hostile guests and the hypercalls
-//! would: after every operation the module's invariants 1-4 and exact reference and type
-//! counts are checked (`model::check_invariants`, the unit tests' checker), and invariant 5
-//! (no frame changes use while a CPU may still translate a removed mapping of it) against a
-//! model of the mappings removed since the last flush.
+//! would: frames given, taken and stolen, references and types taken and dropped, tables
+//! pinned, unpinned and updated, run to the end or by three vCPUs (two of one domain, one of
+//! another) with tiny budgets that preempt them at any entry, resumed, abandoned or cancelled.
+//! After every operation the module's invariants 1-4 and exact reference and type counts are
+//! checked (`model::check_invariants`, the unit tests' checker, which accounts for work under
+//! way), and invariant 5 (no frame changes use while a CPU may still translate a removed
+//! mapping of it) against a model of the mappings removed since the last flush.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use arbitrary::{Arbitrary, Unstructured};
 use hestia_core::pv_mm::model::{FakeMem, Held, check_invariants};
-use hestia_core::pv_mm::{DOM_IO, Dom, FrameInfo, FrameTable, PageType, PtMemory, pte};
+use hestia_core::pv_mm::{
+    Budget, DOM_IO, Dom, FrameInfo, FrameTable, PageType, Pending, Progress, PtMemory, pte,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// Frames in the table: 0-39 the guest's, 40-47 another domain's, 48-55 free, 56-59 firmware
@@ -49,15 +54,30 @@ enum Ty {
     SegDesc,
 }
 
+/// Who issues a table operation: the unbounded entry points for either domain, or one of
+/// three vCPUs (0 and 1 of the guest, 2 of the other domain) with a budget of a few entries.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum Actor {
+    Unbounded { other: bool },
+    Vcpu { n: u8, budget: u8 },
+}
+
 #[derive(Arbitrary, Debug)]
 enum Op {
     Assign {
         mfn: u8,
+        n: u8,
         other: bool,
     },
     Release {
         mfn: u8,
         other: bool,
+    },
+    /// `XENMEM_exchange`'s take; the frames then stay free or go back.
+    Steal {
+        mfns: (u8, u8),
+        other: bool,
+        back: bool,
     },
     GetPage {
         mfn: u8,
@@ -76,18 +96,26 @@ enum Op {
     Pin {
         mfn: u8,
         level: u8,
-        other: bool,
+        by: Actor,
     },
     Unpin {
         mfn: u8,
-        other: bool,
+        by: Actor,
     },
     ModEntry {
         table: u8,
         level: u8,
         idx: u16,
         entry: Entry,
-        other: bool,
+        by: Actor,
+    },
+    FinishTeardown {
+        vcpu: u8,
+        budget: u8,
+    },
+    /// The vCPU goes away.
+    Cancel {
+        vcpu: u8,
     },
     /// The guest stores into one of its frames through a writable mapping (only frames that
     /// are not tables or descriptor pages can be written).
@@ -104,8 +132,22 @@ enum Op {
     },
 }
 
+/// The vCPUs' domains.
+const VCPU_DOMS: [Dom; 3] = [GUEST, GUEST, OTHER];
+
 fn dom(other: bool) -> Dom {
     if other { OTHER } else { GUEST }
+}
+
+/// vCPU `n % 3` and a budget: a few entries (0 preempts before any work), or enough for a
+/// table or two.
+fn vcpu(n: u8, budget: u8) -> (usize, Budget) {
+    let entries = if budget >= 128 {
+        u64::from(budget) * 8
+    } else {
+        u64::from(budget % 16)
+    };
+    (usize::from(n % 3), Budget::new(entries))
 }
 
 fn mfn(m: u8) -> u64 {
@@ -132,7 +174,12 @@ fn mappings(ft: &FrameTable<'_>, mem: &FakeMem) -> BTreeMap<u64, (u32, u32)> {
         if f.type_count == 0 {
             continue;
         }
-        for i in 0..512 {
+        let end = match f.progress {
+            Progress::Idle => 512,
+            Progress::Validating { next, child } => usize::from(next) + usize::from(child),
+            Progress::TearingDown { left, .. } => usize::from(left),
+        };
+        for i in 0..end {
             let x = mem.read(m, i);
             if x & pte::P != 0 && !(level == 4 && (256..272).contains(&i)) {
                 let c = out.entry((x & pte::ADDR) >> 12).or_default();
@@ -219,6 +266,7 @@ fuzz_target!(|data: &[u8]| {
     // References and type references this driver holds, as the kernel does for CR3 bases.
     let mut held: BTreeMap<u64, Held> = BTreeMap::new();
     let mut stale = Stale::default();
+    let mut pending = [Pending::default(); 3];
     let snapshot = |ft: &FrameTable<'_>| -> Vec<FrameInfo> {
         (0..FRAMES as u64)
             .map(|m| *ft.info(m).expect("frame"))
@@ -231,11 +279,19 @@ fuzz_target!(|data: &[u8]| {
         let (infos, maps, flushes) = (snapshot(&ft), mappings(&ft, &mem), mem.flushes);
         let h = |held: &BTreeMap<u64, Held>, m: u64| held.get(&m).copied().unwrap_or_default();
         match op {
-            Op::Assign { mfn: m, other } => {
-                let _ = ft.assign(mfn(m), dom(other));
+            Op::Assign { mfn: m, n, other } => {
+                let _ = ft.assign_range(mfn(m), u64::from(n % 4), dom(other));
             }
             Op::Release { mfn: m, other } => {
                 let _ = ft.release(&mut mem, mfn(m), dom(other));
+            }
+            Op::Steal { mfns, other, back } => {
+                let list = [mfn(mfns.0), mfn(mfns.1)];
+                if ft.steal(&mut mem, &list, dom(other)).is_ok() && back {
+                    for m in list {
+                        let _ = ft.assign(m, dom(other));
+                    }
+                }
             }
             Op::GetPage { mfn: m, other } => {
                 if ft.get_page(mfn(m), dom(other)).is_ok() {
@@ -272,31 +328,73 @@ fuzz_target!(|data: &[u8]| {
                     held.entry(mfn(m)).or_default().types -= 1;
                 }
             }
-            Op::Pin {
-                mfn: m,
-                level,
-                other,
-            } => {
-                let _ = ft.pin(&mut mem, mfn(m), level % 4 + 1, dom(other));
+            Op::Pin { mfn: m, level, by } => {
+                let level = level % 4 + 1;
+                let _ = match by {
+                    Actor::Unbounded { other } => ft.pin(&mut mem, mfn(m), level, dom(other)),
+                    Actor::Vcpu { n, budget } => {
+                        let (v, mut b) = vcpu(n, budget);
+                        ft.pin_preemptible(
+                            &mut mem,
+                            mfn(m),
+                            level,
+                            VCPU_DOMS[v],
+                            &mut pending[v],
+                            &mut b,
+                        )
+                    }
+                };
             }
-            Op::Unpin { mfn: m, other } => {
-                let _ = ft.unpin(&mut mem, mfn(m), dom(other));
+            Op::Unpin { mfn: m, by } => {
+                let _ = match by {
+                    Actor::Unbounded { other } => ft.unpin(&mut mem, mfn(m), dom(other)),
+                    Actor::Vcpu { n, budget } => {
+                        let (v, mut b) = vcpu(n, budget);
+                        ft.unpin_preemptible(
+                            &mut mem,
+                            mfn(m),
+                            VCPU_DOMS[v],
+                            &mut pending[v],
+                            &mut b,
+                        )
+                    }
+                };
             }
             Op::ModEntry {
                 table,
                 level,
                 idx,
                 entry,
-                other,
+                by,
             } => {
-                let _ = ft.mod_entry(
-                    &mut mem,
-                    mfn(table),
-                    level % 5,
-                    slot(idx),
-                    entry.value(),
-                    dom(other),
-                );
+                let (t, level, idx, new) = (mfn(table), level % 5, slot(idx), entry.value());
+                let _ = match by {
+                    Actor::Unbounded { other } => {
+                        ft.mod_entry(&mut mem, t, level, idx, new, dom(other))
+                    }
+                    Actor::Vcpu { n, budget } => {
+                        let (v, mut b) = vcpu(n, budget);
+                        let d = VCPU_DOMS[v];
+                        ft.mod_entry_preemptible(
+                            &mut mem,
+                            t,
+                            level,
+                            idx,
+                            new,
+                            d,
+                            &mut pending[v],
+                            &mut b,
+                        )
+                    }
+                };
+            }
+            Op::FinishTeardown { vcpu: n, budget } => {
+                let (v, mut b) = vcpu(n, budget);
+                let _ = ft.finish_teardown(&mut mem, &mut pending[v], &mut b);
+            }
+            Op::Cancel { vcpu: n } => {
+                let (v, _) = vcpu(n, 0);
+                ft.cancel_pending(&mut mem, &mut pending[v]);
             }
             Op::Write { mfn: m, idx, value }
             | Op::WriteDescriptor {
@@ -311,7 +409,9 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        check_invariants(&ft, &mem, &held);
+        let [p0, p1, p2] = &pending;
+        check_invariants(&ft, &mem, &[p0, p1, p2], &held);
+
         stale.step(
             (&infos, &maps),
             (&snapshot(&ft), &mappings(&ft, &mem)),
