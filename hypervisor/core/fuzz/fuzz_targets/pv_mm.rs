@@ -163,21 +163,22 @@ fn slot(idx: u16) -> usize {
     }
 }
 
-/// Present entries of validated tables, per target frame: (mappings, table references).
-fn mappings(ft: &FrameTable<'_>, mem: &FakeMem) -> BTreeMap<u64, (u32, u32)> {
+/// Present entries of tables a CPU may have walked, per target frame: (mappings, table
+/// references). Those are the fully validated tables, and the ones among `live` (fully
+/// validated at some point) being torn down, for the slots they still hold. A table part way
+/// through a validation was never in use, nor is one whose abandoned validation is undone.
+fn mappings(ft: &FrameTable<'_>, mem: &FakeMem, live: &BTreeSet<u64>) -> BTreeMap<u64, (u32, u32)> {
     let mut out: BTreeMap<u64, (u32, u32)> = BTreeMap::new();
     for m in 0..FRAMES as u64 {
         let f = ft.info(m).expect("frame inside the table");
         let PageType::Table(level) = f.ty else {
             continue;
         };
-        if f.type_count == 0 {
-            continue;
-        }
         let end = match f.progress {
+            _ if f.type_count == 0 => 0,
             Progress::Idle => 512,
-            Progress::Validating { next, child } => usize::from(next) + usize::from(child),
-            Progress::TearingDown { left, .. } => usize::from(left),
+            Progress::TearingDown { left, .. } if live.contains(&m) => usize::from(left),
+            _ => 0,
         };
         for i in 0..end {
             let x = mem.read(m, i);
@@ -200,7 +201,10 @@ struct Stale {
 }
 
 impl Stale {
-    /// Checks the frames' changes of use over one operation, then records its removals.
+    /// Checks the frames' changes of use over one operation, then records its removals. The
+    /// order of a flush and the removals within one operation is unknown (a teardown finished
+    /// first, then a flush for the next claim, is correct): an operation that flushed is taken
+    /// to have flushed after its removals.
     fn step(
         &mut self,
         before: (&[FrameInfo], &BTreeMap<u64, (u32, u32)>),
@@ -232,6 +236,9 @@ impl Stale {
                     "mfn {m} became writable while a paging-structure cache may walk it"
                 );
             }
+        }
+        if flushed {
+            return;
         }
         for (t, (maps, tables)) in before.1 {
             let (now_maps, now_tables) = after.1.get(t).copied().unwrap_or_default();
@@ -267,6 +274,7 @@ fuzz_target!(|data: &[u8]| {
     let mut held: BTreeMap<u64, Held> = BTreeMap::new();
     let mut stale = Stale::default();
     let mut pending = [Pending::default(); 3];
+    let mut live = BTreeSet::new();
     let snapshot = |ft: &FrameTable<'_>| -> Vec<FrameInfo> {
         (0..FRAMES as u64)
             .map(|m| *ft.info(m).expect("frame"))
@@ -276,7 +284,8 @@ fuzz_target!(|data: &[u8]| {
     // `arbitrary` keeps producing (default) values from exhausted input: stop there.
     while !u.is_empty() {
         let Ok(op) = Op::arbitrary(&mut u) else { break };
-        let (infos, maps, flushes) = (snapshot(&ft), mappings(&ft, &mem), mem.flushes);
+        let (infos, flushes) = (snapshot(&ft), mem.flushes);
+        let maps = mappings(&ft, &mem, &live);
         let h = |held: &BTreeMap<u64, Held>, m: u64| held.get(&m).copied().unwrap_or_default();
         match op {
             Op::Assign { mfn: m, n, other } => {
@@ -412,9 +421,19 @@ fuzz_target!(|data: &[u8]| {
         let [p0, p1, p2] = &pending;
         check_invariants(&ft, &mem, &[p0, p1, p2], &held);
 
+        // Tables fully validated stay live until their type goes (a table seen part way
+        // through a validation lost it in between, within one operation).
+        for m in 0..FRAMES as u64 {
+            let f = ft.info(m).expect("frame inside the table");
+            if f.type_count == 0 || matches!(f.progress, Progress::Validating { .. }) {
+                live.remove(&m);
+            } else if matches!(f.ty, PageType::Table(_)) && f.progress == Progress::Idle {
+                live.insert(m);
+            }
+        }
         stale.step(
             (&infos, &maps),
-            (&snapshot(&ft), &mappings(&ft, &mem)),
+            (&snapshot(&ft), &mappings(&ft, &mem, &live)),
             mem.flushes != flushes,
         );
     }
