@@ -1,7 +1,7 @@
 //! `cargo xtask`: Hestia's only entry point for building, booting and testing.
 //!
-//! Commands: `build`, `iso`, `run`, `test`, `check`, `bench`, `fuzz-host`. `run` follows the tooling contract of
-//! DESIGN.md: exit status 0 only when Hestia powered off cleanly.
+//! Commands: `build`, `iso`, `run`, `test`, `check`, `bench`, `fuzz-host`. `run` follows the
+//! tooling contract of DESIGN.md: exit status 0 only when Hestia powered off cleanly.
 
 mod bench;
 mod check;
