@@ -379,6 +379,25 @@ pub fn mmu_update_one(ptr: u64, val: u64) -> i64 {
     )
 }
 
+/// One `mmuext_op` (`cmd`, `arg1`, `arg2`) for the calling domain; returns the hypercall's
+/// result.
+pub fn mmuext_one(cmd: u32, arg1: u64, arg2: u64) -> i64 {
+    let op = xen_abi::mmu::MmuextOp {
+        cmd,
+        _pad: 0,
+        arg1,
+        arg2,
+    };
+    hypercall(
+        nr::MMUEXT_OP,
+        &op as *const xen_abi::mmu::MmuextOp as u64,
+        1,
+        0,
+        u64::from(xen_abi::xen::DOMID_SELF),
+        0,
+    )
+}
+
 /// Acknowledges vCPU `vcpu`'s pending events the 2-level way (as Linux's events_2l): clears its
 /// upcall-pending flag and selector, and every pending unmasked port the selector names.
 /// Returns the ports of the first word (0-63) it acknowledged.

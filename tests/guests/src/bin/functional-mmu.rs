@@ -5,10 +5,11 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-use hestia_guests::xen_abi::mmu::{MmuUpdate, MmuextOp, ext, update, uvmf};
+use hestia_guests::xen_abi::mmu::{MmuUpdate, ext, update, uvmf};
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
 use hestia_guests::{
-    ExcFrame, Verdict, check, hypercall, install_traps, l1e_maddr, m2p, pfn_to_mfn, println,
+    ExcFrame, Verdict, check, hypercall, install_traps, l1e_maddr, m2p, mmuext_one, pfn_to_mfn,
+    println,
 };
 
 const EINVAL: i64 = -22;
@@ -42,23 +43,6 @@ fn mmu_update(reqs: &[MmuUpdate]) -> i64 {
         return -1000;
     }
     r
-}
-
-fn mmuext(cmd: u32, arg1: u64) -> i64 {
-    let op = MmuextOp {
-        cmd,
-        _pad: 0,
-        arg1,
-        arg2: 0,
-    };
-    hypercall(
-        nr::MMUEXT_OP,
-        &op as *const MmuextOp as u64,
-        1,
-        0,
-        u64::from(DOMID_SELF),
-        0,
-    )
 }
 
 fn uva(va: u64, val: u64, flags: u64) -> i64 {
@@ -125,12 +109,12 @@ fn test(si: &StartInfo) -> Verdict {
     let l1_candidate = mfn;
     check!(
         failed,
-        mmuext(ext::PIN_L1_TABLE, l1_candidate) == 0,
+        mmuext_one(ext::PIN_L1_TABLE, l1_candidate, 0) == 0,
         "pinning a read-only zeroed frame as L1 failed"
     );
     check!(
         failed,
-        mmuext(ext::PIN_L1_TABLE, l1_candidate) == EINVAL,
+        mmuext_one(ext::PIN_L1_TABLE, l1_candidate, 0) == EINVAL,
         "pinning twice succeeded"
     );
     let r = mmu_update(&[MmuUpdate {
@@ -144,12 +128,12 @@ fn test(si: &StartInfo) -> Verdict {
     );
     check!(
         failed,
-        mmuext(ext::UNPIN_TABLE, l1_candidate) == 0,
+        mmuext_one(ext::UNPIN_TABLE, l1_candidate, 0) == 0,
         "unpin failed"
     );
     check!(
         failed,
-        mmuext(ext::UNPIN_TABLE, l1_candidate) == EINVAL,
+        mmuext_one(ext::UNPIN_TABLE, l1_candidate, 0) == EINVAL,
         "unpinning an unpinned frame succeeded"
     );
     let r = mmu_update(&[MmuUpdate {
@@ -164,7 +148,7 @@ fn test(si: &StartInfo) -> Verdict {
     let data_mfn = pfn_to_mfn(si, 0x3fd);
     check!(
         failed,
-        mmuext(ext::PIN_L1_TABLE, data_mfn) == EINVAL,
+        mmuext_one(ext::PIN_L1_TABLE, data_mfn, 0) == EINVAL,
         "pinned a frame that is mapped writable"
     );
 
@@ -180,17 +164,17 @@ fn test(si: &StartInfo) -> Verdict {
     );
     check!(
         failed,
-        mmuext(ext::TLB_FLUSH_LOCAL, 0) == 0 && mmuext(ext::INVLPG_LOCAL, page) == 0,
+        mmuext_one(ext::TLB_FLUSH_LOCAL, 0, 0) == 0 && mmuext_one(ext::INVLPG_LOCAL, page, 0) == 0,
         "flushes"
     );
     check!(
         failed,
-        mmuext(ext::MARK_SUPER, mfn) == -95,
+        mmuext_one(ext::MARK_SUPER, mfn, 0) == -95,
         "MARK_SUPER must be -EOPNOTSUPP"
     );
     check!(
         failed,
-        mmuext(99, 0) == -38,
+        mmuext_one(99, 0, 0) == -38,
         "unknown mmuext_op must be -ENOSYS"
     );
     let r = mmu_update(&[MmuUpdate {

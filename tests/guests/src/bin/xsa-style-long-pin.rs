@@ -14,11 +14,12 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-use hestia_guests::xen_abi::mmu::{MmuextOp, ext, uvmf};
-use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
+use hestia_guests::xen_abi::mmu::{ext, uvmf};
+use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
 use hestia_guests::{
     EVENT_VECTOR, ExcFrame, Verdict, ack_events, check, hypercall, hypercall_page_bytes,
-    install_traps, map_shared_info, pfn_to_mfn, println, register_event_callback, shared_byte,
+    install_traps, map_shared_info, mmuext_one, pfn_to_mfn, println, register_event_callback,
+    shared_byte,
 };
 
 /// L1 tables in the tree, each with 512 present entries.
@@ -53,23 +54,6 @@ fn handler(vector: u64, f: &mut ExcFrame) {
         AT_STUB.fetch_add(1, SeqCst);
     }
     ack_events(0);
-}
-
-fn mmuext(cmd: u32, arg1: u64, arg2: u64) -> i64 {
-    let op = MmuextOp {
-        cmd,
-        _pad: 0,
-        arg1,
-        arg2,
-    };
-    hypercall(
-        nr::MMUEXT_OP,
-        &op as *const MmuextOp as u64,
-        1,
-        0,
-        u64::from(DOMID_SELF),
-        0,
-    )
 }
 
 fn map_scratch(pte: u64) -> i64 {
@@ -114,7 +98,7 @@ fn test(si: &StartInfo) -> Verdict {
         "writing the L1 template"
     );
     for k in 1..L1S {
-        let r = mmuext(ext::COPY_PAGE, l1(k), l1(0));
+        let r = mmuext_one(ext::COPY_PAGE, l1(k), l1(0));
         check!(failed, r == 0, "copy_page to L1 #{k}: {r}");
     }
     check!(
@@ -134,7 +118,7 @@ fn test(si: &StartInfo) -> Verdict {
     );
     shared_byte(1).store(0, SeqCst); // events unmasked
 
-    let r = mmuext(ext::PIN_L2_TABLE, l2, 0);
+    let r = mmuext_one(ext::PIN_L2_TABLE, l2, 0);
     let during_pin = AT_STUB.swap(0, SeqCst);
     println!(
         "pin of an L2 over {} entries: {r}, {during_pin} upcalls at its SYSCALL",
@@ -152,10 +136,10 @@ fn test(si: &StartInfo) -> Verdict {
         "the last L1 is not a page table after the pin"
     );
 
-    let r = mmuext(ext::UNPIN_TABLE, l2, 0);
+    let r = mmuext_one(ext::UNPIN_TABLE, l2, 0);
     check!(failed, r == 0, "unpinning the L2: {r}");
     // The next MMU hypercall finishes the teardown first.
-    let r = mmuext(ext::TLB_FLUSH_LOCAL, 0, 0);
+    let r = mmuext_one(ext::TLB_FLUSH_LOCAL, 0, 0);
     let during_teardown = AT_STUB.swap(0, SeqCst);
     println!("unpin and teardown: {r}, {during_teardown} upcalls at a SYSCALL");
     check!(failed, r == 0, "the hypercall after the unpin: {r}");

@@ -13,10 +13,11 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-use hestia_guests::xen_abi::mmu::{MmuextOp, ext, uvmf};
+use hestia_guests::xen_abi::mmu::{ext, uvmf};
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
 use hestia_guests::{
-    SHARED_INFO_VA, Verdict, check, hypercall, map_shared_info, pfn_to_mfn, println, shared_word,
+    SHARED_INFO_VA, Verdict, check, hypercall, map_shared_info, mmuext_one, pfn_to_mfn, println,
+    shared_word,
 };
 
 const EINVAL: i64 = -22;
@@ -28,23 +29,6 @@ const XENMEM_DECREASE_RESERVATION: u64 = 1;
 struct Page([AtomicU64; 512]);
 /// Where vCPU 0's vcpu_info moves, so Hestia no longer writes time into shared_info.
 static VCPU_INFO_PAGE: Page = Page([const { AtomicU64::new(0) }; 512]);
-
-fn mmuext(cmd: u32, arg1: u64) -> i64 {
-    let op = MmuextOp {
-        cmd,
-        _pad: 0,
-        arg1,
-        arg2: 0,
-    };
-    hypercall(
-        nr::MMUEXT_OP,
-        &op as *const MmuextOp as u64,
-        1,
-        0,
-        u64::from(DOMID_SELF),
-        0,
-    )
-}
 
 /// One order-0 extent of `XENMEM_{increase,decrease}_reservation` on `list`.
 fn balloon(cmd: u64, list: &mut u64) -> i64 {
@@ -85,18 +69,18 @@ fn test(si: &StartInfo) -> Verdict {
         (ext::PIN_L3_TABLE, "L3"),
         (ext::PIN_L4_TABLE, "L4"),
     ] {
-        let r = mmuext(cmd, shared_mfn);
+        let r = mmuext_one(cmd, shared_mfn, 0);
         check!(
             failed,
             r == EINVAL,
             "pinning shared_info as an {name} returned {r}"
         );
         if r == 0 {
-            mmuext(ext::UNPIN_TABLE, shared_mfn);
+            mmuext_one(ext::UNPIN_TABLE, shared_mfn, 0);
         }
     }
     // The vcpu_info page is Hestia's to write too.
-    let r = mmuext(ext::PIN_L1_TABLE, page_mfn);
+    let r = mmuext_one(ext::PIN_L1_TABLE, page_mfn, 0);
     check!(
         failed,
         r == EINVAL,
