@@ -745,9 +745,15 @@ fn emulation_probe(r: &mut Rng) {
     // Registers: CPUID leaves, MSRs and ports that exist; a syscall from there is xen_version.
     let rax = if insn == b"\x0f\x05" {
         u64::from(nr::XEN_VERSION)
-    } else if insn == b"\x0f\x22\xd8" && r.pct(50) {
-        // CR3 loads: the guest's own L4 (a no-op switch), or anything else below.
-        L4_MFN.load(SeqCst) << 12
+    } else if insn == b"\x0f\x22\xd8" {
+        // CR3 loads: the guest's own L4 (a no-op switch), frame 0 (xsa-style-new-baseptr-zero),
+        // and frames that are no L4 of the guest (a sandbox L4 would unmap the guest's code).
+        r.pick(&[
+            L4_MFN.load(SeqCst) << 12,
+            0,
+            0x4000_0000,
+            r.wild() | 1 << 20,
+        ])
     } else {
         r.pick(&[0, 1, 7, 0x4000_0000, 0x8000_0001, r.wild()])
     };
