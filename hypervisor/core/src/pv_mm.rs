@@ -206,7 +206,12 @@ pub struct Pending {
 impl Pending {
     /// True when nothing is left unfinished.
     pub fn is_idle(&self) -> bool {
-        self.validating.is_none() && self.teardown.is_none()
+        self.validating.is_none() && !self.owes_teardown()
+    }
+
+    /// True when a teardown is left for [`FrameTable::finish_teardown`].
+    pub fn owes_teardown(&self) -> bool {
+        self.teardown.is_some()
     }
 }
 

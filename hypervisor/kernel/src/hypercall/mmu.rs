@@ -37,7 +37,7 @@ fn errno(e: MmError) -> Errno {
 }
 
 /// Errno for a refused pin, unpin or base-pointer change: -EINVAL, as Xen.
-fn errno_pin(e: MmError) -> Errno {
+pub(crate) fn errno_pin(e: MmError) -> Errno {
     match e {
         MmError::Preempted | MmError::Busy => Errno::ERESTART,
         _ => Errno::EINVAL,
@@ -77,8 +77,7 @@ fn run_batch<T: FromBytes + IntoBytes>(
         0
     };
     // The vCPU's old tables go first (Xen's `put_old_guest_table`).
-    d.mm_op(|ft, mem, pending, budget| ft.finish_teardown(mem, pending, budget))
-        .map_err(errno)?;
+    d.finish_old_tables().map_err(errno)?;
     let size = size_of::<T>() as u64;
     let mut result = Ok(0);
     let mut i = 0;

@@ -221,6 +221,19 @@ impl Domain {
         Shared::new(self.shared_info_mfn, &self.vcpu_info)
     }
 
+    /// Finishes the teardown the vCPU running on this CPU left pending, if any (Xen's
+    /// `put_old_guest_table`): `Preempted` while work is left. Takes the frame table's lock
+    /// only when there is something to do (it runs at the start of every MMU batch).
+    pub fn finish_old_tables(&self) -> Result<(), MmError> {
+        if !self.mm_pending[this_vcpu_id() as usize % self.mm_pending.len()]
+            .lock()
+            .owes_teardown()
+        {
+            return Ok(());
+        }
+        self.mm_op(|ft, mem, pending, budget| ft.finish_teardown(mem, pending, budget))
+    }
+
     /// Runs a preemptible frame-table operation (`hestia_core::pv_mm`'s `*_preemptible`) for
     /// the vCPU running on this CPU, with its unfinished work in hand, until it is done or the
     /// vCPU has an interrupt or event to take first (`Preempted`: issue it again).

@@ -12,7 +12,6 @@
 
 use core::sync::atomic::Ordering;
 
-use hestia_core::pv_mm::MmError;
 use xen_abi::errno::Errno;
 use xen_abi::vcpu::{VcpuGuestContext, vgcf};
 use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
@@ -100,10 +99,7 @@ pub fn initialise(d: &Domain, vid: u32, arg: u64) -> Result<(), Errno> {
     let cr3 = c.ctrlreg[3] >> 12;
     // Validating a fresh L4 may take long: it stops part way and the call is issued again.
     d.mm_op(|ft, mem, pending, budget| ft.get_table_preemptible(mem, cr3, 4, me, pending, budget))
-        .map_err(|e| match e {
-            MmError::Preempted | MmError::Busy => Errno::ERESTART,
-            _ => Errno::EINVAL,
-        })?;
+        .map_err(crate::hypercall::mmu::errno_pin)?;
     let gdt_ents = c.gdt_ents as usize;
     let frames = c.gdt_frames[..gdt_ents.div_ceil(512).min(16)].to_vec();
     if let Err(e) = descriptor::take_gdt(me, &mut v, frames, gdt_ents) {
