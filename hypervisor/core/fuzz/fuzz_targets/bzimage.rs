@@ -5,7 +5,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use hestia_core::bzimage::{Compression, is_bzimage, payload, xz_dict_size};
-use hestia_core_fuzz::assert_within;
+use hestia_core_fuzz::{assert_within, raw_or_built};
 use libfuzzer_sys::fuzz_target;
 
 /// The header fields `payload` reads, and the bytes after the setup sectors.
@@ -54,17 +54,9 @@ fn build(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
 }
 
 fuzz_target!(|input: &[u8]| {
-    let built;
-    let data = match input.split_first() {
-        Some((mode, rest)) if mode & 1 == 1 => {
-            let Ok(f) = build(&mut Unstructured::new(rest)) else {
-                return;
-            };
-            built = f;
-            &built[..]
-        }
-        Some((_, rest)) => rest,
-        None => return,
+    let mut built = Vec::new();
+    let Some(data) = raw_or_built(input, &mut built, build) else {
+        return;
     };
     let _ = xz_dict_size(data);
     if !is_bzimage(data) {

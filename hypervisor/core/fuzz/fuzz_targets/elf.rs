@@ -7,7 +7,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use hestia_core::elf::testing::image;
 use hestia_core::elf::{Elf64, pv_kernel};
-use hestia_core_fuzz::assert_within;
+use hestia_core_fuzz::{assert_within, raw_or_built};
 use libfuzzer_sys::fuzz_target;
 
 /// A kernel for `elf::testing::image`, and byte patches applied to the result.
@@ -39,17 +39,9 @@ fn build(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
 }
 
 fuzz_target!(|input: &[u8]| {
-    let built;
-    let data = match input.split_first() {
-        Some((mode, rest)) if mode & 1 == 1 => {
-            let Ok(f) = build(&mut Unstructured::new(rest)) else {
-                return;
-            };
-            built = f;
-            &built[..]
-        }
-        Some((_, rest)) => rest,
-        None => return,
+    let mut built = Vec::new();
+    let Some(data) = raw_or_built(input, &mut built, build) else {
+        return;
     };
     let Ok(elf) = Elf64::parse(data) else { return };
     for s in elf.segments().flatten() {

@@ -16,3 +16,19 @@ pub fn assert_within(whole: &[u8], part: &[u8]) {
         whole.len()
     );
 }
+
+/// The image a target checks: the input itself when its first byte is even, else one that
+/// `build` makes from the rest (well-formed enough to reach the deep checks), kept in `keep`.
+/// `None` for an empty input or one `build` cannot use.
+pub fn raw_or_built<'a>(
+    input: &'a [u8],
+    keep: &'a mut Vec<u8>,
+    build: impl FnOnce(&mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Vec<u8>>,
+) -> Option<&'a [u8]> {
+    let (mode, rest) = input.split_first()?;
+    if mode & 1 == 0 {
+        return Some(rest);
+    }
+    *keep = build(&mut arbitrary::Unstructured::new(rest)).ok()?;
+    Some(keep)
+}
