@@ -815,8 +815,13 @@ impl<'a> FrameTable<'a> {
         pending: &mut Pending,
         budget: &mut Budget,
     ) -> Result<(), MmError> {
+        if !(1..=4).contains(&level) {
+            return Err(MmError::NotATable);
+        }
+        // Always first, resuming or not: a teardown left by an unpin between two issues of a
+        // preempted pin would otherwise be overwritten below and leak its tree.
+        self.finish_teardown(mem, pending, budget)?;
         if pending.validating != Some((mfn, level)) {
-            self.finish_teardown(mem, pending, budget)?;
             self.abandon(mem, pending);
             self.finish_teardown(mem, pending, budget)?;
             let f = *self.info(mfn).ok_or(MmError::BadFrame)?;
@@ -869,6 +874,11 @@ impl<'a> FrameTable<'a> {
         }
         f.progress = Progress::tearing_down(512, false);
         debug_assert!(pending.teardown.is_none(), "a second teardown left pending");
+        if pending.teardown.is_some() {
+            // Callers finish the pending teardown first; were one still there, finishing it
+            // however long is better than losing it (its tree would stay referenced).
+            let _ = self.finish_teardown(mem, pending, &mut Budget::unlimited());
+        }
         pending.teardown = Some(mfn);
         let _ = self.finish_teardown(mem, pending, budget);
     }
@@ -930,6 +940,9 @@ impl<'a> FrameTable<'a> {
         pending: &mut Pending,
         budget: &mut Budget,
     ) -> Result<(), MmError> {
+        if !(1..=4).contains(&level) {
+            return Err(MmError::NotATable);
+        }
         // The vCPU's own old tables go first: the update may be about one of them.
         self.finish_teardown(mem, pending, budget)?;
         // A table part way through validation can only be the vCPU's own one if the guest
@@ -1267,7 +1280,8 @@ impl FrameTable<'_> {
         for h in holds {
             account(scratch, &mut broken, h.mfn, h.ty);
         }
-        for mfn in free.into_iter().flatten() {
+        let nr = self.frames.len() as u64;
+        for mfn in free.into_iter().flat_map(|r| r.start..r.end.min(nr)) {
             if self.info(mfn).is_some_and(|f| f.owner.is_some()) {
                 broken(Broken::FreeButOwned { mfn });
             }
@@ -2275,5 +2289,49 @@ mod tests {
             counts(&ft).iter().all(|c| c.2 == 0 && c.3 == 0),
             "all released"
         );
+    }
+
+    #[test]
+    fn an_unpin_between_two_issues_of_a_pin_loses_no_teardown() {
+        // Found in review: the resumed pin skipped the pending teardown and overwrote it, and
+        // the unpinned tree stayed half torn down, referenced, for ever.
+        let (mut ft, mut mem) = big_tree();
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.assign(600, D).unwrap();
+        // An L1 that maps the pinned L4 writable: refused while the L4 is a table.
+        mem.write(600, 5, e(1, pte::RW));
+        let mut p = Pending::default();
+        let r = ft.pin_preemptible(&mut mem, 600, 1, D, &mut p, &mut Budget::new(2));
+        assert_eq!(r, Err(MmError::Preempted));
+        ft.unpin_preemptible(&mut mem, 1, D, &mut p, &mut Budget::new(5))
+            .unwrap();
+        assert!(p.owes_teardown(), "the unpin left its teardown pending");
+        // The pin, issued again, first finishes the teardown: the L4 is an ordinary frame by
+        // the time the L1 maps it.
+        let (r, _) = run_in_steps(&mut ft, &mut mem, &mut p, 64, |ft, mem, p, b| {
+            ft.pin_preemptible(mem, 600, 1, D, p, b)
+        });
+        assert_eq!(r, Ok(()));
+        assert!(p.is_idle());
+        check_counts(&ft, &mem, &[&p]);
+        assert_eq!(ft.info(1).unwrap().ty, PageType::Writable);
+        assert!(
+            counts(&ft)
+                .iter()
+                .filter(|c| ![1, 600].contains(&c.0))
+                .all(|c| c.2 == 0 && c.3 == 0),
+            "the old tree is released"
+        );
+    }
+
+    #[test]
+    fn table_levels_outside_1_to_4_are_refused() {
+        let (mut ft, mut mem) = big_tree();
+        let mut p = Pending::default();
+        for level in [0, 5, 255] {
+            let r = ft.pin_preemptible(&mut mem, 1, level, D, &mut p, &mut Budget::unlimited());
+            assert_eq!(r, Err(MmError::NotATable));
+        }
+        assert!(counts(&ft).iter().all(|c| c.2 == 0 && c.3 == 0));
     }
 }
