@@ -901,6 +901,25 @@ impl<'a> FrameTable<'a> {
         Ok(())
     }
 
+    /// True if `table` is on the chain of tables `pending`'s validation has claimed and not
+    /// finished (its root, and each part-way child below it).
+    fn in_own_validation(&self, mem: &dyn PtMemory, pending: &Pending, table: u64) -> bool {
+        let Some((mut mfn, _)) = pending.validating else {
+            return false;
+        };
+        loop {
+            if mfn == table {
+                return true;
+            }
+            match self.progress(mfn) {
+                Progress::Validating { next, child: true } => {
+                    mfn = Self::target(mem, mfn, usize::from(next));
+                }
+                _ => return false,
+            }
+        }
+    }
+
     /// Turns `pending`'s unfinished validation (one the guest did not ask to resume) into a
     /// teardown of what it took, down the chain of claimed tables part way through. The caller
     /// has finished `pending`'s teardown first.
@@ -945,13 +964,10 @@ impl<'a> FrameTable<'a> {
         }
         // The vCPU's own old tables go first: the update may be about one of them.
         self.finish_teardown(mem, pending, budget)?;
-        // A table part way through validation can only be the vCPU's own one if the guest
-        // gave that validation up (nobody else would ever finish it): tear it down first.
-        if self
-            .info(table)
-            .is_some_and(|t| t.progress != Progress::Idle)
-            && pending.validating.is_some()
-        {
+        // An update inside the vCPU's own validation under way means the guest gave that
+        // validation up (nobody else would ever finish it): tear it down first. Another
+        // vCPU's table part way through is `Busy` below, and costs this vCPU nothing.
+        if self.in_own_validation(mem, pending, table) {
             self.abandon(mem, pending);
             self.finish_teardown(mem, pending, budget)?;
         }
@@ -2333,5 +2349,23 @@ mod tests {
             assert_eq!(r, Err(MmError::NotATable));
         }
         assert!(counts(&ft).iter().all(|c| c.2 == 0 && c.3 == 0));
+    }
+
+    #[test]
+    fn an_update_inside_another_vcpus_partial_table_keeps_the_own_validation() {
+        let (mut ft, mut mem) = big_tree();
+        ft.assign(600, D).unwrap();
+        let (mut a, mut b) = (Pending::default(), Pending::default());
+        let r = ft.pin_preemptible(&mut mem, 1, 4, D, &mut a, &mut Budget::new(3000));
+        assert_eq!(r, Err(MmError::Preempted));
+        mem.write(600, 0, e(100, 0));
+        mem.write(600, 1, e(101, 0));
+        let r = ft.pin_preemptible(&mut mem, 600, 1, D, &mut b, &mut Budget::new(1));
+        assert_eq!(r, Err(MmError::Preempted));
+        // vCPU b writes into vCPU a's half-validated L3: it waits, and keeps its own work.
+        let r = ft.mod_entry_preemptible(&mut mem, 2, 3, 9, 0, D, &mut b, &mut Budget::unlimited());
+        assert_eq!(r, Err(MmError::Busy));
+        assert_eq!(b.validating, Some((600, 1)));
+        check_counts(&ft, &mem, &[&a, &b]);
     }
 }
