@@ -114,7 +114,10 @@ pub fn bind(d: &Domain, pirq: u32) -> Result<u32, Errno> {
 
 /// The port bound to `pirq` was closed: its source is masked again.
 pub fn unbound(d: &Domain, pirq: u32) {
-    match d.pirqs.lock().get(pirq).map(|p| p.source) {
+    // The PIRQ table's lock is dropped before the source's own lock is taken: `msi::map`
+    // takes the MSI slots before the PIRQ table, and the other order would deadlock with it.
+    let source = d.pirqs.lock().get(pirq).map(|p| p.source);
+    match source {
         Some(Source::Gsi(gsi)) => ioapic::release(gsi),
         Some(Source::Msi { .. }) => msi::unbound(pirq),
         None => {}
