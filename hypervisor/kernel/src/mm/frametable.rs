@@ -9,7 +9,7 @@
 //! interrupts off, for longer than that; between chunks the caller may stop and have the
 //! hypercall issued again.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use hestia_core::memmap::MemoryMap;
 use hestia_core::pv_mm::{
@@ -179,9 +179,10 @@ pub fn set_m2p(mfn: u64, pfn: u64) -> bool {
 /// The longest the frame-table lock was held, in TSC ticks (debug key `m`).
 static LONGEST_HOLD: AtomicU64 = AtomicU64::new(0);
 
-/// Where the longest hold was taken (debug key `m`).
-static LONGEST_HOLDER: spin::Mutex<Option<&'static core::panic::Location<'static>>> =
-    spin::Mutex::new(None);
+/// Where the longest hold was taken (debug key `m`), a `&'static Location` or null. An
+/// atomic, not a lock: the serial interrupt reads it, maybe while this CPU writes it.
+static LONGEST_HOLDER: AtomicPtr<core::panic::Location<'static>> =
+    AtomicPtr::new(core::ptr::null_mut());
 
 /// Runs `f` on the frame table with the direct-map memory accessor.
 #[track_caller]
@@ -191,10 +192,12 @@ pub fn with<R>(f: impl FnOnce(&mut FrameTable, &mut DirectMem) -> R) -> Option<R
     let r = ft.as_mut().map(|ft| f(ft, &mut DirectMem));
     let held = cpu::rdtsc().wrapping_sub(start);
     drop(ft);
-    if LONGEST_HOLD.fetch_max(held, Ordering::Relaxed) < held
-        && let Some(mut holder) = LONGEST_HOLDER.try_lock()
+    // A plain load first: the shared cache line is written only for a new longest hold.
+    if held > LONGEST_HOLD.load(Ordering::Relaxed)
+        && LONGEST_HOLD.fetch_max(held, Ordering::Relaxed) < held
     {
-        *holder = Some(core::panic::Location::caller());
+        let at: *const core::panic::Location<'static> = core::panic::Location::caller();
+        LONGEST_HOLDER.store(at.cast_mut(), Ordering::Relaxed);
     }
     r
 }
@@ -202,10 +205,10 @@ pub fn with<R>(f: impl FnOnce(&mut FrameTable, &mut DirectMem) -> R) -> Option<R
 /// The longest the frame-table lock was held since [`reset_longest_hold`], in nanoseconds,
 /// and where in Hestia it was taken.
 pub fn longest_hold() -> (u64, Option<&'static core::panic::Location<'static>>) {
-    (
-        tsc::ticks_to_ns(LONGEST_HOLD.load(Ordering::Relaxed)),
-        *LONGEST_HOLDER.lock(),
-    )
+    let at = LONGEST_HOLDER.load(Ordering::Relaxed);
+    // SAFETY: the pointer is null or came from `Location::caller()`, a `&'static Location`.
+    let at = unsafe { at.as_ref() };
+    (tsc::ticks_to_ns(LONGEST_HOLD.load(Ordering::Relaxed)), at)
 }
 
 /// Starts measuring the longest hold afresh (when guests start: building dom0 holds the lock
