@@ -549,11 +549,23 @@ impl<'a> FrameTable<'a> {
     }
 
     /// Gives up `pending`'s unfinished validation and finishes its teardowns, however long
-    /// (a vCPU that goes away; the end of an unbounded operation).
+    /// (the end of an unbounded operation; the host fuzzer).
     pub fn cancel_pending(&mut self, mem: &mut dyn PtMemory, pending: &mut Pending) {
-        let _ = self.finish_teardown(mem, pending, &mut Budget::unlimited());
+        let _ = self.give_up_preemptible(mem, pending, &mut Budget::unlimited());
+    }
+
+    /// Gives up `pending`'s unfinished validation and finishes its teardowns as far as
+    /// `budget` allows (`Preempted`: call again): a vCPU that stops running, whose half-done
+    /// tables would otherwise stay `Busy` for every other vCPU.
+    pub fn give_up_preemptible(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        pending: &mut Pending,
+        budget: &mut Budget,
+    ) -> Result<(), MmError> {
+        self.finish_teardown(mem, pending, budget)?;
         self.abandon(mem, pending);
-        let _ = self.finish_teardown(mem, pending, &mut Budget::unlimited());
+        self.finish_teardown(mem, pending, budget)
     }
 
     /// Slot `i` of a level-`level` table, moved past the hypervisor's L4 slots.

@@ -13,7 +13,7 @@ use xen_abi::vcpu::cmd::*;
 
 use crate::arch::x86_64::{acpi, percpu, tsc};
 use crate::mm::{frametable, guest, phys_to_virt};
-use crate::pv::domain::{Domain, this_vcpu_id};
+use crate::pv::domain::{Domain, Vcpu, this_vcpu_id};
 use crate::pv::{events, vcpus};
 
 /// Shortest period accepted by `SET_PERIODIC_TIMER`.
@@ -34,9 +34,6 @@ pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     };
     let other = vcpu != this_vcpu_id();
     if other && matches!(cmd, SET_SINGLESHOT_TIMER | STOP_SINGLESHOT_TIMER) {
-        return Err(Errno::EINVAL);
-    }
-    if other && matches!(cmd, SET_PERIODIC_TIMER | STOP_PERIODIC_TIMER) && v.lock().up {
         return Err(Errno::EINVAL);
     }
     match cmd {
@@ -64,13 +61,9 @@ pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&period) {
                 return Err(Errno::EINVAL);
             }
-            events::set_periodic(&mut v.lock(), period);
-            Ok(0)
+            set_periodic(v, other, period)
         }
-        STOP_PERIODIC_TIMER => {
-            events::set_periodic(&mut v.lock(), 0);
-            Ok(0)
-        }
+        STOP_PERIODIC_TIMER => set_periodic(v, other, 0),
         SET_SINGLESHOT_TIMER => {
             let [deadline, _flags]: [u64; 2] = guest::read_obj(arg)?;
             // Current Xen ignores VCPU_SSHOTTMR_future and fires at once if the time passed;
@@ -93,6 +86,17 @@ pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         }
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// Sets vCPU `v`'s periodic timer: its own, or (`other`) another vCPU's while that one is down,
+/// checked and set under one hold of its lock, so it cannot come up in between.
+fn set_periodic(v: &spin::Mutex<Vcpu>, other: bool, period: u64) -> Result<u64, Errno> {
+    let mut v = v.lock();
+    if other && v.up {
+        return Err(Errno::EINVAL);
+    }
+    events::set_periodic(&mut v, period);
+    Ok(0)
 }
 
 /// Moves vCPU `vcpu`'s `vcpu_info` to byte `offset` of the domain's frame `mfn` (once), as

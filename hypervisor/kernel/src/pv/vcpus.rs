@@ -200,6 +200,11 @@ pub fn down_self(d: &Domain) -> Result<(), Errno> {
         }
         return Ok(());
     }
+    // Its half-done page-table work would stay `Busy` for the other vCPUs while it is down:
+    // give it up (chunk by chunk; the frame-table lock is released in between).
+    while d.mm_op(|ft, mem, pending, budget| ft.give_up_preemptible(mem, pending, budget))
+        == Err(hestia_core::pv_mm::MmError::Preempted)
+    {}
     {
         let mut v = d.this_vcpu().lock();
         events::stop_timers(&mut v);
