@@ -4,7 +4,7 @@
 //! options and malformed values produce a [`Warning`] and are otherwise ignored: a typo on the
 //! command line must never stop a machine from booting. Known options (Xen's names):
 //! `loglvl=`, `com1=`, `console=`, `sync_console`, `serial_tx_buffer=`, `noreboot`, `dom0_mem=`,
-//! `dom0_max_vcpus=`, plus Hestia's
+//! `dom0_max_vcpus=`, `xpti=`, `pv-l1tf=`, plus Hestia's
 //! `selftest=` (test hooks, only honoured by builds with the `test-hooks` feature).
 
 use crate::size::{parse_size, parse_u64};
@@ -91,6 +91,56 @@ pub struct SelfTests {
     pub smap: bool,
 }
 
+/// A mitigation chosen per kind of domain, as Xen's `xpti=` and `pv-l1tf=` take it:
+/// `<bool>` for both kinds, `dom0=<bool>`, `domu=<bool>` (comma-separated), `default`. `None`
+/// leaves the choice to the CPU's vulnerability (decided at boot).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PerDomainKind {
+    /// For the hardware domain (dom0).
+    pub dom0: Option<bool>,
+    /// For every other domain.
+    pub domu: Option<bool>,
+}
+
+impl PerDomainKind {
+    /// Parses the value; `None` for a malformed one (the whole option is then ignored). A bare
+    /// option name (`xpti`) means `true` for both, as in Xen.
+    fn parse(v: Option<&str>) -> Option<Self> {
+        let mut k = PerDomainKind::default();
+        for part in v.unwrap_or("1").split(',') {
+            if part == "default" {
+                k = PerDomainKind::default();
+            } else if let Some(b) = parse_bool(Some(part)) {
+                k = PerDomainKind {
+                    dom0: Some(b),
+                    domu: Some(b),
+                };
+            } else if let Some(b) = sub_option(part, "dom0") {
+                k.dom0 = Some(b?);
+            } else if let Some(b) = sub_option(part, "domu") {
+                k.domu = Some(b?);
+            } else {
+                return None;
+            }
+        }
+        Some(k)
+    }
+}
+
+/// `name`, `no-name` or `name=<bool>`, as Xen's `parse_boolean`: `None` if `part` is another
+/// option, `Some(None)` if it is this one with a malformed value.
+fn sub_option(part: &str, name: &str) -> Option<Option<bool>> {
+    if part.strip_prefix("no-") == Some(name) {
+        return Some(Some(false));
+    }
+    let rest = part.strip_prefix(name)?;
+    match rest.strip_prefix('=') {
+        Some(v) => Some(parse_bool(Some(v))),
+        None if rest.is_empty() => Some(Some(true)),
+        None => Some(None),
+    }
+}
+
 /// Where console output goes (`console=com1,vga,none`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConsoleSel {
@@ -128,6 +178,10 @@ pub struct Options {
     pub dom0_mem: Dom0Mem,
     /// `dom0_max_vcpus=`: `(min, max)`; a single number sets both.
     pub dom0_max_vcpus: Option<(u32, u32)>,
+    /// `xpti=`: page-table isolation for PV guests (XSA-254).
+    pub xpti: PerDomainKind,
+    /// `pv-l1tf=`: refuse not-present PTEs that could leak through L1TF (XSA-273).
+    pub pv_l1tf: PerDomainKind,
     /// `selftest=`.
     pub selftest: SelfTests,
     /// `trace=hypercalls`: log every hypercall with its arguments and result.
@@ -149,6 +203,8 @@ impl Default for Options {
             noreboot: false,
             dom0_mem: Dom0Mem::default(),
             dom0_max_vcpus: None,
+            xpti: PerDomainKind::default(),
+            pv_l1tf: PerDomainKind::default(),
             selftest: SelfTests::default(),
             trace_hypercalls: false,
             trace_hypercall_errors: false,
@@ -235,6 +291,11 @@ impl Options {
                 },
                 "dom0_max_vcpus" => match value.and_then(parse_vcpus) {
                     Some(v) => o.dom0_max_vcpus = Some(v),
+                    None => bad(&mut warn),
+                },
+                "xpti" | "pv-l1tf" => match PerDomainKind::parse(value) {
+                    Some(k) if name == "xpti" => o.xpti = k,
+                    Some(k) => o.pv_l1tf = k,
                     None => bad(&mut warn),
                 },
                 "trace" => {
@@ -429,5 +490,34 @@ mod tests {
     fn dom0_vcpu_range() {
         assert_eq!(parse("dom0_max_vcpus=1-4").0.dom0_max_vcpus, Some((1, 4)));
         assert_eq!(parse("dom0_max_vcpus=0").0.dom0_max_vcpus, None);
+    }
+
+    #[test]
+    fn per_domain_kind_options_take_xens_forms() {
+        let both = |b| PerDomainKind {
+            dom0: Some(b),
+            domu: Some(b),
+        };
+        assert_eq!(parse("xpti").0.xpti, both(true));
+        assert_eq!(parse("xpti=off").0.xpti, both(false));
+        assert_eq!(parse("xpti=on,domu=0").0.xpti.domu, Some(false));
+        assert_eq!(parse("xpti=no-dom0").0.xpti.dom0, Some(false));
+        let (o, w) = parse("pv-l1tf=dom0,domu=no");
+        assert!(w.is_empty());
+        assert_eq!(
+            o.pv_l1tf,
+            PerDomainKind {
+                dom0: Some(true),
+                domu: Some(false)
+            }
+        );
+        assert_eq!(
+            parse("xpti=dom0=1,default").0.xpti,
+            PerDomainKind::default()
+        );
+        let (o, w) = parse("xpti=dom0x pv-l1tf=bogus");
+        assert_eq!(o.xpti, PerDomainKind::default());
+        assert_eq!(o.pv_l1tf, PerDomainKind::default());
+        assert_eq!(w.len(), 2);
     }
 }
