@@ -169,10 +169,14 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
     arch::x86_64::syscall::init_cpu();
     cpu::enable_guest_fpu();
     let (smep, smap) = cpu::enable_smep_smap();
+    let caps = cpu::arch_capabilities();
+    let yes_no = |bit| if caps & bit != 0 { "yes" } else { "no" };
     info!(
-        "cpu: SMEP {}, SMAP {}",
+        "cpu: SMEP {}, SMAP {}, ARCH_CAPABILITIES {caps:#x} (RDCL_NO {}, MDS_NO {})",
         if smep { "on" } else { "absent" },
-        if smap { "on" } else { "absent" }
+        if smap { "on" } else { "absent" },
+        yes_no(cpu::arch_caps::RDCL_NO),
+        yes_no(cpu::arch_caps::MDS_NO)
     );
     let _ = opts;
     smp::switch_stack(bsp.stack_top, continue_boot, info as *const BootInfo as u64)

@@ -52,6 +52,28 @@ pub mod msr {
     pub const KERNEL_GS_BASE: u32 = 0xC000_0102;
     /// First x2APIC register MSR.
     pub const X2APIC_BASE: u32 = 0x800;
+    /// Speculation-related capabilities (enumerated by CPUID.7.0:EDX[29]).
+    pub const ARCH_CAPABILITIES: u32 = 0x10A;
+}
+
+/// IA32_ARCH_CAPABILITIES bits Hestia reads.
+pub mod arch_caps {
+    /// Not vulnerable to rogue data cache loads (Meltdown, L1TF).
+    pub const RDCL_NO: u64 = 1 << 0;
+    /// Not vulnerable to microarchitectural data sampling.
+    pub const MDS_NO: u64 = 1 << 5;
+}
+
+/// IA32_ARCH_CAPABILITIES, or 0 where the CPU does not enumerate it (every bit then means
+/// "not known to be immune").
+pub fn arch_capabilities() -> u64 {
+    let has = cpuid(0, 0).eax >= 7 && cpuid(7, 0).edx & (1 << 29) != 0;
+    // SAFETY: the MSR exists when CPUID.7.0:EDX[29] says so; reading it has no side effects.
+    if has {
+        unsafe { rdmsr(msr::ARCH_CAPABILITIES) }
+    } else {
+        0
+    }
 }
 
 /// Reads an MSR.
