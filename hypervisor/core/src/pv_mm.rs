@@ -274,6 +274,9 @@ pub trait PtMemory {
     fn install_hypervisor_slots(&mut self, mfn: u64);
     /// Flushes the guest translations from every CPU's TLB, returning once all are gone.
     fn flush_tlbs(&mut self);
+    /// An entry of the L4 `mfn`, which may be some CPU's page-table root, was just changed
+    /// (CPUs that run guests on copies of their L4, XPTI, copy it again).
+    fn root_entry_changed(&mut self, mfn: u64);
 }
 
 /// Entry flags Xen forces on guest entries: 64-bit PV kernels run in ring 3, so every guest
@@ -1006,6 +1009,9 @@ impl<'a> FrameTable<'a> {
         }
         let old = mem.read(table, idx);
         mem.write(table, idx, new);
+        if level == 4 {
+            mem.root_entry_changed(table);
+        }
         if self.put_entry(mem, level, old) == Dropped::ChildTearingDown {
             pending.teardown = Some((old & pte::ADDR) >> 12);
             let _ = self.finish_teardown(mem, pending, budget);
@@ -1425,6 +1431,8 @@ pub mod model {
         pub writes: Vec<(u64, usize, u64)>,
         /// Full TLB flushes requested.
         pub flushes: usize,
+        /// L4 frames reported changed, in order.
+        pub root_changes: Vec<u64>,
     }
 
     impl PtMemory for FakeMem {
@@ -1448,6 +1456,9 @@ pub mod model {
         }
         fn flush_tlbs(&mut self) {
             self.flushes += 1;
+        }
+        fn root_entry_changed(&mut self, mfn: u64) {
+            self.root_changes.push(mfn);
         }
     }
 
@@ -1522,6 +1533,21 @@ mod tests {
                 "mfn {m} fully released"
             );
         }
+    }
+
+    #[test]
+    fn every_changed_l4_entry_is_reported_and_nothing_else() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.mod_entry(&mut mem, 4, 1, 0, e(11, pte::RW), D).unwrap();
+        assert!(mem.root_changes.is_empty(), "an L1 entry is no root entry");
+        ft.mod_entry(&mut mem, 1, 4, 0, 0, D).unwrap();
+        ft.mod_entry(&mut mem, 1, 4, 0, e(2, pte::RW), D).unwrap();
+        assert_eq!(mem.root_changes, [1, 1]);
+        // A refused update changes nothing, so it reports nothing.
+        assert!(ft.mod_entry(&mut mem, 1, 4, 1, e(4, pte::RW), D).is_err());
+        assert_eq!(mem.root_changes.len(), 2);
     }
 
     #[test]

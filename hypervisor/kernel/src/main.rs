@@ -152,7 +152,8 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
         );
     }
 
-    mm::init(&info);
+    let xpti = arch::x86_64::xpti::init(opts.xpti);
+    mm::init(&info, !xpti);
     console::install_log_bridge();
     let info: &'static BootInfo = Box::leak(Box::new(info));
     HOST_MEMMAP.call_once(|| info.memmap.regions());

@@ -48,6 +48,9 @@ impl PtMemory for DirectMem {
     fn flush_tlbs(&mut self) {
         crate::arch::x86_64::smp::flush_guest_tlbs();
     }
+    fn root_entry_changed(&mut self, mfn: u64) {
+        crate::arch::x86_64::xpti::root_changed(mfn);
+    }
     fn install_hypervisor_slots(&mut self, mfn: u64) {
         let root = super::kernel_root();
         for slot in hestia_core::pv_mm::HYPERVISOR_L4_SLOTS {

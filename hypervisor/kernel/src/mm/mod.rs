@@ -150,10 +150,12 @@ pub fn dump_free_ranges(w: &mut dyn core::fmt::Write) {
 
 /// Builds the frame allocator from the boot information, switches to Hestia's own page tables
 /// (W^X image, NX direct map of all RAM) and initialises the heap. Runs once, on the BSP, on the
-/// boot page tables.
-pub fn init(info: &BootInfo) {
+/// boot page tables. `global_pages` allows global mappings (not with XPTI, whose switch to a
+/// guest's restricted page tables must drop Hestia's from the TLB).
+pub fn init(info: &BootInfo, global_pages: bool) {
     let feats = cpu::features();
-    paging::set_supported_bits(feats.nx, feats.pge);
+    let pge = feats.pge && global_pages;
+    paging::set_supported_bits(feats.nx, pge);
     TOTAL_RAM.store(info.memmap.usable_bytes(), Ordering::Relaxed);
 
     {
@@ -226,7 +228,7 @@ pub fn init(info: &BootInfo) {
     // SAFETY: the new tables map the image (code, the boot stack in .bss, statics) and the
     // direct map through which the boot information and the tables themselves are reached.
     unsafe { cpu::write_cr3(pt.root()) };
-    if feats.pge {
+    if pge {
         // SAFETY: setting CR4.PGE only enables global TLB entries.
         unsafe { cpu::write_cr4(cpu::read_cr4() | (1 << 7)) };
     }

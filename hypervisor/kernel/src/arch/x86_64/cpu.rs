@@ -67,13 +67,11 @@ pub mod arch_caps {
 /// IA32_ARCH_CAPABILITIES, or 0 where the CPU does not enumerate it (every bit then means
 /// "not known to be immune").
 pub fn arch_capabilities() -> u64 {
-    let has = cpuid(0, 0).eax >= 7 && cpuid(7, 0).edx & (1 << 29) != 0;
-    // SAFETY: the MSR exists when CPUID.7.0:EDX[29] says so; reading it has no side effects.
-    if has {
-        unsafe { rdmsr(msr::ARCH_CAPABILITIES) }
-    } else {
-        0
+    if cpuid(0, 0).eax < 7 || cpuid(7, 0).edx & (1 << 29) == 0 {
+        return 0;
     }
+    // SAFETY: the MSR exists when CPUID.7.0:EDX[29] says so; reading it has no side effects.
+    unsafe { rdmsr(msr::ARCH_CAPABILITIES) }
 }
 
 /// Reads an MSR.
@@ -220,6 +218,12 @@ pub fn is_intel() -> bool {
 pub fn is_amd() -> bool {
     let r = cpuid(0, 0);
     [r.ebx, r.edx, r.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163]
+}
+
+/// True on a Hygon CPU (vendor "HygonGenuine", AMD's Zen licensee).
+pub fn is_hygon() -> bool {
+    let r = cpuid(0, 0);
+    [r.ebx, r.edx, r.ecx] == [0x6f67_7948, 0x6e65_476e, 0x656e_6975]
 }
 
 /// The display family (CPUID.1:EAX family plus extended family).
@@ -447,7 +451,8 @@ const CR4_SMAP: u64 = 1 << 21;
 
 /// True once SMAP is on (every CPU turns it on alike, before running guest code). The entry
 /// paths and the guest-memory copy routine test it before CLAC and STAC, which raise #UD on a
-/// CPU without SMAP.
+/// CPU without SMAP. Entry data: mapped while guests run on restricted page tables (XPTI).
+#[unsafe(link_section = ".data.entry")]
 pub static SMAP_ON: AtomicBool = AtomicBool::new(false);
 
 /// Turns on SMEP and SMAP for this CPU where it has them, as Xen does by default: Hestia then

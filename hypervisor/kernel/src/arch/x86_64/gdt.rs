@@ -79,6 +79,12 @@ pub struct Gdt {
 }
 
 impl Gdt {
+    /// The virtual ranges the CPU reads descriptors from, as `(start, pages)`: the GDT and the
+    /// LDT copy.
+    pub fn areas(&self) -> [(u64, u64); 2] {
+        [(self.base, GDT_PAGES), (self.ldt, LDT_PAGES)]
+    }
+
     /// Allocates the frames and writes Hestia's reserved page (the TSS descriptor is written by
     /// [`load`]). `None` when memory is exhausted.
     pub fn new() -> Option<Self> {

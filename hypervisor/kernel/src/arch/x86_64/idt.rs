@@ -24,6 +24,11 @@
 //! IST stack free. From ring 0 the handlers stay on the IST stack; they touch no guest memory,
 //! so no #DB can nest in them (guest breakpoints only cover guest addresses).
 //!
+//! With XPTI ([`super::xpti`]) a guest runs on restricted page tables: every path from ring 3
+//! switches CR3 to the guest's full L4 right after SWAPGS (before touching anything but the
+//! entry text, the stack, and `PerCpu`), the exit path switches to the restricted tables last,
+//! and the paranoid path switches for its own duration when it interrupts ring 0 on them.
+//!
 //! Every return to a guest ends in the one IRETQ at `hestia_trap_iret` (Hestia never returns with
 //! SYSRET, so its erratum with a non-canonical RIP cannot arise). That IRETQ faults when the
 //! frame is one the CPU refuses: a non-canonical RIP (an emulated instruction that ended at
@@ -92,6 +97,16 @@ global_asm!(
 1:
     .endm
 
+    /* XPTI: from a guest's restricted page tables back to its full ones, once GS is Hestia's
+       and RAX saved (a no-op without XPTI: the per-CPU word is 0). */
+    .macro hestia_xpti_enter
+    mov %gs:{xpti_full}, %rax
+    test %rax, %rax
+    jz 8f
+    mov %rax, %cr3
+8:
+    .endm
+
     .macro hestia_save_gprs
     push %rax
     push %rbx
@@ -150,12 +165,14 @@ hestia_trap_common:
     jnz hestia_iret_fault
     jmp hestia_trap_saved
 1:  swapgs
+    hestia_xpti_enter
     jmp hestia_trap_saved
     /* The SYSCALL entry joins here with the hardware part of the frame built and GS already
        swapped. */
     .global hestia_trap_swapped
 hestia_trap_swapped:
     hestia_save_gprs
+    hestia_xpti_enter
 hestia_trap_saved:
     cld
     mov %rsp, %rdi
@@ -164,7 +181,19 @@ hestia_trap_saved:
 hestia_trap_exit:
     testb $3, {cs}(%rsp)
     jz 1f
-    swapgs
+    /* XPTI: copy the guest's slots into this CPU's restricted page tables and switch to them;
+       if a TLB flush (an NMI) marked the copy stale meanwhile, go back and copy again. */
+    cmpq $0, %gs:{xpti_root}
+    je 2f
+3:  call {xpti_sync}
+    mov %gs:{xpti_root}, %rax
+    mov %rax, %cr3
+    cmpb $0, %gs:{xpti_stale}
+    je 2f
+    mov %gs:{xpti_full}, %rax
+    mov %rax, %cr3
+    jmp 3b
+2:  swapgs
 1:  hestia_restore_gprs
     .global hestia_trap_iret
 hestia_trap_iret:
@@ -187,6 +216,7 @@ hestia_iret_fault:
     cld
     lea 8(%rdi), %rsp
     swapgs
+    hestia_xpti_enter
     jmp hestia_trap_saved
 
     /* #DB, NMI, #DF and #MC (IST vectors) can interrupt ring 0 anywhere: between an entry or
@@ -204,6 +234,7 @@ hestia_trap_paranoid:
     testb $3, {cs}(%rsp)
     jz 1f
     swapgs
+    hestia_xpti_enter
     cld
     mov %rsp, %rsi
     mov %gs:{stack_top}, %rsp
@@ -221,10 +252,25 @@ hestia_trap_paranoid:
     mov %rax, %rdx
     shr $32, %rdx
     wrmsr
-    cld
+    /* XPTI: interrupted on a guest's restricted page tables (the exit path after its switch,
+       or an entry path before its own)? Run on the full ones, and on the way back copy the
+       guest's slots again if this NMI flushed the TLB, since the interrupted exit path may
+       already have checked. R12 (callee-saved) remembers the restricted root. */
+    xor %r12d, %r12d
+    mov %cr3, %rax
+    cmp %gs:{xpti_root}, %rax
+    jne 2f
+    mov %rax, %r12
+    mov %gs:{xpti_full}, %rax
+    mov %rax, %cr3
+2:  cld
     mov %rsp, %rdi
     call {dispatch}
-    mov ${gs_base}, %ecx
+    test %r12, %r12
+    jz 3f
+    call {xpti_sync}
+    mov %r12, %cr3
+3:  mov ${gs_base}, %ecx
     mov %ebx, %eax
     mov %rbx, %rdx
     shr $32, %rdx
@@ -246,6 +292,10 @@ hestia_trap_paranoid:
     frame_words = const size_of::<TrapFrame>() / 8,
     dispatch = sym super::trap::dispatch,
     smap_on = sym super::cpu::SMAP_ON,
+    xpti_root = const offset_of!(PerCpu, xpti_root),
+    xpti_full = const offset_of!(PerCpu, xpti_full_cr3),
+    xpti_stale = const offset_of!(PerCpu, xpti_stale),
+    xpti_sync = sym super::xpti::sync,
     options(att_syntax)
 );
 
@@ -285,6 +335,9 @@ unsafe extern "C" {
     static hestia_trap_stub_table: [u64; 256];
 }
 
+/// Entry data: the CPU reads it on every interrupt, also while a guest runs on restricted page
+/// tables (XPTI).
+#[unsafe(link_section = ".data.entry")]
 static IDT: spin::Once<Idt> = spin::Once::new();
 
 fn build() -> Idt {

@@ -24,3 +24,4 @@ pub mod syscall;
 pub mod trap;
 pub mod tsc;
 pub mod uaccess;
+pub mod xpti;

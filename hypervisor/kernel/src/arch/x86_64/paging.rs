@@ -247,6 +247,24 @@ fn new_table(limit: u64) -> Result<u64, MapError> {
     mm::alloc_zeroed_frames(1, 4096, limit).ok_or(MapError::OutOfMemory)
 }
 
+/// The physical address `virt` maps to under `root` (physical address of a PML4), through a
+/// leaf of any size; `None` if it is not mapped.
+pub fn translate(root: u64, virt: u64) -> Option<u64> {
+    let mut t = root;
+    for level in (1..=4).rev() {
+        let e = table(t)[index(virt, level)];
+        if e & Pte::P.bits() == 0 {
+            return None;
+        }
+        if level == 1 || e & Pte::PS.bits() != 0 {
+            let offset = (1u64 << (12 + 9 * (level - 1))) - 1;
+            return Some((e & ADDR_MASK & !offset) | (virt & offset));
+        }
+        t = e & ADDR_MASK;
+    }
+    None
+}
+
 /// A leaf mapping found by [`walk`].
 #[derive(Clone, Copy, Debug)]
 pub struct Leaf {

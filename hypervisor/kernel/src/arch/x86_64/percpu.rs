@@ -1,6 +1,8 @@
 //! Per-CPU data, reached through the GS base: `gs:0` holds a pointer to the CPU's own
 //! [`PerCpu`], so `this_cpu()` is one load. Each `PerCpu` is allocated once when its CPU is
-//! brought up and never freed; the table [`cpu`] finds any CPU's data by index.
+//! brought up and never freed; the table [`cpu`] finds any CPU's data by index. A `PerCpu` fills
+//! whole pages of its own: with XPTI the entry paths read it (through GS) while a guest's
+//! restricted page tables are live, so those map exactly its pages ([`super::xpti`]).
 
 use core::arch::asm;
 use core::mem::offset_of;
@@ -11,14 +13,14 @@ use hestia_core::timer_queue::TimerQueue;
 
 use super::cpu;
 use super::gdt::{Gdt, IST_STACKS, Tss};
-use super::idt;
+use super::{idt, xpti};
 use crate::timer::TimerFn;
 
 /// Most CPUs Hestia drives.
 pub const MAX_CPUS: usize = 64;
 
 /// One CPU's private state.
-#[repr(C)]
+#[repr(C, align(4096))]
 pub struct PerCpu {
     self_ptr: *const PerCpu,
     /// Index (0 = BSP), dense in bring-up order.
@@ -33,6 +35,16 @@ pub struct PerCpu {
     pub stack_top: u64,
     /// The guest RSP, saved by the SYSCALL entry while it switches stacks.
     pub syscall_scratch: u64,
+    /// XPTI: this CPU's restricted PML4 (physical), or 0 when guests run on their own tables.
+    pub xpti_root: u64,
+    /// XPTI: the page tables the entry paths switch back to from the restricted ones (the
+    /// guest's L4, which carries Hestia's slots); 0 while no guest runs restricted.
+    pub xpti_full_cr3: AtomicU64,
+    /// XPTI: the guest L4 whose entries the restricted PML4 holds.
+    pub xpti_synced: AtomicU64,
+    /// XPTI: the restricted PML4 must be copied again before a guest runs on it (a TLB flush,
+    /// or a change to an L4 entry it holds, happened since the last copy).
+    pub xpti_stale: AtomicBool,
     /// Hypervisor timers owned by this CPU.
     pub timers: spin::Mutex<TimerQueue<TimerFn>>,
     /// Set once the CPU runs its idle loop.
@@ -58,7 +70,7 @@ static CPUS: [AtomicPtr<PerCpu>; MAX_CPUS] =
 static NR_CPUS: AtomicU32 = AtomicU32::new(0);
 
 /// Allocates the per-CPU data for CPU `index` and publishes it in the table; `None` when
-/// memory for its GDT is exhausted.
+/// memory for its GDT or its XPTI page tables is exhausted.
 pub fn create(
     index: u32,
     apic_id: u32,
@@ -74,6 +86,10 @@ pub fn create(
         tss: Tss::new(stack_top, [0; IST_STACKS]),
         stack_top,
         syscall_scratch: 0,
+        xpti_root: 0,
+        xpti_full_cr3: AtomicU64::new(0),
+        xpti_synced: AtomicU64::new(0),
+        xpti_stale: AtomicBool::new(true),
         timers: spin::Mutex::new(TimerQueue::new()),
         online: AtomicBool::new(false),
         timer_irqs: AtomicU64::new(0),
@@ -84,6 +100,9 @@ pub fn create(
     p.self_ptr = p;
     let me = p as *const PerCpu as u64;
     p.tss = Tss::new(stack_top, ist.map(|top| idt::prepare_ist_stack(top, me)));
+    if xpti::enabled() {
+        p.xpti_root = xpti::build_root(p, [stack_top].into_iter().chain(ist))?;
+    }
     CPUS[index as usize].store(p, Ordering::Release);
     NR_CPUS.fetch_max(index + 1, Ordering::AcqRel);
     Some(p)

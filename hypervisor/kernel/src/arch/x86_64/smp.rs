@@ -361,11 +361,13 @@ pub fn mark_runs_guest() {
 }
 
 /// Flushes guest translations from this CPU's TLB and from every other CPU that ran guest
-/// code, returning once all are gone. The others are interrupted with an NMI, which arrives
+/// code, returning once all are gone (with XPTI, each CPU also copies its restricted page
+/// tables again before it next runs a guest). The others are interrupted with an NMI, which arrives
 /// even where interrupts are off (a CPU spinning on a lock this one holds), and flush in the
 /// NMI handler ([`flush_on_nmi`]).
 pub fn flush_guest_tlbs() {
     cpu::write_cr3_reload();
+    super::xpti::flushed_here();
     let me = percpu::current_index();
     let others = GUEST_CPUS.load(Ordering::Acquire) & !(1 << me);
     if others == 0 {
@@ -391,6 +393,7 @@ pub fn flush_on_nmi() -> bool {
     let generation = FLUSH_GEN.load(Ordering::Acquire);
     if FLUSH_DONE[index].load(Ordering::Acquire) < generation {
         cpu::write_cr3_reload();
+        super::xpti::flushed_here();
         FLUSH_DONE[index].store(generation, Ordering::Release);
         return true;
     }
