@@ -9,6 +9,10 @@
 //! and natively with no hypervisor (the same kernel, initramfs, 2 CPUs, 1 GiB, dom0 512 MiB).
 //! Under TCG cycles are not hardware cycles: compare ratios from the same run. The rig boots
 //! QEMU's i440FX machine, Hestia Q35: the boot figures include that difference.
+//!
+//! The cost of XPTI (`xpti=on`: every entry and exit switches page tables and, without PCID,
+//! flushes the TLB): the guest figures and the Linux boot again with it forced on, as ratios
+//! to the same figures without it, on Hestia and (with the rig) on Xen 4.17.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,8 +46,17 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     v.get(v.len() / 2).copied()
 }
 
-/// Seconds from QEMU start to dom0's user space on Hestia, median of [`BOOTS`].
-fn linux_boots_hestia(elf: &Path, linux: &dom0::Dom0Linux, machine: &Machine) -> Result<Vec<f64>> {
+/// The hypervisor option the XPTI figures add.
+const XPTI_ON: &str = "xpti=on";
+
+/// Seconds from QEMU start to dom0's user space on Hestia, median of [`BOOTS`]; `extra` is
+/// added to Hestia's command line.
+fn linux_boots_hestia(
+    elf: &Path,
+    linux: &dom0::Dom0Linux,
+    machine: &Machine,
+    extra: &str,
+) -> Result<Vec<f64>> {
     let modules = Modules {
         dom0: Some((
             linux.kernel.clone(),
@@ -51,7 +64,12 @@ fn linux_boots_hestia(elf: &Path, linux: &dom0::Dom0Linux, machine: &Machine) ->
         )),
         initrd: Some(linux.initramfs.clone()),
     };
-    let iso = kernel::make_iso("bench-linux", elf, LINUX_DOM0_MEM, &modules)?;
+    let iso = kernel::make_iso(
+        "bench-linux",
+        elf,
+        &format!("{LINUX_DOM0_MEM} {extra}"),
+        &modules,
+    )?;
     let stop = |log: &str| log.contains(dom0::BANNER);
     let mut times = Vec::new();
     for _ in 0..BOOTS {
@@ -83,13 +101,19 @@ fn q35_wrapper() -> Result<PathBuf> {
     Ok(p)
 }
 
-/// The same on the reference rig (on the Q35 chipset, as Hestia's): with Xen, or natively.
-fn linux_boots_rig(rig: &Path, linux: &dom0::Dom0Linux, native: bool) -> Result<Vec<f64>> {
+/// The same on the reference rig (on the Q35 chipset, as Hestia's): with Xen (`extra` added to
+/// its command line), or natively.
+fn linux_boots_rig(
+    rig: &Path,
+    linux: &dom0::Dom0Linux,
+    native: bool,
+    extra: &str,
+) -> Result<Vec<f64>> {
     let qemu = q35_wrapper()?;
     let what = if native { "natively" } else { "on Xen 4.17" };
     let mut times = Vec::new();
     for i in 0..BOOTS {
-        eprintln!("bench: Linux {what}, boot {} of {BOOTS} ...", i + 1);
+        eprintln!("bench: Linux {what} {extra}, boot {} of {BOOTS} ...", i + 1);
         let mut c = Command::new(rig);
         c.arg("--dom0")
             .arg(&linux.kernel)
@@ -99,7 +123,7 @@ fn linux_boots_rig(rig: &Path, linux: &dom0::Dom0Linux, native: bool) -> Result<
                 "--dom0-cmdline",
                 &format!("{} {}", dom0::CMDLINE, dom0::BENCH_WORD),
                 "--xen-cmdline",
-                &format!("{LINUX_DOM0_MEM} bootscrub=0"),
+                &format!("{LINUX_DOM0_MEM} bootscrub=0 {extra}"),
                 "--smp",
                 "2",
                 "--mem",
@@ -140,7 +164,7 @@ fn xen_ref() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-fn run_on_xen(rig: &Path, guest: &Path) -> Result<Vec<(String, u64)>> {
+fn run_on_xen(rig: &Path, guest: &Path, extra: &str) -> Result<Vec<(String, u64)>> {
     eprintln!(
         "bench: running {} as dom0 on the Xen reference rig ...",
         guest.display()
@@ -150,13 +174,14 @@ fn run_on_xen(rig: &Path, guest: &Path) -> Result<Vec<(String, u64)>> {
         .arg(guest)
         .args([
             "--xen-cmdline",
-            &format!("{DOM0_MEM} bootscrub=0"),
+            &format!("{DOM0_MEM} bootscrub=0 {extra}"),
             "--timeout",
             "300",
         ])
         .output()?;
     let log = String::from_utf8_lossy(&out.stdout).into_owned();
-    std::fs::write(target_dir().join("bench-xen.log"), &log)?;
+    let suffix = if extra.is_empty() { "" } else { "-xpti" };
+    std::fs::write(target_dir().join(format!("bench-xen{suffix}.log")), &log)?;
     Ok(parse_bench(&log))
 }
 
@@ -198,11 +223,25 @@ pub fn run() -> Result<()> {
         dom0: Some((guest.clone(), String::new())),
         initrd: None,
     };
-    let iso = kernel::make_iso("bench-guest", &elf, DOM0_MEM, &modules)?;
-    let hestia = parse_bench(&qemu::run(&iso, &machine, "bench-guest", &opts("hestia"))?.log);
-    let xen = match xen_ref() {
-        Some(rig) => run_on_xen(&rig, &guest)?,
-        None => Vec::new(),
+    let bench_guest = |extra: &str, log: &str| -> Result<Vec<(String, u64)>> {
+        let iso = kernel::make_iso(
+            "bench-guest",
+            &elf,
+            &format!("{DOM0_MEM} {extra}"),
+            &modules,
+        )?;
+        Ok(parse_bench(
+            &qemu::run(&iso, &machine, "bench-guest", &opts(log))?.log,
+        ))
+    };
+    let hestia = bench_guest("", "hestia")?;
+    let hestia_xpti = bench_guest(XPTI_ON, "hestia-xpti")?;
+    let (xen, xen_xpti) = match xen_ref() {
+        Some(rig) => (
+            run_on_xen(&rig, &guest, "")?,
+            run_on_xen(&rig, &guest, XPTI_ON)?,
+        ),
+        None => (Vec::new(), Vec::new()),
     };
 
     println!(
@@ -230,14 +269,37 @@ pub fn run() -> Result<()> {
             ratio
         );
     }
+    let value = |v: &[(String, u64)], name: &str| v.iter().find(|(n, _)| n == name).map(|p| p.1);
+    let cost = |on: Option<u64>, off: Option<u64>| match (on, off) {
+        (Some(on), Some(off)) if off > 0 => format!("{:.2}", on as f64 / off as f64),
+        _ => "-".into(),
+    };
+    println!();
+    println!(
+        "{:<36} {:>14} {:>14} {:>14}",
+        "XPTI cost, xpti=on / off (TCG)", "Hestia", "Xen 4.17", "Hestia/Xen on"
+    );
+    for (name, _) in &hestia {
+        let (h_on, x_on) = (value(&hestia_xpti, name), value(&xen_xpti, name));
+        println!(
+            "{:<36} {:>14} {:>14} {:>14}",
+            name,
+            cost(h_on, value(&hestia, name)),
+            cost(x_on, value(&xen, name)),
+            cost(h_on, x_on)
+        );
+    }
+
     let linux = dom0::prepare()?;
-    let on_hestia = linux_boots_hestia(&elf, &linux, &machine)?;
-    let (on_xen, native) = match xen_ref() {
+    let on_hestia = linux_boots_hestia(&elf, &linux, &machine, "")?;
+    let on_hestia_xpti = linux_boots_hestia(&elf, &linux, &machine, XPTI_ON)?;
+    let (on_xen, on_xen_xpti, native) = match xen_ref() {
         Some(rig) => (
-            linux_boots_rig(&rig, &linux, false)?,
-            linux_boots_rig(&rig, &linux, true)?,
+            linux_boots_rig(&rig, &linux, false, "")?,
+            linux_boots_rig(&rig, &linux, false, XPTI_ON)?,
+            linux_boots_rig(&rig, &linux, true, "")?,
         ),
-        None => (Vec::new(), Vec::new()),
+        None => (Vec::new(), Vec::new(), Vec::new()),
     };
     let (h, x, n) = (median(on_hestia), median(on_xen), median(native));
     let secs = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
@@ -266,7 +328,21 @@ pub fn run() -> Result<()> {
         ratio(h, n),
         ratio(x, n)
     );
-    if hestia.is_empty() {
+    let (hx, xx) = (median(on_hestia_xpti), median(on_xen_xpti));
+    println!(
+        "{:<36} {:>8} {:>8} {:>12} {:>14} {:>11}",
+        "  with xpti=on, s", "Hestia", "Xen", "Hestia/Xen", "Hestia on/off", "Xen on/off"
+    );
+    println!(
+        "{:<36} {:>8} {:>8} {:>12} {:>14} {:>11}",
+        "",
+        secs(hx),
+        secs(xx),
+        ratio(hx, xx),
+        ratio(hx, h),
+        ratio(xx, x)
+    );
+    if hestia.is_empty() || hestia_xpti.is_empty() {
         return Err(format!(
             "the bench guest printed no figures (log: {})",
             target_dir().join("bench-hestia.log").display()
