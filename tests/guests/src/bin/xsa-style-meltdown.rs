@@ -4,7 +4,11 @@
 //! memory must therefore not be in the page tables the guest runs on at all: a read of the
 //! hypervisor's direct map of RAM (0xffff_8300_0000_0000 in Xen's layout and Hestia's) must
 //! fault as *not present* (page-fault error code bit 0 clear), not as a protection violation.
-//! The read-only M2P, which the ABI lets guests read, stays readable.
+//! Beyond three fixed probes the guest sweeps the first GiB of the direct map every 2 MiB and
+//! both hypervisors' image windows (Xen's at 0xffff_82d0_4000_0000, Hestia's at
+//! 0xffff_82d0_8000_0000, 16 MiB each) every 4 KiB: only the few pages the entry paths need
+//! (entry text and data, per-CPU page, stacks, descriptor tables) may be present. The
+//! read-only M2P, which the ABI lets guests read, stays readable.
 //!
 //! Before XPTI existed in Hestia the guest ran on its own L4, which carries the hypervisor's
 //! slots, and every probe faulted with P set. On Xen 4.17 with `xpti=on` the probes fault
@@ -26,6 +30,14 @@ const PROBES: [u64; 3] = [
 ];
 /// Page-fault error code: the translation was present.
 const PF_PRESENT: u64 = 1;
+/// The direct-map sweep: start, length, step, and how many probes may find a page present
+/// (per-CPU data and descriptor tables the entry paths need live in the direct map).
+const DIRECT_SWEEP: (u64, u64, u64, usize) = (0xffff_8300_0000_0000, 1 << 30, 2 << 20, 4);
+/// The image sweeps (Xen's image, then Hestia's): only entry text and data may be present.
+const IMAGE_SWEEPS: [(u64, u64, u64, usize); 2] = [
+    (0xffff_82d0_4000_0000, 16 << 20, 4096, 16),
+    (0xffff_82d0_8000_0000, 16 << 20, 4096, 16),
+];
 
 static VECTOR: AtomicU64 = AtomicU64::new(u64::MAX);
 static ERROR: AtomicU64 = AtomicU64::new(0);
@@ -72,6 +84,21 @@ fn test(_si: &StartInfo) -> Verdict {
                 println!("{va:#x}: #PF error code {e:#x}");
             }
         }
+    }
+    for (start, len, step, allowed) in core::iter::once(DIRECT_SWEEP).chain(IMAGE_SWEEPS) {
+        let present = (start..start + len)
+            .step_by(step as usize)
+            .filter(|&va| match probe(va) {
+                Ok(_) => true,
+                Err((v, e)) => v != 14 || e & PF_PRESENT != 0,
+            })
+            .count();
+        println!("{start:#x} +{len:#x} every {step:#x}: {present} present");
+        check!(
+            failed,
+            present <= allowed,
+            "{present} pages of {start:#x} +{len:#x} are mapped while the guest runs              (at most {allowed} expected)"
+        );
     }
     let m2p = probe(MACH2PHYS_VIRT_START);
     check!(

@@ -107,6 +107,21 @@ global_asm!(
 8:
     .endm
 
+    /* XPTI: copy the guest's slots into this CPU's restricted page tables and switch to them;
+       if a TLB flush (an NMI) marked the copy stale meanwhile, go back and copy again. GS is
+       Hestia's; RAX and the caller-saved registers are clobbered. */
+    .macro hestia_xpti_leave
+7:  call {xpti_sync}
+    mov %gs:{xpti_root}, %rax
+    mov %rax, %cr3
+    cmpb $0, %gs:{xpti_stale}
+    je 6f
+    mov %gs:{xpti_full}, %rax
+    mov %rax, %cr3
+    jmp 7b
+6:
+    .endm
+
     .macro hestia_save_gprs
     push %rax
     push %rbx
@@ -181,18 +196,9 @@ hestia_trap_saved:
 hestia_trap_exit:
     testb $3, {cs}(%rsp)
     jz 1f
-    /* XPTI: copy the guest's slots into this CPU's restricted page tables and switch to them;
-       if a TLB flush (an NMI) marked the copy stale meanwhile, go back and copy again. */
     cmpq $0, %gs:{xpti_root}
     je 2f
-3:  call {xpti_sync}
-    mov %gs:{xpti_root}, %rax
-    mov %rax, %cr3
-    cmpb $0, %gs:{xpti_stale}
-    je 2f
-    mov %gs:{xpti_full}, %rax
-    mov %rax, %cr3
-    jmp 3b
+    hestia_xpti_leave
 2:  swapgs
 1:  hestia_restore_gprs
     .global hestia_trap_iret
@@ -253,9 +259,9 @@ hestia_trap_paranoid:
     shr $32, %rdx
     wrmsr
     /* XPTI: interrupted on a guest's restricted page tables (the exit path after its switch,
-       or an entry path before its own)? Run on the full ones, and on the way back copy the
-       guest's slots again if this NMI flushed the TLB, since the interrupted exit path may
-       already have checked. R12 (callee-saved) remembers the restricted root. */
+       or an entry path before its own)? Run on the full ones, and go back through the exit
+       path's copy-and-switch, which copies again if this or a later NMI flushed the TLB (the
+       interrupted exit path may already have checked). R12 (callee-saved) remembers that. */
     xor %r12d, %r12d
     mov %cr3, %rax
     cmp %gs:{xpti_root}, %rax
@@ -268,8 +274,7 @@ hestia_trap_paranoid:
     call {dispatch}
     test %r12, %r12
     jz 3f
-    call {xpti_sync}
-    mov %r12, %cr3
+    hestia_xpti_leave
 3:  mov ${gs_base}, %ecx
     mov %ebx, %eax
     mov %rbx, %rdx
