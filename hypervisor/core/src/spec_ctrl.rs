@@ -45,34 +45,34 @@ pub struct CpuFacts {
     pub model: u32,
     /// Stepping.
     pub stepping: u32,
-    /// Running virtualised (CPUID.1:ECX[31]): Xen then trusts the enumeration and synthesises
+    /// Running virtualised (`CPUID.1:ECX[31]`): Xen then trusts the enumeration and synthesises
     /// nothing.
     pub hypervisor: bool,
     /// The loaded microcode revision (AMD: PATCH_LEVEL).
     pub ucode_rev: u32,
     /// IA32_ARCH_CAPABILITIES (0 when not enumerated).
     pub arch_caps: u64,
-    /// CPUID.7.0:EDX[10] MD_CLEAR.
+    /// `CPUID.7.0:EDX[10]` MD_CLEAR.
     pub md_clear: bool,
-    /// CPUID.7.0:EDX[26] IBRSB (IBRS and IBPB, Intel).
+    /// `CPUID.7.0:EDX[26]` IBRSB (IBRS and IBPB, Intel).
     pub ibrsb: bool,
-    /// CPUID.80000008:EBX[12] IBPB (AMD).
+    /// `CPUID.80000008:EBX[12]` IBPB (AMD).
     pub ibpb: bool,
-    /// CPUID.80000008:EBX[29] BTC_NO.
+    /// `CPUID.80000008:EBX[29]` BTC_NO.
     pub btc_no: bool,
-    /// CPUID.80000021:EAX[5] VERW_CLEAR.
+    /// `CPUID.80000021:EAX[5]` VERW_CLEAR.
     pub verw_clear: bool,
-    /// CPUID.80000021:EAX[27] SBPB (PRED_CMD bit 7).
+    /// `CPUID.80000021:EAX[27]` SBPB (PRED_CMD bit 7).
     pub sbpb: bool,
-    /// CPUID.80000021:EAX[28] IBPB_BRTYPE.
+    /// `CPUID.80000021:EAX[28]` IBPB_BRTYPE.
     pub ibpb_brtype: bool,
-    /// CPUID.80000021:EAX[29] SRSO_NO.
+    /// `CPUID.80000021:EAX[29]` SRSO_NO.
     pub srso_no: bool,
-    /// CPUID.80000021:EAX[30] SRSO_US_NO.
+    /// `CPUID.80000021:EAX[30]` SRSO_US_NO.
     pub srso_us_no: bool,
-    /// CPUID.80000021:ECX[1] TSA_SQ_NO.
+    /// `CPUID.80000021:ECX[1]` TSA_SQ_NO.
     pub tsa_sq_no: bool,
-    /// CPUID.80000021:ECX[2] TSA_L1_NO.
+    /// `CPUID.80000021:ECX[2]` TSA_L1_NO.
     pub tsa_l1_no: bool,
 }
 
@@ -175,6 +175,7 @@ fn boolean<'a>(part: &'a str, name: &str) -> Option<Result<bool, &'a str>> {
 impl Options {
     /// Applies one `spec-ctrl=` value (comma-separated items, later items win, as in Xen);
     /// `problem` gets every item that was not applied.
+    #[doc(alias = "parse_spec_ctrl")]
     pub fn parse<'a>(&mut self, value: Option<&'a str>, mut problem: impl FnMut(Problem<'a>)) {
         for part in value.unwrap_or("").split(',') {
             if let Err(p) = self.item(part) {
@@ -279,6 +280,7 @@ pub struct SpecCtrl {
 
 impl SpecCtrl {
     /// IBPB on entry from a guest of this kind (`spec_ctrl_init_domain`).
+    #[doc(alias = "spec_ctrl_init_domain")]
     pub fn ibpb_entry(&self, hardware_domain: bool) -> bool {
         self.ibpb_entry_pv && (!hardware_domain || self.ibpb_entry_dom0)
     }
@@ -292,6 +294,7 @@ impl SpecCtrl {
 }
 
 /// `mds_calculations`: Intel family 6 only, MDS_NO wins, then Xen's model table.
+#[doc(alias = "mds_calculations")]
 pub fn mds(f: &CpuFacts) -> Mds {
     if f.vendor != Vendor::Intel || f.family != 6 || f.arch_caps & arch_caps::MDS_NO != 0 {
         return Mds::No;
@@ -317,6 +320,7 @@ pub fn mds(f: &CpuFacts) -> Mds {
 
 /// `tsa_calculations`: whether VERW clears the TSA structures, and whether the microcode was
 /// unknown. Only AMD family 0x19 running on bare metal is judged from its microcode revision.
+#[doc(alias = "tsa_calculations")]
 fn verw_clear(f: &CpuFacts) -> (bool, bool) {
     if f.verw_clear {
         return (true, false);
@@ -350,6 +354,7 @@ fn verw_clear(f: &CpuFacts) -> (bool, bool) {
 }
 
 /// Every decision, from the CPU's facts and the command line (Xen's order: IBPB, then VERW).
+#[doc(alias = "init_speculation_mitigations")]
 pub fn decide(f: &CpuFacts, o: &Options) -> SpecCtrl {
     let has_ibpb = f.ibrsb || f.ibpb;
     let (mut entry_pv, mut entry_dom0, mut ctxt) = (false, false, false);
