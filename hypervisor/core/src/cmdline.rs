@@ -4,10 +4,12 @@
 //! options and malformed values produce a [`Warning`] and are otherwise ignored: a typo on the
 //! command line must never stop a machine from booting. Known options (Xen's names):
 //! `loglvl=`, `com1=`, `console=`, `sync_console`, `serial_tx_buffer=`, `noreboot`, `dom0_mem=`,
-//! `dom0_max_vcpus=`, `xpti=`, `pv-l1tf=`, plus Hestia's
+//! `dom0_max_vcpus=`, `xpti=`, `pv-l1tf=`, `spec-ctrl=` (the items of [`crate::spec_ctrl`]),
+//! plus Hestia's
 //! `selftest=` (test hooks, only honoured by builds with the `test-hooks` feature).
 
 use crate::size::{parse_size, parse_u64};
+use crate::spec_ctrl::Problem;
 
 /// Log levels, most severe first (Xen: `error`, `warning`, `info`, `debug`; also `none`, `all`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -182,6 +184,8 @@ pub struct Options {
     pub xpti: PerDomainKind,
     /// `pv-l1tf=`: refuse not-present PTEs that could leak through L1TF (XSA-273).
     pub pv_l1tf: PerDomainKind,
+    /// `spec-ctrl=`: VERW and IBPB for PV guests (XSA-297, BTC, SRSO).
+    pub spec_ctrl: crate::spec_ctrl::Options,
     /// `selftest=`.
     pub selftest: SelfTests,
     /// `trace=hypercalls`: log every hypercall with its arguments and result.
@@ -205,6 +209,7 @@ impl Default for Options {
             dom0_max_vcpus: None,
             xpti: PerDomainKind::default(),
             pv_l1tf: PerDomainKind::default(),
+            spec_ctrl: crate::spec_ctrl::Options::default(),
             selftest: SelfTests::default(),
             trace_hypercalls: false,
             trace_hypercall_errors: false,
@@ -224,7 +229,7 @@ pub enum Warning<'a> {
     Unsupported(&'a str, &'a str),
 }
 
-fn parse_bool(v: Option<&str>) -> Option<bool> {
+pub(crate) fn parse_bool(v: Option<&str>) -> Option<bool> {
     match v {
         None => Some(true),
         Some("1" | "yes" | "true" | "on" | "enable") => Some(true),
@@ -298,6 +303,10 @@ impl Options {
                     Some(k) => o.pv_l1tf = k,
                     None => bad(&mut warn),
                 },
+                "spec-ctrl" => o.spec_ctrl.parse(value, |p| match p {
+                    Problem::Bad(item) => warn(Warning::BadValue(name, item)),
+                    Problem::Unsupported(item) => warn(Warning::Unsupported(name, item)),
+                }),
                 "trace" => {
                     for part in value.unwrap_or("").split(',') {
                         match part {
@@ -324,6 +333,13 @@ impl Options {
                     }
                 }
                 _ => warn(Warning::Unknown(name)),
+            }
+        }
+        // `spec-ctrl=no` also turns off the mitigations whose choice was left to the CPU.
+        if o.spec_ctrl.all_off {
+            for k in [&mut o.xpti, &mut o.pv_l1tf] {
+                k.dom0.get_or_insert(false);
+                k.domu.get_or_insert(false);
             }
         }
         o
@@ -382,6 +398,7 @@ fn parse_vcpus(v: &str) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec;
     use std::vec::Vec;
 
     fn parse(s: &str) -> (Options, Vec<Warning<'_>>) {
@@ -519,5 +536,27 @@ mod tests {
         assert_eq!(o.xpti, PerDomainKind::default());
         assert_eq!(o.pv_l1tf, PerDomainKind::default());
         assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn spec_ctrl_items_and_global_off() {
+        let (o, w) = parse("spec-ctrl=verw,ibpb-entry=pv,stibp=0");
+        assert_eq!(o.spec_ctrl.verw_pv, Some(true));
+        assert_eq!(o.spec_ctrl.ibpb_entry_pv, Some(true));
+        assert_eq!(w, vec![Warning::Unsupported("spec-ctrl", "stibp=0")]);
+        let (o, w) = parse("xpti=dom0 spec-ctrl=no");
+        assert!(w.is_empty());
+        assert_eq!(o.spec_ctrl.verw_pv, Some(false));
+        let off = Some(false);
+        assert_eq!(
+            (o.xpti.dom0, o.xpti.domu),
+            (Some(true), off),
+            "explicit choices stay"
+        );
+        assert_eq!((o.pv_l1tf.dom0, o.pv_l1tf.domu), (off, off));
+        assert_eq!(
+            parse("spec-ctrl=verw=sometimes").1,
+            vec![Warning::BadValue("spec-ctrl", "verw=sometimes")]
+        );
     }
 }

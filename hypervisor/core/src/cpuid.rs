@@ -24,6 +24,9 @@ pub struct Context {
     pub hardware_domain: bool,
     /// Xen version reported in the hypervisor leaves (`major << 16 | minor`).
     pub version: u32,
+    /// The hardware has IBPB (AMD's bit, or Intel's IBRSB): guests see AMD's IBPB bit, as Xen
+    /// offers it on both vendors ([`crate::spec_ctrl::SpecCtrl::has_ibpb`]).
+    pub ibpb: bool,
 }
 
 const fn bits(list: &[u32]) -> u32 {
@@ -68,8 +71,11 @@ const L7_ECX_AVX: u32 = bits(&[9, 10]);
 const L7_EDX: u32 = bits(&[10]);
 /// Leaf 0xD.1 EAX: XSAVEOPT XSAVEC XGETBV1.
 const LD1_EAX: u32 = bits(&[0, 1, 2]);
-/// 0x80000008 EBX: CLZERO RSTR_FP_ERR_PTRS IBPB SSB_NO BTC_NO IBPB_RET.
-const E8_EBX: u32 = bits(&[0, 2, 12, 26, 29, 30]);
+/// 0x80000008 EBX: CLZERO RSTR_FP_ERR_PTRS SSB_NO BTC_NO, and IBPB with its refinement
+/// IBPB_RET from [`Context::ibpb`].
+const E8_EBX: u32 = bits(&[0, 2, 26, 29]);
+const E8_EBX_IBPB: u32 = 1 << 12;
+const E8_EBX_IBPB_RET: u32 = 1 << 30;
 
 /// The XSAVE area size (legacy region and header) before any extended component.
 const XSAVE_LEGACY: u32 = 576;
@@ -143,7 +149,14 @@ pub fn pv_leaf(
         0x8000_0001 => [a, b, c & E1_ECX, d & E1_EDX],
         // Invariant TSC and power reporting are not offered.
         0x8000_0007 => [0; 4],
-        0x8000_0008 => [a, b & E8_EBX, c, d],
+        0x8000_0008 => {
+            let ibpb = if ctx.ibpb {
+                E8_EBX_IBPB | (b & E8_EBX_IBPB_RET)
+            } else {
+                0
+            };
+            [a, b & E8_EBX | ibpb, c, d]
+        }
         _ => hw,
     }
 }
@@ -159,6 +172,7 @@ mod tests {
             guest_osxsave: false,
             hardware_domain: false,
             version: 4 << 16 | 17,
+            ibpb: false,
         }
     }
 
@@ -279,5 +293,32 @@ mod tests {
         assert_eq!(pv_leaf(BASE, 0, [0; 4], &c, no_components)[0], BASE + 2);
         assert_eq!(pv_leaf(BASE + 1, 0, [0; 4], &c, no_components)[0], 0x4_0011);
         assert_eq!(pv_leaf(BASE + 0x100, 0, [1; 4], &c, no_components), [0; 4]);
+    }
+
+    #[test]
+    fn ibpb_offered_on_either_vendors_bit() {
+        // Intel: IBRSB in leaf 7 only, so IBPB comes from the context; IBRS/STIBP/SSBD hidden.
+        let intel = Context {
+            ibpb: true,
+            ..ctx(0)
+        };
+        assert_eq!(
+            pv_leaf(0x8000_0008, 0, [0; 4], &intel, no_components)[1],
+            E8_EBX_IBPB
+        );
+        let l7 = pv_leaf(7, 0, [0, 0, 0, !0], &intel, no_components);
+        assert_eq!(
+            l7[3],
+            1 << 10,
+            "MD_CLEAR only: no IBRSB, STIBP, SSBD, ARCH_CAPS"
+        );
+        // No IBPB in hardware: neither the bit nor its refinement.
+        let none = pv_leaf(0x8000_0008, 0, [0, !0, 0, 0], &ctx(0), no_components);
+        assert_eq!(none[1] & (E8_EBX_IBPB | E8_EBX_IBPB_RET), 0);
+        let amd = pv_leaf(0x8000_0008, 0, [0, !0, 0, 0], &intel, no_components);
+        assert_eq!(
+            amd[1] & (E8_EBX_IBPB | E8_EBX_IBPB_RET),
+            E8_EBX_IBPB | E8_EBX_IBPB_RET
+        );
     }
 }

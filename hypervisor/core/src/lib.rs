@@ -31,6 +31,7 @@ pub mod rangeset;
 pub mod ratelimit;
 pub mod serial_tx;
 pub mod size;
+pub mod spec_ctrl;
 pub mod symbols;
 pub mod time;
 pub mod timer_queue;

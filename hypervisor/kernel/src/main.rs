@@ -179,6 +179,7 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
         yes_no(cpu::arch_caps::RDCL_NO),
         yes_no(cpu::arch_caps::MDS_NO)
     );
+    arch::x86_64::spec_ctrl::init(&opts.spec_ctrl);
     let _ = opts;
     smp::switch_stack(bsp.stack_top, continue_boot, info as *const BootInfo as u64)
 }

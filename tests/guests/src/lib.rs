@@ -448,6 +448,30 @@ pub fn forced_cpuid(leaf: u32, sub: u32) -> (u32, u32, u32, u32) {
     (a, b as u32, c, d)
 }
 
+/// RDMSR from the guest kernel; `None` if it raised #GP. `gp` counts the #GPs the caller's
+/// trap handler saw (that handler must skip the 2-byte instruction).
+pub fn rdmsr_probe(msr: u32, gp: &core::sync::atomic::AtomicU64) -> Option<u64> {
+    let before = gp.load(core::sync::atomic::Ordering::SeqCst);
+    let (lo, hi): (u32, u32);
+    // SAFETY: emulated by the hypervisor, or #GP skipped by the caller's handler (RAX/RDX then
+    // hold what they held).
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, inout("eax") 0 => lo, inout("edx") 0 => hi, options(nostack))
+    };
+    (gp.load(core::sync::atomic::Ordering::SeqCst) == before)
+        .then_some(u64::from(hi) << 32 | u64::from(lo))
+}
+
+/// WRMSR from the guest kernel; false if it raised #GP (`gp` as for [`rdmsr_probe`]).
+pub fn wrmsr_probe(msr: u32, v: u64, gp: &core::sync::atomic::AtomicU64) -> bool {
+    let before = gp.load(core::sync::atomic::Ordering::SeqCst);
+    // SAFETY: as in `rdmsr_probe`; the caller picks an MSR whose write it can live with.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack))
+    };
+    gp.load(core::sync::atomic::Ordering::SeqCst) == before
+}
+
 /// The hypercall page (for tests that inspect it).
 pub fn hypercall_page_bytes() -> &'static [u8; 4096] {
     // SAFETY: the page is part of the image; the builder wrote it before the guest started.

@@ -2,6 +2,10 @@
 //! answered as Xen 4.17 answers them; everything else raises #GP (Linux reads most MSRs with
 //! `rdmsr_safe` and copes).
 //!
+//! Speculation controls: IA32_PRED_CMD takes an IBPB when the guest's CPUID shows IBPB
+//! (`arch::x86_64::spec_ctrl`); IA32_SPEC_CTRL raises #GP, as CPUID offers no IBRS, STIBP or
+//! SSBD (Hestia does not switch that MSR between guest and hypervisor).
+//!
 //! Machine check: CPUID offers MCE/MCA (as Xen does), so Linux programs the architectural MCA
 //! registers with unchecked accesses. Each vCPU gets Xen's virtual machine-check bank set: two
 //! banks, no MCG_CTL, bank controls stuck at all ones, status registers that read as "no
@@ -11,7 +15,10 @@ use xen_abi::errno::Errno;
 
 use super::domain::Vcpu;
 use crate::arch::x86_64::cpu::{self, msr};
+use crate::arch::x86_64::spec_ctrl;
 
+/// IA32_PRED_CMD (write-only: reads raise #GP, as on Xen).
+const PRED_CMD: u32 = 0x49;
 /// IA32_TIME_STAMP_COUNTER.
 const TSC: u32 = 0x10;
 /// IA32_BIOS_SIGN_ID (Intel microcode revision) / AMD PATCH_LEVEL.
@@ -120,6 +127,8 @@ pub fn write(v: &mut Vcpu, index: u32, value: u64) -> Result<(), Errno> {
         // Writing back what a read returns is allowed (Linux does it for EFER and
         // MISC_ENABLE); any change is refused.
         msr::EFER | MISC_ENABLE if read(v, index) == Ok(value) => return Ok(()),
+        // An IBPB, when the guest's CPUID offers it (SPEC_CTRL is not offered: #GP).
+        PRED_CMD => return spec_ctrl::guest_write_pred_cmd(value),
         // Intel's "write 0, then CPUID" to latch the microcode revision: nothing to latch.
         UCODE_REV if value == 0 => return Ok(()),
         // Clearing the machine-check state; bank controls are kept (and change nothing).

@@ -22,6 +22,7 @@ use super::domain::{Domain, Vcpu};
 use super::{debugreg, ioport, msr};
 use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::idt::TrapFrame;
+use crate::arch::x86_64::spec_ctrl;
 use crate::mm::guest::GuestRange;
 
 /// What became of a trapping instruction.
@@ -257,6 +258,7 @@ pub fn guest_cpuid(d: &Domain, v: &Vcpu, leaf: u32, sub: u32) -> [u32; 4] {
         guest_osxsave: v.cr4 & CR4_OSXSAVE != 0,
         hardware_domain: d.privileged,
         version: crate::hypercall::XEN_VERSION,
+        ibpb: spec_ctrl::guest_has_ibpb(),
     };
     let hw = |l: u32, s: u32| {
         let r = cpu::cpuid(l, s);

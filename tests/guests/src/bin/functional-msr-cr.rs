@@ -8,7 +8,10 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use hestia_guests::xen_abi::xen::StartInfo;
-use hestia_guests::{ExcFrame, Verdict, check, forced_cpuid, install_traps, pfn_to_mfn, println};
+use hestia_guests::{
+    ExcFrame, Verdict, check, forced_cpuid, install_traps, pfn_to_mfn, println, rdmsr_probe,
+    wrmsr_probe,
+};
 
 static GP: AtomicU64 = AtomicU64::new(0);
 /// Bytes to skip for the next faulting probe.
@@ -26,24 +29,13 @@ fn handler(vector: u64, f: &mut ExcFrame) {
 /// RDMSR; `None` if it raised #GP.
 fn rdmsr(msr: u32) -> Option<u64> {
     SKIP.store(2, SeqCst);
-    let before = GP.load(SeqCst);
-    let (lo, hi): (u32, u32);
-    // SAFETY: emulated, or #GP skipped by the handler (RAX/RDX then hold what they held).
-    unsafe {
-        asm!("rdmsr", in("ecx") msr, inout("eax") 0 => lo, inout("edx") 0 => hi, options(nostack))
-    };
-    (GP.load(SeqCst) == before).then_some(u64::from(hi) << 32 | u64::from(lo))
+    rdmsr_probe(msr, &GP)
 }
 
 /// WRMSR; false if it raised #GP.
 fn wrmsr(msr: u32, v: u64) -> bool {
     SKIP.store(2, SeqCst);
-    let before = GP.load(SeqCst);
-    // SAFETY: as in `rdmsr`.
-    unsafe {
-        asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack))
-    };
-    GP.load(SeqCst) == before
+    wrmsr_probe(msr, v, &GP)
 }
 
 macro_rules! read_cr {

@@ -57,12 +57,7 @@ pub mod msr {
 }
 
 /// IA32_ARCH_CAPABILITIES bits Hestia reads.
-pub mod arch_caps {
-    /// Not vulnerable to rogue data cache loads (Meltdown, L1TF).
-    pub const RDCL_NO: u64 = 1 << 0;
-    /// Not vulnerable to microarchitectural data sampling.
-    pub const MDS_NO: u64 = 1 << 5;
-}
+pub use hestia_core::spec_ctrl::arch_caps;
 
 /// IA32_ARCH_CAPABILITIES, or 0 where the CPU does not enumerate it (every bit then means
 /// "not known to be immune").

@@ -122,6 +122,32 @@ global_asm!(
 6:
     .endm
 
+    /* VERW before the IRETQ to a guest (MDS and relatives, `spec_ctrl`): all registers are
+       the guest's by now, so its operand, Hestia's data selector, goes into the error-code slot
+       just popped below the IRET frame, mapped wherever that frame is. Interrupts are off and
+       NMI, #MC and #DB run on IST stacks, so nothing reuses the slot before the IRETQ. */
+    .macro hestia_verw
+    testb $1, {verw_on}(%rip)
+    jz .Lno_verw\@
+    movw ${kernel_ds}, -8(%rsp)
+    verw -8(%rsp)
+.Lno_verw\@:
+    .endm
+
+    /* IBPB on entry from a guest when `spec_ctrl` asks for it (AMD BTC/SRSO), before the
+       first RET; after the GPRs are saved (clobbers RAX, RCX, RDX). The LFENCE keeps a
+       mispredicted skip from running Hestia on the guest's predictions. */
+    .macro hestia_ibpb_entry
+    testb $1, {ibpb_entry_on}(%rip)
+    jz .Lno_ibpb\@
+    mov ${pred_cmd}, %ecx
+    mov $1, %eax
+    xor %edx, %edx
+    wrmsr
+.Lno_ibpb\@:
+    lfence
+    .endm
+
     .macro hestia_save_gprs
     push %rax
     push %rbx
@@ -181,6 +207,7 @@ hestia_trap_common:
     jmp hestia_trap_saved
 1:  swapgs
     hestia_xpti_enter
+    hestia_ibpb_entry
     jmp hestia_trap_saved
     /* The SYSCALL entry joins here with the hardware part of the frame built and GS already
        swapped. */
@@ -188,6 +215,7 @@ hestia_trap_common:
 hestia_trap_swapped:
     hestia_save_gprs
     hestia_xpti_enter
+    hestia_ibpb_entry
 hestia_trap_saved:
     cld
     mov %rsp, %rdi
@@ -201,6 +229,7 @@ hestia_trap_exit:
     hestia_xpti_leave
 2:  swapgs
 1:  hestia_restore_gprs
+    hestia_verw
     .global hestia_trap_iret
 hestia_trap_iret:
     iretq
@@ -237,6 +266,7 @@ hestia_iret_fault:
 hestia_trap_paranoid:
     hestia_clac
     hestia_save_gprs
+    hestia_ibpb_entry
     testb $3, {cs}(%rsp)
     jz 1f
     swapgs
@@ -281,6 +311,7 @@ hestia_trap_paranoid:
     shr $32, %rdx
     wrmsr
     hestia_restore_gprs
+    hestia_verw
     iretq
 "#,
     cs = const offset_of!(TrapFrame, cs),
@@ -301,6 +332,10 @@ hestia_trap_paranoid:
     xpti_full = const offset_of!(PerCpu, xpti_full_cr3),
     xpti_stale = const offset_of!(PerCpu, xpti_stale),
     xpti_sync = sym super::xpti::sync,
+    verw_on = sym super::spec_ctrl::VERW_ON,
+    ibpb_entry_on = sym super::spec_ctrl::IBPB_ENTRY_ON,
+    kernel_ds = const super::gdt::KERNEL_DS,
+    pred_cmd = const super::spec_ctrl::PRED_CMD,
     options(att_syntax)
 );
 

@@ -20,6 +20,7 @@ pub mod power;
 pub mod pventer;
 pub mod rtc;
 pub mod smp;
+pub mod spec_ctrl;
 pub mod syscall;
 pub mod trap;
 pub mod tsc;
