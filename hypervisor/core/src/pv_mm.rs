@@ -1198,7 +1198,8 @@ pub enum Broken {
         target: u64,
     },
     /// A validated table holds an entry validation refuses (reserved bits, a superpage, a
-    /// missing US bit, an I/O frame outside the owner's set or writable against its set).
+    /// missing US bit, an I/O frame outside the owner's set or writable against its set, a
+    /// not-present entry L1TF could read through in a checked domain).
     BadEntry {
         /// The table frame.
         table: u64,
@@ -1384,16 +1385,19 @@ impl FrameTable<'_> {
             };
             for idx in (0..end.min(512)).filter(|&i| Self::skip_hypervisor_slots(level, i) == i) {
                 let e = mem.read(mfn, idx);
-                if e & pte::P == 0 {
-                    continue;
-                }
-                summary.entries += 1;
-                let target = (e & pte::ADDR) >> 12;
                 let bad_entry = Broken::BadEntry {
                     table: mfn,
                     idx,
                     entry: e,
                 };
+                if e & pte::P == 0 {
+                    if self.check_l1tf(dom, level, e).is_err() {
+                        broken(bad_entry);
+                    }
+                    continue;
+                }
+                summary.entries += 1;
+                let target = (e & pte::ADDR) >> 12;
                 if Self::check_flags(level, e).is_err() || e & FORCED == 0 {
                     broken(bad_entry);
                     continue;
@@ -1977,6 +1981,17 @@ mod tests {
         let f = ft.info(5).unwrap();
         assert_eq!((f.type_count, f.ref_count, f.pinned), (0, 0, false));
         assert_eq!(audit(&ft, &mem, &[]).map(|_| ()), Ok(()));
+        // One behind the rules' back is a broken invariant.
+        mem.write(4, 9, ram);
+        assert_eq!(
+            audit(&ft, &mem, &[]).map_err(|f| f.first),
+            Err(Broken::BadEntry {
+                table: 4,
+                idx: 9,
+                entry: ram
+            })
+        );
+        mem.write(4, 9, 0);
         // Another domain, and the same one once unchecked, may write any not-present entry.
         mem.write(20, 3, ram);
         ft.pin(&mut mem, 20, 1, OTHER).unwrap();
