@@ -21,6 +21,7 @@ pub mod evtchn;
 pub mod frame_alloc;
 pub mod insn;
 pub mod ioport;
+pub mod l1tf;
 pub mod memmap;
 pub mod msi;
 pub mod pirq;

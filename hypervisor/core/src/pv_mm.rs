@@ -20,7 +20,10 @@
 //!    which such a mapping went; a change that finds no full flush since
 //!    ([`PtMemory::flush_tlbs`]) flushes every CPU first, as Xen's TLB-flush clock does. So the
 //!    hypercalls themselves never need to flush for safety, only when the guest asks.
-//!
+//! 6. A domain whose not-present entries are checked against L1TF (`pv-l1tf`, see
+//!    [`crate::l1tf`]) gets none into a table that validation or an update accepts that a
+//!    speculative walk could use to read the L1 data cache ([`MmError::L1tf`]: the kernel
+//!    crashes the domain, Hestia having no shadow paging to move it to).
 //!
 //! Long work is preemptible (isolation rule 7): validating a table tree (a pin, a new base
 //! pointer, a new table linked in by `mmu_update`) and tearing one down (the last reference
@@ -37,6 +40,7 @@
 use alloc::vec::Vec;
 
 use crate::descriptor;
+use crate::l1tf::SafeMaddr;
 use crate::rangeset::RangeSet;
 
 /// Page-table entry bits used by the rules.
@@ -261,6 +265,15 @@ pub enum MmError {
     Preempted,
     /// A table's validation or teardown by another operation is under way: try again later.
     Busy,
+    /// A not-present entry that L1TF could read through (an address the L1D may hold, or PSE
+    /// above L1), in a domain checked against it: the kernel crashes the domain (Xen's
+    /// `pv_l1tf_check_pte` without shadow paging).
+    L1tf {
+        /// The level of the table it was meant for.
+        level: u8,
+        /// The entry.
+        entry: u64,
+    },
 }
 
 /// Access to page-table frames (the kernel uses the direct map; tests use a fake).
@@ -291,6 +304,9 @@ pub struct FrameTable<'a> {
     iomem: Vec<(Dom, RangeSet)>,
     /// I/O frames only ever mapped read-only.
     iomem_ro: RangeSet,
+    /// The domains whose not-present entries are checked against L1TF, with the addresses
+    /// safe on this machine (Xen's `d->arch.pv.check_l1tf`).
+    l1tf: Vec<(Dom, SafeMaddr)>,
     /// Full TLB flushes so far, plus one: a frame stamped with the current value lost a mapping
     /// that some CPU may still translate.
     flush_gen: u32,
@@ -304,6 +320,7 @@ impl<'a> FrameTable<'a> {
             frames: storage,
             iomem: Vec::new(),
             iomem_ro: RangeSet::new(),
+            l1tf: Vec::new(),
             flush_gen: 1,
         }
     }
@@ -349,6 +366,26 @@ impl<'a> FrameTable<'a> {
             }
         };
         &mut self.iomem[i].1
+    }
+
+    /// Checks `dom`'s not-present entries against L1TF with `safe` from now on (`None`: no
+    /// longer). Set when the domain is created, before it has tables.
+    pub fn set_l1tf_check(&mut self, dom: Dom, safe: Option<SafeMaddr>) {
+        self.l1tf.retain(|(d, _)| *d != dom);
+        if let Some(safe) = safe {
+            self.l1tf.push((dom, safe));
+        }
+    }
+
+    /// Refuses a not-present entry of `dom` for a level-`level` table that L1TF could read
+    /// through, when `dom` is checked.
+    fn check_l1tf(&self, dom: Dom, level: u8, e: u64) -> Result<(), MmError> {
+        match self.l1tf.iter().find(|(d, _)| *d == dom) {
+            Some((_, safe)) if safe.is_vulnerable(level, e) => {
+                Err(MmError::L1tf { level, entry: e })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// True if `dom` may map I/O frame `mfn`.
@@ -718,7 +755,9 @@ impl<'a> FrameTable<'a> {
 
     /// Takes the references a present entry of a level-`level` table needs. A table one level
     /// down that has no type yet is claimed ([`Taken::ClaimedTable`]: its validation is the
-    /// caller's to run); one whose own validation or teardown is under way is `Busy`.
+    /// caller's to run); one whose own validation or teardown is under way is `Busy`. A
+    /// not-present entry takes nothing, but must pass the domain's L1TF check: every guest
+    /// entry comes through here (table validation and [`Self::mod_entry_preemptible`]).
     fn get_entry(
         &mut self,
         mem: &mut dyn PtMemory,
@@ -727,7 +766,7 @@ impl<'a> FrameTable<'a> {
         dom: Dom,
     ) -> Result<Taken, MmError> {
         if e & pte::P == 0 {
-            return Ok(Taken::Done);
+            return self.check_l1tf(dom, level, e).map(|()| Taken::Done);
         }
         Self::check_flags(level, e)?;
         let target = (e & pte::ADDR) >> 12;
@@ -1165,7 +1204,8 @@ pub enum Broken {
         target: u64,
     },
     /// A validated table holds an entry validation refuses (reserved bits, a superpage, a
-    /// missing US bit, an I/O frame outside the owner's set or writable against its set).
+    /// missing US bit, an I/O frame outside the owner's set or writable against its set, a
+    /// not-present entry L1TF could read through in a checked domain).
     BadEntry {
         /// The table frame.
         table: u64,
@@ -1351,16 +1391,19 @@ impl FrameTable<'_> {
             };
             for idx in (0..end.min(512)).filter(|&i| Self::skip_hypervisor_slots(level, i) == i) {
                 let e = mem.read(mfn, idx);
-                if e & pte::P == 0 {
-                    continue;
-                }
-                summary.entries += 1;
-                let target = (e & pte::ADDR) >> 12;
                 let bad_entry = Broken::BadEntry {
                     table: mfn,
                     idx,
                     entry: e,
                 };
+                if e & pte::P == 0 {
+                    if self.check_l1tf(dom, level, e).is_err() {
+                        broken(bad_entry);
+                    }
+                    continue;
+                }
+                summary.entries += 1;
+                let target = (e & pte::ADDR) >> 12;
                 if Self::check_flags(level, e).is_err() || e & FORCED == 0 {
                     broken(bad_entry);
                     continue;
@@ -1906,6 +1949,81 @@ mod tests {
         mem.write(1, 0, e(1, 0)); // L4 points at itself
         assert_eq!(ft.pin(&mut mem, 1, 4, D), Err(MmError::TypeConflict));
         assert_eq!(ft.info(1).unwrap().ref_count, 0);
+    }
+
+    /// A CPU whose L1D compares 46 address bits, 39 of them real: 2^39 and up is safe.
+    const SAFE: SafeMaddr = SafeMaddr {
+        addr_mask: (1 << 46) - 0x1000,
+        safe_maddr: 1 << 39,
+    };
+
+    #[test]
+    fn l1tf_checked_domains_write_no_vulnerable_not_present_entry() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.set_l1tf_check(D, Some(SAFE));
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        let ram = 10 << 12;
+        // Every level, through an update: refused, the entry left alone.
+        for (table, level) in [(4, 1), (3, 2), (2, 3), (1, 4)] {
+            assert_eq!(
+                ft.mod_entry(&mut mem, table, level, 7, ram, D),
+                Err(MmError::L1tf { level, entry: ram }),
+                "L{level}"
+            );
+            assert_eq!(mem.read(table, 7), 0);
+            // Safe ones pass: zero, and at or above the safe address (with other low bits).
+            for ok in [0, 0x7e, 1 << 39, (1 << 45) | 0xf7e] {
+                ft.mod_entry(&mut mem, table, level, 7, ok, D).unwrap();
+                assert_eq!(mem.read(table, 7), ok);
+            }
+        }
+        // PSE above L1 is refused even at a safe address; at L1 it is PAT.
+        for (table, level) in [(3, 2), (2, 3), (1, 4)] {
+            let e = (1 << 39) | pte::PS;
+            assert_eq!(
+                ft.mod_entry(&mut mem, table, level, 8, e, D),
+                Err(MmError::L1tf { level, entry: e })
+            );
+        }
+        ft.mod_entry(&mut mem, 4, 1, 8, pte::PS, D).unwrap();
+        // Table validation: a new L1 holding one, pinned or linked in below the L2, is
+        // refused and leaves nothing behind.
+        mem.write(5, 3, ram | 0x60);
+        assert_eq!(
+            ft.pin(&mut mem, 5, 1, D),
+            Err(MmError::L1tf {
+                level: 1,
+                entry: ram | 0x60
+            })
+        );
+        assert_eq!(
+            ft.mod_entry(&mut mem, 3, 2, 9, e(5, pte::RW), D),
+            Err(MmError::L1tf {
+                level: 1,
+                entry: ram | 0x60
+            })
+        );
+        let f = ft.info(5).unwrap();
+        assert_eq!((f.type_count, f.ref_count, f.pinned), (0, 0, false));
+        assert_eq!(audit(&ft, &mem, &[]).map(|_| ()), Ok(()));
+        // One behind the rules' back is a broken invariant.
+        mem.write(4, 9, ram);
+        assert_eq!(
+            audit(&ft, &mem, &[]).map_err(|f| f.first),
+            Err(Broken::BadEntry {
+                table: 4,
+                idx: 9,
+                entry: ram
+            })
+        );
+        mem.write(4, 9, 0);
+        // Another domain, and the same one once unchecked, may write any not-present entry.
+        mem.write(20, 3, ram);
+        ft.pin(&mut mem, 20, 1, OTHER).unwrap();
+        ft.set_l1tf_check(D, None);
+        ft.pin(&mut mem, 5, 1, D).unwrap();
+        ft.mod_entry(&mut mem, 4, 1, 7, ram, D).unwrap();
     }
 
     /// Audits `ft` with `holds`, on fresh scratch.

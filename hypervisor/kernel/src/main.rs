@@ -157,6 +157,7 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
     console::install_log_bridge();
     let info: &'static BootInfo = Box::leak(Box::new(info));
     HOST_MEMMAP.call_once(|| info.memmap.regions());
+    pv::l1tf::init(opts.pv_l1tf, &info.memmap);
 
     let Some(bsp) = smp::alloc_cpu_stacks()
         .and_then(|(stack, ist)| percpu::create(0, initial_apic_id(), stack, ist))

@@ -15,6 +15,8 @@ use xen_abi::sched::{SchedShutdown, cmd, reason};
 use xen_abi::vcpu::{VcpuGuestContext, vgcf};
 use xen_abi::xen::{StartInfo, consoleio, hypercall as nr};
 
+pub mod pt_paths;
+
 global_asm!(
     r#"
     .section .text.start, "ax"
@@ -557,21 +559,36 @@ pub fn m2p(mfn: u64) -> u64 {
 /// Machine address of the L1 entry mapping `va` in the initial page tables (VIRT_BASE 0, so a
 /// table's virtual address is its PFN times 4096). `None` if some level is not present.
 pub fn l1e_maddr(si: &StartInfo, va: u64) -> Option<u64> {
+    pte_maddr(si, va, 1)
+}
+
+/// Machine address of the level-`level` (1-4) entry for `va` in the initial page tables, as
+/// [`l1e_maddr`]. `None` if some level above is not present.
+pub fn pte_maddr(si: &StartInfo, va: u64, level: u32) -> Option<u64> {
+    let slot = |l: u32| (va >> (12 + 9 * (l - 1))) & 511;
     let mut table_va = si.pt_base;
-    for level in [4u32, 3, 2] {
-        let idx = (va >> (12 + 9 * (level - 1))) & 511;
+    for l in (level + 1..=4).rev() {
         // SAFETY: the bootstrap tables are mapped read-only in the initial mapping.
-        let e = unsafe { core::ptr::read_volatile((table_va as *const u64).add(idx as usize)) };
+        let e = unsafe { core::ptr::read_volatile((table_va as *const u64).add(slot(l) as usize)) };
         if e & 1 == 0 {
             return None;
         }
         table_va = m2p((e & 0x000F_FFFF_FFFF_F000) >> 12) << 12;
     }
-    let l1_pfn = table_va >> 12;
-    let p2m = si.mfn_list as *const u64;
-    // SAFETY: mfn_list holds nr_pages entries; l1_pfn is one of the domain's PFNs.
-    let l1_mfn = unsafe { core::ptr::read_volatile(p2m.add(l1_pfn as usize)) };
-    Some((l1_mfn << 12) | (((va >> 12) & 511) * 8))
+    let mfn = pfn_to_mfn(si, table_va >> 12);
+    Some((mfn << 12) | (slot(level) * 8))
+}
+
+/// The virtual address of the entry at machine address `maddr` in one of the initial page
+/// tables (mapped read-only at PFN times 4096).
+pub fn pte_va(maddr: u64) -> u64 {
+    (m2p(maddr >> 12) << 12) | (maddr & 0xfff)
+}
+
+/// The command line the domain was started with.
+pub fn cmdline(si: &StartInfo) -> &str {
+    let len = si.cmd_line.iter().position(|&c| c == 0).unwrap_or(0);
+    core::str::from_utf8(&si.cmd_line[..len]).unwrap_or("")
 }
 
 /// The MFN behind PFN `pfn`.

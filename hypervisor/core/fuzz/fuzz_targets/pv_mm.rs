@@ -7,11 +7,14 @@
 //! and type counts, types and entries, accounting for the work under way and the references
 //! this driver holds; and a model of the mappings removed since the last flush checks
 //! invariant 5 (no frame changes use while a CPU may still translate a removed mapping of it).
+//! The other domain is checked against L1TF (invariant 6), so its not-present entries are
+//! refused part way through validations and updates too.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use arbitrary::{Arbitrary, Unstructured};
+use hestia_core::l1tf::SafeMaddr;
 use hestia_core::pv_mm::model::FakeMem;
 use hestia_core::pv_mm::{
     AuditCounts, Budget, DOM_IO, Dom, FrameInfo, FrameTable, Hold, PageType, Pending, Progress,
@@ -296,6 +299,15 @@ fuzz_target!(|data: &[u8]| {
     ft.iomem_mut(GUEST).add(64, 66);
     ft.iomem_ro_mut().add(57, 58);
     ft.iomem_ro_mut().add(65, 66);
+    // The other domain is checked against L1TF: its not-present entries must name frame 0
+    // or 48 and up (and have no PSE above L1), or its tables are refused part way.
+    ft.set_l1tf_check(
+        OTHER,
+        Some(SafeMaddr {
+            addr_mask: pte::ADDR,
+            safe_maddr: 48 << 12,
+        }),
+    );
     // References and type references this driver holds, as the kernel does for CR3 bases.
     let mut held: BTreeMap<u64, Held> = BTreeMap::new();
     let mut stale = Stale::default();

@@ -366,6 +366,8 @@ pub fn build_dom0(
     let l4_mfn = build_page_tables(&mem, &l);
 
     let shared = mm::alloc_zeroed_frames(1, PAGE, u64::MAX).ok_or(BuildError::OutOfMemory(1))?;
+    // Before its tables are validated: dom0 is the hardware domain.
+    let check_l1tf = super::l1tf::domain_init(0, true);
     register_frames(&p2m, shared / PAGE, l4_mfn)?;
     let mut si = SharedInfo::new_zeroed();
     for v in si.vcpu_info.iter_mut() {
@@ -447,5 +449,6 @@ pub fn build_dom0(
         pirqs: spin::Mutex::new(hestia_core::pirq::PirqTable::default()),
         mm_pending: (0..nr_vcpus).map(|_| spin::Mutex::default()).collect(),
         log_limit: Default::default(),
+        check_l1tf,
     })
 }

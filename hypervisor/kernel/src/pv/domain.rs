@@ -213,6 +213,9 @@ pub struct Domain {
     pub mm_pending: Vec<spin::Mutex<Pending>>,
     /// Rate limiter of the log lines it causes (`gwarn!` and family).
     pub log_limit: crate::console::GuestLogLimit,
+    /// Its not-present page-table entries are checked against L1TF (`pv-l1tf=`; Xen's
+    /// `d->arch.pv.check_l1tf`), fixed at creation by [`super::l1tf::domain_init`].
+    pub check_l1tf: bool,
 }
 
 impl Domain {
@@ -236,7 +239,8 @@ impl Domain {
 
     /// Runs a preemptible frame-table operation (`hestia_core::pv_mm`'s `*_preemptible`) for
     /// the vCPU running on this CPU, with its unfinished work in hand, until it is done or the
-    /// vCPU has an interrupt or event to take first (`Preempted`: issue it again).
+    /// vCPU has an interrupt or event to take first (`Preempted`: issue it again). An entry
+    /// refused for L1TF crashes the domain here, for every hypercall that changes tables.
     #[track_caller]
     pub fn mm_op<R>(
         &self,
@@ -252,6 +256,11 @@ impl Domain {
             || super::events::preempt_now(self),
             |ft, mem, budget| op(ft, mem, &mut pending, budget),
         )
+        .inspect_err(|&e| {
+            if let MmError::L1tf { level, entry } = e {
+                super::l1tf::crash(self, level, entry);
+            }
+        })
     }
 
     /// The vCPU running on this physical CPU (vCPU `i` runs on CPU `i`: dom0's vCPUs are

@@ -11,6 +11,7 @@ pub mod debugreg;
 pub mod domain;
 pub mod events;
 pub mod ioport;
+pub mod l1tf;
 pub mod msi;
 pub mod msr;
 pub mod pirq;
@@ -74,7 +75,7 @@ pub fn dump(w: &mut dyn Write) {
     };
     let _ = writeln!(
         w,
-        "{}: {} pages, shared_info mfn {:#x}, {}{}",
+        "{}: {} pages, shared_info mfn {:#x}, {}{}{}",
         d.id,
         d.nr_pages(),
         d.shared_info_mfn,
@@ -83,6 +84,7 @@ pub fn dump(w: &mut dyn Write) {
         } else {
             "unprivileged"
         },
+        if d.check_l1tf { ", L1TF-checked" } else { "" },
         if d.dying.load(Ordering::Relaxed) {
             ", dying"
         } else {

@@ -2,14 +2,16 @@
 //! kernel's store to one of its own L1 tables, which it maps read-only, faults; Hestia decodes
 //! the store (`hestia_core::ptwr`), validates the resulting entry exactly as `mmu_update` would,
 //! writes it and skips the instruction. A store that does not decode, or an entry the rules
-//! refuse, leaves the page fault to the guest, as in Xen. Like Xen 4.17 (checked on the
-//! reference rig), this happens whether or not the guest turned the assist on.
+//! refuse, leaves the page fault to the guest, as in Xen; a not-present entry refused for L1TF
+//! crashes the domain (`super::l1tf`). Like Xen 4.17 (checked on the reference rig), this
+//! happens whether or not the guest turned the assist on.
 
 use hestia_core::ptwr::{self, Source};
-use hestia_core::pv_mm::{PageType, PtMemory, pte};
+use hestia_core::pv_mm::{MmError, PageType, PtMemory, pte};
 
 use super::domain::{Domain, Vcpu};
 use super::privop::{fetch, gpr};
+use super::traps::Fatal;
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::mm::frametable;
 
@@ -17,17 +19,24 @@ use crate::mm::frametable;
 const PF_PRESENT_WRITE: u64 = 0b11;
 
 /// Emulates the faulting store at `f.rip` if it targets an L1 table of `d`; true if done.
-pub fn handle(d: &Domain, v: &Vcpu, f: &mut TrapFrame, cr2: u64, error_code: u64) -> bool {
+/// `Err`: the domain was crashed (an entry refused for L1TF).
+pub fn handle(
+    d: &Domain,
+    v: &Vcpu,
+    f: &mut TrapFrame,
+    cr2: u64,
+    error_code: u64,
+) -> Result<bool, Fatal> {
     if !v.kernel_mode || error_code & PF_PRESENT_WRITE != PF_PRESENT_WRITE {
-        return false;
+        return Ok(false);
     }
     let rip = f.rip;
     let Some(store) = ptwr::decode(|i| fetch(rip, i)) else {
-        return false;
+        return Ok(false);
     };
     let (offset, size) = ((cr2 & 7) as u8, store.size);
     if u32::from(offset) + u32::from(size) > 8 {
-        return false;
+        return Ok(false);
     }
     let src = match store.src {
         Source::Imm(v) => v,
@@ -37,6 +46,7 @@ pub fn handle(d: &Domain, v: &Vcpu, f: &mut TrapFrame, cr2: u64, error_code: u64
         }
     };
     let me = d.id.0;
+    let mut refused = None;
     let applied = frametable::with(|ft, mem| {
         let (l1, idx) = crate::hypercall::mmu::find_l1(mem, v.kernel_cr3 >> 12, cr2).ok()?;
         let mapping = mem.read(l1, idx);
@@ -54,20 +64,26 @@ pub fn handle(d: &Domain, v: &Vcpu, f: &mut TrapFrame, cr2: u64, error_code: u64
         let a = ptwr::apply(&store, old_val, src, f.rax, f.rflags);
         let new = ptwr::merge(old, offset, size, a.new)?;
         if new != old {
-            ft.mod_entry(mem, table, 1, entry, new, me).ok()?;
+            ft.mod_entry(mem, table, 1, entry, new, me)
+                .inspect_err(|&e| refused = Some(e))
+                .ok()?;
         }
         Some(a)
     })
     .flatten();
+    if let Some(MmError::L1tf { level, entry }) = refused {
+        super::l1tf::crash(d, level, entry);
+        return Err("L1TF-vulnerable PTE written");
+    }
     let Some(a) = applied else {
-        return false;
+        return Ok(false);
     };
     f.rflags = a.rflags;
     if let Some((n, high_byte, value)) = a.reg_write {
         write_reg(f, n, high_byte, size, value);
     }
     f.rip = f.rip.wrapping_add(u64::from(store.len));
-    true
+    Ok(true)
 }
 
 /// Writes a `size`-byte result to register `n` with the architecture's rules: 8 and 4 bytes

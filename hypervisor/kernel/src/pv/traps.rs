@@ -216,7 +216,7 @@ pub fn guest_exception(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<()
     }
     if vector == VEC_PF {
         let cr2 = cpu::read_cr2();
-        if super::ptwr::handle(d, v, f, cr2, f.error_code) {
+        if super::ptwr::handle(d, v, f, cr2, f.error_code)? {
             return Ok(());
         }
         return page_fault(d, v, f, cr2, f.error_code);
