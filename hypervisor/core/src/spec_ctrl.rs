@@ -293,6 +293,13 @@ impl SpecCtrl {
     }
 }
 
+/// `xpti_init_default`: rogue data cache loads (Meltdown, XSA-254) affect every CPU but AMD's
+/// and Hygon's, unless it enumerates RDCL_NO.
+#[doc(alias = "xpti_init_default")]
+pub fn meltdown(f: &CpuFacts) -> bool {
+    f.vendor != Vendor::Amd && f.arch_caps & arch_caps::RDCL_NO == 0
+}
+
 /// `mds_calculations`: Intel family 6 only, MDS_NO wins, then Xen's model table.
 #[doc(alias = "mds_calculations")]
 pub fn mds(f: &CpuFacts) -> Mds {
@@ -412,6 +419,19 @@ mod tests {
         let mut p = Vec::new();
         o.parse(Some(v), |x| p.push(x));
         (o, p)
+    }
+
+    #[test]
+    fn meltdown_spares_amd_hygon_and_rdcl_no_only() {
+        let f = |vendor, arch_caps| CpuFacts {
+            vendor,
+            arch_caps,
+            ..CpuFacts::default()
+        };
+        assert!(meltdown(&f(Vendor::Intel, 0)));
+        assert!(meltdown(&f(Vendor::Other, arch_caps::MDS_NO)));
+        assert!(!meltdown(&f(Vendor::Intel, arch_caps::RDCL_NO)));
+        assert!(!meltdown(&f(Vendor::Amd, 0)));
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub static IBPB_ENTRY_ON: AtomicBool = AtomicBool::new(false);
 static STATE: spin::Once<(CpuFacts, SpecCtrl)> = spin::Once::new();
 
 /// Reads the boot CPU's facts.
-fn facts() -> CpuFacts {
+pub fn facts() -> CpuFacts {
     let l0 = cpuid(0, 0);
     let vendor = if cpu::is_intel() {
         Vendor::Intel

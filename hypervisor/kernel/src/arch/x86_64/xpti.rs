@@ -38,7 +38,7 @@ use hestia_core::cmdline::PerDomainKind;
 
 use super::paging::{self, Access, PageSize, PageTables};
 use super::percpu::{self, PerCpu};
-use super::{cpu, smp};
+use super::{cpu, smp, spec_ctrl};
 use crate::mm;
 
 /// L4 slots the restricted PML4 takes from the guest's L4: the guest's own, and the M2P.
@@ -53,16 +53,11 @@ unsafe extern "C" {
     static __entry_data_end: u8;
 }
 
-/// True where the CPU loads speculatively across the user/supervisor check (Meltdown).
-fn cpu_vulnerable() -> bool {
-    !(cpu::is_amd() || cpu::is_hygon()) && cpu::arch_capabilities() & cpu::arch_caps::RDCL_NO == 0
-}
-
 /// Decides XPTI from `xpti=` and the CPU, once, before Hestia builds its page tables, and logs
 /// the decision. Returns whether restricted tables are in use (then Hestia's mappings must not
 /// be global).
 pub fn init(opt: PerDomainKind) -> bool {
-    let vulnerable = cpu_vulnerable();
+    let vulnerable = hestia_core::spec_ctrl::meltdown(&spec_ctrl::facts());
     let dom0 = opt.dom0.unwrap_or(vulnerable);
     let domu = opt.domu.unwrap_or(vulnerable);
     let word = |on| if on { "enabled" } else { "disabled" };
