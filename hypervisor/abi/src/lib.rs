@@ -13,6 +13,7 @@ pub mod callback;
 pub mod elfnote;
 pub mod errno;
 pub mod event_channel;
+pub mod grant_table;
 pub mod memory;
 pub mod mmu;
 pub mod physdev;
