@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod callback;
+pub mod domctl;
 pub mod elfnote;
 pub mod errno;
 pub mod event_channel;
