@@ -20,6 +20,7 @@ pub mod mmu;
 pub mod physdev;
 pub mod platform;
 pub mod sched;
+pub mod sysctl;
 pub mod vcpu;
 pub mod version;
 pub mod xen;
