@@ -10,12 +10,17 @@
 #![forbid(unsafe_code)]
 
 pub mod callback;
+pub mod domctl;
 pub mod elfnote;
 pub mod errno;
+pub mod event_channel;
+pub mod grant_table;
+pub mod memory;
 pub mod mmu;
 pub mod physdev;
 pub mod platform;
 pub mod sched;
+pub mod sysctl;
 pub mod vcpu;
 pub mod version;
 pub mod xen;

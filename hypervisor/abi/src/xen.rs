@@ -88,6 +88,44 @@ pub mod consoleio {
     pub const READ: u32 = 1;
 }
 
+/// Virtual IRQs (`VIRQ_*`): events the hypervisor raises, bound with `EVTCHNOP_bind_virq`.
+/// Per-vCPU ones (timer, debug, xenoprof, xenpmu) bind on any vCPU; the others are global and
+/// bind on vCPU 0.
+pub mod virq {
+    /// Per-vCPU: a timer set with `set_timer_op` or `VCPUOP_set_*_timer` fired.
+    pub const TIMER: u32 = 0;
+    /// Per-vCPU: the guest should dump debugging state.
+    pub const DEBUG: u32 = 1;
+    /// Global, dom0: bytes arrived on the hypervisor console.
+    pub const CONSOLE: u32 = 2;
+    /// Global, control domain: a domain shut down or died.
+    pub const DOM_EXC: u32 = 3;
+    /// Global, dom0: trace buffers have records.
+    pub const TBUF: u32 = 4;
+    /// Global, dom0: a domain paused for its debugger.
+    pub const DEBUGGER: u32 = 6;
+    /// Per-vCPU: a profiling sample is ready.
+    pub const XENOPROF: u32 = 7;
+    /// Global, dom0: bytes arrived on the console ring.
+    pub const CON_RING: u32 = 8;
+    /// Global, dom0: a physical CPU changed state.
+    pub const PCPU_STATE: u32 = 9;
+    /// Global, dom0: a memory event.
+    pub const MEM_EVENT: u32 = 10;
+    /// Global: an Argo message arrived.
+    pub const ARGO: u32 = 11;
+    /// Global, dom0: the hypervisor is low on memory.
+    pub const ENOMEM: u32 = 12;
+    /// Per-vCPU: a PMU counter interrupt.
+    pub const XENPMU: u32 = 13;
+    /// First of the eight architecture-specific VIRQs, 16-23 (`VIRQ_ARCH_0`); on x86 it is
+    /// `VIRQ_MCA` (global, dom0: machine-check errors to log).
+    pub const ARCH_0: u32 = 16;
+}
+
+/// Number of virtual IRQs (`NR_VIRQS`).
+pub const NR_VIRQS: u32 = 24;
+
 /// Domain id of the calling domain (`DOMID_SELF`).
 pub const DOMID_SELF: u16 = 0x7FF0;
 /// Pseudo-domain owning I/O memory (`DOMID_IO`).

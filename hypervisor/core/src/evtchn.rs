@@ -7,20 +7,11 @@
 
 use alloc::vec::Vec;
 
+use xen_abi::event_channel::{EVTCHN_2L_NR_CHANNELS, stat};
+use xen_abi::xen::{NR_VIRQS, virq};
+
 /// Ports of the 2-level ABI for 64-bit guests.
-pub const NR_PORTS: usize = 4096;
-/// Virtual IRQs (`NR_VIRQS`).
-pub const NR_VIRQS: u32 = 24;
-/// `VIRQ_TIMER`.
-pub const VIRQ_TIMER: u32 = 0;
-/// `VIRQ_DEBUG`.
-pub const VIRQ_DEBUG: u32 = 1;
-/// `VIRQ_CONSOLE`.
-pub const VIRQ_CONSOLE: u32 = 2;
-/// `VIRQ_XENOPROF`.
-const VIRQ_XENOPROF: u32 = 7;
-/// `VIRQ_XENPMU`.
-const VIRQ_XENPMU: u32 = 13;
+pub const NR_PORTS: usize = EVTCHN_2L_NR_CHANNELS as usize;
 
 /// The shared-page side of event delivery.
 pub trait SharedBits {
@@ -62,11 +53,11 @@ impl PortState {
     /// `EVTCHNSTAT_*` number.
     pub const fn status(&self) -> u32 {
         match self {
-            PortState::Closed => 0,
-            PortState::Unbound { .. } => 1,
-            PortState::Pirq(_) => 3,
-            PortState::Virq(_) => 4,
-            PortState::Ipi => 5,
+            PortState::Closed => stat::CLOSED,
+            PortState::Unbound { .. } => stat::UNBOUND,
+            PortState::Pirq(_) => stat::PIRQ,
+            PortState::Virq(_) => stat::VIRQ,
+            PortState::Ipi => stat::IPI,
         }
     }
 }
@@ -94,7 +85,10 @@ pub struct EventChannels {
 }
 
 fn per_vcpu_virq(virq: u32) -> bool {
-    matches!(virq, VIRQ_TIMER | VIRQ_DEBUG | VIRQ_XENOPROF | VIRQ_XENPMU)
+    matches!(
+        virq,
+        virq::TIMER | virq::DEBUG | virq::XENOPROF | virq::XENPMU
+    )
 }
 
 /// The vCPU under which `virq`'s binding is recorded when its port notifies `notify`: its own
@@ -337,26 +331,26 @@ mod tests {
     #[test]
     fn ports_are_lowest_first_from_one() {
         let mut e = EventChannels::new(2);
-        assert_eq!(e.bind_virq(VIRQ_TIMER, 0), Ok(1));
+        assert_eq!(e.bind_virq(virq::TIMER, 0), Ok(1));
         assert_eq!(e.bind_ipi(1), Ok(2));
         assert_eq!(e.alloc_unbound(0), Ok(3));
         e.close(&mut Fake::default(), 2).unwrap();
-        assert_eq!(e.bind_virq(VIRQ_TIMER, 1), Ok(2));
+        assert_eq!(e.bind_virq(virq::TIMER, 1), Ok(2));
     }
 
     #[test]
     fn virq_rules() {
         let mut e = EventChannels::new(2);
-        assert_eq!(e.bind_virq(VIRQ_TIMER, 1), Ok(1));
-        assert_eq!(e.bind_virq(VIRQ_TIMER, 1), Err(EvtchnError::Exists));
+        assert_eq!(e.bind_virq(virq::TIMER, 1), Ok(1));
+        assert_eq!(e.bind_virq(virq::TIMER, 1), Err(EvtchnError::Exists));
         assert_eq!(
-            e.bind_virq(VIRQ_CONSOLE, 1),
+            e.bind_virq(virq::CONSOLE, 1),
             Err(EvtchnError::Invalid),
             "global VIRQs bind to vCPU 0"
         );
         assert_eq!(e.bind_virq(24, 0), Err(EvtchnError::Invalid));
-        assert_eq!(e.bind_virq(VIRQ_TIMER, 7), Err(EvtchnError::NoVcpu));
-        let c = e.bind_virq(VIRQ_CONSOLE, 0).unwrap();
+        assert_eq!(e.bind_virq(virq::TIMER, 7), Err(EvtchnError::NoVcpu));
+        let c = e.bind_virq(virq::CONSOLE, 0).unwrap();
         assert_eq!(e.bind_vcpu(c, 1), Ok(()));
         assert_eq!(
             e.bind_vcpu(1, 0),
@@ -369,11 +363,11 @@ mod tests {
     fn delivery_follows_the_two_level_rules() {
         let mut e = EventChannels::new(1);
         let mut s = Fake::default();
-        let t = e.bind_virq(VIRQ_TIMER, 0).unwrap();
-        assert_eq!(e.raise_virq(&mut s, VIRQ_TIMER, 0), Some(0));
+        let t = e.bind_virq(virq::TIMER, 0).unwrap();
+        assert_eq!(e.raise_virq(&mut s, virq::TIMER, 0), Some(0));
         assert!(s.upcall[0] && s.sel[0] & 1 == 1 && s.is_pending(t));
         assert_eq!(
-            e.raise_virq(&mut s, VIRQ_TIMER, 0),
+            e.raise_virq(&mut s, virq::TIMER, 0),
             None,
             "already pending: no second notification"
         );
@@ -394,16 +388,16 @@ mod tests {
             "VIRQ ports cannot be sent to"
         );
         assert_eq!(
-            e.raise_virq(&mut s, VIRQ_DEBUG, 0),
+            e.raise_virq(&mut s, virq::DEBUG, 0),
             None,
             "unbound VIRQ: nothing happens"
         );
         // A global VIRQ moved to vCPU 1 wakes vCPU 1, though it is raised "on vCPU 0".
         let mut e2 = EventChannels::new(2);
-        let c = e2.bind_virq(VIRQ_CONSOLE, 0).unwrap();
+        let c = e2.bind_virq(virq::CONSOLE, 0).unwrap();
         e2.bind_vcpu(c, 1).unwrap();
         assert_eq!(
-            e2.raise_virq(&mut Fake::default(), VIRQ_CONSOLE, 0),
+            e2.raise_virq(&mut Fake::default(), virq::CONSOLE, 0),
             Some(1)
         );
     }
@@ -425,30 +419,30 @@ mod tests {
     fn a_moved_global_virq_closes_its_own_binding() {
         let mut e = EventChannels::new(2);
         let mut s = Fake::default();
-        let t1 = e.bind_virq(VIRQ_TIMER, 1).unwrap();
-        let c = e.bind_virq(VIRQ_CONSOLE, 0).unwrap();
+        let t1 = e.bind_virq(virq::TIMER, 1).unwrap();
+        let c = e.bind_virq(virq::CONSOLE, 0).unwrap();
         e.bind_vcpu(c, 1).unwrap();
-        assert_eq!(e.close(&mut s, c), Ok(PortState::Virq(VIRQ_CONSOLE)));
+        assert_eq!(e.close(&mut s, c), Ok(PortState::Virq(virq::CONSOLE)));
         assert_eq!(
-            e.raise_virq(&mut s, VIRQ_CONSOLE, 0),
+            e.raise_virq(&mut s, virq::CONSOLE, 0),
             None,
             "a closed VIRQ port is never raised"
         );
         assert_eq!(
-            e.raise_virq(&mut s, VIRQ_TIMER, 1),
+            e.raise_virq(&mut s, virq::TIMER, 1),
             Some(1),
             "vCPU 1's own VIRQs untouched"
         );
         // The port is reused by an IPI; the VIRQ must not reach it, and binds again.
         let ipi = e.bind_ipi(0).unwrap();
         assert_eq!(ipi, c);
-        assert_eq!(e.raise_virq(&mut s, VIRQ_CONSOLE, 0), None);
+        assert_eq!(e.raise_virq(&mut s, virq::CONSOLE, 0), None);
         assert!(!s.is_pending(ipi));
-        let c2 = e.bind_virq(VIRQ_CONSOLE, 0).unwrap();
-        assert_eq!(e.raise_virq(&mut s, VIRQ_CONSOLE, 0), Some(0));
+        let c2 = e.bind_virq(virq::CONSOLE, 0).unwrap();
+        assert_eq!(e.raise_virq(&mut s, virq::CONSOLE, 0), Some(0));
         assert!(s.is_pending(c2));
-        assert_eq!(e.close(&mut s, t1), Ok(PortState::Virq(VIRQ_TIMER)));
-        assert_eq!(e.bind_virq(VIRQ_TIMER, 1), Ok(t1));
+        assert_eq!(e.close(&mut s, t1), Ok(PortState::Virq(virq::TIMER)));
+        assert_eq!(e.bind_virq(virq::TIMER, 1), Ok(t1));
     }
 
     #[test]

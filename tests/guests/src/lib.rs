@@ -11,9 +11,12 @@ use core::fmt::{self, Write};
 
 pub use xen_abi;
 use xen_abi::callback::TrapInfo;
+use xen_abi::event_channel::{self, BindVirq};
+use xen_abi::memory::{self, MemoryDomain, MemoryReservation};
 use xen_abi::sched::{SchedShutdown, cmd, reason};
-use xen_abi::vcpu::{VcpuGuestContext, vgcf};
-use xen_abi::xen::{StartInfo, consoleio, hypercall as nr};
+use xen_abi::vcpu::{self, VcpuGuestContext, vgcf};
+use xen_abi::xen::{DOMID_SELF, StartInfo, consoleio, hypercall as nr, virq};
+use zerocopy::IntoBytes;
 
 pub mod pt_paths;
 
@@ -356,12 +359,17 @@ pub fn start_periodic_upcalls(
     if register_event_callback() != 0 {
         return Err("cannot register the event callback");
     }
-    let mut bind = [0u32, 0, 0]; // VIRQ_TIMER on vCPU 0
-    if hypercall(nr::EVENT_CHANNEL_OP, 1, bind.as_mut_ptr() as u64, 0, 0, 0) != 0 {
+    let mut bind = BindVirq {
+        virq: virq::TIMER,
+        vcpu: 0,
+        port: 0,
+    };
+    if event_channel_op(event_channel::cmd::BIND_VIRQ, &mut bind) != 0 {
         return Err("cannot bind VIRQ_TIMER");
     }
     let period = [period_ns];
-    if hypercall(nr::VCPU_OP, 6, 0, period.as_ptr() as u64, 0, 0) != 0 {
+    let set_periodic = u64::from(vcpu::cmd::SET_PERIODIC_TIMER);
+    if hypercall(nr::VCPU_OP, set_periodic, 0, period.as_ptr() as u64, 0, 0) != 0 {
         return Err("cannot set the periodic timer");
     }
     shared_byte(1).store(0, core::sync::atomic::Ordering::SeqCst); // unmask events
@@ -499,6 +507,34 @@ pub fn hypercall(number: u32, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i6
              inlateout("r10") a4 => _, inlateout("r8") a5 => _, lateout("rax") ret, out("rcx") _, out("r11") _)
     };
     ret
+}
+
+/// `event_channel_op(cmd, arg)` with `arg` one of `xen_abi::event_channel`'s structures.
+pub fn event_channel_op<T: IntoBytes>(cmd: u32, arg: &mut T) -> i64 {
+    let arg = core::ptr::from_mut(arg) as u64;
+    hypercall(nr::EVENT_CHANNEL_OP, u64::from(cmd), arg, 0, 0, 0)
+}
+
+/// `memory_op(cmd, arg)` with `arg` one of `xen_abi::memory`'s structures.
+pub fn memory_op<T: IntoBytes>(cmd: u32, arg: &mut T) -> i64 {
+    let arg = core::ptr::from_mut(arg) as u64;
+    hypercall(nr::MEMORY_OP, u64::from(cmd), arg, 0, 0, 0)
+}
+
+/// A `xen_memory_reservation` of the calling domain for one order-0 extent at `list`.
+pub fn single_extent(list: &mut u64) -> MemoryReservation {
+    MemoryReservation {
+        extent_start: core::ptr::from_mut(list) as u64,
+        nr_extents: 1,
+        domid: DOMID_SELF,
+        ..MemoryReservation::default()
+    }
+}
+
+/// `XENMEM_current_reservation` of the calling domain: its page count.
+pub fn current_reservation() -> i64 {
+    let mut me = MemoryDomain { domid: DOMID_SELF };
+    memory_op(memory::cmd::CURRENT_RESERVATION, &mut me)
 }
 
 /// A hypercall by a raw `syscall`, without the page (as Linux 6.1 after XSA-466 does).

@@ -55,7 +55,7 @@ fn push_dom0_input(b: u8) {
         }
     }
     if let Some(d) = crate::pv::current() {
-        crate::pv::events::raise_virq(d, hestia_core::evtchn::VIRQ_CONSOLE, 0);
+        crate::pv::events::raise_virq(d, xen_abi::xen::virq::CONSOLE, 0);
     }
 }
 

@@ -13,10 +13,15 @@
 //! The reservation calls are preemptible, resuming at the extent kept in `cmd`'s upper bits;
 //! `XENMEM_exchange` resumes from its `nr_exchanged` field, as in Xen.
 
+use core::mem::offset_of;
 use core::sync::atomic::Ordering;
 
 use hestia_core::memmap::RegionKind;
 use xen_abi::errno::Errno;
+use xen_abi::memory::{
+    E820Entry, MachphysMapping, MachphysMfnList, MemoryDomain, MemoryExchange, MemoryMap,
+    MemoryReservation, cmd, memf,
+};
 use xen_abi::mmu::INVALID_M2P_ENTRY;
 use xen_abi::xen::{DOMID_SELF, MACH2PHYS_VIRT_START};
 
@@ -26,23 +31,10 @@ use super::continuation;
 use crate::mm::{self, frametable, guest};
 use crate::pv::domain::Domain;
 
-const INCREASE_RESERVATION: u32 = 0;
-const DECREASE_RESERVATION: u32 = 1;
-const MAXIMUM_RAM_PAGE: u32 = 2;
-const CURRENT_RESERVATION: u32 = 3;
-const MAXIMUM_RESERVATION: u32 = 4;
-const MACHPHYS_MFN_LIST: u32 = 5;
-const POPULATE_PHYSMAP: u32 = 6;
-const MEMORY_MAP: u32 = 9;
-const EXCHANGE: u32 = 11;
-const MACHINE_MEMORY_MAP: u32 = 10;
-const MACHPHYS_MAPPING: u32 = 12;
-const MAXIMUM_GPFN: u32 = 14;
 /// Largest extent order accepted (2 MiB).
 const MAX_ORDER: u32 = 9;
-/// Offset of `nr_exchanged` in `struct xen_memory_exchange` (after the two reservations).
-const NR_EXCHANGED: u64 = 64;
-/// Where `cmd` keeps the extent a preempted reservation call resumes at.
+/// Where `cmd` keeps the extent a preempted reservation call resumes at (Xen's
+/// `MEMOP_EXTENT_SHIFT`, internal to the hypervisor).
 const EXTENT_SHIFT: u32 = 6;
 
 fn check_self(d: &Domain, domid: u16) -> Result<(), Errno> {
@@ -53,7 +45,7 @@ fn check_self(d: &Domain, domid: u16) -> Result<(), Errno> {
     }
 }
 
-/// `xen_memory_reservation`: extent list, count, order, flags, domain.
+/// A checked `xen_memory_reservation`: extent list, count, order and address limit.
 struct Reservation {
     extents: u64,
     nr: u64,
@@ -61,30 +53,25 @@ struct Reservation {
     limit: u64,
 }
 
-fn parse_reservation(d: &Domain, raw: [u64; 4]) -> Result<Reservation, Errno> {
-    let [extents, nr, order_flags, domid] = raw;
-    check_self(d, domid as u16)?;
-    let (order, bits) = (
-        (order_flags & 0xffff_ffff) as u32,
-        (order_flags >> 32) & 0xff,
-    );
-    if order > MAX_ORDER {
+fn parse_reservation(d: &Domain, r: MemoryReservation) -> Result<Reservation, Errno> {
+    check_self(d, r.domid)?;
+    if r.extent_order > MAX_ORDER {
         return Err(Errno::EINVAL);
     }
     Ok(Reservation {
-        extents,
-        nr,
-        order,
-        limit: address_limit(bits),
+        extents: r.extent_start,
+        nr: r.nr_extents,
+        order: r.extent_order,
+        limit: address_limit(r.mem_flags),
     })
 }
 
-/// The allocation limit `XENMEMF_address_bits` asks for (0: none).
-fn address_limit(bits: u64) -> u64 {
-    if bits == 0 || bits >= 64 {
-        u64::MAX
-    } else {
-        1 << bits
+/// The allocation limit `XENMEMF_address_bits` in `mem_flags` asks for (0: none).
+fn address_limit(mem_flags: u32) -> u64 {
+    match mem_flags & memf::ADDRESS_BITS_MASK {
+        0 => u64::MAX,
+        bits if bits >= 64 => u64::MAX,
+        bits => 1 << bits,
     }
 }
 
@@ -155,7 +142,7 @@ fn remove_frames(d: &Domain, mfn: u64, n: u64) -> u64 {
 /// Xen these return the number of extents done (a bad argument is "none done"), and resume by
 /// continuation with that number in `cmd`.
 fn balloon(d: &Domain, cmd: u32, start: u64, arg: u64) -> Result<u64, Errno> {
-    let Ok(r) = guest::read_obj(arg).and_then(|raw| parse_reservation(d, raw)) else {
+    let Ok(r) = guest::read_obj(arg).and_then(|r| parse_reservation(d, r)) else {
         return Ok(start);
     };
     if r.nr > u64::from(u32::MAX >> EXTENT_SHIFT) || start >= r.nr {
@@ -170,7 +157,7 @@ fn balloon(d: &Domain, cmd: u32, start: u64, arg: u64) -> Result<u64, Errno> {
             return Ok(i);
         };
         match cmd {
-            DECREASE_RESERVATION => {
+            cmd::DECREASE_RESERVATION => {
                 let Ok(mfn) = guest::read_obj::<u64>(slot) else {
                     return Ok(i);
                 };
@@ -181,7 +168,7 @@ fn balloon(d: &Domain, cmd: u32, start: u64, arg: u64) -> Result<u64, Errno> {
                 }
             }
             _ => {
-                let pfn = if cmd == POPULATE_PHYSMAP {
+                let pfn = if cmd == cmd::POPULATE_PHYSMAP {
                     let Ok(pfn) = guest::read_obj::<u64>(slot) else {
                         return Ok(i);
                     };
@@ -192,7 +179,7 @@ fn balloon(d: &Domain, cmd: u32, start: u64, arg: u64) -> Result<u64, Errno> {
                 let Some(mfn) = give_extent(d, r.order, r.limit) else {
                     return Ok(i);
                 };
-                if cmd == POPULATE_PHYSMAP {
+                if cmd == cmd::POPULATE_PHYSMAP {
                     for j in 0..n {
                         frametable::set_m2p(mfn + j, pfn.wrapping_add(j));
                     }
@@ -223,17 +210,18 @@ fn balloon(d: &Domain, cmd: u32, start: u64, arg: u64) -> Result<u64, Errno> {
 /// another domain -ESRCH; an input frame that is not the domain's or still in use -EINVAL; no
 /// memory -ENOMEM; a list entry unreadable or unwritable -EFAULT.
 fn exchange(d: &Domain, arg: u64) -> Result<u64, Errno> {
-    let raw: [u64; 9] = guest::read_obj(arg)?;
-    let mut nr_exchanged = raw[8];
-    let result = match Exchange::parse(d, &raw) {
+    let x: MemoryExchange = guest::read_obj(arg)?;
+    let mut nr_exchanged = x.nr_exchanged;
+    let result = match Exchange::parse(d, &x) {
         Ok(None) => return Ok(0),
         Ok(Some(x)) => x.run(d, &mut nr_exchanged),
         Err(e) => Err(e),
     };
-    guest::write_obj(arg + NR_EXCHANGED, &nr_exchanged)?;
+    let field = offset_of!(MemoryExchange, nr_exchanged) as u64;
+    guest::write_obj(arg + field, &nr_exchanged)?;
     match result? {
         Progress::Finished => Ok(0),
-        Progress::Preempted => continuation::create([u64::from(EXCHANGE), arg, 0, 0, 0]),
+        Progress::Preempted => continuation::create([u64::from(cmd::EXCHANGE), arg, 0, 0, 0]),
     }
 }
 
@@ -261,27 +249,17 @@ struct Exchange {
 
 impl Exchange {
     /// Checks the request in Xen's order; `None` when nothing is left to do.
-    fn parse(d: &Domain, raw: &[u64; 9]) -> Result<Option<Exchange>, Errno> {
-        let [
-            in_list,
-            in_nr,
-            in_flags,
-            in_dom,
-            out_list,
-            out_nr,
-            out_flags,
-            out_dom,
-            done,
-        ] = *raw;
-        let (in_order, out_order) = (
-            (in_flags & 0xffff_ffff) as u32,
-            (out_flags & 0xffff_ffff) as u32,
-        );
+    fn parse(d: &Domain, x: &MemoryExchange) -> Result<Option<Exchange>, Errno> {
+        let (in_list, in_nr, in_order) =
+            (x.r#in.extent_start, x.r#in.nr_extents, x.r#in.extent_order);
+        let (out_list, out_nr, out_order) =
+            (x.out.extent_start, x.out.nr_extents, x.out.extent_order);
+        let done = x.nr_exchanged;
         if in_order.max(out_order) > MAX_ORDER {
             return Err(Errno::EPERM);
         }
         if done > in_nr
-            || in_dom as u16 != out_dom as u16
+            || x.r#in.domid != x.out.domid
             || u64::MAX >> in_order < in_nr
             || u64::MAX >> out_order < out_nr
             || in_nr << in_order != out_nr << out_order
@@ -301,11 +279,11 @@ impl Exchange {
         if !in_list_ok || !list_in_guest(out_list, out_first, out_nr) {
             return Err(Errno::EFAULT);
         }
-        check_self(d, in_dom as u16)?;
+        check_self(d, x.r#in.domid)?;
         Ok(Some(Exchange {
             input: (in_list, in_nr, in_order),
             output: (out_list, out_order),
-            limit: address_limit((out_flags >> 32) & 0xff),
+            limit: address_limit(x.out.mem_flags),
             in_chunk,
             out_chunk,
         }))
@@ -447,69 +425,75 @@ pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         a[1],
     );
     match cmd {
-        INCREASE_RESERVATION | DECREASE_RESERVATION | POPULATE_PHYSMAP => {
+        cmd::INCREASE_RESERVATION | cmd::DECREASE_RESERVATION | cmd::POPULATE_PHYSMAP => {
             balloon(d, cmd, start, arg)
         }
         // Only the reservation calls resume part way; the architecture's calls see a command
         // they do not know.
-        EXCHANGE | MAXIMUM_RAM_PAGE | CURRENT_RESERVATION | MAXIMUM_RESERVATION | MAXIMUM_GPFN
+        cmd::EXCHANGE
+        | cmd::MAXIMUM_RAM_PAGE
+        | cmd::CURRENT_RESERVATION
+        | cmd::MAXIMUM_RESERVATION
+        | cmd::MAXIMUM_GPFN
             if start != 0 =>
         {
             Err(Errno::EINVAL)
         }
         _ if start != 0 => Err(Errno::ENOSYS),
-        EXCHANGE => exchange(d, arg),
-        MAXIMUM_RAM_PAGE => Ok(frametable::nr_frames()),
-        CURRENT_RESERVATION | MAXIMUM_RESERVATION | MAXIMUM_GPFN => {
-            let domid: u16 = guest::read_obj(arg)?;
+        cmd::EXCHANGE => exchange(d, arg),
+        cmd::MAXIMUM_RAM_PAGE => Ok(frametable::nr_frames()),
+        cmd::CURRENT_RESERVATION | cmd::MAXIMUM_RESERVATION | cmd::MAXIMUM_GPFN => {
+            let MemoryDomain { domid } = guest::read_obj(arg)?;
             check_self(d, domid)?;
             Ok(match cmd {
-                CURRENT_RESERVATION => d.tot_pages.load(Ordering::Acquire),
-                MAXIMUM_RESERVATION => d.max_pages,
+                cmd::CURRENT_RESERVATION => d.tot_pages.load(Ordering::Acquire),
+                cmd::MAXIMUM_RESERVATION => d.max_pages,
                 _ => d.nr_pages().saturating_sub(1),
             })
         }
-        MACHPHYS_MAPPING => {
-            let m = [
-                MACH2PHYS_VIRT_START,
-                MACH2PHYS_VIRT_START + (1 << 38),
-                frametable::nr_frames().saturating_sub(1),
-            ];
+        cmd::MACHPHYS_MAPPING => {
+            let m = MachphysMapping {
+                v_start: MACH2PHYS_VIRT_START,
+                v_end: MACH2PHYS_VIRT_START + (1 << 38),
+                max_mfn: frametable::nr_frames().saturating_sub(1),
+            };
             guest::write_obj(arg, &m).map(|()| 0)
         }
-        MACHPHYS_MFN_LIST => {
-            let [max, list, _]: [u64; 3] = guest::read_obj(arg)?;
+        cmd::MACHPHYS_MFN_LIST => {
+            let l: MachphysMfnList = guest::read_obj(arg)?;
             let (phys, bytes) = frametable::m2p_phys();
-            let chunks = bytes.div_ceil(2 << 20).min(max & 0xffff_ffff);
+            let chunks = bytes.div_ceil(2 << 20).min(u64::from(l.max_extents));
             for i in 0..chunks {
                 guest::write_obj(
-                    list.checked_add(i * 8).ok_or(Errno::EFAULT)?,
+                    l.extent_start.checked_add(i * 8).ok_or(Errno::EFAULT)?,
                     &(phys / 4096 + i * 512),
                 )?;
             }
-            guest::write_obj(arg + 16, &(chunks as u32)).map(|()| 0)
+            let field = offset_of!(MachphysMfnList, nr_extents) as u64;
+            guest::write_obj(arg + field, &(chunks as u32)).map(|()| 0)
         }
         // No pseudo-physical map was set for this domain (Linux then assumes one RAM range).
-        MEMORY_MAP => Err(Errno::ENOSYS),
-        MACHINE_MEMORY_MAP => {
+        cmd::MEMORY_MAP => Err(Errno::ENOSYS),
+        cmd::MACHINE_MEMORY_MAP => {
             if !d.privileged {
                 return Err(Errno::EPERM);
             }
-            let [cap_and_pad, buf]: [u64; 2] = guest::read_obj(arg)?;
+            let m: MemoryMap = guest::read_obj(arg)?;
             let map = crate::host_memory_map();
-            let cap = (cap_and_pad & 0xffff_ffff) as usize;
-            if cap < map.len() {
+            if (m.nr_entries as usize) < map.len() {
                 return Err(Errno::EINVAL);
             }
-            for (i, r) in map.iter().enumerate() {
-                let mut e = [0u8; 20];
-                e[..8].copy_from_slice(&r.start.to_le_bytes());
-                e[8..16].copy_from_slice(&(r.end - r.start).to_le_bytes());
-                e[16..].copy_from_slice(&e820_type(r.kind).to_le_bytes());
-                guest::GuestRange::new(buf.checked_add(i as u64 * 20).ok_or(Errno::EFAULT)?, 20)?
-                    .write(&e)?;
+            let size = size_of::<E820Entry>() as u64;
+            for (i, r) in (0u64..).zip(map.iter()) {
+                let e = E820Entry {
+                    addr: r.start,
+                    size: r.end - r.start,
+                    r#type: e820_type(r.kind),
+                };
+                guest::write_obj(m.buffer.checked_add(i * size).ok_or(Errno::EFAULT)?, &e)?;
             }
-            guest::write_obj(arg, &(map.len() as u32)).map(|()| 0)
+            let field = offset_of!(MemoryMap, nr_entries) as u64;
+            guest::write_obj(arg + field, &(map.len() as u32)).map(|()| 0)
         }
         _ => Err(Errno::ENOSYS),
     }

@@ -5,8 +5,9 @@
 //! CPU `i`), so its timers live in that CPU's timer queue; an event for a vCPU on another CPU
 //! "kicks" it with an IPI, whose return path (or the end of its halt) delivers the upcall.
 
-use hestia_core::evtchn::{SharedBits, VIRQ_TIMER};
+use hestia_core::evtchn::SharedBits;
 use hestia_core::time::TimeScale;
+use xen_abi::xen::virq;
 
 use super::domain::{Domain, Vcpu, this_vcpu_id};
 use super::{current, domain_crash, traps};
@@ -105,14 +106,14 @@ fn singleshot_fired(_now: u64) -> Option<u64> {
         v.timers.singleshot_deadline = 0;
         v.timers.singleshot = None;
         drop(v);
-        raise_virq(d, VIRQ_TIMER, this_vcpu_id());
+        raise_virq(d, virq::TIMER, this_vcpu_id());
     }
     None
 }
 
 fn periodic_fired(now: u64) -> Option<u64> {
     let d = current()?;
-    raise_virq(d, VIRQ_TIMER, this_vcpu_id());
+    raise_virq(d, virq::TIMER, this_vcpu_id());
     // Keep ticking (under the same handle) only while the guest wants the periodic timer.
     let period = d.this_vcpu().lock().timers.period;
     (period != 0).then(|| now.saturating_add(period))

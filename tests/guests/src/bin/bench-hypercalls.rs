@@ -8,10 +8,11 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
+use hestia_guests::xen_abi::event_channel::{BindIpi, Send, cmd as evtchn};
 use hestia_guests::xen_abi::mmu::uvmf;
 use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
 use hestia_guests::{
-    EVENT_VECTOR, ExcFrame, Verdict, check, hypercall, install_traps, println,
+    EVENT_VECTOR, ExcFrame, Verdict, check, event_channel_op, hypercall, install_traps, println,
     register_event_callback,
 };
 
@@ -82,10 +83,10 @@ fn test(si: &StartInfo) -> Verdict {
         "map shared_info"
     );
     check!(failed, register_event_callback() == 0, "event callback");
-    let mut ipi = [0u32, 0];
+    let mut ipi = BindIpi::default();
     check!(
         failed,
-        hypercall(nr::EVENT_CHANNEL_OP, 7, ipi.as_mut_ptr() as u64, 0, 0, 0) == 0,
+        event_channel_op(evtchn::BIND_IPI, &mut ipi) == 0,
         "bind_ipi"
     );
     if failed {
@@ -98,10 +99,10 @@ fn test(si: &StartInfo) -> Verdict {
     // Unmask events (vcpu_info[0].evtchn_upcall_mask) so each send delivers its upcall on return.
     // SAFETY: byte 1 of vcpu_info[0] is the guest's own upcall mask.
     unsafe { core::ptr::write_volatile((shared() + 1) as *mut u8, 0) };
-    let mut port = [ipi[1]];
+    let mut port = Send { port: ipi.port };
     let before = UPCALLS.load(SeqCst);
     let send = median(|| {
-        hypercall(nr::EVENT_CHANNEL_OP, 4, port.as_mut_ptr() as u64, 0, 0, 0);
+        event_channel_op(evtchn::SEND, &mut port);
     });
     let upcalls = UPCALLS.load(SeqCst) - before;
     println!("BENCH evtchn_send_upcall_cycles {send}");

@@ -5,9 +5,12 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
+use hestia_guests::xen_abi::event_channel::{BindVirq, cmd as evtchn};
 use hestia_guests::xen_abi::sched::cmd as sched;
-use hestia_guests::xen_abi::xen::{StartInfo, consoleio, hypercall as nr};
-use hestia_guests::{Verdict, check, hypercall, map_shared_info, println, shared_word};
+use hestia_guests::xen_abi::xen::{StartInfo, consoleio, hypercall as nr, virq};
+use hestia_guests::{
+    Verdict, check, event_channel_op, hypercall, map_shared_info, println, shared_word,
+};
 
 fn pending_word() -> &'static AtomicU64 {
     shared_word(2048) // evtchn_pending[0]
@@ -16,13 +19,16 @@ fn pending_word() -> &'static AtomicU64 {
 fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
     check!(failed, map_shared_info(si) == 0, "map shared_info");
-    let mut b = [2u32, 0, 0];
+    let mut b = BindVirq {
+        virq: virq::CONSOLE,
+        ..BindVirq::default()
+    };
     check!(
         failed,
-        hypercall(nr::EVENT_CHANNEL_OP, 1, b.as_mut_ptr() as u64, 0, 0, 0) == 0,
+        event_channel_op(evtchn::BIND_VIRQ, &mut b) == 0,
         "bind VIRQ_CONSOLE"
     );
-    let port = b[2];
+    let port = b.port;
     let ports = [port];
     println!("waiting for console input");
     let mut got = [0u8; 16];

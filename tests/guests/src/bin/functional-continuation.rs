@@ -11,11 +11,14 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
+use hestia_guests::xen_abi::memory::{
+    MachphysMapping, MemoryExchange, MemoryReservation, cmd as xenmem,
+};
 use hestia_guests::xen_abi::mmu::{MmuUpdate, MmuextOp, ext, update};
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
 use hestia_guests::{
-    EVENT_VECTOR, ExcFrame, Verdict, ack_events, check, hypercall, m2p, pfn_to_mfn, println,
-    start_periodic_upcalls, stub_at,
+    EVENT_VECTOR, ExcFrame, Verdict, ack_events, check, current_reservation, hypercall, m2p,
+    memory_op, pfn_to_mfn, println, start_periodic_upcalls, stub_at,
 };
 
 const EINVAL: i64 = -22;
@@ -190,47 +193,60 @@ fn test(si: &StartInfo) -> Verdict {
     // 4. memory_op's start extent: reservation calls begin there (and report it when there is
     //    nothing left); the calls that take none refuse one.
     let mut slots = [0u64; 4];
-    let res = [slots.as_mut_ptr() as u64, 4, 0, u64::from(DOMID_SELF)];
-    let before = memop(3, &DOMID_SELF as *const u16 as u64);
-    let r = memop(4 << 6, res.as_ptr() as u64);
+    let res = MemoryReservation {
+        extent_start: slots.as_mut_ptr() as u64,
+        nr_extents: 4,
+        domid: DOMID_SELF,
+        ..MemoryReservation::default()
+    };
+    let res_ptr = &raw const res as u64;
+    let increase = u64::from(xenmem::INCREASE_RESERVATION);
+    let before = current_reservation();
+    let r = memop(4 << 6 | increase, res_ptr);
     check!(
         failed,
         r == 4,
         "increase_reservation from extent 4 of 4: {r}"
     );
-    let r = memop(9 << 6, res.as_ptr() as u64);
+    let r = memop(9 << 6 | increase, res_ptr);
     check!(
         failed,
         r == 9,
         "increase_reservation from extent 9 of 4: {r}"
     );
-    let after = memop(3, &DOMID_SELF as *const u16 as u64);
+    let after = current_reservation();
     check!(
         failed,
         before == after,
         "reservation changed: {before} -> {after}"
     );
-    let bad = [slots.as_mut_ptr() as u64, 4, 0, 0x1234];
-    let r = memop(1 << 6 | 1, bad.as_ptr() as u64);
+    let bad = MemoryReservation {
+        domid: 0x1234,
+        ..res
+    };
+    let decrease = u64::from(xenmem::DECREASE_RESERVATION);
+    let r = memop(1 << 6 | decrease, &raw const bad as u64);
     check!(
         failed,
         r == 1,
         "decrease_reservation for no such domain from extent 1: {r}"
     );
-    let r = memop(1 << 6 | 2, 0);
+    let r = memop(1 << 6 | u64::from(xenmem::MAXIMUM_RAM_PAGE), 0);
     check!(
         failed,
         r == EINVAL,
         "maximum_ram_page with a start extent: {r}"
     );
-    let r = memop(1 << 6 | 3, &DOMID_SELF as *const u16 as u64);
+    let current = u64::from(xenmem::CURRENT_RESERVATION);
+    let r = memop(1 << 6 | current, &DOMID_SELF as *const u16 as u64);
     check!(
         failed,
         r == EINVAL,
         "current_reservation with a start extent: {r}"
     );
-    let mut mapping = [0u64; 3];
-    let r = memop(1 << 6 | 12, mapping.as_mut_ptr() as u64);
+    let mut mapping = MachphysMapping::default();
+    let machphys_mapping = u64::from(xenmem::MACHPHYS_MAPPING);
+    let r = memop(1 << 6 | machphys_mapping, &raw mut mapping as u64);
     check!(
         failed,
         r == ENOSYS,
@@ -250,16 +266,25 @@ fn test(si: &StartInfo) -> Verdict {
         }
     }
     let n = EXCHANGED as u64;
-    let dom = u64::from(DOMID_SELF);
     // SAFETY: as above.
     let out = unsafe { lists.add(EXCHANGED) } as u64;
-    let mut exchange = [lists as u64, n, 0, dom, out, n, 0, dom, 0];
+    let extents = |list| MemoryReservation {
+        extent_start: list,
+        nr_extents: n,
+        domid: DOMID_SELF,
+        ..MemoryReservation::default()
+    };
+    let mut exchange = MemoryExchange {
+        r#in: extents(lists as u64),
+        out: extents(out),
+        nr_exchanged: 0,
+    };
     let stubs = preempted(nr::MEMORY_OP);
-    let r = memop(11, exchange.as_mut_ptr() as u64);
+    let r = memory_op(xenmem::EXCHANGE, &mut exchange);
     // SAFETY: Hestia wrote nr_exchanged and the output list; read them back uncached.
     let (done, last) = unsafe {
         (
-            core::ptr::read_volatile(&exchange[8]),
+            core::ptr::read_volatile(&raw const exchange.nr_exchanged),
             lists.add(2 * EXCHANGED - 1).read_volatile(),
         )
     };

@@ -5,23 +5,22 @@
 #![no_std]
 #![no_main]
 
-use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
-use hestia_guests::{Verdict, check, hypercall, m2p, pfn_to_mfn, println};
-
-fn memop(cmd: u64, arg: u64) -> i64 {
-    hypercall(nr::MEMORY_OP, cmd, arg, 0, 0, 0)
-}
+use hestia_guests::xen_abi::memory::{MemoryReservation, cmd};
+use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo};
+use hestia_guests::{Verdict, check, current_reservation as reservation, m2p, memory_op};
+use hestia_guests::{pfn_to_mfn, println};
 
 /// `decrease_reservation` of one extent of `order` at MFN `mfn`: the extents done.
-fn decrease(mfn: u64, order: u64) -> i64 {
+fn decrease(mfn: u64, order: u32) -> i64 {
     let list = [mfn];
-    let r = [list.as_ptr() as u64, 1, order, u64::from(DOMID_SELF)];
-    memop(1, r.as_ptr() as u64)
-}
-
-fn reservation() -> i64 {
-    let me = DOMID_SELF;
-    memop(3, &me as *const u16 as u64)
+    let mut r = MemoryReservation {
+        extent_start: list.as_ptr() as u64,
+        nr_extents: 1,
+        extent_order: order,
+        domid: DOMID_SELF,
+        ..Default::default()
+    };
+    memory_op(cmd::DECREASE_RESERVATION, &mut r)
 }
 
 /// A PFN of the upper half of the domain (far beyond the initial mapping, so unmapped) from

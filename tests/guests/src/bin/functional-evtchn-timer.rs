@@ -6,11 +6,14 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
+use hestia_guests::xen_abi::event_channel::{
+    AllocUnbound, BindIpi, BindVirq, PortArg, Status, cmd, stat,
+};
 use hestia_guests::xen_abi::sched::cmd as sched;
-use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
+use hestia_guests::xen_abi::xen::{DOMID_SELF, NR_VIRQS, StartInfo, hypercall as nr, virq};
 use hestia_guests::{
-    EVENT_VECTOR, ExcFrame, Verdict, ack_events, check, hypercall, install_traps, map_shared_info,
-    println, register_event_callback, shared_u32, shared_word, system_time_ns,
+    EVENT_VECTOR, ExcFrame, Verdict, ack_events, check, event_channel_op, hypercall, install_traps,
+    map_shared_info, println, register_event_callback, shared_u32, shared_word, system_time_ns,
 };
 
 static EVENTS: AtomicU64 = AtomicU64::new(0);
@@ -26,15 +29,18 @@ fn handler(vector: u64, f: &mut ExcFrame) {
     SEEN.fetch_or(ack_events(0), SeqCst);
 }
 
-fn evtchn(cmd: u32, arg: &mut [u32]) -> i64 {
-    hypercall(
-        nr::EVENT_CHANNEL_OP,
-        u64::from(cmd),
-        arg.as_mut_ptr() as u64,
-        0,
-        0,
-        0,
-    )
+/// `op` on `port` (close, send, unmask).
+fn on_port(op: u32, port: u32) -> i64 {
+    event_channel_op(op, &mut PortArg { port })
+}
+
+/// `EVTCHNOP_bind_virq` of `virq` on vCPU 0: the result and the port.
+fn bind_virq(virq: u32) -> (i64, u32) {
+    let mut b = BindVirq {
+        virq,
+        ..BindVirq::default()
+    };
+    (event_channel_op(cmd::BIND_VIRQ, &mut b), b.port)
 }
 
 fn block() -> i64 {
@@ -59,9 +65,8 @@ fn test(si: &StartInfo) -> Verdict {
     check!(failed, wc > 1_577_836_800, "wallclock {wc} is before 2020");
 
     // VIRQ_TIMER through a one-shot vcpu_op timer, waking SCHEDOP_block.
-    let mut b = [0u32, 0, 0];
-    check!(failed, evtchn(1, &mut b) == 0, "bind_virq(TIMER)");
-    let timer_port = b[2];
+    let (r, timer_port) = bind_virq(virq::TIMER);
+    check!(failed, r == 0, "bind_virq(TIMER)");
     check!(
         failed,
         hypercall(nr::VCPU_OP, 7, 0, 0, 0, 0) == 0,
@@ -104,12 +109,16 @@ fn test(si: &StartInfo) -> Verdict {
     );
 
     // An IPI port: send raises an upcall at once (events are unmasked after block).
-    let mut i = [0u32, 0];
-    check!(failed, evtchn(7, &mut i) == 0, "bind_ipi");
-    let ipi = i[1];
+    let mut i = BindIpi::default();
     check!(
         failed,
-        evtchn(4, &mut [ipi]) == 0
+        event_channel_op(cmd::BIND_IPI, &mut i) == 0,
+        "bind_ipi"
+    );
+    let ipi = i.port;
+    check!(
+        failed,
+        on_port(cmd::SEND, ipi) == 0
             && EVENTS.load(SeqCst) == 3
             && SEEN.load(SeqCst) & (1 << ipi) != 0,
         "send to self: {} events",
@@ -117,7 +126,7 @@ fn test(si: &StartInfo) -> Verdict {
     );
     // Masked: stays pending; EVTCHNOP_unmask delivers it.
     shared_word(2560).fetch_or(1 << ipi, SeqCst);
-    evtchn(4, &mut [ipi]);
+    on_port(cmd::SEND, ipi);
     check!(
         failed,
         EVENTS.load(SeqCst) == 3 && shared_word(2048).load(SeqCst) & (1 << ipi) != 0,
@@ -125,32 +134,38 @@ fn test(si: &StartInfo) -> Verdict {
     );
     check!(
         failed,
-        evtchn(9, &mut [ipi]) == 0 && EVENTS.load(SeqCst) == 4,
+        on_port(cmd::UNMASK, ipi) == 0 && EVENTS.load(SeqCst) == 4,
         "unmask did not deliver ({})",
         EVENTS.load(SeqCst)
     );
 
     // Status, close, errors.
-    let mut st = [0x7ff0u32, timer_port, 0, 0, 0, 0];
+    let mut st = Status {
+        dom: DOMID_SELF,
+        port: timer_port,
+        ..Status::default()
+    };
     check!(
         failed,
-        evtchn(5, &mut st) == 0 && st[2] == 4 && st[4] == 0,
+        event_channel_op(cmd::STATUS, &mut st) == 0
+            && st.status == stat::VIRQ
+            && st.u.word0 == virq::TIMER,
         "status of the timer port: {st:?}"
     );
-    check!(failed, evtchn(3, &mut [ipi]) == 0, "close");
+    check!(failed, on_port(cmd::CLOSE, ipi) == 0, "close");
     check!(
         failed,
-        evtchn(4, &mut [ipi]) == -22,
+        on_port(cmd::SEND, ipi) == -22,
         "send to a closed port"
     );
     check!(
         failed,
-        evtchn(1, &mut [0, 0, 0]) == -17,
+        bind_virq(virq::TIMER).0 == -17,
         "second bind of VIRQ_TIMER must be -EEXIST"
     );
     check!(
         failed,
-        evtchn(1, &mut [24, 0, 0]) == -22,
+        bind_virq(NR_VIRQS).0 == -22,
         "VIRQ 24 must be -EINVAL"
     );
     check!(
@@ -171,9 +186,13 @@ fn test(si: &StartInfo) -> Verdict {
     );
 
     // SCHEDOP_poll on a port that never fires returns at its timeout.
-    let mut u = [0x7ff0u32, 0];
-    evtchn(6, &mut u);
-    let ports = [u[1]];
+    let mut u = AllocUnbound {
+        dom: DOMID_SELF,
+        remote_dom: 0,
+        port: 0,
+    };
+    event_channel_op(cmd::ALLOC_UNBOUND, &mut u);
+    let ports = [u.port];
     let t2 = system_time_ns();
     let poll = [ports.as_ptr() as u64, 1, t2 + 3_000_000];
     check!(

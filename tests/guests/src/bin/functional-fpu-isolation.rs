@@ -8,13 +8,14 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
+use hestia_guests::xen_abi::event_channel::{BindVirq, cmd as evtchn};
 use hestia_guests::xen_abi::mmu::uvmf;
 use hestia_guests::xen_abi::vcpu::cmd as vcpuop;
-use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
+use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr, virq};
 use hestia_guests::{
-    EVENT_VECTOR, ExcFrame, Verdict, ack_events, check, hypercall, install_traps, map_shared_info,
-    pfn_to_mfn, println, register_event_callback, secondary_vcpu_context, shared_byte,
-    system_time_ns,
+    EVENT_VECTOR, ExcFrame, Verdict, ack_events, check, event_channel_op, hypercall, install_traps,
+    map_shared_info, pfn_to_mfn, println, register_event_callback, secondary_vcpu_context,
+    shared_byte, system_time_ns,
 };
 
 /// Rounds each vCPU runs.
@@ -171,10 +172,14 @@ fn test(si: &StartInfo) -> Verdict {
     for (i, slot) in SCRATCH_PTE.iter().enumerate() {
         slot.store(pfn_to_mfn(si, 0x3fd - i as u64) << 12 | RW, SeqCst);
     }
-    let mut bind = [0u32, 0, 0]; // VIRQ_TIMER on vCPU 0 (its periodic 10 ms timer and ours)
+    // VIRQ_TIMER on vCPU 0 (its periodic 10 ms timer and ours).
+    let mut bind = BindVirq {
+        virq: virq::TIMER,
+        ..BindVirq::default()
+    };
     check!(
         failed,
-        hypercall(nr::EVENT_CHANNEL_OP, 1, bind.as_mut_ptr() as u64, 0, 0, 0) == 0,
+        event_channel_op(evtchn::BIND_VIRQ, &mut bind) == 0,
         "bind_virq(TIMER)"
     );
     shared_byte(1).store(0, SeqCst); // unmask vCPU 0's events

@@ -9,8 +9,13 @@
 #![no_std]
 #![no_main]
 
+use hestia_guests::xen_abi::memory::{MemoryExchange, MemoryReservation, cmd};
+use hestia_guests::xen_abi::vcpu;
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
-use hestia_guests::{Verdict, check, hypercall, m2p, pfn_to_mfn, println};
+use hestia_guests::{
+    Verdict, check, current_reservation as reservation, hypercall, m2p, memory_op, pfn_to_mfn,
+    println,
+};
 
 const EPERM: i64 = -1;
 const ESRCH: i64 = -3;
@@ -18,44 +23,21 @@ const ENOMEM: i64 = -12;
 const EFAULT: i64 = -14;
 const EINVAL: i64 = -22;
 
-/// `struct xen_memory_exchange`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Exchange {
-    in_list: u64,
-    in_nr: u64,
-    in_order: u64,
-    in_dom: u64,
-    out_list: u64,
-    out_nr: u64,
-    out_order: u64,
-    out_dom: u64,
-    nr_exchanged: u64,
-}
-
-impl Exchange {
-    fn new(input: &[u64], in_order: u64, output: &mut [u64], out_order: u64) -> Self {
-        Exchange {
-            in_list: input.as_ptr() as u64,
-            in_nr: input.len() as u64,
-            in_order,
-            in_dom: u64::from(DOMID_SELF),
-            out_list: output.as_mut_ptr() as u64,
-            out_nr: output.len() as u64,
-            out_order,
-            out_dom: u64::from(DOMID_SELF),
-            nr_exchanged: 0,
-        }
+/// An exchange of the calling domain's frames `input` (extents of `in_order`) for extents of
+/// `out_order` at the pseudo-physical frames `output`.
+fn exchange(input: &[u64], in_order: u32, output: &mut [u64], out_order: u32) -> MemoryExchange {
+    let list = |start: u64, nr: usize, order: u32| MemoryReservation {
+        extent_start: start,
+        nr_extents: nr as u64,
+        extent_order: order,
+        domid: DOMID_SELF,
+        ..MemoryReservation::default()
+    };
+    MemoryExchange {
+        r#in: list(input.as_ptr() as u64, input.len(), in_order),
+        out: list(output.as_mut_ptr() as u64, output.len(), out_order),
+        nr_exchanged: 0,
     }
-
-    fn call(&mut self) -> i64 {
-        hypercall(nr::MEMORY_OP, 11, self as *mut Exchange as u64, 0, 0, 0)
-    }
-}
-
-fn reservation() -> i64 {
-    let me = DOMID_SELF;
-    hypercall(nr::MEMORY_OP, 3, &me as *const u16 as u64, 0, 0, 0)
 }
 
 fn test(si: &StartInfo) -> Verdict {
@@ -72,39 +54,43 @@ fn test(si: &StartInfo) -> Verdict {
     let input = [free(0), free(1)];
     let mut out = [base, base + 1];
     // Beyond any domain's maximum order (Hestia's is 9, Xen's at most 20).
-    let mut x = Exchange::new(&input, 30, &mut out, 30);
-    let r = x.call();
+    let mut x = exchange(&input, 30, &mut out, 30);
+    let r = memory_op(cmd::EXCHANGE, &mut x);
     check!(failed, r == EPERM, "order 30: {r}");
-    let mut x = Exchange::new(&input, 0, &mut out[..1], 0);
-    let r = x.call();
+    let mut x = exchange(&input, 0, &mut out[..1], 0);
+    let r = memory_op(cmd::EXCHANGE, &mut x);
     check!(failed, r == EINVAL, "2 frames in, 1 out: {r}");
-    let mut x = Exchange::new(&input, 0, &mut out, 0);
+    let mut x = exchange(&input, 0, &mut out, 0);
     x.nr_exchanged = 3;
-    let r = x.call();
+    let r = memory_op(cmd::EXCHANGE, &mut x);
     check!(
         failed,
         r == EINVAL && x.nr_exchanged == 3,
         "nr_exchanged beyond the input: {r}, {}",
         x.nr_exchanged
     );
-    let mut x = Exchange::new(&input, 0, &mut out, 0);
-    x.out_dom = 0; // dom0 by number: the same domain, but not the same id
-    check!(failed, x.call() == EINVAL, "different domains");
-    let mut x = Exchange::new(&input, 0, &mut out, 0);
-    (x.in_dom, x.out_dom) = (77, 77);
-    let r = x.call();
+    let mut x = exchange(&input, 0, &mut out, 0);
+    x.out.domid = 0; // dom0 by number: the same domain, but not the same id
+    check!(
+        failed,
+        memory_op(cmd::EXCHANGE, &mut x) == EINVAL,
+        "different domains"
+    );
+    let mut x = exchange(&input, 0, &mut out, 0);
+    (x.r#in.domid, x.out.domid) = (77, 77);
+    let r = memory_op(cmd::EXCHANGE, &mut x);
     check!(failed, r == ESRCH, "no such domain: {r}");
-    let mut x = Exchange::new(&input, 0, &mut out, 0);
-    x.in_list = 0xffff_8300_0000_0000;
-    let r = x.call();
+    let mut x = exchange(&input, 0, &mut out, 0);
+    x.r#in.extent_start = 0xffff_8300_0000_0000;
+    let r = memory_op(cmd::EXCHANGE, &mut x);
     check!(failed, r == EFAULT, "input list in the hypervisor: {r}");
-    let mut x = Exchange::new(&input, 0, &mut out, 0);
-    x.out_list = 0xffff_8300_0000_0000;
-    let r = x.call();
+    let mut x = exchange(&input, 0, &mut out, 0);
+    x.out.extent_start = 0xffff_8300_0000_0000;
+    let r = memory_op(cmd::EXCHANGE, &mut x);
     check!(failed, r == EFAULT, "output list in the hypervisor: {r}");
-    let mut x = Exchange::new(&input, 0, &mut out, 0);
+    let mut x = exchange(&input, 0, &mut out, 0);
     x.nr_exchanged = 2;
-    let r = x.call();
+    let r = memory_op(cmd::EXCHANGE, &mut x);
     check!(
         failed,
         r == 0 && out == [base, base + 1],
@@ -114,8 +100,8 @@ fn test(si: &StartInfo) -> Verdict {
     // Partial progress: extent 1 is in use, so extent 0 is exchanged and the call stops.
     let input = [free(2), busy, free(3)];
     let mut out = [base + 2, base + 100, base + 3];
-    let mut x = Exchange::new(&input, 0, &mut out, 0);
-    let r = x.call();
+    let mut x = exchange(&input, 0, &mut out, 0);
+    let r = memory_op(cmd::EXCHANGE, &mut x);
     check!(
         failed,
         r == EINVAL && x.nr_exchanged == 1,
@@ -136,7 +122,7 @@ fn test(si: &StartInfo) -> Verdict {
     );
     // Resumed past the busy frame: the third extent goes.
     x.nr_exchanged = 2;
-    let r = x.call();
+    let r = memory_op(cmd::EXCHANGE, &mut x);
     check!(
         failed,
         r == 0 && x.nr_exchanged == 3 && m2p(out[2]) == base + 3,
@@ -149,8 +135,8 @@ fn test(si: &StartInfo) -> Verdict {
     // the domain's (frame 1 << 40 does not exist): the first stays the domain's.
     let input = [free(4), 1 << 40];
     let mut out = [base + 4];
-    let mut x = Exchange::new(&input, 0, &mut out, 1);
-    let r = x.call();
+    let mut x = exchange(&input, 0, &mut out, 1);
+    let r = memory_op(cmd::EXCHANGE, &mut x);
     check!(
         failed,
         r == EINVAL && x.nr_exchanged == 0 && out[0] == base + 4,
@@ -159,9 +145,9 @@ fn test(si: &StartInfo) -> Verdict {
     );
     // No memory under 8 KiB: nothing changes either.
     let input = [free(4), free(5)];
-    let mut x = Exchange::new(&input, 0, &mut out, 1);
-    x.out_order |= 13 << 32;
-    let r = x.call();
+    let mut x = exchange(&input, 0, &mut out, 1);
+    x.out.mem_flags = 13;
+    let r = memory_op(cmd::EXCHANGE, &mut x);
     check!(
         failed,
         r == ENOMEM && x.nr_exchanged == 0,
@@ -169,8 +155,8 @@ fn test(si: &StartInfo) -> Verdict {
         x.nr_exchanged
     );
     // Both are still the domain's and unused: the same exchange without the limit succeeds.
-    let mut x = Exchange::new(&input, 0, &mut out, 1);
-    let r = x.call();
+    let mut x = exchange(&input, 0, &mut out, 1);
+    let r = memory_op(cmd::EXCHANGE, &mut x);
     check!(
         failed,
         r == 0 && x.nr_exchanged == 2 && m2p(out[0]) == base + 4 && m2p(out[0] + 1) == base + 5,
@@ -180,12 +166,22 @@ fn test(si: &StartInfo) -> Verdict {
     // Frames Hestia writes for the domain never leave it: shared_info and a frame registered
     // for a vcpu_info (both hold a writable type reference, as in Xen).
     let mut out = [base + 6];
-    let r = Exchange::new(&[si.shared_info >> 12], 0, &mut out, 0).call();
+    let r = memory_op(
+        cmd::EXCHANGE,
+        &mut exchange(&[si.shared_info >> 12], 0, &mut out, 0),
+    );
     check!(failed, r == EINVAL, "exchange of shared_info: {r}");
     let info = [free(6), 0];
-    let r = hypercall(nr::VCPU_OP, 10, 0, info.as_ptr() as u64, 0, 0);
+    let r = hypercall(
+        nr::VCPU_OP,
+        u64::from(vcpu::cmd::REGISTER_VCPU_INFO),
+        0,
+        info.as_ptr() as u64,
+        0,
+        0,
+    );
     check!(failed, r == 0, "register_vcpu_info: {r}");
-    let r = Exchange::new(&info[..1], 0, &mut out, 0).call();
+    let r = memory_op(cmd::EXCHANGE, &mut exchange(&info[..1], 0, &mut out, 0));
     check!(failed, r == EINVAL, "exchange of the vcpu_info frame: {r}");
     check!(
         failed,

@@ -4,22 +4,17 @@
 #![no_std]
 #![no_main]
 
+use hestia_guests::xen_abi::memory::{E820Entry, MachphysMapping, MemoryDomain, MemoryMap, cmd};
 use hestia_guests::xen_abi::xen::{DOMID_SELF, MACH2PHYS_VIRT_START, StartInfo, hypercall as nr};
-use hestia_guests::{Verdict, check, hypercall, m2p, pfn_to_mfn, println};
-
-fn memop(cmd: u64, arg: u64) -> i64 {
-    hypercall(nr::MEMORY_OP, cmd, arg, 0, 0, 0)
-}
-
-/// `xen_memory_reservation` for one extent of order 0 at `list`.
-fn reservation(list: &mut u64) -> [u64; 4] {
-    [list as *mut u64 as u64, 1, 0, u64::from(DOMID_SELF)]
-}
+use hestia_guests::{
+    Verdict, check, current_reservation, hypercall, m2p, memory_op, pfn_to_mfn, println,
+    single_extent,
+};
 
 fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
-    let me = DOMID_SELF;
-    let cur = memop(3, &me as *const u16 as u64);
+    let mut me = MemoryDomain { domid: DOMID_SELF };
+    let cur = current_reservation();
     check!(
         failed,
         cur as u64 == si.nr_pages,
@@ -28,70 +23,76 @@ fn test(si: &StartInfo) -> Verdict {
     );
     check!(
         failed,
-        memop(4, &me as *const u16 as u64) as u64 >= si.nr_pages,
+        memory_op(cmd::MAXIMUM_RESERVATION, &mut me) as u64 >= si.nr_pages,
         "maximum_reservation"
     );
-    let max_gpfn = memop(14, &me as *const u16 as u64);
+    let max_gpfn = memory_op(cmd::MAXIMUM_GPFN, &mut me);
     check!(failed, max_gpfn >= 0, "maximum_gpfn returned {max_gpfn}");
-    let max_ram = memop(2, 0) as u64;
+    let max_ram = hypercall(nr::MEMORY_OP, u64::from(cmd::MAXIMUM_RAM_PAGE), 0, 0, 0, 0) as u64;
     check!(
         failed,
         (0..si.nr_pages).all(|p| pfn_to_mfn(si, p) < max_ram),
         "an MFN beyond maximum_ram_page {max_ram:#x}"
     );
 
-    let mut mapping = [0u64; 3];
+    let mut mapping = MachphysMapping::default();
     check!(
         failed,
-        memop(12, mapping.as_mut_ptr() as u64) == 0
-            && mapping[0] == MACH2PHYS_VIRT_START
-            && mapping[2] + 1 >= max_ram,
+        memory_op(cmd::MACHPHYS_MAPPING, &mut mapping) == 0
+            && mapping.v_start == MACH2PHYS_VIRT_START
+            && mapping.max_mfn + 1 >= max_ram,
         "machphys_mapping {mapping:x?}"
     );
     check!(
         failed,
-        memop(9, 0x200000) == -38,
+        hypercall(nr::MEMORY_OP, u64::from(cmd::MEMORY_MAP), 0x200000, 0, 0, 0) == -38,
         "memory_map must be -ENOSYS when none was set"
     );
 
-    let mut e820 = [0u8; 20 * 64];
-    let mut map = [64u64, e820.as_mut_ptr() as u64];
+    let mut e820 = [E820Entry::default(); 64];
+    let mut map = MemoryMap {
+        nr_entries: 64,
+        buffer: e820.as_mut_ptr() as u64,
+        ..Default::default()
+    };
     check!(
         failed,
-        memop(10, map.as_mut_ptr() as u64) == 0,
+        memory_op(cmd::MACHINE_MEMORY_MAP, &mut map) == 0,
         "machine_memory_map"
     );
-    let n = (map[0] & 0xffff_ffff) as usize;
-    let ram: u64 = (0..n.min(64))
-        .filter(|i| {
-            u32::from_le_bytes(e820[i * 20 + 16..i * 20 + 20].try_into().unwrap_or([0; 4])) == 1
-        })
-        .map(|i| u64::from_le_bytes(e820[i * 20 + 8..i * 20 + 16].try_into().unwrap_or([0; 8])))
+    let n = map.nr_entries as usize;
+    let ram: u64 = e820[..n.min(64)]
+        .iter()
+        .filter(|e| e.r#type == 1)
+        .map(|e| e.size)
         .sum();
     check!(
         failed,
         n > 1 && ram > si.nr_pages * 4096,
         "host map: {n} entries, {ram} bytes of RAM"
     );
-    let mut small = [1u64, e820.as_mut_ptr() as u64];
+    let mut small = MemoryMap {
+        nr_entries: 1,
+        ..map
+    };
     check!(
         failed,
-        memop(10, small.as_mut_ptr() as u64) == -22,
+        memory_op(cmd::MACHINE_MEMORY_MAP, &mut small) == -22,
         "a too-small buffer must be -EINVAL"
     );
 
     // Balloon: PFN 2000 lies beyond the initial mapping, so nothing maps its frame.
     let pfn = 2000;
     let mut mfn = pfn_to_mfn(si, pfn);
-    let r = reservation(&mut mfn);
+    let mut r = single_extent(&mut mfn);
     check!(
         failed,
-        memop(1, r.as_ptr() as u64) == 1,
+        memory_op(cmd::DECREASE_RESERVATION, &mut r) == 1,
         "decrease_reservation of an unused frame"
     );
     check!(
         failed,
-        memop(3, &me as *const u16 as u64) as u64 == si.nr_pages - 1,
+        current_reservation() as u64 == si.nr_pages - 1,
         "tot_pages after decrease"
     );
     let r2 = hypercall(nr::UPDATE_VA_MAPPING, 0x3ff000, (mfn << 12) | 0x25, 2, 0, 0);
@@ -103,8 +104,12 @@ fn test(si: &StartInfo) -> Verdict {
     // Giving back a frame that is still mapped: Xen accepts and frees it when the last mapping
     // goes; Hestia refuses it (docs/abi-status.md). Not asserted here.
     let mut slot = pfn;
-    let r = reservation(&mut slot);
-    check!(failed, memop(6, r.as_ptr() as u64) == 1, "populate_physmap");
+    let mut r = single_extent(&mut slot);
+    check!(
+        failed,
+        memory_op(cmd::POPULATE_PHYSMAP, &mut r) == 1,
+        "populate_physmap"
+    );
     check!(
         failed,
         m2p(slot) == pfn,
@@ -112,10 +117,10 @@ fn test(si: &StartInfo) -> Verdict {
         m2p(slot)
     );
     let mut extra = 0u64;
-    let r = reservation(&mut extra);
+    let mut r = single_extent(&mut extra);
     check!(
         failed,
-        memop(0, r.as_ptr() as u64) == 0,
+        memory_op(cmd::INCREASE_RESERVATION, &mut r) == 0,
         "increase_reservation beyond dom0's maximum"
     );
 

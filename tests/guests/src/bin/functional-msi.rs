@@ -9,18 +9,18 @@
 
 use core::arch::asm;
 
+use hestia_guests::xen_abi::event_channel::{BindPirq, Close, cmd as evtchn};
 use hestia_guests::xen_abi::mmu::uvmf;
 use hestia_guests::xen_abi::physdev::{MapPirq, SetIopl, UnmapPirq, cmd, map_type};
 use hestia_guests::xen_abi::sched::cmd as sched;
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
 use hestia_guests::{
-    Verdict, check, hypercall, map_shared_info, println, shared_word, system_time_ns,
+    Verdict, check, event_channel_op, hypercall, map_shared_info, println, shared_word,
+    system_time_ns,
 };
 
 const EINVAL: i64 = -22;
 const ENODEV: i64 = -19;
-const BIND_PIRQ: u64 = 2;
-const CLOSE: u64 = 3;
 const XENVER_EXTRAVERSION: u64 = 1;
 /// Present, writable, user, accessed, cache-disable.
 const RW_UC: u64 = 0x37;
@@ -190,16 +190,12 @@ fn test(si: &StartInfo) -> Verdict {
         println!("map_pirq(MSI): {r}");
         return Verdict::Failure("mapping the MSI");
     }
-    let mut b = [pirq, 0, 0];
-    let r = hypercall(
-        nr::EVENT_CHANNEL_OP,
-        BIND_PIRQ,
-        b.as_mut_ptr() as u64,
-        0,
-        0,
-        0,
-    );
-    let port = b[2];
+    let mut b = BindPirq {
+        pirq,
+        ..BindPirq::default()
+    };
+    let r = event_channel_op(evtchn::BIND_PIRQ, &mut b);
+    let port = b.port;
     check!(failed, r == 0 && port != 0, "bind_pirq: {r}");
     let control = config(devfn, cap);
     set_config(devfn, cap, control | 1 << 16);
@@ -241,14 +237,7 @@ fn test(si: &StartInfo) -> Verdict {
     );
     let r = physdev(cmd::UNMAP_PIRQ, &mut u);
     check!(failed, r == EINVAL, "second unmap: {r}");
-    let r = hypercall(
-        nr::EVENT_CHANNEL_OP,
-        CLOSE,
-        &port as *const u32 as u64,
-        0,
-        0,
-        0,
-    );
+    let r = event_channel_op(evtchn::CLOSE, &mut Close { port });
     check!(failed, r == 0, "close: {r}");
     if failed {
         Verdict::Failure("MSI")

@@ -8,20 +8,20 @@
 
 use core::arch::asm;
 
+use hestia_guests::xen_abi::event_channel::{BindPirq, Close, cmd as evtchn};
 use hestia_guests::xen_abi::physdev::{
     Apic, Eoi, IrqStatusQuery, MapPirq, SetIopl, SetupGsi, UnmapPirq, cmd, map_type,
 };
 use hestia_guests::xen_abi::sched::cmd as sched;
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
 use hestia_guests::{
-    Verdict, check, hypercall, map_shared_info, println, shared_word, system_time_ns,
+    Verdict, check, event_channel_op, hypercall, map_shared_info, println, shared_word,
+    system_time_ns,
 };
 
 const EPERM: i64 = -1;
 const EINVAL: i64 = -22;
 const EEXIST: i64 = -17;
-const BIND_PIRQ: u64 = 2;
-const CLOSE: u64 = 3;
 
 fn physdev<T>(op: u32, arg: &mut T) -> i64 {
     hypercall(nr::PHYSDEV_OP, u64::from(op), arg as *mut T as u64, 0, 0, 0)
@@ -97,15 +97,11 @@ fn test(si: &StartInfo) -> Verdict {
     // Refusals first.
     let (r, _) = map_gsi(10, map_type::MSI);
     check!(failed, r < 0, "MSI for no device mapped: {r}");
-    let mut b = [200u32, 0, 0];
-    let r = hypercall(
-        nr::EVENT_CHANNEL_OP,
-        BIND_PIRQ,
-        b.as_mut_ptr() as u64,
-        0,
-        0,
-        0,
-    );
+    let mut b = BindPirq {
+        pirq: 200,
+        ..BindPirq::default()
+    };
+    let r = event_channel_op(evtchn::BIND_PIRQ, &mut b);
     check!(failed, r == EPERM, "binding an unmapped PIRQ: {r}");
     let mut apic = Apic {
         apic_physbase: 0xFEC0_0000,
@@ -140,16 +136,12 @@ fn test(si: &StartInfo) -> Verdict {
         "PV PIRQs always ask for the EOI hypercall (flags {:#x})",
         q.flags
     );
-    let mut b = [pirq, 0, 0];
-    let r = hypercall(
-        nr::EVENT_CHANNEL_OP,
-        BIND_PIRQ,
-        b.as_mut_ptr() as u64,
-        0,
-        0,
-        0,
-    );
-    let port = b[2];
+    let mut b = BindPirq {
+        pirq,
+        ..BindPirq::default()
+    };
+    let r = event_channel_op(evtchn::BIND_PIRQ, &mut b);
+    let port = b.port;
     check!(failed, r == 0 && port != 0, "bind_pirq: {r}");
 
     // Periodic interrupt at 2 Hz (rate 15), then acknowledge each through register C.
@@ -186,28 +178,17 @@ fn test(si: &StartInfo) -> Verdict {
     check!(failed, r == 0, "unmap: {r}");
     let r = physdev(cmd::UNMAP_PIRQ, &mut u);
     check!(failed, r == EINVAL, "second unmap: {r}");
-    let r = hypercall(
-        nr::EVENT_CHANNEL_OP,
-        CLOSE,
-        &port as *const u32 as u64,
-        0,
-        0,
-        0,
-    );
+    let r = event_channel_op(evtchn::CLOSE, &mut Close { port });
     check!(failed, r == 0, "close: {r}");
 
     // The hypervisor's own serial line (GSI 4) maps but does not bind.
     let (r, p4) = map_gsi(4, map_type::GSI);
     check!(failed, r == 0, "map GSI 4: {r}");
-    let mut b = [p4, 0, 0];
-    let r = hypercall(
-        nr::EVENT_CHANNEL_OP,
-        BIND_PIRQ,
-        b.as_mut_ptr() as u64,
-        0,
-        0,
-        0,
-    );
+    let mut b = BindPirq {
+        pirq: p4,
+        ..BindPirq::default()
+    };
+    let r = event_channel_op(evtchn::BIND_PIRQ, &mut b);
     check!(failed, r < 0, "the serial line's PIRQ bound ({r})");
     println!("binding the serial line: {r}");
     if failed {

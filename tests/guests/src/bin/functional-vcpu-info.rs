@@ -7,8 +7,11 @@
 
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::SeqCst};
 
+use hestia_guests::xen_abi::event_channel::{BindIpi, Send, cmd as evtchn};
 use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
-use hestia_guests::{Verdict, check, hypercall, map_shared_info, pfn_to_mfn, shared_byte};
+use hestia_guests::{
+    Verdict, check, event_channel_op, hypercall, map_shared_info, pfn_to_mfn, shared_byte,
+};
 
 const ENXIO: i64 = -6;
 const EFAULT: i64 = -14;
@@ -87,16 +90,16 @@ fn test(si: &StartInfo) -> Verdict {
     byte(OFFSET).store(0, SeqCst);
     PAGE.0[(OFFSET + 8) / 8].store(0, SeqCst);
     shared_byte(0).store(0, SeqCst);
-    let mut ipi = [0u32; 2];
+    let mut ipi = BindIpi::default();
     check!(
         failed,
-        hypercall(nr::EVENT_CHANNEL_OP, 7, ipi.as_mut_ptr() as u64, 0, 0, 0) == 0,
+        event_channel_op(evtchn::BIND_IPI, &mut ipi) == 0,
         "bind_ipi"
     );
-    let port = ipi[1];
+    let port = ipi.port;
     check!(
         failed,
-        hypercall(nr::EVENT_CHANNEL_OP, 4, &port as *const u32 as u64, 0, 0, 0) == 0,
+        event_channel_op(evtchn::SEND, &mut Send { port }) == 0,
         "send"
     );
     check!(

@@ -17,12 +17,13 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
+use hestia_guests::xen_abi::memory::{MemoryExchange, MemoryReservation, cmd};
 use hestia_guests::xen_abi::mmu::uvmf;
 use hestia_guests::xen_abi::vcpu::cmd as vcpuop;
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
 use hestia_guests::{
-    Verdict, check, hypercall, m2p, map_shared_info, pfn_to_mfn, println, secondary_vcpu_context,
-    system_time_ns,
+    Verdict, check, current_reservation, hypercall, m2p, map_shared_info, memory_op, pfn_to_mfn,
+    println, secondary_vcpu_context, system_time_ns,
 };
 
 const EINVAL: i64 = -22;
@@ -34,7 +35,7 @@ const SCRATCH: u64 = 0x3fe000;
 /// Frames exchanged each round.
 const FRAMES: usize = 512;
 /// Order of the large extent.
-const ORDER: u64 = 9;
+const ORDER: u32 = 9;
 /// Rounds; each starts vCPU 1's attempts at another fraction of the exchange's run time.
 const ROUNDS: u64 = 240;
 
@@ -107,26 +108,15 @@ extern "C" fn secondary() -> ! {
     }
 }
 
-/// `struct xen_memory_exchange`.
-#[repr(C)]
-struct Exchange {
-    in_list: u64,
-    in_nr: u64,
-    in_order: u64,
-    in_dom: u64,
-    out_list: u64,
-    out_nr: u64,
-    out_order: u64,
-    out_dom: u64,
-    nr_exchanged: u64,
-}
-
-fn memop(cmd: u64, arg: u64) -> i64 {
-    hypercall(nr::MEMORY_OP, cmd, arg, 0, 0, 0)
-}
-
-fn reservation(me: &u16) -> i64 {
-    memop(3, me as *const u16 as u64)
+/// The calling domain's extents of `order` listed at `list`.
+fn extents(list: u64, nr: usize, order: u32) -> MemoryReservation {
+    MemoryReservation {
+        extent_start: list,
+        nr_extents: nr as u64,
+        extent_order: order,
+        domid: DOMID_SELF,
+        ..MemoryReservation::default()
+    }
 }
 
 fn test(si: &StartInfo) -> Verdict {
@@ -149,8 +139,7 @@ fn test(si: &StartInfo) -> Verdict {
         *m = pfn_to_mfn(si, base + i as u64);
     }
     let mut large = [base];
-    let me = DOMID_SELF;
-    let reserved = reservation(&me);
+    let reserved = current_reservation();
 
     let stack_top = (&raw const AP_STACK) as u64 + size_of::<Stack>() as u64;
     let ctx = secondary_vcpu_context(si, secondary, stack_top);
@@ -194,30 +183,18 @@ fn test(si: &StartInfo) -> Verdict {
             core::hint::spin_loop();
         }
         let mut x = if to_large {
-            Exchange {
-                in_list: small.as_ptr() as u64,
-                in_nr: FRAMES as u64,
-                in_order: 0,
-                in_dom: u64::from(DOMID_SELF),
-                out_list: large.as_mut_ptr() as u64,
-                out_nr: 1,
-                out_order: ORDER,
-                out_dom: u64::from(DOMID_SELF),
+            MemoryExchange {
+                r#in: extents(small.as_ptr() as u64, FRAMES, 0),
+                out: extents(large.as_mut_ptr() as u64, 1, ORDER),
                 nr_exchanged: 0,
             }
         } else {
             for (i, m) in small.iter_mut().enumerate() {
                 *m = base + i as u64;
             }
-            Exchange {
-                in_list: large.as_ptr() as u64,
-                in_nr: 1,
-                in_order: ORDER,
-                in_dom: u64::from(DOMID_SELF),
-                out_list: small.as_mut_ptr() as u64,
-                out_nr: FRAMES as u64,
-                out_order: 0,
-                out_dom: u64::from(DOMID_SELF),
+            MemoryExchange {
+                r#in: extents(large.as_ptr() as u64, 1, ORDER),
+                out: extents(small.as_mut_ptr() as u64, FRAMES, 0),
                 nr_exchanged: 0,
             }
         };
@@ -225,7 +202,7 @@ fn test(si: &StartInfo) -> Verdict {
             large[0] = base;
         }
         let t0 = system_time_ns();
-        let r = memop(11, &mut x as *mut Exchange as u64);
+        let r = memory_op(cmd::EXCHANGE, &mut x);
         let t1 = system_time_ns();
         STOP.store(round, SeqCst);
         if !spin_until(|| TRIED.load(SeqCst) == round) {
@@ -248,7 +225,7 @@ fn test(si: &StartInfo) -> Verdict {
                 }
                 check!(
                     failed,
-                    x.nr_exchanged == x.in_nr,
+                    x.nr_exchanged == x.r#in.nr_extents,
                     "round {round}: nr_exchanged {} after success",
                     x.nr_exchanged
                 );
@@ -292,9 +269,9 @@ fn test(si: &StartInfo) -> Verdict {
         }
         check!(
             failed,
-            reservation(&me) == reserved,
+            current_reservation() == reserved,
             "round {round}: reservation {} != {reserved}",
-            reservation(&me)
+            current_reservation()
         );
         if failed {
             break;
@@ -312,13 +289,8 @@ fn test(si: &StartInfo) -> Verdict {
         core::array::from_fn(|i| large[0] + i as u64)
     };
     let mut list = frames;
-    let r = [
-        list.as_mut_ptr() as u64,
-        FRAMES as u64,
-        0,
-        u64::from(DOMID_SELF),
-    ];
-    let given = memop(1, r.as_ptr() as u64);
+    let mut r = extents(list.as_mut_ptr() as u64, FRAMES, 0);
+    let given = memory_op(cmd::DECREASE_RESERVATION, &mut r);
     check!(
         failed,
         given == FRAMES as i64,
@@ -326,9 +298,9 @@ fn test(si: &StartInfo) -> Verdict {
     );
     check!(
         failed,
-        reservation(&me) == reserved - FRAMES as i64,
+        current_reservation() == reserved - FRAMES as i64,
         "reservation {} after giving {FRAMES} back, from {reserved}",
-        reservation(&me)
+        current_reservation()
     );
     check!(
         failed,

@@ -14,12 +14,13 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
+use hestia_guests::xen_abi::event_channel::{BindVirq, cmd as evtchn};
 use hestia_guests::xen_abi::mmu::{ext, uvmf};
-use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
+use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr, virq};
 use hestia_guests::{
-    EVENT_VECTOR, ExcFrame, Verdict, ack_events, check, hypercall, hypercall_page_bytes,
-    install_traps, map_shared_info, mmuext_one, pfn_to_mfn, println, register_event_callback,
-    shared_byte,
+    EVENT_VECTOR, ExcFrame, Verdict, ack_events, check, event_channel_op, hypercall,
+    hypercall_page_bytes, install_traps, map_shared_info, mmuext_one, pfn_to_mfn, println,
+    register_event_callback, shared_byte,
 };
 
 /// L1 tables in the tree, each with 512 present entries.
@@ -80,10 +81,13 @@ fn test(si: &StartInfo) -> Verdict {
     install_traps(handler);
     check!(failed, map_shared_info(si) == 0, "cannot map shared_info");
     check!(failed, register_event_callback() == 0, "event callback");
-    let mut bind = [0u32, 0, 0];
+    let mut bind = BindVirq {
+        virq: virq::TIMER,
+        ..BindVirq::default()
+    };
     check!(
         failed,
-        hypercall(nr::EVENT_CHANNEL_OP, 1, bind.as_mut_ptr() as u64, 0, 0, 0) == 0,
+        event_channel_op(evtchn::BIND_VIRQ, &mut bind) == 0,
         "bind_virq(TIMER)"
     );
 

@@ -11,17 +11,17 @@
 #![no_std]
 #![no_main]
 
-use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
+use hestia_guests::xen_abi::event_channel::{BindVirq, cmd as evtchn};
+use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr, virq};
 use hestia_guests::{
-    Verdict, check, hypercall, map_shared_info, println, shared_word, system_time_ns,
+    Verdict, check, event_channel_op, hypercall, map_shared_info, println, shared_word,
+    system_time_ns,
 };
 
 const EINVAL: i64 = -22;
 const VCPUOP_SET_PERIODIC_TIMER: u64 = 6;
 const VCPUOP_STOP_PERIODIC_TIMER: u64 = 7;
 const VCPUOP_SET_SINGLESHOT_TIMER: u64 = 8;
-const EVTCHNOP_BIND_VIRQ: u64 = 1;
-const VIRQ_TIMER: u32 = 0;
 /// `shared_info.evtchn_pending`.
 const PENDING: u64 = 2048;
 
@@ -62,20 +62,16 @@ fn wait_for(port: u32, ns: u64) -> bool {
 fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
     check!(failed, map_shared_info(si) == 0, "cannot map shared_info");
-    let mut b = [VIRQ_TIMER, 0, 0];
+    let mut b = BindVirq {
+        virq: virq::TIMER,
+        ..BindVirq::default()
+    };
     check!(
         failed,
-        hypercall(
-            nr::EVENT_CHANNEL_OP,
-            EVTCHNOP_BIND_VIRQ,
-            b.as_mut_ptr() as u64,
-            0,
-            0,
-            0
-        ) == 0,
+        event_channel_op(evtchn::BIND_VIRQ, &mut b) == 0,
         "bind_virq(TIMER)"
     );
-    let port = b[2];
+    let port = b.port;
 
     // Re-arm 300 times, each time after the timer fired at least once.
     let mut missed = 0;

@@ -14,16 +14,14 @@
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use hestia_guests::xen_abi::mmu::{ext, uvmf};
-use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
+use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
+use hestia_guests::xen_abi::{memory, vcpu};
 use hestia_guests::{
-    SHARED_INFO_VA, Verdict, check, hypercall, map_shared_info, mmuext_one, pfn_to_mfn, println,
-    shared_word,
+    SHARED_INFO_VA, Verdict, check, hypercall, map_shared_info, memory_op, mmuext_one, pfn_to_mfn,
+    println, shared_word, single_extent,
 };
 
 const EINVAL: i64 = -22;
-const VCPUOP_REGISTER_VCPU_INFO: u64 = 10;
-const XENMEM_INCREASE_RESERVATION: u64 = 0;
-const XENMEM_DECREASE_RESERVATION: u64 = 1;
 
 #[repr(C, align(4096))]
 struct Page([AtomicU64; 512]);
@@ -31,9 +29,8 @@ struct Page([AtomicU64; 512]);
 static VCPU_INFO_PAGE: Page = Page([const { AtomicU64::new(0) }; 512]);
 
 /// One order-0 extent of `XENMEM_{increase,decrease}_reservation` on `list`.
-fn balloon(cmd: u64, list: &mut u64) -> i64 {
-    let r = [list as *mut u64 as u64, 1, 0, u64::from(DOMID_SELF)];
-    hypercall(nr::MEMORY_OP, cmd, r.as_ptr() as u64, 0, 0, 0)
+fn balloon(cmd: u32, list: &mut u64) -> i64 {
+    memory_op(cmd, &mut single_extent(list))
 }
 
 fn test(si: &StartInfo) -> Verdict {
@@ -46,7 +43,7 @@ fn test(si: &StartInfo) -> Verdict {
         failed,
         hypercall(
             nr::VCPU_OP,
-            VCPUOP_REGISTER_VCPU_INFO,
+            u64::from(vcpu::cmd::REGISTER_VCPU_INFO),
             0,
             arg.as_ptr() as u64,
             0,
@@ -89,9 +86,9 @@ fn test(si: &StartInfo) -> Verdict {
 
     // Ballooning the frame out must not make it a fresh page for anyone.
     let mut out = shared_mfn;
-    let released = balloon(XENMEM_DECREASE_RESERVATION, &mut out);
+    let released = balloon(memory::cmd::DECREASE_RESERVATION, &mut out);
     let mut back = 0u64;
-    let got = balloon(XENMEM_INCREASE_RESERVATION, &mut back);
+    let got = balloon(memory::cmd::INCREASE_RESERVATION, &mut back);
     println!("decrease of shared_info: {released}; increase: {got} (mfn {back:#x})");
     check!(
         failed,
