@@ -16,6 +16,7 @@ mod console;
 mod drivers;
 mod hypercall;
 mod mm;
+mod policy;
 mod pv;
 mod selftest;
 mod timer;

@@ -20,6 +20,7 @@ use xen_abi::xen::consoleio;
 
 use super::continuation;
 use crate::mm::guest::GuestRange;
+use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 
 /// Bytes copied and queued at a time (Xen copies 127 through a 128-byte buffer).
@@ -28,9 +29,7 @@ const CHUNK: usize = 128;
 const READ_MAX: usize = 256;
 
 pub(super) fn do_console_io(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    if !d.privileged {
-        return Err(Errno::EPERM);
-    }
+    policy::check(d, Action::ConsoleIo)?;
     let (cmd, count, buf) = (a[0] as u32, a[1] as u32, a[2]);
     match cmd {
         consoleio::WRITE => guest_console_write(d, buf, u64::from(count)),

@@ -16,6 +16,7 @@ use xen_abi::event_channel::{
 use xen_abi::xen::DOMID_SELF;
 
 use crate::mm::guest;
+use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 use crate::pv::events::{self, errno};
 use crate::pv::pirq;
@@ -39,9 +40,7 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             guest::write_obj(arg, &s).map(|()| 0)
         }
         cmd::BIND_PIRQ => {
-            if !d.privileged {
-                return Err(Errno::EPERM);
-            }
+            policy::check(d, Action::PhysicalIrq)?;
             let mut s: BindPirq = guest::read_obj(arg)?;
             s.port = pirq::bind(d, s.pirq)?;
             guest::write_obj(arg, &s).map(|()| 0)

@@ -29,6 +29,7 @@ use alloc::vec::Vec;
 
 use super::continuation;
 use crate::mm::{self, frametable, guest};
+use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 
 /// Largest extent order accepted (2 MiB).
@@ -475,9 +476,7 @@ pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         // No pseudo-physical map was set for this domain (Linux then assumes one RAM range).
         cmd::MEMORY_MAP => Err(Errno::ENOSYS),
         cmd::MACHINE_MEMORY_MAP => {
-            if !d.privileged {
-                return Err(Errno::EPERM);
-            }
+            policy::check(d, Action::MachineMemoryMap)?;
             let m: MemoryMap = guest::read_obj(arg)?;
             let map = crate::host_memory_map();
             if (m.nr_entries as usize) < map.len() {

@@ -23,6 +23,7 @@ use super::continuation;
 use crate::arch::x86_64::{cpu, smp};
 use crate::mm::frametable::{self, DirectMem};
 use crate::mm::guest::{self, is_guest_range};
+use crate::policy::{self, Action};
 use crate::pv::domain::{Domain, Vcpu};
 
 /// Errno for a refused entry update, as Xen answers: a target frame the guest may not use in
@@ -53,8 +54,12 @@ fn dom(d: &Domain) -> u16 {
 fn check_foreigndom(d: &Domain, foreigndom: u64) -> Result<(), Errno> {
     let fd = (foreigndom & 0xffff) as u16;
     let pfd = (foreigndom >> 16) as u16;
-    let own = fd == DOMID_SELF || fd == dom(d) || (fd == DOMID_IO && d.privileged);
-    if !own || (pfd != 0 && pfd != dom(d) + 1) {
+    if fd == DOMID_IO {
+        policy::check(d, Action::IoMemory)?;
+    } else if fd != DOMID_SELF && fd != dom(d) {
+        return Err(Errno::ESRCH);
+    }
+    if pfd != 0 && pfd != dom(d) + 1 {
         return Err(Errno::ESRCH);
     }
     Ok(())
@@ -307,8 +312,8 @@ fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
         })
         .unwrap_or(Err(Errno::EINVAL)),
         ext::SET_LDT => super::descriptor::set_ldt(me, &mut d.this_vcpu().lock(), op.arg1, op.arg2),
-        ext::FLUSH_CACHE | ext::FLUSH_CACHE_GLOBAL if !d.privileged => Err(Errno::EACCES),
         ext::FLUSH_CACHE | ext::FLUSH_CACHE_GLOBAL => {
+            policy::check(d, Action::CacheFlush)?;
             cpu::wbinvd();
             Ok(())
         }

@@ -20,6 +20,7 @@ use xen_abi::xen::DOMID_SELF;
 use crate::arch::x86_64::ioapic;
 use crate::arch::x86_64::pci::Function;
 use crate::mm::guest::{self, is_guest_range};
+use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 use crate::pv::{msi, pirq};
 
@@ -44,7 +45,7 @@ pub(super) fn do_physdev_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             Ok(0)
         }
         cmd::PIRQ_EOI_GMFN_V1 | cmd::PIRQ_EOI_GMFN_V2 => Err(Errno::ENOSYS),
-        _ if !d.privileged => Err(Errno::EPERM),
+        _ if !policy::allows(d, Action::PhysicalIrq) => Err(Errno::EPERM),
         cmd::MAP_PIRQ => {
             let mut m: MapPirq = guest::read_obj(arg)?;
             own_domain(d, m.domid)?;

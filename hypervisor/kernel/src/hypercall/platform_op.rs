@@ -15,6 +15,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::arch::x86_64::{acpi, percpu};
 use crate::mm::{self, guest};
+use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 
 /// The union inside `xen_platform_op` starts here.
@@ -23,9 +24,7 @@ const UNION: usize = 8;
 const BDA_KBD_SHIFT_FLAGS: u64 = 0x417;
 
 pub(super) fn do_platform_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    if !d.privileged {
-        return Err(Errno::EPERM);
-    }
+    policy::check(d, Action::PlatformOp)?;
     let arg = a[0];
     let mut op: [u8; OP_SIZE] = guest::read_obj(arg)?;
     let word =

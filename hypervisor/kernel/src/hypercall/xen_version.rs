@@ -9,6 +9,7 @@ use xen_abi::version::{self, FeatureInfo, cmd};
 use xen_abi::xen::HYPERVISOR_VIRT_START;
 
 use crate::mm::guest::{self, GuestRange};
+use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 
 const MAJOR: u64 = 4;
@@ -61,9 +62,7 @@ pub(super) fn do_xen_version(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         }
         cmd::PAGESIZE => Ok(4096),
         cmd::COMMANDLINE => {
-            if !d.privileged {
-                return Err(Errno::EPERM);
-            }
+            policy::check(d, Action::ReadCommandLine)?;
             put_str(
                 arg,
                 version::COMMANDLINE_LEN,

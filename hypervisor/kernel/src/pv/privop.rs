@@ -24,6 +24,7 @@ use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::spec_ctrl;
 use crate::mm::guest::GuestRange;
+use crate::policy::{self, Action};
 
 /// What became of a trapping instruction.
 pub enum Outcome {
@@ -152,7 +153,7 @@ fn kernel_only(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame, op: Decoded) -> Resu
             }
         }
         Decoded::Clts => cpu::clear_ts(),
-        Decoded::Wbinvd if d.privileged => cpu::wbinvd(),
+        Decoded::Wbinvd if policy::allows(d, Action::CacheFlush) => cpu::wbinvd(),
         Decoded::Wbinvd => {} // nothing of its own could be stale in a cache
         Decoded::Xsetbv => {
             let value = (f.rdx << 32) | (f.rax & 0xffff_ffff);

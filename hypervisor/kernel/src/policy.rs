@@ -1,0 +1,68 @@
+//! Who may do what: every privilege decision Hestia makes about a domain, in one place.
+//!
+//! Xen routes these through XSM; its default ("dummy") policy gives each operation an action
+//! class (`xen/include/xsm/dummy.h`): `XSM_PRIV` for the control domain, hardware access for
+//! the hardware domain, or a resource permission (`cache_flush_permitted`,
+//! `irq_access_permitted`). Hestia has one policy, Xen's default, so [`allows`] is a plain
+//! match; the callers never test a domain's rights themselves. Rights are capabilities of the
+//! domain ([`Domain::privileged`] today: dom0 holds both the hardware and the control rights),
+//! never a domain id.
+//!
+//! [`check`] gives the error Xen 4.17 returns when it refuses the action: XSM's `-EPERM`, or
+//! the caller's own code where Xen's check is not XSM's (`-EACCES` for a cache flush, `-ESRCH`
+//! for a foreign domain the caller may not name).
+
+use xen_abi::errno::Errno;
+
+use crate::pv::domain::Domain;
+
+/// An operation that needs a right.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `platform_op` (`xsm_platform_op`, `XSM_PRIV`).
+    PlatformOp,
+    /// `console_io` on Hestia's console (`xsm_console_io`: `XSM_PRIV` in release builds).
+    ConsoleIo,
+    /// `XENVER_commandline` (`xsm_xen_version`: `XSM_PRIV` for it).
+    ReadCommandLine,
+    /// `XENMEM_machine_memory_map` (`xsm_machine_memory_map`, `XSM_PRIV`).
+    MachineMemoryMap,
+    /// Physical interrupts: `EVTCHNOP_bind_pirq` and the `physdev_op`s that map, route or
+    /// program them (the hardware domain holds every IRQ).
+    PhysicalIrq,
+    /// Naming `DOMID_IO` as the foreign domain of an MMU update: mapping I/O memory by machine
+    /// address.
+    IoMemory,
+    /// `WBINVD` and `MMUEXT_FLUSH_CACHE(_GLOBAL)` (`cache_flush_permitted`: a domain that
+    /// drives devices).
+    CacheFlush,
+    /// The platform devices Hestia shares with the hardware domain by emulation: PCI
+    /// configuration space through ports 0xCF8/0xCFC, the RTC's index and data ports.
+    PlatformDevices,
+}
+
+/// True if `caller` may do `action`.
+pub fn allows(caller: &Domain, action: Action) -> bool {
+    match action {
+        Action::PlatformOp
+        | Action::ConsoleIo
+        | Action::ReadCommandLine
+        | Action::MachineMemoryMap
+        | Action::PhysicalIrq
+        | Action::IoMemory
+        | Action::CacheFlush
+        | Action::PlatformDevices => caller.privileged,
+    }
+}
+
+/// `Ok` if `caller` may do `action`, else the error Xen gives.
+pub fn check(caller: &Domain, action: Action) -> Result<(), Errno> {
+    if allows(caller, action) {
+        return Ok(());
+    }
+    Err(match action {
+        Action::CacheFlush => Errno::EACCES,
+        Action::IoMemory => Errno::ESRCH,
+        _ => Errno::EPERM,
+    })
+}
