@@ -28,9 +28,16 @@
 //! entry). So no guest instruction runs on an L4 entry older than the last flush.
 //!
 //! Default, as Xen's `xpti=`: on where the CPU is vulnerable (not AMD or Hygon, no
-//! `RDCL_NO`), per kind of domain. Only dom0 exists so far, so dom0's choice decides whether
-//! the CPUs build restricted tables; domUs will choose per domain when they arrive. No PCID:
-//! every switch flushes the TLB, the cost `cargo xtask bench` shows.
+//! `RDCL_NO`, `hestia_core::spec_ctrl::meltdown`), per kind of domain. Only dom0 exists so
+//! far, so dom0's choice decides whether the CPUs build restricted tables; the domU choice is
+//! logged but waits for domUs, which will pick per domain (the root to use then belongs to the
+//! vCPU being run, not to the CPU). No PCID: every switch flushes the TLB, the cost
+//! `cargo xtask bench` shows.
+//!
+//! Known limit: a fault inside Hestia's few exit-path instructions that run on the restricted
+//! tables (a Hestia bug; only the IRETQ's own faults are expected there) cannot reach
+//! `dispatch`, which is not mapped; it ends as a double fault on its IST stack, whose report
+//! shows the nested faults rather than the first one (Xen switches CR3 in every entry).
 
 use core::sync::atomic::{AtomicBool, Ordering, fence};
 
