@@ -22,7 +22,7 @@ use xen_abi::xen::MACH2PHYS_VIRT_START;
 use super::phys_to_virt;
 
 use crate::arch::x86_64::paging::{Access, PageSize};
-use crate::arch::x86_64::{cpu, tsc};
+use crate::arch::x86_64::{cpu, smp, tsc};
 
 static FRAMES: spin::Mutex<Option<FrameTable<'static>>> = spin::Mutex::new(None);
 /// Frames covered by the frame table and the M2P.
@@ -179,45 +179,96 @@ pub fn set_m2p(mfn: u64, pfn: u64) -> bool {
     true
 }
 
-/// The longest the frame-table lock was held, in TSC ticks (debug key `m`).
-static LONGEST_HOLD: AtomicU64 = AtomicU64::new(0);
+/// The longest of some duration under the frame-table lock, and where in Hestia the lock was
+/// taken for it (debug key `m`). Atomics, not a lock: the serial interrupt reads them, maybe
+/// while this CPU writes them.
+struct Longest {
+    ticks: AtomicU64,
+    at: AtomicPtr<core::panic::Location<'static>>,
+}
 
-/// Where the longest hold was taken (debug key `m`), a `&'static Location` or null. An
-/// atomic, not a lock: the serial interrupt reads it, maybe while this CPU writes it.
-static LONGEST_HOLDER: AtomicPtr<core::panic::Location<'static>> =
-    AtomicPtr::new(core::ptr::null_mut());
+impl Longest {
+    const fn new() -> Self {
+        Longest {
+            ticks: AtomicU64::new(0),
+            at: AtomicPtr::new(core::ptr::null_mut()),
+        }
+    }
+
+    fn record(&self, ticks: u64, at: &'static core::panic::Location<'static>) {
+        // A plain load first: the shared cache line is written only for a new longest.
+        if ticks > self.ticks.load(Ordering::Relaxed)
+            && self.ticks.fetch_max(ticks, Ordering::Relaxed) < ticks
+        {
+            let at: *const core::panic::Location<'static> = at;
+            self.at.store(at.cast_mut(), Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self) -> (u64, Option<&'static core::panic::Location<'static>>) {
+        let at = self.at.load(Ordering::Relaxed);
+        // SAFETY: the pointer is null or came from `Location::caller()`, a `&'static Location`.
+        let at = unsafe { at.as_ref() };
+        (tsc::ticks_to_ns(self.ticks.load(Ordering::Relaxed)), at)
+    }
+}
+
+/// The longest hold of the frame-table lock.
+static LONGEST_HOLD: Longest = Longest::new();
+/// The longest hold not counting the time spent waiting for other CPUs to flush their TLBs:
+/// the work done under the lock, which is what its chunking bounds.
+static LONGEST_WORK: Longest = Longest::new();
 
 /// Runs `f` on the frame table with the direct-map memory accessor.
 #[track_caller]
 pub fn with<R>(f: impl FnOnce(&mut FrameTable, &mut DirectMem) -> R) -> Option<R> {
     let mut ft = FRAMES.lock();
-    let start = cpu::rdtsc();
+    let (start, waited) = (cpu::rdtsc(), smp::flush_wait_ticks());
     let r = ft.as_mut().map(|ft| f(ft, &mut DirectMem));
     let held = cpu::rdtsc().wrapping_sub(start);
+    let waited = smp::flush_wait_ticks().wrapping_sub(waited);
     drop(ft);
-    // A plain load first: the shared cache line is written only for a new longest hold.
-    if held > LONGEST_HOLD.load(Ordering::Relaxed)
-        && LONGEST_HOLD.fetch_max(held, Ordering::Relaxed) < held
-    {
-        let at: *const core::panic::Location<'static> = core::panic::Location::caller();
-        LONGEST_HOLDER.store(at.cast_mut(), Ordering::Relaxed);
-    }
+    let at = core::panic::Location::caller();
+    LONGEST_HOLD.record(held, at);
+    LONGEST_WORK.record(held.saturating_sub(waited), at);
     r
 }
 
-/// The longest the frame-table lock was held since [`reset_longest_hold`], in nanoseconds,
-/// and where in Hestia it was taken.
-pub fn longest_hold() -> (u64, Option<&'static core::panic::Location<'static>>) {
-    let at = LONGEST_HOLDER.load(Ordering::Relaxed);
-    // SAFETY: the pointer is null or came from `Location::caller()`, a `&'static Location`.
-    let at = unsafe { at.as_ref() };
-    (tsc::ticks_to_ns(LONGEST_HOLD.load(Ordering::Relaxed)), at)
+/// The longest holds of the frame-table lock since [`reset_longest_hold`]; displayed as one
+/// line: the longest hold and the longest work under the lock, each with where it was taken.
+pub struct LongestHolds {
+    hold: (u64, Option<&'static core::panic::Location<'static>>),
+    work: (u64, Option<&'static core::panic::Location<'static>>),
+}
+
+impl core::fmt::Display for LongestHolds {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let part = |f: &mut core::fmt::Formatter<'_>,
+                    (ns, at): (u64, Option<&core::panic::Location<'_>>)| {
+            let (file, line) = at.map_or(("-", 0), |l| (l.file(), l.line()));
+            write!(f, "{} us ({file}:{line})", ns / 1000)
+        };
+        f.write_str("held at most ")?;
+        part(f, self.hold)?;
+        f.write_str(", at most ")?;
+        part(f, self.work)?;
+        f.write_str(" not counting waits for other CPUs' TLB flushes")
+    }
+}
+
+/// The longest holds of the frame-table lock since [`reset_longest_hold`].
+pub fn longest_hold() -> LongestHolds {
+    LongestHolds {
+        hold: LONGEST_HOLD.get(),
+        work: LONGEST_WORK.get(),
+    }
 }
 
 /// Starts measuring the longest hold afresh (when guests start: building dom0 holds the lock
 /// as long as it needs).
 pub fn reset_longest_hold() {
-    LONGEST_HOLD.store(0, Ordering::Relaxed);
+    LONGEST_HOLD.ticks.store(0, Ordering::Relaxed);
+    LONGEST_WORK.ticks.store(0, Ordering::Relaxed);
 }
 
 /// Page-table entries validated or dropped per hold of the frame-table lock: a few

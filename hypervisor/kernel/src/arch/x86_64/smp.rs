@@ -354,6 +354,14 @@ static GUEST_CPUS: AtomicU64 = AtomicU64::new(0);
 /// TLB shootdown requests so far, and each CPU's last one done.
 static FLUSH_GEN: AtomicU64 = AtomicU64::new(0);
 static FLUSH_DONE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// TSC ticks each CPU has spent waiting for the others to flush (their NMIs may be late when
+/// they run under an emulator that does not schedule them).
+static FLUSH_WAIT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// TSC ticks this CPU has spent so far waiting in [`flush_guest_tlbs`] for other CPUs.
+pub fn flush_wait_ticks() -> u64 {
+    FLUSH_WAIT[percpu::current_index() as usize].load(Ordering::Relaxed)
+}
 
 /// This CPU is about to run guest code.
 pub fn mark_runs_guest() {
@@ -380,11 +388,13 @@ pub fn flush_guest_tlbs() {
             apic::send_ipi(p.apic_id, Delivery::Nmi);
         }
     }
+    let start = cpu::rdtsc();
     for i in targets {
         while FLUSH_DONE[i as usize].load(Ordering::Acquire) < generation {
             core::hint::spin_loop();
         }
     }
+    FLUSH_WAIT[me as usize].fetch_add(cpu::rdtsc().wrapping_sub(start), Ordering::Relaxed);
 }
 
 /// In the NMI handler: flushes this CPU's TLB if a shootdown is outstanding (true if so).
