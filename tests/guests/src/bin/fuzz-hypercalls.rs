@@ -680,14 +680,16 @@ const INSNS: &[&[u8]] = &[
     b"\x0f\x01\xd0",                     // xgetbv
     b"\xcc",                             // int3
     b"\xf1",                             // int1
-    b"\xcd\x80",                         // int $0x80
+    b"\xcd\x80",                         // int $0x80 (no gate: #GP)
+    b"\xcd\x20",                         // int $0x20 (a DPL 3 gate: bounced)
+    b"\xcd\x21",                         // int $0x21 (a DPL 0 gate: #GP)
     b"\xcd\x03",                         // int $3 (long form)
     b"\x0f\x0b",                         // ud2
     b"\x0f\x05",                         // syscall (a hypercall from here)
     b"\x48\x8b\x04\x25\x00\x00\x00\x00", // mov 0, %rax
 ];
 
-/// Writes an emulated instruction (with/// Writes an emulated instruction (with random prefixes) so that it ends at or straddles the
+/// Writes an emulated instruction (with random prefixes) so that it ends at or straddles the
 /// end of a page, then runs it: the page after is unmapped, mapped with `ret`, or (on the edge
 /// page) the canonical hole. The fixed chain maps these pages for good (no request names its
 /// tables or frames), so plain stores reach them.
@@ -1053,8 +1055,20 @@ fn do_traps(r: &mut Rng, b: &mut Bufs) -> i64 {
     trap_table(r, &mut b.traps);
     let rc = hypercall(nr::SET_TRAP_TABLE, ptr_or_wild(r, &b.traps), 0, 0, 0, 0);
     // Back to the real table before any exception can use the mutated one.
-    hypercall(nr::SET_TRAP_TABLE, trap_table_address(), 0, 0, 0, 0);
+    reset_traps();
     rc
+}
+
+/// Installs exactly the runtime's trap table with [`handler`]. `set_trap_table` only
+/// overwrites the vectors a table lists (as Xen's), so the whole virtual IDT is cleared first:
+/// a vector that only a mutated table (or vCPU 1's mutated starting context) named would keep
+/// its fuzzed gate. One such gate, `int $0x80` with DPL 3 on an error-code stub, made the stub
+/// read the software interrupt's frame (which has no error code) one word off, and its `iret`
+/// return with RFLAGS as CS and RSP as RFLAGS: an endless #GP on a null code selector (seeds
+/// 0x699447fa and 0x617e507e).
+fn reset_traps() {
+    hypercall(nr::SET_TRAP_TABLE, 0, 0, 0, 0, 0);
+    install_traps(handler);
 }
 
 fn do_descriptors(r: &mut Rng, b: &mut Bufs) -> i64 {
@@ -1279,7 +1293,7 @@ fn ap_stack_top() -> u64 {
 }
 
 extern "C" fn secondary() -> ! {
-    install_traps(handler);
+    reset_traps();
     let seed = SEED.load(SeqCst) ^ 0x9e37_79b9_7f4a_7c15;
     stream(seed, CALLS.load(SeqCst), &V1_CALLS);
     V1_DONE.store(true, SeqCst);
@@ -1305,7 +1319,7 @@ fn arg(si: &StartInfo, key: &str) -> Option<u64> {
 
 fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
-    install_traps(handler);
+    reset_traps();
     // SAFETY: RDTSC only reads the time-stamp counter.
     let seed = arg(si, "seed").unwrap_or_else(|| unsafe { core::arch::x86_64::_rdtsc() });
     let calls = arg(si, "calls").unwrap_or(1_000_000);
