@@ -912,8 +912,18 @@ fn do_uva(r: &mut Rng, b: &mut Bufs) -> i64 {
     let va = if r.pct(90) {
         SB_VA + (r.below(4 << 21) & !0xfff)
     } else {
-        // Unused pages of the fixed chain (never its code pages), the upper half, nonsense.
-        r.pick(&[b_va(503), b_va(510), 0xffff_8800_0000_0000, r.wild()])
+        // Unused pages of the fixed chain, the upper half, nonsense. Never the chain's probe
+        // pages (code pages, the pages after them, the edge page): `wild` includes
+        // 0x7fff_ffff_ffff, and remapping the edge page left the next edge probe's plain
+        // stores faulting (Xen, too, lets a guest remap any page of its own tables).
+        let w = r.wild();
+        let probe_pages = b_va(CODE_PAGE[0])..b_va(EDGE_PAGE) + 4096;
+        let w = if probe_pages.contains(&w) {
+            b_va(510)
+        } else {
+            w
+        };
+        r.pick(&[b_va(503), b_va(510), 0xffff_8800_0000_0000, w])
     };
     b.mask = r.pick(&[1, 2, 3]);
     // Remote flushes (UVMF_ALL, a vCPU mask) are slow: rarely.
