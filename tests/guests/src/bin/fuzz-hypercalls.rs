@@ -399,6 +399,13 @@ fn entry(r: &mut Rng) -> u64 {
             _ => {}
         }
     }
+    // The sandbox's frames are contiguous: a flipped address bit of one of them often names a
+    // frame of the fixed chain, which no request may name (a chain table mapped read-only
+    // somewhere is a ptwr target; a code page's next page, typed as a table, can no longer
+    // be mapped for probes). Such an entry keeps its original frame.
+    if (L3B..DATA).any(|s| sb(s) == (e & ADDR) >> 12) {
+        e = (e & !ADDR) | mfn << 12;
+    }
     e
 }
 
