@@ -759,7 +759,7 @@ fn emulation_probe(r: &mut Rng) {
     } else {
         page_va + 4096
     };
-    poke(start, end, buf[..n].iter().chain(&[0xc3]));
+    poke(start, end, buf[..n].iter().copied().chain([0xc3]));
     // Registers: CPUID leaves, MSRs and ports that exist; a syscall from there is xen_version.
     let rax = if insn == b"\x0f\x05" {
         u64::from(nr::XEN_VERSION)
@@ -792,7 +792,7 @@ fn emulation_probe(r: &mut Rng) {
     let t0 = tsc();
     run_code(start, rax, rcx, rdx);
     let took = tsc().wrapping_sub(t0);
-    poke(start, end, [INT3; 25].iter());
+    poke(start, end, core::iter::repeat_n(INT3, n + 1));
     if took > LONGEST_PROBE[v][0].load(SeqCst) {
         LONGEST_PROBE[v][0].store(took, SeqCst);
         let mut bytes = [0u8; 8];
@@ -812,8 +812,8 @@ fn emulation_probe(r: &mut Rng) {
 const INT3: u8 = 0xcc;
 
 /// Writes `bytes` from `start` on, up to `end` (the end of the mapped probe pages).
-fn poke<'a>(start: u64, end: u64, bytes: impl Iterator<Item = &'a u8>) {
-    for (va, &byte) in (start..end).zip(bytes) {
+fn poke(start: u64, end: u64, bytes: impl Iterator<Item = u8>) {
+    for (va, byte) in (start..end).zip(bytes) {
         // SAFETY: `va` is in this vCPU's code page, the page after it while mapped, or the
         // edge page while this vCPU holds it; all map sandbox frames nothing else uses.
         unsafe { core::ptr::write_volatile(va as *mut u8, byte) };
@@ -1306,7 +1306,7 @@ fn stream(seed: u64, calls: u64) {
             94..=96 => 10,
             _ => 11,
         };
-        LAST_CLASS[vcpu()].store(class as u64, SeqCst);
+        LAST_CLASS[v].store(class as u64, SeqCst);
         let t0 = tsc();
         let rc = match class {
             0 => do_mmu(&mut r, &mut b),
@@ -1427,7 +1427,7 @@ fn test(si: &StartInfo) -> Verdict {
         CODE_PAGE[1] + 1,
         EDGE_PAGE,
     ] {
-        poke(b_va(page), b_va(page) + 4096, [INT3; 4096].iter());
+        poke(b_va(page), b_va(page) + 4096, core::iter::repeat(INT3));
     }
     // vCPU 1: mutated contexts first (refused, or accepted once), then the clean one.
     let mut r = Rng::new(seed ^ 0x5151);
