@@ -90,10 +90,8 @@ pub struct FuzzArgs {
     pub known: bool,
 }
 
-/// The seed `cargo xtask test` fuzzes with unless given one. Random seeds belong to `cargo
-/// xtask fuzz`: some still end in the fuzz guest crashing itself (a #GP on a null code
-/// selector after an emulation probe, under investigation; see docs/security.md), which a test
-/// run must not turn into a coin toss.
+/// The seed `cargo xtask test` fuzzes with unless given one, so that a test run passes or
+/// fails the same way each time. Random seeds belong to `cargo xtask fuzz`.
 pub const CI_FUZZ_SEED: u64 = 0x530c_bf60;
 
 /// Calls per second the fuzz guest manages under TCG (measured: see the fuzz scenario), for
