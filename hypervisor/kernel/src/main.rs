@@ -13,6 +13,7 @@ extern crate alloc;
 mod arch;
 mod bootinfo;
 mod console;
+mod domain;
 mod drivers;
 mod hypercall;
 mod mm;
@@ -383,7 +384,12 @@ extern "C" fn continue_boot(info: u64) -> ! {
         [kernel, rest @ ..] => {
             let vcpus = dom0_vcpus(&opts);
             match pv::builder::build_dom0(kernel, rest.first(), &|| dom0_pages(&opts), vcpus) {
-                Ok(d) => pv::run(Box::leak(Box::new(d))),
+                Ok(d) => match domain::insert(d) {
+                    Ok(d) => pv::run(d),
+                    Err(e) => fatal_boot(format_args!(
+                        "dom0: cannot enter it in the domain table: {e:?}"
+                    )),
+                },
                 // As Xen: a dom0 that cannot be built is fatal.
                 Err(e) => fatal_boot(format_args!("{e}")),
             }

@@ -15,20 +15,12 @@ use xen_abi::event_channel::{
 };
 use xen_abi::xen::DOMID_SELF;
 
+use crate::domain;
 use crate::mm::guest;
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 use crate::pv::events::{self, errno};
 use crate::pv::pirq;
-
-/// `dom` fields name the caller itself (other domains need privilege and a toolstack).
-fn self_dom(d: &Domain, dom: u16) -> Result<(), Errno> {
-    if dom == DOMID_SELF || dom == d.id.0 {
-        Ok(())
-    } else {
-        Err(Errno::ESRCH)
-    }
-}
 
 pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     let (cmd, arg) = (a[0] as u32, a[1]);
@@ -52,7 +44,7 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
         }
         cmd::ALLOC_UNBOUND => {
             let mut s: AllocUnbound = guest::read_obj(arg)?;
-            self_dom(d, s.dom)?;
+            domain::only_self(d, s.dom)?;
             let remote = if s.remote_dom == DOMID_SELF {
                 d.id.0
             } else {
@@ -97,7 +89,7 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
         }
         cmd::STATUS => {
             let mut s: Status = guest::read_obj(arg)?;
-            self_dom(d, s.dom)?;
+            domain::only_self(d, s.dom)?;
             let (state, vcpu) = d.evtchn.lock().port(s.port).ok_or(Errno::EINVAL)?;
             s.status = state.status();
             s.vcpu = vcpu;

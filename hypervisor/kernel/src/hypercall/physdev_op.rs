@@ -15,10 +15,10 @@ use xen_abi::physdev::{
     Apic, Eoi, IrqStatusQuery, MapPirq, SetIobitmap, SetIopl, SetupGsi, UnmapPirq,
     XENIRQSTAT_NEEDS_EOI, cmd, map_type,
 };
-use xen_abi::xen::DOMID_SELF;
 
 use crate::arch::x86_64::ioapic;
 use crate::arch::x86_64::pci::Function;
+use crate::domain;
 use crate::mm::guest::{self, is_guest_range};
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
@@ -48,7 +48,7 @@ pub(super) fn do_physdev_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         _ if !policy::allows(d, Action::PhysicalIrq) => Err(Errno::EPERM),
         cmd::MAP_PIRQ => {
             let mut m: MapPirq = guest::read_obj(arg)?;
-            own_domain(d, m.domid)?;
+            domain::only_self(d, m.domid)?;
             let wanted = (m.pirq as i32 >= 0).then_some(m.pirq);
             m.pirq = match m.ty {
                 map_type::GSI => pirq::map_gsi(d, m.index, wanted)?,
@@ -72,7 +72,7 @@ pub(super) fn do_physdev_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         }
         cmd::UNMAP_PIRQ => {
             let u: UnmapPirq = guest::read_obj(arg)?;
-            own_domain(d, u.domid)?;
+            domain::only_self(d, u.domid)?;
             pirq::unmap(d, u.pirq).map(|()| 0)
         }
         cmd::GET_FREE_PIRQ => {
@@ -125,15 +125,5 @@ pub(super) fn do_physdev_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             Ok(0)
         }
         _ => Err(Errno::ENOSYS),
-    }
-}
-
-/// `domid` fields of PIRQ operations: the caller itself (mapping for other domains needs a
-/// toolstack).
-fn own_domain(d: &Domain, domid: u16) -> Result<(), Errno> {
-    if domid == DOMID_SELF || domid == d.id.0 {
-        Ok(())
-    } else {
-        Err(Errno::ESRCH)
     }
 }

@@ -29,22 +29,23 @@ use xen_abi::sched::reason;
 
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::{cpu, trap};
+use crate::domain::DomainRef;
 use domain::{Domain, this_vcpu_id};
 
 /// The domain running on this machine (dom0; one domain until M3).
-static CURRENT: spin::Once<&'static Domain> = spin::Once::new();
+static CURRENT: spin::Once<DomainRef> = spin::Once::new();
 
 /// The running domain.
 pub fn current() -> Option<&'static Domain> {
-    CURRENT.get().copied()
+    CURRENT.get().map(|d| &**d)
 }
 
 /// Starts dom0's vCPU 0 on this CPU; never returns.
-pub fn run(d: &'static Domain) -> ! {
+pub fn run(d: DomainRef) -> ! {
     // As on every path into a guest: no interrupt from here on, so no timer callback can
     // spin on a vCPU lock held below (the guest runs with interrupts on after the IRET).
     crate::arch::x86_64::cpu::disable_interrupts();
-    CURRENT.call_once(|| d);
+    let d: &'static Domain = CURRENT.call_once(|| d);
     crate::mm::frametable::reset_longest_hold();
     let (regs, cr3) = {
         let v = d.this_vcpu().lock();
@@ -67,12 +68,22 @@ pub fn run(d: &'static Domain) -> ! {
     crate::arch::x86_64::pventer::enter(&regs, cr3, 0)
 }
 
-/// Describes the running domain (debug key `q`).
+/// Describes every domain (debug key `q`).
 pub fn dump(w: &mut dyn Write) {
-    let Some(d) = current() else {
-        let _ = writeln!(w, "No domains.");
-        return;
-    };
+    match crate::domain::try_all() {
+        None => {
+            let _ = writeln!(w, "The domain table is busy; try again.");
+        }
+        Some(all) if all.is_empty() => {
+            let _ = writeln!(w, "No domains.");
+        }
+        Some(all) => all.iter().for_each(|d| dump_domain(w, d)),
+    }
+    crate::hypercall::dump(w);
+}
+
+/// Describes one domain and its vCPUs.
+fn dump_domain(w: &mut dyn Write, d: &Domain) {
     let _ = writeln!(
         w,
         "{}: {} pages, shared_info mfn {:#x}, {}{}{}",
@@ -123,7 +134,6 @@ pub fn dump(w: &mut dyn Write) {
             }
         }
     }
-    crate::hypercall::dump(w);
 }
 
 /// Sets the wallclock (`XENPF_settime*`): `secs`.`nsecs` is the time of day at system time

@@ -149,7 +149,7 @@ pub fn eoi(d: &Domain, pirq: u32) -> Result<(), Errno> {
 
 /// An interrupt on a line routed for dom0 (from the IOAPIC handler table).
 fn interrupt(gsi: u32) {
-    let Some(d) = super::current() else {
+    let Some(d) = crate::domain::hardware_domain() else {
         ioapic::set_masked(gsi, true);
         return;
     };
