@@ -374,8 +374,7 @@ pub fn mark_runs_guest() {
 /// even where interrupts are off (a CPU spinning on a lock this one holds), and flush in the
 /// NMI handler ([`flush_on_nmi`]).
 pub fn flush_guest_tlbs() {
-    cpu::write_cr3_reload();
-    super::xpti::flushed_here();
+    flush_this_cpu();
     let me = percpu::current_index();
     let others = GUEST_CPUS.load(Ordering::Acquire) & !(1 << me);
     if others == 0 {
@@ -397,13 +396,18 @@ pub fn flush_guest_tlbs() {
     FLUSH_WAIT[me as usize].fetch_add(cpu::rdtsc().wrapping_sub(start), Ordering::Relaxed);
 }
 
+/// Drops this CPU's guest translations: its TLB, and (XPTI) its copy of the guest's L4.
+fn flush_this_cpu() {
+    cpu::write_cr3_reload();
+    super::xpti::flushed_here();
+}
+
 /// In the NMI handler: flushes this CPU's TLB if a shootdown is outstanding (true if so).
 pub fn flush_on_nmi() -> bool {
     let index = percpu::this_cpu().index as usize;
     let generation = FLUSH_GEN.load(Ordering::Acquire);
     if FLUSH_DONE[index].load(Ordering::Acquire) < generation {
-        cpu::write_cr3_reload();
-        super::xpti::flushed_here();
+        flush_this_cpu();
         FLUSH_DONE[index].store(generation, Ordering::Release);
         return true;
     }
