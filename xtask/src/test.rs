@@ -173,7 +173,7 @@ pub fn run(filter: Option<&str>, accel: Accel, fuzz: FuzzArgs) -> Result<()> {
         .into_iter()
         .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
     {
-        let is_fuzz = s.name.starts_with("fuzz-");
+        let is_fuzz = s.dom0.is_some_and(|d| d.starts_with("fuzz-"));
         let mut s = s;
         let guest_cmdline = if is_fuzz {
             format!("{} {}", s.dom0_cmdline, fuzz.cmdline())
