@@ -47,7 +47,6 @@ pub fn insert(d: Domain) -> Result<DomainRef, Errno> {
     }
     let d = DomainRef(Arc::new(d));
     t.insert(d.id.0, d.0.clone());
-    drop(t);
     if hardware {
         HARDWARE.call_once(|| d.clone());
     }

@@ -23,11 +23,12 @@ use xen_abi::memory::{
     MemoryReservation, cmd, memf,
 };
 use xen_abi::mmu::INVALID_M2P_ENTRY;
-use xen_abi::xen::{DOMID_SELF, MACH2PHYS_VIRT_START};
+use xen_abi::xen::MACH2PHYS_VIRT_START;
 
 use alloc::vec::Vec;
 
 use super::continuation;
+use crate::domain;
 use crate::mm::{self, frametable, guest};
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
@@ -38,14 +39,6 @@ const MAX_ORDER: u32 = 9;
 /// `MEMOP_EXTENT_SHIFT`, internal to the hypervisor).
 const EXTENT_SHIFT: u32 = 6;
 
-fn check_self(d: &Domain, domid: u16) -> Result<(), Errno> {
-    if domid == DOMID_SELF || domid == d.id.0 {
-        Ok(())
-    } else {
-        Err(Errno::ESRCH)
-    }
-}
-
 /// A checked `xen_memory_reservation`: extent list, count, order and address limit.
 struct Reservation {
     extents: u64,
@@ -55,7 +48,7 @@ struct Reservation {
 }
 
 fn parse_reservation(d: &Domain, r: MemoryReservation) -> Result<Reservation, Errno> {
-    check_self(d, r.domid)?;
+    domain::only_self(d, r.domid)?;
     if r.extent_order > MAX_ORDER {
         return Err(Errno::EINVAL);
     }
@@ -280,7 +273,7 @@ impl Exchange {
         if !in_list_ok || !list_in_guest(out_list, out_first, out_nr) {
             return Err(Errno::EFAULT);
         }
-        check_self(d, x.r#in.domid)?;
+        domain::only_self(d, x.r#in.domid)?;
         Ok(Some(Exchange {
             input: (in_list, in_nr, in_order),
             output: (out_list, out_order),
@@ -445,7 +438,7 @@ pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::MAXIMUM_RAM_PAGE => Ok(frametable::nr_frames()),
         cmd::CURRENT_RESERVATION | cmd::MAXIMUM_RESERVATION | cmd::MAXIMUM_GPFN => {
             let MemoryDomain { domid } = guest::read_obj(arg)?;
-            check_self(d, domid)?;
+            domain::only_self(d, domid)?;
             Ok(match cmd {
                 cmd::CURRENT_RESERVATION => d.tot_pages.load(Ordering::Acquire),
                 cmd::MAXIMUM_RESERVATION => d.max_pages,

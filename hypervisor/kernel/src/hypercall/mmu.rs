@@ -16,11 +16,12 @@
 use hestia_core::pv_mm::{MmError, PageType, PtMemory, pte};
 use xen_abi::errno::Errno;
 use xen_abi::mmu::{MMU_UPDATE_PREEMPTED, MmuUpdate, MmuextOp, ext, update, uvmf};
-use xen_abi::xen::{DOMID_IO, DOMID_SELF, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
+use xen_abi::xen::{DOMID_IO, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::continuation;
 use crate::arch::x86_64::{cpu, smp};
+use crate::domain;
 use crate::mm::frametable::{self, DirectMem};
 use crate::mm::guest::{self, is_guest_range};
 use crate::policy::{self, Action};
@@ -56,8 +57,8 @@ fn check_foreigndom(d: &Domain, foreigndom: u64) -> Result<(), Errno> {
     let pfd = (foreigndom >> 16) as u16;
     if fd == DOMID_IO {
         policy::check(d, Action::IoMemory)?;
-    } else if fd != DOMID_SELF && fd != dom(d) {
-        return Err(Errno::ESRCH);
+    } else {
+        domain::only_self(d, fd)?;
     }
     if pfd != 0 && pfd != dom(d) + 1 {
         return Err(Errno::ESRCH);

@@ -17,8 +17,6 @@ use super::domain::Vcpu;
 use crate::arch::x86_64::cpu::{self, msr};
 use crate::arch::x86_64::spec_ctrl;
 
-/// IA32_PRED_CMD (write-only: reads raise #GP, as on Xen).
-const PRED_CMD: u32 = 0x49;
 /// IA32_TIME_STAMP_COUNTER.
 const TSC: u32 = 0x10;
 /// IA32_BIOS_SIGN_ID (Intel microcode revision) / AMD PATCH_LEVEL.
@@ -128,7 +126,7 @@ pub fn write(v: &mut Vcpu, index: u32, value: u64) -> Result<(), Errno> {
         // MISC_ENABLE); any change is refused.
         msr::EFER | MISC_ENABLE if read(v, index) == Ok(value) => return Ok(()),
         // An IBPB, when the guest's CPUID offers it (SPEC_CTRL is not offered: #GP).
-        PRED_CMD => return spec_ctrl::guest_write_pred_cmd(value),
+        spec_ctrl::PRED_CMD => return spec_ctrl::guest_write_pred_cmd(value),
         // Intel's "write 0, then CPUID" to latch the microcode revision: nothing to latch.
         UCODE_REV if value == 0 => return Ok(()),
         // Clearing the machine-check state; bank controls are kept (and change nothing).

@@ -97,7 +97,7 @@ fn test(_si: &StartInfo) -> Verdict {
         check!(
             failed,
             present <= allowed,
-            "{present} pages of {start:#x} +{len:#x} are mapped while the guest runs              (at most {allowed} expected)"
+            "{present} pages of {start:#x} +{len:#x} are mapped while the guest runs (at most {allowed} expected)"
         );
     }
     let m2p = probe(MACH2PHYS_VIRT_START);
