@@ -121,6 +121,28 @@ pub const SMEP_SMAP_CPU: &str = "qemu64,+smep,+smap";
 /// Marker of the end of boot.
 pub const READY_MARKER: &str = "Hestia ready:";
 
+/// A 4-way parallel job in dom0, then each vCPU's user time from /proc/stat.
+const FOUR_WAY_JOB: &[(&str, &str)] = &[
+    (
+        DOM0_PROMPT,
+        "for i in 1 2 3 4; do (timeout 3 yes > /dev/null &); done; sleep 5; \
+         awk '/^cpu[0-9]/ {print \"busy\", $1, ($2 > 50 ? \"yes\" : \"no\")}' \
+         /proc/stat\n",
+    ),
+    (DOM0_PROMPT, "poweroff\n"),
+];
+
+/// What [`FOUR_WAY_JOB`] prints when dom0 has 4 vCPUs that all took part.
+const FOUR_BUSY_VCPUS: &[&str] = &[
+    "hestia-dom0: Linux",
+    "4 CPUs",
+    "busy cpu0 yes",
+    "busy cpu1 yes",
+    "busy cpu2 yes",
+    "busy cpu3 yes",
+    POWEROFF_MARKER,
+];
+
 const DEFAULT: Scenario = Scenario {
     name: "",
     firmware: Firmware::Bios,
@@ -779,26 +801,20 @@ fn base() -> Vec<Scenario> {
             // every one of them busy (user time on each in /proc/stat).
             smp: 4,
             hv_cmdline: "dom0_max_vcpus=4",
-            input: &[
-                (
-                    DOM0_PROMPT,
-                    "for i in 1 2 3 4; do (timeout 3 yes > /dev/null &); done; sleep 5; \
-                     awk '/^cpu[0-9]/ {print \"busy\", $1, ($2 > 50 ? \"yes\" : \"no\")}' \
-                     /proc/stat\n",
-                ),
-                (DOM0_PROMPT, "poweroff\n"),
-            ],
-            expect: &[
-                "hestia-dom0: Linux",
-                "4 CPUs",
-                "busy cpu0 yes",
-                "busy cpu1 yes",
-                "busy cpu2 yes",
-                "busy cpu3 yes",
-                POWEROFF_MARKER,
-            ],
+            input: FOUR_WAY_JOB,
+            expect: FOUR_BUSY_VCPUS,
             timeout_s: 300,
             ..linux("dom0-linux-smp4")
+        },
+        Scenario {
+            // The same 4 vCPUs on 2 CPUs: the scheduler shares them, and each vCPU still
+            // gets its part of the parallel job.
+            smp: 2,
+            hv_cmdline: "dom0_max_vcpus=4",
+            input: FOUR_WAY_JOB,
+            expect: FOUR_BUSY_VCPUS,
+            timeout_s: 300,
+            ..linux("dom0-linux-4vcpus-on-2cpus")
         },
         Scenario {
             input: &[(DOM0_PROMPT, "reboot\n")],

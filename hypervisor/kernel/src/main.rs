@@ -19,6 +19,7 @@ mod hypercall;
 mod mm;
 mod policy;
 mod pv;
+mod sched;
 mod selftest;
 mod timer;
 
@@ -404,15 +405,18 @@ extern "C" fn continue_boot(info: u64) -> ! {
     shutdown()
 }
 
-/// dom0's vCPUs: one per online CPU (as Xen), or `dom0_max_vcpus=` within that (each vCPU is
-/// pinned to its own CPU, so there can be no more than there are CPUs).
+/// Most vCPUs a domain may have.
+const MAX_VCPUS: u32 = 64;
+
+/// dom0's vCPUs: one per online CPU (as Xen), or `dom0_max_vcpus=` (more than there are CPUs
+/// share them).
 fn dom0_vcpus(opts: &Options) -> u32 {
     let online = percpu::online_count().max(1);
     let wanted = opts.dom0_max_vcpus.map_or(online, |(_, max)| max);
-    if wanted > online {
-        warn!("dom0_max_vcpus: {wanted} asked, {online} CPUs: dom0 gets {online}");
+    if wanted > MAX_VCPUS {
+        warn!("dom0_max_vcpus: {wanted} asked, at most {MAX_VCPUS}: dom0 gets {MAX_VCPUS}");
     }
-    wanted.clamp(1, online)
+    wanted.clamp(1, MAX_VCPUS)
 }
 
 /// dom0's size and ceiling in pages: `dom0_mem=` (bounded by `max:`), else, as Xen, all free

@@ -97,7 +97,7 @@ fn test_tick(now: u64) -> Option<u64> {
 fn start_test_timer() {
     crate::timer::add(
         tsc::uptime_ns() + TEST_PERIOD_NS,
-        crate::timer::TimerFn(test_tick),
+        crate::timer::TimerFn::Plain(test_tick),
     );
 }
 

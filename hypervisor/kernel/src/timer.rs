@@ -1,17 +1,35 @@
 //! Hypervisor timers: each CPU keeps a queue of one-shot deadlines (`hestia_core::timer_queue`)
 //! and programs its LAPIC timer for the earliest. Callbacks run in interrupt context on the CPU
 //! that armed them and may ask to be re-armed (periodic timers), which keeps their handle: the
-//! owner's [`TimerId`] cancels a timer however often it fired.
+//! owner's [`TimerId`] cancels a timer however often it fired. A vCPU's timers carry a counted
+//! reference to it ([`TimerFn::Vcpu`]): they fire on the CPU that armed them wherever the vCPU
+//! runs by then (or while it is blocked, to wake it), and [`cancel_on`] removes them from
+//! another CPU's queue.
 
 use core::sync::atomic::Ordering;
 
 use hestia_core::timer_queue::{TimerId, TimerQueue};
 
 use crate::arch::x86_64::{apic, cpu, percpu, tsc};
+use crate::sched::VcpuRef;
 
 /// A timer callback: gets the current uptime in ns, returns the next deadline to re-arm at.
-#[derive(Clone, Copy, Debug)]
-pub struct TimerFn(pub fn(u64) -> Option<u64>);
+#[derive(Clone)]
+pub enum TimerFn {
+    /// Hestia's own.
+    Plain(fn(u64) -> Option<u64>),
+    /// One of a vCPU's, with the vCPU it is for.
+    Vcpu(fn(&VcpuRef, u64) -> Option<u64>, VcpuRef),
+}
+
+impl TimerFn {
+    fn call(&self, now: u64) -> Option<u64> {
+        match self {
+            TimerFn::Plain(f) => f(now),
+            TimerFn::Vcpu(f, v) => f(v, now),
+        }
+    }
+}
 
 /// Arms a timer on this CPU at `deadline_ns` of uptime; the id cancels it.
 pub fn add(deadline_ns: u64, f: TimerFn) -> TimerId {
@@ -30,11 +48,25 @@ pub fn cancel(id: TimerId) -> bool {
     with_queue(|q| q.cancel(id).is_some())
 }
 
+/// Cancels a timer armed on CPU `cpu` (from any CPU); false if it is not queued there.
+pub fn cancel_on(cpu: u32, id: TimerId) -> bool {
+    match percpu::cpu(cpu) {
+        Some(p) => with_queue_of(p, |q| q.cancel(id).is_some()),
+        None => false,
+    }
+}
+
 /// Runs `f` on this CPU's queue with interrupts off (the timer interrupt uses it too).
 fn with_queue<R>(f: impl FnOnce(&mut TimerQueue<TimerFn>) -> R) -> R {
+    with_queue_of(percpu::this_cpu(), f)
+}
+
+/// Runs `f` on `p`'s queue with interrupts off: no timer interrupt of this CPU can then wait
+/// for the lock held here (another CPU's holds it only briefly).
+fn with_queue_of<R>(p: &percpu::PerCpu, f: impl FnOnce(&mut TimerQueue<TimerFn>) -> R) -> R {
     let irq = cpu::interrupts_enabled();
     cpu::disable_interrupts();
-    let r = f(&mut percpu::this_cpu().timers.lock());
+    let r = f(&mut p.timers.lock());
     if irq {
         cpu::enable_interrupts();
     }
@@ -51,7 +83,7 @@ pub fn interrupt() {
         let Some((id, f)) = me.timers.lock().pop_expired(now) else {
             break;
         };
-        if let Some(next) = (f.0)(now) {
+        if let Some(next) = f.call(now) {
             me.timers.lock().rearm(id, next, f);
         }
     }

@@ -54,7 +54,7 @@ fn push_dom0_input(b: u8) {
             r.len += 1;
         }
     }
-    if let Some(d) = crate::pv::current() {
+    if let Some(d) = crate::domain::hardware_domain() {
         crate::pv::events::raise_virq(d, xen_abi::xen::virq::CONSOLE, 0);
     }
 }

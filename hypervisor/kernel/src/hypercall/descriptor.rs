@@ -3,8 +3,9 @@
 //!
 //! The guest's GDT and LDT frames take the SegDesc type (validating every descriptor, fixing DPL
 //! to 3; impossible while any writable mapping exists). Hestia then copies the descriptors into
-//! pages 0-13 of the CPU's own GDT and into the CPU's own LDT area (one vCPU per CPU for now), so
-//! the CPU never sees guest memory as a descriptor table and can set accessed bits freely.
+//! pages 0-13 of the CPU's own GDT and into the CPU's own LDT area (again each time the vCPU is
+//! switched in), so the CPU never sees guest memory as a descriptor table and can set accessed
+//! bits freely.
 //!
 //! LDT pages are taken when the LDT is set; one that cannot be taken then (not mapped yet, still
 //! writable, a bad descriptor) reads as null entries and is tried again when the guest faults on
@@ -183,13 +184,23 @@ fn take_ldt_page(
     Some(mfn)
 }
 
-/// Takes the pages of `v`'s LDT and loads its descriptors into this CPU's LDT (on the CPU that
-/// runs `v`).
+/// Takes the pages of `v`'s LDT it does not hold yet and loads its descriptors into this CPU's
+/// LDT (on the CPU that runs `v`: when the LDT is set, and each time `v` is switched in).
 pub(crate) fn load_ldt(me: u16, v: &mut Vcpu) {
     let pages = (v.ldt_ents * 8).div_ceil(4096);
+    if pages == 0 {
+        percpu::this_cpu().gdt.load_ldt(core::iter::empty(), 0);
+        return;
+    }
     let (frames, entries) = frametable::with(|ft, mem| {
         let frames: Vec<Option<u64>> = (0..pages)
-            .map(|p| take_ldt_page(ft, mem, me, v, p))
+            .map(|p| {
+                v.ldt_frames
+                    .get(p)
+                    .copied()
+                    .flatten()
+                    .or_else(|| take_ldt_page(ft, mem, me, v, p))
+            })
             .collect();
         let entries: Vec<u64> = (0..v.ldt_ents)
             .map(|i| frames[i / 512].map_or(0, |m| mem.read(m, i % 512)))

@@ -75,7 +75,7 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             }
             .map_err(errno)?;
             if raised && let Some((_, vcpu)) = ev.port(port) {
-                events::kick(vcpu);
+                events::kick(d, vcpu);
             }
             Ok(0)
         }

@@ -1,6 +1,8 @@
-//! `sched_op` (hypercall 29). With each vCPU on its own CPU and no scheduler yet, `yield`
-//! returns at once; `block` and `poll` halt the CPU until an event (or the poll timeout) arrives;
-//! `shutdown` stops the domain with its reason (dom0: Hestia then stops the machine).
+//! `sched_op` (hypercall 29): `yield` lets other vCPUs run first; `block` takes the vCPU off
+//! its CPU until an event arrives; `poll` until one of its ports is pending or the timeout
+//! passes (each wake-up issues the call again, which returns once a port is pending or the time
+//! is up, so a wake-up for another reason is not reported as one); `shutdown` stops the domain
+//! with its reason (dom0: Hestia then stops the machine).
 
 use core::sync::atomic::Ordering;
 
@@ -13,18 +15,22 @@ use crate::arch::x86_64::tsc;
 use crate::mm::guest;
 use crate::pv::domain::{Domain, this_vcpu_id};
 use crate::pv::events;
+use crate::sched;
 
 /// Most ports `SCHEDOP_poll` accepts.
 const MAX_POLL_PORTS: u32 = 128;
 
 pub(super) fn do_sched_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     match a[0] as u32 {
-        cmd::YIELD => Ok(0),
+        cmd::YIELD => {
+            sched::yield_current();
+            Ok(0)
+        }
         cmd::BLOCK => {
-            // Enables events, then waits until one is pending (Linux's idle relies on both).
+            // Enables events, then blocks unless one is pending (Linux's idle relies on both).
             let id = this_vcpu_id();
             d.shared().set_upcall_mask(id, false);
-            events::block_until(d, |d| d.shared().upcall_pending(id));
+            sched::block_current(false, || d.shared().upcall_pending(id));
             Ok(0)
         }
         cmd::POLL => {
@@ -37,15 +43,21 @@ pub(super) fn do_sched_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             guest::GuestRange::new(ports, nr as usize * 4)?
                 .read(list[..nr as usize].as_mut_bytes())?;
             let list = &list[..nr as usize];
-            // The interrupt that ends a halt may be the timeout's own.
-            let wake =
-                (timeout != 0).then(|| crate::timer::add(timeout, crate::timer::TimerFn(|_| None)));
-            events::block_until(d, |d| {
-                events::any_pending(d, list) || (timeout != 0 && tsc::uptime_ns() >= timeout)
-            });
-            if let Some(id) = wake {
-                crate::timer::cancel(id);
+            let me = sched::current_ref().ok_or(Errno::EINVAL)?;
+            let done =
+                || events::any_pending(d, list) || (timeout != 0 && tsc::uptime_ns() >= timeout);
+            let mut v = d.this_vcpu().lock();
+            if done() {
+                events::set_poll_timeout(&me, &mut v, 0);
+                return Ok(0);
             }
+            events::set_poll_timeout(&me, &mut v, timeout);
+            drop(v);
+            if sched::block_current(true, done) {
+                // Issued again when woken: it then returns, or blocks again.
+                return Err(Errno::ERESTART);
+            }
+            events::set_poll_timeout(&me, &mut d.this_vcpu().lock(), 0);
             Ok(0)
         }
         cmd::SHUTDOWN => {

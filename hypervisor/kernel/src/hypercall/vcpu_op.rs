@@ -1,9 +1,9 @@
 //! `vcpu_op` (hypercall 24) and `set_timer_op` (15), `shared/xen-abi.md` 6.3, 6.4: bringing
-//! vCPUs up and down (`pv::vcpus`), their state queries, timers and memory areas. Each vCPU
-//! runs on its own CPU, whose timer queue holds its timers (`pv::events::VcpuTimers`). As in
-//! Xen, the one-shot timer is the calling vCPU's only (another's is -EINVAL); the periodic
-//! timer of a vCPU that is down is recorded and starts with it, and that of another running
-//! vCPU is -EINVAL (Linux never asks that; Xen would allow it).
+//! vCPUs up and down (`pv::vcpus`), their state queries (runstate from the scheduler), timers
+//! (`pv::events::VcpuTimers`) and memory areas. As in Xen, the one-shot timer is the calling
+//! vCPU's only (another's is -EINVAL); the periodic timer of a vCPU that is down is recorded
+//! and starts with it, and that of another vCPU that is up is -EINVAL (Linux never asks that;
+//! Xen would allow it).
 
 use core::sync::atomic::Ordering;
 
@@ -15,17 +15,12 @@ use crate::arch::x86_64::{acpi, percpu, tsc};
 use crate::mm::{frametable, guest, phys_to_virt};
 use crate::pv::domain::{Domain, Vcpu, this_vcpu_id};
 use crate::pv::{events, vcpus};
+use crate::sched;
 
 /// Shortest period accepted by `SET_PERIODIC_TIMER`.
 const MIN_PERIOD_NS: u64 = 1_000_000;
 /// Longest period accepted by `SET_PERIODIC_TIMER` (Xen's `STIME_DELTA_MAX`).
 const MAX_PERIOD_NS: u64 = u64::MAX >> 2;
-
-/// `vcpu_runstate_info` of a vCPU that has always been running: state 0, entered at boot,
-/// all time spent running.
-fn runstate() -> [u64; 6] {
-    [0, 0, tsc::uptime_ns(), 0, 0, 0]
-}
 
 pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     let (cmd, vcpu, arg) = (a[0] as u32, a[1] as u32, a[2]);
@@ -49,10 +44,17 @@ pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             let acpi = acpi::acpi_id(p.apic_id).unwrap_or(0);
             guest::write_obj(arg, &(u64::from(acpi) << 32 | u64::from(p.apic_id))).map(|()| 0)
         }
-        GET_RUNSTATE_INFO => guest::write_obj(arg, &runstate()).map(|()| 0),
+        GET_RUNSTATE_INFO => {
+            let info = sched::runstate_info(d, vcpu).ok_or(Errno::ENOENT)?;
+            guest::write_obj(arg, &info).map(|()| 0)
+        }
         REGISTER_RUNSTATE_MEMORY_AREA => {
             let [addr]: [u64; 1] = guest::read_obj(arg)?;
-            guest::write_obj(addr, &runstate())?;
+            // Written at once when it is the caller's (its tables are loaded), otherwise at the
+            // vCPU's next switch; as Xen, an address that cannot be written now is not refused.
+            if !other && let Some(info) = sched::runstate_info(d, vcpu) {
+                guest::write_obj(addr, &info)?;
+            }
             v.lock().runstate_area = addr;
             Ok(0)
         }
@@ -73,11 +75,13 @@ pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             } else {
                 deadline.max(1)
             };
-            events::set_singleshot(&mut v.lock(), deadline);
+            let me = sched::current_ref().ok_or(Errno::EINVAL)?;
+            events::set_singleshot(&me, &mut v.lock(), deadline);
             Ok(0)
         }
         STOP_SINGLESHOT_TIMER => {
-            events::set_singleshot(&mut v.lock(), 0);
+            let me = sched::current_ref().ok_or(Errno::EINVAL)?;
+            events::set_singleshot(&me, &mut v.lock(), 0);
             Ok(0)
         }
         REGISTER_VCPU_INFO => {
@@ -91,11 +95,16 @@ pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
 /// Sets vCPU `v`'s periodic timer: its own, or (`other`) another vCPU's while that one is down,
 /// checked and set under one hold of its lock, so it cannot come up in between.
 fn set_periodic(v: &spin::Mutex<Vcpu>, other: bool, period: u64) -> Result<u64, Errno> {
+    let me = if other {
+        None
+    } else {
+        Some(sched::current_ref().ok_or(Errno::EINVAL)?)
+    };
     let mut v = v.lock();
     if other && v.up {
         return Err(Errno::EINVAL);
     }
-    events::set_periodic(&mut v, period);
+    events::set_periodic(me.as_ref(), &mut v, period);
     Ok(0)
 }
 
@@ -150,6 +159,7 @@ pub(super) fn do_set_timer_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         }
         t => t,
     };
-    events::set_singleshot(&mut d.this_vcpu().lock(), deadline);
+    let me = crate::sched::current_ref().ok_or(Errno::EINVAL)?;
+    events::set_singleshot(&me, &mut d.this_vcpu().lock(), deadline);
     Ok(0)
 }

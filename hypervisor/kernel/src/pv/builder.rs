@@ -421,7 +421,7 @@ pub fn build_dom0(
         ..TrapFrame::default()
     };
     let mut boot = Vcpu::new(0, regs, l4_mfn * PAGE);
-    (boot.initialised, boot.up, boot.started) = (true, true, true);
+    (boot.initialised, boot.up) = (true, true);
     let nr_vcpus = nr_vcpus.max(1);
     // The others wait, down, for VCPUOP_initialise and VCPUOP_up.
     let vcpus = core::iter::once(boot)

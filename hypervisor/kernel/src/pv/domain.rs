@@ -2,7 +2,8 @@
 //!
 //! A domain owns its frames (the P2M maps its PFNs to MFNs), a shared_info page, and its vCPUs.
 //! A vCPU's guest registers live in a [`TrapFrame`]: while it runs, at the top of the physical
-//! CPU's stack (where traps from ring 3 push them); while it does not, in [`Vcpu::regs`].
+//! CPU's stack (where traps from ring 3 push them); while it does not, in [`Vcpu::regs`], with
+//! the rest of what the CPU holds of it (`super::context`).
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -17,9 +18,9 @@ use super::shared::Shared;
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::mm::frametable::{self, DirectMem};
 
-/// The id of the vCPU this physical CPU runs: its CPU index.
+/// The id of the vCPU this physical CPU runs.
 pub fn this_vcpu_id() -> u32 {
-    crate::arch::x86_64::percpu::current_index()
+    crate::sched::current_vcpu()
 }
 
 /// A domain id; Debug prints `d0`.
@@ -68,17 +69,19 @@ pub struct Vcpu {
     pub initialised: bool,
     /// Runnable (`VCPUOP_up`), as opposed to down.
     pub up: bool,
-    /// Its CPU has entered it at least once (later `VCPUOP_up`s wake it where it went down).
-    pub started: bool,
-    /// FS base to start with (`VCPUOP_initialise`); afterwards the CPU's register holds it.
+    /// FS base while it does not run (the CPU's register holds it while it does).
     pub fs_base: u64,
+    /// DS, ES, FS, GS selectors while it does not run.
+    pub selectors: [u16; 4],
+    /// Its virtual CR0.TS while it does not run (the CPU's while it does).
+    pub ts: bool,
     /// CR3 for guest kernel mode (machine address of the L4).
     pub kernel_cr3: u64,
     /// CR3 for guest user mode (`MMUEXT_NEW_USER_BASEPTR`), 0 if none.
     pub user_cr3: u64,
-    /// GS base of guest kernel mode (saved while in user mode).
+    /// GS base of guest kernel mode (saved while in user mode or not running).
     pub gs_base_kernel: u64,
-    /// GS base of guest user mode (saved while in kernel mode).
+    /// GS base of guest user mode (saved while in kernel mode or not running).
     pub gs_base_user: u64,
     /// Virtual IOPL (0-3, `PHYSDEVOP_set_iopl`): allows CLI/STI and port I/O.
     pub iopl: u8,
@@ -132,8 +135,9 @@ impl Vcpu {
             kernel_mode: true,
             initialised: false,
             up: false,
-            started: false,
             fs_base: 0,
+            selectors: [0; 4],
+            ts: false,
             kernel_cr3: cr3,
             user_cr3: 0,
             gs_base_kernel: 0,
@@ -263,8 +267,7 @@ impl Domain {
         })
     }
 
-    /// The vCPU running on this physical CPU (vCPU `i` runs on CPU `i`: dom0's vCPUs are
-    /// pinned one to one, so no vCPU ever leaves its CPU).
+    /// The vCPU running on this physical CPU.
     pub fn this_vcpu(&self) -> &spin::Mutex<Vcpu> {
         &self.vcpus[this_vcpu_id() as usize % self.vcpus.len()]
     }

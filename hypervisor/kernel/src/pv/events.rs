@@ -1,9 +1,9 @@
 //! Events for PV vCPUs: the upcall on every return to the guest, VIRQ_TIMER from hypervisor
 //! timers, and blocking until an event arrives (`SCHEDOP_block`, `SCHEDOP_poll`).
 //!
-//! `shared/xen-abi.md` 3.2, 4.7, 6.3, 6.4. Each vCPU runs on its own physical CPU (vCPU `i` on
-//! CPU `i`), so its timers live in that CPU's timer queue; an event for a vCPU on another CPU
-//! "kicks" it with an IPI, whose return path (or the end of its halt) delivers the upcall.
+//! `shared/xen-abi.md` 3.2, 4.7, 6.3, 6.4. An event for a vCPU goes through the scheduler
+//! (`crate::sched::notify`): a blocked vCPU is woken, one running on another CPU is kicked with
+//! an IPI, whose return path delivers the upcall.
 
 use hestia_core::evtchn::SharedBits;
 use hestia_core::time::TimeScale;
@@ -12,7 +12,8 @@ use xen_abi::xen::virq;
 use super::domain::{Domain, Vcpu, this_vcpu_id};
 use super::{current, domain_crash, traps};
 use crate::arch::x86_64::idt::TrapFrame;
-use crate::arch::x86_64::{cpu, smp, tsc};
+use crate::arch::x86_64::{cpu, tsc};
+use crate::sched::VcpuRef;
 use crate::timer::{self, TimerFn};
 use hestia_core::timer_queue::TimerId;
 
@@ -39,16 +40,14 @@ pub fn raise_virq(d: &Domain, virq: u32, v: u32) {
     // can only be busy on another CPU, briefly. (Dropping the event instead loses it.)
     let notify = d.evtchn.lock().raise_virq(&mut shared, virq, v);
     if let Some(target) = notify {
-        kick(target);
+        kick(d, target);
     }
 }
 
-/// Makes vCPU `v` notice a new upcall: if it runs on another CPU, an IPI interrupts it (its
-/// return to the guest, or the end of its halt, then delivers the upcall).
-pub fn kick(v: u32) {
-    if v != this_vcpu_id() {
-        smp::kick(v);
-    }
+/// Makes vCPU `v` of `d` notice a new event: wakes it if it is blocked (or polls), interrupts
+/// it if it runs on another CPU (its return to the guest then delivers the upcall).
+pub fn kick(d: &Domain, v: u32) {
+    crate::sched::notify(d, v);
 }
 
 /// On every return to guest code: deliver one upcall if events are pending and unmasked.
@@ -74,18 +73,25 @@ pub fn before_guest_return(f: &mut TrapFrame) {
 
 /// A vCPU's VIRQ_TIMER sources as the guest set them, and the hypervisor timers armed for them.
 ///
-/// The settings belong to the vCPU and survive it going down and up (as Xen's
-/// `periodic_period` and `singleshot_timer`); the timers are armed only on the vCPU's own CPU
-/// while it runs there ([`start_timers`]), and cancelled by the handle kept here, which stays
-/// valid however often a periodic timer fired.
+/// As Xen's: the one-shot timer stays armed (on the CPU that armed it) whether or not the vCPU
+/// runs, so it wakes a blocked vCPU; the periodic timer runs only while the vCPU runs: it is
+/// stopped when the vCPU is switched out, and on the way back in a tick that fell due meanwhile
+/// is raised at once ([`start_periodic`]). Settings survive the vCPU going down and up. Each
+/// timer is cancelled by the handle kept here, which stays valid however often it fired.
 #[derive(Debug)]
 pub struct VcpuTimers {
     /// Absolute deadline of the one-shot timer, 0 for none.
     singleshot_deadline: u64,
-    singleshot: Option<TimerId>,
+    /// The armed one-shot timer and the CPU whose queue holds it.
+    singleshot: Option<(u32, TimerId)>,
     /// Period of the periodic timer, 0 when stopped.
     period: u64,
+    /// The periodic timer, armed on this CPU while the vCPU runs here.
     periodic: Option<TimerId>,
+    /// When the periodic timer last fired.
+    periodic_last: u64,
+    /// `SCHEDOP_poll`'s timeout and the CPU whose queue holds it.
+    poll: Option<(u32, TimerId)>,
 }
 
 impl Default for VcpuTimers {
@@ -96,82 +102,101 @@ impl Default for VcpuTimers {
             singleshot: None,
             period: DEFAULT_PERIOD_NS,
             periodic: None,
+            periodic_last: 0,
+            poll: None,
         }
     }
 }
 
-fn singleshot_fired(_now: u64) -> Option<u64> {
-    if let Some(d) = current() {
-        let mut v = d.this_vcpu().lock();
+fn singleshot_fired(vr: &VcpuRef, _now: u64) -> Option<u64> {
+    let d = &vr.dom;
+    if let Some(v) = d.vcpus.get(vr.id as usize) {
+        let mut v = v.lock();
         v.timers.singleshot_deadline = 0;
         v.timers.singleshot = None;
-        drop(v);
-        raise_virq(d, virq::TIMER, this_vcpu_id());
     }
+    raise_virq(d, virq::TIMER, vr.id);
     None
 }
 
-fn periodic_fired(now: u64) -> Option<u64> {
-    let d = current()?;
-    raise_virq(d, virq::TIMER, this_vcpu_id());
+fn periodic_fired(vr: &VcpuRef, now: u64) -> Option<u64> {
+    let d = &vr.dom;
+    raise_virq(d, virq::TIMER, vr.id);
     // Keep ticking (under the same handle) only while the guest wants the periodic timer.
-    let period = d.this_vcpu().lock().timers.period;
+    let mut v = d.vcpus.get(vr.id as usize)?.lock();
+    v.timers.periodic_last = now;
+    let period = v.timers.period;
+    if period == 0 {
+        v.timers.periodic = None;
+    }
     (period != 0).then(|| now.saturating_add(period))
 }
 
-/// True when `v` is the vCPU running on this CPU, so its timers belong in this CPU's queue.
-fn runs_here(v: &Vcpu) -> bool {
-    v.up && v.id == this_vcpu_id()
+fn poll_timed_out(vr: &VcpuRef, _now: u64) -> Option<u64> {
+    crate::sched::wake(&vr.dom, vr.id);
+    None
 }
 
-/// Sets (or, with 0, cancels) `v`'s one-shot VIRQ_TIMER at absolute system time `deadline`.
-pub fn set_singleshot(v: &mut Vcpu, deadline: u64) {
+/// Cancels a timer armed on some CPU.
+fn cancel(slot: &mut Option<(u32, TimerId)>) {
+    if let Some((cpu, id)) = slot.take() {
+        timer::cancel_on(cpu, id);
+    }
+}
+
+/// Sets (or, with 0, cancels) the one-shot VIRQ_TIMER of the running vCPU `v` (`vr`) at absolute
+/// system time `deadline`.
+pub fn set_singleshot(vr: &VcpuRef, v: &mut Vcpu, deadline: u64) {
+    cancel(&mut v.timers.singleshot);
     v.timers.singleshot_deadline = deadline;
-    if runs_here(v) {
-        arm_singleshot(&mut v.timers);
+    if deadline != 0 {
+        let id = timer::add(deadline, TimerFn::Vcpu(singleshot_fired, vr.clone()));
+        v.timers.singleshot = Some((smp_index(), id));
     }
 }
 
-/// Starts (`period` > 0) or stops (0) `v`'s periodic VIRQ_TIMER.
-pub fn set_periodic(v: &mut Vcpu, period: u64) {
+/// Arms (or, with 0, cancels) the timeout of the running vCPU's `SCHEDOP_poll`.
+pub fn set_poll_timeout(vr: &VcpuRef, v: &mut Vcpu, deadline: u64) {
+    cancel(&mut v.timers.poll);
+    if deadline != 0 {
+        let id = timer::add(deadline, TimerFn::Vcpu(poll_timed_out, vr.clone()));
+        v.timers.poll = Some((smp_index(), id));
+    }
+}
+
+fn smp_index() -> u32 {
+    crate::arch::x86_64::percpu::current_index()
+}
+
+/// Starts (`period` > 0) or stops (0) `v`'s periodic VIRQ_TIMER; `running` is `v`'s reference
+/// when it is the vCPU running here (its timer is then re-armed at once).
+pub fn set_periodic(running: Option<&VcpuRef>, v: &mut Vcpu, period: u64) {
     v.timers.period = period;
-    if runs_here(v) {
-        arm_periodic(&mut v.timers);
+    if let Some(vr) = running {
+        stop_periodic(v);
+        v.timers.periodic_last = tsc::uptime_ns();
+        start_periodic(vr, v);
     }
 }
 
-fn arm_singleshot(t: &mut VcpuTimers) {
-    if let Some(id) = t.singleshot.take() {
-        timer::cancel(id);
+/// Arms `v`'s periodic timer on this CPU as it is switched in; a tick that fell due while it
+/// was out is raised at once.
+pub fn start_periodic(vr: &VcpuRef, v: &mut Vcpu) {
+    let period = v.timers.period;
+    if period == 0 || v.timers.periodic.is_some() {
+        return;
     }
-    if t.singleshot_deadline != 0 {
-        t.singleshot = Some(timer::add(t.singleshot_deadline, TimerFn(singleshot_fired)));
+    let now = tsc::uptime_ns();
+    let mut next = v.timers.periodic_last.saturating_add(period);
+    if next <= now {
+        next = now;
     }
+    v.timers.periodic = Some(timer::add(next, TimerFn::Vcpu(periodic_fired, vr.clone())));
 }
 
-fn arm_periodic(t: &mut VcpuTimers) {
-    if let Some(id) = t.periodic.take() {
-        timer::cancel(id);
-    }
-    if t.period != 0 {
-        let first = tsc::uptime_ns().saturating_add(t.period);
-        t.periodic = Some(timer::add(first, TimerFn(periodic_fired)));
-    }
-}
-
-/// Arms `v`'s timers on this CPU, where it starts or resumes running.
-pub fn start_timers(v: &mut Vcpu) {
-    arm_singleshot(&mut v.timers);
-    arm_periodic(&mut v.timers);
-}
-
-/// Cancels `v`'s armed timers as it stops running on this CPU; its settings stay for
-/// [`start_timers`].
-pub fn stop_timers(v: &mut Vcpu) {
-    for id in [v.timers.singleshot.take(), v.timers.periodic.take()]
-        .into_iter()
-        .flatten()
-    {
+/// Stops `v`'s periodic timer as it is switched out of this CPU.
+pub fn stop_periodic(v: &mut Vcpu) {
+    if let Some(id) = v.timers.periodic.take() {
         timer::cancel(id);
     }
 }
@@ -182,17 +207,6 @@ pub fn preempt_now(d: &Domain) -> bool {
     let (shared, v) = (d.shared(), this_vcpu_id());
     crate::arch::x86_64::apic::interrupt_pending()
         || (shared.upcall_pending(v) && !shared.upcall_mask(v))
-}
-
-/// Blocks the calling vCPU until `wake` holds, with interrupts enabled while halted. Runs on
-/// the hypercall path (entered with interrupts off) without holding any domain lock.
-pub fn block_until(d: &Domain, mut wake: impl FnMut(&Domain) -> bool) {
-    while !wake(d) && !d.dying.load(core::sync::atomic::Ordering::Acquire) {
-        // `sti; hlt` is atomic: an interrupt between the check and the halt still wakes us.
-        cpu::idle();
-        cpu::disable_interrupts();
-    }
-    update_time(d, this_vcpu_id());
 }
 
 /// True if any of `ports` is pending.

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod builder;
+pub mod context;
 pub mod debugreg;
 pub mod domain;
 pub mod events;
@@ -32,40 +33,46 @@ use crate::arch::x86_64::{cpu, trap};
 use crate::domain::DomainRef;
 use domain::{Domain, this_vcpu_id};
 
-/// The domain running on this machine (dom0; one domain until M3).
-static CURRENT: spin::Once<DomainRef> = spin::Once::new();
-
-/// The running domain.
+/// The domain of the vCPU running on this CPU.
 pub fn current() -> Option<&'static Domain> {
-    CURRENT.get().map(|d| &**d)
+    crate::sched::current()
 }
 
-/// Starts dom0's vCPU 0 on this CPU; never returns.
+/// Starts domain `d` (the first vCPU runnable) and schedules its vCPUs on every CPU; never
+/// returns.
 pub fn run(d: DomainRef) -> ! {
-    // As on every path into a guest: no interrupt from here on, so no timer callback can
-    // spin on a vCPU lock held below (the guest runs with interrupts on after the IRET).
     crate::arch::x86_64::cpu::disable_interrupts();
-    let d: &'static Domain = CURRENT.call_once(|| d);
     crate::mm::frametable::reset_longest_hold();
-    let (regs, cr3) = {
-        let v = d.this_vcpu().lock();
-        (v.regs, v.kernel_cr3)
-    };
-    crate::info!(
-        "{}v0: starting at {:#x}, stack {:#x}, start_info {:#x}",
-        d.id,
-        regs.rip,
-        regs.rsp,
-        regs.rsi
-    );
+    {
+        let v = d.vcpus[0].lock();
+        crate::info!(
+            "{}v0: starting at {:#x}, stack {:#x}, start_info {:#x}",
+            d.id,
+            v.regs.rip,
+            v.regs.rsp,
+            v.regs.rsi
+        );
+    }
     if let Some((sec, nsec)) = crate::wallclock_at_boot() {
         d.shared().set_wallclock(sec, nsec);
     }
-    events::update_time(d, 0);
-    events::start_timers(&mut d.this_vcpu().lock());
+    crate::sched::add_domain(&d);
+    if let Err(e) = crate::sched::vcpu_up(&d, 0) {
+        crate::error!("{}: its first vCPU cannot start: {e:?}", d.id);
+    }
     crate::console::keys::dom0_started();
-    crate::arch::x86_64::smp::mark_runs_guest();
-    crate::arch::x86_64::pventer::enter(&regs, cr3, 0)
+    let me = crate::arch::x86_64::percpu::current_index();
+    for p in crate::arch::x86_64::percpu::all().filter(|p| p.index != me) {
+        if !crate::arch::x86_64::smp::call_on(p.index, schedule_here) {
+            crate::warn!("sched: CPU{} does not take part", p.index);
+        }
+    }
+    crate::sched::run_this_cpu()
+}
+
+/// On another CPU (from the `CALL` IPI): runs the scheduler there.
+fn schedule_here() {
+    crate::sched::run_this_cpu()
 }
 
 /// Describes every domain (debug key `q`).

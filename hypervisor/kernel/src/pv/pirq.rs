@@ -175,6 +175,6 @@ pub(super) fn raise(d: &Domain, pirq: u32) {
         && ev.set_pending(&mut d.shared(), port)
         && let Some((_, vcpu)) = ev.port(port)
     {
-        super::events::kick(vcpu);
+        super::events::kick(d, vcpu);
     }
 }

@@ -1,8 +1,8 @@
 //! Secondary vCPUs of a PV domain (`shared/xen-abi.md` 6.4): `VCPUOP_initialise` sets a down
-//! vCPU's state from a `vcpu_guest_context`, `VCPUOP_up` starts it on its own physical CPU
-//! (vCPU `i` always runs on CPU `i`: no scheduler yet), `VCPUOP_down` of the calling vCPU
-//! parks it until it is brought up again (Linux's CPU offlining continues right after the
-//! call), and the last vCPU going down powers the domain off.
+//! vCPU's state from a `vcpu_guest_context`, `VCPUOP_up` makes it runnable (the scheduler puts
+//! it on a CPU, `crate::sched`), `VCPUOP_down` of the calling vCPU takes it offline until it
+//! is brought up again (Linux's CPU offlining continues right after the call), and the last
+//! vCPU going down powers the domain off.
 //!
 //! The context is guest input, validated as Xen's `arch_set_info_guest` does for 64-bit PV:
 //! canonical addresses, the GDT through the `set_gdt` rules, the kernel L4 through an L4 type
@@ -16,11 +16,10 @@ use xen_abi::errno::Errno;
 use xen_abi::vcpu::{VcpuGuestContext, vgcf};
 use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
 
+use super::debugreg;
 use super::domain::{Callback, Domain, TrapEntry, this_vcpu_id};
-use super::{current, debugreg, events};
 use crate::arch::x86_64::gdt::LDT_ENTRIES;
 use crate::arch::x86_64::idt::TrapFrame;
-use crate::arch::x86_64::{cpu, percpu, pventer, smp};
 use crate::hypercall::descriptor;
 use crate::mm::guest;
 use crate::mm::guest::is_guest_range;
@@ -154,13 +153,17 @@ pub fn initialise(d: &Domain, vid: u32, arg: u64) -> Result<(), Errno> {
         mask_events: c.flags & vgcf::SYSCALL_DISABLES_EVENTS != 0,
     };
     (v.fs_base, v.gs_base_kernel, v.gs_base_user) = (bases[0], bases[1], bases[2]);
+    v.selectors = [r.ds, r.es, r.fs, r.gs];
+    v.ts = false;
     v.initialised = true;
     Ok(())
 }
 
-/// `VCPUOP_up`: starts initialised vCPU `vid` on its CPU (or wakes it where it went down).
+/// `VCPUOP_up`: makes initialised vCPU `vid` runnable (again, where it went down).
 pub fn up(d: &Domain, vid: u32) -> Result<(), Errno> {
     let slot = d.vcpus.get(vid as usize).ok_or(Errno::ENOENT)?;
+    // `up` and the scheduler's state change together under the vCPU's lock (as in
+    // `down_self`), so an up racing with the vCPU's own down is never lost.
     let mut v = slot.lock();
     if !v.initialised {
         return Err(Errno::EINVAL);
@@ -168,24 +171,15 @@ pub fn up(d: &Domain, vid: u32) -> Result<(), Errno> {
     if v.up {
         return Ok(());
     }
+    crate::sched::vcpu_up(d, vid)?;
     v.up = true;
-    if v.started {
-        // Parked in `down`: the kick ends its halt and it returns from VCPUOP_down.
-        drop(v);
-        events::kick(vid);
-        return Ok(());
-    }
-    v.started = true;
     drop(v);
-    if !smp::call_on(vid, start_here) {
-        slot.lock().up = false;
-        return Err(Errno::EBUSY);
-    }
+    crate::ginfo!(d, "{}v{vid}: up", d.id);
     Ok(())
 }
 
-/// `VCPUOP_down` of the calling vCPU: parks it until `VCPUOP_up` (then the call returns), or,
-/// for the last vCPU up, stops the domain (power off).
+/// `VCPUOP_down` of the calling vCPU: takes it off its CPU until `VCPUOP_up` (then the call
+/// returns 0), or, for the last vCPU up, stops the domain (power off).
 pub fn down_self(d: &Domain) -> Result<(), Errno> {
     let vid = this_vcpu_id();
     let others_up = d
@@ -207,46 +201,9 @@ pub fn down_self(d: &Domain) -> Result<(), Errno> {
     {}
     {
         let mut v = d.this_vcpu().lock();
-        events::stop_timers(&mut v);
+        crate::sched::down_current();
         v.up = false;
     }
     crate::ginfo!(d, "{}v{vid}: down", d.id);
-    events::block_until(d, |d| d.this_vcpu().lock().up);
-    crate::ginfo!(d, "{}v{vid}: up again", d.id);
-    events::start_timers(&mut d.this_vcpu().lock());
     Ok(())
-}
-
-/// On the vCPU's own CPU (from the `CALL` IPI): loads its state into the CPU and enters it.
-fn start_here() {
-    let Some(d) = current() else { return };
-    let vid = this_vcpu_id();
-    let Some(slot) = d.vcpus.get(vid as usize) else {
-        return;
-    };
-    let (regs, cr3, gs) = {
-        let mut v = slot.lock();
-        percpu::this_cpu()
-            .gdt
-            .load_guest_entries(descriptor::gdt_entries(&v).into_iter());
-        descriptor::load_ldt(d.id.0, &mut v);
-        for i in [0u8, 1, 2, 3, 6, 7] {
-            // SAFETY: the values passed set_debugreg's checks in `initialise`.
-            unsafe { cpu::write_dr(i, v.debugreg[usize::from(i)]) };
-        }
-        cpu::set_fs_base(v.fs_base);
-        cpu::clear_ts();
-        events::update_time(d, vid);
-        events::start_timers(&mut v);
-        (v.regs, v.kernel_cr3, v.gs_base_kernel)
-    };
-    crate::ginfo!(
-        d,
-        "{}v{vid}: starting at {:#x}, stack {:#x}",
-        d.id,
-        regs.rip,
-        regs.rsp
-    );
-    smp::mark_runs_guest();
-    pventer::enter(&regs, cr3, gs)
 }

@@ -322,6 +322,29 @@ pub fn read_dr(reg: u8) -> u64 {
     v
 }
 
+/// The data segment selectors DS, ES, FS, GS as loaded now (a guest's while Hestia runs on its
+/// behalf: Hestia loads none of them).
+pub fn data_selectors() -> [u16; 4] {
+    let (ds, es, fs, gs): (u16, u16, u16, u16);
+    // SAFETY: reading segment registers has no side effects.
+    unsafe {
+        asm!(
+            "mov %ds, {0:x}",
+            "mov %es, {1:x}",
+            "mov %fs, {2:x}",
+            "mov %gs, {3:x}",
+            out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs,
+            options(att_syntax, nomem, nostack, preserves_flags)
+        )
+    };
+    [ds, es, fs, gs]
+}
+
+/// True when CR0.TS is set.
+pub fn ts_set() -> bool {
+    read_cr0() & (1 << 3) != 0
+}
+
 /// Writes back and invalidates the caches (WBINVD).
 pub fn wbinvd() {
     // SAFETY: WBINVD has no memory-safety effect; it is slow, which callers accept.

@@ -73,11 +73,13 @@ const EXCEPTION_NAMES: [&str; 32] = [
     "reserved (31)",
 ];
 
-/// Called by `hestia_trap_common` with the saved frame. Before any return to guest code, a
-/// pending and unmasked event is delivered as an upcall.
+/// Called by `hestia_trap_common` with the saved frame. Before any return to guest code, the
+/// scheduler may switch to another vCPU (loading it into the frame), then a pending and
+/// unmasked event is delivered as an upcall.
 pub extern "C" fn dispatch(f: &mut TrapFrame) {
     dispatch_inner(f);
     if f.cs & 3 == 3 {
+        crate::sched::before_guest_return(f);
         crate::pv::events::before_guest_return(f);
     }
 }

@@ -8,7 +8,7 @@
 //! page tables live. With SMAP on (`cpu::enable_smep_smap`) the copy is the one place Hestia
 //! touches a user page: it sets RFLAGS.AC (STAC) for the `rep movsb` and clears it on both ways
 //! out; a fault in between enters with AC cleared and resumes at the fix-up with it set again.
-//! The other routine loads a guest's %gs selector, which its GDT may refuse.
+//! The other routines load a guest's segment selectors, which its descriptor tables may refuse.
 
 use core::arch::global_asm;
 
@@ -35,18 +35,26 @@ hestia_copy_fixup:
     clac
 3:  ret
 
-    .global hestia_load_gs
-hestia_load_gs:
-    .global hestia_load_gs_insn
-hestia_load_gs_insn:
-    mov %di, %gs
+    /* Guarded selector loads: a selector the guest's descriptor tables refuse faults into
+       the fix-up, which loads the null selector instead. EAX returns what was loaded. */
+    .macro hestia_guarded_load seg
+    .global hestia_load_\seg
+hestia_load_\seg:
+    .global hestia_load_\seg\()_insn
+hestia_load_\seg\()_insn:
+    mov %di, %\seg
     mov %edi, %eax
     ret
-    .global hestia_load_gs_fixup
-hestia_load_gs_fixup:
+    .global hestia_load_\seg\()_fixup
+hestia_load_\seg\()_fixup:
     xor %eax, %eax
-    mov %ax, %gs
+    mov %ax, %\seg
     ret
+    .endm
+    hestia_guarded_load gs
+    hestia_guarded_load ds
+    hestia_guarded_load es
+    hestia_guarded_load fs
 "#,
     smap_on = sym super::cpu::SMAP_ON,
     options(att_syntax)
@@ -59,6 +67,15 @@ unsafe extern "C" {
     fn hestia_load_gs(sel: u32) -> u32;
     static hestia_load_gs_insn: u8;
     static hestia_load_gs_fixup: u8;
+    fn hestia_load_ds(sel: u32) -> u32;
+    static hestia_load_ds_insn: u8;
+    static hestia_load_ds_fixup: u8;
+    fn hestia_load_es(sel: u32) -> u32;
+    static hestia_load_es_insn: u8;
+    static hestia_load_es_fixup: u8;
+    fn hestia_load_fs(sel: u32) -> u32;
+    static hestia_load_fs_insn: u8;
+    static hestia_load_fs_fixup: u8;
 }
 
 /// Where to resume after a #NP, #GP or #PF in Hestia at `rip`, if it is one of the guarded
@@ -69,6 +86,18 @@ pub fn fixup_for(rip: u64) -> Option<u64> {
         (
             (&raw const hestia_load_gs_insn) as u64,
             (&raw const hestia_load_gs_fixup) as u64,
+        ),
+        (
+            (&raw const hestia_load_ds_insn) as u64,
+            (&raw const hestia_load_ds_fixup) as u64,
+        ),
+        (
+            (&raw const hestia_load_es_insn) as u64,
+            (&raw const hestia_load_es_fixup) as u64,
+        ),
+        (
+            (&raw const hestia_load_fs_insn) as u64,
+            (&raw const hestia_load_fs_fixup) as u64,
         ),
     ]
     .into_iter()
@@ -96,6 +125,22 @@ pub fn load_guest_gs(sel: u16) -> (u16, u64) {
         super::cpu::enable_interrupts();
     }
     (loaded, base)
+}
+
+/// Loads a guest's DS, ES and FS selectors (from its GDT and LDT, loaded into this CPU's
+/// tables), each replaced by the null selector where the descriptor is refused; returns the
+/// selectors now loaded. Loading FS changes the FS base: the caller sets the guest's after.
+pub fn load_guest_data_selectors(ds: u16, es: u16, fs: u16) -> [u16; 3] {
+    // SAFETY: a data segment load only changes that register (and FS's base); a refused
+    // selector faults into its fix-up, which loads the null selector. Hestia uses none of the
+    // three (64-bit code ignores DS and ES bases).
+    unsafe {
+        [
+            hestia_load_ds(u32::from(ds)) as u16,
+            hestia_load_es(u32::from(es)) as u16,
+            hestia_load_fs(u32::from(fs)) as u16,
+        ]
+    }
 }
 
 /// The copy instruction whose faults are fixed up.

@@ -1,0 +1,90 @@
+//! A PV vCPU's state in and out of its physical CPU: what the scheduler saves when it takes a
+//! vCPU off a CPU ([`save`]) and loads when it puts one on ([`load`]).
+//!
+//! While a vCPU runs, part of its state lives only in the CPU: its registers (in the trap frame
+//! at the top of the CPU's stack while Hestia runs on its behalf), the FS base, the GS base of
+//! its current mode (in KERNEL_GS_BASE, because of SWAPGS on entry), its data segment
+//! selectors, CR0.TS, the page tables of its current mode (CR3), the CPU's copies of its GDT
+//! and LDT descriptors, CR4.TSD, its debug registers and its periodic timer. Everything else
+//! (the other mode's GS base and L4, callbacks, the virtual IDT, IOPL, the other timers) is
+//! kept in [`Vcpu`] at all times. A saved vCPU can be loaded on any CPU.
+//!
+//! Both run on the trap path, interrupts off, with the vCPU's lock held by the caller and no
+//! other lock. The switch between two vCPUs of different domains also changes the guest
+//! translations the TLB may hold: the CR3 load drops them (guest mappings are never global).
+
+use crate::arch::x86_64::idt::TrapFrame;
+use crate::arch::x86_64::{cpu, percpu, smp, uaccess};
+use crate::hypercall::descriptor;
+use crate::sched::VcpuRef;
+
+use super::domain::{Domain, Vcpu};
+use super::events;
+
+/// CR4.TSD: RDTSC faults outside ring 0 (the guest asked for it through its virtual CR4).
+const CR4_TSD: u64 = 1 << 2;
+
+/// Saves what this CPU holds of `v`, the vCPU of `d` running here, whose registers are `f`.
+pub fn save(v: &mut Vcpu, f: &TrapFrame) {
+    v.regs = *f;
+    let active_gs = cpu::kernel_gs_base();
+    if v.kernel_mode {
+        v.gs_base_kernel = active_gs;
+    } else {
+        v.gs_base_user = active_gs;
+    }
+    v.fs_base = cpu::fs_base();
+    v.selectors = cpu::data_selectors();
+    v.ts = cpu::ts_set();
+    events::stop_periodic(v);
+}
+
+/// Loads vCPU `v` (`vr`) into this CPU and its registers into `f`, the frame the exit path
+/// returns to the guest with.
+pub fn load(vr: &VcpuRef, v: &mut Vcpu, f: &mut TrapFrame) {
+    let d: &Domain = &vr.dom;
+    let cr3 = if v.kernel_mode {
+        v.kernel_cr3
+    } else {
+        v.user_cr3
+    };
+    // SAFETY: both of a vCPU's L4s hold L4 type references of its domain while they are its
+    // tables, so they map only its frames and carry Hestia's slots (this code, its stack, the
+    // per-CPU data and the heap).
+    unsafe { cpu::write_cr3(cr3) };
+    let me = percpu::this_cpu();
+    me.gdt
+        .load_guest_entries(descriptor::gdt_entries(v).into_iter());
+    descriptor::load_ldt(d.id.0, v);
+    // Selectors after the descriptor tables they name; FS's base after its selector (the load
+    // sets it from the descriptor), the guest GS base after SWAPGS's swap of it.
+    let [ds, es, fs, gs] = v.selectors;
+    let [ds, es, fs] = uaccess::load_guest_data_selectors(ds, es, fs);
+    let (gs, _) = uaccess::load_guest_gs(gs);
+    v.selectors = [ds, es, fs, gs];
+    cpu::set_fs_base(v.fs_base);
+    cpu::set_kernel_gs_base(if v.kernel_mode {
+        v.gs_base_kernel
+    } else {
+        v.gs_base_user
+    });
+    for i in [0u8, 1, 2, 3, 6, 7] {
+        // SAFETY: every value in `debugreg` passed `set_debugreg`'s checks (guest addresses,
+        // no GD, no I/O breakpoints) or is the reset value.
+        unsafe { cpu::write_dr(i, v.debugreg[usize::from(i)]) };
+    }
+    if v.ts {
+        cpu::set_ts();
+    } else {
+        cpu::clear_ts();
+    }
+    let cr4 = cpu::read_cr4();
+    if (cr4 ^ v.cr4) & CR4_TSD != 0 {
+        // SAFETY: TSD only makes RDTSC fault outside ring 0, i.e. in the guest.
+        unsafe { cpu::write_cr4(cr4 ^ CR4_TSD) };
+    }
+    *f = v.regs;
+    events::update_time(d, v.id);
+    events::start_periodic(vr, v);
+    smp::mark_runs_guest();
+}
