@@ -342,7 +342,7 @@ fn parse_entry(v: &str, n: usize) -> Result<DomUSpec<'_>, Problem<'_>> {
                 if !(MIN_MEM..=MAX_MEM).contains(&spec.mem) {
                     return Err(bad("memory is 4M to 1T"));
                 }
-                if spec.mem % 4096 != 0 {
+                if !spec.mem.is_multiple_of(4096) {
                     return Err(bad("memory is a whole number of 4 KiB pages"));
                 }
             }

@@ -53,14 +53,15 @@ fuzz_target!(|data: &[u8]| {
                 && d.weight != 0
                 && d.cap <= 100 * d.vcpus
                 && (domu_spec::MIN_MEM..=domu_spec::MAX_MEM).contains(&d.mem)
-                && d.mem % 4096 == 0
+                && d.mem.is_multiple_of(4096)
                 && d.ramdisk != Some(d.kernel),
             "domU {i} breaks a rule: {d:?}"
         );
-        let others = options.domus.iter().take(i);
         let shared = |m| {
-            others
-                .clone()
+            options
+                .domus
+                .iter()
+                .take(i)
                 .any(|o| o.kernel == m || o.ramdisk == Some(m))
         };
         assert!(
