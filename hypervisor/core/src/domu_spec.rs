@@ -183,12 +183,15 @@ pub struct Problem<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DomUs<'a> {
     specs: [Option<DomUSpec<'a>>; MAX_DOMUS],
+    /// Bit N: module N is named by a `domU=` entry, kept or dropped.
+    named: u16,
 }
 
 impl Default for DomUs<'_> {
     fn default() -> Self {
         Self {
             specs: [None; MAX_DOMUS],
+            named: 0,
         }
     }
 }
@@ -209,13 +212,21 @@ impl<'a> DomUs<'a> {
         self.iter().next().is_none()
     }
 
-    /// Whether a domU uses module `m` (as kernel or ramdisk).
-    pub fn claims(&self, m: usize) -> bool {
+    /// Whether a kept domU uses module `m` (as kernel or ramdisk).
+    fn in_use(&self, m: usize) -> bool {
         self.iter().any(|d| d.kernel == m || d.ramdisk == Some(m))
     }
 
-    /// The modules left for dom0 among `count`: its kernel is the first module no domU uses,
-    /// its initrd the next such one (so dom0 keeps modules 0 and 1 when the domUs come after).
+    /// Whether a `domU=` entry names module `m` as its kernel or ramdisk, even an entry that
+    /// was dropped: a domU's kernel must never become dom0's because of a typo elsewhere in
+    /// its entry.
+    pub fn claims(&self, m: usize) -> bool {
+        m < crate::bootinfo::MAX_MODULES && self.named & (1 << m) != 0
+    }
+
+    /// The modules left for dom0 among `count`: its kernel is the first module no `domU=`
+    /// entry names ([`Self::claims`]), its initrd the next such one (so dom0 keeps modules 0
+    /// and 1 when the domUs' come after).
     pub fn dom0_modules(&self, count: usize) -> (Option<usize>, Option<usize>) {
         let mut free = (0..count).filter(|m| !self.claims(*m));
         (free.next(), free.next())
@@ -223,6 +234,11 @@ impl<'a> DomUs<'a> {
 
     /// Parses one `domU=` value and appends it, or says why it is dropped.
     pub fn add(&mut self, v: &'a str) -> Result<(), Problem<'a>> {
+        for (key, val) in items(v).filter_map(|i| i.split_once(':')) {
+            if let ("kernel" | "ramdisk", Some(m)) = (key, module(val)) {
+                self.named |= 1 << m;
+            }
+        }
         let n = self.len();
         if n == MAX_DOMUS {
             return Err(Problem {
@@ -232,7 +248,7 @@ impl<'a> DomUs<'a> {
         }
         let spec = parse_entry(v, n + 1)?;
         let mut taken = [Some(spec.kernel), spec.ramdisk].into_iter().flatten();
-        if let Some(m) = taken.find(|m| self.claims(*m)) {
+        if let Some(m) = taken.find(|m| self.in_use(*m)) {
             return Err(Problem {
                 item: item_naming_module(v, m),
                 why: "module already used by another domU",
@@ -668,5 +684,18 @@ mod tests {
         );
         assert_eq!(d.dom0_modules(4), (Some(2), Some(3)));
         assert!(d.claims(0) && d.claims(1) && !d.claims(2));
+        assert!(!d.claims(usize::MAX));
+    }
+
+    #[test]
+    fn a_dropped_entry_still_keeps_its_modules_from_dom0() {
+        let mut d = DomUs::default();
+        assert!(d.add("kernel:0,vcpus:99").is_err());
+        assert!(d.add("ramdisk:2,kernel:3,mem:1").is_err());
+        assert!(d.is_empty());
+        assert!(d.claims(0) && !d.claims(1) && d.claims(2) && d.claims(3));
+        assert_eq!(d.dom0_modules(5), (Some(1), Some(4)));
+        // Modules named by dropped entries are not in use: a later entry may take them.
+        assert_eq!(d.add("kernel:0"), Ok(()));
     }
 }
