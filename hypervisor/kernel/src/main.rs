@@ -443,9 +443,10 @@ fn report_boot_domus(info: &BootInfo, opts: &Options<'_>) {
             _ => (d.mem >> 10, "KiB"),
         };
         info!(
-            "boot: domU d{id} \"{}\": kernel module {kernel}, {ramdisk}{mem} {unit}, {} vCPUs, weight {}, cap {}, cpus {}, cmdline \"{}\"",
+            "boot: domU d{id} \"{}\": kernel module {kernel}, {ramdisk}{mem} {unit}, {} vCPU{}, weight {}, cap {}, cpus {}, cmdline \"{}\"",
             d.name,
             d.vcpus,
+            if d.vcpus == 1 { "" } else { "s" },
             d.weight,
             d.cap,
             d.cpus,
