@@ -89,6 +89,11 @@ pub struct Scenario {
     pub nics: &'static [&'static str],
     /// Extra QEMU devices (`-device` arguments).
     pub devices: &'static [&'static str],
+    /// Boot-time domUs, one per entry, each as `cargo xtask run --domu` takes it
+    /// (`KERNEL[,ramdisk=FILE][,cmdline="..."][,mem=MIB][,vcpus=N][,weight=W][,cap=C][,cpus=LIST]`),
+    /// KERNEL named as [`Scenario::dom0`] is (a guest, or [`DEBIAN_LINUX`] with its initramfs as
+    /// the ramdisk unless one is given): `&["functional-foo,vcpus=2,weight=512"]`.
+    pub domus: &'static [&'static str],
 }
 
 /// An ext4 image made for a scenario, and what must be in it afterwards.
@@ -162,6 +167,7 @@ const DEFAULT: Scenario = Scenario {
     data_disk: None,
     nics: &[],
     devices: &[],
+    domus: &[],
 };
 
 /// Debian's Linux as dom0, driven through its shell. Its kernel log must stay free of oopses,

@@ -63,6 +63,7 @@ fn linux_boots_hestia(
             format!("{} {}", dom0::CMDLINE, dom0::BENCH_WORD),
         )),
         initrd: Some(linux.initramfs.clone()),
+        domus: Vec::new(),
     };
     let iso = kernel::make_iso(
         "bench-linux",
@@ -222,6 +223,7 @@ pub fn run() -> Result<()> {
     let modules = Modules {
         dom0: Some((guest.clone(), String::new())),
         initrd: None,
+        domus: Vec::new(),
     };
     let bench_guest = |extra: &str, log: &str| -> Result<Vec<(String, u64)>> {
         let iso = kernel::make_iso(

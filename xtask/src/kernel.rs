@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::domu::DomU;
 use crate::{Result, root_dir, target_dir};
 
 /// Which kernel build.
@@ -103,23 +104,45 @@ pub struct Modules {
     pub dom0: Option<(PathBuf, String)>,
     /// dom0 initrd.
     pub initrd: Option<PathBuf>,
+    /// Boot-time domUs: their modules follow dom0's, each kernel then its ramdisk.
+    pub domus: Vec<DomU>,
 }
 
-/// Writes `grub.cfg` and runs `grub-mkrescue`; returns the image path.
+/// Writes `grub.cfg` and runs `grub-mkrescue`; returns the image path. The multiboot2 modules
+/// are dom0's kernel and initrd (each when given), then each domU's kernel and ramdisk; every
+/// domU's `domU=` entry, naming its modules by index, is appended to `hv_cmdline`.
 pub fn make_iso(name: &str, elf: &Path, hv_cmdline: &str, modules: &Modules) -> Result<PathBuf> {
     let stage = target_dir().join("iso").join(name);
     let _ = std::fs::remove_dir_all(&stage);
     std::fs::create_dir_all(stage.join("boot/grub"))?;
     std::fs::copy(elf, stage.join("boot/hestia.elf"))?;
-    let mut entry = format!("  multiboot2 /boot/hestia.elf {hv_cmdline}\n");
+    let mut lines = Vec::new();
+    // --nounzip: GRUB would otherwise silently gunzip the module.
+    let mut module = |from: &Path, to: &str, cmdline: &str| -> Result<usize> {
+        std::fs::copy(from, stage.join("boot").join(to))?;
+        lines.push(format!("  module2 --nounzip /boot/{to} {cmdline}"));
+        Ok(lines.len() - 1)
+    };
     if let Some((k, cmdline)) = &modules.dom0 {
-        std::fs::copy(k, stage.join("boot/dom0"))?;
-        // --nounzip: GRUB would otherwise silently gunzip the module.
-        entry.push_str(&format!("  module2 --nounzip /boot/dom0 {cmdline}\n"));
+        module(k, "dom0", cmdline)?;
     }
     if let Some(i) = &modules.initrd {
-        std::fs::copy(i, stage.join("boot/initrd"))?;
-        entry.push_str("  module2 --nounzip /boot/initrd\n");
+        module(i, "initrd", "")?;
+    }
+    let mut hv_cmdline = hv_cmdline.to_owned();
+    for (n, d) in modules.domus.iter().enumerate() {
+        let kernel = module(&d.kernel, &format!("domu{}", n + 1), &d.cmdline)?;
+        let ramdisk = d
+            .ramdisk
+            .as_ref()
+            .map(|r| module(r, &format!("domu{}-ramdisk", n + 1), ""))
+            .transpose()?;
+        hv_cmdline = format!("{hv_cmdline} {}", d.hv_option(kernel, ramdisk));
+    }
+    let mut entry = format!("  multiboot2 /boot/hestia.elf {}\n", hv_cmdline.trim());
+    for l in lines {
+        entry.push_str(l.trim_end());
+        entry.push('\n');
     }
     let cfg = format!(
         "set timeout=0\nset default=0\nserial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\n\

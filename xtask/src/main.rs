@@ -7,6 +7,7 @@ mod bench;
 mod check;
 mod cpio;
 mod dom0;
+mod domu;
 mod fuzz;
 mod kernel;
 mod kmod;
@@ -60,7 +61,11 @@ commands:
       --dom0 KERNEL       dom0 kernel (ELF or bzImage; any Xen PV kernel) instead of Debian's
       --initrd FILE       dom0 initrd
       --dom0-cmdline STR  dom0 command line
-      --no-dom0           boot Hestia alone (it powers off after its summary)
+      --no-dom0           boot Hestia without dom0 (alone, or with --domu domains only)
+      --domu KERNEL[,ramdisk=FILE][,cmdline=\"...\"][,mem=MIB][,vcpus=N][,weight=W][,cap=C][,cpus=LIST]
+                          a boot-time domU (repeatable; any kernel --dom0 takes; mem 128 MiB
+                          and 1 vCPU unless given): its modules follow dom0's and a domU= entry
+                          naming them goes on Hestia's command line
       --disk FILE         attach a raw disk image as an extra virtio disk (repeatable)
       --nics [MODEL:]N    N more NICs (default model virtio-net-pci), all on one QEMU hub
                           (repeatable: --nics e1000:1 --nics 1)
@@ -240,12 +245,19 @@ fn cmd_run(args: &[String]) -> Result<()> {
             }
             "--device" => m.devices.push(value(args, &mut i, flag)?.to_owned()),
             "--no-dom0" => no_dom0 = true,
+            "--domu" => modules
+                .domus
+                .push(domu::DomU::parse(value(args, &mut i, flag)?)?),
             "--gdb" => m.gdb = true,
             _ => return Err(format!("unknown option '{flag}'\n{USAGE}").into()),
         }
         i += 1;
     }
-    for p in dom0.iter().chain(modules.initrd.iter()) {
+    let domu_files = modules
+        .domus
+        .iter()
+        .flat_map(|d| std::iter::once(&d.kernel).chain(&d.ramdisk));
+    for p in dom0.iter().chain(modules.initrd.iter()).chain(domu_files) {
         if !p.is_file() {
             return Err(format!("{} does not exist", p.display()).into());
         }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use hestia_tests::{DEBIAN_LINUX, DataDisk, Ending, HYPERVISOR_AS_DOM0, Outcome, judge};
 
+use crate::domu::DomU;
 use crate::kernel::{self, Flavor, Modules};
 use crate::qemu::{self, Accel, Machine, RunOptions};
 use crate::{Result, root_dir, target_dir};
@@ -124,6 +125,24 @@ pub fn parse_seed(s: &str) -> Result<u64> {
     r.map_err(|_| format!("'{s}' is not a seed (0x-hex or decimal)").into())
 }
 
+/// The kernel a scenario names (its `dom0`, or the KERNEL of a `domus` entry) and the initrd that
+/// comes with it: a guest of `tests/guests` (`<guest>.bzimage-xz` / `.bzimage-gzip`: that guest
+/// wrapped in a synthetic bzImage), [`HYPERVISOR_AS_DOM0`], or [`DEBIAN_LINUX`] with its
+/// busybox initramfs.
+fn scenario_kernel(name: &str, elf: &Path, guests: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
+    Ok(match name {
+        DEBIAN_LINUX => {
+            let linux = crate::dom0::prepare()?;
+            (linux.kernel, Some(linux.initramfs))
+        }
+        HYPERVISOR_AS_DOM0 => (elf.to_owned(), None),
+        g => match g.rsplit_once(".bzimage-") {
+            Some((guest, tool)) => (kernel::make_bzimage(&guests.join(guest), tool)?, None),
+            None => (guests.join(g), None),
+        },
+    })
+}
+
 /// Runs everything (or the scenarios whose names contain `filter`); `fuzz` goes to the fuzz
 /// guests' command lines.
 pub fn run(filter: Option<&str>, accel: Accel, fuzz: FuzzArgs) -> Result<()> {
@@ -183,31 +202,19 @@ pub fn run(filter: Option<&str>, accel: Accel, fuzz: FuzzArgs) -> Result<()> {
         if let (true, Some(n)) = (is_fuzz, fuzz.calls) {
             s.timeout_s = s.timeout_s.max(60 + n / FUZZ_CALLS_PER_S_TCG);
         }
-        let modules = match s.dom0 {
-            None => Modules::default(),
-            Some(DEBIAN_LINUX) => {
-                let linux = crate::dom0::prepare()?;
-                Modules {
-                    dom0: Some((linux.kernel, s.dom0_cmdline.to_owned())),
-                    initrd: Some(linux.initramfs),
-                }
-            }
-            Some(HYPERVISOR_AS_DOM0) => Modules {
-                dom0: Some((elf.clone(), String::new())),
-                initrd: None,
-            },
-            // `<guest>.bzimage-xz` / `.bzimage-gzip`: that guest wrapped in a synthetic bzImage.
-            Some(g) => {
-                let kernel = match g.rsplit_once(".bzimage-") {
-                    Some((guest, tool)) => kernel::make_bzimage(&guests.join(guest), tool)?,
-                    None => guests.join(g),
-                };
-                Modules {
-                    dom0: Some((kernel, guest_cmdline.trim().to_owned())),
-                    initrd: None,
-                }
-            }
-        };
+        let mut modules = Modules::default();
+        if let Some(d) = s.dom0 {
+            let (kernel, initrd) = scenario_kernel(d, &elf, &guests)?;
+            modules.dom0 = Some((kernel, guest_cmdline.trim().to_owned()));
+            modules.initrd = initrd;
+        }
+        for spec in s.domus {
+            let mut d = DomU::parse(spec)?;
+            let (kernel, initrd) = scenario_kernel(&d.kernel.to_string_lossy(), &elf, &guests)?;
+            d.kernel = kernel;
+            d.ramdisk = d.ramdisk.or(initrd);
+            modules.domus.push(d);
+        }
         let iso = kernel::make_iso(&format!("test-{}", s.name), &elf, s.hv_cmdline, &modules)?;
         let machine = Machine {
             firmware: s.firmware,

@@ -5,9 +5,13 @@
 //! command line must never stop a machine from booting. Known options (Xen's names):
 //! `loglvl=`, `com1=`, `console=`, `sync_console`, `serial_tx_buffer=`, `noreboot`, `dom0_mem=`,
 //! `dom0_max_vcpus=`, `xpti=`, `pv-l1tf=`, `spec-ctrl=` (the items of [`crate::spec_ctrl`]),
-//! plus Hestia's
+//! plus Hestia's `domU=` (boot-time domUs, repeatable: [`crate::domu_spec`]) and
 //! `selftest=` (test hooks, only honoured by builds with the `test-hooks` feature).
+//!
+//! The options borrow from the command line (`Options<'a>`; the kernel's lives as long as the
+//! boot information, for ever) and stay `Copy`: they are parsed before the heap exists.
 
+use crate::domu_spec::DomUs;
 use crate::size::{parse_size, parse_u64};
 use crate::spec_ctrl::Problem;
 
@@ -163,7 +167,7 @@ impl Default for ConsoleSel {
 
 /// Every option Hestia understands, with Xen's defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Options {
+pub struct Options<'a> {
     /// `loglvl=`: messages above this level are not printed.
     pub loglvl: LogLevel,
     /// `com1=`.
@@ -194,9 +198,11 @@ pub struct Options {
     pub trace_hypercall_errors: bool,
     /// `trace=exceptions`: log every exception a guest raises, before it is handled.
     pub trace_exceptions: bool,
+    /// `domU=` (repeatable): the boot-time domUs, in command-line order.
+    pub domus: DomUs<'a>,
 }
 
-impl Default for Options {
+impl Default for Options<'_> {
     fn default() -> Self {
         Self {
             loglvl: LogLevel::Info,
@@ -214,6 +220,7 @@ impl Default for Options {
             trace_hypercalls: false,
             trace_hypercall_errors: false,
             trace_exceptions: false,
+            domus: DomUs::default(),
         }
     }
 }
@@ -227,6 +234,8 @@ pub enum Warning<'a> {
     BadValue(&'a str, &'a str),
     /// The option is known but the value asks for something not implemented.
     Unsupported(&'a str, &'a str),
+    /// A `domU=` entry (the whole value) was dropped: `problem` says which item and why.
+    BadDomU(&'a str, crate::domu_spec::Problem<'a>),
 }
 
 pub(crate) fn parse_bool(v: Option<&str>) -> Option<bool> {
@@ -238,9 +247,9 @@ pub(crate) fn parse_bool(v: Option<&str>) -> Option<bool> {
     }
 }
 
-impl Options {
+impl<'a> Options<'a> {
     /// Parses a whole command line. `warn` receives one call per problem.
-    pub fn parse<'a>(cmdline: &'a str, mut warn: impl FnMut(Warning<'a>)) -> Self {
+    pub fn parse(cmdline: &'a str, mut warn: impl FnMut(Warning<'a>)) -> Self {
         let mut o = Options::default();
         for tok in cmdline.split_ascii_whitespace() {
             let (name, value) = match tok.split_once('=') {
@@ -332,6 +341,12 @@ impl Options {
                         }
                     }
                 }
+                "domU" => {
+                    let v = value.unwrap_or("");
+                    if let Err(p) = o.domus.add(v) {
+                        warn(Warning::BadDomU(v, p));
+                    }
+                }
                 _ => warn(Warning::Unknown(name)),
             }
         }
@@ -401,7 +416,7 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
-    fn parse(s: &str) -> (Options, Vec<Warning<'_>>) {
+    fn parse(s: &str) -> (Options<'_>, Vec<Warning<'_>>) {
         let mut w = Vec::new();
         let o = Options::parse(s, |x| w.push(x));
         (o, w)
@@ -558,5 +573,57 @@ mod tests {
             parse("spec-ctrl=verw=sometimes").1,
             vec![Warning::BadValue("spec-ctrl", "verw=sometimes")]
         );
+    }
+
+    #[test]
+    fn domu_entries_repeat_and_bad_ones_are_dropped_alone() {
+        use crate::domu_spec::{CpuMask, DomUName, Problem};
+        let (o, w) = parse(
+            "domU=name:foo,kernel:2,ramdisk:3,mem:256M,vcpus:2,weight:512,cap:50,cpus:0-1 \
+             domU=kernel:4,vcpus:65 loglvl=debug domU=kernel:5,mem:64M domU",
+        );
+        assert_eq!(
+            w,
+            [
+                Warning::BadDomU(
+                    "kernel:4,vcpus:65",
+                    Problem {
+                        item: "vcpus:65",
+                        why: "vCPUs are 1 to 64"
+                    }
+                ),
+                Warning::BadDomU(
+                    "",
+                    Problem {
+                        item: "",
+                        why: "no kernel:<module>"
+                    }
+                ),
+            ]
+        );
+        assert_eq!(o.loglvl, LogLevel::Debug);
+        let d: Vec<_> = o.domus.iter().copied().collect();
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].name, DomUName::Given("foo"));
+        assert_eq!((d[0].kernel, d[0].ramdisk, d[0].cap), (2, Some(3), 50));
+        assert_eq!(d[0].cpus, CpuMask(0b11));
+        assert_eq!(
+            d[1].name,
+            DomUName::Numbered(2),
+            "numbered among accepted entries"
+        );
+        assert_eq!((d[1].kernel, d[1].mem), (5, 64 << 20));
+        assert_eq!(o.domus.dom0_modules(6), (Some(0), Some(1)));
+    }
+
+    #[test]
+    fn a_quoted_domu_cmdline_is_refused_not_misread() {
+        // The domain's command line is its module's string; a `cmdline:` item (the issue's
+        // first sketch) is refused, and the words after its space are options of their own.
+        let (o, w) = parse("domU=kernel:1,cmdline:\"a b\" noreboot");
+        assert!(o.domus.is_empty() && o.noreboot);
+        assert_eq!(w.len(), 2);
+        assert!(matches!(w[0], Warning::BadDomU(_, p) if p.item == "cmdline:\"a"));
+        assert_eq!(w[1], Warning::Unknown("b\""));
     }
 }

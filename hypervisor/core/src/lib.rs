@@ -16,6 +16,7 @@ pub mod bzimage;
 pub mod cmdline;
 pub mod cpuid;
 pub mod descriptor;
+pub mod domu_spec;
 pub mod elf;
 pub mod evtchn;
 pub mod frame_alloc;

@@ -35,7 +35,7 @@ use arch::x86_64::{
 use bootinfo::BootInfo;
 
 static NOREBOOT: AtomicBool = AtomicBool::new(false);
-static OPTIONS: spin::Once<Options> = spin::Once::new();
+static OPTIONS: spin::Once<Options<'static>> = spin::Once::new();
 static HV_CMDLINE: spin::Once<&'static str> = spin::Once::new();
 
 /// The machine's sanitised memory map (for `XENMEM_machine_memory_map`).
@@ -92,6 +92,9 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
         Warning::BadValue(n, v) => warn!("cmdline: bad value '{v}' for '{n}' ignored"),
         Warning::Unsupported(n, v) => {
             warn!("cmdline: '{n}={v}' is not supported yet and is ignored")
+        }
+        Warning::BadDomU(v, p) => {
+            warn!("cmdline: 'domU={v}' dropped: '{}': {}", p.item, p.why)
         }
     });
     console::configure(&opts);
@@ -380,11 +383,22 @@ extern "C" fn continue_boot(info: u64) -> ! {
 
     selftest::run(&opts.selftest);
 
-    match info.modules() {
-        [] => info!("dom0: no dom0 kernel given (no multiboot2 module): nothing to run"),
-        [kernel, rest @ ..] => {
+    report_boot_domus(info, &opts);
+    let modules = info.modules();
+    let (kernel, initrd) = opts.domus.dom0_modules(modules.len());
+    match kernel.and_then(|k| modules.get(k)) {
+        None => info!(
+            "dom0: no dom0 kernel given (no multiboot2 module{}): nothing to run",
+            if opts.domus.is_empty() {
+                ""
+            } else {
+                " besides the domUs'"
+            }
+        ),
+        Some(kernel) => {
             let vcpus = dom0_vcpus(&opts);
-            match pv::builder::build_dom0(kernel, rest.first(), &|| dom0_pages(&opts), vcpus) {
+            let initrd = initrd.and_then(|i| modules.get(i));
+            match pv::builder::build_dom0(kernel, initrd, &|| dom0_pages(&opts), vcpus) {
                 Ok(d) => match domain::insert(d) {
                     Ok(d) => pv::run(d),
                     Err(e) => fatal_boot(format_args!(
@@ -403,6 +417,49 @@ extern "C" fn continue_boot(info: u64) -> ! {
         }
     }
     shutdown()
+}
+
+/// Reports the boot-time domUs of `domU=`, one line each (the domid each would get, its
+/// name, modules, resources and command line: its kernel module's string), and that they are
+/// not built yet. dom0 takes the modules none of them names (`DomUs::dom0_modules`).
+fn report_boot_domus(info: &BootInfo, opts: &Options<'_>) {
+    let modules = info.modules();
+    for (i, d) in opts.domus.iter().enumerate() {
+        let id = i + 1;
+        if let Some(m) = d.missing_module(modules.len()) {
+            warn!(
+                "boot: domU d{id} \"{}\": module {m} does not exist ({} modules passed)",
+                d.name,
+                modules.len()
+            );
+            continue;
+        }
+        let kernel = d.kernel;
+        let ramdisk = d
+            .ramdisk
+            .map(|m| alloc::format!("ramdisk module {m}, "))
+            .unwrap_or_default();
+        let (mem, unit) = match d.mem % (1 << 20) {
+            0 => (d.mem >> 20, "MiB"),
+            _ => (d.mem >> 10, "KiB"),
+        };
+        info!(
+            "boot: domU d{id} \"{}\": kernel module {kernel}, {ramdisk}{mem} {unit}, {} vCPU{}, weight {}, cap {}, cpus {}, cmdline \"{}\"",
+            d.name,
+            d.vcpus,
+            if d.vcpus == 1 { "" } else { "s" },
+            d.weight,
+            d.cap,
+            d.cpus,
+            modules.get(kernel).map_or("", |m| m.cmdline)
+        );
+    }
+    if !opts.domus.is_empty() {
+        warn!(
+            "boot: boot-time domUs are not built yet: {} domU= entries ignored",
+            opts.domus.len()
+        );
+    }
 }
 
 /// Most vCPUs a domain may have.
