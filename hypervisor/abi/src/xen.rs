@@ -130,6 +130,8 @@ pub const NR_VIRQS: u32 = 24;
 pub const DOMID_SELF: u16 = 0x7FF0;
 /// Pseudo-domain owning I/O memory (`DOMID_IO`).
 pub const DOMID_IO: u16 = 0x7FF1;
+/// The hypervisor itself as a domain (`DOMID_XEN`).
+pub const DOMID_XEN: u16 = 0x7FF2;
 
 /// `start_info.flags` bits (`SIF_*`).
 pub mod sif {

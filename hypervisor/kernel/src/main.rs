@@ -383,32 +383,45 @@ extern "C" fn continue_boot(info: u64) -> ! {
 
     selftest::run(&opts.selftest);
 
-    report_boot_domus(info, &opts);
+    let mut guests = build_boot_domus(info, &opts);
     let modules = info.modules();
     let (kernel, initrd) = opts.domus.dom0_modules(modules.len());
     match kernel.and_then(|k| modules.get(k)) {
         None => info!(
-            "dom0: no dom0 kernel given (no multiboot2 module{}): nothing to run",
+            "dom0: no dom0 kernel given (no multiboot2 module{}){}",
             if opts.domus.is_empty() {
                 ""
             } else {
                 " besides the domUs'"
+            },
+            if guests.is_empty() {
+                ": nothing to run"
+            } else {
+                ""
             }
         ),
         Some(kernel) => {
-            let vcpus = dom0_vcpus(&opts);
-            let initrd = initrd.and_then(|i| modules.get(i));
-            match pv::builder::build_dom0(kernel, initrd, &|| dom0_pages(&opts), vcpus) {
+            let spec = pv::builder::Spec {
+                id: pv::domain::DomId(0),
+                hardware: true,
+                kernel,
+                initrd: initrd.and_then(|i| modules.get(i)),
+                nr_vcpus: dom0_vcpus(&opts),
+            };
+            match pv::builder::build(&spec, &|| dom0_pages(&opts)) {
                 Ok(d) => match domain::insert(d) {
-                    Ok(d) => pv::run(d),
+                    Ok(d) => guests.insert(0, d),
                     Err(e) => fatal_boot(format_args!(
                         "dom0: cannot enter it in the domain table: {e:?}"
                     )),
                 },
                 // As Xen: a dom0 that cannot be built is fatal.
-                Err(e) => fatal_boot(format_args!("{e}")),
+                Err(e) => fatal_boot(format_args!("dom0 {e}")),
             }
         }
+    }
+    if !guests.is_empty() {
+        pv::run(guests);
     }
     if opts.noreboot {
         info!("noreboot: Hestia stays up; debug keys on the serial line ('h' for help)");
@@ -419,47 +432,58 @@ extern "C" fn continue_boot(info: u64) -> ! {
     shutdown()
 }
 
-/// Reports the boot-time domUs of `domU=`, one line each (the domid each would get, its
-/// name, modules, resources and command line: its kernel module's string), and that they are
-/// not built yet. dom0 takes the modules none of them names (`DomUs::dom0_modules`).
-fn report_boot_domus(info: &BootInfo, opts: &Options<'_>) {
+/// Builds the boot-time domUs of `domU=` (ids 1, 2, ... in order), one line each; one that
+/// cannot be built is reported and left out, the others still run. dom0 takes the modules none
+/// of them names (`DomUs::dom0_modules`).
+fn build_boot_domus(info: &BootInfo, opts: &Options<'_>) -> alloc::vec::Vec<domain::DomainRef> {
     let modules = info.modules();
-    for (i, d) in opts.domus.iter().enumerate() {
-        let id = i + 1;
-        if let Some(m) = d.missing_module(modules.len()) {
-            warn!(
-                "boot: domU d{id} \"{}\": module {m} does not exist ({} modules passed)",
-                d.name,
+    let mut built = alloc::vec::Vec::new();
+    for (i, u) in opts.domus.iter().enumerate() {
+        let id = pv::domain::DomId(i as u16 + 1);
+        if let Some(m) = u.missing_module(modules.len()) {
+            error!(
+                "{id} \"{}\": module {m} does not exist ({} modules passed): not built",
+                u.name,
                 modules.len()
             );
             continue;
         }
-        let kernel = d.kernel;
-        let ramdisk = d
-            .ramdisk
-            .map(|m| alloc::format!("ramdisk module {m}, "))
-            .unwrap_or_default();
-        let (mem, unit) = match d.mem % (1 << 20) {
-            0 => (d.mem >> 20, "MiB"),
-            _ => (d.mem >> 10, "KiB"),
+        let (Some(kernel), ramdisk) = (
+            modules.get(u.kernel),
+            u.ramdisk.and_then(|r| modules.get(r)),
+        ) else {
+            continue;
         };
         info!(
-            "boot: domU d{id} \"{}\": kernel module {kernel}, {ramdisk}{mem} {unit}, {} vCPU{}, weight {}, cap {}, cpus {}, cmdline \"{}\"",
-            d.name,
-            d.vcpus,
-            if d.vcpus == 1 { "" } else { "s" },
-            d.weight,
-            d.cap,
-            d.cpus,
-            modules.get(kernel).map_or("", |m| m.cmdline)
+            "{id} \"{}\": kernel module {}, {} MiB, {} vCPU{}, weight {}, cap {}, cpus {}, cmdline \"{}\"",
+            u.name,
+            u.kernel,
+            u.mem >> 20,
+            u.vcpus,
+            if u.vcpus == 1 { "" } else { "s" },
+            u.weight,
+            u.cap,
+            u.cpus,
+            kernel.cmdline
         );
+        let spec = pv::builder::Spec {
+            id,
+            hardware: false,
+            kernel,
+            initrd: ramdisk,
+            nr_vcpus: u.vcpus,
+        };
+        let pages = u.pages();
+        match pv::builder::build(&spec, &|| (pages, pages)).map(domain::insert) {
+            Ok(Ok(d)) => {
+                console::ring::register(d.clone());
+                built.push(d);
+            }
+            Ok(Err(e)) => error!("{id}: cannot enter it in the domain table: {e:?}"),
+            Err(e) => error!("{id} \"{}\" {e}: not built", u.name),
+        }
     }
-    if !opts.domus.is_empty() {
-        warn!(
-            "boot: boot-time domUs are not built yet: {} domU= entries ignored",
-            opts.domus.len()
-        );
-    }
+    built
 }
 
 /// Most vCPUs a domain may have.

@@ -21,8 +21,12 @@ use crate::pv::domain::Domain;
 pub enum Action {
     /// `platform_op` (`xsm_platform_op`, `XSM_PRIV`).
     PlatformOp,
-    /// `console_io` on Hestia's console (`xsm_console_io`: `XSM_PRIV` in release builds).
+    /// `console_io` on Hestia's console (`xsm_console_io`: `XSM_PRIV` in release builds),
+    /// raw, and reading serial input.
     ConsoleIo,
+    /// `CONSOLEIO_write`, printed with a `(dN) ` prefix for a domain without [`Action::ConsoleIo`]
+    /// (Xen's debug-build policy, `CONFIG_VERBOSE_DEBUG`).
+    ConsoleWrite,
     /// `XENVER_commandline` (`xsm_xen_version`: `XSM_PRIV` for it).
     ReadCommandLine,
     /// `XENMEM_machine_memory_map` (`xsm_machine_memory_map`, `XSM_PRIV`).
@@ -52,6 +56,7 @@ pub fn allows(caller: &Domain, action: Action) -> bool {
         | Action::IoMemory
         | Action::CacheFlush
         | Action::PlatformDevices => caller.privileged,
+        Action::ConsoleWrite => true,
     }
 }
 

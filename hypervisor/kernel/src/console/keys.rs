@@ -1,15 +1,20 @@
-//! Serial input: Ctrl-A three times switches input between Hestia and dom0 (as in Xen); while
+//! Serial input: Ctrl-A three times switches input from dom0 to each domU whose console Hestia
+//! serves, then to Hestia, then back to dom0 (as Xen cycles DOM0, DOM1, ..., Xen); while
 //! Hestia has the input, single keys run debug handlers: `h` help, `q` domains, `m` memory,
 //! `r` CPUs and timers, `0` dump every CPU's registers.
 
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use crate::arch::x86_64::{apic, ioapic, percpu, smp, tsc};
 
 const CTRL_A: u8 = 0x01;
 
 static CTRL_A_RUN: AtomicU8 = AtomicU8::new(0);
-static INPUT_TO_DOM0: AtomicBool = AtomicBool::new(false);
+/// Where input goes: [`TO_HESTIA`], [`TO_DOM0`], or `TO_RING + k` for the `k`-th ring console.
+static INPUT_TO: AtomicUsize = AtomicUsize::new(TO_HESTIA);
+const TO_HESTIA: usize = 0;
+const TO_DOM0: usize = 1;
+const TO_RING: usize = 2;
 static DOM0_EXISTS: AtomicBool = AtomicBool::new(false);
 
 /// Serial input waiting for dom0's `CONSOLEIO_read` (oldest bytes first; full drops new ones).
@@ -25,11 +30,37 @@ static DOM0_INPUT: spin::Mutex<InputRing> = spin::Mutex::new(InputRing {
     len: 0,
 });
 
-/// dom0 runs: serial input goes to it from now on, as in Xen.
-pub fn dom0_started() {
-    DOM0_EXISTS.store(true, Ordering::Release);
-    INPUT_TO_DOM0.store(true, Ordering::Release);
-    crate::info!("*** Serial input to DOM0 (type 'CTRL-a' three times to switch input)");
+/// Guests run: serial input goes to dom0 from now on, as in Xen, or without a dom0 to the
+/// first domU whose console Hestia serves.
+pub fn guests_started(dom0: bool) {
+    DOM0_EXISTS.store(dom0, Ordering::Release);
+    let to = if dom0 {
+        TO_DOM0
+    } else if crate::console::ring::count() > 0 {
+        TO_RING
+    } else {
+        return;
+    };
+    INPUT_TO.store(to, Ordering::Release);
+    announce(to);
+}
+
+fn announce(to: usize) {
+    match to {
+        TO_HESTIA => {
+            crate::info!("*** Serial input to Hestia (type 'CTRL-a' three times to switch input)")
+        }
+        TO_DOM0 => {
+            crate::info!("*** Serial input to DOM0 (type 'CTRL-a' three times to switch input)")
+        }
+        k => {
+            let id = crate::console::ring::nth(k - TO_RING).map(|d| d.id.0);
+            crate::info!(
+                "*** Serial input to DOM{} (type 'CTRL-a' three times to switch input)",
+                id.unwrap_or(0)
+            )
+        }
+    }
 }
 
 /// Copies pending dom0 input into `out`; returns the number of bytes (`CONSOLEIO_read`).
@@ -108,9 +139,16 @@ pub fn input(b: u8) {
         return;
     }
     CTRL_A_RUN.store(0, Ordering::Relaxed);
-    if INPUT_TO_DOM0.load(Ordering::Relaxed) {
-        push_dom0_input(b);
-        return;
+    match INPUT_TO.load(Ordering::Relaxed) {
+        TO_HESTIA => {}
+        TO_DOM0 => return push_dom0_input(b),
+        k => {
+            if let Some(d) = crate::console::ring::nth(k - TO_RING) {
+                // A full input ring drops the byte, as a full dom0 input buffer does.
+                crate::console::ring::input(&d, &[b]);
+            }
+            return;
+        }
     }
     match KEYS.iter().find(|k| k.key == b) {
         Some(k) => {
@@ -125,17 +163,23 @@ pub fn input(b: u8) {
 }
 
 fn switch_input() {
-    if !DOM0_EXISTS.load(Ordering::Acquire) {
+    let rings = crate::console::ring::count();
+    let dom0 = DOM0_EXISTS.load(Ordering::Acquire);
+    if !dom0 && rings == 0 {
         crate::info!(
-            "*** Serial input stays with Hestia: there is no dom0 (type 'CTRL-a' three times to switch input)"
+            "*** Serial input stays with Hestia: there is no guest console (type 'CTRL-a' three times to switch input)"
         );
         return;
     }
-    let to_dom0 = !INPUT_TO_DOM0.fetch_xor(true, Ordering::Relaxed);
-    crate::info!(
-        "*** Serial input to {} (type 'CTRL-a' three times to switch input)",
-        if to_dom0 { "DOM0" } else { "Hestia" }
-    );
+    // The cycle: dom0 (if any), each ring console, Hestia.
+    let next = match INPUT_TO.load(Ordering::Relaxed) {
+        TO_HESTIA if dom0 => TO_DOM0,
+        TO_HESTIA | TO_DOM0 if rings > 0 => TO_RING,
+        k if k >= TO_RING && k + 1 < TO_RING + rings => k + 1,
+        _ => TO_HESTIA,
+    };
+    INPUT_TO.store(next, Ordering::Relaxed);
+    announce(next);
 }
 
 fn help() {
@@ -145,7 +189,7 @@ fn help() {
         }
         let _ = writeln!(
             w,
-            " CTRL-a three times - switch serial input between Hestia and dom0"
+            " CTRL-a three times - switch serial input between dom0, each domU console and Hestia"
         );
     });
 }

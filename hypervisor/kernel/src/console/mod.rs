@@ -27,6 +27,7 @@
 //! of waiting for itself. A domain's rate limiter is taken alone, interrupts off.
 
 pub mod keys;
+pub mod ring;
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicUsize, Ordering};

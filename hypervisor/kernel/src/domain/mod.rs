@@ -89,3 +89,11 @@ pub fn try_all() -> Option<Vec<DomainRef>> {
     let t = TABLE.try_lock()?;
     Some(t.values().map(|d| DomainRef(d.clone())).collect())
 }
+
+/// True when every domain in the table has stopped (or there is none).
+pub fn all_dying() -> bool {
+    TABLE
+        .lock()
+        .values()
+        .all(|d| d.dying.load(core::sync::atomic::Ordering::Acquire))
+}

@@ -1,8 +1,10 @@
 //! `console_io` (hypercall 18): dom0's console is the serial line.
 //!
-//! Only the privileged domain may use it: Xen's default policy (`xsm_console_io` in
-//! `xen/include/xsm/dummy.h`) refuses other domains with -EPERM unless Xen is a debug build, and
-//! a domU's console is its ring served by dom0, not Hestia's UART.
+//! dom0 reads and writes the serial line with it. A domU may only write, and its lines are
+//! printed prefixed `(dN) ` through its console (`crate::console::ring`), as a debug build of
+//! Xen does (`xsm_console_io` in `xen/include/xsm/dummy.h` allows domU writes only with
+//! `CONFIG_VERBOSE_DEBUG`; a release build refuses them with -EPERM): a deliberate difference,
+//! so that boot-time domUs and test kernels can report without a console driver.
 //!
 //! `CONSOLEIO_write` (Xen's `guest_console_write`, `xen/drivers/char/console.c`) copies `count`
 //! bytes in chunks of [`CHUNK`] and queues each on the serial transmit ring (raw: dom0 output
@@ -29,11 +31,14 @@ const CHUNK: usize = 128;
 const READ_MAX: usize = 256;
 
 pub(super) fn do_console_io(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    policy::check(d, Action::ConsoleIo)?;
     let (cmd, count, buf) = (a[0] as u32, a[1] as u32, a[2]);
     match cmd {
-        consoleio::WRITE => guest_console_write(d, buf, u64::from(count)),
+        consoleio::WRITE => {
+            policy::check(d, Action::ConsoleWrite)?;
+            guest_console_write(d, buf, u64::from(count))
+        }
         consoleio::READ => {
+            policy::check(d, Action::ConsoleIo)?;
             // Check the buffer before taking bytes off the input ring, so none are lost to a
             // bad pointer's range check.
             let n = (count as usize).min(READ_MAX);
@@ -61,11 +66,27 @@ fn guest_console_write(d: &Domain, buf: u64, count: u64) -> Result<u64, Errno> {
         let n = (count - done).min(CHUNK as u64) as usize;
         let bytes = chunk.get_mut(..n).ok_or(Errno::EINVAL)?;
         GuestRange::new(at, n)?.read(bytes)?;
-        if !crate::console::guest_write(bytes) {
-            // The ring is full: retry this chunk once the transmit interrupt has made room.
+        let taken = if policy::allows(d, Action::ConsoleIo) {
+            if crate::console::guest_write(bytes) {
+                n
+            } else {
+                0
+            }
+        } else {
+            crate::console::ring::console_io_write(d, bytes)
+        };
+        done += taken as u64;
+        if taken < n {
+            // The ring is full: retry the rest once the transmit interrupt has made room.
+            let rest = [
+                u64::from(consoleio::WRITE),
+                count - done,
+                at + taken as u64,
+                0,
+                0,
+            ];
             return continuation::create(rest);
         }
-        done += n as u64;
     }
     Ok(0)
 }

@@ -77,6 +77,11 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             if raised && let Some((_, vcpu)) = ev.port(port) {
                 events::kick(d, vcpu);
             }
+            drop(ev);
+            // The console ring Hestia serves for a boot-time domU.
+            if cmd == cmd::SEND && d.console.as_ref().is_some_and(|c| c.port() == port) {
+                crate::console::ring::service(d);
+            }
             Ok(0)
         }
         cmd::BIND_VCPU => {

@@ -4,8 +4,8 @@
 //! `hestia_core::pv_mm`). A mismatch means a hypercall path broke an invariant of the PV MMU;
 //! the structured fuzzer (`fuzz-hypercalls`) ends every run with this check.
 //!
-//! Locks: every vCPU lock of the domain, in vCPU order, then every vCPU's `mm_pending`, then
-//! the frame table's (the order the hypercalls use). Holding them all keeps the vCPUs' base
+//! Locks: every vCPU lock of every domain, in domain and vCPU order, then every vCPU's
+//! `mm_pending`, then the frame table's (the order the hypercalls use). Holding them all keeps the vCPUs' base
 //! pointers, GDT and LDT frames and unfinished page-table work consistent with the counts; the
 //! vCPU and pending locks are only tried for a bounded time, so a vCPU stuck with one held
 //! skips the audit instead of hanging the stop.
@@ -69,37 +69,54 @@ fn holds(d: &Domain, v: &Vcpu, out: &mut Vec<Hold>) {
     }
 }
 
-/// Audits the frame table with `d`'s holds and logs the verdict: one line, `frame audit: ok`
-/// or `frame audit FAILED` with the first broken invariant.
+/// Audits the frame table with the holds of every domain (the audit covers every frame) and
+/// logs the verdict for `d`, which stopped: one line, `frame audit: ok` or `frame audit FAILED`
+/// with the first broken invariant.
 pub fn audit_at_stop(d: &Domain) {
-    let mut guards = Vec::with_capacity(d.vcpus.len());
-    for (i, slot) in d.vcpus.iter().enumerate() {
-        let Some(g) = try_lock_for(slot) else {
-            crate::warn!("{}: frame audit skipped: {}v{i} stays busy", d.id, d.id);
-            return;
-        };
-        guards.push(g);
+    let Some(all) = crate::domain::try_all() else {
+        crate::warn!("{}: frame audit skipped: the domain table is busy", d.id);
+        return;
+    };
+    let mut guards = Vec::new();
+    for dom in &all {
+        for (i, slot) in dom.vcpus.iter().enumerate() {
+            let Some(g) = try_lock_for(slot) else {
+                crate::warn!("{}: frame audit skipped: {}v{i} stays busy", d.id, dom.id);
+                return;
+            };
+            guards.push((&**dom, g));
+        }
     }
-    let mut pending_guards = Vec::with_capacity(d.mm_pending.len());
-    for (i, slot) in d.mm_pending.iter().enumerate() {
-        let Some(g) = try_lock_for(slot) else {
-            crate::warn!(
-                "{}: frame audit skipped: {}v{i}'s page-table work stays busy",
-                d.id,
-                d.id
-            );
-            return;
-        };
-        pending_guards.push(g);
+    let mut pending_guards = Vec::new();
+    for dom in &all {
+        for (i, slot) in dom.mm_pending.iter().enumerate() {
+            let Some(g) = try_lock_for(slot) else {
+                crate::warn!(
+                    "{}: frame audit skipped: {}v{i}'s page-table work stays busy",
+                    d.id,
+                    dom.id
+                );
+                return;
+            };
+            pending_guards.push(g);
+        }
     }
     let pendings: Vec<_> = pending_guards.iter().map(|g| **g).collect();
-    // shared_info holds a writable type for the domain's life (isolation rule 5).
-    let mut list = alloc::vec![Hold {
-        mfn: d.shared_info_mfn,
-        ty: Some(PageType::Writable),
-    }];
-    for v in &guards {
-        holds(d, v, &mut list);
+    // shared_info and a served console ring hold a writable type for the domain's life
+    // (isolation rule 5).
+    let mut list = Vec::new();
+    for dom in &all {
+        for mfn in
+            core::iter::once(dom.shared_info_mfn).chain(dom.console.as_ref().map(|c| c.mfn()))
+        {
+            list.push(Hold {
+                mfn,
+                ty: Some(PageType::Writable),
+            });
+        }
+    }
+    for (dom, v) in &guards {
+        holds(dom, v, &mut list);
     }
     match frametable::audit(&list, &pendings) {
         Some(Ok(s)) => crate::info!(

@@ -1,4 +1,4 @@
-//! The dom0 builder: turns the first boot module into a running PV domain.
+//! The domain builder: turns a boot module into a PV domain, dom0 or a boot-time domU.
 //!
 //! Follows the PV start-of-day protocol (`public/xen.h`; `shared/xen-abi.md` 2.2-2.5): parse the
 //! ELF and its Xen notes (`hestia_core::elf`), compute the layout (`hestia_core::pv_layout`),
@@ -6,7 +6,12 @@
 //! it, build the bootstrap page tables (read-only to the guest, Hestia's slots 256-271 in the
 //! L4), write the P2M, start_info and shared_info, and set vCPU 0's registers: RIP = entry,
 //! RSP = top of the stack page, RSI = start_info, CS/SS = FLAT_KERNEL_CS/SS, events masked.
-//! The L4 is pinned (validated and typed) by the PV MMU once it exists (M1, next step).
+//! The L4 is pinned (validated and typed) by the PV MMU before the guest runs.
+//!
+//! dom0 holds the hardware (SIF_PRIVILEGED | SIF_INITDOMAIN, the I/O ports and I/O memory); a
+//! domU gets none of it and a console ring instead: its last page, whose frame Hestia holds
+//! (a reference and a writable type, for good, like shared_info) because Hestia serves that
+//! ring itself (`crate::console::ring`), and an event channel for it.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -28,7 +33,7 @@ use crate::arch::x86_64::paging::ADDR_MASK;
 use crate::bootinfo::Module;
 use crate::mm;
 
-/// Why dom0 could not be built (each is one line on the console).
+/// Why a domain could not be built (each is one line on the console, after the domain's name).
 #[derive(Debug)]
 pub enum BuildError {
     /// The module is not a usable PV kernel.
@@ -48,25 +53,25 @@ pub enum BuildError {
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Kernel(e) => write!(f, "dom0 kernel: {e}"),
-            Self::BzImage(e) => write!(f, "dom0 kernel: unusable bzImage header ({e:?})"),
-            Self::Unpack(e) => write!(f, "dom0 kernel: {e}"),
+            Self::Kernel(e) => write!(f, "kernel: {e}"),
+            Self::BzImage(e) => write!(f, "kernel: unusable bzImage header ({e:?})"),
+            Self::Unpack(e) => write!(f, "kernel: {e}"),
             Self::Layout(LayoutError::TooLarge { needed, available }) => {
                 write!(
                     f,
-                    "dom0 kernel: needs {} KiB of initial mapping but dom0 has {} KiB (raise dom0_mem=)",
+                    "kernel: needs {} KiB of initial mapping but the domain has {} KiB (give it more memory)",
                     needed * 4,
                     available * 4
                 )
             }
             Self::Layout(LayoutError::BadRegion) => write!(
                 f,
-                "dom0 kernel: its virtual region crosses the hypervisor hole or wraps"
+                "kernel: its virtual region crosses the hypervisor hole or wraps"
             ),
-            Self::OutOfMemory(p) => write!(f, "not enough free memory for dom0's {} MiB", p / 256),
+            Self::OutOfMemory(p) => write!(f, "not enough free memory for its {} MiB", p / 256),
             Self::Mmu(e) => write!(
                 f,
-                "dom0's bootstrap page tables fail validation ({e:?}): a builder bug"
+                "its bootstrap page tables fail validation ({e:?}): a builder bug"
             ),
         }
     }
@@ -266,42 +271,70 @@ fn map_page(mem: &GuestMem<'_>, l4: u64, tables: &mut TableAlloc, va: u64, pfn: 
     );
 }
 
-/// Gives the domain's frames (and its shared_info page) to dom0 in the frame table, fills the
-/// M2P, and pins the bootstrap L4 with a second type reference for CR3 (as Xen's dom0 builder
-/// does): the validation proves the tables obey the PV MMU rules before the guest runs. dom0
-/// also gets the machine's I/O memory, but for Hestia's own devices.
+/// Gives the domain's frames (and its shared_info page) to domain `dom` in the frame table,
+/// fills the M2P, and pins the bootstrap L4 with a second type reference for CR3 (as Xen's dom0
+/// builder does): the validation proves the tables obey the PV MMU rules before the guest runs.
+/// The hardware domain also gets the machine's I/O memory, but for Hestia's own devices.
 ///
-/// Hestia writes shared_info (event bits, time) for the domain's whole life, so, as Xen's
-/// `share_xen_page_with_guest`, the frame holds a reference and a writable type reference that
-/// are never dropped: it can never become a page table or descriptor page, and
-/// `XENMEM_decrease_reservation`/`exchange` cannot hand it back to the allocator.
-fn register_frames(p2m: &[u64], shared_mfn: u64, l4_mfn: u64) -> Result<(), BuildError> {
-    const DOM0: u16 = 0;
-    mm::frametable::grant_dom0_iomem(DOM0);
+/// Hestia writes shared_info (event bits, time) and a domU's console ring for the domain's whole
+/// life, so, as Xen's `share_xen_page_with_guest`, each frame holds a reference and a writable
+/// type reference that are never dropped while the domain lives: it can never become a page
+/// table or descriptor page, and `XENMEM_decrease_reservation`/`exchange` cannot hand it back to
+/// the allocator.
+fn register_frames(
+    dom: DomId,
+    hardware: bool,
+    p2m: &[u64],
+    shared_mfn: u64,
+    console_mfn: Option<u64>,
+    l4_mfn: u64,
+) -> Result<(), BuildError> {
+    let dom = dom.0;
+    if hardware {
+        mm::frametable::grant_dom0_iomem(dom);
+    }
     mm::frametable::with(|ft, mem| {
         for (pfn, &mfn) in p2m.iter().enumerate() {
-            ft.assign(mfn, DOM0)?;
+            ft.assign(mfn, dom)?;
             mm::frametable::set_m2p(mfn, pfn as u64);
         }
-        ft.assign(shared_mfn, DOM0)?;
-        ft.get_page(shared_mfn, DOM0)?;
-        ft.get_page_type(mem, shared_mfn, PageType::Writable, DOM0)?;
-        ft.pin(mem, l4_mfn, 4, DOM0)?;
-        ft.get_page(l4_mfn, DOM0)?;
-        ft.get_page_type(mem, l4_mfn, PageType::Table(4), DOM0)
+        ft.assign(shared_mfn, dom)?;
+        for held in core::iter::once(shared_mfn).chain(console_mfn) {
+            ft.get_page(held, dom)?;
+            ft.get_page_type(mem, held, PageType::Writable, dom)?;
+        }
+        ft.pin(mem, l4_mfn, 4, dom)?;
+        ft.get_page(l4_mfn, dom)?;
+        ft.get_page_type(mem, l4_mfn, PageType::Table(4), dom)
     })
     .unwrap_or(Err(MmError::BadFrame))
     .map_err(BuildError::Mmu)
 }
 
-/// Builds dom0 from `kernel` (and `initrd`); `size` gives its memory and ceiling in pages,
-/// asked once the kernel is unpacked (the default "all free memory" depends on what is left).
-pub fn build_dom0(
-    kernel: &Module,
-    initrd: Option<&Module>,
-    size: &dyn Fn() -> (u64, u64),
-    nr_vcpus: u32,
-) -> Result<Domain, BuildError> {
+/// What to build.
+pub struct Spec<'a> {
+    /// The domain's id.
+    pub id: DomId,
+    /// The hardware domain (dom0): privileged, with the I/O ports and memory.
+    pub hardware: bool,
+    /// Its kernel (the module's string is its command line).
+    pub kernel: &'a Module,
+    /// Its initial ramdisk.
+    pub initrd: Option<&'a Module>,
+    /// Its vCPUs (at least 1).
+    pub nr_vcpus: u32,
+}
+
+/// Builds the domain `spec` describes; `size` gives its memory and ceiling in pages, asked once
+/// the kernel is unpacked (dom0's default "all free memory" depends on what is left).
+pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, BuildError> {
+    let Spec {
+        id,
+        hardware,
+        kernel,
+        initrd,
+        nr_vcpus,
+    } = *spec;
     let bytes = module_bytes(kernel);
     // A bzImage (Debian's vmlinuz) carries the ELF as its payload, usually XZ-compressed;
     // the unpacked copy lives in allocator frames until the build is done.
@@ -330,7 +363,19 @@ pub fn build_dom0(
     let l = pv_layout::compute(&k, nr_pages, initrd_bytes.len() as u64, map_initrd)
         .map_err(BuildError::Layout)?;
 
-    crate::info!("*** Building a PV dom0 ***");
+    // A domU's console ring is its last page, outside the initial mapping.
+    let console_pfn = (!hardware).then(|| nr_pages.saturating_sub(1));
+    if console_pfn.is_some_and(|p| p < l.mapped_pages()) {
+        return Err(BuildError::Layout(LayoutError::TooLarge {
+            needed: l.mapped_pages() + 1,
+            available: nr_pages,
+        }));
+    }
+    if hardware {
+        crate::info!("*** Building a PV dom0 ***");
+    } else {
+        crate::info!("*** Building a PV domU ({id}) ***");
+    }
     crate::info!(
         " kernel: {:#x}-{:#x}, entry {:#x}, {} pages of memory",
         k.virt_kstart,
@@ -366,9 +411,10 @@ pub fn build_dom0(
     let l4_mfn = build_page_tables(&mem, &l);
 
     let shared = mm::alloc_zeroed_frames(1, PAGE, u64::MAX).ok_or(BuildError::OutOfMemory(1))?;
-    // Before its tables are validated: dom0 is the hardware domain.
-    let check_l1tf = super::l1tf::domain_init(0, true);
-    register_frames(&p2m, shared / PAGE, l4_mfn)?;
+    // Before its tables are validated.
+    let check_l1tf = super::l1tf::domain_init(id.0, hardware);
+    let console_mfn = console_pfn.map(|p| p2m[p as usize]);
+    register_frames(id, hardware, &p2m, shared / PAGE, console_mfn, l4_mfn)?;
     let mut si = SharedInfo::new_zeroed();
     for v in si.vcpu_info.iter_mut() {
         v.evtchn_upcall_mask = 1;
@@ -386,7 +432,24 @@ pub fn build_dom0(
     st.magic[..START_INFO_MAGIC.len()].copy_from_slice(START_INFO_MAGIC);
     st.nr_pages = nr_pages;
     st.shared_info = shared;
-    st.flags = sif::PRIVILEGED | sif::INITDOMAIN | mod_flags;
+    st.flags = if hardware {
+        sif::PRIVILEGED | sif::INITDOMAIN
+    } else {
+        0
+    } | mod_flags;
+    let mut evtchn = hestia_core::evtchn::EventChannels::new(nr_vcpus.max(1));
+    let console = match console_mfn {
+        Some(mfn) => {
+            // Served by Hestia: unbound, its remote end Hestia itself.
+            let port = evtchn
+                .alloc_unbound(xen_abi::xen::DOMID_XEN)
+                .map_err(|_| BuildError::OutOfMemory(0))?;
+            st.console_mfn_or_info = mfn;
+            st.console_evtchn = port;
+            Some(crate::console::ring::RingConsole::new(mfn, port))
+        }
+        None => None,
+    };
     st.pt_base = l.page_tables.start;
     st.nr_pt_frames = l.page_tables.pages();
     st.mfn_list = l.p2m.start;
@@ -428,19 +491,24 @@ pub fn build_dom0(
         .chain((1..nr_vcpus).map(|i| Vcpu::new(i, TrapFrame::default(), 0)))
         .map(spin::Mutex::new)
         .collect();
+    let ioports = if hardware {
+        super::ioport::dom0_ports(crate::console::uart_port())
+    } else {
+        hestia_core::ioport::PortSet::none()
+    };
     Ok(Domain {
-        id: DomId(0),
-        privileged: true,
+        id,
+        privileged: hardware,
         p2m,
         shared_info_mfn: shared / PAGE,
         vcpus,
         dying: AtomicBool::new(false),
         shutdown_reason: AtomicU32::new(0),
-        evtchn: spin::Mutex::new(hestia_core::evtchn::EventChannels::new(nr_vcpus)),
+        evtchn: spin::Mutex::new(evtchn),
         tot_pages: core::sync::atomic::AtomicU64::new(nr_pages),
         max_pages: max_pages.max(nr_pages),
         vm_assist: core::sync::atomic::AtomicU64::new(0),
-        ioports: alloc::boxed::Box::new(super::ioport::dom0_ports(crate::console::uart_port())),
+        ioports: alloc::boxed::Box::new(ioports),
         pci_cf8: AtomicU32::new(0),
         rtc_index: core::sync::atomic::AtomicU8::new(0),
         vcpu_info: (0..nr_vcpus)
@@ -450,5 +518,6 @@ pub fn build_dom0(
         mm_pending: (0..nr_vcpus).map(|_| spin::Mutex::default()).collect(),
         log_limit: Default::default(),
         check_l1tf,
+        console,
     })
 }

@@ -217,6 +217,8 @@ pub struct Domain {
     pub mm_pending: Vec<spin::Mutex<Pending>>,
     /// Rate limiter of the log lines it causes (`gwarn!` and family).
     pub log_limit: crate::console::GuestLogLimit,
+    /// Its console ring, when Hestia serves it (boot-time domUs).
+    pub console: Option<crate::console::ring::RingConsole>,
     /// Its not-present page-table entries are checked against L1TF (`pv-l1tf=`; Xen's
     /// `d->arch.pv.check_l1tf`), fixed at creation by [`super::l1tf::domain_init`].
     pub check_l1tf: bool,

@@ -38,29 +38,31 @@ pub fn current() -> Option<&'static Domain> {
     crate::sched::current()
 }
 
-/// Starts domain `d` (the first vCPU runnable) and schedules its vCPUs on every CPU; never
-/// returns.
-pub fn run(d: DomainRef) -> ! {
+/// Starts `domains` (each one's first vCPU runnable; dom0, if there is one, first) and
+/// schedules their vCPUs on every CPU; never returns.
+pub fn run(domains: alloc::vec::Vec<DomainRef>) -> ! {
     crate::arch::x86_64::cpu::disable_interrupts();
     crate::mm::frametable::reset_longest_hold();
-    {
-        let v = d.vcpus[0].lock();
-        crate::info!(
-            "{}v0: starting at {:#x}, stack {:#x}, start_info {:#x}",
-            d.id,
-            v.regs.rip,
-            v.regs.rsp,
-            v.regs.rsi
-        );
+    for d in &domains {
+        {
+            let v = d.vcpus[0].lock();
+            crate::info!(
+                "{}v0: starting at {:#x}, stack {:#x}, start_info {:#x}",
+                d.id,
+                v.regs.rip,
+                v.regs.rsp,
+                v.regs.rsi
+            );
+        }
+        if let Some((sec, nsec)) = crate::wallclock_at_boot() {
+            d.shared().set_wallclock(sec, nsec);
+        }
+        crate::sched::add_domain(d);
+        if let Err(e) = crate::sched::vcpu_up(d, 0) {
+            crate::error!("{}: its first vCPU cannot start: {e:?}", d.id);
+        }
     }
-    if let Some((sec, nsec)) = crate::wallclock_at_boot() {
-        d.shared().set_wallclock(sec, nsec);
-    }
-    crate::sched::add_domain(&d);
-    if let Err(e) = crate::sched::vcpu_up(&d, 0) {
-        crate::error!("{}: its first vCPU cannot start: {e:?}", d.id);
-    }
-    crate::console::keys::dom0_started();
+    crate::console::keys::guests_started(crate::domain::hardware_domain().is_some());
     let me = crate::arch::x86_64::percpu::current_index();
     for p in crate::arch::x86_64::percpu::all().filter(|p| p.index != me) {
         if !crate::arch::x86_64::smp::call_on(p.index, schedule_here) {
@@ -268,8 +270,15 @@ pub fn domain_crash(d: &Domain, f: &TrapFrame, why: &str) {
     stop_after_domain(d)
 }
 
-/// Dom0 stopped: power off, reset, or (with `noreboot`, or after a crash) halt, as Xen does.
-fn stop_after_domain(d: &Domain) -> ! {
+/// `d` stopped (shut down or crashed). The hardware domain stops the machine (power off,
+/// reset, or with `noreboot` or after a crash a halt), as Xen does. A domU's vCPUs leave their
+/// CPUs for good (this one at the end of the current trap), its last console output is
+/// printed, the hardware domain hears of it (`VIRQ_DOM_EXC`), and once no domain is left
+/// running the machine powers off.
+fn stop_after_domain(d: &Domain) {
+    if !crate::sched::stop_domain(d) {
+        return;
+    }
     let r = d.shutdown_reason.load(Ordering::Acquire);
     let what = match r {
         reason::POWEROFF => "power off",
@@ -280,10 +289,26 @@ fn stop_after_domain(d: &Domain) -> ! {
         _ => "shutdown",
     };
     crate::info!("{}: shut down ({what}, reason {r})", d.id);
-    crate::info!(
-        "mm: while guests ran, the frame table's lock was {}",
-        crate::mm::frametable::longest_hold()
-    );
+    let hardware = crate::domain::hardware_domain().is_some_and(|h| core::ptr::eq(h, d));
+    if hardware {
+        crate::info!(
+            "mm: while guests ran, the frame table's lock was {}",
+            crate::mm::frametable::longest_hold()
+        );
+        audit::audit_at_stop(d);
+        crate::dom0_stopped(r)
+    }
+    crate::console::ring::service(d);
     audit::audit_at_stop(d);
-    crate::dom0_stopped(r)
+    if let Some(h) = crate::domain::hardware_domain() {
+        events::raise_virq(h, xen_abi::xen::virq::DOM_EXC, 0);
+    }
+    if crate::domain::all_dying() {
+        crate::info!(
+            "mm: while guests ran, the frame table's lock was {}",
+            crate::mm::frametable::longest_hold()
+        );
+        crate::info!("Hestia: every domain has stopped");
+        crate::dom0_stopped(reason::POWEROFF)
+    }
 }

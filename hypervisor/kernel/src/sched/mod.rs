@@ -116,6 +116,8 @@ struct Unit {
     on_cpu: Option<u32>,
     /// Blocked in `SCHEDOP_poll`: any event of its domain wakes it.
     polling: bool,
+    /// Its domain stopped: it never runs again.
+    dead: bool,
     runstate: Runstate,
 }
 
@@ -149,6 +151,9 @@ impl Sched {
     /// Makes unit `i` runnable (from blocked or offline); true if it joined the queue.
     fn make_runnable(&mut self, i: usize, now: u64) -> bool {
         let u = &mut self.units[i];
+        if u.dead {
+            return false;
+        }
         u.state = State::Runnable;
         u.polling = false;
         u.account(now);
@@ -237,6 +242,7 @@ pub fn add_domain(d: &DomainRef) {
                 state: State::Offline,
                 on_cpu: None,
                 polling: false,
+                dead: false,
                 runstate: Runstate {
                     state: runstate::OFFLINE,
                     entry: now,
@@ -302,6 +308,40 @@ pub fn notify(d: &Domain, vcpu: u32) {
     if queued {
         tickle_idle();
     }
+}
+
+/// Takes every vCPU of `d`, which stopped, off the CPUs for good: out of the queue, and
+/// switched away (at the end of their current trap) where they run. False if that was done
+/// already.
+pub fn stop_domain(d: &Domain) -> bool {
+    let now = tsc::uptime_ns();
+    let me = percpu::current_index();
+    let (first, others) = with_sched(|s| {
+        let mut first = false;
+        let mut others = 0u64;
+        for i in 0..s.units.len() {
+            let u = &mut s.units[i];
+            if !core::ptr::eq(&*u.vcpu.dom, d) || u.dead {
+                continue;
+            }
+            first = true;
+            u.dead = true;
+            u.state = State::Offline;
+            u.account(now);
+            if let Some(c) = u.on_cpu {
+                others |= 1 << c;
+            }
+            s.queue.retain(|&q| q != i);
+        }
+        (first, others)
+    });
+    for c in (0..MAX_CPUS as u32).filter(|c| others & (1 << c) != 0) {
+        PCPU[c as usize].resched.store(true, Ordering::Release);
+        if c != me {
+            smp::kick(c);
+        }
+    }
+    first
 }
 
 /// Kicks one idle CPU to look at the run queue.
