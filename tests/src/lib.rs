@@ -179,6 +179,9 @@ const fn guest(name: &'static str, verdict: GuestVerdict) -> Scenario {
     }
 }
 
+/// A QEMU CPU model with XSAVE, XSAVEOPT and AVX (emulated by TCG).
+const AVX_CPU: &str = "max";
+
 /// A QEMU CPU model vulnerable to L1TF whose L1D compares more address bits than CPUID
 /// reports (Skylake: 46 against TCG's 40).
 const L1TF_CPU: &str = "Skylake-Client";
@@ -313,6 +316,22 @@ fn base() -> Vec<Scenario> {
                 "selftest: smp PASS",
                 POWEROFF_MARKER,
             ],
+            ..DEFAULT
+        },
+        // vCPU FPU states through the registers and back: FXSAVE/FXRSTOR on qemu64 (no
+        // XSAVE), XSAVEOPT/XRSTOR with AVX on `max`.
+        Scenario {
+            name: "fpu-selftest-fxsave",
+            cpu: Some("qemu64"),
+            hv_cmdline: "selftest=fpu",
+            expect: &["selftest: fpu PASS (FXSAVE)", POWEROFF_MARKER],
+            ..DEFAULT
+        },
+        Scenario {
+            name: "fpu-selftest-xsave",
+            cpu: Some(AVX_CPU),
+            hv_cmdline: "selftest=fpu",
+            expect: &["selftest: fpu PASS (XSAVEOPT/XRSTOR)", POWEROFF_MARKER],
             ..DEFAULT
         },
         Scenario {
