@@ -515,6 +515,15 @@ fn base() -> Vec<Scenario> {
             smp: 2,
             ..guest("functional-fpu-isolation", GuestVerdict::Success)
         },
+        // x87/SSE/AVX state of 8 vCPUs on 2 CPUs survives thousands of context switches. Fails
+        // with "expected 8 vCPUs" until a scheduler runs more vCPUs than CPUs (issue 9).
+        Scenario {
+            smp: 2,
+            cpu: Some(AVX_CPU),
+            hv_cmdline: "dom0_mem=64M dom0_max_vcpus=8",
+            timeout_s: 180,
+            ..guest("functional-fpu-context", GuestVerdict::Success)
+        },
         // Structured fuzzing: 10^6 calls on two racing vCPUs (about 100 s of TCG), then
         // Hestia's frame audit (its FAILED line is fatal). The seed is printed; `cargo xtask
         // test fuzz SEED` replays it, `cargo xtask fuzz --calls N` runs more, `--known` adds the
