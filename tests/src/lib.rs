@@ -324,14 +324,14 @@ fn base() -> Vec<Scenario> {
             name: "fpu-selftest-fxsave",
             cpu: Some("qemu64"),
             hv_cmdline: "selftest=fpu",
-            expect: &["selftest: fpu PASS (FXSAVE)", POWEROFF_MARKER],
+            expect: &["selftest: fpu PASS (FXSAVE,", POWEROFF_MARKER],
             ..DEFAULT
         },
         Scenario {
             name: "fpu-selftest-xsave",
             cpu: Some(AVX_CPU),
             hv_cmdline: "selftest=fpu",
-            expect: &["selftest: fpu PASS (XSAVEOPT/XRSTOR)", POWEROFF_MARKER],
+            expect: &["selftest: fpu PASS (XSAVEOPT/XRSTOR,", POWEROFF_MARKER],
             ..DEFAULT
         },
         Scenario {

@@ -60,6 +60,8 @@
 //! Locks: none; an [`FpuState`] lives in its vCPU's structure, under that vCPU's lock.
 
 use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::arch::asm;
 
@@ -279,9 +281,10 @@ fn load_xcr0(xcr0: u64) {
 /// `selftest=fpu`: two states through the registers and back on this CPU. The initial state
 /// must read back as the reset state; a guest image with every MXCSR bit set must restore
 /// without a fault, with MXCSR cut to the mask; each must survive a save of itself and a
-/// restore of the other; CR0.TS must follow. Returns what differed. The registers and TS are
-/// left in the initial state, TS clear and XCR0 Hestia's (no guest runs yet).
-pub fn selftest() -> Result<&'static str, &'static str> {
+/// restore of the other; CR0.TS must follow. Returns how states are switched, or what
+/// differed. The registers are left in the initial state, TS clear and XCR0 Hestia's (no guest
+/// runs yet).
+pub fn selftest() -> Result<String, &'static str> {
     let f = features();
     let mut image = [0u8; xstate::LEGACY_SIZE];
     image[..2].copy_from_slice(&0x027fu16.to_le_bytes()); // FCW: 53-bit precision
@@ -319,11 +322,18 @@ pub fn selftest() -> Result<&'static str, &'static str> {
     if f.xcr0 != 0 {
         load_xcr0(f.xcr0);
     }
-    Ok(match (f.xcr0, f.xsaveopt) {
+    let how = match (f.xcr0, f.xsaveopt) {
         (0, _) => "FXSAVE",
         (_, true) => "XSAVEOPT/XRSTOR",
         (_, false) => "XSAVE/XRSTOR",
-    })
+    };
+    Ok(format!(
+        "{how}, XCR0 {:#x}, {} bytes, MXCSR_MASK {:#x}, FIP/FDP scrub {}",
+        f.xcr0,
+        f.size,
+        f.mxcsr_mask,
+        if f.fpu_ptrs_bug { "on" } else { "off" }
+    ))
 }
 
 /// FCW, MXCSR and XMM0 as the registers hold them (for [`selftest`]).
