@@ -207,6 +207,9 @@ const fn guest(name: &'static str, verdict: GuestVerdict) -> Scenario {
     }
 }
 
+/// A QEMU CPU model with XSAVE, XSAVEOPT and AVX (emulated by TCG).
+const AVX_CPU: &str = "max";
+
 /// A QEMU CPU model vulnerable to L1TF whose L1D compares more address bits than CPUID
 /// reports (Skylake: 46 against TCG's 40).
 const L1TF_CPU: &str = "Skylake-Client";
@@ -341,6 +344,22 @@ fn base() -> Vec<Scenario> {
                 "selftest: smp PASS",
                 POWEROFF_MARKER,
             ],
+            ..DEFAULT
+        },
+        // vCPU FPU states through the registers and back: FXSAVE/FXRSTOR on qemu64 (no
+        // XSAVE), XSAVEOPT/XRSTOR with AVX on `max`.
+        Scenario {
+            name: "fpu-selftest-fxsave",
+            cpu: Some("qemu64"),
+            hv_cmdline: "selftest=fpu",
+            expect: &["selftest: fpu PASS (FXSAVE,", POWEROFF_MARKER],
+            ..DEFAULT
+        },
+        Scenario {
+            name: "fpu-selftest-xsave",
+            cpu: Some(AVX_CPU),
+            hv_cmdline: "selftest=fpu",
+            expect: &["selftest: fpu PASS (XSAVEOPT/XRSTOR,", POWEROFF_MARKER],
             ..DEFAULT
         },
         Scenario {
@@ -523,6 +542,15 @@ fn base() -> Vec<Scenario> {
         Scenario {
             smp: 2,
             ..guest("functional-fpu-isolation", GuestVerdict::Success)
+        },
+        // x87/SSE/AVX state of 8 vCPUs on 2 CPUs survives thousands of context switches. Fails
+        // with "expected 8 vCPUs" until a scheduler runs more vCPUs than CPUs (issue 9).
+        Scenario {
+            smp: 2,
+            cpu: Some(AVX_CPU),
+            hv_cmdline: "dom0_mem=64M dom0_max_vcpus=8",
+            timeout_s: 180,
+            ..guest("functional-fpu-context", GuestVerdict::Success)
         },
         // Structured fuzzing: 10^6 calls on two racing vCPUs (about 100 s of TCG), then
         // Hestia's frame audit (its FAILED line is fatal). The seed is printed; `cargo xtask

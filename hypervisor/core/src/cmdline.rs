@@ -95,6 +95,8 @@ pub struct SelfTests {
     /// Read the guest-readable M2P through its user mapping without opening SMAP: with SMAP on,
     /// a fatal #PF.
     pub smap: bool,
+    /// Save and restore vCPU FPU states through the registers (`arch::x86_64::fpu`).
+    pub fpu: bool,
 }
 
 /// A mitigation chosen per kind of domain, as Xen's `xpti=` and `pv-l1tf=` take it:
@@ -337,6 +339,7 @@ impl<'a> Options<'a> {
                             "panic" => t.panic = true,
                             "syscall-db" => t.syscall_db = true,
                             "smap" => t.smap = true,
+                            "fpu" => t.fpu = true,
                             _ => warn(Warning::BadValue(name, part)),
                         }
                     }
@@ -513,8 +516,8 @@ mod tests {
         let (o, w) = parse("selftest=fault,smp,bogus");
         assert!(o.selftest.fault && o.selftest.smp && !o.selftest.panic);
         assert_eq!(w, [Warning::BadValue("selftest", "bogus")]);
-        let (o, w) = parse("selftest=syscall-db,smap");
-        assert!(o.selftest.syscall_db && o.selftest.smap && !o.selftest.fault);
+        let (o, w) = parse("selftest=syscall-db,smap,fpu");
+        assert!(o.selftest.syscall_db && o.selftest.smap && o.selftest.fpu && !o.selftest.fault);
         assert!(w.is_empty());
     }
 

@@ -8,6 +8,8 @@
 //! EIST when the hardware has them, as Xen lets them leak there. Also hidden here until Hestia offers them:
 //! FSGSBASE, AVX-512 and any XSAVE component beyond the ones Hestia enabled (`xcr0_mask`).
 
+use crate::xstate;
+
 /// The hypervisor's CPUID base leaf.
 pub const BASE: u32 = 0x4000_0000;
 
@@ -77,9 +79,6 @@ const E8_EBX: u32 = bits(&[0, 2, 26, 29]);
 const E8_EBX_IBPB: u32 = 1 << 12;
 const E8_EBX_IBPB_RET: u32 = 1 << 30;
 
-/// The XSAVE area size (legacy region and header) before any extended component.
-const XSAVE_LEGACY: u32 = 576;
-
 /// What a PV guest sees for `leaf`/`sub`, given the hardware's answer `hw` and, for leaf 0xD
 /// subleaf 0, `component(i)`: the hardware's (size, offset) of XSAVE component `i`.
 pub fn pv_leaf(
@@ -134,13 +133,7 @@ pub fn pv_leaf(
         0xD if ctx.xcr0_mask == 0 => [0; 4],
         0xD if sub == 0 => {
             let mask = ctx.xcr0_mask;
-            let max = (2..63)
-                .filter(|i| mask & (1 << i) != 0)
-                .map(|i| {
-                    let (size, offset) = component(i);
-                    offset + size
-                })
-                .fold(XSAVE_LEGACY, u32::max);
+            let max = u32::try_from(xstate::area_size(mask, component)).unwrap_or(u32::MAX);
             [a & mask as u32, b, max, d & (mask >> 32) as u32]
         }
         0xD if sub == 1 => [a & LD1_EAX, 0, 0, 0],

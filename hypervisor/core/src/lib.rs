@@ -37,3 +37,4 @@ pub mod spec_ctrl;
 pub mod symbols;
 pub mod time;
 pub mod timer_queue;
+pub mod xstate;

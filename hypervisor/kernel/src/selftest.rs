@@ -1,13 +1,14 @@
 //! Test hooks selected with `selftest=` (builds with the `test-hooks` feature only): injected
-//! faults that must produce a full dump, and SMP checks (timer interrupts on every CPU, IPI round
-//! trips). The QEMU scenario tests in `tests/` read their results from the serial log.
+//! faults that must produce a full dump, SMP checks (timer interrupts on every CPU, IPI round
+//! trips) and the save/restore of vCPU FPU states. The QEMU scenario tests in `tests/` read
+//! their results from the serial log.
 
 use core::sync::atomic::Ordering;
 
 use alloc::vec::Vec;
 use hestia_core::cmdline::SelfTests;
 
-use crate::arch::x86_64::{cpu, percpu, smp, tsc};
+use crate::arch::x86_64::{cpu, fpu, percpu, smp, tsc};
 
 /// Runs the hooks asked for. Faults do not return.
 #[inline(never)]
@@ -25,6 +26,12 @@ pub fn run(t: &SelfTests) {
     }
     if t.syscall_db {
         watch_syscall_scratch();
+    }
+    if t.fpu {
+        match fpu::selftest() {
+            Ok(how) => crate::info!("selftest: fpu PASS ({how})"),
+            Err(why) => crate::error!("selftest: fpu FAIL: {why}"),
+        }
     }
     if t.smap {
         crate::info!("selftest: reading the M2P through its user mapping, SMAP closed");

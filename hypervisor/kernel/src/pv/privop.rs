@@ -15,6 +15,7 @@
 
 use hestia_core::cpuid;
 use hestia_core::insn::{self, Decoded};
+use hestia_core::xstate;
 use xen_abi::callback::FORCED_EMULATION_PREFIX;
 use xen_abi::errno::Errno;
 
@@ -157,12 +158,12 @@ fn kernel_only(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame, op: Decoded) -> Resu
         Decoded::Wbinvd => {} // nothing of its own could be stale in a cache
         Decoded::Xsetbv => {
             let value = (f.rdx << 32) | (f.rax & 0xffff_ffff);
-            let mask = cpu::guest_xcr0_mask();
-            let valid = value & 1 != 0 && value & !mask == 0 && (value & 4 == 0 || value & 2 != 0);
+            let valid = xstate::guest_may_set_xcr0(value, cpu::guest_xcr0_mask());
             if f.rcx as u32 != 0 || !valid || v.cr4 & CR4_OSXSAVE == 0 {
                 return Err(Errno::EINVAL);
             }
-            // SAFETY: a subset of what Hestia enabled, with x87, and AVX only with SSE.
+            // SAFETY: a valid combination (x87 set, AVX only with SSE) within what Hestia
+            // enabled, so within what the CPU supports.
             unsafe { cpu::set_xcr0(value) };
         }
         _ => return Err(Errno::EINVAL),

@@ -253,6 +253,21 @@ pub unsafe fn set_xcr0(xcr0: u64) {
     };
 }
 
+/// Reads XCR0 (XGETBV 0). Only with CR4.OSXSAVE set, i.e. when [`guest_xcr0_mask`] is not 0.
+pub fn read_xcr0() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: XGETBV only reads; callers check that XSAVE is enabled (else it raises #UD).
+    unsafe {
+        asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
+/// True when CR0.TS is set.
+pub fn ts_set() -> bool {
+    read_cr0() & CR0_TS != 0
+}
+
 /// Lets guests use x87, SSE and (when present) XSAVE-managed state: CR4.OSFXSR, OSXMMEXCPT,
 /// OSXSAVE and XCR0 = [`guest_xcr0_mask`]. Hestia itself is soft-float, so the FPU registers
 /// hold only guest state.
@@ -462,6 +477,8 @@ pub fn features() -> Features {
     }
 }
 
+/// CR0.TS: FPU and SSE instructions raise #NM.
+const CR0_TS: u64 = 1 << 3;
 /// CR4.SMEP.
 const CR4_SMEP: u64 = 1 << 20;
 /// CR4.SMAP.
