@@ -36,6 +36,8 @@ pub mod cmd {
 
 /// `vcpu_guest_context.flags` bits (`VGCF_*`).
 pub mod vgcf {
+    /// `fpu_ctxt` holds the state to start with (`VGCF_I387_VALID`).
+    pub const I387_VALID: u64 = 1 << 0;
     /// Start in guest kernel mode.
     pub const IN_KERNEL: u64 = 1 << 2;
     /// The failsafe callback masks events.

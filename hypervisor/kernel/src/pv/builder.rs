@@ -483,14 +483,15 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
         rflags: 0x202,
         ..TrapFrame::default()
     };
-    let mut boot = Vcpu::new(0, regs, l4_mfn * PAGE);
+    let mut boot = Vcpu::new(0, regs, l4_mfn * PAGE).map_err(|_| BuildError::OutOfMemory(0))?;
     (boot.initialised, boot.up) = (true, true);
     let nr_vcpus = nr_vcpus.max(1);
     // The others wait, down, for VCPUOP_initialise and VCPUOP_up.
-    let vcpus = core::iter::once(boot)
-        .chain((1..nr_vcpus).map(|i| Vcpu::new(i, TrapFrame::default(), 0)))
-        .map(spin::Mutex::new)
-        .collect();
+    let mut vcpus = alloc::vec![spin::Mutex::new(boot)];
+    for i in 1..nr_vcpus {
+        let v = Vcpu::new(i, TrapFrame::default(), 0).map_err(|_| BuildError::OutOfMemory(0))?;
+        vcpus.push(spin::Mutex::new(v));
+    }
     let ioports = if hardware {
         super::ioport::dom0_ports(crate::console::uart_port())
     } else {

@@ -4,7 +4,8 @@
 //! While a vCPU runs, part of its state lives only in the CPU: its registers (in the trap frame
 //! at the top of the CPU's stack while Hestia runs on its behalf), the FS base, the GS base of
 //! its current mode (in KERNEL_GS_BASE, because of SWAPGS on entry), its data segment
-//! selectors, CR0.TS, the page tables of its current mode (CR3), the CPU's copies of its GDT
+//! selectors, its x87/SSE/AVX state with XCR0 and CR0.TS (`arch::x86_64::fpu`, switched
+//! eagerly), the page tables of its current mode (CR3), the CPU's copies of its GDT
 //! and LDT descriptors, CR4.TSD, its debug registers and its periodic timer. Everything else
 //! (the other mode's GS base and L4, callbacks, the virtual IDT, IOPL, the other timers) is
 //! kept in [`Vcpu`] at all times. A saved vCPU can be loaded on any CPU.
@@ -35,7 +36,7 @@ pub fn save(v: &mut Vcpu, f: &TrapFrame) {
     }
     v.fs_base = cpu::fs_base();
     v.selectors = cpu::data_selectors();
-    v.ts = cpu::ts_set();
+    v.fpu.save();
     events::stop_periodic(v);
 }
 
@@ -73,11 +74,6 @@ pub fn load(vr: &VcpuRef, v: &mut Vcpu, f: &mut TrapFrame) {
         // no GD, no I/O breakpoints) or is the reset value.
         unsafe { cpu::write_dr(i, v.debugreg[usize::from(i)]) };
     }
-    if v.ts {
-        cpu::set_ts();
-    } else {
-        cpu::clear_ts();
-    }
     let cr4 = cpu::read_cr4();
     if (cr4 ^ v.cr4) & CR4_TSD != 0 {
         // SAFETY: TSD only makes RDTSC fault outside ring 0, i.e. in the guest.
@@ -87,4 +83,6 @@ pub fn load(vr: &VcpuRef, v: &mut Vcpu, f: &mut TrapFrame) {
     events::update_time(d, v.id);
     events::start_periodic(vr, v);
     smp::mark_runs_guest();
+    // Last: nothing may change CR0.TS or XCR0 after the vCPU's are loaded.
+    v.fpu.restore();
 }

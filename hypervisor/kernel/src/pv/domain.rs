@@ -73,8 +73,9 @@ pub struct Vcpu {
     pub fs_base: u64,
     /// DS, ES, FS, GS selectors while it does not run.
     pub selectors: [u16; 4],
-    /// Its virtual CR0.TS while it does not run (the CPU's while it does).
-    pub ts: bool,
+    /// Its x87/SSE/AVX state, XCR0 and CR0.TS while it does not run (the CPU's while it
+    /// does).
+    pub fpu: crate::arch::x86_64::fpu::FpuState,
     /// CR3 for guest kernel mode (machine address of the L4).
     pub kernel_cr3: u64,
     /// CR3 for guest user mode (`MMUEXT_NEW_USER_BASEPTR`), 0 if none.
@@ -127,9 +128,10 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
-    /// A vCPU in guest kernel mode with registers `regs` and page tables `cr3`.
-    pub fn new(id: u32, regs: TrapFrame, cr3: u64) -> Self {
-        Vcpu {
+    /// A vCPU in guest kernel mode with registers `regs` and page tables `cr3`, its FPU in
+    /// the reset state; `ENOMEM` when the heap has no room for that state.
+    pub fn new(id: u32, regs: TrapFrame, cr3: u64) -> Result<Self, xen_abi::errno::Errno> {
+        Ok(Vcpu {
             id,
             regs,
             kernel_mode: true,
@@ -137,7 +139,7 @@ impl Vcpu {
             up: false,
             fs_base: 0,
             selectors: [0; 4],
-            ts: false,
+            fpu: crate::arch::x86_64::fpu::FpuState::new_initial()?,
             kernel_cr3: cr3,
             user_cr3: 0,
             gs_base_kernel: 0,
@@ -172,7 +174,7 @@ impl Vcpu {
             kernel_ss: 0,
             timers: super::events::VcpuTimers::default(),
             runstate_area: 0,
-        }
+        })
     }
 }
 

@@ -298,7 +298,9 @@ fn stop_after_domain(d: &Domain) {
         audit::audit_at_stop(d);
         crate::dom0_stopped(r)
     }
+    // Its last words, then its ring is no longer served.
     crate::console::ring::service(d);
+    crate::console::ring::unregister(d);
     audit::audit_at_stop(d);
     if let Some(h) = crate::domain::hardware_domain() {
         events::raise_virq(h, xen_abi::xen::virq::DOM_EXC, 0);

@@ -18,6 +18,7 @@ use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
 
 use super::debugreg;
 use super::domain::{Callback, Domain, TrapEntry, this_vcpu_id};
+use crate::arch::x86_64::fpu::FpuState;
 use crate::arch::x86_64::gdt::LDT_ENTRIES;
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::hypercall::descriptor;
@@ -25,6 +26,8 @@ use crate::mm::guest;
 use crate::mm::guest::is_guest_range;
 
 const RFLAGS_IF: u64 = 1 << 9;
+/// CR0.TS in `ctrlreg[0]`.
+const CR0_TS: u64 = 1 << 3;
 const RFLAGS_IOPL: u64 = 3 << 12;
 /// RFLAGS bits a guest may set (arithmetic, TF, IF, DF, OF, AC, ID).
 const RFLAGS_GUEST: u64 = 0x0004_0DD5 | (1 << 8) | (1 << 21);
@@ -94,6 +97,13 @@ pub fn initialise(d: &Domain, vid: u32, arg: u64) -> Result<(), Errno> {
         }
         *slot = debugreg::checked(i as u64, c.debugreg[i])?;
     }
+    // The FPU state before any reference is taken: nothing to undo if the heap is full.
+    let mut fpu = if c.flags & vgcf::I387_VALID != 0 {
+        FpuState::from_guest_fxsave(&c.fpu_ctxt)?
+    } else {
+        FpuState::new_initial()?
+    };
+    fpu.set_guest_ts(c.ctrlreg[0] & CR0_TS != 0);
     let me = d.id.0;
     let cr3 = c.ctrlreg[3] >> 12;
     // Validating a fresh L4 may take long: it stops part way and the call is issued again.
@@ -154,7 +164,7 @@ pub fn initialise(d: &Domain, vid: u32, arg: u64) -> Result<(), Errno> {
     };
     (v.fs_base, v.gs_base_kernel, v.gs_base_user) = (bases[0], bases[1], bases[2]);
     v.selectors = [r.ds, r.es, r.fs, r.gs];
-    v.ts = false;
+    v.fpu = fpu;
     v.initialised = true;
     Ok(())
 }

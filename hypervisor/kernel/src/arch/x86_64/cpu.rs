@@ -355,11 +355,6 @@ pub fn data_selectors() -> [u16; 4] {
     [ds, es, fs, gs]
 }
 
-/// True when CR0.TS is set.
-pub fn ts_set() -> bool {
-    read_cr0() & (1 << 3) != 0
-}
-
 /// Writes back and invalidates the caches (WBINVD).
 pub fn wbinvd() {
     // SAFETY: WBINVD has no memory-safety effect; it is slow, which callers accept.
