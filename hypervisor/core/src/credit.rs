@@ -63,12 +63,21 @@
 //! `EINVAL` for CPUs and parameters) or ignored where the function returns no `Result`; nothing
 //! here panics, indexes unchecked or overflows. Every operation is O(units) at worst.
 //!
-//! # Differences from Xen's code (not its behaviour)
-//! One global lock, so per-CPU sorts happen at once at accounting, and stealing never has to
-//! `trylock`. Accounting is driven by whichever CPU ticks first after the period ends, not by a
-//! master timer. Xen moves a running unit to an idle CPU at its next tick when work queues
-//! behind it; here the preempted unit is offered to idle CPUs when its context is saved.
-//! Topology (SMT siblings, NUMA nodes) and `vcpu_migration_delay` are not modelled.
+//! # Differences from Xen
+//! In the code, not the behaviour: one global lock, so per-CPU sorts happen at once at
+//! accounting and stealing never has to `trylock`; accounting is driven by whichever CPU ticks
+//! first after the period ends, not by a master timer; Xen moves a running unit to an idle CPU
+//! at its next tick when work queues behind it, here the preempted unit is offered to idle
+//! CPUs when its context is saved. Topology (SMT siblings, NUMA nodes) and
+//! `vcpu_migration_delay` are not modelled.
+//!
+//! Deliberately different behaviour (each marked in the code, each with a test):
+//! - Accounting supplies the credit of the CPUs some active unit may run on, not of every
+//!   online CPU. With Xen's supply, hogs pinned to one CPU of two share it equally whatever
+//!   their weights (credit nobody can burn keeps them all `Under`); see
+//!   `weights_share_pinned_cpu_of_two`.
+//! - The tick that ends a running unit's boost reschedules its CPU when a boosted unit waits
+//!   there (boosted units do not preempt each other, so Xen makes it wait for the slice end).
 //!
 //! Primary source: Xen 4.17 `xen/common/sched/credit.c` (`csched_acct`, `burn_credits`,
 //! `__runq_tickle`, `csched_schedule`, `csched_load_balance`, `csched_runq_steal`);
@@ -395,7 +404,8 @@ pub struct Decision {
     pub next: Option<UnitId>,
     /// When to call `schedule` again (`None` when idle).
     pub run_for_ns: Option<u64>,
-    /// `Some(cpu)` when `next` was stolen from `cpu`'s run queue: it changed CPU.
+    /// `Some(cpu)` when `next` last ran on another CPU, `cpu`: it migrated (stolen, or moved
+    /// by an affinity change), and per-CPU state it left there may be stale.
     pub migrated_from: Option<usize>,
 }
 
@@ -446,6 +456,8 @@ struct Unit {
     queued: bool,
     /// The CPU that switched away from it and has not saved its state yet.
     saving_on: Option<usize>,
+    /// The CPU it last ran on.
+    last_ran: Option<usize>,
 }
 
 impl Unit {
@@ -688,6 +700,7 @@ impl Scheduler {
                 running: false,
                 queued: false,
                 saving_on: None,
+                last_ran: None,
             },
         );
         Ok(())
@@ -859,7 +872,7 @@ impl Scheduler {
                 let run_for = ratelimit
                     .saturating_sub(runtime)
                     .max(u64::from(RATELIMIT_US_MIN) * NS_PER_US);
-                return self.run(cpu, id, now, run_for, None);
+                return self.run(cpu, id, now, run_for);
             }
             u.running = false;
             if u.runnable() {
@@ -877,12 +890,10 @@ impl Scheduler {
         });
         let local_pri = self.best_queued_pri(cpu);
         let mut next = local;
-        let mut migrated_from = None;
         if local_pri <= Pri::Over
-            && let Some((peer, id)) = self.load_balance(cpu, local_pri)
+            && let Some(id) = self.load_balance(cpu, local_pri)
         {
             next = Some(id);
-            migrated_from = Some(peer);
         } else if let Some(id) = local {
             self.runq_remove(id);
         }
@@ -903,7 +914,7 @@ impl Scheduler {
                     u.run_start = now;
                 }
                 let tslice = self.params.tslice_ns();
-                self.run(cpu, id, now, tslice, migrated_from)
+                self.run(cpu, id, now, tslice)
             }
             None => {
                 self.idlers.insert(cpu);
@@ -985,18 +996,14 @@ impl Scheduler {
     }
 
     /// Makes `id` the current unit of `cpu` for `run_for` ns.
-    fn run(
-        &mut self,
-        cpu: usize,
-        id: UnitId,
-        now: u64,
-        run_for: u64,
-        migrated_from: Option<usize>,
-    ) -> Decision {
+    fn run(&mut self, cpu: usize, id: UnitId, now: u64, run_for: u64) -> Decision {
+        let mut migrated_from = None;
         if let Some(u) = self.units.get_mut(&id) {
             u.running = true;
             u.cpu = cpu;
             u.start_time = now;
+            migrated_from = u.last_ran.filter(|&c| c != cpu);
+            u.last_ran = Some(cpu);
         }
         if let Some(p) = self.pcpus.get_mut(cpu) {
             p.curr = Some(id);
@@ -1117,7 +1124,7 @@ impl Scheduler {
 
     /// Steals a unit of priority above `pri` that may run on `cpu` from a busy CPU's queue,
     /// soft-affine units first (Xen's `csched_load_balance` and `csched_runq_steal`).
-    fn load_balance(&mut self, cpu: usize, pri: Pri) -> Option<(usize, UnitId)> {
+    fn load_balance(&mut self, cpu: usize, pri: Pri) -> Option<UnitId> {
         let nr = self.pcpus.len();
         let mut workers = self.online.and_not(self.idlers);
         workers.remove(cpu);
@@ -1152,7 +1159,7 @@ impl Scheduler {
                 if let Some(id) = found {
                     self.runq_remove(id);
                     self.balance_bias = peer;
-                    return Some((peer, id));
+                    return Some(id);
                 }
             }
         }
@@ -1195,13 +1202,14 @@ impl Scheduler {
     /// Distributes one period's credit (Xen's `csched_acct`); returns the CPUs that must
     /// reschedule because their unit was parked or a parked unit can run again.
     fn acct(&mut self) -> CpuSet {
+        // i128 throughout: weight × units × credit cannot overflow, whatever the counts.
         let mut resched = CpuSet::EMPTY;
-        let per_slice = self.params.credits_per_tslice();
-        let weight_total: i64 = self
+        let per_slice = i128::from(self.params.credits_per_tslice());
+        let weight_total: i128 = self
             .active_doms
             .iter()
             .filter_map(|k| self.doms.get(k))
-            .map(|d| i64::from(d.weight) * d.active.len() as i64)
+            .map(|d| i128::from(d.weight) * d.active.len() as i128)
             .sum();
         // Deliberate difference: Xen supplies every online CPU's credit; here only the CPUs
         // some active unit may run on, so weights still hold when domains are pinned to a
@@ -1215,37 +1223,37 @@ impl Scheduler {
             .filter_map(|id| self.units.get(id))
             .fold(CpuSet::EMPTY, |m, u| CpuSet(m.0 | u.hard.0))
             .and(self.online);
-        let mut credit_total = per_slice * i64::from(usable.count());
+        let mut credit_total = per_slice * i128::from(usable.count());
+        let old_balance = i128::from(self.credit_balance);
         // A negative balance (units overspent) is handed out again so it converges to 0.
-        if self.credit_balance < 0 {
-            credit_total -= self.credit_balance;
+        if old_balance < 0 {
+            credit_total -= old_balance;
         }
         if weight_total == 0 {
             self.credit_balance = 0;
             return resched;
         }
         let mut weight_left = weight_total;
-        let mut credit_balance = 0i64;
+        let mut credit_balance = 0i128;
         let mut credit_xtra = false;
         for key in self.active_doms.clone() {
             let Some(d) = self.doms.get(&key) else {
                 continue;
             };
-            let (weight, cap, active) = (i64::from(d.weight), d.cap, d.active.clone());
-            let n = active.len() as i64;
+            let (weight, cap, active) = (i128::from(d.weight), d.cap, d.active.clone());
+            let n = active.len() as i128;
             if n == 0 {
                 continue;
             }
             weight_left -= weight * n;
             // At most every active unit running for the whole period, unless units overspent.
             let mut credit_peak = n * per_slice;
-            if self.credit_balance < 0 {
-                credit_peak +=
-                    (-self.credit_balance * weight * n + weight_total - 1) / weight_total;
+            if old_balance < 0 {
+                credit_peak += (-old_balance * weight * n + weight_total - 1) / weight_total;
             }
             let mut cap_per_unit = 0;
             if cap != 0 {
-                let credit_cap = (i64::from(cap) * per_slice + 99) / 100;
+                let credit_cap = (i128::from(cap) * per_slice + 99) / 100;
                 credit_peak = credit_peak.min(credit_cap);
                 cap_per_unit = (credit_cap + n - 1) / n;
             }
@@ -1265,12 +1273,14 @@ impl Scheduler {
                 }
                 credit_fair = credit_peak;
             }
-            let per_unit = (credit_fair + n - 1) / n;
+            let per_unit = saturate_i32((credit_fair + n - 1) / n);
+            let cap_per_unit = saturate_i32(cap_per_unit);
             for id in active {
-                credit_balance += self.acct_unit(id, per_unit, cap_per_unit, &mut resched);
+                credit_balance +=
+                    i128::from(self.acct_unit(id, per_unit, cap_per_unit, &mut resched));
             }
         }
-        self.credit_balance = credit_balance;
+        self.credit_balance = i64::try_from(credit_balance).unwrap_or(i64::MIN);
         self.sort_runqs();
         resched
     }
@@ -1280,15 +1290,15 @@ impl Scheduler {
     fn acct_unit(
         &mut self,
         id: UnitId,
-        share: i64,
-        cap_per_unit: i64,
+        share: i32,
+        cap_per_unit: i32,
         resched: &mut CpuSet,
-    ) -> i64 {
-        let per_slice = self.params.credits_per_tslice();
+    ) -> i32 {
+        let per_slice = saturate_i32(i128::from(self.params.credits_per_tslice()));
         let Some(u) = self.units.get_mut(&id) else {
             return 0;
         };
-        let mut credit = i64::from(u.credit).saturating_add(share);
+        let mut credit = u.credit.saturating_add(share);
         if credit < 0 {
             u.pri = Pri::Over;
             if cap_per_unit != 0 && credit < -cap_per_unit && !u.parked {
@@ -1318,11 +1328,10 @@ impl Scheduler {
                 credit /= 2;
             }
         }
-        let credit = i32::try_from(credit).unwrap_or(if credit < 0 { i32::MIN } else { i32::MAX });
         if let Some(u) = self.units.get_mut(&id) {
             u.credit = credit;
         }
-        i64::from(credit)
+        credit
     }
 
     /// Restores priority order in every queue after accounting changed priorities (Xen's
@@ -1340,6 +1349,11 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// `v` clamped into `i32`.
+fn saturate_i32(v: i128) -> i32 {
+    i32::try_from(v).unwrap_or(if v < 0 { i32::MIN } else { i32::MAX })
 }
 
 #[cfg(test)]
@@ -1473,8 +1487,8 @@ mod tests {
         units: BTreeMap<UnitId, SimUnit>,
         next_tick: u64,
         pending: Vec<usize>,
-        /// Context switches so far.
-        switches: u64,
+        /// Decisions that moved a unit to another CPU.
+        migrations: u64,
     }
 
     impl Sim {
@@ -1492,7 +1506,7 @@ mod tests {
                 units: BTreeMap::new(),
                 next_tick: 10 * MS,
                 pending: Vec::new(),
-                switches: 0,
+                migrations: 0,
             }
         }
 
@@ -1534,8 +1548,8 @@ mod tests {
                 }
             }
             let prev = self.cpus[cpu].running;
-            if prev != d.next {
-                self.switches += 1;
+            if d.migrated_from.is_some() {
+                self.migrations += 1;
             }
             self.cpus[cpu].running = d.next;
             self.cpus[cpu].slice_end = d.run_for_ns.map_or(u64::MAX, |r| self.now + r);
@@ -1738,6 +1752,24 @@ mod tests {
         sim.s.check().expect("invariants");
     }
 
+    /// Boosted units do not preempt each other (Xen); the tick that ends the running one's
+    /// boost lets a waiting boosted unit in at once (Hestia: Xen waits for the slice end).
+    #[test]
+    fn tick_ending_a_boost_lets_a_boosted_unit_in() {
+        let mut s = Scheduler::new(1, Params::default()).expect("new");
+        s.add_domain(DomKey(1), DEFAULT_WEIGHT, 0).expect("dom");
+        for id in 1..=2 {
+            s.add_unit(UnitId(id), DomKey(1), CpuSet::single(0), CpuSet::EMPTY, 0)
+                .expect("u");
+        }
+        assert_eq!(s.wake(UnitId(1)), Some(0));
+        assert_eq!(s.schedule(0, 0).next, Some(UnitId(1)));
+        assert_eq!(s.wake(UnitId(2)), None);
+        assert_eq!(s.tick(0, 10 * MS), CpuSet::single(0));
+        assert_eq!(s.schedule(0, 10 * MS).next, Some(UnitId(2)));
+        s.check().expect("invariants");
+    }
+
     /// Wake-to-run latency of an I/O-like unit next to two hogs stays within the rate limit.
     #[test]
     fn boost_latency_under_hogs() {
@@ -1782,6 +1814,7 @@ mod tests {
             assert!(close(s, 2.0 / 3.0, 2.0 / 3.0 * 0.05), "{shares:?}");
         }
         assert!(shares.iter().sum::<f64>() > 1.99, "{shares:?}");
+        assert!(sim.migrations > 0);
     }
 
     /// Soft affinity: an idle CPU steals the unit that prefers it before one queued earlier.
@@ -1801,7 +1834,25 @@ mod tests {
         assert_eq!(s.wake(UnitId(2)), Some(1));
         s.wake(UnitId(3));
         let d = s.schedule(1, 10);
-        assert_eq!((d.next, d.migrated_from), (Some(UnitId(3)), Some(0)));
+        assert_eq!(d.next, Some(UnitId(3)));
+        assert_eq!(s.runq(0).collect::<Vec<_>>(), [UnitId(2)]);
+        s.check().expect("invariants");
+    }
+
+    /// Soft affinity: a woken unit pokes an idle CPU it prefers over one it merely may use.
+    #[test]
+    fn tickle_prefers_soft_affinity() {
+        let mut s = Scheduler::new(3, Params::default()).expect("new");
+        s.add_domain(DomKey(1), DEFAULT_WEIGHT, 0).expect("dom");
+        let all = CpuSet::first_n(3);
+        s.add_unit(UnitId(1), DomKey(1), CpuSet::single(0), CpuSet::EMPTY, 0)
+            .expect("u1");
+        s.add_unit(UnitId(2), DomKey(1), all, CpuSet::single(2), 0)
+            .expect("u2");
+        s.wake(UnitId(1));
+        assert_eq!(s.schedule(0, 0).next, Some(UnitId(1)));
+        s.tick(0, 10 * MS);
+        assert_eq!(s.wake(UnitId(2)), Some(2));
         s.check().expect("invariants");
     }
 
