@@ -18,9 +18,10 @@
 //!   worth of credit; a unit of a capped domain whose credit falls below minus its share of the
 //!   cap is *parked* (not runnable, even on an idle CPU) until accounting brings its credit back
 //!   to ≥ 0 (Xen's `CSCHED_FLAG_UNIT_PARKED`). A capped domain gets its cap and no more.
-//! - **Run queues**: one per CPU, ordered by priority, FIFO within a priority. [`Scheduler::
-//!   yield_unit`] makes the next requeue skip the rate limit and go behind one unit of lower
-//!   priority if there is one (Xen's `CSCHED_FLAG_UNIT_YIELD`), until the next sort.
+//! - **Run queues**: one per CPU, ordered by priority, FIFO within a priority.
+//!   [`Scheduler::yield_unit`] makes the next requeue skip the rate limit and go behind one
+//!   unit of lower priority if there is one (Xen's `CSCHED_FLAG_UNIT_YIELD`), until the next
+//!   sort.
 //! - **Load balancing**: a CPU whose best local choice is `Over` or idle steals an `Under`/`Boost`
 //!   unit (or, when it would otherwise idle, any unit) from a busy CPU's queue: first units whose
 //!   soft affinity includes it, then any whose hard affinity does. Hard affinity is never broken.
@@ -56,12 +57,13 @@
 //!   (weight 0 and cap `0xffff` keep the old value), [`Scheduler::domain_params`] is getinfo,
 //!   [`Scheduler::set_params`] checks `XEN_SYSCTL_SCHEDOP_putinfo`'s ranges. Affinity:
 //!   [`Scheduler::set_affinity`].
-//! - Debug keys: [`Scheduler::unit_info`] (a `Display`able line per unit), [`Scheduler::
-//!   cpu_info`], [`Scheduler::runq`].
+//! - Debug keys: [`Scheduler::unit_info`] (a `Display`able line per unit),
+//!   [`Scheduler::cpu_info`], [`Scheduler::runq`].
 //!
 //! Unknown units, domains and CPUs are `Err` (`ESRCH` for domains, `ENOENT` for units,
 //! `EINVAL` for CPUs and parameters) or ignored where the function returns no `Result`; nothing
-//! here panics, indexes unchecked or overflows. Every operation is O(units) at worst.
+//! here panics, indexes unchecked or overflows. Every operation is O(units) at worst, but
+//! accounting, which sorts the run queues: O(units × log units).
 //!
 //! # Differences from Xen
 //! In the code, not the behaviour: one global lock, so per-CPU sorts happen at once at
@@ -640,18 +642,7 @@ impl Scheduler {
         if !self.doms.contains_key(&dom) {
             return Err(Errno::ESRCH);
         }
-        let ids: Vec<UnitId> = self
-            .units
-            .iter()
-            .filter(|(_, u)| u.dom == dom)
-            .map(|(&id, _)| id)
-            .collect();
-        let mut resched = CpuSet::EMPTY;
-        for id in ids {
-            if let Ok(Some(cpu)) = self.remove_unit(id) {
-                resched.insert(cpu);
-            }
-        }
+        let resched = self.forget_units(|_, u| u.dom == dom);
         self.doms.remove(&dom);
         self.active_doms.retain(|&d| d != dom);
         Ok(resched)
@@ -709,28 +700,10 @@ impl Scheduler {
     /// Removes a unit at any time. Returns the CPU that was running it, which must reschedule
     /// now (and must not run the unit any more). `ENOENT` for an unknown unit.
     pub fn remove_unit(&mut self, unit: UnitId) -> Result<Option<usize>, Errno> {
-        if self.units.get(&unit).is_some_and(|u| u.queued) {
-            self.runq_remove(unit);
+        if !self.units.contains_key(&unit) {
+            return Err(Errno::ENOENT);
         }
-        if self.units.get(&unit).is_some_and(|u| u.active) {
-            self.acct_stop(unit);
-        }
-        let u = self.units.remove(&unit).ok_or(Errno::ENOENT)?;
-        if let Some(d) = self.doms.get_mut(&u.dom) {
-            d.nr_units = d.nr_units.saturating_sub(1);
-        }
-        for p in &mut self.pcpus {
-            if p.saving == Some(unit) {
-                p.saving = None;
-            }
-        }
-        if !u.running {
-            return Ok(None);
-        }
-        if let Some(p) = self.pcpus.get_mut(u.cpu) {
-            p.curr = None;
-        }
-        Ok(Some(u.cpu))
+        Ok(self.forget_units(|id, _| id == unit).first())
     }
 
     /// Sets a unit's affinities. Returns a CPU that must reschedule: the unit's own if it runs
@@ -982,6 +955,53 @@ impl Scheduler {
         self.units.keys().copied()
     }
 
+    /// Removes the units `doomed` selects; returns the CPUs that were running one (now
+    /// without a current unit). One pass whatever their number.
+    fn forget_units(&mut self, doomed: impl Fn(UnitId, &Unit) -> bool) -> CpuSet {
+        let ids: Vec<UnitId> = self
+            .units
+            .iter()
+            .filter(|&(&id, u)| doomed(id, u))
+            .map(|(&id, _)| id)
+            .collect();
+        let mut resched = CpuSet::EMPTY;
+        for id in ids {
+            let Some(u) = self.units.remove(&id) else {
+                continue;
+            };
+            if let Some(d) = self.doms.get_mut(&u.dom) {
+                d.nr_units = d.nr_units.saturating_sub(1);
+            }
+            if u.running {
+                if let Some(p) = self.pcpus.get_mut(u.cpu) {
+                    p.curr = None;
+                }
+                resched.insert(u.cpu);
+            }
+        }
+        self.purge_stale();
+        resched
+    }
+
+    /// Drops from the run queues, saving slots and active lists every unit that is gone, no
+    /// longer queued or no longer active, in one O(units) pass.
+    fn purge_stale(&mut self) {
+        let units = &self.units;
+        for p in &mut self.pcpus {
+            p.runq.retain(|id| units.get(id).is_some_and(|u| u.queued));
+            if p.saving.is_some_and(|id| !units.contains_key(&id)) {
+                p.saving = None;
+            }
+        }
+        for d in self.doms.values_mut() {
+            d.active
+                .retain(|id| units.get(id).is_some_and(|u| u.active));
+        }
+        let doms = &self.doms;
+        self.active_doms
+            .retain(|k| doms.get(k).is_some_and(|d| !d.active.is_empty()));
+    }
+
     /// Priority of the best unit `cpu` could take from its own queue (`Idle` if none).
     fn best_queued_pri(&self, cpu: usize) -> Pri {
         self.pcpus
@@ -1184,21 +1204,6 @@ impl Scheduler {
         }
     }
 
-    /// A unit stops earning credit (Xen's `__csched_unit_acct_stop_locked`).
-    fn acct_stop(&mut self, id: UnitId) {
-        let Some(u) = self.units.get_mut(&id) else {
-            return;
-        };
-        u.active = false;
-        let dom = u.dom;
-        if let Some(d) = self.doms.get_mut(&dom) {
-            d.active.retain(|&a| a != id);
-            if d.active.is_empty() {
-                self.active_doms.retain(|&a| a != dom);
-            }
-        }
-    }
-
     /// Distributes one period's credit (Xen's `csched_acct`); returns the CPUs that must
     /// reschedule because their unit was parked or a parked unit can run again.
     fn acct(&mut self) -> CpuSet {
@@ -1236,6 +1241,7 @@ impl Scheduler {
         let mut weight_left = weight_total;
         let mut credit_balance = 0i128;
         let mut credit_xtra = false;
+        let mut unparked = Vec::new();
         for key in self.active_doms.clone() {
             let Some(d) = self.doms.get(&key) else {
                 continue;
@@ -1276,23 +1282,45 @@ impl Scheduler {
             let per_unit = saturate_i32((credit_fair + n - 1) / n);
             let cap_per_unit = saturate_i32(cap_per_unit);
             for id in active {
-                credit_balance +=
-                    i128::from(self.acct_unit(id, per_unit, cap_per_unit, &mut resched));
+                let credit =
+                    self.acct_unit(id, per_unit, cap_per_unit, &mut resched, &mut unparked);
+                credit_balance += i128::from(credit);
             }
         }
         self.credit_balance = i64::try_from(credit_balance).unwrap_or(i64::MIN);
+        // Units parked or stopped above only had their flags changed: one pass catches up.
+        self.purge_stale();
+        // Appended, then placed by the sort: O(1) each however many unpark at once.
+        for &id in &unparked {
+            if self.units.get(&id).is_some_and(|u| !u.hard.contains(u.cpu)) {
+                self.move_to_allowed_cpu(id);
+            }
+            if let Some(u) = self.units.get_mut(&id)
+                && let Some(p) = self.pcpus.get_mut(u.cpu)
+            {
+                p.runq.push_back(id);
+                u.queued = true;
+            }
+        }
         self.sort_runqs();
+        for id in unparked {
+            if let Some(cpu) = self.tickle(id) {
+                resched.insert(cpu);
+            }
+        }
         resched
     }
 
     /// Gives one active unit its share and recomputes its priority, parking or unparking it
-    /// (`cap_per_unit` 0: uncapped). Returns its new credit.
+    /// (`cap_per_unit` 0: uncapped). Only flags change here (the caller purges the queues and
+    /// active lists once); units to queue again go to `unparked`. Returns its new credit.
     fn acct_unit(
         &mut self,
         id: UnitId,
         share: i32,
         cap_per_unit: i32,
         resched: &mut CpuSet,
+        unparked: &mut Vec<UnitId>,
     ) -> i32 {
         let per_slice = saturate_i32(i128::from(self.params.credits_per_tslice()));
         let Some(u) = self.units.get_mut(&id) else {
@@ -1305,9 +1333,9 @@ impl Scheduler {
                 u.parked = true;
                 if u.running {
                     resched.insert(u.cpu);
-                } else if u.queued {
-                    self.runq_remove(id);
                 }
+                u.queued = false;
+                u.yield_skipped = false;
             }
             credit = credit.max(-per_slice);
         } else {
@@ -1315,22 +1343,17 @@ impl Scheduler {
             if u.parked {
                 u.parked = false;
                 if u.awake && !u.running && !u.queued {
-                    self.runq_insert(id);
-                    if let Some(cpu) = self.tickle(id) {
-                        resched.insert(cpu);
-                    }
+                    unparked.push(id);
                 }
             }
             // A unit with more than it can use stops earning and keeps half, a head start
             // for when it is active again.
             if credit > per_slice {
-                self.acct_stop(id);
+                u.active = false;
                 credit /= 2;
             }
         }
-        if let Some(u) = self.units.get_mut(&id) {
-            u.credit = credit;
-        }
+        u.credit = credit;
         credit
     }
 
