@@ -176,6 +176,11 @@ impl CpuSet {
         Self(self.0 & other.0)
     }
 
+    /// CPUs in either set.
+    pub const fn or(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
     /// CPUs in `self` but not in `other`.
     pub const fn and_not(self, other: Self) -> Self {
         Self(self.0 & !other.0)
@@ -796,7 +801,10 @@ impl Scheduler {
                     u.pri = Pri::Under;
                     // Deliberate difference: a unit boosted while this one was still boosted
                     // could not preempt it; now it can, without waiting for the slice end.
-                    if self.best_queued_pri(cpu) > Pri::Under {
+                    if self
+                        .best_queued(cpu)
+                        .is_some_and(|(_, pri)| pri > Pri::Under)
+                    {
                         resched.insert(cpu);
                     }
                 }
@@ -804,7 +812,7 @@ impl Scheduler {
             self.acct_start(id);
         }
         if now >= self.next_acct {
-            resched = self.acct();
+            resched = resched.or(self.acct());
             self.next_acct = self.next_acct.saturating_add(self.params.tslice_ns());
             if self.next_acct <= now {
                 self.next_acct = now.saturating_add(self.params.tslice_ns());
@@ -855,13 +863,9 @@ impl Scheduler {
                 u.yielding = false;
             }
         }
-        let local = self.pcpus.get(cpu).and_then(|p| {
-            p.runq
-                .iter()
-                .copied()
-                .find(|id| self.units.get(id).is_some_and(|u| u.can_start_on(cpu)))
-        });
-        let local_pri = self.best_queued_pri(cpu);
+        let (local, local_pri) = self
+            .best_queued(cpu)
+            .map_or((None, Pri::Idle), |(id, pri)| (Some(id), pri));
         let mut next = local;
         if local_pri <= Pri::Over
             && let Some(id) = self.load_balance(cpu, local_pri)
@@ -1002,17 +1006,13 @@ impl Scheduler {
             .retain(|k| doms.get(k).is_some_and(|d| !d.active.is_empty()));
     }
 
-    /// Priority of the best unit `cpu` could take from its own queue (`Idle` if none).
-    fn best_queued_pri(&self, cpu: usize) -> Pri {
-        self.pcpus
-            .get(cpu)
-            .and_then(|p| {
-                p.runq
-                    .iter()
-                    .filter_map(|id| self.units.get(id))
-                    .find(|u| u.can_start_on(cpu))
-            })
-            .map_or(Pri::Idle, |u| u.pri)
+    /// The best unit `cpu` may take from its own queue, and its priority.
+    fn best_queued(&self, cpu: usize) -> Option<(UnitId, Pri)> {
+        let p = self.pcpus.get(cpu)?;
+        p.runq.iter().find_map(|id| {
+            let u = self.units.get(id)?;
+            u.can_start_on(cpu).then_some((*id, u.pri))
+        })
     }
 
     /// Makes `id` the current unit of `cpu` for `run_for` ns.
@@ -1226,7 +1226,7 @@ impl Scheduler {
             .filter_map(|k| self.doms.get(k))
             .flat_map(|d| d.active.iter())
             .filter_map(|id| self.units.get(id))
-            .fold(CpuSet::EMPTY, |m, u| CpuSet(m.0 | u.hard.0))
+            .fold(CpuSet::EMPTY, |m, u| m.or(u.hard))
             .and(self.online);
         let mut credit_total = per_slice * i128::from(usable.count());
         let old_balance = i128::from(self.credit_balance);
@@ -1780,6 +1780,12 @@ mod tests {
     #[test]
     fn tick_ending_a_boost_lets_a_boosted_unit_in() {
         let mut s = Scheduler::new(1, Params::default()).expect("new");
+        // A 60 ms slice with accounting still due at 30 ms: that tick also accounts.
+        let long = Params {
+            tslice_ms: 60,
+            ratelimit_us: DEFAULT_RATELIMIT_US,
+        };
+        s.set_params(long).expect("params");
         s.add_domain(DomKey(1), DEFAULT_WEIGHT, 0).expect("dom");
         for id in 1..=2 {
             s.add_unit(UnitId(id), DomKey(1), CpuSet::single(0), CpuSet::EMPTY, 0)
@@ -1788,8 +1794,8 @@ mod tests {
         assert_eq!(s.wake(UnitId(1)), Some(0));
         assert_eq!(s.schedule(0, 0).next, Some(UnitId(1)));
         assert_eq!(s.wake(UnitId(2)), None);
-        assert_eq!(s.tick(0, 10 * MS), CpuSet::single(0));
-        assert_eq!(s.schedule(0, 10 * MS).next, Some(UnitId(2)));
+        assert_eq!(s.tick(0, 30 * MS), CpuSet::single(0));
+        assert_eq!(s.schedule(0, 30 * MS).next, Some(UnitId(2)));
         s.check().expect("invariants");
     }
 
