@@ -1687,33 +1687,49 @@ mod tests {
         (got - want).abs() <= tol
     }
 
-    /// Three hogs with weights 256/512/1024 on one CPU share it 1/7, 2/7, 4/7 (±5% of each
-    /// share) over 5 s.
-    fn weights_on(nr_cpus: usize) -> [f64; 3] {
+    /// Three hogs with weights 256/512/1024 on CPU 0 share what they get of it 1/7, 2/7, 4/7
+    /// (±5% of each share) over 5 s. `dom0`: next to a two-vCPU domain free to run anywhere
+    /// that wakes every `dom0` ns for 100 µs, like a toolstack waiting for results.
+    fn weights_on(nr_cpus: usize, dom0: Option<u64>) -> [f64; 3] {
         let mut sim = Sim::new(nr_cpus);
+        if let Some(sleep) = dom0 {
+            sim.s
+                .add_domain(DomKey(0), DEFAULT_WEIGHT, 0)
+                .expect("dom0");
+            let light = Work::Periodic {
+                run: MS / 10,
+                sleep,
+            };
+            sim.add(100, 0, CpuSet::first_n(nr_cpus), light);
+            sim.add(101, 0, CpuSet::first_n(nr_cpus), light);
+        }
         for (i, w) in [256u16, 512, 1024].into_iter().enumerate() {
             let dom = i as u16 + 1;
             sim.s.add_domain(DomKey(dom), w, 0).expect("dom");
             sim.add(dom.into(), dom, CpuSet::single(0), Work::Hog);
         }
         sim.run_until(5000 * MS);
-        [sim.share(1), sim.share(2), sim.share(3)]
+        let shares = [sim.share(1), sim.share(2), sim.share(3)];
+        let hogs: f64 = shares.iter().sum();
+        shares.map(|s| s / hogs)
+    }
+
+    fn assert_weighted(got: [f64; 3], what: &str) {
+        for (g, want) in got.into_iter().zip([1.0 / 7.0, 2.0 / 7.0, 4.0 / 7.0]) {
+            assert!(close(g, want, want * 0.05), "{what}: {got:?}");
+        }
     }
 
     #[test]
     fn weights_share_one_cpu() {
-        let got = weights_on(1);
-        for (g, want) in got.into_iter().zip([1.0 / 7.0, 2.0 / 7.0, 4.0 / 7.0]) {
-            assert!(close(g, want, want * 0.05), "{got:?}");
-        }
+        assert_weighted(weights_on(1, None), "alone");
+        assert_weighted(weights_on(1, Some(100 * MS)), "with dom0");
     }
 
     #[test]
     fn weights_share_pinned_cpu_of_two() {
-        let got = weights_on(2);
-        for (g, want) in got.into_iter().zip([1.0 / 7.0, 2.0 / 7.0, 4.0 / 7.0]) {
-            assert!(close(g, want, want * 0.05), "{got:?}");
-        }
+        assert_weighted(weights_on(2, None), "alone");
+        assert_weighted(weights_on(2, Some(100 * MS)), "with dom0");
     }
 
     #[test]
