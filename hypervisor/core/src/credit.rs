@@ -34,9 +34,11 @@
 //! One [`Scheduler`] for the machine, under one lock. Units ([`UnitId`]) are vCPUs; the kernel
 //! maps them to `(domain, vcpu)`. Times are nanoseconds of the monotonic clock.
 //! - Create: [`Scheduler::add_domain`], then [`Scheduler::add_unit`] per vCPU (not runnable
-//!   yet). Bring a vCPU up / unblock / unpause: [`Scheduler::wake`]. Block / down / pause:
-//!   [`Scheduler::sleep`]. Both return the CPU that must reschedule now, if any (send it the
-//!   scheduler IPI, or run [`Scheduler::schedule`] if it is the current CPU).
+//!   yet). [`Scheduler::wake`] and [`Scheduler::sleep`] follow the kernel's own combined
+//!   condition (up, not blocked, not paused: Xen's `vcpu_runnable`): call `wake` when it turns
+//!   true (a wake from blocked is what earns the boost) and `sleep` when it turns false;
+//!   repeated calls are no-ops. Both return the CPU that must reschedule now, if any (send it
+//!   the scheduler IPI, or run [`Scheduler::schedule`] if it is the current CPU).
 //! - Every [`Scheduler::tick_period_ns`] (10 ms) on *every* online CPU, idle ones included
 //!   (accounting must run to unpark capped units): [`Scheduler::tick`]; it returns the CPUs
 //!   that must reschedule (a slice ran out, a running unit was parked, a parked one woke).
