@@ -15,6 +15,7 @@ pub mod bootinfo;
 pub mod bzimage;
 pub mod cmdline;
 pub mod cpuid;
+pub mod credit;
 pub mod descriptor;
 pub mod domu_spec;
 pub mod elf;
