@@ -410,7 +410,7 @@ extern "C" fn continue_boot(info: u64) -> ! {
             };
             match pv::builder::build(&spec, &|| dom0_pages(&opts)) {
                 Ok(d) => match domain::insert(d) {
-                    Ok(d) => guests.insert(0, d),
+                    Ok(d) => guests.insert(0, (d, sched::Params::default())),
                     Err(e) => fatal_boot(format_args!(
                         "dom0: cannot enter it in the domain table: {e:?}"
                     )),
@@ -435,7 +435,10 @@ extern "C" fn continue_boot(info: u64) -> ! {
 /// Builds the boot-time domUs of `domU=` (ids 1, 2, ... in order), one line each; one that
 /// cannot be built is reported and left out, the others still run. dom0 takes the modules none
 /// of them names (`DomUs::dom0_modules`).
-fn build_boot_domus(info: &BootInfo, opts: &Options<'_>) -> alloc::vec::Vec<domain::DomainRef> {
+fn build_boot_domus(
+    info: &BootInfo,
+    opts: &Options<'_>,
+) -> alloc::vec::Vec<(domain::DomainRef, sched::Params)> {
     let modules = info.modules();
     let mut built = alloc::vec::Vec::new();
     for (i, u) in opts.domus.iter().enumerate() {
@@ -477,7 +480,12 @@ fn build_boot_domus(info: &BootInfo, opts: &Options<'_>) -> alloc::vec::Vec<doma
         match pv::builder::build(&spec, &|| (pages, pages)).map(domain::insert) {
             Ok(Ok(d)) => {
                 console::ring::register(d.clone());
-                built.push(d);
+                let params = sched::Params {
+                    weight: u.weight,
+                    cap: u16::try_from(u.cap).unwrap_or(u16::MAX),
+                    cpus: u.cpus.0,
+                };
+                built.push((d, params));
             }
             Ok(Err(e)) => error!("{id}: cannot enter it in the domain table: {e:?}"),
             Err(e) => error!("{id} \"{}\" {e}: not built", u.name),

@@ -114,7 +114,7 @@ const KEYS: &[Key] = &[
     },
     Key {
         key: b'r',
-        help: "dump CPUs, LAPIC timers and IOAPICs",
+        help: "dump CPUs, LAPIC timers, IOAPICs and the scheduler's run queues",
         run: cpus,
     },
     Key {
@@ -256,6 +256,7 @@ fn cpus() {
             );
         }
         ioapic::describe(w);
+        crate::sched::dump(w);
     });
 }
 

@@ -40,10 +40,10 @@ pub fn current() -> Option<&'static Domain> {
 
 /// Starts `domains` (each one's first vCPU runnable; dom0, if there is one, first) and
 /// schedules their vCPUs on every CPU; never returns.
-pub fn run(domains: alloc::vec::Vec<DomainRef>) -> ! {
+pub fn run(domains: alloc::vec::Vec<(DomainRef, crate::sched::Params)>) -> ! {
     crate::arch::x86_64::cpu::disable_interrupts();
     crate::mm::frametable::reset_longest_hold();
-    for d in &domains {
+    for (d, params) in &domains {
         {
             let v = d.vcpus[0].lock();
             crate::info!(
@@ -57,9 +57,10 @@ pub fn run(domains: alloc::vec::Vec<DomainRef>) -> ! {
         if let Some((sec, nsec)) = crate::wallclock_at_boot() {
             d.shared().set_wallclock(sec, nsec);
         }
-        crate::sched::add_domain(d);
-        if let Err(e) = crate::sched::vcpu_up(d, 0) {
-            crate::error!("{}: its first vCPU cannot start: {e:?}", d.id);
+        let started =
+            crate::sched::add_domain(d, *params).and_then(|()| crate::sched::vcpu_up(d, 0));
+        if let Err(e) = started {
+            crate::error!("{}: cannot be scheduled: {e:?}", d.id);
         }
     }
     crate::console::keys::guests_started(crate::domain::hardware_domain().is_some());

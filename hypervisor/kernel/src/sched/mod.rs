@@ -20,8 +20,11 @@
 //! joins the queue and an idle CPU is kicked. A unit on another CPU that gets an event is kicked
 //! with an IPI, whose return path delivers the upcall.
 //!
-//! Policy: one run queue, first come first served, with a 30 ms time slice. (The credit
-//! scheduler replaces it.)
+//! Policy: Xen's credit scheduler (`hestia_core::credit`, which decides; this module carries
+//! out its decisions): weights, caps, BOOST for event-woken vCPUs, per-CPU run queues with
+//! stealing, hard affinity, a 30 ms slice and a 1 ms rate limit. Each CPU ticks every 10 ms
+//! (idle ones too: accounting unparks capped vCPUs) and arms a one-shot timer for the run time
+//! the scheduler gives the vCPU it picked. `docs/scheduling.md` says what it promises.
 //!
 //! Locks: the scheduler's lock is taken with interrupts off (timer callbacks wake vCPUs from
 //! interrupt context) and never with a `Vcpu` lock or any other lock held under it; a `Vcpu`
@@ -32,9 +35,11 @@
 //! accounted to the nanosecond at every state change, and copied to the guest's registered
 //! area whenever the vCPU is switched in or out.
 
-use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use hestia_core::credit::{self, CpuSet, DomKey, UnitId};
+use hestia_core::timer_queue::TimerId;
 
 use xen_abi::errno::Errno;
 
@@ -54,11 +59,6 @@ pub struct VcpuRef {
     /// Its index in the domain.
     pub id: u32,
 }
-
-/// Length of a time slice.
-const SLICE_NS: u64 = 30_000_000;
-/// Period of each CPU's scheduler tick.
-const TICK_NS: u64 = 10_000_000;
 
 /// `vcpu_runstate_info.state` values.
 mod runstate {
@@ -136,9 +136,10 @@ impl Unit {
 }
 
 struct Sched {
+    /// Every vCPU ever added, indexed by its [`UnitId`] (a stopped domain's stay, dead).
     units: Vec<Unit>,
-    /// Runnable units on no CPU, in the order they run.
-    queue: VecDeque<usize>,
+    /// The decisions.
+    credit: credit::Scheduler,
 }
 
 impl Sched {
@@ -148,37 +149,71 @@ impl Sched {
             .position(|u| core::ptr::eq(&*u.vcpu.dom, d) && u.vcpu.id == vcpu)
     }
 
-    /// Makes unit `i` runnable (from blocked or offline); true if it joined the queue.
-    fn make_runnable(&mut self, i: usize, now: u64) -> bool {
+    /// Makes unit `i` runnable (from blocked or offline); returns the CPU that must
+    /// reschedule to run it, if one must.
+    fn make_runnable(&mut self, i: usize, now: u64) -> Option<usize> {
         let u = &mut self.units[i];
         if u.dead {
-            return false;
+            return None;
         }
         u.state = State::Runnable;
         u.polling = false;
         u.account(now);
-        if u.on_cpu.is_none() && !self.queue.contains(&i) {
-            self.queue.push_back(i);
-            return true;
-        }
-        false
+        self.credit.wake(UnitId(i as u32))
+    }
+
+    /// Unit `i` stopped being runnable (blocked, down or dead); returns its CPU if it runs.
+    fn make_unrunnable(&mut self, i: usize, state: State, now: u64) -> Option<usize> {
+        let u = &mut self.units[i];
+        u.state = state;
+        u.account(now);
+        self.credit.sleep(UnitId(i as u32))
     }
 }
 
-static SCHED: spin::Mutex<Sched> = spin::Mutex::new(Sched {
-    units: Vec::new(),
-    queue: VecDeque::new(),
-});
+static SCHED: spin::Once<spin::Mutex<Sched>> = spin::Once::new();
 
-/// Runs `f` on the scheduler with interrupts off.
+/// Runs `f` on the scheduler with interrupts off (created on first use, for the CPUs then
+/// online: boot has brought them all up before any domain runs).
 fn with_sched<R>(f: impl FnOnce(&mut Sched) -> R) -> R {
     let irq = cpu::interrupts_enabled();
     cpu::disable_interrupts();
-    let r = f(&mut SCHED.lock());
+    let sched = SCHED.call_once(|| {
+        let cpus = (percpu::online_count().max(1) as usize).min(credit::MAX_CPUS);
+        let credit = credit::Scheduler::new(cpus, credit::Params::default())
+            .unwrap_or_else(|_| crate::fatal_boot(format_args!("sched: no credit scheduler")));
+        spin::Mutex::new(Sched {
+            units: Vec::new(),
+            credit,
+        })
+    });
+    let r = f(&mut sched.lock());
     if irq {
         cpu::enable_interrupts();
     }
     r
+}
+
+/// How a domain is scheduled (`domU=`'s `weight:`, `cap:` and `cpus:`).
+#[derive(Clone, Copy, Debug)]
+pub struct Params {
+    /// Credit weight (1-65535).
+    pub weight: u16,
+    /// Cap in percent of one CPU, 0 for none.
+    pub cap: u16,
+    /// The CPUs its vCPUs may run on (hard affinity; bit per CPU).
+    pub cpus: u64,
+}
+
+impl Default for Params {
+    /// Xen's defaults: weight 256, no cap, every CPU.
+    fn default() -> Self {
+        Params {
+            weight: credit::DEFAULT_WEIGHT,
+            cap: 0,
+            cpus: u64::MAX,
+        }
+    }
 }
 
 /// What one CPU runs.
@@ -191,10 +226,8 @@ struct Pcpu {
     current: spin::Mutex<Option<(usize, VcpuRef)>>,
     /// Switch at the next return to the guest.
     resched: AtomicBool,
-    /// Halted in the idle loop.
-    idle: AtomicBool,
-    /// When the running vCPU's slice began.
-    slice_start: AtomicU64,
+    /// The one-shot timer ending the running vCPU's run time.
+    slice: spin::Mutex<Option<TimerId>>,
 }
 
 static PCPU: [Pcpu; MAX_CPUS] = [const {
@@ -203,8 +236,7 @@ static PCPU: [Pcpu; MAX_CPUS] = [const {
         vcpu: AtomicU32::new(0),
         current: spin::Mutex::new(None),
         resched: AtomicBool::new(false),
-        idle: AtomicBool::new(false),
-        slice_start: AtomicU64::new(0),
+        slice: spin::Mutex::new(None),
     }
 }; MAX_CPUS];
 
@@ -232,11 +264,18 @@ pub fn current_ref() -> Option<VcpuRef> {
     this_pcpu().current.lock().as_ref().map(|(_, v)| v.clone())
 }
 
-/// Enters every vCPU of `d` in the scheduler, offline (none runs before [`vcpu_up`]).
-pub fn add_domain(d: &DomainRef) {
+/// Enters every vCPU of `d` in the scheduler with `params`, offline (none runs before
+/// [`vcpu_up`]); vCPU `i` starts on CPU `i` modulo the CPUs it may use.
+pub fn add_domain(d: &DomainRef, params: Params) -> Result<(), Errno> {
     let now = tsc::uptime_ns();
     with_sched(|s| {
+        let dom = DomKey(d.id.0);
+        s.credit.add_domain(dom, params.weight, params.cap)?;
+        let hard = CpuSet(params.cpus);
         for id in 0..d.vcpus.len() as u32 {
+            let unit = UnitId(s.units.len() as u32);
+            let cpu = (id as usize) % s.credit.nr_cpus();
+            s.credit.add_unit(unit, dom, hard, hard, cpu)?;
             s.units.push(Unit {
                 vcpu: VcpuRef { dom: d.clone(), id },
                 state: State::Offline,
@@ -250,33 +289,34 @@ pub fn add_domain(d: &DomainRef) {
                 },
             });
         }
-    });
+        Ok(())
+    })
 }
 
 /// Makes offline vCPU `vcpu` of `d` runnable (`VCPUOP_up`, and the first vCPU at start).
 pub fn vcpu_up(d: &Domain, vcpu: u32) -> Result<(), Errno> {
     let now = tsc::uptime_ns();
-    let queued = with_sched(|s| {
+    let poke = with_sched(|s| {
         let i = s.find(d, vcpu).ok_or(Errno::ENOENT)?;
-        Ok(s.units[i].state == State::Offline && s.make_runnable(i, now))
+        Ok(if s.units[i].state == State::Offline {
+            s.make_runnable(i, now)
+        } else {
+            None
+        })
     })?;
-    if queued {
-        tickle_idle();
-    }
+    reschedule(poke);
     Ok(())
 }
 
 /// Wakes vCPU `vcpu` of `d` if it is blocked.
 pub fn wake(d: &Domain, vcpu: u32) {
     let now = tsc::uptime_ns();
-    let queued = with_sched(|s| {
+    let poke = with_sched(|s| {
         s.find(d, vcpu)
             .filter(|&i| s.units[i].state == State::Blocked)
-            .is_some_and(|i| s.make_runnable(i, now))
+            .and_then(|i| s.make_runnable(i, now))
     });
-    if queued {
-        tickle_idle();
-    }
+    reschedule(poke);
 }
 
 /// vCPU `vcpu` of `d` has a new event: wake it if it is blocked, interrupt its CPU if it runs
@@ -285,8 +325,8 @@ pub fn wake(d: &Domain, vcpu: u32) {
 pub fn notify(d: &Domain, vcpu: u32) {
     let now = tsc::uptime_ns();
     let me = percpu::current_index();
-    let (queued, ipi) = with_sched(|s| {
-        let mut queued = false;
+    let (pokes, ipi) = with_sched(|s| {
+        let mut pokes = CpuSet::EMPTY;
         let mut ipi = None;
         for i in 0..s.units.len() {
             let u = &s.units[i];
@@ -296,18 +336,19 @@ pub fn notify(d: &Domain, vcpu: u32) {
             let target = u.vcpu.id == vcpu;
             if target && u.state == State::Runnable {
                 ipi = u.on_cpu.filter(|&c| c != me);
-            } else if u.state == State::Blocked && (target || u.polling) {
-                queued |= s.make_runnable(i, now);
+            } else if u.state == State::Blocked
+                && (target || u.polling)
+                && let Some(c) = s.make_runnable(i, now)
+            {
+                pokes.insert(c);
             }
         }
-        (queued, ipi)
+        (pokes, ipi)
     });
     if let Some(c) = ipi {
         smp::kick(c);
     }
-    if queued {
-        tickle_idle();
-    }
+    pokes.iter().for_each(|c| reschedule(Some(c)));
 }
 
 /// Takes every vCPU of `d`, which stopped, off the CPUs for good: out of the queue, and
@@ -315,43 +356,49 @@ pub fn notify(d: &Domain, vcpu: u32) {
 /// already.
 pub fn stop_domain(d: &Domain) -> bool {
     let now = tsc::uptime_ns();
-    let me = percpu::current_index();
-    let (first, others) = with_sched(|s| {
+    let (first, pokes) = with_sched(|s| {
         let mut first = false;
-        let mut others = 0u64;
         for i in 0..s.units.len() {
-            let u = &mut s.units[i];
+            let u = &s.units[i];
             if !core::ptr::eq(&*u.vcpu.dom, d) || u.dead {
                 continue;
             }
             first = true;
-            u.dead = true;
-            u.state = State::Offline;
-            u.account(now);
-            if let Some(c) = u.on_cpu {
-                others |= 1 << c;
-            }
-            s.queue.retain(|&q| q != i);
+            s.make_unrunnable(i, State::Offline, now);
+            s.units[i].dead = true;
         }
-        (first, others)
+        let pokes = if first {
+            s.credit
+                .remove_domain(DomKey(d.id.0))
+                .unwrap_or(CpuSet::EMPTY)
+        } else {
+            CpuSet::EMPTY
+        };
+        // Where one of its vCPUs is still loaded, that CPU switches away at once.
+        let loaded = s
+            .units
+            .iter()
+            .filter(|u| core::ptr::eq(&*u.vcpu.dom, d))
+            .filter_map(|u| u.on_cpu)
+            .fold(pokes, |mut set, c| {
+                set.insert(c as usize);
+                set
+            });
+        (first, loaded)
     });
-    for c in (0..MAX_CPUS as u32).filter(|c| others & (1 << c) != 0) {
-        PCPU[c as usize].resched.store(true, Ordering::Release);
-        if c != me {
-            smp::kick(c);
-        }
-    }
+    pokes.iter().for_each(|c| reschedule(Some(c)));
     first
 }
 
-/// Kicks one idle CPU to look at the run queue.
-fn tickle_idle() {
-    let me = percpu::current_index();
-    if let Some(p) = percpu::all()
-        .filter(|p| p.index != me)
-        .find(|p| PCPU[p.index as usize].idle.load(Ordering::Acquire))
-    {
-        smp::kick(p.index);
+/// Makes CPU `cpu` (if any) reschedule: at once on this CPU's way back to its guest, by an
+/// IPI on another.
+fn reschedule(cpu: Option<usize>) {
+    let Some(c) = cpu.filter(|&c| c < MAX_CPUS) else {
+        return;
+    };
+    PCPU[c].resched.store(true, Ordering::Release);
+    if c as u32 != percpu::current_index() {
+        smp::kick(c as u32);
     }
 }
 
@@ -362,10 +409,10 @@ fn tickle_idle() {
 pub fn block_current(polling: bool, woken: impl FnOnce() -> bool) -> bool {
     let now = tsc::uptime_ns();
     let p = this_pcpu();
+    let Some(i) = p.current.lock().as_ref().map(|(i, _)| *i) else {
+        return false;
+    };
     let blocked = with_sched(|s| {
-        let Some(i) = p.current.lock().as_ref().map(|(i, _)| *i) else {
-            return false;
-        };
         let u = &mut s.units[i];
         u.state = State::Blocked;
         if woken() {
@@ -373,7 +420,7 @@ pub fn block_current(polling: bool, woken: impl FnOnce() -> bool) -> bool {
             return false;
         }
         u.polling = polling;
-        u.account(now);
+        s.make_unrunnable(i, State::Blocked, now);
         true
     });
     if blocked {
@@ -387,18 +434,19 @@ pub fn block_current(polling: bool, woken: impl FnOnce() -> bool) -> bool {
 pub fn down_current() {
     let now = tsc::uptime_ns();
     let p = this_pcpu();
-    with_sched(|s| {
-        if let Some(&(i, _)) = p.current.lock().as_ref() {
-            s.units[i].state = State::Offline;
-            s.units[i].account(now);
-        }
-    });
+    if let Some(i) = p.current.lock().as_ref().map(|(i, _)| *i) {
+        with_sched(|s| s.make_unrunnable(i, State::Offline, now));
+    }
     p.resched.store(true, Ordering::Release);
 }
 
 /// `SCHEDOP_yield`: lets the other runnable vCPUs run first.
 pub fn yield_current() {
-    this_pcpu().resched.store(true, Ordering::Release);
+    let p = this_pcpu();
+    if let Some(i) = p.current.lock().as_ref().map(|(i, _)| *i) {
+        with_sched(|s| s.credit.yield_unit(UnitId(i as u32)));
+    }
+    p.resched.store(true, Ordering::Release);
 }
 
 /// The accounted runstate of vCPU `vcpu` of `d` (`VCPUOP_get_runstate_info`).
@@ -430,27 +478,64 @@ fn update_runstate_area(d: &Domain, area: u64, info: [u64; 6]) {
 /// Starts scheduling on this CPU (at boot, once domains exist); never returns.
 pub fn run_this_cpu() -> ! {
     cpu::disable_interrupts();
+    let period = with_sched(|s| s.credit.tick_period_ns());
     timer::add(
-        tsc::uptime_ns().saturating_add(TICK_NS),
+        tsc::uptime_ns().saturating_add(period),
         TimerFn::Plain(tick),
     );
     let mut f = TrapFrame::default();
-    switch_in(&mut f, idle_until_work());
+    let next = idle_until_work();
+    switch_in(&mut f, next);
     // As on every return to a guest: an event that woke it is delivered first (which may switch
     // it to kernel mode: its page tables and GS base are read after).
     crate::pv::events::before_guest_return(&mut f);
     pventer::enter(&f, cpu::read_cr3(), cpu::kernel_gs_base())
 }
 
-/// Each CPU's tick: asks for a switch when the running vCPU's slice is over and another waits.
+/// Each CPU's scheduler tick: credit burning and accounting; the CPUs whose vCPU must change
+/// reschedule.
 fn tick(now: u64) -> Option<u64> {
+    let me = percpu::current_index() as usize;
+    let (pokes, period) = with_sched(|s| (s.credit.tick(me, now), s.credit.tick_period_ns()));
+    pokes.iter().for_each(|c| reschedule(Some(c)));
+    Some(now.saturating_add(period))
+}
+
+/// The slice timer: the running vCPU's time is up.
+fn slice_over(_now: u64) -> Option<u64> {
     let p = this_pcpu();
-    if now.saturating_sub(p.slice_start.load(Ordering::Relaxed)) >= SLICE_NS
-        && !SCHED.lock().queue.is_empty()
-    {
-        p.resched.store(true, Ordering::Release);
+    *p.slice.lock() = None;
+    p.resched.store(true, Ordering::Release);
+    None
+}
+
+/// Arms this CPU's slice timer for `run_for` ns (cancelling the previous one).
+fn arm_slice(run_for: Option<u64>) {
+    let p = this_pcpu();
+    let mut slot = p.slice.lock();
+    if let Some(id) = slot.take() {
+        timer::cancel(id);
     }
-    Some(now.saturating_add(TICK_NS))
+    if let Some(ns) = run_for {
+        *slot = Some(timer::add(
+            tsc::uptime_ns().saturating_add(ns),
+            TimerFn::Plain(slice_over),
+        ));
+    }
+}
+
+/// Asks the scheduler what this CPU runs next; the unit picked is marked loaded here.
+fn decide() -> credit::Decision {
+    let me = percpu::current_index();
+    let now = tsc::uptime_ns();
+    with_sched(|s| {
+        let d = s.credit.schedule(me as usize, now);
+        if let Some(u) = d.next.and_then(|n| s.units.get_mut(n.0 as usize)) {
+            u.on_cpu = Some(me);
+            u.account(now);
+        }
+        d
+    })
 }
 
 /// At the end of a trap from a guest, before the return to it: switches to another vCPU if this
@@ -463,14 +548,16 @@ pub fn before_guest_return(f: &mut TrapFrame) {
     let Some((i, prev)) = p.current.lock().clone() else {
         return;
     };
-    // Nothing else to run and still runnable: carry on without a switch.
-    let keep = with_sched(|s| s.units[i].state == State::Runnable && s.queue.is_empty());
-    if keep {
-        p.slice_start.store(tsc::uptime_ns(), Ordering::Relaxed);
+    let d = decide();
+    arm_slice(d.run_for_ns);
+    if d.next == Some(UnitId(i as u32)) {
         return;
     }
     switch_out(i, &prev, f);
-    let next = pick().unwrap_or_else(idle_until_work);
+    let next = match d.next {
+        Some(n) => n.0 as usize,
+        None => idle_until_work(),
+    };
     switch_in(f, next);
 }
 
@@ -481,45 +568,37 @@ fn switch_out(i: usize, prev: &VcpuRef, f: &TrapFrame) {
     context::save(&mut v, f);
     let area = v.runstate_area;
     let now = tsc::uptime_ns();
-    let info = with_sched(|s| {
+    let me = percpu::current_index();
+    let (info, poke) = with_sched(|s| {
         let u = &mut s.units[i];
-        u.on_cpu = None;
-        u.account(now);
-        if u.state == State::Runnable {
-            s.queue.push_back(i);
+        if u.on_cpu == Some(me) {
+            u.on_cpu = None;
         }
-        s.units[i].runstate.info()
+        u.account(now);
+        let info = u.runstate.info();
+        (info, s.credit.context_saved(me as usize))
     });
     update_runstate_area(d, area, info);
     drop(v);
     let p = this_pcpu();
     p.dom.store(core::ptr::null_mut(), Ordering::Release);
     *p.current.lock() = None;
+    reschedule(poke);
 }
 
-/// Takes the next runnable unit from the queue for this CPU.
-fn pick() -> Option<usize> {
-    let me = percpu::current_index();
-    let now = tsc::uptime_ns();
-    with_sched(|s| {
-        let i = s.queue.pop_front()?;
-        s.units[i].on_cpu = Some(me);
-        s.units[i].account(now);
-        Some(i)
-    })
-}
-
-/// Idles this CPU (interrupts on, halted) until a unit is runnable for it; returns it, picked.
+/// Idles this CPU (interrupts on, halted) until the scheduler gives it a unit; returns it,
+/// marked loaded here.
 fn idle_until_work() -> usize {
     let p = this_pcpu();
     loop {
-        if let Some(i) = pick() {
-            p.idle.store(false, Ordering::Release);
-            return i;
+        p.resched.store(false, Ordering::Release);
+        let d = decide();
+        arm_slice(d.run_for_ns);
+        if let Some(n) = d.next {
+            return n.0 as usize;
         }
-        p.idle.store(true, Ordering::Release);
-        // Checked again once marked idle: a wake-up in between kicks this CPU.
-        if !SCHED.lock().queue.is_empty() {
+        // A wake-up after the decision set `resched` (and kicked this CPU): look again.
+        if p.resched.load(Ordering::Acquire) {
             continue;
         }
         // `sti; hlt` is atomic: an interrupt between the check and the halt still wakes us.
@@ -535,11 +614,53 @@ fn switch_in(f: &mut TrapFrame, i: usize) {
     p.dom
         .store(&*vr.dom as *const Domain as *mut Domain, Ordering::Release);
     p.vcpu.store(vr.id, Ordering::Relaxed);
-    p.slice_start.store(tsc::uptime_ns(), Ordering::Relaxed);
     *p.current.lock() = Some((i, vr.clone()));
     let d = &vr.dom;
     let mut v = d.vcpus[vr.id as usize].lock();
     context::load(&vr, &mut v, f);
     let info = with_sched(|s| s.units[i].runstate.info());
     update_runstate_area(d, v.runstate_area, info);
+}
+
+/// Describes every CPU's scheduling and run queue, and every vCPU's credit state and runstate
+/// times (debug key `r`).
+pub fn dump(w: &mut dyn core::fmt::Write) {
+    let Some(sched) = SCHED.get() else {
+        let _ = writeln!(w, "sched: no domain scheduled yet");
+        return;
+    };
+    // Never wait for the scheduler from a debug key.
+    let Some(s) = sched.try_lock() else {
+        let _ = writeln!(w, "sched: busy; try again");
+        return;
+    };
+    let p = s.credit.params();
+    let _ = writeln!(
+        w,
+        "sched: credit, tslice {} ms, ratelimit {} us",
+        p.tslice_ms, p.ratelimit_us
+    );
+    for c in 0..s.credit.nr_cpus() {
+        if let Some(info) = s.credit.cpu_info(c) {
+            let q: Vec<u32> = s.credit.runq(c).map(|u| u.0).collect();
+            let _ = writeln!(w, "  CPU{c}: {info}, queue {q:?}");
+        }
+    }
+    let now = tsc::uptime_ns();
+    for (i, u) in s.units.iter().enumerate().filter(|(_, u)| !u.dead) {
+        let mut r = u.runstate;
+        r.enter(r.state, now);
+        let _ = write!(w, "  {}v{} u{i}: {:?}", u.vcpu.dom.id, u.vcpu.id, u.state);
+        if let Some(info) = s.credit.unit_info(UnitId(i as u32)) {
+            let _ = write!(w, ", {info}");
+        }
+        let _ = writeln!(
+            w,
+            ", running {} ms, runnable {} ms, blocked {} ms, offline {} ms",
+            r.time[0] / 1_000_000,
+            r.time[1] / 1_000_000,
+            r.time[2] / 1_000_000,
+            r.time[3] / 1_000_000
+        );
+    }
 }
