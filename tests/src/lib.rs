@@ -207,6 +207,11 @@ const fn guest(name: &'static str, verdict: GuestVerdict) -> Scenario {
     }
 }
 
+/// Boot-time domUs without dom0 (the machine powers off when the last one stops).
+const fn sched_scenario(name: &'static str) -> Scenario {
+    Scenario { name, ..DEFAULT }
+}
+
 /// A QEMU CPU model with XSAVE, XSAVEOPT and AVX (emulated by TCG).
 const AVX_CPU: &str = "max";
 
@@ -551,6 +556,82 @@ fn base() -> Vec<Scenario> {
             hv_cmdline: "dom0_mem=64M dom0_max_vcpus=8",
             timeout_s: 180,
             ..guest("functional-fpu-context", GuestVerdict::Success)
+        },
+        // The credit scheduler between boot-time domUs (no dom0), each domU measuring its own
+        // share of a CPU from its runstate over one common 5 s window: weights 256/512/1024
+        // pinned to CPU 0 give 1/7, 2/7, 4/7 (within 5% of each share).
+        Scenario {
+            smp: 2,
+            domus: &[
+                "functional-sched-credit,cmdline=\"hog share=142857 tol=7143\",mem=16,weight=256,cpus=0",
+                "functional-sched-credit,cmdline=\"hog share=285714 tol=14286\",mem=16,weight=512,cpus=0",
+                "functional-sched-credit,cmdline=\"hog share=571429 tol=28571\",mem=16,weight=1024,cpus=0",
+            ],
+            expect: &[
+                "(d1) Test result: SUCCESS",
+                "(d2) Test result: SUCCESS",
+                "(d3) Test result: SUCCESS",
+                "every domain has stopped",
+                POWEROFF_MARKER,
+            ],
+            timeout_s: 120,
+            ..sched_scenario("sched-credit-weights")
+        },
+        // A 25% cap holds (within 2 points) on a CPU nothing else wants.
+        Scenario {
+            smp: 2,
+            domus: &[
+                "functional-sched-credit,cmdline=\"hog share=250000 tol=20000\",mem=16,cap=25,cpus=0",
+            ],
+            expect: &["(d1) Test result: SUCCESS", POWEROFF_MARKER],
+            timeout_s: 120,
+            ..sched_scenario("sched-credit-cap")
+        },
+        // Pinning: two hogs that may use only CPU 1 of 2 share it, half each.
+        Scenario {
+            smp: 2,
+            domus: &[
+                "functional-sched-credit,cmdline=\"hog share=500000 tol=25000\",mem=16,cpus=1",
+                "functional-sched-credit,cmdline=\"hog share=500000 tol=25000\",mem=16,cpus=1",
+            ],
+            expect: &[
+                "(d1) Test result: SUCCESS",
+                "(d2) Test result: SUCCESS",
+                POWEROFF_MARKER,
+            ],
+            timeout_s: 120,
+            ..sched_scenario("sched-credit-pinned")
+        },
+        // BOOST: a domU woken by its timer preempts a CPU hog on its CPU within 1 ms.
+        Scenario {
+            smp: 2,
+            domus: &[
+                "functional-sched-credit,cmdline=\"hog share=500000 tol=500000\",mem=16,cpus=0",
+                "functional-sched-credit,cmdline=waker,mem=16,cpus=0",
+            ],
+            expect: &[
+                "(d1) Test result: SUCCESS",
+                "(d2) Test result: SUCCESS",
+                POWEROFF_MARKER,
+            ],
+            timeout_s: 120,
+            ..sched_scenario("sched-credit-boost")
+        },
+        // A domU that crashes stops alone: the others run on to their verdicts.
+        Scenario {
+            smp: 2,
+            domus: &[
+                "crash-invalid-opcode,mem=16",
+                "functional-sched-credit,cmdline=\"hog share=1000000 tol=1000000\",mem=16",
+            ],
+            expect: &[
+                "d1: crashed",
+                "(d2) Test result: SUCCESS",
+                "every domain has stopped",
+                POWEROFF_MARKER,
+            ],
+            timeout_s: 120,
+            ..sched_scenario("domu-crash-alone")
         },
         // Structured fuzzing: 10^6 calls on two racing vCPUs (about 100 s of TCG), then
         // Hestia's frame audit (its FAILED line is fatal). The seed is printed; `cargo xtask
