@@ -922,6 +922,31 @@ fn base() -> Vec<Scenario> {
             ..linux("dom0-linux-smp4")
         },
         Scenario {
+            // Linux dom0 (2 vCPUs) and a Linux boot-time domU (2 vCPUs) on 2 CPUs: both reach
+            // their shells; serial input goes to the domU's console ring (Ctrl-A), which runs
+            // a command, then back to dom0 through Hestia, which powers the machine off.
+            smp: 2,
+            hv_cmdline: "dom0_max_vcpus=2",
+            domus: &["debian-linux,cmdline=\"console=hvc0 earlyprintk=xen\",mem=256,vcpus=2"],
+            input: &[
+                ("(d1) dom0:/# ", "\x01\x01\x01"),
+                (
+                    "Serial input to DOM1",
+                    "echo domU-$((6*7)) $(grep -c ^processor /proc/cpuinfo)\n",
+                ),
+                ("(d1) domU-42 2", "\x01\x01\x01\x01\x01\x01"),
+                ("Serial input to DOM0", "poweroff\n"),
+            ],
+            expect: &[
+                "hestia-dom0: Linux",
+                "(d1) hestia-dom0: Linux",
+                "(d1) domU-42 2",
+                POWEROFF_MARKER,
+            ],
+            timeout_s: 480,
+            ..linux("dom0-linux-with-linux-domu")
+        },
+        Scenario {
             // The same 4 vCPUs on 2 CPUs: the scheduler shares them, and each vCPU still
             // gets its part of the parallel job.
             smp: 2,

@@ -13,7 +13,9 @@
 //!
 //! Output is serviced when the guest notifies its console port (`EVTCHNOP_send`) and from a
 //! periodic poll, which also retries lines the serial transmit ring had no room for (nothing is
-//! dropped: the guest's ring simply stays full until the line is out). Locks: the console's own
+//! dropped: the guest's ring simply stays full until the line is out) and prints a partial
+//! line that has waited a whole poll period (a shell prompt), its end following on the same
+//! line without a second prefix. Locks: the console's own
 //! mutex, a leaf, taken with interrupts off.
 
 use core::sync::atomic::{AtomicU32, Ordering, fence};
@@ -43,6 +45,10 @@ struct Line {
     len: usize,
     /// The line is complete and waits for room in the serial transmit ring.
     ready: bool,
+    /// No byte came since the last poll: a partial line (a shell prompt) is printed then.
+    quiet: bool,
+    /// The start of the current line, with its prefix, is out already.
+    midline: bool,
 }
 
 /// One domU's console ring and Hestia's end of it.
@@ -62,6 +68,8 @@ impl RingConsole {
                 buf: [0; LINE],
                 len: 0,
                 ready: false,
+                quiet: false,
+                midline: false,
             }),
         }
     }
@@ -102,7 +110,7 @@ impl RingConsole {
     fn drain(&self, d: &Domain) -> bool {
         let id = d.id;
         let mut line = self.line.lock();
-        if line.ready && !flush(id, &mut line) {
+        if line.ready && !flush(id, &mut line, true) {
             return false;
         }
         let cons = self.index(OUT_CONS).load(Ordering::Relaxed);
@@ -131,6 +139,18 @@ impl RingConsole {
         true
     }
 
+    /// Prints a partial line that got no byte since the previous poll (a prompt waiting for
+    /// input); its end follows on the same line.
+    fn flush_quiet(&self, id: DomId) {
+        let Some(mut line) = self.line.try_lock() else {
+            return;
+        };
+        if line.quiet && line.len > 0 && !line.ready {
+            flush(id, &mut line, false);
+        }
+        line.quiet = true;
+    }
+
     /// Puts `bytes` into the input half; returns how many fit.
     fn push(&self, bytes: &[u8]) -> usize {
         let cons = self.index(IN_CONS).load(Ordering::Acquire);
@@ -154,6 +174,7 @@ impl RingConsole {
 /// Adds byte `b` of domain `id`'s output to `line`, sending the line when it is complete;
 /// false if it is complete but the transmit ring has no room yet (it is sent first next time).
 fn feed(id: DomId, line: &mut Line, b: u8) -> bool {
+    line.quiet = false;
     if b != b'\n' && b != b'\r' {
         let n = line.len;
         line.buf[n] = b;
@@ -161,26 +182,33 @@ fn feed(id: DomId, line: &mut Line, b: u8) -> bool {
     }
     if b == b'\n' || line.len == LINE {
         line.ready = true;
-        return flush(id, line);
+        return flush(id, line, true);
     }
     true
 }
 
-/// Sends a complete line with its `(dN) ` prefix; false if the transmit ring has no room yet.
-fn flush(id: DomId, line: &mut Line) -> bool {
+/// Sends `line` with its `(dN) ` prefix (unless its start is out already) and, when it is
+/// complete, a newline; false if the transmit ring has no room yet.
+fn flush(id: DomId, line: &mut Line, complete: bool) -> bool {
     let mut out = [0u8; LINE + 12];
     let mut w = Cursor {
         buf: &mut out,
         len: 0,
     };
-    let _ = core::fmt::Write::write_fmt(&mut w, format_args!("({id}) "));
+    if !line.midline {
+        let _ = core::fmt::Write::write_fmt(&mut w, format_args!("({id}) "));
+    }
     let n = w.len;
     out[n..n + line.len].copy_from_slice(&line.buf[..line.len]);
-    out[n + line.len] = b'\n';
-    if !crate::console::guest_write(&out[..n + line.len + 1]) {
+    let mut end = n + line.len;
+    if complete {
+        out[end] = b'\n';
+        end += 1;
+    }
+    if !crate::console::guest_write(&out[..end]) {
         return false;
     }
-    (line.len, line.ready) = (0, false);
+    (line.len, line.ready, line.midline) = (0, false, !complete);
     true
 }
 
@@ -220,7 +248,7 @@ pub fn console_io_write(d: &Domain, bytes: &[u8]) -> usize {
         return bytes.len();
     };
     let mut line = c.line.lock();
-    if line.ready && !flush(d.id, &mut line) {
+    if line.ready && !flush(d.id, &mut line, true) {
         return 0;
     }
     for (i, &b) in bytes.iter().enumerate() {
@@ -296,7 +324,12 @@ fn poll(now: u64) -> Option<u64> {
     // From the timer interrupt: never wait for the list (its holder may be this CPU's
     // interrupted code); the next poll comes soon.
     if let Some(all) = CONSOLES.try_lock() {
-        all.iter().for_each(|d| service(d));
+        for d in all.iter() {
+            service(d);
+            if let Some(c) = d.console.as_ref() {
+                c.flush_quiet(d.id);
+            }
+        }
     }
     Some(now.saturating_add(POLL_NS))
 }

@@ -74,12 +74,17 @@ const EXCEPTION_NAMES: [&str; 32] = [
 ];
 
 /// Called by `hestia_trap_common` with the saved frame. Before any return to guest code, the
-/// scheduler may switch to another vCPU (loading it into the frame), then a pending and
-/// unmasked event is delivered as an upcall.
+/// scheduler may switch to another vCPU (loading it into the frame; not after an NMI), then a
+/// pending and unmasked event is delivered as an upcall.
 pub extern "C" fn dispatch(f: &mut TrapFrame) {
     dispatch_inner(f);
     if f.cs & 3 == 3 {
-        crate::sched::before_guest_return(f);
+        // Never switch vCPUs on an NMI's way out: NMIs stay blocked until its IRET, and a CPU
+        // that went on to idle, or to run another vCPU, with NMIs blocked would never answer a
+        // TLB shootdown (the sender waits for it forever). The next trap switches instead.
+        if f.vector != 2 {
+            crate::sched::before_guest_return(f);
+        }
         crate::pv::events::before_guest_return(f);
     }
 }
