@@ -13,6 +13,10 @@
 //! The cost of XPTI (`xpti=on`: every entry and exit switches page tables and, without PCID,
 //! flushes the TLB): the guest figures and the Linux boot again with it forced on, as ratios
 //! to the same figures without it, on Hestia and (with the rig) on Xen 4.17.
+//!
+//! The cost of a vCPU context switch: the bench guest with `switch` on its command line, two
+//! vCPUs on a one-CPU machine handing a token back and forth by `SCHEDOP_yield` (half a
+//! round's median), on Hestia and on Xen 4.17.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +33,8 @@ const BOOTS: usize = 5;
 const BENCH_GUEST: &str = "bench-hypercalls";
 const DOM0_MEM: &str = "dom0_mem=64M,max:64M";
 const LINUX_DOM0_MEM: &str = "dom0_mem=512M,max:512M";
+/// Two vCPUs for the context-switch figure (on a one-CPU machine).
+const SWITCH_VCPUS: &str = "dom0_max_vcpus=2";
 
 /// `BENCH name value` lines of a log.
 fn parse_bench(log: &str) -> Vec<(String, u64)> {
@@ -165,7 +171,16 @@ fn xen_ref() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-fn run_on_xen(rig: &Path, guest: &Path, extra: &str) -> Result<Vec<(String, u64)>> {
+/// One run of the bench guest on the rig: Xen's command line `extra`, `smp` CPUs, the guest's
+/// command line `cmdline`; its log goes to `bench-xen{suffix}.log`.
+fn run_on_xen(
+    rig: &Path,
+    guest: &Path,
+    extra: &str,
+    smp: u32,
+    cmdline: &str,
+    suffix: &str,
+) -> Result<Vec<(String, u64)>> {
     eprintln!(
         "bench: running {} as dom0 on the Xen reference rig ...",
         guest.display()
@@ -176,12 +191,15 @@ fn run_on_xen(rig: &Path, guest: &Path, extra: &str) -> Result<Vec<(String, u64)
         .args([
             "--xen-cmdline",
             &format!("{DOM0_MEM} bootscrub=0 {extra}"),
+            "--dom0-cmdline",
+            cmdline,
+            "--smp",
+            &smp.to_string(),
             "--timeout",
             "300",
         ])
         .output()?;
     let log = String::from_utf8_lossy(&out.stdout).into_owned();
-    let suffix = if extra.is_empty() { "" } else { "-xpti" };
     std::fs::write(target_dir().join(format!("bench-xen{suffix}.log")), &log)?;
     Ok(parse_bench(&log))
 }
@@ -220,30 +238,37 @@ pub fn run() -> Result<()> {
     }
 
     let guest = guests.join(BENCH_GUEST);
-    let modules = Modules {
-        dom0: Some((guest.clone(), String::new())),
-        initrd: None,
-        domus: Vec::new(),
-    };
-    let bench_guest = |extra: &str, log: &str| -> Result<Vec<(String, u64)>> {
-        let iso = kernel::make_iso(
-            "bench-guest",
-            &elf,
-            &format!("{DOM0_MEM} {extra}"),
-            &modules,
-        )?;
-        Ok(parse_bench(
-            &qemu::run(&iso, &machine, "bench-guest", &opts(log))?.log,
-        ))
-    };
-    let hestia = bench_guest("", "hestia")?;
-    let hestia_xpti = bench_guest(XPTI_ON, "hestia-xpti")?;
-    let (xen, xen_xpti) = match xen_ref() {
+    let bench_guest =
+        |extra: &str, smp: u32, cmdline: &str, log: &str| -> Result<Vec<(String, u64)>> {
+            let modules = Modules {
+                dom0: Some((guest.clone(), cmdline.to_owned())),
+                initrd: None,
+                domus: Vec::new(),
+            };
+            let iso = kernel::make_iso(
+                "bench-guest",
+                &elf,
+                &format!("{DOM0_MEM} {extra}"),
+                &modules,
+            )?;
+            let m = Machine {
+                smp,
+                ..machine.clone()
+            };
+            Ok(parse_bench(
+                &qemu::run(&iso, &m, "bench-guest", &opts(log))?.log,
+            ))
+        };
+    let hestia = bench_guest("", 2, "", "hestia")?;
+    let hestia_xpti = bench_guest(XPTI_ON, 2, "", "hestia-xpti")?;
+    let hestia_switch = bench_guest(SWITCH_VCPUS, 1, "switch", "hestia-switch")?;
+    let (xen, xen_xpti, xen_switch) = match xen_ref() {
         Some(rig) => (
-            run_on_xen(&rig, &guest, "")?,
-            run_on_xen(&rig, &guest, XPTI_ON)?,
+            run_on_xen(&rig, &guest, "", 2, "", "")?,
+            run_on_xen(&rig, &guest, XPTI_ON, 2, "", "-xpti")?,
+            run_on_xen(&rig, &guest, SWITCH_VCPUS, 1, "switch", "-switch")?,
         ),
-        None => (Vec::new(), Vec::new()),
+        None => (Vec::new(), Vec::new(), Vec::new()),
     };
 
     println!(
@@ -258,7 +283,11 @@ pub fn run() -> Result<()> {
         "-",
         "-"
     );
-    for (name, h) in &hestia {
+    let pairs = hestia
+        .iter()
+        .map(|p| (p, &xen))
+        .chain(hestia_switch.iter().map(|p| (p, &xen_switch)));
+    for ((name, h), xen) in pairs {
         let x = xen.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
         let ratio = x
             .filter(|&x| x > 0)

@@ -63,6 +63,7 @@ commands:
       --dom0-cmdline STR  dom0 command line
       --no-dom0           boot Hestia without dom0 (alone, or with --domu domains only)
       --domu KERNEL[,ramdisk=FILE][,cmdline=\"...\"][,mem=MIB][,vcpus=N][,weight=W][,cap=C][,cpus=LIST]
+                          (KERNEL 'debian-linux': Debian's Linux with the busybox initramfs)
                           a boot-time domU (repeatable; any kernel --dom0 takes; mem 128 MiB
                           and 1 vCPU unless given): its modules follow dom0's and a domU= entry
                           naming them goes on Hestia's command line
@@ -252,6 +253,17 @@ fn cmd_run(args: &[String]) -> Result<()> {
             _ => return Err(format!("unknown option '{flag}'\n{USAGE}").into()),
         }
         i += 1;
+    }
+    // `debian-linux` as a domU's kernel: Debian's Linux with the busybox initramfs, as dom0's.
+    for d in modules.domus.iter_mut() {
+        if d.kernel.as_os_str() == "debian-linux" {
+            let linux = dom0::prepare()?;
+            d.kernel = linux.kernel;
+            d.ramdisk = d.ramdisk.take().or(Some(linux.initramfs));
+            if d.cmdline.is_empty() {
+                d.cmdline = dom0::CMDLINE.to_owned();
+            }
+        }
     }
     let domu_files = modules
         .domus

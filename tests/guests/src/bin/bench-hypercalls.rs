@@ -3,6 +3,11 @@
 //! send-to-self with its upcall, each the median of 100,000 iterations in TSC cycles, printed as
 //! `BENCH <name> <cycles>` lines. shared_info is mapped over a page of the guest's own image
 //! (as XTF does), so the guest makes no assumption about the builder's layout.
+//!
+//! With `switch` on its command line (booted with two vCPUs on one CPU) it measures instead the
+//! cost of a vCPU context switch: vCPU 0 and vCPU 1 hand a token back and forth, each yielding
+//! (`SCHEDOP_yield`) until it is its turn; a round is two switches, and the figure is half the
+//! median round.
 #![no_std]
 #![no_main]
 
@@ -10,10 +15,12 @@ use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use hestia_guests::xen_abi::event_channel::{BindIpi, Send, cmd as evtchn};
 use hestia_guests::xen_abi::mmu::uvmf;
+use hestia_guests::xen_abi::sched::cmd as sched;
+use hestia_guests::xen_abi::vcpu::cmd as vcpuop;
 use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
 use hestia_guests::{
-    EVENT_VECTOR, ExcFrame, Verdict, check, event_channel_op, hypercall, install_traps, println,
-    register_event_callback,
+    EVENT_VECTOR, ExcFrame, Verdict, check, cmdline, event_channel_op, hypercall, install_traps,
+    println, register_event_callback, secondary_vcpu_context,
 };
 
 const ITERATIONS: usize = 100_000;
@@ -67,9 +74,53 @@ fn median(mut f: impl FnMut()) -> u64 {
     samples[ITERATIONS / 2]
 }
 
+/// Whose turn it is: even for vCPU 0, odd for vCPU 1.
+static TURN: AtomicU64 = AtomicU64::new(0);
+
+#[repr(C, align(16))]
+struct Stack([u8; 16384]);
+static mut AP_STACK: Stack = Stack([0; 16384]);
+
+fn yield_now() {
+    hypercall(nr::SCHED_OP, u64::from(sched::YIELD), 0, 0, 0, 0);
+}
+
+/// vCPU 1: takes each odd turn and hands it back.
+extern "C" fn partner() -> ! {
+    loop {
+        while TURN.load(SeqCst) & 1 == 0 {
+            yield_now();
+        }
+        TURN.fetch_add(1, SeqCst);
+    }
+}
+
+/// The vCPU switch figure: vCPU 1 started, then rounds of two switches.
+fn switch_cost(si: &StartInfo) -> Verdict {
+    let stack_top = (&raw const AP_STACK) as u64 + 16384;
+    let ctx = secondary_vcpu_context(si, partner, stack_top);
+    let init = u64::from(vcpuop::INITIALISE);
+    if hypercall(nr::VCPU_OP, init, 1, &ctx as *const _ as u64, 0, 0) != 0
+        || hypercall(nr::VCPU_OP, u64::from(vcpuop::UP), 1, 0, 0, 0) != 0
+    {
+        return Verdict::Error("needs a second vCPU (dom0_max_vcpus=2)");
+    }
+    let round = median(|| {
+        TURN.fetch_add(1, SeqCst);
+        while TURN.load(SeqCst) & 1 == 1 {
+            yield_now();
+        }
+    });
+    println!("BENCH vcpu_switch_yield_cycles {}", round / 2);
+    Verdict::Success
+}
+
 fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
     install_traps(handler);
+    if cmdline(si).split(' ').any(|w| w == "switch") {
+        return switch_cost(si);
+    }
     check!(
         failed,
         hypercall(
