@@ -830,6 +830,33 @@ fn base() -> Vec<Scenario> {
             ending: Ending::StopWhenSeen,
             ..DEFAULT
         },
+        // The debug keys with domains: input goes from the domU's console to Hestia, where
+        // `r` shows the scheduler, `e` the event channels (the console ring's port, unbound to
+        // DOMID_XEN) and `q` the domains, while the domU runs on to its verdict.
+        Scenario {
+            name: "debug-keys-domains",
+            smp: 2,
+            domus: &[
+                "functional-sched-credit,cmdline=\"hog share=1000000 tol=1000000\",mem=16,vcpus=2,weight=512",
+            ],
+            input: &[
+                ("Serial input to DOM1", "\u{1}\u{1}\u{1}"),
+                ("Serial input to Hestia", "r"),
+                ("sched: credit", "e"),
+                ("d1 event channels:", "q"),
+            ],
+            expect: &[
+                "CPU0: curr=",
+                "d1v0 u0: Runnable",
+                "d1v1 u1: Offline",
+                "unbound, remote d32754",
+                "d1: 4096 pages",
+                "(d1) Test result: SUCCESS",
+                POWEROFF_MARKER,
+            ],
+            timeout_s: 120,
+            ..DEFAULT
+        },
         // Debian 12's stock kernel as dom0 (M2). Commands print computed values, so the echo of
         // what was typed never satisfies an expectation by itself.
         Scenario {

@@ -1,7 +1,7 @@
 //! Serial input: Ctrl-A three times switches input from dom0 to each domU whose console Hestia
 //! serves, then to Hestia, then back to dom0 (as Xen cycles DOM0, DOM1, ..., Xen); while
-//! Hestia has the input, single keys run debug handlers: `h` help, `q` domains, `m` memory,
-//! `r` CPUs and timers, `0` dump every CPU's registers.
+//! Hestia has the input, single keys run debug handlers: `h` help, `q` domains, `e` event
+//! channels, `m` memory, `r` CPUs, timers and run queues, `0` dump every CPU's registers.
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
@@ -108,6 +108,11 @@ const KEYS: &[Key] = &[
         run: domains,
     },
     Key {
+        key: b'e',
+        help: "dump every domain's event channels",
+        run: event_channels,
+    },
+    Key {
         key: b'm',
         help: "memory info",
         run: memory,
@@ -192,6 +197,10 @@ fn help() {
             " CTRL-a three times - switch serial input between dom0, each domU console and Hestia"
         );
     });
+}
+
+fn event_channels() {
+    crate::console::with_lock(crate::pv::dump_event_channels);
 }
 
 fn domains() {

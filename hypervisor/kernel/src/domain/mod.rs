@@ -45,6 +45,7 @@ pub fn insert(d: Domain) -> Result<DomainRef, Errno> {
     if t.contains_key(&d.id.0) || (hardware && HARDWARE.is_completed()) {
         return Err(Errno::EEXIST);
     }
+    crate::arch::x86_64::spec_ctrl::domain_created(hardware);
     let d = DomainRef(Arc::new(d));
     t.insert(d.id.0, d.0.clone());
     if hardware {

@@ -92,6 +92,43 @@ pub fn dump(w: &mut dyn Write) {
     crate::hypercall::dump(w);
 }
 
+/// Lists every domain's open event channels: port, binding, notified vCPU, pending and
+/// masked bits (debug key `e`).
+pub fn dump_event_channels(w: &mut dyn Write) {
+    use hestia_core::evtchn::{NR_PORTS, PortState, SharedBits};
+    let Some(all) = crate::domain::try_all() else {
+        let _ = writeln!(w, "The domain table is busy; try again.");
+        return;
+    };
+    for d in &all {
+        // Never wait for a domain's lock from the debug-key handler.
+        let Some(ev) = d.evtchn.try_lock() else {
+            let _ = writeln!(w, "{}: event channels busy; try again", d.id);
+            continue;
+        };
+        let shared = d.shared();
+        let _ = writeln!(w, "{} event channels:", d.id);
+        for port in 1..NR_PORTS as u32 {
+            let Some((state, vcpu)) = ev.port(port) else {
+                continue;
+            };
+            let what = match state {
+                PortState::Closed => continue,
+                PortState::Unbound { remote } => alloc::format!("unbound, remote d{remote}"),
+                PortState::Pirq(p) => alloc::format!("pirq {p}"),
+                PortState::Virq(v) => alloc::format!("virq {v}"),
+                PortState::Ipi => "ipi".into(),
+            };
+            let _ = writeln!(
+                w,
+                "  port {port:4}: {what}, vcpu {vcpu}, pending {}, masked {}",
+                u8::from(shared.is_pending(port)),
+                u8::from(shared.is_masked(port))
+            );
+        }
+    }
+}
+
 /// Describes one domain and its vCPUs.
 fn dump_domain(w: &mut dyn Write, d: &Domain) {
     let _ = writeln!(

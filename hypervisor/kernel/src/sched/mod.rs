@@ -228,6 +228,8 @@ struct Pcpu {
     resched: AtomicBool,
     /// The one-shot timer ending the running vCPU's run time.
     slice: spin::Mutex<Option<TimerId>>,
+    /// The domain whose vCPU this CPU ran last (compared, never dereferenced).
+    last_dom: AtomicPtr<Domain>,
 }
 
 static PCPU: [Pcpu; MAX_CPUS] = [const {
@@ -237,6 +239,7 @@ static PCPU: [Pcpu; MAX_CPUS] = [const {
         current: spin::Mutex::new(None),
         resched: AtomicBool::new(false),
         slice: spin::Mutex::new(None),
+        last_dom: AtomicPtr::new(core::ptr::null_mut()),
     }
 }; MAX_CPUS];
 
@@ -271,7 +274,8 @@ pub fn add_domain(d: &DomainRef, params: Params) -> Result<(), Errno> {
     with_sched(|s| {
         let dom = DomKey(d.id.0);
         s.credit.add_domain(dom, params.weight, params.cap)?;
-        let hard = CpuSet(params.cpus);
+        // The CPUs that exist (an empty set is refused: the domain then cannot run).
+        let hard = CpuSet(params.cpus).and(CpuSet::first_n(s.credit.nr_cpus()));
         for id in 0..d.vcpus.len() as u32 {
             let unit = UnitId(s.units.len() as u32);
             let cpu = (id as usize) % s.credit.nr_cpus();
@@ -611,8 +615,11 @@ fn idle_until_work() -> usize {
 fn switch_in(f: &mut TrapFrame, i: usize) {
     let vr = with_sched(|s| s.units[i].vcpu.clone());
     let p = this_pcpu();
-    p.dom
-        .store(&*vr.dom as *const Domain as *mut Domain, Ordering::Release);
+    let dom = &*vr.dom as *const Domain as *mut Domain;
+    if p.last_dom.swap(dom, Ordering::Relaxed) != dom {
+        crate::arch::x86_64::spec_ctrl::domain_switch();
+    }
+    p.dom.store(dom, Ordering::Release);
     p.vcpu.store(vr.id, Ordering::Relaxed);
     *p.current.lock() = Some((i, vr.clone()));
     let d = &vr.dom;

@@ -12,11 +12,13 @@
 //! - **IBPB on entry from a PV guest** (`hestia_ibpb_entry` in `idt.rs`): defends against AMD
 //!   Branch Type Confusion and SRSO (a guest training return and branch-type predictions that
 //!   Hestia's first RETs would follow). Xen's default: on for PV domUs on affected AMD parts,
-//!   off for dom0 unless `spec-ctrl=ibpb-entry`. With dom0 the only domain, the flag is global;
-//!   once domains switch it becomes per CPU, loaded from the incoming domain's choice
-//!   ([`SpecCtrl::ibpb_entry`]).
-//! - **IBPB at a switch between domains** (`spec-ctrl=ibpb`, Spectre v2): decided and logged;
-//!   there is no switch between domains yet.
+//!   off for dom0 unless `spec-ctrl=ibpb-entry`. The flag is one for the machine (the IST entry
+//!   reads it before SWAPGS, so it cannot be per CPU): it is on from the creation of the first
+//!   domain that needs it ([`domain_created`]), so dom0 then pays for it too, where Xen switches
+//!   it per vCPU: more barriers than Xen, never fewer.
+//! - **IBPB at a switch between domains** (`spec-ctrl=ibpb`, Spectre v2, on by default): when
+//!   a CPU loads a vCPU of another domain than the last one it ran ([`domain_switch`]), as Xen's
+//!   `opt_ibpb_ctxt_switch`, so one domain's branch predictions never steer another's.
 //! - **Guest IA32_PRED_CMD writes** ([`guest_write_pred_cmd`]): PV guests see IBPB in CPUID
 //!   exactly when the hardware has IBPB or IBRSB (Xen offers AMD's IBPB bit on Intel too), and
 //!   then may issue one. IBRS, STIBP and SSBD stay hidden: Hestia does not context-switch
@@ -106,7 +108,7 @@ pub fn facts() -> CpuFacts {
 }
 
 /// Decides every mitigation from the boot CPU and `opts`, arms the entry and exit paths for
-/// dom0 (the only domain), and logs the summary. Called once by the BSP before any guest runs.
+/// dom0, and logs the summary. Called once by the BSP before any guest runs.
 pub fn init(opts: &policy::Options) {
     let (f, s) = STATE.call_once(|| {
         let f = facts();
@@ -181,6 +183,25 @@ impl core::fmt::Display for Flags<'_> {
 /// The decisions (defaults before [`init`]: nothing on, no IBPB).
 fn state() -> (CpuFacts, SpecCtrl) {
     STATE.get().copied().unwrap_or_default()
+}
+
+/// A domain was created (`hardware`: the hardware domain): IBPB on every entry from a guest
+/// from now on if that domain needs it.
+pub fn domain_created(hardware: bool) {
+    if state().1.ibpb_entry(hardware) {
+        IBPB_ENTRY_ON.store(true, Ordering::Release);
+    }
+}
+
+/// This CPU is about to run a vCPU of another domain than the last one it ran: the branch
+/// predictor barrier, when `spec-ctrl=ibpb` (the default where the CPU has IBPB).
+pub fn domain_switch() {
+    let (f, s) = state();
+    if s.ibpb_ctxt_switch && (f.ibpb || f.ibrsb) {
+        // SAFETY: PRED_CMD exists (IBPB or IBRSB enumerated); the barrier has no effect on
+        // memory or architectural state.
+        unsafe { cpu::wrmsr(PRED_CMD, 1) };
+    }
 }
 
 /// True when PV guests see IBPB in CPUID (the hardware has IBPB or IBRSB).
