@@ -617,6 +617,19 @@ fn base() -> Vec<Scenario> {
             timeout_s: 120,
             ..sched_scenario("sched-credit-boost")
         },
+        // dom0 shuts a running domU down with SCHEDOP_remote_shutdown (after the domU found it
+        // may not do the same to dom0); dom0 runs on.
+        Scenario {
+            smp: 2,
+            domus: &["functional-remote-shutdown,cmdline=domu,mem=16"],
+            expect: &[
+                "(d1) Test result: SUCCESS",
+                "d1: shut down (power off",
+                POWEROFF_MARKER,
+            ],
+            timeout_s: 120,
+            ..guest("functional-remote-shutdown", GuestVerdict::Success)
+        },
         // A domU that crashes stops alone: the others run on to their verdicts.
         Scenario {
             smp: 2,
@@ -1141,9 +1154,10 @@ pub fn judge(s: &Scenario, log: &str, outcome: Outcome) -> Result<(), Vec<String
         }
     }
     if let Some(v) = s.verdict {
+        // dom0's verdict: a domU's lines carry Hestia's `(dN) ` prefix.
         let results: Vec<&str> = log
             .lines()
-            .filter(|l| l.contains("Test result: "))
+            .filter(|l| l.contains("Test result: ") && !l.starts_with("(d"))
             .collect();
         let want = match v {
             GuestVerdict::Success => "Test result: SUCCESS",
@@ -1240,6 +1254,15 @@ mod tests {
             "a power-off is not a reset"
         );
         assert!(judge(&s, log, Outcome::TimedOut).is_err());
+    }
+
+    #[test]
+    fn a_domus_verdict_is_not_dom0s() {
+        let s = guest("x", GuestVerdict::Success);
+        let only_domu = format!("(d1) Test result: SUCCESS\n{POWEROFF_MARKER}\n");
+        assert!(judge(&s, &only_domu, Outcome::Exited(0)).is_err());
+        let both = format!("(d1) Test result: FAILURE\nTest result: SUCCESS\n{POWEROFF_MARKER}\n");
+        assert!(judge(&s, &both, Outcome::Exited(0)).is_ok());
     }
 
     #[test]

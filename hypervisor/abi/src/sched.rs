@@ -52,3 +52,25 @@ pub struct SchedShutdown {
     pub reason: u32,
 }
 const _: () = assert!(core::mem::size_of::<SchedShutdown>() == 4);
+
+/// `SCHEDOP_remote_shutdown`'s argument (`struct sched_remote_shutdown`).
+#[derive(
+    Clone,
+    Copy,
+    Default,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
+#[repr(C)]
+pub struct SchedRemoteShutdown {
+    /// IN: the domain to shut down.
+    pub domain_id: u16,
+    /// Padding.
+    pub _pad: u16,
+    /// IN: `SHUTDOWN_*`.
+    pub reason: u32,
+}
+const _: () = assert!(core::mem::size_of::<SchedRemoteShutdown>() == 8);
+const _: () = assert!(core::mem::offset_of!(SchedRemoteShutdown, reason) == 4);

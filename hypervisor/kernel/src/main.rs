@@ -522,25 +522,28 @@ fn dom0_pages(opts: &Options) -> (u64, u64) {
 pub fn dom0_stopped(reason: u32) -> ! {
     use xen_abi::sched::reason as r;
     console::start_sync();
-    match reason {
-        r::REBOOT => {
-            info!("Hestia: dom0 asked for a reboot: resetting the machine");
-            smp::halt_others();
-            arch::x86_64::power::reset()
-        }
-        r::CRASH if NOREBOOT.load(Ordering::Relaxed) => {
-            error!("noreboot: dom0 crashed; Hestia halted with its console alive");
-            cpu::halt_forever()
-        }
-        r::CRASH => {
-            error!(
-                "Hestia: dom0 crashed: resetting the machine (use 'noreboot' to keep it halted)"
-            );
-            smp::halt_others();
-            arch::x86_64::power::reset()
-        }
-        _ => shutdown(),
+    // Xen's `hwdom_shutdown`: power off; reboot, watchdog and soft reset restart; a crash or
+    // any other reason (suspend, unknown) restarts unless `noreboot`.
+    let what = match reason {
+        r::POWEROFF => shutdown(),
+        r::REBOOT => "asked for a reboot",
+        r::WATCHDOG => "was stopped by its watchdog",
+        r::SOFT_RESET => "asked for a soft reset, which is not supported",
+        r::CRASH => "crashed",
+        _ => "stopped for an unknown reason",
+    };
+    let restart = matches!(reason, r::REBOOT | r::WATCHDOG | r::SOFT_RESET);
+    if !restart && NOREBOOT.load(Ordering::Relaxed) {
+        error!("noreboot: dom0 {what}; Hestia halted with its console alive");
+        cpu::halt_forever()
     }
+    if restart {
+        info!("Hestia: dom0 {what}: resetting the machine");
+    } else {
+        error!("Hestia: dom0 {what}: resetting the machine (use 'noreboot' to keep it halted)");
+    }
+    smp::halt_others();
+    arch::x86_64::power::reset()
 }
 
 /// Powers the machine off, or halts if that fails.

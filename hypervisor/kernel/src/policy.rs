@@ -24,6 +24,8 @@ pub enum Action {
     /// `console_io` on Hestia's console (`xsm_console_io`: `XSM_PRIV` in release builds),
     /// raw, and reading serial input.
     ConsoleIo,
+    /// `SCHEDOP_remote_shutdown` of another domain (`xsm_schedop_shutdown`, `XSM_DM_PRIV`).
+    ShutdownOther,
     /// `CONSOLEIO_write`, printed with a `(dN) ` prefix for a domain without [`Action::ConsoleIo`]
     /// (Xen's debug-build policy, `CONFIG_VERBOSE_DEBUG`).
     ConsoleWrite,
@@ -55,7 +57,8 @@ pub fn allows(caller: &Domain, action: Action) -> bool {
         | Action::PhysicalIrq
         | Action::IoMemory
         | Action::CacheFlush
-        | Action::PlatformDevices => caller.privileged,
+        | Action::PlatformDevices
+        | Action::ShutdownOther => caller.privileged,
         Action::ConsoleWrite => true,
     }
 }

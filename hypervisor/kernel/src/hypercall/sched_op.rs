@@ -2,17 +2,19 @@
 //! its CPU until an event arrives; `poll` until one of its ports is pending or the timeout
 //! passes (each wake-up issues the call again, which returns once a port is pending or the time
 //! is up, so a wake-up for another reason is not reported as one); `shutdown` stops the domain
-//! with its reason (dom0: Hestia then stops the machine).
+//! with its reason (dom0: Hestia then stops the machine); `remote_shutdown` is the same for
+//! another domain, asked by the control domain.
 
 use core::sync::atomic::Ordering;
 
 use xen_abi::errno::Errno;
-use xen_abi::sched::{SchedShutdown, cmd, reason};
+use xen_abi::sched::{SchedRemoteShutdown, SchedShutdown, cmd};
 
 use zerocopy::IntoBytes;
 
 use crate::arch::x86_64::tsc;
 use crate::mm::guest;
+use crate::policy::{self, Action};
 use crate::pv::domain::{Domain, this_vcpu_id};
 use crate::pv::events;
 use crate::sched;
@@ -62,12 +64,23 @@ pub(super) fn do_sched_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         }
         cmd::SHUTDOWN => {
             let s: SchedShutdown = guest::read_obj(a[1])?;
-            if s.reason > reason::SOFT_RESET {
-                return Err(Errno::EINVAL);
-            }
+            // Any reason, cut to a byte, as Xen's `domain_shutdown(d, (u8)reason)`: an unknown
+            // one stops the domain too (dom0's then reboots the machine, as Xen).
             if d.kill() {
-                d.shutdown_reason.store(s.reason, Ordering::Release);
+                d.shutdown_reason
+                    .store(u32::from(s.reason as u8), Ordering::Release);
             }
+            Ok(0)
+        }
+        cmd::REMOTE_SHUTDOWN => {
+            let s: SchedRemoteShutdown = guest::read_obj(a[1])?;
+            // By id only: DOMID_SELF names no domain here (Xen's `rcu_lock_domain_by_id`).
+            if s.domain_id == xen_abi::xen::DOMID_SELF {
+                return Err(Errno::ESRCH);
+            }
+            let target = crate::domain::lookup(d, s.domain_id)?;
+            policy::check(d, Action::ShutdownOther)?;
+            crate::pv::shutdown(&target, u32::from(s.reason as u8));
             Ok(0)
         }
         _ => Err(Errno::ENOSYS),

@@ -308,6 +308,15 @@ pub fn domain_crash(d: &Domain, f: &TrapFrame, why: &str) {
     stop_after_domain(d)
 }
 
+/// Shuts `d` down with `reason` (`SCHEDOP_remote_shutdown`): as if it had asked itself; the
+/// first reason a domain gets is the one it keeps.
+pub fn shutdown(d: &Domain, reason: u32) {
+    if d.kill() {
+        d.shutdown_reason.store(reason, Ordering::Release);
+    }
+    stop_after_domain(d);
+}
+
 /// `d` stopped (shut down or crashed). The hardware domain stops the machine (power off,
 /// reset, or with `noreboot` or after a crash a halt), as Xen does. A domU's vCPUs leave their
 /// CPUs for good (this one at the end of the current trap), its last console output is

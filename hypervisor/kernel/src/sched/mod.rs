@@ -546,7 +546,8 @@ fn decide() -> credit::Decision {
 /// CPU was asked to. `f` is the frame the exit path returns with.
 pub fn before_guest_return(f: &mut TrapFrame) {
     let p = this_pcpu();
-    if !p.resched.swap(false, Ordering::AcqRel) {
+    // A plain load first: this runs on every return to a guest, and almost never finds work.
+    if !p.resched.load(Ordering::Relaxed) || !p.resched.swap(false, Ordering::AcqRel) {
         return;
     }
     let Some((i, prev)) = p.current.lock().clone() else {
