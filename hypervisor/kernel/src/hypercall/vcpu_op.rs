@@ -35,10 +35,8 @@ pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         INITIALISE => vcpus::initialise(d, vcpu, arg).map(|()| 0),
         UP => vcpus::up(d, vcpu).map(|()| 0),
         IS_UP => Ok(u64::from(v.lock().up)),
-        // Only the calling vCPU goes down (Linux's CPU offlining and its halt with interrupts
-        // off); the last one powers the domain off.
-        DOWN if vcpu == this_vcpu_id() => vcpus::down_self(d).map(|()| 0),
-        DOWN => Err(Errno::EINVAL),
+        // Any vCPU of the domain (Linux downs itself); the last one powers the domain off.
+        DOWN => vcpus::down(d, vcpu).map(|()| 0),
         GET_PHYSID => {
             let p = percpu::cpu(vcpu).ok_or(Errno::EINVAL)?;
             let acpi = acpi::acpi_id(p.apic_id).unwrap_or(0);

@@ -1,7 +1,7 @@
 //! Secondary vCPUs of a PV domain (`shared/xen-abi.md` 6.4): `VCPUOP_initialise` sets a down
 //! vCPU's state from a `vcpu_guest_context`, `VCPUOP_up` makes it runnable (the scheduler puts
-//! it on a CPU, `crate::sched`), `VCPUOP_down` of the calling vCPU takes it offline until it
-//! is brought up again (Linux's CPU offlining continues right after the call), and the last
+//! it on a CPU, `crate::sched`), `VCPUOP_down` takes a vCPU of the domain offline until it is
+//! brought up again (Linux's CPU offlining continues right after its own call), and the last
 //! vCPU going down powers the domain off.
 //!
 //! The context is guest input, validated as Xen's `arch_set_info_guest` does for 64-bit PV:
@@ -188,10 +188,12 @@ pub fn up(d: &Domain, vid: u32) -> Result<(), Errno> {
     Ok(())
 }
 
-/// `VCPUOP_down` of the calling vCPU: takes it off its CPU until `VCPUOP_up` (then the call
-/// returns 0), or, for the last vCPU up, stops the domain (power off).
-pub fn down_self(d: &Domain) -> Result<(), Errno> {
-    let vid = this_vcpu_id();
+/// `VCPUOP_down` of vCPU `vid` of the caller's domain, as Xen: if no other vCPU is up, the
+/// domain powers off; otherwise `vid` goes offline until `VCPUOP_up` (the calling vCPU itself
+/// at the end of this call, which returns 0 when it is up again; another one at its next
+/// return to the guest, wherever it runs).
+pub fn down(d: &Domain, vid: u32) -> Result<(), Errno> {
+    let slot = d.vcpus.get(vid as usize).ok_or(Errno::ENOENT)?;
     let others_up = d
         .vcpus
         .iter()
@@ -204,6 +206,22 @@ pub fn down_self(d: &Domain) -> Result<(), Errno> {
         }
         return Ok(());
     }
+    if vid == this_vcpu_id() {
+        return down_self(d);
+    }
+    let mut v = slot.lock();
+    if v.up {
+        crate::sched::vcpu_down(d, vid)?;
+        v.up = false;
+        drop(v);
+        crate::ginfo!(d, "{}v{vid}: down (by {}v{})", d.id, d.id, this_vcpu_id());
+    }
+    Ok(())
+}
+
+/// `VCPUOP_down` of the calling vCPU, another one being up.
+fn down_self(d: &Domain) -> Result<(), Errno> {
+    let vid = this_vcpu_id();
     // Its half-done page-table work would stay `Busy` for the other vCPUs while it is down:
     // give it up (chunk by chunk; the frame-table lock is released in between).
     while d.mm_op(|ft, mem, pending, budget| ft.give_up_preemptible(mem, pending, budget))

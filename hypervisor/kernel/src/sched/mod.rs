@@ -444,6 +444,20 @@ pub fn down_current() {
     p.resched.store(true, Ordering::Release);
 }
 
+/// Takes vCPU `vcpu` of `d`, not the one running here, offline (`VCPUOP_down` of another
+/// vCPU): where it runs, it is switched away at once.
+pub fn vcpu_down(d: &Domain, vcpu: u32) -> Result<(), Errno> {
+    let now = tsc::uptime_ns();
+    let poke = with_sched(|s| {
+        let i = s.find(d, vcpu).ok_or(Errno::ENOENT)?;
+        let running_on = s.units[i].on_cpu;
+        let poke = s.make_unrunnable(i, State::Offline, now);
+        Ok(poke.or(running_on.map(|c| c as usize)))
+    })?;
+    reschedule(poke);
+    Ok(())
+}
+
 /// `SCHEDOP_yield`: lets the other runnable vCPUs run first.
 pub fn yield_current() {
     let p = this_pcpu();

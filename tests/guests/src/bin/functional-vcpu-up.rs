@@ -3,7 +3,8 @@
 //! flush the ABI offers (UVMF_ALL, a vCPU mask in the flags, MMUEXT_*_MULTI and *_ALL); after
 //! each, vCPU 1 must see the new frame at once, and after an unmap it must fault: a stale
 //! translation on another CPU would keep a frame reachable after the guest gave it up. Finally
-//! vCPU 1 takes itself down and vCPU 0 brings it back, where it continues after its call.
+//! vCPU 1 takes itself down and vCPU 0 brings it back, where it continues after its call; then
+//! vCPU 0 takes vCPU 1 down while it spins, and brings it back.
 #![no_std]
 #![no_main]
 
@@ -28,6 +29,8 @@ const SCRATCH: u64 = 0x3fe000;
 const FAULTED: u64 = 0xdead;
 /// The phase in which vCPU 1 goes down.
 const PHASE_DOWN: u64 = 7;
+/// The phase in which vCPU 1 spins, counting, and vCPU 0 takes it down.
+const PHASE_SPIN: u64 = 8;
 
 #[repr(C, align(4096))]
 struct Page([u64; 512]);
@@ -45,6 +48,7 @@ static SEEN: AtomicU64 = AtomicU64::new(0);
 static READS: AtomicU64 = AtomicU64::new(0);
 static FAULTS: AtomicU64 = AtomicU64::new(0);
 static DOWN_RESULT: AtomicU64 = AtomicU64::new(u64::MAX);
+static SPINS: AtomicU64 = AtomicU64::new(0);
 
 fn handler(vector: u64, f: &mut ExcFrame) {
     if vector == 14 {
@@ -77,6 +81,9 @@ extern "C" fn secondary() -> ! {
             // translation of the last probe.
             if phase < 5 {
                 probe();
+            }
+            if phase == PHASE_SPIN {
+                SPINS.fetch_add(1, SeqCst);
             }
             READS.fetch_add(1, SeqCst);
             continue;
@@ -255,6 +262,40 @@ fn test(si: &StartInfo) -> Verdict {
     );
     let r = DOWN_RESULT.load(SeqCst) as i64;
     check!(failed, r == 0, "VCPUOP_down returned {r}");
+
+    // vCPU 0 takes vCPU 1 down while it spins (Xen allows any vCPU of the domain): its
+    // counter stops; up again, it counts on.
+    PHASE.store(PHASE_SPIN, SeqCst);
+    check!(
+        failed,
+        wait(|| SPINS.load(SeqCst) > 1000),
+        "vCPU 1 does not spin"
+    );
+    let r = vcpu_op(vcpuop::DOWN, 1, 0);
+    check!(failed, r == 0, "VCPUOP_down of vCPU 1 from vCPU 0: {r}");
+    check!(
+        failed,
+        vcpu_op(vcpuop::IS_UP, 1, 0) == 0,
+        "vCPU 1 is still up"
+    );
+    let settle = system_time_ns() + 20_000_000;
+    while system_time_ns() < settle {}
+    let stopped_at = SPINS.load(SeqCst);
+    let later = system_time_ns() + 100_000_000;
+    while system_time_ns() < later {}
+    let after = SPINS.load(SeqCst);
+    check!(
+        failed,
+        after == stopped_at,
+        "vCPU 1 ran on while down ({stopped_at} -> {after})"
+    );
+    let r = vcpu_op(vcpuop::UP, 1, 0);
+    check!(failed, r == 0, "up of vCPU 1 again: {r}");
+    check!(
+        failed,
+        wait(|| SPINS.load(SeqCst) > after),
+        "vCPU 1 did not spin on after up"
+    );
 
     if failed {
         Verdict::Failure("see above")
