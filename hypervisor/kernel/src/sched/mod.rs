@@ -136,23 +136,39 @@ impl Unit {
 }
 
 struct Sched {
-    /// Every vCPU ever added, indexed by its [`UnitId`] (a stopped domain's stay, dead).
-    units: Vec<Unit>,
+    /// Every vCPU ever added, indexed by its [`UnitId`]; `None` once its domain is destroyed.
+    units: Vec<Option<Unit>>,
     /// The decisions.
     credit: credit::Scheduler,
 }
 
 impl Sched {
     fn find(&self, d: &Domain, vcpu: u32) -> Option<usize> {
+        self.units.iter().position(|u| {
+            u.as_ref()
+                .is_some_and(|u| core::ptr::eq(&*u.vcpu.dom, d) && u.vcpu.id == vcpu)
+        })
+    }
+
+    /// Unit `i`, if it exists.
+    fn at(&mut self, i: usize) -> Option<&mut Unit> {
+        self.units.get_mut(i).and_then(Option::as_mut)
+    }
+
+    /// The units of `d`, by index.
+    fn of(&self, d: &Domain) -> impl Iterator<Item = usize> + '_ {
+        let d = d as *const Domain;
         self.units
             .iter()
-            .position(|u| core::ptr::eq(&*u.vcpu.dom, d) && u.vcpu.id == vcpu)
+            .enumerate()
+            .filter(move |(_, u)| u.as_ref().is_some_and(|u| core::ptr::eq(&*u.vcpu.dom, d)))
+            .map(|(i, _)| i)
     }
 
     /// Makes unit `i` runnable (from blocked or offline); returns the CPU that must
     /// reschedule to run it, if one must.
     fn make_runnable(&mut self, i: usize, now: u64) -> Option<usize> {
-        let u = &mut self.units[i];
+        let u = self.at(i)?;
         if u.dead {
             return None;
         }
@@ -164,7 +180,7 @@ impl Sched {
 
     /// Unit `i` stopped being runnable (blocked, down or dead); returns its CPU if it runs.
     fn make_unrunnable(&mut self, i: usize, state: State, now: u64) -> Option<usize> {
-        let u = &mut self.units[i];
+        let u = self.at(i)?;
         u.state = state;
         u.account(now);
         self.credit.sleep(UnitId(i as u32))
@@ -280,7 +296,7 @@ pub fn add_domain(d: &DomainRef, params: Params) -> Result<(), Errno> {
             let unit = UnitId(s.units.len() as u32);
             let cpu = (id as usize) % s.credit.nr_cpus();
             s.credit.add_unit(unit, dom, hard, hard, cpu)?;
-            s.units.push(Unit {
+            s.units.push(Some(Unit {
                 vcpu: VcpuRef { dom: d.clone(), id },
                 state: State::Offline,
                 on_cpu: None,
@@ -291,7 +307,7 @@ pub fn add_domain(d: &DomainRef, params: Params) -> Result<(), Errno> {
                     entry: now,
                     time: [0; 4],
                 },
-            });
+            }));
         }
         Ok(())
     })
@@ -302,7 +318,7 @@ pub fn vcpu_up(d: &Domain, vcpu: u32) -> Result<(), Errno> {
     let now = tsc::uptime_ns();
     let poke = with_sched(|s| {
         let i = s.find(d, vcpu).ok_or(Errno::ENOENT)?;
-        Ok(if s.units[i].state == State::Offline {
+        Ok(if s.at(i).is_some_and(|u| u.state == State::Offline) {
             s.make_runnable(i, now)
         } else {
             None
@@ -317,7 +333,7 @@ pub fn wake(d: &Domain, vcpu: u32) {
     let now = tsc::uptime_ns();
     let poke = with_sched(|s| {
         s.find(d, vcpu)
-            .filter(|&i| s.units[i].state == State::Blocked)
+            .filter(|&i| s.at(i).is_some_and(|u| u.state == State::Blocked))
             .and_then(|i| s.make_runnable(i, now))
     });
     reschedule(poke);
@@ -332,11 +348,9 @@ pub fn notify(d: &Domain, vcpu: u32) {
     let (pokes, ipi) = with_sched(|s| {
         let mut pokes = CpuSet::EMPTY;
         let mut ipi = None;
-        for i in 0..s.units.len() {
-            let u = &s.units[i];
-            if !core::ptr::eq(&*u.vcpu.dom, d) {
-                continue;
-            }
+        let mine: Vec<usize> = s.of(d).collect();
+        for i in mine {
+            let Some(u) = s.at(i) else { continue };
             let target = u.vcpu.id == vcpu;
             if target && u.state == State::Runnable {
                 ipi = u.on_cpu.filter(|&c| c != me);
@@ -362,14 +376,16 @@ pub fn stop_domain(d: &Domain) -> bool {
     let now = tsc::uptime_ns();
     let (first, pokes) = with_sched(|s| {
         let mut first = false;
-        for i in 0..s.units.len() {
-            let u = &s.units[i];
-            if !core::ptr::eq(&*u.vcpu.dom, d) || u.dead {
+        let mine: Vec<usize> = s.of(d).collect();
+        for i in mine {
+            if s.at(i).is_none_or(|u| u.dead) {
                 continue;
             }
             first = true;
             s.make_unrunnable(i, State::Offline, now);
-            s.units[i].dead = true;
+            if let Some(u) = s.at(i) {
+                u.dead = true;
+            }
         }
         let pokes = if first {
             s.credit
@@ -380,10 +396,8 @@ pub fn stop_domain(d: &Domain) -> bool {
         };
         // Where one of its vCPUs is still loaded, that CPU switches away at once.
         let loaded = s
-            .units
-            .iter()
-            .filter(|u| core::ptr::eq(&*u.vcpu.dom, d))
-            .filter_map(|u| u.on_cpu)
+            .of(d)
+            .filter_map(|i| s.units[i].as_ref().and_then(|u| u.on_cpu))
             .fold(pokes, |mut set, c| {
                 set.insert(c as usize);
                 set
@@ -417,7 +431,9 @@ pub fn block_current(polling: bool, woken: impl FnOnce() -> bool) -> bool {
         return false;
     };
     let blocked = with_sched(|s| {
-        let u = &mut s.units[i];
+        let Some(u) = s.at(i) else {
+            return false;
+        };
         u.state = State::Blocked;
         if woken() {
             u.state = State::Runnable;
@@ -450,7 +466,7 @@ pub fn vcpu_down(d: &Domain, vcpu: u32) -> Result<(), Errno> {
     let now = tsc::uptime_ns();
     let poke = with_sched(|s| {
         let i = s.find(d, vcpu).ok_or(Errno::ENOENT)?;
-        let running_on = s.units[i].on_cpu;
+        let running_on = s.at(i).and_then(|u| u.on_cpu);
         let poke = s.make_unrunnable(i, State::Offline, now);
         Ok(poke.or(running_on.map(|c| c as usize)))
     })?;
@@ -472,7 +488,7 @@ pub fn runstate_info(d: &Domain, vcpu: u32) -> Option<[u64; 6]> {
     let now = tsc::uptime_ns();
     with_sched(|s| {
         let i = s.find(d, vcpu)?;
-        let mut r = s.units[i].runstate;
+        let mut r = s.at(i)?.runstate;
         r.enter(r.state, now);
         Some(r.info())
     })
@@ -548,7 +564,7 @@ fn decide() -> credit::Decision {
     let now = tsc::uptime_ns();
     with_sched(|s| {
         let d = s.credit.schedule(me as usize, now);
-        if let Some(u) = d.next.and_then(|n| s.units.get_mut(n.0 as usize)) {
+        if let Some(u) = d.next.and_then(|n| s.at(n.0 as usize)) {
             u.on_cpu = Some(me);
             u.account(now);
         }
@@ -589,15 +605,18 @@ fn switch_out(i: usize, prev: &VcpuRef, f: &TrapFrame) {
     let now = tsc::uptime_ns();
     let me = percpu::current_index();
     let (info, poke) = with_sched(|s| {
-        let u = &mut s.units[i];
-        if u.on_cpu == Some(me) {
-            u.on_cpu = None;
-        }
-        u.account(now);
-        let info = u.runstate.info();
+        let info = s.at(i).map(|u| {
+            if u.on_cpu == Some(me) {
+                u.on_cpu = None;
+            }
+            u.account(now);
+            u.runstate.info()
+        });
         (info, s.credit.context_saved(me as usize))
     });
-    update_runstate_area(d, area, info);
+    if let Some(info) = info {
+        update_runstate_area(d, area, info);
+    }
     drop(v);
     let p = this_pcpu();
     p.dom.store(core::ptr::null_mut(), Ordering::Release);
@@ -628,7 +647,11 @@ fn idle_until_work() -> usize {
 
 /// Loads unit `i`, picked for this CPU, into the CPU and `f`.
 fn switch_in(f: &mut TrapFrame, i: usize) {
-    let vr = with_sched(|s| s.units[i].vcpu.clone());
+    // A unit picked for this CPU exists: units go only when their domain is destroyed, after
+    // every CPU has switched its vCPUs out.
+    let Some(vr) = with_sched(|s| s.at(i).map(|u| u.vcpu.clone())) else {
+        return;
+    };
     let p = this_pcpu();
     let dom = &*vr.dom as *const Domain as *mut Domain;
     if p.last_dom.swap(dom, Ordering::Relaxed) != dom {
@@ -640,8 +663,9 @@ fn switch_in(f: &mut TrapFrame, i: usize) {
     let d = &vr.dom;
     let mut v = d.vcpus[vr.id as usize].lock();
     context::load(&vr, &mut v, f);
-    let info = with_sched(|s| s.units[i].runstate.info());
-    update_runstate_area(d, v.runstate_area, info);
+    if let Some(info) = with_sched(|s| s.at(i).map(|u| u.runstate.info())) {
+        update_runstate_area(d, v.runstate_area, info);
+    }
 }
 
 /// Describes every CPU's scheduling and run queue, and every vCPU's credit state and runstate
@@ -669,7 +693,12 @@ pub fn dump(w: &mut dyn core::fmt::Write) {
         }
     }
     let now = tsc::uptime_ns();
-    for (i, u) in s.units.iter().enumerate().filter(|(_, u)| !u.dead) {
+    for (i, u) in s
+        .units
+        .iter()
+        .enumerate()
+        .filter_map(|(i, u)| u.as_ref().filter(|u| !u.dead).map(|u| (i, u)))
+    {
         let mut r = u.runstate;
         r.enter(r.state, now);
         let _ = write!(w, "  {}v{} u{i}: {:?}", u.vcpu.dom.id, u.vcpu.id, u.state);
