@@ -279,8 +279,16 @@ struct Held {
 }
 
 /// Panics unless `FrameTable::audit` finds every invariant it checks intact, counting the
-/// vCPUs' pending work and the references this driver holds.
-fn check(ft: &FrameTable<'_>, mem: &FakeMem, pending: &[Pending], held: &BTreeMap<u64, Held>) {
+/// vCPUs' pending work, the references this driver holds and `more` (a relinquishment's),
+/// with the frames of `free` on the free list.
+fn check(
+    ft: &FrameTable<'_>,
+    mem: &FakeMem,
+    pending: &[Pending],
+    held: &BTreeMap<u64, Held>,
+    more: impl Iterator<Item = Hold>,
+    free: &[u64],
+) {
     let mut holds: Vec<Hold> = pending.iter().flat_map(|p| ft.pending_holds(p)).collect();
     for (&mfn, h) in held {
         let ty = ft.info(mfn).map(|f| f.ty);
@@ -289,8 +297,10 @@ fn check(ft: &FrameTable<'_>, mem: &FakeMem, pending: &[Pending], held: &BTreeMa
         holds.extend(std::iter::repeat_n(typed, h.types as usize));
         holds.extend(std::iter::repeat_n(plain, (h.refs - h.types) as usize));
     }
+    holds.extend(more);
     let mut scratch = vec![AuditCounts::default(); FRAMES];
-    if let Err(f) = ft.audit(mem, holds, [], &mut scratch) {
+    let free = free.iter().map(|&m| m..m + 1);
+    if let Err(f) = ft.audit(mem, holds, free, &mut scratch) {
         panic!("{} ({} broken)", f.first, f.count);
     }
 }
@@ -355,16 +365,7 @@ fn destroy(
     let mut freed = Vec::new();
     loop {
         let r = ft.relinquish_preemptible(mem, d, &mut rel, &mut Budget::new(budget), &mut freed);
-        let mut holds: Vec<Hold> = ft.relinquish_holds(&rel).collect();
-        holds.extend(pending.iter().flat_map(|p| ft.pending_holds(p)));
-        for (&mfn, h) in held.iter() {
-            holds.extend(std::iter::repeat_n(Hold { mfn, ty: None }, h.refs as usize));
-        }
-        let mut scratch = vec![AuditCounts::default(); FRAMES];
-        let free = freed.iter().map(|&m| m..m + 1);
-        if let Err(f) = ft.audit(mem, holds, free, &mut scratch) {
-            panic!("relinquishing d{d}: {} ({} broken)", f.first, f.count);
-        }
+        check(ft, mem, pending, held, ft.relinquish_holds(&rel), &freed);
         match r {
             Ok(()) => break,
             Err(MmError::Preempted) => {}
@@ -581,7 +582,7 @@ fuzz_target!(|data: &[u8]| {
                 );
             }
         }
-        check(&ft, &mem, &pending, &held);
+        check(&ft, &mem, &pending, &held, std::iter::empty(), &[]);
 
         // Tables fully validated stay live until their type goes (a table seen part way
         // through a validation lost it in between, within one operation).
