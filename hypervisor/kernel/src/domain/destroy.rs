@@ -29,9 +29,10 @@
 //! The CPU calling it is switched away from the domain's L4s here, if it still runs on one.
 //!
 //! A frame another domain still references (a grant or foreign mapping, none yet) is kept:
-//! it stays the dying domain's, counted by [`Relinquishing::kept`]; a later call with a fresh
-//! [`Relinquishing`] once that reference is gone frees it (the core's rule, see
-//! `hestia_core::pv_mm::Relinquish`).
+//! it stays the dying domain's, counted by [`Relinquishing::kept`]; calling again with the
+//! same state once such a reference is gone sweeps the domain's frames again and frees those
+//! now unreferenced (the core's rule, see `hestia_core::pv_mm::Relinquish`). The domain's
+//! structure must live until nothing is kept.
 //!
 //! Locks: each vCPU lock then its `mm_pending` (first call only, one vCPU at a time), then the
 //! frame table's, then the allocator's: the order every hypercall uses.
@@ -135,9 +136,15 @@ fn scrub_and_free(freed: &[u64]) {
 
 /// Gives back every frame of the dying domain `d`, one bounded step per call (the module's
 /// order); `Err(Preempted)`: call again with the same `state`, after taking interrupts if
-/// wanted. `Ok`: done; [`Relinquishing::kept`] frames stay `d`'s, referenced from outside.
+/// wanted. `Ok`: done; [`Relinquishing::kept`] frames stay `d`'s, referenced from outside
+/// (call again with the same `state` when one of those references goes).
 pub fn relinquish_memory(d: &Domain, state: &mut Relinquishing) -> Result<(), Preempted> {
     let rel = match &mut state.rel {
+        // Done but for frames referenced from outside: sweep again for those now free.
+        Some(rel) if rel.is_done() && rel.kept() != 0 => {
+            *rel = Relinquish::new(Vec::new(), Vec::new());
+            rel
+        }
         Some(rel) => rel,
         None => {
             let (rel, roots) = take_holds(d);
