@@ -10,13 +10,14 @@
 //! vCPU and pending locks are only tried for a bounded time, so a vCPU stuck with one held
 //! skips the audit instead of hanging the stop.
 //!
-//! When the hardware domain stops (the machine stops with it), its memory is then destroyed as
-//! a domain's destruction does (`crate::domain::relinquish_memory`), the other CPUs first
-//! parked on Hestia's own page tables, and the free frames counted before and after: every
-//! guest test that stops dom0 also checks that destruction returns every frame.
+//! When the machine stops with the domain (the hardware domain, or the last one), every
+//! stopped domain's memory is then destroyed as a domain's destruction does
+//! (`crate::domain::relinquish_memory`), the other CPUs first parked on Hestia's own page
+//! tables, and the free frames counted before and after: every guest test also checks that
+//! destruction returns every frame.
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use hestia_core::pv_mm::{Hold, PageType};
 
@@ -89,17 +90,24 @@ pub(crate) fn domain_holds(d: &Domain, out: &mut Vec<Hold>) {
 
 /// Audits the frame table with the holds of every domain (the audit covers every frame) and
 /// logs the verdict for `d`, which stopped: one line, `frame audit: ok` or `frame audit FAILED`
-/// with the first broken invariant. If `d` is the hardware domain, whose stop stops the
-/// machine, then destroys its memory and checks that every frame came back
-/// ([`relinquish_at_stop`]).
+/// with the first broken invariant. If the machine stops with `d` (the hardware domain, or
+/// the last one), then destroys the stopped domains' memory and checks that every frame came
+/// back ([`relinquish_at_stop`]).
 pub fn audit_at_stop(d: &Domain) {
+    let hardware = crate::domain::hardware_domain().is_some_and(|h| core::ptr::eq(h, d));
+    let machine_stops = hardware || crate::domain::all_dying();
+    if machine_stops && STOPPING.swap(true, Ordering::AcqRel) {
+        // Another CPU stops the machine (two last domains stopped at once).
+        park();
+    }
     audit(d, false);
-    if crate::domain::hardware_domain().is_some_and(|h| core::ptr::eq(h, d)) {
+    if machine_stops {
         relinquish_at_stop(d);
     }
 }
 
-/// The audit, with `d`'s memory `relinquished` already (it then holds nothing).
+/// The audit (logged for `d`), with the dying domains' memory `relinquished` already (they
+/// then hold nothing).
 fn audit(d: &Domain, relinquished: bool) {
     let Some(all) = crate::domain::try_all() else {
         crate::warn!("{}: frame audit skipped: the domain table is busy", d.id);
@@ -133,7 +141,7 @@ fn audit(d: &Domain, relinquished: bool) {
     let mut list = Vec::new();
     for dom in all
         .iter()
-        .filter(|dom| !(relinquished && core::ptr::eq(&***dom, d)))
+        .filter(|dom| !(relinquished && dom.dying.load(Ordering::Acquire)))
     {
         domain_holds(dom, &mut list);
     }
@@ -164,7 +172,9 @@ fn audit(d: &Domain, relinquished: bool) {
     }
 }
 
-/// Other CPUs parked by the CPU that stops the machine.
+/// Set by the CPU that stops the machine (the hardware domain or the last domain stopped).
+static STOPPING: AtomicBool = AtomicBool::new(false);
+/// Other CPUs parked by it (or by themselves, stopping the machine second).
 static PARKED: AtomicU32 = AtomicU32::new(0);
 
 /// Stops this CPU for good on Hestia's own page tables (NMIs still find them mapped while the
@@ -209,17 +219,33 @@ fn park_others() -> Result<(), u32> {
     Ok(())
 }
 
-/// Destroys the stopped domain `d`'s memory as a domain's destruction will
-/// (`crate::domain::relinquish_memory`), once the other CPUs are parked and so cannot run it
-/// or run on its page tables, and checks that every frame it owned came back: the free frames
-/// grow by exactly the frames freed, nothing stays owned, `tot_pages` reaches 0, and the frame
-/// table audits clean without any hold. So every guest test that stops dom0 tests domain
-/// destruction; a mismatch logs `frame audit FAILED`.
+/// Destroys the memory of every stopped domain as a domain's destruction will
+/// (`crate::domain::relinquish_memory`), once the other CPUs are parked and so cannot run
+/// them or run on their page tables, and checks that every frame came back
+/// ([`relinquish_checked`]); then audits the frame table again with the holds of the domains
+/// still running. So every guest test that stops the machine tests domain destruction.
 fn relinquish_at_stop(d: &Domain) {
     if let Err(cpu) = park_others() {
         crate::warn!("{}: relinquish check skipped: CPU{cpu} did not stop", d.id);
         return;
     }
+    let Some(all) = crate::domain::try_all() else {
+        crate::warn!(
+            "{}: relinquish check skipped: the domain table is busy",
+            d.id
+        );
+        return;
+    };
+    for dom in all.iter().filter(|dom| dom.dying.load(Ordering::Acquire)) {
+        relinquish_checked(dom);
+    }
+    audit(d, true);
+}
+
+/// Relinquishes the stopped domain `d`'s memory and checks the result: the free frames grow
+/// by exactly the frames freed, nothing stays owned, `tot_pages` reaches 0. A mismatch logs
+/// `frame audit FAILED`.
+fn relinquish_checked(d: &Domain) {
     let before = mm::stats().free / 4096;
     let owned = d.tot_pages.load(Ordering::Acquire);
     let mut state = Relinquishing::default();
@@ -241,5 +267,4 @@ fn relinquish_at_stop(d: &Domain) {
             state.bad_holds()
         );
     }
-    audit(d, true);
 }
