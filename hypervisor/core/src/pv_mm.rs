@@ -2978,6 +2978,70 @@ mod tests {
     }
 
     #[test]
+    fn a_hundred_create_destroy_cycles_leave_every_frame_where_it_was() {
+        // 64 frames: 0-3 another domain's (an L4 pinned), the rest a free pool.
+        let storage = std::boxed::Box::leak(std::vec![FrameInfo::FREE; 64].into_boxed_slice());
+        let mut ft = FrameTable::new(storage);
+        let mut mem = FakeMem::default();
+        ft.assign_range(0, 4, OTHER).unwrap();
+        ft.pin(&mut mem, 0, 4, OTHER).unwrap();
+        let initial = counts(&ft);
+        let mut pool: Vec<u64> = (4..64).collect();
+        for cycle in 0..100u64 {
+            // Create: 20 frames from the pool, an L4 -> L3 -> L2 -> L1 tree mapping the other
+            // 16 (one writable), pinned and used as a base pointer, and a descriptor page.
+            pool.rotate_left((cycle % 7) as usize);
+            let frames: Vec<u64> = pool.drain(..20).collect();
+            for &m in &frames {
+                ft.assign(m, D).unwrap();
+                mem.pages.remove(&m);
+            }
+            let [l4, l3, l2, l1, gdt] = [0, 1, 2, 3, 4].map(|i| frames[i]);
+            mem.write(l4, 0, e(l3, pte::RW));
+            mem.write(l3, 0, e(l2, pte::RW));
+            mem.write(l2, 0, e(l1, pte::RW));
+            for (i, &m) in frames[5..].iter().enumerate() {
+                mem.write(l1, i, e(m, if i == 0 { pte::RW } else { 0 }));
+            }
+            ft.pin(&mut mem, l4, 4, D).unwrap();
+            let mut holds = Vec::new();
+            for (m, ty) in [(l4, PageType::Table(4)), (gdt, PageType::SegDesc)] {
+                ft.get_page(m, D).unwrap();
+                ft.get_page_type(&mut mem, m, ty, D).unwrap();
+                holds.push(Hold {
+                    mfn: m,
+                    ty: Some(ty),
+                });
+            }
+            // Destroy, a few entries at a time.
+            let mut rel = Relinquish::new(std::vec![Pending::default()], holds);
+            let step = cycle % 5 + 1;
+            let other = Hold {
+                mfn: 0,
+                ty: Some(PageType::Table(4)),
+            };
+            ft.get_page(0, OTHER).unwrap();
+            ft.get_page_type(&mut mem, 0, PageType::Table(4), OTHER)
+                .unwrap();
+            let (mut freed, _) =
+                relinquish_in_steps(&mut ft, &mut mem, D, &mut rel, step, &[other]);
+            ft.put_page_type(&mut mem, 0);
+            ft.put_page(0);
+            freed.sort_unstable();
+            let mut want = frames.clone();
+            want.sort_unstable();
+            assert_eq!(freed, want, "cycle {cycle}: the domain's frames, each once");
+            pool.extend(freed);
+            assert_eq!(pool.len(), 60, "cycle {cycle}: the pool is whole again");
+            assert_eq!(
+                counts(&ft),
+                initial,
+                "cycle {cycle}: every frame where it was"
+            );
+        }
+    }
+
+    #[test]
     fn relinquishing_forgets_the_domains_settings() {
         let (mut ft, mut mem) = setup(20);
         ft.iomem_mut(D).add(0x1000, 0x1001);
