@@ -35,7 +35,7 @@
 //! structure must live until nothing is kept.
 //!
 //! Locks: each vCPU lock then its `mm_pending` (first call only, one vCPU at a time), then the
-//! frame table's, then the allocator's: the order every hypercall uses.
+//! frame table's (the order every hypercall uses); the allocator's once that is released.
 
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
