@@ -8,7 +8,9 @@
 //! this driver holds; and a model of the mappings removed since the last flush checks
 //! invariant 5 (no frame changes use while a CPU may still translate a removed mapping of it).
 //! The other domain is checked against L1TF (invariant 6), so its not-present entries are
-//! refused part way through validations and updates too.
+//! refused part way through validations and updates too. Either domain can die and be built
+//! again: its relinquishment, preempted at every few entries, must free exactly its frames
+//! that nothing outside references, leave the rest of the table as it was, and audit clean.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,8 +19,8 @@ use arbitrary::{Arbitrary, Unstructured};
 use hestia_core::l1tf::SafeMaddr;
 use hestia_core::pv_mm::model::FakeMem;
 use hestia_core::pv_mm::{
-    AuditCounts, Budget, DOM_IO, Dom, FrameInfo, FrameTable, Hold, PageType, Pending, Progress,
-    PtMemory, pte,
+    AuditCounts, Budget, DOM_IO, Dom, FrameInfo, FrameTable, Hold, MmError, PageType, Pending,
+    Progress, PtMemory, Relinquish, pte,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -134,6 +136,14 @@ enum Op {
         idx: u16,
         desc: u64,
     },
+    /// The domain dies and is built again with the frames it got back. With `outside`, the
+    /// plain references this driver holds on its frames stand for another domain's (grant
+    /// mappings): those frames are kept.
+    Destroy {
+        other: bool,
+        budget: u8,
+        outside: bool,
+    },
 }
 
 /// The vCPUs' domains.
@@ -146,12 +156,16 @@ fn dom(other: bool) -> Dom {
 /// vCPU `n % 3` and a budget: a few entries (0 preempts before any work), or enough for a
 /// table or two.
 fn vcpu(n: u8, budget: u8) -> (usize, Budget) {
-    let entries = if budget >= 128 {
+    (usize::from(n % 3), Budget::new(entries(budget)))
+}
+
+/// A budget's entries: a few (0 preempts before any work), or enough for a table or two.
+fn entries(budget: u8) -> u64 {
+    if budget >= 128 {
         u64::from(budget) * 8
     } else {
         u64::from(budget % 16)
-    };
-    (usize::from(n % 3), Budget::new(entries))
+    }
 }
 
 fn mfn(m: u8) -> u64 {
@@ -265,8 +279,16 @@ struct Held {
 }
 
 /// Panics unless `FrameTable::audit` finds every invariant it checks intact, counting the
-/// vCPUs' pending work and the references this driver holds.
-fn check(ft: &FrameTable<'_>, mem: &FakeMem, pending: &[Pending], held: &BTreeMap<u64, Held>) {
+/// vCPUs' pending work, the references this driver holds and `more` (a relinquishment's),
+/// with the frames of `free` on the free list.
+fn check(
+    ft: &FrameTable<'_>,
+    mem: &FakeMem,
+    pending: &[Pending],
+    held: &BTreeMap<u64, Held>,
+    more: impl Iterator<Item = Hold>,
+    free: &[u64],
+) {
     let mut holds: Vec<Hold> = pending.iter().flat_map(|p| ft.pending_holds(p)).collect();
     for (&mfn, h) in held {
         let ty = ft.info(mfn).map(|f| f.ty);
@@ -275,10 +297,106 @@ fn check(ft: &FrameTable<'_>, mem: &FakeMem, pending: &[Pending], held: &BTreeMa
         holds.extend(std::iter::repeat_n(typed, h.types as usize));
         holds.extend(std::iter::repeat_n(plain, (h.refs - h.types) as usize));
     }
+    holds.extend(more);
     let mut scratch = vec![AuditCounts::default(); FRAMES];
-    if let Err(f) = ft.audit(mem, holds, [], &mut scratch) {
+    let free = free.iter().map(|&m| m..m + 1);
+    if let Err(f) = ft.audit(mem, holds, free, &mut scratch) {
         panic!("{} ({} broken)", f.first, f.count);
     }
+}
+
+/// The domains' settings, given when they are built: the guest's I/O memory, and the other
+/// domain's L1TF check (its not-present entries must name frame 0 or 48 and up, and have no
+/// PSE above L1, or its tables are refused part way).
+fn settings(ft: &mut FrameTable<'_>, d: Dom) {
+    if d == GUEST {
+        ft.iomem_mut(GUEST).add(56, 58);
+        ft.iomem_mut(GUEST).add(64, 66);
+    } else {
+        ft.set_l1tf_check(
+            OTHER,
+            Some(SafeMaddr {
+                addr_mask: pte::ADDR,
+                safe_maddr: 48 << 12,
+            }),
+        );
+    }
+}
+
+/// Relinquishes `d` in steps of `budget` entries with its vCPUs' `pending` work and this
+/// driver's `held` references on its frames (but the plain ones with `outside`, which stay),
+/// auditing between steps; checks that exactly its unreferenced frames were freed and nothing
+/// else changed, then gives them back to it.
+fn destroy(
+    ft: &mut FrameTable<'_>,
+    mem: &mut FakeMem,
+    d: Dom,
+    budget: u64,
+    outside: bool,
+    pending: &mut [Pending; 3],
+    held: &mut BTreeMap<u64, Held>,
+) {
+    let pendings = (0..3)
+        .filter(|&v| VCPU_DOMS[v] == d)
+        .map(|v| std::mem::take(&mut pending[v]))
+        .collect();
+    let mut holds = Vec::new();
+    for (&mfn, h) in held.iter_mut() {
+        let f = *ft.info(mfn).expect("held frames are in the table");
+        if f.owner != Some(d) {
+            continue;
+        }
+        let plain = if outside { 0 } else { h.refs - h.types };
+        holds.extend(std::iter::repeat_n(
+            Hold {
+                mfn,
+                ty: Some(f.ty),
+            },
+            h.types as usize,
+        ));
+        holds.extend(std::iter::repeat_n(Hold { mfn, ty: None }, plain as usize));
+        h.refs -= h.types + plain;
+        h.types = 0;
+    }
+    let before: Vec<FrameInfo> = (0..FRAMES as u64)
+        .map(|m| *ft.info(m).expect("frame"))
+        .collect();
+    let mut rel = Relinquish::new(pendings, holds);
+    let mut freed = Vec::new();
+    loop {
+        let r = ft.relinquish_preemptible(mem, d, &mut rel, &mut Budget::new(budget), &mut freed);
+        check(ft, mem, pending, held, ft.relinquish_holds(&rel), &freed);
+        match r {
+            Ok(()) => break,
+            Err(MmError::Preempted) => {}
+            Err(e) => panic!("relinquishing d{d} failed: {e:?}"),
+        }
+    }
+    assert_eq!(rel.bad_holds(), 0, "every hold was the domain's");
+    let mut kept = 0;
+    for (m, b) in before.iter().enumerate() {
+        let a = *ft.info(m as u64).expect("frame");
+        if b.owner != Some(d) {
+            assert_eq!(a, *b, "mfn {m} of someone else changed");
+        } else if freed.contains(&(m as u64)) {
+            assert_eq!(
+                (a.owner, a.ref_count, a.type_count, a.pinned),
+                (None, 0, 0, false)
+            );
+        } else {
+            assert!(
+                a.owner == Some(d) && a.ref_count > 0,
+                "mfn {m} neither freed nor kept"
+            );
+            assert!(outside && held.get(&(m as u64)).is_some_and(|h| h.refs == a.ref_count));
+            kept += 1;
+        }
+    }
+    assert_eq!(kept, rel.kept());
+    for m in freed {
+        ft.assign(m, d).expect("a freed frame is free");
+    }
+    settings(ft, d);
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -295,19 +413,10 @@ fuzz_target!(|data: &[u8]| {
         };
         ft.assign(m, owner).expect("free frame");
     }
-    ft.iomem_mut(GUEST).add(56, 58);
-    ft.iomem_mut(GUEST).add(64, 66);
     ft.iomem_ro_mut().add(57, 58);
     ft.iomem_ro_mut().add(65, 66);
-    // The other domain is checked against L1TF: its not-present entries must name frame 0
-    // or 48 and up (and have no PSE above L1), or its tables are refused part way.
-    ft.set_l1tf_check(
-        OTHER,
-        Some(SafeMaddr {
-            addr_mask: pte::ADDR,
-            safe_maddr: 48 << 12,
-        }),
-    );
+    settings(&mut ft, GUEST);
+    settings(&mut ft, OTHER);
     // References and type references this driver holds, as the kernel does for CR3 bases.
     let mut held: BTreeMap<u64, Held> = BTreeMap::new();
     let mut stale = Stale::default();
@@ -455,8 +564,25 @@ fuzz_target!(|data: &[u8]| {
                     mem.write(mfn(m), slot(idx), value);
                 }
             }
+            Op::Destroy {
+                other,
+                budget,
+                outside,
+            } => {
+                // At least one entry a step: the loop must get somewhere.
+                let b = entries(budget).max(1);
+                destroy(
+                    &mut ft,
+                    &mut mem,
+                    dom(other),
+                    b,
+                    outside,
+                    &mut pending,
+                    &mut held,
+                );
+            }
         }
-        check(&ft, &mem, &pending, &held);
+        check(&ft, &mem, &pending, &held, std::iter::empty(), &[]);
 
         // Tables fully validated stay live until their type goes (a table seen part way
         // through a validation lost it in between, within one operation).

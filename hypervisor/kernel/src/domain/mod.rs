@@ -22,6 +22,9 @@ use xen_abi::xen::DOMID_SELF;
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 
+mod destroy;
+pub use destroy::{Preempted, Relinquishing, relinquish_memory};
+
 /// A counted reference to a domain; dropping it gives the reference back.
 #[derive(Clone)]
 pub struct DomainRef(Arc<Domain>);

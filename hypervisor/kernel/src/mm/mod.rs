@@ -104,6 +104,24 @@ pub fn free_frames(phys: u64, count: u64) {
     }
 }
 
+/// Zeroes the `count` frames from `phys` and returns them to the allocator (a dead domain's
+/// frames, Xen's scrubbing of a dying domain's pages): nothing may use them any more, no
+/// domain owns them in the frame table and no CPU runs on them as page tables.
+pub fn scrub_and_free_frames(phys: u64, count: u64) {
+    // SAFETY: the caller gives frames nobody owns or uses (above), in the direct map; the
+    // allocator does not have them yet, so nothing else writes them meanwhile.
+    unsafe { core::ptr::write_bytes(phys_to_virt(phys) as *mut u8, 0, (count * 4096) as usize) };
+    free_frames(phys, count);
+}
+
+/// Loads Hestia's own page tables on this CPU, which map no guest (Xen's idle page tables):
+/// before a page table this CPU may be running on goes away with its domain.
+pub fn use_idle_page_tables() {
+    // SAFETY: Hestia's tables map all of Hestia (image, stacks, per-CPU data, heap, direct
+    // map), which is all that runs here until a vCPU is loaded again.
+    unsafe { cpu::write_cr3(kernel_root()) };
+}
+
 /// Memory statistics for the debug keys and the boot summary.
 #[derive(Clone, Copy, Debug)]
 pub struct Stats {
