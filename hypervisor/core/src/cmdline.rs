@@ -97,6 +97,9 @@ pub struct SelfTests {
     pub smap: bool,
     /// Save and restore vCPU FPU states through the registers (`arch::x86_64::fpu`).
     pub fpu: bool,
+    /// Build each boot-time domU again each time it is destroyed, 100 domains in all, then
+    /// check the free memory is back where it was.
+    pub domu_cycles: bool,
 }
 
 /// A mitigation chosen per kind of domain, as Xen's `xpti=` and `pv-l1tf=` take it:
@@ -340,6 +343,7 @@ impl<'a> Options<'a> {
                             "syscall-db" => t.syscall_db = true,
                             "smap" => t.smap = true,
                             "fpu" => t.fpu = true,
+                            "domu-cycles" => t.domu_cycles = true,
                             _ => warn(Warning::BadValue(name, part)),
                         }
                     }

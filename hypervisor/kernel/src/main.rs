@@ -383,7 +383,7 @@ extern "C" fn continue_boot(info: u64) -> ! {
 
     selftest::run(&opts.selftest);
 
-    let mut guests = build_boot_domus(info, &opts);
+    let mut guests = domain::boot::build_domus(info, &opts);
     let modules = info.modules();
     let (kernel, initrd) = opts.domus.dom0_modules(modules.len());
     match kernel.and_then(|k| modules.get(k)) {
@@ -430,68 +430,6 @@ extern "C" fn continue_boot(info: u64) -> ! {
         }
     }
     shutdown()
-}
-
-/// Builds the boot-time domUs of `domU=` (ids 1, 2, ... in order), one line each; one that
-/// cannot be built is reported and left out, the others still run. dom0 takes the modules none
-/// of them names (`DomUs::dom0_modules`).
-fn build_boot_domus(
-    info: &BootInfo,
-    opts: &Options<'_>,
-) -> alloc::vec::Vec<(domain::DomainRef, sched::Params)> {
-    let modules = info.modules();
-    let mut built = alloc::vec::Vec::new();
-    for (i, u) in opts.domus.iter().enumerate() {
-        let id = pv::domain::DomId(i as u16 + 1);
-        if let Some(m) = u.missing_module(modules.len()) {
-            error!(
-                "{id} \"{}\": module {m} does not exist ({} modules passed): not built",
-                u.name,
-                modules.len()
-            );
-            continue;
-        }
-        let (Some(kernel), ramdisk) = (
-            modules.get(u.kernel),
-            u.ramdisk.and_then(|r| modules.get(r)),
-        ) else {
-            continue;
-        };
-        info!(
-            "{id} \"{}\": kernel module {}, {} MiB, {} vCPU{}, weight {}, cap {}, cpus {}, cmdline \"{}\"",
-            u.name,
-            u.kernel,
-            u.mem >> 20,
-            u.vcpus,
-            if u.vcpus == 1 { "" } else { "s" },
-            u.weight,
-            u.cap,
-            u.cpus,
-            kernel.cmdline
-        );
-        let spec = pv::builder::Spec {
-            id,
-            hardware: false,
-            kernel,
-            initrd: ramdisk,
-            nr_vcpus: u.vcpus,
-        };
-        let pages = u.pages();
-        match pv::builder::build(&spec, &|| (pages, pages)).map(domain::insert) {
-            Ok(Ok(d)) => {
-                console::ring::register(d.clone());
-                let params = sched::Params {
-                    weight: u.weight,
-                    cap: u16::try_from(u.cap).unwrap_or(u16::MAX),
-                    cpus: u.cpus.0,
-                };
-                built.push((d, params));
-            }
-            Ok(Err(e)) => error!("{id}: cannot enter it in the domain table: {e:?}"),
-            Err(e) => error!("{id} \"{}\" {e}: not built", u.name),
-        }
-    }
-    built
 }
 
 /// Most vCPUs a domain may have.

@@ -22,8 +22,11 @@ use xen_abi::xen::DOMID_SELF;
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 
+pub mod boot;
 mod destroy;
+mod reap;
 pub use destroy::{Preempted, Relinquishing, relinquish_memory};
+pub use reap::{destroy_later, finish_all as finish_destroys, step as reap_step};
 
 /// A counted reference to a domain; dropping it gives the reference back.
 #[derive(Clone)]
@@ -100,4 +103,13 @@ pub fn all_dying() -> bool {
         .lock()
         .values()
         .all(|d| d.dying.load(core::sync::atomic::Ordering::Acquire))
+}
+
+/// Takes `d` out of the table (its destruction is complete); counted references others hold
+/// keep its structure until they drop them.
+pub fn remove(d: &Domain) {
+    let mut t = TABLE.lock();
+    if t.get(&d.id.0).is_some_and(|x| core::ptr::eq(&**x, d)) {
+        t.remove(&d.id.0);
+    }
 }

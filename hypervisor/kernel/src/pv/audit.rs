@@ -100,10 +100,24 @@ pub fn audit_at_stop(d: &Domain) {
         // Another CPU stops the machine (two last domains stopped at once).
         park();
     }
+    if machine_stops {
+        if let Err(cpu) = park_others() {
+            crate::warn!("{}: frame audit skipped: CPU{cpu} did not stop", d.id);
+            return;
+        }
+        // No domain half destroyed while the counts are checked.
+        crate::domain::finish_destroys();
+    }
     audit(d, false);
     if machine_stops {
         relinquish_at_stop(d);
     }
+}
+
+/// Audits the frame table after the destruction of `d` (logged for it): the domains left hold
+/// all that is counted.
+pub fn audit_after_destroy(d: &Domain) {
+    audit(d, false);
 }
 
 /// The audit (logged for `d`), with the dying domains' memory `relinquished` already (they
@@ -225,10 +239,6 @@ fn park_others() -> Result<(), u32> {
 /// ([`relinquish_checked`]); then audits the frame table again with the holds of the domains
 /// still running. So every guest test that stops the machine tests domain destruction.
 fn relinquish_at_stop(d: &Domain) {
-    if let Err(cpu) = park_others() {
-        crate::warn!("{}: relinquish check skipped: CPU{cpu} did not stop", d.id);
-        return;
-    }
     let Some(all) = crate::domain::try_all() else {
         crate::warn!(
             "{}: relinquish check skipped: the domain table is busy",

@@ -33,8 +33,12 @@ pub fn update_time(d: &Domain, v: u32) {
         .update_time(v, time_scale(), cpu::features().invariant_tsc);
 }
 
-/// Raises `virq` on vCPU `v` of `d` (if the guest bound it).
+/// Raises `virq` on vCPU `v` of `d` (if the guest bound it; not once `d` stopped, whose
+/// shared_info goes with it).
 pub fn raise_virq(d: &Domain, virq: u32, v: u32) {
+    if d.dying.load(core::sync::atomic::Ordering::Acquire) {
+        return;
+    }
     let mut shared = d.shared();
     // From interrupt context too: no CPU holds a domain lock with interrupts on, so the lock
     // can only be busy on another CPU, briefly. (Dropping the event instead loses it.)
@@ -106,6 +110,13 @@ impl Default for VcpuTimers {
             poll: None,
         }
     }
+}
+
+/// Cancels every timer of `v`, whose domain is being destroyed.
+pub fn cancel_timers(v: &mut Vcpu) {
+    cancel(&mut v.timers.singleshot);
+    cancel(&mut v.timers.poll);
+    stop_periodic(v);
 }
 
 fn singleshot_fired(vr: &VcpuRef, _now: u64) -> Option<u64> {

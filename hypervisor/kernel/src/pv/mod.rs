@@ -44,25 +44,10 @@ pub fn run(domains: alloc::vec::Vec<(DomainRef, crate::sched::Params)>) -> ! {
     crate::arch::x86_64::cpu::disable_interrupts();
     crate::mm::frametable::reset_longest_hold();
     for (d, params) in &domains {
-        {
-            let v = d.vcpus[0].lock();
-            crate::info!(
-                "{}v0: starting at {:#x}, stack {:#x}, start_info {:#x}",
-                d.id,
-                v.regs.rip,
-                v.regs.rsp,
-                v.regs.rsi
-            );
-        }
-        if let Some((sec, nsec)) = crate::wallclock_at_boot() {
-            d.shared().set_wallclock(sec, nsec);
-        }
-        let started =
-            crate::sched::add_domain(d, *params).and_then(|()| crate::sched::vcpu_up(d, 0));
-        if let Err(e) = started {
-            crate::error!("{}: cannot be scheduled: {e:?}", d.id);
-        }
+        start(d, *params);
     }
+    // The scheduler and the domain table hold the domains from here on.
+    drop(domains);
     crate::console::keys::guests_started(crate::domain::hardware_domain().is_some());
     let me = crate::arch::x86_64::percpu::current_index();
     for p in crate::arch::x86_64::percpu::all().filter(|p| p.index != me) {
@@ -71,6 +56,27 @@ pub fn run(domains: alloc::vec::Vec<(DomainRef, crate::sched::Params)>) -> ! {
         }
     }
     crate::sched::run_this_cpu()
+}
+
+/// Starts domain `d`, scheduled with `params`: its wallclock set, its first vCPU runnable.
+pub fn start(d: &DomainRef, params: crate::sched::Params) {
+    {
+        let v = d.vcpus[0].lock();
+        crate::info!(
+            "{}v0: starting at {:#x}, stack {:#x}, start_info {:#x}",
+            d.id,
+            v.regs.rip,
+            v.regs.rsp,
+            v.regs.rsi
+        );
+    }
+    if let Some((sec, nsec)) = crate::wallclock_at_boot() {
+        d.shared().set_wallclock(sec, nsec);
+    }
+    let started = crate::sched::add_domain(d, params).and_then(|()| crate::sched::vcpu_up(d, 0));
+    if let Err(e) = started {
+        crate::error!("{}: cannot be scheduled: {e:?}", d.id);
+    }
 }
 
 /// On another CPU (from the `CALL` IPI): runs the scheduler there.
@@ -348,16 +354,20 @@ fn stop_after_domain(d: &Domain) {
     // Its last words, then its ring is no longer served.
     crate::console::ring::service(d);
     crate::console::ring::unregister(d);
-    audit::audit_at_stop(d);
     if let Some(h) = crate::domain::hardware_domain() {
         events::raise_virq(h, xen_abi::xen::virq::DOM_EXC, 0);
     }
-    if crate::domain::all_dying() {
+    if crate::domain::all_dying() && !crate::domain::boot::cycled(d) {
+        audit::audit_at_stop(d);
         crate::info!(
             "mm: while guests ran, the frame table's lock was {}",
             crate::mm::frametable::longest_hold()
         );
         crate::info!("Hestia: every domain has stopped");
         crate::dom0_stopped(reason::POWEROFF)
+    }
+    // Destroyed once its vCPUs are off every CPU (`crate::domain::reap_step`).
+    if let Ok(me) = crate::domain::lookup(d, d.id.0) {
+        crate::domain::destroy_later(me);
     }
 }

@@ -408,6 +408,35 @@ pub fn stop_domain(d: &Domain) -> bool {
     first
 }
 
+/// True when no vCPU of `d` is loaded on a CPU (each one that ran it has switched away).
+pub fn off_cpus(d: &Domain) -> bool {
+    with_sched(|s| {
+        s.of(d)
+            .all(|i| s.units[i].as_ref().is_none_or(|u| u.on_cpu.is_none()))
+    })
+}
+
+/// Forgets every vCPU of `d`, which is destroyed (its counted references go).
+pub fn forget_domain(d: &Domain) {
+    let gone: Vec<Unit> = with_sched(|s| {
+        let mine: Vec<usize> = s.of(d).collect();
+        mine.into_iter().filter_map(|i| s.units[i].take()).collect()
+    });
+    // A new domain may be allocated where this one was: no CPU may take it for the domain it
+    // ran last (and skip the barrier between domains).
+    let dom = d as *const Domain as *mut Domain;
+    for p in &PCPU {
+        let _ = p.last_dom.compare_exchange(
+            dom,
+            core::ptr::null_mut(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+    // Dropped outside the scheduler's lock: the last reference frees the domain.
+    drop(gone);
+}
+
 /// Makes CPU `cpu` (if any) reschedule: at once on this CPU's way back to its guest, by an
 /// IPI on another.
 fn reschedule(cpu: Option<usize>) {
@@ -628,6 +657,7 @@ fn switch_out(i: usize, prev: &VcpuRef, f: &TrapFrame) {
 /// marked loaded here.
 fn idle_until_work() -> usize {
     let p = this_pcpu();
+    let mut on_idle_tables = false;
     loop {
         p.resched.store(false, Ordering::Release);
         let d = decide();
@@ -635,8 +665,20 @@ fn idle_until_work() -> usize {
         if let Some(n) = d.next {
             return n.0 as usize;
         }
+        if !on_idle_tables {
+            // Off the last vCPU's page tables: its domain may be destroyed while this CPU idles
+            // (Xen's idle vCPU runs on the idle page tables too).
+            crate::mm::use_idle_page_tables();
+            on_idle_tables = true;
+        }
         // A wake-up after the decision set `resched` (and kicked this CPU): look again.
         if p.resched.load(Ordering::Acquire) {
+            continue;
+        }
+        // Idle time destroys stopped domains, a bounded step at a time, with a window for
+        // interrupts after each.
+        if crate::domain::reap_step(false) {
+            cpu::interrupt_window();
             continue;
         }
         // `sti; hlt` is atomic: an interrupt between the check and the halt still wakes us.

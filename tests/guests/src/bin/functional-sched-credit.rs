@@ -11,6 +11,8 @@
 //!   must preempt the hog at once. It checks the median delay from the timer's deadline to
 //!   running again is below 1 ms (Xen's rate limit bounds how long a hog keeps the CPU).
 //!
+//! - `exit`: succeeds at once (a domain for build-and-destroy cycles).
+//!
 //! Each prints what it measured and XTF's verdict, prefixed `(dN)` by Hestia.
 #![no_std]
 #![no_main]
@@ -153,7 +155,9 @@ fn test(si: &StartInfo) -> Verdict {
     match line.split(' ').next() {
         Some("hog") => hog(line),
         Some("waker") => waker(),
-        _ => Verdict::Error("command line must start with hog or waker"),
+        // Started and done at once (a domain to build and destroy over and over).
+        Some("exit") => Verdict::Success,
+        _ => Verdict::Error("command line must start with hog, waker or exit"),
     }
 }
 

@@ -381,6 +381,13 @@ pub fn idle() {
     x86_64::instructions::interrupts::enable_and_hlt();
 }
 
+/// Lets pending interrupts in for a moment and disables them again (STI takes effect after
+/// the next instruction, hence the NOP).
+pub fn interrupt_window() {
+    // SAFETY: enabling interrupts briefly; the caller holds no lock an interrupt handler takes.
+    unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) };
+}
+
 /// Halts this CPU forever with interrupts off (NMIs still wake it; it halts again).
 pub fn halt_forever() -> ! {
     loop {

@@ -1,0 +1,82 @@
+//! Destroying stopped domains: the reaper.
+//!
+//! A domU that shut down or crashed is queued here ([`destroy_later`]). Its destruction waits
+//! until none of its vCPUs is loaded on a CPU any more (each CPU switches away from them at its
+//! next return to a guest; an idle CPU runs on Hestia's own page tables), then runs in bounded
+//! steps from the idle loop ([`step`], with interrupts let in between): its vCPUs' timers are
+//! cancelled, its memory is relinquished (`super::destroy`: every frame scrubbed and returned),
+//! the scheduler forgets its vCPUs, it leaves the domain table, and the hardware domain gets
+//! `VIRQ_DOM_EXC` (Xen's `domain_destroy`). The frame table is then audited. One domain is
+//! destroyed at a time, so an audit never meets one half destroyed.
+//!
+//! When the machine stops, [`finish_all`] completes every queued destruction at once (the other
+//! CPUs are parked then, so their vCPUs count as switched away).
+//!
+//! Locks: the queue's and the reaper's own mutexes are leaves but for the destruction step
+//! itself (vCPU locks, then the frame table's, taken by `relinquish_memory`), and are only
+//! taken with interrupts off (the idle loop, the stop path).
+
+use alloc::vec::Vec;
+
+use super::{DomainRef, Preempted, Relinquishing, relinquish_memory};
+
+/// Stopped domains waiting for their destruction, oldest first.
+static QUEUE: spin::Mutex<Vec<DomainRef>> = spin::Mutex::new(Vec::new());
+/// The destruction under way, and its progress.
+static CURRENT: spin::Mutex<Option<(DomainRef, Relinquishing)>> = spin::Mutex::new(None);
+
+/// Queues the stopped domain `d` for destruction.
+pub fn destroy_later(d: DomainRef) {
+    QUEUE.lock().push(d);
+}
+
+/// One bounded step of destruction, if a domain is ready for one (`force`: whether or not its
+/// vCPUs are still loaded somewhere, for the machine's stop). True if it did work.
+pub fn step(force: bool) -> bool {
+    let mut cur = CURRENT.lock();
+    if cur.is_none() {
+        let next = {
+            let mut q = QUEUE.lock();
+            let ready = q.iter().position(|d| force || crate::sched::off_cpus(d));
+            ready.map(|i| q.remove(i))
+        };
+        let Some(d) = next else {
+            return false;
+        };
+        for v in &d.vcpus {
+            crate::pv::events::cancel_timers(&mut v.lock());
+        }
+        *cur = Some((d, Relinquishing::default()));
+    }
+    let Some((d, state)) = cur.as_mut() else {
+        return false;
+    };
+    if relinquish_memory(d, state) == Err(Preempted) {
+        return true;
+    }
+    let (d, state) = match cur.take() {
+        Some(done) => done,
+        None => return true,
+    };
+    drop(cur);
+    crate::sched::forget_domain(&d);
+    super::remove(&d);
+    crate::info!(
+        "{}: destroyed: {} frames scrubbed and returned ({} kept), {} MiB free",
+        d.id,
+        state.freed(),
+        state.kept(),
+        crate::mm::stats().free >> 20
+    );
+    if let Some(h) = super::hardware_domain() {
+        crate::pv::events::raise_virq(h, xen_abi::xen::virq::DOM_EXC, 0);
+    }
+    crate::pv::audit::audit_after_destroy(&d);
+    super::boot::destroyed(&d);
+    true
+}
+
+/// Completes every queued destruction now (the machine stops; the other CPUs are parked).
+pub fn finish_all() {
+    while step(true) {}
+}
