@@ -23,6 +23,13 @@ pub fn this_vcpu_id() -> u32 {
     crate::sched::current_vcpu()
 }
 
+/// The running vCPU's index into a per-vCPU array of `len` (> 0) entries of its domain (0
+/// should a CPU without a vCPU ask: never on a guest path).
+fn this_index(len: usize) -> usize {
+    let i = this_vcpu_id() as usize;
+    if i < len { i } else { 0 }
+}
+
 /// A domain id; Debug prints `d0`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct DomId(pub u16);
@@ -219,6 +226,9 @@ pub struct Domain {
     pub mm_pending: Vec<spin::Mutex<Pending>>,
     /// Rate limiter of the log lines it causes (`gwarn!` and family).
     pub log_limit: crate::console::GuestLogLimit,
+    /// Its vCPUs blocked in `SCHEDOP_poll`, a bit each (maintained by `crate::sched`): an
+    /// event for the domain must wake them, and only then does it need the scheduler.
+    pub pollers: core::sync::atomic::AtomicU64,
     /// Its console ring, when Hestia serves it (boot-time domUs).
     pub console: Option<crate::console::ring::RingConsole>,
     /// Its not-present page-table entries are checked against L1TF (`pv-l1tf=`; Xen's
@@ -236,7 +246,7 @@ impl Domain {
     /// `put_old_guest_table`): `Preempted` while work is left. Takes the frame table's lock
     /// only when there is something to do (it runs at the start of every MMU batch).
     pub fn finish_old_tables(&self) -> Result<(), MmError> {
-        if !self.mm_pending[this_vcpu_id() as usize % self.mm_pending.len()]
+        if !self.mm_pending[this_index(self.mm_pending.len())]
             .lock()
             .owes_teardown()
         {
@@ -259,7 +269,7 @@ impl Domain {
             &mut Budget,
         ) -> Result<R, MmError>,
     ) -> Result<R, MmError> {
-        let mut pending = self.mm_pending[this_vcpu_id() as usize % self.mm_pending.len()].lock();
+        let mut pending = self.mm_pending[this_index(self.mm_pending.len())].lock();
         frametable::preemptible(
             || super::events::preempt_now(self),
             |ft, mem, budget| op(ft, mem, &mut pending, budget),
@@ -273,7 +283,7 @@ impl Domain {
 
     /// The vCPU running on this physical CPU.
     pub fn this_vcpu(&self) -> &spin::Mutex<Vcpu> {
-        &self.vcpus[this_vcpu_id() as usize % self.vcpus.len()]
+        &self.vcpus[this_index(self.vcpus.len())]
     }
 
     /// Pages the domain owns.

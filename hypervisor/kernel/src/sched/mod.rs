@@ -37,7 +37,7 @@
 
 use alloc::vec::Vec;
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use hestia_core::credit::{self, CpuSet, DomKey, UnitId};
 use hestia_core::timer_queue::TimerId;
 
@@ -173,7 +173,13 @@ impl Sched {
             return None;
         }
         u.state = State::Runnable;
-        u.polling = false;
+        if u.polling {
+            u.polling = false;
+            u.vcpu
+                .dom
+                .pollers
+                .fetch_and(!poll_bit(u.vcpu.id), Ordering::AcqRel);
+        }
         u.account(now);
         self.credit.wake(UnitId(i as u32))
     }
@@ -232,12 +238,9 @@ impl Default for Params {
     }
 }
 
-/// What one CPU runs.
+/// What one CPU runs (the loaded domain and vCPU id are published in `PerCpu` too, for
+/// [`current`]).
 struct Pcpu {
-    /// The domain of the vCPU loaded here (null while idle).
-    dom: AtomicPtr<Domain>,
-    /// Its vCPU id.
-    vcpu: AtomicU32,
     /// The loaded vCPU, for what needs a counted reference to it (timers).
     current: spin::Mutex<Option<(usize, VcpuRef)>>,
     /// Switch at the next return to the guest.
@@ -250,8 +253,6 @@ struct Pcpu {
 
 static PCPU: [Pcpu; MAX_CPUS] = [const {
     Pcpu {
-        dom: AtomicPtr::new(core::ptr::null_mut()),
-        vcpu: AtomicU32::new(0),
         current: spin::Mutex::new(None),
         resched: AtomicBool::new(false),
         slice: spin::Mutex::new(None),
@@ -265,17 +266,26 @@ fn this_pcpu() -> &'static Pcpu {
 
 /// The domain of the vCPU this CPU runs, if any.
 pub fn current() -> Option<&'static Domain> {
-    let p = this_pcpu().dom.load(Ordering::Acquire);
-    // SAFETY: a non-null pointer is the domain of the unit loaded on this CPU; the scheduler
-    // holds a counted reference to every unit's domain, and a unit is never removed while it is
-    // on a CPU. Only this CPU changes the pointer, on its trap path, after which no reference
-    // obtained before the switch is used.
+    // One GS-relative load: this runs several times on every trap.
+    let p = percpu::loaded_guest().0 as *const Domain;
+    // SAFETY: a non-null pointer is the domain of the unit loaded on this CPU (published by
+    // `switch_in`, withdrawn by `switch_out`); the scheduler holds a counted reference to
+    // every unit's domain, and a unit is never removed while it is on a CPU. Only this CPU
+    // changes the pointer, on its trap path, after which no reference obtained before the
+    // switch is used.
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
 /// The id of the vCPU this CPU runs (0 while idle).
 pub fn current_vcpu() -> u32 {
-    this_pcpu().vcpu.load(Ordering::Relaxed)
+    percpu::loaded_guest().1
+}
+
+/// Publishes the vCPU loaded on this CPU (or none) for [`current`] and [`current_vcpu`].
+fn publish(dom: *mut Domain, vcpu: u32) {
+    let me = percpu::this_cpu();
+    me.guest_index.store(vcpu, Ordering::Relaxed);
+    me.guest.store(dom as u64, Ordering::Release);
 }
 
 /// A counted reference to the vCPU this CPU runs.
@@ -343,14 +353,23 @@ pub fn wake(d: &Domain, vcpu: u32) {
 /// on another one (the return path delivers the upcall), and wake the domain's vCPUs that poll
 /// (`SCHEDOP_poll` waits for pending bits, masked or not; each checks its own ports again).
 pub fn notify(d: &Domain, vcpu: u32) {
+    // The common case, without the scheduler's lock: the event is for the vCPU running here
+    // (its return path delivers the upcall) and nothing of its domain polls.
+    if current().is_some_and(|c| core::ptr::eq(c, d))
+        && current_vcpu() == vcpu
+        && d.pollers.load(Ordering::Acquire) == 0
+    {
+        return;
+    }
     let now = tsc::uptime_ns();
     let me = percpu::current_index();
     let (pokes, ipi) = with_sched(|s| {
         let mut pokes = CpuSet::EMPTY;
         let mut ipi = None;
-        let mine: Vec<usize> = s.of(d).collect();
-        for i in mine {
-            let Some(u) = s.at(i) else { continue };
+        for i in 0..s.units.len() {
+            let Some(u) = s.at(i).filter(|u| core::ptr::eq(&*u.vcpu.dom, d)) else {
+                continue;
+            };
             let target = u.vcpu.id == vcpu;
             if target && u.state == State::Runnable {
                 ipi = u.on_cpu.filter(|&c| c != me);
@@ -464,8 +483,14 @@ pub fn block_current(polling: bool, woken: impl FnOnce() -> bool) -> bool {
             return false;
         };
         u.state = State::Blocked;
+        // A poller announces itself before it looks at its ports: a sender sets the pending
+        // bit before it looks at the pollers (both locked RMWs, full barriers), so one of the
+        // two sees the other.
+        let bit = if polling { poll_bit(u.vcpu.id) } else { 0 };
+        u.vcpu.dom.pollers.fetch_or(bit, Ordering::SeqCst);
         if woken() {
             u.state = State::Runnable;
+            u.vcpu.dom.pollers.fetch_and(!bit, Ordering::SeqCst);
             return false;
         }
         u.polling = polling;
@@ -476,6 +501,11 @@ pub fn block_current(polling: bool, woken: impl FnOnce() -> bool) -> bool {
         p.resched.store(true, Ordering::Release);
     }
     blocked
+}
+
+/// vCPU `id`'s bit in its domain's `pollers`.
+fn poll_bit(id: u32) -> u64 {
+    1u64.checked_shl(id).unwrap_or(0)
 }
 
 /// Takes the vCPU running here offline (`VCPUOP_down`): it is switched away at the end of this
@@ -648,7 +678,7 @@ fn switch_out(i: usize, prev: &VcpuRef, f: &TrapFrame) {
     }
     drop(v);
     let p = this_pcpu();
-    p.dom.store(core::ptr::null_mut(), Ordering::Release);
+    publish(core::ptr::null_mut(), 0);
     *p.current.lock() = None;
     reschedule(poke);
 }
@@ -699,8 +729,7 @@ fn switch_in(f: &mut TrapFrame, i: usize) {
     if p.last_dom.swap(dom, Ordering::Relaxed) != dom {
         crate::arch::x86_64::spec_ctrl::domain_switch();
     }
-    p.dom.store(dom, Ordering::Release);
-    p.vcpu.store(vr.id, Ordering::Relaxed);
+    publish(dom, vr.id);
     *p.current.lock() = Some((i, vr.clone()));
     let d = &vr.dom;
     let mut v = d.vcpus[vr.id as usize].lock();

@@ -57,6 +57,12 @@ pub struct PerCpu {
     pub ipis: AtomicU64,
     /// A register dump of this CPU was requested (debug key `0`).
     pub dump_requested: AtomicBool,
+    /// The guest context loaded here, as the scheduler publishes it (opaque to this layer:
+    /// an address and an index), read with one GS-relative load on every trap
+    /// ([`loaded_guest`]).
+    pub guest: AtomicU64,
+    /// The index that goes with [`PerCpu::guest`].
+    pub guest_index: AtomicU32,
 }
 
 // SAFETY: `self_ptr` only ever points at the structure itself; all mutable state is atomic or
@@ -96,6 +102,8 @@ pub fn create(
         test_ticks: AtomicU64::new(0),
         ipis: AtomicU64::new(0),
         dump_requested: AtomicBool::new(false),
+        guest: AtomicU64::new(0),
+        guest_index: AtomicU32::new(0),
     }));
     p.self_ptr = p;
     let me = p as *const PerCpu as u64;
@@ -134,6 +142,26 @@ pub fn current_index() -> u32 {
         asm!("mov %gs:{off}, {i:e}", off = const offset_of!(PerCpu, index), i = out(reg) i, options(att_syntax, nostack, readonly, preserves_flags))
     };
     i
+}
+
+/// This CPU's published guest context ([`PerCpu::guest`], [`PerCpu::guest_index`]), read
+/// straight from per-CPU data (only this CPU writes it).
+pub fn loaded_guest() -> (u64, u32) {
+    let (g, i): (u64, u32);
+    // SAFETY: after `install`, gs:GUEST and gs:GUEST_INDEX are those fields of this CPU's
+    // `PerCpu`, aligned atomics only this CPU stores to.
+    unsafe {
+        asm!(
+            "mov %gs:{g_off}, {g}",
+            "mov %gs:{i_off}, {i:e}",
+            g_off = const offset_of!(PerCpu, guest),
+            i_off = const offset_of!(PerCpu, guest_index),
+            g = out(reg) g,
+            i = out(reg) i,
+            options(att_syntax, nostack, readonly, preserves_flags)
+        )
+    };
+    (g, i)
 }
 
 /// The data of CPU `index`, if it exists.
