@@ -320,6 +320,14 @@ extern "C" fn continue_boot(info: u64) -> ! {
     }
     apic::calibrate_timer();
 
+    arch::x86_64::trap::register(arch::x86_64::trap::Handlers {
+        syscall: pv::syscall,
+        guest_exception: pv::guest_exception,
+        debug_in_hypervisor: pv::debugreg::hypervisor_trap,
+        timer: timer::interrupt,
+        msi: pv::msi::interrupt,
+        before_guest_return: pv::before_guest_return,
+    });
     let (gsi, mode) = platform.isa_irq(opts.com1.irq);
     let routed = ioapic::route(gsi, mode, bsp_apic, console::serial_interrupt);
     cpu::enable_interrupts();

@@ -232,6 +232,18 @@ pub fn syscall(f: &mut TrapFrame) {
     }
 }
 
+/// Before any return to guest code: the scheduler may switch to another vCPU (loading it into
+/// `f`), then a pending and unmasked event is delivered as an upcall.
+pub fn before_guest_return(f: &mut TrapFrame) {
+    // Never switch vCPUs on an NMI's way out: NMIs stay blocked until its IRET, and a CPU
+    // that went on to idle, or to run another vCPU, with NMIs blocked would never answer a TLB
+    // shootdown (the sender waits for it forever). The next trap switches instead.
+    if f.vector != 2 {
+        crate::sched::before_guest_return(f);
+    }
+    events::before_guest_return(f);
+}
+
 /// Set by `trace=exceptions`.
 static TRACE_EXCEPTIONS: core::sync::atomic::AtomicBool =
     core::sync::atomic::AtomicBool::new(false);

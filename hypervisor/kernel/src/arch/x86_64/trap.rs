@@ -73,30 +73,65 @@ const EXCEPTION_NAMES: [&str; 32] = [
     "reserved (31)",
 ];
 
-/// Called by `hestia_trap_common` with the saved frame. Before any return to guest code, the
-/// scheduler may switch to another vCPU (loading it into the frame; not after an NMI), then a
-/// pending and unmasked event is delivered as an upcall.
+/// What the layers above do with the traps that concern them, registered once at boot
+/// ([`register`]) before interrupts are enabled: this layer calls them and never names them,
+/// so the code reads downwards.
+#[derive(Clone, Copy)]
+pub struct Handlers {
+    /// SYSCALL from ring 3: a guest's hypercall or system call.
+    pub syscall: fn(&mut TrapFrame),
+    /// An exception raised by guest code.
+    pub guest_exception: fn(&mut TrapFrame),
+    /// #DB raised in ring 0 (a guest's watchpoint on memory Hestia touched for it).
+    pub debug_in_hypervisor: fn(&mut TrapFrame),
+    /// The LAPIC timer fired.
+    pub timer: fn(),
+    /// MSI `n` of the hardware domain's devices arrived.
+    pub msi: fn(u8),
+    /// Before any return to guest code (the frame's vector says which trap it ends).
+    pub before_guest_return: fn(&mut TrapFrame),
+}
+
+static HANDLERS: spin::Once<Handlers> = spin::Once::new();
+
+/// Before registration no guest exists and no device interrupt is enabled: a trap meant for
+/// the layers above is unexpected.
+const EARLY: Handlers = Handlers {
+    syscall: unexpected,
+    guest_exception: unexpected,
+    debug_in_hypervisor: unexpected,
+    timer: || {},
+    msi: |_| {},
+    before_guest_return: |_| {},
+};
+
+fn unexpected(f: &mut TrapFrame) {
+    fatal_trap(f)
+}
+
+/// Registers the layers above's trap handlers (once, at boot).
+pub fn register(h: Handlers) {
+    HANDLERS.call_once(|| h);
+}
+
+/// Called by `hestia_trap_common` with the saved frame; before any return to guest code the
+/// registered `before_guest_return` runs (a vCPU switch, an upcall).
 pub extern "C" fn dispatch(f: &mut TrapFrame) {
-    dispatch_inner(f);
+    let h = HANDLERS.get().unwrap_or(&EARLY);
+    dispatch_inner(h, f);
     if f.cs & 3 == 3 {
-        // Never switch vCPUs on an NMI's way out: NMIs stay blocked until its IRET, and a CPU
-        // that went on to idle, or to run another vCPU, with NMIs blocked would never answer a
-        // TLB shootdown (the sender waits for it forever). The next trap switches instead.
-        if f.vector != 2 {
-            crate::sched::before_guest_return(f);
-        }
-        crate::pv::events::before_guest_return(f);
+        (h.before_guest_return)(f);
     }
 }
 
-fn dispatch_inner(f: &mut TrapFrame) {
+fn dispatch_inner(h: &Handlers, f: &mut TrapFrame) {
     if f.vector == syscall::SYSCALL_VECTOR {
-        crate::pv::syscall(f);
+        (h.syscall)(f);
         return;
     }
     let from_guest = f.cs & 3 == 3;
     if f.vector < 32 && f.vector != 2 && from_guest {
-        crate::pv::guest_exception(f);
+        (h.guest_exception)(f);
         return;
     }
     // A guest pointer or selector that faulted in a guarded instruction: resume at its fix-up.
@@ -109,12 +144,12 @@ fn dispatch_inner(f: &mut TrapFrame) {
     }
     let v = f.vector as u8;
     match v {
-        1 => crate::pv::debugreg::hypervisor_trap(f),
+        1 => (h.debug_in_hypervisor)(f),
         2 => nmi(f),
         0..=31 => fatal_trap(f),
         vectors::TIMER => {
             apic::eoi();
-            crate::timer::interrupt();
+            (h.timer)();
         }
         vectors::CALL => {
             apic::eoi();
@@ -144,7 +179,7 @@ fn dispatch_inner(f: &mut TrapFrame) {
         vectors::MSI_BASE..=vectors::MSI_LAST => {
             // Edge-triggered: acknowledged first, so a new message is never lost.
             apic::eoi();
-            crate::pv::msi::interrupt(v - vectors::MSI_BASE);
+            (h.msi)(v - vectors::MSI_BASE);
         }
         _ => {
             apic::eoi();
