@@ -4,8 +4,9 @@
 //! - `hog share=PPM tol=PPM`: a CPU-bound vCPU. Over the same window of system time in every
 //!   domain ([`WINDOW`]) it measures the share of a CPU it got, from its own runstate
 //!   (`VCPUOP_get_runstate_info`: time running), and checks it is `share` parts per million
-//!   within `tol` (absolute). Weights 256/512/1024 on one CPU must give 1/7, 2/7, 4/7; a 25%
-//!   cap 25%, even on an otherwise idle CPU; two hogs pinned to one CPU of two half each.
+//!   within `tol` (absolute, parts per million of a CPU). Weights 256/512/1024 on one CPU must
+//!   give 1/7, 2/7, 4/7; a 25% cap 25%, even on an otherwise idle CPU; two hogs pinned to one
+//!   CPU of two half each.
 //! - `waker`: a vCPU that sleeps in `SCHEDOP_block` until its one-shot timer, over and over,
 //!   next to a hog on the same CPU: woken by an event while it has credit, it is BOOSTed and
 //!   must preempt the hog at once. It checks the median delay from the timer's deadline to
@@ -28,7 +29,7 @@ use hestia_guests::{
 
 /// The measurement window, in system time (ns since Hestia booted): after every domU has been
 /// built and started.
-const WINDOW: (u64, u64) = (3_000_000_000, 8_000_000_000);
+const WINDOW: (u64, u64) = (3_000_000_000, 13_000_000_000);
 /// Timer sleeps the waker measures.
 const WAKES: usize = 64;
 /// How far ahead the waker sets its timer.
