@@ -90,6 +90,15 @@ pub fn hardware_domain() -> Option<&'static Domain> {
     HARDWARE.get().map(|d| &**d)
 }
 
+/// Every domain, in id order (not from interrupt handlers: see [`try_all`]).
+pub fn all() -> Vec<DomainRef> {
+    TABLE
+        .lock()
+        .values()
+        .map(|d| DomainRef(d.clone()))
+        .collect()
+}
+
 /// Every domain, in id order, or `None` if the table is busy (debug keys, which run in an
 /// interrupt handler, must not wait for it).
 pub fn try_all() -> Option<Vec<DomainRef>> {

@@ -70,7 +70,7 @@ pub fn start(d: &DomainRef, params: crate::sched::Params) {
             v.regs.rsi
         );
     }
-    if let Some((sec, nsec)) = crate::wallclock_at_boot() {
+    if let Some((sec, nsec)) = wallclock() {
         d.shared().set_wallclock(sec, nsec);
     }
     let started = crate::sched::add_domain(d, params).and_then(|()| crate::sched::vcpu_up(d, 0));
@@ -189,8 +189,17 @@ fn dump_domain(w: &mut dyn Write, d: &Domain) {
     }
 }
 
+/// The time of day at system time 0 set by `XENPF_settime*`, once dom0 set it.
+static WALLCLOCK: spin::Mutex<Option<(u64, u32)>> = spin::Mutex::new(None);
+
+/// The time of day at system time 0 (seconds, nanoseconds): as last set, else from the RTC.
+fn wallclock() -> Option<(u64, u32)> {
+    (*WALLCLOCK.lock()).or_else(crate::wallclock_at_boot)
+}
+
 /// Sets the wallclock (`XENPF_settime*`): `secs`.`nsecs` is the time of day at system time
-/// `system_time`; shared_info holds the time of day at system time 0.
+/// `system_time`; shared_info holds the time of day at system time 0. Every domain's, as
+/// Xen's `update_domain_wallclock_time` for each, and domains built later start with it.
 pub fn set_wallclock(secs: u64, nsecs: u32, system_time: u64) {
     let at_zero = (u128::from(secs) * 1_000_000_000 + u128::from(nsecs))
         .saturating_sub(u128::from(system_time));
@@ -198,8 +207,11 @@ pub fn set_wallclock(secs: u64, nsecs: u32, system_time: u64) {
         (at_zero / 1_000_000_000) as u64,
         (at_zero % 1_000_000_000) as u32,
     );
-    if let Some(d) = current() {
-        d.shared().set_wallclock(sec, nsec);
+    *WALLCLOCK.lock() = Some((sec, nsec));
+    for d in crate::domain::all() {
+        if !d.dying.load(Ordering::Acquire) {
+            d.shared().set_wallclock(sec, nsec);
+        }
     }
 }
 
