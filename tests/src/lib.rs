@@ -548,13 +548,23 @@ fn base() -> Vec<Scenario> {
             smp: 2,
             ..guest("functional-fpu-isolation", GuestVerdict::Success)
         },
-        // x87/SSE/AVX state of 8 vCPUs on 2 CPUs survives thousands of context switches. Fails
-        // with "expected 8 vCPUs" until a scheduler runs more vCPUs than CPUs (issue 9).
+        // x87/SSE/AVX state of 8 vCPUs on 2 CPUs survives thousands of context switches.
         Scenario {
             smp: 2,
             cpu: Some(AVX_CPU),
             hv_cmdline: "dom0_mem=64M dom0_max_vcpus=8",
             timeout_s: 180,
+            ..guest("functional-fpu-context", GuestVerdict::Success)
+        },
+        Scenario {
+            // A domain with 64 vCPUs, Hestia's most, on 2 CPUs: all come up, each keeps its
+            // own x87/SSE/AVX state across the switches (300 rounds each).
+            name: "functional-fpu-context-64-vcpus",
+            smp: 2,
+            cpu: Some(AVX_CPU),
+            hv_cmdline: "dom0_mem=64M dom0_max_vcpus=64",
+            dom0_cmdline: "vcpus=64 rounds=300",
+            timeout_s: 300,
             ..guest("functional-fpu-context", GuestVerdict::Success)
         },
         // The credit scheduler between boot-time domUs (no dom0), each domU measuring its own

@@ -28,6 +28,8 @@ use crate::mm::guest::is_guest_range;
 const RFLAGS_IF: u64 = 1 << 9;
 /// CR0.TS in `ctrlreg[0]`.
 const CR0_TS: u64 = 1 << 3;
+/// `vcpu_info` slots in shared_info (`XEN_LEGACY_MAX_VCPUS`).
+const LEGACY_VCPUS: usize = 32;
 const RFLAGS_IOPL: u64 = 3 << 12;
 /// RFLAGS bits a guest may set (arithmetic, TF, IF, DF, OF, AC, ID).
 const RFLAGS_GUEST: u64 = 0x0004_0DD5 | (1 << 8) | (1 << 21);
@@ -39,8 +41,17 @@ fn canonical(a: u64) -> bool {
 
 /// `VCPUOP_initialise`: sets down vCPU `vid`'s state from the context at guest address `arg`.
 pub fn initialise(d: &Domain, vid: u32, arg: u64) -> Result<(), Errno> {
-    let c: VcpuGuestContext = guest::read_obj(arg)?;
     let slot = d.vcpus.get(vid as usize).ok_or(Errno::ENOENT)?;
+    // shared_info holds 32 `vcpu_info`s: a vCPU beyond them needs its own registered first
+    // (Xen: -EINVAL while it has the dummy one).
+    let registered = d
+        .vcpu_info
+        .get(vid as usize)
+        .is_some_and(|a| a.load(Ordering::Acquire) != 0);
+    if vid as usize >= LEGACY_VCPUS && !registered {
+        return Err(Errno::EINVAL);
+    }
+    let c: VcpuGuestContext = guest::read_obj(arg)?;
     let mut v = slot.lock();
     if v.initialised {
         return Err(Errno::EEXIST);

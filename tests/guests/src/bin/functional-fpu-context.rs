@@ -7,9 +7,10 @@
 //! still hold the vCPU's pattern. A hypervisor that saves or restores the wrong vCPU's state,
 //! or part of it, or loses a vCPU's XCR0 or the upper YMM halves, fails here.
 //!
-//! The domain must have 8 vCPUs: with fewer (a Hestia that gives only one vCPU per CPU) the
-//! test fails and says so, since nothing would be switched. Each vCPU's runstate (time spent
-//! runnable, i.e. switched out while it wanted to run) is printed as evidence of switching.
+//! The domain must have 8 vCPUs (or `vcpus=N`, up to 64, on its command line; `rounds=R`
+//! changes the rounds): with fewer (a Hestia that gives only one vCPU per CPU) the test fails
+//! and says so, since nothing would be switched. Each vCPU's runstate (time spent runnable, i.e.
+//! switched out while it wanted to run) is printed as evidence of switching.
 #![no_std]
 #![no_main]
 
@@ -18,19 +19,25 @@ use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use hestia_guests::xen_abi::vcpu::cmd as vcpuop;
 use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
 use hestia_guests::{
-    ExcFrame, Verdict, check, forced_cpuid, hypercall, install_traps, map_shared_info, println,
-    secondary_vcpu_context, shutdown, system_time_ns,
+    EVENT_VECTOR, ExcFrame, SHARED_INFO_VA, Verdict, check, cmdline, forced_cpuid, hypercall,
+    install_traps, map_shared_info, pfn_to_mfn, println, secondary_vcpu_context, shutdown,
+    system_time_ns,
 };
 
-/// vCPUs the scenario gives the domain.
+/// vCPUs the scenario gives the domain unless its command line says `vcpus=`.
 const WANT_VCPUS: usize = 8;
-/// Rounds each vCPU runs.
+/// Most vCPUs (a PV domain's limit in Hestia).
+const MAX_VCPUS: usize = 64;
+/// Rounds each vCPU runs unless the command line says `rounds=`.
 const ROUNDS: u64 = 2000;
+/// The rounds of this run.
+static ROUNDS_WANTED: AtomicU64 = AtomicU64::new(ROUNDS);
 /// Every 16th round spins for 2 ms instead of yielding, every 256th for 40 ms (longer than a
 /// credit scheduler time slice, so the vCPU is preempted with its registers live).
 const SPIN_NS: u64 = 2_000_000;
 const LONG_SPIN_NS: u64 = 40_000_000;
 const ENOENT: i64 = -2;
+const EINVAL: i64 = -22;
 /// CPUID.1 ECX: XSAVE, AVX.
 const CPUID1_XSAVE: u32 = 1 << 26;
 const CPUID1_AVX: u32 = 1 << 28;
@@ -270,14 +277,45 @@ static GO: AtomicU64 = AtomicU64::new(0);
 static DONE: AtomicU64 = AtomicU64::new(0);
 /// Per vCPU: mismatching rounds, the first one (round << 8 | WHAT index, plus 1), AVX in use,
 /// its pattern not seen right after loading it.
-static BAD: [AtomicU64; WANT_VCPUS] = [const { AtomicU64::new(0) }; WANT_VCPUS];
-static FIRST: [AtomicU64; WANT_VCPUS] = [const { AtomicU64::new(0) }; WANT_VCPUS];
-static USED_AVX: [AtomicU64; WANT_VCPUS] = [const { AtomicU64::new(0) }; WANT_VCPUS];
-static LOAD_BAD: [AtomicU64; WANT_VCPUS] = [const { AtomicU64::new(0) }; WANT_VCPUS];
+static BAD: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+static FIRST: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+static USED_AVX: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+static LOAD_BAD: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
 /// XSETBVs that raised #GP.
 static XSETBV_GP: AtomicU64 = AtomicU64::new(0);
 
+/// The vCPU this code runs on: secondaries run on their own stack slot, vCPU 0 elsewhere.
+fn this_vcpu() -> usize {
+    let rsp: u64;
+    // SAFETY: reads RSP.
+    unsafe { core::arch::asm!("mov %rsp, {}", out(reg) rsp, options(att_syntax, nomem, nostack)) };
+    let base = (&raw const STACKS) as u64;
+    let size = size_of::<Stack>() as u64;
+    if (base..base + size * (MAX_VCPUS as u64 - 1)).contains(&rsp) {
+        ((rsp - base) / size) as usize + 1
+    } else {
+        0
+    }
+}
+
 fn handler(vector: u64, f: &mut ExcFrame) {
+    if vector == EVENT_VECTOR {
+        // The spurious event a vcpu_info registration marks pending (vCPUs 32 and up): take
+        // it off (evtchn_upcall_pending, evtchn_pending_sel) and go on.
+        let me = this_vcpu() as u64;
+        let info = if me >= 32 {
+            (&raw const VCPU_INFOS) as u64 + (me - 32) * 64
+        } else {
+            SHARED_INFO_VA + me * 64
+        };
+        // SAFETY: the running vCPU's own vcpu_info (its registered one or its shared_info
+        // slot), mapped writable in this guest.
+        unsafe {
+            core::ptr::write_volatile(info as *mut u8, 0);
+            core::ptr::write_volatile((info + 8) as *mut u64, 0);
+        }
+        return;
+    }
     // SAFETY: reads the 3 bytes at the faulting RIP, in this guest's own mapped code.
     let insn = unsafe { core::ptr::read_unaligned(f.rip as *const [u8; 3]) };
     if vector == 13 && insn == XSETBV {
@@ -325,7 +363,7 @@ fn rounds(me: usize) {
     if !want.shows(&pattern, avx) {
         LOAD_BAD[me].store(1, SeqCst);
     }
-    for round in 0..ROUNDS {
+    for round in 0..ROUNDS_WANTED.load(SeqCst) {
         if round % 16 == 15 {
             let ns = if round % 256 == 255 {
                 LONG_SPIN_NS
@@ -349,9 +387,15 @@ fn rounds(me: usize) {
     }
 }
 
+/// `vcpu_info`s of vCPUs 32-63 (64 bytes each), registered before they start (Hestia writes
+/// them; the guest only takes their address).
+#[repr(C, align(4096))]
+struct VcpuInfos([u8; 4096]);
+static mut VCPU_INFOS: VcpuInfos = VcpuInfos([0; 4096]);
+
 #[repr(C, align(16))]
 struct Stack([u8; 16384]);
-static mut STACKS: [Stack; WANT_VCPUS - 1] = [const { Stack([0; 16384]) }; WANT_VCPUS - 1];
+static mut STACKS: [Stack; MAX_VCPUS - 1] = [const { Stack([0; 16384]) }; MAX_VCPUS - 1];
 
 fn stack_top(vcpu: usize) -> u64 {
     (&raw const STACKS) as u64 + (vcpu * size_of::<Stack>()) as u64
@@ -359,10 +403,7 @@ fn stack_top(vcpu: usize) -> u64 {
 
 /// Secondary vCPU `n` runs on stack `n - 1`.
 extern "C" fn secondary() -> ! {
-    let rsp: u64;
-    // SAFETY: reads RSP.
-    unsafe { core::arch::asm!("mov %rsp, {}", out(reg) rsp, options(att_syntax, nomem, nostack)) };
-    let me = ((rsp - (&raw const STACKS) as u64) / size_of::<Stack>() as u64) as usize + 1;
+    let me = this_vcpu();
     ALIVE.fetch_add(1, SeqCst);
     while GO.load(SeqCst) == 0 {
         yield_cpu();
@@ -397,13 +438,23 @@ fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
     check!(failed, map_shared_info(si) == 0, "map shared_info");
     install_traps(handler);
+    let arg = |key: &str| {
+        cmdline(si)
+            .split(' ')
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let want = arg("vcpus").map_or(WANT_VCPUS, |v| (v as usize).min(MAX_VCPUS));
+    if let Some(r) = arg("rounds") {
+        ROUNDS_WANTED.store(r, SeqCst);
+    }
     let n = vcpu_count();
-    if n != WANT_VCPUS {
+    if n != want {
         println!(
-            "FAIL: the domain has {n} vCPUs, expected {WANT_VCPUS} (dom0_max_vcpus={WANT_VCPUS}): \
+            "FAIL: the domain has {n} vCPUs, expected {want} (dom0_max_vcpus={want}): \
              more vCPUs than CPUs are needed for context switches"
         );
-        return Verdict::Failure("expected 8 vCPUs");
+        return Verdict::Failure("not the expected number of vCPUs");
     }
     let (_, _, c1, _) = forced_cpuid(1, 0);
     let avx = c1 & CPUID1_XSAVE != 0 && c1 & CPUID1_AVX != 0;
@@ -417,7 +468,42 @@ fn test(si: &StartInfo) -> Verdict {
         }
     );
 
+    if n > 32 {
+        // Xen refuses to start vCPU 32 while it has no vcpu_info of its own.
+        let ctx = secondary_vcpu_context(si, secondary, stack_top(32));
+        let r = hypercall(
+            nr::VCPU_OP,
+            u64::from(vcpuop::INITIALISE),
+            32,
+            &ctx as *const _ as u64,
+            0,
+            0,
+        );
+        check!(
+            failed,
+            r == EINVAL,
+            "VCPUOP_initialise of vCPU 32 without a registered vcpu_info: {r}, not -EINVAL"
+        );
+    }
     for i in 1..n {
+        // Beyond the 32 vcpu_info slots of shared_info a vCPU needs its own first (Xen refuses
+        // VCPUOP_initialise otherwise), as Linux registers one per CPU.
+        if i >= 32 {
+            let va = (&raw const VCPU_INFOS) as u64 + (i as u64 - 32) * 64;
+            let arg = [pfn_to_mfn(si, va >> 12), va & 0xfff];
+            let r = hypercall(
+                nr::VCPU_OP,
+                u64::from(vcpuop::REGISTER_VCPU_INFO),
+                i as u64,
+                arg.as_ptr() as u64,
+                0,
+                0,
+            );
+            if r != 0 {
+                println!("vCPU {i}: register_vcpu_info: {r}");
+                return Verdict::Error("cannot register the vCPUs' vcpu_info");
+            }
+        }
         let ctx = secondary_vcpu_context(si, secondary, stack_top(i));
         let r = hypercall(
             nr::VCPU_OP,
@@ -446,7 +532,7 @@ fn test(si: &StartInfo) -> Verdict {
     let all_done = wait(300, || DONE.load(SeqCst) == n as u64 - 1);
     println!(
         "{} rounds per vCPU in {} ms",
-        ROUNDS,
+        ROUNDS_WANTED.load(SeqCst),
         (system_time_ns() - t0) / 1_000_000
     );
     check!(
