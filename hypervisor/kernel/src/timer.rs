@@ -64,13 +64,7 @@ fn with_queue<R>(f: impl FnOnce(&mut TimerQueue<TimerFn>) -> R) -> R {
 /// Runs `f` on `p`'s queue with interrupts off: no timer interrupt of this CPU can then wait
 /// for the lock held here (another CPU's holds it only briefly).
 fn with_queue_of<R>(p: &percpu::PerCpu, f: impl FnOnce(&mut TimerQueue<TimerFn>) -> R) -> R {
-    let irq = cpu::interrupts_enabled();
-    cpu::disable_interrupts();
-    let r = f(&mut p.timers.lock());
-    if irq {
-        cpu::enable_interrupts();
-    }
-    r
+    cpu::without_interrupts(|| f(&mut p.timers.lock()))
 }
 
 /// The LAPIC timer interrupt: runs every expired callback, then re-programs the timer.

@@ -338,15 +338,7 @@ pub fn guest_log<'a>(d: impl Into<Option<&'a Domain>>, level: LogLevel, args: fm
         return;
     }
     let d = d.into();
-    let verdict = d.map(|d| {
-        let irq_were_on = cpu::interrupts_enabled();
-        cpu::disable_interrupts();
-        let v = d.log_limit.lock().check(tsc::uptime_ns());
-        if irq_were_on {
-            cpu::enable_interrupts();
-        }
-        v
-    });
+    let verdict = d.map(|d| cpu::without_interrupts(|| d.log_limit.lock().check(tsc::uptime_ns())));
     let _g = match (d, verdict) {
         (Some(_), Some(None)) => return,
         (Some(d), Some(Some(suppressed))) if suppressed > 0 => {

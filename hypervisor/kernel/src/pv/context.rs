@@ -17,6 +17,7 @@
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::{cpu, percpu, smp, uaccess};
 use crate::hypercall::descriptor;
+use crate::mm::guest;
 use crate::sched::VcpuRef;
 
 use super::domain::{Domain, Vcpu};
@@ -85,4 +86,50 @@ pub fn load(vr: &VcpuRef, v: &mut Vcpu, f: &mut TrapFrame) {
     smp::mark_runs_guest();
     // Last: nothing may change CR0.TS or XCR0 after the vCPU's are loaded.
     v.fpu.restore();
+}
+
+/// `state_entry_time` flag while the guest's copy is being rewritten
+/// (`VMASST_TYPE_runstate_update_flag`).
+const RUNSTATE_UPDATE: u64 = 1 << 63;
+/// `vm_assist` type of that flag.
+const VMASST_RUNSTATE_UPDATE_FLAG: u32 = 5;
+
+/// Copies `info` (`vcpu_runstate_info`) to the area vCPU `v` of `d` registered, if any; `v` is
+/// the vCPU whose page tables are loaded here. The area is a kernel address: a vCPU in user
+/// mode is written through its kernel tables for the moment, as Xen's
+/// `update_guest_memory_policy` does. With `VMASST_TYPE_runstate_update_flag` the guest sees
+/// `XEN_RUNSTATE_UPDATE` in `state_entry_time` for as long as the copy is inconsistent.
+pub fn write_runstate(d: &Domain, v: &Vcpu, info: [u64; 6]) {
+    let area = v.runstate_area;
+    if area == 0 {
+        return;
+    }
+    let loaded = cpu::read_cr3();
+    let switch = !v.kernel_mode && v.kernel_cr3 != 0;
+    if switch {
+        // SAFETY: the vCPU's kernel L4 holds an L4 type reference of its domain, so it maps
+        // only its frames and carries Hestia's slots (this code, its stack, the per-CPU data).
+        unsafe { cpu::write_cr3(v.kernel_cr3) };
+    }
+    let flag = d.vm_assist.load(core::sync::atomic::Ordering::Relaxed)
+        & (1 << VMASST_RUNSTATE_UPDATE_FLAG)
+        != 0;
+    // A fault only means the guest unmapped its area: nothing to report to it.
+    if flag {
+        let entry = info[1] | RUNSTATE_UPDATE;
+        let _ = guest::write_obj(area + 8, &entry);
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
+        let mut flagged = info;
+        flagged[1] = entry;
+        let _ = guest::write_obj(area, &flagged);
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
+        let _ = guest::write_obj(area + 8, &info[1]);
+    } else {
+        let _ = guest::write_obj(area, &info);
+    }
+    if switch {
+        // SAFETY: back to the tables that were loaded (the vCPU's user L4, which holds its
+        // type reference too).
+        unsafe { cpu::write_cr3(loaded) };
+    }
 }

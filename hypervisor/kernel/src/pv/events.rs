@@ -119,12 +119,15 @@ pub fn cancel_timers(v: &mut Vcpu) {
     stop_periodic(v);
 }
 
-fn singleshot_fired(vr: &VcpuRef, _now: u64) -> Option<u64> {
+fn singleshot_fired(vr: &VcpuRef, now: u64) -> Option<u64> {
     let d = &vr.dom;
     if let Some(v) = d.vcpus.get(vr.id as usize) {
         let mut v = v.lock();
-        v.timers.singleshot_deadline = 0;
-        v.timers.singleshot = None;
+        // Unless the vCPU armed a later one while this fired (its handle must stay).
+        if v.timers.singleshot_deadline <= now {
+            v.timers.singleshot_deadline = 0;
+            v.timers.singleshot = None;
+        }
     }
     raise_virq(d, virq::TIMER, vr.id);
     None

@@ -68,12 +68,6 @@ mod runstate {
     pub const OFFLINE: usize = 3;
 }
 
-/// `state_entry_time` flag while the guest's copy is being rewritten
-/// (`VMASST_TYPE_runstate_update_flag`).
-const RUNSTATE_UPDATE: u64 = 1 << 63;
-/// `vm_assist` type of that flag.
-const VMASST_RUNSTATE_UPDATE_FLAG: u32 = 5;
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
     Runnable,
@@ -136,7 +130,8 @@ impl Unit {
 }
 
 struct Sched {
-    /// Every vCPU ever added, indexed by its [`UnitId`]; `None` once its domain is destroyed.
+    /// Every vCPU, indexed by its [`UnitId`]; `None` once its domain is destroyed (the slot
+    /// is used again by the next domain).
     units: Vec<Option<Unit>>,
     /// The decisions.
     credit: credit::Scheduler,
@@ -184,9 +179,17 @@ impl Sched {
         self.credit.wake(UnitId(i as u32))
     }
 
-    /// Unit `i` stopped being runnable (blocked, down or dead); returns its CPU if it runs.
+    /// Unit `i` stopped being runnable (blocked, down or dead); returns its CPU if it runs. A
+    /// poller taken down stops polling.
     fn make_unrunnable(&mut self, i: usize, state: State, now: u64) -> Option<usize> {
         let u = self.at(i)?;
+        if state != State::Blocked && u.polling {
+            u.polling = false;
+            u.vcpu
+                .dom
+                .pollers
+                .fetch_and(!poll_bit(u.vcpu.id), Ordering::AcqRel);
+        }
         u.state = state;
         u.account(now);
         self.credit.sleep(UnitId(i as u32))
@@ -198,8 +201,6 @@ static SCHED: spin::Once<spin::Mutex<Sched>> = spin::Once::new();
 /// Runs `f` on the scheduler with interrupts off (created on first use, for the CPUs then
 /// online: boot has brought them all up before any domain runs).
 fn with_sched<R>(f: impl FnOnce(&mut Sched) -> R) -> R {
-    let irq = cpu::interrupts_enabled();
-    cpu::disable_interrupts();
     let sched = SCHED.call_once(|| {
         let cpus = (percpu::online_count().max(1) as usize).min(credit::MAX_CPUS);
         let credit = credit::Scheduler::new(cpus, credit::Params::default())
@@ -209,11 +210,7 @@ fn with_sched<R>(f: impl FnOnce(&mut Sched) -> R) -> R {
             credit,
         })
     });
-    let r = f(&mut sched.lock());
-    if irq {
-        cpu::enable_interrupts();
-    }
-    r
+    cpu::without_interrupts(|| f(&mut sched.lock()))
 }
 
 /// How a domain is scheduled (`domU=`'s `weight:`, `cap:` and `cpus:`).
@@ -299,14 +296,26 @@ pub fn add_domain(d: &DomainRef, params: Params) -> Result<(), Errno> {
     let now = tsc::uptime_ns();
     with_sched(|s| {
         let dom = DomKey(d.id.0);
-        s.credit.add_domain(dom, params.weight, params.cap)?;
-        // The CPUs that exist (an empty set is refused: the domain then cannot run).
+        // The CPUs that exist; none of them is refused before anything is entered.
         let hard = CpuSet(params.cpus).and(CpuSet::first_n(s.credit.nr_cpus()));
+        if hard.is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        s.credit.add_domain(dom, params.weight, params.cap)?;
         for id in 0..d.vcpus.len() as u32 {
-            let unit = UnitId(s.units.len() as u32);
+            // A destroyed domain's slot (its units left the credit scheduler when it stopped).
+            let slot = s
+                .units
+                .iter()
+                .position(Option::is_none)
+                .unwrap_or(s.units.len());
+            let unit = UnitId(slot as u32);
             let cpu = (id as usize) % s.credit.nr_cpus();
             s.credit.add_unit(unit, dom, hard, hard, cpu)?;
-            s.units.push(Some(Unit {
+            if slot == s.units.len() {
+                s.units.push(None);
+            }
+            s.units[slot] = Some(Unit {
                 vcpu: VcpuRef { dom: d.clone(), id },
                 state: State::Offline,
                 on_cpu: None,
@@ -317,7 +326,7 @@ pub fn add_domain(d: &DomainRef, params: Params) -> Result<(), Errno> {
                     entry: now,
                     time: [0; 4],
                 },
-            }));
+            });
         }
         Ok(())
     })
@@ -553,21 +562,6 @@ pub fn runstate_info(d: &Domain, vcpu: u32) -> Option<[u64; 6]> {
     })
 }
 
-/// Copies the runstate of the vCPU running here to its registered area, if any (its page
-/// tables are loaded).
-fn update_runstate_area(d: &Domain, area: u64, info: [u64; 6]) {
-    if area == 0 {
-        return;
-    }
-    let flag = d.vm_assist.load(Ordering::Relaxed) & (1 << VMASST_RUNSTATE_UPDATE_FLAG) != 0;
-    // A fault only means the guest unmapped its area: nothing to report to it.
-    if flag {
-        let _ = crate::mm::guest::write_obj(area + 8, &(info[1] | RUNSTATE_UPDATE));
-        core::sync::atomic::fence(Ordering::Release);
-    }
-    let _ = crate::mm::guest::write_obj(area, &info);
-}
-
 /// Starts scheduling on this CPU (at boot, once domains exist); never returns.
 pub fn run_this_cpu() -> ! {
     cpu::disable_interrupts();
@@ -660,7 +654,6 @@ fn switch_out(i: usize, prev: &VcpuRef, f: &TrapFrame) {
     let d = &prev.dom;
     let mut v = d.vcpus[prev.id as usize].lock();
     context::save(&mut v, f);
-    let area = v.runstate_area;
     let now = tsc::uptime_ns();
     let me = percpu::current_index();
     let (info, poke) = with_sched(|s| {
@@ -674,7 +667,7 @@ fn switch_out(i: usize, prev: &VcpuRef, f: &TrapFrame) {
         (info, s.credit.context_saved(me as usize))
     });
     if let Some(info) = info {
-        update_runstate_area(d, area, info);
+        context::write_runstate(d, &v, info);
     }
     drop(v);
     let p = this_pcpu();
@@ -735,7 +728,7 @@ fn switch_in(f: &mut TrapFrame, i: usize) {
     let mut v = d.vcpus[vr.id as usize].lock();
     context::load(&vr, &mut v, f);
     if let Some(info) = with_sched(|s| s.at(i).map(|u| u.runstate.info())) {
-        update_runstate_area(d, v.runstate_area, info);
+        context::write_runstate(d, &v, info);
     }
 }
 

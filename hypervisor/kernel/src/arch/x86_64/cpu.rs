@@ -366,6 +366,12 @@ pub fn interrupts_enabled() -> bool {
     x86_64::instructions::interrupts::are_enabled()
 }
 
+/// Runs `f` with interrupts off, then puts RFLAGS.IF back as it was (for a lock an
+/// interrupt handler of this CPU also takes).
+pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    x86_64::instructions::interrupts::without_interrupts(f)
+}
+
 /// Clears RFLAGS.IF.
 pub fn disable_interrupts() {
     x86_64::instructions::interrupts::disable();
