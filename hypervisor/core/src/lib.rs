@@ -38,4 +38,5 @@ pub mod spec_ctrl;
 pub mod symbols;
 pub mod time;
 pub mod timer_queue;
+pub mod tlb_flush;
 pub mod xstate;

@@ -20,7 +20,8 @@ use xen_abi::xen::{DOMID_IO, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::continuation;
-use crate::arch::x86_64::{cpu, smp};
+use crate::arch::x86_64::cpu;
+use crate::arch::x86_64::smp::{self, Flush};
 use crate::domain;
 use crate::mm::frametable::{self, DirectMem};
 use crate::mm::guest::{self, is_guest_range};
@@ -204,7 +205,9 @@ pub(super) fn do_update_va_mapping(d: &Domain, a: [u64; 5]) -> Result<u64, Errno
     // a full flush of every CPU running the domain.
     let remote = flags & !uvmf::FLUSHTYPE_MASK != 0;
     match flags & uvmf::FLUSHTYPE_MASK {
-        uvmf::INVLPG | uvmf::TLB_FLUSH if remote => smp::flush_guest_tlbs(),
+        uvmf::INVLPG | uvmf::TLB_FLUSH if remote => {
+            smp::flush_guest_tlbs(Flush::Space(d.id.0.into()))
+        }
         uvmf::INVLPG => cpu::invlpg(va),
         uvmf::TLB_FLUSH => flush_local(),
         _ => {}
@@ -286,7 +289,7 @@ fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
         }
         // Other vCPUs' TLBs: every CPU running the domain flushes (a superset of the mask).
         ext::TLB_FLUSH_MULTI | ext::TLB_FLUSH_ALL | ext::INVLPG_MULTI | ext::INVLPG_ALL => {
-            smp::flush_guest_tlbs();
+            smp::flush_guest_tlbs(Flush::Space(d.id.0.into()));
             Ok(())
         }
         ext::CLEAR_PAGE | ext::COPY_PAGE => frametable::with(|ft, mem| {

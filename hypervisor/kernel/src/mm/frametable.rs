@@ -46,7 +46,8 @@ impl PtMemory for DirectMem {
         unsafe { core::ptr::write_volatile((phys_to_virt(mfn * 4096) as *mut u64).add(idx), val) }
     }
     fn flush_tlbs(&mut self) {
-        crate::arch::x86_64::smp::flush_guest_tlbs();
+        use crate::arch::x86_64::smp::{self, Flush};
+        smp::flush_guest_tlbs(Flush::AnyGuest);
     }
     fn root_entry_changed(&mut self, mfn: u64) {
         crate::arch::x86_64::xpti::root_changed(mfn);

@@ -120,6 +120,7 @@ pub fn use_idle_page_tables() {
     // SAFETY: Hestia's tables map all of Hestia (image, stacks, per-CPU data, heap, direct
     // map), which is all that runs here until a vCPU is loaded again.
     unsafe { cpu::write_cr3(kernel_root()) };
+    crate::arch::x86_64::smp::left_guest_space();
 }
 
 /// Memory statistics for the debug keys and the boot summary.

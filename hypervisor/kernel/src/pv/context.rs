@@ -50,6 +50,7 @@ pub fn load(vr: &VcpuRef, v: &mut Vcpu, f: &mut TrapFrame) {
     } else {
         v.user_cr3
     };
+    smp::entered_guest_space(d.id.0.into());
     // SAFETY: both of a vCPU's L4s hold L4 type references of its domain while they are its
     // tables, so they map only its frames and carry Hestia's slots (this code, its stack, the
     // per-CPU data and the heap).
@@ -83,7 +84,6 @@ pub fn load(vr: &VcpuRef, v: &mut Vcpu, f: &mut TrapFrame) {
     *f = v.regs;
     events::update_time(d, v.id);
     events::start_periodic(vr, v);
-    smp::mark_runs_guest();
     // Last: nothing may change CR0.TS or XCR0 after the vCPU's are loaded.
     v.fpu.restore();
 }

@@ -63,6 +63,10 @@ pub struct PerCpu {
     pub guest: AtomicU64,
     /// The index that goes with [`PerCpu::guest`].
     pub guest_index: AtomicU32,
+    /// Whose page tables this CPU runs on, so whose translations its TLB may hold: a guest
+    /// address space as the layers above tag it (a domain id), or [`NO_GUEST_SPACE`] on
+    /// Hestia's own tables (`hestia_core::tlb_flush`).
+    pub guest_space: AtomicU32,
 }
 
 // SAFETY: `self_ptr` only ever points at the structure itself; all mutable state is atomic or
@@ -104,6 +108,7 @@ pub fn create(
         dump_requested: AtomicBool::new(false),
         guest: AtomicU64::new(0),
         guest_index: AtomicU32::new(0),
+        guest_space: AtomicU32::new(hestia_core::tlb_flush::NO_GUEST_SPACE),
     }));
     p.self_ptr = p;
     let me = p as *const PerCpu as u64;

@@ -11,6 +11,8 @@
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub use hestia_core::tlb_flush::Flush;
+use hestia_core::tlb_flush::{self, NO_GUEST_SPACE};
 
 use super::apic::{self, Delivery};
 use super::paging::{Access, PageSize};
@@ -348,9 +350,6 @@ pub fn kick(index: u32) {
     }
 }
 
-/// CPUs that have run guest code, as a bit mask of CPU indexes: their TLBs may hold guest
-/// translations.
-static GUEST_CPUS: AtomicU64 = AtomicU64::new(0);
 /// TLB shootdown requests so far, and each CPU's last one done.
 static FLUSH_GEN: AtomicU64 = AtomicU64::new(0);
 static FLUSH_DONE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
@@ -363,20 +362,34 @@ pub fn flush_wait_ticks() -> u64 {
     FLUSH_WAIT[percpu::current_index() as usize].load(Ordering::Relaxed)
 }
 
-/// This CPU is about to run guest code.
-pub fn mark_runs_guest() {
-    GUEST_CPUS.fetch_or(1 << percpu::current_index(), Ordering::AcqRel);
+/// This CPU is about to load the page tables of guest address space `space` (a domain id):
+/// from now on its TLB may hold that space's translations. Called before the CR3 load, so a
+/// CPU that changes the space's tables either sees this CPU in it or changed them before
+/// this CPU's first walk of them.
+pub fn entered_guest_space(space: u32) {
+    percpu::this_cpu().guest_space.swap(space, Ordering::SeqCst);
 }
 
-/// Flushes guest translations from this CPU's TLB and from every other CPU that ran guest
-/// code, returning once all are gone (with XPTI, each CPU also copies its restricted page
-/// tables again before it next runs a guest). The others are interrupted with an NMI, which arrives
+/// This CPU has just loaded Hestia's own page tables: the CR3 load dropped every guest
+/// translation (guest mappings are never global), so no flush needs it any more.
+pub fn left_guest_space() {
+    percpu::this_cpu()
+        .guest_space
+        .store(NO_GUEST_SPACE, Ordering::Release);
+}
+
+/// Flushes guest translations from this CPU's TLB and from every other CPU `which` names,
+/// returning once all are gone (with XPTI, each CPU also copies its restricted page tables
+/// again before it next runs a guest). The others are interrupted with an NMI, which arrives
 /// even where interrupts are off (a CPU spinning on a lock this one holds), and flush in the
-/// NMI handler ([`flush_on_nmi`]).
-pub fn flush_guest_tlbs() {
+/// NMI handler ([`flush_on_nmi`]). The caller has written the entries whose old translations
+/// go: the fence orders those writes before the reading of the other CPUs' spaces.
+pub fn flush_guest_tlbs(which: Flush) {
     flush_this_cpu();
+    core::sync::atomic::fence(Ordering::SeqCst);
     let me = percpu::current_index();
-    let others = GUEST_CPUS.load(Ordering::Acquire) & !(1 << me);
+    let spaces = percpu::all().map(|p| (p.index, p.guest_space.load(Ordering::SeqCst)));
+    let others = tlb_flush::targets(which, me, spaces);
     if others == 0 {
         return;
     }

@@ -168,14 +168,16 @@ pub fn root_changed(mfn: u64) {
     }
     fence(Ordering::SeqCst);
     let me = percpu::current_index();
-    let mut others = false;
+    let mut others = 0u64;
     for p in percpu::all() {
         if p.xpti_synced.load(Ordering::SeqCst) == mfn << 12 {
             p.xpti_stale.store(true, Ordering::Release);
-            others |= p.index != me;
+            if p.index != me {
+                others |= 1 << p.index;
+            }
         }
     }
-    if others {
-        smp::flush_guest_tlbs();
+    if others != 0 {
+        smp::flush_guest_tlbs(smp::Flush::Cpus(others));
     }
 }
