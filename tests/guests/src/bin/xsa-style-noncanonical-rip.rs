@@ -1,7 +1,7 @@
 //! Instructions that the hypervisor emulates, placed so that they end exactly at the canonical
 //! boundary 0x0000_8000_0000_0000: the forced-emulation CPUID (`ud2; "xen"; cpuid`), a
-//! privileged `mov %cr0, %rax` (emulated from #GP), and a store to an L1 page table (emulated
-//! as a writable page table). After each, the guest's RIP is non-canonical, and the hypervisor's
+//! privileged `mov %cr0, %rax` (emulated from #GP), a store to an L1 page table (emulated
+//! as a writable page table), and a hypercall's SYSCALL. After each, the guest's RIP is non-canonical, and the hypervisor's
 //! IRETQ back to the guest faults. Before the fix that #GP was taken in Hestia with the guest's
 //! GS base live and stopped the machine. Xen 4.17 turns the faulting IRET into a #GP(0) for the
 //! guest at RIP 0x0000_8000_0000_0000 (its pre-exception fix-up of `iret_exit_to_guest`), which
@@ -39,6 +39,12 @@ const FORCED_CPUID: &[u8] = &[0x0f, 0x0b, b'x', b'e', b'n', 0x0f, 0xa2];
 const MOV_FROM_CR0: &[u8] = &[0x0f, 0x20, 0xc0];
 /// `mov %rcx, (%rdx)`.
 const STORE_RCX: &[u8] = &[0x48, 0x89, 0x0a];
+/// `mov $17, %eax; syscall`: a hypercall (xen_version) whose return address is the boundary.
+/// The return must not take SYSRETQ, which on Intel faults in ring 0 with the guest's stack
+/// for a non-canonical RCX (CVE-2012-0217, XSA-7). QEMU's SYSRETQ does not fault in ring 0,
+/// so here this case checks the guest's view only; `hestia_core::guest_exit`'s host tests
+/// check that such a return never takes SYSRETQ.
+const HYPERCALL: &[u8] = &[0xb8, 0x11, 0x00, 0x00, 0x00, 0x0f, 0x05];
 
 static RECOVER: AtomicU64 = AtomicU64::new(0);
 static BOUNDARY_FAULTS: AtomicU64 = AtomicU64::new(0);
@@ -142,11 +148,12 @@ fn test(si: &StartInfo) -> Verdict {
     run_at_boundary(FORCED_CPUID, 0, 0);
     run_at_boundary(MOV_FROM_CR0, 0, 0);
     run_at_boundary(STORE_RCX, 0, PFN_L1 << 12);
+    run_at_boundary(HYPERCALL, 0, 0);
     let n = BOUNDARY_FAULTS.load(SeqCst);
     check!(
         failed,
-        n == 3,
-        "{n} of 3 emulated instructions gave #GP(0) at the boundary"
+        n == 4,
+        "{n} of 4 instructions (3 emulated, a hypercall) gave #GP(0) at the boundary"
     );
     check!(
         failed,

@@ -230,9 +230,17 @@ hestia_trap_exit:
 2:  swapgs
 1:  hestia_restore_gprs
     hestia_verw
+    cmpq ${sysret_exit}, -{skip}(%rsp)
+    je 3f
     .global hestia_trap_iret
 hestia_trap_iret:
     iretq
+    /* The frame's vector says SYSRETQ returns to the same state as IRETQ would
+       (`syscall::choose_exit`): RCX and R11 hold RIP and RFLAGS, RIP is canonical. An NMI or
+       #MC between the RSP load and SYSRETQ runs on its IST stack and sees ring 0 with the
+       guest's GS base live, which the paranoid entry expects. */
+3:  mov {rsp}-{rip}(%rsp), %rsp
+    sysretq
 
     /* The IRETQ to a guest raised #GP, #NP or #SS (a non-canonical RIP, a selector its
        descriptor refuses): the fault arrived in ring 0 after the exit SWAPGS, with the guest's
@@ -317,6 +325,7 @@ hestia_trap_paranoid:
     cs = const offset_of!(TrapFrame, cs),
     rip = const offset_of!(TrapFrame, rip),
     vector = const offset_of!(TrapFrame, vector),
+    sysret_exit = const super::syscall::SYSRET_EXIT,
     rsp = const offset_of!(TrapFrame, rsp),
     error_code = const offset_of!(TrapFrame, error_code),
     saved_words = const offset_of!(TrapFrame, rip) / 8,

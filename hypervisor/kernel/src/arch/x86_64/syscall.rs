@@ -13,12 +13,17 @@ use core::mem::offset_of;
 
 use xen_abi::xen::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS};
 
+use hestia_core::guest_exit::{Return, sysret_equivalent};
+
 use super::cpu;
 use super::gdt::KERNEL_CS;
+use super::idt::TrapFrame;
 use super::percpu::PerCpu;
 
 /// The pseudo vector a SYSCALL frame carries (above every real vector).
 pub const SYSCALL_VECTOR: u64 = 0x100;
+/// The pseudo vector [`choose_exit`] gives a frame the exit path returns from with SYSRETQ.
+pub const SYSRET_EXIT: u64 = 0x101;
 
 const MSR_STAR: u32 = 0xC000_0081;
 const MSR_LSTAR: u32 = 0xC000_0082;
@@ -56,6 +61,22 @@ hestia_syscall_compat:
     vector = const SYSCALL_VECTOR,
     options(att_syntax)
 );
+
+/// Last thing before a return to a guest: marks frame `f` for SYSRETQ when that returns to
+/// exactly the state IRETQ would (`hestia_core::guest_exit`), as after most hypercalls.
+pub fn choose_exit(f: &mut TrapFrame) {
+    let r = Return {
+        rip: f.rip,
+        cs: f.cs,
+        rflags: f.rflags,
+        ss: f.ss,
+        rcx: f.rcx,
+        r11: f.r11,
+    };
+    if sysret_equivalent(&r) {
+        f.vector = SYSRET_EXIT;
+    }
+}
 
 unsafe extern "C" {
     fn hestia_syscall_entry();

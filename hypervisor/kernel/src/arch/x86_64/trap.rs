@@ -121,6 +121,7 @@ pub extern "C" fn dispatch(f: &mut TrapFrame) {
     dispatch_inner(h, f);
     if f.cs & 3 == 3 {
         (h.before_guest_return)(f);
+        syscall::choose_exit(f);
     }
 }
 
