@@ -8,16 +8,25 @@
 //! cost of a vCPU context switch: vCPU 0 and vCPU 1 hand a token back and forth, each yielding
 //! (`SCHEDOP_yield`) until it is its turn; a round is two switches, and the figure is half the
 //! median round.
+//!
+//! With `ping` (dom0) and `pong` (a boot-time domU) on their command lines it measures an
+//! event-channel round trip between two domains: the domU reserves its first free port (2) for
+//! dom0 and answers every event on it with one back; dom0 binds it and times send-and-wait
+//! (`SCHEDOP_poll` on its end, both sides blocking), printing the median of 10,000 round trips
+//! as `BENCH <name> <cycles>`; `one-cpu` on dom0's command line names the figure for a machine
+//! of one CPU (both domains on it), else for two (the domU pinned to the second CPU).
 #![no_std]
 #![no_main]
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-use hestia_guests::xen_abi::event_channel::{BindIpi, Send, cmd as evtchn};
+use hestia_guests::xen_abi::event_channel::{
+    AllocUnbound, BindInterdomain, BindIpi, Send, Status, cmd as evtchn, stat,
+};
 use hestia_guests::xen_abi::mmu::uvmf;
 use hestia_guests::xen_abi::sched::cmd as sched;
 use hestia_guests::xen_abi::vcpu::cmd as vcpuop;
-use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
+use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
 use hestia_guests::{
     EVENT_VECTOR, ExcFrame, Verdict, check, cmdline, event_channel_op, hypercall, install_traps,
     println, register_event_callback, secondary_vcpu_context,
@@ -61,17 +70,23 @@ fn rdtsc() -> u64 {
     }
 }
 
-fn median(mut f: impl FnMut()) -> u64 {
+fn median(f: impl FnMut()) -> u64 {
+    median_of(ITERATIONS, f)
+}
+
+/// The median of `n` (at most [`ITERATIONS`]) timings of `f`.
+fn median_of(n: usize, mut f: impl FnMut()) -> u64 {
     let ptr: *mut [u64; ITERATIONS] = &raw mut SAMPLES;
     // SAFETY: the only user of SAMPLES, single-threaded.
     let samples = unsafe { &mut *ptr };
+    let samples = &mut samples[..n.min(ITERATIONS)];
     for s in samples.iter_mut() {
         let t0 = rdtsc();
         f();
         *s = rdtsc() - t0;
     }
     samples.sort_unstable();
-    samples[ITERATIONS / 2]
+    samples[samples.len() / 2]
 }
 
 /// Whose turn it is: even for vCPU 0, odd for vCPU 1.
@@ -115,6 +130,83 @@ fn switch_cost(si: &StartInfo) -> Verdict {
     Verdict::Success
 }
 
+/// Round trips of the two-domain ping-pong.
+const ROUND_TRIPS: usize = 10_000;
+/// The domU's port for dom0: its first free one (port 1 is its console's).
+const PONG_PORT: u32 = 2;
+
+/// Clears `port`'s pending bit (ports below 64); true if it was set.
+fn take(port: u32) -> bool {
+    let bit = 1 << port;
+    word(2048).fetch_and(!bit, SeqCst) & bit != 0
+}
+
+/// Waits (`SCHEDOP_poll`, no timeout) until `port` (below 64) is pending, and clears it.
+fn wait(port: u32) {
+    let ports = [port];
+    let poll = [ports.as_ptr() as u64, 1, 0];
+    while !take(port) {
+        hypercall(
+            nr::SCHED_OP,
+            u64::from(sched::POLL),
+            poll.as_ptr() as u64,
+            0,
+            0,
+            0,
+        );
+    }
+}
+
+/// The domU: one event back for each event on its port, until dom0 stops the machine.
+fn pong() -> Verdict {
+    let mut a = AllocUnbound {
+        dom: DOMID_SELF,
+        remote_dom: 0,
+        port: 0,
+    };
+    if event_channel_op(evtchn::ALLOC_UNBOUND, &mut a) != 0 || a.port != PONG_PORT {
+        return Verdict::Error("alloc_unbound for dom0");
+    }
+    let mut port = Send { port: a.port };
+    loop {
+        wait(a.port);
+        event_channel_op(evtchn::SEND, &mut port);
+    }
+}
+
+/// dom0: binds the domU's port once it is there, then times round trips.
+fn ping(si: &StartInfo) -> Verdict {
+    let mut st = Status {
+        dom: 1,
+        port: PONG_PORT,
+        ..Status::default()
+    };
+    while event_channel_op(evtchn::STATUS, &mut st) != 0 || st.status != stat::UNBOUND {
+        yield_now();
+    }
+    let mut b = BindInterdomain {
+        remote_dom: 1,
+        remote_port: PONG_PORT,
+        ..BindInterdomain::default()
+    };
+    if event_channel_op(evtchn::BIND_INTERDOMAIN, &mut b) != 0 || b.local_port >= 64 {
+        return Verdict::Error("bind_interdomain");
+    }
+    take(b.local_port);
+    let mut port = Send { port: b.local_port };
+    let rtt = median_of(ROUND_TRIPS, || {
+        event_channel_op(evtchn::SEND, &mut port);
+        wait(b.local_port);
+    });
+    let cpus = if cmdline(si).split(' ').any(|w| w == "one-cpu") {
+        "same_cpu"
+    } else {
+        "cross_cpu"
+    };
+    println!("BENCH evtchn_pingpong_{cpus}_cycles {rtt}");
+    Verdict::Success
+}
+
 fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
     install_traps(handler);
@@ -133,6 +225,12 @@ fn test(si: &StartInfo) -> Verdict {
         ) == 0,
         "map shared_info"
     );
+    if cmdline(si).split(' ').any(|w| w == "pong") {
+        return pong();
+    }
+    if cmdline(si).split(' ').any(|w| w == "ping") {
+        return ping(si);
+    }
     check!(failed, register_event_callback() == 0, "event callback");
     let mut ipi = BindIpi::default();
     check!(
