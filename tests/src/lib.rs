@@ -658,6 +658,20 @@ fn base() -> Vec<Scenario> {
             timeout_s: 120,
             ..guest("functional-evtchn-interdomain", GuestVerdict::Success)
         },
+        // dom0 and a domU race on the same channels on two CPUs, the domU dying in the middle:
+        // no deadlock, no port left naming the destroyed domain.
+        Scenario {
+            smp: 2,
+            domus: &["xsa-style-evtchn-race,cmdline=domu,mem=16"],
+            expect: &[
+                "(d1) Test result: SUCCESS",
+                "d1: destroyed:",
+                POWEROFF_MARKER,
+            ],
+            forbid: &["did not name it", "not closed at destruction"],
+            timeout_s: 120,
+            ..guest("xsa-style-evtchn-race", GuestVerdict::Success)
+        },
         // Domain destruction: a boot-time domU that stops is destroyed (every frame scrubbed and
         // returned, the frame table audited) and, under the test hook, built again: after 100
         // builds and destroys the free memory is exactly what it was before the first.
