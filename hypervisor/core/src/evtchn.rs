@@ -160,16 +160,26 @@ impl EventChannels {
             return Err(EvtchnError::Invalid);
         }
         let last = usize::try_from(self.max_port).unwrap_or(usize::MAX);
-        (1..self.ports.len())
-            .take_while(|&p| p <= last)
-            .find(|&p| self.ports[p].0 == PortState::Closed)
-            .map(|p| p as u32)
+        self.ports
+            .iter()
+            .enumerate()
+            .skip(1)
+            .take_while(|&(p, _)| p <= last)
+            .find(|&(_, &(state, _))| state == PortState::Closed)
+            .map(|(p, _)| p as u32)
             .ok_or(EvtchnError::NoSpace)
+    }
+
+    /// Binds the free port `port` (from [`Self::free_port`]) to `state`, notifying `vcpu`.
+    fn set(&mut self, port: u32, state: PortState, vcpu: u32) {
+        if let Some(slot) = self.ports.get_mut(port as usize) {
+            *slot = (state, vcpu);
+        }
     }
 
     fn alloc(&mut self, state: PortState, vcpu: u32) -> Result<u32, EvtchnError> {
         let p = self.free_port()?;
-        self.ports[p as usize] = (state, vcpu);
+        self.set(p, state, vcpu);
         Ok(p)
     }
 
@@ -177,9 +187,9 @@ impl EventChannels {
     /// ports, highest first, for the caller to close (Xen's `evtchn_destroy`).
     pub fn begin_destroy(&mut self) -> Vec<u32> {
         self.dying = true;
-        (1..self.ports.len() as u32)
-            .rev()
-            .filter(|&p| self.ports[p as usize].0 != PortState::Closed)
+        let open = self.ports.iter().enumerate().skip(1).rev();
+        open.filter(|&(_, &(state, _))| state != PortState::Closed)
+            .map(|(p, _)| p as u32)
             .collect()
     }
 
@@ -442,13 +452,11 @@ pub fn bind_interdomain(
         }
         _ => return Err(EvtchnError::Invalid),
     }
-    local.ports[lport as usize] = (
-        PortState::Interdomain {
-            remote_dom: rid,
-            remote_port: rport,
-        },
-        0,
-    );
+    let end = PortState::Interdomain {
+        remote_dom: rid,
+        remote_port: rport,
+    };
+    local.set(lport, end, 0);
     Ok(lport)
 }
 
