@@ -19,8 +19,9 @@
 //! round's median), on Hestia and on Xen 4.17.
 //!
 //! Event-channel ping-pong between two domains: the bench guest as dom0 (`ping`) and as a
-//! boot-time domU (`pong`), median round trip on one CPU and on two (the domU pinned to CPU 1).
-//! Hestia only: the rig boots no domU.
+//! boot-time domU (`pong`), median round trip on one CPU and on two (the domU pinned to CPU 1),
+//! Hestia only (the rig boots no domU); and the same round trip between two vCPUs of one
+//! domain over a loopback inter-domain channel (`loopback`), on Hestia and on Xen 4.17.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -289,13 +290,15 @@ pub fn run() -> Result<()> {
         vec![pong(Some("1"))],
         "pingpong-2",
     )?);
-    let (xen, xen_xpti, xen_switch) = match xen_ref() {
+    let hestia_loopback = bench_guest(SWITCH_VCPUS, 2, "loopback", Vec::new(), "hestia-loopback")?;
+    let (xen, xen_xpti, xen_switch, xen_loopback) = match xen_ref() {
         Some(rig) => (
             run_on_xen(&rig, &guest, "", 2, "", "")?,
             run_on_xen(&rig, &guest, XPTI_ON, 2, "", "-xpti")?,
             run_on_xen(&rig, &guest, SWITCH_VCPUS, 1, "switch", "-switch")?,
+            run_on_xen(&rig, &guest, SWITCH_VCPUS, 2, "loopback", "-loopback")?,
         ),
-        None => (Vec::new(), Vec::new(), Vec::new()),
+        None => (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
     };
 
     println!(
@@ -315,6 +318,7 @@ pub fn run() -> Result<()> {
         .iter()
         .map(|p| (p, &xen, "1e5"))
         .chain(hestia_switch.iter().map(|p| (p, &xen_switch, "1e5")))
+        .chain(hestia_loopback.iter().map(|p| (p, &xen_loopback, "1e4")))
         .chain(hestia_pingpong.iter().map(|p| (p, &no_xen, "1e4")));
     for ((name, h), xen, n) in pairs {
         let x = xen.iter().find(|(n, _)| n == name).map(|(_, v)| *v);

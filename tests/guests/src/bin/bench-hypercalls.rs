@@ -14,14 +14,16 @@
 //! dom0 and answers every event on it with one back; dom0 binds it and times send-and-wait
 //! (`SCHEDOP_poll` on its end, both sides blocking), printing the median of 10,000 round trips
 //! as `BENCH <name> <cycles>`; `one-cpu` on dom0's command line names the figure for a machine
-//! of one CPU (both domains on it), else for two (the domU pinned to the second CPU).
+//! of one CPU (both domains on it), else for two (the domU pinned to the second CPU). With
+//! `loopback` (two vCPUs) the same round trip runs between the domain's own two vCPUs over a
+//! channel whose both ends are its own, a figure the Xen rig gives too.
 #![no_std]
 #![no_main]
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use hestia_guests::xen_abi::event_channel::{
-    AllocUnbound, BindInterdomain, BindIpi, Send, Status, cmd as evtchn, stat,
+    AllocUnbound, BindInterdomain, BindIpi, BindVcpu, Send, Status, cmd as evtchn, stat,
 };
 use hestia_guests::xen_abi::mmu::uvmf;
 use hestia_guests::xen_abi::sched::cmd as sched;
@@ -110,14 +112,18 @@ extern "C" fn partner() -> ! {
     }
 }
 
+/// Starts vCPU 1 at `entry`; false if the domain has no second vCPU.
+fn start_vcpu1(si: &StartInfo, entry: extern "C" fn() -> !) -> bool {
+    let stack_top = (&raw const AP_STACK) as u64 + 16384;
+    let ctx = secondary_vcpu_context(si, entry, stack_top);
+    let init = u64::from(vcpuop::INITIALISE);
+    hypercall(nr::VCPU_OP, init, 1, &ctx as *const _ as u64, 0, 0) == 0
+        && hypercall(nr::VCPU_OP, u64::from(vcpuop::UP), 1, 0, 0, 0) == 0
+}
+
 /// The vCPU switch figure: vCPU 1 started, then rounds of two switches.
 fn switch_cost(si: &StartInfo) -> Verdict {
-    let stack_top = (&raw const AP_STACK) as u64 + 16384;
-    let ctx = secondary_vcpu_context(si, partner, stack_top);
-    let init = u64::from(vcpuop::INITIALISE);
-    if hypercall(nr::VCPU_OP, init, 1, &ctx as *const _ as u64, 0, 0) != 0
-        || hypercall(nr::VCPU_OP, u64::from(vcpuop::UP), 1, 0, 0, 0) != 0
-    {
+    if !start_vcpu1(si, partner) {
         return Verdict::Error("needs a second vCPU (dom0_max_vcpus=2)");
     }
     let round = median(|| {
@@ -172,6 +178,57 @@ fn pong() -> Verdict {
         wait(a.port);
         event_channel_op(evtchn::SEND, &mut port);
     }
+}
+
+/// The port vCPU 1 answers in the loopback ping-pong.
+static LOOP_PORT: AtomicU64 = AtomicU64::new(0);
+
+/// vCPU 1 of the loopback ping-pong: one event back on its end for each it receives.
+extern "C" fn loop_partner() -> ! {
+    let p = LOOP_PORT.load(SeqCst) as u32;
+    let mut port = Send { port: p };
+    loop {
+        wait(p);
+        event_channel_op(evtchn::SEND, &mut port);
+    }
+}
+
+/// The same round trip within one domain, between its two vCPUs, over a loopback channel
+/// (`alloc_unbound(SELF, SELF)`, `bind_interdomain(SELF, p)`, the first end moved to vCPU 1):
+/// the inter-domain path the Xen rig can measure too. Both ports are masked (no upcalls;
+/// `SCHEDOP_poll` waits on pending bits).
+fn loopback_pingpong(si: &StartInfo) -> Verdict {
+    let mut a = AllocUnbound {
+        dom: DOMID_SELF,
+        remote_dom: DOMID_SELF,
+        port: 0,
+    };
+    if event_channel_op(evtchn::ALLOC_UNBOUND, &mut a) != 0 {
+        return Verdict::Error("alloc_unbound(SELF, SELF)");
+    }
+    let mut b = BindInterdomain {
+        remote_dom: DOMID_SELF,
+        remote_port: a.port,
+        ..BindInterdomain::default()
+    };
+    if event_channel_op(evtchn::BIND_INTERDOMAIN, &mut b) != 0 || b.local_port >= 64 {
+        return Verdict::Error("bind_interdomain(SELF, p)");
+    }
+    let (p, q) = (a.port, b.local_port);
+    word(2560).fetch_or(1 << p | 1 << q, SeqCst);
+    take(q);
+    let mut v = BindVcpu { port: p, vcpu: 1 };
+    LOOP_PORT.store(u64::from(p), SeqCst);
+    if event_channel_op(evtchn::BIND_VCPU, &mut v) != 0 || !start_vcpu1(si, loop_partner) {
+        return Verdict::Error("needs a second vCPU (dom0_max_vcpus=2)");
+    }
+    let mut port = Send { port: q };
+    let rtt = median_of(ROUND_TRIPS, || {
+        event_channel_op(evtchn::SEND, &mut port);
+        wait(q);
+    });
+    println!("BENCH evtchn_loopback_pingpong_cycles {rtt}");
+    Verdict::Success
 }
 
 /// dom0: binds the domU's port once it is there, then times round trips.
@@ -230,6 +287,9 @@ fn test(si: &StartInfo) -> Verdict {
     }
     if cmdline(si).split(' ').any(|w| w == "ping") {
         return ping(si);
+    }
+    if cmdline(si).split(' ').any(|w| w == "loopback") {
+        return loopback_pingpong(si);
     }
     check!(failed, register_event_callback() == 0, "event callback");
     let mut ipi = BindIpi::default();
