@@ -5,8 +5,9 @@
 //! channels, as Linux dom0's xenstore channel (`alloc_unbound(DOMID_SELF, DOMID_SELF)`, bound
 //! with `bind_interdomain(0, p)`): the new port starts pending, each end raises the other,
 //! status names the other end, closing one end leaves the other unbound for the closer, which
-//! binds it again; binding a port that is not unbound, reserved for another domain, out of
-//! range, or of an unknown domain fails; 4095 is the last port of the 2-level ABI.
+//! binds it again; binding a port that is not unbound (closed, even the very port the bind
+//! would take, or connected), reserved for another domain, out of range, or of an unknown
+//! domain fails; 4095 is the last port of the 2-level ABI.
 //!
 //! With a boot-time domU (dom0 `peer`, the domU `domu`), found by deterministic numbers: the
 //! domU may not allocate a port of dom0 or read its status (-EPERM), has ports up to 1023, and
@@ -300,6 +301,13 @@ fn loopback() -> bool {
         failed,
         on_port(cmd::SEND, q) == EINVAL,
         "send on a closed port"
+    );
+    // The closed port is also the one a bind would take: a port cannot be its own other end.
+    let (r, _) = bind_interdomain(DOMID_SELF, q);
+    check!(
+        failed,
+        r == EINVAL,
+        "bind_interdomain to the closed port {q} = {r}, not -EINVAL"
     );
     check!(
         failed,
