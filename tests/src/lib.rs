@@ -495,6 +495,7 @@ fn base() -> Vec<Scenario> {
         guest("functional-trap-args", GuestVerdict::Success),
         guest("functional-mmu", GuestVerdict::Success),
         guest("functional-evtchn-timer", GuestVerdict::Success),
+        guest("functional-evtchn-interdomain", GuestVerdict::Success),
         guest("functional-user-mode", GuestVerdict::Success),
         guest("functional-memory-op", GuestVerdict::Success),
         guest("functional-decrease-reservation", GuestVerdict::Success),
@@ -640,6 +641,36 @@ fn base() -> Vec<Scenario> {
             ],
             timeout_s: 120,
             ..guest("functional-remote-shutdown", GuestVerdict::Success)
+        },
+        // Event channels between dom0 and a boot-time domU: both directions, close seen by the
+        // peer, dom0 reading and allocating the domU's ports, the domU refused dom0's; the
+        // domU's destruction leaves dom0's end unbound.
+        Scenario {
+            name: "functional-evtchn-interdomain-domu",
+            smp: 2,
+            dom0_cmdline: "peer",
+            domus: &["functional-evtchn-interdomain,cmdline=domu,mem=16"],
+            expect: &[
+                "(d1) Test result: SUCCESS",
+                "d1: destroyed:",
+                POWEROFF_MARKER,
+            ],
+            timeout_s: 120,
+            ..guest("functional-evtchn-interdomain", GuestVerdict::Success)
+        },
+        // dom0 and a domU race on the same channels on two CPUs, the domU dying in the middle:
+        // no deadlock, no port left naming the destroyed domain.
+        Scenario {
+            smp: 2,
+            domus: &["xsa-style-evtchn-race,cmdline=domu,mem=16"],
+            expect: &[
+                "(d1) Test result: SUCCESS",
+                "d1: destroyed:",
+                POWEROFF_MARKER,
+            ],
+            forbid: &["did not name it", "not closed at destruction"],
+            timeout_s: 120,
+            ..guest("xsa-style-evtchn-race", GuestVerdict::Success)
         },
         // Domain destruction: a boot-time domU that stops is destroyed (every frame scrubbed and
         // returned, the frame table audited) and, under the test hook, built again: after 100

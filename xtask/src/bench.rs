@@ -17,6 +17,11 @@
 //! The cost of a vCPU context switch: the bench guest with `switch` on its command line, two
 //! vCPUs on a one-CPU machine handing a token back and forth by `SCHEDOP_yield` (half a
 //! round's median), on Hestia and on Xen 4.17.
+//!
+//! Event-channel ping-pong between two domains: the bench guest as dom0 (`ping`) and as a
+//! boot-time domU (`pong`), median round trip on one CPU and on two (the domU pinned to CPU 1),
+//! Hestia only (the rig boots no domU); and the same round trip between two vCPUs of one
+//! domain over a loopback inter-domain channel (`loopback`), on Hestia and on Xen 4.17.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,6 +30,7 @@ use std::time::Duration;
 use hestia_tests::Firmware;
 
 use crate::dom0;
+use crate::domu::DomU;
 use crate::kernel::{self, Flavor, Modules};
 use crate::qemu::{self, Accel, Machine, RunOptions};
 use crate::{Result, root_dir, target_dir};
@@ -238,37 +244,61 @@ pub fn run() -> Result<()> {
     }
 
     let guest = guests.join(BENCH_GUEST);
-    let bench_guest =
-        |extra: &str, smp: u32, cmdline: &str, log: &str| -> Result<Vec<(String, u64)>> {
-            let modules = Modules {
-                dom0: Some((guest.clone(), cmdline.to_owned())),
-                initrd: None,
-                domus: Vec::new(),
-            };
-            let iso = kernel::make_iso(
-                "bench-guest",
-                &elf,
-                &format!("{DOM0_MEM} {extra}"),
-                &modules,
-            )?;
-            let m = Machine {
-                smp,
-                ..machine.clone()
-            };
-            Ok(parse_bench(
-                &qemu::run(&iso, &m, "bench-guest", &opts(log))?.log,
-            ))
+    let bench_guest = |extra: &str,
+                       smp: u32,
+                       cmdline: &str,
+                       domus: Vec<DomU>,
+                       log: &str|
+     -> Result<Vec<(String, u64)>> {
+        let modules = Modules {
+            dom0: Some((guest.clone(), cmdline.to_owned())),
+            initrd: None,
+            domus,
         };
-    let hestia = bench_guest("", 2, "", "hestia")?;
-    let hestia_xpti = bench_guest(XPTI_ON, 2, "", "hestia-xpti")?;
-    let hestia_switch = bench_guest(SWITCH_VCPUS, 1, "switch", "hestia-switch")?;
-    let (xen, xen_xpti, xen_switch) = match xen_ref() {
+        let iso = kernel::make_iso(
+            "bench-guest",
+            &elf,
+            &format!("{DOM0_MEM} {extra}"),
+            &modules,
+        )?;
+        let m = Machine {
+            smp,
+            ..machine.clone()
+        };
+        Ok(parse_bench(
+            &qemu::run(&iso, &m, "bench-guest", &opts(log))?.log,
+        ))
+    };
+    let hestia = bench_guest("", 2, "", Vec::new(), "hestia")?;
+    let hestia_xpti = bench_guest(XPTI_ON, 2, "", Vec::new(), "hestia-xpti")?;
+    let hestia_switch = bench_guest(SWITCH_VCPUS, 1, "switch", Vec::new(), "hestia-switch")?;
+    let pong = |cpus: Option<&str>| DomU {
+        kernel: guest.clone(),
+        ramdisk: None,
+        cmdline: "pong".into(),
+        mem_mib: 16,
+        vcpus: 1,
+        weight: None,
+        cap: None,
+        cpus: cpus.map(str::to_owned),
+    };
+    let mut hestia_pingpong = bench_guest("", 1, "ping one-cpu", vec![pong(None)], "pingpong-1")?;
+    hestia_pingpong.extend(bench_guest(
+        "",
+        2,
+        "ping",
+        vec![pong(Some("1"))],
+        "pingpong-2",
+    )?);
+    let hestia_loopback = bench_guest(SWITCH_VCPUS, 2, "loopback", Vec::new(), "hestia-loopback")?;
+    let (xen, xen_xpti, xen_switch, xen_loopback) = match xen_ref() {
         Some(rig) => (
             run_on_xen(&rig, &guest, "", 2, "", "")?,
             run_on_xen(&rig, &guest, XPTI_ON, 2, "", "-xpti")?,
             run_on_xen(&rig, &guest, SWITCH_VCPUS, 1, "switch", "-switch")?,
+            run_on_xen(&rig, &guest, SWITCH_VCPUS, 2, "loopback", "-loopback")?,
         ),
-        None => (Vec::new(), Vec::new(), Vec::new()),
+        None => (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
     };
 
     println!(
@@ -283,18 +313,21 @@ pub fn run() -> Result<()> {
         "-",
         "-"
     );
+    let no_xen = Vec::new();
     let pairs = hestia
         .iter()
-        .map(|p| (p, &xen))
-        .chain(hestia_switch.iter().map(|p| (p, &xen_switch)));
-    for ((name, h), xen) in pairs {
+        .map(|p| (p, &xen, "1e5"))
+        .chain(hestia_switch.iter().map(|p| (p, &xen_switch, "1e5")))
+        .chain(hestia_loopback.iter().map(|p| (p, &xen_loopback, "1e4")))
+        .chain(hestia_pingpong.iter().map(|p| (p, &no_xen, "1e4")));
+    for ((name, h), xen, n) in pairs {
         let x = xen.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
         let ratio = x
             .filter(|&x| x > 0)
             .map_or("-".into(), |x| format!("{:.2}", *h as f64 / x as f64));
         println!(
             "{:<36} {:>14} {:>14} {:>12}",
-            format!("{name} (median of 1e5)"),
+            format!("{name} (median of {n})"),
             h,
             x.map_or("-".into(), |x| x.to_string()),
             ratio

@@ -1,9 +1,18 @@
-//! 2-level event channels of one domain (`public/event_channel.h`; `shared/xen-abi.md` 6.1).
+//! 2-level event channels of one domain (`public/event_channel.h`; `shared/xen-abi.md` 6.1;
+//! Xen 4.17 `xen/common/event_channel.c`).
 //!
 //! Port states live here; pending/mask bits, selectors and `evtchn_upcall_pending` live in the
 //! domain's shared_info page, reached through [`SharedBits`] with atomic operations because the
-//! guest changes the same words concurrently. Ports are allocated lowest-first from 1; port 0 is
-//! never handed out.
+//! guest changes the same words concurrently. Ports are allocated lowest-first from 1 up to the
+//! domain's `max_evtchn_port`; port 0 is never handed out.
+//!
+//! Channels between domains: an [`PortState::Interdomain`] port names its other end by domain
+//! id and port, and that end names it back; a domain may be both ends (a loopback channel).
+//! Each table is one domain's; the operations that change two ([`bind_interdomain`], a close
+//! followed by [`EventChannels::unbind_peer`]) are called by the kernel with both domains'
+//! tables locked, so both ends change at once. A domain being destroyed closes every port and
+//! allocates no new one ([`EventChannels::begin_destroy`]), so no port of a live domain ever
+//! names a domain that is gone.
 
 use alloc::vec::Vec;
 
@@ -41,6 +50,13 @@ pub enum PortState {
         /// Who may bind it.
         remote: u16,
     },
+    /// Connected to a port of a domain (this one or another), which names this port back.
+    Interdomain {
+        /// The domain of the other end.
+        remote_dom: u16,
+        /// The other end's port.
+        remote_port: u32,
+    },
     /// A physical IRQ of the domain (dom0's devices).
     Pirq(u32),
     /// A virtual IRQ.
@@ -55,6 +71,7 @@ impl PortState {
         match self {
             PortState::Closed => stat::CLOSED,
             PortState::Unbound { .. } => stat::UNBOUND,
+            PortState::Interdomain { .. } => stat::INTERDOMAIN,
             PortState::Pirq(_) => stat::PIRQ,
             PortState::Virq(_) => stat::VIRQ,
             PortState::Ipi => stat::IPI,
@@ -65,7 +82,7 @@ impl PortState {
 /// Why an operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EvtchnError {
-    /// Bad port, VIRQ, or binding (`-EINVAL`).
+    /// Bad port, VIRQ, or binding; or the domain is being destroyed (`-EINVAL`).
     Invalid,
     /// Already bound (`-EEXIST`).
     Exists,
@@ -75,6 +92,22 @@ pub enum EvtchnError {
     NoSpace,
 }
 
+/// What `EVTCHNOP_send` (or a delivery from the other end) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Nothing to notify: the port was pending already, or unbound (the event is dropped).
+    Nothing,
+    /// A port became pending: wake this vCPU (it may poll the port, or has an upcall now).
+    Raised(u32),
+    /// The other end is a port of another domain: deliver there ([`EventChannels::deliver`]).
+    Remote {
+        /// Its domain.
+        dom: u16,
+        /// Its port.
+        port: u32,
+    },
+}
+
 /// The ports of one domain.
 pub struct EventChannels {
     ports: Vec<(PortState, u32)>,
@@ -82,6 +115,11 @@ pub struct EventChannels {
     virq_port: Vec<[u32; NR_VIRQS as usize]>,
     /// `pirq_port[pirq]`, 0 = unbound.
     pirq_port: Vec<u32>,
+    /// Highest port the domain may use (Xen's `max_evtchn_port`, set at domain creation).
+    max_port: u32,
+    /// The domain's destruction began: no port is allocated any more (Xen's `is_dying` test in
+    /// `get_free_port`).
+    dying: bool,
 }
 
 fn per_vcpu_virq(virq: u32) -> bool {
@@ -104,15 +142,55 @@ impl EventChannels {
             ports: alloc::vec![(PortState::Closed, 0); NR_PORTS],
             virq_port: alloc::vec![[0; NR_VIRQS as usize]; nr_vcpus as usize],
             pirq_port: alloc::vec![0; crate::pirq::NR_PIRQS as usize],
+            max_port: u32::MAX,
+            dying: false,
+        }
+    }
+
+    /// Limits the domain's ports to `0..=max` (Xen's `max_evtchn_port` of
+    /// `XEN_DOMCTL_createdomain`); without a limit the ABI's own holds (4095 for 2-level).
+    pub fn set_max_port(&mut self, max: u32) {
+        self.max_port = max;
+    }
+
+    /// The port the next allocation takes: the lowest free one. `NoSpace` when every port up
+    /// to the limit is taken, `Invalid` once the domain's destruction began.
+    pub fn free_port(&self) -> Result<u32, EvtchnError> {
+        if self.dying {
+            return Err(EvtchnError::Invalid);
+        }
+        let last = usize::try_from(self.max_port).unwrap_or(usize::MAX);
+        self.ports
+            .iter()
+            .enumerate()
+            .skip(1)
+            .take_while(|&(p, _)| p <= last)
+            .find(|&(_, &(state, _))| state == PortState::Closed)
+            .map(|(p, _)| p as u32)
+            .ok_or(EvtchnError::NoSpace)
+    }
+
+    /// Binds the free port `port` (from [`Self::free_port`]) to `state`, notifying `vcpu`.
+    fn set(&mut self, port: u32, state: PortState, vcpu: u32) {
+        if let Some(slot) = self.ports.get_mut(port as usize) {
+            *slot = (state, vcpu);
         }
     }
 
     fn alloc(&mut self, state: PortState, vcpu: u32) -> Result<u32, EvtchnError> {
-        let p = (1..NR_PORTS)
-            .find(|&p| self.ports[p].0 == PortState::Closed)
-            .ok_or(EvtchnError::NoSpace)?;
-        self.ports[p] = (state, vcpu);
-        Ok(p as u32)
+        let p = self.free_port()?;
+        self.set(p, state, vcpu);
+        Ok(p)
+    }
+
+    /// Starts the domain's destruction: from now on no port is allocated. Returns its open
+    /// ports, highest first, for the caller to close (Xen's `evtchn_destroy`).
+    pub fn begin_destroy(&mut self) -> Vec<u32> {
+        self.dying = true;
+        let open = self.ports.iter().enumerate().skip(1).rev();
+        open.filter(|&(_, &(state, _))| state != PortState::Closed)
+            .map(|(p, _)| p as u32)
+            .collect()
     }
 
     fn check_vcpu(&self, vcpu: u32) -> Result<(), EvtchnError> {
@@ -176,7 +254,8 @@ impl EventChannels {
     }
 
     /// `EVTCHNOP_close`. Returns what the port was bound to, read in the same call that frees
-    /// it, so the caller undoes exactly that binding (a PIRQ's line) and no other.
+    /// it, so the caller undoes exactly that binding (a PIRQ's line, the other end of an
+    /// inter-domain channel: [`Self::unbind_peer`]) and no other.
     pub fn close(
         &mut self,
         shared: &mut dyn SharedBits,
@@ -205,15 +284,34 @@ impl EventChannels {
         Ok(state)
     }
 
-    /// `EVTCHNOP_bind_vcpu`.
+    /// The other end of a channel was closed: `port`, if it is still connected to port
+    /// `closer_port` of domain `closer`, becomes unbound for `closer`, which may bind it again
+    /// (Xen's `evtchn_close`). Its notify vCPU and pending bit stay. False if `port` was not
+    /// that end (a broken pairing; nothing changes).
+    pub fn unbind_peer(&mut self, port: u32, closer: u16, closer_port: u32) -> bool {
+        let end = PortState::Interdomain {
+            remote_dom: closer,
+            remote_port: closer_port,
+        };
+        match self.ports.get_mut(port as usize) {
+            Some(slot) if slot.0 == end => {
+                slot.0 = PortState::Unbound { remote: closer };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `EVTCHNOP_bind_vcpu`: the vCPU is checked first (-ENOENT), then the port; unbound,
+    /// inter-domain, PIRQ and global VIRQ ports move, the others are -EINVAL (Xen 4.17).
     pub fn bind_vcpu(&mut self, port: u32, vcpu: u32) -> Result<(), EvtchnError> {
+        self.check_vcpu(vcpu)?;
         let (state, _) = self
             .port(port)
             .filter(|_| port != 0)
             .ok_or(EvtchnError::Invalid)?;
-        self.check_vcpu(vcpu)?;
         match state {
-            PortState::Unbound { .. } | PortState::Pirq(_) => {}
+            PortState::Unbound { .. } | PortState::Interdomain { .. } | PortState::Pirq(_) => {}
             PortState::Virq(v) if !per_vcpu_virq(v) => {}
             _ => return Err(EvtchnError::Invalid),
         }
@@ -237,12 +335,58 @@ impl EventChannels {
         true
     }
 
-    /// `EVTCHNOP_send`.
-    pub fn send(&self, shared: &mut dyn SharedBits, port: u32) -> Result<bool, EvtchnError> {
+    /// Marks `port` pending: [`Sent::Raised`] with its notify vCPU if it became pending.
+    fn raise(&self, shared: &mut dyn SharedBits, port: u32) -> Sent {
+        match self.port(port) {
+            Some((_, vcpu)) if self.set_pending(shared, port) => Sent::Raised(vcpu),
+            _ => Sent::Nothing,
+        }
+    }
+
+    /// `EVTCHNOP_send` on `port` of domain `me`: an IPI port raises itself, an inter-domain
+    /// port its other end (here if the channel is a loopback, else [`Sent::Remote`]), an
+    /// unbound port drops the event; any other is -EINVAL.
+    pub fn send(
+        &self,
+        shared: &mut dyn SharedBits,
+        port: u32,
+        me: u16,
+    ) -> Result<Sent, EvtchnError> {
         match self.port(port).filter(|_| port != 0).map(|p| p.0) {
-            Some(PortState::Ipi) => Ok(self.set_pending(shared, port)),
-            Some(PortState::Unbound { .. }) => Ok(false),
+            Some(PortState::Ipi) => Ok(self.raise(shared, port)),
+            Some(PortState::Interdomain {
+                remote_dom,
+                remote_port,
+            }) => Ok(if remote_dom == me {
+                self.raise(shared, remote_port)
+            } else {
+                Sent::Remote {
+                    dom: remote_dom,
+                    port: remote_port,
+                }
+            }),
+            Some(PortState::Unbound { .. }) => Ok(Sent::Nothing),
             _ => Err(EvtchnError::Invalid),
+        }
+    }
+
+    /// An event sent from port `from_port` of domain `from` to `port`: raised only if `port`
+    /// is still that channel's other end (it may have been closed, and even reused, since the
+    /// sender looked).
+    pub fn deliver(
+        &self,
+        shared: &mut dyn SharedBits,
+        port: u32,
+        from: u16,
+        from_port: u32,
+    ) -> Sent {
+        let end = PortState::Interdomain {
+            remote_dom: from,
+            remote_port: from_port,
+        };
+        match self.port(port) {
+            Some((state, _)) if state == end => self.raise(shared, port),
+            _ => Sent::Nothing,
         }
     }
 
@@ -274,6 +418,46 @@ impl EventChannels {
         }
         Ok(false)
     }
+}
+
+/// `EVTCHNOP_bind_interdomain`: connects a new port of `local` (domain `lid`) to port `rport`
+/// of domain `rid`, which must be unbound for `lid`; `remote` is `rid`'s table, `None` when
+/// `rid` is `lid` (a loopback channel, both ends in `local`). As Xen, the local port is taken
+/// first (`NoSpace`, or `Invalid` for a dying domain), then the remote one checked (`Invalid`:
+/// out of range, not unbound, reserved for another domain, or its domain dying). Returns the new local port,
+/// notifying vCPU 0; the other end keeps its notify vCPU. The caller marks the new port
+/// pending, as Xen does for the events the unbound end may have dropped.
+pub fn bind_interdomain(
+    local: &mut EventChannels,
+    lid: u16,
+    remote: Option<&mut EventChannels>,
+    rid: u16,
+    rport: u32,
+) -> Result<u32, EvtchnError> {
+    let lport = local.free_port()?;
+    let peer = match remote {
+        Some(r) => r,
+        None => &mut *local,
+    };
+    if peer.dying {
+        // Its ports are being closed for its destruction: none is bound any more.
+        return Err(EvtchnError::Invalid);
+    }
+    match peer.ports.get_mut(rport as usize) {
+        Some(slot) if slot.0 == (PortState::Unbound { remote: lid }) => {
+            slot.0 = PortState::Interdomain {
+                remote_dom: lid,
+                remote_port: lport,
+            };
+        }
+        _ => return Err(EvtchnError::Invalid),
+    }
+    let end = PortState::Interdomain {
+        remote_dom: rid,
+        remote_port: rport,
+    };
+    local.set(lport, end, 0);
+    Ok(lport)
 }
 
 #[cfg(test)]
@@ -376,14 +560,14 @@ mod tests {
         let ipi = e.bind_ipi(0).unwrap();
         s = Fake::default();
         s.mask[0] |= 1 << ipi;
-        assert_eq!(e.send(&mut s, ipi), Ok(true));
+        assert_eq!(e.send(&mut s, ipi, 0), Ok(Sent::Raised(0)));
         assert!(s.is_pending(ipi) && !s.upcall[0]);
-        assert_eq!(e.send(&mut s, ipi), Ok(false), "already pending");
+        assert_eq!(e.send(&mut s, ipi, 0), Ok(Sent::Nothing), "already pending");
         assert_eq!(e.unmask(&mut s, ipi), Ok(true));
         assert!(s.upcall[0]);
-        assert_eq!(e.send(&mut s, 0), Err(EvtchnError::Invalid));
+        assert_eq!(e.send(&mut s, 0, 0), Err(EvtchnError::Invalid));
         assert_eq!(
-            e.send(&mut s, t),
+            e.send(&mut s, t, 0),
             Err(EvtchnError::Invalid),
             "VIRQ ports cannot be sent to"
         );
@@ -407,7 +591,7 @@ mod tests {
         let mut e = EventChannels::new(1);
         let mut s = Fake::default();
         let p = e.bind_ipi(0).unwrap();
-        e.send(&mut s, p).unwrap();
+        e.send(&mut s, p, 0).unwrap();
         e.close(&mut s, p).unwrap();
         assert!(!s.is_pending(p));
         assert_eq!(e.close(&mut s, p), Err(EvtchnError::Invalid));
@@ -460,11 +644,163 @@ mod tests {
         );
         // A device interrupt may be steered to another vCPU; guests cannot send on it.
         e.bind_vcpu(p, 1).unwrap();
-        assert_eq!(e.send(&mut s, p), Err(EvtchnError::Invalid));
+        assert_eq!(e.send(&mut s, p, 0), Err(EvtchnError::Invalid));
         assert!(e.set_pending(&mut s, p));
         assert_eq!(s.sel[1], 1, "raised on vCPU 1");
         assert_eq!(e.close(&mut s, p), Ok(PortState::Pirq(9)));
         assert_eq!(e.pirq_port(9), None);
         assert_eq!(e.bind_pirq(9), Ok(p));
+    }
+
+    fn interdomain(remote_dom: u16, remote_port: u32) -> PortState {
+        PortState::Interdomain {
+            remote_dom,
+            remote_port,
+        }
+    }
+
+    #[test]
+    fn a_loopback_channel() {
+        // Linux dom0's xenstore port: alloc_unbound(SELF, SELF), then bound from user space.
+        let mut e = EventChannels::new(2);
+        let mut s = Fake::default();
+        let p = e.alloc_unbound(0).unwrap();
+        let q = bind_interdomain(&mut e, 0, None, 0, p).unwrap();
+        assert_ne!(p, q);
+        assert_eq!(e.port(p), Some((interdomain(0, q), 0)));
+        assert_eq!(e.port(q), Some((interdomain(0, p), 0)));
+        assert_eq!(e.port(q).map(|x| x.0.status()), Some(stat::INTERDOMAIN));
+        // Each end raises the other, on the other's vCPU.
+        e.bind_vcpu(p, 1).unwrap();
+        assert_eq!(e.send(&mut s, q, 0), Ok(Sent::Raised(1)));
+        assert!(s.is_pending(p) && !s.is_pending(q) && s.sel[1] == 1);
+        assert_eq!(e.send(&mut s, p, 0), Ok(Sent::Raised(0)));
+        assert!(s.is_pending(q));
+        // Closing one end leaves the other unbound for this domain, which binds it again.
+        assert_eq!(e.close(&mut s, q), Ok(interdomain(0, p)));
+        assert!(e.unbind_peer(p, 0, q));
+        assert_eq!(e.port(p), Some((PortState::Unbound { remote: 0 }, 1)));
+        assert!(
+            !s.is_pending(q) && s.is_pending(p),
+            "only the closed end is cleared"
+        );
+        assert_eq!(e.send(&mut s, p, 0), Ok(Sent::Nothing), "unbound: dropped");
+        assert_eq!(bind_interdomain(&mut e, 0, None, 0, p), Ok(q));
+        assert_eq!(
+            bind_interdomain(&mut e, 0, None, 0, p),
+            Err(EvtchnError::Invalid),
+            "connected already"
+        );
+    }
+
+    #[test]
+    fn two_domains() {
+        let (mut d0, mut d1) = (EventChannels::new(1), EventChannels::new(1));
+        let (mut s0, mut s1) = (Fake::default(), Fake::default());
+        let console = d1.alloc_unbound(0x7ff2).unwrap();
+        let p = d1.alloc_unbound(0).unwrap();
+        // Only the domain a port is reserved for may bind it; bad ports are -EINVAL.
+        for bad in [console, 0, 99, 4096, u32::MAX] {
+            assert_eq!(
+                bind_interdomain(&mut d0, 0, Some(&mut d1), 1, bad),
+                Err(EvtchnError::Invalid),
+                "port {bad}"
+            );
+        }
+        assert_eq!(
+            bind_interdomain(&mut d1, 1, None, 1, p),
+            Err(EvtchnError::Invalid),
+            "reserved for d0, not d1"
+        );
+        let l = bind_interdomain(&mut d0, 0, Some(&mut d1), 1, p).unwrap();
+        assert_eq!(l, 1, "the failed attempts took no port");
+        assert_eq!(d0.port(l), Some((interdomain(1, p), 0)));
+        assert_eq!(d1.port(p), Some((interdomain(0, l), 0)));
+        // A send names the other domain's end; delivery checks it is still that end.
+        assert_eq!(d0.send(&mut s0, l, 0), Ok(Sent::Remote { dom: 1, port: p }));
+        assert_eq!(d1.deliver(&mut s1, p, 0, l), Sent::Raised(0));
+        assert!(s1.is_pending(p) && !s0.is_pending(l));
+        assert_eq!(
+            d1.deliver(&mut s1, p, 0, l),
+            Sent::Nothing,
+            "pending already"
+        );
+        assert_eq!(d1.deliver(&mut s1, console, 0, l), Sent::Nothing);
+        assert_eq!(d1.send(&mut s1, p, 1), Ok(Sent::Remote { dom: 0, port: l }));
+        // d1 closes its end: d0's becomes unbound for d1; a late delivery to d1's freed (or
+        // reused) port does nothing.
+        assert_eq!(d1.close(&mut s1, p), Ok(interdomain(0, l)));
+        assert!(d0.unbind_peer(l, 1, p));
+        assert!(!d0.unbind_peer(l, 1, p), "only once");
+        assert_eq!(d0.port(l), Some((PortState::Unbound { remote: 1 }, 0)));
+        let ipi = d1.bind_ipi(0).unwrap();
+        assert_eq!(ipi, p);
+        assert_eq!(d1.deliver(&mut s1, ipi, 0, l), Sent::Nothing);
+        assert!(!s1.is_pending(ipi));
+        // d1 may bind d0's port again.
+        assert_eq!(
+            bind_interdomain(&mut d1, 1, Some(&mut d0), 0, l),
+            Ok(ipi + 1)
+        );
+    }
+
+    #[test]
+    fn max_port_and_destruction() {
+        let mut e = EventChannels::new(1);
+        let mut s = Fake::default();
+        assert_eq!(
+            (1..NR_PORTS).map(|_| e.alloc_unbound(0)).last(),
+            Some(Ok(NR_PORTS as u32 - 1)),
+            "no limit: the 2-level ABI's 4095"
+        );
+        assert_eq!(e.alloc_unbound(0), Err(EvtchnError::NoSpace));
+        let mut d = EventChannels::new(1);
+        d.set_max_port(1023);
+        assert_eq!((1..1024).map(|_| d.alloc_unbound(0)).last(), Some(Ok(1023)));
+        assert_eq!(d.alloc_unbound(0), Err(EvtchnError::NoSpace));
+        assert_eq!(d.bind_ipi(0), Err(EvtchnError::NoSpace));
+        assert_eq!(
+            bind_interdomain(&mut d, 0, Some(&mut e), 0, 5),
+            Err(EvtchnError::NoSpace),
+            "the local port is taken before the remote one is checked"
+        );
+        // Destruction: every open port listed, highest first; nothing new is allocated.
+        let mut f = EventChannels::new(1);
+        f.bind_ipi(0).unwrap();
+        f.alloc_unbound(0).unwrap();
+        f.close(&mut s, 1).unwrap();
+        f.bind_virq(virq::TIMER, 0).unwrap();
+        f.bind_ipi(0).unwrap();
+        let u = f.alloc_unbound(0).unwrap();
+        assert_eq!(f.begin_destroy(), [u, 3, 2, 1]);
+        assert_eq!(f.alloc_unbound(0), Err(EvtchnError::Invalid));
+        assert_eq!(
+            bind_interdomain(&mut e2(), 0, Some(&mut f), 1, u),
+            Err(EvtchnError::Invalid),
+            "a dying domain's unbound port cannot be bound"
+        );
+        assert_eq!(f.free_port(), Err(EvtchnError::Invalid));
+    }
+
+    fn e2() -> EventChannels {
+        EventChannels::new(1)
+    }
+
+    #[test]
+    fn bind_vcpu_per_state() {
+        let mut e = EventChannels::new(2);
+        let ipi = e.bind_ipi(0).unwrap();
+        let u = e.alloc_unbound(0).unwrap();
+        let t = e.bind_virq(virq::TIMER, 0).unwrap();
+        assert_eq!(e.bind_vcpu(999, 5), Err(EvtchnError::NoVcpu), "vCPU first");
+        assert_eq!(e.bind_vcpu(999, 1), Err(EvtchnError::Invalid));
+        assert_eq!(e.bind_vcpu(0, 1), Err(EvtchnError::Invalid));
+        assert_eq!(e.bind_vcpu(ipi, 1), Err(EvtchnError::Invalid));
+        assert_eq!(e.bind_vcpu(t, 1), Err(EvtchnError::Invalid));
+        assert_eq!(e.bind_vcpu(u, 1), Ok(()));
+        let l = bind_interdomain(&mut e, 0, None, 0, u).unwrap();
+        assert_eq!(e.bind_vcpu(l, 1), Ok(()));
+        assert_eq!(e.port(u), Some((interdomain(0, l), 1)), "kept its vCPU");
+        assert_eq!(e.close(&mut Fake::default(), 7), Err(EvtchnError::Invalid));
     }
 }

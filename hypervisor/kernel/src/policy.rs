@@ -42,6 +42,10 @@ pub enum Action {
     /// `WBINVD` and `MMUEXT_FLUSH_CACHE(_GLOBAL)` (`cache_flush_permitted`: a domain that
     /// drives devices).
     CacheFlush,
+    /// Another domain's event channels: `EVTCHNOP_alloc_unbound` in it and `EVTCHNOP_status`
+    /// of its ports (`xsm_evtchn_unbound`, `xsm_evtchn_status`: `XSM_TARGET`, the domain
+    /// itself or the control domain; the caller asks only for a domain other than itself).
+    ForeignEventChannel,
     /// The platform devices Hestia shares with the hardware domain by emulation: PCI
     /// configuration space through ports 0xCF8/0xCFC, the RTC's index and data ports.
     PlatformDevices,
@@ -58,6 +62,7 @@ pub fn allows(caller: &Domain, action: Action) -> bool {
         | Action::IoMemory
         | Action::CacheFlush
         | Action::PlatformDevices
+        | Action::ForeignEventChannel
         | Action::ShutdownOther => caller.privileged,
         Action::ConsoleWrite => true,
     }

@@ -4,7 +4,8 @@
 //! until none of its vCPUs is loaded on a CPU any more (each CPU switches away from them at its
 //! next return to a guest; an idle CPU runs on Hestia's own page tables), then runs in bounded
 //! steps from the idle loop ([`step`], with interrupts let in between): its vCPUs' timers are
-//! cancelled, its memory is relinquished (`super::destroy`: every frame scrubbed and returned),
+//! cancelled, its event channels closed (the other end of each inter-domain channel becomes
+//! unbound), its memory is relinquished (`super::destroy`: every frame scrubbed and returned),
 //! the scheduler forgets its vCPUs, it leaves the domain table, and the hardware domain gets
 //! `VIRQ_DOM_EXC` (Xen's `domain_destroy`). The frame table is then audited. One domain is
 //! destroyed at a time, so an audit never meets one half destroyed.
@@ -13,7 +14,8 @@
 //! CPUs are parked then, so their vCPUs count as switched away).
 //!
 //! Locks: the queue's and the reaper's own mutexes are leaves but for the destruction step
-//! itself (vCPU locks, then the frame table's, taken by `relinquish_memory`), and are only
+//! itself (the domain's and its peers' `evtchn` locks, taken by `evtchn_destroy`; vCPU locks,
+//! then the frame table's, taken by `relinquish_memory`), and are only
 //! taken with interrupts off (the idle loop, the stop path).
 
 use alloc::vec::Vec;
@@ -46,6 +48,9 @@ pub fn step(force: bool) -> bool {
         for v in &d.vcpus {
             crate::pv::events::cancel_timers(&mut v.lock());
         }
+        // Before its memory (shared_info) goes, and before it leaves the table: every peer
+        // sees its channels closed and names it no more.
+        crate::hypercall::event_channel::evtchn_destroy(&d);
         *cur = Some((d, Relinquishing::default()));
     }
     let Some((d, state)) = cur.as_mut() else {

@@ -1,17 +1,31 @@
-//! `event_channel_op` (hypercall 32), 2-level ABI for one domain: bind_virq, bind_pirq (dom0's
-//! devices, see `pv::pirq`), bind_ipi, alloc_unbound, send, close, status, bind_vcpu, unmask.
-//! `init_control` is -ENOSYS so guests stay on 2-level; inter-domain bindings arrive with more
-//! domains. `shared/xen-abi.md` 6.1.
+//! `event_channel_op` (hypercall 32), 2-level ABI: bind_virq, bind_pirq (dom0's devices, see
+//! `pv::pirq`), bind_ipi, alloc_unbound, bind_interdomain, send, close, status, bind_vcpu,
+//! unmask. `init_control` is -ENOSYS so guests stay on 2-level. `shared/xen-abi.md` 6.1; Xen
+//! 4.17 `xen/common/event_channel.c` is the specification, error codes and their order
+//! included.
 //!
-//! Locks: each sub-op reads and changes the port table under one acquisition of the domain's
-//! `evtchn` lock; `close` keeps it while it masks a PIRQ's source, so the domain's `evtchn`
-//! lock comes before `pirqs` and the MSI and IOAPIC locks (interrupt handlers take those first
-//! and drop them before raising a port).
+//! Channels between domains: `alloc_unbound` reserves a port of a domain (the caller's own, or
+//! for the control domain any domain's, Xen's `XSM_TARGET`) for a remote domain to bind;
+//! `bind_interdomain` connects a new port of the caller to it; `send` on either end raises the
+//! other; `close` of one end leaves the other unbound for the closer. Both ends may be ports of
+//! one domain (Linux dom0's xenstore channel). A port names its other end by domain id; the
+//! id always names the live domain holding that end, because a domain's destruction closes
+//! all its channels ([`evtchn_destroy`]) before it leaves the domain table.
+//!
+//! Locks: each sub-op reads and changes a port table under one acquisition of the domain's
+//! `evtchn` lock; an operation on both ends of an inter-domain channel (bind, close) holds the
+//! two domains' `evtchn` locks together, the lower domain id first ([`lock_pair`], Xen's order
+//! for two `event_lock`s). `send` to another domain holds one lock at a time: the sender's to
+//! read the port, then the receiver's, under which the receiving port must still be the
+//! channel's other end ([`EventChannels::deliver`]), so an event never lands in a closed (or
+//! destroyed) domain's port. `close` keeps the lock while it masks a PIRQ's source, so the
+//! domain's `evtchn` lock comes before `pirqs` and the MSI and IOAPIC locks (interrupt
+//! handlers take those first and drop them before raising a port).
 
-use hestia_core::evtchn::PortState;
+use hestia_core::evtchn::{self, EventChannels, PortState, Sent};
 use xen_abi::errno::Errno;
 use xen_abi::event_channel::{
-    AllocUnbound, BindIpi, BindPirq, BindVcpu, BindVirq, PortArg, Status, StatusBinding, cmd,
+    AllocUnbound, BindInterdomain, BindIpi, BindPirq, BindVcpu, BindVirq, PortArg, Status, cmd,
 };
 use xen_abi::xen::DOMID_SELF;
 
@@ -21,6 +35,9 @@ use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 use crate::pv::events::{self, errno};
 use crate::pv::pirq;
+
+/// A locked port table.
+type Ports<'a> = spin::MutexGuard<'a, EventChannels>;
 
 pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     let (cmd, arg) = (a[0] as u32, a[1]);
@@ -44,43 +61,69 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
         }
         cmd::ALLOC_UNBOUND => {
             let mut s: AllocUnbound = guest::read_obj(arg)?;
-            domain::only_self(d, s.dom)?;
+            let td = domain::lookup(d, s.dom)?;
+            let mut ev = td.evtchn.lock();
+            // As Xen: the port is found before the right to take it is checked.
+            ev.free_port().map_err(errno)?;
+            if !core::ptr::eq(&*td, d) {
+                policy::check(d, Action::ForeignEventChannel)?;
+            }
+            // DOMID_SELF as the remote names the caller, whichever domain holds the port.
             let remote = if s.remote_dom == DOMID_SELF {
                 d.id.0
             } else {
                 s.remote_dom
             };
-            s.port = d.evtchn.lock().alloc_unbound(remote).map_err(errno)?;
+            s.port = ev.alloc_unbound(remote).map_err(errno)?;
+            drop(ev);
+            guest::write_obj(arg, &s).map(|()| 0)
+        }
+        cmd::BIND_INTERDOMAIN => {
+            let mut s: BindInterdomain = guest::read_obj(arg)?;
+            let rd = domain::lookup(d, s.remote_dom)?;
+            let (mut ev, mut rev) = lock_pair(d, &rd);
+            let lport = evtchn::bind_interdomain(
+                &mut ev,
+                d.id.0,
+                rev.as_deref_mut(),
+                rd.id.0,
+                s.remote_port,
+            )
+            .map_err(errno)?;
+            // Events sent to the unbound end were dropped: the new port starts pending (Xen).
+            let raised = ev.set_pending(&mut shared, lport);
+            drop((ev, rev));
+            if raised {
+                events::kick(d, 0);
+            }
+            s.local_port = lport;
             guest::write_obj(arg, &s).map(|()| 0)
         }
         cmd::CLOSE => {
             let PortArg { port } = guest::read_obj(arg)?;
-            // One critical section, as Xen's `evtchn_close` under the event lock: the binding
-            // undone is the one closed, and no other vCPU can bind the PIRQ again before its
-            // line is masked.
-            let mut ev = d.evtchn.lock();
-            if let PortState::Pirq(p) = ev.close(&mut shared, port).map_err(errno)? {
-                pirq::unbound(d, p);
+            close_port(d, port).map(|()| 0)
+        }
+        cmd::SEND => {
+            let PortArg { port } = guest::read_obj(arg)?;
+            let sent = d.evtchn.lock().send(&mut shared, port, d.id.0);
+            match sent.map_err(errno)? {
+                Sent::Raised(vcpu) => events::kick(d, vcpu),
+                Sent::Remote { dom, port: rport } => deliver(d, port, dom, rport),
+                Sent::Nothing => {}
             }
-            drop(ev);
+            // The console ring Hestia serves for a boot-time domU.
+            if d.console.as_ref().is_some_and(|c| c.port() == port) {
+                crate::console::ring::service(d);
+            }
             Ok(0)
         }
-        cmd::SEND | cmd::UNMASK => {
+        cmd::UNMASK => {
             let PortArg { port } = guest::read_obj(arg)?;
             let ev = d.evtchn.lock();
-            let raised = if cmd == cmd::SEND {
-                ev.send(&mut shared, port)
-            } else {
-                ev.unmask(&mut shared, port)
-            }
-            .map_err(errno)?;
-            if raised && let Some((_, vcpu)) = ev.port(port) {
+            if ev.unmask(&mut shared, port).map_err(errno)?
+                && let Some((_, vcpu)) = ev.port(port)
+            {
                 events::kick(d, vcpu);
-            }
-            drop(ev);
-            // The console ring Hestia serves for a boot-time domU.
-            if cmd == cmd::SEND && d.console.as_ref().is_some_and(|c| c.port() == port) {
-                crate::console::ring::service(d);
             }
             Ok(0)
         }
@@ -94,20 +137,124 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
         }
         cmd::STATUS => {
             let mut s: Status = guest::read_obj(arg)?;
-            domain::only_self(d, s.dom)?;
-            let (state, vcpu) = d.evtchn.lock().port(s.port).ok_or(Errno::EINVAL)?;
+            let td = domain::lookup(d, s.dom)?;
+            let (state, vcpu) = td.evtchn.lock().port(s.port).ok_or(Errno::EINVAL)?;
+            if !core::ptr::eq(&*td, d) {
+                policy::check(d, Action::ForeignEventChannel)?;
+            }
             s.status = state.status();
             s.vcpu = vcpu;
-            s.u = StatusBinding {
-                word0: match state {
-                    PortState::Virq(v) | PortState::Pirq(v) => v,
-                    PortState::Unbound { remote } => u32::from(remote),
-                    _ => 0,
-                },
-                port: 0,
-            };
+            // Only the union member of the binding is written (a `domid_t` is the low half of
+            // its word); the rest stays as the guest passed it, as Xen copies its struct back.
+            let dom_word = |w: u32, dom: u16| (w & !0xffff) | u32::from(dom);
+            match state {
+                PortState::Virq(v) | PortState::Pirq(v) => s.u.word0 = v,
+                PortState::Unbound { remote } => s.u.word0 = dom_word(s.u.word0, remote),
+                PortState::Interdomain {
+                    remote_dom,
+                    remote_port,
+                } => {
+                    s.u.word0 = dom_word(s.u.word0, remote_dom);
+                    s.u.port = remote_port;
+                }
+                PortState::Closed | PortState::Ipi => {}
+            }
             guest::write_obj(arg, &s).map(|()| 0)
         }
         _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// Locks the port tables of `a` and, if it is another domain, `b` (returned second): the lower
+/// domain id first (a destroyed domain and a new one of the same id by address), so two CPUs
+/// locking the same two tables never wait for each other.
+fn lock_pair<'a>(a: &'a Domain, b: &'a Domain) -> (Ports<'a>, Option<Ports<'a>>) {
+    if core::ptr::eq(a, b) {
+        return (a.evtchn.lock(), None);
+    }
+    let key = |d: &Domain| (d.id.0, d as *const Domain as usize);
+    if key(a) < key(b) {
+        let first = a.evtchn.lock();
+        (first, Some(b.evtchn.lock()))
+    } else {
+        let first = b.evtchn.lock();
+        (a.evtchn.lock(), Some(first))
+    }
+}
+
+/// The domain of `port`'s other end, if that is a domain other than `d`.
+fn other_end(ev: &EventChannels, d: &Domain, port: u32) -> Option<u16> {
+    match ev.port(port) {
+        Some((PortState::Interdomain { remote_dom, .. }, _)) if remote_dom != d.id.0 => {
+            Some(remote_dom)
+        }
+        _ => None,
+    }
+}
+
+/// Delivers the event `d` sent on `port` to the channel's other end, port `rport` of domain
+/// `rid`, under that domain's lock and only if the port is still this channel's end.
+fn deliver(d: &Domain, port: u32, rid: u16, rport: u32) {
+    let Ok(rd) = domain::lookup(d, rid) else {
+        return;
+    };
+    let sent = rd
+        .evtchn
+        .lock()
+        .deliver(&mut rd.shared(), rport, d.id.0, port);
+    if let Sent::Raised(vcpu) = sent {
+        events::kick(&rd, vcpu);
+    }
+}
+
+/// `EVTCHNOP_close` of `port` of `d` (also for each port of a domain being destroyed): a
+/// PIRQ's source is masked again; the other end of an inter-domain channel becomes unbound for
+/// `d`, changed under both domains' locks.
+///
+/// The other end's domain is learnt before the locks are taken, so the port is looked at again
+/// under them; if it was bound to a domain meanwhile, once more. A second change is the domain
+/// racing itself: -EINVAL, Xen's answer when the port changed while it re-took its locks.
+pub(crate) fn close_port(d: &Domain, port: u32) -> Result<(), Errno> {
+    let mut shared = d.shared();
+    for _ in 0..2 {
+        let rd = other_end(&d.evtchn.lock(), d, port).and_then(|id| domain::lookup(d, id).ok());
+        let (mut ev, mut rev) = lock_pair(d, rd.as_deref().unwrap_or(d));
+        if other_end(&ev, d, port).is_some_and(|id| rd.as_ref().is_none_or(|r| r.id.0 != id)) {
+            continue;
+        }
+        match ev.close(&mut shared, port).map_err(errno)? {
+            PortState::Pirq(p) => pirq::unbound(d, p),
+            PortState::Interdomain {
+                remote_dom,
+                remote_port,
+            } => {
+                let peer = match rev.as_deref_mut() {
+                    Some(theirs) => theirs,
+                    None => &mut *ev,
+                };
+                if !peer.unbind_peer(remote_port, d.id.0, port) {
+                    crate::error!(
+                        "{}: port {port}'s other end d{remote_dom} port {remote_port} did not name it",
+                        d.id
+                    );
+                }
+            }
+            _ => {}
+        }
+        return Ok(());
+    }
+    Err(Errno::EINVAL)
+}
+
+/// Closes every port of `d`, whose destruction begins (Xen's `evtchn_destroy`): the other end
+/// of each of its inter-domain channels becomes unbound for `d`, as if `d` had closed it, so
+/// no live domain names `d` any more; no port is allocated in `d` from now on, and none of its
+/// unbound ports can be bound.
+pub(crate) fn evtchn_destroy(d: &Domain) {
+    let open = d.evtchn.lock().begin_destroy();
+    for port in open {
+        if let Err(e) = close_port(d, port) {
+            crate::error!("{}: port {port} not closed at destruction ({e:?})", d.id);
+        }
     }
 }

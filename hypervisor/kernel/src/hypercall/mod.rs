@@ -7,7 +7,7 @@
 mod console_io;
 pub mod continuation;
 pub(crate) mod descriptor;
-mod event_channel;
+pub(crate) mod event_channel;
 mod memory_op;
 mod misc;
 pub(crate) mod mmu;

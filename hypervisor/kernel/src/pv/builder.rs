@@ -85,6 +85,8 @@ const PTE_FLAGS: u64 = 0x27;
 const PTE_RW: u64 = 0x2;
 /// Execute-disable.
 const PTE_NX: u64 = 1 << 63;
+/// `max_evtchn_port` of a boot-time domU (Xen's for dom0less domUs).
+const DOMU_MAX_EVTCHN_PORT: u32 = 1023;
 
 /// A byte view of a module in the direct map.
 fn module_bytes(m: &Module) -> &'static [u8] {
@@ -438,6 +440,11 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
         0
     } | mod_flags;
     let mut evtchn = hestia_core::evtchn::EventChannels::new(nr_vcpus.max(1));
+    if !hardware {
+        // Xen's boot-time domUs (dom0less) get ports 0-1023, as `xl`'s default
+        // `max_event_channels`; dom0's are unlimited (all the ABI has).
+        evtchn.set_max_port(DOMU_MAX_EVTCHN_PORT);
+    }
     let console = match console_mfn {
         Some(mfn) => {
             // Served by Hestia: unbound, its remote end Hestia itself.

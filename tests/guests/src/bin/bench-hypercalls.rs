@@ -8,16 +8,27 @@
 //! cost of a vCPU context switch: vCPU 0 and vCPU 1 hand a token back and forth, each yielding
 //! (`SCHEDOP_yield`) until it is its turn; a round is two switches, and the figure is half the
 //! median round.
+//!
+//! With `ping` (dom0) and `pong` (a boot-time domU) on their command lines it measures an
+//! event-channel round trip between two domains: the domU reserves its first free port (2) for
+//! dom0 and answers every event on it with one back; dom0 binds it and times send-and-wait
+//! (`SCHEDOP_poll` on its end, both sides blocking), printing the median of 10,000 round trips
+//! as `BENCH <name> <cycles>`; `one-cpu` on dom0's command line names the figure for a machine
+//! of one CPU (both domains on it), else for two (the domU pinned to the second CPU). With
+//! `loopback` (two vCPUs) the same round trip runs between the domain's own two vCPUs over a
+//! channel whose both ends are its own, a figure the Xen rig gives too.
 #![no_std]
 #![no_main]
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-use hestia_guests::xen_abi::event_channel::{BindIpi, Send, cmd as evtchn};
+use hestia_guests::xen_abi::event_channel::{
+    AllocUnbound, BindInterdomain, BindIpi, BindVcpu, Send, Status, cmd as evtchn, stat,
+};
 use hestia_guests::xen_abi::mmu::uvmf;
 use hestia_guests::xen_abi::sched::cmd as sched;
 use hestia_guests::xen_abi::vcpu::cmd as vcpuop;
-use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
+use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
 use hestia_guests::{
     EVENT_VECTOR, ExcFrame, Verdict, check, cmdline, event_channel_op, hypercall, install_traps,
     println, register_event_callback, secondary_vcpu_context,
@@ -61,17 +72,23 @@ fn rdtsc() -> u64 {
     }
 }
 
-fn median(mut f: impl FnMut()) -> u64 {
+fn median(f: impl FnMut()) -> u64 {
+    median_of(ITERATIONS, f)
+}
+
+/// The median of `n` (at most [`ITERATIONS`]) timings of `f`.
+fn median_of(n: usize, mut f: impl FnMut()) -> u64 {
     let ptr: *mut [u64; ITERATIONS] = &raw mut SAMPLES;
     // SAFETY: the only user of SAMPLES, single-threaded.
     let samples = unsafe { &mut *ptr };
+    let samples = &mut samples[..n.min(ITERATIONS)];
     for s in samples.iter_mut() {
         let t0 = rdtsc();
         f();
         *s = rdtsc() - t0;
     }
     samples.sort_unstable();
-    samples[ITERATIONS / 2]
+    samples[samples.len() / 2]
 }
 
 /// Whose turn it is: even for vCPU 0, odd for vCPU 1.
@@ -95,14 +112,18 @@ extern "C" fn partner() -> ! {
     }
 }
 
+/// Starts vCPU 1 at `entry`; false if the domain has no second vCPU.
+fn start_vcpu1(si: &StartInfo, entry: extern "C" fn() -> !) -> bool {
+    let stack_top = (&raw const AP_STACK) as u64 + 16384;
+    let ctx = secondary_vcpu_context(si, entry, stack_top);
+    let init = u64::from(vcpuop::INITIALISE);
+    hypercall(nr::VCPU_OP, init, 1, &ctx as *const _ as u64, 0, 0) == 0
+        && hypercall(nr::VCPU_OP, u64::from(vcpuop::UP), 1, 0, 0, 0) == 0
+}
+
 /// The vCPU switch figure: vCPU 1 started, then rounds of two switches.
 fn switch_cost(si: &StartInfo) -> Verdict {
-    let stack_top = (&raw const AP_STACK) as u64 + 16384;
-    let ctx = secondary_vcpu_context(si, partner, stack_top);
-    let init = u64::from(vcpuop::INITIALISE);
-    if hypercall(nr::VCPU_OP, init, 1, &ctx as *const _ as u64, 0, 0) != 0
-        || hypercall(nr::VCPU_OP, u64::from(vcpuop::UP), 1, 0, 0, 0) != 0
-    {
+    if !start_vcpu1(si, partner) {
         return Verdict::Error("needs a second vCPU (dom0_max_vcpus=2)");
     }
     let round = median(|| {
@@ -112,6 +133,134 @@ fn switch_cost(si: &StartInfo) -> Verdict {
         }
     });
     println!("BENCH vcpu_switch_yield_cycles {}", round / 2);
+    Verdict::Success
+}
+
+/// Round trips of the two-domain ping-pong.
+const ROUND_TRIPS: usize = 10_000;
+/// The domU's port for dom0: its first free one (port 1 is its console's).
+const PONG_PORT: u32 = 2;
+
+/// Clears `port`'s pending bit (ports below 64); true if it was set.
+fn take(port: u32) -> bool {
+    let bit = 1 << port;
+    word(2048).fetch_and(!bit, SeqCst) & bit != 0
+}
+
+/// Waits (`SCHEDOP_poll`, no timeout) until `port` (below 64) is pending, and clears it.
+fn wait(port: u32) {
+    let ports = [port];
+    let poll = [ports.as_ptr() as u64, 1, 0];
+    while !take(port) {
+        hypercall(
+            nr::SCHED_OP,
+            u64::from(sched::POLL),
+            poll.as_ptr() as u64,
+            0,
+            0,
+            0,
+        );
+    }
+}
+
+/// The domU: one event back for each event on its port, until dom0 stops the machine.
+fn pong() -> Verdict {
+    let mut a = AllocUnbound {
+        dom: DOMID_SELF,
+        remote_dom: 0,
+        port: 0,
+    };
+    if event_channel_op(evtchn::ALLOC_UNBOUND, &mut a) != 0 || a.port != PONG_PORT {
+        return Verdict::Error("alloc_unbound for dom0");
+    }
+    let mut port = Send { port: a.port };
+    loop {
+        wait(a.port);
+        event_channel_op(evtchn::SEND, &mut port);
+    }
+}
+
+/// The port vCPU 1 answers in the loopback ping-pong.
+static LOOP_PORT: AtomicU64 = AtomicU64::new(0);
+
+/// vCPU 1 of the loopback ping-pong: one event back on its end for each it receives.
+extern "C" fn loop_partner() -> ! {
+    let p = LOOP_PORT.load(SeqCst) as u32;
+    let mut port = Send { port: p };
+    loop {
+        wait(p);
+        event_channel_op(evtchn::SEND, &mut port);
+    }
+}
+
+/// The same round trip within one domain, between its two vCPUs, over a loopback channel
+/// (`alloc_unbound(SELF, SELF)`, `bind_interdomain(SELF, p)`, the first end moved to vCPU 1):
+/// the inter-domain path the Xen rig can measure too. Both ports are masked (no upcalls;
+/// `SCHEDOP_poll` waits on pending bits).
+fn loopback_pingpong(si: &StartInfo) -> Verdict {
+    let mut a = AllocUnbound {
+        dom: DOMID_SELF,
+        remote_dom: DOMID_SELF,
+        port: 0,
+    };
+    if event_channel_op(evtchn::ALLOC_UNBOUND, &mut a) != 0 {
+        return Verdict::Error("alloc_unbound(SELF, SELF)");
+    }
+    let mut b = BindInterdomain {
+        remote_dom: DOMID_SELF,
+        remote_port: a.port,
+        ..BindInterdomain::default()
+    };
+    if event_channel_op(evtchn::BIND_INTERDOMAIN, &mut b) != 0 || b.local_port >= 64 {
+        return Verdict::Error("bind_interdomain(SELF, p)");
+    }
+    let (p, q) = (a.port, b.local_port);
+    word(2560).fetch_or(1 << p | 1 << q, SeqCst);
+    take(q);
+    let mut v = BindVcpu { port: p, vcpu: 1 };
+    LOOP_PORT.store(u64::from(p), SeqCst);
+    if event_channel_op(evtchn::BIND_VCPU, &mut v) != 0 || !start_vcpu1(si, loop_partner) {
+        return Verdict::Error("needs a second vCPU (dom0_max_vcpus=2)");
+    }
+    let mut port = Send { port: q };
+    let rtt = median_of(ROUND_TRIPS, || {
+        event_channel_op(evtchn::SEND, &mut port);
+        wait(q);
+    });
+    println!("BENCH evtchn_loopback_pingpong_cycles {rtt}");
+    Verdict::Success
+}
+
+/// dom0: binds the domU's port once it is there, then times round trips.
+fn ping(si: &StartInfo) -> Verdict {
+    let mut st = Status {
+        dom: 1,
+        port: PONG_PORT,
+        ..Status::default()
+    };
+    while event_channel_op(evtchn::STATUS, &mut st) != 0 || st.status != stat::UNBOUND {
+        yield_now();
+    }
+    let mut b = BindInterdomain {
+        remote_dom: 1,
+        remote_port: PONG_PORT,
+        ..BindInterdomain::default()
+    };
+    if event_channel_op(evtchn::BIND_INTERDOMAIN, &mut b) != 0 || b.local_port >= 64 {
+        return Verdict::Error("bind_interdomain");
+    }
+    take(b.local_port);
+    let mut port = Send { port: b.local_port };
+    let rtt = median_of(ROUND_TRIPS, || {
+        event_channel_op(evtchn::SEND, &mut port);
+        wait(b.local_port);
+    });
+    let cpus = if cmdline(si).split(' ').any(|w| w == "one-cpu") {
+        "same_cpu"
+    } else {
+        "cross_cpu"
+    };
+    println!("BENCH evtchn_pingpong_{cpus}_cycles {rtt}");
     Verdict::Success
 }
 
@@ -133,6 +282,15 @@ fn test(si: &StartInfo) -> Verdict {
         ) == 0,
         "map shared_info"
     );
+    if cmdline(si).split(' ').any(|w| w == "pong") {
+        return pong();
+    }
+    if cmdline(si).split(' ').any(|w| w == "ping") {
+        return ping(si);
+    }
+    if cmdline(si).split(' ').any(|w| w == "loopback") {
+        return loopback_pingpong(si);
+    }
     check!(failed, register_event_callback() == 0, "event callback");
     let mut ipi = BindIpi::default();
     check!(
