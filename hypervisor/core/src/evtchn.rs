@@ -4,7 +4,12 @@
 //! domain's shared_info page, reached through [`SharedBits`] with atomic operations because the
 //! guest changes the same words concurrently. Ports are allocated lowest-first from 1; port 0 is
 //! never handed out.
+//!
+//! Once the guest registers a FIFO control block ([`fifo`], `EVTCHNOP_init_control`), pending
+//! and mask state move to its event words: delivery, unmask, close and the pending test
+//! dispatch to [`fifo::Fifo`] (Xen's `evtchn_port_ops`), and ports may go past 4096.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use xen_abi::event_channel::{EVTCHN_2L_NR_CHANNELS, stat};
@@ -13,8 +18,11 @@ use xen_abi::xen::{NR_VIRQS, virq};
 /// Ports of the 2-level ABI for 64-bit guests.
 pub const NR_PORTS: usize = EVTCHN_2L_NR_CHANNELS as usize;
 
-/// The shared-page side of event delivery.
-pub trait SharedBits {
+pub mod fifo;
+
+/// The shared-page side of event delivery; the FIFO ABI's event words and control blocks
+/// through [`fifo::GuestWords`].
+pub trait SharedBits: fifo::GuestWords {
     /// Sets `evtchn_pending[port]`; returns its previous value.
     fn test_and_set_pending(&mut self, port: u32) -> bool;
     /// Clears `evtchn_pending[port]`.
@@ -82,6 +90,10 @@ pub struct EventChannels {
     virq_port: Vec<[u32; NR_VIRQS as usize]>,
     /// `pirq_port[pirq]`, 0 = unbound.
     pirq_port: Vec<u32>,
+    /// The FIFO ABI's state, once the guest switched to it.
+    fifo: Option<Box<fifo::Fifo>>,
+    /// The next port `EVTCHNOP_reset` closes, 0 when none is under way.
+    next_evtchn: u32,
 }
 
 fn per_vcpu_virq(virq: u32) -> bool {
@@ -104,13 +116,27 @@ impl EventChannels {
             ports: alloc::vec![(PortState::Closed, 0); NR_PORTS],
             virq_port: alloc::vec![[0; NR_VIRQS as usize]; nr_vcpus as usize],
             pirq_port: alloc::vec![0; crate::pirq::NR_PIRQS as usize],
+            fifo: None,
+            next_evtchn: 0,
         }
     }
 
     fn alloc(&mut self, state: PortState, vcpu: u32) -> Result<u32, EvtchnError> {
-        let p = (1..NR_PORTS)
-            .find(|&p| self.ports[p].0 == PortState::Closed)
-            .ok_or(EvtchnError::NoSpace)?;
+        let limit = self.ports.len().min(self.max_ports());
+        let p = match (1..limit).find(|&p| self.ports[p].0 == PortState::Closed) {
+            Some(p) => p,
+            // The FIFO ABI's ports past 4096, added as they are needed.
+            None if limit < self.max_ports() && self.ports.try_reserve(1).is_ok() => {
+                self.ports.push((PortState::Closed, 0));
+                limit
+            }
+            None => return Err(EvtchnError::NoSpace),
+        };
+        if let Some(f) = self.fifo.as_mut()
+            && !f.init_port(p)
+        {
+            return Err(EvtchnError::NoSpace);
+        }
         self.ports[p] = (state, vcpu);
         Ok(p as u32)
     }
@@ -201,7 +227,10 @@ impl EventChannels {
             *slot = 0;
         }
         self.ports[port as usize] = (PortState::Closed, 0);
-        shared.clear_pending(port);
+        match &self.fifo {
+            Some(f) => f.clear_pending(shared, port),
+            None => shared.clear_pending(port),
+        }
         Ok(state)
     }
 
@@ -228,6 +257,9 @@ impl EventChannels {
         let Some((_, vcpu)) = self.port(port) else {
             return false;
         };
+        if let Some(f) = &self.fifo {
+            return f.set_pending(shared, port, vcpu);
+        }
         if shared.test_and_set_pending(port) {
             return false;
         }
@@ -264,7 +296,10 @@ impl EventChannels {
 
     /// `EVTCHNOP_unmask`.
     pub fn unmask(&self, shared: &mut dyn SharedBits, port: u32) -> Result<bool, EvtchnError> {
-        let (_, vcpu) = self.port(port).ok_or(EvtchnError::Invalid)?;
+        let (state, vcpu) = self.port(port).ok_or(EvtchnError::Invalid)?;
+        if let Some(f) = &self.fifo {
+            return Ok(state != PortState::Closed && f.unmask(shared, port, vcpu));
+        }
         if shared.test_and_clear_mask(port)
             && shared.is_pending(port)
             && !shared.test_and_set_sel(vcpu, port / 64)
@@ -274,17 +309,43 @@ impl EventChannels {
         }
         Ok(false)
     }
+
+    /// True if `port` is pending, in the ABI in use (`SCHEDOP_poll`).
+    pub fn is_pending(&self, shared: &dyn SharedBits, port: u32) -> bool {
+        match &self.fifo {
+            Some(f) => f.is_pending(shared, port),
+            None => shared.is_pending(port),
+        }
+    }
+
+    /// True if `port` is masked, in the ABI in use.
+    pub fn is_masked(&self, shared: &dyn SharedBits, port: u32) -> bool {
+        match &self.fifo {
+            Some(f) => f.is_masked(shared, port),
+            None => shared.is_masked(port),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    struct Fake {
+    use alloc::collections::BTreeMap;
+    use core::cell::RefCell;
+
+    use super::fifo::{GuestWords, WordAt};
+
+    /// The shared page and the guest's FIFO frames. `flip`: a port whose event word the
+    /// "guest" changes under every compare-exchange (counted in `flips`).
+    pub(super) struct Fake {
         pending: [u64; 64],
         mask: [u64; 64],
         sel: [u64; 2],
-        upcall: [bool; 2],
+        pub(super) upcall: [bool; 2],
+        words: RefCell<BTreeMap<(u64, u32), u32>>,
+        pub(super) flip: Option<u32>,
+        flips: core::cell::Cell<u32>,
     }
 
     impl Default for Fake {
@@ -294,7 +355,49 @@ mod tests {
                 mask: [0; 64],
                 sel: [0; 2],
                 upcall: [false; 2],
+                words: RefCell::default(),
+                flip: None,
+                flips: core::cell::Cell::new(0),
             }
+        }
+    }
+
+    impl Fake {
+        fn update(&self, at: WordAt, f: impl FnOnce(u32) -> u32) -> u32 {
+            let mut w = self.words.borrow_mut();
+            let v = w.entry((at.mfn, at.offset)).or_insert(0);
+            let old = *v;
+            *v = f(old);
+            old
+        }
+
+        /// Compare-exchanges seen on the flipping word.
+        pub(super) fn flips(&self) -> u32 {
+            self.flips.get()
+        }
+    }
+
+    impl GuestWords for Fake {
+        fn load(&self, at: WordAt) -> u32 {
+            self.update(at, |v| v)
+        }
+        fn store(&self, at: WordAt, value: u32) {
+            self.update(at, |_| value);
+        }
+        fn compare_exchange(&self, at: WordAt, old: u32, new: u32) -> u32 {
+            if let Some(port) = self.flip
+                && at.offset == port % 1024 * 4
+            {
+                self.flips.set(self.flips.get() + 1);
+                return self.update(at, |v| v ^ (1 << 30)) ^ (1 << 30);
+            }
+            self.update(at, |v| if v == old { new } else { v })
+        }
+        fn fetch_or(&self, at: WordAt, bits: u32) -> u32 {
+            self.update(at, |v| v | bits)
+        }
+        fn fetch_and(&self, at: WordAt, bits: u32) -> u32 {
+            self.update(at, |v| v & bits)
         }
     }
 
