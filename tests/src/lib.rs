@@ -495,6 +495,7 @@ fn base() -> Vec<Scenario> {
         guest("functional-trap-args", GuestVerdict::Success),
         guest("functional-mmu", GuestVerdict::Success),
         guest("functional-evtchn-timer", GuestVerdict::Success),
+        guest("functional-evtchn-fifo", GuestVerdict::Success),
         guest("functional-user-mode", GuestVerdict::Success),
         guest("functional-memory-op", GuestVerdict::Success),
         guest("functional-decrease-reservation", GuestVerdict::Success),

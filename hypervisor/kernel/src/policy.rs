@@ -42,6 +42,9 @@ pub enum Action {
     /// `WBINVD` and `MMUEXT_FLUSH_CACHE(_GLOBAL)` (`cache_flush_permitted`: a domain that
     /// drives devices).
     CacheFlush,
+    /// `EVTCHNOP_reset` of another domain (`xsm_evtchn_reset`, `XSM_TARGET`: the control
+    /// domain).
+    EvtchnReset,
     /// The platform devices Hestia shares with the hardware domain by emulation: PCI
     /// configuration space through ports 0xCF8/0xCFC, the RTC's index and data ports.
     PlatformDevices,
@@ -58,7 +61,8 @@ pub fn allows(caller: &Domain, action: Action) -> bool {
         | Action::IoMemory
         | Action::CacheFlush
         | Action::PlatformDevices
-        | Action::ShutdownOther => caller.privileged,
+        | Action::ShutdownOther
+        | Action::EvtchnReset => caller.privileged,
         Action::ConsoleWrite => true,
     }
 }

@@ -351,10 +351,7 @@ impl EventChannels {
             }),
             _ => Err(Errno::EINVAL),
         };
-        if fresh {
-            if r.is_err() {
-                return r;
-            }
+        if fresh && r.is_ok() {
             // Events pending in the 2-level bitmap are raised once their array page exists.
             for (port, p) in fifo.ports.iter().enumerate().skip(1) {
                 if shared.is_pending(port as u32) {
@@ -362,7 +359,10 @@ impl EventChannels {
                 }
             }
         }
-        self.fifo = Some(fifo);
+        // A failed first registration leaves the domain on 2-level.
+        if !fresh || r.is_ok() {
+            self.fifo = Some(fifo);
+        }
         r
     }
 
@@ -654,7 +654,10 @@ mod tests {
         let ipi = e.bind_ipi(0).unwrap();
         assert_eq!(e.send(&mut s, ipi), Ok(false), "no page yet: held back");
         assert!(e.is_masked(&s, ipi) && !e.is_pending(&s, ipi));
-        assert_eq!(e.expand_array(&mut s, ARRAY, &mut ok), Ok(alloc::vec![0, 0]));
+        assert_eq!(
+            e.expand_array(&mut s, ARRAY, &mut ok),
+            Ok(alloc::vec![0, 0])
+        );
         assert_eq!(consume(&s, 7), Some(t));
         assert_eq!(consume(&s, 7), Some(ipi));
     }
@@ -671,7 +674,13 @@ mod tests {
         // Moved to vCPU 1 while vCPU 0's queue still names it as the tail.
         e.bind_vcpu(p, 1).unwrap();
         assert!(e.set_pending(&mut s, p));
-        assert_eq!(s.load(WordAt { mfn: CB + 1, offset: 0 }), 1 << 7);
+        assert_eq!(
+            s.load(WordAt {
+                mfn: CB + 1,
+                offset: 0
+            }),
+            1 << 7
+        );
         assert_eq!(
             s.load(WordAt {
                 mfn: CB + 1,

@@ -1,14 +1,14 @@
 //! `event_channel_op` (hypercall 32), 2-level ABI for one domain: bind_virq, bind_pirq (dom0's
-//! devices, see `pv::pirq`), bind_ipi, alloc_unbound, send, close, status, bind_vcpu, unmask.
-//! `init_control` is -ENOSYS so guests stay on 2-level; inter-domain bindings arrive with more
-//! domains. `shared/xen-abi.md` 6.1.
+//! devices, see `pv::pirq`), bind_ipi, alloc_unbound, send, close, status, bind_vcpu, unmask;
+//! the FIFO ABI's init_control, expand_array, set_priority and reset are in
+//! [`super::event_fifo`]. `shared/xen-abi.md` 6.1.
 //!
 //! Locks: each sub-op reads and changes the port table under one acquisition of the domain's
 //! `evtchn` lock; `close` keeps it while it masks a PIRQ's source, so the domain's `evtchn`
 //! lock comes before `pirqs` and the MSI and IOAPIC locks (interrupt handlers take those first
 //! and drop them before raising a port).
 
-use hestia_core::evtchn::PortState;
+use hestia_core::evtchn::{EventChannels, PortState};
 use xen_abi::errno::Errno;
 use xen_abi::event_channel::{
     AllocUnbound, BindIpi, BindPirq, BindVcpu, BindVirq, PortArg, Status, StatusBinding, cmd,
@@ -21,6 +21,7 @@ use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 use crate::pv::events::{self, errno};
 use crate::pv::pirq;
+use crate::pv::shared::Shared;
 
 pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     let (cmd, arg) = (a[0] as u32, a[1]);
@@ -58,12 +59,7 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             // One critical section, as Xen's `evtchn_close` under the event lock: the binding
             // undone is the one closed, and no other vCPU can bind the PIRQ again before its
             // line is masked.
-            let mut ev = d.evtchn.lock();
-            if let PortState::Pirq(p) = ev.close(&mut shared, port).map_err(errno)? {
-                pirq::unbound(d, p);
-            }
-            drop(ev);
-            Ok(0)
+            close(d, &mut d.evtchn.lock(), &mut shared, port).map(|()| 0)
         }
         cmd::SEND | cmd::UNMASK => {
             let PortArg { port } = guest::read_obj(arg)?;
@@ -108,6 +104,25 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             };
             guest::write_obj(arg, &s).map(|()| 0)
         }
+        cmd::RESET
+        | cmd::INIT_CONTROL
+        | cmd::EXPAND_ARRAY
+        | cmd::SET_PRIORITY
+        | super::event_fifo::RESET_CONT => super::event_fifo::do_fifo_op(d, cmd, arg),
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// Closes `port` of `d` (its port table `ev`, locked) and undoes its binding (a PIRQ's line is
+/// masked again): `EVTCHNOP_close`, and each port of `EVTCHNOP_reset`.
+pub(super) fn close(
+    d: &Domain,
+    ev: &mut EventChannels,
+    shared: &mut Shared<'_>,
+    port: u32,
+) -> Result<(), Errno> {
+    if let PortState::Pirq(p) = ev.close(shared, port).map_err(errno)? {
+        pirq::unbound(d, p);
+    }
+    Ok(())
 }
