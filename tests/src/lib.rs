@@ -496,6 +496,11 @@ fn base() -> Vec<Scenario> {
         guest("functional-mmu", GuestVerdict::Success),
         guest("functional-evtchn-timer", GuestVerdict::Success),
         guest("functional-evtchn-fifo", GuestVerdict::Success),
+        // Two vCPUs: the second flips event words while the first queues events behind them.
+        Scenario {
+            smp: 2,
+            ..guest("xsa-style-evtchn-fifo-control", GuestVerdict::Success)
+        },
         guest("functional-user-mode", GuestVerdict::Success),
         guest("functional-memory-op", GuestVerdict::Success),
         guest("functional-decrease-reservation", GuestVerdict::Success),
