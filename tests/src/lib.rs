@@ -915,6 +915,7 @@ fn base() -> Vec<Scenario> {
             ],
             expect: &[
                 "hestia-dom0: Linux",
+                "xen:events: Using FIFO-based ABI",
                 "shell-42 on xen",
                 "reboot: Power down",
                 POWEROFF_MARKER,

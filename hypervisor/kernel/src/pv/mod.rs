@@ -114,7 +114,7 @@ pub fn dump_event_channels(w: &mut dyn Write) {
         };
         let shared = d.shared();
         let abi = if ev.is_fifo() { "FIFO" } else { "2-level" };
-        let _ = writeln!(w, "{} event channels ({abi}):", d.id);
+        let _ = writeln!(w, "{} event channels: {abi} ABI", d.id);
         for port in 1..ev.nr_ports() {
             let Some((state, vcpu)) = ev.port(port) else {
                 continue;
