@@ -501,6 +501,15 @@ fn base() -> Vec<Scenario> {
             smp: 2,
             ..guest("xsa-style-evtchn-fifo-control", GuestVerdict::Success)
         },
+        // The same in dom0 and a domU at once (each the other's "another domain" for reset).
+        Scenario {
+            name: "xsa-style-evtchn-fifo-control-with-domu",
+            smp: 2,
+            domus: &["xsa-style-evtchn-fifo-control,mem=16"],
+            expect: &["(d1) Test result: SUCCESS", POWEROFF_MARKER],
+            timeout_s: 120,
+            ..guest("xsa-style-evtchn-fifo-control", GuestVerdict::Success)
+        },
         guest("functional-user-mode", GuestVerdict::Success),
         guest("functional-memory-op", GuestVerdict::Success),
         guest("functional-decrease-reservation", GuestVerdict::Success),

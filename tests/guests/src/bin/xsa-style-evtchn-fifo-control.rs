@@ -9,7 +9,10 @@
 //! block written with nonsense (all bits, self-links, links past the array, BUSY left set,
 //! garbage heads and ready bits) and, from a second vCPU, event words flipped without pause
 //! while events are queued behind them: Hestia neither loops nor crashes, and events and the
-//! 2-level ABI work again after the reset.
+//! 2-level ABI work again after the reset. `EVTCHNOP_reset` of another domain: -EPERM for an
+//! unprivileged caller (XSM); -EINVAL for the control domain, as Xen for a domain its
+//! controller did not pause (-ESRCH where there is no domain 1, as on the rig). Run as dom0 and,
+//! in a second scenario, at the same time as a domU.
 #![no_std]
 #![no_main]
 
@@ -20,13 +23,15 @@ use hestia_guests::xen_abi::event_channel::{
 };
 use hestia_guests::xen_abi::mmu::{ext, uvmf};
 use hestia_guests::xen_abi::vcpu::cmd as vcpuop;
-use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
+use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr, sif};
 use hestia_guests::{
     Verdict, check, event_channel_op, hypercall, l1e_maddr, map_shared_info, mmuext_one,
     pfn_to_mfn, println, secondary_vcpu_context, shared_byte, shared_word, system_time_ns,
 };
 
+const EPERM: i64 = -1;
 const ENOENT: i64 = -2;
+const ESRCH: i64 = -3;
 const EINVAL: i64 = -22;
 const ENOSPC: i64 = -28;
 const ENOSYS: i64 = -38;
@@ -76,6 +81,10 @@ fn expand_array(gfn: u64) -> i64 {
 
 fn on_port(op: u32, port: u32) -> i64 {
     event_channel_op(op, &mut PortArg { port })
+}
+
+fn reset(dom: u16) -> i64 {
+    event_channel_op(cmd::RESET, &mut Reset { dom })
 }
 
 fn bind_ipi() -> u32 {
@@ -248,12 +257,24 @@ fn test(si: &StartInfo) -> Verdict {
         println!("no second vCPU: race skipped");
     }
 
-    // Reset: back to 2-level, the frames released.
+    // Another domain's reset.
+    let (other, r) = if si.flags & sif::PRIVILEGED != 0 {
+        (1, reset(1))
+    } else {
+        (0, reset(0))
+    };
     check!(
         failed,
-        event_channel_op(cmd::RESET, &mut Reset { dom: DOMID_SELF }) == 0,
-        "reset"
+        if other == 1 {
+            r == EINVAL || r == ESRCH
+        } else {
+            r == EPERM
+        },
+        "reset of d{other}: {r}"
     );
+
+    // Reset: back to 2-level, the frames released.
+    check!(failed, reset(DOMID_SELF) == 0, "reset");
     let r = mmuext_one(ext::PIN_L1_TABLE, spare, 0);
     check!(failed, r == 0, "pin the released spare page: {r}");
     check!(
