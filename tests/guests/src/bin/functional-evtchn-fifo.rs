@@ -6,9 +6,10 @@
 //! events_fifo does, most urgent priority first and in order within one (VIRQ_TIMER, IPIs);
 //! set_priority's errors; a masked event stays pending and unlinked until EVTCHNOP_unmask
 //! queues it; ports past the first page wait for the next `expand_array`; SCHEDOP_poll sees
-//! FIFO pending bits; `EVTCHNOP_reset` closes every port and returns to 2-level (reset_cont
-//! without a reset -EBUSY; another domain -ESRCH), after which FIFO can be set up again (and
-//! those frames go with the domain).
+//! FIFO pending bits; `EVTCHNOP_reset` closes every port (letting a waiting upcall in after
+//! 64 ports and going on as reset_cont) and returns to 2-level (reset_cont without a reset
+//! -EBUSY; no such domain -ESRCH), after which FIFO can be set up again (and those frames go
+//! with the domain).
 #![no_std]
 #![no_main]
 
@@ -54,6 +55,9 @@ static HEADS: [AtomicU32; 16] = [const { AtomicU32::new(0) }; 16];
 static LOG: [AtomicU32; 32] = [const { AtomicU32::new(0) }; 32];
 static LOGGED: AtomicU64 = AtomicU64::new(0);
 static UPCALLS: AtomicU64 = AtomicU64::new(0);
+/// A port whose event word the handler looks at, and whether it was pending then.
+static WATCH: AtomicU32 = AtomicU32::new(0);
+static WATCHED_PENDING: AtomicU64 = AtomicU64::new(0);
 
 fn ready() -> &'static AtomicU32 {
     &CONTROL.0[CB_OFFSET / 4]
@@ -99,6 +103,10 @@ fn handler(vector: u64, f: &mut ExcFrame) {
         return;
     }
     UPCALLS.fetch_add(1, SeqCst);
+    let watch = WATCH.load(SeqCst);
+    if watch != 0 && word(watch).load(SeqCst) & PENDING != 0 {
+        WATCHED_PENDING.fetch_add(1, SeqCst);
+    }
     shared_byte(0).store(0, SeqCst); // evtchn_upcall_pending
     let mut bits = ready().swap(0, SeqCst);
     while bits != 0 {
@@ -388,7 +396,28 @@ fn test(si: &StartInfo) -> Verdict {
         reset(1000, cmd::RESET) == ESRCH,
         "reset of no domain must be -ESRCH"
     );
-    check!(failed, reset(DOMID_SELF, cmd::RESET) == 0, "reset");
+    // With an upcall waiting (events unmasked, no hypercall since), the reset stops after its
+    // first 64 ports to let it in (the last port, masked and pending, is not closed yet then),
+    // and goes on through reset_cont.
+    word(last).fetch_or(MASKED, SeqCst);
+    on_port(cmd::SEND, last);
+    WATCH.store(last, SeqCst);
+    on_port(cmd::SEND, d);
+    let before = UPCALLS.load(SeqCst);
+    shared_byte(1).store(0, SeqCst);
+    let r = reset(DOMID_SELF, cmd::RESET);
+    shared_byte(1).store(1, SeqCst);
+    WATCH.store(0, SeqCst);
+    check!(
+        failed,
+        r == 0
+            && UPCALLS.load(SeqCst) == before + 1
+            && WATCHED_PENDING.load(SeqCst) == 1
+            && word(last).load(SeqCst) & PENDING == 0,
+        "preempted reset: {r}, {} upcalls, {} with port {last} still open",
+        UPCALLS.load(SeqCst) - before,
+        WATCHED_PENDING.load(SeqCst)
+    );
     let mut st = Status {
         dom: DOMID_SELF,
         port: b,
