@@ -496,6 +496,21 @@ fn base() -> Vec<Scenario> {
         guest("functional-mmu", GuestVerdict::Success),
         guest("functional-evtchn-timer", GuestVerdict::Success),
         guest("functional-evtchn-interdomain", GuestVerdict::Success),
+        guest("functional-evtchn-fifo", GuestVerdict::Success),
+        // Two vCPUs: the second flips event words while the first queues events behind them.
+        Scenario {
+            smp: 2,
+            ..guest("xsa-style-evtchn-fifo-control", GuestVerdict::Success)
+        },
+        // The same in dom0 and a domU at once (each the other's "another domain" for reset).
+        Scenario {
+            name: "xsa-style-evtchn-fifo-control-with-domu",
+            smp: 2,
+            domus: &["xsa-style-evtchn-fifo-control,mem=16"],
+            expect: &["(d1) Test result: SUCCESS", POWEROFF_MARKER],
+            timeout_s: 120,
+            ..guest("xsa-style-evtchn-fifo-control", GuestVerdict::Success)
+        },
         guest("functional-user-mode", GuestVerdict::Success),
         guest("functional-memory-op", GuestVerdict::Success),
         guest("functional-decrease-reservation", GuestVerdict::Success),
@@ -940,6 +955,7 @@ fn base() -> Vec<Scenario> {
             ],
             expect: &[
                 "hestia-dom0: Linux",
+                "xen:events: Using FIFO-based ABI",
                 "shell-42 on xen",
                 "reboot: Power down",
                 POWEROFF_MARKER,
