@@ -657,9 +657,10 @@ fn base() -> Vec<Scenario> {
             timeout_s: 120,
             ..guest("functional-remote-shutdown", GuestVerdict::Success)
         },
-        // Event channels between dom0 and a boot-time domU: both directions, close seen by the
-        // peer, dom0 reading and allocating the domU's ports, the domU refused dom0's; the
-        // domU's destruction leaves dom0's end unbound.
+        // Event channels between dom0 (2-level) and a boot-time domU (FIFO): both directions,
+        // close and the domU's EVTCHNOP_reset seen by the peer, dom0 reading and allocating the
+        // domU's ports, the domU refused dom0's; the domU's destruction leaves dom0's end
+        // unbound.
         Scenario {
             name: "functional-evtchn-interdomain-domu",
             smp: 2,
