@@ -1058,6 +1058,7 @@ fn base() -> Vec<Scenario> {
                 "(d1) domU-42 2",
                 POWEROFF_MARKER,
             ],
+            check: Some(check_fifo_in_dom0_and_domu),
             timeout_s: 480,
             ..linux("dom0-linux-with-linux-domu")
         },
@@ -1108,6 +1109,19 @@ fn check_4cpus_2048mib(log: &str) -> Result<(), String> {
     let diff = (ram as f64 - 2048.0).abs() / 2048.0;
     if diff > 0.02 {
         return Err(format!("RAM {ram} MiB is not within 2% of 2048 MiB"));
+    }
+    Ok(())
+}
+
+/// dom0 and the domU (its kernel lines `(d1) [ time] ...`) both use the FIFO event ABI.
+fn check_fifo_in_dom0_and_domu(log: &str) -> Result<(), String> {
+    for (who, domu) in [("dom0", false), ("the domU", true)] {
+        let fifo = log.lines().any(|l| {
+            l.contains("xen:events: Using FIFO-based ABI") && l.starts_with("(d1) ") == domu
+        });
+        if !fifo {
+            return Err(format!("{who} did not print `Using FIFO-based ABI`"));
+        }
     }
     Ok(())
 }
@@ -1272,6 +1286,18 @@ mod tests {
     #[test]
     fn clean_poweroff_passes() {
         assert_eq!(judge(&boot(), GOOD, Outcome::Exited(0)), Ok(()));
+    }
+
+    #[test]
+    fn fifo_check_needs_dom0_and_the_domu() {
+        let dom0 = "[    7.4] xen:events: Using FIFO-based ABI\n";
+        let domu = "(d1) [    4.1] xen:events: Using FIFO-based ABI\n";
+        assert_eq!(
+            check_fifo_in_dom0_and_domu(&format!("{dom0}{domu}")),
+            Ok(())
+        );
+        assert!(check_fifo_in_dom0_and_domu(dom0).is_err());
+        assert!(check_fifo_in_dom0_and_domu(domu).is_err());
     }
 
     #[test]

@@ -214,8 +214,8 @@ fn deliver(d: &Domain, port: u32, rid: u16, rport: u32) {
 }
 
 /// `EVTCHNOP_close` of `port` of `d` (also for each port of `EVTCHNOP_reset` and of a domain
-/// being destroyed): a PIRQ's source is masked again; the other end of an inter-domain channel becomes unbound for
-/// `d`, changed under both domains' locks.
+/// being destroyed): a PIRQ's source is masked again; the other end of an inter-domain
+/// channel becomes unbound for `d`, changed under both domains' locks.
 ///
 /// The other end's domain is learnt before the locks are taken, so the port is looked at again
 /// under them; if it was bound to a domain meanwhile, once more. A second change is the domain
