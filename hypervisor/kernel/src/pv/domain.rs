@@ -78,6 +78,8 @@ pub struct Vcpu {
     pub up: bool,
     /// FS base while it does not run (the CPU's register holds it while it does).
     pub fs_base: u64,
+    /// TSC when its `vcpu_time_info` was last written (`pv::events::refresh_time`).
+    pub time_written_tsc: u64,
     /// DS, ES, FS, GS selectors while it does not run.
     pub selectors: [u16; 4],
     /// Its x87/SSE/AVX state, XCR0 and CR0.TS while it does not run (the CPU's while it
@@ -145,6 +147,7 @@ impl Vcpu {
             initialised: false,
             up: false,
             fs_base: 0,
+            time_written_tsc: 0,
             selectors: [0; 4],
             fpu: crate::arch::x86_64::fpu::FpuState::new_initial()?,
             kernel_cr3: cr3,

@@ -8,6 +8,7 @@
 
 use xen_abi::callback::{IretContext, TI_CLEAR_EVENTS, VGCF_IN_SYSCALL};
 use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
+use zerocopy::IntoBytes;
 
 use super::debugreg;
 use super::domain::{Domain, Vcpu};
@@ -76,9 +77,9 @@ fn bounce(
     let base = top
         .checked_sub(bytes)
         .ok_or("the guest stack pointer wraps")?;
-    let frame: alloc::vec::Vec<u8> = words[..n].iter().flat_map(|w| w.to_le_bytes()).collect();
+    let frame = words[..n].as_bytes();
     GuestRange::new(base, frame.len())
-        .and_then(|r| r.write(&frame))
+        .and_then(|r| r.write(frame))
         .map_err(|_| "cannot write the exception frame to the guest stack")?;
     f.rsp = base;
     f.rip = handler;
