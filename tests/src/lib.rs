@@ -489,6 +489,13 @@ fn base() -> Vec<Scenario> {
         guest("functional-start-info", GuestVerdict::Success),
         guest("functional-hypercall-page", GuestVerdict::Success),
         guest("functional-xen-version", GuestVerdict::Success),
+        // The same checks from a domU: the privileged sub-ops denied as Xen denies them.
+        // (A boot-time domU without dom0: the machine powers off once it is done.)
+        Scenario {
+            domus: &["functional-xen-version,mem=16"],
+            expect: &["(d1) Test result: SUCCESS", POWEROFF_MARKER],
+            ..sched_scenario("functional-xen-version-domu")
+        },
         guest("functional-enosys", GuestVerdict::Success),
         guest("xsa-style-bad-pointers", GuestVerdict::Success),
         guest("functional-exceptions", GuestVerdict::Success),
