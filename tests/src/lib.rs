@@ -507,6 +507,7 @@ fn base() -> Vec<Scenario> {
         guest("functional-decrease-reservation", GuestVerdict::Success),
         guest("functional-memory-exchange", GuestVerdict::Success),
         guest("functional-continuation", GuestVerdict::Success),
+        guest("functional-multicall-iret", GuestVerdict::Success),
         guest("functional-fpu", GuestVerdict::Success),
         guest("functional-descriptors", GuestVerdict::Success),
         guest("functional-ldt", GuestVerdict::Success),
