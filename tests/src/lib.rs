@@ -513,6 +513,7 @@ fn base() -> Vec<Scenario> {
         guest("functional-ldt", GuestVerdict::Success),
         guest("functional-debugreg", GuestVerdict::Success),
         guest("functional-iopl", GuestVerdict::Success),
+        guest("functional-architectural-iopl", GuestVerdict::Success),
         guest("functional-ioport", GuestVerdict::Success),
         guest("functional-msr-cr", GuestVerdict::Success),
         guest("functional-ptwr", GuestVerdict::Success),

@@ -1,0 +1,159 @@
+//! `VMASST_TYPE_architectural_iopl`, as Xen 4.17 (`pv/iret.c`, `iopl_ok` in
+//! `pv/emul-priv-op.c`, `create_bounce_frame`): with the assist on, guest kernel mode counts as
+//! ring 0 for the virtual IOPL (CLI, STI and port I/O are allowed whatever the IOPL), the
+//! EFLAGS.IOPL of every `iret` frame becomes the virtual IOPL, and exception frames report it.
+//! Without the assist kernel mode counts as ring 1, `iret` leaves the IOPL alone (only
+//! `PHYSDEVOP_set_iopl` sets it) and frames show IOPL 0.
+#![no_std]
+#![no_main]
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+use hestia_guests::xen_abi::physdev::{SetIopl, cmd};
+use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr, vmasst};
+use hestia_guests::{ExcFrame, Verdict, check, hypercall, install_traps, println};
+
+const VMASST_CMD_ENABLE: u64 = 0;
+const VMASST_CMD_DISABLE: u64 = 1;
+const RFLAGS_IOPL: u64 = 3 << 12;
+/// Vectors of #UD and #GP.
+const UD: u64 = 6;
+const GP: u64 = 13;
+
+static GP_FAULTS: AtomicU64 = AtomicU64::new(0);
+/// The IOPL of the last #UD frame.
+static SEEN_IOPL: AtomicU64 = AtomicU64::new(u64::MAX);
+/// The IOPL the #UD handler puts in the frame it returns through.
+static RETURN_IOPL: AtomicU64 = AtomicU64::new(0);
+
+fn handler(vector: u64, f: &mut ExcFrame) {
+    match vector {
+        GP => {
+            GP_FAULTS.fetch_add(1, SeqCst);
+            // CLI, STI are one byte, `in $0x80, %al` two.
+            // SAFETY: the faulting instruction is one of this test's, in its own text.
+            let first = unsafe { *(f.rip as *const u8) };
+            f.rip += if first == 0xe4 { 2 } else { 1 };
+        }
+        UD => {
+            SEEN_IOPL.store((f.rflags & RFLAGS_IOPL) >> 12, SeqCst);
+            f.rflags = (f.rflags & !RFLAGS_IOPL) | (RETURN_IOPL.load(SeqCst) << 12);
+            f.rip += 2; // ud2
+        }
+        _ => println!("unexpected exception {vector} at {:#x}", f.rip),
+    }
+}
+
+fn set_iopl(iopl: u32) -> i64 {
+    let arg = SetIopl { iopl };
+    hypercall(
+        nr::PHYSDEV_OP,
+        u64::from(cmd::SET_IOPL),
+        &arg as *const SetIopl as u64,
+        0,
+        0,
+        0,
+    )
+}
+
+fn assist(cmd: u64) -> i64 {
+    hypercall(
+        nr::VM_ASSIST,
+        cmd,
+        u64::from(vmasst::ARCHITECTURAL_IOPL),
+        0,
+        0,
+        0,
+    )
+}
+
+/// #GP faults taken by CLI, STI and a read of port 0x80.
+fn privileged_faults() -> u64 {
+    let before = GP_FAULTS.load(SeqCst);
+    // SAFETY: emulated as no-ops or a harmless port read, or #GP which the handler skips;
+    // events stay masked throughout (the upcall mask is the virtual interrupt flag).
+    unsafe {
+        asm!("cli", "sti", "in $0x80, %al", out("al") _, options(nostack, att_syntax));
+    }
+    GP_FAULTS.load(SeqCst) - before
+}
+
+/// Raises #UD, whose handler returns through an iret frame with IOPL `iopl`; returns the IOPL
+/// the #UD frame showed.
+fn ud_frame_iopl(iopl: u64) -> u64 {
+    RETURN_IOPL.store(iopl, SeqCst);
+    // SAFETY: the handler skips the two bytes.
+    unsafe { asm!("ud2", options(nostack, nomem)) };
+    SEEN_IOPL.load(SeqCst)
+}
+
+fn test(_si: &StartInfo) -> Verdict {
+    let mut failed = false;
+    if install_traps(handler) != 0 {
+        return Verdict::Error("set_trap_table");
+    }
+
+    // Without the assist, kernel mode is ring 1: IOPL 0 refuses all three.
+    check!(failed, set_iopl(0) == 0, "set_iopl(0)");
+    let n = privileged_faults();
+    check!(failed, n == 3, "no assist, IOPL 0: {n} #GP, expected 3");
+
+    // With it, kernel mode is ring 0: allowed at IOPL 0.
+    check!(failed, assist(VMASST_CMD_ENABLE) == 0, "vm_assist enable");
+    let n = privileged_faults();
+    check!(failed, n == 0, "assist, IOPL 0: {n} #GP, expected none");
+
+    // Frames report the virtual IOPL, and the iret frame's IOPL becomes it.
+    check!(failed, set_iopl(2) == 0, "set_iopl(2)");
+    let seen = ud_frame_iopl(1);
+    check!(
+        failed,
+        seen == 2,
+        "assist: frame IOPL {seen} after set_iopl(2)"
+    );
+    let seen = ud_frame_iopl(3);
+    check!(
+        failed,
+        seen == 1,
+        "assist: frame IOPL {seen} after an iret with IOPL 1"
+    );
+    let seen = ud_frame_iopl(0);
+    check!(
+        failed,
+        seen == 3,
+        "assist: frame IOPL {seen} after an iret with IOPL 3"
+    );
+
+    // Off again: the IOPL the last iret set (0) holds, kernel mode is ring 1 again.
+    check!(failed, assist(VMASST_CMD_DISABLE) == 0, "vm_assist disable");
+    let n = privileged_faults();
+    check!(
+        failed,
+        n == 3,
+        "assist off, IOPL 0 from the iret: {n} #GP, expected 3"
+    );
+    // Frames show no IOPL and an iret does not change it.
+    check!(failed, set_iopl(1) == 0, "set_iopl(1)");
+    let seen = ud_frame_iopl(0);
+    check!(
+        failed,
+        seen == 0,
+        "no assist: frame IOPL {seen}, expected 0"
+    );
+    let n = privileged_faults();
+    check!(
+        failed,
+        n == 0,
+        "no assist, IOPL 1 kept across an iret: {n} #GP, expected none"
+    );
+
+    println!("architectural IOPL: kernel ring 0, IOPL from iret frames, reported in frames");
+    if failed {
+        Verdict::Failure("architectural_iopl")
+    } else {
+        Verdict::Success
+    }
+}
+
+hestia_guests::guest_main!(test);
