@@ -501,6 +501,7 @@ fn base() -> Vec<Scenario> {
         guest("functional-exceptions", GuestVerdict::Success),
         guest("functional-trap-args", GuestVerdict::Success),
         guest("functional-mmu", GuestVerdict::Success),
+        guest("functional-linear-pagetables", GuestVerdict::Success),
         guest("functional-evtchn-timer", GuestVerdict::Success),
         guest("functional-user-mode", GuestVerdict::Success),
         guest("functional-memory-op", GuestVerdict::Success),
@@ -699,6 +700,7 @@ fn base() -> Vec<Scenario> {
             ..guest("functional-console-read", GuestVerdict::Success)
         },
         guest("xsa-style-writable-pagetable", GuestVerdict::Success),
+        guest("xsa-style-linear-pagetable", GuestVerdict::Success),
         Scenario {
             hv_cmdline: "dom0_mem=64M loglvl=debug",
             expect: &["messages suppressed", POWEROFF_MARKER],
