@@ -3,16 +3,23 @@
 //! ring 0 for the virtual IOPL (CLI, STI and port I/O are allowed whatever the IOPL), the
 //! EFLAGS.IOPL of every `iret` frame becomes the virtual IOPL, and exception frames report it.
 //! Without the assist kernel mode counts as ring 1, `iret` leaves the IOPL alone (only
-//! `PHYSDEVOP_set_iopl` sets it) and frames show IOPL 0.
+//! `PHYSDEVOP_set_iopl` sets it) and frames show IOPL 0. Last, user mode (ring 3) with the
+//! assist: entered by an `iret` with IOPL 3 it may use them, its system call's frame reports
+//! IOPL 3, and returned to with IOPL 0 it may not.
 #![no_std]
 #![no_main]
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
+use hestia_guests::xen_abi::callback::{CallbackRegister, cmd as cb, kind};
+use hestia_guests::xen_abi::mmu::ext;
 use hestia_guests::xen_abi::physdev::{SetIopl, cmd};
 use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr, vmasst};
-use hestia_guests::{ExcFrame, Verdict, check, hypercall, install_traps, println};
+use hestia_guests::{
+    ExcFrame, SYSCALL_VECTOR, Verdict, check, hypercall, hypercall_page_bytes, install_traps,
+    mmuext_one, pfn_to_mfn, println, syscall_entry_address,
+};
 
 const VMASST_CMD_ENABLE: u64 = 0;
 const VMASST_CMD_DISABLE: u64 = 1;
@@ -26,6 +33,20 @@ static GP_FAULTS: AtomicU64 = AtomicU64::new(0);
 static SEEN_IOPL: AtomicU64 = AtomicU64::new(u64::MAX);
 /// The IOPL the #UD handler puts in the frame it returns through.
 static RETURN_IOPL: AtomicU64 = AtomicU64::new(0);
+/// Whether a kernel-mode check failed (reported once user mode is done).
+static KERNEL_FAILED: AtomicU64 = AtomicU64::new(0);
+/// What user mode saw: #GP faults at IOPL 3, the IOPL its system call's frame reported, #GP
+/// faults at IOPL 0.
+static USER_FAULTS_IOPL3: AtomicU64 = AtomicU64::new(u64::MAX);
+static SYSCALL_IOPL: AtomicU64 = AtomicU64::new(u64::MAX);
+static USER_FAULTS_IOPL0: AtomicU64 = AtomicU64::new(u64::MAX);
+/// The system call user mode makes last.
+static EXITING: AtomicU64 = AtomicU64::new(0);
+
+#[repr(C, align(16))]
+struct Stack([u8; 16384]);
+static mut KERNEL_STACK: Stack = Stack([0; 16384]);
+static mut USER_STACK: Stack = Stack([0; 16384]);
 
 fn handler(vector: u64, f: &mut ExcFrame) {
     match vector {
@@ -40,6 +61,14 @@ fn handler(vector: u64, f: &mut ExcFrame) {
             SEEN_IOPL.store((f.rflags & RFLAGS_IOPL) >> 12, SeqCst);
             f.rflags = (f.rflags & !RFLAGS_IOPL) | (RETURN_IOPL.load(SeqCst) << 12);
             f.rip += 2; // ud2
+        }
+        // From user mode: the first returns to it with IOPL 0, the second ends the test.
+        SYSCALL_VECTOR => {
+            if EXITING.load(SeqCst) != 0 {
+                finish();
+            }
+            SYSCALL_IOPL.store((f.rflags & RFLAGS_IOPL) >> 12, SeqCst);
+            f.rflags &= !RFLAGS_IOPL;
         }
         _ => println!("unexpected exception {vector} at {:#x}", f.rip),
     }
@@ -88,7 +117,100 @@ fn ud_frame_iopl(iopl: u64) -> u64 {
     SEEN_IOPL.load(SeqCst)
 }
 
-fn test(_si: &StartInfo) -> Verdict {
+/// Runs in guest user mode, entered with IOPL 3.
+extern "C" fn user_main() -> ! {
+    USER_FAULTS_IOPL3.store(privileged_faults(), SeqCst);
+    // SAFETY: a guest system call; the kernel's callback returns here with IOPL 0.
+    unsafe { asm!("syscall", out("rcx") _, out("r11") _) };
+    USER_FAULTS_IOPL0.store(privileged_faults(), SeqCst);
+    EXITING.store(1, SeqCst);
+    // SAFETY: the last system call never returns to user mode.
+    unsafe { asm!("syscall", options(noreturn)) }
+}
+
+/// Leaves guest kernel mode for `user_main` by an iret frame with IOPL 3 and events on.
+fn enter_user_iopl3() -> ! {
+    let stub = hypercall_page_bytes().as_ptr() as u64 + u64::from(nr::IRET) * 32;
+    let rsp = (&raw const USER_STACK) as u64 + 16384;
+    // SAFETY: builds the iret frame (SS, RSP, RFLAGS, CS with RPL 3, RIP, flags) the iret
+    // stub completes with RCX, R11 and RAX; user mode has its L4 and a kernel stack back.
+    unsafe {
+        asm!(
+            "push $0xe02b",
+            "push {rsp}",
+            "push $0x3202",
+            "push $0xe033",
+            "push {rip}",
+            "push $0",
+            "jmp *{stub}",
+            rsp = in(reg) rsp,
+            rip = in(reg) user_main as *const () as u64,
+            stub = in(reg) stub,
+            options(att_syntax, noreturn)
+        )
+    }
+}
+
+/// The kernel's side of entering user mode: the syscall callback, the kernel stack, the kernel
+/// L4 doubling as the user one (XTF's way).
+fn prepare_user_mode(si: &StartInfo) -> bool {
+    let cbr = CallbackRegister {
+        kind: kind::SYSCALL,
+        flags: 0,
+        _pad: 0,
+        address: syscall_entry_address(),
+    };
+    let callback = hypercall(
+        nr::CALLBACK_OP,
+        u64::from(cb::REGISTER),
+        &cbr as *const CallbackRegister as u64,
+        0,
+        0,
+        0,
+    );
+    let kstack = (&raw const KERNEL_STACK) as u64 + 16384;
+    let stack = hypercall(nr::STACK_SWITCH, 0xe02b, kstack, 0, 0, 0);
+    let l4 = pfn_to_mfn(si, si.pt_base >> 12);
+    let base = mmuext_one(ext::NEW_USER_BASEPTR, l4, 0);
+    callback == 0 && stack == 0 && base == 0
+}
+
+/// In kernel mode again after user mode's last system call: the verdict.
+fn finish() -> ! {
+    let mut failed = KERNEL_FAILED.load(SeqCst) != 0;
+    let (n3, seen, n0) = (
+        USER_FAULTS_IOPL3.load(SeqCst),
+        SYSCALL_IOPL.load(SeqCst),
+        USER_FAULTS_IOPL0.load(SeqCst),
+    );
+    check!(
+        failed,
+        n3 == 0,
+        "user mode, IOPL 3: {n3} #GP, expected none"
+    );
+    check!(
+        failed,
+        seen == 3,
+        "user mode's system call frame: IOPL {seen}, expected 3"
+    );
+    check!(
+        failed,
+        n0 == 3,
+        "user mode, IOPL 0 from the iret: {n0} #GP, expected 3"
+    );
+    println!("architectural IOPL: kernel ring 0, IOPL from iret frames, reported in frames");
+    println!(
+        "Test result: {}",
+        if failed {
+            "FAILURE (architectural_iopl)"
+        } else {
+            "SUCCESS"
+        }
+    );
+    hestia_guests::shutdown(0)
+}
+
+fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
     if install_traps(handler) != 0 {
         return Verdict::Error("set_trap_table");
@@ -148,12 +270,13 @@ fn test(_si: &StartInfo) -> Verdict {
         "no assist, IOPL 1 kept across an iret: {n} #GP, expected none"
     );
 
-    println!("architectural IOPL: kernel ring 0, IOPL from iret frames, reported in frames");
-    if failed {
-        Verdict::Failure("architectural_iopl")
-    } else {
-        Verdict::Success
+    // User mode with the assist.
+    check!(failed, assist(VMASST_CMD_ENABLE) == 0, "vm_assist enable");
+    if !prepare_user_mode(si) {
+        return Verdict::Error("user-mode setup");
     }
+    KERNEL_FAILED.store(u64::from(failed), SeqCst);
+    enter_user_iopl3()
 }
 
 hestia_guests::guest_main!(test);
