@@ -22,6 +22,17 @@ fn main() {
     // 0xFFFF82D080000000, outside the kernel code model's top 2 GiB.
     println!("cargo:rustc-link-arg-bins=--no-pie");
     println!("cargo:rustc-link-arg-bins=-zmax-page-size=4096");
+    // A content hash, so reproducible builds keep it: XENVER_build_id reports it.
+    println!("cargo:rustc-link-arg-bins=--build-id=sha1");
+    // XENVER_compile_info names the compiler, as Xen names its gcc.
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version = std::process::Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .unwrap_or_default();
+    println!("cargo:rustc-env=HESTIA_RUSTC_VERSION={}", version.trim());
 
     let mut s = String::from(".section .text.trap_stubs, \"ax\"\n.code64\n");
     for v in 0..256u32 {

@@ -489,11 +489,19 @@ fn base() -> Vec<Scenario> {
         guest("functional-start-info", GuestVerdict::Success),
         guest("functional-hypercall-page", GuestVerdict::Success),
         guest("functional-xen-version", GuestVerdict::Success),
+        // The same checks from a domU: the privileged sub-ops denied as Xen denies them.
+        // (A boot-time domU without dom0: the machine powers off once it is done.)
+        Scenario {
+            domus: &["functional-xen-version,mem=16"],
+            expect: &["(d1) Test result: SUCCESS", POWEROFF_MARKER],
+            ..sched_scenario("functional-xen-version-domu")
+        },
         guest("functional-enosys", GuestVerdict::Success),
         guest("xsa-style-bad-pointers", GuestVerdict::Success),
         guest("functional-exceptions", GuestVerdict::Success),
         guest("functional-trap-args", GuestVerdict::Success),
         guest("functional-mmu", GuestVerdict::Success),
+        guest("functional-linear-pagetables", GuestVerdict::Success),
         guest("functional-evtchn-timer", GuestVerdict::Success),
         guest("functional-evtchn-interdomain", GuestVerdict::Success),
         guest("functional-evtchn-fifo", GuestVerdict::Success),
@@ -516,11 +524,13 @@ fn base() -> Vec<Scenario> {
         guest("functional-decrease-reservation", GuestVerdict::Success),
         guest("functional-memory-exchange", GuestVerdict::Success),
         guest("functional-continuation", GuestVerdict::Success),
+        guest("functional-multicall-iret", GuestVerdict::Success),
         guest("functional-fpu", GuestVerdict::Success),
         guest("functional-descriptors", GuestVerdict::Success),
         guest("functional-ldt", GuestVerdict::Success),
         guest("functional-debugreg", GuestVerdict::Success),
         guest("functional-iopl", GuestVerdict::Success),
+        guest("functional-architectural-iopl", GuestVerdict::Success),
         guest("functional-ioport", GuestVerdict::Success),
         guest("functional-msr-cr", GuestVerdict::Success),
         guest("functional-ptwr", GuestVerdict::Success),
@@ -737,6 +747,7 @@ fn base() -> Vec<Scenario> {
             ..guest("functional-console-read", GuestVerdict::Success)
         },
         guest("xsa-style-writable-pagetable", GuestVerdict::Success),
+        guest("xsa-style-linear-pagetable", GuestVerdict::Success),
         Scenario {
             hv_cmdline: "dom0_mem=64M loglvl=debug",
             expect: &["messages suppressed", POWEROFF_MARKER],

@@ -34,6 +34,32 @@ pub const CAPABILITIES_LEN: usize = 1024;
 pub const CHANGESET_LEN: usize = 64;
 /// Size of the command line string.
 pub const COMMANDLINE_LEN: usize = 1024;
+/// Size of the domain handle (`xen_domain_handle_t`, a UUID).
+pub const DOMAIN_HANDLE_LEN: usize = 16;
+/// Offset of `buf` in `struct xen_build_id` (after `uint32_t len`, IN: the room in `buf`).
+pub const BUILD_ID_BUF_OFFSET: u64 = 4;
+
+/// `XENVER_compile_info` result (`struct xen_compile_info`): four NUL-terminated strings.
+#[derive(
+    Clone,
+    Copy,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
+#[repr(C)]
+pub struct CompileInfo {
+    /// OUT: the compiler.
+    pub compiler: [u8; 64],
+    /// OUT: who built it.
+    pub compile_by: [u8; 16],
+    /// OUT: the builder's domain.
+    pub compile_domain: [u8; 32],
+    /// OUT: when it was built.
+    pub compile_date: [u8; 32],
+}
+const _: () = assert!(core::mem::size_of::<CompileInfo>() == 144);
 
 /// `XENVER_get_features` argument (`struct xen_feature_info`).
 #[derive(

@@ -133,6 +133,13 @@ pub const DOMID_IO: u16 = 0x7FF1;
 /// The hypervisor itself as a domain (`DOMID_XEN`).
 pub const DOMID_XEN: u16 = 0x7FF2;
 
+/// `vm_assist` types (`VMASST_TYPE_*`): bit numbers of the assists a guest turns on.
+pub mod vmasst {
+    /// Virtual IOPL as the architecture has it: the `iret` frame's EFLAGS.IOPL sets it, bounce
+    /// frames report it, guest kernel mode counts as ring 0 in its checks.
+    pub const ARCHITECTURAL_IOPL: u32 = 4;
+}
+
 /// `start_info.flags` bits (`SIF_*`).
 pub mod sif {
     /// The domain is privileged.

@@ -218,6 +218,19 @@ impl<'a> Elf64<'a> {
     }
 }
 
+/// `NT_GNU_BUILD_ID`: the note type of the linker's build id.
+const NT_GNU_BUILD_ID: u32 = 3;
+
+/// The build id a linker wrote (`--build-id`) into the note area `area` (a
+/// `.note.gnu.build-id` section): the descriptor of its first "GNU" note of type
+/// `NT_GNU_BUILD_ID`, if it has one and it is not empty.
+pub fn gnu_build_id(area: &[u8]) -> Option<&[u8]> {
+    NoteIter::new(area)
+        .find(|n| n.0 == b"GNU" && n.1 == NT_GNU_BUILD_ID)
+        .map(|n| n.2)
+        .filter(|desc| !desc.is_empty())
+}
+
 /// Iterates over the notes of one area; stops at the first malformed note.
 struct NoteIter<'a> {
     area: &'a [u8],
@@ -478,6 +491,36 @@ mod tests {
     use super::testing::image;
     use super::*;
     use std::vec::Vec;
+
+    /// One note in its ELF encoding: sizes, type, name and descriptor padded to 4 bytes.
+    fn note(name: &[u8], ty: u32, desc: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        v.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+        v.extend_from_slice(&ty.to_le_bytes());
+        for part in [name, desc] {
+            v.extend_from_slice(part);
+            v.resize(v.len().next_multiple_of(4), 0);
+        }
+        v
+    }
+
+    #[test]
+    fn gnu_build_id_is_found_after_other_notes() {
+        let id: Vec<u8> = (1..=20).collect();
+        let mut area = note(b"Xen\0", NT_GNU_BUILD_ID, b"not it");
+        area.extend(note(b"GNU\0", 1, b"ABI tag"));
+        area.extend(note(b"GNU\0", NT_GNU_BUILD_ID, &id));
+        assert_eq!(gnu_build_id(&area), Some(&id[..]));
+    }
+
+    #[test]
+    fn gnu_build_id_absent_empty_or_truncated() {
+        assert_eq!(gnu_build_id(&[]), None);
+        assert_eq!(gnu_build_id(&note(b"GNU\0", NT_GNU_BUILD_ID, &[])), None);
+        let whole = note(b"GNU\0", NT_GNU_BUILD_ID, &[7; 20]);
+        assert_eq!(gnu_build_id(&whole[..whole.len() - 1]), None);
+    }
 
     fn xtf_like(extra: &[(u32, &[u8])]) -> Vec<u8> {
         let hp = 0x10_1000u64.to_le_bytes();

@@ -25,6 +25,16 @@
 //!    speculative walk could use to read the L1 data cache ([`MmError::L1tf`]: the kernel
 //!    crashes the domain, Hestia having no shadow paging to move it to).
 //!
+//! Linear (recursive) page tables, as Xen allows them (`get_l4_linear_pagetable` and its L2/L3
+//! twins, `xen/arch/x86/mm.c`): a present entry of a level-L table (L = 2-4) that names a
+//! table of level L instead of L-1. It must be read-only (a writable one would let the guest
+//! write its own entries). One naming its own table takes nothing. One naming another table
+//! takes a general and a level-L type reference on it, which must be a validated table of that
+//! level with no work under way, and counts in both frames' [`FrameInfo::linear`]: a table that
+//! holds linear entries cannot be the target of one, and the reverse, so no chain goes deeper
+//! than one entry and no cycle of references can keep tables alive. An entry is linear exactly
+//! when its target's type is the holder's level, which cannot change while it is referenced.
+//!
 //! Long work is preemptible (isolation rule 7): validating a table tree (a pin, a new base
 //! pointer, a new table linked in by `mmu_update`) and tearing one down (the last reference
 //! gone) go entry by entry against a [`Budget`], and stop with [`MmError::Preempted`] when it
@@ -111,6 +121,10 @@ pub struct FrameInfo {
     pub table_unref_at: u32,
     /// A long validation or teardown of the frame as a table, under way.
     pub progress: Progress,
+    /// Linear page tables (Xen's `linear_pt_count`): above zero, how many linear entries this
+    /// table holds that name other tables; below zero, minus how many name it. Zero whenever
+    /// the frame holds no type.
+    pub linear: i16,
 }
 
 impl FrameInfo {
@@ -124,6 +138,7 @@ impl FrameInfo {
         unmapped_at: 0,
         table_unref_at: 0,
         progress: Progress::Idle,
+        linear: 0,
     };
 }
 
@@ -680,7 +695,7 @@ impl<'a> FrameTable<'a> {
             }
             let raw = mem.read(mfn, i);
             let e = self.fix_entry(level, raw);
-            match self.get_entry(mem, level, e, dom) {
+            match self.get_entry(mem, mfn, level, e, dom) {
                 Ok(taken) => {
                     if e != raw {
                         mem.write(mfn, i, e);
@@ -741,7 +756,7 @@ impl<'a> FrameTable<'a> {
                 return Err(MmError::Preempted);
             }
             let e = mem.read(mfn, left - 1);
-            let child = self.put_entry(mem, level, e) == Dropped::ChildTearingDown;
+            let child = self.put_entry(mem, mfn, level, e) == Dropped::ChildTearingDown;
             let left = if child { left } else { left - 1 };
             self.set_progress(mfn, Progress::tearing_down(left, child));
         }
@@ -759,14 +774,16 @@ impl<'a> FrameTable<'a> {
         Ok(())
     }
 
-    /// Takes the references a present entry of a level-`level` table needs. A table one level
-    /// down that has no type yet is claimed ([`Taken::ClaimedTable`]: its validation is the
-    /// caller's to run); one whose own validation or teardown is under way is `Busy`. A
+    /// Takes the references a present entry of the level-`level` table `holder` needs. A table
+    /// one level down that has no type yet is claimed ([`Taken::ClaimedTable`]: its validation
+    /// is the caller's to run); one whose own validation or teardown is under way is `Busy`; a
+    /// frame of another type may still make a linear entry ([`Self::get_linear`]). A
     /// not-present entry takes nothing, but must pass the domain's L1TF check: every guest
     /// entry comes through here (table validation and [`Self::mod_entry_preemptible`]).
     fn get_entry(
         &mut self,
         mem: &mut dyn PtMemory,
+        holder: u64,
         level: u8,
         e: u64,
         dom: Dom,
@@ -794,7 +811,51 @@ impl<'a> FrameTable<'a> {
         if r.is_err() {
             self.put_page(target);
         }
-        r
+        match r {
+            Err(MmError::TypeConflict) if level > 1 => {
+                self.get_linear(holder, level, e, dom).map(|()| Taken::Done)
+            }
+            r => r,
+        }
+    }
+
+    /// Takes what the present entry `e` of the level-`level` table `holder` needs as a linear
+    /// entry (Xen's `get_lN_linear_pagetable`): nothing if it names `holder` itself, else a
+    /// general and a level-`level` type reference on the validated, idle table it names, and
+    /// one more linear entry in `holder` and linear use in the target (neither may already be
+    /// the other). Refused (`TypeConflict`, as the ordinary entry was) when writable.
+    fn get_linear(&mut self, holder: u64, level: u8, e: u64, dom: Dom) -> Result<(), MmError> {
+        let target = (e & pte::ADDR) >> 12;
+        if e & pte::RW != 0 {
+            return Err(MmError::TypeConflict);
+        }
+        if target == holder {
+            return Ok(());
+        }
+        let h = *self.info(holder).ok_or(MmError::BadFrame)?;
+        if h.owner != Some(dom) {
+            return Err(MmError::NotOwner);
+        }
+        self.get_page(target, dom)?;
+        let t = *self.info(target).ok_or(MmError::BadFrame)?;
+        let validated =
+            t.ty == PageType::Table(level) && t.type_count > 0 && t.progress == Progress::Idle;
+        // The holder may hold more linear entries only while nothing maps it linearly, the
+        // target be mapped linearly once more only while it holds none.
+        let counts = (
+            h.linear.checked_add(1).filter(|&n| n > 0),
+            t.linear.checked_sub(1).filter(|&n| n < 0),
+            t.type_count.checked_add(1),
+        );
+        let (true, (Some(entries), Some(uses), Some(types))) = (validated, counts) else {
+            self.put_page(target);
+            return Err(MmError::TypeConflict);
+        };
+        self.info_mut(holder)?.linear = entries;
+        let tm = self.info_mut(target)?;
+        tm.linear = uses;
+        tm.type_count = types;
+        Ok(())
     }
 
     /// Takes a level-`level` table type reference on `mfn`: one more on an idle table of that
@@ -829,10 +890,11 @@ impl<'a> FrameTable<'a> {
         Ok(Taken::ClaimedTable)
     }
 
-    /// Drops what a present entry of a level-`level` table holds. A table one level down that
-    /// loses its last type reference starts its teardown ([`Dropped::ChildTearingDown`]: the
-    /// caller's general reference on it stays until the teardown is done).
-    fn put_entry(&mut self, mem: &mut dyn PtMemory, level: u8, e: u64) -> Dropped {
+    /// Drops what a present entry of the level-`level` table `holder` holds. A table one level
+    /// down (or, for a linear entry, of the same level) that loses its last type reference
+    /// starts its teardown ([`Dropped::ChildTearingDown`]: the caller's general reference on it
+    /// stays until the teardown is done).
+    fn put_entry(&mut self, mem: &mut dyn PtMemory, holder: u64, level: u8, e: u64) -> Dropped {
         if e & pte::P == 0 {
             return Dropped::Done;
         }
@@ -841,12 +903,37 @@ impl<'a> FrameTable<'a> {
             return Dropped::Done;
         }
         let generation = self.flush_gen;
+        let linear = level > 1
+            && self
+                .info(target)
+                .is_some_and(|t| t.ty == PageType::Table(level));
+        if linear
+            && target != holder
+            && let Ok(h) = self.info_mut(holder)
+        {
+            debug_assert!(
+                h.linear > 0,
+                "linear entry count underflow on mfn {holder:#x}"
+            );
+            h.linear = h.linear.saturating_sub(1);
+        }
         let Ok(f) = self.info_mut(target) else {
             return Dropped::Done;
         };
+        // A self-mapping holds nothing, but translations through it reached the table itself.
         f.unmapped_at = generation;
         if level > 1 {
             f.table_unref_at = generation;
+            if target == holder {
+                return Dropped::Done;
+            }
+            if linear {
+                debug_assert!(
+                    f.linear < 0,
+                    "linear use count underflow on mfn {target:#x}"
+                );
+                f.linear = f.linear.saturating_add(1).min(0);
+            }
             debug_assert!(f.type_count > 0, "type count underflow on mfn {target:#x}");
             if f.type_count == 1 {
                 // The last reference: the type count stays 1, held by the teardown.
@@ -1048,16 +1135,19 @@ impl<'a> FrameTable<'a> {
         let target = (new & pte::ADDR) >> 12;
         if level > 1 && new & pte::P != 0 {
             Self::check_flags(level, new)?;
-            self.get_table_preemptible(mem, target, level - 1, dom, pending, budget)?;
+            match self.get_table_preemptible(mem, target, level - 1, dom, pending, budget) {
+                Err(MmError::TypeConflict) => self.get_linear(table, level, new, dom)?,
+                r => r?,
+            }
         } else {
-            self.get_entry(mem, level, new, dom)?;
+            self.get_entry(mem, table, level, new, dom)?;
         }
         let old = mem.read(table, idx);
         mem.write(table, idx, new);
         if level == 4 {
             mem.root_entry_changed(table);
         }
-        if self.put_entry(mem, level, old) == Dropped::ChildTearingDown {
+        if self.put_entry(mem, table, level, old) == Dropped::ChildTearingDown {
             pending.teardown = Some((old & pte::ADDR) >> 12);
             let _ = self.finish_teardown(mem, pending, budget);
         }
@@ -1371,6 +1461,9 @@ pub struct Hold {
 pub struct AuditCounts {
     refs: u32,
     types: u32,
+    /// Linear entries the frame holds, and linear entries naming it.
+    linear_entries: u32,
+    linear_uses: u32,
 }
 
 /// A broken frame-table invariant, as [`FrameTable::audit`] finds it.
@@ -1406,8 +1499,9 @@ pub enum Broken {
         /// What the references account for.
         want: PageType,
     },
-    /// A frame without type references that still names a type, or a pinned frame that is not
-    /// a page table of its owner.
+    /// A frame without type references that still names a type (or linear count), a pinned
+    /// frame that is not a page table of its owner, or a table both holding linear entries and
+    /// named by one.
     BadState {
         /// The frame.
         mfn: u64,
@@ -1443,6 +1537,17 @@ pub enum Broken {
         /// The frame.
         mfn: u64,
     },
+    /// A table's linear count is not what its linear entries and those naming it account for.
+    LinearCount {
+        /// The frame.
+        mfn: u64,
+        /// What the table says.
+        have: i16,
+        /// Linear entries it holds.
+        entries: u32,
+        /// Linear entries naming it.
+        uses: u32,
+    },
 }
 
 impl core::fmt::Display for Broken {
@@ -1470,6 +1575,15 @@ impl core::fmt::Display for Broken {
             }
             Self::FreeButOwned { mfn } => write!(f, "mfn {mfn:#x}: free but owned"),
             Self::Overflow { mfn } => write!(f, "mfn {mfn:#x}: counter overflow"),
+            Self::LinearCount {
+                mfn,
+                have,
+                entries,
+                uses,
+            } => write!(
+                f,
+                "mfn {mfn:#x}: linear count {have}, holds {entries} linear entries, named by {uses}"
+            ),
         }
     }
 }
@@ -1584,8 +1698,8 @@ impl FrameTable<'_> {
                 (PageType::Table(level), 1..) => Some(level),
                 _ => None,
             };
-            let orphan_type =
-                f.type_count == 0 && (f.ty != PageType::None || f.progress != Progress::Idle);
+            let orphan_type = f.type_count == 0
+                && (f.ty != PageType::None || f.progress != Progress::Idle || f.linear != 0);
             let bad_pin = f.pinned && (typed_table.is_none() || f.owner.is_none());
             // Work under way holds exactly one type reference: its own (see `Progress`).
             let bad_progress = f.progress != Progress::Idle && f.type_count > 1;
@@ -1641,9 +1755,33 @@ impl FrameTable<'_> {
                     });
                     continue;
                 }
+                // Linear entries: read-only, naming the table itself (holding nothing) or
+                // another of the same level (see `get_linear`).
+                let linear = level > 1
+                    && self
+                        .info(target)
+                        .is_some_and(|t| t.ty == PageType::Table(level));
+                if linear && e & pte::RW != 0 {
+                    broken(bad_entry);
+                    continue;
+                }
+                if linear && target == mfn {
+                    continue;
+                }
+                if linear {
+                    let mut count = |at: u64, entries: u32, uses: u32| {
+                        if let Some(c) = usize::try_from(at).ok().and_then(|i| scratch.get_mut(i)) {
+                            c.linear_entries = c.linear_entries.saturating_add(entries);
+                            c.linear_uses = c.linear_uses.saturating_add(uses);
+                        }
+                    };
+                    count(mfn, 1, 0);
+                    count(target, 0, 1);
+                }
                 let ty = match level {
                     1 if e & pte::RW != 0 => Some(PageType::Writable),
                     1 => None,
+                    l if linear => Some(PageType::Table(l)),
                     l => Some(PageType::Table(l - 1)),
                 };
                 account(scratch, &mut broken, target, ty);
@@ -1663,6 +1801,16 @@ impl FrameTable<'_> {
                     mfn,
                     have: f.type_count,
                     want: c.types,
+                });
+            }
+            let (entries, uses) = (c.linear_entries, c.linear_uses);
+            let want = i64::from(entries) - i64::from(uses);
+            if (entries != 0 && uses != 0) || i64::from(f.linear) != want {
+                broken(Broken::LinearCount {
+                    mfn,
+                    have: f.linear,
+                    entries,
+                    uses,
                 });
             }
         }
@@ -2164,9 +2312,107 @@ mod tests {
     #[test]
     fn self_referencing_tables_cannot_recurse() {
         let (mut ft, mut mem) = setup(20);
-        mem.write(1, 0, e(1, 0)); // L4 points at itself
+        mem.write(1, 0, e(1, pte::RW)); // L4 points at itself, writable
         assert_eq!(ft.pin(&mut mem, 1, 4, D), Err(MmError::TypeConflict));
         assert_eq!(ft.info(1).unwrap().ref_count, 0);
+        // Read-only, it is a linear self-mapping: validation accepts it and it holds nothing.
+        mem.write(1, 0, e(1, 0));
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        let f = *ft.info(1).unwrap();
+        assert_eq!((f.ref_count, f.type_count, f.linear), (1, 1, 0));
+        audit(&ft, &mem, &[]).unwrap();
+        ft.unpin(&mut mem, 1, D).unwrap();
+        let f = *ft.info(1).unwrap();
+        assert_eq!(
+            (f.ty, f.ref_count, f.type_count, f.linear),
+            (PageType::None, 0, 0, 0)
+        );
+        // Translations through the self-mapping reached the table: a later change of use
+        // flushes them first.
+        assert_eq!(f.unmapped_at, ft.flush_gen);
+    }
+
+    /// Xen's `get_lN_linear_pagetable` rules at each level: read-only only, the same level,
+    /// a table either holds linear entries or is named by them, and the references they hold
+    /// are dropped exactly, the last one tearing the target down.
+    #[test]
+    fn linear_page_tables_as_xen_allows_them() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        mem.write(1, 1, e(7, pte::RW)); // a second L3 under L4 1
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.pin(&mut mem, 5, 4, D).unwrap(); // two more, empty L4s
+        ft.pin(&mut mem, 6, 4, D).unwrap();
+        let check = |ft: &FrameTable, mem: &FakeMem| {
+            if let Err(f) = audit(ft, mem, &[]) {
+                panic!("{} ({} broken)", f.first, f.count);
+            }
+        };
+        let linear = |ft: &FrameTable, m: u64| ft.info(m).unwrap().linear;
+        let types = |ft: &FrameTable, m: u64| ft.info(m).unwrap().type_count;
+        // Self-mappings, read-only only; they take nothing.
+        assert_eq!(
+            ft.mod_entry(&mut mem, 1, 4, 5, e(1, pte::RW), D),
+            Err(MmError::TypeConflict)
+        );
+        ft.mod_entry(&mut mem, 1, 4, 5, e(1, 0), D).unwrap();
+        ft.mod_entry(&mut mem, 3, 2, 5, e(3, 0), D).unwrap();
+        assert_eq!((types(&ft, 1), linear(&ft, 1)), (1, 0));
+        check(&ft, &mem);
+        // Another L4: one more type reference and the linear counts on both.
+        assert_eq!(
+            ft.mod_entry(&mut mem, 1, 4, 7, e(5, pte::RW), D),
+            Err(MmError::TypeConflict)
+        );
+        ft.mod_entry(&mut mem, 1, 4, 7, e(5, 0), D).unwrap();
+        assert_eq!((types(&ft, 5), linear(&ft, 5), linear(&ft, 1)), (2, -1, 1));
+        check(&ft, &mem);
+        // No chains: 5 is named, so it may hold none; 1 holds one, so nothing may name it.
+        assert_eq!(
+            ft.mod_entry(&mut mem, 5, 4, 7, e(6, 0), D),
+            Err(MmError::TypeConflict)
+        );
+        assert_eq!(
+            ft.mod_entry(&mut mem, 6, 4, 7, e(1, 0), D),
+            Err(MmError::TypeConflict)
+        );
+        ft.mod_entry(&mut mem, 6, 4, 7, e(5, 0), D).unwrap();
+        assert_eq!((types(&ft, 5), linear(&ft, 5)), (3, -2));
+        // The same at L3 (2 names 7) and L2; an L1 maps a table only read-only, as data.
+        ft.mod_entry(&mut mem, 2, 3, 5, e(7, 0), D).unwrap();
+        assert_eq!(
+            ft.mod_entry(&mut mem, 2, 3, 6, e(7, pte::RW), D),
+            Err(MmError::TypeConflict)
+        );
+        assert_eq!(
+            ft.mod_entry(&mut mem, 4, 1, 5, e(4, pte::RW), D),
+            Err(MmError::TypeConflict)
+        );
+        ft.mod_entry(&mut mem, 4, 1, 5, e(4, 0), D).unwrap();
+        check(&ft, &mem);
+        // Unpinned, 5 lives on through the two linear entries; the last one tears it down.
+        ft.unpin(&mut mem, 5, D).unwrap();
+        assert_eq!(types(&ft, 5), 2);
+        ft.mod_entry(&mut mem, 1, 4, 7, 0, D).unwrap();
+        assert_eq!((types(&ft, 5), linear(&ft, 5), linear(&ft, 1)), (1, -1, 0));
+        ft.mod_entry(&mut mem, 6, 4, 7, 0, D).unwrap();
+        let f = *ft.info(5).unwrap();
+        assert_eq!(
+            (f.ty, f.ref_count, f.type_count, f.linear),
+            (PageType::None, 0, 0, 0)
+        );
+        check(&ft, &mem);
+        // Now 1 holds no linear entry to another table: it may be named.
+        ft.mod_entry(&mut mem, 6, 4, 7, e(1, 0), D).unwrap();
+        assert_eq!(linear(&ft, 1), -1);
+        check(&ft, &mem);
+        ft.unpin(&mut mem, 6, D).unwrap();
+        ft.unpin(&mut mem, 1, D).unwrap();
+        check(&ft, &mem);
+        for m in 0..20 {
+            let f = ft.info(m).unwrap();
+            assert_eq!((m, f.ref_count, f.type_count, f.linear), (m, 0, 0, 0));
+        }
     }
 
     /// A CPU whose L1D compares 46 address bits, 39 of them real: 2^39 and up is safe.
@@ -2321,6 +2567,19 @@ mod tests {
                 want: PageType::Writable
             }
         );
+        // A writable self-mapping of the L4, and a linear count no entry accounts for.
+        assert!(matches!(
+            corrupted(&|_, mem| mem.write(1, 5, e(1, pte::RW | pte::US))),
+            Broken::BadEntry {
+                table: 1,
+                idx: 5,
+                ..
+            }
+        ));
+        assert!(matches!(
+            corrupted(&|ft, _| ft.frames[1].linear = 1),
+            Broken::LinearCount { mfn: 1, .. }
+        ));
         // ... of a foreign frame, of a frame with reserved bits, without US.
         assert_eq!(
             corrupted(&|_, mem| mem.write(4, 5, e(21, pte::US))),
@@ -2406,14 +2665,17 @@ mod tests {
         let (mut ft, mut mem) = setup(40);
         tree(&mut mem);
         ft.pin(&mut mem, 1, 4, D).unwrap();
+        // A second root, so that L4 entries may also be linear entries naming another L4.
+        ft.pin(&mut mem, 5, 4, D).unwrap();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut ok = 0;
+        let mut linear = 0;
         for _ in 0..20_000 {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let table = [1u64, 2, 3, 4][(x % 4) as usize];
-            let level = [4u8, 3, 2, 1][(x % 4) as usize];
+            let table = [1u64, 2, 3, 4, 5][(x % 5) as usize];
+            let level = [4u8, 3, 2, 1, 4][(x % 5) as usize];
             let idx = ((x >> 8) % 8) as usize;
             let target = (x >> 16) % 48; // includes foreign frames 40-43 and unowned 44-47
             let flags = if (x >> 24) & 1 == 1 { pte::RW } else { 0 };
@@ -2424,6 +2686,10 @@ mod tests {
             };
             if ft.mod_entry(&mut mem, table, level, idx, new, D).is_ok() {
                 ok += 1;
+                let named = ft.info(target).map(|f| f.ty);
+                if new != 0 && level > 1 && named == Some(PageType::Table(level)) {
+                    linear += 1;
+                }
             }
             // Invariants 1, 2 and 4: counts equal what the validated tables and pins account
             // for, no typed or foreign frame is mapped writable.
@@ -2439,6 +2705,15 @@ mod tests {
             ft.info(40).unwrap().ref_count == 0,
             "foreign frames never gained references"
         );
+        assert!(linear > 100, "the walk made linear entries ({linear})");
+        // Unpinned, the two trees give back every reference, linear ones included.
+        ft.unpin(&mut mem, 1, D).unwrap();
+        ft.unpin(&mut mem, 5, D).unwrap();
+        audit(&ft, &mem, &[]).unwrap();
+        for m in 0..40 {
+            let f = ft.info(m).unwrap();
+            assert_eq!((m, f.ref_count, f.type_count, f.linear), (m, 0, 0, 0));
+        }
     }
 
     /// A domain of 600 frames whose L4 (frame 1) maps, through one L3 (2) and two L2s (3, 4),

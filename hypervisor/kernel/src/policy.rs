@@ -29,8 +29,8 @@ pub enum Action {
     /// `CONSOLEIO_write`, printed with a `(dN) ` prefix for a domain without [`Action::ConsoleIo`]
     /// (Xen's debug-build policy, `CONFIG_VERBOSE_DEBUG`).
     ConsoleWrite,
-    /// `XENVER_commandline` (`xsm_xen_version`: `XSM_PRIV` for it).
-    ReadCommandLine,
+    /// `XENVER_commandline` and `XENVER_build_id` (`xsm_xen_version`: `XSM_PRIV` for them).
+    XenVersionPriv,
     /// `XENMEM_machine_memory_map` (`xsm_machine_memory_map`, `XSM_PRIV`).
     MachineMemoryMap,
     /// Physical interrupts: `EVTCHNOP_bind_pirq` and the `physdev_op`s that map, route or
@@ -59,7 +59,7 @@ pub fn allows(caller: &Domain, action: Action) -> bool {
     match action {
         Action::PlatformOp
         | Action::ConsoleIo
-        | Action::ReadCommandLine
+        | Action::XenVersionPriv
         | Action::MachineMemoryMap
         | Action::PhysicalIrq
         | Action::IoMemory

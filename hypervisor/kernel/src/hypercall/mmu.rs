@@ -39,6 +39,16 @@ fn errno(e: MmError) -> Errno {
     }
 }
 
+/// Errno for a refused update of an entry of a level-`level` table: above L1 every refusal is
+/// -EINVAL, as Xen's `get_page_from_l{2,3,4}e` answer (a frame of the wrong type, foreign,
+/// or a linear entry their rules refuse; seen on the rig), L1 entries as [`errno`].
+fn errno_at(level: u8, e: MmError) -> Errno {
+    match errno(e) {
+        Errno::EBUSY if level > 1 => Errno::EINVAL,
+        errno => errno,
+    }
+}
+
 /// Errno for a refused pin, unpin or base-pointer change: -EINVAL, as Xen.
 pub(crate) fn errno_pin(e: MmError) -> Errno {
     match e {
@@ -122,6 +132,8 @@ fn flush_local() {
 fn one_update(d: &Domain, req: MmuUpdate) -> Result<(), Errno> {
     let (cmd, maddr) = (req.ptr & 7, req.ptr & !7);
     let (mfn, idx) = (maddr >> 12, ((maddr & 0xfff) / 8) as usize);
+    // The level of the table updated, for the errno.
+    let mut table_level = 1;
     match cmd {
         update::NORMAL_PT_UPDATE
         | update::PT_UPDATE_PRESERVE_AD
@@ -137,6 +149,7 @@ fn one_update(d: &Domain, req: MmuUpdate) -> Result<(), Errno> {
                 }
                 match (f.ty, f.type_count) {
                     (PageType::Table(level), n) if n > 0 => {
+                        table_level = level;
                         ft.mod_entry_preemptible(mem, mfn, level, idx, val, dom(d), pending, budget)
                     }
                     // A page that may be writable anyway: a plain store.
@@ -147,7 +160,7 @@ fn one_update(d: &Domain, req: MmuUpdate) -> Result<(), Errno> {
                     _ => Err(MmError::NotATable),
                 }
             })
-            .map_err(errno),
+            .map_err(|e| errno_at(table_level, e)),
         // Written under the frame-table lock that saw the frame owned, so a frame that leaves
         // the domain (balloon, exchange) cannot get its M2P entry back afterwards.
         update::MACHPHYS_UPDATE => frametable::with(|ft, _| {

@@ -214,8 +214,30 @@ fn dispatch_inner(d: &Domain, number: u32, args: [u64; 5]) -> i64 {
     }
 }
 
+/// The multicall entry whose op is `iret`, per CPU, once the multicall stopped at it: the
+/// SYSCALL path performs the iret ([`take_multicall_iret`]), since only it holds the trap
+/// frame. Only this CPU sets or takes its slot, with interrupts off.
+static MULTICALL_IRET: [spin::Mutex<Option<u64>>; crate::arch::x86_64::percpu::MAX_CPUS] =
+    [const { spin::Mutex::new(None) }; crate::arch::x86_64::percpu::MAX_CPUS];
+
+fn multicall_iret_slot() -> &'static spin::Mutex<Option<u64>> {
+    let cpu = crate::arch::x86_64::percpu::current_index() as usize;
+    &MULTICALL_IRET[cpu % MULTICALL_IRET.len()]
+}
+
+/// After a hypercall returned: the address of the multicall entry whose `iret` is still to be
+/// performed on the guest's frame, if the hypercall was a multicall that reached one. The
+/// caller does the iret (as if the guest had issued it instead of the multicall, its frame at
+/// the guest's RSP) and stores the frame's RAX in the entry's result, as Xen does.
+pub fn take_multicall_iret() -> Option<u64> {
+    multicall_iret_slot().lock().take()
+}
+
 /// `multicall` (13): runs each `multicall_entry {op, result, args[6]}` in order, storing each
-/// result; failures do not stop the batch; nested multicalls are refused and `iret` ends it.
+/// result; failures do not stop the batch; nested multicalls are refused. An `iret` entry is
+/// performed (by the SYSCALL path: [`take_multicall_iret`]) and is the last: the guest resumes
+/// at its frame's target with its RAX, as in Xen since XSA-213 (`pv_do_multicall_call`'s
+/// `mc_exit`).
 /// Preemptible: an entry that asks for a continuation gets its new arguments written back into
 /// the list, and the multicall resumes at that entry.
 fn do_multicall(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
@@ -228,7 +250,8 @@ fn do_multicall(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         let e: [u64; 8] = crate::mm::guest::read_obj(entry)?;
         let op = e[0] as u32;
         if op == nr::IRET {
-            break;
+            *multicall_iret_slot().lock() = Some(entry);
+            return Ok(0);
         }
         let result = if op == nr::MULTICALL {
             Errno::EINVAL.to_ret()

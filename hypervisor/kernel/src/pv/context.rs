@@ -82,7 +82,7 @@ pub fn load(vr: &VcpuRef, v: &mut Vcpu, f: &mut TrapFrame) {
         unsafe { cpu::write_cr4(cr4 ^ CR4_TSD) };
     }
     *f = v.regs;
-    events::update_time(d, v.id);
+    events::update_time(d, v);
     events::start_periodic(vr, v);
     // Last: nothing may change CR0.TS or XCR0 after the vCPU's are loaded.
     v.fpu.restore();

@@ -78,6 +78,8 @@ pub struct Vcpu {
     pub up: bool,
     /// FS base while it does not run (the CPU's register holds it while it does).
     pub fs_base: u64,
+    /// TSC when its `vcpu_time_info` was last written (`pv::events::refresh_time`).
+    pub time_written_tsc: u64,
     /// DS, ES, FS, GS selectors while it does not run.
     pub selectors: [u16; 4],
     /// Its x87/SSE/AVX state, XCR0 and CR0.TS while it does not run (the CPU's while it
@@ -91,7 +93,9 @@ pub struct Vcpu {
     pub gs_base_kernel: u64,
     /// GS base of guest user mode (saved while in kernel mode or not running).
     pub gs_base_user: u64,
-    /// Virtual IOPL (0-3, `PHYSDEVOP_set_iopl`): allows CLI/STI and port I/O.
+    /// Virtual IOPL (0-3): allows CLI/STI and port I/O ([`crate::pv::ioport::iopl_ok`]). Set
+    /// by `PHYSDEVOP_set_iopl`, the initial context's RFLAGS and, with
+    /// `VMASST_TYPE_architectural_iopl`, every `iret`.
     pub iopl: u8,
     /// The I/O bitmap from `PHYSDEVOP_set_iobitmap`: guest address and ports covered.
     pub iobitmap: (u64, u32),
@@ -145,6 +149,7 @@ impl Vcpu {
             initialised: false,
             up: false,
             fs_base: 0,
+            time_written_tsc: 0,
             selectors: [0; 4],
             fpu: crate::arch::x86_64::fpu::FpuState::new_initial()?,
             kernel_cr3: cr3,
@@ -237,6 +242,11 @@ pub struct Domain {
 }
 
 impl Domain {
+    /// Whether the guest turned on `vm_assist` type `kind` (`xen_abi::xen::vmasst`).
+    pub fn vm_assist(&self, kind: u32) -> bool {
+        self.vm_assist.load(core::sync::atomic::Ordering::Relaxed) & (1u64 << (kind & 63)) != 0
+    }
+
     /// The shared_info page.
     pub fn shared(&self) -> Shared<'_> {
         Shared::new(self.shared_info_mfn, &self.vcpu_info)

@@ -26,11 +26,28 @@ pub fn time_scale() -> TimeScale {
     *SCALE.call_once(|| TimeScale::for_hz(tsc::hz()))
 }
 
-/// Refreshes vCPU `v`'s time information.
-pub fn update_time(d: &Domain, v: u32) {
-    d.shared()
-        .update_time(v, time_scale(), cpu::features().invariant_tsc);
+/// Writes vCPU `v`'s time information (when it is loaded into a CPU, as Xen at a context
+/// switch).
+pub fn update_time(d: &Domain, v: &mut Vcpu) {
+    v.time_written_tsc = d
+        .shared()
+        .update_time(v.id, time_scale(), cpu::features().invariant_tsc);
 }
+
+/// Rewrites vCPU `v`'s time information if it is older than [`TIME_REFRESH_NS`]. The guest
+/// extrapolates system time from it with the TSC, so it need not be rewritten at every event
+/// (Xen does it at context switches and at its once-a-second calibration); a refresh keeps
+/// the guest's reading and Hestia's own clock from drifting apart on a vCPU that runs on.
+fn refresh_time(d: &Domain, v: &mut Vcpu) {
+    let age = cpu::rdtsc().wrapping_sub(v.time_written_tsc);
+    if tsc::ticks_to_ns(age) >= TIME_REFRESH_NS {
+        update_time(d, v);
+    }
+}
+
+/// How old a vCPU's time information may get before an upcall rewrites it (Xen's
+/// calibration period).
+const TIME_REFRESH_NS: u64 = 1_000_000_000;
 
 /// Raises `virq` on vCPU `v` of `d` (if the guest bound it; not once `d` stopped, whose
 /// shared_info goes with it).
@@ -65,7 +82,7 @@ pub fn before_guest_return(f: &mut TrapFrame) {
     if v.event_callback.address == 0 {
         return;
     }
-    update_time(d, id);
+    refresh_time(d, &mut v);
     let original = *f;
     let r = traps::deliver_upcall(d, &mut v, f);
     drop(v);

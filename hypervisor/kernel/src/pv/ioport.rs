@@ -2,7 +2,7 @@
 //! run with IOPL 0 and no TSS I/O bitmap) and are performed here after two checks, as in Xen.
 //!
 //! 1. May the guest's current mode use the port? Its virtual IOPL (kernel mode counts as CPL 1,
-//!    user mode as CPL 3), else the I/O bitmap it registered (`PHYSDEVOP_set_iobitmap`, read
+//!    or 0 with `VMASST_TYPE_architectural_iopl`, user mode as CPL 3: [`iopl_ok`]), else the I/O bitmap it registered (`PHYSDEVOP_set_iobitmap`, read
 //!    through its kernel page tables, a clear bit allows). If not: #GP for the guest.
 //! 2. Does the domain hold the port? A port it does not hold reads as all ones and ignores
 //!    writes. dom0 holds every port but Hestia's own; PCI configuration (dword CF8, CFC-CFF)
@@ -14,6 +14,7 @@ use core::sync::atomic::Ordering;
 
 use hestia_core::insn::{Decoded, PortSource, Segment};
 use hestia_core::ioport::PortSet;
+use xen_abi::xen::vmasst;
 
 use super::domain::{Domain, Vcpu};
 use crate::arch::x86_64::idt::TrapFrame;
@@ -69,19 +70,19 @@ pub fn emulate(d: &Domain, v: &Vcpu, f: &mut TrapFrame, op: Decoded) -> Result<b
     match op {
         Decoded::In { port, size } => {
             let port = port_number(port, dx);
-            check_guest(v, port, size)?;
+            check_guest(d, v, port, size)?;
             let value = read(d, port, size);
             f.rax = merge(f.rax, value, size);
             Ok(true)
         }
         Decoded::Out { port, size } => {
             let port = port_number(port, dx);
-            check_guest(v, port, size)?;
+            check_guest(d, v, port, size)?;
             write(d, port, size, f.rax as u32);
             Ok(true)
         }
         Decoded::Ins { size, rep, addr32 } => {
-            check_guest(v, dx, size)?;
+            check_guest(d, v, dx, size)?;
             string(f, rep, addr32, |f| {
                 let addr = mask(f.rdi, addr32);
                 let bytes = read(d, dx, size).to_le_bytes();
@@ -98,7 +99,7 @@ pub fn emulate(d: &Domain, v: &Vcpu, f: &mut TrapFrame, op: Decoded) -> Result<b
             addr32,
             segment,
         } => {
-            check_guest(v, dx, size)?;
+            check_guest(d, v, dx, size)?;
             let base = match segment {
                 Segment::Fs => cpu::fs_base(),
                 // After SWAPGS the guest's active GS base is in KERNEL_GS_BASE.
@@ -171,10 +172,22 @@ fn string(
     Ok(mask(f.rcx, addr32) == 0)
 }
 
+/// Whether the vCPU's virtual IOPL allows what the architecture reserves to CPL <= IOPL: port
+/// I/O without the bitmap, CLI and STI. Guest user mode is CPL 3; guest kernel mode counts as
+/// CPL 1 (it once ran in ring 1), or as CPL 0 with `VMASST_TYPE_architectural_iopl`, as Xen's
+/// `iopl_ok`.
+pub fn iopl_ok(d: &Domain, v: &Vcpu) -> bool {
+    let cpl = match (v.kernel_mode, d.vm_assist(vmasst::ARCHITECTURAL_IOPL)) {
+        (false, _) => 3,
+        (true, false) => 1,
+        (true, true) => 0,
+    };
+    v.iopl >= cpl
+}
+
 /// Check 1: the guest's virtual IOPL or its I/O bitmap.
-fn check_guest(v: &Vcpu, port: u16, size: u8) -> Result<(), Fault> {
-    let cpl = if v.kernel_mode { 1 } else { 3 };
-    if v.iopl >= cpl {
+fn check_guest(d: &Domain, v: &Vcpu, port: u16, size: u8) -> Result<(), Fault> {
+    if iopl_ok(d, v) {
         return Ok(());
     }
     let (bitmap, nr_ports) = v.iobitmap;

@@ -244,6 +244,19 @@ pub fn syscall(f: &mut TrapFrame) {
     let (number, args) = (f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8]);
     f.rax = crate::hypercall::dispatch_from(d, number as u32, args, f.rsp) as u64;
     crate::hypercall::continuation::apply(f, number);
+    if let Some(entry) = crate::hypercall::take_multicall_iret() {
+        if let Err(why) = traps::iret(d, &mut d.this_vcpu().lock(), f) {
+            return domain_crash(d, f, why);
+        }
+        // The entry's result is the frame's RAX, written best effort (through the page
+        // tables of the mode the iret returned to), as Xen writes it.
+        let _ = entry
+            .checked_add(8)
+            .map(|result| crate::mm::guest::write_obj(result, &f.rax));
+        // Xen's multicall returns that result through an `int`: the guest's RAX is the low
+        // 32 bits of the frame's, sign-extended (seen on the rig).
+        f.rax = f.rax as i32 as i64 as u64;
+    }
     if d.dying.load(Ordering::Acquire) {
         stop_after_domain(d);
     }

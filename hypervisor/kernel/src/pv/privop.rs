@@ -107,10 +107,10 @@ pub fn general_protection(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Outcom
                 }
             }
         }
+        // Allowed by the virtual IOPL, they change nothing (the virtual interrupt flag is the
+        // upcall mask, which only the guest's own stores change), as in Xen.
         Decoded::Cli | Decoded::Sti => {
-            // Guest kernel mode counts as CPL 1, user mode as CPL 3.
-            let cpl = if v.kernel_mode { 1 } else { 3 };
-            if v.iopl < cpl {
+            if !ioport::iopl_ok(d, v) {
                 return Outcome::Reflect;
             }
             true

@@ -128,8 +128,9 @@ impl<'a> Shared<'a> {
         self.u8_at(Self::vcpu(v)).store(1, Ordering::Release);
     }
 
-    /// Writes vCPU `v`'s time information, version-counted (odd while updating).
-    pub fn update_time(&self, v: u32, scale: TimeScale, stable: bool) {
+    /// Writes vCPU `v`'s time information, version-counted (odd while updating); returns the
+    /// TSC it was taken at.
+    pub fn update_time(&self, v: u32, scale: TimeScale, stable: bool) -> u64 {
         let t = Self::vcpu(v) + TIME;
         let version = self.u32_at(t);
         let ver = version.load(Ordering::Relaxed);
@@ -148,6 +149,7 @@ impl<'a> Shared<'a> {
             .store(u8::from(stable), Ordering::Relaxed);
         fence(Ordering::SeqCst);
         version.store((ver.wrapping_add(1) | 1).wrapping_add(1), Ordering::Release);
+        now
     }
 
     /// Sets the wallclock: the time of day at system time 0, version-counted.

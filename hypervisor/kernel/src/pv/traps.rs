@@ -7,7 +7,8 @@
 //! view (Xen's leaves at 0x40000000).
 
 use xen_abi::callback::{IretContext, TI_CLEAR_EVENTS, VGCF_IN_SYSCALL};
-use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
+use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS, vmasst};
+use zerocopy::IntoBytes;
 
 use super::debugreg;
 use super::domain::{Domain, Vcpu};
@@ -32,6 +33,16 @@ const RFLAGS_CLEAR_ON_ENTRY: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) 
 /// Why a delivery failed: the caller crashes the domain with this reason.
 pub type Fatal = &'static str;
 
+/// The EFLAGS.IOPL bits a frame for the guest shows: its virtual IOPL with
+/// `VMASST_TYPE_architectural_iopl`, else none (Xen's `create_bounce_frame`).
+fn reported_iopl(d: &Domain, v: &Vcpu) -> u64 {
+    if d.vm_assist(vmasst::ARCHITECTURAL_IOPL) {
+        (u64::from(v.iopl) << 12) & RFLAGS_IOPL
+    } else {
+        0
+    }
+}
+
 /// Builds a bounce frame on the guest's kernel stack and points `f` at `handler`.
 fn bounce(
     d: &Domain,
@@ -46,7 +57,9 @@ fn bounce(
     // guest (and iret) tell the modes apart.
     let from_user = !v.kernel_mode;
     let cs = (if from_user { f.cs | 3 } else { f.cs & !3 }) | (u64::from(saved_mask) << 32);
-    let rflags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL)) | if saved_mask { 0 } else { RFLAGS_IF };
+    let rflags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL))
+        | if saved_mask { 0 } else { RFLAGS_IF }
+        | reported_iopl(d, v);
     let mut words = [0u64; 8];
     let mut n = 0;
     let mut push = |w: u64| {
@@ -76,9 +89,9 @@ fn bounce(
     let base = top
         .checked_sub(bytes)
         .ok_or("the guest stack pointer wraps")?;
-    let frame: alloc::vec::Vec<u8> = words[..n].iter().flat_map(|w| w.to_le_bytes()).collect();
+    let frame = words[..n].as_bytes();
     GuestRange::new(base, frame.len())
-        .and_then(|r| r.write(&frame))
+        .and_then(|r| r.write(frame))
         .map_err(|_| "cannot write the exception frame to the guest stack")?;
     f.rsp = base;
     f.rip = handler;
@@ -237,6 +250,11 @@ pub fn iret(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<(), Fatal> {
             return Err("guest switching to user mode with no user page tables");
         }
         toggle_mode(v, false);
+    }
+    // The architectural assist: the frame's IOPL becomes the virtual IOPL (never the real
+    // one, cleared below).
+    if d.vm_assist(vmasst::ARCHITECTURAL_IOPL) {
+        v.iopl = ((c.rflags & RFLAGS_IOPL) >> 12) as u8;
     }
     f.rip = c.rip;
     f.rsp = c.rsp;
