@@ -504,6 +504,21 @@ fn base() -> Vec<Scenario> {
         guest("functional-linear-pagetables", GuestVerdict::Success),
         guest("functional-evtchn-timer", GuestVerdict::Success),
         guest("functional-evtchn-interdomain", GuestVerdict::Success),
+        guest("functional-evtchn-fifo", GuestVerdict::Success),
+        // Two vCPUs: the second flips event words while the first queues events behind them.
+        Scenario {
+            smp: 2,
+            ..guest("xsa-style-evtchn-fifo-control", GuestVerdict::Success)
+        },
+        // The same in dom0 and a domU at once (each the other's "another domain" for reset).
+        Scenario {
+            name: "xsa-style-evtchn-fifo-control-with-domu",
+            smp: 2,
+            domus: &["xsa-style-evtchn-fifo-control,mem=16"],
+            expect: &["(d1) Test result: SUCCESS", POWEROFF_MARKER],
+            timeout_s: 120,
+            ..guest("xsa-style-evtchn-fifo-control", GuestVerdict::Success)
+        },
         guest("functional-user-mode", GuestVerdict::Success),
         guest("functional-memory-op", GuestVerdict::Success),
         guest("functional-decrease-reservation", GuestVerdict::Success),
@@ -652,9 +667,10 @@ fn base() -> Vec<Scenario> {
             timeout_s: 120,
             ..guest("functional-remote-shutdown", GuestVerdict::Success)
         },
-        // Event channels between dom0 and a boot-time domU: both directions, close seen by the
-        // peer, dom0 reading and allocating the domU's ports, the domU refused dom0's; the
-        // domU's destruction leaves dom0's end unbound.
+        // Event channels between dom0 (2-level) and a boot-time domU (FIFO): both directions,
+        // close and the domU's EVTCHNOP_reset seen by the peer, dom0 reading and allocating the
+        // domU's ports, the domU refused dom0's; the domU's destruction leaves dom0's end
+        // unbound.
         Scenario {
             name: "functional-evtchn-interdomain-domu",
             smp: 2,
@@ -951,6 +967,7 @@ fn base() -> Vec<Scenario> {
             ],
             expect: &[
                 "hestia-dom0: Linux",
+                "xen:events: Using FIFO-based ABI",
                 "shell-42 on xen",
                 "reboot: Power down",
                 POWEROFF_MARKER,
@@ -1052,6 +1069,7 @@ fn base() -> Vec<Scenario> {
                 "(d1) domU-42 2",
                 POWEROFF_MARKER,
             ],
+            check: Some(check_fifo_in_dom0_and_domu),
             timeout_s: 480,
             ..linux("dom0-linux-with-linux-domu")
         },
@@ -1102,6 +1120,19 @@ fn check_4cpus_2048mib(log: &str) -> Result<(), String> {
     let diff = (ram as f64 - 2048.0).abs() / 2048.0;
     if diff > 0.02 {
         return Err(format!("RAM {ram} MiB is not within 2% of 2048 MiB"));
+    }
+    Ok(())
+}
+
+/// dom0 and the domU (its kernel lines `(d1) [ time] ...`) both use the FIFO event ABI.
+fn check_fifo_in_dom0_and_domu(log: &str) -> Result<(), String> {
+    for (who, domu) in [("dom0", false), ("the domU", true)] {
+        let fifo = log.lines().any(|l| {
+            l.contains("xen:events: Using FIFO-based ABI") && l.starts_with("(d1) ") == domu
+        });
+        if !fifo {
+            return Err(format!("{who} did not print `Using FIFO-based ABI`"));
+        }
     }
     Ok(())
 }
@@ -1266,6 +1297,18 @@ mod tests {
     #[test]
     fn clean_poweroff_passes() {
         assert_eq!(judge(&boot(), GOOD, Outcome::Exited(0)), Ok(()));
+    }
+
+    #[test]
+    fn fifo_check_needs_dom0_and_the_domu() {
+        let dom0 = "[    7.4] xen:events: Using FIFO-based ABI\n";
+        let domu = "(d1) [    4.1] xen:events: Using FIFO-based ABI\n";
+        assert_eq!(
+            check_fifo_in_dom0_and_domu(&format!("{dom0}{domu}")),
+            Ok(())
+        );
+        assert!(check_fifo_in_dom0_and_domu(dom0).is_err());
+        assert!(check_fifo_in_dom0_and_domu(domu).is_err());
     }
 
     #[test]

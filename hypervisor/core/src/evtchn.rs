@@ -4,16 +4,24 @@
 //! Port states live here; pending/mask bits, selectors and `evtchn_upcall_pending` live in the
 //! domain's shared_info page, reached through [`SharedBits`] with atomic operations because the
 //! guest changes the same words concurrently. Ports are allocated lowest-first from 1 up to the
-//! domain's `max_evtchn_port`; port 0 is never handed out.
+//! domain's `max_evtchn_port` and the ABI's limit; port 0 is never handed out.
+//!
+//! Once the guest registers a FIFO control block ([`fifo`], `EVTCHNOP_init_control`), pending
+//! and mask state move to its event words: delivery (from this domain or another), unmask,
+//! close and the pending test dispatch to [`fifo::Fifo`] (Xen's `evtchn_port_ops`), and ports
+//! may go past 4096.
 //!
 //! Channels between domains: an [`PortState::Interdomain`] port names its other end by domain
 //! id and port, and that end names it back; a domain may be both ends (a loopback channel).
-//! Each table is one domain's; the operations that change two ([`bind_interdomain`], a close
-//! followed by [`EventChannels::unbind_peer`]) are called by the kernel with both domains'
-//! tables locked, so both ends change at once. A domain being destroyed closes every port and
-//! allocates no new one ([`EventChannels::begin_destroy`]), so no port of a live domain ever
-//! names a domain that is gone.
+//! Each end follows its own domain's ABI: an event is raised in the receiver's 2-level bitmap
+//! or FIFO queue, whichever the receiver uses. Each table is one domain's; the operations that
+//! change two ([`bind_interdomain`], a close followed by [`EventChannels::unbind_peer`]) are
+//! called by the kernel with both domains' tables locked, so both ends change at once. A
+//! domain being destroyed closes every port and allocates no new one
+//! ([`EventChannels::begin_destroy`]), so no port of a live domain ever names a domain that is
+//! gone.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use xen_abi::event_channel::{EVTCHN_2L_NR_CHANNELS, stat};
@@ -22,8 +30,11 @@ use xen_abi::xen::{NR_VIRQS, virq};
 /// Ports of the 2-level ABI for 64-bit guests.
 pub const NR_PORTS: usize = EVTCHN_2L_NR_CHANNELS as usize;
 
-/// The shared-page side of event delivery.
-pub trait SharedBits {
+pub mod fifo;
+
+/// The shared-page side of event delivery; the FIFO ABI's event words and control blocks
+/// through [`fifo::GuestWords`].
+pub trait SharedBits: fifo::GuestWords {
     /// Sets `evtchn_pending[port]`; returns its previous value.
     fn test_and_set_pending(&mut self, port: u32) -> bool;
     /// Clears `evtchn_pending[port]`.
@@ -120,6 +131,10 @@ pub struct EventChannels {
     /// The domain's destruction began: no port is allocated any more (Xen's `is_dying` test in
     /// `get_free_port`).
     dying: bool,
+    /// The FIFO ABI's state, once the guest switched to it.
+    fifo: Option<Box<fifo::Fifo>>,
+    /// The next port `EVTCHNOP_reset` closes, 0 when none is under way.
+    next_evtchn: u32,
 }
 
 fn per_vcpu_virq(virq: u32) -> bool {
@@ -144,42 +159,70 @@ impl EventChannels {
             pirq_port: alloc::vec![0; crate::pirq::NR_PIRQS as usize],
             max_port: u32::MAX,
             dying: false,
+            fifo: None,
+            next_evtchn: 0,
         }
     }
 
     /// Limits the domain's ports to `0..=max` (Xen's `max_evtchn_port` of
-    /// `XEN_DOMCTL_createdomain`); without a limit the ABI's own holds (4095 for 2-level).
+    /// `XEN_DOMCTL_createdomain`); without a limit the ABI's own holds (4095 for 2-level,
+    /// 2^17 - 1 for FIFO).
     pub fn set_max_port(&mut self, max: u32) {
         self.max_port = max;
     }
 
-    /// The port the next allocation takes: the lowest free one. `NoSpace` when every port up
-    /// to the limit is taken, `Invalid` once the domain's destruction began.
+    /// The port the next allocation takes: the lowest free one, below both the domain's limit
+    /// (`max_evtchn_port` + 1) and the ABI's ([`Self::max_ports`]); it may lie just past the
+    /// table (a FIFO port past 4096, added by [`Self::set`]). `NoSpace` when every port up to
+    /// the limit is taken, `Invalid` once the domain's destruction began (Xen's
+    /// `get_free_port`).
     pub fn free_port(&self) -> Result<u32, EvtchnError> {
         if self.dying {
             return Err(EvtchnError::Invalid);
         }
-        let last = usize::try_from(self.max_port).unwrap_or(usize::MAX);
-        self.ports
-            .iter()
-            .enumerate()
-            .skip(1)
-            .take_while(|&(p, _)| p <= last)
-            .find(|&(_, &(state, _))| state == PortState::Closed)
-            .map(|(p, _)| p as u32)
+        let limit = usize::try_from(self.max_port)
+            .map_or(usize::MAX, |m| m.saturating_add(1))
+            .min(self.max_ports());
+        (1..limit)
+            .find(|&p| {
+                self.ports
+                    .get(p)
+                    .is_none_or(|&(state, _)| state == PortState::Closed)
+            })
+            .map(|p| p as u32)
             .ok_or(EvtchnError::NoSpace)
     }
 
-    /// Binds the free port `port` (from [`Self::free_port`]) to `state`, notifying `vcpu`.
-    fn set(&mut self, port: u32, state: PortState, vcpu: u32) {
-        if let Some(slot) = self.ports.get_mut(port as usize) {
-            *slot = (state, vcpu);
+    /// Binds the free port `port` (from [`Self::free_port`]) to `state`, notifying `vcpu`:
+    /// the table grows to it if it lies past it, and the FIFO ABI gives it its default
+    /// priority (Xen's `evtchn_allocate_port` and `evtchn_port_init`). `NoSpace` if the heap
+    /// has no room for it; nothing is bound then.
+    fn set(&mut self, port: u32, state: PortState, vcpu: u32) -> Result<(), EvtchnError> {
+        let p = port as usize;
+        if let Some(more) = (p + 1).checked_sub(self.ports.len()).filter(|&n| n > 0) {
+            // Past the table only under FIFO (`free_port` returns at most its length).
+            self.ports
+                .try_reserve(more)
+                .map_err(|_| EvtchnError::NoSpace)?;
+            self.ports.resize(p + 1, (PortState::Closed, 0));
+        }
+        if let Some(f) = self.fifo.as_mut()
+            && !f.init_port(p)
+        {
+            return Err(EvtchnError::NoSpace);
+        }
+        match self.ports.get_mut(p) {
+            Some(slot) => {
+                *slot = (state, vcpu);
+                Ok(())
+            }
+            None => Err(EvtchnError::NoSpace),
         }
     }
 
     fn alloc(&mut self, state: PortState, vcpu: u32) -> Result<u32, EvtchnError> {
         let p = self.free_port()?;
-        self.set(p, state, vcpu);
+        self.set(p, state, vcpu)?;
         Ok(p)
     }
 
@@ -280,7 +323,10 @@ impl EventChannels {
             *slot = 0;
         }
         self.ports[port as usize] = (PortState::Closed, 0);
-        shared.clear_pending(port);
+        match &self.fifo {
+            Some(f) => f.clear_pending(shared, port),
+            None => shared.clear_pending(port),
+        }
         Ok(state)
     }
 
@@ -319,13 +365,17 @@ impl EventChannels {
         Ok(())
     }
 
-    /// Marks `port` pending and notifies its vCPU (the 2-level rules). Returns true if the
+    /// Marks `port` pending and notifies its vCPU, by the rules of the ABI in use (an event from
+    /// another domain too: [`Self::deliver`] comes here). Returns true if the
     /// port became pending: its vCPU should be woken, as it may be polling the port
     /// (`SCHEDOP_poll` waits on pending bits, masked or not) or now has an upcall.
     pub fn set_pending(&self, shared: &mut dyn SharedBits, port: u32) -> bool {
         let Some((_, vcpu)) = self.port(port) else {
             return false;
         };
+        if let Some(f) = &self.fifo {
+            return f.set_pending(shared, port, vcpu);
+        }
         if shared.test_and_set_pending(port) {
             return false;
         }
@@ -408,7 +458,10 @@ impl EventChannels {
 
     /// `EVTCHNOP_unmask`.
     pub fn unmask(&self, shared: &mut dyn SharedBits, port: u32) -> Result<bool, EvtchnError> {
-        let (_, vcpu) = self.port(port).ok_or(EvtchnError::Invalid)?;
+        let (state, vcpu) = self.port(port).ok_or(EvtchnError::Invalid)?;
+        if let Some(f) = &self.fifo {
+            return Ok(state != PortState::Closed && f.unmask(shared, port, vcpu));
+        }
         if shared.test_and_clear_mask(port)
             && shared.is_pending(port)
             && !shared.test_and_set_sel(vcpu, port / 64)
@@ -418,15 +471,32 @@ impl EventChannels {
         }
         Ok(false)
     }
+
+    /// True if `port` is pending, in the ABI in use (`SCHEDOP_poll`).
+    pub fn is_pending(&self, shared: &dyn SharedBits, port: u32) -> bool {
+        match &self.fifo {
+            Some(f) => f.is_pending(shared, port),
+            None => shared.is_pending(port),
+        }
+    }
+
+    /// True if `port` is masked, in the ABI in use.
+    pub fn is_masked(&self, shared: &dyn SharedBits, port: u32) -> bool {
+        match &self.fifo {
+            Some(f) => f.is_masked(shared, port),
+            None => shared.is_masked(port),
+        }
+    }
 }
 
 /// `EVTCHNOP_bind_interdomain`: connects a new port of `local` (domain `lid`) to port `rport`
 /// of domain `rid`, which must be unbound for `lid`; `remote` is `rid`'s table, `None` when
-/// `rid` is `lid` (a loopback channel, both ends in `local`). As Xen, the local port is taken
+/// `rid` is `lid` (a loopback channel, both ends in `local`). As Xen, the local port is found
 /// first (`NoSpace`, or `Invalid` for a dying domain), then the remote one checked (`Invalid`:
-/// out of range, not unbound, reserved for another domain, or its domain dying). Returns the new local port,
-/// notifying vCPU 0; the other end keeps its notify vCPU. The caller marks the new port
-/// pending, as Xen does for the events the unbound end may have dropped.
+/// out of range, not unbound, reserved for another domain, or its domain dying); the remote
+/// end changes only once the local one is bound, so a failure changes neither. Returns the
+/// new local port, notifying vCPU 0; the other end keeps its notify vCPU. The caller marks the
+/// new port pending, as Xen does for the events the unbound end may have dropped.
 pub fn bind_interdomain(
     local: &mut EventChannels,
     lid: u16,
@@ -435,28 +505,30 @@ pub fn bind_interdomain(
     rport: u32,
 ) -> Result<u32, EvtchnError> {
     let lport = local.free_port()?;
-    let peer = match remote {
-        Some(r) => r,
-        None => &mut *local,
+    // A dying domain's ports are being closed for its destruction: none is bound any more.
+    let bindable = |t: &EventChannels| {
+        !t.dying
+            && t.port(rport)
+                .is_some_and(|(state, _)| state == PortState::Unbound { remote: lid })
     };
-    if peer.dying {
-        // Its ports are being closed for its destruction: none is bound any more.
+    if !remote.as_deref().map_or_else(|| bindable(local), bindable) {
         return Err(EvtchnError::Invalid);
-    }
-    match peer.ports.get_mut(rport as usize) {
-        Some(slot) if slot.0 == (PortState::Unbound { remote: lid }) => {
-            slot.0 = PortState::Interdomain {
-                remote_dom: lid,
-                remote_port: lport,
-            };
-        }
-        _ => return Err(EvtchnError::Invalid),
     }
     let end = PortState::Interdomain {
         remote_dom: rid,
         remote_port: rport,
     };
-    local.set(lport, end, 0);
+    local.set(lport, end, 0)?;
+    let peer = match remote {
+        Some(r) => r,
+        None => local,
+    };
+    if let Some(slot) = peer.ports.get_mut(rport as usize) {
+        slot.0 = PortState::Interdomain {
+            remote_dom: lid,
+            remote_port: lport,
+        };
+    }
     Ok(lport)
 }
 
@@ -464,11 +536,21 @@ pub fn bind_interdomain(
 mod tests {
     use super::*;
 
-    struct Fake {
+    use alloc::collections::BTreeMap;
+    use core::cell::RefCell;
+
+    use super::fifo::{GuestWords, WordAt};
+
+    /// The shared page and the guest's FIFO frames. `flip`: a port whose event word the
+    /// "guest" changes under every compare-exchange (counted in `flips`).
+    pub(super) struct Fake {
         pending: [u64; 64],
         mask: [u64; 64],
         sel: [u64; 2],
-        upcall: [bool; 2],
+        pub(super) upcall: [bool; 2],
+        words: RefCell<BTreeMap<(u64, u32), u32>>,
+        pub(super) flip: Option<u32>,
+        flips: core::cell::Cell<u32>,
     }
 
     impl Default for Fake {
@@ -478,7 +560,49 @@ mod tests {
                 mask: [0; 64],
                 sel: [0; 2],
                 upcall: [false; 2],
+                words: RefCell::default(),
+                flip: None,
+                flips: core::cell::Cell::new(0),
             }
+        }
+    }
+
+    impl Fake {
+        fn update(&self, at: WordAt, f: impl FnOnce(u32) -> u32) -> u32 {
+            let mut w = self.words.borrow_mut();
+            let v = w.entry((at.mfn, at.offset)).or_insert(0);
+            let old = *v;
+            *v = f(old);
+            old
+        }
+
+        /// Compare-exchanges seen on the flipping word.
+        pub(super) fn flips(&self) -> u32 {
+            self.flips.get()
+        }
+    }
+
+    impl GuestWords for Fake {
+        fn load(&self, at: WordAt) -> u32 {
+            self.update(at, |v| v)
+        }
+        fn store(&self, at: WordAt, value: u32) {
+            self.update(at, |_| value);
+        }
+        fn compare_exchange(&self, at: WordAt, old: u32, new: u32) -> u32 {
+            if let Some(port) = self.flip
+                && at.offset == port % 1024 * 4
+            {
+                self.flips.set(self.flips.get() + 1);
+                return self.update(at, |v| v ^ (1 << 30)) ^ (1 << 30);
+            }
+            self.update(at, |v| if v == old { new } else { v })
+        }
+        fn fetch_or(&self, at: WordAt, bits: u32) -> u32 {
+            self.update(at, |v| v | bits)
+        }
+        fn fetch_and(&self, at: WordAt, bits: u32) -> u32 {
+            self.update(at, |v| v & bits)
         }
     }
 

@@ -46,6 +46,9 @@ pub enum Action {
     /// of its ports (`xsm_evtchn_unbound`, `xsm_evtchn_status`: `XSM_TARGET`, the domain
     /// itself or the control domain; the caller asks only for a domain other than itself).
     ForeignEventChannel,
+    /// `EVTCHNOP_reset` of another domain (`xsm_evtchn_reset`, `XSM_TARGET`: the control
+    /// domain).
+    EvtchnReset,
     /// The platform devices Hestia shares with the hardware domain by emulation: PCI
     /// configuration space through ports 0xCF8/0xCFC, the RTC's index and data ports.
     PlatformDevices,
@@ -63,6 +66,7 @@ pub fn allows(caller: &Domain, action: Action) -> bool {
         | Action::CacheFlush
         | Action::PlatformDevices
         | Action::ForeignEventChannel
+        | Action::EvtchnReset
         | Action::ShutdownOther => caller.privileged,
         Action::ConsoleWrite => true,
     }

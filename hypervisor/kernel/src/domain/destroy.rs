@@ -7,8 +7,9 @@
 //!    under each vCPU's lock, and empties those places, so nothing drops them twice: each
 //!    vCPU's unfinished page-table work (`mm_pending`), its kernel and user base pointers, its
 //!    GDT and LDT frames, its registered `vcpu_info` page, and the permanent writable
-//!    references of its shared_info page and of the console ring Hestia serves for it (the
-//!    same lists the stop-time audit accounts for, `pv::audit::holds` and `domain_holds`).
+//!    references of its shared_info page and of the console ring Hestia serves for it, and its
+//!    FIFO event-channel frames, the domain going back to the 2-level ABI (the same lists the
+//!    stop-time audit accounts for, `pv::audit::holds`, `domain_holds` and `fifo_holds`).
 //!    Hestia stops writing into those pages here (its console must be unregistered first).
 //! 2. `hestia_core::pv_mm::FrameTable::relinquish_preemptible` then gives up the vCPUs' work,
 //!    drops the holds, unpins every table (each tree torn down as its last type reference
@@ -89,6 +90,8 @@ fn take_holds(d: &Domain) -> (Relinquish, Vec<u64>) {
     // (pv::builder's `register_frames`).
     let mut holds = Vec::new();
     crate::pv::audit::domain_holds(d, &mut holds);
+    let fifo = d.evtchn.lock().fifo_destroy();
+    crate::pv::audit::fifo_holds(&fifo, &mut holds);
     let mut pendings = Vec::with_capacity(d.vcpus.len());
     for (i, slot) in d.vcpus.iter().enumerate() {
         let mut v = slot.lock();

@@ -1,8 +1,9 @@
-//! `event_channel_op` (hypercall 32), 2-level ABI: bind_virq, bind_pirq (dom0's devices, see
-//! `pv::pirq`), bind_ipi, alloc_unbound, bind_interdomain, send, close, status, bind_vcpu,
-//! unmask. `init_control` is -ENOSYS so guests stay on 2-level. `shared/xen-abi.md` 6.1; Xen
-//! 4.17 `xen/common/event_channel.c` is the specification, error codes and their order
-//! included.
+//! `event_channel_op` (hypercall 32): bind_virq, bind_pirq (dom0's devices, see `pv::pirq`),
+//! bind_ipi, alloc_unbound, bind_interdomain, send, close, status, bind_vcpu, unmask, in
+//! whichever ABI the domain uses (2-level, or FIFO once it registered a control block); the
+//! FIFO ABI's init_control, expand_array, set_priority and reset are in
+//! [`super::event_fifo`]. `shared/xen-abi.md` 6.1; Xen 4.17 `xen/common/event_channel.c` is
+//! the specification, error codes and their order included.
 //!
 //! Channels between domains: `alloc_unbound` reserves a port of a domain (the caller's own, or
 //! for the control domain any domain's, Xen's `XSM_TARGET`) for a remote domain to bind;
@@ -161,6 +162,11 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             }
             guest::write_obj(arg, &s).map(|()| 0)
         }
+        cmd::RESET
+        | cmd::INIT_CONTROL
+        | cmd::EXPAND_ARRAY
+        | cmd::SET_PRIORITY
+        | super::event_fifo::RESET_CONT => super::event_fifo::do_fifo_op(d, cmd, arg),
         _ => Err(Errno::ENOSYS),
     }
 }
@@ -207,9 +213,9 @@ fn deliver(d: &Domain, port: u32, rid: u16, rport: u32) {
     }
 }
 
-/// `EVTCHNOP_close` of `port` of `d` (also for each port of a domain being destroyed): a
-/// PIRQ's source is masked again; the other end of an inter-domain channel becomes unbound for
-/// `d`, changed under both domains' locks.
+/// `EVTCHNOP_close` of `port` of `d` (also for each port of `EVTCHNOP_reset` and of a domain
+/// being destroyed): a PIRQ's source is masked again; the other end of an inter-domain
+/// channel becomes unbound for `d`, changed under both domains' locks.
 ///
 /// The other end's domain is learnt before the locks are taken, so the port is looked at again
 /// under them; if it was bound to a domain meanwhile, once more. A second change is the domain

@@ -8,6 +8,7 @@ mod console_io;
 pub mod continuation;
 pub(crate) mod descriptor;
 pub(crate) mod event_channel;
+mod event_fifo;
 mod memory_op;
 mod misc;
 pub(crate) mod mmu;

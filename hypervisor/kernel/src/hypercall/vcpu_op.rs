@@ -7,7 +7,6 @@
 
 use core::sync::atomic::Ordering;
 
-use hestia_core::pv_mm::{MmError, PageType};
 use xen_abi::errno::Errno;
 use xen_abi::vcpu::cmd::*;
 
@@ -123,14 +122,7 @@ fn register_vcpu_info(d: &Domain, vcpu: u32, mfn: u64, offset: u64) -> Result<()
     if slot.load(Ordering::Acquire) != 0 {
         return Err(Errno::EINVAL);
     }
-    let me = d.id.0;
-    frametable::with(|ft, mem| -> Result<(), MmError> {
-        ft.get_page(mfn, me)?;
-        ft.get_page_type(mem, mfn, PageType::Writable, me)
-            .inspect_err(|_| ft.put_page(mfn))
-    })
-    .unwrap_or(Err(MmError::BadFrame))
-    .map_err(|_| Errno::EINVAL)?;
+    frametable::get_writable_page(mfn, d.id.0)?;
     let new = phys_to_virt(mfn * 4096) + offset;
     let shared = d.shared();
     let mut info = [0u8; SIZE as usize];

@@ -14,8 +14,9 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use hestia_core::memmap::MemoryMap;
 use hestia_core::pv_mm::{
     AuditCounts, AuditFailure, AuditSummary, Budget, DOM_IO, FrameInfo, FrameTable, Hold, MmError,
-    Pending, PtMemory,
+    PageType, Pending, PtMemory,
 };
+use xen_abi::errno::Errno;
 use xen_abi::mmu::INVALID_M2P_ENTRY;
 use xen_abi::xen::MACH2PHYS_VIRT_START;
 
@@ -149,6 +150,29 @@ pub fn grant_dom0_iomem(dom: u16) {
         for &(s, e) in readable.ranges() {
             ft.iomem_ro_mut().add(s, e);
         }
+    });
+}
+
+/// Takes a general and a writable type reference on `dom`'s frame `mfn`, for a page Hestia
+/// writes on the domain's behalf (a registered `vcpu_info`, a FIFO control block or event-array
+/// page: isolation rule 5), as Xen's `get_page_and_type(..., PGT_writable_page)`: it can then
+/// be neither a page table nor freed until [`put_writable_page`]. `EINVAL` for a frame that is
+/// not the domain's or has another type, as Xen answers for these pages.
+pub fn get_writable_page(mfn: u64, dom: u16) -> Result<(), Errno> {
+    with(|ft, mem| -> Result<(), MmError> {
+        ft.get_page(mfn, dom)?;
+        ft.get_page_type(mem, mfn, PageType::Writable, dom)
+            .inspect_err(|_| ft.put_page(mfn))
+    })
+    .unwrap_or(Err(MmError::BadFrame))
+    .map_err(|_| Errno::EINVAL)
+}
+
+/// Drops the references [`get_writable_page`] took.
+pub fn put_writable_page(mfn: u64) {
+    with(|ft, mem| {
+        ft.put_page_type(mem, mfn);
+        ft.put_page(mfn);
     });
 }
 

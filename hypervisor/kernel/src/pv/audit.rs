@@ -88,6 +88,15 @@ pub(crate) fn domain_holds(d: &Domain, out: &mut Vec<Hold>) {
     }
 }
 
+/// The FIFO event-channel frames `frames` (control blocks, event-array pages) as holds: each
+/// keeps a writable type while registered (`crate::hypercall::event_fifo`).
+pub(crate) fn fifo_holds(frames: &[u64], out: &mut Vec<Hold>) {
+    out.extend(frames.iter().map(|&mfn| Hold {
+        mfn,
+        ty: Some(PageType::Writable),
+    }));
+}
+
 /// Audits the frame table with the holds of every domain (the audit covers every frame) and
 /// logs the verdict for `d`, which stopped: one line, `frame audit: ok` or `frame audit FAILED`
 /// with the first broken invariant. If the machine stops with `d` (the hardware domain, or
@@ -158,6 +167,17 @@ fn audit(d: &Domain, relinquished: bool) {
         .filter(|dom| !(relinquished && dom.dying.load(Ordering::Acquire)))
     {
         domain_holds(dom, &mut list);
+        let Some(ev) = try_lock_for(&dom.evtchn) else {
+            crate::warn!(
+                "{}: frame audit skipped: {}'s event channels stay busy",
+                d.id,
+                dom.id
+            );
+            return;
+        };
+        let mut frames = Vec::new();
+        ev.fifo_frames(&mut frames);
+        fifo_holds(&frames, &mut list);
     }
     for (dom, v) in &guards {
         holds(dom, v, &mut list);

@@ -5,7 +5,6 @@
 //! (`crate::sched::notify`): a blocked vCPU is woken, one running on another CPU is kicked with
 //! an IPI, whose return path delivers the upcall.
 
-use hestia_core::evtchn::SharedBits;
 use hestia_core::time::TimeScale;
 use xen_abi::xen::virq;
 
@@ -240,10 +239,17 @@ pub fn preempt_now(d: &Domain) -> bool {
         || (shared.upcall_pending(v) && !shared.upcall_mask(v))
 }
 
-/// True if any of `ports` is pending.
+/// True if any of `ports` is pending (in the FIFO ABI's event words once the domain uses it).
+/// Called under the scheduler's lock, which a sender takes while holding the `evtchn` lock
+/// (`kick`): so the port table is only tried, and when it is busy the answer is true, an early
+/// return of `SCHEDOP_poll` (allowed: Xen's returns whenever the vCPU is woken), never a
+/// deadlock or a lost wake-up.
 pub fn any_pending(d: &Domain, ports: &[u32]) -> bool {
     let shared = d.shared();
-    ports.iter().any(|&p| shared.is_pending(p))
+    let Some(ev) = d.evtchn.try_lock() else {
+        return true;
+    };
+    ports.iter().any(|&p| ev.is_pending(&shared, p))
 }
 
 /// The errno for an event-channel error.

@@ -101,7 +101,7 @@ pub fn dump(w: &mut dyn Write) {
 /// Lists every domain's open event channels: port, binding, notified vCPU, pending and
 /// masked bits (debug key `e`).
 pub fn dump_event_channels(w: &mut dyn Write) {
-    use hestia_core::evtchn::{NR_PORTS, PortState, SharedBits};
+    use hestia_core::evtchn::PortState;
     let Some(all) = crate::domain::try_all() else {
         let _ = writeln!(w, "The domain table is busy; try again.");
         return;
@@ -113,8 +113,9 @@ pub fn dump_event_channels(w: &mut dyn Write) {
             continue;
         };
         let shared = d.shared();
-        let _ = writeln!(w, "{} event channels:", d.id);
-        for port in 1..NR_PORTS as u32 {
+        let abi = if ev.is_fifo() { "FIFO" } else { "2-level" };
+        let _ = writeln!(w, "{} event channels: {abi} ABI", d.id);
+        for port in 1..ev.nr_ports() {
             let Some((state, vcpu)) = ev.port(port) else {
                 continue;
             };
@@ -132,8 +133,8 @@ pub fn dump_event_channels(w: &mut dyn Write) {
             let _ = writeln!(
                 w,
                 "  port {port:4}: {what}, vcpu {vcpu}, pending {}, masked {}",
-                u8::from(shared.is_pending(port)),
-                u8::from(shared.is_masked(port))
+                u8::from(ev.is_pending(&shared, port)),
+                u8::from(ev.is_masked(&shared, port))
             );
         }
     }

@@ -2,11 +2,13 @@
 //! changes the same words), per-vCPU time (`vcpu_time_info`, version-counted) and the wallclock.
 //! Layout: `public/xen.h` (`shared_info`, `vcpu_info`, `vcpu_time_info`); offsets are asserted
 //! in `xen-abi`. A vCPU's `vcpu_info` is slot `v` of the page until the guest moves it into one
-//! of its own pages (`VCPUOP_register_vcpu_info`).
+//! of its own pages (`VCPUOP_register_vcpu_info`). The FIFO ABI's event words and control
+//! blocks, in guest frames, are reached through the same accessor ([`GuestWords`]).
 
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 
 use hestia_core::evtchn::SharedBits;
+use hestia_core::evtchn::fifo::{GuestWords, WordAt};
 use hestia_core::time::TimeScale;
 use xen_abi::xen::{SharedInfo, VcpuInfo};
 
@@ -196,5 +198,37 @@ impl SharedBits for Shared<'_> {
     }
     fn set_upcall_pending(&mut self, vcpu: u32) {
         self.u8_at(Self::vcpu(vcpu)).store(1, Ordering::Release);
+    }
+}
+
+impl Shared<'_> {
+    fn guest_word(at: WordAt) -> &'static AtomicU32 {
+        // Clamped into the frame and aligned whatever the caller passes (they always are).
+        let addr = phys_to_virt(at.mfn * 4096) + u64::from(at.offset & 0xffc);
+        // SAFETY: `at` names a word of a FIFO frame the domain's event channels registered,
+        // which holds a general and a writable type reference from registration until it is
+        // released (`hestia_core::evtchn::fifo`): an ordinary RAM frame of the domain, never
+        // freed meanwhile, mapped by the direct map; the offset is 4-byte aligned in it.
+        unsafe { &*(addr as *const AtomicU32) }
+    }
+}
+
+impl GuestWords for Shared<'_> {
+    fn load(&self, at: WordAt) -> u32 {
+        Self::guest_word(at).load(Ordering::Acquire)
+    }
+    fn store(&self, at: WordAt, value: u32) {
+        Self::guest_word(at).store(value, Ordering::Release);
+    }
+    fn compare_exchange(&self, at: WordAt, old: u32, new: u32) -> u32 {
+        Self::guest_word(at)
+            .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+            .unwrap_or_else(|found| found)
+    }
+    fn fetch_or(&self, at: WordAt, bits: u32) -> u32 {
+        Self::guest_word(at).fetch_or(bits, Ordering::AcqRel)
+    }
+    fn fetch_and(&self, at: WordAt, bits: u32) -> u32 {
+        Self::guest_word(at).fetch_and(bits, Ordering::AcqRel)
     }
 }

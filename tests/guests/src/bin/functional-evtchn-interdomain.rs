@@ -10,23 +10,30 @@
 //! domain fails; 4095 is the last port of the 2-level ABI.
 //!
 //! With a boot-time domU (dom0 `peer`, the domU `domu`), found by deterministic numbers: the
-//! domU may not allocate a port of dom0 or read its status (-EPERM), has ports up to 1023, and
-//! reserves its port 2 for dom0; dom0 waits for it (status of the domU's port), binds it,
-//! events go both ways, the domU closes its end and dom0 sees its own port unbound for d1;
-//! dom0 then allocates a port of the domU for itself (`remote_dom` DOMID_SELF names the
-//! caller), binds and signals it, and once the domU has stopped and been destroyed dom0's end
-//! is unbound for d1 and d1 is unknown (-ESRCH).
+//! domU may not allocate a port of dom0 or read its status (-EPERM), switches to the FIFO ABI
+//! while dom0 stays on 2-level, has ports up to 1023 under FIFO too, and reserves its port 2
+//! for dom0; dom0 waits for it (status of the domU's port), binds it, events go both ways
+//! (dom0's lands in the domU's FIFO queue, the domU's in dom0's 2-level bitmap), the domU
+//! closes its end and dom0 sees its own port unbound for d1; dom0 then allocates a port of
+//! the domU for itself (`remote_dom` DOMID_SELF names the caller), binds and signals it; the
+//! domU resets its event channels (`EVTCHNOP_reset`) with that channel open, and dom0 sees
+//! its end unbound for d1 while d1 lives on, back on 2-level, and reserves port 2 for dom0
+//! again; dom0 binds and signals it, and once the domU has stopped and been destroyed dom0's
+//! end is unbound for d1 and d1 is unknown (-ESRCH).
 #![no_std]
 #![no_main]
 
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+
 use hestia_guests::xen_abi::event_channel::{
-    AllocUnbound, BindInterdomain, BindIpi, BindVcpu, PortArg, Status, StatusBinding, cmd, stat,
+    AllocUnbound, BindInterdomain, BindIpi, BindVcpu, ExpandArray, InitControl, PortArg, Reset,
+    Status, StatusBinding, cmd, stat,
 };
 use hestia_guests::xen_abi::sched::cmd as sched;
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
 use hestia_guests::{
-    Verdict, check, cmdline, event_channel_op, hypercall, map_shared_info, println, shared_word,
-    system_time_ns,
+    Verdict, check, cmdline, event_channel_op, hypercall, map_shared_info, pfn_to_mfn, println,
+    shared_word, system_time_ns,
 };
 
 const EPERM: i64 = -1;
@@ -34,6 +41,7 @@ const ENOENT: i64 = -2;
 const ESRCH: i64 = -3;
 const EINVAL: i64 = -22;
 const ENOSPC: i64 = -28;
+const EOPNOTSUPP: i64 = -95;
 
 /// The domU of the two-domain run.
 const DOMU: u16 = 1;
@@ -98,18 +106,73 @@ fn on_port(op: u32, port: u32) -> i64 {
     event_channel_op(op, &mut PortArg { port })
 }
 
+/// A guest page Hestia writes under the FIFO ABI.
+#[repr(C, align(4096))]
+struct Page([AtomicU32; 1024]);
+/// The domU's FIFO control block (vCPU 0's, at offset 0) and its only event-array page (ports
+/// 0-1023, all a boot-time domU has).
+static CONTROL: Page = Page([const { AtomicU32::new(0) }; 1024]);
+static ARRAY: Page = Page([const { AtomicU32::new(0) }; 1024]);
+/// The domain uses the FIFO ABI: pending state is in the event words.
+static FIFO: AtomicBool = AtomicBool::new(false);
+/// Event-word bits: PENDING, LINKED and the link to the next port of the queue.
+const PENDING: u32 = 1 << 31;
+const LINKED: u32 = 1 << 29;
+const LINK_MASK: u32 = (1 << 17) - 1;
+/// The queue an event goes to by default (`EVTCHN_FIFO_PRIORITY_DEFAULT`).
+const DEFAULT_QUEUE: usize = 7;
+
+/// Switches to the FIFO ABI: vCPU 0's control block and one event-array page. Events the
+/// switch carried over (the console's) are consumed, so the default queue starts empty.
+fn use_fifo(si: &StartInfo) -> bool {
+    let mfn = |p: &Page| pfn_to_mfn(si, p.0.as_ptr() as u64 >> 12);
+    let mut c = InitControl {
+        control_gfn: mfn(&CONTROL),
+        ..InitControl::default()
+    };
+    let mut e = ExpandArray {
+        array_gfn: mfn(&ARRAY),
+    };
+    let ok = event_channel_op(cmd::INIT_CONTROL, &mut c) == 0
+        && event_channel_op(cmd::EXPAND_ARRAY, &mut e) == 0;
+    FIFO.store(ok, SeqCst);
+    for port in 0..1024 {
+        take(port);
+    }
+    ok
+}
+
+/// True if the FIFO event `port` heads the default queue, which is marked ready.
+fn queued(port: u32) -> bool {
+    CONTROL.0[0].load(SeqCst) & 1 << DEFAULT_QUEUE != 0
+        && CONTROL.0[2 + DEFAULT_QUEUE].load(SeqCst) == port
+}
+
 fn pending_word(port: u32) -> &'static core::sync::atomic::AtomicU64 {
     shared_word(2048 + u64::from(port / 64) * 8)
 }
 
 fn pending(port: u32) -> bool {
-    pending_word(port).load(core::sync::atomic::Ordering::SeqCst) & (1 << (port % 64)) != 0
+    match ARRAY.0.get(port as usize).filter(|_| FIFO.load(SeqCst)) {
+        Some(w) => w.load(SeqCst) & PENDING != 0,
+        None => pending_word(port).load(SeqCst) & (1 << (port % 64)) != 0,
+    }
 }
 
-/// Clears `port`'s pending bit; returns whether it was set.
+/// Clears `port`'s pending bit; returns whether it was set. Under FIFO the event is also taken
+/// off its queue, as the guest's consumer does (the queue held this event only).
 fn take(port: u32) -> bool {
-    let bit = 1 << (port % 64);
-    pending_word(port).fetch_and(!bit, core::sync::atomic::Ordering::SeqCst) & bit != 0
+    match ARRAY.0.get(port as usize).filter(|_| FIFO.load(SeqCst)) {
+        Some(w) => {
+            CONTROL.0[2 + DEFAULT_QUEUE].store(0, SeqCst);
+            CONTROL.0[0].fetch_and(!(1 << DEFAULT_QUEUE), SeqCst);
+            w.fetch_and(!(PENDING | LINKED | LINK_MASK), SeqCst) & PENDING != 0
+        }
+        None => {
+            let bit = 1 << (port % 64);
+            pending_word(port).fetch_and(!bit, SeqCst) & bit != 0
+        }
+    }
 }
 
 fn yield_cpu() {
@@ -118,9 +181,15 @@ fn yield_cpu() {
 
 /// Waits (up to 10 s, polling the port) until `port` is pending; clears it.
 fn wait_pending(port: u32) -> bool {
+    poll_until(port, || pending(port));
+    take(port)
+}
+
+/// Waits (up to 10 s, polling `port`) until `cond` holds.
+fn poll_until(port: u32, cond: impl Fn() -> bool) -> bool {
     let end = system_time_ns() + 10_000_000_000;
     let ports = [port];
-    while !pending(port) && system_time_ns() < end {
+    while !cond() && system_time_ns() < end {
         let poll = [ports.as_ptr() as u64, 1, system_time_ns() + 100_000_000];
         hypercall(
             nr::SCHED_OP,
@@ -131,7 +200,7 @@ fn wait_pending(port: u32) -> bool {
             0,
         );
     }
-    take(port)
+    cond()
 }
 
 /// Waits (up to 10 s, yielding) until `cond` holds.
@@ -396,12 +465,32 @@ fn as_dom0() -> bool {
         "bind_interdomain(d1, {x}) = {r}"
     );
     check!(failed, on_port(cmd::SEND, l2) == 0, "send to d1 again");
+    // d1 resets its event channels, then reserves port 2 for dom0 again: the reset left this
+    // end unbound (d1 lives on: it waits for the event below).
+    check!(
+        failed,
+        wait_for(|| unbound_for(DOMU, x, 0)),
+        "d1 port {x} never became unbound for d0 again: {:?}",
+        status(DOMU, x)
+    );
+    check!(
+        failed,
+        unbound_for(DOMID_SELF, l2, DOMU),
+        "d1 reset its channels, but port {l2} is {:?}",
+        status(DOMID_SELF, l2)
+    );
+    let (r, l3) = bind_interdomain(DOMU, x);
+    check!(
+        failed,
+        r == 0 && take(l3) && on_port(cmd::SEND, l3) == 0,
+        "bind_interdomain(d1, {x}) after its reset = {r}"
+    );
     // d1 stops; its destruction closes its end.
     check!(
         failed,
-        wait_for(|| unbound_for(DOMID_SELF, l2, DOMU)),
-        "d1 stopped, but port {l2} is {:?}",
-        status(DOMID_SELF, l2)
+        wait_for(|| unbound_for(DOMID_SELF, l3, DOMU)),
+        "d1 stopped, but port {l3} is {:?}",
+        status(DOMID_SELF, l3)
     );
     check!(
         failed,
@@ -414,14 +503,14 @@ fn as_dom0() -> bool {
         alloc_unbound(DOMU, DOMID_SELF).0 == ESRCH && bind_interdomain(DOMU, x).0 == ESRCH,
         "a destroyed domain must be -ESRCH"
     );
-    for port in [l, l2] {
+    for port in [l, l2, l3] {
         check!(failed, on_port(cmd::CLOSE, port) == 0, "close {port}");
     }
     !failed
 }
 
 /// The domU's side of the two-domain run.
-fn as_domu() -> bool {
+fn as_domu(si: &StartInfo) -> bool {
     let mut failed = false;
     let (r, _) = alloc_unbound(0, DOMID_SELF);
     check!(
@@ -435,7 +524,9 @@ fn as_domu() -> bool {
         r == EPERM,
         "a domU reading d0's port status: {r}, not -EPERM"
     );
-    // Ports up to 1023 (max_evtchn_port of a boot-time domU), reserved for itself meanwhile.
+    check!(failed, use_fifo(si), "cannot switch to the FIFO ABI");
+    // Ports up to 1023 (max_evtchn_port of a boot-time domU, which FIFO's 2^17 does not
+    // lift), reserved for itself meanwhile.
     let (r, last) = exhaust();
     check!(
         failed,
@@ -447,6 +538,11 @@ fn as_domu() -> bool {
         failed,
         r == 0 && p == DOMU_PORT,
         "alloc_unbound(SELF, 0) = {r}, port {p}"
+    );
+    check!(
+        failed,
+        poll_until(p, || queued(p)),
+        "d0's event did not reach port {p}'s FIFO queue"
     );
     check!(failed, wait_pending(p), "no event from d0 on port {p}");
     let (r, s) = status(DOMID_SELF, p);
@@ -469,6 +565,30 @@ fn as_domu() -> bool {
         r == 0 && s.status == stat::INTERDOMAIN && s.u.word0 & 0xffff == 0,
         "port {p}: {s:?}"
     );
+    // A reset with that channel open: every port closed (dom0's end becomes unbound) but the
+    // console's, and the domain back on 2-level.
+    let r = event_channel_op(cmd::RESET, &mut Reset { dom: DOMID_SELF });
+    check!(failed, r == 0, "EVTCHNOP_reset = {r}");
+    FIFO.store(false, SeqCst);
+    let mut e = ExpandArray { array_gfn: 0 };
+    let r = event_channel_op(cmd::EXPAND_ARRAY, &mut e);
+    check!(
+        failed,
+        status(DOMID_SELF, p).1.status == stat::CLOSED && r == EOPNOTSUPP,
+        "after the reset: port {p} {:?}, expand_array {r}",
+        status(DOMID_SELF, p)
+    );
+    let (r, p) = alloc_unbound(DOMID_SELF, 0);
+    check!(
+        failed,
+        r == 0 && p == DOMU_PORT,
+        "alloc_unbound(SELF, 0) after the reset = {r}, port {p}"
+    );
+    check!(
+        failed,
+        wait_pending(p),
+        "no event from d0 on port {p} after the reset"
+    );
     !failed
 }
 
@@ -478,7 +598,7 @@ fn test(si: &StartInfo) -> Verdict {
     }
     let line = cmdline(si);
     let ok = if line.split(' ').any(|w| w == "domu") {
-        as_domu()
+        as_domu(si)
     } else if line.split(' ').any(|w| w == "peer") {
         as_dom0()
     } else {

@@ -1240,9 +1240,15 @@ fn do_vcpu_misc(r: &mut Rng, b: &mut Bufs) -> i64 {
 
 fn do_evtchn_misc(r: &mut Rng, b: &mut Bufs) -> i64 {
     b.list = [0; 8];
-    b.list[0] = r.pick(&[0, 1, 0x7ff0, 0x7ff0_0000_0000]) | r.below(64) << 32;
-    b.list[1] = r.below(64);
-    let cmd = r.pick(&[0u64, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    // Sometimes a sandbox frame: a FIFO control block or event-array page the other requests
+    // then try to map, pin and free.
+    b.list[0] = if r.pct(30) {
+        mutable_frame(r)
+    } else {
+        r.pick(&[0, 1, 0x7ff0, 0x7ff0_0000_0000]) | r.below(64) << 32
+    };
+    b.list[1] = r.below(64) << 3;
+    let cmd = r.pick(&[0u64, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
     match r.below(4) {
         0 => hypercall(nr::SCHED_OP, 0, 0, 0, 0, 0), // yield
         1 => hypercall(
