@@ -504,6 +504,7 @@ fn base() -> Vec<Scenario> {
         guest("functional-linear-pagetables", GuestVerdict::Success),
         guest("functional-evtchn-timer", GuestVerdict::Success),
         guest("functional-evtchn-interdomain", GuestVerdict::Success),
+        guest("functional-evtchn-ports", GuestVerdict::Success),
         guest("functional-evtchn-fifo", GuestVerdict::Success),
         // Two vCPUs: the second flips event words while the first queues events behind them.
         Scenario {

@@ -135,7 +135,17 @@ pub struct EventChannels {
     fifo: Option<Box<fifo::Fifo>>,
     /// The next port `EVTCHNOP_reset` closes, 0 when none is under way.
     next_evtchn: u32,
+    /// Ports below this exist (Xen's `valid_evtchns`): Xen allocates its port structures in
+    /// buckets of [`PORTS_PER_BUCKET`], the first at domain creation and each further one when
+    /// every port below it is taken, and a port in no bucket yet is invalid (`-EINVAL`) for
+    /// every sub-op, not merely closed.
+    valid: u32,
 }
+
+/// Ports per bucket of Xen's port structures (`EVTCHNS_PER_BUCKET`, a page over the structure's
+/// size rounded to a power of two): 64 in Debian's Xen 4.17, as the rig shows (`EVTCHNOP_status`
+/// of port 63 of a new domain succeeds, of port 64 is `-EINVAL`).
+pub const PORTS_PER_BUCKET: u32 = 64;
 
 fn per_vcpu_virq(virq: u32) -> bool {
     matches!(
@@ -161,6 +171,7 @@ impl EventChannels {
             dying: false,
             fifo: None,
             next_evtchn: 0,
+            valid: PORTS_PER_BUCKET,
         }
     }
 
@@ -214,6 +225,11 @@ impl EventChannels {
         match self.ports.get_mut(p) {
             Some(slot) => {
                 *slot = (state, vcpu);
+                // `free_port` gives the lowest free port, so a port past the valid ones is the
+                // first of the next bucket, which comes into existence now.
+                if port >= self.valid {
+                    self.valid = (port / PORTS_PER_BUCKET + 1) * PORTS_PER_BUCKET;
+                }
                 Ok(())
             }
             None => Err(EvtchnError::NoSpace),
@@ -244,8 +260,12 @@ impl EventChannels {
         }
     }
 
-    /// The state and notify vCPU of `port`.
+    /// The state and notify vCPU of `port`; `None` for a port that does not exist (past the
+    /// table, or in a bucket Xen would not have allocated yet).
     pub fn port(&self, port: u32) -> Option<(PortState, u32)> {
+        if port >= self.valid {
+            return None;
+        }
         self.ports.get(port as usize).copied()
     }
 
@@ -322,7 +342,9 @@ impl EventChannels {
             debug_assert_eq!(*slot, port, "binding table out of step with port {port}");
             *slot = 0;
         }
-        self.ports[port as usize] = (PortState::Closed, 0);
+        if let Some(slot) = self.ports.get_mut(port as usize) {
+            *slot = (PortState::Closed, 0);
+        }
         match &self.fifo {
             Some(f) => f.clear_pending(shared, port),
             None => shared.clear_pending(port),
@@ -361,7 +383,9 @@ impl EventChannels {
             PortState::Virq(v) if !per_vcpu_virq(v) => {}
             _ => return Err(EvtchnError::Invalid),
         }
-        self.ports[port as usize].1 = vcpu;
+        if let Some(slot) = self.ports.get_mut(port as usize) {
+            slot.1 = vcpu;
+        }
         Ok(())
     }
 
@@ -644,6 +668,34 @@ mod tests {
         assert_eq!(e.alloc_unbound(0), Ok(3));
         e.close(&mut Fake::default(), 2).unwrap();
         assert_eq!(e.bind_virq(virq::TIMER, 1), Ok(2));
+    }
+
+    #[test]
+    fn ports_exist_bucket_by_bucket_as_in_xen() {
+        let mut e = EventChannels::new(1);
+        let bucket = PORTS_PER_BUCKET;
+        assert_eq!(e.port(bucket - 1), Some((PortState::Closed, 0)));
+        assert_eq!(e.port(bucket), None, "the second bucket does not exist yet");
+        let mut s = Fake::default();
+        assert_eq!(e.unmask(&mut s, bucket), Err(EvtchnError::Invalid));
+        assert_eq!(e.bind_vcpu(bucket + 5, 0), Err(EvtchnError::Invalid));
+        for want in 1..bucket {
+            assert_eq!(e.alloc_unbound(0), Ok(want));
+        }
+        assert_eq!(
+            e.port(bucket),
+            None,
+            "still none: every port below is taken"
+        );
+        assert_eq!(e.alloc_unbound(0), Ok(bucket));
+        assert_eq!(e.port(2 * bucket - 1), Some((PortState::Closed, 0)));
+        assert_eq!(e.port(2 * bucket), None);
+        e.close(&mut s, bucket).unwrap();
+        assert_eq!(
+            e.port(bucket),
+            Some((PortState::Closed, 0)),
+            "a bucket never goes away"
+        );
     }
 
     #[test]

@@ -600,7 +600,12 @@ mod tests {
         let c = e.bind_ipi(0).unwrap();
         assert_eq!(e.set_priority(c, 16), Err(Errno::EINVAL));
         assert_eq!(e.set_priority(c, 2), Ok(()));
-        assert_eq!(e.set_priority(99, 2), Err(Errno::EACCES), "a free port");
+        assert_eq!(e.set_priority(40, 2), Err(Errno::EACCES), "a free port");
+        assert_eq!(
+            e.set_priority(99, 2),
+            Err(Errno::EINVAL),
+            "a port in no bucket yet"
+        );
         assert_eq!(e.set_priority(1 << 20, 2), Err(Errno::EINVAL));
         assert_eq!(e.send(&mut s, a, 0), Ok(Sent::Raised(0)));
         assert!(s.upcall[0]);
