@@ -40,6 +40,7 @@ use crate::pv::pirq;
 /// A locked port table.
 type Ports<'a> = spin::MutexGuard<'a, EventChannels>;
 
+#[unsafe(link_section = ".text.hot")]
 pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     let (cmd, arg) = (a[0] as u32, a[1]);
     let mut shared = d.shared();

@@ -163,6 +163,7 @@ pub fn enable_trace(all: bool) {
 static TRACE_STACK: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 
 /// Runs the hypercall a guest issued with SYSCALL, its stack at `rsp`; see [`dispatch`].
+#[unsafe(link_section = ".text.hot")]
 pub fn dispatch_from(d: &Domain, number: u32, args: [u64; 5], rsp: u64) -> i64 {
     if TRACE.load(Ordering::Relaxed) != 0 {
         let words = crate::mm::guest::read_obj::<[u64; 3]>(rsp).unwrap_or_default();
@@ -174,6 +175,7 @@ pub fn dispatch_from(d: &Domain, number: u32, args: [u64; 5], rsp: u64) -> i64 {
 }
 
 /// Runs hypercall `number` for `d`; returns the value for RAX (negative errno on failure).
+#[unsafe(link_section = ".text.hot")]
 pub fn dispatch(d: &Domain, number: u32, args: [u64; 5]) -> i64 {
     let r = dispatch_inner(d, number, args);
     let trace = TRACE.load(Ordering::Relaxed);
@@ -196,6 +198,7 @@ pub fn dispatch(d: &Domain, number: u32, args: [u64; 5]) -> i64 {
     r
 }
 
+#[unsafe(link_section = ".text.hot")]
 fn dispatch_inner(d: &Domain, number: u32, args: [u64; 5]) -> i64 {
     let Some(slot) = TABLE.get(number as usize) else {
         return Errno::ENOSYS.to_ret();

@@ -34,20 +34,16 @@ pub fn update_time(d: &Domain, v: &mut Vcpu) {
         .update_time(v.id, time_scale(), cpu::features().invariant_tsc);
 }
 
-/// Rewrites vCPU `v`'s time information if it is older than [`TIME_REFRESH_NS`]. The guest
-/// extrapolates system time from it with the TSC, so it need not be rewritten at every event
-/// (Xen does it at context switches and at its once-a-second calibration); a refresh keeps
-/// the guest's reading and Hestia's own clock from drifting apart on a vCPU that runs on.
+/// Rewrites vCPU `v`'s time information if it is more than a second old (in TSC ticks: no
+/// division on this path). The guest extrapolates system time from it with the TSC, so it
+/// need not be rewritten at every event (Xen does it at context switches and at its
+/// once-a-second calibration); a refresh keeps the guest's reading and Hestia's own clock from
+/// drifting apart on a vCPU that runs on.
 fn refresh_time(d: &Domain, v: &mut Vcpu) {
-    let age = cpu::rdtsc().wrapping_sub(v.time_written_tsc);
-    if tsc::ticks_to_ns(age) >= TIME_REFRESH_NS {
+    if cpu::rdtsc().wrapping_sub(v.time_written_tsc) >= tsc::hz() {
         update_time(d, v);
     }
 }
-
-/// How old a vCPU's time information may get before an upcall rewrites it (Xen's
-/// calibration period).
-const TIME_REFRESH_NS: u64 = 1_000_000_000;
 
 /// Raises `virq` on vCPU `v` of `d` (if the guest bound it; not once `d` stopped, whose
 /// shared_info goes with it).
@@ -66,11 +62,13 @@ pub fn raise_virq(d: &Domain, virq: u32, v: u32) {
 
 /// Makes vCPU `v` of `d` notice a new event: wakes it if it is blocked (or polls), interrupts
 /// it if it runs on another CPU (its return to the guest then delivers the upcall).
+#[unsafe(link_section = ".text.hot")]
 pub fn kick(d: &Domain, v: u32) {
     crate::sched::notify(d, v);
 }
 
 /// On every return to guest code: deliver one upcall if events are pending and unmasked.
+#[unsafe(link_section = ".text.hot")]
 pub fn before_guest_return(f: &mut TrapFrame) {
     let Some(d) = current() else { return };
     let id = this_vcpu_id();
@@ -83,11 +81,12 @@ pub fn before_guest_return(f: &mut TrapFrame) {
         return;
     }
     refresh_time(d, &mut v);
-    let original = *f;
+    // A refused upcall leaves `f` as it was (the bounce writes it only once the frame is on
+    // the guest's stack): the crash report shows where the guest was.
     let r = traps::deliver_upcall(d, &mut v, f);
     drop(v);
     if let Err(why) = r {
-        domain_crash(d, &original, why);
+        domain_crash(d, f, why);
     }
 }
 

@@ -221,6 +221,7 @@ pub fn set_wallclock(secs: u64, nsecs: u32, system_time: u64) {
 }
 
 /// SYSCALL from a guest: a hypercall in guest kernel mode.
+#[unsafe(link_section = ".text.hot")]
 pub fn syscall(f: &mut TrapFrame) {
     let Some(d) = current() else {
         return crash_unknown(f);
@@ -244,7 +245,10 @@ pub fn syscall(f: &mut TrapFrame) {
     let (number, args) = (f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8]);
     f.rax = crate::hypercall::dispatch_from(d, number as u32, args, f.rsp) as u64;
     crate::hypercall::continuation::apply(f, number);
-    if let Some(entry) = crate::hypercall::take_multicall_iret() {
+    // Only a multicall can leave an iret to perform (its slot is a lock: not on every call).
+    if number == u64::from(xen_abi::xen::hypercall::MULTICALL)
+        && let Some(entry) = crate::hypercall::take_multicall_iret()
+    {
         if let Err(why) = traps::iret(d, &mut d.this_vcpu().lock(), f) {
             return domain_crash(d, f, why);
         }
@@ -264,6 +268,7 @@ pub fn syscall(f: &mut TrapFrame) {
 
 /// Before any return to guest code: the scheduler may switch to another vCPU (loading it into
 /// `f`), then a pending and unmasked event is delivered as an upcall.
+#[unsafe(link_section = ".text.hot")]
 pub fn before_guest_return(f: &mut TrapFrame) {
     // Never switch vCPUs on an NMI's way out: NMIs stay blocked until its IRET, and a CPU
     // that went on to idle, or to run another vCPU, with NMIs blocked would never answer a TLB

@@ -44,6 +44,7 @@ fn reported_iopl(d: &Domain, v: &Vcpu) -> u64 {
 }
 
 /// Builds a bounce frame on the guest's kernel stack and points `f` at `handler`.
+#[unsafe(link_section = ".text.hot")]
 fn bounce(
     d: &Domain,
     v: &mut Vcpu,
@@ -143,6 +144,7 @@ pub fn guest_syscall(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<(), 
 }
 
 /// Delivers an event upcall: a no-error-code frame to the event callback, events masked.
+#[unsafe(link_section = ".text.hot")]
 pub fn deliver_upcall(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<(), Fatal> {
     bounce(d, v, f, None, v.event_callback.address, true)
 }
@@ -243,6 +245,7 @@ pub fn guest_exception(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<()
 /// not checked here: a frame the CPU refuses (a non-canonical RIP, a selector its descriptor
 /// does not allow) makes the exit IRETQ fault, which Hestia turns into that exception for the
 /// guest at the target of its return (`idt.rs`, `hestia_iret_fault`).
+#[unsafe(link_section = ".text.hot")]
 pub fn iret(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<(), Fatal> {
     let c: IretContext = guest::read_obj(f.rsp).map_err(|_| "unreadable iret frame")?;
     if c.cs & 3 == 3 {

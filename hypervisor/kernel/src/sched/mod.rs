@@ -361,6 +361,7 @@ pub fn wake(d: &Domain, vcpu: u32) {
 /// vCPU `vcpu` of `d` has a new event: wake it if it is blocked, interrupt its CPU if it runs
 /// on another one (the return path delivers the upcall), and wake the domain's vCPUs that poll
 /// (`SCHEDOP_poll` waits for pending bits, masked or not; each checks its own ports again).
+#[unsafe(link_section = ".text.hot")]
 pub fn notify(d: &Domain, vcpu: u32) {
     // The common case, without the scheduler's lock: the event is for the vCPU running here
     // (its return path delivers the upcall) and nothing of its domain polls.
@@ -627,6 +628,7 @@ fn decide() -> credit::Decision {
 
 /// At the end of a trap from a guest, before the return to it: switches to another vCPU if this
 /// CPU was asked to. `f` is the frame the exit path returns with.
+#[unsafe(link_section = ".text.hot")]
 pub fn before_guest_return(f: &mut TrapFrame) {
     let p = this_pcpu();
     // A plain load first: this runs on every return to a guest, and almost never finds work.

@@ -116,6 +116,7 @@ pub fn register(h: Handlers) {
 
 /// Called by `hestia_trap_common` with the saved frame; before any return to guest code the
 /// registered `before_guest_return` runs (a vCPU switch, an upcall).
+#[unsafe(link_section = ".text.hot")]
 pub extern "C" fn dispatch(f: &mut TrapFrame) {
     let h = HANDLERS.get().unwrap_or(&EARLY);
     dispatch_inner(h, f);
@@ -125,6 +126,7 @@ pub extern "C" fn dispatch(f: &mut TrapFrame) {
     }
 }
 
+#[unsafe(link_section = ".text.hot")]
 fn dispatch_inner(h: &Handlers, f: &mut TrapFrame) {
     if f.vector == syscall::SYSCALL_VECTOR {
         (h.syscall)(f);
