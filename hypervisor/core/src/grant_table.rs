@@ -162,10 +162,14 @@ impl GrantTable {
 
     /// True if any entry from `first` on is in use.
     pub fn any_in_use_from(&self, first: u32) -> bool {
+        self.active.iter().skip(first as usize).any(|a| a.pin != 0)
+    }
+
+    /// True if an entry in use by `ldom` has frame `mfn` (Xen's `grant_map_exists`).
+    pub fn in_use_by(&self, ldom: u16, mfn: u64) -> bool {
         self.active
             .iter()
-            .skip(first as usize)
-            .any(|a| a.pin != 0)
+            .any(|a| a.pin != 0 && a.domid == ldom && a.mfn == mfn)
     }
 
     /// Takes one use of entry `r` for domain `ldom` (Xen's `map_grant_ref` and
@@ -177,6 +181,7 @@ impl GrantTable {
     /// `get_frame(frame, first)` then takes the kernel's reference on the frame: the entry's
     /// own `frame` on the first use, the frame of the first use otherwise; its `Err` code is
     /// returned and nothing is kept. `Ok`: the frame used.
+    #[allow(clippy::too_many_arguments)] // The entry, its user, the kind of use, the frame.
     pub fn acquire(
         &mut self,
         sh: &dyn SharedEntries,
@@ -339,9 +344,10 @@ impl<T> Maptrack<T> {
         self.entries.len() - self.free.len()
     }
 
-    /// Records `m` under a new handle: `GNTST_no_space` when every handle the maptrack may
-    /// have is in use (or no memory is left for another frame of them).
-    pub fn insert(&mut self, m: Mapping<T>) -> Result<u32, i16> {
+    /// Makes sure a handle is free for the next [`Self::insert`]: `GNTST_no_space` when every
+    /// handle the maptrack may have is in use (or no memory is left for another frame of
+    /// them).
+    pub fn reserve(&mut self) -> Result<(), i16> {
         if self.free.is_empty() {
             let limit = self.limit();
             if limit / MAPTRACK_PER_FRAME >= self.max_frames {
@@ -354,6 +360,12 @@ impl<T> Maptrack<T> {
             self.entries.resize_with(self.entries.len() + n, || None);
             self.free.extend(limit..limit + MAPTRACK_PER_FRAME);
         }
+        Ok(())
+    }
+
+    /// Records `m` under a new handle ([`Self::reserve`]'s errors).
+    pub fn insert(&mut self, m: Mapping<T>) -> Result<u32, i16> {
+        self.reserve()?;
         let h = self.free.pop_front().ok_or(gntst::NO_SPACE)?;
         if let Some(slot) = self.entries.get_mut(h as usize) {
             *slot = Some(m);
@@ -458,7 +470,10 @@ mod tests {
         sh.grant(10, gtf::PERMIT_ACCESS, 1, 0x1234);
         let w = map_pin_incr(gntmap::HOST_MAP);
         assert_eq!(gt.acquire(&sh, 10, 1, w, false, true, &mut ok), Ok(0x1234));
-        assert_eq!(sh.flags(10), gtf::PERMIT_ACCESS | gtf::READING | gtf::WRITING);
+        assert_eq!(
+            sh.flags(10),
+            gtf::PERMIT_ACCESS | gtf::READING | gtf::WRITING
+        );
         let r = map_pin_incr(gntmap::HOST_MAP | gntmap::READONLY);
         assert_eq!(gt.acquire(&sh, 10, 1, r, true, true, &mut ok), Ok(0x1234));
         gt.release(&sh, 10, w, false);
@@ -539,7 +554,10 @@ mod tests {
         let (mut gt, sh) = table();
         sh.grant(0, gtf::PERMIT_ACCESS, 0, 1);
         for _ in 0..128 {
-            assert!(gt.acquire(&sh, 0, 0, pin::DEV_READ, true, true, &mut ok).is_ok());
+            assert!(
+                gt.acquire(&sh, 0, 0, pin::DEV_READ, true, true, &mut ok)
+                    .is_ok()
+            );
         }
         assert_eq!(
             gt.acquire(&sh, 0, 0, pin::DEV_READ, true, true, &mut ok),
@@ -552,7 +570,10 @@ mod tests {
         let (mut gt, sh) = table();
         sh.grant(1, gtf::PERMIT_ACCESS, 3, 11);
         assert_eq!(gt.swap(&sh, 1, 2), gntst::OKAY);
-        assert_eq!((sh.flags(2), sh.frame(2), sh.flags(1)), (gtf::PERMIT_ACCESS, 11, 0));
+        assert_eq!(
+            (sh.flags(2), sh.frame(2), sh.flags(1)),
+            (gtf::PERMIT_ACCESS, 11, 0)
+        );
         assert_eq!(gt.swap(&sh, 1, 512), gntst::BAD_GNTREF);
         assert_eq!(gt.swap(&sh, 5, 5), gntst::OKAY);
     }

@@ -2350,9 +2350,13 @@ mod tests {
         // OTHER's frame 21 granted to D, mapped writable in slot 7, read-only in slot 8.
         let rw = e(21, pte::RW | pte::GNTTAB | pte::NX);
         ft.grant_map_l1e(&mut mem, 4, 7, D, rw, OTHER).unwrap();
-        ft.grant_map_l1e(&mut mem, 4, 8, D, e(21, pte::GNTTAB), OTHER).unwrap();
+        ft.grant_map_l1e(&mut mem, 4, 8, D, e(21, pte::GNTTAB), OTHER)
+            .unwrap();
         let f = *ft.info(21).unwrap();
-        assert_eq!((f.ref_count, f.type_count, f.ty), (2, 1, PageType::Writable));
+        assert_eq!(
+            (f.ref_count, f.type_count, f.ty),
+            (2, 1, PageType::Writable)
+        );
         audit(&ft, &mem, &[]).unwrap();
         // Its owner cannot make it a table or give it back while it is mapped.
         assert_eq!(ft.pin(&mut mem, 21, 1, OTHER), Err(MmError::TypeConflict));
@@ -2367,7 +2371,8 @@ mod tests {
         ft.grant_unmap_l1e(&mut mem, 4, 7, D, 21, true, 0).unwrap();
         // unmap_and_replace: slot 1's entry (frame 11) moves into slot 8.
         let stolen = ft.grant_steal_l1e(&mut mem, 4, 1, D).unwrap();
-        ft.grant_unmap_l1e(&mut mem, 4, 8, D, 21, false, stolen).unwrap();
+        ft.grant_unmap_l1e(&mut mem, 4, 8, D, 21, false, stolen)
+            .unwrap();
         assert_eq!(mem.read(4, 8), stolen);
         let f = *ft.info(21).unwrap();
         assert_eq!((f.ref_count, f.type_count), (0, 0));

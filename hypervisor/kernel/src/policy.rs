@@ -42,6 +42,10 @@ pub enum Action {
     /// `WBINVD` and `MMUEXT_FLUSH_CACHE(_GLOBAL)` (`cache_flush_permitted`: a domain that
     /// drives devices).
     CacheFlush,
+    /// Grant-table operations on another domain's table: `setup_table`, `query_size`,
+    /// `get_version`, `get_status_frames` (`xsm_grant_setup`/`xsm_grant_query_size`,
+    /// `XSM_TARGET`: the domain itself or the control domain).
+    GrantOtherDomain,
     /// The platform devices Hestia shares with the hardware domain by emulation: PCI
     /// configuration space through ports 0xCF8/0xCFC, the RTC's index and data ports.
     PlatformDevices,
@@ -58,7 +62,8 @@ pub fn allows(caller: &Domain, action: Action) -> bool {
         | Action::IoMemory
         | Action::CacheFlush
         | Action::PlatformDevices
-        | Action::ShutdownOther => caller.privileged,
+        | Action::ShutdownOther
+        | Action::GrantOtherDomain => caller.privileged,
         Action::ConsoleWrite => true,
     }
 }

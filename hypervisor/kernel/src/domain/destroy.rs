@@ -28,7 +28,7 @@
 //! of its vCPUs must have switched to other page tables ([`crate::mm::use_idle_page_tables`]).
 //! The CPU calling it is switched away from the domain's L4s here, if it still runs on one.
 //!
-//! A frame another domain still references (a grant or foreign mapping, none yet) is kept:
+//! A frame another domain still references (a grant mapping) is kept:
 //! it stays the dying domain's, counted by [`Relinquishing::kept`]; calling again with the
 //! same state once such a reference is gone sweeps the domain's frames again and frees those
 //! now unreferenced (the core's rule, see `hestia_core::pv_mm::Relinquish`). The domain's
@@ -40,7 +40,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use hestia_core::pv_mm::{Budget, MmError, PageType, Pending, Relinquish};
+use hestia_core::pv_mm::{Budget, Hold, MmError, PageType, Pending, Relinquish};
 use xen_abi::mmu::INVALID_M2P_ENTRY;
 
 use crate::arch::x86_64::{cpu, paging};
@@ -61,6 +61,9 @@ pub struct Relinquishing {
     roots: Vec<u64>,
     /// Frames freed so far.
     freed: u64,
+    /// Hestia's frames shared with the domain (shared_info, the grant table's), which never
+    /// counted in its pages.
+    xen_frames: Vec<u64>,
 }
 
 impl Relinquishing {
@@ -82,12 +85,24 @@ impl Relinquishing {
 }
 
 /// Takes out of `d` what Hestia holds on its frames for it (step 1 of the module's order),
-/// leaving its vCPUs without base pointers, descriptor tables or `vcpu_info`; returns the
-/// core's state and the L4s its vCPUs used.
-fn take_holds(d: &Domain) -> (Relinquish, Vec<u64>) {
+/// leaving its vCPUs without base pointers, descriptor tables or `vcpu_info`, and its grant
+/// table without mappings or frames; returns the core's state, the L4s its vCPUs used and
+/// Hestia's frames shared with it.
+fn take_holds(d: &Domain) -> (Relinquish, Vec<u64>, Vec<u64>) {
+    // The mappings it made of grants go first (their page-table entries' references go
+    // with its tables), then its grant table's frames, which nothing writes after this.
+    crate::pv::grant::release_mappings(d);
+    let mut xen_frames = crate::pv::grant::take_frames(d);
+    let mut holds: Vec<Hold> = xen_frames
+        .iter()
+        .map(|&mfn| Hold {
+            mfn,
+            ty: Some(PageType::Writable),
+        })
+        .collect();
+    xen_frames.push(d.shared_info_mfn);
     // shared_info's and a served console ring's permanent writable references
     // (pv::builder's `register_frames`).
-    let mut holds = Vec::new();
     crate::pv::audit::domain_holds(d, &mut holds);
     let mut pendings = Vec::with_capacity(d.vcpus.len());
     for (i, slot) in d.vcpus.iter().enumerate() {
@@ -113,7 +128,7 @@ fn take_holds(d: &Domain) -> (Relinquish, Vec<u64>) {
         .collect();
     roots.sort_unstable();
     roots.dedup();
-    (Relinquish::new(pendings, holds), roots)
+    (Relinquish::new(pendings, holds), roots, xen_frames)
 }
 
 /// Scrubs the frames in `freed` (ascending), invalidates their M2P entries and returns them
@@ -147,8 +162,9 @@ pub fn relinquish_memory(d: &Domain, state: &mut Relinquishing) -> Result<(), Pr
         }
         Some(rel) => rel,
         None => {
-            let (rel, roots) = take_holds(d);
+            let (rel, roots, xen_frames) = take_holds(d);
             state.roots = roots;
+            state.xen_frames = xen_frames;
             state.rel.insert(rel)
         }
     };
@@ -171,7 +187,10 @@ pub fn relinquish_memory(d: &Domain, state: &mut Relinquishing) -> Result<(), Pr
     .unwrap_or(Ok(()));
     scrub_and_free(&freed);
     let n = freed.len() as u64;
-    let counted = n - u64::from(freed.contains(&d.shared_info_mfn));
+    let counted = n - freed
+        .iter()
+        .filter(|m| state.xen_frames.contains(m))
+        .count() as u64;
     let _ = d
         .tot_pages
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {

@@ -8,6 +8,7 @@ mod console_io;
 pub mod continuation;
 pub(crate) mod descriptor;
 mod event_channel;
+mod grant_table;
 mod memory_op;
 mod misc;
 pub(crate) mod mmu;
@@ -101,6 +102,10 @@ const fn table() -> [Slot; NR_HYPERCALLS] {
     t[nr::EVENT_CHANNEL_OP as usize] = Slot {
         name: "event_channel_op",
         handler: Some(event_channel::do_event_channel_op),
+    };
+    t[nr::GRANT_TABLE_OP as usize] = Slot {
+        name: "grant_table_op",
+        handler: Some(grant_table::do_grant_table_op),
     };
     t[nr::VCPU_OP as usize] = Slot {
         name: "vcpu_op",

@@ -158,6 +158,7 @@ fn audit(d: &Domain, relinquished: bool) {
         .filter(|dom| !(relinquished && dom.dying.load(Ordering::Acquire)))
     {
         domain_holds(dom, &mut list);
+        super::grant::holds(dom, &mut list);
     }
     for (dom, v) in &guards {
         holds(dom, v, &mut list);
