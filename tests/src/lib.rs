@@ -641,6 +641,21 @@ fn base() -> Vec<Scenario> {
             timeout_s: 120,
             ..guest("functional-remote-shutdown", GuestVerdict::Success)
         },
+        // Grants between dom0 and a boot-time domU: the domU powers off while dom0 maps its
+        // page; the frame stays until dom0 unmaps it, then Hestia frees it.
+        Scenario {
+            smp: 2,
+            domus: &["xsa-style-grant-foreign,cmdline=domu,mem=16"],
+            expect: &[
+                "(d1) Test result: SUCCESS",
+                "(1 kept)",
+                "d1: its last frames mapped by others freed",
+                POWEROFF_MARKER,
+            ],
+            forbid: &["frame audit FAILED"],
+            timeout_s: 120,
+            ..guest("xsa-style-grant-foreign", GuestVerdict::Success)
+        },
         // Domain destruction: a boot-time domU that stops is destroyed (every frame scrubbed and
         // returned, the frame table audited) and, under the test hook, built again: after 100
         // builds and destroys the free memory is exactly what it was before the first.
