@@ -925,6 +925,9 @@ fn base() -> Vec<Scenario> {
                 (DOM0_PROMPT, "poweroff\n"),
             ],
             expect: &[
+                "xen:grant_table: Grant tables using version 1 layout",
+                // Printed only when setup_table and the mapping of the table frames worked.
+                "Grant table initialized",
                 "hestia-dom0: Linux",
                 "shell-42 on xen",
                 "reboot: Power down",

@@ -1392,8 +1392,8 @@ impl<'a> FrameTable<'a> {
 ///    of the `PGC_allocated` reference), flushing the TLBs first if a mapping of it may still
 ///    be cached (invariant 5).
 ///
-/// A frame another domain still references (a grant or foreign mapping: none exist yet)
-/// is *kept*: it stays owned by the dying domain, with its references, and is counted in
+/// A frame another domain still references (a grant mapping in another domain's L1) is
+/// *kept*: it stays owned by the dying domain, with its references, and is counted in
 /// [`Relinquish::kept`]. Whoever drops such a reference later runs a fresh relinquishment
 /// (no vCPUs, no holds: only steps 3-4) to free what became unreferenced, as Xen frees a dead
 /// domain's page on its last `put_page`; the domain is gone once nothing is kept.

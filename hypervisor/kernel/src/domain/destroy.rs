@@ -3,12 +3,15 @@
 //! xen/arch/x86/domain.c, with `vcpu_destroy_pagetables` and `relinquish_memory`).
 //!
 //! Order, and why:
-//! 1. The first call takes out of the domain what Hestia holds on its frames on its behalf,
+//! 1. The first call drops the grant mappings the domain made (pins in the granters' tables,
+//!    device mappings' references; host mappings' go with its page tables, `pv::grant`),
+//!    then takes out of the domain what Hestia holds on its frames on its behalf,
 //!    under each vCPU's lock, and empties those places, so nothing drops them twice: each
 //!    vCPU's unfinished page-table work (`mm_pending`), its kernel and user base pointers, its
 //!    GDT and LDT frames, its registered `vcpu_info` page, and the permanent writable
-//!    references of its shared_info page and of the console ring Hestia serves for it (the
-//!    same lists the stop-time audit accounts for, `pv::audit::holds` and `domain_holds`).
+//!    references of its shared_info page, its grant table's frames and of the console ring
+//!    Hestia serves for it (the same lists the stop-time audit accounts for,
+//!    `pv::audit::holds`, `domain_holds` and `pv::grant::holds`).
 //!    Hestia stops writing into those pages here (its console must be unregistered first).
 //! 2. `hestia_core::pv_mm::FrameTable::relinquish_preemptible` then gives up the vCPUs' work,
 //!    drops the holds, unpins every table (each tree torn down as its last type reference
@@ -16,7 +19,8 @@
 //!    of it may still be cached; it also forgets the domain's L1TF and I/O-memory settings.
 //! 3. Each frame freed is scrubbed (zeroed: the next owner must not see this domain's data),
 //!    its M2P entry invalidated and returned to the allocator, outside the frame table's lock,
-//!    and leaves `tot_pages` (but the shared_info page, which never counted).
+//!    and leaves `tot_pages` (but the shared_info page and the grant table's frames, which
+//!    never counted).
 //!
 //! Each call does one bounded step ([`frametable::CHUNK`] entries or frames under one hold of
 //! the frame table's lock, then the scrubbing of what that step freed) and returns
