@@ -50,7 +50,7 @@ use crate::mm::frametable::{self, DirectMem};
 use crate::mm::guest::{self, is_guest_range};
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
-use crate::pv::grant::complete_unmap;
+use crate::pv::grant::{complete_unmap, put_device_refs};
 
 /// `GNTTABOP_*` is the low 12 bits of `cmd`; the rest is the continuation's argument (Xen's
 /// `GNTTABOP_CMD_MASK`), only for `cache_flush`.
@@ -365,7 +365,6 @@ fn map_inner(ld: &Domain, op: &MapGrantRef) -> Result<(u32, u64), i16> {
 struct Unmapped {
     granter: DomainRef,
     r#ref: u32,
-    mfn: u64,
     flags: u32,
     done: u32,
 }
@@ -421,7 +420,7 @@ fn unmap_batch<T: FromBytes + IntoBytes + Immutable>(
             smp::flush_guest_tlbs();
         }
         for u in pending {
-            complete_unmap(&u.granter, u.r#ref, u.mfn, u.flags, u.done);
+            complete_unmap(&u.granter, u.r#ref, u.flags, u.done);
         }
         if let Some(e) = fault {
             return Err(e);
@@ -479,13 +478,13 @@ fn unmap_one(
     }
     if dev_bus_addr != 0 && flags & gntmap::DEVICE_MAP != 0 {
         done |= gntmap::DEVICE_MAP;
+        put_device_refs(mfn, flags & gntmap::READONLY != 0);
     }
     drop(st);
     mt.unmapped(handle, done);
     Ok((done != 0).then_some(Unmapped {
         granter: rd,
         r#ref: r,
-        mfn,
         flags,
         done,
     }))
@@ -574,6 +573,8 @@ fn release(s: Side) {
 
 /// `GNTTABOP_copy`, one item (Xen's `gnttab_copy_one` without its cache of the last frames).
 fn copy(ld: &Domain, op: &GnttabCopy) -> i16 {
+    // Held for the whole copy, so the frame audit never sees its transient references.
+    let _quiet = ld.grant.maptrack.lock();
     let s_gref = op.flags & gntcopy::SOURCE_GREF != 0;
     let d_gref = op.flags & gntcopy::DEST_GREF != 0;
     let doms = copy_domain(ld, op.source.domid, s_gref)

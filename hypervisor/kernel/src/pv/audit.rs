@@ -5,7 +5,8 @@
 //! the structured fuzzer (`fuzz-hypercalls`) ends every run with this check.
 //!
 //! Locks: every vCPU lock of every domain, in domain and vCPU order, then every vCPU's
-//! `mm_pending`, then the frame table's (the order the hypercalls use). Holding them all keeps the vCPUs' base
+//! `mm_pending`, then every domain's grant maptrack (`super::grant`), then the frame table's
+//! (the order the hypercalls use). Holding them all keeps the vCPUs' base
 //! pointers, GDT and LDT frames and unfinished page-table work consistent with the counts; the
 //! vCPU and pending locks are only tried for a bounded time, so a vCPU stuck with one held
 //! skips the audit instead of hanging the stop.
@@ -151,14 +152,28 @@ fn audit(d: &Domain, relinquished: bool) {
             pending_guards.push(g);
         }
     }
+    // Every domain's grant operations stay out while the counts are checked.
+    let mut maptracks = Vec::new();
+    for dom in &all {
+        let Some(g) = try_lock_for(&dom.grant.maptrack) else {
+            crate::warn!(
+                "{}: frame audit skipped: {}'s grants stay busy",
+                d.id,
+                dom.id
+            );
+            return;
+        };
+        maptracks.push(g);
+    }
     let pendings: Vec<_> = pending_guards.iter().map(|g| **g).collect();
     let mut list = Vec::new();
-    for dom in all
+    for (dom, mt) in all
         .iter()
-        .filter(|dom| !(relinquished && dom.dying.load(Ordering::Acquire)))
+        .zip(&maptracks)
+        .filter(|(dom, _)| !(relinquished && dom.dying.load(Ordering::Acquire)))
     {
         domain_holds(dom, &mut list);
-        super::grant::holds(dom, &mut list);
+        super::grant::holds(dom, mt, &mut list);
     }
     for (dom, v) in &guards {
         holds(dom, v, &mut list);

@@ -15,7 +15,10 @@
 //! granter's frame later never writes into a frame that left it.
 //!
 //! Locks: a domain's maptrack, then one domain's table, then the frame table (and the
-//! allocator). Never two maptracks or two tables at once.
+//! allocator). Never two tables at once, and two maptracks only in the frame audit, which
+//! takes every domain's, in domain order, before anything else of these: every grant
+//! operation (map, unmap with its device references, copy with its transient ones) runs
+//! whole under its domain's maptrack lock, so the audit sees none half done.
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -203,20 +206,25 @@ fn incr_of(flags: u32, done: u32) -> (u32, u32) {
     (host, dev)
 }
 
+/// Drops the frame references of a device mapping of `mfn` (`ro`: read-only, no type). The
+/// caller holds the mapping domain's maptrack lock, so the audit never sees the mapping gone
+/// and its references still there.
+pub fn put_device_refs(mfn: u64, ro: bool) {
+    frametable::with(|ft, mem| {
+        if !ro {
+            ft.put_page_type(mem, mfn);
+        }
+        ft.put_page(mfn);
+    });
+}
+
 /// Gives back, in the granter's table, the uses `done` of a mapping with `flags` of entry
-/// `r`, dropping the device mapping's frame references (the host mapping's went with its
-/// page-table entry); a dead granter whose frame this frees is swept again.
-pub fn complete_unmap(granter: &Domain, r: u32, mfn: u64, flags: u32, done: u32) {
+/// `r` (the frame references are gone already: a host mapping's with its page-table entry, a
+/// device mapping's by [`put_device_refs`]); a dead granter whose frame this frees is swept
+/// again.
+pub fn complete_unmap(granter: &Domain, r: u32, flags: u32, done: u32) {
     let ro = flags & gntmap::READONLY != 0;
     let (host, dev) = incr_of(flags, done);
-    if dev != 0 {
-        frametable::with(|ft, mem| {
-            if !ro {
-                ft.put_page_type(mem, mfn);
-            }
-            ft.put_page(mfn);
-        });
-    }
     {
         let mut st = granter.grant.table.lock();
         let (gt, sh) = st.split();
@@ -227,13 +235,20 @@ pub fn complete_unmap(granter: &Domain, r: u32, mfn: u64, flags: u32, done: u32)
     }
 }
 
-/// Drops every mapping the dying domain `d` made (Xen's `gnttab_release_mappings`): the pins
-/// in each granter's table and the device mappings' references. A host mapping's references
-/// are in its page-table entry and go with the domain's page tables.
+/// Drops every mapping the dying domain `d` made (Xen's `gnttab_release_mappings`): the
+/// device mappings' references, and the pins in each granter's table. A host mapping's
+/// references are in its page-table entry and go with the domain's page tables.
 pub fn release_mappings(d: &Domain) {
-    let all = d.grant.maptrack.lock().take_all();
+    let all = {
+        let mut mt = d.grant.maptrack.lock();
+        let all = mt.take_all();
+        for m in all.iter().filter(|m| m.flags & gntmap::DEVICE_MAP != 0) {
+            put_device_refs(m.mfn, m.flags & gntmap::READONLY != 0);
+        }
+        all
+    };
     for m in all {
-        complete_unmap(&m.granter, m.r#ref, m.mfn, m.flags, m.flags);
+        complete_unmap(&m.granter, m.r#ref, m.flags, m.flags);
     }
 }
 
@@ -246,13 +261,14 @@ pub fn take_frames(d: &Domain) -> Vec<u64> {
 }
 
 /// The references Hestia holds for `d`'s grants, for the frame audit: the table's frames
-/// (writable type) and the frames of its device mappings (writable type unless read-only).
-pub fn holds(d: &Domain, out: &mut Vec<Hold>) {
+/// (writable type) and, from its maptrack `mt` (locked by the audit, so no grant operation of
+/// `d` is under way), the frames of its device mappings (writable type unless read-only).
+pub fn holds(d: &Domain, mt: &Maptrack<DomainRef>, out: &mut Vec<Hold>) {
     let writable = Some(PageType::Writable);
     for &mfn in d.grant.table.lock().frames() {
         out.push(Hold { mfn, ty: writable });
     }
-    for m in d.grant.maptrack.lock().iter() {
+    for m in mt.iter() {
         if m.flags & gntmap::DEVICE_MAP != 0 {
             let ty = (m.flags & gntmap::READONLY == 0).then_some(PageType::Writable);
             out.push(Hold { mfn: m.mfn, ty });

@@ -6,7 +6,7 @@
 //! entry as Xen writes it (present, no-execute, RW only when writable; Hestia also marks it with
 //! bit 62, as Xen's debug builds do with `_PAGE_GNTTAB`, which this test does not assert);
 //! `GNTMAP_device_map` (`dev_bus_addr` is the frame's address); `unmap_grant_ref` checking its
-//! handle and address; `GNTTABOP_copy` in both directions by reference and by frame; `swap_grant_ref`;
+//! handle and address; `unmap_and_replace`; `GNTTABOP_copy` in both directions by reference and by frame; `swap_grant_ref`;
 //! ending access while mapped (the mapping stays, as Xen); and Xen's status codes for each
 //! refusal. Failed on the code before the grant table existed (every sub-op was -ENOSYS).
 #![no_std]
@@ -19,7 +19,8 @@ use hestia_guests::grant::{
     remap, setup_own_table, unmap,
 };
 use hestia_guests::xen_abi::grant_table::{
-    CopyPtr, GetVersion, GnttabCopy, SetVersion, SwapGrantRef, cmd, gntcopy, gntmap, gntst, gtf,
+    CopyPtr, GetVersion, GnttabCopy, SetVersion, SwapGrantRef, UnmapAndReplace, cmd, gntcopy,
+    gntmap, gntst, gtf,
 };
 use hestia_guests::xen_abi::mmu::ext;
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo};
@@ -234,6 +235,39 @@ fn test(si: &StartInfo) -> Verdict {
         failed,
         entry_flags(table, REF) == gtf::PERMIT_ACCESS,
         "flags after the last unmap"
+    );
+    remap(window, window_mfn);
+    remap(buf, buf_mfn);
+
+    // unmap_and_replace: the grant's slot takes over BUF's mapping, whose slot is cleared.
+    write(buf, 7, 0x3c);
+    let m = map_at(ME, REF, window, 0);
+    let mut u = [UnmapAndReplace {
+        host_addr: window,
+        new_addr: buf,
+        handle: m.handle,
+        ..UnmapAndReplace::default()
+    }];
+    let r = grant_table_op(cmd::UNMAP_AND_REPLACE, &mut u);
+    check!(
+        failed,
+        m.status == gntst::OKAY && r == 0 && u[0].status == gntst::OKAY,
+        "unmap_and_replace: {} {r} {}",
+        m.status,
+        u[0].status
+    );
+    mmuext_one(ext::TLB_FLUSH_LOCAL, 0, 0);
+    check!(
+        failed,
+        pte_of(si, window) & 0x000F_FFFF_FFFF_F000 == buf_mfn << 12
+            && pte_of(si, buf) & 1 == 0
+            && read(window, 7) == 0x3c,
+        "unmap_and_replace did not move the mapping"
+    );
+    check!(
+        failed,
+        entry_flags(table, REF) == gtf::PERMIT_ACCESS,
+        "flags after unmap_and_replace"
     );
     remap(window, window_mfn);
     remap(buf, buf_mfn);
