@@ -24,7 +24,6 @@
 //! Locking is the kernel's: one lock per domain's table, one per domain's maptrack (taken
 //! before any table lock), never two of a kind at once.
 
-use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use xen_abi::grant_table::{gntmap, gntst, gtf};
@@ -314,12 +313,26 @@ pub struct Mapping<T> {
     pub granter: T,
 }
 
+/// A maptrack slot: a mapping, or free with the next free handle (Xen's free list, kept in
+/// the entries themselves so the maptrack grows by whole frames and never reallocates).
+#[derive(Debug)]
+enum Slot<T> {
+    Free(u32),
+    Used(Mapping<T>),
+}
+
+/// The end of the free list.
+const TAIL: u32 = u32::MAX;
+
 /// A domain's maptrack: handles for the mappings it holds, at most `max_frames` frames of
-/// [`MAPTRACK_PER_FRAME`] entries. Handles are reused oldest-freed first, as Xen's free list.
+/// [`MAPTRACK_PER_FRAME`] entries, allocated a frame's worth at a time. Handles are reused
+/// oldest-freed first, as Xen's free list.
 #[derive(Debug)]
 pub struct Maptrack<T> {
-    entries: Vec<Option<Mapping<T>>>,
-    free: VecDeque<u32>,
+    frames: Vec<Vec<Slot<T>>>,
+    head: u32,
+    tail: u32,
+    in_use: usize,
     /// Most maptrack frames (set at creation; the toolstack's domctl will).
     pub max_frames: u32,
 }
@@ -328,86 +341,136 @@ impl<T> Maptrack<T> {
     /// An empty maptrack allowed `max_frames` frames.
     pub fn new(max_frames: u32) -> Self {
         Maptrack {
-            entries: Vec::new(),
-            free: VecDeque::new(),
+            frames: Vec::new(),
+            head: TAIL,
+            tail: TAIL,
+            in_use: 0,
             max_frames,
         }
     }
 
     /// Entries allocated so far (Xen's `maptrack_limit`).
     pub fn limit(&self) -> u32 {
-        self.entries.len() as u32
+        self.frames.len() as u32 * MAPTRACK_PER_FRAME
     }
 
     /// Handles in use.
     pub fn in_use(&self) -> usize {
-        self.entries.len() - self.free.len()
+        self.in_use
+    }
+
+    /// True when the next [`Self::insert`] needs another frame of entries.
+    pub fn full(&self) -> bool {
+        self.head == TAIL
+    }
+
+    fn slot(&mut self, h: u32) -> Option<&mut Slot<T>> {
+        self.frames
+            .get_mut((h / MAPTRACK_PER_FRAME) as usize)?
+            .get_mut((h % MAPTRACK_PER_FRAME) as usize)
+    }
+
+    /// Appends `h` to the free list.
+    fn push_free(&mut self, h: u32) {
+        if let Some(s) = self.slot(h) {
+            *s = Slot::Free(TAIL);
+        }
+        let tail = self.tail;
+        match self.slot(tail) {
+            Some(Slot::Free(next)) => *next = h,
+            _ => self.head = h,
+        }
+        self.tail = h;
     }
 
     /// Makes sure a handle is free for the next [`Self::insert`]: `GNTST_no_space` when every
     /// handle the maptrack may have is in use (or no memory is left for another frame of
     /// them).
     pub fn reserve(&mut self) -> Result<(), i16> {
-        if self.free.is_empty() {
-            let limit = self.limit();
-            if limit / MAPTRACK_PER_FRAME >= self.max_frames {
-                return Err(gntst::NO_SPACE);
-            }
-            let n = MAPTRACK_PER_FRAME as usize;
-            if self.entries.try_reserve(n).is_err() || self.free.try_reserve(n).is_err() {
-                return Err(gntst::NO_SPACE);
-            }
-            self.entries.resize_with(self.entries.len() + n, || None);
-            self.free.extend(limit..limit + MAPTRACK_PER_FRAME);
+        if !self.full() {
+            return Ok(());
         }
+        let limit = self.limit();
+        if self.frames.len() as u32 >= self.max_frames {
+            return Err(gntst::NO_SPACE);
+        }
+        let n = MAPTRACK_PER_FRAME as usize;
+        let mut frame = Vec::new();
+        if frame.try_reserve_exact(n).is_err() || self.frames.try_reserve(1).is_err() {
+            return Err(gntst::NO_SPACE);
+        }
+        frame.extend((1..=MAPTRACK_PER_FRAME).map(|i| Slot::Free(limit + i)));
+        if let Some(Slot::Free(last)) = frame.last_mut() {
+            *last = TAIL;
+        }
+        self.frames.push(frame);
+        self.head = limit;
+        self.tail = limit + MAPTRACK_PER_FRAME - 1;
         Ok(())
     }
 
     /// Records `m` under a new handle ([`Self::reserve`]'s errors).
     pub fn insert(&mut self, m: Mapping<T>) -> Result<u32, i16> {
         self.reserve()?;
-        let h = self.free.pop_front().ok_or(gntst::NO_SPACE)?;
-        if let Some(slot) = self.entries.get_mut(h as usize) {
-            *slot = Some(m);
+        let h = self.head;
+        let slot = self.slot(h).ok_or(gntst::NO_SPACE)?;
+        let Slot::Free(next) = *slot else {
+            return Err(gntst::NO_SPACE);
+        };
+        *slot = Slot::Used(m);
+        self.head = next;
+        if next == TAIL {
+            self.tail = TAIL;
         }
+        self.in_use += 1;
         Ok(h)
     }
 
     /// The mapping behind `handle`: `GNTST_bad_handle` for a handle never given out or
     /// freed.
     pub fn get(&self, handle: u32) -> Result<&Mapping<T>, i16> {
-        self.entries
-            .get(handle as usize)
-            .and_then(Option::as_ref)
-            .ok_or(gntst::BAD_HANDLE)
+        match self
+            .frames
+            .get((handle / MAPTRACK_PER_FRAME) as usize)
+            .and_then(|f| f.get((handle % MAPTRACK_PER_FRAME) as usize))
+        {
+            Some(Slot::Used(m)) => Ok(m),
+            _ => Err(gntst::BAD_HANDLE),
+        }
     }
 
     /// Drops `done` (`GNTMAP_host_map` and/or `GNTMAP_device_map`) from `handle`'s mapping,
     /// freeing the handle when nothing is left mapped.
     pub fn unmapped(&mut self, handle: u32, done: u32) {
-        let Some(slot) = self.entries.get_mut(handle as usize) else {
+        let Some(Slot::Used(m)) = self.slot(handle) else {
             return;
         };
-        let Some(m) = slot else { return };
         m.flags &= !done;
         if m.flags & (gntmap::HOST_MAP | gntmap::DEVICE_MAP) == 0 {
-            *slot = None;
-            self.free.push_back(handle);
+            self.in_use -= 1;
+            self.push_free(handle);
         }
     }
 
     /// Takes every mapping out (the domain dies), leaving the maptrack empty.
     pub fn take_all(&mut self) -> Vec<Mapping<T>> {
-        self.free.clear();
-        core::mem::take(&mut self.entries)
+        (self.head, self.tail, self.in_use) = (TAIL, TAIL, 0);
+        core::mem::take(&mut self.frames)
             .into_iter()
             .flatten()
+            .filter_map(|s| match s {
+                Slot::Used(m) => Some(m),
+                Slot::Free(_) => None,
+            })
             .collect()
     }
 
     /// Every mapping in use.
     pub fn iter(&self) -> impl Iterator<Item = &Mapping<T>> {
-        self.entries.iter().flatten()
+        self.frames.iter().flatten().filter_map(|s| match s {
+            Slot::Used(m) => Some(m),
+            Slot::Free(_) => None,
+        })
     }
 }
 

@@ -31,7 +31,7 @@
 
 use alloc::vec::Vec;
 
-use hestia_core::grant_table::{Mapping, map_pin_incr, pin};
+use hestia_core::grant_table::{MAPTRACK_PER_FRAME, Mapping, map_pin_incr, pin};
 use hestia_core::pv_mm::{PageType, pte};
 use xen_abi::errno::Errno;
 use xen_abi::grant_table::{
@@ -268,6 +268,16 @@ fn grant_pte(mfn: u64, flags: u32) -> u64 {
     e | (u64::from((flags >> 16) & 7) << 9)
 }
 
+/// True if a maptrack may take another frame's worth of entries from Hestia's heap: only
+/// while at least half of the heap stays free, so domains mapping up to their
+/// `max_maptrack_frames` (Xen's 1024 frames, 8 MiB of entries here) can never starve Hestia's
+/// own allocations; a domain past that gets `GNTST_no_space`, as when its own limit is hit.
+fn maptrack_may_grow() -> bool {
+    let s = mm::stats();
+    let chunk = u64::from(MAPTRACK_PER_FRAME) * 32;
+    s.heap_size.saturating_sub(s.heap_used) > s.heap_size / 2 + chunk
+}
+
 /// `GNTTABOP_map_grant_ref`, one item (Xen's `map_grant_ref`).
 fn map_grant_ref(ld: &Domain, op: &mut MapGrantRef) {
     match map_inner(ld, op) {
@@ -298,6 +308,9 @@ fn map_inner(ld: &Domain, op: &MapGrantRef) -> Result<(u32, u64), i16> {
     let rd = granter(ld, op.dom)?;
     let l4 = ld.this_vcpu().lock().kernel_cr3 >> 12;
     let mut mt = ld.grant.maptrack.lock();
+    if mt.full() && !maptrack_may_grow() {
+        return Err(gntst::NO_SPACE);
+    }
     mt.reserve()?;
     let ro = op.flags & gntmap::READONLY != 0;
     let (me, them) = (ld.id.0, rd.id.0);
