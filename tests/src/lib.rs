@@ -720,6 +720,7 @@ fn base() -> Vec<Scenario> {
         guest("xsa-style-periodic-timer", GuestVerdict::Success),
         guest("xsa-style-shared-info-pagetable", GuestVerdict::Success),
         guest("functional-grant-table", GuestVerdict::Success),
+        guest("functional-grant-table-v2", GuestVerdict::Success),
         guest("xsa-style-grant-misuse", GuestVerdict::Success),
         guest("xsa-style-long-pin", GuestVerdict::Success),
         // XENMEM_exchange on vCPU 0 against a writable mapping of its input on vCPU 1.

@@ -73,18 +73,25 @@ pub fn map_pin_incr(flags: u32) -> u32 {
     incr
 }
 
-/// The granter's shared v1 entries, as the kernel reaches them (the test fake: plain memory).
-/// An entry's first word is `flags | domid << 16`.
+/// The granter's shared entries, as the kernel reaches them for the table's version (the
+/// test fake: plain memory). An entry starts with the word `flags | domid << 16` in both
+/// versions; v2 keeps `GTF_reading`/`GTF_writing` in separate status entries.
 pub trait SharedEntries {
     /// The first word of entry `r`.
     fn load_word(&self, r: u32) -> u32;
     /// Compare-and-exchange of the first word of entry `r`; returns the value found.
     fn cmpxchg_word(&self, r: u32, old: u32, new: u32) -> u32;
-    /// The `frame` of entry `r`.
-    fn frame(&self, r: u32) -> u32;
-    /// Atomically clears `mask` in the `flags` of entry `r`.
+    /// The `frame` of entry `r` (v1's 32 bits, v2's 64).
+    fn frame(&self, r: u32) -> u64;
+    /// The `page_off` and `length` of v2 sub-page entry `r`.
+    fn sub_page(&self, r: u32) -> (u16, u16);
+    /// Atomically sets `bits` in the status entry of v2 entry `r`.
+    fn set_status(&self, r: u32, bits: u16);
+    /// Atomically clears status bits `mask` of entry `r`: in its `flags` (v1) or its status
+    /// entry (v2).
     fn clear_flags(&self, r: u32, mask: u16);
-    /// Swaps the whole entries `a` and `b` (the caller makes sure neither is in use).
+    /// Swaps the whole entries `a` and `b`, with their status (the caller makes sure neither
+    /// is in use).
     fn swap(&self, a: u32, b: u32);
 }
 
@@ -97,6 +104,23 @@ pub struct Active {
     pub domid: u16,
     /// The frame the first use resolved.
     pub mfn: u64,
+    /// A v2 sub-page grant (copies only, within `start..start + length`).
+    pub is_sub_page: bool,
+    /// First byte granted.
+    pub start: u16,
+    /// Bytes granted.
+    pub length: u16,
+}
+
+/// A use [`GrantTable::acquire`] took: the frame and the bytes of it granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Use {
+    /// The frame.
+    pub mfn: u64,
+    /// First byte granted.
+    pub start: u16,
+    /// Bytes granted.
+    pub length: u16,
 }
 
 /// One domain's grant table: its version, size and active entries.
@@ -130,9 +154,19 @@ impl GrantTable {
         self.nr_frames
     }
 
-    /// Entries the table has (Xen's `nr_grant_entries`).
+    /// Entries the table has (Xen's `nr_grant_entries`): 512 a frame in v1, 256 in v2.
     pub fn nr_entries(&self) -> u32 {
-        self.nr_frames * ENTRIES_PER_FRAME_V1
+        let per_frame = if self.version == 2 {
+            ENTRIES_PER_FRAME_V1 / 2
+        } else {
+            ENTRIES_PER_FRAME_V1
+        };
+        self.nr_frames.saturating_mul(per_frame)
+    }
+
+    /// Switches the entry format (the caller converted the frames); `version` is 1 or 2.
+    pub fn set_version(&mut self, version: u8) {
+        self.version = version;
     }
 
     /// Grows the active entries to cover `nr_frames` frames (the caller added the frames);
@@ -190,32 +224,52 @@ impl GrantTable {
         readonly: bool,
         mapping: bool,
         get_frame: &mut dyn FnMut(u64, bool) -> Result<(), i16>,
-    ) -> Result<u64, i16> {
+    ) -> Result<Use, i16> {
+        if r >= self.nr_entries() {
+            return Err(gntst::BAD_GNTREF);
+        }
+        let v2 = self.version == 2;
         let Some(act) = self.active.get_mut(r as usize) else {
             return Err(gntst::BAD_GNTREF);
         };
-        if act.pin != 0 && (act.domid != ldom || act.pin & pin::overflow_mask(incr) != 0) {
+        if act.pin != 0
+            && (act.domid != ldom
+                || act.pin & pin::overflow_mask(incr) != 0
+                || (mapping && act.is_sub_page))
+        {
             return Err(gntst::GENERAL_ERROR);
         }
         let first = act.pin == 0;
         if first || (!readonly && act.pin & pin::WRITE_MASK == 0) {
-            set_status_v1(sh, r, act.pin, readonly, mapping, ldom)?;
+            if v2 {
+                set_status_v2(sh, r, act.pin, readonly, mapping, ldom)?;
+            } else {
+                set_status_v1(sh, r, act.pin, readonly, mapping, ldom)?;
+            }
         }
-        let frame = if first {
-            u64::from(sh.frame(r))
-        } else {
-            act.mfn
-        };
+        let frame = if first { sh.frame(r) } else { act.mfn };
         if let Err(rc) = get_frame(frame, first) {
             reduce_status_for_pin(sh, r, act.pin, readonly);
             return Err(rc);
         }
         if first {
-            act.domid = ldom;
-            act.mfn = frame;
+            let sub = v2 && sh.load_word(r) as u16 & gtf::SUB_PAGE != 0;
+            let (start, length) = if sub { sh.sub_page(r) } else { (0, 4096) };
+            *act = Active {
+                pin: 0,
+                domid: ldom,
+                mfn: frame,
+                is_sub_page: sub,
+                start,
+                length,
+            };
         }
         act.pin += incr;
-        Ok(act.mfn)
+        Ok(Use {
+            mfn: act.mfn,
+            start: act.start,
+            length: act.length,
+        })
     }
 
     /// Gives back one use of entry `r` taken with `incr` (Xen's `unmap_common_complete` and
@@ -232,9 +286,13 @@ impl GrantTable {
 
     /// Swaps entries `a` and `b` (`GNTTABOP_swap_grant_ref`): `GNTST_*`.
     pub fn swap(&mut self, sh: &dyn SharedEntries, a: u32, b: u32) -> i16 {
+        let n = self.nr_entries();
         let (Some(pa), Some(pb)) = (self.active(a), self.active(b)) else {
             return gntst::BAD_GNTREF;
         };
+        if a >= n || b >= n {
+            return gntst::BAD_GNTREF;
+        }
         if a == b {
             return gntst::OKAY;
         }
@@ -283,6 +341,52 @@ fn set_status_v1(
         seen = found;
     }
     Err(gntst::GENERAL_ERROR)
+}
+
+/// Checks v2 entry `r` for a use by `ldom` and sets its status bits (Xen's
+/// `_set_status_v2`): the bits go first, then the entry is read again, so a granter that
+/// ends access sees the bits or the use fails. `pin` is the entry's use count before this use.
+fn set_status_v2(
+    sh: &dyn SharedEntries,
+    r: u32,
+    pin: u32,
+    readonly: bool,
+    mapping: bool,
+    ldom: u16,
+) -> Result<(), i16> {
+    let mask = if mapping {
+        gtf::TYPE_MASK | gtf::SUB_PAGE
+    } else {
+        gtf::TYPE_MASK
+    };
+    let refused = |w: u32| {
+        let (flags, domid) = (w as u16, (w >> 16) as u16);
+        flags & mask != gtf::PERMIT_ACCESS || domid != ldom
+    };
+    let w = sh.load_word(r);
+    if pin == 0 && refused(w) {
+        return Err(gntst::GENERAL_ERROR);
+    }
+    if readonly {
+        sh.set_status(r, gtf::READING);
+    } else {
+        if w as u16 & gtf::READONLY != 0 {
+            return Err(gntst::GENERAL_ERROR);
+        }
+        sh.set_status(r, gtf::READING | gtf::WRITING);
+    }
+    let w = sh.load_word(r);
+    let ro_now = w as u16 & gtf::READONLY != 0;
+    if pin == 0 {
+        if refused(w) || (!readonly && ro_now) {
+            sh.clear_flags(r, gtf::READING | gtf::WRITING);
+            return Err(gntst::GENERAL_ERROR);
+        }
+    } else if ro_now {
+        sh.clear_flags(r, gtf::WRITING);
+        return Err(gntst::GENERAL_ERROR);
+    }
+    Ok(())
 }
 
 /// Clears the status bits entry `r` no longer needs with `pin` uses left, after a use that
@@ -479,18 +583,27 @@ mod tests {
     use super::*;
     use core::cell::RefCell;
 
-    /// Shared entries in plain memory: (word, frame) per entry.
-    struct Fake(RefCell<Vec<(u32, u32)>>);
+    /// Shared entries in plain memory: (word, frame, status, sub-page) per entry; `v2` keeps
+    /// the status bits apart.
+    struct Fake(RefCell<Vec<FakeEntry>>, bool);
+
+    /// First word, frame, status, sub-page window.
+    type FakeEntry = (u32, u64, u16, (u16, u16));
 
     impl Fake {
         fn new(n: usize) -> Self {
-            Fake(RefCell::new(alloc::vec![(0, 0); n]))
+            Fake(RefCell::new(alloc::vec![(0, 0, 0, (0, 0)); n]), false)
         }
-        fn grant(&self, r: u32, flags: u16, domid: u16, frame: u32) {
-            self.0.borrow_mut()[r as usize] = (u32::from(flags) | u32::from(domid) << 16, frame);
+        fn grant(&self, r: u32, flags: u16, domid: u16, frame: u64) {
+            let mut v = self.0.borrow_mut();
+            v[r as usize].0 = u32::from(flags) | u32::from(domid) << 16;
+            v[r as usize].1 = frame;
         }
         fn flags(&self, r: u32) -> u16 {
             self.0.borrow()[r as usize].0 as u16
+        }
+        fn status(&self, r: u32) -> u16 {
+            self.0.borrow()[r as usize].2
         }
     }
 
@@ -506,11 +619,22 @@ mod tests {
             }
             cur
         }
-        fn frame(&self, r: u32) -> u32 {
+        fn frame(&self, r: u32) -> u64 {
             self.0.borrow()[r as usize].1
         }
+        fn sub_page(&self, r: u32) -> (u16, u16) {
+            self.0.borrow()[r as usize].3
+        }
+        fn set_status(&self, r: u32, bits: u16) {
+            self.0.borrow_mut()[r as usize].2 |= bits;
+        }
         fn clear_flags(&self, r: u32, mask: u16) {
-            self.0.borrow_mut()[r as usize].0 &= !u32::from(mask);
+            let mut v = self.0.borrow_mut();
+            if self.1 {
+                v[r as usize].2 &= !mask;
+            } else {
+                v[r as usize].0 &= !u32::from(mask);
+            }
         }
         fn swap(&self, a: u32, b: u32) {
             self.0.borrow_mut().swap(a as usize, b as usize);
@@ -532,13 +656,21 @@ mod tests {
         let (mut gt, sh) = table();
         sh.grant(10, gtf::PERMIT_ACCESS, 1, 0x1234);
         let w = map_pin_incr(gntmap::HOST_MAP);
-        assert_eq!(gt.acquire(&sh, 10, 1, w, false, true, &mut ok), Ok(0x1234));
+        assert_eq!(
+            gt.acquire(&sh, 10, 1, w, false, true, &mut ok)
+                .map(|u| u.mfn),
+            Ok(0x1234)
+        );
         assert_eq!(
             sh.flags(10),
             gtf::PERMIT_ACCESS | gtf::READING | gtf::WRITING
         );
         let r = map_pin_incr(gntmap::HOST_MAP | gntmap::READONLY);
-        assert_eq!(gt.acquire(&sh, 10, 1, r, true, true, &mut ok), Ok(0x1234));
+        assert_eq!(
+            gt.acquire(&sh, 10, 1, r, true, true, &mut ok)
+                .map(|u| u.mfn),
+            Ok(0x1234)
+        );
         gt.release(&sh, 10, w, false);
         assert_eq!(sh.flags(10), gtf::PERMIT_ACCESS | gtf::READING);
         gt.release(&sh, 10, r, true);
@@ -577,7 +709,11 @@ mod tests {
             gt.acquire(&sh, 4, 1, w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
-        assert_eq!(gt.acquire(&sh, 4, 1, w, false, false, &mut ok), Ok(5));
+        assert_eq!(
+            gt.acquire(&sh, 4, 1, w, false, false, &mut ok)
+                .map(|u| u.mfn),
+            Ok(5)
+        );
         // A frame the kernel refuses: its code, and the status bits cleared again.
         sh.grant(6, gtf::PERMIT_ACCESS, 1, 5);
         let mut bad = |_: u64, _: bool| Err(gntst::BAD_PAGE);
@@ -594,7 +730,10 @@ mod tests {
         let (mut gt, sh) = table();
         sh.grant(8, gtf::PERMIT_ACCESS, 1, 100);
         let r = pin::HOST_READ;
-        assert_eq!(gt.acquire(&sh, 8, 1, r, true, true, &mut ok), Ok(100));
+        assert_eq!(
+            gt.acquire(&sh, 8, 1, r, true, true, &mut ok).map(|u| u.mfn),
+            Ok(100)
+        );
         // The granter ends access and reuses the entry: the use goes on with frame 100.
         sh.grant(8, gtf::PERMIT_ACCESS | gtf::READING, 2, 200);
         assert_eq!(
@@ -607,9 +746,57 @@ mod tests {
             seen = f;
             Ok(())
         };
-        assert_eq!(gt.acquire(&sh, 8, 1, r, true, true, &mut record), Ok(100));
+        assert_eq!(
+            gt.acquire(&sh, 8, 1, r, true, true, &mut record)
+                .map(|u| u.mfn),
+            Ok(100)
+        );
         assert_eq!(seen, 100);
         assert_eq!(gt.swap(&sh, 8, 9), gntst::EAGAIN);
+    }
+
+    #[test]
+    fn version_2_keeps_the_status_apart_and_sub_pages_for_copies() {
+        let (mut gt, mut sh) = table();
+        sh.1 = true;
+        gt.set_version(2);
+        assert_eq!(gt.nr_entries(), 256);
+        sh.grant(10, gtf::PERMIT_ACCESS, 1, 0x1_0000_0042);
+        let w = pin::HOST_WRITE;
+        let u = gt.acquire(&sh, 10, 1, w, false, true, &mut ok).unwrap();
+        assert_eq!((u.mfn, u.start, u.length), (0x1_0000_0042, 0, 4096));
+        assert_eq!(sh.status(10), gtf::READING | gtf::WRITING);
+        assert_eq!(sh.flags(10), gtf::PERMIT_ACCESS);
+        gt.release(&sh, 10, w, false);
+        assert_eq!(sh.status(10), 0);
+        // A sub-page grant: copies only, within its window.
+        sh.grant(11, gtf::PERMIT_ACCESS | gtf::SUB_PAGE, 1, 7);
+        sh.0.borrow_mut()[11].3 = (256, 512);
+        assert_eq!(
+            gt.acquire(&sh, 11, 1, w, false, true, &mut ok),
+            Err(gntst::GENERAL_ERROR)
+        );
+        assert_eq!(sh.status(11), 0);
+        let r = pin::HOST_READ;
+        let u = gt.acquire(&sh, 11, 1, r, true, false, &mut ok).unwrap();
+        assert_eq!((u.start, u.length), (256, 512));
+        assert_eq!(
+            gt.acquire(&sh, 11, 1, r, true, true, &mut ok),
+            Err(gntst::GENERAL_ERROR)
+        );
+        gt.release(&sh, 11, r, true);
+        // Read-only for a writer; beyond the v2 table.
+        sh.grant(12, gtf::PERMIT_ACCESS | gtf::READONLY, 1, 7);
+        assert_eq!(
+            gt.acquire(&sh, 12, 1, w, false, true, &mut ok),
+            Err(gntst::GENERAL_ERROR)
+        );
+        assert_eq!(sh.status(12), 0);
+        assert_eq!(
+            gt.acquire(&sh, 300, 1, w, false, true, &mut ok)
+                .map(|u| u.mfn),
+            Err(gntst::BAD_GNTREF)
+        );
     }
 
     #[test]
@@ -684,7 +871,8 @@ mod tests {
         for _ in 0..10_000 {
             let mfn = gt
                 .acquire(&sh, 20, 0, pin::HOST_WRITE, false, true, &mut ok)
-                .unwrap();
+                .unwrap()
+                .mfn;
             let h = mt
                 .insert(Mapping {
                     mfn,

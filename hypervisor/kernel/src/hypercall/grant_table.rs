@@ -1,11 +1,16 @@
 //! `grant_table_op` (20): grant tables as Xen 4.17 (`xen/common/grant_table.c`,
-//! `xen/arch/x86/pv/grant_table.c`), version 1.
+//! `xen/arch/x86/pv/grant_table.c`), versions 1 and 2.
 //!
 //! Per sub-op:
 //! - `setup_table`, `query_size`, `get_version`, `get_status_frames`: the caller's table, or
 //!   another domain's for a privileged caller (Xen's `XSM_TARGET`); results in `status`.
-//! - `set_version`: 1 only; 2 answers `-ENOSYS`, as Xen for a domain limited to v1
-//!   (`gnttab=max-ver:1`): guests then stay on v1, which is what Linux chooses anyway.
+//!   (`get_status_frames`: only as many as the table has; v1 has none.)
+//! - `set_version`: 1 or 2, the reserved entries (0-7) carried over, `-EBUSY` while another
+//!   entry is in use or (back to v1) the guest maps a status frame, `-ERANGE` for a reserved
+//!   v2 entry v1 cannot hold; v2 status frames shared as the table's frames are
+//!   (`get_status_frames`). v2 full-page and sub-page grants (sub-page: copies only, within
+//!   the window); transitive grants are refused (`GNTST_general_error`, as Xen with
+//!   transitive grants turned off).
 //! - `map_grant_ref`: takes a use of the granter's entry (`GTF_reading`/`GTF_writing`), then a
 //!   device mapping (a frame reference, and the writable type unless read-only, held by the
 //!   maptrack entry) and/or a host mapping: an L1 entry written into the caller's own L1 table
@@ -96,12 +101,13 @@ pub(super) fn do_grant_table_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         }),
         cmd::SET_VERSION => {
             let mut op: SetVersion = guest::read_obj(uop)?;
+            let mut st = d.grant.table.lock();
             let r = match op.version {
-                1 => Ok(0),
-                2 => Err(Errno::ENOSYS),
+                1 | 2 => st.set_version(d.id.0, op.version as u8).map(|()| 0),
                 _ => Err(Errno::EINVAL),
             };
-            op.version = u32::from(d.grant.table.lock().gt.version());
+            op.version = u32::from(st.gt.version());
+            drop(st);
             guest::write_obj(uop, &op)?;
             r
         }
@@ -120,12 +126,25 @@ pub(super) fn do_grant_table_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             if !is_guest_range(op.frame_list, u64::from(op.nr_frames) * 8) {
                 return Err(Errno::EFAULT);
             }
-            // Version 1 has no status frames.
-            op.status = match target(d, op.dom) {
-                Ok(_) if op.nr_frames == 0 => gntst::OKAY,
-                Ok(_) => gntst::GENERAL_ERROR,
-                Err(s) => s,
+            let t = match target(d, op.dom) {
+                Ok(t) => t,
+                Err(s) => {
+                    op.status = s;
+                    return Ok(());
+                }
             };
+            let st = t.grant.table.lock();
+            let frames = st.status_frames();
+            if op.nr_frames as usize > frames.len() {
+                op.status = gntst::GENERAL_ERROR;
+                return Ok(());
+            }
+            op.status = gntst::OKAY;
+            for (i, &mfn) in frames.iter().take(op.nr_frames as usize).enumerate() {
+                if guest::write_obj(op.frame_list + i as u64 * 8, &mfn).is_err() {
+                    op.status = gntst::BAD_VIRT_ADDR;
+                }
+            }
             Ok(())
         }),
         cmd::SWAP_GRANT_REF => batch(d, raw, uop, count, |op: &mut SwapGrantRef| {
@@ -328,7 +347,9 @@ fn map_inner(ld: &Domain, op: &MapGrantRef) -> Result<(u32, u64), i16> {
             _ => Err(gntst::GENERAL_ERROR),
         }
     };
-    let mfn = gt.acquire(&sh, op.r#ref, me, incr, ro, true, &mut owned)?;
+    let mfn = gt
+        .acquire(&sh, op.r#ref, me, incr, ro, true, &mut owned)?
+        .mfn;
     let dev = op.flags & gntmap::DEVICE_MAP != 0;
     let host = op.flags & gntmap::HOST_MAP != 0;
     let taken = frametable::with(|ft, mem| {
@@ -508,6 +529,8 @@ fn unmap_one(
 struct Side {
     dom: DomainRef,
     mfn: u64,
+    /// The bytes of the frame granted (a v2 sub-page grant's; the whole page otherwise).
+    window: (u64, u64),
     gref: Option<u32>,
     ro: bool,
     typed: bool,
@@ -527,7 +550,7 @@ fn claim(ld: &Domain, dom: DomainRef, u: u64, is_gref: bool, ro: bool) -> Result
     let id = dom.id.0;
     let incr = if ro { pin::HOST_READ } else { pin::HOST_WRITE };
     let gref = is_gref.then_some(u as u32);
-    let mfn = match gref {
+    let (mfn, window) = match gref {
         Some(r) => {
             let mut st = dom.grant.table.lock();
             if !st.ensure(id) {
@@ -540,10 +563,11 @@ fn claim(ld: &Domain, dom: DomainRef, u: u64, is_gref: bool, ro: bool) -> Result
                     _ if first => Err(gntst::BAD_PAGE),
                     _ => Err(gntst::BAD_DOMAIN),
                 };
-            gt.acquire(&sh, r, ld.id.0, incr, ro, false, &mut take)?
+            let u = gt.acquire(&sh, r, ld.id.0, incr, ro, false, &mut take)?;
+            (u.mfn, (u64::from(u.start), u64::from(u.length)))
         }
         None => match frametable::with(|ft, _| ft.get_page(u, id)) {
-            Some(Ok(())) => u,
+            Some(Ok(())) => (u, (0, 4096)),
             _ => return Err(gntst::BAD_PAGE),
         },
     };
@@ -553,6 +577,7 @@ fn claim(ld: &Domain, dom: DomainRef, u: u64, is_gref: bool, ro: bool) -> Result
     let side = Side {
         dom,
         mfn,
+        window,
         gref,
         ro,
         typed,
@@ -614,9 +639,15 @@ fn copy(ld: &Domain, op: &GnttabCopy) -> i16 {
     );
     let from = src.mfn * 4096 + so;
     let to = dst.mfn * 4096 + dof;
+    let outside = |off: u64, (start, length): (u64, u64)| off < start || off + len > start + length;
     let rc = if so + len > 4096 || dof + len > 4096 {
         gntst::BAD_COPY_ARG
-    } else if !mm::in_direct_map(from, len) || !mm::in_direct_map(to, len) {
+    } else if outside(so, src.window)
+        || outside(dof, dst.window)
+        || !mm::in_direct_map(from, len)
+        || !mm::in_direct_map(to, len)
+    {
+        // Outside a sub-page grant's window (or, never, outside the direct map).
         gntst::GENERAL_ERROR
     } else {
         // SAFETY: both frames hold a reference (the destination also the writable type) for

@@ -21,14 +21,15 @@
 //! whole under its domain's maptrack lock, so the audit sees none half done.
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use hestia_core::grant_table::{
     DEFAULT_MAX_GRANT_FRAMES, DEFAULT_MAX_MAPTRACK_FRAMES, ENTRIES_PER_FRAME_V1, GrantTable,
     INITIAL_NR_GRANT_FRAMES, Maptrack, SharedEntries, pin,
 };
 use hestia_core::pv_mm::{Hold, PageType};
-use xen_abi::grant_table::gntmap;
+use xen_abi::errno::Errno;
+use xen_abi::grant_table::{GNTTAB_NR_RESERVED_ENTRIES, gntmap, gtf};
 use xen_abi::mmu::INVALID_M2P_ENTRY;
 
 use super::domain::Domain;
@@ -41,14 +42,78 @@ pub struct TableState {
     pub gt: GrantTable,
     /// Machine frames of the shared entries, in order.
     frames: Vec<u64>,
+    /// Machine frames of the v2 status entries, in order (none in v1).
+    status: Vec<u64>,
     /// The domain's destruction took the frames: the table never grows again.
     released: bool,
+}
+
+/// Status entries (2 bytes) per status frame.
+const STATUS_PER_FRAME: u32 = 2048;
+
+/// Status frames a v2 table of `nr` frames needs (Xen's `grant_to_status_frames`).
+fn status_frames_for(nr: u32) -> u32 {
+    (nr * (ENTRIES_PER_FRAME_V1 / 2)).div_ceil(STATUS_PER_FRAME)
+}
+
+/// Allocates a zeroed frame and shares it with `dom` (a reference and the writable type, as
+/// Xen's `share_xen_page_with_guest`); its machine frame number.
+fn share_new_frame(dom: u16) -> Option<u64> {
+    let mfn = mm::alloc_zeroed_frames(1, 4096, u64::MAX)? / 4096;
+    let shared = frametable::with(|ft, mem| {
+        ft.assign(mfn, dom)?;
+        ft.get_page(mfn, dom)?;
+        ft.get_page_type(mem, mfn, PageType::Writable, dom)
+    });
+    if !matches!(shared, Some(Ok(()))) {
+        crate::error!("d{dom}: grant frame {mfn:#x} could not be shared ({shared:?})");
+        return None;
+    }
+    frametable::set_m2p(mfn, INVALID_M2P_ENTRY);
+    Some(mfn)
+}
+
+/// Takes back the shared frame `mfn` from `dom` and frees it, unless the domain still maps
+/// it (more than Hestia's reference and type): false then, nothing changed.
+fn unshare_frame(dom: u16, mfn: u64) -> bool {
+    let freed = frametable::with(|ft, mem| {
+        let f = ft.info(mfn).copied()?;
+        if f.owner != Some(dom) || f.ref_count != 1 || f.type_count != 1 {
+            return None;
+        }
+        ft.put_page_type(mem, mfn);
+        ft.put_page(mfn);
+        ft.release(mem, mfn, dom).ok()
+    })
+    .flatten()
+    .is_some();
+    if freed {
+        frametable::set_m2p(mfn, INVALID_M2P_ENTRY);
+        mm::scrub_and_free_frames(mfn * 4096, 1);
+    }
+    freed
+}
+
+/// Zeroes a frame of the table (a version change clears the old format out).
+fn clear_frame(mfn: u64) {
+    // SAFETY: a table frame, held with a reference and the writable type for as long as it is
+    // in the table, inside the direct map; the guest may write it concurrently, which only
+    // affects its own entries (every read of them is atomic and checked).
+    unsafe { core::ptr::write_bytes(mm::phys_to_virt(mfn * 4096) as *mut u8, 0, 4096) };
 }
 
 impl TableState {
     /// The entries' state and the shared entries, together.
     pub fn split(&mut self) -> (&mut GrantTable, Entries<'_>) {
-        (&mut self.gt, Entries(&self.frames))
+        let version = self.gt.version();
+        (
+            &mut self.gt,
+            Entries {
+                frames: &self.frames,
+                status: &self.status,
+                version,
+            },
+        )
     }
 
     /// The table's frames, in order.
@@ -56,9 +121,14 @@ impl TableState {
         &self.frames
     }
 
-    /// Grows the table to `nr` frames (allocated zeroed, given to `dom` with a reference and
-    /// the writable type); false without memory, or once the domain's destruction took the
-    /// frames. Frames added before a failure stay.
+    /// The v2 status frames, in order.
+    pub fn status_frames(&self) -> &[u64] {
+        &self.status
+    }
+
+    /// Grows the table to `nr` frames (and, in v2, its status frames to match), each
+    /// allocated zeroed and shared with `dom`; false without memory, or once the domain's
+    /// destruction took the frames. Frames added before a failure stay.
     pub fn grow(&mut self, dom: u16, nr: u32) -> bool {
         if self.released || nr > self.gt.max_frames {
             return false;
@@ -67,24 +137,27 @@ impl TableState {
             if self.frames.try_reserve(1).is_err() {
                 return false;
             }
-            let Some(phys) = mm::alloc_zeroed_frames(1, 4096, u64::MAX) else {
+            let Some(mfn) = share_new_frame(dom) else {
                 return false;
             };
-            let mfn = phys / 4096;
-            let shared = frametable::with(|ft, mem| {
-                ft.assign(mfn, dom)?;
-                ft.get_page(mfn, dom)?;
-                ft.get_page_type(mem, mfn, PageType::Writable, dom)
-            });
-            if !matches!(shared, Some(Ok(()))) {
-                crate::error!("d{dom}: grant frame {mfn:#x} could not be shared ({shared:?})");
-                return false;
-            }
-            frametable::set_m2p(mfn, INVALID_M2P_ENTRY);
             self.frames.push(mfn);
             if !self.gt.grow(self.frames.len() as u32) {
                 return false;
             }
+        }
+        self.gt.version() == 1 || self.grow_status(dom, status_frames_for(nr))
+    }
+
+    /// Grows the status frames to `want`.
+    fn grow_status(&mut self, dom: u16, want: u32) -> bool {
+        while (self.status.len() as u32) < want {
+            if self.status.try_reserve(1).is_err() {
+                return false;
+            }
+            let Some(mfn) = share_new_frame(dom) else {
+                return false;
+            };
+            self.status.push(mfn);
         }
         true
     }
@@ -92,6 +165,64 @@ impl TableState {
     /// Gives the table its initial frame at its first use; false when it cannot have one.
     pub fn ensure(&mut self, dom: u16) -> bool {
         self.gt.nr_frames() >= INITIAL_NR_GRANT_FRAMES || self.grow(dom, INITIAL_NR_GRANT_FRAMES)
+    }
+
+    /// Switches `dom`'s table to entry format `version` (Xen's `gnttab_set_version`): refused
+    /// with `EBUSY` while an entry past the reserved ones is in use (or, going back to v1,
+    /// while the guest still maps a status frame), `ERANGE` when a reserved v2 entry cannot be
+    /// written in v1, `ENOMEM` without frames. The reserved entries (0-7) are carried over,
+    /// every other entry is cleared.
+    pub fn set_version(&mut self, dom: u16, version: u8) -> Result<(), Errno> {
+        let old = self.gt.version();
+        if old == version {
+            return Ok(());
+        }
+        if self.gt.any_in_use_from(GNTTAB_NR_RESERVED_ENTRIES) {
+            return Err(Errno::EBUSY);
+        }
+        let (_, sh) = self.split();
+        let mut reserved = Vec::new();
+        for r in 0..GNTTAB_NR_RESERVED_ENTRIES {
+            let (w, frame) = (sh.load_word(r), sh.frame(r));
+            if old == 1 {
+                reserved.push((w, frame));
+                continue;
+            }
+            // v2 to v1: only full-page grants v1 can name carry over.
+            match w as u16 & gtf::TYPE_MASK {
+                gtf::PERMIT_ACCESS if frame >> 32 != 0 => return Err(Errno::ERANGE),
+                gtf::PERMIT_ACCESS => reserved.push((w | u32::from(sh.status_bits(r)), frame)),
+                gtf::TRANSITIVE => return Err(Errno::ERANGE),
+                _ => reserved.push((0, 0)),
+            }
+        }
+        if version == 2 {
+            if !self.grow_status(dom, status_frames_for(self.gt.nr_frames())) {
+                return Err(Errno::ENOMEM);
+            }
+        } else {
+            while let Some(&mfn) = self.status.last() {
+                if !unshare_frame(dom, mfn) {
+                    return Err(Errno::EBUSY);
+                }
+                self.status.pop();
+            }
+        }
+        for &mfn in self.frames.iter().chain(&self.status) {
+            clear_frame(mfn);
+        }
+        self.gt.set_version(version);
+        let (_, sh) = self.split();
+        for (r, &(w, frame)) in (0..).zip(&reserved) {
+            let status_bits = w as u16 & (gtf::READING | gtf::WRITING);
+            sh.write_entry(r, w & !u32::from(status_bits), frame);
+            if version == 2 {
+                sh.set_status(r, status_bits);
+            } else {
+                sh.set_flags_v1(r, status_bits);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -111,6 +242,7 @@ impl Grants {
             table: spin::Mutex::new(TableState {
                 gt: GrantTable::new(DEFAULT_MAX_GRANT_FRAMES),
                 frames: Vec::new(),
+                status: Vec::new(),
                 released: false,
             }),
             maptrack: spin::Mutex::new(Maptrack::new(DEFAULT_MAX_MAPTRACK_FRAMES)),
@@ -124,26 +256,76 @@ impl Default for Grants {
     }
 }
 
-/// The v1 entries in a table's frames, through the direct map. An entry outside the frames
-/// reads as zero and takes no write.
-pub struct Entries<'a>(&'a [u64]);
+/// The entries in a table's frames, through the direct map, in the table's format. An entry
+/// outside the frames reads as zero and takes no write.
+pub struct Entries<'a> {
+    frames: &'a [u64],
+    status: &'a [u64],
+    version: u8,
+}
 
 impl Entries<'_> {
-    /// Direct-map address of entry `r`, if the table has it.
-    fn addr(&self, r: u32) -> Option<u64> {
-        let mfn = self.0.get((r / ENTRIES_PER_FRAME_V1) as usize)?;
+    /// Direct-map address of byte `offset` of entry `r`, if the table has it.
+    fn addr(&self, r: u32, offset: u64) -> Option<u64> {
+        let (per_frame, size) = if self.version == 2 {
+            (ENTRIES_PER_FRAME_V1 / 2, 16)
+        } else {
+            (ENTRIES_PER_FRAME_V1, 8)
+        };
+        let mfn = self.frames.get((r / per_frame) as usize)?;
         Some(mm::phys_to_virt(
-            mfn * 4096 + u64::from(r % ENTRIES_PER_FRAME_V1) * 8,
+            mfn * 4096 + u64::from(r % per_frame) * size + offset,
         ))
     }
 
     fn word(&self, r: u32, offset: u64) -> Option<&AtomicU32> {
-        let a = self.addr(r)? + offset;
+        let a = self.addr(r, offset)?;
         // SAFETY: the table's frames stay allocated, owned and mapped in the direct map while
         // they are in `frames` (they hold a reference and the writable type until the
         // domain's destruction takes them out); `a` is 4-byte aligned inside one of them, and
         // every access to it is atomic (the guest writes it concurrently).
         Some(unsafe { AtomicU32::from_ptr(a as *mut u32) })
+    }
+
+    fn quad(&self, r: u32, offset: u64) -> Option<&AtomicU64> {
+        let a = self.addr(r, offset)?;
+        // SAFETY: as in `word`; `a` is 8-byte aligned.
+        Some(unsafe { AtomicU64::from_ptr(a as *mut u64) })
+    }
+
+    /// The v2 status entry of `r`.
+    fn status_entry(&self, r: u32) -> Option<&AtomicU16> {
+        let mfn = self.status.get((r / STATUS_PER_FRAME) as usize)?;
+        let a = mm::phys_to_virt(mfn * 4096 + u64::from(r % STATUS_PER_FRAME) * 2);
+        // SAFETY: as in `word`, for the status frames; `a` is 2-byte aligned.
+        Some(unsafe { AtomicU16::from_ptr(a as *mut u16) })
+    }
+
+    /// The status bits of v2 entry `r`.
+    fn status_bits(&self, r: u32) -> u16 {
+        self.status_entry(r)
+            .map_or(0, |s| s.load(Ordering::Acquire))
+    }
+
+    /// Writes entry `r`'s first word and frame (a version change's reserved entries).
+    fn write_entry(&self, r: u32, word: u32, frame: u64) {
+        if self.version == 2 {
+            if let Some(f) = self.quad(r, 8) {
+                f.store(frame, Ordering::Release);
+            }
+        } else if let Some(f) = self.word(r, 4) {
+            f.store(frame as u32, Ordering::Release);
+        }
+        if let Some(w) = self.word(r, 0) {
+            w.store(word, Ordering::Release);
+        }
+    }
+
+    /// Sets status bits in the flags of v1 entry `r`.
+    fn set_flags_v1(&self, r: u32, bits: u16) {
+        if let Some(w) = self.word(r, 0) {
+            w.fetch_or(u32::from(bits), Ordering::AcqRel);
+        }
     }
 }
 
@@ -159,30 +341,51 @@ impl SharedEntries for Entries<'_> {
         })
     }
 
-    fn frame(&self, r: u32) -> u32 {
-        self.word(r, 4).map_or(0, |w| w.load(Ordering::Acquire))
+    fn frame(&self, r: u32) -> u64 {
+        if self.version == 2 {
+            self.quad(r, 8).map_or(0, |f| f.load(Ordering::Acquire))
+        } else {
+            self.word(r, 4)
+                .map_or(0, |f| u64::from(f.load(Ordering::Acquire)))
+        }
+    }
+
+    fn sub_page(&self, r: u32) -> (u16, u16) {
+        let w = self.word(r, 4).map_or(0, |w| w.load(Ordering::Acquire));
+        (w as u16, (w >> 16) as u16)
+    }
+
+    fn set_status(&self, r: u32, bits: u16) {
+        if let Some(s) = self.status_entry(r) {
+            s.fetch_or(bits, Ordering::AcqRel);
+        }
     }
 
     fn clear_flags(&self, r: u32, mask: u16) {
-        if let Some(w) = self.word(r, 0) {
+        if self.version == 2 {
+            if let Some(s) = self.status_entry(r) {
+                s.fetch_and(!mask, Ordering::AcqRel);
+            }
+        } else if let Some(w) = self.word(r, 0) {
             w.fetch_and(!u32::from(mask), Ordering::AcqRel);
         }
     }
 
     fn swap(&self, a: u32, b: u32) {
-        let (Some(pa), Some(pb)) = (self.addr(a), self.addr(b)) else {
-            return;
-        };
-        // SAFETY: as in `word`; entries are 8-byte aligned.
-        let (ea, eb) = unsafe {
-            (
-                AtomicU64::from_ptr(pa as *mut u64),
-                AtomicU64::from_ptr(pb as *mut u64),
-            )
-        };
-        let va = ea.load(Ordering::Acquire);
-        ea.store(eb.load(Ordering::Acquire), Ordering::Release);
-        eb.store(va, Ordering::Release);
+        let halves = if self.version == 2 { 2 } else { 1 };
+        for half in 0..halves {
+            let (Some(ea), Some(eb)) = (self.quad(a, half * 8), self.quad(b, half * 8)) else {
+                return;
+            };
+            let va = ea.load(Ordering::Acquire);
+            ea.store(eb.load(Ordering::Acquire), Ordering::Release);
+            eb.store(va, Ordering::Release);
+        }
+        if let (Some(sa), Some(sb)) = (self.status_entry(a), self.status_entry(b)) {
+            let va = sa.load(Ordering::Acquire);
+            sa.store(sb.load(Ordering::Acquire), Ordering::Release);
+            sb.store(va, Ordering::Release);
+        }
     }
 }
 
@@ -252,22 +455,26 @@ pub fn release_mappings(d: &Domain) {
     }
 }
 
-/// Takes the table's frames out of the dying domain `d` (its destruction drops their
+/// Takes the table's frames (and status frames) out of the dying domain `d` (its destruction drops their
 /// references): from now on the table has none.
 pub fn take_frames(d: &Domain) -> Vec<u64> {
     let mut st = d.grant.table.lock();
     st.released = true;
-    core::mem::take(&mut st.frames)
+    let mut frames = core::mem::take(&mut st.frames);
+    frames.append(&mut st.status);
+    frames
 }
 
 /// The references Hestia holds for `d`'s grants, for the frame audit: the table's frames
-/// (writable type) and, from its maptrack `mt` (locked by the audit, so no grant operation of
+/// and status frames (writable type) and, from its maptrack `mt` (locked by the audit, so no grant operation of
 /// `d` is under way), the frames of its device mappings (writable type unless read-only).
 pub fn holds(d: &Domain, mt: &Maptrack<DomainRef>, out: &mut Vec<Hold>) {
     let writable = Some(PageType::Writable);
-    for &mfn in d.grant.table.lock().frames() {
+    let st = d.grant.table.lock();
+    for &mfn in st.frames().iter().chain(st.status_frames()) {
         out.push(Hold { mfn, ty: writable });
     }
+    drop(st);
     for m in mt.iter() {
         if m.flags & gntmap::DEVICE_MAP != 0 {
             let ty = (m.flags & gntmap::READONLY == 0).then_some(PageType::Writable);
