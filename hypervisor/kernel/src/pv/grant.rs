@@ -73,6 +73,21 @@ fn share_new_frame(dom: u16) -> Option<u64> {
     Some(mfn)
 }
 
+/// Adds frames shared with `dom` to `list` until it has `want`; false without memory (those
+/// added stay).
+fn share_frames(list: &mut Vec<u64>, dom: u16, want: u32) -> bool {
+    while (list.len() as u32) < want {
+        if list.try_reserve(1).is_err() {
+            return false;
+        }
+        let Some(mfn) = share_new_frame(dom) else {
+            return false;
+        };
+        list.push(mfn);
+    }
+    true
+}
+
 /// Takes back the shared frame `mfn` from `dom` and frees it, unless the domain still maps
 /// it (more than Hestia's reference and type): false then, nothing changed.
 fn unshare_frame(dom: u16, mfn: u64) -> bool {
@@ -133,33 +148,13 @@ impl TableState {
         if self.released || nr > self.gt.max_frames {
             return false;
         }
-        while (self.frames.len() as u32) < nr {
-            if self.frames.try_reserve(1).is_err() {
-                return false;
-            }
-            let Some(mfn) = share_new_frame(dom) else {
-                return false;
-            };
-            self.frames.push(mfn);
-            if !self.gt.grow(self.frames.len() as u32) {
-                return false;
-            }
-        }
-        self.gt.version() == 1 || self.grow_status(dom, status_frames_for(nr))
-    }
-
-    /// Grows the status frames to `want`.
-    fn grow_status(&mut self, dom: u16, want: u32) -> bool {
-        while (self.status.len() as u32) < want {
-            if self.status.try_reserve(1).is_err() {
-                return false;
-            }
-            let Some(mfn) = share_new_frame(dom) else {
-                return false;
-            };
-            self.status.push(mfn);
-        }
-        true
+        let added = share_frames(&mut self.frames, dom, nr);
+        // The entries cover every frame added, even when a later one failed.
+        let covered = self.gt.grow(self.frames.len() as u32);
+        added
+            && covered
+            && (self.gt.version() == 1
+                || share_frames(&mut self.status, dom, status_frames_for(nr)))
     }
 
     /// Gives the table its initial frame at its first use; false when it cannot have one.
@@ -197,7 +192,11 @@ impl TableState {
             }
         }
         if version == 2 {
-            if !self.grow_status(dom, status_frames_for(self.gt.nr_frames())) {
+            if !share_frames(
+                &mut self.status,
+                dom,
+                status_frames_for(self.gt.nr_frames()),
+            ) {
                 return Err(Errno::ENOMEM);
             }
         } else {
