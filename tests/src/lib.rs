@@ -698,6 +698,21 @@ fn base() -> Vec<Scenario> {
             timeout_s: 120,
             ..guest("xsa-style-evtchn-race", GuestVerdict::Success)
         },
+        // Grants between dom0 and a boot-time domU: the domU powers off while dom0 maps its
+        // page; the frame stays until dom0 unmaps it, then Hestia frees it.
+        Scenario {
+            smp: 2,
+            domus: &["xsa-style-grant-foreign,cmdline=domu,mem=16"],
+            expect: &[
+                "(d1) Test result: SUCCESS",
+                "(1 kept)",
+                "d1: its last frames mapped by others freed",
+                POWEROFF_MARKER,
+            ],
+            forbid: &["frame audit FAILED"],
+            timeout_s: 120,
+            ..guest("xsa-style-grant-foreign", GuestVerdict::Success)
+        },
         // Domain destruction: a boot-time domU that stops is destroyed (every frame scrubbed and
         // returned, the frame table audited) and, under the test hook, built again: after 100
         // builds and destroys the free memory is exactly what it was before the first.
@@ -762,6 +777,9 @@ fn base() -> Vec<Scenario> {
         guest("xsa-style-new-baseptr-zero", GuestVerdict::Success),
         guest("xsa-style-periodic-timer", GuestVerdict::Success),
         guest("xsa-style-shared-info-pagetable", GuestVerdict::Success),
+        guest("functional-grant-table", GuestVerdict::Success),
+        guest("functional-grant-table-v2", GuestVerdict::Success),
+        guest("xsa-style-grant-misuse", GuestVerdict::Success),
         guest("xsa-style-long-pin", GuestVerdict::Success),
         // XENMEM_exchange on vCPU 0 against a writable mapping of its input on vCPU 1.
         Scenario {
@@ -966,6 +984,9 @@ fn base() -> Vec<Scenario> {
                 (DOM0_PROMPT, "poweroff\n"),
             ],
             expect: &[
+                "xen:grant_table: Grant tables using version 1 layout",
+                // Printed only when setup_table and the mapping of the table frames worked.
+                "Grant table initialized",
                 "hestia-dom0: Linux",
                 "xen:events: Using FIFO-based ABI",
                 "shell-42 on xen",
@@ -1069,7 +1090,7 @@ fn base() -> Vec<Scenario> {
                 "(d1) domU-42 2",
                 POWEROFF_MARKER,
             ],
-            check: Some(check_fifo_in_dom0_and_domu),
+            check: Some(check_fifo_and_grants_in_dom0_and_domu),
             timeout_s: 480,
             ..linux("dom0-linux-with-linux-domu")
         },
@@ -1124,14 +1145,20 @@ fn check_4cpus_2048mib(log: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// dom0 and the domU (its kernel lines `(d1) [ time] ...`) both use the FIFO event ABI.
-fn check_fifo_in_dom0_and_domu(log: &str) -> Result<(), String> {
-    for (who, domu) in [("dom0", false), ("the domU", true)] {
-        let fifo = log.lines().any(|l| {
-            l.contains("xen:events: Using FIFO-based ABI") && l.starts_with("(d1) ") == domu
-        });
-        if !fifo {
-            return Err(format!("{who} did not print `Using FIFO-based ABI`"));
+/// dom0 and the domU (its kernel lines `(d1) [ time] ...`) both use the FIFO event ABI and
+/// both set up their grant tables.
+fn check_fifo_and_grants_in_dom0_and_domu(log: &str) -> Result<(), String> {
+    for needle in [
+        "xen:events: Using FIFO-based ABI",
+        "Grant table initialized",
+    ] {
+        for (who, domu) in [("dom0", false), ("the domU", true)] {
+            if !log
+                .lines()
+                .any(|l| l.contains(needle) && l.starts_with("(d1) ") == domu)
+            {
+                return Err(format!("{who} did not print `{needle}`"));
+            }
         }
     }
     Ok(())
@@ -1300,15 +1327,16 @@ mod tests {
     }
 
     #[test]
-    fn fifo_check_needs_dom0_and_the_domu() {
-        let dom0 = "[    7.4] xen:events: Using FIFO-based ABI\n";
-        let domu = "(d1) [    4.1] xen:events: Using FIFO-based ABI\n";
-        assert_eq!(
-            check_fifo_in_dom0_and_domu(&format!("{dom0}{domu}")),
-            Ok(())
-        );
-        assert!(check_fifo_in_dom0_and_domu(dom0).is_err());
-        assert!(check_fifo_in_dom0_and_domu(domu).is_err());
+    fn fifo_and_grant_check_needs_dom0_and_the_domu() {
+        let dom0 =
+            "[    7.4] xen:events: Using FIFO-based ABI\n[    7.5] Grant table initialized\n";
+        let domu = "(d1) [    4.1] xen:events: Using FIFO-based ABI\n(d1) [    4.2] Grant table initialized\n";
+        let check = check_fifo_and_grants_in_dom0_and_domu;
+        assert_eq!(check(&format!("{dom0}{domu}")), Ok(()));
+        assert!(check(dom0).is_err());
+        assert!(check(domu).is_err());
+        let no_domu_grants = domu.replace("Grant table", "Grant-less");
+        assert!(check(&format!("{dom0}{no_domu_grants}")).is_err());
     }
 
     #[test]
