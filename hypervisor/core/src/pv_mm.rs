@@ -2513,6 +2513,42 @@ mod tests {
         }
     }
 
+    #[test]
+    fn grant_mappings_and_linear_entries_share_a_tree_and_the_audit() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.pin(&mut mem, 5, 4, D).unwrap();
+        // L4 1 names L4 5 linearly (and itself); its L1 4 maps OTHER's frame 21 by grant.
+        ft.mod_entry(&mut mem, 1, 4, 7, e(5, 0), D).unwrap();
+        ft.mod_entry(&mut mem, 1, 4, 8, e(1, 0), D).unwrap();
+        let rw = e(21, pte::RW | pte::GNTTAB | pte::NX);
+        ft.grant_map_l1e(&mut mem, 4, 7, D, rw, OTHER).unwrap();
+        let f = *ft.info(21).unwrap();
+        assert_eq!((f.ref_count, f.type_count, f.linear), (1, 1, 0));
+        assert_eq!(
+            (ft.info(1).unwrap().linear, ft.info(5).unwrap().linear),
+            (1, -1)
+        );
+        if let Err(f) = audit(&ft, &mem, &[]) {
+            panic!("{} ({} broken)", f.first, f.count);
+        }
+        // The grant entry moves by unmap_and_replace; the L1's holder plays no linear part.
+        let stolen = ft.grant_steal_l1e(&mut mem, 4, 1, D).unwrap();
+        ft.grant_unmap_l1e(&mut mem, 4, 7, D, 21, true, stolen)
+            .unwrap();
+        ft.grant_map_l1e(&mut mem, 4, 9, D, rw, OTHER).unwrap();
+        audit(&ft, &mem, &[]).unwrap();
+        // Tearing the tree down drops the grant mapping and the linear counts alike.
+        ft.unpin(&mut mem, 5, D).unwrap();
+        ft.unpin(&mut mem, 1, D).unwrap();
+        audit(&ft, &mem, &[]).unwrap();
+        for m in 0..22 {
+            let f = ft.info(m).unwrap();
+            assert_eq!((m, f.ref_count, f.type_count, f.linear), (m, 0, 0, 0));
+        }
+    }
+
     /// A CPU whose L1D compares 46 address bits, 39 of them real: 2^39 and up is safe.
     const SAFE: SafeMaddr = SafeMaddr {
         addr_mask: (1 << 46) - 0x1000,
