@@ -713,6 +713,26 @@ fn base() -> Vec<Scenario> {
             timeout_s: 120,
             ..guest("xsa-style-grant-foreign", GuestVerdict::Success)
         },
+        // Two domUs die under dom0's mappings of their pages: unmapping the first one's frees
+        // it while the second stays a zombie (every zombie is swept, not only the last).
+        Scenario {
+            name: "xsa-style-grant-foreign-two-zombies",
+            smp: 2,
+            dom0_cmdline: "two",
+            domus: &[
+                "xsa-style-grant-foreign,cmdline=domu,mem=16",
+                "xsa-style-grant-foreign,cmdline=domu,mem=16",
+            ],
+            expect: &[
+                "(d1) Test result: SUCCESS",
+                "(d2) Test result: SUCCESS",
+                POWEROFF_MARKER,
+            ],
+            forbid: &["frame audit FAILED"],
+            check: Some(check_zombies_freed_in_order),
+            timeout_s: 120,
+            ..guest("xsa-style-grant-foreign", GuestVerdict::Success)
+        },
         // Domain destruction: a boot-time domU that stops is destroyed (every frame scrubbed and
         // returned, the frame table audited) and, under the test hook, built again: after 100
         // builds and destroys the free memory is exactly what it was before the first.
@@ -1145,6 +1165,24 @@ fn check_4cpus_2048mib(log: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The dead domU whose frame dom0 unmapped first (`unmapping dead dN's frame`) has its frame
+/// freed before the other's.
+fn check_zombies_freed_in_order(log: &str) -> Result<(), String> {
+    let first = log
+        .split("unmapping dead ")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .ok_or("dom0 did not say which frame it unmapped first")?;
+    let second = if first == "d1" { "d2" } else { "d1" };
+    let at = |d: &str| log.find(&format!("{d}: its last frames mapped by others freed"));
+    match (at(first), at(second)) {
+        (Some(a), Some(b)) if a < b => Ok(()),
+        (a, b) => Err(format!(
+            "the zombies' frames were not freed in unmap order ({first} at {a:?}, {second} at {b:?})"
+        )),
+    }
+}
+
 /// dom0 and the domU (its kernel lines `(d1) [ time] ...`) both use the FIFO event ABI and
 /// both set up their grant tables.
 fn check_fifo_and_grants_in_dom0_and_domu(log: &str) -> Result<(), String> {
@@ -1337,6 +1375,21 @@ mod tests {
         assert!(check(domu).is_err());
         let no_domu_grants = domu.replace("Grant table", "Grant-less");
         assert!(check(&format!("{dom0}{no_domu_grants}")).is_err());
+    }
+
+    #[test]
+    fn zombie_check_wants_the_first_unmapped_freed_first() {
+        let freed = |d: &str| format!("INFO  {d}: its last frames mapped by others freed\n");
+        let log = |a: &str, b: &str| {
+            format!(
+                "unmapping dead d2's frame\n{}unmapping dead d1's frame\n{}",
+                freed(a),
+                freed(b)
+            )
+        };
+        assert_eq!(check_zombies_freed_in_order(&log("d2", "d1")), Ok(()));
+        assert!(check_zombies_freed_in_order(&log("d1", "d2")).is_err());
+        assert!(check_zombies_freed_in_order(&freed("d2")).is_err());
     }
 
     #[test]

@@ -18,10 +18,11 @@
 //! When the machine stops, [`finish_all`] completes every queued destruction at once (the other
 //! CPUs are parked then, so their vCPUs count as switched away).
 //!
-//! Locks: the queue's and the reaper's own mutexes are leaves but for the destruction step
-//! itself (the domain's and its peers' `evtchn` locks, taken by `evtchn_destroy`; vCPU locks,
-//! then the frame table's, taken by `relinquish_memory`), and are only
-//! taken with interrupts off (the idle loop, the stop path).
+//! Locks: the queue's and the reaper's own mutexes (`CURRENT` before `SWEEPING` before
+//! `ZOMBIES`) are leaves but for the destruction step itself (the domain's and its peers'
+//! `evtchn` locks, taken by `evtchn_destroy`; vCPU locks, then the frame table's, taken by
+//! `relinquish_memory`), and are only taken with interrupts off (the idle loop, the stop
+//! path).
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,8 @@ static CURRENT: spin::Mutex<Option<(DomainRef, Relinquishing, bool)>> = spin::Mu
 /// Destroyed domains some of whose frames other domains still map through grants (Xen's
 /// zombie domains): out of the domain table, their frames kept until the last mapping goes.
 static ZOMBIES: spin::Mutex<Vec<(DomainRef, Relinquishing)>> = spin::Mutex::new(Vec::new());
+/// Zombies taken out of [`ZOMBIES`] to be swept again, one per step.
+static SWEEPING: spin::Mutex<Vec<(DomainRef, Relinquishing)>> = spin::Mutex::new(Vec::new());
 /// A reference on a dead domain's frame went: its zombies are swept again.
 static RESWEEP: AtomicBool = AtomicBool::new(false);
 
@@ -67,11 +70,13 @@ pub fn step(force: bool) -> bool {
             // peer sees its channels closed and names it no more.
             crate::hypercall::event_channel::evtchn_destroy(&d);
             *cur = Some((d, Relinquishing::default(), false));
-        } else if RESWEEP.swap(false, Ordering::AcqRel) {
-            let mut z = ZOMBIES.lock();
-            if let Some((d, state)) = z.pop() {
-                // The others are swept at the next steps.
-                RESWEEP.store(!z.is_empty(), Ordering::Release);
+        } else {
+            let mut sweeping = SWEEPING.lock();
+            if RESWEEP.swap(false, Ordering::AcqRel) {
+                // Each zombie once, one per step: those still kept go back to ZOMBIES.
+                sweeping.append(&mut ZOMBIES.lock());
+            }
+            if let Some((d, state)) = sweeping.pop() {
                 *cur = Some((d, state, true));
             }
         }
