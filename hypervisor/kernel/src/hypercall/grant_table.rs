@@ -19,8 +19,9 @@
 //!   type as any entry does (`hestia_core::pv_mm`). So a mapped frame can be neither retyped,
 //!   pinned nor given back by its owner, and the frame audit counts grant mappings exactly.
 //! - `unmap_grant_ref` / `unmap_and_replace`: by handle, checking `host_addr` (the entry must
-//!   still map the frame with the mapping's RW) and `dev_bus_addr`; the TLBs are flushed once per
-//!   batch of 32 before the granter's status bits are cleared, as Xen.
+//!   still map the frame with the mapping's RW) and `dev_bus_addr`; the TLBs of the CPUs on the
+//!   caller's page tables (the domain that held the mappings) are flushed once per batch of 32
+//!   before the granter's status bits are cleared, as Xen.
 //! - `copy`: both directions, by grant reference or (the caller's own, `DOMID_SELF` only) by
 //!   frame; each side pinned and referenced for the copy alone; offsets and length checked
 //!   against the page (`GNTST_bad_copy_arg`). Source and destination may overlap (a `memmove`).

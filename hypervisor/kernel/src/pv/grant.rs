@@ -454,8 +454,8 @@ pub fn release_mappings(d: &Domain) {
     }
 }
 
-/// Takes the table's frames (and status frames) out of the dying domain `d` (its destruction drops their
-/// references): from now on the table has none.
+/// Takes the table's frames (and status frames) out of the dying domain `d` (its destruction
+/// drops their references): from now on the table has none.
 pub fn take_frames(d: &Domain) -> Vec<u64> {
     let mut st = d.grant.table.lock();
     st.released = true;
@@ -465,8 +465,9 @@ pub fn take_frames(d: &Domain) -> Vec<u64> {
 }
 
 /// The references Hestia holds for `d`'s grants, for the frame audit: the table's frames
-/// and status frames (writable type) and, from its maptrack `mt` (locked by the audit, so no grant operation of
-/// `d` is under way), the frames of its device mappings (writable type unless read-only).
+/// and status frames (writable type) and, from its maptrack `mt` (locked by the audit, so no
+/// grant operation of `d` is under way), the frames of its device mappings (writable type
+/// unless read-only).
 pub fn holds(d: &Domain, mt: &Maptrack<DomainRef>, out: &mut Vec<Hold>) {
     let writable = Some(PageType::Writable);
     let st = d.grant.table.lock();
