@@ -699,6 +699,41 @@ fn base() -> Vec<Scenario> {
             timeout_s: 120,
             ..guest("xsa-style-evtchn-race", GuestVerdict::Success)
         },
+        // Grants between dom0 and a boot-time domU: the domU powers off while dom0 maps its
+        // page; the frame stays until dom0 unmaps it, then Hestia frees it.
+        Scenario {
+            smp: 2,
+            domus: &["xsa-style-grant-foreign,cmdline=domu,mem=16"],
+            expect: &[
+                "(d1) Test result: SUCCESS",
+                "(1 kept)",
+                "d1: its last frames mapped by others freed",
+                POWEROFF_MARKER,
+            ],
+            forbid: &["frame audit FAILED"],
+            timeout_s: 120,
+            ..guest("xsa-style-grant-foreign", GuestVerdict::Success)
+        },
+        // Two domUs die under dom0's mappings of their pages: unmapping the first one's frees
+        // it while the second stays a zombie (every zombie is swept, not only the last).
+        Scenario {
+            name: "xsa-style-grant-foreign-two-zombies",
+            smp: 2,
+            dom0_cmdline: "two",
+            domus: &[
+                "xsa-style-grant-foreign,cmdline=domu,mem=16",
+                "xsa-style-grant-foreign,cmdline=domu,mem=16",
+            ],
+            expect: &[
+                "(d1) Test result: SUCCESS",
+                "(d2) Test result: SUCCESS",
+                POWEROFF_MARKER,
+            ],
+            forbid: &["frame audit FAILED"],
+            check: Some(check_zombies_freed_in_order),
+            timeout_s: 120,
+            ..guest("xsa-style-grant-foreign", GuestVerdict::Success)
+        },
         // Domain destruction: a boot-time domU that stops is destroyed (every frame scrubbed and
         // returned, the frame table audited) and, under the test hook, built again: after 100
         // builds and destroys the free memory is exactly what it was before the first.
@@ -763,6 +798,9 @@ fn base() -> Vec<Scenario> {
         guest("xsa-style-new-baseptr-zero", GuestVerdict::Success),
         guest("xsa-style-periodic-timer", GuestVerdict::Success),
         guest("xsa-style-shared-info-pagetable", GuestVerdict::Success),
+        guest("functional-grant-table", GuestVerdict::Success),
+        guest("functional-grant-table-v2", GuestVerdict::Success),
+        guest("xsa-style-grant-misuse", GuestVerdict::Success),
         guest("xsa-style-long-pin", GuestVerdict::Success),
         // XENMEM_exchange on vCPU 0 against a writable mapping of its input on vCPU 1.
         Scenario {
@@ -967,6 +1005,9 @@ fn base() -> Vec<Scenario> {
                 (DOM0_PROMPT, "poweroff\n"),
             ],
             expect: &[
+                "xen:grant_table: Grant tables using version 1 layout",
+                // Printed only when setup_table and the mapping of the table frames worked.
+                "Grant table initialized",
                 "hestia-dom0: Linux",
                 "xen:events: Using FIFO-based ABI",
                 "shell-42 on xen",
@@ -1070,7 +1111,7 @@ fn base() -> Vec<Scenario> {
                 "(d1) domU-42 2",
                 POWEROFF_MARKER,
             ],
-            check: Some(check_fifo_in_dom0_and_domu),
+            check: Some(check_fifo_and_grants_in_dom0_and_domu),
             timeout_s: 480,
             ..linux("dom0-linux-with-linux-domu")
         },
@@ -1125,14 +1166,38 @@ fn check_4cpus_2048mib(log: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// dom0 and the domU (its kernel lines `(d1) [ time] ...`) both use the FIFO event ABI.
-fn check_fifo_in_dom0_and_domu(log: &str) -> Result<(), String> {
-    for (who, domu) in [("dom0", false), ("the domU", true)] {
-        let fifo = log.lines().any(|l| {
-            l.contains("xen:events: Using FIFO-based ABI") && l.starts_with("(d1) ") == domu
-        });
-        if !fifo {
-            return Err(format!("{who} did not print `Using FIFO-based ABI`"));
+/// The dead domU whose frame dom0 unmapped first (`unmapping dead dN's frame`) has its frame
+/// freed before the other's.
+fn check_zombies_freed_in_order(log: &str) -> Result<(), String> {
+    let first = log
+        .split("unmapping dead ")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .ok_or("dom0 did not say which frame it unmapped first")?;
+    let second = if first == "d1" { "d2" } else { "d1" };
+    let at = |d: &str| log.find(&format!("{d}: its last frames mapped by others freed"));
+    match (at(first), at(second)) {
+        (Some(a), Some(b)) if a < b => Ok(()),
+        (a, b) => Err(format!(
+            "the zombies' frames were not freed in unmap order ({first} at {a:?}, {second} at {b:?})"
+        )),
+    }
+}
+
+/// dom0 and the domU (its kernel lines `(d1) [ time] ...`) both use the FIFO event ABI and
+/// both set up their grant tables.
+fn check_fifo_and_grants_in_dom0_and_domu(log: &str) -> Result<(), String> {
+    for needle in [
+        "xen:events: Using FIFO-based ABI",
+        "Grant table initialized",
+    ] {
+        for (who, domu) in [("dom0", false), ("the domU", true)] {
+            if !log
+                .lines()
+                .any(|l| l.contains(needle) && l.starts_with("(d1) ") == domu)
+            {
+                return Err(format!("{who} did not print `{needle}`"));
+            }
         }
     }
     Ok(())
@@ -1301,15 +1366,31 @@ mod tests {
     }
 
     #[test]
-    fn fifo_check_needs_dom0_and_the_domu() {
-        let dom0 = "[    7.4] xen:events: Using FIFO-based ABI\n";
-        let domu = "(d1) [    4.1] xen:events: Using FIFO-based ABI\n";
-        assert_eq!(
-            check_fifo_in_dom0_and_domu(&format!("{dom0}{domu}")),
-            Ok(())
-        );
-        assert!(check_fifo_in_dom0_and_domu(dom0).is_err());
-        assert!(check_fifo_in_dom0_and_domu(domu).is_err());
+    fn fifo_and_grant_check_needs_dom0_and_the_domu() {
+        let dom0 =
+            "[    7.4] xen:events: Using FIFO-based ABI\n[    7.5] Grant table initialized\n";
+        let domu = "(d1) [    4.1] xen:events: Using FIFO-based ABI\n(d1) [    4.2] Grant table initialized\n";
+        let check = check_fifo_and_grants_in_dom0_and_domu;
+        assert_eq!(check(&format!("{dom0}{domu}")), Ok(()));
+        assert!(check(dom0).is_err());
+        assert!(check(domu).is_err());
+        let no_domu_grants = domu.replace("Grant table", "Grant-less");
+        assert!(check(&format!("{dom0}{no_domu_grants}")).is_err());
+    }
+
+    #[test]
+    fn zombie_check_wants_the_first_unmapped_freed_first() {
+        let freed = |d: &str| format!("INFO  {d}: its last frames mapped by others freed\n");
+        let log = |a: &str, b: &str| {
+            format!(
+                "unmapping dead d2's frame\n{}unmapping dead d1's frame\n{}",
+                freed(a),
+                freed(b)
+            )
+        };
+        assert_eq!(check_zombies_freed_in_order(&log("d2", "d1")), Ok(()));
+        assert!(check_zombies_freed_in_order(&log("d1", "d2")).is_err());
+        assert!(check_zombies_freed_in_order(&freed("d2")).is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod domu_spec;
 pub mod elf;
 pub mod evtchn;
 pub mod frame_alloc;
+pub mod grant_table;
 pub mod guest_exit;
 pub mod insn;
 pub mod ioport;

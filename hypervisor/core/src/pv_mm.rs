@@ -77,6 +77,9 @@ pub mod pte {
     pub const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
     /// Reserved bits 52-62 (must be zero in any present entry).
     pub const RESERVED: u64 = 0x7FF0_0000_0000_0000;
+    /// Marks an L1 entry written by a grant host mapping (Xen's `_PAGE_GNTTAB`, bit 62): its
+    /// target may be another domain's frame; guests cannot write the bit themselves.
+    pub const GNTTAB: u64 = 1 << 62;
 }
 
 /// First and last+1 L4 slots that belong to the hypervisor.
@@ -1232,6 +1235,98 @@ impl<'a> FrameTable<'a> {
         })
     }
 
+    /// Checks that `l1` is a level-1 table of `dom` that can take an entry now, and that `idx`
+    /// is inside it (Xen's `page_lock` and type check of grant mappings).
+    fn grant_l1(&self, l1: u64, idx: usize, dom: Dom) -> Result<(), MmError> {
+        let t = *self.info(l1).ok_or(MmError::NotATable)?;
+        if t.owner != Some(dom)
+            || t.ty != PageType::Table(1)
+            || t.type_count == 0
+            || t.progress != Progress::Idle
+            || idx >= 512
+        {
+            return Err(MmError::NotATable);
+        }
+        Ok(())
+    }
+
+    /// Writes the grant host mapping `new` (a present [`pte::GNTTAB`] entry naming `granter`'s
+    /// frame) into slot `idx` of `dom`'s L1 table `l1` (Xen's `create_grant_pv_mapping`): the
+    /// entry takes a reference on the frame, and its writable type if `new` is writable, as
+    /// any L1 entry does (so the frame table audit, page-table teardown and `put_entry`
+    /// account for it alike); what the old entry held is dropped.
+    pub fn grant_map_l1e(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        l1: u64,
+        idx: usize,
+        dom: Dom,
+        new: u64,
+        granter: Dom,
+    ) -> Result<(), MmError> {
+        self.grant_l1(l1, idx, dom)?;
+        let target = (new & pte::ADDR) >> 12;
+        self.get_page(target, granter)?;
+        if new & pte::RW != 0
+            && let Err(e) = self.get_page_type(mem, target, PageType::Writable, granter)
+        {
+            self.put_page(target);
+            return Err(e);
+        }
+        let old = mem.read(l1, idx);
+        mem.write(l1, idx, self.fix_entry(1, new));
+        self.put_entry(mem, l1, 1, old);
+        Ok(())
+    }
+
+    /// Replaces the grant host mapping of frame `mfn` (writable or not, `rw`) in slot `idx` of
+    /// `dom`'s L1 table `l1` with `new` (0, or an entry taken by [`Self::grant_steal_l1e`]
+    /// whose references move with it), and drops what the grant entry held (Xen's
+    /// `replace_grant_pv_mapping` with `unmap_common_complete`'s `put_page`). Refused when the
+    /// slot does not map `mfn` present with that `RW`.
+    #[allow(clippy::too_many_arguments)] // The slot, the mapping expected and the new entry.
+    pub fn grant_unmap_l1e(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        l1: u64,
+        idx: usize,
+        dom: Dom,
+        mfn: u64,
+        rw: bool,
+        new: u64,
+    ) -> Result<(), MmError> {
+        self.grant_l1(l1, idx, dom)?;
+        let old = mem.read(l1, idx);
+        let want = pte::P | if rw { pte::RW } else { 0 };
+        if (old & pte::ADDR) >> 12 != mfn || old & (pte::P | pte::RW) != want {
+            return Err(MmError::NotATable);
+        }
+        mem.write(l1, idx, new);
+        self.put_entry(mem, l1, 1, old);
+        Ok(())
+    }
+
+    /// Clears slot `idx` of `dom`'s L1 table `l1` and returns the entry, whose references
+    /// the caller now holds (Xen's `steal_linear_address`, for `GNTTABOP_unmap_and_replace`):
+    /// it goes into another slot, or to [`Self::put_l1e`].
+    pub fn grant_steal_l1e(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        l1: u64,
+        idx: usize,
+        dom: Dom,
+    ) -> Result<u64, MmError> {
+        self.grant_l1(l1, idx, dom)?;
+        let old = mem.read(l1, idx);
+        mem.write(l1, idx, 0);
+        Ok(old)
+    }
+
+    /// Drops what the L1 entry `e` held (one taken out of the L1 table `l1`).
+    pub fn put_l1e(&mut self, mem: &mut dyn PtMemory, l1: u64, e: u64) {
+        self.put_entry(mem, l1, 1, e);
+    }
+
     /// Takes back everything the dying domain `dom` holds, as far as `budget` allows
     /// (`Preempted`: call again with the same `rel`), in [`Relinquish`]'s order: its vCPUs'
     /// unfinished work given up, the references Hestia held for it dropped, every table it
@@ -1387,8 +1482,8 @@ impl<'a> FrameTable<'a> {
 ///    of the `PGC_allocated` reference), flushing the TLBs first if a mapping of it may still
 ///    be cached (invariant 5).
 ///
-/// A frame another domain still references (a grant or foreign mapping: none exist yet)
-/// is *kept*: it stays owned by the dying domain, with its references, and is counted in
+/// A frame another domain still references (a grant mapping in another domain's L1) is
+/// *kept*: it stays owned by the dying domain, with its references, and is counted in
 /// [`Relinquish::kept`]. Whoever drops such a reference later runs a fresh relinquishment
 /// (no vCPUs, no holds: only steps 3-4) to free what became unreferenced, as Xen frees a dead
 /// domain's page on its last `put_page`; the domain is gone once nothing is kept.
@@ -1736,7 +1831,9 @@ impl FrameTable<'_> {
                 }
                 summary.entries += 1;
                 let target = (e & pte::ADDR) >> 12;
-                if Self::check_flags(level, e).is_err() || e & FORCED == 0 {
+                // A grant host mapping: another domain's frame, with the mark guests cannot set.
+                let grant = level == 1 && e & pte::GNTTAB != 0;
+                if Self::check_flags(level, e & !pte::GNTTAB).is_err() || e & FORCED == 0 {
                     broken(bad_entry);
                     continue;
                 }
@@ -1747,7 +1844,8 @@ impl FrameTable<'_> {
                     }
                     continue;
                 }
-                if self.info(target).and_then(|t| t.owner) != Some(dom) {
+                let owner = self.info(target).and_then(|t| t.owner);
+                if owner.is_none() || (!grant && owner != Some(dom)) {
                     broken(Broken::Foreign {
                         table: mfn,
                         idx,
@@ -2415,6 +2513,42 @@ mod tests {
         }
     }
 
+    #[test]
+    fn grant_mappings_and_linear_entries_share_a_tree_and_the_audit() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.pin(&mut mem, 5, 4, D).unwrap();
+        // L4 1 names L4 5 linearly (and itself); its L1 4 maps OTHER's frame 21 by grant.
+        ft.mod_entry(&mut mem, 1, 4, 7, e(5, 0), D).unwrap();
+        ft.mod_entry(&mut mem, 1, 4, 8, e(1, 0), D).unwrap();
+        let rw = e(21, pte::RW | pte::GNTTAB | pte::NX);
+        ft.grant_map_l1e(&mut mem, 4, 7, D, rw, OTHER).unwrap();
+        let f = *ft.info(21).unwrap();
+        assert_eq!((f.ref_count, f.type_count, f.linear), (1, 1, 0));
+        assert_eq!(
+            (ft.info(1).unwrap().linear, ft.info(5).unwrap().linear),
+            (1, -1)
+        );
+        if let Err(f) = audit(&ft, &mem, &[]) {
+            panic!("{} ({} broken)", f.first, f.count);
+        }
+        // The grant entry moves by unmap_and_replace; the L1's holder plays no linear part.
+        let stolen = ft.grant_steal_l1e(&mut mem, 4, 1, D).unwrap();
+        ft.grant_unmap_l1e(&mut mem, 4, 7, D, 21, true, stolen)
+            .unwrap();
+        ft.grant_map_l1e(&mut mem, 4, 9, D, rw, OTHER).unwrap();
+        audit(&ft, &mem, &[]).unwrap();
+        // Tearing the tree down drops the grant mapping and the linear counts alike.
+        ft.unpin(&mut mem, 5, D).unwrap();
+        ft.unpin(&mut mem, 1, D).unwrap();
+        audit(&ft, &mem, &[]).unwrap();
+        for m in 0..22 {
+            let f = ft.info(m).unwrap();
+            assert_eq!((m, f.ref_count, f.type_count, f.linear), (m, 0, 0, 0));
+        }
+    }
+
     /// A CPU whose L1D compares 46 address bits, 39 of them real: 2^39 and up is safe.
     const SAFE: SafeMaddr = SafeMaddr {
         addr_mask: (1 << 46) - 0x1000,
@@ -2488,6 +2622,50 @@ mod tests {
         ft.set_l1tf_check(D, None);
         ft.pin(&mut mem, 5, 1, D).unwrap();
         ft.mod_entry(&mut mem, 4, 1, 7, ram, D).unwrap();
+    }
+
+    #[test]
+    fn grant_mappings_hold_references_like_entries_and_pass_the_audit() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        // OTHER's frame 21 granted to D, mapped writable in slot 7, read-only in slot 8.
+        let rw = e(21, pte::RW | pte::GNTTAB | pte::NX);
+        ft.grant_map_l1e(&mut mem, 4, 7, D, rw, OTHER).unwrap();
+        ft.grant_map_l1e(&mut mem, 4, 8, D, e(21, pte::GNTTAB), OTHER)
+            .unwrap();
+        let f = *ft.info(21).unwrap();
+        assert_eq!(
+            (f.ref_count, f.type_count, f.ty),
+            (2, 1, PageType::Writable)
+        );
+        audit(&ft, &mem, &[]).unwrap();
+        // Its owner cannot make it a table or give it back while it is mapped.
+        assert_eq!(ft.pin(&mut mem, 21, 1, OTHER), Err(MmError::TypeConflict));
+        assert_eq!(ft.release(&mut mem, 21, OTHER), Err(MmError::TypeConflict));
+        // Only the caller's own L1, and only the frame's owner as granter.
+        assert!(ft.grant_map_l1e(&mut mem, 3, 0, D, rw, OTHER).is_err());
+        assert!(ft.grant_map_l1e(&mut mem, 4, 9, D, rw, D).is_err());
+        assert_eq!(ft.info(21).unwrap().ref_count, 2);
+        // Unmapping checks the slot still maps the frame as granted.
+        assert!(ft.grant_unmap_l1e(&mut mem, 4, 8, D, 21, true, 0).is_err());
+        assert!(ft.grant_unmap_l1e(&mut mem, 4, 7, D, 22, true, 0).is_err());
+        ft.grant_unmap_l1e(&mut mem, 4, 7, D, 21, true, 0).unwrap();
+        // unmap_and_replace: slot 1's entry (frame 11) moves into slot 8.
+        let stolen = ft.grant_steal_l1e(&mut mem, 4, 1, D).unwrap();
+        ft.grant_unmap_l1e(&mut mem, 4, 8, D, 21, false, stolen)
+            .unwrap();
+        assert_eq!(mem.read(4, 8), stolen);
+        let f = *ft.info(21).unwrap();
+        assert_eq!((f.ref_count, f.type_count), (0, 0));
+        audit(&ft, &mem, &[]).unwrap();
+        // A grant entry left in a table is dropped by its teardown like any other.
+        ft.grant_map_l1e(&mut mem, 4, 7, D, rw, OTHER).unwrap();
+        ft.unpin(&mut mem, 1, D).unwrap();
+        let f = *ft.info(21).unwrap();
+        assert_eq!((f.ref_count, f.type_count), (0, 0));
+        // And a guest can never write the grant mark itself.
+        assert_eq!(ft.pin(&mut mem, 1, 4, D), Err(MmError::BadFlags));
     }
 
     /// Audits `ft` with `holds`, on fresh scratch.

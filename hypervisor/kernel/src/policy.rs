@@ -49,6 +49,10 @@ pub enum Action {
     /// `EVTCHNOP_reset` of another domain (`xsm_evtchn_reset`, `XSM_TARGET`: the control
     /// domain).
     EvtchnReset,
+    /// Grant-table operations on another domain's table: `setup_table`, `query_size`,
+    /// `get_version`, `get_status_frames` (`xsm_grant_setup`/`xsm_grant_query_size`,
+    /// `XSM_TARGET`: the domain itself or the control domain).
+    GrantOtherDomain,
     /// The platform devices Hestia shares with the hardware domain by emulation: PCI
     /// configuration space through ports 0xCF8/0xCFC, the RTC's index and data ports.
     PlatformDevices,
@@ -67,7 +71,8 @@ pub fn allows(caller: &Domain, action: Action) -> bool {
         | Action::PlatformDevices
         | Action::ForeignEventChannel
         | Action::EvtchnReset
-        | Action::ShutdownOther => caller.privileged,
+        | Action::ShutdownOther
+        | Action::GrantOtherDomain => caller.privileged,
         Action::ConsoleWrite => true,
     }
 }

@@ -3,13 +3,16 @@
 //! xen/arch/x86/domain.c, with `vcpu_destroy_pagetables` and `relinquish_memory`).
 //!
 //! Order, and why:
-//! 1. The first call takes out of the domain what Hestia holds on its frames on its behalf,
+//! 1. The first call drops the grant mappings the domain made (pins in the granters' tables,
+//!    device mappings' references; host mappings' go with its page tables, `pv::grant`),
+//!    then takes out of the domain what Hestia holds on its frames on its behalf,
 //!    under each vCPU's lock, and empties those places, so nothing drops them twice: each
 //!    vCPU's unfinished page-table work (`mm_pending`), its kernel and user base pointers, its
 //!    GDT and LDT frames, its registered `vcpu_info` page, and the permanent writable
-//!    references of its shared_info page and of the console ring Hestia serves for it, and its
-//!    FIFO event-channel frames, the domain going back to the 2-level ABI (the same lists the
-//!    stop-time audit accounts for, `pv::audit::holds`, `domain_holds` and `fifo_holds`).
+//!    references of its shared_info page, its grant table's frames and of the console ring
+//!    Hestia serves for it, and its FIFO event-channel frames, the domain going back to the
+//!    2-level ABI (the same lists the stop-time audit accounts for, `pv::audit::holds`,
+//!    `domain_holds`, `fifo_holds` and `pv::grant::holds`).
 //!    Hestia stops writing into those pages here (its console must be unregistered first).
 //! 2. `hestia_core::pv_mm::FrameTable::relinquish_preemptible` then gives up the vCPUs' work,
 //!    drops the holds, unpins every table (each tree torn down as its last type reference
@@ -17,7 +20,8 @@
 //!    of it may still be cached; it also forgets the domain's L1TF and I/O-memory settings.
 //! 3. Each frame freed is scrubbed (zeroed: the next owner must not see this domain's data),
 //!    its M2P entry invalidated and returned to the allocator, outside the frame table's lock,
-//!    and leaves `tot_pages` (but the shared_info page, which never counted).
+//!    and leaves `tot_pages` (but the shared_info page and the grant table's frames, which
+//!    never counted).
 //!
 //! Each call does one bounded step ([`frametable::CHUNK`] entries or frames under one hold of
 //! the frame table's lock, then the scrubbing of what that step freed) and returns
@@ -29,7 +33,7 @@
 //! of its vCPUs must have switched to other page tables ([`crate::mm::use_idle_page_tables`]).
 //! The CPU calling it is switched away from the domain's L4s here, if it still runs on one.
 //!
-//! A frame another domain still references (a grant or foreign mapping, none yet) is kept:
+//! A frame another domain still references (a grant mapping) is kept:
 //! it stays the dying domain's, counted by [`Relinquishing::kept`]; calling again with the
 //! same state once such a reference is gone sweeps the domain's frames again and frees those
 //! now unreferenced (the core's rule, see `hestia_core::pv_mm::Relinquish`). The domain's
@@ -41,7 +45,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use hestia_core::pv_mm::{Budget, MmError, PageType, Pending, Relinquish};
+use hestia_core::pv_mm::{Budget, Hold, MmError, PageType, Pending, Relinquish};
 use xen_abi::mmu::INVALID_M2P_ENTRY;
 
 use crate::arch::x86_64::{cpu, paging};
@@ -62,6 +66,9 @@ pub struct Relinquishing {
     roots: Vec<u64>,
     /// Frames freed so far.
     freed: u64,
+    /// Hestia's frames shared with the domain (shared_info, the grant table's), which never
+    /// counted in its pages.
+    xen_frames: Vec<u64>,
 }
 
 impl Relinquishing {
@@ -76,6 +83,14 @@ impl Relinquishing {
         self.rel.as_ref().map_or(0, Relinquish::kept)
     }
 
+    /// The grant table's frames (entries and status) Hestia shared with the domain, which,
+    /// like its shared_info page, never counted in its pages (known once the first call is
+    /// done).
+    pub fn grant_frames(&self) -> u64 {
+        // `xen_frames` is the grant table's frames and shared_info (`take_holds`).
+        self.xen_frames.len().saturating_sub(1) as u64
+    }
+
     /// Holds that named no reference of the domain (a Hestia bug, logged).
     pub fn bad_holds(&self) -> u64 {
         self.rel.as_ref().map_or(0, Relinquish::bad_holds)
@@ -83,12 +98,24 @@ impl Relinquishing {
 }
 
 /// Takes out of `d` what Hestia holds on its frames for it (step 1 of the module's order),
-/// leaving its vCPUs without base pointers, descriptor tables or `vcpu_info`; returns the
-/// core's state and the L4s its vCPUs used.
-fn take_holds(d: &Domain) -> (Relinquish, Vec<u64>) {
+/// leaving its vCPUs without base pointers, descriptor tables or `vcpu_info`, and its grant
+/// table without mappings or frames; returns the core's state, the L4s its vCPUs used and
+/// Hestia's frames shared with it.
+fn take_holds(d: &Domain) -> (Relinquish, Vec<u64>, Vec<u64>) {
+    // The mappings it made of grants go first (their page-table entries' references go
+    // with its tables), then its grant table's frames, which nothing writes after this.
+    crate::pv::grant::release_mappings(d);
+    let mut xen_frames = crate::pv::grant::take_frames(d);
+    let mut holds: Vec<Hold> = xen_frames
+        .iter()
+        .map(|&mfn| Hold {
+            mfn,
+            ty: Some(PageType::Writable),
+        })
+        .collect();
+    xen_frames.push(d.shared_info_mfn);
     // shared_info's and a served console ring's permanent writable references
     // (pv::builder's `register_frames`).
-    let mut holds = Vec::new();
     crate::pv::audit::domain_holds(d, &mut holds);
     let fifo = d.evtchn.lock().fifo_destroy();
     crate::pv::audit::fifo_holds(&fifo, &mut holds);
@@ -116,7 +143,7 @@ fn take_holds(d: &Domain) -> (Relinquish, Vec<u64>) {
         .collect();
     roots.sort_unstable();
     roots.dedup();
-    (Relinquish::new(pendings, holds), roots)
+    (Relinquish::new(pendings, holds), roots, xen_frames)
 }
 
 /// Scrubs the frames in `freed` (ascending), invalidates their M2P entries and returns them
@@ -150,8 +177,9 @@ pub fn relinquish_memory(d: &Domain, state: &mut Relinquishing) -> Result<(), Pr
         }
         Some(rel) => rel,
         None => {
-            let (rel, roots) = take_holds(d);
+            let (rel, roots, xen_frames) = take_holds(d);
             state.roots = roots;
+            state.xen_frames = xen_frames;
             state.rel.insert(rel)
         }
     };
@@ -174,7 +202,10 @@ pub fn relinquish_memory(d: &Domain, state: &mut Relinquishing) -> Result<(), Pr
     .unwrap_or(Ok(()));
     scrub_and_free(&freed);
     let n = freed.len() as u64;
-    let counted = n - u64::from(freed.contains(&d.shared_info_mfn));
+    let counted = n - freed
+        .iter()
+        .filter(|m| state.xen_frames.contains(m))
+        .count() as u64;
     let _ = d
         .tot_pages
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {

@@ -26,7 +26,7 @@ pub mod boot;
 mod destroy;
 mod reap;
 pub use destroy::{Preempted, Relinquishing, relinquish_memory};
-pub use reap::{destroy_later, finish_all as finish_destroys, step as reap_step};
+pub use reap::{destroy_later, finish_all as finish_destroys, resweep_dead, step as reap_step};
 
 /// A counted reference to a domain; dropping it gives the reference back.
 #[derive(Clone)]

@@ -9,6 +9,7 @@ pub mod continuation;
 pub(crate) mod descriptor;
 pub(crate) mod event_channel;
 mod event_fifo;
+mod grant_table;
 mod memory_op;
 mod misc;
 pub(crate) mod mmu;
@@ -102,6 +103,10 @@ const fn table() -> [Slot; NR_HYPERCALLS] {
     t[nr::EVENT_CHANNEL_OP as usize] = Slot {
         name: "event_channel_op",
         handler: Some(event_channel::do_event_channel_op),
+    };
+    t[nr::GRANT_TABLE_OP as usize] = Slot {
+        name: "grant_table_op",
+        handler: Some(grant_table::do_grant_table_op),
     };
     t[nr::VCPU_OP as usize] = Slot {
         name: "vcpu_op",

@@ -5,7 +5,8 @@
 //! the structured fuzzer (`fuzz-hypercalls`) ends every run with this check.
 //!
 //! Locks: every vCPU lock of every domain, in domain and vCPU order, then every vCPU's
-//! `mm_pending`, then the frame table's (the order the hypercalls use). Holding them all keeps the vCPUs' base
+//! `mm_pending`, then every domain's grant maptrack (`super::grant`), then the frame table's
+//! (the order the hypercalls use). Holding them all keeps the vCPUs' base
 //! pointers, GDT and LDT frames and unfinished page-table work consistent with the counts; the
 //! vCPU and pending locks are only tried for a bounded time, so a vCPU stuck with one held
 //! skips the audit instead of hanging the stop.
@@ -160,11 +161,25 @@ fn audit(d: &Domain, relinquished: bool) {
             pending_guards.push(g);
         }
     }
+    // Every domain's grant operations stay out while the counts are checked.
+    let mut maptracks = Vec::new();
+    for dom in &all {
+        let Some(g) = try_lock_for(&dom.grant.maptrack) else {
+            crate::warn!(
+                "{}: frame audit skipped: {}'s grants stay busy",
+                d.id,
+                dom.id
+            );
+            return;
+        };
+        maptracks.push(g);
+    }
     let pendings: Vec<_> = pending_guards.iter().map(|g| **g).collect();
     let mut list = Vec::new();
-    for dom in all
+    for (dom, mt) in all
         .iter()
-        .filter(|dom| !(relinquished && dom.dying.load(Ordering::Acquire)))
+        .zip(&maptracks)
+        .filter(|(dom, _)| !(relinquished && dom.dying.load(Ordering::Acquire)))
     {
         domain_holds(dom, &mut list);
         let Some(ev) = try_lock_for(&dom.evtchn) else {
@@ -178,6 +193,7 @@ fn audit(d: &Domain, relinquished: bool) {
         let mut frames = Vec::new();
         ev.fifo_frames(&mut frames);
         fifo_holds(&frames, &mut list);
+        super::grant::holds(dom, mt, &mut list);
     }
     for (dom, v) in &guards {
         holds(dom, v, &mut list);
@@ -287,8 +303,9 @@ fn relinquish_checked(d: &Domain) {
         d.tot_pages.load(Ordering::Acquire),
     );
     crate::info!(
-        "{}: relinquished {n} frames ({owned} pages and shared_info), free frames before {before} after {after}",
-        d.id
+        "{}: relinquished {n} frames ({owned} pages, shared_info and {} grant-table frames), free frames before {before} after {after}",
+        d.id,
+        state.grant_frames()
     );
     if after != before + n || kept != 0 || left != 0 || state.bad_holds() != 0 {
         crate::error!(

@@ -236,6 +236,8 @@ pub struct Domain {
     pub pollers: core::sync::atomic::AtomicU64,
     /// Its console ring, when Hestia serves it (boot-time domUs).
     pub console: Option<crate::console::ring::RingConsole>,
+    /// Its grant table and maptrack (`super::grant`).
+    pub grant: super::grant::Grants,
     /// Its not-present page-table entries are checked against L1TF (`pv-l1tf=`; Xen's
     /// `d->arch.pv.check_l1tf`), fixed at creation by [`super::l1tf::domain_init`].
     pub check_l1tf: bool,

@@ -11,6 +11,7 @@ pub mod context;
 pub mod debugreg;
 pub mod domain;
 pub mod events;
+pub mod grant;
 pub mod ioport;
 pub mod l1tf;
 pub mod msi;

@@ -1263,6 +1263,9 @@ fn do_evtchn_misc(r: &mut Rng, b: &mut Bufs) -> i64 {
     }
 }
 
+/// The end of the guest's initial mapping (`v_end`; it starts at VA 0).
+const INITIAL_MAPPING_END: u64 = 0x40_0000;
+
 /// A call with random number and arguments, as the unstructured fuzzer did: hostile pointers
 /// only, never into the guest.
 fn do_raw(r: &mut Rng) -> i64 {
@@ -1282,6 +1285,10 @@ fn do_raw(r: &mut Rng) -> i64 {
         // Console writes could print a verdict; page-table calls with wild values could unmap
         // the fixed chain (the structured classes cover them).
         nr::CONSOLE_IO | nr::UPDATE_VA_MAPPING | nr::UPDATE_VA_MAPPING_OTHERDOMAIN => true,
+        // Small "wild" values point into this guest's initial mapping (it starts at VA 0): a
+        // grant_table_op reading its arguments there follows the frame lists and copies by
+        // frame that earlier write-backs left, and writes the guest's own memory at random.
+        nr::GRANT_TABLE_OP => a[1] < INITIAL_MAPPING_END,
         _ => false,
     };
     if skip {

@@ -361,6 +361,23 @@ pub fn wbinvd() {
     unsafe { asm!("wbinvd", options(nostack, preserves_flags)) };
 }
 
+/// Writes back and invalidates the cache lines of `len` bytes at `addr` (CLFLUSH, which every
+/// x86_64 CPU has), then orders them (MFENCE).
+pub fn clflush_range(addr: u64, len: u64) {
+    let end = addr.saturating_add(len);
+    let mut line = addr & !63;
+    while line < end {
+        // SAFETY: CLFLUSH only writes back a line; the caller gives mapped memory, and a
+        // flush has no effect on memory contents.
+        unsafe {
+            asm!("clflush ({})", in(reg) line, options(att_syntax, nostack, preserves_flags))
+        };
+        line += 64;
+    }
+    // SAFETY: a fence has no memory-safety effect.
+    unsafe { asm!("mfence", options(nostack, preserves_flags)) };
+}
+
 /// True if RFLAGS.IF is set.
 pub fn interrupts_enabled() -> bool {
     x86_64::instructions::interrupts::are_enabled()
