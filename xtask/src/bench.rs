@@ -3,8 +3,8 @@
 //!
 //! Figures: QEMU start to Hestia's ready line (median of 5 boots); from the bench guest
 //! (`tests/guests/src/bin/bench-hypercalls.rs`, booted as dom0): the null hypercall and the
-//! event-channel send-plus-upcall round trips, each a median of 100,000 iterations in TSC
-//! cycles; and QEMU start to dom0 user space (Debian's Linux and the busybox initramfs, up to
+//! event-channel send-plus-upcall round trips, a grant map+unmap round trip and a 4 KiB grant
+//! copy (a grant of dom0 to itself), each a median of 100,000 iterations in TSC cycles; and QEMU start to dom0 user space (Debian's Linux and the busybox initramfs, up to
 //! the banner printed just before the shell prompt), median of 5 boots on Hestia, on Xen 4.17
 //! and natively with no hypervisor (the same kernel, initramfs, 2 CPUs, 1 GiB, dom0 512 MiB).
 //! Under TCG cycles are not hardware cycles: compare ratios from the same run. The rig boots

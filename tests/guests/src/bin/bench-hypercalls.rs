@@ -4,6 +4,10 @@
 //! `BENCH <name> <cycles>` lines. shared_info is mapped over a page of the guest's own image
 //! (as XTF does), so the guest makes no assumption about the builder's layout.
 //!
+//! Then the grant-table figures, on a grant of the domain to itself (Xen's rig runs them too):
+//! a `map_grant_ref` (host mapping) plus `unmap_grant_ref` round trip, and a 4 KiB
+//! `GNTTABOP_copy` from the grant into a frame of the domain.
+//!
 //! With `switch` on its command line (booted with two vCPUs on one CPU) it measures instead the
 //! cost of a vCPU context switch: vCPU 0 and vCPU 1 hand a token back and forth, each yielding
 //! (`SCHEDOP_yield`) until it is its turn; a round is two switches, and the figure is half the
@@ -22,9 +26,13 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
+use hestia_guests::grant::{
+    Page, grant, grant_table_op, map_at, mfn_of, remap, setup_own_table, unmap,
+};
 use hestia_guests::xen_abi::event_channel::{
     AllocUnbound, BindInterdomain, BindIpi, BindVcpu, Send, Status, cmd as evtchn, stat,
 };
+use hestia_guests::xen_abi::grant_table::{CopyPtr, GnttabCopy, cmd as gnttab, gntcopy, gtf};
 use hestia_guests::xen_abi::mmu::uvmf;
 use hestia_guests::xen_abi::sched::cmd as sched;
 use hestia_guests::xen_abi::vcpu::cmd as vcpuop;
@@ -36,8 +44,6 @@ use hestia_guests::{
 
 const ITERATIONS: usize = 100_000;
 
-#[repr(C, align(4096))]
-struct Page([u8; 4096]);
 static SHARED_PAGE: Page = Page([0; 4096]);
 static mut SAMPLES: [u64; ITERATIONS] = [0; ITERATIONS];
 static UPCALLS: AtomicU64 = AtomicU64::new(0);
@@ -320,11 +326,80 @@ fn test(si: &StartInfo) -> Verdict {
         upcalls == ITERATIONS as u64,
         "{upcalls} upcalls for {ITERATIONS} sends"
     );
+    match grant_figures(si) {
+        Ok((map, copy)) => {
+            println!("BENCH grant_map_unmap_cycles {map}");
+            println!("BENCH grant_copy_4k_cycles {copy}");
+        }
+        Err(why) => check!(failed, false, "grant figures: {why}"),
+    }
     if failed {
         Verdict::Failure("benchmark")
     } else {
         Verdict::Success
     }
+}
+
+/// The domain's grant table, the granted page, the page a grant is mapped over, and a copy's
+/// destination.
+static TABLE: Page = Page([0; 4096]);
+static GRANTED: Page = Page([0; 4096]);
+static WINDOW: Page = Page([0; 4096]);
+static DEST: Page = Page([0; 4096]);
+/// The entry this domain grants to itself, and its own domain id (dom0 on both hypervisors).
+const REF: u32 = 10;
+const ME: u16 = 0;
+
+/// Median TSC cycles of a grant map+unmap round trip and of a 4 KiB grant copy.
+fn grant_figures(si: &StartInfo) -> Result<(u64, u64), &'static str> {
+    setup_own_table(&TABLE)?;
+    let page = |p: &Page| p as *const Page as u64;
+    grant(
+        &TABLE,
+        REF,
+        ME,
+        mfn_of(si, page(&GRANTED)),
+        gtf::PERMIT_ACCESS,
+    );
+    let window = page(&WINDOW);
+    let own = mfn_of(si, window);
+    let mut bad = 0u32;
+    let map = median(|| {
+        let m = map_at(ME, REF, window, 0);
+        if m.status != 0 || unmap(m.handle, window, 0) != 0 {
+            bad += 1;
+        }
+    });
+    if remap(window, own) != 0 {
+        return Err("the window page cannot be put back");
+    }
+    if bad != 0 {
+        return Err("a map or unmap failed");
+    }
+    let mut c = [GnttabCopy {
+        source: CopyPtr {
+            u: u64::from(REF),
+            domid: ME,
+            ..CopyPtr::default()
+        },
+        dest: CopyPtr {
+            u: mfn_of(si, page(&DEST)),
+            domid: DOMID_SELF,
+            ..CopyPtr::default()
+        },
+        len: 4096,
+        flags: gntcopy::SOURCE_GREF,
+        ..GnttabCopy::default()
+    }];
+    let copy = median(|| {
+        if grant_table_op(gnttab::COPY, &mut c) != 0 || c[0].status != 0 {
+            bad += 1;
+        }
+    });
+    if bad != 0 {
+        return Err("a copy failed");
+    }
+    Ok((map, copy))
 }
 
 hestia_guests::guest_main!(test);
