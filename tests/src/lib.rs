@@ -1056,11 +1056,11 @@ fn base() -> Vec<Scenario> {
                     DOM0_PROMPT,
                     "set -- $(ls /sys/class/net | grep -v lo); A=$1; B=$2; \
                      unshare -n sleep 1000 & sleep 1; P=$!; ip link set $B netns $P && \
-                     ip addr add 10.0.0.1/24 dev $A && ip link set $A up && \
-                     nsenter -t $P -n sh -c \"ip addr add 10.0.0.2/24 dev $B && \
+                     ip addr add 169.254.10.1/16 dev $A && ip link set $A up && \
+                     nsenter -t $P -n sh -c \"ip addr add 169.254.10.2/16 dev $B && \
                      ip link set $B up\" && sleep 3 && echo net-$((2*21))\n",
                 ),
-                (DOM0_PROMPT, "ping -q -c 1000 -i 0.01 10.0.0.2\n"),
+                (DOM0_PROMPT, "ping -q -c 1000 -i 0.01 169.254.10.2\n"),
                 (
                     DOM0_PROMPT,
                     "cat /proc/interrupts; awk '/msi-x/ && /input/ {m += $2 + $3} \
