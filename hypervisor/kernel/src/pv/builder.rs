@@ -500,7 +500,10 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
         vcpus.push(spin::Mutex::new(v));
     }
     let ioports = if hardware {
-        super::ioport::dom0_ports(crate::console::uart_port())
+        super::ioport::dom0_ports(
+            crate::console::uart_port(),
+            crate::arch::x86_64::acpi::pm_timer_port(),
+        )
     } else {
         hestia_core::ioport::PortSet::none()
     };

@@ -44,9 +44,10 @@ const RFLAGS_DF: u64 = 1 << 10;
 const PIT_COMMAND: u16 = 0x43;
 
 /// The ports dom0 holds: everything but the PICs and their ELCR, PIT channels 0 and 1 and the
-/// command port (filtered separately), the mediated PCI data and CMOS ports, and Hestia's
-/// serial console.
-pub fn dom0_ports(console_uart: u16) -> PortSet {
+/// command port (filtered separately), the mediated PCI data and CMOS ports, Hestia's serial
+/// console, and the ACPI PM timer (`pm_timer`, its four ports), which Xen keeps from dom0 too
+/// (`dom0_setup_permissions`), so dom0's reads of it give all ones there as here.
+pub fn dom0_ports(console_uart: u16, pm_timer: Option<u16>) -> PortSet {
     let mut s = PortSet::all();
     for (first, last) in [
         (0x20, 0x21),
@@ -60,6 +61,9 @@ pub fn dom0_ports(console_uart: u16) -> PortSet {
         s.deny(first, last);
     }
     s.deny(console_uart, console_uart.saturating_add(7));
+    if let Some(port) = pm_timer {
+        s.deny(port, port.saturating_add(3));
+    }
     s
 }
 

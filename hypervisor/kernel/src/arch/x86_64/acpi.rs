@@ -195,6 +195,14 @@ pub fn discover(root: AcpiRoot) -> Result<Platform, acpi::AcpiError> {
             let aml = unsafe { core::slice::from_raw_parts(bytes as *const u8, len as usize) };
             acpi_s5::find_s5(aml)
         });
+        let pm_timer = fadt
+            .pm_timer_block()
+            .ok()
+            .flatten()
+            .filter(|g| g.address_space == AddressSpace::SystemIo)
+            .and_then(|g| u16::try_from(g.address).ok())
+            .filter(|&port| port != 0);
+        PM_TIMER_PORT.call_once(|| pm_timer);
         p.power = Some(PowerRegs {
             pm1a_cnt: fadt.pm1a_control_block().ok().filter(|g| io_or_mem(*g)),
             pm1b_cnt: fadt
@@ -210,6 +218,15 @@ pub fn discover(root: AcpiRoot) -> Result<Platform, acpi::AcpiError> {
     }
     PROCESSORS.call_once(|| p.processors.clone());
     Ok(p)
+}
+
+/// The ACPI PM timer's I/O port (the FADT's X_PM_TMR_BLK when it is in I/O space, else
+/// PM_TMR_BLK), once `discover` ran.
+static PM_TIMER_PORT: spin::Once<Option<u16>> = spin::Once::new();
+
+/// The ACPI PM timer's first I/O port, if the FADT has one in I/O space.
+pub fn pm_timer_port() -> Option<u16> {
+    PM_TIMER_PORT.get().copied().flatten()
 }
 
 /// The MADT's processors, once `discover` ran.
