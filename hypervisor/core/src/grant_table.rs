@@ -304,6 +304,16 @@ impl GrantTable {
     }
 }
 
+/// The flag bits that must read exactly `GTF_permit_access` for a use: the entry type, and for
+/// a mapping also `GTF_sub_page` (a sub-page grant can only be copied).
+fn usable_mask(mapping: bool) -> u16 {
+    if mapping {
+        gtf::TYPE_MASK | gtf::SUB_PAGE
+    } else {
+        gtf::TYPE_MASK
+    }
+}
+
 /// Checks entry `r` for a use by `ldom` and sets its `GTF_reading` (and `GTF_writing`) (Xen's
 /// `_set_status_v1`): `pin` is the entry's use count before this use.
 fn set_status_v1(
@@ -314,11 +324,7 @@ fn set_status_v1(
     mapping: bool,
     ldom: u16,
 ) -> Result<(), i16> {
-    let mask = if mapping {
-        gtf::TYPE_MASK | gtf::SUB_PAGE
-    } else {
-        gtf::TYPE_MASK
-    };
+    let mask = usable_mask(mapping);
     let mut seen = sh.load_word(r);
     // The guest may change the entry under us; a few retries, then it is misbehaving.
     for _ in 0..5 {
@@ -354,11 +360,7 @@ fn set_status_v2(
     mapping: bool,
     ldom: u16,
 ) -> Result<(), i16> {
-    let mask = if mapping {
-        gtf::TYPE_MASK | gtf::SUB_PAGE
-    } else {
-        gtf::TYPE_MASK
-    };
+    let mask = usable_mask(mapping);
     let refused = |w: u32| {
         let (flags, domid) = (w as u16, (w >> 16) as u16);
         flags & mask != gtf::PERMIT_ACCESS || domid != ldom
