@@ -1012,6 +1012,8 @@ fn base() -> Vec<Scenario> {
                 "xen:events: Using FIFO-based ABI",
                 // The ACPI PM timer is kept from dom0, as Xen does: Linux reads all ones.
                 "PM-Timer failed consistency check",
+                // The machine memory map marks what dom0 may not map (the MSI window), as Xen.
+                "Xen: [mem 0x00000000fee00000-0x00000000feefffff] reserved",
                 "shell-42 on xen",
                 "reboot: Power down",
                 POWEROFF_MARKER,

@@ -5,6 +5,7 @@
 //! into a sorted list of disjoint ranges where a conflict always resolves toward the more
 //! restrictive kind (a byte both "usable" and "reserved" is reserved), and usable ranges are
 //! shrunk inward to whole 4 KiB frames. Fixed capacity, no allocation: it runs before the heap.
+use alloc::vec::Vec;
 
 /// Page (frame) size used throughout Hestia.
 pub const PAGE_SIZE: u64 = 4096;
@@ -194,8 +195,143 @@ impl MemoryMap {
     }
 }
 
+/// One entry of the machine memory map a privileged domain reads (`XENMEM_machine_memory_map`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MachineEntry {
+    /// First byte.
+    pub addr: u64,
+    /// Bytes.
+    pub size: u64,
+    /// What the range holds.
+    pub kind: RegionKind,
+    /// True for an entry of the host map, false for a reserved range added in a gap.
+    pub from_host: bool,
+}
+
+/// The machine memory map as Xen 4.17 gives it to a privileged domain (`arch_memory_op`'s
+/// `XENMEM_machine_memory_map`): the host map's regions, and in the gaps between them a
+/// reserved entry for each run of frames the domain may not map (`permitted`: its I/O-memory
+/// frame ranges, half-open and ascending) that ends where a frame it may map, or the next
+/// region, begins, below the CPU's physical address limit (`frame_limit`, in frames). Linux
+/// keeps those ranges out of what it hands to PCI devices.
+pub fn machine_map(
+    regions: &[Region],
+    permitted: &[(u64, u64)],
+    frame_limit: u64,
+) -> Vec<MachineEntry> {
+    let mut out = Vec::new();
+    // The first frame not yet described (Xen's `ctxt.s`).
+    let mut next = 0u64;
+    for r in regions {
+        let start = r.start >> 12;
+        if start > next {
+            gap_fill(&mut out, &mut next, permitted, start - 1, frame_limit);
+            hole_until(&mut out, &mut next, start, start, frame_limit);
+        }
+        out.push(MachineEntry {
+            addr: r.start,
+            size: r.len(),
+            kind: r.kind,
+            from_host: true,
+        });
+        next = r.end.div_ceil(4096);
+    }
+    if next != 0 {
+        gap_fill(&mut out, &mut next, permitted, u64::MAX, frame_limit);
+    }
+    out
+}
+
+/// Frames `start..=end` may be mapped: the run of frames from `next` up to `start`, which may
+/// not, becomes a reserved entry (Xen's `_handle_iomem_range`).
+fn hole_until(out: &mut Vec<MachineEntry>, next: &mut u64, start: u64, end: u64, limit: u64) {
+    if start > *next && start < limit {
+        out.push(MachineEntry {
+            addr: *next << 12,
+            size: (start - *next) << 12,
+            kind: RegionKind::Reserved,
+            from_host: false,
+        });
+    }
+    *next = end.saturating_add(1);
+}
+
+/// The gap from `next` to frame `last`: each permitted range in it closes a reserved run
+/// before it (Xen's `rangeset_report_ranges` over the domain's `iomem_caps`).
+fn gap_fill(
+    out: &mut Vec<MachineEntry>,
+    next: &mut u64,
+    permitted: &[(u64, u64)],
+    last: u64,
+    limit: u64,
+) {
+    let first = *next;
+    for &(a, b) in permitted {
+        let (lo, hi) = (a.max(first), b.saturating_sub(1).min(last));
+        if b > a && lo <= hi {
+            hole_until(out, next, lo, hi, limit);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_machine_map_reserves_what_dom0_may_not_map_in_the_gaps() {
+        let ram = |start, end| Region {
+            start,
+            end,
+            kind: RegionKind::Usable,
+        };
+        let regions = [
+            ram(0, 0x9_f000),
+            ram(0x10_0000, 0x4000_0000),
+            Region {
+                start: 0xfffc_0000,
+                end: 0x1_0000_0000,
+                kind: RegionKind::Reserved,
+            },
+        ];
+        // Everything but an IOAPIC page and the MSI window (frames), below 40 address bits.
+        let permitted = [(0, 0xfec00), (0xfec01, 0xfee00), (0xfef00, 1 << 40)];
+        let map = machine_map(&regions, &permitted, 1 << 28);
+        let got: Vec<(u64, u64, bool)> =
+            map.iter().map(|e| (e.addr, e.size, e.from_host)).collect();
+        assert_eq!(
+            got,
+            [
+                (0, 0x9_f000, true),
+                (0x10_0000, 0x3ff0_0000, true),
+                (0xfec0_0000, 0x1000, false),
+                (0xfee0_0000, 0x10_0000, false),
+                (0xfffc_0000, 0x4_0000, true),
+            ]
+        );
+        assert!(
+            map.iter()
+                .filter(|e| !e.from_host)
+                .all(|e| e.kind == RegionKind::Reserved)
+        );
+    }
+
+    #[test]
+    fn nothing_is_added_without_a_following_permitted_frame_or_region() {
+        let regions = [Region {
+            start: 0,
+            end: 0x1000,
+            kind: RegionKind::Usable,
+        }];
+        // Denied from 0x10 on: no permitted frame or region follows, so no entry (as Xen).
+        let map = machine_map(&regions, &[(0, 0x10)], 1 << 28);
+        assert_eq!(map.len(), 1);
+        // A hole below a permitted range past the limit is not described either.
+        let map = machine_map(&regions, &[(0, 0x10), (1 << 29, 1 << 30)], 1 << 28);
+        assert_eq!(map.len(), 1);
+        let map = machine_map(&regions, &[(0, 0x10), (0x20, 0x30)], 1 << 28);
+        assert_eq!(map[1].addr, 0x10_000);
+        assert_eq!(map[1].size, 0x10_000);
+    }
     use super::RegionKind::*;
     use super::*;
 

@@ -412,6 +412,14 @@ impl<'a> FrameTable<'a> {
         }
     }
 
+    /// The I/O frame ranges `dom` may map, half-open and ascending (empty unless granted).
+    pub fn iomem_ranges(&self, dom: Dom) -> &[(u64, u64)] {
+        self.iomem
+            .iter()
+            .find(|(d, _)| *d == dom)
+            .map_or(&[], |(_, set)| set.ranges())
+    }
+
     /// True if `dom` may map I/O frame `mfn`.
     pub fn iomem_allowed(&self, dom: Dom, mfn: u64) -> bool {
         self.iomem

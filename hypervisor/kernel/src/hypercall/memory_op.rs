@@ -16,7 +16,7 @@
 use core::mem::offset_of;
 use core::sync::atomic::Ordering;
 
-use hestia_core::memmap::RegionKind;
+use hestia_core::memmap::{RegionKind, machine_map};
 use xen_abi::errno::Errno;
 use xen_abi::memory::{
     E820Entry, MachphysMapping, MachphysMfnList, MemoryDomain, MemoryExchange, MemoryMap,
@@ -28,6 +28,7 @@ use xen_abi::xen::MACH2PHYS_VIRT_START;
 use alloc::vec::Vec;
 
 use super::continuation;
+use crate::arch::x86_64::cpu;
 use crate::domain;
 use crate::mm::{self, frametable, guest};
 use crate::policy::{self, Action};
@@ -470,23 +471,60 @@ pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::MEMORY_MAP => Err(Errno::ENOSYS),
         cmd::MACHINE_MEMORY_MAP => {
             policy::check(d, Action::MachineMemoryMap)?;
-            let m: MemoryMap = guest::read_obj(arg)?;
-            let map = crate::host_memory_map();
-            if (m.nr_entries as usize) < map.len() {
-                return Err(Errno::EINVAL);
-            }
-            let size = size_of::<E820Entry>() as u64;
-            for (i, r) in (0u64..).zip(map.iter()) {
-                let e = E820Entry {
-                    addr: r.start,
-                    size: r.end - r.start,
-                    r#type: e820_type(r.kind),
-                };
-                guest::write_obj(m.buffer.checked_add(i * size).ok_or(Errno::EFAULT)?, &e)?;
-            }
-            let field = offset_of!(MemoryMap, nr_entries) as u64;
-            guest::write_obj(arg + field, &(map.len() as u32)).map(|()| 0)
+            machine_memory_map(d, arg).map(|()| 0)
         }
         _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// `XENMEM_machine_memory_map` as Xen 4.17: the host map with, in its gaps, a reserved entry
+/// for each run of frames the caller may not map (`hestia_core::memmap::machine_map`). A null
+/// buffer asks for the count. A buffer needs room for the host map plus one entry, else
+/// -EINVAL, and the walk fails with -EINVAL where Xen's does: a reserved entry needs a spare
+/// slot after it, a host entry room for the host entries still to come.
+fn machine_memory_map(d: &Domain, arg: u64) -> Result<(), Errno> {
+    let m: MemoryMap = guest::read_obj(arg)?;
+    let host = crate::host_memory_map();
+    let permitted = frametable::with(|ft, _| ft.iomem_ranges(d.id.0).to_vec()).unwrap_or_default();
+    let map = machine_map(host, &permitted, 1 << (paddr_bits() - 12));
+    let room = m.nr_entries as usize;
+    let store = m.buffer != 0;
+    if store && room < host.len() + 1 {
+        return Err(Errno::EINVAL);
+    }
+    let size = size_of::<E820Entry>() as u64;
+    let mut host_left = host.len();
+    for (n, e) in map.iter().enumerate() {
+        if !store {
+            continue;
+        }
+        let full = if e.from_host {
+            room <= n + host_left
+        } else {
+            n + 1 >= room
+        };
+        if full {
+            return Err(Errno::EINVAL);
+        }
+        let entry = E820Entry {
+            addr: e.addr,
+            size: e.size,
+            r#type: e820_type(e.kind),
+        };
+        let at = m.buffer.checked_add(n as u64 * size).ok_or(Errno::EFAULT)?;
+        guest::write_obj(at, &entry)?;
+        host_left -= usize::from(e.from_host);
+    }
+    let field = offset_of!(MemoryMap, nr_entries) as u64;
+    guest::write_obj(arg + field, &(map.len() as u32))
+}
+
+/// The CPU's physical address width (Xen's `paddr_bits`), 36 without the leaf.
+fn paddr_bits() -> u64 {
+    let max = cpu::cpuid(0x8000_0000, 0).eax;
+    if max >= 0x8000_0008 {
+        u64::from(cpu::cpuid(0x8000_0008, 0).eax & 0xff).clamp(32, 52)
+    } else {
+        36
     }
 }

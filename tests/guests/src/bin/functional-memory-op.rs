@@ -80,6 +80,43 @@ fn test(si: &StartInfo) -> Verdict {
         memory_op(cmd::MACHINE_MEMORY_MAP, &mut small) == -22,
         "a too-small buffer must be -EINVAL"
     );
+    // In the gaps of the host map, a reserved entry for what dom0 may not map: the MSI and
+    // LAPIC window 0xfee00000-0xfeefffff at least, as Xen 4.17 gives it.
+    let msi = e820[..n.min(64)]
+        .iter()
+        .any(|e| e.r#type == 2 && e.addr <= 0xfee0_0000 && e.addr + e.size >= 0xfef0_0000);
+    check!(failed, msi, "no reserved entry covers the MSI window");
+    // A null buffer asks for the count; a buffer of exactly that many entries is refused (Xen
+    // keeps a spare slot), one more is enough.
+    let mut count = MemoryMap {
+        nr_entries: 0,
+        buffer: 0,
+        ..map
+    };
+    let r = memory_op(cmd::MACHINE_MEMORY_MAP, &mut count);
+    check!(
+        failed,
+        r == 0 && count.nr_entries as usize == n,
+        "count query: {r}, {} entries (the map has {n})",
+        count.nr_entries
+    );
+    let mut exact = MemoryMap {
+        nr_entries: count.nr_entries,
+        ..map
+    };
+    let r = memory_op(cmd::MACHINE_MEMORY_MAP, &mut exact);
+    check!(failed, r == -22, "a buffer of exactly {n} entries: {r}");
+    let mut spare = MemoryMap {
+        nr_entries: count.nr_entries + 1,
+        ..map
+    };
+    let r = memory_op(cmd::MACHINE_MEMORY_MAP, &mut spare);
+    check!(
+        failed,
+        r == 0 && spare.nr_entries as usize == n,
+        "a buffer of {} entries: {r}",
+        n + 1
+    );
 
     // Balloon: PFN 2000 lies beyond the initial mapping, so nothing maps its frame.
     let pfn = 2000;
