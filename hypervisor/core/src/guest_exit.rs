@@ -9,8 +9,10 @@
 //! the guest's RCX and R11 already hold the return RIP and RFLAGS (as after a hypercall, where
 //! SYSCALL put them there and nothing changed the frame since), RIP is canonical, the selectors
 //! are the flat 64-bit ring-3 ones SYSRETQ loads, and RFLAGS has no bit SYSRETQ would clear.
-//! Xen's `restore_all_guest` makes the same choice from its `TRAP_syscall` flag, which it
-//! clears whenever the frame is rewritten; comparing the frame itself needs no such flag.
+//! Only a frame that came in by SYSCALL qualifies (Xen's `restore_all_guest` makes the same
+//! choice from its `TRAP_syscall` flag): above all, the return from an NMI must be IRETQ,
+//! the only instruction that ends the CPU's blocking of further NMIs (a SYSRETQ would leave
+//! them blocked while the guest runs, and a TLB shootdown waiting for this CPU would hang).
 
 use xen_abi::xen::{FLAT_RING3_CS64, FLAT_RING3_DS};
 
@@ -32,13 +34,17 @@ pub struct Return {
     pub rcx: u64,
     /// The guest's R11 (SYSRETQ's source of RFLAGS).
     pub r11: u64,
+    /// The frame came in by SYSCALL (a hypercall or a guest system call), not by an
+    /// exception or interrupt.
+    pub from_syscall: bool,
 }
 
 /// True if SYSRETQ (64-bit, with STAR as Hestia programs it) returns to exactly the state
 /// IRETQ would.
 pub fn sysret_equivalent(r: &Return) -> bool {
     let canonical = ((r.rip << 16) as i64 >> 16) as u64 == r.rip;
-    canonical
+    r.from_syscall
+        && canonical
         && r.rcx == r.rip
         && r.r11 == r.rflags
         && r.rflags & !SYSRET_RFLAGS == 0
@@ -59,6 +65,7 @@ mod tests {
             ss: u64::from(FLAT_RING3_DS),
             rcx: 0xffff_ffff_8100_1234,
             r11: 0x246,
+            from_syscall: true,
         }
     }
 
@@ -86,6 +93,17 @@ mod tests {
             ..after_hypercall()
         };
         assert!(!sysret_equivalent(&r11));
+    }
+
+    #[test]
+    fn only_a_syscall_frame_returns_by_sysret() {
+        // An NMI (or any trap) from the instruction after a hypercall: RCX and R11 still hold
+        // RIP and RFLAGS, but only IRETQ ends an NMI's blocking.
+        let nmi = Return {
+            from_syscall: false,
+            ..after_hypercall()
+        };
+        assert!(!sysret_equivalent(&nmi));
     }
 
     #[test]

@@ -62,8 +62,9 @@ hestia_syscall_compat:
     options(att_syntax)
 );
 
-/// Last thing before a return to a guest: marks frame `f` for SYSRETQ when that returns to
-/// exactly the state IRETQ would (`hestia_core::guest_exit`), as after most hypercalls.
+/// Last thing before a return to a guest: marks frame `f` for SYSRETQ when it came in by
+/// SYSCALL and SYSRETQ returns to exactly the state IRETQ would (`hestia_core::guest_exit`),
+/// as after most hypercalls; never on an NMI's way out.
 pub fn choose_exit(f: &mut TrapFrame) {
     let r = Return {
         rip: f.rip,
@@ -72,6 +73,7 @@ pub fn choose_exit(f: &mut TrapFrame) {
         ss: f.ss,
         rcx: f.rcx,
         r11: f.r11,
+        from_syscall: f.vector == SYSCALL_VECTOR,
     };
     if sysret_equivalent(&r) {
         f.vector = SYSRET_EXIT;
