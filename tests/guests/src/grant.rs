@@ -4,7 +4,9 @@
 
 use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
 
-use xen_abi::grant_table::{MapGrantRef, QuerySize, SetupTable, UnmapGrantRef, cmd, gntmap};
+use xen_abi::grant_table::{
+    CopyPtr, GnttabCopy, MapGrantRef, QuerySize, SetupTable, UnmapGrantRef, cmd, gntmap,
+};
 use xen_abi::mmu::uvmf;
 use xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
 use zerocopy::IntoBytes;
@@ -129,4 +131,37 @@ pub fn unmap(handle: u32, host_addr: u64, dev_bus_addr: u64) -> i16 {
 /// Host-maps entry `r` of `dom` at the image page `va` with `flags` (plus host_map).
 pub fn map_at(dom: u16, r: u32, va: u64, flags: u32) -> MapGrantRef {
     map(dom, r, va, flags | gntmap::HOST_MAP)
+}
+
+/// One `GNTTABOP_copy` of `len` bytes: (hypercall result, the copy's status).
+pub fn copy(source: CopyPtr, dest: CopyPtr, len: u16, flags: u16) -> (i64, i16) {
+    let mut c = [GnttabCopy {
+        source,
+        dest,
+        len,
+        flags,
+        ..GnttabCopy::default()
+    }];
+    let r = grant_table_op(cmd::COPY, &mut c);
+    (r, c[0].status)
+}
+
+/// A copy side named by grant reference `r` of domain `dom`, at `offset`.
+pub fn by_ref(dom: u16, r: u32, offset: u16) -> CopyPtr {
+    CopyPtr {
+        u: u64::from(r),
+        domid: dom,
+        offset,
+        ..CopyPtr::default()
+    }
+}
+
+/// A copy side named by the caller's own machine frame `mfn`, at `offset`.
+pub fn by_frame(mfn: u64, offset: u16) -> CopyPtr {
+    CopyPtr {
+        u: mfn,
+        domid: DOMID_SELF,
+        offset,
+        ..CopyPtr::default()
+    }
 }

@@ -27,12 +27,12 @@
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use hestia_guests::grant::{
-    Page, grant, grant_table_op, map_at, mfn_of, remap, setup_own_table, unmap,
+    self, Page, by_frame, by_ref, grant, map_at, mfn_of, remap, setup_own_table, unmap,
 };
 use hestia_guests::xen_abi::event_channel::{
     AllocUnbound, BindInterdomain, BindIpi, BindVcpu, Send, Status, cmd as evtchn, stat,
 };
-use hestia_guests::xen_abi::grant_table::{CopyPtr, GnttabCopy, cmd as gnttab, gntcopy, gtf};
+use hestia_guests::xen_abi::grant_table::{gntcopy, gtf};
 use hestia_guests::xen_abi::mmu::uvmf;
 use hestia_guests::xen_abi::sched::cmd as sched;
 use hestia_guests::xen_abi::vcpu::cmd as vcpuop;
@@ -376,23 +376,9 @@ fn grant_figures(si: &StartInfo) -> Result<(u64, u64), &'static str> {
     if bad != 0 {
         return Err("a map or unmap failed");
     }
-    let mut c = [GnttabCopy {
-        source: CopyPtr {
-            u: u64::from(REF),
-            domid: ME,
-            ..CopyPtr::default()
-        },
-        dest: CopyPtr {
-            u: mfn_of(si, page(&DEST)),
-            domid: DOMID_SELF,
-            ..CopyPtr::default()
-        },
-        len: 4096,
-        flags: gntcopy::SOURCE_GREF,
-        ..GnttabCopy::default()
-    }];
+    let (source, dest) = (by_ref(ME, REF, 0), by_frame(mfn_of(si, page(&DEST)), 0));
     let copy = median(|| {
-        if grant_table_op(gnttab::COPY, &mut c) != 0 || c[0].status != 0 {
+        if grant::copy(source, dest, 4096, gntcopy::SOURCE_GREF) != (0, 0) {
             bad += 1;
         }
     });

@@ -16,12 +16,12 @@
 use core::sync::atomic::Ordering::SeqCst;
 
 use hestia_guests::grant::{
-    Page, entry_flags, entry_word, grant, grant_table_op, map, map_at, mfn_of, pte_of, query_size,
-    remap, setup_own_table, unmap,
+    Page, by_frame, by_ref, copy, entry_flags, entry_word, grant, grant_table_op, map, map_at,
+    mfn_of, pte_of, query_size, remap, setup_own_table, unmap,
 };
 use hestia_guests::xen_abi::grant_table::{
-    CacheFlush, CopyPtr, GetVersion, GnttabCopy, SetVersion, SwapGrantRef, UnmapAndReplace, cache,
-    cmd, gntcopy, gntmap, gntst, gtf,
+    CacheFlush, GetVersion, SetVersion, SwapGrantRef, UnmapAndReplace, cache, cmd, gntcopy, gntmap,
+    gntst, gtf,
 };
 use hestia_guests::xen_abi::mmu::ext;
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo};
@@ -53,36 +53,6 @@ fn read(va: u64, off: usize) -> u8 {
 fn write(va: u64, off: usize, v: u8) {
     // SAFETY: as in `read`, and the page is mapped writable.
     unsafe { core::ptr::write_volatile((va as *mut u8).add(off), v) }
-}
-
-fn copy_op(source: CopyPtr, dest: CopyPtr, len: u16, flags: u16) -> (i64, i16) {
-    let mut c = [GnttabCopy {
-        source,
-        dest,
-        len,
-        flags,
-        ..GnttabCopy::default()
-    }];
-    let r = grant_table_op(cmd::COPY, &mut c);
-    (r, c[0].status)
-}
-
-fn by_ref(r: u32, offset: u16) -> CopyPtr {
-    CopyPtr {
-        u: u64::from(r),
-        domid: ME,
-        offset,
-        ..CopyPtr::default()
-    }
-}
-
-fn by_frame(mfn: u64, offset: u16) -> CopyPtr {
-    CopyPtr {
-        u: mfn,
-        domid: DOMID_SELF,
-        offset,
-        ..CopyPtr::default()
-    }
 }
 
 fn test(si: &StartInfo) -> Verdict {
@@ -356,8 +326,8 @@ fn test(si: &StartInfo) -> Verdict {
     for i in 0..64 {
         write(data, 100 + i, i as u8);
     }
-    let (r, s) = copy_op(
-        by_ref(REF, 100),
+    let (r, s) = copy(
+        by_ref(ME, REF, 100),
         by_frame(buf_mfn, 200),
         64,
         gntcopy::SOURCE_GREF,
@@ -373,9 +343,9 @@ fn test(si: &StartInfo) -> Verdict {
         "copy from a grant: wrong data"
     );
     write(buf, 300, 0x77);
-    let (r, s) = copy_op(
+    let (r, s) = copy(
         by_frame(buf_mfn, 300),
-        by_ref(REF, 4000),
+        by_ref(ME, REF, 4000),
         1,
         gntcopy::DEST_GREF,
     );
@@ -389,8 +359,8 @@ fn test(si: &StartInfo) -> Verdict {
         read(data, 4000) == 0x77,
         "copy to a grant: wrong data"
     );
-    let (_, s) = copy_op(
-        by_ref(REF, 4000),
+    let (_, s) = copy(
+        by_ref(ME, REF, 4000),
         by_frame(buf_mfn, 0),
         200,
         gntcopy::SOURCE_GREF,
@@ -400,9 +370,9 @@ fn test(si: &StartInfo) -> Verdict {
         s == gntst::BAD_COPY_ARG,
         "copy beyond the page: {s}"
     );
-    let (_, s) = copy_op(
-        by_ref(RO_REF, 0),
-        by_ref(RO_REF, 8),
+    let (_, s) = copy(
+        by_ref(ME, RO_REF, 0),
+        by_ref(ME, RO_REF, 8),
         8,
         gntcopy::SOURCE_GREF | gntcopy::DEST_GREF,
     );
@@ -413,14 +383,14 @@ fn test(si: &StartInfo) -> Verdict {
     );
     let mut foreign_frame = by_frame(buf_mfn, 0);
     foreign_frame.domid = ME;
-    let (_, s) = copy_op(foreign_frame, by_frame(buf_mfn, 8), 8, 0);
+    let (_, s) = copy(foreign_frame, by_frame(buf_mfn, 8), 8, 0);
     check!(
         failed,
         s == gntst::PERMISSION_DENIED,
         "copy by frame not DOMID_SELF: {s}"
     );
-    let (_, s) = copy_op(
-        by_ref(700, 0),
+    let (_, s) = copy(
+        by_ref(ME, 700, 0),
         by_frame(buf_mfn, 0),
         8,
         gntcopy::SOURCE_GREF,

@@ -16,13 +16,13 @@
 use core::sync::atomic::Ordering::SeqCst;
 
 use hestia_guests::grant::{
-    Page, entry_flags, entry_word, grant, grant_table_op, map, map_at, mfn_of, pte_of, remap,
-    setup_own_table, unmap,
+    Page, by_frame, by_ref, copy, entry_flags, entry_word, grant, map, map_at, mfn_of, pte_of,
+    remap, setup_own_table, unmap,
 };
-use hestia_guests::xen_abi::grant_table::{CopyPtr, GnttabCopy, cmd, gntcopy, gntmap, gntst, gtf};
+use hestia_guests::xen_abi::grant_table::{CopyPtr, gntcopy, gntmap, gntst, gtf};
 use hestia_guests::xen_abi::memory;
 use hestia_guests::xen_abi::mmu::{ext, uvmf};
-use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
+use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
 use hestia_guests::{
     Verdict, check, hypercall, l1e_maddr, memory_op, mmuext_one, println, single_extent,
 };
@@ -45,35 +45,11 @@ fn read(va: u64, off: usize) -> u8 {
     unsafe { core::ptr::read_volatile((va as *const u8).add(off)) }
 }
 
+/// A copy's status, or -1000 if the hypercall itself failed.
 fn copy_status(source: CopyPtr, dest: CopyPtr, len: u16, flags: u16) -> i16 {
-    let mut c = [GnttabCopy {
-        source,
-        dest,
-        len,
-        flags,
-        ..GnttabCopy::default()
-    }];
-    if grant_table_op(cmd::COPY, &mut c) != 0 {
-        return -1000;
-    }
-    c[0].status
-}
-
-fn gref(r: u32, offset: u16) -> CopyPtr {
-    CopyPtr {
-        u: u64::from(r),
-        domid: ME,
-        offset,
-        ..CopyPtr::default()
-    }
-}
-
-fn frame(mfn: u64, offset: u16) -> CopyPtr {
-    CopyPtr {
-        u: mfn,
-        domid: DOMID_SELF,
-        offset,
-        ..CopyPtr::default()
+    match copy(source, dest, len, flags) {
+        (0, status) => status,
+        _ => -1000,
     }
 }
 
@@ -132,7 +108,12 @@ fn test(si: &StartInfo) -> Verdict {
         s == gntst::GENERAL_ERROR,
         "map after end of access: {s}"
     );
-    let s = copy_status(gref(3, 0), frame(window_mfn, 0), 8, gntcopy::SOURCE_GREF);
+    let s = copy_status(
+        by_ref(ME, 3, 0),
+        by_frame(window_mfn, 0),
+        8,
+        gntcopy::SOURCE_GREF,
+    );
     check!(
         failed,
         s == gntst::GENERAL_ERROR,
@@ -148,8 +129,8 @@ fn test(si: &StartInfo) -> Verdict {
     grant(table, 4, ME, data_mfn, gtf::PERMIT_ACCESS);
     for (so, dof, len) in [(4090, 0, 10), (0, 4095, 2), (0, 0, 4097), (0, 0, u16::MAX)] {
         let s = copy_status(
-            gref(4, so),
-            frame(window_mfn, dof),
+            by_ref(ME, 4, so),
+            by_frame(window_mfn, dof),
             len,
             gntcopy::SOURCE_GREF,
         );
