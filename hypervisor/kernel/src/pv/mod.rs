@@ -236,18 +236,24 @@ pub fn syscall(f: &mut TrapFrame) {
         }
         return;
     }
-    if f.rax as u32 == xen_abi::xen::hypercall::IRET {
+    // The whole of RAX names the hypercall, as in Xen: a number past 32 bits is -ENOSYS, never
+    // the call its low half names (which would slip past the checks on the number below).
+    let Ok(number) = u32::try_from(f.rax) else {
+        f.rax = xen_abi::errno::Errno::ENOSYS.to_ret() as u64;
+        return;
+    };
+    if number == xen_abi::xen::hypercall::IRET {
         let r = traps::iret(d, &mut d.this_vcpu().lock(), f);
         if let Err(why) = r {
             return domain_crash(d, f, why);
         }
         return;
     }
-    let (number, args) = (f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8]);
-    f.rax = crate::hypercall::dispatch_from(d, number as u32, args, f.rsp) as u64;
-    crate::hypercall::continuation::apply(f, number);
+    let args = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
+    f.rax = crate::hypercall::dispatch_from(d, number, args, f.rsp) as u64;
+    crate::hypercall::continuation::apply(f, u64::from(number));
     // Only a multicall can leave an iret to perform (its slot is a lock: not on every call).
-    if number == u64::from(xen_abi::xen::hypercall::MULTICALL)
+    if number == xen_abi::xen::hypercall::MULTICALL
         && let Some(entry) = crate::hypercall::take_multicall_iret()
     {
         if let Err(why) = traps::iret(d, &mut d.this_vcpu().lock(), f) {

@@ -27,6 +27,22 @@ fn test(_si: &StartInfo) -> Verdict {
             "raw hypercall {n:#x} returned {r}, expected -ENOSYS"
         );
     }
+    // The whole of RAX is the number: 2^32 + 17 is not xen_version (17), 2^32 + 23 not iret
+    // (23), 2^32 + 13 not multicall (13; it would run a batch of whatever RDI points at).
+    for n in [(1u64 << 32) | 17, (1 << 32) | 23, (1 << 32) | 13, u64::MAX] {
+        let r: i64;
+        // SAFETY: SYSCALL in guest kernel mode is a hypercall; RCX and R11 are destroyed by the
+        // instruction, the argument registers zero.
+        unsafe {
+            core::arch::asm!("syscall", inlateout("rax") n => r, inlateout("rdi") 0u64 => _,
+                 inlateout("rsi") 0u64 => _, inlateout("rdx") 0u64 => _, out("rcx") _, out("r11") _)
+        };
+        check!(
+            failed,
+            r == -38,
+            "hypercall number {n:#x} returned {r}, expected -ENOSYS"
+        );
+    }
     if failed {
         Verdict::Failure("ENOSYS")
     } else {
