@@ -364,10 +364,13 @@ pub fn wake(d: &Domain, vcpu: u32) {
 #[unsafe(link_section = ".text.hot")]
 pub fn notify(d: &Domain, vcpu: u32) {
     // The common case, without the scheduler's lock: the event is for the vCPU running here
-    // (its return path delivers the upcall) and nothing of its domain polls.
+    // (its return path delivers the upcall), nothing of its domain polls, and it is not on its
+    // way off this CPU (blocked or down earlier in this trap, as by a multicall that blocks and
+    // then raises its own port: that vCPU must be woken, as Xen's `vcpu_kick` does).
     if current().is_some_and(|c| core::ptr::eq(c, d))
         && current_vcpu() == vcpu
         && d.pollers.load(Ordering::Acquire) == 0
+        && !this_pcpu().resched.load(Ordering::Acquire)
     {
         return;
     }
@@ -505,11 +508,10 @@ pub fn block_current(polling: bool, woken: impl FnOnce() -> bool) -> bool {
         }
         u.polling = polling;
         s.make_unrunnable(i, State::Blocked, now);
+        // Under the lock, with the state: no event can see it blocked but not leaving.
+        p.resched.store(true, Ordering::Release);
         true
     });
-    if blocked {
-        p.resched.store(true, Ordering::Release);
-    }
     blocked
 }
 
