@@ -491,7 +491,7 @@ pub fn block_current(polling: bool, woken: impl FnOnce() -> bool) -> bool {
     let Some(i) = p.current.lock().as_ref().map(|(i, _)| *i) else {
         return false;
     };
-    let blocked = with_sched(|s| {
+    with_sched(|s| {
         let Some(u) = s.at(i) else {
             return false;
         };
@@ -511,8 +511,7 @@ pub fn block_current(polling: bool, woken: impl FnOnce() -> bool) -> bool {
         // Under the lock, with the state: no event can see it blocked but not leaving.
         p.resched.store(true, Ordering::Release);
         true
-    });
-    blocked
+    })
 }
 
 /// vCPU `id`'s bit in its domain's `pollers`.
