@@ -529,6 +529,7 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
         mm_pending: (0..nr_vcpus).map(|_| spin::Mutex::default()).collect(),
         log_limit: Default::default(),
         check_l1tf,
+        cpu_policy: super::privop::default_cpu_policy(),
         grant: super::grant::Grants::new(),
         pollers: core::sync::atomic::AtomicU64::new(0),
         console,

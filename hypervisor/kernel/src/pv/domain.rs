@@ -241,6 +241,10 @@ pub struct Domain {
     /// Its not-present page-table entries are checked against L1TF (`pv-l1tf=`; Xen's
     /// `d->arch.pv.check_l1tf`), fixed at creation by [`super::l1tf::domain_init`].
     pub check_l1tf: bool,
+    /// The CPUID leaves and MSRs it is offered (Xen's `d->arch.cpu_policy`): PV default from
+    /// [`super::privop::default_cpu_policy`] until its toolstack sets another before it first
+    /// runs (`XEN_DOMCTL_set_cpu_policy`). Read by every CPUID it executes; a leaf lock.
+    pub cpu_policy: spin::Mutex<alloc::boxed::Box<hestia_core::cpu_policy::CpuPolicy>>,
 }
 
 impl Domain {

@@ -1,5 +1,9 @@
 //! Privileged instructions a PV guest executes in ring 3 that Hestia performs for it
-//! (`shared/xen-abi.md` 4.10), and CPUID as guests see it.
+//! (`shared/xen-abi.md` 4.10), and CPUID as guests see it: the answer comes from the domain's
+//! CPU policy (`Domain::cpu_policy`, PV default unless its toolstack set another) through
+//! `hestia_core::cpuid::guest_leaf`. The system policies every domain's is checked against
+//! ([`system_policies`]) are derived once, from the CPU that first asks, as Xen derives them
+//! from its boot CPU: Hestia assumes its CPUs alike.
 //!
 //! From a #GP(0): port I/O in every form (see [`super::ioport`]) and CLI/STI (no-ops, as in
 //! Xen) when the guest's mode may use them; and from guest kernel mode RDMSR/WRMSR (see
@@ -13,6 +17,9 @@
 //! leaves RIP there, the IRETQ back to the guest faults, and the exit path's fix-up (`idt.rs`)
 //! gives the guest #GP(0) at that RIP (`xsa-style-noncanonical-rip`).
 
+use alloc::boxed::Box;
+
+use hestia_core::cpu_policy::CpuPolicy;
 use hestia_core::cpuid;
 use hestia_core::insn::{self, Decoded};
 use hestia_core::xstate;
@@ -252,22 +259,57 @@ pub fn forced_cpuid(d: &Domain, v: &Vcpu, f: &mut TrapFrame) -> bool {
     true
 }
 
-/// CPUID as PV vCPU `v` of `d` sees it (`hestia_core::cpuid`).
+/// CPUID as PV vCPU `v` of `d` sees it (`hestia_core::cpuid::guest_leaf`).
 pub fn guest_cpuid(d: &Domain, v: &Vcpu, leaf: u32, sub: u32) -> [u32; 4] {
     let ctx = cpuid::Context {
-        xcr0_mask: cpu::guest_xcr0_mask(),
         kernel_mode: v.kernel_mode,
         guest_osxsave: v.cr4 & CR4_OSXSAVE != 0,
         hardware_domain: d.privileged,
         version: crate::hypercall::XEN_VERSION,
-        ibpb: spec_ctrl::guest_has_ibpb(),
     };
-    let hw = |l: u32, s: u32| {
-        let r = cpu::cpuid(l, s);
-        [r.eax, r.ebx, r.ecx, r.edx]
-    };
-    cpuid::pv_leaf(leaf, sub, hw(leaf, sub), &ctx, |i| {
-        let r = hw(0xD, i);
-        (r[0], r[1])
+    cpuid::guest_leaf(&d.cpu_policy.lock(), leaf, sub, &ctx, hw_cpuid)
+}
+
+/// CPUID on this CPU, as an array.
+fn hw_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
+    let r = cpu::cpuid(leaf, sub);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+/// Xen's system CPU policies (`XEN_SYSCTL_cpu_policy_*`), fixed once derived.
+pub struct SystemPolicies {
+    /// What the hardware reports.
+    pub raw: Box<CpuPolicy>,
+    /// What Hestia runs with.
+    pub host: Box<CpuPolicy>,
+    /// The most a PV domain may be given.
+    pub pv_max: Box<CpuPolicy>,
+    /// What a PV domain gets unless its toolstack says otherwise.
+    pub pv_default: Box<CpuPolicy>,
+}
+
+static SYSTEM: spin::Once<SystemPolicies> = spin::Once::new();
+
+/// The system CPU policies, derived on first use (after XSAVE and the speculation controls
+/// are set up: the PV policies depend on both).
+pub fn system_policies() -> &'static SystemPolicies {
+    SYSTEM.call_once(|| {
+        let raw = CpuPolicy::fill(hw_cpuid, cpu::arch_capabilities());
+        let host = CpuPolicy::host(&raw);
+        let features = cpuid::PvFeatures {
+            xcr0_mask: cpu::guest_xcr0_mask(),
+            ibpb: spec_ctrl::guest_has_ibpb(),
+        };
+        SystemPolicies {
+            pv_max: CpuPolicy::pv(&host, &features, true),
+            pv_default: CpuPolicy::pv(&host, &features, false),
+            raw,
+            host,
+        }
     })
+}
+
+/// The policy a new PV domain starts with: a copy of PV default.
+pub fn default_cpu_policy() -> spin::Mutex<Box<CpuPolicy>> {
+    spin::Mutex::new(system_policies().pv_default.clone())
 }
