@@ -61,10 +61,15 @@ pub(crate) fn domain_info(d: &Domain) -> GetDomainInfo {
     if info.nr_online_vcpus == 0 {
         flags = 0;
     }
-    if d.dying.load(Ordering::Acquire) {
-        let code = d.shutdown_reason.load(Ordering::Acquire) & dominf::SHUTDOWNMASK;
-        flags |= dominf::SHUTDOWN | (code << dominf::SHUTDOWNSHIFT);
-    }
+    // The shutdown code goes in from bit 16 whole, as Xen's `unsigned int`: a domain not shut
+    // down has `SHUTDOWN_CODE_INVALID` (all ones), so its bits 16-31 are all set.
+    let code = if d.dying.load(Ordering::Acquire) {
+        flags |= dominf::SHUTDOWN;
+        d.shutdown_reason.load(Ordering::Acquire)
+    } else {
+        u32::MAX
+    };
+    flags |= code << dominf::SHUTDOWNSHIFT;
     info.flags = flags;
     info.tot_pages = d.tot_pages.load(Ordering::Acquire);
     info.max_pages = d.max_pages.load(Ordering::Acquire);
