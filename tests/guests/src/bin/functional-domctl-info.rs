@@ -461,7 +461,7 @@ fn test_main(si: &StartInfo) -> Verdict {
     );
     check!(
         failed,
-        text[..200].iter().any(|&b| b == b'\n'),
+        text[..200].contains(&b'\n'),
         "no line in the console history"
     );
 
