@@ -546,6 +546,15 @@ fn base() -> Vec<Scenario> {
         guest("functional-vcpu-info", GuestVerdict::Success),
         guest("functional-gs-selector", GuestVerdict::Success),
         guest("functional-cpuid-policy", GuestVerdict::Success),
+        guest("functional-cpu-policy", GuestVerdict::Success),
+        // With a running domU: dom0 may not set its policy (EEXIST); the domU gets EPERM.
+        Scenario {
+            name: "functional-cpu-policy-domu",
+            dom0_cmdline: "domu",
+            domus: &["functional-cpu-policy,mem=16"],
+            expect: &["(d1) Test result: SUCCESS", POWEROFF_MARKER],
+            ..guest("functional-cpu-policy", GuestVerdict::Success)
+        },
         Scenario {
             expect: &["spec-ctrl: Support for PV VMs: None", POWEROFF_MARKER],
             ..guest("functional-spec-ctrl", GuestVerdict::Success)

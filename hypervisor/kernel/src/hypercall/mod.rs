@@ -6,6 +6,7 @@
 
 mod console_io;
 pub mod continuation;
+mod cpu_policy;
 pub(crate) mod descriptor;
 pub(crate) mod domctl;
 pub(crate) mod event_channel;

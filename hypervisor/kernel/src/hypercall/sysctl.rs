@@ -80,6 +80,18 @@ pub(super) fn do_sysctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::NUMAINFO => numainfo(&mut c),
         cmd::CPUPOOL_OP => cpupool_op(&mut c),
         cmd::SCHEDULER_OP => scheduler_op(&mut c),
+        cmd::GET_CPU_FEATURESET => {
+            let mut f = c.arg();
+            let r = super::cpu_policy::sysctl_get_cpu_featureset(&mut f);
+            c.set_arg(&f);
+            r
+        }
+        cmd::GET_CPU_POLICY => {
+            let mut p = c.arg();
+            let r = super::cpu_policy::sysctl_get_cpu_policy(&mut p);
+            c.set_arg(&p);
+            r
+        }
         _ => Err(Errno::ENOSYS),
     };
     if r.is_ok() && c.copyback {

@@ -120,6 +120,8 @@ pub(super) fn do_domctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::GET_ADDRESS_SIZE => info::get_address_size(&mut call),
         cmd::SCHEDULER_OP => sched::scheduler_op(&mut call),
         cmd::SETVCPUAFFINITY | cmd::GETVCPUAFFINITY => sched::vcpuaffinity(&mut call),
+        cmd::GET_CPU_POLICY => super::cpu_policy::get_cpu_policy(&mut call),
+        cmd::SET_CPU_POLICY => super::cpu_policy::set_cpu_policy(&mut call),
         _ => Err(Errno::ENOSYS),
     };
     finish(addr, &call, r)
