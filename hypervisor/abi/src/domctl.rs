@@ -659,6 +659,26 @@ const _: () = assert!(core::mem::offset_of!(IoportPermission, first_port) == 0);
 const _: () = assert!(core::mem::offset_of!(IoportPermission, nr_ports) == 4);
 const _: () = assert!(core::mem::offset_of!(IoportPermission, allow_access) == 8);
 
+/// Argument of `XEN_DOMCTL_setnodeaffinity` and `getnodeaffinity` (`struct
+/// xen_domctl_nodeaffinity`).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct NodeAffinity {
+    /// IN (set) / OUT (get, through the handle): the NUMA nodes.
+    pub nodemap: XenctlBitmap,
+}
+const _: () = assert!(core::mem::size_of::<NodeAffinity>() == 16);
+
+/// `TSC_MODE_*`: [`TscInfo::tsc_mode`].
+pub mod tsc_mode {
+    /// Native where the host TSC is safe, emulated otherwise.
+    pub const DEFAULT: u32 = 0;
+    /// Always emulated.
+    pub const ALWAYS_EMULATE: u32 = 1;
+    /// Never emulated.
+    pub const NEVER_EMULATE: u32 = 2;
+}
+
 /// Argument of `XEN_DOMCTL_hypercall_init` (`struct xen_domctl_hypercall_init`).
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]

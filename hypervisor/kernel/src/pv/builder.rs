@@ -503,6 +503,8 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
         tot_pages: core::sync::atomic::AtomicU64::new(nr_pages),
         max_pages: core::sync::atomic::AtomicU64::new(max_pages.max(nr_pages)),
         handle: spin::Mutex::new([0; 16]),
+        tsc_mode: AtomicU32::new(xen_abi::domctl::tsc_mode::DEFAULT),
+        tsc_incarnation: AtomicU32::new(0),
         vm_assist: core::sync::atomic::AtomicU64::new(0),
         ioports: alloc::boxed::Box::new(ioports),
         pci_cf8: AtomicU32::new(0),

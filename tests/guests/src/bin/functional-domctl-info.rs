@@ -13,8 +13,9 @@
 use hestia_guests::control::{arg, domctl, domctl_op, sysctl, sysctl_op};
 use hestia_guests::grant::Page;
 use hestia_guests::xen_abi::domctl::{
-    AddressSize, GetDomainInfo, GetVcpuInfo, HypercallInit, MaxMem, SchedulerOpCredit,
-    VcpuAffinity, XenctlBitmap, cmd as dcmd, dominf, schedop, scheduler, vcpuaffinity,
+    AddressSize, GetDomainInfo, GetVcpuInfo, HypercallInit, MaxMem, NodeAffinity,
+    SchedulerOpCredit, TscInfo, VcpuAffinity, XenctlBitmap, cmd as dcmd, dominf, schedop,
+    scheduler, vcpuaffinity,
 };
 use hestia_guests::xen_abi::sysctl::{
     self, CpupoolOp, CputopoInfo, GetDomainInfoList, NumaInfo, Physinfo, ReadConsole, SchedId,
@@ -551,6 +552,47 @@ fn test_main(si: &StartInfo) -> Verdict {
         failed,
         sysctl(&mut op) == 0 && arg::<NumaInfo>(&op.u).num_nodes == 1,
         "numainfo"
+    );
+
+    // TSC settings are for other domains only (no pausing oneself).
+    check!(
+        failed,
+        domctl(&mut domctl_op(dcmd::SETTSCINFO, 0, &TscInfo::default())) == EINVAL,
+        "settscinfo on itself"
+    );
+    check!(
+        failed,
+        domctl(&mut domctl_op(dcmd::GETTSCINFO, 0, &TscInfo::default())) == EINVAL,
+        "gettscinfo on itself"
+    );
+
+    // One NUMA node: a domain's node affinity is node 0; a mask without it is EINVAL.
+    let mut nodes = [0xffu8; 8];
+    let na = NodeAffinity {
+        nodemap: XenctlBitmap {
+            bitmap: nodes.as_mut_ptr() as u64,
+            nr_bits: 64,
+            _pad: 0,
+        },
+    };
+    let r = domctl(&mut domctl_op(dcmd::GETNODEAFFINITY, 0, &na));
+    check!(
+        failed,
+        r == 0 && u64::from_le_bytes(nodes) == 1,
+        "getnodeaffinity = {r}, {:#x}",
+        u64::from_le_bytes(nodes)
+    );
+    nodes = 2u64.to_le_bytes();
+    check!(
+        failed,
+        domctl(&mut domctl_op(dcmd::SETNODEAFFINITY, 0, &na)) == EINVAL,
+        "node affinity {{1}} not EINVAL"
+    );
+    nodes = u64::MAX.to_le_bytes();
+    check!(
+        failed,
+        domctl(&mut domctl_op(dcmd::SETNODEAFFINITY, 0, &na)) == 0,
+        "node affinity all"
     );
 
     // hypercall_init into one of its own pages: the same stubs as its own hypercall page;

@@ -65,10 +65,6 @@ impl Call<'_> {
         self.copyback = true;
     }
 
-    #[expect(
-        dead_code,
-        reason = "for the pause-taking sub-ops landing next (createdomain family)"
-    )]
     /// The target, which must not be the caller itself (Xen refuses the sub-ops that pause
     /// the target with `EINVAL` when it would pause the caller).
     pub fn other_target(&self) -> Result<&DomainRef, Errno> {
@@ -120,6 +116,10 @@ pub(super) fn do_domctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::SET_ADDRESS_SIZE => info::set_address_size(&mut call),
         cmd::GET_ADDRESS_SIZE => info::get_address_size(&mut call),
         cmd::HYPERCALL_INIT => build::hypercall_init(&mut call),
+        cmd::SETTSCINFO => build::settscinfo(&mut call),
+        cmd::GETTSCINFO => build::gettscinfo(&mut call),
+        cmd::SETNODEAFFINITY => sched::setnodeaffinity(&mut call),
+        cmd::GETNODEAFFINITY => sched::getnodeaffinity(&mut call),
         cmd::SCHEDULER_OP => sched::scheduler_op(&mut call),
         cmd::SETVCPUAFFINITY | cmd::GETVCPUAFFINITY => sched::vcpuaffinity(&mut call),
         _ => Err(Errno::ENOSYS),
