@@ -68,6 +68,17 @@ fn affinity(cmd: u32, flags: u32, hard: &mut [u8; 8], soft: &mut [u8; 8]) -> i64
     domctl(&mut domctl_op(cmd, 0, &a))
 }
 
+/// A 64-node mask in `bytes`.
+fn node_map(bytes: &mut [u8; 8]) -> NodeAffinity {
+    NodeAffinity {
+        nodemap: XenctlBitmap {
+            bitmap: bytes.as_mut_ptr() as u64,
+            nr_bits: 64,
+            _pad: 0,
+        },
+    }
+}
+
 fn test_main(si: &StartInfo) -> Verdict {
     let mut failed = false;
     let privileged = si.flags & sif::PRIVILEGED != 0;
@@ -568,32 +579,31 @@ fn test_main(si: &StartInfo) -> Verdict {
 
     // One NUMA node: a domain's node affinity is node 0; a mask without it is EINVAL.
     let mut nodes = [0xffu8; 8];
-    let na = NodeAffinity {
-        nodemap: XenctlBitmap {
-            bitmap: nodes.as_mut_ptr() as u64,
-            nr_bits: 64,
-            _pad: 0,
-        },
-    };
-    let r = domctl(&mut domctl_op(dcmd::GETNODEAFFINITY, 0, &na));
+    let r = domctl(&mut domctl_op(
+        dcmd::GETNODEAFFINITY,
+        0,
+        &node_map(&mut nodes),
+    ));
     check!(
         failed,
         r == 0 && u64::from_le_bytes(nodes) == 1,
         "getnodeaffinity = {r}, {:#x}",
         u64::from_le_bytes(nodes)
     );
-    nodes = 2u64.to_le_bytes();
-    check!(
-        failed,
-        domctl(&mut domctl_op(dcmd::SETNODEAFFINITY, 0, &na)) == EINVAL,
-        "node affinity {{1}} not EINVAL"
-    );
-    nodes = u64::MAX.to_le_bytes();
-    check!(
-        failed,
-        domctl(&mut domctl_op(dcmd::SETNODEAFFINITY, 0, &na)) == 0,
-        "node affinity all"
-    );
+    let mut one = 2u64.to_le_bytes();
+    let r = domctl(&mut domctl_op(
+        dcmd::SETNODEAFFINITY,
+        0,
+        &node_map(&mut one),
+    ));
+    check!(failed, r == EINVAL, "node affinity {{1}} = {r}, not EINVAL");
+    let mut all_nodes = u64::MAX.to_le_bytes();
+    let r = domctl(&mut domctl_op(
+        dcmd::SETNODEAFFINITY,
+        0,
+        &node_map(&mut all_nodes),
+    ));
+    check!(failed, r == 0, "node affinity all = {r}");
 
     // hypercall_init into one of its own pages: the same stubs as its own hypercall page;
     // a page-table frame is EPERM, a frame not its own EINVAL.
