@@ -15,9 +15,11 @@
 //!   `err_subleaf`/`err_msr` naming them, counts beyond PV max `EINVAL` naming the leaf, more
 //!   than 120 leaves `E2BIG`, a refusal leaves the policy as it was, and an accepted policy
 //!   reads back clamped to PV max.
-//! Exact feature bits are not compared with Xen's: Hestia hides features Xen offers.
-//! As a domU (command line `domu`) it gets `EPERM`; dom0 with `domu` on its command line checks
-//! that a running domU's policy cannot be set (`EEXIST`).
+//!
+//! Exact feature bits are not compared with Xen's: Hestia hides features Xen offers
+//! (and until `createdomain` exists on Hestia, the set paths on a new domain run on Xen only).
+//! As a domU it gets `EPERM`; dom0 with `domu` on its command line checks that a running
+//! domU's policy cannot be set (`EEXIST`).
 #![no_std]
 #![no_main]
 
