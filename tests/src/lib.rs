@@ -555,6 +555,12 @@ fn base() -> Vec<Scenario> {
             expect: &["(d1) Test result: SUCCESS", POWEROFF_MARKER],
             ..guest("functional-cpu-policy", GuestVerdict::Success)
         },
+        // On a CPU with XSAVE and AVX: leaf 0xD's sub-leaves, OSXSAVE and the XSAVE size.
+        Scenario {
+            name: "functional-cpu-policy-xsave",
+            cpu: Some(AVX_CPU),
+            ..guest("functional-cpu-policy", GuestVerdict::Success)
+        },
         Scenario {
             expect: &["spec-ctrl: Support for PV VMs: None", POWEROFF_MARKER],
             ..guest("functional-spec-ctrl", GuestVerdict::Success)
