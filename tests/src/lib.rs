@@ -552,7 +552,11 @@ fn base() -> Vec<Scenario> {
             name: "functional-cpu-policy-domu",
             dom0_cmdline: "domu",
             domus: &["functional-cpu-policy,mem=16"],
-            expect: &["(d1) Test result: SUCCESS", POWEROFF_MARKER],
+            expect: &[
+                "(d1) Test result: SUCCESS",
+                "d1: shut down (power off",
+                POWEROFF_MARKER,
+            ],
             ..guest("functional-cpu-policy", GuestVerdict::Success)
         },
         // On a CPU with XSAVE and AVX: leaf 0xD's sub-leaves, OSXSAVE and the XSAVE size.

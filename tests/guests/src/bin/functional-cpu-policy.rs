@@ -18,8 +18,8 @@
 //!
 //! Exact feature bits are not compared with Xen's: Hestia hides features Xen offers
 //! (and until `createdomain` exists on Hestia, the set paths on a new domain run on Xen only).
-//! As a domU it gets `EPERM`; dom0 with `domu` on its command line checks that a running
-//! domU's policy cannot be set (`EEXIST`).
+//! As a domU it gets `EPERM` and waits to be stopped; dom0 with `domu` on its command line
+//! first checks that the running domU's policy cannot be set (`EEXIST`), then stops it.
 #![no_std]
 #![no_main]
 
@@ -28,15 +28,17 @@ use hestia_guests::xen_abi::domctl::{
     CpuPolicy, CpuidLeaf, CreateDomain, MsrEntry, XEN_CPUID_INPUT_UNUSED, XEN_CPUID_NO_SUBLEAF,
     cmd as dcmd,
 };
+use hestia_guests::xen_abi::sched::{SchedRemoteShutdown, cmd, reason};
 use hestia_guests::xen_abi::sysctl::{
     self, CpuFeatureset, cmd as scmd, featureset as fsidx, policy as pidx,
 };
-use hestia_guests::xen_abi::xen::{StartInfo, sif};
-use hestia_guests::{Verdict, check, cmdline, forced_cpuid, println};
+use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr, sif};
+use hestia_guests::{
+    Verdict, check, cmdline, forced_cpuid, hypercall, map_shared_info, println, system_time_ns,
+};
 use zerocopy::IntoBytes;
 
 const EPERM: i64 = -1;
-const ESRCH: i64 = -3;
 const E2BIG: i64 = -7;
 const EEXIST: i64 = -17;
 const EINVAL: i64 = -22;
@@ -239,12 +241,40 @@ fn dynamic_mask(leaf: u32, sub: u32) -> [u32; 4] {
 fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
     if si.flags & sif::PRIVILEGED == 0 {
-        let mut p = Policy::new();
-        let r = get_system(pidx::PV_DEFAULT, &mut p, MAX_LEAVES as u32);
-        check!(failed, r == EPERM, "a domU's get_cpu_policy = {r}");
-        let r = get_domain(0, &mut p);
-        check!(failed, r == EPERM, "a domU's domctl get_cpu_policy = {r}");
-        return verdict(failed);
+        return as_domu();
+    }
+    if cmdline(si).contains("domu") {
+        // d1 waits, running, to be stopped: its policy is fixed.
+        let (r, _) = set_domain(1, &[], 0, &[]);
+        check!(failed, r == EEXIST, "set_cpu_policy on a running d1 = {r}");
+        let mut d1 = Policy::new();
+        let r = get_domain(1, &mut d1);
+        check!(
+            failed,
+            r == 0 && layout(&d1).is_none(),
+            "d1's policy = {r}, {:?}",
+            layout(&d1)
+        );
+        // Let it print its verdict, then stop it before printing anything here.
+        check!(failed, map_shared_info(si) == 0, "cannot map shared_info");
+        let t = system_time_ns() + 1_000_000_000;
+        while system_time_ns() < t {
+            sched_yield();
+        }
+        let s = SchedRemoteShutdown {
+            domain_id: 1,
+            _pad: 0,
+            reason: reason::POWEROFF,
+        };
+        let r = hypercall(
+            nr::SCHED_OP,
+            u64::from(cmd::REMOTE_SHUTDOWN),
+            &s as *const SchedRemoteShutdown as u64,
+            0,
+            0,
+            0,
+        );
+        check!(failed, r == 0, "remote_shutdown(1) = {r}");
     }
 
     // The size query libxenguest makes: a zeroed structure.
@@ -429,27 +459,32 @@ fn test(si: &StartInfo) -> Verdict {
         "err fields touched: {errs:x?}"
     );
 
-    // A running domU (when one was booted with it).
-    let with_domu = cmdline(si).contains("domu");
-    let (r, _) = set_domain(1, own.leaves(), own.nr as u32, &[]);
-    check!(
-        failed,
-        r == EEXIST || (!with_domu && r == ESRCH),
-        "set_cpu_policy on d1 = {r}"
-    );
-    if with_domu {
-        let mut d1 = Policy::new();
-        let r = get_domain(1, &mut d1);
-        check!(
-            failed,
-            r == 0 && layout(&d1).is_none(),
-            "d1's policy = {r}, {:?}",
-            layout(&d1)
-        );
-    }
-
     set_on_new_domain(&mut failed, &def, &max);
     verdict(failed)
+}
+
+fn sched_yield() {
+    hypercall(nr::SCHED_OP, u64::from(cmd::YIELD), 0, 0, 0, 0);
+}
+
+/// As a domU: every call `EPERM`; then it waits, running, for dom0 to stop it, so that dom0
+/// can check its policy cannot be set while it runs.
+fn as_domu() -> Verdict {
+    let mut failed = false;
+    let mut p = Policy::new();
+    let r = get_system(pidx::PV_DEFAULT, &mut p, MAX_LEAVES as u32);
+    check!(failed, r == EPERM, "a domU's get_cpu_policy = {r}");
+    let r = get_domain(0, &mut p);
+    check!(failed, r == EPERM, "a domU's domctl get_cpu_policy = {r}");
+    let (r, _) = set_domain(0, &[], 0, &[]);
+    check!(failed, r == EPERM, "a domU's domctl set_cpu_policy = {r}");
+    if failed {
+        return verdict(failed);
+    }
+    println!("Test result: SUCCESS");
+    loop {
+        sched_yield();
+    }
 }
 
 /// `XEN_DOMCTL_createdomain` of a one-vCPU PV domain: its id, or the error.
