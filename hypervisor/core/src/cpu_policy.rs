@@ -141,6 +141,8 @@ const WORDS: [Word; FEATURESET_NR_ENTRIES] = [
 
 /// Leaf 1 ECX: XSAVE.
 const L1_ECX_XSAVE: u32 = 1 << 26;
+/// Leaf 7.0 EDX: ARCH_CAPS (MSR_ARCH_CAPABILITIES exists).
+const L7_EDX_ARCH_CAPS: u32 = 1 << 29;
 
 /// Why [`update`] refused a policy, and the `err_*` fields it reports (Xen's
 /// `struct cpu_policy_errors`; [`XEN_CPUID_INPUT_UNUSED`] where nothing is named).
@@ -493,6 +495,19 @@ impl CpuPolicy {
         ]
     }
 
+    /// What RDMSR of `index` reads under this policy, for the MSRs a policy holds (Xen's
+    /// `guest_rdmsr`): PLATFORM_INFO always, ARCH_CAPABILITIES when leaf 7.0 EDX offers it;
+    /// `None` for the rest (ARCH_CAPABILITIES not offered is #GP, as on hardware without it).
+    pub fn rdmsr(&self, index: u32) -> Option<u64> {
+        match index {
+            MSR_INTEL_PLATFORM_INFO => Some(u64::from(self.platform_info)),
+            MSR_ARCH_CAPABILITIES if self.feat[0][D] & L7_EDX_ARCH_CAPS != 0 => {
+                Some(self.arch_caps)
+            }
+            _ => None,
+        }
+    }
+
     /// Stores one serialised leaf (a case of `x86_cpuid_copy_from_buffer`); `Err` (ERANGE,
     /// naming it) for a leaf or sub-leaf a policy does not hold.
     pub fn set_leaf(&mut self, e: &CpuidLeaf) -> Result<(), Refusal> {
@@ -784,6 +799,21 @@ mod tests {
         assert_eq!(fs[0], def.basic[1][D]);
         assert_eq!(fs[2], def.extd[1][D]);
         assert_eq!(fs[5], def.feat[0][B]);
+    }
+
+    #[test]
+    fn policy_msrs() {
+        let (_, _, mut def) = policies();
+        assert_eq!(def.rdmsr(MSR_INTEL_PLATFORM_INFO), Some(0));
+        assert_eq!(
+            def.rdmsr(MSR_ARCH_CAPABILITIES),
+            None,
+            "ARCH_CAPS is not offered"
+        );
+        def.feat[0][D] |= L7_EDX_ARCH_CAPS;
+        def.arch_caps = 0x2a;
+        assert_eq!(def.rdmsr(MSR_ARCH_CAPABILITIES), Some(0x2a));
+        assert_eq!(def.rdmsr(0x10), None);
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! (`arch::x86_64::spec_ctrl`); IA32_SPEC_CTRL raises #GP, as CPUID offers no IBRS, STIBP or
 //! SSBD (Hestia does not switch that MSR between guest and hypervisor).
 //!
+//! The MSRs a CPU policy holds (PLATFORM_INFO, ARCH_CAPABILITIES) read as the domain's policy
+//! says (`hestia_core::cpu_policy::CpuPolicy::rdmsr`) and are read-only, as in Xen.
+//!
 //! Machine check: CPUID offers MCE/MCA (as Xen does), so Linux programs the architectural MCA
 //! registers with unchecked accesses. Each vCPU gets Xen's virtual machine-check bank set: two
 //! banks, no MCG_CTL, bank controls stuck at all ones, status registers that read as "no
@@ -13,7 +16,7 @@
 
 use xen_abi::errno::Errno;
 
-use super::domain::Vcpu;
+use super::domain::{Domain, Vcpu};
 use crate::arch::x86_64::cpu::{self, msr};
 use crate::arch::x86_64::spec_ctrl;
 
@@ -68,8 +71,11 @@ const MISC_ENABLE_HIDDEN: u64 = (1 << 7) | (1 << 18);
 /// MISC_ENABLE bits forced on: BTS and PEBS unavailable, xTPR messages disabled.
 const MISC_ENABLE_FORCED: u64 = (1 << 11) | (1 << 12) | (1 << 23);
 
-/// What RDMSR `index` returns for guest kernel `v`.
-pub fn read(v: &Vcpu, index: u32) -> Result<u64, Errno> {
+/// What RDMSR `index` returns for guest kernel `v` of `d`.
+pub fn read(d: &Domain, v: &Vcpu, index: u32) -> Result<u64, Errno> {
+    if let Some(value) = d.cpu_policy.lock().rdmsr(index) {
+        return Ok(value);
+    }
     Ok(match index {
         msr::FS_BASE => cpu::fs_base(),
         // While Hestia runs (after SWAPGS) the guest's active GS base is in KERNEL_GS_BASE.
@@ -116,15 +122,15 @@ fn mc_ctl2(m: u32) -> Option<usize> {
     (bank < MC_BANKS && cpu::is_intel()).then_some(bank)
 }
 
-/// WRMSR `index` := `value` from guest kernel `v`.
-pub fn write(v: &mut Vcpu, index: u32, value: u64) -> Result<(), Errno> {
+/// WRMSR `index` := `value` from guest kernel `v` of `d`.
+pub fn write(d: &Domain, v: &mut Vcpu, index: u32, value: u64) -> Result<(), Errno> {
     let which = match index {
         msr::FS_BASE => 0,
         msr::GS_BASE => 2,
         msr::KERNEL_GS_BASE => 1,
         // Writing back what a read returns is allowed (Linux does it for EFER and
         // MISC_ENABLE); any change is refused.
-        msr::EFER | MISC_ENABLE if read(v, index) == Ok(value) => return Ok(()),
+        msr::EFER | MISC_ENABLE if read(d, v, index) == Ok(value) => return Ok(()),
         // An IBPB, when the guest's CPUID offers it (SPEC_CTRL is not offered: #GP).
         spec_ctrl::PRED_CMD => return spec_ctrl::guest_write_pred_cmd(value),
         // Intel's "write 0, then CPUID" to latch the microcode revision: nothing to latch.

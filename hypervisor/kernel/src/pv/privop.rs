@@ -142,12 +142,12 @@ pub fn general_protection(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Outcom
 fn kernel_only(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame, op: Decoded) -> Result<(), Errno> {
     match op {
         Decoded::Rdmsr => {
-            let value = msr::read(v, f.rcx as u32).inspect_err(|_| refused(v, f, "RDMSR"))?;
+            let value = msr::read(d, v, f.rcx as u32).inspect_err(|_| refused(v, f, "RDMSR"))?;
             (f.rax, f.rdx) = (value & 0xffff_ffff, value >> 32);
         }
         Decoded::Wrmsr => {
             let value = (f.rdx << 32) | (f.rax & 0xffff_ffff);
-            msr::write(v, f.rcx as u32, value).inspect_err(|_| refused(v, f, "WRMSR"))?;
+            msr::write(d, v, f.rcx as u32, value).inspect_err(|_| refused(v, f, "WRMSR"))?;
         }
         Decoded::ReadCr { cr, gpr: r } => *gpr(f, r) = read_cr(v, cr)?,
         Decoded::WriteCr { cr, gpr: r } => write_cr(d, v, cr, *gpr(f, r))?,

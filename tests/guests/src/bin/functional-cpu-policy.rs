@@ -9,7 +9,9 @@
 //!   order, PV default within PV max;
 //! - `XEN_DOMCTL_get_cpu_policy` on itself: the same layout, and CPUID as it executes it
 //!   (forced emulation) matches it but for the dynamic bits (APIC ID, OSXSAVE, OSPKE, the XSAVE
-//!   size, the hardware domain's MTRR/MONITOR/EIST leaks, the topology leaf's ids);
+//!   size, the hardware domain's MTRR/MONITOR/EIST leaks, the topology leaf's ids), and RDMSR
+//!   of PLATFORM_INFO and ARCH_CAPS matches its MSR entries (ARCH_CAPS #GP unless offered),
+//!   WRMSR of either #GP;
 //! - `XEN_DOMCTL_set_cpu_policy`: `EINVAL` on itself; on a domain it creates (when
 //!   `createdomain` exists): leaves and MSRs a policy cannot hold are `ERANGE` with `err_leaf`/
 //!   `err_subleaf`/`err_msr` naming them, counts beyond PV max `EINVAL` naming the leaf, more
@@ -23,6 +25,9 @@
 #![no_std]
 #![no_main]
 
+use core::sync::atomic::AtomicU64;
+use core::sync::atomic::Ordering::SeqCst;
+
 use hestia_guests::control::{arg, domctl, domctl_op, sysctl, sysctl_op};
 use hestia_guests::xen_abi::domctl::{
     CpuPolicy, CpuidLeaf, CreateDomain, MsrEntry, XEN_CPUID_INPUT_UNUSED, XEN_CPUID_NO_SUBLEAF,
@@ -34,7 +39,8 @@ use hestia_guests::xen_abi::sysctl::{
 };
 use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr, sif};
 use hestia_guests::{
-    Verdict, check, cmdline, forced_cpuid, hypercall, map_shared_info, println, system_time_ns,
+    ExcFrame, Verdict, check, cmdline, forced_cpuid, hypercall, install_traps, map_shared_info,
+    println, rdmsr_probe, system_time_ns, wrmsr_probe,
 };
 use zerocopy::IntoBytes;
 
@@ -52,6 +58,18 @@ const MAX_LEAVES: usize = 120;
 const NR_FEATURES: usize = 19;
 const MSR_INTEL_PLATFORM_INFO: u32 = 0xCE;
 const MSR_ARCH_CAPABILITIES: u32 = 0x10A;
+
+/// #GPs taken (each skips the 2-byte RDMSR/WRMSR).
+static GP: AtomicU64 = AtomicU64::new(0);
+
+fn handler(vector: u64, f: &mut ExcFrame) {
+    if vector == 13 {
+        GP.fetch_add(1, SeqCst);
+    } else {
+        println!("unexpected exception {vector} at {:#x}", f.rip);
+    }
+    f.rip += 2;
+}
 
 /// A serialised policy.
 struct Policy {
@@ -439,6 +457,27 @@ fn test(si: &StartInfo) -> Verdict {
             );
         }
     }
+    // The MSRs a policy holds: PLATFORM_INFO reads as the policy says, ARCH_CAPS only where
+    // leaf 7.0 EDX offers it; neither may be written.
+    install_traps(handler);
+    let platform_info = own.msrs[0].val;
+    let r = rdmsr_probe(MSR_INTEL_PLATFORM_INFO, &GP);
+    check!(
+        failed,
+        r == Some(platform_info),
+        "RDMSR PLATFORM_INFO = {r:x?}, policy {platform_info:#x}"
+    );
+    let arch_caps = own.find(7, 0).is_some_and(|l| l.d & 1 << 29 != 0);
+    let r = rdmsr_probe(MSR_ARCH_CAPABILITIES, &GP);
+    check!(
+        failed,
+        r == arch_caps.then_some(own.msrs[1].val),
+        "RDMSR ARCH_CAPABILITIES = {r:x?} (offered: {arch_caps})"
+    );
+    for m in [MSR_INTEL_PLATFORM_INFO, MSR_ARCH_CAPABILITIES] {
+        check!(failed, !wrmsr_probe(m, 0, &GP), "WRMSR {m:#x} accepted");
+    }
+
     // Past the counts: zeros.
     let extd = own.find(0x8000_0000, NS).map_or(0, |l| l.a);
     for leaf in [0xE, extd.wrapping_add(1), 0x8000_0022] {
