@@ -140,6 +140,8 @@ pub fn pv_leaf(
         0x8000_0001 => [a, b, c & E1_ECX, d & E1_EDX],
         // Invariant TSC and power reporting are not offered.
         0x8000_0007 => [0; 4],
+        // SVM's feature leaf: no SVM for PV guests.
+        0x8000_000A => [0; 4],
         0x8000_0008 => {
             let ibpb = if f.ibpb {
                 E8_EBX_IBPB | (b & E8_EBX_IBPB_RET)
@@ -231,7 +233,7 @@ mod tests {
     }
 
     /// What a vCPU in `c` sees for `leaf`/`sub` on hardware answering `answer(leaf, sub)` for
-    /// leaves 1 to 0xD and 0x80000001 to 0x80000008 (leaf 0 and 0x80000000 give the counts).
+    /// leaves 1 to 0xD and 0x80000001 to 0x8000000A (leaf 0 and 0x80000000 give the counts).
     fn see(
         leaf: u32,
         sub: u32,
@@ -241,7 +243,7 @@ mod tests {
     ) -> Leaf {
         let hw = |l: u32, s: u32| match l {
             0 => [0xD, 0, 0, 0],
-            0x8000_0000 => [0x8000_0008, 0, 0, 0],
+            0x8000_0000 => [0x8000_000A, 0, 0, 0],
             _ => answer(l, s),
         };
         let host = CpuPolicy::host(&CpuPolicy::fill(hw, 0));
@@ -364,7 +366,7 @@ mod tests {
     fn leaves_past_the_counts_read_as_zero() {
         let f = features(0);
         assert_eq!(see(0xE, 0, all, &f, &ctx()), [0; 4]);
-        assert_eq!(see(0x8000_0009, 0, all, &f, &ctx()), [0; 4]);
+        assert_eq!(see(0x8000_000B, 0, all, &f, &ctx()), [0; 4]);
         assert_eq!(see(0x8000_0021, 0, all, &f, &ctx()), [0; 4]);
         assert_eq!(
             see(7, 1, all, &f, &ctx()),
@@ -374,6 +376,7 @@ mod tests {
         assert_eq!(see(4, 6, all, &f, &ctx()), [0; 4]);
         assert_eq!(see(0xC000_0000, 0, all, &f, &ctx()), [0; 4]);
         assert_ne!(see(0x8000_0008, 0, all, &f, &ctx()), [0; 4]);
+        assert_eq!(see(0x8000_000A, 0, all, &f, &ctx()), [0; 4], "no SVM leaf");
     }
 
     #[test]
