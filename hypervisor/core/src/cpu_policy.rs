@@ -781,6 +781,30 @@ mod tests {
         );
     }
 
+    /// libxenguest's `xc_cpuid_apply_policy` for a PV domain, step by step: PV default read
+    /// with room for the size query's count, parsed into a zeroed policy, HTT and CMP_LEGACY
+    /// set from the host featureset, serialised again into the *count it read* (more entries
+    /// would be its "Failed to serialise CPUID"), and written back without MSRs.
+    #[test]
+    fn libxenguest_apply_policy_flow() {
+        let (host, max, def) = policies();
+        let read = serialise(&def);
+        assert!(read.len() as u32 <= MAX_SERIALISED_LEAVES);
+        let mut p = CpuPolicy::empty();
+        for l in &read {
+            p.set_leaf(l).unwrap();
+        }
+        let hfs = host.featureset();
+        let (htt, cmp_legacy) = (1 << 28, 1 << 1);
+        p.basic[1][D] = (p.basic[1][D] & !htt) | (hfs[0] & htt);
+        p.extd[1][C] = (p.extd[1][C] & !cmp_legacy) | (hfs[3] & cmp_legacy);
+        let again = serialise(&p);
+        assert_eq!(again.len(), read.len());
+        let got = set(&def, &max, &again, &[]).unwrap();
+        assert_eq!(got.basic[1][D] & htt, hfs[0] & htt);
+        assert_eq!(serialise(&got).len(), read.len());
+    }
+
     #[test]
     fn pv_policy_hides_what_hestia_hides() {
         let (host, _, def) = policies();
