@@ -29,7 +29,8 @@ use alloc::boxed::Box;
 use xen_abi::domctl::{CpuidLeaf, MsrEntry, XEN_CPUID_INPUT_UNUSED, XEN_CPUID_NO_SUBLEAF};
 use xen_abi::errno::Errno;
 
-use crate::{cpuid, xstate};
+use crate::cpuid::{self, L1_ECX_AVX, L1_ECX_AVX_DEPS, L1_ECX_XSAVE, L7_EBX_AVX, L7_ECX_AVX};
+use crate::xstate;
 
 /// One CPUID answer: EAX, EBX, ECX, EDX.
 pub type Leaf = [u32; 4];
@@ -139,8 +140,6 @@ const WORDS: [Word; FEATURESET_NR_ENTRIES] = [
     Word::Extd(0x21, C),
 ];
 
-/// Leaf 1 ECX: XSAVE.
-const L1_ECX_XSAVE: u32 = 1 << 26;
 /// Leaf 7.0 EDX: ARCH_CAPS (MSR_ARCH_CAPABILITIES exists).
 const L7_EDX_ARCH_CAPS: u32 = 1 << 29;
 
@@ -579,28 +578,48 @@ impl CpuPolicy {
         Ok(())
     }
 
-    /// Clamps an accepted policy to `max` (the part of `recalculate_cpuid_policy` that
-    /// matters to a PV guest): no feature bit `max` lacks, no XSAVE component it lacks, and
-    /// the leaf-0xD sub-leaves rebuilt from `max` for the components left.
+    /// Clamps an accepted policy to `max` (`recalculate_cpuid_policy` for a PV domain): no
+    /// feature bit `max` lacks, none whose prerequisite is gone (the dependencies among the
+    /// features Hestia offers: XSAVE needs leaf 0xD, AVX needs XSAVE, FMA/F16C/AVX2/VAES/
+    /// VPCLMULQDQ need AVX, the leaf-0xD.1 features need XSAVE), the leaf-0xD sub-leaves
+    /// rebuilt from `max` for the XSAVE components the features left imply, the CLFLUSH
+    /// line size `max`'s, the physical address width at most `max`'s (and at least 36: PV
+    /// guests have PAE), the linear width 48 (long mode).
     pub fn clamp_to(&mut self, max: &Self) {
         let allowed = max.featureset();
         let mut fs = self.featureset();
         for (w, m) in fs.iter_mut().zip(allowed) {
             *w &= m;
         }
+        let [_, c1, _, _, da1, b7, c7, ..] = &mut fs;
+        if self.max_leaf() < 0xD {
+            *c1 &= !L1_ECX_XSAVE;
+        }
+        if *c1 & L1_ECX_XSAVE == 0 {
+            *c1 &= !L1_ECX_AVX;
+            *da1 = 0;
+        }
+        if *c1 & L1_ECX_AVX == 0 {
+            *c1 &= !L1_ECX_AVX_DEPS;
+            *b7 &= !L7_EBX_AVX;
+            *c7 &= !L7_ECX_AVX;
+        }
         self.set_featureset(&fs);
-        if self.basic[1][C] & L1_ECX_XSAVE == 0 {
-            self.xstate = [[0; 4]; NR_XSTATE];
-        } else {
-            let xcr0 = max.xstates() & self.xstates();
+        self.xstate = [[0; 4]; NR_XSTATE];
+        if self.basic[1][C] & L1_ECX_XSAVE != 0 {
+            let avx = if self.basic[1][C] & L1_ECX_AVX != 0 {
+                0b100
+            } else {
+                0
+            };
+            let xcr0 = max.xstates() & (0b11 | avx);
             let component = |i: u32| {
                 let [size, offset, _, _] = max.xstate.get(i as usize).copied().unwrap_or_default();
                 (size, offset)
             };
             let size = u32::try_from(xstate::area_size(xcr0, component)).unwrap_or(u32::MAX);
             self.xstate[0] = [xcr0 as u32, max.xstate[0][B], size, (xcr0 >> 32) as u32];
-            let da1 = self.xstate[1][A];
-            self.xstate[1] = [da1, 0, 0, 0];
+            self.xstate[1][A] = fs[4];
             for (i, (l, m)) in self
                 .xstate
                 .iter_mut()
@@ -608,10 +627,16 @@ impl CpuPolicy {
                 .enumerate()
                 .skip(2)
             {
-                *l = if xcr0 & (1 << i) != 0 { *m } else { [0; 4] };
+                if xcr0 & (1 << i) != 0 {
+                    *l = *m;
+                }
             }
         }
-        self.arch_caps &= max.arch_caps;
+        let clflush = 0xff00;
+        self.basic[1][B] = (self.basic[1][B] & !clflush) | (max.basic[1][B] & clflush);
+        let [a8, ..] = &mut self.extd[8];
+        let phys = (*a8 & 0xff).min(max.extd[8][A] & 0xff).max(36);
+        *a8 = (*a8 & !0xffff) | (48 << 8) | phys;
         self.clear_out_of_range();
     }
 }
@@ -1003,6 +1028,11 @@ mod tests {
         }
         assert_eq!(got.max_leaf(), 7);
         assert_eq!(got.xstate, [[0; 4]; NR_XSTATE], "leaf 0xD beyond the count");
+        assert_eq!(
+            got.basic[1][C] & (L1_ECX_XSAVE | L1_ECX_AVX | L1_ECX_AVX_DEPS),
+            0,
+            "no XSAVE without leaf 0xD, and nothing that needs it"
+        );
         assert_eq!(got.extd[7][D], 0, "invariant TSC is not offered");
         // The same with XSAVE kept: components clamp to x87/SSE/AVX.
         let mut ask = ask;
@@ -1011,5 +1041,15 @@ mod tests {
         assert_eq!(got.xstates(), 0b111);
         assert_eq!(got.xstate[2], def.xstate[2]);
         assert_eq!(got.xstate[5], [0; 4]);
+        // AVX turned off: its state and the features needing it go too.
+        ask[1].c &= !L1_ECX_AVX;
+        let got = set(&def, &max, &ask, &[]).unwrap();
+        assert_eq!(got.xstates(), 0b11);
+        assert_eq!(
+            got.xstate[0][C], 576,
+            "the legacy area and the XSAVE header"
+        );
+        assert_eq!(got.feat[0][B] & L7_EBX_AVX, 0);
+        assert_ne!(got.basic[1][C] & L1_ECX_XSAVE, 0);
     }
 }

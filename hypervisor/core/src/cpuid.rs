@@ -63,12 +63,14 @@ const L1_EDX: u32 = bits(&[
 /// Leaf 1 ECX: SSE3 PCLMULQDQ SSSE3 FMA CX16 SSE4.1 SSE4.2 MOVBE POPCNT AESNI XSAVE AVX F16C
 /// RDRAND (OSXSAVE is dynamic, HYPERVISOR always set).
 const L1_ECX: u32 = bits(&[0, 1, 9, 12, 13, 19, 20, 22, 23, 25, 26, 28, 29, 30]);
-const L1_ECX_XSAVE: u32 = 1 << 26;
+pub(crate) const L1_ECX_XSAVE: u32 = 1 << 26;
 const L1_EDX_MTRR: u32 = 1 << 12;
 const L1_ECX_MONITOR: u32 = 1 << 3;
 const L1_ECX_EIST: u32 = 1 << 7;
 const L1_ECX_OSXSAVE: u32 = 1 << 27;
-const L1_ECX_AVX: u32 = 1 << 28;
+pub(crate) const L1_ECX_AVX: u32 = 1 << 28;
+/// Leaf 1 ECX bits needing AVX state: FMA, F16C.
+pub(crate) const L1_ECX_AVX_DEPS: u32 = bits(&[12, 29]);
 const L1_ECX_HYPERVISOR: u32 = 1 << 31;
 /// 0x80000001 EDX: SYSCALL NX MMXEXT FFXSR RDTSCP LM 3DNOWEXT 3DNOW, and on AMD the copies of
 /// leaf 1 EDX bits 0-9, 12-17, 23, 24 under the same policy.
@@ -78,11 +80,11 @@ const E1_ECX: u32 = bits(&[0, 1, 5, 6, 7, 8, 11, 16, 21, 26]);
 /// Leaf 7.0 EBX: BMI1 AVX2 BMI2 ERMS RTM RDSEED ADX CLFLUSHOPT CLWB SHA.
 const L7_EBX: u32 = bits(&[3, 5, 8, 9, 11, 18, 19, 23, 24, 29]);
 /// Leaf 7.0 EBX bits needing AVX state: AVX2.
-const L7_EBX_AVX: u32 = 1 << 5;
+pub(crate) const L7_EBX_AVX: u32 = 1 << 5;
 /// Leaf 7.0 ECX: PREFETCHWT1 GFNI VAES VPCLMULQDQ RDPID CLDEMOTE.
 const L7_ECX: u32 = bits(&[0, 8, 9, 10, 22, 25]);
 /// Leaf 7.0 ECX bits needing AVX state: VAES, VPCLMULQDQ.
-const L7_ECX_AVX: u32 = bits(&[9, 10]);
+pub(crate) const L7_ECX_AVX: u32 = bits(&[9, 10]);
 /// Leaf 7.0 EDX: MD_CLEAR.
 const L7_EDX: u32 = bits(&[10]);
 /// Leaf 0xD.1 EAX: XSAVEOPT XSAVEC XGETBV1.
@@ -111,7 +113,7 @@ pub fn pv_leaf(
                 ecx &= !(L1_ECX_XSAVE | L1_ECX_AVX);
             }
             if !avx {
-                ecx &= !L1_ECX_AVX;
+                ecx &= !(L1_ECX_AVX | L1_ECX_AVX_DEPS);
             }
             // No APIC ID: vCPUs are not CPUs.
             [a, b & 0x00ff_ffff, ecx | L1_ECX_HYPERVISOR, d & L1_EDX]
