@@ -1,0 +1,358 @@
+//! The `xen` dom0 userland: an initramfs made of Debian 12's packages with Xen's toolstack
+//! (`xen-utils-4.17`: xl, oxenstored, xenstored, xenconsoled, xen-init-dom0; `xenstore-utils`),
+//! the shell tools its hotplug scripts call, and the kernel modules a Xen dom0 loads, booted by
+//! the same kernel as the busybox dom0 of [`crate::dom0`].
+//!
+//! Packages: [`PACKAGES`] and the closure of their `Depends` and `Pre-Depends` as
+//! `apt-cache depends` resolves it (apt's candidates: on a bookworm host the release with its
+//! security updates, so Xen's tools are those of the Xen the reference rig boots), less the
+//! packages of [`PRUNED`], which an unpacked initramfs never runs; for alternatives
+//! (`a | b`) the first, for virtual packages their first provider. The `.deb`s are cached in
+//! `target/debian/xen/debs/`, printed with their versions and SHA-256 and kept in
+//! `target/debian/xen/packages.txt`. They are unpacked (documentation left out) into
+//! `target/debian/xen/root/` with `/bin`, `/sbin`, `/lib` and `/lib64` as links into `/usr`,
+//! Debian's merged layout; the image is rebuilt only when its inputs (the `.deb`s, the modules,
+//! the files of `rootfs/`) change, recorded in `target/debian/xen/inputs.txt`.
+//!
+//! Boot: busybox init runs `/etc/hestia/rcS` (`rootfs/rcS`: what Debian's `/etc/init.d/xen`
+//! does, then a bridge `xenbr0`, the [`dom0::BANNER`] line and an optional canned script), then
+//! keeps bash on the console with the busybox dom0's prompt ([`dom0::PROMPT`]). Busybox's applets
+//! live in `/usr/lib/busybox`, last in `PATH`, so Debian's own tools win.
+//!
+//! The image is an uncompressed cpio: gzip made it 3x smaller but Linux unpacked it several
+//! seconds slower under TCG, and dom0 has the memory (see [`prepare`]).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::cpio::Archive;
+use crate::dom0::{self, debian_dir, download, extract, output};
+use crate::{Result, kmod};
+
+/// What the userland is made of (each with its dependencies): Xen's tools and the shell, network
+/// and block tools their scripts call (`ip`/`bridge`, `flock`, `losetup`, `choom`).
+const PACKAGES: &[&str] = &[
+    "xen-utils-4.17",
+    "xen-utils-common",
+    "xenstore-utils",
+    "bash",
+    "iproute2",
+    "util-linux",
+    "mount",
+];
+
+/// Dependencies the closure does not follow, with why the userland runs without them.
+const PRUNED: &[(&str, &str)] = &[
+    ("python3", "only pygrub and xencov_split are Python"),
+    ("udev", "libxl runs the hotplug scripts itself"),
+    ("sysvinit-utils", "init script helpers; rcS replaces the init script"),
+    ("lsb-base", "init script helpers"),
+    ("ucf", "maintainer scripts only"),
+    ("debconf", "maintainer scripts only"),
+    ("adduser", "maintainer scripts only"),
+    ("dpkg", "nothing is installed at run time"),
+    ("install-info", "maintainer scripts only"),
+    ("perl-base", "no Perl program runs"),
+];
+
+/// Kernel modules a Xen dom0 loads (Debian builds them as modules), after the busybox dom0's.
+const XEN_MODULES: &[&str] = &[
+    "xen_privcmd",
+    "xen_evtchn",
+    "xen_gntdev",
+    "xen_gntalloc",
+    "xenfs",
+    "xen_blkback",
+    "xen_netback",
+    "bridge",
+    "loop",
+    "tun",
+];
+
+/// Members of the packages left out of the image.
+const EXCLUDED: &[&str] = &[
+    "./usr/share/doc",
+    "./usr/share/man",
+    "./usr/share/info",
+    "./usr/share/locale",
+    "./usr/share/lintian",
+    "./usr/share/bash-completion",
+];
+
+/// The files the image adds: (path, mode, contents).
+const FILES: &[(&str, u32, &str)] = &[
+    ("etc/hestia/rcS", 0o755, include_str!("rootfs/rcS")),
+    ("etc/hestia/xl-smoke.sh", 0o755, include_str!("rootfs/xl-smoke.sh")),
+    ("etc/xen/hestia-pv.cfg", 0o644, include_str!("rootfs/hestia-pv.cfg")),
+    ("etc/xen/debian-pv.cfg", 0o644, include_str!("rootfs/debian-pv.cfg")),
+    (
+        "etc/inittab",
+        0o644,
+        "::sysinit:/etc/hestia/rcS\n\
+         ::respawn:/usr/lib/busybox/cttyhack /bin/bash -l\n\
+         ::ctrlaltdel:/usr/lib/busybox/reboot\n\
+         ::shutdown:/usr/lib/busybox/sync\n",
+    ),
+    // HOME is not `/`, where bash's `\w` would print `~` instead of the prompt's `/`.
+    (
+        "etc/profile",
+        0o644,
+        "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/usr/lib/busybox\n\
+         export HOME=/root PS1='dom0:\\w# '\ncd /\n",
+    ),
+];
+
+/// The files a boot with the xen userland needs.
+pub struct XenUserland {
+    /// The kernel (the busybox dom0's).
+    pub kernel: PathBuf,
+    /// The initramfs (uncompressed cpio).
+    pub initramfs: PathBuf,
+}
+
+/// The package names one `apt-cache depends` output (for several packages, without
+/// Recommends, Suggests and the negative relations) asks for: for each group of alternatives
+/// its first member, a virtual package by its first provider (none if nothing provides it).
+fn parse_depends(out: &str) -> Vec<String> {
+    #[derive(Default)]
+    struct Member {
+        name: String,
+        virtual_: bool,
+        providers: Vec<String>,
+    }
+    fn choose(group: &mut Vec<Member>, chosen: &mut Vec<String>) {
+        if let Some(first) = group.first() {
+            if !first.virtual_ {
+                chosen.push(first.name.clone());
+            } else if let Some(p) = first.providers.first() {
+                chosen.push(p.clone());
+            }
+        }
+        group.clear();
+    }
+    let (mut chosen, mut group, mut open) = (Vec::new(), Vec::<Member>::new(), false);
+    for line in out.lines() {
+        let indent = line.len() - line.trim_start_matches([' ', '|']).len();
+        let body = line.trim_start_matches([' ', '|']);
+        if indent >= 4 {
+            // A provider of the virtual package on the line before.
+            if let Some(m) = group.last_mut() {
+                m.providers.push(body.trim().to_owned());
+            }
+        } else if let Some((_, dep)) = body
+            .split_once("Depends: ")
+            .filter(|(kind, _)| matches!(*kind, "" | "Pre"))
+        {
+            if !open {
+                choose(&mut group, &mut chosen);
+            }
+            let virtual_ = dep.starts_with('<');
+            let name = dep.trim_matches(['<', '>']);
+            group.push(Member {
+                name: name.strip_suffix(":any").unwrap_or(name).to_owned(),
+                virtual_,
+                providers: Vec::new(),
+            });
+            open = line.starts_with(" |");
+        } else {
+            choose(&mut group, &mut chosen);
+            open = false;
+        }
+    }
+    choose(&mut group, &mut chosen);
+    chosen
+}
+
+/// [`PACKAGES`] and their dependency closure, less [`PRUNED`], sorted.
+fn closure() -> Result<Vec<String>> {
+    let pruned = |p: &str| PRUNED.iter().any(|(n, _)| *n == p);
+    let mut seen: BTreeSet<String> = PACKAGES.iter().map(|p| (*p).to_owned()).collect();
+    let mut frontier: Vec<String> = seen.iter().cloned().collect();
+    while !frontier.is_empty() {
+        let out = output(
+            Command::new("apt-cache")
+                .args([
+                    "depends",
+                    "--no-recommends",
+                    "--no-suggests",
+                    "--no-conflicts",
+                    "--no-breaks",
+                    "--no-replaces",
+                    "--no-enhances",
+                ])
+                .args(&frontier),
+        )?;
+        frontier = parse_depends(&out)
+            .into_iter()
+            .filter(|p| !pruned(p) && seen.insert(p.clone()))
+            .collect();
+    }
+    Ok(seen.into_iter().collect())
+}
+
+/// Adds `dir` (a directory of the tree at `root`) and everything under it to `a`, parents
+/// before children, in name order (reproducible images).
+fn add_tree(a: &mut Archive, root: &Path, dir: &Path) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    entries.sort();
+    for p in entries {
+        let name = p
+            .strip_prefix(root)?
+            .to_str()
+            .ok_or_else(|| format!("{} is not UTF-8", p.display()))?;
+        let meta = std::fs::symlink_metadata(&p)?;
+        let perm = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&p)?;
+            a.symlink(name, &target.to_string_lossy());
+        } else if meta.is_dir() {
+            a.dir(name);
+            add_tree(a, root, &p)?;
+        } else if meta.is_file() {
+            a.file(name, perm, &std::fs::read(&p)?);
+        }
+    }
+    Ok(())
+}
+
+/// Fetches (or reuses) the packages, prints what they are, and builds the initramfs unless it
+/// is up to date.
+pub fn prepare() -> Result<XenUserland> {
+    let k = dom0::kernel()?;
+    let dir = debian_dir().join("xen");
+    let debs_dir = dir.join("debs");
+    std::fs::create_dir_all(&debs_dir)?;
+    let names = closure()?;
+    let specs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), n.as_str())).collect();
+    let mut debs = k.debs.clone();
+    debs.extend(download(&debs_dir, &specs, false)?);
+    dom0::record("dom0 xen userland", &debs, &dir.join("packages.txt"))?;
+
+    let mut wanted = dom0::MODULES.to_vec();
+    wanted.extend(XEN_MODULES);
+    let modules = kmod::closure(&kmod::index(&k.modules_dir), &wanted)?;
+
+    let mut inputs = String::new();
+    for d in &debs {
+        inputs.push_str(&format!("{}\n", d.display()));
+    }
+    for (name, path) in &modules {
+        inputs.push_str(&format!("{name} {}\n", path.display()));
+    }
+    for (path, mode, text) in FILES {
+        inputs.push_str(&format!("{path} {mode:o}\n{text}\n"));
+    }
+    let initramfs = dir.join("initramfs.cpio");
+    let stamp = dir.join("inputs.txt");
+    let up_to_date = initramfs.is_file()
+        && std::fs::read_to_string(&stamp).is_ok_and(|s| s == inputs);
+    if !up_to_date {
+        let root = dir.join("root");
+        build_tree(&root, &debs[1..], &k.modules_dir, &modules)?;
+        let mut a = Archive::default();
+        // Before devtmpfs is mounted the kernel opens /dev/console for init.
+        a.dir("dev");
+        a.char_device("dev/console", 0o600, 5, 1);
+        add_tree(&mut a, &root, &root)?;
+        std::fs::write(&initramfs, a.finish())?;
+        std::fs::write(&stamp, &inputs)?;
+    }
+    println!(
+        "dom0 xen userland: {} ({} MiB)",
+        initramfs.display(),
+        std::fs::metadata(&initramfs)?.len() >> 20
+    );
+    Ok(XenUserland {
+        kernel: k.vmlinuz,
+        initramfs,
+    })
+}
+
+/// Unpacks `debs` (the userland's packages, busybox-static among them) into a fresh `root`
+/// and adds the modules and the files of [`FILES`].
+fn build_tree(
+    root: &Path,
+    debs: &[PathBuf],
+    modules_dir: &Path,
+    modules: &[(String, PathBuf)],
+) -> Result<()> {
+    if root.exists() {
+        std::fs::remove_dir_all(root)?;
+    }
+    for d in ["usr/bin", "usr/sbin", "usr/lib", "usr/lib64"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    for (link, target) in [
+        ("bin", "usr/bin"),
+        ("sbin", "usr/sbin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+        ("init", "usr/bin/busybox"),
+        ("usr/bin/sh", "bash"),
+    ] {
+        std::os::unix::fs::symlink(target, root.join(link))?;
+    }
+    let mut args = vec!["--keep-directory-symlink"];
+    for e in EXCLUDED {
+        args.extend(["--exclude", e]);
+    }
+    for deb in debs {
+        extract(deb, root, &args)?;
+    }
+    for d in ["proc", "sys", "run", "tmp", "root", "mnt", "var", "usr/lib/busybox"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    for (link, target) in [("var/run", "/run"), ("var/lock", "/run/lock")] {
+        let _ = std::fs::remove_dir_all(root.join(link));
+        std::os::unix::fs::symlink(target, root.join(link))?;
+    }
+    // The modules keep their place in the kernel's tree (depmod and modprobe find them there);
+    // /etc/hestia/modules lists them in load order.
+    let mut order = String::new();
+    for (_, path) in modules {
+        let rel = path.strip_prefix(modules_dir)?;
+        let dest = root.join("usr/lib/modules").join(rel);
+        std::fs::create_dir_all(dest.parent().ok_or("module path without a parent")?)?;
+        std::fs::copy(path, &dest)?;
+        let mut parts = rel.components();
+        parts.next(); // the kernel version
+        order.push_str(&format!("{}\n", parts.as_path().display()));
+    }
+    std::fs::create_dir_all(root.join("etc/hestia"))?;
+    std::fs::write(root.join("etc/hestia/modules"), order)?;
+    for (path, mode, text) in FILES {
+        let dest = root.join(path);
+        std::fs::create_dir_all(dest.parent().ok_or("file path without a parent")?)?;
+        let _ = std::fs::remove_file(&dest);
+        std::fs::write(&dest, text)?;
+        std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(*mode))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_depends;
+
+    #[test]
+    fn picks_first_alternative_and_providers() {
+        let out = "xen-utils-common\n \
+                   |Depends: sysvinit-utils\n  \
+                   Depends: lsb-base\n    \
+                   sysvinit-utils\n  \
+                   Depends: udev\n  \
+                   Depends: <python3:any>\n    \
+                   python3\n  \
+                   Depends: <nothing-provides-me>\n\
+                   bash\n  \
+                   PreDepends: libc6\n  \
+                   Recommends: bash-completion\n";
+        assert_eq!(
+            parse_depends(out),
+            ["sysvinit-utils", "udev", "python3", "libc6"]
+        );
+    }
+}
