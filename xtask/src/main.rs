@@ -229,8 +229,12 @@ impl Userland {
 
 fn cmd_dom0(userland: Option<&str>) -> Result<()> {
     let (kernel, initramfs) = Userland::parse(userland.unwrap_or("xen"))?.prepare()?;
-    println!("kernel    {}
-initramfs {}", kernel.display(), initramfs.display());
+    println!(
+        "kernel    {}
+initramfs {}",
+        kernel.display(),
+        initramfs.display()
+    );
     Ok(())
 }
 
