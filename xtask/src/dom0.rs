@@ -114,7 +114,7 @@ pub fn output(cmd: &mut Command) -> Result<String> {
 }
 
 /// A control field of `deb`.
-pub fn field(deb: &Path, name: &str) -> Result<String> {
+fn field(deb: &Path, name: &str) -> Result<String> {
     output(Command::new("dpkg-deb").arg("-f").arg(deb).arg(name))
 }
 
@@ -217,15 +217,24 @@ pub fn kernel() -> Result<Kernel> {
 /// Prints `<label>: <package> <version> sha256:<sum>` for each of `debs` and writes those
 /// lines (without the label) to `file`.
 pub fn record(label: &str, debs: &[PathBuf], file: &Path) -> Result<()> {
+    let sums = output(Command::new("sha256sum").args(debs))?;
     let mut record = String::new();
-    for deb in debs {
-        let sum = output(Command::new("sha256sum").arg(deb))?;
+    for (deb, sum) in debs.iter().zip(sums.lines()) {
         let sum = sum.split_whitespace().next().unwrap_or("");
-        let line = format!(
-            "{} {} sha256:{sum}",
-            field(deb, "Package")?,
-            field(deb, "Version")?
-        );
+        let fields = output(
+            Command::new("dpkg-deb")
+                .arg("-f")
+                .arg(deb)
+                .args(["Package", "Version"]),
+        )?;
+        let value = |name: &str| {
+            fields
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+                .unwrap_or("?")
+                .to_owned()
+        };
+        let line = format!("{} {} sha256:{sum}", value("Package"), value("Version"));
         println!("{label}: {line}");
         record.push_str(&line);
         record.push('\n');
