@@ -64,20 +64,18 @@ fn cached(dir: &Path, package: &str) -> Option<PathBuf> {
 }
 
 /// Downloads each `(package, spec)` (spec: `package` or `package=version`) into `dir` unless a
-/// `.deb` of that package is cached there, with one `apt-get` call for all that are missing;
-/// `pin` pins apt to [`RELEASE`] (else apt takes its candidates, which on a bookworm host
-/// include the release's security updates). The `.deb`s, in the order asked.
-pub fn download(dir: &Path, packages: &[(&str, &str)], pin: bool) -> Result<Vec<PathBuf>> {
+/// `.deb` of that package is cached there, with one `apt-get` call for all that are missing,
+/// apt's target release set to `release` (a suite name or apt's `/regex/` of suite names). The
+/// `.deb`s, in the order asked.
+pub fn download(dir: &Path, packages: &[(&str, &str)], release: &str) -> Result<Vec<PathBuf>> {
     let missing: Vec<&str> = packages
         .iter()
         .filter(|(p, _)| cached(dir, p).is_none())
         .map(|(_, spec)| *spec)
         .collect();
     if !missing.is_empty() {
-        let pin = if pin { vec!["-t", RELEASE] } else { Vec::new() };
         let status = Command::new("apt-get")
-            .args(["download", "-q"])
-            .args(pin)
+            .args(["download", "-q", "-t", release])
             .args(&missing)
             .current_dir(dir)
             .status()
@@ -169,7 +167,7 @@ pub fn kernel() -> Result<Kernel> {
     let [meta] = debs(download(
         &dir,
         &[("linux-image-amd64", "linux-image-amd64")],
-        true,
+        RELEASE,
     )?)?;
     let depends = field(&meta, "Depends")?;
     let image = depends
@@ -185,7 +183,7 @@ pub fn kernel() -> Result<Kernel> {
     let [kernel_deb, busybox_deb] = debs(download(
         &dir,
         &[(name, &spec), ("busybox-static", "busybox-static")],
-        true,
+        RELEASE,
     )?)?;
 
     let root = dir.join("root");

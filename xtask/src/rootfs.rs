@@ -4,8 +4,8 @@
 //! the same kernel as the busybox dom0 of [`crate::dom0`].
 //!
 //! Packages: [`PACKAGES`] and the closure of their `Depends` and `Pre-Depends` as
-//! `apt-cache depends` resolves it (apt's candidates: on a bookworm host the release with its
-//! security updates, so Xen's tools are those of the Xen the reference rig boots), less the
+//! `apt-cache depends` resolves it, from [`SUITES`] (the release with its security and stable
+//! updates, so Xen's tools are those of the Xen the reference rig boots), less the
 //! packages of [`PRUNED`], which an unpacked initramfs never runs; for alternatives
 //! (`a | b`) the first, for virtual packages their first provider. The `.deb`s are cached in
 //! `target/debian/xen/debs/`, printed with their versions and SHA-256 and kept in
@@ -42,6 +42,10 @@ const PACKAGES: &[&str] = &[
     "util-linux",
     "mount",
 ];
+
+/// The suites the packages come from (apt's target release, a regular expression): Debian 12
+/// and its security and stable updates, never backports.
+const SUITES: &str = "/^bookworm(-security|-updates)?$/";
 
 /// Dependencies the closure does not follow, with why the userland runs without them.
 const PRUNED: &[(&str, &str)] = &[
@@ -188,6 +192,8 @@ fn closure() -> Result<Vec<String>> {
     let out = output(
         Command::new("apt-cache")
             .args([
+                "-t",
+                SUITES,
                 "depends",
                 "--recurse",
                 "--no-recommends",
@@ -249,7 +255,7 @@ pub fn prepare() -> Result<XenUserland> {
     let names = closure()?;
     let specs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), n.as_str())).collect();
     let mut debs = k.debs.clone();
-    debs.extend(download(&debs_dir, &specs, false)?);
+    debs.extend(download(&debs_dir, &specs, SUITES)?);
     dom0::record("dom0 xen userland", &debs, &dir.join("packages.txt"))?;
 
     let mut wanted = dom0::MODULES.to_vec();
