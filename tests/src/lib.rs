@@ -1538,9 +1538,18 @@ mod tests {
 
     #[test]
     fn scenario_names_are_unique() {
-        let mut names: Vec<_> = all().iter().map(|s| s.name).collect();
+        let every: Vec<_> = all().into_iter().chain(pending()).collect();
+        let mut names: Vec<_> = every.iter().map(|s| s.name).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), all().len());
+        assert_eq!(names.len(), every.len());
+    }
+
+    #[test]
+    fn a_userland_failure_fails_dom0_xl_smoke() {
+        let ok = "hestia-dom0: xen: oxenstored, xen-init-dom0, xenconsoled\n";
+        assert_eq!(check_no_userland_failure(ok), Ok(()));
+        let bad = "hestia-dom0: xen-init-dom0 failed: exit status 1: ENOSYS\n";
+        assert!(check_no_userland_failure(bad).is_err());
     }
 }
