@@ -149,8 +149,10 @@ pub struct Kernel {
     pub modules_dir: PathBuf,
     /// busybox-static's `busybox`.
     pub busybox: PathBuf,
-    /// The kernel's and busybox's `.deb`s.
-    pub debs: Vec<PathBuf>,
+    /// The kernel's `.deb`.
+    pub kernel_deb: PathBuf,
+    /// busybox-static's `.deb`.
+    pub busybox_deb: PathBuf,
 }
 
 /// `v` as an array of the length asked for.
@@ -208,7 +210,8 @@ pub fn kernel() -> Result<Kernel> {
         vmlinuz,
         modules_dir,
         busybox,
-        debs: vec![kernel_deb, busybox_deb],
+        kernel_deb,
+        busybox_deb,
     })
 }
 
@@ -244,7 +247,11 @@ pub fn record(label: &str, debs: &[PathBuf], file: &Path) -> Result<()> {
 pub fn prepare() -> Result<Dom0Linux> {
     let k = kernel()?;
     let dir = debian_dir();
-    record("dom0", &k.debs, &dir.join("packages.txt"))?;
+    record(
+        "dom0",
+        &[k.kernel_deb, k.busybox_deb],
+        &dir.join("packages.txt"),
+    )?;
     let modules = kmod::closure(&kmod::index(&k.modules_dir), MODULES)?;
     let initramfs = dir.join("initramfs.cpio");
     std::fs::write(

@@ -254,8 +254,12 @@ pub fn prepare() -> Result<XenUserland> {
     std::fs::create_dir_all(&debs_dir)?;
     let names = closure()?;
     let specs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), n.as_str())).collect();
-    let mut debs = k.debs.clone();
-    debs.extend(download(&debs_dir, &specs, SUITES)?);
+    // Unpacked into the image: busybox and the userland's packages (of the kernel's package
+    // only the modules).
+    let mut unpacked = vec![k.busybox_deb.clone()];
+    unpacked.extend(download(&debs_dir, &specs, SUITES)?);
+    let mut debs = vec![k.kernel_deb.clone()];
+    debs.extend(unpacked.iter().cloned());
     dom0::record("dom0 xen userland", &debs, &dir.join("packages.txt"))?;
 
     let mut wanted = dom0::MODULES.to_vec();
@@ -278,7 +282,7 @@ pub fn prepare() -> Result<XenUserland> {
         initramfs.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == inputs);
     if !up_to_date {
         let root = dir.join("root");
-        build_tree(&root, &debs[1..], &k.modules_dir, &modules)?;
+        build_tree(&root, &unpacked, &k.modules_dir, &modules)?;
         let mut a = Archive::default();
         // Before devtmpfs is mounted the kernel opens /dev/console for init.
         a.dir("dev");
