@@ -1,11 +1,7 @@
 #!/bin/bash
 # Canned toolstack checks for a dom0 nobody types into (`hestia.script=xl-smoke`): each
 # command is announced, run, and its exit status printed.
-run() {
-    echo "hestia-xl-smoke: \$ $*"
-    bash -c "$*"
-    echo "hestia-xl-smoke: exit status $?"
-}
+. /etc/hestia/functions.sh
 run xl info
 run xl list
 run xl vcpu-list
