@@ -63,7 +63,8 @@ commands:
                           dom0's initramfs: Debian's xen-utils-4.17 and its dependencies (xen,
                           the default) or busybox alone (minimal); dom0 command-line words:
                           hestia.script=xl-smoke runs xl's read-only commands and powers off,
-                          hestia.xenstored=c starts C xenstored instead of oxenstored
+                          hestia.script=xl-domu boots /etc/xen/debian-pv.cfg (Debian's Linux)
+                          with xl create -c, hestia.xenstored=c starts C xenstored
       --dom0 KERNEL       dom0 kernel (ELF or bzImage; any Xen PV kernel) instead of Debian's
       --initrd FILE       dom0 initrd
       --dom0-cmdline STR  dom0 command line
