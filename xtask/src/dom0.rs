@@ -7,7 +7,7 @@
 //! `target/debian/packages.txt`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use crate::cpio::Archive;
 use crate::kmod;
@@ -26,7 +26,7 @@ pub const BANNER: &str = "hestia-dom0: Linux";
 pub const BENCH_WORD: &str = "hestia.bench";
 /// Modules the initramfs loads (with their dependencies): virtio and e1000 disks and NICs,
 /// ext4 and the checksum it needs, veth.
-const MODULES: &[&str] = &[
+pub const MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
     "virtio_net",
@@ -44,7 +44,8 @@ pub struct Dom0Linux {
     pub initramfs: PathBuf,
 }
 
-fn debian_dir() -> PathBuf {
+/// Where the packages, their unpacked files and the initramfs images are cached.
+pub fn debian_dir() -> PathBuf {
     target_dir().join("debian")
 }
 
@@ -62,29 +63,41 @@ fn cached(dir: &Path, package: &str) -> Option<PathBuf> {
         .max()
 }
 
-/// Downloads `spec` (`package` or `package=version`) into `dir` unless a `.deb` of `package`
-/// is cached there.
-fn download(dir: &Path, package: &str, spec: &str) -> Result<PathBuf> {
-    if let Some(deb) = cached(dir, package) {
-        return Ok(deb);
+/// Downloads each `(package, spec)` (spec: `package` or `package=version`) into `dir` unless a
+/// `.deb` of that package is cached there, with one `apt-get` call for all that are missing,
+/// apt's target release set to `release` (a suite name or apt's `/regex/` of suite names). The
+/// `.deb`s, in the order asked.
+pub fn download(dir: &Path, packages: &[(&str, &str)], release: &str) -> Result<Vec<PathBuf>> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(p, _)| cached(dir, p).is_none())
+        .map(|(_, spec)| *spec)
+        .collect();
+    if !missing.is_empty() {
+        let status = Command::new("apt-get")
+            .args(["download", "-q", "-t", release])
+            .args(&missing)
+            .current_dir(dir)
+            .status()
+            .map_err(|e| format!("cannot run apt-get: {e}"))?;
+        if !status.success() {
+            return Err(format!(
+                "apt-get download {} failed: dom0 needs Debian {RELEASE}'s packages in apt's \
+                 lists (run `apt-get update`; on another distribution add {RELEASE} to the apt \
+                 sources)",
+                missing.join(" ")
+            )
+            .into());
+        }
     }
-    let status = Command::new("apt-get")
-        .args(["download", "-q", "-t", RELEASE, spec])
-        .current_dir(dir)
-        .status()
-        .map_err(|e| format!("cannot run apt-get: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "apt-get download {spec} failed: dom0 needs Debian {RELEASE}'s packages in apt's \
-             lists (run `apt-get update`; on another distribution add {RELEASE} to the apt \
-             sources)"
-        )
-        .into());
-    }
-    cached(dir, package).ok_or_else(|| format!("apt-get left no {package} .deb").into())
+    packages
+        .iter()
+        .map(|(p, _)| cached(dir, p).ok_or_else(|| format!("apt-get left no {p} .deb").into()))
+        .collect()
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
+/// The trimmed standard output of `cmd`, which must succeed.
+pub fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
@@ -98,27 +111,66 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// A control field of `deb`.
 fn field(deb: &Path, name: &str) -> Result<String> {
     output(Command::new("dpkg-deb").arg("-f").arg(deb).arg(name))
 }
 
-/// Extracts the members matching `pattern` of `deb`'s data into `dest`.
-fn extract(deb: &Path, pattern: &str, dest: &Path) -> Result<()> {
+/// Unpacks `deb`'s data into `dest` with `tar -x` and `tar_args` (member patterns, options).
+pub fn extract(deb: &Path, dest: &Path, tar_args: &[&str]) -> Result<()> {
     std::fs::create_dir_all(dest)?;
-    let cmd = format!(
-        "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards '{pattern}'",
-        deb.display(),
-        dest.display()
+    let mut data = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run dpkg-deb: {e}"))?;
+    let untar = crate::run(
+        Command::new("tar")
+            .arg("-x")
+            .arg("-C")
+            .arg(dest)
+            .args(tar_args)
+            .stdin(data.stdout.take().ok_or("dpkg-deb has no stdout")?),
     );
-    crate::run(Command::new("sh").args(["-c", &cmd]))
+    let unpacked = data.wait()?;
+    untar?;
+    if !unpacked.success() {
+        return Err(format!("dpkg-deb --fsys-tarfile {} failed", deb.display()).into());
+    }
+    Ok(())
 }
 
-/// Fetches (or reuses) the packages, prints what they are, and builds the initramfs.
-pub fn prepare() -> Result<Dom0Linux> {
+/// Debian's kernel package unpacked: what both dom0 userlands start from.
+pub struct Kernel {
+    /// The kernel (Debian's vmlinuz, a bzImage).
+    pub vmlinuz: PathBuf,
+    /// `lib/modules` of that kernel (one version).
+    pub modules_dir: PathBuf,
+    /// busybox-static's `busybox`.
+    pub busybox: PathBuf,
+    /// The kernel's `.deb`.
+    pub kernel_deb: PathBuf,
+    /// busybox-static's `.deb`.
+    pub busybox_deb: PathBuf,
+}
+
+/// `v` as an array of the length asked for.
+fn debs<const N: usize>(v: Vec<PathBuf>) -> Result<[PathBuf; N]> {
+    v.try_into()
+        .map_err(|v: Vec<PathBuf>| format!("expected {N} packages, got {}", v.len()).into())
+}
+
+/// Fetches (or reuses) the kernel and busybox packages and unpacks what dom0 needs of them.
+pub fn kernel() -> Result<Kernel> {
     let dir = debian_dir();
     std::fs::create_dir_all(&dir)?;
     // The meta package names the kernel package of the release's current ABI.
-    let meta = download(&dir, "linux-image-amd64", "linux-image-amd64")?;
+    let [meta] = debs(download(
+        &dir,
+        &[("linux-image-amd64", "linux-image-amd64")],
+        RELEASE,
+    )?)?;
     let depends = field(&meta, "Depends")?;
     let image = depends
         .split([',', '|'])
@@ -130,45 +182,86 @@ pub fn prepare() -> Result<Dom0Linux> {
         None => (image, None),
     };
     let spec = version.map_or(name.to_owned(), |v| format!("{name}={v}"));
-    let kernel_deb = download(&dir, name, &spec)?;
-    let busybox_deb = download(&dir, "busybox-static", "busybox-static")?;
-
-    let mut record = String::new();
-    for deb in [&kernel_deb, &busybox_deb] {
-        let sum = output(Command::new("sha256sum").arg(deb))?;
-        let sum = sum.split_whitespace().next().unwrap_or("");
-        let line = format!(
-            "{} {} sha256:{sum}",
-            field(deb, "Package")?,
-            field(deb, "Version")?
-        );
-        println!("dom0: {line}");
-        record.push_str(&line);
-        record.push('\n');
-    }
-    std::fs::write(dir.join("packages.txt"), record)?;
+    let [kernel_deb, busybox_deb] = debs(download(
+        &dir,
+        &[(name, &spec), ("busybox-static", "busybox-static")],
+        RELEASE,
+    )?)?;
 
     let root = dir.join("root");
     let kernel_name = format!("vmlinuz-{}", name.trim_start_matches("linux-image-"));
-    let kernel = root.join("boot").join(&kernel_name);
-    if !kernel.is_file() {
-        extract(&kernel_deb, &format!("./boot/{kernel_name}"), &root)?;
+    let vmlinuz = root.join("boot").join(&kernel_name);
+    if !vmlinuz.is_file() {
+        extract(
+            &kernel_deb,
+            &root,
+            &["--wildcards", &format!("./boot/{kernel_name}")],
+        )?;
     }
     let busybox = root.join("bin/busybox");
     if !busybox.is_file() {
-        extract(&busybox_deb, "./bin/busybox", &root)?;
+        extract(&busybox_deb, &root, &["./bin/busybox"])?;
     }
     let modules_dir = root.join("lib/modules");
     if !modules_dir.is_dir() {
-        extract(&kernel_deb, "./lib/modules/*", &root)?;
+        extract(&kernel_deb, &root, &["--wildcards", "./lib/modules/*"])?;
     }
-    let modules = kmod::closure(&kmod::index(&modules_dir), MODULES)?;
+    Ok(Kernel {
+        vmlinuz,
+        modules_dir,
+        busybox,
+        kernel_deb,
+        busybox_deb,
+    })
+}
+
+/// Prints `<label>: <package> <version> sha256:<sum>` for each of `debs` and writes those
+/// lines (without the label) to `file`.
+pub fn record(label: &str, debs: &[PathBuf], file: &Path) -> Result<()> {
+    let sums = output(Command::new("sha256sum").args(debs))?;
+    let mut record = String::new();
+    for (deb, sum) in debs.iter().zip(sums.lines()) {
+        let sum = sum.split_whitespace().next().unwrap_or("");
+        let fields = output(
+            Command::new("dpkg-deb")
+                .arg("-f")
+                .arg(deb)
+                .args(["Package", "Version"]),
+        )?;
+        let value = |name: &str| {
+            fields
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+                .unwrap_or("?")
+                .to_owned()
+        };
+        let line = format!("{} {} sha256:{sum}", value("Package"), value("Version"));
+        println!("{label}: {line}");
+        record.push_str(&line);
+        record.push('\n');
+    }
+    Ok(std::fs::write(file, record)?)
+}
+
+/// Fetches (or reuses) the packages, prints what they are, and builds the initramfs.
+pub fn prepare() -> Result<Dom0Linux> {
+    let k = kernel()?;
+    let dir = debian_dir();
+    record(
+        "dom0",
+        &[k.kernel_deb, k.busybox_deb],
+        &dir.join("packages.txt"),
+    )?;
+    let modules = kmod::closure(&kmod::index(&k.modules_dir), MODULES)?;
     let initramfs = dir.join("initramfs.cpio");
     std::fs::write(
         &initramfs,
-        initramfs_image(&std::fs::read(&busybox)?, &modules)?,
+        initramfs_image(&std::fs::read(&k.busybox)?, &modules)?,
     )?;
-    Ok(Dom0Linux { kernel, initramfs })
+    Ok(Dom0Linux {
+        kernel: k.vmlinuz,
+        initramfs,
+    })
 }
 
 /// The early user space: busybox as `/init` with an inittab that mounts the pseudo file systems

@@ -12,6 +12,7 @@ mod fuzz;
 mod kernel;
 mod kmod;
 mod qemu;
+mod rootfs;
 mod test;
 mod tools;
 
@@ -56,8 +57,14 @@ commands:
   build                 build the hypervisor ELF (target/kernel/...)
   iso                   build the bootable BIOS+UEFI image (target/hestia.iso)
   run [options]         boot Hestia in QEMU, serial on this terminal; by default with Debian 12's
-                        Linux as dom0 and a busybox shell (not on a terminal: `poweroff` is typed
-                        at the first prompt)
+                        Linux as dom0 with Xen's toolstack (xl, oxenstored, xenconsoled) and a
+                        bash shell (not on a terminal: `poweroff` is typed at the first prompt)
+      --dom0-userland xen|minimal
+                          dom0's initramfs: Debian's xen-utils-4.17 and its dependencies (xen,
+                          the default) or busybox alone (minimal); dom0 command-line words:
+                          hestia.script=xl-smoke runs xl's read-only commands and powers off,
+                          hestia.script=xl-domu boots /etc/xen/debian-pv.cfg (Debian's Linux)
+                          with xl create -c, hestia.xenstored=c starts C xenstored
       --dom0 KERNEL       dom0 kernel (ELF or bzImage; any Xen PV kernel) instead of Debian's
       --initrd FILE       dom0 initrd
       --dom0-cmdline STR  dom0 command line
@@ -80,6 +87,8 @@ commands:
       --timeout SECS      give up after SECS (default: none on a terminal, else 300)
       --test-hooks        boot the build with test hooks (selftest=...)
       --gdb               wait for gdb on localhost:1234 and print the command to attach
+  dom0 [xen|minimal]    build dom0's Debian kernel and initramfs (xen userland unless 'minimal')
+                        and print their paths, e.g. for ../shared/ref/xen-ref --dom0 K --initrd I
   test [FILTER [SEED]]  host unit tests and QEMU scenarios (FILTER: scenario names only); SEED
                         replays a fuzz run (`cargo xtask test fuzz 0x1234`, as the guest prints)
   fuzz [options]        one structured fuzz run (the fuzz-hypercalls scenario)
@@ -100,6 +109,7 @@ fn main() -> ExitCode {
         Some("build") => kernel::build(Flavor::Release).map(|p| println!("{}", p.display())),
         Some("iso") => iso().map(|p| println!("{}", p.display())),
         Some("run") => cmd_run(&args[1..]),
+        Some("dom0") => cmd_dom0(args.get(1).map(String::as_str)),
         Some("test") => cmd_test(&args[1..]),
         Some("fuzz") => cmd_fuzz(&args[1..]),
         Some("check") => check::run(),
@@ -186,6 +196,49 @@ fn value<'a>(args: &'a [String], i: &mut usize, flag: &str) -> Result<&'a str> {
         .ok_or_else(|| format!("{flag} needs a value").into())
 }
 
+/// The user space of `run`'s default dom0 (Debian's Linux).
+enum Userland {
+    /// Xen's toolstack on Debian's packages ([`rootfs`]).
+    Xen,
+    /// busybox alone ([`dom0`]).
+    Minimal,
+}
+
+impl Userland {
+    fn parse(u: &str) -> Result<Userland> {
+        match u {
+            "xen" => Ok(Userland::Xen),
+            "minimal" => Ok(Userland::Minimal),
+            u => Err(format!("dom0 userland '{u}': expected xen or minimal").into()),
+        }
+    }
+
+    /// dom0's kernel and initramfs.
+    fn prepare(&self) -> Result<(PathBuf, PathBuf)> {
+        Ok(match self {
+            Userland::Xen => {
+                let u = rootfs::prepare()?;
+                (u.kernel, u.initramfs)
+            }
+            Userland::Minimal => {
+                let linux = dom0::prepare()?;
+                (linux.kernel, linux.initramfs)
+            }
+        })
+    }
+}
+
+fn cmd_dom0(userland: Option<&str>) -> Result<()> {
+    let (kernel, initramfs) = Userland::parse(userland.unwrap_or("xen"))?.prepare()?;
+    println!(
+        "kernel    {}
+initramfs {}",
+        kernel.display(),
+        initramfs.display()
+    );
+    Ok(())
+}
+
 fn cmd_run(args: &[String]) -> Result<()> {
     let mut m = Machine {
         firmware: Firmware::Bios,
@@ -201,7 +254,7 @@ fn cmd_run(args: &[String]) -> Result<()> {
     let mut modules = Modules::default();
     let (mut hv_cmdline, mut dom0_cmdline) = (String::new(), String::new());
     let (mut dom0, mut timeout, mut flavor) = (None, None, Flavor::Release);
-    let mut no_dom0 = false;
+    let (mut no_dom0, mut userland) = (false, Userland::Xen);
     let mut i = 0;
     while i < args.len() {
         let flag = args[i].as_str();
@@ -246,6 +299,7 @@ fn cmd_run(args: &[String]) -> Result<()> {
             }
             "--device" => m.devices.push(value(args, &mut i, flag)?.to_owned()),
             "--no-dom0" => no_dom0 = true,
+            "--dom0-userland" => userland = Userland::parse(value(args, &mut i, flag)?)?,
             "--domu" => modules
                 .domus
                 .push(domu::DomU::parse(value(args, &mut i, flag)?)?),
@@ -278,9 +332,9 @@ fn cmd_run(args: &[String]) -> Result<()> {
     let mut input = Vec::new();
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin());
     if dom0.is_none() && !no_dom0 {
-        let linux = dom0::prepare()?;
-        dom0 = Some(linux.kernel);
-        modules.initrd = modules.initrd.or(Some(linux.initramfs));
+        let (kernel, initramfs) = userland.prepare()?;
+        dom0 = Some(kernel);
+        modules.initrd = modules.initrd.or(Some(initramfs));
         if dom0_cmdline.is_empty() {
             dom0_cmdline = dom0::CMDLINE.to_owned();
         }

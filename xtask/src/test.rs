@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hestia_tests::{DEBIAN_LINUX, DataDisk, Ending, HYPERVISOR_AS_DOM0, Outcome, judge};
+use hestia_tests::{
+    DEBIAN_LINUX, DEBIAN_XEN_USERLAND, DataDisk, Ending, HYPERVISOR_AS_DOM0, Outcome, judge,
+};
 
 use crate::domu::DomU;
 use crate::kernel::{self, Flavor, Modules};
@@ -127,13 +129,17 @@ pub fn parse_seed(s: &str) -> Result<u64> {
 
 /// The kernel a scenario names (its `dom0`, or the KERNEL of a `domus` entry) and the initrd that
 /// comes with it: a guest of `tests/guests` (`<guest>.bzimage-xz` / `.bzimage-gzip`: that guest
-/// wrapped in a synthetic bzImage), [`HYPERVISOR_AS_DOM0`], or [`DEBIAN_LINUX`] with its
-/// busybox initramfs.
+/// wrapped in a synthetic bzImage), [`HYPERVISOR_AS_DOM0`], [`DEBIAN_LINUX`] with its
+/// busybox initramfs, or [`DEBIAN_XEN_USERLAND`] (the same kernel with Xen's toolstack).
 fn scenario_kernel(name: &str, elf: &Path, guests: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
     Ok(match name {
         DEBIAN_LINUX => {
             let linux = crate::dom0::prepare()?;
             (linux.kernel, Some(linux.initramfs))
+        }
+        DEBIAN_XEN_USERLAND => {
+            let u = crate::rootfs::prepare()?;
+            (u.kernel, Some(u.initramfs))
         }
         HYPERVISOR_AS_DOM0 => (elf.to_owned(), None),
         g => match g.rsplit_once(".bzimage-") {
@@ -188,9 +194,13 @@ pub fn run(filter: Option<&str>, accel: Accel, fuzz: FuzzArgs) -> Result<()> {
     let guests = kernel::build_guests()?;
     let logs = target_dir().join("test-logs");
     println!("== QEMU scenarios (serial logs in {}) ==", logs.display());
+    let pending = hestia_tests::pending()
+        .into_iter()
+        .filter(|s| filter == Some(s.name));
     for s in hestia_tests::all()
         .into_iter()
         .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
+        .chain(pending)
     {
         let is_fuzz = s.dom0.is_some_and(|d| d.starts_with("fuzz-"));
         let mut s = s;
