@@ -1168,21 +1168,22 @@ fn base() -> Vec<Scenario> {
             ending: Ending::Reset,
             ..linux("dom0-linux-reboot")
         },
-    ]
-}
-
-/// Scenarios left out of `cargo xtask test` (and of [`all`]) until Hestia implements what they
-/// need: `cargo xtask test NAME` runs one when NAME is its exact name.
-pub fn pending() -> Vec<Scenario> {
-    vec![
-        // Debian's unmodified toolstack in dom0 (issue 11): the daemons start, and `xl info`
-        // and `xl list` print what they print on the real Xen 4.17 (the reference serial log
-        // is made with `hestia.script=xl-smoke` on ../shared/ref/xen-ref).
+        // Debian's unmodified toolstack in dom0: the daemons start, and what `xl info`,
+        // `list`, `vcpu-list`, `cpupool-list`, `sched-credit`, `dmesg` and `debug-keys` read
+        // is there, shaped as on the real Xen 4.17 (the reference rig's serial log, made with
+        // `hestia.script=xl-smoke`).
         Scenario {
             dom0: Some(DEBIAN_XEN_USERLAND),
             input: &[
                 (DOM0_PROMPT, "xl info\n"),
                 (DOM0_PROMPT, "xl list\n"),
+                (DOM0_PROMPT, "xl vcpu-list\n"),
+                (DOM0_PROMPT, "xl cpupool-list\n"),
+                (DOM0_PROMPT, "xl sched-credit\n"),
+                (
+                    DOM0_PROMPT,
+                    "echo dmesg-$(xl dmesg | grep -c 'Hestia ready') && xl debug-keys h\n",
+                ),
                 (DOM0_PROMPT, "poweroff\n"),
             ],
             expect: &[
@@ -1190,12 +1191,65 @@ pub fn pending() -> Vec<Scenario> {
                 "xen_major              : 4",
                 "xen_minor              : 17",
                 "xen_caps               : xen-3.0-x86_64",
+                "xen_scheduler          : credit",
                 "Domain-0                                     0",
+                "Pool-0               2    credit       y          1",
+                "Cpupool Pool-0: tslice=30ms ratelimit=1000us migration-delay=0us",
+                "dmesg-1",
+                "'h' pressed",
                 POWEROFF_MARKER,
             ],
             check: Some(check_no_userland_failure),
             timeout_s: 300,
             ..linux("dom0-xl-smoke")
+        },
+    ]
+}
+
+/// Scenarios left out of `cargo xtask test` (and of [`all`]) until Hestia implements what they
+/// need: `cargo xtask test NAME` runs one when NAME is its exact name.
+pub fn pending() -> Vec<Scenario> {
+    vec![
+        // `xl create` with Debian's own toolstack: a test guest reports on its console (`-c`)
+        // and powers off, and xl destroys it; then 20 create/destroy cycles leave exactly the
+        // free memory there was; then Debian's Linux as a 2-vCPU domU boots to its shell on
+        // `xl console`, answers, and powers off.
+        Scenario {
+            dom0: Some(DEBIAN_XEN_USERLAND),
+            hv_cmdline: "dom0_mem=512M,max:512M",
+            input: &[
+                (
+                    DOM0_PROMPT,
+                    "F0=$(xl info | awk '/^free_memory/ {print $3}'); xl create -c /etc/xen/hestia-pv.cfg\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "for i in $(seq 20); do xl create -q /etc/xen/hestia-pv.cfg || break; \
+                     while xl domid hestia-pv >/dev/null 2>&1; do sleep 0.2; done; done; echo cycles-$i\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "F1=$(xl info | awk '/^free_memory/ {print $3}'); echo free $F0 $F1 $([ \"$F0\" = \"$F1\" ] && echo same)\n",
+                ),
+                (DOM0_PROMPT, "xl create -c /etc/xen/debian-pv.cfg\n"),
+                (
+                    DOM0_PROMPT,
+                    "echo domu-$((6*7)) on $(cat /sys/hypervisor/type), $(nproc) CPUs\n",
+                ),
+                (DOM0_PROMPT, "poweroff\n"),
+                (DOM0_PROMPT, "xl list\n"),
+                (DOM0_PROMPT, "poweroff\n"),
+            ],
+            expect: &[
+                "Test result: SUCCESS",
+                "cycles-20",
+                " same",
+                "domu-42 on xen, 2 CPUs",
+                POWEROFF_MARKER,
+            ],
+            check: Some(check_no_userland_failure),
+            timeout_s: 600,
+            ..linux("dom0-xl-create")
         },
     ]
 }

@@ -91,6 +91,9 @@ const EXCLUDED: &[&str] = &[
     "./usr/share/bash-completion",
 ];
 
+/// The test guest `/etc/xen/hestia-pv.cfg` boots (`tests/guests`).
+const PV_GUEST: &str = "functional-xen-version";
+
 /// The files the image adds: (path, mode, contents).
 const FILES: &[(&str, u32, &str)] = &[
     ("etc/hestia/rcS", 0o755, include_str!("rootfs/rcS")),
@@ -277,9 +280,13 @@ pub fn prepare() -> Result<XenUserland> {
 
     // The example domU (/etc/xen/debian-pv.cfg): Debian's Linux with the busybox initramfs.
     let domu = dom0::prepare()?;
+    // The tiny example domU (/etc/xen/hestia-pv.cfg): a test guest that reports through its
+    // console and powers off.
+    let pv_guest = crate::kernel::build_guests()?.join(PV_GUEST);
     let boot = [
         ("boot/vmlinuz", domu.kernel.as_path()),
         ("boot/initramfs.cpio", domu.initramfs.as_path()),
+        ("boot/hestia-pv-guest", pv_guest.as_path()),
     ];
 
     let mut wanted = dom0::MODULES.to_vec();
@@ -297,6 +304,7 @@ pub fn prepare() -> Result<XenUserland> {
         inputs.push_str(&format!("{path} {mode:o}\n{text}\n"));
     }
     inputs.push_str(&output(Command::new("sha256sum").arg(&domu.initramfs))?);
+    inputs.push_str(&output(Command::new("sha256sum").arg(&pv_guest))?);
     let initramfs = dir.join("initramfs.cpio");
     let stamp = dir.join("inputs.txt");
     let up_to_date =
