@@ -17,6 +17,7 @@ pub mod cmdline;
 pub mod cpuid;
 pub mod credit;
 pub mod descriptor;
+pub mod domid;
 pub mod domu_spec;
 pub mod elf;
 pub mod evtchn;
