@@ -1,9 +1,9 @@
 //! Choosing a new domain's id (Xen 4.17 `XEN_DOMCTL_createdomain`, `xen/common/domctl.c`).
 //!
-//! A request names an id from 1 to [`FIRST_RESERVED`] - 1, which must be free (`EEXIST`
+//! A request names an id from 1 to `DOMID_FIRST_RESERVED` - 1, which must be free (`EEXIST`
 //! otherwise), or any other value (0 or a reserved id) to have one allocated: the allocator
 //! remembers the last id it gave (the *rover*, 0 at boot) and takes the first free id after
-//! it, wrapping from `FIRST_RESERVED - 1` back to 1, so ids are not reused sooner than they
+//! it, wrapping from `DOMID_FIRST_RESERVED - 1` back to 1, so ids are not reused sooner than they
 //! must be; `ENOMEM` when every id is taken. Only allocation moves the rover.
 //!
 //! "Free" is the caller's question: an id stays taken while a domain holds it, including a
@@ -13,10 +13,7 @@
 //! claimed the id.
 
 use xen_abi::errno::Errno;
-
-/// `DOMID_FIRST_RESERVED`: ids from here up name special domains (`DOMID_SELF`...), never a
-/// real one.
-pub const FIRST_RESERVED: u16 = 0x7FF0;
+use xen_abi::xen::DOMID_FIRST_RESERVED as FIRST_RESERVED;
 
 /// The id allocator's memory: the last id it gave.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

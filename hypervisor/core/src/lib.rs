@@ -14,6 +14,7 @@ pub mod acpi_s5;
 pub mod bootinfo;
 pub mod bzimage;
 pub mod cmdline;
+pub mod conring;
 pub mod cpuid;
 pub mod credit;
 pub mod descriptor;

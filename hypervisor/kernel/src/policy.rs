@@ -53,6 +53,15 @@ pub enum Action {
     /// `get_version`, `get_status_frames` (`xsm_grant_setup`/`xsm_grant_query_size`,
     /// `XSM_TARGET`: the domain itself or the control domain).
     GrantOtherDomain,
+    /// Every `domctl` but getdomaininfo: creating, building, running and inspecting domains
+    /// (`xsm_domctl`, `XSM_PRIV`: the control domain).
+    Domctl,
+    /// Reading another domain's information: `XEN_DOMCTL_getdomaininfo` and the entries of
+    /// `XEN_SYSCTL_getdomaininfolist` (`xsm_getdomaininfo`, `XSM_XS_PRIV`: the control domain
+    /// or the xenstore domain; Hestia has no separate xenstore domain yet).
+    DomainInfo,
+    /// `sysctl`: the host's state and settings (`xsm_sysctl`, `XSM_PRIV`).
+    Sysctl,
     /// The platform devices Hestia shares with the hardware domain by emulation: PCI
     /// configuration space through ports 0xCF8/0xCFC, the RTC's index and data ports.
     PlatformDevices,
@@ -72,7 +81,10 @@ pub fn allows(caller: &Domain, action: Action) -> bool {
         | Action::ForeignEventChannel
         | Action::EvtchnReset
         | Action::ShutdownOther
-        | Action::GrantOtherDomain => caller.privileged,
+        | Action::GrantOtherDomain
+        | Action::Domctl
+        | Action::DomainInfo
+        | Action::Sysctl => caller.privileged,
         Action::ConsoleWrite => true,
     }
 }

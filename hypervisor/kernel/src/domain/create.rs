@@ -126,6 +126,7 @@ pub fn createdomain(
         max_grant_frames,
         max_maptrack_frames,
         life: Life::toolstack(),
+        handle: c.handle,
     })?;
     let d = id.insert(d)?;
     if let Err(e) = crate::sched::add_domain(&d, crate::sched::Params::default()) {

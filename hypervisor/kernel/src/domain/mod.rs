@@ -25,7 +25,8 @@ use core::ops::Deref;
 use xen_abi::errno::Errno;
 use xen_abi::xen::DOMID_SELF;
 
-use hestia_core::domid::{FIRST_RESERVED, Rover};
+use hestia_core::domid::Rover;
+use xen_abi::xen::DOMID_FIRST_RESERVED;
 
 use crate::policy::{self, Action};
 use crate::pv::domain::{DomId, Domain};
@@ -144,7 +145,7 @@ pub fn reserve(requested: u16) -> Result<Reservation, Errno> {
 /// being 0); `EEXIST` if its id is taken, or if it would be a second hardware domain.
 pub fn insert(d: Domain) -> Result<DomainRef, Errno> {
     let id = d.id.0;
-    if id >= FIRST_RESERVED {
+    if id >= DOMID_FIRST_RESERVED {
         return Err(Errno::EINVAL);
     }
     let r = {
@@ -171,6 +172,27 @@ pub fn lookup(caller: &Domain, domid: u16) -> Result<DomainRef, Errno> {
         .get(&id)
         .and_then(Slot::live)
         .ok_or(Errno::ESRCH)
+}
+
+/// The domain with id `domid`; `ESRCH` if none. No `DOMID_SELF` here: the toolstack's
+/// interfaces name every domain by its id (Xen's `rcu_lock_domain_by_id`).
+pub fn lookup_id(domid: u16) -> Result<DomainRef, Errno> {
+    TABLE
+        .lock()
+        .slots
+        .get(&domid)
+        .and_then(Slot::live)
+        .ok_or(Errno::ESRCH)
+}
+
+/// The first domain whose id is `domid` or above, if any (`XEN_DOMCTL_getdomaininfo` walks
+/// the domains this way).
+pub fn first_from(domid: u16) -> Option<DomainRef> {
+    TABLE
+        .lock()
+        .slots
+        .range(domid..)
+        .find_map(|(_, d)| d.live())
 }
 
 /// Checks that `domid` names the caller itself: the operations that take a domain id but act

@@ -52,8 +52,20 @@ static SWEEPING: spin::Mutex<Vec<(DomainRef, Relinquishing)>> = spin::Mutex::new
 /// A reference on a dead domain's frame went: its zombies are swept again.
 static RESWEEP: AtomicBool = AtomicBool::new(false);
 
-/// A destruction under way: the domain, its progress, and whether it is a zombie's sweep.
-type Job = (DomainRef, Relinquishing, bool);
+/// Whose a destruction under way is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The reaper's: a queued domain.
+    Queued,
+    /// [`domain_kill`]'s: only its calls (and the machine's stop) advance it, so the call that
+    /// completes it is the one that answers.
+    Killed,
+    /// A zombie's sweep.
+    Zombie,
+}
+
+/// A destruction under way: the domain, its progress, whose it is.
+type Job = (DomainRef, Relinquishing, Kind);
 
 /// Queues the stopped domain `d` for destruction, unless its destruction began already (the
 /// toolstack destroys it).
@@ -71,18 +83,19 @@ pub fn resweep_dead() {
 
 /// The first steps of destroying `d`, whose vCPUs are off every CPU: nothing wakes it or
 /// sends it events any more.
-fn begin(d: DomainRef) -> Job {
+fn begin(d: DomainRef, kind: Kind) -> Job {
     for v in &d.vcpus {
         crate::pv::events::cancel_timers(&mut v.lock());
     }
     // Before its memory (shared_info) goes, and before it leaves the table: every peer sees
     // its channels closed and names it no more.
     crate::hypercall::event_channel::evtchn_destroy(&d);
-    (d, Relinquishing::default(), false)
+    (d, Relinquishing::default(), kind)
 }
 
 /// One bounded step of destruction, if a domain is ready for one (`force`: whether or not its
-/// vCPUs are still loaded somewhere, for the machine's stop). True if it did work.
+/// vCPUs are still loaded somewhere, and [`domain_kill`]'s too, for the machine's stop). True
+/// if it did work.
 pub fn step(force: bool) -> bool {
     let mut cur = CURRENT.lock();
     if cur.is_none() {
@@ -92,7 +105,7 @@ pub fn step(force: bool) -> bool {
             ready.map(|i| q.remove(i))
         };
         if let Some(d) = next {
-            *cur = Some(begin(d));
+            *cur = Some(begin(d, Kind::Queued));
         } else {
             let mut sweeping = SWEEPING.lock();
             if RESWEEP.swap(false, Ordering::AcqRel) {
@@ -100,9 +113,12 @@ pub fn step(force: bool) -> bool {
                 sweeping.append(&mut ZOMBIES.lock());
             }
             if let Some((d, state)) = sweeping.pop() {
-                *cur = Some((d, state, true));
+                *cur = Some((d, state, Kind::Zombie));
             }
         }
+    }
+    if !force && cur.as_ref().is_some_and(|(_, _, k)| *k == Kind::Killed) {
+        return false;
     }
     advance(cur)
 }
@@ -116,11 +132,11 @@ fn advance(mut cur: spin::MutexGuard<'_, Option<Job>>) -> bool {
     if relinquish_memory(d, state) == Err(Preempted) {
         return true;
     }
-    let Some((d, state, zombie)) = cur.take() else {
+    let Some((d, state, kind)) = cur.take() else {
         return true;
     };
     drop(cur);
-    if zombie {
+    if kind == Kind::Zombie {
         if state.kept() == 0 {
             super::remove(&d);
             crate::info!("{}: its last frames mapped by others freed", d.id);
@@ -171,19 +187,23 @@ pub fn domain_kill(caller: &crate::pv::domain::Domain, d: &DomainRef) -> Result<
     }
     // A queued destruction (it stopped by itself) is this call's from now on.
     QUEUE.lock().retain(|q| !core::ptr::eq(&**q, &**d));
-    loop {
+    // The call that completes it answers 0: it leaves the table then, so a call issued again
+    // would not find it.
+    while !d.life.is_dead() {
+        let worked = cpu::without_interrupts(|| kill_step(d));
         if d.life.is_dead() {
-            return Ok(());
+            break;
         }
-        if !cpu::without_interrupts(|| kill_step(d)) || crate::pv::events::preempt_now(caller) {
+        if !worked || crate::pv::events::preempt_now(caller) {
             return Err(Errno::ERESTART);
         }
     }
+    Ok(())
 }
 
-/// One bounded step towards `d`'s destruction: its own, or the one under way before it. False
-/// if there is nothing to do yet (its vCPUs are still loaded on a CPU, or another CPU is
-/// stepping).
+/// One bounded step towards `d`'s destruction: its own, or the one under way before it (the
+/// reaper's or a zombie's). False if there is nothing to do yet (its vCPUs are still loaded
+/// on a CPU, or another CPU is stepping).
 fn kill_step(d: &DomainRef) -> bool {
     let Some(mut cur) = CURRENT.try_lock() else {
         return false;
@@ -192,7 +212,7 @@ fn kill_step(d: &DomainRef) -> bool {
         if !crate::sched::off_cpus(d) {
             return false;
         }
-        *cur = Some(begin(d.clone()));
+        *cur = Some(begin(d.clone(), Kind::Killed));
     }
     advance(cur)
 }

@@ -341,6 +341,8 @@ pub struct Config {
     pub max_maptrack_frames: u32,
     /// Who ends it, paused or not.
     pub life: crate::domain::life::Life,
+    /// Its UUID.
+    pub handle: xen_abi::domctl::DomainHandle,
 }
 
 /// An empty domain (Xen's `domain_create`): a zeroed shared_info page shared with it (every
@@ -397,7 +399,8 @@ pub fn empty_domain(c: Config) -> Result<Domain, Errno> {
         life: c.life,
         evtchn: spin::Mutex::new(evtchn),
         tot_pages: AtomicU64::new(0),
-        max_pages: 0,
+        max_pages: AtomicU64::new(0),
+        handle: spin::Mutex::new(c.handle),
         vm_assist: AtomicU64::new(0),
         ioports: alloc::boxed::Box::new(hestia_core::ioport::PortSet::none()),
         pci_cf8: AtomicU32::new(0),
@@ -526,6 +529,7 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
         max_grant_frames: DEFAULT_MAX_GRANT_FRAMES,
         max_maptrack_frames: DEFAULT_MAX_MAPTRACK_FRAMES,
         life: crate::domain::life::Life::boot(),
+        handle: [0; 16],
     })
     .map_err(|_| BuildError::OutOfMemory(1))?;
     let console_mfn = console_pfn.map(|p| p2m[p as usize]);
@@ -602,6 +606,6 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
     }
     d.p2m = p2m;
     d.tot_pages = AtomicU64::new(nr_pages);
-    d.max_pages = max_pages.max(nr_pages);
+    d.max_pages = AtomicU64::new(max_pages.max(nr_pages));
     Ok(d)
 }

@@ -213,8 +213,11 @@ pub struct Domain {
     pub evtchn: spin::Mutex<EventChannels>,
     /// Pages it owns now (changes with ballooning).
     pub tot_pages: core::sync::atomic::AtomicU64,
-    /// Most pages it may own (`dom0_mem=max:`).
-    pub max_pages: u64,
+    /// Most pages it may own (`dom0_mem=max:`, `XEN_DOMCTL_max_mem`). It may be set below
+    /// `tot_pages`: the domain then gets no page until it has given enough back.
+    pub max_pages: core::sync::atomic::AtomicU64,
+    /// Its UUID (`XEN_DOMCTL_setdomainhandle`; zero until the toolstack sets one).
+    pub handle: spin::Mutex<xen_abi::domctl::DomainHandle>,
     /// `vm_assist` bits turned on.
     pub vm_assist: core::sync::atomic::AtomicU64,
     /// The I/O ports it holds on the hardware.

@@ -155,12 +155,17 @@ fn dump_domain(w: &mut dyn Write, d: &Domain) {
             "unprivileged"
         },
         if d.check_l1tf { ", L1TF-checked" } else { "" },
-        if d.dying.load(Ordering::Relaxed) {
+        if d.is_dying() {
             ", dying"
+        } else if d.controller_paused() {
+            ", paused by the toolstack"
         } else {
             ""
         }
     );
+    if let Some(code) = d.shutdown_code() {
+        let _ = writeln!(w, "  shut down, code {code}");
+    }
     if let Some(p2m0) = d.p2m.first() {
         let _ = writeln!(w, "  pfn 0 -> mfn {p2m0:#x}");
     }
