@@ -14,9 +14,12 @@
 //! - `SCHEDOP_remote_shutdown` of such a domain leaves it there, shut down with its code,
 //!   until `destroydomain`; destroying the caller itself is EINVAL, destroying a domain makes
 //!   getdomaininfo skip it, and a destroyed id is ESRCH.
-//! - 20 create/destroy cycles give back exactly the free memory they took
+//! - 20 create/destroy cycles (after 20 more) give back exactly the free memory they took, on
+//!   Hestia (a deliberate difference, docs/abi-status.md: Hestia gives every page back before
+//!   destroydomain answers; Xen frees part of a domain later, so there the count is printed)
 //!   (`XEN_SYSCTL_physinfo`'s `free_pages`; Xen frees a domain's structures after an RCU grace
-//!   period, so the count is read until it settles).
+//!   period, so the count is read until it settles, and keeps some of what the first domains
+//!   needed in its allocation pools, so the count starts after the domains above).
 //!
 //! Not checked: `max_vcpu_id` before `max_vcpus` (Xen 4.17 creates the vCPUs there and reports
 //! none before; Hestia creates them with the domain).
@@ -28,8 +31,9 @@ use hestia_guests::xen_abi::domctl::{
     CreateDomain, MaxVcpus, XEN_INVALID_MAX_VCPU_ID, cdf, cmd, dominf, x86_emu,
 };
 use hestia_guests::xen_abi::sched::{SchedRemoteShutdown, cmd as schedcmd, reason};
+use hestia_guests::xen_abi::version::{CompileInfo, cmd as vcmd};
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
-use hestia_guests::{Verdict, check, hypercall, println};
+use hestia_guests::{Verdict, check, hypercall, map_shared_info, println, system_time_ns};
 
 const ESRCH: i64 = -3;
 const EEXIST: i64 = -17;
@@ -93,11 +97,62 @@ fn destroy(domid: u16) -> bool {
     !failed
 }
 
-fn test_main(_si: &StartInfo) -> Verdict {
-    let mut failed = false;
-    let free_before = free_pages();
-    check!(failed, free_before.is_some(), "physinfo failed");
+/// The free pages once Xen's deferred frees (RCU) are done: the count unchanged for 1 s
+/// (at most 10 s).
+fn settled_free_pages() -> Option<u64> {
+    let end = system_time_ns().saturating_add(10_000_000_000);
+    let mut last = free_pages();
+    let mut since = system_time_ns();
+    while system_time_ns() < end && system_time_ns() - since < 1_000_000_000 {
+        hypercall(nr::SCHED_OP, u64::from(schedcmd::YIELD), 0, 0, 0, 0);
+        let now = free_pages();
+        if now != last {
+            (last, since) = (now, system_time_ns());
+        }
+    }
+    last
+}
 
+/// 20 cycles of createdomain, max_vcpus, unpause, pause, destroydomain; true if all went well.
+fn cycles() -> bool {
+    let mut failed = false;
+    for n in 0..20 {
+        let (r, id) = create_domain(0, &pv_config());
+        if r != 0 {
+            check!(failed, false, "cycle {n}: createdomain = {r}");
+            break;
+        }
+        let ok = max_vcpus(id, 2) == 0
+            && domctl_on(cmd::UNPAUSEDOMAIN, id) == 0
+            && domctl_on(cmd::PAUSEDOMAIN, id) == 0
+            && domctl_on(cmd::DESTROYDOMAIN, id) == 0;
+        check!(failed, ok, "cycle {n}: d{id} not handled");
+    }
+    !failed
+}
+
+/// True on Hestia (its `compile_info` names it as the builder), false on Xen.
+fn on_hestia() -> bool {
+    let mut info = CompileInfo {
+        compiler: [0; 64],
+        compile_by: [0; 16],
+        compile_domain: [0; 32],
+        compile_date: [0; 32],
+    };
+    let r = hypercall(
+        nr::XEN_VERSION,
+        u64::from(vcmd::COMPILE_INFO),
+        &mut info as *mut CompileInfo as u64,
+        0,
+        0,
+        0,
+    );
+    r == 0 && info.compile_by.starts_with(b"hestia")
+}
+
+fn test_main(si: &StartInfo) -> Verdict {
+    let mut failed = false;
+    check!(failed, map_shared_info(si) == 0, "shared_info not mapped");
     // An allocated id, written back.
     let (r, a) = create_domain(0, &pv_config());
     check!(
@@ -299,31 +354,19 @@ fn test_main(_si: &StartInfo) -> Verdict {
     let r = domctl_on(cmd::PAUSEDOMAIN, a);
     check!(failed, r == ESRCH, "pausing a destroyed domain = {r}");
 
-    // Create/destroy cycles give every page back.
-    for n in 0..20 {
-        let (r, id) = create_domain(0, &pv_config());
-        if r != 0 {
-            check!(failed, false, "cycle {n}: createdomain = {r}");
-            break;
-        }
-        let ok = max_vcpus(id, 2) == 0
-            && domctl_on(cmd::UNPAUSEDOMAIN, id) == 0
-            && domctl_on(cmd::PAUSEDOMAIN, id) == 0
-            && domctl_on(cmd::DESTROYDOMAIN, id) == 0;
-        check!(failed, ok, "cycle {n}: d{id} not handled");
-    }
-    let mut free_after = free_pages();
-    for _ in 0..1000 {
-        if free_after == free_before {
-            break;
-        }
-        hypercall(nr::SCHED_OP, u64::from(schedcmd::YIELD), 0, 0, 0, 0);
-        free_after = free_pages();
-    }
+    // Create/destroy cycles give every page back (measured after 20 cycles more: Xen keeps
+    // some memory it allocated for the first domains in its pools).
+    failed |= !cycles();
+    let free_before = settled_free_pages();
+    check!(failed, free_before.is_some(), "physinfo failed");
+    failed |= !cycles();
+    let free_after = settled_free_pages();
     println!("free pages: {free_before:?} before, {free_after:?} after 20 cycles");
+    // Hestia returns a destroyed domain's every page before destroydomain answers; Xen frees
+    // part of it later (RCU, pools), so on Xen the count is only printed.
     check!(
         failed,
-        free_after == free_before,
+        free_after == free_before || !on_hestia(),
         "free pages {free_before:?} before, {free_after:?} after"
     );
 
