@@ -41,6 +41,9 @@ const EINVAL: i64 = -22;
 const EOVERFLOW: i64 = -75;
 const EOPNOTSUPP: i64 = -95;
 
+/// A configuration Xen refuses: what is wrong, how to make it, Xen's errno.
+type BadConfig = (&'static str, fn(&mut CreateDomain), i64);
+
 /// A PV domain as xl asks for one: 2 vCPUs, ports up to 1023, grant v2, default limits.
 fn pv_config() -> CreateDomain {
     CreateDomain {
@@ -235,7 +238,7 @@ fn test_main(si: &StartInfo) -> Verdict {
     }
 
     // Configurations Xen refuses.
-    let bad: [(&str, fn(&mut CreateDomain), i64); 14] = [
+    let bad: [BadConfig; 14] = [
         ("unknown flag", |c| c.flags = 1 << 8, EINVAL),
         ("no vCPU", |c| c.max_vcpus = 0, EINVAL),
         ("8193 vCPUs", |c| c.max_vcpus = 8193, EINVAL),
