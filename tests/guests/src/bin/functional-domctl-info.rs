@@ -3,23 +3,26 @@
 //! (`xen/common/domctl.c`, `sysctl.c`, `sched/core.c`, `sched/credit.c`, `sched/cpupool.c`).
 //! Another interface version is EACCES, an unknown command ENOSYS, a missing domain ESRCH;
 //! getdomaininfo describes the first domain from the id on (EINVAL for DOMID_SELF, a
-//! reserved id); the credit parameters, affinities and max_mem read back what was set.
+//! reserved id); the credit parameters, affinities and max_mem read back what was set;
+//! hypercall_init writes the hypercall page's stubs into a frame of the caller's.
 //! Run as dom0 (on Xen with `sched=credit`: 4.17's default is credit2) and as a domU, which
 //! gets EPERM for everything but the version check.
 #![no_std]
 #![no_main]
 
 use hestia_guests::control::{arg, domctl, domctl_op, sysctl, sysctl_op};
+use hestia_guests::grant::Page;
 use hestia_guests::xen_abi::domctl::{
-    AddressSize, GetDomainInfo, GetVcpuInfo, MaxMem, SchedulerOpCredit, VcpuAffinity, XenctlBitmap,
-    cmd as dcmd, dominf, schedop, scheduler, vcpuaffinity,
+    AddressSize, GetDomainInfo, GetVcpuInfo, HypercallInit, MaxMem, NodeAffinity,
+    SchedulerOpCredit, TscInfo, VcpuAffinity, XenctlBitmap, cmd as dcmd, dominf, schedop,
+    scheduler, vcpuaffinity,
 };
 use hestia_guests::xen_abi::sysctl::{
     self, CpupoolOp, CputopoInfo, GetDomainInfoList, NumaInfo, Physinfo, ReadConsole, SchedId,
     SchedulerOp, cmd as scmd, cpupool, physcap,
 };
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, sif};
-use hestia_guests::{Verdict, check, println};
+use hestia_guests::{Verdict, check, hypercall_page_bytes, l1e_maddr, pfn_to_mfn, println};
 
 const EPERM: i64 = -1;
 const ENOENT: i64 = -2;
@@ -63,6 +66,17 @@ fn affinity(cmd: u32, flags: u32, hard: &mut [u8; 8], soft: &mut [u8; 8]) -> i64
         },
     };
     domctl(&mut domctl_op(cmd, 0, &a))
+}
+
+/// A 64-node mask in `bytes`.
+fn node_map(bytes: &mut [u8; 8]) -> NodeAffinity {
+    NodeAffinity {
+        nodemap: XenctlBitmap {
+            bitmap: bytes.as_mut_ptr() as u64,
+            nr_bits: 64,
+            _pad: 0,
+        },
+    }
 }
 
 fn test_main(si: &StartInfo) -> Verdict {
@@ -551,8 +565,89 @@ fn test_main(si: &StartInfo) -> Verdict {
         "numainfo"
     );
 
+    // TSC settings are for other domains only (no pausing oneself).
+    check!(
+        failed,
+        domctl(&mut domctl_op(dcmd::SETTSCINFO, 0, &TscInfo::default())) == EINVAL,
+        "settscinfo on itself"
+    );
+    check!(
+        failed,
+        domctl(&mut domctl_op(dcmd::GETTSCINFO, 0, &TscInfo::default())) == EINVAL,
+        "gettscinfo on itself"
+    );
+
+    // One NUMA node: a domain's node affinity is node 0; a mask without it is EINVAL.
+    let mut nodes = [0xffu8; 8];
+    let r = domctl(&mut domctl_op(
+        dcmd::GETNODEAFFINITY,
+        0,
+        &node_map(&mut nodes),
+    ));
+    check!(
+        failed,
+        r == 0 && u64::from_le_bytes(nodes) == 1,
+        "getnodeaffinity = {r}, {:#x}",
+        u64::from_le_bytes(nodes)
+    );
+    let mut one = 2u64.to_le_bytes();
+    let r = domctl(&mut domctl_op(
+        dcmd::SETNODEAFFINITY,
+        0,
+        &node_map(&mut one),
+    ));
+    check!(failed, r == EINVAL, "node affinity {{1}} = {r}, not EINVAL");
+    let mut all_nodes = u64::MAX.to_le_bytes();
+    let r = domctl(&mut domctl_op(
+        dcmd::SETNODEAFFINITY,
+        0,
+        &node_map(&mut all_nodes),
+    ));
+    check!(failed, r == 0, "node affinity all = {r}");
+
+    // hypercall_init into one of its own pages: the same stubs as its own hypercall page;
+    // a page-table frame is EPERM, a frame not its own EINVAL.
+    let page = &raw mut TARGET;
+    let mfn = pfn_to_mfn(si, page as u64 >> 12);
+    let hi = HypercallInit { gmfn: mfn };
+    let r = domctl(&mut domctl_op(dcmd::HYPERCALL_INIT, 0, &hi));
+    // SAFETY: the page is this guest's own static, written by the hypervisor just now.
+    let written = unsafe { core::ptr::read_volatile(&raw const TARGET) };
+    check!(failed, r == 0, "hypercall_init = {r}");
+    check!(
+        failed,
+        written.0[..] == hypercall_page_bytes()[..],
+        "hypercall_init wrote other stubs than the hypercall page's"
+    );
+    let l1 = l1e_maddr(si, page as u64).map_or(0, |m| m >> 12);
+    let r = domctl(&mut domctl_op(
+        dcmd::HYPERCALL_INIT,
+        0,
+        &HypercallInit { gmfn: l1 },
+    ));
+    check!(
+        failed,
+        r == EPERM,
+        "hypercall_init on a page table = {r}, not EPERM"
+    );
+    let r = domctl(&mut domctl_op(
+        dcmd::HYPERCALL_INIT,
+        0,
+        &HypercallInit {
+            gmfn: pi.max_mfn + 1,
+        },
+    ));
+    check!(
+        failed,
+        r == EINVAL,
+        "hypercall_init past the last frame = {r}, not EINVAL"
+    );
+
     verdict(failed)
 }
+
+/// The page `hypercall_init` fills.
+static mut TARGET: Page = Page([0; 4096]);
 
 fn verdict(failed: bool) -> Verdict {
     if failed {

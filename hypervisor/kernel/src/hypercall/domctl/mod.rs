@@ -12,8 +12,9 @@
 //! answer `ENOSYS`, Xen's answer for commands its build leaves out.
 //!
 //! One file per family: [`info`] (what `xl list` and `xl vcpu-list` read), [`sched`] (credit
-//! parameters and affinity).
+//! parameters and affinity), [`build`] (what the domain builder needs besides memory).
 
+mod build;
 mod info;
 mod lifecycle;
 mod sched;
@@ -120,6 +121,11 @@ pub(super) fn do_domctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::MAX_MEM => info::max_mem(&mut call),
         cmd::SET_ADDRESS_SIZE => info::set_address_size(&mut call),
         cmd::GET_ADDRESS_SIZE => info::get_address_size(&mut call),
+        cmd::HYPERCALL_INIT => build::hypercall_init(&mut call),
+        cmd::SETTSCINFO => build::settscinfo(&mut call),
+        cmd::GETTSCINFO => build::gettscinfo(&mut call),
+        cmd::SETNODEAFFINITY => sched::setnodeaffinity(&mut call),
+        cmd::GETNODEAFFINITY => sched::getnodeaffinity(&mut call),
         cmd::SCHEDULER_OP => sched::scheduler_op(&mut call),
         cmd::SETVCPUAFFINITY | cmd::GETVCPUAFFINITY => sched::vcpuaffinity(&mut call),
         _ => Err(Errno::ENOSYS),

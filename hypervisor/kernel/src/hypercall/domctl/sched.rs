@@ -1,10 +1,11 @@
 //! The scheduler's side of domctl: `scheduler_op` (a domain's credit weight and cap) and
 //! `set/getvcpuaffinity` (`xen/common/sched/core.c`'s `sched_adjust` and
-//! `vcpu_affinity_domctl`), and the CPU bitmaps (`xenctl_bitmap`) they and sysctl exchange.
+//! `vcpu_affinity_domctl`), `set/getnodeaffinity`, and the CPU and node bitmaps
+//! (`xenctl_bitmap`) they and sysctl exchange.
 
 use hestia_core::credit::CpuSet;
 use xen_abi::domctl::{
-    SchedulerOpCredit, VcpuAffinity, XenctlBitmap, schedop, scheduler, vcpuaffinity,
+    NodeAffinity, SchedulerOpCredit, VcpuAffinity, XenctlBitmap, schedop, scheduler, vcpuaffinity,
 };
 use xen_abi::errno::Errno;
 
@@ -78,11 +79,44 @@ fn nr_cpu_bits() -> u32 {
     crate::arch::x86_64::percpu::online_count().clamp(1, 64)
 }
 
-/// Reads a CPU mask from the guest: as many bytes as both sides have, bits past the guest's
-/// `nr_bits` cleared (Xen's `xenctl_bitmap_to_bitmap`).
+/// Bits a NUMA node mask holds (`MAX_NUMNODES` on x86).
+const NR_NODE_BITS: u32 = 64;
+
+/// Reads a CPU mask from the guest.
 pub(crate) fn read_cpumap(b: &XenctlBitmap) -> Result<CpuSet, Errno> {
+    read_bitmap(b, nr_cpu_bits()).map(CpuSet)
+}
+
+/// Writes a CPU mask to the guest.
+pub(crate) fn write_cpumap(b: &XenctlBitmap, set: CpuSet) -> Result<(), Errno> {
+    write_bitmap(b, set.0, nr_cpu_bits())
+}
+
+/// `XEN_DOMCTL_setnodeaffinity`: Hestia's host is one node, 0, so the only mask Xen would
+/// accept is one holding it (`EINVAL` for a mask disjoint from the online nodes), and the
+/// domain's node affinity stays that node.
+pub(super) fn setnodeaffinity(c: &mut Call<'_>) -> Result<u64, Errno> {
+    let op: NodeAffinity = c.arg();
+    c.target()?;
+    if read_bitmap(&op.nodemap, NR_NODE_BITS)? & 1 == 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(0)
+}
+
+/// `XEN_DOMCTL_getnodeaffinity`: node 0.
+pub(super) fn getnodeaffinity(c: &mut Call<'_>) -> Result<u64, Errno> {
+    let op: NodeAffinity = c.arg();
+    c.target()?;
+    write_bitmap(&op.nodemap, 1, NR_NODE_BITS)?;
+    Ok(0)
+}
+
+/// Reads a bitmap of up to 64 bits from the guest: as many bytes as both sides have, bits
+/// past the guest's `nr_bits` cleared (Xen's `xenctl_bitmap_to_bitmap`).
+fn read_bitmap(b: &XenctlBitmap, nbits: u32) -> Result<u64, Errno> {
     let guest_bytes = b.nr_bits.div_ceil(8) as usize;
-    let copy = guest_bytes.min(nr_cpu_bits().div_ceil(8) as usize);
+    let copy = guest_bytes.min(nbits.div_ceil(8) as usize);
     let mut bytes = [0u8; 8];
     let dst = bytes.get_mut(..copy).ok_or(Errno::EINVAL)?;
     if copy != 0 {
@@ -91,16 +125,20 @@ pub(crate) fn read_cpumap(b: &XenctlBitmap) -> Result<CpuSet, Errno> {
             bytes[copy - 1] &= !(0xffu8 << (b.nr_bits % 8));
         }
     }
-    let mask = u64::from_le_bytes(bytes) & CpuSet::first_n(nr_cpu_bits() as usize).0;
-    Ok(CpuSet(mask))
+    let mask = if nbits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << nbits) - 1
+    };
+    Ok(u64::from_le_bytes(bytes) & mask)
 }
 
-/// Writes a CPU mask to the guest: as many bytes as both sides have, the rest of the guest's
-/// bytes zeroed (Xen's `bitmap_to_xenctl_bitmap`).
-pub(crate) fn write_cpumap(b: &XenctlBitmap, set: CpuSet) -> Result<(), Errno> {
+/// Writes a bitmap of `nbits` (at most 64) bits to the guest: as many bytes as both sides
+/// have, the rest of the guest's bytes zeroed (Xen's `bitmap_to_xenctl_bitmap`).
+fn write_bitmap(b: &XenctlBitmap, bits: u64, nbits: u32) -> Result<(), Errno> {
     let guest_bytes = b.nr_bits.div_ceil(8) as usize;
-    let ours = set.0.to_le_bytes();
-    let copy = guest_bytes.min(nr_cpu_bits().div_ceil(8) as usize);
+    let ours = bits.to_le_bytes();
+    let copy = guest_bytes.min(nbits.div_ceil(8) as usize);
     if guest_bytes == 0 {
         return Ok(());
     }
@@ -109,8 +147,8 @@ pub(crate) fn write_cpumap(b: &XenctlBitmap, set: CpuSet) -> Result<(), Errno> {
     let mut at = copy;
     while at < guest_bytes {
         let n = (guest_bytes - at).min(zeros.len());
-        GuestRange::new(b.bitmap.checked_add(at as u64).ok_or(Errno::EFAULT)?, n)?
-            .write(&zeros[..n])?;
+        let addr = b.bitmap.checked_add(at as u64).ok_or(Errno::EFAULT)?;
+        GuestRange::new(addr, n)?.write(&zeros[..n])?;
         at += n;
     }
     Ok(())
