@@ -49,6 +49,19 @@ pub fn arg<T: FromBytes>(u: &[u8; 128]) -> T {
     T::read_from_prefix(u).map_or_else(|_| T::new_zeroed(), |(v, _)| v)
 }
 
+/// A PV domain's configuration as xl asks for one: `max_vcpus` vCPUs, ports up to 1023, grant
+/// tables up to v2 with the host's default limits.
+pub fn pv_domain_config(max_vcpus: u32) -> xen_abi::domctl::CreateDomain {
+    xen_abi::domctl::CreateDomain {
+        max_vcpus,
+        max_evtchn_port: 1023,
+        max_grant_frames: -1,
+        max_maptrack_frames: -1,
+        grant_opts: 2,
+        ..Default::default()
+    }
+}
+
 /// `XEN_DOMCTL_createdomain` for `domid` (0: allocate one) with `config`: the result and the
 /// id the header names afterwards.
 pub fn create_domain(domid: u16, config: &xen_abi::domctl::CreateDomain) -> (i64, u16) {

@@ -26,7 +26,7 @@
 #![no_std]
 #![no_main]
 
-use hestia_guests::control::{create_domain, domain_info, domctl_on, free_pages};
+use hestia_guests::control::{create_domain, domain_info, domctl_on, free_pages, pv_domain_config};
 use hestia_guests::xen_abi::domctl::{
     CreateDomain, MaxVcpus, XEN_INVALID_MAX_VCPU_ID, cdf, cmd, dominf, x86_emu,
 };
@@ -43,18 +43,6 @@ const EOPNOTSUPP: i64 = -95;
 
 /// A configuration Xen refuses: what is wrong, how to make it, Xen's errno.
 type BadConfig = (&'static str, fn(&mut CreateDomain), i64);
-
-/// A PV domain as xl asks for one: 2 vCPUs, ports up to 1023, grant v2, default limits.
-fn pv_config() -> CreateDomain {
-    CreateDomain {
-        max_vcpus: 2,
-        max_evtchn_port: 1023,
-        max_grant_frames: -1,
-        max_maptrack_frames: -1,
-        grant_opts: 2,
-        ..Default::default()
-    }
-}
 
 fn max_vcpus(domid: u16, max: u32) -> i64 {
     let mut op = hestia_guests::control::domctl_op(cmd::MAX_VCPUS, domid, &MaxVcpus { max });
@@ -120,7 +108,7 @@ fn settled_free_pages() -> Option<u64> {
 fn cycles() -> bool {
     let mut failed = false;
     for n in 0..20 {
-        let (r, id) = create_domain(0, &pv_config());
+        let (r, id) = create_domain(0, &pv_domain_config(2));
         if r != 0 {
             check!(failed, false, "cycle {n}: createdomain = {r}");
             break;
@@ -157,7 +145,7 @@ fn test_main(si: &StartInfo) -> Verdict {
     let mut failed = false;
     check!(failed, map_shared_info(si) == 0, "shared_info not mapped");
     // An allocated id, written back.
-    let (r, a) = create_domain(0, &pv_config());
+    let (r, a) = create_domain(0, &pv_domain_config(2));
     check!(
         failed,
         r == 0 && a != 0 && a < 0x7FF0,
@@ -217,17 +205,17 @@ fn test_main(si: &StartInfo) -> Verdict {
 
     // A given id; taken ids are EEXIST; a reserved id allocates.
     let b = a + 7;
-    let (r, got) = create_domain(b, &pv_config());
+    let (r, got) = create_domain(b, &pv_domain_config(2));
     check!(
         failed,
         r == 0 && got == b,
         "createdomain(d{b}) = {r}, d{got}"
     );
-    let (r, _) = create_domain(b, &pv_config());
+    let (r, _) = create_domain(b, &pv_domain_config(2));
     check!(failed, r == EEXIST, "createdomain of a taken id = {r}");
-    let (r, _) = create_domain(a, &pv_config());
+    let (r, _) = create_domain(a, &pv_domain_config(2));
     check!(failed, r == EEXIST, "createdomain of a taken id = {r}");
-    let (r, c) = create_domain(DOMID_SELF, &pv_config());
+    let (r, c) = create_domain(DOMID_SELF, &pv_domain_config(2));
     check!(
         failed,
         r == 0 && c != 0 && c < 0x7FF0 && c != a && c != b,
@@ -263,7 +251,7 @@ fn test_main(si: &StartInfo) -> Verdict {
         ("CPU pool 1", |c| c.cpupool_id = 1, ESRCH),
     ];
     for (what, set, want) in bad {
-        let mut config = pv_config();
+        let mut config = pv_domain_config(2);
         set(&mut config);
         let (r, id) = create_domain(0, &config);
         check!(
@@ -276,7 +264,7 @@ fn test_main(si: &StartInfo) -> Verdict {
         }
     }
     // The PIT is the one emulation a PV domain may ask for.
-    let mut config = pv_config();
+    let mut config = pv_domain_config(2);
     config.arch.emulation_flags = x86_emu::PIT;
     let (r, id) = create_domain(0, &config);
     check!(failed, r == 0, "createdomain with the PIT = {r}");
