@@ -663,6 +663,15 @@ fn base() -> Vec<Scenario> {
             timeout_s: 120,
             ..sched_scenario("sched-credit-boost")
         },
+        // dom0, as the toolstack, pauses (nested), unpauses and destroys a running domU.
+        Scenario {
+            smp: 2,
+            domus: &["functional-domctl-pause,cmdline=domu,mem=16"],
+            expect: &["d1: destroyed by d0", POWEROFF_MARKER],
+            forbid: &["(d1) Test result", "frame audit FAILED"],
+            timeout_s: 120,
+            ..guest("functional-domctl-pause", GuestVerdict::Success)
+        },
         // dom0 shuts a running domU down with SCHEDOP_remote_shutdown (after the domU found it
         // may not do the same to dom0); dom0 runs on.
         Scenario {
