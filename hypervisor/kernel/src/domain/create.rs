@@ -80,8 +80,9 @@ pub fn sanitise(c: &mut CreateDomain) -> Result<(), Errno> {
     Ok(())
 }
 
-/// The grant-table limits `c` asks for (Xen's `grant_table_init`): frames, maptrack frames.
-fn grant_limits(c: &CreateDomain) -> Result<(u32, u32), Errno> {
+/// The grant-table limits `c` asks for (Xen's `grant_table_init`): frames, maptrack frames,
+/// highest version.
+fn grant_limits(c: &CreateDomain) -> Result<(u32, u32, u8), Errno> {
     let version = c.grant_opts & XEN_DOMCTL_GRANT_VERSION_MASK;
     if version == 0 || version > GNTTAB_MAX_VERSION {
         return Err(Errno::EINVAL);
@@ -94,7 +95,7 @@ fn grant_limits(c: &CreateDomain) -> Result<(u32, u32), Errno> {
     {
         return Err(Errno::EINVAL);
     }
-    Ok((frames, maptrack))
+    Ok((frames, maptrack, version as u8))
 }
 
 /// `XEN_DOMCTL_createdomain` by `caller` for `requested` (0 or a reserved id: allocate one)
@@ -113,7 +114,7 @@ pub fn createdomain(
     if emflags != 0 && emflags != x86_emu::PIT {
         return Err(Errno::EOPNOTSUPP);
     }
-    let (max_grant_frames, max_maptrack_frames) = grant_limits(c)?;
+    let (max_grant_frames, max_maptrack_frames, max_grant_version) = grant_limits(c)?;
     if c.cpupool_id != 0 {
         return Err(Errno::ESRCH);
     }
@@ -125,6 +126,7 @@ pub fn createdomain(
         max_evtchn_port: c.max_evtchn_port.min(i32::MAX as u32),
         max_grant_frames,
         max_maptrack_frames,
+        max_grant_version,
         life: Life::toolstack(),
         handle: c.handle,
     })?;

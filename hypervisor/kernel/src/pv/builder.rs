@@ -323,6 +323,8 @@ pub struct Config {
     pub max_grant_frames: u32,
     /// Most maptrack frames.
     pub max_maptrack_frames: u32,
+    /// The highest grant-table version it may use (1 or 2).
+    pub max_grant_version: u8,
     /// Who ends it, paused or not.
     pub life: crate::domain::life::Life,
     /// Its UUID.
@@ -396,7 +398,11 @@ pub fn empty_domain(c: Config) -> Result<Domain, Errno> {
         mm_pending,
         log_limit: Default::default(),
         check_l1tf,
-        grant: super::grant::Grants::new(c.max_grant_frames, c.max_maptrack_frames),
+        grant: super::grant::Grants::new(
+            c.max_grant_frames,
+            c.max_maptrack_frames,
+            c.max_grant_version,
+        ),
         pollers: AtomicU64::new(0),
         console: None,
     })
@@ -514,6 +520,7 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
         },
         max_grant_frames: DEFAULT_MAX_GRANT_FRAMES,
         max_maptrack_frames: DEFAULT_MAX_MAPTRACK_FRAMES,
+        max_grant_version: 2,
         life: crate::domain::life::Life::boot(),
         handle: [0; 16],
     })

@@ -231,12 +231,15 @@ pub struct Grants {
     /// The mappings it made of grants (its own or others'), each with the granter. Lock order:
     /// before any table.
     pub maptrack: spin::Mutex<Maptrack<DomainRef>>,
+    /// The highest table version it may switch to (1 or 2; `XEN_DOMCTL_createdomain`'s
+    /// `grant_opts`).
+    pub max_version: u8,
 }
 
 impl Grants {
     /// The state of a new domain: v1, no frames yet, at most `max_frames` table frames and
-    /// `max_maptrack_frames` maptrack frames.
-    pub fn new(max_frames: u32, max_maptrack_frames: u32) -> Self {
+    /// `max_maptrack_frames` maptrack frames, versions up to `max_version`.
+    pub fn new(max_frames: u32, max_maptrack_frames: u32, max_version: u8) -> Self {
         Grants {
             table: spin::Mutex::new(TableState {
                 gt: GrantTable::new(max_frames),
@@ -245,6 +248,7 @@ impl Grants {
                 released: false,
             }),
             maptrack: spin::Mutex::new(Maptrack::new(max_maptrack_frames)),
+            max_version,
         }
     }
 }
