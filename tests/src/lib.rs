@@ -500,6 +500,7 @@ fn base() -> Vec<Scenario> {
             ..sched_scenario("functional-xen-version-domu")
         },
         guest("functional-domctl-info", GuestVerdict::Success),
+        guest("functional-domctl-lifecycle", GuestVerdict::Success),
         // The toolstack's calls from a domU: EPERM after the version check.
         Scenario {
             domus: &["functional-domctl-info,mem=16"],
@@ -683,6 +684,15 @@ fn base() -> Vec<Scenario> {
             ],
             timeout_s: 120,
             ..sched_scenario("sched-credit-boost")
+        },
+        // dom0, as the toolstack, pauses (nested), unpauses and destroys a running domU.
+        Scenario {
+            smp: 2,
+            domus: &["functional-domctl-pause,cmdline=domu,mem=16"],
+            expect: &["d1: destroyed by d0", POWEROFF_MARKER],
+            forbid: &["(d1) Test result", "frame audit FAILED"],
+            timeout_s: 120,
+            ..guest("functional-domctl-pause", GuestVerdict::Success)
         },
         // dom0 shuts a running domU down with SCHEDOP_remote_shutdown (after the domU found it
         // may not do the same to dom0); dom0 runs on.

@@ -19,6 +19,7 @@ pub mod cpu_policy;
 pub mod cpuid;
 pub mod credit;
 pub mod descriptor;
+pub mod domid;
 pub mod domu_spec;
 pub mod elf;
 pub mod evtchn;

@@ -48,3 +48,49 @@ pub fn sysctl(op: &mut XenSysctl) -> i64 {
 pub fn arg<T: FromBytes>(u: &[u8; 128]) -> T {
     T::read_from_prefix(u).map_or_else(|_| T::new_zeroed(), |(v, _)| v)
 }
+
+/// A PV domain's configuration as xl asks for one: `max_vcpus` vCPUs, ports up to 1023, grant
+/// tables up to v2 with the host's default limits.
+pub fn pv_domain_config(max_vcpus: u32) -> xen_abi::domctl::CreateDomain {
+    xen_abi::domctl::CreateDomain {
+        max_vcpus,
+        max_evtchn_port: 1023,
+        max_grant_frames: -1,
+        max_maptrack_frames: -1,
+        grant_opts: 2,
+        ..Default::default()
+    }
+}
+
+/// `XEN_DOMCTL_createdomain` for `domid` (0: allocate one) with `config`: the result and the
+/// id the header names afterwards.
+pub fn create_domain(domid: u16, config: &xen_abi::domctl::CreateDomain) -> (i64, u16) {
+    let mut op = domctl_op(xen_abi::domctl::cmd::CREATEDOMAIN, domid, config);
+    let r = domctl(&mut op);
+    (r, op.domain)
+}
+
+/// A domctl `cmd` without argument (pause, unpause, destroy...) on `domid`.
+pub fn domctl_on(cmd: u32, domid: u16) -> i64 {
+    domctl(&mut domctl_op(cmd, domid, &[0u8; 0]))
+}
+
+/// `XEN_DOMCTL_getdomaininfo` from `domid` on: the result, the domain described.
+pub fn domain_info(domid: u16) -> (i64, xen_abi::domctl::GetDomainInfo) {
+    let mut op = domctl_op(
+        xen_abi::domctl::cmd::GETDOMAININFO,
+        domid,
+        &xen_abi::domctl::GetDomainInfo::default(),
+    );
+    let r = domctl(&mut op);
+    (r, arg(&op.u))
+}
+
+/// `XEN_SYSCTL_physinfo`'s free pages (`None` if the call fails).
+pub fn free_pages() -> Option<u64> {
+    let mut op = sysctl_op(
+        xen_abi::sysctl::cmd::PHYSINFO,
+        &xen_abi::sysctl::Physinfo::default(),
+    );
+    (sysctl(&mut op) == 0).then(|| arg::<xen_abi::sysctl::Physinfo>(&op.u).free_pages)
+}

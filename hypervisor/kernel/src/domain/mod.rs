@@ -7,6 +7,12 @@
 //! handler compares ids itself. Rights are not ids: what a domain may do is `crate::policy`'s
 //! question; the hardware domain is the one holding the hardware right, whatever its id.
 //!
+//! An id is taken from the moment a creation claims it ([`reserve`]) until the destroyed
+//! domain's last frame has come back: a destroyed domain whose frames others still map (a
+//! zombie, `reap`) keeps its id, though no lookup finds it any more, so no new domain can be
+//! confused with it by the frames it left (Xen keeps such a domain in its list until its
+//! last page goes). The toolstack's ids are allocated by `hestia_core::domid`'s rover.
+//!
 //! Lock: the table's lock is a leaf; nothing is called with it held. Interrupt handlers never
 //! take it (a CPU could hold it when interrupted): the hardware domain, which device
 //! interrupts go to, is also kept outside the table, set once; debug keys only try it.
@@ -19,14 +25,21 @@ use core::ops::Deref;
 use xen_abi::errno::Errno;
 use xen_abi::xen::DOMID_SELF;
 
+use hestia_core::domid::Rover;
+use xen_abi::xen::DOMID_FIRST_RESERVED;
+
 use crate::policy::{self, Action};
-use crate::pv::domain::Domain;
+use crate::pv::domain::{DomId, Domain};
 
 pub mod boot;
+pub mod create;
 mod destroy;
+pub mod life;
 mod reap;
 pub use destroy::{Preempted, Relinquishing, relinquish_memory};
-pub use reap::{destroy_later, finish_all as finish_destroys, resweep_dead, step as reap_step};
+pub use reap::{
+    destroy_later, domain_kill, finish_all as finish_destroys, resweep_dead, step as reap_step,
+};
 
 /// A counted reference to a domain; dropping it gives the reference back.
 #[derive(Clone)]
@@ -39,25 +52,111 @@ impl Deref for DomainRef {
     }
 }
 
-static TABLE: spin::Mutex<BTreeMap<u16, Arc<Domain>>> = spin::Mutex::new(BTreeMap::new());
+/// What holds an id in the table.
+enum Slot {
+    /// A creation claimed it ([`Reservation`]); the domain is not built yet.
+    Reserved,
+    /// A domain that exists (alive, shut down, or being destroyed).
+    Live(Arc<Domain>),
+    /// A destroyed domain some of whose frames others still map: no lookup finds it, its id
+    /// stays taken until [`remove`].
+    Zombie(Arc<Domain>),
+}
+
+impl Slot {
+    fn live(&self) -> Option<DomainRef> {
+        match self {
+            Slot::Live(d) => Some(DomainRef(d.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// The table and the toolstack's id allocator, under one lock.
+struct Table {
+    slots: BTreeMap<u16, Slot>,
+    rover: Rover,
+}
+
+static TABLE: spin::Mutex<Table> = spin::Mutex::new(Table {
+    slots: BTreeMap::new(),
+    rover: Rover::new(),
+});
 /// The domain holding the hardware right, once it exists (it lives until the machine stops).
 static HARDWARE: spin::Once<DomainRef> = spin::Once::new();
 
-/// Puts a newly built domain into the table; `EEXIST` if its id is taken, or if it would be
-/// a second hardware domain.
-pub fn insert(d: Domain) -> Result<DomainRef, Errno> {
-    let hardware = policy::allows(&d, Action::PhysicalIrq);
+/// An id claimed for a domain being built: [`Reservation::insert`] enters the domain under
+/// it; dropped unused, it frees the id again.
+pub struct Reservation {
+    id: u16,
+    used: bool,
+}
+
+impl Reservation {
+    /// The id claimed.
+    pub fn id(&self) -> DomId {
+        DomId(self.id)
+    }
+
+    /// Enters `d`, built with this reservation's id, in the table; `EEXIST` if it would be a
+    /// second hardware domain (nothing is entered then, and the id is freed).
+    pub fn insert(mut self, d: Domain) -> Result<DomainRef, Errno> {
+        if d.id.0 != self.id {
+            return Err(Errno::EINVAL);
+        }
+        let hardware = policy::allows(&d, Action::PhysicalIrq);
+        if hardware && HARDWARE.is_completed() {
+            return Err(Errno::EEXIST);
+        }
+        crate::arch::x86_64::spec_ctrl::domain_created(hardware);
+        let d = DomainRef(Arc::new(d));
+        TABLE.lock().slots.insert(self.id, Slot::Live(d.0.clone()));
+        self.used = true;
+        if hardware {
+            HARDWARE.call_once(|| d.clone());
+        }
+        Ok(d)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.used {
+            let mut t = TABLE.lock();
+            if matches!(t.slots.get(&self.id), Some(Slot::Reserved)) {
+                t.slots.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// Claims an id for a new domain: `requested` if it is a valid id (`EEXIST` if taken), or one
+/// the toolstack's rover allocates for 0 or a reserved id (`ENOMEM` if none is free), as
+/// `XEN_DOMCTL_createdomain` does (`hestia_core::domid`).
+pub fn reserve(requested: u16) -> Result<Reservation, Errno> {
     let mut t = TABLE.lock();
-    if t.contains_key(&d.id.0) || (hardware && HARDWARE.is_completed()) {
-        return Err(Errno::EEXIST);
+    let Table { slots, rover } = &mut *t;
+    let id = rover.choose(requested, |id| slots.contains_key(&id))?;
+    slots.insert(id, Slot::Reserved);
+    Ok(Reservation { id, used: false })
+}
+
+/// Puts a newly built domain into the table under its own id (the boot-time domains, dom0's
+/// being 0); `EEXIST` if its id is taken, or if it would be a second hardware domain.
+pub fn insert(d: Domain) -> Result<DomainRef, Errno> {
+    let id = d.id.0;
+    if id >= DOMID_FIRST_RESERVED {
+        return Err(Errno::EINVAL);
     }
-    crate::arch::x86_64::spec_ctrl::domain_created(hardware);
-    let d = DomainRef(Arc::new(d));
-    t.insert(d.id.0, d.0.clone());
-    if hardware {
-        HARDWARE.call_once(|| d.clone());
-    }
-    Ok(d)
+    let r = {
+        let mut t = TABLE.lock();
+        if t.slots.contains_key(&id) {
+            return Err(Errno::EEXIST);
+        }
+        t.slots.insert(id, Slot::Reserved);
+        Reservation { id, used: false }
+    };
+    r.insert(d)
 }
 
 /// The domain `domid` names for `caller` (`DOMID_SELF` is the caller); `ESRCH` if none.
@@ -69,8 +168,9 @@ pub fn lookup(caller: &Domain, domid: u16) -> Result<DomainRef, Errno> {
     };
     TABLE
         .lock()
+        .slots
         .get(&id)
-        .map(|d| DomainRef(d.clone()))
+        .and_then(Slot::live)
         .ok_or(Errno::ESRCH)
 }
 
@@ -79,8 +179,9 @@ pub fn lookup(caller: &Domain, domid: u16) -> Result<DomainRef, Errno> {
 pub fn lookup_id(domid: u16) -> Result<DomainRef, Errno> {
     TABLE
         .lock()
+        .slots
         .get(&domid)
-        .map(|d| DomainRef(d.clone()))
+        .and_then(Slot::live)
         .ok_or(Errno::ESRCH)
 }
 
@@ -89,9 +190,9 @@ pub fn lookup_id(domid: u16) -> Result<DomainRef, Errno> {
 pub fn first_from(domid: u16) -> Option<DomainRef> {
     TABLE
         .lock()
+        .slots
         .range(domid..)
-        .next()
-        .map(|(_, d)| DomainRef(d.clone()))
+        .find_map(|(_, d)| d.live())
 }
 
 /// Checks that `domid` names the caller itself: the operations that take a domain id but act
@@ -112,33 +213,51 @@ pub fn hardware_domain() -> Option<&'static Domain> {
 
 /// Every domain, in id order (not from interrupt handlers: see [`try_all`]).
 pub fn all() -> Vec<DomainRef> {
-    TABLE
-        .lock()
-        .values()
-        .map(|d| DomainRef(d.clone()))
-        .collect()
+    TABLE.lock().slots.values().filter_map(Slot::live).collect()
 }
 
 /// Every domain, in id order, or `None` if the table is busy (debug keys, which run in an
 /// interrupt handler, must not wait for it).
 pub fn try_all() -> Option<Vec<DomainRef>> {
     let t = TABLE.try_lock()?;
-    Some(t.values().map(|d| DomainRef(d.clone())).collect())
+    Some(t.slots.values().filter_map(Slot::live).collect())
 }
 
 /// True when every domain in the table has stopped (or there is none).
 pub fn all_dying() -> bool {
     TABLE
         .lock()
+        .slots
         .values()
+        .filter_map(Slot::live)
         .all(|d| d.dying.load(core::sync::atomic::Ordering::Acquire))
 }
 
-/// Takes `d` out of the table (its destruction is complete); counted references others hold
-/// keep its structure until they drop them.
+/// `d`'s destruction is complete but for `kept` frames others still map: with none it leaves
+/// the table, otherwise it stays there as a zombie, holding its id, until [`remove`].
+pub fn bury(d: &Domain, kept: u64) {
+    let mut t = TABLE.lock();
+    if let Some(slot) = t.slots.get_mut(&d.id.0)
+        && let Slot::Live(x) = slot
+        && core::ptr::eq(&**x, d)
+    {
+        if kept == 0 {
+            t.slots.remove(&d.id.0);
+        } else {
+            *slot = Slot::Zombie(x.clone());
+        }
+    }
+}
+
+/// Takes `d` out of the table for good (its destruction is complete and no frame of it is left);
+/// counted references others hold keep its structure until they drop them.
 pub fn remove(d: &Domain) {
     let mut t = TABLE.lock();
-    if t.get(&d.id.0).is_some_and(|x| core::ptr::eq(&**x, d)) {
-        t.remove(&d.id.0);
+    let mine = match t.slots.get(&d.id.0) {
+        Some(Slot::Live(x) | Slot::Zombie(x)) => core::ptr::eq(&**x, d),
+        _ => false,
+    };
+    if mine {
+        t.slots.remove(&d.id.0);
     }
 }

@@ -1,19 +1,27 @@
-//! Destroying stopped domains: the reaper.
+//! Destroying domains: the reaper, and `XEN_DOMCTL_destroydomain`'s [`domain_kill`].
 //!
-//! A domU that shut down or crashed is queued here ([`destroy_later`]). Its destruction waits
-//! until none of its vCPUs is loaded on a CPU any more (each CPU switches away from them at its
-//! next return to a guest; an idle CPU runs on Hestia's own page tables), then runs in bounded
-//! steps from the idle loop ([`step`], with interrupts let in between): its vCPUs' timers are
-//! cancelled, its event channels closed (the other end of each inter-domain channel becomes
-//! unbound), its memory is relinquished (`super::destroy`: every frame scrubbed and returned),
-//! the scheduler forgets its vCPUs, it leaves the domain table, and the hardware domain gets
-//! `VIRQ_DOM_EXC` (Xen's `domain_destroy`). The frame table is then audited. One domain is
-//! destroyed at a time, so an audit never meets one half destroyed.
+//! A boot-time domU that shut down or crashed is queued here ([`destroy_later`]); a domain
+//! the toolstack destroys is driven by its `destroydomain` calls instead ([`domain_kill`]:
+//! each call does bounded steps and answers `ERESTART` while work is left, as Xen's
+//! `domain_kill`; only those calls drive it, so the domain stays in the table until the
+//! call that completes it). Whoever begins a domain's destruction owns it
+//! (`super::life`'s dying state): the reaper never queues a domain the toolstack is
+//! destroying, and the toolstack takes over a queued one.
+//!
+//! A destruction waits until none of the domain's vCPUs is loaded on a CPU any more (each CPU
+//! switches away from them at its next return to a guest; an idle CPU runs on Hestia's own
+//! page tables), then runs in bounded steps (from the idle loop for the queued ones, with
+//! interrupts let in between): its vCPUs' timers are cancelled, its event channels closed (the
+//! other end of each inter-domain channel becomes unbound), its memory is relinquished
+//! (`super::destroy`: every frame scrubbed and returned), the scheduler forgets its vCPUs, it
+//! leaves the domain table, and the hardware domain gets `VIRQ_DOM_EXC` (Xen's
+//! `domain_destroy`). The frame table is then audited. One domain is destroyed at a time
+//! ([`CURRENT`]), so an audit never meets one half destroyed.
 //!
 //! A destroyed domain whose frames another domain still maps through grants stays a zombie
-//! (Xen's term): out of the table, its kept frames still its own, swept again
-//! ([`resweep_dead`]) each time a grant mapping of a dead domain's frame goes, and forgotten
-//! once nothing is kept.
+//! (Xen's term): no lookup finds it but its id stays taken (`super::bury`), its kept frames
+//! still its own, swept again ([`resweep_dead`]) each time a grant mapping of a dead domain's
+//! frame goes, and forgotten, its id freed, once nothing is kept.
 //!
 //! When the machine stops, [`finish_all`] completes every queued destruction at once (the other
 //! CPUs are parked then, so their vCPUs count as switched away).
@@ -22,17 +30,20 @@
 //! `ZOMBIES`) are leaves but for the destruction step itself (the domain's and its peers'
 //! `evtchn` locks, taken by `evtchn_destroy`; vCPU locks, then the frame table's, taken by
 //! `relinquish_memory`), and are only taken with interrupts off (the idle loop, the stop
-//! path).
+//! path, `domain_kill`, which only tries `CURRENT`).
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use xen_abi::errno::Errno;
+
 use super::{DomainRef, Preempted, Relinquishing, relinquish_memory};
+use crate::arch::x86_64::cpu;
 
 /// Stopped domains waiting for their destruction, oldest first.
 static QUEUE: spin::Mutex<Vec<DomainRef>> = spin::Mutex::new(Vec::new());
 /// The destruction under way, its progress, and whether it is a zombie's sweep.
-static CURRENT: spin::Mutex<Option<(DomainRef, Relinquishing, bool)>> = spin::Mutex::new(None);
+static CURRENT: spin::Mutex<Option<Job>> = spin::Mutex::new(None);
 /// Destroyed domains some of whose frames other domains still map through grants (Xen's
 /// zombie domains): out of the domain table, their frames kept until the last mapping goes.
 static ZOMBIES: spin::Mutex<Vec<(DomainRef, Relinquishing)>> = spin::Mutex::new(Vec::new());
@@ -41,9 +52,27 @@ static SWEEPING: spin::Mutex<Vec<(DomainRef, Relinquishing)>> = spin::Mutex::new
 /// A reference on a dead domain's frame went: its zombies are swept again.
 static RESWEEP: AtomicBool = AtomicBool::new(false);
 
-/// Queues the stopped domain `d` for destruction.
+/// Whose a destruction under way is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The reaper's: a queued domain.
+    Queued,
+    /// [`domain_kill`]'s: only its calls (and the machine's stop) advance it, so the call that
+    /// completes it is the one that answers.
+    Killed,
+    /// A zombie's sweep.
+    Zombie,
+}
+
+/// A destruction under way: the domain, its progress, whose it is.
+type Job = (DomainRef, Relinquishing, Kind);
+
+/// Queues the stopped domain `d` for destruction, unless its destruction began already (the
+/// toolstack destroys it).
 pub fn destroy_later(d: DomainRef) {
-    QUEUE.lock().push(d);
+    if d.life.begin_dying() {
+        QUEUE.lock().push(d);
+    }
 }
 
 /// A grant mapping of a dying or destroyed domain's frame went: sweep the zombies again at
@@ -52,8 +81,21 @@ pub fn resweep_dead() {
     RESWEEP.store(true, Ordering::Release);
 }
 
+/// The first steps of destroying `d`, whose vCPUs are off every CPU: nothing wakes it or
+/// sends it events any more.
+fn begin(d: DomainRef, kind: Kind) -> Job {
+    for v in &d.vcpus {
+        crate::pv::events::cancel_timers(&mut v.lock());
+    }
+    // Before its memory (shared_info) goes, and before it leaves the table: every peer sees
+    // its channels closed and names it no more.
+    crate::hypercall::event_channel::evtchn_destroy(&d);
+    (d, Relinquishing::default(), kind)
+}
+
 /// One bounded step of destruction, if a domain is ready for one (`force`: whether or not its
-/// vCPUs are still loaded somewhere, for the machine's stop). True if it did work.
+/// vCPUs are still loaded somewhere, and [`domain_kill`]'s too, for the machine's stop). True
+/// if it did work.
 pub fn step(force: bool) -> bool {
     let mut cur = CURRENT.lock();
     if cur.is_none() {
@@ -63,13 +105,7 @@ pub fn step(force: bool) -> bool {
             ready.map(|i| q.remove(i))
         };
         if let Some(d) = next {
-            for v in &d.vcpus {
-                crate::pv::events::cancel_timers(&mut v.lock());
-            }
-            // Before its memory (shared_info) goes, and before it leaves the table: every
-            // peer sees its channels closed and names it no more.
-            crate::hypercall::event_channel::evtchn_destroy(&d);
-            *cur = Some((d, Relinquishing::default(), false));
+            *cur = Some(begin(d, Kind::Queued));
         } else {
             let mut sweeping = SWEEPING.lock();
             if RESWEEP.swap(false, Ordering::AcqRel) {
@@ -77,23 +113,32 @@ pub fn step(force: bool) -> bool {
                 sweeping.append(&mut ZOMBIES.lock());
             }
             if let Some((d, state)) = sweeping.pop() {
-                *cur = Some((d, state, true));
+                *cur = Some((d, state, Kind::Zombie));
             }
         }
     }
+    if !force && cur.as_ref().is_some_and(|(_, _, k)| *k == Kind::Killed) {
+        return false;
+    }
+    advance(cur)
+}
+
+/// Advances the destruction in `cur`, if any, by one bounded step, and completes it once its
+/// memory is relinquished. True if it did work.
+fn advance(mut cur: spin::MutexGuard<'_, Option<Job>>) -> bool {
     let Some((d, state, _)) = cur.as_mut() else {
         return false;
     };
     if relinquish_memory(d, state) == Err(Preempted) {
         return true;
     }
-    let (d, state, zombie) = match cur.take() {
-        Some(done) => done,
-        None => return true,
+    let Some((d, state, kind)) = cur.take() else {
+        return true;
     };
     drop(cur);
-    if zombie {
+    if kind == Kind::Zombie {
         if state.kept() == 0 {
+            super::remove(&d);
             crate::info!("{}: its last frames mapped by others freed", d.id);
         } else {
             ZOMBIES.lock().push((d, state));
@@ -101,7 +146,8 @@ pub fn step(force: bool) -> bool {
         return true;
     }
     crate::sched::forget_domain(&d);
-    super::remove(&d);
+    super::bury(&d, state.kept());
+    d.life.set_dead();
     crate::info!(
         "{}: destroyed: {} frames scrubbed and returned ({} kept), {} MiB free",
         d.id,
@@ -123,4 +169,50 @@ pub fn step(force: bool) -> bool {
 /// Completes every queued destruction now (the machine stops; the other CPUs are parked).
 pub fn finish_all() {
     while step(true) {}
+}
+
+/// `XEN_DOMCTL_destroydomain` of `d` by `caller` (Xen's `domain_kill`), which must not be
+/// `d`: the first call stops it (shut down or running, it never runs again); each call then
+/// destroys it in bounded steps until `caller` has something else to do, answering
+/// `ERESTART` (call again) until the destruction is complete, then 0 (also for a domain
+/// already destroyed but kept as a zombie, which no lookup finds anyway). While it is being
+/// destroyed, it shows as dying ([`crate::pv::domain::Domain::is_dying`]).
+pub fn domain_kill(caller: &crate::pv::domain::Domain, d: &DomainRef) -> Result<(), Errno> {
+    if d.life.begin_dying() {
+        crate::info!("{}: destroyed by {}", d.id, caller.id);
+        // No vCPU of it runs again, and nothing is delivered to it (its shared_info goes).
+        d.kill();
+        crate::sched::stop_domain(d);
+        crate::console::ring::unregister(d);
+    }
+    // A queued destruction (it stopped by itself) is this call's from now on.
+    QUEUE.lock().retain(|q| !core::ptr::eq(&**q, &**d));
+    // The call that completes it answers 0: it leaves the table then, so a call issued again
+    // would not find it.
+    while !d.life.is_dead() {
+        let worked = cpu::without_interrupts(|| kill_step(d));
+        if d.life.is_dead() {
+            break;
+        }
+        if !worked || crate::pv::events::preempt_now(caller) {
+            return Err(Errno::ERESTART);
+        }
+    }
+    Ok(())
+}
+
+/// One bounded step towards `d`'s destruction: its own, or the one under way before it (the
+/// reaper's or a zombie's). False if there is nothing to do yet (its vCPUs are still loaded
+/// on a CPU, or another CPU is stepping).
+fn kill_step(d: &DomainRef) -> bool {
+    let Some(mut cur) = CURRENT.try_lock() else {
+        return false;
+    };
+    if cur.is_none() {
+        if !crate::sched::off_cpus(d) {
+            return false;
+        }
+        *cur = Some(begin(d.clone(), Kind::Killed));
+    }
+    advance(cur)
 }

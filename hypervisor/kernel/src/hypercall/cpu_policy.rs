@@ -30,7 +30,6 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use super::domctl::Call;
 use crate::mm::guest;
-use crate::pv::domain::Domain;
 use crate::pv::privop::system_policies;
 
 /// The system policy `XEN_SYSCTL_cpu_policy_*` `index` names.
@@ -147,11 +146,9 @@ pub(super) fn get_cpu_policy(c: &mut Call) -> Result<u64, Errno> {
 /// `XEN_DOMCTL_set_cpu_policy`: replaces the policy of a domain that has not run yet with the
 /// toolstack's (merged into the current one, audited against PV max, clamped to it).
 pub(super) fn set_cpu_policy(c: &mut Call) -> Result<u64, Errno> {
-    let d = c.target()?.clone();
-    if core::ptr::eq(&*d, c.caller) {
-        return Err(Errno::EINVAL);
-    }
-    if creation_finished(&d) {
+    let d = c.other_target()?.clone();
+    // No changing once the domain has been started.
+    if d.creation_finished() {
         return Err(Errno::EEXIST);
     }
     let mut op: domctl::CpuPolicy = c.arg();
@@ -176,13 +173,4 @@ pub(super) fn set_cpu_policy(c: &mut Call) -> Result<u64, Errno> {
             Err(r.errno)
         }
     }
-}
-
-/// Whether `d` has started running (Xen's `d->creation_finished`, set when the toolstack
-/// first unpauses it): Hestia knows it by a vCPU having been given its context, which a
-/// toolstack does after the policy (libxl's `libxl__build_pre`), and by a domain on its way
-/// out. Every domain Hestia builds itself (dom0, boot-time domUs) has.
-fn creation_finished(d: &Domain) -> bool {
-    d.dying.load(core::sync::atomic::Ordering::Acquire)
-        || d.vcpus.iter().any(|v| v.lock().initialised)
 }

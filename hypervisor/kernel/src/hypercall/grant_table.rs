@@ -5,7 +5,8 @@
 //! - `setup_table`, `query_size`, `get_version`, `get_status_frames`: the caller's table, or
 //!   another domain's for a privileged caller (Xen's `XSM_TARGET`); results in `status`.
 //!   (`get_status_frames`: only as many as the table has; v1 has none.)
-//! - `set_version`: 1 or 2, the reserved entries (0-7) carried over, `-EBUSY` while another
+//! - `set_version`: 1 or 2 (2 is `-ENOSYS` for a domain the toolstack created for v1 only,
+//!   as Xen), the reserved entries (0-7) carried over, `-EBUSY` while another
 //!   entry is in use or (back to v1) the guest maps a status frame, `-ERANGE` for a reserved
 //!   v2 entry v1 cannot hold; v2 status frames shared as the table's frames are
 //!   (`get_status_frames`). v2 full-page and sub-page grants (sub-page: copies only, within
@@ -105,6 +106,8 @@ pub(super) fn do_grant_table_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             let mut op: SetVersion = guest::read_obj(uop)?;
             let mut st = d.grant.table.lock();
             let r = match op.version {
+                // A domain created for v1 only behaves as before set_version existed (Xen).
+                2 if d.grant.max_version < 2 => Err(Errno::ENOSYS),
                 1 | 2 => st.set_version(d.id.0, op.version as u8).map(|()| 0),
                 _ => Err(Errno::EINVAL),
             };

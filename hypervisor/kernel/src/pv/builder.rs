@@ -15,12 +15,14 @@
 
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 
 use hestia_core::bzimage::{self, BzError, Compression};
 use hestia_core::elf::{self, Elf64, ElfError, PvKernel};
+use hestia_core::grant_table::{DEFAULT_MAX_GRANT_FRAMES, DEFAULT_MAX_MAPTRACK_FRAMES};
 use hestia_core::pv_layout::{self, LayoutError, PvLayout};
 use hestia_core::pv_mm::{MmError, PageType};
+use xen_abi::errno::Errno;
 use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS, START_INFO_MAGIC, SharedInfo, StartInfo, sif};
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -257,21 +259,18 @@ fn map_page(mem: &GuestMem<'_>, l4: u64, tables: &mut TableAlloc, va: u64, pfn: 
     );
 }
 
-/// Gives the domain's frames (and its shared_info page) to domain `dom` in the frame table,
-/// fills the M2P, and pins the bootstrap L4 with a second type reference for CR3 (as Xen's dom0
-/// builder does): the validation proves the tables obey the PV MMU rules before the guest runs.
-/// The hardware domain also gets the machine's I/O memory, but for Hestia's own devices.
+/// Gives the domain's frames to domain `dom` in the frame table, fills the M2P, and pins the
+/// bootstrap L4 with a second type reference for CR3 (as Xen's dom0 builder does): the
+/// validation proves the tables obey the PV MMU rules before the guest runs. The hardware
+/// domain also gets the machine's I/O memory, but for Hestia's own devices.
 ///
-/// Hestia writes shared_info (event bits, time) and a domU's console ring for the domain's whole
-/// life, so, as Xen's `share_xen_page_with_guest`, each frame holds a reference and a writable
-/// type reference that are never dropped while the domain lives: it can never become a page
-/// table or descriptor page, and `XENMEM_decrease_reservation`/`exchange` cannot hand it back to
-/// the allocator.
+/// Hestia writes a domU's console ring for the domain's whole life, so, like shared_info
+/// ([`share_with`]), its frame holds a reference and a writable type reference that are never
+/// dropped while the domain lives.
 fn register_frames(
     dom: DomId,
     hardware: bool,
     p2m: &[u64],
-    shared_mfn: u64,
     console_mfn: Option<u64>,
     l4_mfn: u64,
 ) -> Result<(), BuildError> {
@@ -284,8 +283,7 @@ fn register_frames(
             ft.assign(mfn, dom)?;
             mm::frametable::set_m2p(mfn, pfn as u64);
         }
-        ft.assign(shared_mfn, dom)?;
-        for held in core::iter::once(shared_mfn).chain(console_mfn) {
+        if let Some(held) = console_mfn {
             ft.get_page(held, dom)?;
             ft.get_page_type(mem, held, PageType::Writable, dom)?;
         }
@@ -295,6 +293,120 @@ fn register_frames(
     })
     .unwrap_or(Err(MmError::BadFrame))
     .map_err(BuildError::Mmu)
+}
+
+/// Gives Hestia's frame `mfn` to domain `dom` with a reference and a writable type reference
+/// that are never dropped while the domain lives (Xen's `share_xen_page_with_guest`): Hestia
+/// writes it (shared_info) for the domain's whole life, so it can never become a page table
+/// or descriptor page, and `XENMEM_decrease_reservation`/`exchange` cannot hand it back to
+/// the allocator.
+fn share_with(dom: DomId, mfn: u64) -> Result<(), MmError> {
+    mm::frametable::with(|ft, mem| {
+        ft.assign(mfn, dom.0)?;
+        ft.get_page(mfn, dom.0)?;
+        ft.get_page_type(mem, mfn, PageType::Writable, dom.0)
+    })
+    .unwrap_or(Err(MmError::BadFrame))
+}
+
+/// What a new, empty domain is made of (Xen's `xen_domctl_createdomain`, once checked).
+pub struct Config {
+    /// Its id.
+    pub id: DomId,
+    /// The hardware domain (dom0): privileged, with the I/O ports.
+    pub hardware: bool,
+    /// Its vCPUs (at least 1).
+    pub nr_vcpus: u32,
+    /// Its highest event-channel port (`u32::MAX`: all the ABI has).
+    pub max_evtchn_port: u32,
+    /// Most grant-table frames.
+    pub max_grant_frames: u32,
+    /// Most maptrack frames.
+    pub max_maptrack_frames: u32,
+    /// The highest grant-table version it may use (1 or 2).
+    pub max_grant_version: u8,
+    /// Who ends it, paused or not.
+    pub life: crate::domain::life::Life,
+    /// Its UUID.
+    pub handle: xen_abi::domctl::DomainHandle,
+}
+
+/// An empty domain (Xen's `domain_create`): a zeroed shared_info page shared with it (every
+/// `vcpu_info`'s events masked), `nr_vcpus` vCPUs neither initialised nor up, event channels
+/// up to its port limit, a grant table without frames, no memory (`tot_pages` and `max_pages`
+/// 0, an empty P2M) and no I/O ports. Every step that can fail for want of memory comes before
+/// the shared_info page is taken, so a failure leaves nothing behind. The boot-time builder
+/// fills it with a kernel; `XEN_DOMCTL_createdomain` returns it as it is.
+pub fn empty_domain(c: Config) -> Result<Domain, Errno> {
+    let nr_vcpus = c.nr_vcpus.max(1);
+    let n = nr_vcpus as usize;
+    let mut vcpus = Vec::new();
+    vcpus.try_reserve_exact(n).map_err(|_| Errno::ENOMEM)?;
+    for i in 0..nr_vcpus {
+        vcpus.push(spin::Mutex::new(Vcpu::new(i, TrapFrame::default(), 0)?));
+    }
+    let mut vcpu_info = Vec::new();
+    vcpu_info.try_reserve_exact(n).map_err(|_| Errno::ENOMEM)?;
+    vcpu_info.extend((0..n).map(|_| core::sync::atomic::AtomicU64::new(0)));
+    let mut mm_pending = Vec::new();
+    mm_pending.try_reserve_exact(n).map_err(|_| Errno::ENOMEM)?;
+    mm_pending.extend((0..n).map(|_| spin::Mutex::default()));
+    let mut evtchn = hestia_core::evtchn::EventChannels::new(nr_vcpus);
+    evtchn.set_max_port(c.max_evtchn_port);
+
+    let shared = mm::alloc_zeroed_frames(1, PAGE, u64::MAX).ok_or(Errno::ENOMEM)? / PAGE;
+    // Before its tables are validated.
+    let check_l1tf = super::l1tf::domain_init(c.id.0, c.hardware);
+    if let Err(e) = share_with(c.id, shared) {
+        // A fresh frame the frame table refuses: a Hestia bug; the frame stays out of use.
+        crate::error!("{}: its shared_info frame is refused ({e:?})", c.id);
+        return Err(Errno::ENOMEM);
+    }
+    let mut si = SharedInfo::new_zeroed();
+    for v in si.vcpu_info.iter_mut() {
+        v.evtchn_upcall_mask = 1;
+    }
+    // SAFETY: a fresh frame from the allocator, owned by Hestia, in the direct map.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            si.as_bytes().as_ptr(),
+            mm::phys_to_virt(shared * PAGE) as *mut u8,
+            size_of::<SharedInfo>(),
+        )
+    };
+    Ok(Domain {
+        id: c.id,
+        privileged: c.hardware,
+        p2m: Vec::new(),
+        shared_info_mfn: shared,
+        vcpus,
+        dying: AtomicBool::new(false),
+        shutdown_reason: AtomicU32::new(crate::domain::life::Life::no_shutdown_code()),
+        life: c.life,
+        evtchn: spin::Mutex::new(evtchn),
+        tot_pages: AtomicU64::new(0),
+        max_pages: AtomicU64::new(0),
+        handle: spin::Mutex::new(c.handle),
+        tsc_mode: AtomicU32::new(xen_abi::domctl::tsc_mode::DEFAULT),
+        tsc_incarnation: AtomicU32::new(0),
+        vm_assist: AtomicU64::new(0),
+        ioports: alloc::boxed::Box::new(hestia_core::ioport::PortSet::none()),
+        pci_cf8: AtomicU32::new(0),
+        rtc_index: core::sync::atomic::AtomicU8::new(0),
+        vcpu_info,
+        pirqs: spin::Mutex::new(hestia_core::pirq::PirqTable::default()),
+        mm_pending,
+        log_limit: Default::default(),
+        check_l1tf,
+        cpu_policy: super::privop::default_cpu_policy(),
+        grant: super::grant::Grants::new(
+            c.max_grant_frames,
+            c.max_maptrack_frames,
+            c.max_grant_version,
+        ),
+        pollers: AtomicU64::new(0),
+        console: None,
+    })
 }
 
 /// What to build.
@@ -396,43 +508,42 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
     mem.write(p2m_first_pfn * PAGE, &p2m_bytes);
     let l4_mfn = build_page_tables(&mem, &l);
 
-    let shared = mm::alloc_zeroed_frames(1, PAGE, u64::MAX).ok_or(BuildError::OutOfMemory(1))?;
-    // Before its tables are validated.
-    let check_l1tf = super::l1tf::domain_init(id.0, hardware);
+    let mut d = empty_domain(Config {
+        id,
+        hardware,
+        nr_vcpus,
+        // Xen's boot-time domUs (dom0less) get ports 0-1023, as `xl`'s default
+        // `max_event_channels`; dom0's are unlimited (all the ABI has).
+        max_evtchn_port: if hardware {
+            u32::MAX
+        } else {
+            DOMU_MAX_EVTCHN_PORT
+        },
+        max_grant_frames: DEFAULT_MAX_GRANT_FRAMES,
+        max_maptrack_frames: DEFAULT_MAX_MAPTRACK_FRAMES,
+        max_grant_version: 2,
+        life: crate::domain::life::Life::boot(),
+        handle: [0; 16],
+    })
+    .map_err(|_| BuildError::OutOfMemory(1))?;
     let console_mfn = console_pfn.map(|p| p2m[p as usize]);
-    register_frames(id, hardware, &p2m, shared / PAGE, console_mfn, l4_mfn)?;
-    let mut si = SharedInfo::new_zeroed();
-    for v in si.vcpu_info.iter_mut() {
-        v.evtchn_upcall_mask = 1;
-    }
-    // SAFETY: a fresh frame from the allocator, owned by Hestia, in the direct map.
-    unsafe {
-        core::ptr::copy_nonoverlapping(
-            si.as_bytes().as_ptr(),
-            mm::phys_to_virt(shared) as *mut u8,
-            size_of::<SharedInfo>(),
-        )
-    };
+    register_frames(id, hardware, &p2m, console_mfn, l4_mfn)?;
 
     let mut st = StartInfo::new_zeroed();
     st.magic[..START_INFO_MAGIC.len()].copy_from_slice(START_INFO_MAGIC);
     st.nr_pages = nr_pages;
-    st.shared_info = shared;
+    st.shared_info = d.shared_info_mfn * PAGE;
     st.flags = if hardware {
         sif::PRIVILEGED | sif::INITDOMAIN
     } else {
         0
     } | mod_flags;
-    let mut evtchn = hestia_core::evtchn::EventChannels::new(nr_vcpus.max(1));
-    if !hardware {
-        // Xen's boot-time domUs (dom0less) get ports 0-1023, as `xl`'s default
-        // `max_event_channels`; dom0's are unlimited (all the ABI has).
-        evtchn.set_max_port(DOMU_MAX_EVTCHN_PORT);
-    }
-    let console = match console_mfn {
+    d.console = match console_mfn {
         Some(mfn) => {
             // Served by Hestia: unbound, its remote end Hestia itself.
-            let port = evtchn
+            let port = d
+                .evtchn
+                .get_mut()
                 .alloc_unbound(xen_abi::xen::DOMID_XEN)
                 .map_err(|_| BuildError::OutOfMemory(0))?;
             st.console_mfn_or_info = mfn;
@@ -465,60 +576,30 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
         l.stack,
         l.v_end
     );
-    let regs = TrapFrame {
-        rip: k.entry,
-        rsp: l.stack + PAGE,
-        rsi: l.start_info,
-        cs: u64::from(FLAT_KERNEL_CS),
-        ss: u64::from(FLAT_KERNEL_SS),
-        rflags: 0x202,
-        ..TrapFrame::default()
-    };
-    let mut boot = Vcpu::new(0, regs, l4_mfn * PAGE).map_err(|_| BuildError::OutOfMemory(0))?;
-    (boot.initialised, boot.up) = (true, true);
-    let nr_vcpus = nr_vcpus.max(1);
-    // The others wait, down, for VCPUOP_initialise and VCPUOP_up.
-    let mut vcpus = alloc::vec![spin::Mutex::new(boot)];
-    for i in 1..nr_vcpus {
-        let v = Vcpu::new(i, TrapFrame::default(), 0).map_err(|_| BuildError::OutOfMemory(0))?;
-        vcpus.push(spin::Mutex::new(v));
+    {
+        // vCPU 0 starts at the kernel's entry; the others wait, down, for VCPUOP_initialise
+        // and VCPUOP_up.
+        let boot = d.vcpus[0].get_mut();
+        boot.regs = TrapFrame {
+            rip: k.entry,
+            rsp: l.stack + PAGE,
+            rsi: l.start_info,
+            cs: u64::from(FLAT_KERNEL_CS),
+            ss: u64::from(FLAT_KERNEL_SS),
+            rflags: 0x202,
+            ..TrapFrame::default()
+        };
+        boot.kernel_cr3 = l4_mfn * PAGE;
+        (boot.initialised, boot.up) = (true, true);
     }
-    let ioports = if hardware {
-        super::ioport::dom0_ports(
+    if hardware {
+        d.ioports = alloc::boxed::Box::new(super::ioport::dom0_ports(
             crate::console::uart_port(),
             crate::arch::x86_64::acpi::pm_timer_port(),
-        )
-    } else {
-        hestia_core::ioport::PortSet::none()
-    };
-    Ok(Domain {
-        id,
-        privileged: hardware,
-        p2m,
-        shared_info_mfn: shared / PAGE,
-        vcpus,
-        dying: AtomicBool::new(false),
-        shutdown_reason: AtomicU32::new(0),
-        evtchn: spin::Mutex::new(evtchn),
-        tot_pages: core::sync::atomic::AtomicU64::new(nr_pages),
-        max_pages: core::sync::atomic::AtomicU64::new(max_pages.max(nr_pages)),
-        handle: spin::Mutex::new([0; 16]),
-        tsc_mode: AtomicU32::new(xen_abi::domctl::tsc_mode::DEFAULT),
-        tsc_incarnation: AtomicU32::new(0),
-        vm_assist: core::sync::atomic::AtomicU64::new(0),
-        ioports: alloc::boxed::Box::new(ioports),
-        pci_cf8: AtomicU32::new(0),
-        rtc_index: core::sync::atomic::AtomicU8::new(0),
-        vcpu_info: (0..nr_vcpus)
-            .map(|_| core::sync::atomic::AtomicU64::new(0))
-            .collect(),
-        pirqs: spin::Mutex::new(hestia_core::pirq::PirqTable::default()),
-        mm_pending: (0..nr_vcpus).map(|_| spin::Mutex::default()).collect(),
-        log_limit: Default::default(),
-        check_l1tf,
-        cpu_policy: super::privop::default_cpu_policy(),
-        grant: super::grant::Grants::new(),
-        pollers: core::sync::atomic::AtomicU64::new(0),
-        console,
-    })
+        ));
+    }
+    d.p2m = p2m;
+    d.tot_pages = AtomicU64::new(nr_pages);
+    d.max_pages = AtomicU64::new(max_pages.max(nr_pages));
+    Ok(d)
 }

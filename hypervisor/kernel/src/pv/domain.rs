@@ -204,8 +204,11 @@ pub struct Domain {
     pub vcpus: Vec<spin::Mutex<Vcpu>>,
     /// Set once the domain shut down or crashed: it never runs again.
     pub dying: AtomicBool,
-    /// Why it stopped (`SHUTDOWN_*`), valid once `dying` is set.
+    /// Why it stopped (`SHUTDOWN_*`), valid once `dying` is set; it stays invalid for a domain
+    /// destroyed while it ran ([`Domain::shutdown_code`]).
     pub shutdown_reason: AtomicU32,
+    /// Who ends it, its pause counts, how far its destruction went (`crate::domain::life`).
+    pub life: crate::domain::life::Life,
     /// Its event channels.
     pub evtchn: spin::Mutex<EventChannels>,
     /// Pages it owns now (changes with ballooning).

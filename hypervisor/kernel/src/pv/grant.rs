@@ -24,8 +24,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use hestia_core::grant_table::{
-    DEFAULT_MAX_GRANT_FRAMES, DEFAULT_MAX_MAPTRACK_FRAMES, ENTRIES_PER_FRAME_V1, GrantTable,
-    INITIAL_NR_GRANT_FRAMES, Maptrack, SharedEntries, pin,
+    ENTRIES_PER_FRAME_V1, GrantTable, INITIAL_NR_GRANT_FRAMES, Maptrack, SharedEntries, pin,
 };
 use hestia_core::pv_mm::{Hold, PageType};
 use xen_abi::errno::Errno;
@@ -232,26 +231,25 @@ pub struct Grants {
     /// The mappings it made of grants (its own or others'), each with the granter. Lock order:
     /// before any table.
     pub maptrack: spin::Mutex<Maptrack<DomainRef>>,
+    /// The highest table version it may switch to (1 or 2; `XEN_DOMCTL_createdomain`'s
+    /// `grant_opts`).
+    pub max_version: u8,
 }
 
 impl Grants {
-    /// The state of a new domain: v1, no frames yet, Xen's default limits.
-    pub fn new() -> Self {
+    /// The state of a new domain: v1, no frames yet, at most `max_frames` table frames and
+    /// `max_maptrack_frames` maptrack frames, versions up to `max_version`.
+    pub fn new(max_frames: u32, max_maptrack_frames: u32, max_version: u8) -> Self {
         Grants {
             table: spin::Mutex::new(TableState {
-                gt: GrantTable::new(DEFAULT_MAX_GRANT_FRAMES),
+                gt: GrantTable::new(max_frames),
                 frames: Vec::new(),
                 status: Vec::new(),
                 released: false,
             }),
-            maptrack: spin::Mutex::new(Maptrack::new(DEFAULT_MAX_MAPTRACK_FRAMES)),
+            maptrack: spin::Mutex::new(Maptrack::new(max_maptrack_frames)),
+            max_version,
         }
-    }
-}
-
-impl Default for Grants {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

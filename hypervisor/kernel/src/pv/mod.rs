@@ -155,12 +155,17 @@ fn dump_domain(w: &mut dyn Write, d: &Domain) {
             "unprivileged"
         },
         if d.check_l1tf { ", L1TF-checked" } else { "" },
-        if d.dying.load(Ordering::Relaxed) {
+        if d.is_dying() {
             ", dying"
+        } else if d.controller_paused() {
+            ", paused by the toolstack"
         } else {
             ""
         }
     );
+    if let Some(code) = d.shutdown_code() {
+        let _ = writeln!(w, "  shut down, code {code}");
+    }
     if let Some(p2m0) = d.p2m.first() {
         let _ = writeln!(w, "  pfn 0 -> mfn {p2m0:#x}");
     }
@@ -381,7 +386,9 @@ pub fn shutdown(d: &Domain, reason: u32) {
 /// reset, or with `noreboot` or after a crash a halt), as Xen does. A domU's vCPUs leave their
 /// CPUs for good (this one at the end of the current trap), its last console output is
 /// printed, the hardware domain hears of it (`VIRQ_DOM_EXC`), and once no domain is left
-/// running the machine powers off.
+/// running the machine powers off (with the hardware domain alive, it never is: the domains
+/// the toolstack creates all run beside it). A boot-time domU is then destroyed; a domain the
+/// toolstack created stays, shut down, until the toolstack destroys it.
 fn stop_after_domain(d: &Domain) {
     if !crate::sched::stop_domain(d) {
         return;
@@ -420,8 +427,12 @@ fn stop_after_domain(d: &Domain) {
         crate::info!("Hestia: every domain has stopped");
         crate::dom0_stopped(reason::POWEROFF)
     }
-    // Destroyed once its vCPUs are off every CPU (`crate::domain::reap_step`).
-    if let Ok(me) = crate::domain::lookup(d, d.id.0) {
+    // A domain the toolstack created stays, shut down, until the toolstack destroys it (Xen's
+    // `XEN_DOMCTL_destroydomain`); a boot-time one, which nobody else would destroy, is
+    // destroyed once its vCPUs are off every CPU (`crate::domain::reap_step`).
+    if !d.life.toolstack
+        && let Ok(me) = crate::domain::lookup(d, d.id.0)
+    {
         crate::domain::destroy_later(me);
     }
 }

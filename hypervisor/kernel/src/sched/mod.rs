@@ -121,6 +121,8 @@ impl Unit {
     fn account(&mut self, now: u64) {
         let rs = match (self.state, self.on_cpu) {
             (State::Runnable, Some(_)) => runstate::RUNNING,
+            // Xen accounts a paused vCPU as offline.
+            (State::Runnable, None) if paused(&self.vcpu.dom) => runstate::OFFLINE,
             (State::Runnable, None) => runstate::RUNNABLE,
             (State::Blocked, _) => runstate::BLOCKED,
             (State::Offline, _) => runstate::OFFLINE,
@@ -178,6 +180,10 @@ impl Sched {
                 .fetch_and(!poll_bit(u.vcpu.id), Ordering::AcqRel);
         }
         u.account(now);
+        if paused(&u.vcpu.dom) {
+            // It runs when its domain is unpaused (`unpause`).
+            return None;
+        }
         self.credit.wake(UnitId(i as u32))
     }
 
@@ -196,6 +202,12 @@ impl Sched {
         u.account(now);
         self.credit.sleep(UnitId(i as u32))
     }
+}
+
+/// `d` is paused (`crate::domain::life`): its runnable vCPUs wait. Read under the scheduler's
+/// lock, under which alone the count changes.
+fn paused(d: &Domain) -> bool {
+    d.life.pause_count.load(Ordering::Acquire) != 0
 }
 
 static SCHED: spin::Once<spin::Mutex<Sched>> = spin::Once::new();
@@ -440,6 +452,67 @@ pub fn stop_domain(d: &Domain) -> bool {
     });
     pokes.iter().for_each(|c| reschedule(Some(c)));
     first
+}
+
+/// One more pause of `d` (`crate::domain::life::domain_pause`): at the first, its runnable
+/// vCPUs leave the queues, and those on a CPU are switched away at that CPU's next return to
+/// its guest (the caller waits for that with [`off_cpus`]).
+pub fn pause(d: &Domain) {
+    let now = tsc::uptime_ns();
+    let pokes = with_sched(|s| {
+        let mut pokes = CpuSet::EMPTY;
+        if d.life.pause_count.fetch_add(1, Ordering::AcqRel) != 0 {
+            return pokes;
+        }
+        let mine: Vec<usize> = s.of(d).collect();
+        for i in mine {
+            let Some(u) = s.at(i).filter(|u| u.state == State::Runnable && !u.dead) else {
+                continue;
+            };
+            let on_cpu = u.on_cpu;
+            u.account(now);
+            if let Some(c) = s
+                .credit
+                .sleep(UnitId(i as u32))
+                .or(on_cpu.map(|c| c as usize))
+            {
+                pokes.insert(c);
+            }
+        }
+        pokes
+    });
+    pokes.iter().for_each(|c| reschedule(Some(c)));
+}
+
+/// One pause of `d` fewer; at the last, its runnable vCPUs run again. False (nothing done) if
+/// it was not paused.
+pub fn unpause(d: &Domain) -> bool {
+    let now = tsc::uptime_ns();
+    let (ok, pokes) = with_sched(|s| {
+        let mut pokes = CpuSet::EMPTY;
+        let count = &d.life.pause_count;
+        match count.load(Ordering::Acquire) {
+            0 => return (false, pokes),
+            1 => count.store(0, Ordering::Release),
+            n => {
+                count.store(n - 1, Ordering::Release);
+                return (true, pokes);
+            }
+        }
+        let mine: Vec<usize> = s.of(d).collect();
+        for i in mine {
+            let Some(u) = s.at(i).filter(|u| u.state == State::Runnable && !u.dead) else {
+                continue;
+            };
+            u.account(now);
+            if let Some(c) = s.credit.wake(UnitId(i as u32)) {
+                pokes.insert(c);
+            }
+        }
+        (true, pokes)
+    });
+    pokes.iter().for_each(|c| reschedule(Some(c)));
+    ok
 }
 
 /// True when no vCPU of `d` is loaded on a CPU (each one that ran it has switched away).

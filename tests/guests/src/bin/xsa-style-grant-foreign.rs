@@ -10,6 +10,10 @@
 //! last mapping goes), and the unmap succeeds; Hestia then frees the frame (the harness looks
 //! for its line). Failed before grant tables existed (-ENOSYS).
 //!
+//! While dom0 maps a destroyed domU's frame, that domU (a zombie) keeps its id: creating a
+//! domain with it is EEXIST until the unmap frees the frame, then it succeeds (before the
+//! table kept zombies' ids, the new domain got the id at once).
+//!
 //! With `two` on dom0's command line, two domUs (d1, d2) do the same; dom0 unmaps the frame of
 //! the one destroyed first, and the other's a while later: the first must be freed before the
 //! second (both destroyed domains are zombies; an unmap must get each swept, not only the
@@ -17,10 +21,12 @@
 #![no_std]
 #![no_main]
 
+use hestia_guests::control::{create_domain, domctl_on, pv_domain_config};
 use hestia_guests::grant::{
     Page, entry_flags, grant, grant_table_op, map_at, mfn_of, query_size, remap, setup_own_table,
     unmap,
 };
+use hestia_guests::xen_abi::domctl;
 use hestia_guests::xen_abi::grant_table::{
     CopyPtr, GnttabCopy, SetupTable, cmd, gntcopy, gntst, gtf,
 };
@@ -35,6 +41,7 @@ static mut WINDOW2: Page = Page([0; 4096]);
 static mut BUF: Page = Page([0; 4096]);
 
 const DOMU: u16 = 1;
+const EEXIST: i64 = -17;
 const SHARED_REF: u32 = 8;
 const OTHERS_REF: u32 = 9;
 /// Polls before giving up (each yields the CPU).
@@ -211,6 +218,13 @@ fn test(si: &StartInfo) -> Verdict {
             (0..4096).step_by(512).all(|i| read(window, i) == 0xd1),
             "d{domu}'s frame changed under the mapping"
         );
+        // A zombie keeps its id: no new domain may take it while its frame is mapped.
+        let (r, _) = create_domain(domu, &pv_domain_config(1));
+        check!(
+            failed,
+            r == EEXIST,
+            "createdomain of dead d{domu}'s id while its frame is mapped: {r}"
+        );
         // Once one zombie's frame is unmapped, Hestia frees it while the other stays mapped
         // (the harness checks its line comes first), not only once no zombie is left.
         println!("unmapping dead d{domu}'s frame");
@@ -224,6 +238,21 @@ fn test(si: &StartInfo) -> Verdict {
         // Time for the reaper on the idle CPU.
         for _ in 0..SETTLE {
             yield_cpu();
+        }
+        // Its id is free again once its last frame went.
+        let mut polls = 0;
+        let r = loop {
+            let (r, _) = create_domain(domu, &pv_domain_config(1));
+            if r != EEXIST || polls >= PATIENCE {
+                break r;
+            }
+            yield_cpu();
+            polls += 1;
+        };
+        check!(failed, r == 0, "createdomain of freed d{domu}'s id: {r}");
+        if r == 0 {
+            let r = domctl_on(domctl::cmd::DESTROYDOMAIN, domu);
+            check!(failed, r == 0, "destroydomain of the new d{domu}: {r}");
         }
     }
 

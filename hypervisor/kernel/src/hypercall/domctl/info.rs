@@ -63,13 +63,20 @@ pub(crate) fn domain_info(d: &Domain) -> GetDomainInfo {
     }
     // The shutdown code goes in from bit 16 whole, as Xen's `unsigned int`: a domain not shut
     // down has `SHUTDOWN_CODE_INVALID` (all ones), so its bits 16-31 are all set.
-    let code = if d.dying.load(Ordering::Acquire) {
-        flags |= dominf::SHUTDOWN;
-        d.shutdown_reason.load(Ordering::Acquire)
-    } else {
-        u32::MAX
+    let code = match d.shutdown_code() {
+        Some(code) => {
+            flags |= dominf::SHUTDOWN;
+            code
+        }
+        None => u32::MAX,
     };
     flags |= code << dominf::SHUTDOWNSHIFT;
+    if d.controller_paused() {
+        flags |= dominf::PAUSED;
+    }
+    if d.is_dying() {
+        flags |= dominf::DYING;
+    }
     info.flags = flags;
     info.tot_pages = d.tot_pages.load(Ordering::Acquire);
     info.max_pages = d.max_pages.load(Ordering::Acquire);

@@ -16,6 +16,7 @@
 
 mod build;
 mod info;
+mod lifecycle;
 mod sched;
 
 pub(crate) use info::domain_info;
@@ -110,6 +111,11 @@ pub(super) fn do_domctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         copyback: false,
     };
     let r = match op.cmd {
+        cmd::CREATEDOMAIN => lifecycle::createdomain(&mut call),
+        cmd::PAUSEDOMAIN => lifecycle::pausedomain(&mut call),
+        cmd::UNPAUSEDOMAIN => lifecycle::unpausedomain(&mut call),
+        cmd::DESTROYDOMAIN => lifecycle::destroydomain(&mut call),
+        cmd::MAX_VCPUS => lifecycle::max_vcpus(&mut call),
         cmd::GETVCPUINFO => info::getvcpuinfo(&mut call),
         cmd::SETDOMAINHANDLE => info::setdomainhandle(&mut call),
         cmd::MAX_MEM => info::max_mem(&mut call),
