@@ -166,6 +166,20 @@ fn advance(mut cur: spin::MutexGuard<'_, Option<Job>>) -> bool {
     true
 }
 
+/// Proof that no destruction is under way, held while it lives (the frame audit holds one, so
+/// it never meets a domain half relinquished: a destruction may span several idle steps, or
+/// several calls of the toolstack's `destroydomain`).
+pub struct NoDestruction(
+    #[expect(dead_code, reason = "held for its lock")] spin::MutexGuard<'static, Option<Job>>,
+);
+
+/// A [`NoDestruction`], or `None` while a domain or a zombie is being relinquished (or another
+/// CPU is stepping one).
+pub fn no_destruction() -> Option<NoDestruction> {
+    let cur = CURRENT.try_lock()?;
+    cur.is_none().then_some(NoDestruction(cur))
+}
+
 /// Completes every queued destruction now (the machine stops; the other CPUs are parked).
 pub fn finish_all() {
     while step(true) {}

@@ -133,6 +133,12 @@ pub fn audit_after_destroy(d: &Domain) {
 /// The audit (logged for `d`), with the dying domains' memory `relinquished` already (they
 /// then hold nothing).
 fn audit(d: &Domain, relinquished: bool) {
+    // A domain half relinquished holds less than its state says: no destruction may advance
+    // while the counts are checked.
+    let Some(_quiet) = crate::domain::no_destruction() else {
+        crate::warn!("{}: frame audit skipped: a destruction is under way", d.id);
+        return;
+    };
     let Some(all) = crate::domain::try_all() else {
         crate::warn!("{}: frame audit skipped: the domain table is busy", d.id);
         return;
