@@ -2209,7 +2209,7 @@ mod tests {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
         ft.pin(&mut mem, 1, 4, D).unwrap();
-        let mut foreign = |ft: &mut FrameTable, mem: &mut FakeMem, table, level, idx, new| {
+        let foreign = |ft: &mut FrameTable, mem: &mut FakeMem, table, level, idx, new| {
             let mut p = Pending::default();
             let b = &mut Budget::unlimited();
             ft.mod_entry_foreign_preemptible(mem, table, level, idx, new, (D, OTHER), &mut p, b)
@@ -2232,12 +2232,18 @@ mod tests {
         foreign(&mut ft, &mut mem, 4, 1, 7, e(21, pte::RW)).unwrap();
         foreign(&mut ft, &mut mem, 4, 1, 8, e(22, 0)).unwrap();
         let f = *ft.info(21).unwrap();
-        assert_eq!((f.owner, f.ty, f.type_count, f.ref_count), (Some(OTHER), PageType::Writable, 1, 1));
+        assert_eq!(
+            (f.owner, f.ty, f.type_count, f.ref_count),
+            (Some(OTHER), PageType::Writable, 1, 1)
+        );
         assert_eq!(ft.pin(&mut mem, 21, 1, OTHER), Err(MmError::TypeConflict));
         audit(&ft, &mem, &[]).unwrap();
         // Replaced by a local entry, then torn down with its table: references go.
         ft.mod_entry(&mut mem, 4, 1, 7, e(12, 0), D).unwrap();
-        assert_eq!(ft.info(21).map(|f| (f.ref_count, f.type_count)), Some((0, 0)));
+        assert_eq!(
+            ft.info(21).map(|f| (f.ref_count, f.type_count)),
+            Some((0, 0))
+        );
         ft.unpin(&mut mem, 1, D).unwrap();
         assert_eq!(ft.info(22).map(|f| f.ref_count), Some(0));
         audit(&ft, &mem, &[]).unwrap();

@@ -13,10 +13,10 @@
 //! way, it answers `ERESTART` and the same item is issued again; a teardown left over is
 //! finished at the start of the vCPU's next MMU hypercall, as Xen's `old_guest_table`.
 
+use core::sync::atomic::Ordering;
 use hestia_core::pv_mm::{MmError, PageType, PtMemory, pte};
 use xen_abi::errno::Errno;
 use xen_abi::mmu::{MMU_UPDATE_PREEMPTED, MmuUpdate, MmuextOp, ext, update, uvmf};
-use core::sync::atomic::Ordering;
 use xen_abi::xen::{DOMID_IO, DOMID_SELF, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -219,17 +219,22 @@ fn one_update(d: &Domain, owner: &PgOwner, req: MmuUpdate) -> Result<(), Errno> 
 }
 
 pub(super) fn do_mmu_update(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    run_batch(d, a, |_| Ok(()), |owner, req: MmuUpdate| {
-        one_update(d, owner, req).inspect_err(|e| {
-            crate::gdebug!(
-                d,
-                "{}: mmu_update {:#x} := {:#x} refused ({e:?})",
-                d.id,
-                req.ptr,
-                req.val
-            );
-        })
-    })
+    run_batch(
+        d,
+        a,
+        |_| Ok(()),
+        |owner, req: MmuUpdate| {
+            one_update(d, owner, req).inspect_err(|e| {
+                crate::gdebug!(
+                    d,
+                    "{}: mmu_update {:#x} := {:#x} refused ({e:?})",
+                    d.id,
+                    req.ptr,
+                    req.val
+                );
+            })
+        },
+    )
 }
 
 /// Finds the L1 frame and index that map `va` in the page tables rooted at `l4_mfn`.
