@@ -496,6 +496,13 @@ fn base() -> Vec<Scenario> {
             expect: &["(d1) Test result: SUCCESS", POWEROFF_MARKER],
             ..sched_scenario("functional-xen-version-domu")
         },
+        guest("functional-domctl-info", GuestVerdict::Success),
+        // The toolstack's calls from a domU: EPERM after the version check.
+        Scenario {
+            domus: &["functional-domctl-info,mem=16"],
+            expect: &["(d1) Test result: SUCCESS", POWEROFF_MARKER],
+            ..sched_scenario("functional-domctl-info-domu")
+        },
         guest("functional-enosys", GuestVerdict::Success),
         guest("xsa-style-bad-pointers", GuestVerdict::Success),
         guest("functional-exceptions", GuestVerdict::Success),

@@ -17,7 +17,7 @@
 //! `public/xen.h`), and the irq/iomem/ioport permission calls.
 //!
 //! Deliberately left out (numbers only): shadow_op, setdomainhandle, setdebugging,
-//! hypercall_init, settimeoffset, resumedomain, sendtrigger, subscribe, the HVM context calls,
+//! settimeoffset, resumedomain, sendtrigger, subscribe, the HVM context calls,
 //! device assignment and passthrough IRQs (assign/test_assign/deassign_device, bind/unbind_pt_irq,
 //! memory_mapping, ioport_mapping, get_device_group), set/get_ext_vcpucontext, set_target,
 //! debug_op, vm_event_op, mem_sharing_op, setvcpuextstate/getvcpuextstate, set_access_required,
@@ -658,6 +658,35 @@ const _: () = assert!(core::mem::size_of::<IoportPermission>() == 12);
 const _: () = assert!(core::mem::offset_of!(IoportPermission, first_port) == 0);
 const _: () = assert!(core::mem::offset_of!(IoportPermission, nr_ports) == 4);
 const _: () = assert!(core::mem::offset_of!(IoportPermission, allow_access) == 8);
+
+/// Argument of `XEN_DOMCTL_setnodeaffinity` and `getnodeaffinity` (`struct
+/// xen_domctl_nodeaffinity`).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct NodeAffinity {
+    /// IN (set) / OUT (get, through the handle): the NUMA nodes.
+    pub nodemap: XenctlBitmap,
+}
+const _: () = assert!(core::mem::size_of::<NodeAffinity>() == 16);
+
+/// `TSC_MODE_*`: [`TscInfo::tsc_mode`].
+pub mod tsc_mode {
+    /// Native where the host TSC is safe, emulated otherwise.
+    pub const DEFAULT: u32 = 0;
+    /// Always emulated.
+    pub const ALWAYS_EMULATE: u32 = 1;
+    /// Never emulated.
+    pub const NEVER_EMULATE: u32 = 2;
+}
+
+/// Argument of `XEN_DOMCTL_hypercall_init` (`struct xen_domctl_hypercall_init`).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct HypercallInit {
+    /// IN: the target's frame to fill with hypercall stubs (a PV domain's: its MFN).
+    pub gmfn: u64,
+}
+const _: () = assert!(core::mem::size_of::<HypercallInit>() == 8);
 
 /// Argument of `XEN_DOMCTL_set_address_size` and `get_address_size` (`struct
 /// xen_domctl_address_size`).

@@ -323,3 +323,153 @@ const _: () = assert!(core::mem::offset_of!(CpupoolOp, domid) == 12);
 const _: () = assert!(core::mem::offset_of!(CpupoolOp, cpu) == 16);
 const _: () = assert!(core::mem::offset_of!(CpupoolOp, n_dom) == 20);
 const _: () = assert!(core::mem::offset_of!(CpupoolOp, cpumap) == 24);
+
+/// Argument of `XEN_SYSCTL_readconsole` (`struct xen_sysctl_readconsole`).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct ReadConsole {
+    /// IN: forget what was read.
+    pub clear: u8,
+    /// IN: start from `index` rather than from the oldest byte held.
+    pub incremental: u8,
+    /// Padding.
+    pub _pad: [u8; 2],
+    /// IN (incremental): where to start; OUT: where to continue.
+    pub index: u32,
+    /// IN: guest handle of the buffer.
+    pub buffer: u64,
+    /// IN: room in the buffer; OUT: bytes written.
+    pub count: u32,
+    /// Padding.
+    pub _pad1: u32,
+}
+const _: () = assert!(core::mem::size_of::<ReadConsole>() == 24);
+const _: () = assert!(core::mem::offset_of!(ReadConsole, incremental) == 1);
+const _: () = assert!(core::mem::offset_of!(ReadConsole, index) == 4);
+const _: () = assert!(core::mem::offset_of!(ReadConsole, buffer) == 8);
+const _: () = assert!(core::mem::offset_of!(ReadConsole, count) == 16);
+
+/// Argument of `XEN_SYSCTL_debug_keys` (`struct xen_sysctl_debug_keys`).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct DebugKeys {
+    /// IN: guest handle of the key characters.
+    pub keys: u64,
+    /// IN: how many.
+    pub nr_keys: u32,
+    /// Padding.
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<DebugKeys>() == 16);
+const _: () = assert!(core::mem::offset_of!(DebugKeys, nr_keys) == 8);
+
+/// Argument of `XEN_SYSCTL_getcpuinfo` (`struct xen_sysctl_getcpuinfo`).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct GetCpuInfo {
+    /// IN: room in `info`.
+    pub max_cpus: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// IN: guest handle of `u64` idle times (ns), one per CPU.
+    pub info: u64,
+    /// OUT: entries written.
+    pub nr_cpus: u32,
+    /// Padding.
+    pub _pad1: u32,
+}
+const _: () = assert!(core::mem::size_of::<GetCpuInfo>() == 24);
+const _: () = assert!(core::mem::offset_of!(GetCpuInfo, info) == 8);
+const _: () = assert!(core::mem::offset_of!(GetCpuInfo, nr_cpus) == 16);
+
+/// One CPU's place (`struct xen_sysctl_cputopo`).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct Cputopo {
+    /// Core id.
+    pub core: u32,
+    /// Socket id.
+    pub socket: u32,
+    /// NUMA node.
+    pub node: u32,
+}
+const _: () = assert!(core::mem::size_of::<Cputopo>() == 12);
+
+/// Argument of `XEN_SYSCTL_cputopoinfo` (`struct xen_sysctl_cputopoinfo`).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct CputopoInfo {
+    /// IN: room in `cputopo`; OUT: CPUs described (with a null handle: how many there are).
+    pub num_cpus: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// IN: guest handle of [`Cputopo`] entries.
+    pub cputopo: u64,
+}
+const _: () = assert!(core::mem::size_of::<CputopoInfo>() == 16);
+const _: () = assert!(core::mem::offset_of!(CputopoInfo, cputopo) == 8);
+
+/// One node's memory (`struct xen_sysctl_meminfo`).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct MemInfo {
+    /// Bytes spanned.
+    pub memsize: u64,
+    /// Bytes free.
+    pub memfree: u64,
+}
+const _: () = assert!(core::mem::size_of::<MemInfo>() == 16);
+
+/// Argument of `XEN_SYSCTL_numainfo` (`struct xen_sysctl_numainfo`).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct NumaInfo {
+    /// IN: room for nodes; OUT: nodes described (with null handles: how many there are).
+    pub num_nodes: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// IN: guest handle of [`MemInfo`] entries.
+    pub meminfo: u64,
+    /// IN: guest handle of the `num_nodes * num_nodes` `u32` distances.
+    pub distance: u64,
+}
+const _: () = assert!(core::mem::size_of::<NumaInfo>() == 24);
+const _: () = assert!(core::mem::offset_of!(NumaInfo, meminfo) == 8);
+const _: () = assert!(core::mem::offset_of!(NumaInfo, distance) == 16);
+
+/// `XEN_SYSCTL_SCHEDOP_*`: the `cmd` of [`SchedulerOp`].
+pub mod schedop {
+    /// Set the parameters.
+    pub const PUTINFO: u32 = 0;
+    /// Read them.
+    pub const GETINFO: u32 = 1;
+}
+
+/// Argument of `XEN_SYSCTL_scheduler_op` for the credit scheduler (`struct
+/// xen_sysctl_scheduler_op` holding `struct xen_sysctl_credit_schedule`).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct SchedulerOp {
+    /// IN: the CPU pool.
+    pub cpupool_id: u32,
+    /// IN: [`crate::domctl::scheduler`] id.
+    pub sched_id: u32,
+    /// IN: [`schedop`].
+    pub cmd: u32,
+    /// Padding (the union is 8-byte aligned).
+    pub _pad: u32,
+    /// IN/OUT: time slice, ms.
+    pub tslice_ms: u32,
+    /// IN/OUT: context-switch rate limit, µs (0: none).
+    pub ratelimit_us: u32,
+    /// IN/OUT: how long a vCPU counts as cache-hot on its CPU, µs.
+    pub vcpu_migr_delay_us: u32,
+    /// Padding.
+    pub _pad1: u32,
+}
+const _: () = assert!(core::mem::size_of::<SchedulerOp>() == 32);
+const _: () = assert!(core::mem::offset_of!(SchedulerOp, tslice_ms) == 16);
+const _: () = assert!(core::mem::offset_of!(SchedulerOp, vcpu_migr_delay_us) == 24);
+
+/// `XEN_INVALID_NODE_ID` etc.: an id that names nothing.
+pub const XEN_INVALID_ID: u32 = 0xffff_ffff;

@@ -126,12 +126,17 @@ pub mod virq {
 /// Number of virtual IRQs (`NR_VIRQS`).
 pub const NR_VIRQS: u32 = 24;
 
+/// The first domain id that names no real domain (`DOMID_FIRST_RESERVED`): ids from here on
+/// are the pseudo-domains below.
+pub const DOMID_FIRST_RESERVED: u16 = 0x7FF0;
 /// Domain id of the calling domain (`DOMID_SELF`).
 pub const DOMID_SELF: u16 = 0x7FF0;
 /// Pseudo-domain owning I/O memory (`DOMID_IO`).
 pub const DOMID_IO: u16 = 0x7FF1;
 /// The hypervisor itself as a domain (`DOMID_XEN`).
 pub const DOMID_XEN: u16 = 0x7FF2;
+/// No domain (`DOMID_INVALID`).
+pub const DOMID_INVALID: u16 = 0x7FF4;
 
 /// `vm_assist` types (`VMASST_TYPE_*`): bit numbers of the assists a guest turns on.
 pub mod vmasst {

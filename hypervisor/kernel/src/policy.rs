@@ -59,6 +59,15 @@ pub enum Action {
     /// `mmuext_op` with it as the foreign domain (`xsm_mmu_update`, `xsm_mmuext_op`):
     /// `XSM_TARGET`, the control domain (the caller asks only for a domain other than itself).
     ForeignMemory,
+    /// Every `domctl` but getdomaininfo: creating, building, running and inspecting domains
+    /// (`xsm_domctl`, `XSM_PRIV`: the control domain).
+    Domctl,
+    /// Reading another domain's information: `XEN_DOMCTL_getdomaininfo` and the entries of
+    /// `XEN_SYSCTL_getdomaininfolist` (`xsm_getdomaininfo`, `XSM_XS_PRIV`: the control domain
+    /// or the xenstore domain; Hestia has no separate xenstore domain yet).
+    DomainInfo,
+    /// `sysctl`: the host's state and settings (`xsm_sysctl`, `XSM_PRIV`).
+    Sysctl,
     /// The platform devices Hestia shares with the hardware domain by emulation: PCI
     /// configuration space through ports 0xCF8/0xCFC, the RTC's index and data ports.
     PlatformDevices,
@@ -79,7 +88,10 @@ pub fn allows(caller: &Domain, action: Action) -> bool {
         | Action::EvtchnReset
         | Action::ShutdownOther
         | Action::GrantOtherDomain
-        | Action::ForeignMemory => caller.privileged,
+        | Action::ForeignMemory
+        | Action::Domctl
+        | Action::DomainInfo
+        | Action::Sysctl => caller.privileged,
         Action::ConsoleWrite => true,
     }
 }

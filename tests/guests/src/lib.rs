@@ -18,6 +18,7 @@ use xen_abi::vcpu::{self, VcpuGuestContext, vgcf};
 use xen_abi::xen::{DOMID_SELF, StartInfo, consoleio, hypercall as nr, virq};
 use zerocopy::IntoBytes;
 
+pub mod control;
 pub mod grant;
 pub mod pt_paths;
 

@@ -155,6 +155,11 @@ pub fn input(b: u8) {
             return;
         }
     }
+    press(b);
+}
+
+/// Runs debug key `b`'s handler (serial input switched to Hestia, `XEN_SYSCTL_debug_keys`).
+pub fn press(b: u8) {
     match KEYS.iter().find(|k| k.key == b) {
         Some(k) => {
             crate::info!("'{}' pressed -> {}", b as char, k.help);

@@ -26,6 +26,7 @@
 //! holder, with `try_lock`, so a re-entered or taken-over console writes synchronously instead
 //! of waiting for itself. A domain's rate limiter is taken alone, interrupts off.
 
+pub mod history;
 pub mod keys;
 pub mod ring;
 
@@ -198,6 +199,9 @@ fn with_ring<R>(f: impl FnOnce(Uart, &mut TxRing) -> R) -> Option<R> {
 
 /// Puts `text` on the line, through the ring or polled. The caller holds the console lock.
 fn emit(text: &[u8], src: Source) {
+    if src == Source::Hypervisor {
+        history::push(text);
+    }
     if !COM1_ENABLED.load(Ordering::Relaxed) {
         return;
     }

@@ -74,6 +74,26 @@ pub fn lookup(caller: &Domain, domid: u16) -> Result<DomainRef, Errno> {
         .ok_or(Errno::ESRCH)
 }
 
+/// The domain with id `domid`; `ESRCH` if none. No `DOMID_SELF` here: the toolstack's
+/// interfaces name every domain by its id (Xen's `rcu_lock_domain_by_id`).
+pub fn lookup_id(domid: u16) -> Result<DomainRef, Errno> {
+    TABLE
+        .lock()
+        .get(&domid)
+        .map(|d| DomainRef(d.clone()))
+        .ok_or(Errno::ESRCH)
+}
+
+/// The first domain whose id is `domid` or above, if any (`XEN_DOMCTL_getdomaininfo` walks
+/// the domains this way).
+pub fn first_from(domid: u16) -> Option<DomainRef> {
+    TABLE
+        .lock()
+        .range(domid..)
+        .next()
+        .map(|(_, d)| DomainRef(d.clone()))
+}
+
 /// Checks that `domid` names the caller itself: the operations that take a domain id but act
 /// on another domain only through a toolstack, which Hestia does not offer yet, refuse any
 /// other with `ESRCH`, as for a domain that does not exist.

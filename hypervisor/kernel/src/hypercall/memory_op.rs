@@ -131,7 +131,8 @@ fn give_extent(d: &Domain, order: u32, limit: u64) -> Option<u64> {
     // Counted first, so vCPUs racing here cannot together pass the maximum.
     d.tot_pages
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
-            t.checked_add(n).filter(|&t| t <= d.max_pages)
+            t.checked_add(n)
+                .filter(|&t| t <= d.max_pages.load(Ordering::Acquire))
         })
         .ok()?;
     let mfn = claims::alloc_for(d, n, || {
@@ -581,7 +582,7 @@ pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             }
             Ok(match cmd {
                 cmd::CURRENT_RESERVATION => t.tot_pages.load(Ordering::Acquire),
-                cmd::MAXIMUM_RESERVATION => t.max_pages,
+                cmd::MAXIMUM_RESERVATION => t.max_pages.load(Ordering::Acquire),
                 _ => t.nr_pages().max(1) - 1,
             })
         }
@@ -660,7 +661,7 @@ fn machine_memory_map(d: &Domain, arg: u64) -> Result<(), Errno> {
 }
 
 /// The CPU's physical address width (Xen's `paddr_bits`), 36 without the leaf.
-fn paddr_bits() -> u64 {
+pub(crate) fn paddr_bits() -> u64 {
     let max = cpu::cpuid(0x8000_0000, 0).eax;
     if max >= 0x8000_0008 {
         u64::from(cpu::cpuid(0x8000_0008, 0).eax & 0xff).clamp(32, 52)

@@ -7,16 +7,18 @@
 mod console_io;
 pub mod continuation;
 pub(crate) mod descriptor;
+pub(crate) mod domctl;
 pub(crate) mod event_channel;
 mod event_fifo;
 mod grant_table;
-mod memory_op;
+pub(crate) mod memory_op;
 mod misc;
 pub(crate) mod mmu;
 mod physdev_op;
 mod platform_op;
 mod sched_op;
 pub(crate) mod segment;
+mod sysctl;
 mod traps;
 mod vcpu_op;
 mod xen_version;
@@ -143,6 +145,14 @@ const fn table() -> [Slot; NR_HYPERCALLS] {
     t[nr::XEN_VERSION as usize] = Slot {
         name: "xen_version",
         handler: Some(xen_version::do_xen_version),
+    };
+    t[nr::SYSCTL as usize] = Slot {
+        name: "sysctl",
+        handler: Some(sysctl::do_sysctl),
+    };
+    t[nr::DOMCTL as usize] = Slot {
+        name: "domctl",
+        handler: Some(domctl::do_domctl),
     };
     t[nr::SCHED_OP as usize] = Slot {
         name: "sched_op",

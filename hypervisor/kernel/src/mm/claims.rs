@@ -57,7 +57,7 @@ pub fn set(d: &DomainRef, pages: u64) -> Result<(), Errno> {
             return Err(Errno::EINVAL);
         }
         let tot = d.tot_pages.load(Ordering::Acquire);
-        if pages <= tot || pages > d.max_pages {
+        if pages <= tot || pages > d.max_pages.load(Ordering::Acquire) {
             return Err(Errno::EINVAL);
         }
         let total: u64 = c.values().sum();

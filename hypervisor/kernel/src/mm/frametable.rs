@@ -176,6 +176,42 @@ pub fn put_writable_page(mfn: u64) {
     });
 }
 
+/// Why [`write_page_for`] could not write a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotWritable {
+    /// The frame is not the domain's.
+    NotOwned,
+    /// The domain uses it as something other than a plain writable page (a page table, a
+    /// descriptor table).
+    WrongType,
+}
+
+/// Overwrites `dom`'s frame `mfn` with `bytes`, holding a general and a writable type
+/// reference on it while it writes (isolation rule 5; Xen's `get_page_and_type(...,
+/// PGT_writable_page)` around the write, as `XEN_DOMCTL_hypercall_init` does).
+pub fn write_page_for(mfn: u64, dom: u16, bytes: &[u8; 4096]) -> Result<(), NotWritable> {
+    with(|ft, mem| {
+        ft.get_page(mfn, dom).map_err(|_| NotWritable::NotOwned)?;
+        if ft.get_page_type(mem, mfn, PageType::Writable, dom).is_err() {
+            ft.put_page(mfn);
+            return Err(NotWritable::WrongType);
+        }
+        // SAFETY: the frame is the domain's (so inside the direct map) and typed writable
+        // under the references just taken: nothing else may use it as a table meanwhile.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                phys_to_virt(mfn * 4096) as *mut u8,
+                bytes.len(),
+            )
+        };
+        ft.put_page_type(mem, mfn);
+        ft.put_page(mfn);
+        Ok(())
+    })
+    .unwrap_or(Err(NotWritable::NotOwned))
+}
+
 /// Number of machine frames the frame table covers (`XENMEM_maximum_ram_page`).
 pub fn nr_frames() -> u64 {
     NR_FRAMES.get().copied().unwrap_or(0)

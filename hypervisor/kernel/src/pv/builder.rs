@@ -21,9 +21,7 @@ use hestia_core::bzimage::{self, BzError, Compression};
 use hestia_core::elf::{self, Elf64, ElfError, PvKernel};
 use hestia_core::pv_layout::{self, LayoutError, PvLayout};
 use hestia_core::pv_mm::{MmError, PageType};
-use xen_abi::xen::{
-    FLAT_KERNEL_CS, FLAT_KERNEL_SS, START_INFO_MAGIC, SharedInfo, StartInfo, hypercall, sif,
-};
+use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS, START_INFO_MAGIC, SharedInfo, StartInfo, sif};
 use zerocopy::{FromZeros, IntoBytes};
 
 use super::domain::{DomId, Domain, Vcpu};
@@ -163,23 +161,9 @@ fn allocate(nr_pages: u64) -> Result<Vec<u64>, BuildError> {
     Ok(p2m)
 }
 
-/// Writes the 128 hypercall stubs (xen-abi.md 1.2) into the page at `pfn`.
+/// Writes the hypercall page (`hestia_core::hypercall_page`) into the page at `pfn`.
 fn fill_hypercall_page(mem: &GuestMem<'_>, pfn: u64) {
-    let mut page = [0xCCu8; PAGE as usize];
-    for nr in 0..xen_abi::xen::NR_HYPERCALL_STUBS as u32 {
-        let stub: &mut [u8] = &mut page[nr as usize * 32..][..32];
-        let n = nr.to_le_bytes();
-        if nr == hypercall::IRET {
-            stub[..13].copy_from_slice(&[
-                0x51, 0x41, 0x53, 0x50, 0xB8, n[0], n[1], n[2], n[3], 0x0F, 0x05, 0xCC, 0xCC,
-            ]);
-        } else {
-            stub[..14].copy_from_slice(&[
-                0x51, 0x41, 0x53, 0xB8, n[0], n[1], n[2], n[3], 0x0F, 0x05, 0x41, 0x5B, 0x59, 0xC3,
-            ]);
-        }
-    }
-    mem.write(pfn * PAGE, &page);
+    mem.write(pfn * PAGE, &hestia_core::hypercall_page::page());
 }
 
 /// Builds the bootstrap page tables mapping `[v_start, v_end)` to PFNs 0.., with the table
@@ -517,7 +501,10 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
         shutdown_reason: AtomicU32::new(0),
         evtchn: spin::Mutex::new(evtchn),
         tot_pages: core::sync::atomic::AtomicU64::new(nr_pages),
-        max_pages: max_pages.max(nr_pages),
+        max_pages: core::sync::atomic::AtomicU64::new(max_pages.max(nr_pages)),
+        handle: spin::Mutex::new([0; 16]),
+        tsc_mode: AtomicU32::new(xen_abi::domctl::tsc_mode::DEFAULT),
+        tsc_incarnation: AtomicU32::new(0),
         vm_assist: core::sync::atomic::AtomicU64::new(0),
         ioports: alloc::boxed::Box::new(ioports),
         pci_cf8: AtomicU32::new(0),

@@ -210,8 +210,16 @@ pub struct Domain {
     pub evtchn: spin::Mutex<EventChannels>,
     /// Pages it owns now (changes with ballooning).
     pub tot_pages: core::sync::atomic::AtomicU64,
-    /// Most pages it may own (`dom0_mem=max:`).
-    pub max_pages: u64,
+    /// Most pages it may own (`dom0_mem=max:`, `XEN_DOMCTL_max_mem`). It may be set below
+    /// `tot_pages`: the domain then gets no page until it has given enough back.
+    pub max_pages: core::sync::atomic::AtomicU64,
+    /// Its TSC mode (`XEN_DOMCTL_settscinfo`, `xen_abi::domctl::tsc_mode`): Hestia never
+    /// emulates the TSC, so only the default and never-emulate modes exist.
+    pub tsc_mode: AtomicU32,
+    /// How many times its TSC settings were set (Xen's `incarnation`: restores count).
+    pub tsc_incarnation: AtomicU32,
+    /// Its UUID (`XEN_DOMCTL_setdomainhandle`; zero until the toolstack sets one).
+    pub handle: spin::Mutex<xen_abi::domctl::DomainHandle>,
     /// `vm_assist` bits turned on.
     pub vm_assist: core::sync::atomic::AtomicU64,
     /// The I/O ports it holds on the hardware.

@@ -35,6 +35,8 @@
 //! accounted to the nanosecond at every state change, and copied to the guest's registered
 //! area whenever the vCPU is switched in or out.
 
+pub mod control;
+
 use alloc::vec::Vec;
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
