@@ -22,11 +22,14 @@
 #![no_std]
 #![no_main]
 
+use hestia_guests::control::{domctl, domctl_op};
+use hestia_guests::xen_abi::domctl::{VcpuContext, cmd as dcmd};
 use hestia_guests::xen_abi::memory::{
     E820Entry, ForeignMemoryMap, MemoryDomain, MemoryMap, MemoryReservation, cmd,
 };
 use hestia_guests::xen_abi::mmu::{MmuUpdate, MmuextOp, ext, update};
 use hestia_guests::xen_abi::sched::{SchedRemoteShutdown, cmd as sched, reason};
+use hestia_guests::xen_abi::vcpu::{VcpuGuestContext, vgcf};
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
 use hestia_guests::{
     Verdict, check, cmdline, hypercall, l1e_maddr, m2p, map_shared_info, memory_op, pfn_to_mfn,
@@ -37,6 +40,7 @@ const EPERM: i64 = -1;
 const ESRCH: i64 = -3;
 const EBUSY: i64 = -16;
 const EINVAL: i64 = -22;
+const EFAULT: i64 = -14;
 const ENOSYS: i64 = -38;
 
 /// dom0's id, and the domU's.
@@ -154,6 +158,30 @@ fn memory_map(out: &mut [E820Entry]) -> (i64, u32) {
         buffer: out.as_mut_ptr() as u64,
     };
     (memory_op(cmd::MEMORY_MAP, &mut m), m.nr_entries)
+}
+
+/// `XEN_DOMCTL_{get,set}vcpucontext` (`cmd`) of `domid`'s vCPU `vcpu` with the context at
+/// `ctxt`.
+fn vcpucontext(cmd: u32, domid: u16, vcpu: u32, ctxt: u64) -> i64 {
+    let a = VcpuContext {
+        vcpu,
+        _pad: 0,
+        ctxt,
+    };
+    domctl(&mut domctl_op(cmd, domid, &a))
+}
+
+/// A context buffer (5 KiB: not on the small stack).
+static mut CONTEXT: [u8; size_of::<VcpuGuestContext>()] = [0; size_of::<VcpuGuestContext>()];
+
+fn context_buffer() -> u64 {
+    core::ptr::addr_of_mut!(CONTEXT) as u64
+}
+
+fn context() -> VcpuGuestContext {
+    // SAFETY: CONTEXT is as large as the context, which any bytes make, and only this vCPU
+    // (or the hypervisor, in the call before) writes it.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(CONTEXT).cast::<VcpuGuestContext>()) }
 }
 
 fn yield_for(ns: u64) {
@@ -281,6 +309,33 @@ fn alone(si: &StartInfo, failed: &mut bool) {
     check!(f, r == 0, "set_memory_map of no entries by id: {r}");
     let (r, _) = memory_map(&mut out);
     check!(f, r == ENOSYS, "memory_map once emptied: {r}, not -ENOSYS");
+    // vCPU contexts: not the calling vCPU's, not a vCPU the domain lacks, never the caller's
+    // own domain's to set.
+    let buf = context_buffer();
+    let r = vcpucontext(dcmd::GETVCPUCONTEXT, DOM0, 0, buf);
+    check!(
+        f,
+        r == EINVAL,
+        "getvcpucontext of the calling vCPU: {r}, not -EINVAL"
+    );
+    let r = vcpucontext(dcmd::GETVCPUCONTEXT, DOM0, 99, buf);
+    check!(
+        f,
+        r == EINVAL,
+        "getvcpucontext of vCPU 99: {r}, not -EINVAL"
+    );
+    let r = vcpucontext(dcmd::SETVCPUCONTEXT, DOM0, 0, buf);
+    check!(
+        f,
+        r == EINVAL,
+        "setvcpucontext of its own domain: {r}, not -EINVAL"
+    );
+    let r = vcpucontext(dcmd::GETVCPUCONTEXT, MISSING, 0, buf);
+    check!(
+        f,
+        r == ESRCH,
+        "getvcpucontext of d{MISSING}: {r}, not -ESRCH"
+    );
     if f {
         *failed = true;
     }
@@ -462,6 +517,37 @@ fn with_domu(si: &StartInfo, failed: &mut bool) {
     check!(f, r == 0, "unpinning it: {r}");
     let r = mmuext(ext::UNPIN_TABLE, mfn0, DOMU);
     check!(f, r == EINVAL, "unpinning it again: {r}, not -EINVAL");
+
+    // Its vCPU context, read back.
+    let buf = context_buffer();
+    let r = vcpucontext(dcmd::GETVCPUCONTEXT, DOMU, 0, buf);
+    let ctx = context();
+    let want = vgcf::IN_KERNEL | vgcf::ONLINE | vgcf::I387_VALID;
+    check!(
+        f,
+        r == 0 && ctx.flags & want == want && ctx.ctrlreg[3] != 0 && ctx.user_regs.rip != 0,
+        "getvcpucontext of the domU: {r}, flags {:#x}, cr3 {:#x}",
+        ctx.flags,
+        ctx.ctrlreg[3]
+    );
+    let r = vcpucontext(dcmd::GETVCPUCONTEXT, DOMU, 1, buf);
+    check!(
+        f,
+        r == EINVAL,
+        "getvcpucontext of a vCPU it lacks: {r}, not -EINVAL"
+    );
+    let r = vcpucontext(dcmd::SETVCPUCONTEXT, DOMU, 1, buf);
+    check!(
+        f,
+        r == EINVAL,
+        "setvcpucontext of a vCPU it lacks: {r}, not -EINVAL"
+    );
+    let r = vcpucontext(dcmd::GETVCPUCONTEXT, DOMU, 0, 1 << 63);
+    check!(
+        f,
+        r == EFAULT,
+        "getvcpucontext into a bad address: {r}, not -EFAULT"
+    );
 
     // Keep one of its frames mapped while it dies.
     let kept = mfn0 + 2;

@@ -17,6 +17,7 @@
 mod build;
 mod info;
 mod sched;
+mod vcpu_context;
 
 pub(crate) use info::domain_info;
 pub(crate) use sched::write_cpumap;
@@ -122,6 +123,8 @@ pub(super) fn do_domctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::GETNODEAFFINITY => sched::getnodeaffinity(&mut call),
         cmd::SCHEDULER_OP => sched::scheduler_op(&mut call),
         cmd::SETVCPUAFFINITY | cmd::GETVCPUAFFINITY => sched::vcpuaffinity(&mut call),
+        cmd::SETVCPUCONTEXT => vcpu_context::setvcpucontext(&mut call),
+        cmd::GETVCPUCONTEXT => vcpu_context::getvcpucontext(&mut call),
         _ => Err(Errno::ENOSYS),
     };
     finish(addr, &call, r)
