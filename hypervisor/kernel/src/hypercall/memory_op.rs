@@ -24,8 +24,8 @@ use core::sync::atomic::Ordering;
 use hestia_core::memmap::{RegionKind, machine_map};
 use xen_abi::errno::Errno;
 use xen_abi::memory::{
-    E820Entry, ForeignMemoryMap, MachphysMapping, MachphysMfnList, MemoryDomain, MemoryExchange,
-    MemoryMap, MemoryReservation, cmd, memf,
+    E820Entry, ForeignMemoryMap, MachphysMapping, MachphysMfnList, MemAcquireResource,
+    MemoryDomain, MemoryExchange, MemoryMap, MemoryReservation, cmd, memf, resource,
 };
 use xen_abi::mmu::INVALID_M2P_ENTRY;
 use xen_abi::xen::{DOMID_SELF, MACH2PHYS_VIRT_START};
@@ -461,6 +461,79 @@ fn give_back(d: &Domain, frames: &[u64]) {
     }
 }
 
+/// Frames `XENMEM_acquire_resource` looks up per step (between steps it may be preempted).
+const RESOURCE_CHUNK: u64 = 32;
+
+/// `XENMEM_acquire_resource` (Xen's `acquire_resource`): the machine frames of another
+/// domain's resource, for the control domain to map with `mmu_update` naming that domain
+/// (privcmd's `IOCTL_PRIVCMD_MMAP_RESOURCE`; libxenguest seeds a new domain's grant table
+/// this way). Hestia has one resource type, the grant table (its shared entries, id 0, or
+/// v2 status frames, id 1); the others are -EOPNOTSUPP. A null list asks for the resource's
+/// size. Checks in Xen's order: unreadable -EFAULT; `pad`, or `frame`/`frame + nr_frames`
+/// beyond 32 bits, -EINVAL; the domain by id only, -ESRCH (-EPERM for the caller itself);
+/// the control right (`XSM_DM_PRIV`) -EPERM; a resource of no frames, a size query with
+/// frames or a continuation, or a request past the resource, -EINVAL. Preemptible between
+/// steps of [`RESOURCE_CHUNK`] frames, resuming at the frame kept in `cmd`.
+fn acquire_resource(d: &Domain, start: u64, arg: u64) -> Result<u64, Errno> {
+    let r: MemAcquireResource = guest::read_obj(arg)?;
+    if r.pad != 0 || r.frame >> 32 != 0 || (r.frame + u64::from(r.nr_frames)) >> 32 != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if r.domid == DOMID_SELF {
+        return Err(Errno::ESRCH);
+    }
+    let t = domain::lookup(d, r.domid)?;
+    if t.id == d.id {
+        return Err(Errno::EPERM);
+    }
+    policy::check(d, Action::ForeignMemory)?;
+    if r.r#type != resource::GRANT_TABLE {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let status = match r.id {
+        resource::GRANT_TABLE_ID_SHARED => false,
+        resource::GRANT_TABLE_ID_STATUS => true,
+        _ => return Err(Errno::EINVAL),
+    };
+    let max = t.grant.table.lock().max_resource_frames(status);
+    if max == 0 {
+        return Err(Errno::EINVAL);
+    }
+    if r.frame_list == 0 {
+        if r.nr_frames != 0 || start != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let field = offset_of!(MemAcquireResource, nr_frames) as u64;
+        return guest::write_obj(arg + field, &max).map(|()| 0);
+    }
+    let nr = u64::from(r.nr_frames);
+    if start >= nr || nr > u64::from(u32::MAX >> EXTENT_SHIFT) {
+        return Err(Errno::EINVAL);
+    }
+    let mut done = start;
+    while done < nr {
+        let todo = (nr - done).min(RESOURCE_CHUNK);
+        // Both fit in 32 bits: checked above.
+        let first = (r.frame + done) as u32;
+        let mfns: Vec<u64> = t
+            .grant
+            .table
+            .lock()
+            .acquire(t.id.0, status, first, todo as u32)?
+            .to_vec();
+        for (i, mfn) in (done..).zip(&mfns) {
+            let at = r.frame_list.checked_add(i * 8).ok_or(Errno::EFAULT)?;
+            guest::write_obj(at, mfn)?;
+        }
+        done += todo;
+        if done < nr && continuation::should_preempt(d, done - start) {
+            let cmd = u64::from(cmd::ACQUIRE_RESOURCE) | done << EXTENT_SHIFT;
+            return continuation::create([cmd, arg, 0, 0, 0]);
+        }
+    }
+    Ok(0)
+}
+
 /// Most entries of a domain's pseudo-physical memory map (Xen's `E820MAX`).
 const E820_MAX: u32 = 1024;
 
@@ -557,6 +630,7 @@ pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::INCREASE_RESERVATION | cmd::DECREASE_RESERVATION | cmd::POPULATE_PHYSMAP => {
             balloon(d, cmd, start, arg)
         }
+        cmd::ACQUIRE_RESOURCE => acquire_resource(d, start, arg),
         // Only the reservation calls resume part way; the architecture's calls see a command
         // they do not know.
         cmd::EXCHANGE

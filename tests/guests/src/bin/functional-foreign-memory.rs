@@ -25,7 +25,8 @@
 use hestia_guests::control::{domctl, domctl_op};
 use hestia_guests::xen_abi::domctl::{VcpuContext, cmd as dcmd};
 use hestia_guests::xen_abi::memory::{
-    E820Entry, ForeignMemoryMap, MemoryDomain, MemoryMap, MemoryReservation, cmd,
+    E820Entry, ForeignMemoryMap, MemAcquireResource, MemoryDomain, MemoryMap, MemoryReservation,
+    cmd, resource,
 };
 use hestia_guests::xen_abi::mmu::{MmuUpdate, MmuextOp, ext, update};
 use hestia_guests::xen_abi::sched::{SchedRemoteShutdown, cmd as sched, reason};
@@ -41,6 +42,7 @@ const ESRCH: i64 = -3;
 const EBUSY: i64 = -16;
 const EINVAL: i64 = -22;
 const EFAULT: i64 = -14;
+const EOPNOTSUPP: i64 = -95;
 const ENOSYS: i64 = -38;
 
 /// dom0's id, and the domU's.
@@ -184,6 +186,21 @@ fn context() -> VcpuGuestContext {
     unsafe { core::ptr::read_volatile(core::ptr::addr_of!(CONTEXT).cast::<VcpuGuestContext>()) }
 }
 
+/// `XENMEM_acquire_resource` of `domid`'s grant table as `r` says (its domain, type and id
+/// filled in unless given); the result and the structure after the call.
+fn acquire(domid: u16, r: MemAcquireResource) -> (i64, MemAcquireResource) {
+    let mut r = MemAcquireResource {
+        domid,
+        r#type: if r.r#type == 0 {
+            resource::GRANT_TABLE
+        } else {
+            r.r#type
+        },
+        ..r
+    };
+    (memory_op(cmd::ACQUIRE_RESOURCE, &mut r), r)
+}
+
 fn yield_for(ns: u64) {
     let t = system_time_ns() + ns;
     while system_time_ns() < t {
@@ -309,6 +326,45 @@ fn alone(si: &StartInfo, failed: &mut bool) {
     check!(f, r == 0, "set_memory_map of no entries by id: {r}");
     let (r, _) = memory_map(&mut out);
     check!(f, r == ENOSYS, "memory_map once emptied: {r}, not -ENOSYS");
+    // Resources: another domain's, by id only.
+    let one = MemAcquireResource {
+        nr_frames: 1,
+        frame_list: list.as_mut_ptr() as u64,
+        ..MemAcquireResource::default()
+    };
+    let r = acquire(DOMID_SELF, one).0;
+    check!(
+        f,
+        r == ESRCH,
+        "acquire_resource of DOMID_SELF: {r}, not -ESRCH"
+    );
+    let r = acquire(DOM0, one).0;
+    check!(f, r == EPERM, "acquire_resource of itself: {r}, not -EPERM");
+    let r = acquire(MISSING, one).0;
+    check!(
+        f,
+        r == ESRCH,
+        "acquire_resource of d{MISSING}: {r}, not -ESRCH"
+    );
+    let r = acquire(MISSING, MemAcquireResource { pad: 1, ..one }).0;
+    check!(
+        f,
+        r == EINVAL,
+        "acquire_resource with padding: {r}, not -EINVAL"
+    );
+    let r = acquire(
+        MISSING,
+        MemAcquireResource {
+            frame: 1 << 32,
+            ..one
+        },
+    )
+    .0;
+    check!(
+        f,
+        r == EINVAL,
+        "acquire_resource past 32 bits: {r}, not -EINVAL"
+    );
     // vCPU contexts: not the calling vCPU's, not a vCPU the domain lacks, never the caller's
     // own domain's to set.
     let buf = context_buffer();
@@ -383,6 +439,12 @@ fn as_domu(si: &StartInfo) -> Verdict {
         failed,
         r == EPERM,
         "current_reservation of dom0: {r}, not -EPERM"
+    );
+    let r = acquire(DOM0, MemAcquireResource::default()).0;
+    check!(
+        failed,
+        r == EPERM,
+        "acquire_resource of dom0: {r}, not -EPERM"
     );
     if failed {
         return Verdict::Failure("a domU acting on dom0's memory");
@@ -517,6 +579,65 @@ fn with_domu(si: &StartInfo, failed: &mut bool) {
     check!(f, r == 0, "unpinning it: {r}");
     let r = mmuext(ext::UNPIN_TABLE, mfn0, DOMU);
     check!(f, r == EINVAL, "unpinning it again: {r}, not -EINVAL");
+
+    // Its grant table's first frame, as libxenguest seeds it: acquired, mapped, written.
+    let (r, size) = acquire(DOMU, MemAcquireResource::default());
+    check!(
+        f,
+        r == 0 && size.nr_frames > 0,
+        "grant table size: {r}, {}",
+        size.nr_frames
+    );
+    let no_list = MemAcquireResource {
+        nr_frames: 1,
+        ..MemAcquireResource::default()
+    };
+    let r = acquire(DOMU, no_list).0;
+    check!(f, r == EINVAL, "a size query with frames: {r}, not -EINVAL");
+    let mut frames = [0u64; 1];
+    let one = MemAcquireResource {
+        nr_frames: 1,
+        frame_list: frames.as_mut_ptr() as u64,
+        ..MemAcquireResource::default()
+    };
+    let r = acquire(
+        DOMU,
+        MemAcquireResource {
+            frame: u64::from(size.nr_frames),
+            ..one
+        },
+    )
+    .0;
+    check!(f, r == EINVAL, "a frame past the table: {r}, not -EINVAL");
+    let r = acquire(DOMU, MemAcquireResource { id: 1, ..one }).0;
+    check!(
+        f,
+        r == EINVAL,
+        "v2 status frames of a v1 table: {r}, not -EINVAL"
+    );
+    let r = acquire(
+        DOMU,
+        MemAcquireResource {
+            r#type: resource::VMTRACE_BUF,
+            ..one
+        },
+    )
+    .0;
+    check!(f, r == EOPNOTSUPP, "a vmtrace buffer: {r}, not -EOPNOTSUPP");
+    let r = acquire(DOMU, one).0;
+    check!(
+        f,
+        r == 0 && frames[0] != 0,
+        "grant table frame 0: {r}, {:#x}",
+        frames[0]
+    );
+    let r = mmu(pte, (frames[0] << 12) | PTE_RW, DOMU);
+    check!(f, r == 0, "mapping the domU's grant table: {r}");
+    mmuext(ext::INVLPG_LOCAL, window(), DOMID_SELF);
+    // Entry 1 (GNTTAB_RESERVED_XENSTORE): flags permit_access, domid 0, frame.
+    write(1, 1 | (FIRST_FREE_PFN << 32));
+    check!(f, mmu(pte, own, DOMID_SELF) == 0, "unmapping it");
+    mmuext(ext::INVLPG_LOCAL, window(), DOMID_SELF);
 
     // Its vCPU context, read back.
     let buf = context_buffer();
