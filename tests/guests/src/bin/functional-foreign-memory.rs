@@ -28,7 +28,7 @@ use hestia_guests::xen_abi::memory::{
     E820Entry, ForeignMemoryMap, MemAcquireResource, MemoryDomain, MemoryMap, MemoryReservation,
     cmd, resource,
 };
-use hestia_guests::xen_abi::mmu::{MmuUpdate, MmuextOp, ext, update};
+use hestia_guests::xen_abi::mmu::{MmuUpdate, MmuextOp, ext};
 use hestia_guests::xen_abi::sched::{SchedRemoteShutdown, cmd as sched, reason};
 use hestia_guests::xen_abi::vcpu::{VcpuGuestContext, vgcf};
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
