@@ -36,10 +36,14 @@ fn cpu() -> usize {
     percpu::current_index() as usize % percpu::MAX_CPUS
 }
 
-/// True when the batch running on this CPU for `d` should stop after item `done` (a multiple
-/// of [`POLL_EVERY`], not 0): an interrupt is waiting, or the vCPU has an unmasked event.
+/// True when the batch running on this CPU for `d` should stop after item `done` (not 0):
+/// the vCPU is to leave its CPU (it blocked in an earlier item of a multicall, or its slice
+/// ended; checked at every item, a plain load), or, every [`POLL_EVERY`] items, an interrupt
+/// is waiting or the vCPU has an unmasked event.
 pub(super) fn should_preempt(d: &Domain, done: u64) -> bool {
-    done != 0 && done.is_multiple_of(POLL_EVERY) && crate::pv::events::preempt_now(d)
+    done != 0
+        && (crate::sched::switch_pending()
+            || (done.is_multiple_of(POLL_EVERY) && crate::pv::events::preempt_now(d)))
 }
 
 /// Records that the running hypercall is to be issued again with `args`; the value returned

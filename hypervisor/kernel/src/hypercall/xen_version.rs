@@ -45,8 +45,9 @@ fn put_str<const SIZE: usize>(addr: u64, s: &[u8]) -> Result<u64, Errno> {
     Ok(0)
 }
 
-/// `XENVER_compile_info`. Hestia's builds are reproducible, so there is no build host or date
-/// to report: those fields are empty, the compiler is rustc's version line.
+/// `XENVER_compile_info`. Hestia's builds are reproducible, so there is no build host, domain
+/// or date to report: those fields are empty, the compiler is rustc's version line, and the
+/// builder is the project (`hestia`), the same for every build.
 fn compile_info() -> CompileInfo {
     let mut info = CompileInfo {
         compiler: [0; 64],

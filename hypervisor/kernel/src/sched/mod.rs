@@ -546,6 +546,14 @@ pub fn vcpu_down(d: &Domain, vcpu: u32) -> Result<(), Errno> {
     Ok(())
 }
 
+/// True when this CPU is to switch vCPUs at its next return to the guest (the running vCPU
+/// blocked, yielded, went down or used its slice, or another must run): a long hypercall
+/// stops at its next item and is continued (Xen's `hypercall_preempt_check`, which sees the
+/// pending `SCHEDULE_SOFTIRQ`).
+pub fn switch_pending() -> bool {
+    this_pcpu().resched.load(Ordering::Acquire)
+}
+
 /// `SCHEDOP_yield`: lets the other runnable vCPUs run first.
 pub fn yield_current() {
     let p = this_pcpu();

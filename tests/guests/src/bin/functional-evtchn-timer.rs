@@ -108,6 +108,67 @@ fn test(si: &StartInfo) -> Verdict {
         EVENTS.load(SeqCst)
     );
 
+    // SCHEDOP_block inside a multicall: the vCPU leaves its CPU there, and the entries after
+    // it run once it is woken (Xen preempts the multicall and resumes it): the runstate the
+    // next entry reads is `running`, and the timer has fired by then.
+    let deadline = system_time_ns() + 3_000_000;
+    check!(
+        failed,
+        hypercall(nr::SET_TIMER_OP, deadline, 0, 0, 0, 0) == 0,
+        "set_timer_op"
+    );
+    let mut runstate = [0xffu64; 6];
+    let mut calls = [
+        [
+            u64::from(nr::SCHED_OP),
+            !0,
+            u64::from(sched::BLOCK),
+            0,
+            0,
+            0,
+            0,
+            0,
+        ],
+        [
+            u64::from(nr::VCPU_OP),
+            !0,
+            4,
+            0,
+            runstate.as_mut_ptr() as u64,
+            0,
+            0,
+            0,
+        ],
+    ];
+    let r = hypercall(nr::MULTICALL, calls.as_mut_ptr() as u64, 2, 0, 0, 0);
+    let after = system_time_ns();
+    check!(
+        failed,
+        r == 0 && calls[0][1] == 0 && calls[1][1] == 0,
+        "multicall block = {r}, results {:#x} {:#x}",
+        calls[0][1],
+        calls[1][1]
+    );
+    check!(
+        failed,
+        runstate[0] as u32 == 0,
+        "the entry after a block ran in runstate {} (not running)",
+        runstate[0] as u32
+    );
+    check!(
+        failed,
+        after >= deadline,
+        "multicall returned at {after}, before the timer {deadline}"
+    );
+    check!(
+        failed,
+        EVENTS.load(SeqCst) == 3,
+        "timer upcall after the multicall's block missing ({})",
+        EVENTS.load(SeqCst)
+    );
+    // The checks below count the upcalls they cause from 2.
+    EVENTS.fetch_sub(1, SeqCst);
+
     // An IPI port: send raises an upcall at once (events are unmasked after block).
     let mut i = BindIpi::default();
     check!(
