@@ -347,6 +347,9 @@ pub struct FrameTable<'a> {
     /// A frame of a relinquished domain lost its last reference since
     /// [`Self::take_resweep`]: it can be freed now, by a fresh relinquishment.
     resweep: bool,
+    /// The domain [`Self::relinquish_preemptible`] is sweeping now: its own frames' last
+    /// references going ask for nothing (the sweep frees them itself).
+    sweeping: Option<Dom>,
 }
 
 impl<'a> FrameTable<'a> {
@@ -362,6 +365,7 @@ impl<'a> FrameTable<'a> {
             foreign_mappers: Vec::new(),
             relinquished: Vec::new(),
             resweep: false,
+            sweeping: None,
         }
     }
 
@@ -548,7 +552,10 @@ impl<'a> FrameTable<'a> {
             debug_assert!(f.ref_count > 0, "reference count underflow on mfn {mfn:#x}");
             f.ref_count = f.ref_count.saturating_sub(1);
             let (owner, last) = (f.owner, f.ref_count == 0);
-            if last && owner.is_some_and(|o| self.relinquished.contains(&o)) {
+            if last
+                && owner != self.sweeping
+                && owner.is_some_and(|o| self.relinquished.contains(&o))
+            {
                 self.resweep = true;
             }
         }
@@ -1417,10 +1424,11 @@ impl<'a> FrameTable<'a> {
         if !self.relinquished.contains(&dom) {
             self.relinquished.push(dom);
         }
-        // Its own drops need no fresh sweep: this one frees what they leave unreferenced.
-        let resweep = self.resweep;
+        // Its own frames' drops need no fresh sweep: this one frees what they leave
+        // unreferenced. Another dead domain's (a frame this one mapped) do.
+        self.sweeping = Some(dom);
         let r = self.relinquish_steps(mem, dom, rel, budget, freed);
-        self.resweep = resweep;
+        self.sweeping = None;
         if r.is_ok() && rel.kept == 0 {
             self.relinquished.retain(|&d| d != dom);
         }
@@ -2273,6 +2281,31 @@ mod tests {
         ft.mod_entry(&mut mem, 4, 1, 8, e(12, 0), D).unwrap();
         ft.mod_entry(&mut mem, 4, 1, 8, 0, D).unwrap();
         assert!(!ft.take_resweep());
+    }
+
+    /// The mapping domain's own destruction drops its foreign mapping of a dead domain's
+    /// frame: that asks for a fresh sweep of the dead domain too.
+    #[test]
+    fn destroying_the_mapper_frees_a_dead_domains_mapped_frame() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        let (mut p, b) = (Pending::default(), &mut Budget::unlimited());
+        ft.mod_entry_foreign_preemptible(&mut mem, 4, 1, 7, e(21, 0), (D, OTHER), &mut p, b)
+            .unwrap();
+        let mut rel = Relinquish::new(Vec::new(), Vec::new());
+        relinquish_in_steps(&mut ft, &mut mem, OTHER, &mut rel, 64, &[]);
+        assert_eq!(rel.kept(), 1);
+        let mut rel = Relinquish::new(Vec::new(), Vec::new());
+        relinquish_in_steps(&mut ft, &mut mem, D, &mut rel, 64, &[]);
+        assert_eq!(rel.kept(), 0);
+        assert!(
+            ft.take_resweep(),
+            "the dead domain's frame lost its last reference"
+        );
+        let mut rel = Relinquish::new(Vec::new(), Vec::new());
+        let (freed, _) = relinquish_in_steps(&mut ft, &mut mem, OTHER, &mut rel, 64, &[]);
+        assert_eq!((freed, rel.kept()), (std::vec![21], 0));
     }
 
     #[test]
