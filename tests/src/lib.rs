@@ -707,6 +707,25 @@ fn base() -> Vec<Scenario> {
             timeout_s: 120,
             ..guest("functional-remote-shutdown", GuestVerdict::Success)
         },
+        // The control domain's foreign-memory calls alone (-ESRCH naming itself by id or a
+        // missing domain, claim and memory-map checks), then building a domU's memory:
+        // claim, populate (2 MiB, then 4 KiB to its maximum), foreign mappings, a pin on its
+        // behalf, and a frame kept mapped while the domU dies, freed when unmapped.
+        guest("functional-foreign-memory", GuestVerdict::Success),
+        Scenario {
+            name: "functional-foreign-memory-domu",
+            smp: 2,
+            dom0_cmdline: "peer",
+            domus: &["functional-foreign-memory,cmdline=domu,mem=16"],
+            expect: &[
+                "(d1) Test result: SUCCESS",
+                "d1: destroyed:",
+                "d1: its last frames mapped by others freed",
+                POWEROFF_MARKER,
+            ],
+            timeout_s: 120,
+            ..guest("functional-foreign-memory", GuestVerdict::Success)
+        },
         // Event channels between dom0 (2-level) and a boot-time domU (FIFO): both directions,
         // close and the domU's EVTCHNOP_reset seen by the peer, dom0 reading and allocating the
         // domU's ports, the domU refused dom0's; the domU's destruction leaves dom0's end

@@ -7,7 +7,10 @@
 //!    type is held, and the reverse.
 //! 2. A validated table references only frames its domain owns (`get_page`), and holds one
 //!    reference (and, one level down, one type reference) per present entry; devalidation drops
-//!    exactly those.
+//!    exactly those. Two kinds of L1 entry name another domain's frame and hold the same
+//!    references on it: grant host mappings ([`pte::GNTTAB`]) and foreign mappings, made by
+//!    `mmu_update` naming that domain ([`FrameTable::mod_entry_foreign_preemptible`]: the
+//!    control domain building or serving another domain).
 //! 3. L4 slots 256-271 belong to the hypervisor: never validated as guest entries, never updated.
 //! 4. I/O frames (beyond the table, or owned by [`DOM_IO`]: firmware, ACPI, the low 1 MiB) are
 //!    mapped only by L1 entries of a domain whose I/O-memory set holds them, and take no
@@ -334,6 +337,19 @@ pub struct FrameTable<'a> {
     /// Full TLB flushes so far, plus one: a frame stamped with the current value lost a mapping
     /// that some CPU may still translate.
     flush_gen: u32,
+    /// Domains that mapped another domain's frames by `mmu_update` with a foreign domain
+    /// ([`Self::mod_entry_foreign_preemptible`]): their L1 tables may name frames they do not
+    /// own ([`Self::audit`]). Forgotten when the domain is relinquished.
+    foreign_mappers: Vec<Dom>,
+    /// Domains being relinquished, or relinquished but for frames referenced from outside
+    /// (zombies): the last reference on one of their frames going sets [`Self::resweep`].
+    relinquished: Vec<Dom>,
+    /// A frame of a relinquished domain lost its last reference since
+    /// [`Self::take_resweep`]: it can be freed now, by a fresh relinquishment.
+    resweep: bool,
+    /// The domain [`Self::relinquish_preemptible`] is sweeping now: its own frames' last
+    /// references going ask for nothing (the sweep frees them itself).
+    sweeping: Option<Dom>,
 }
 
 impl<'a> FrameTable<'a> {
@@ -346,6 +362,10 @@ impl<'a> FrameTable<'a> {
             iomem_ro: RangeSet::new(),
             l1tf: Vec::new(),
             flush_gen: 1,
+            foreign_mappers: Vec::new(),
+            relinquished: Vec::new(),
+            resweep: false,
+            sweeping: None,
         }
     }
 
@@ -524,12 +544,27 @@ impl<'a> FrameTable<'a> {
         Ok(())
     }
 
-    /// Drops a general reference.
+    /// Drops a general reference. The last one on a frame of a relinquished domain asks for a
+    /// fresh relinquishment ([`Self::take_resweep`]), as Xen frees a dead domain's page on its
+    /// last `put_page`.
     pub fn put_page(&mut self, mfn: u64) {
         if let Ok(f) = self.info_mut(mfn) {
             debug_assert!(f.ref_count > 0, "reference count underflow on mfn {mfn:#x}");
             f.ref_count = f.ref_count.saturating_sub(1);
+            let (owner, last) = (f.owner, f.ref_count == 0);
+            if last
+                && owner != self.sweeping
+                && owner.is_some_and(|o| self.relinquished.contains(&o))
+            {
+                self.resweep = true;
+            }
         }
+    }
+
+    /// True (once) if a frame of a relinquished domain lost its last reference since the last
+    /// call: the caller runs that domain's relinquishment again to free it.
+    pub fn take_resweep(&mut self) -> bool {
+        core::mem::take(&mut self.resweep)
     }
 
     /// Takes a type reference: sets the type (validating a table to the end, however long) if
@@ -706,7 +741,7 @@ impl<'a> FrameTable<'a> {
             }
             let raw = mem.read(mfn, i);
             let e = self.fix_entry(level, raw);
-            match self.get_entry(mem, mfn, level, e, dom) {
+            match self.get_entry(mem, mfn, level, e, dom, dom) {
                 Ok(taken) => {
                     if e != raw {
                         mem.write(mfn, i, e);
@@ -791,6 +826,11 @@ impl<'a> FrameTable<'a> {
     /// frame of another type may still make a linear entry ([`Self::get_linear`]). A
     /// not-present entry takes nothing, but must pass the domain's L1TF check: every guest
     /// entry comes through here (table validation and [`Self::mod_entry_preemptible`]).
+    ///
+    /// `pg` owns the frames an L1 entry may name (Xen's `pg_owner`): `dom` itself but for a
+    /// foreign mapping ([`Self::mod_entry_foreign_preemptible`]), where an I/O frame must be
+    /// in both domains' I/O-memory sets (Xen's `get_page_from_l1e`).
+    #[allow(clippy::too_many_arguments)] // The table, the entry and both owners.
     fn get_entry(
         &mut self,
         mem: &mut dyn PtMemory,
@@ -798,6 +838,7 @@ impl<'a> FrameTable<'a> {
         level: u8,
         e: u64,
         dom: Dom,
+        pg: Dom,
     ) -> Result<Taken, MmError> {
         if e & pte::P == 0 {
             return self.check_l1tf(dom, level, e).map(|()| Taken::Done);
@@ -805,16 +846,17 @@ impl<'a> FrameTable<'a> {
         Self::check_flags(level, e)?;
         let target = (e & pte::ADDR) >> 12;
         if level == 1 && self.is_io(target) {
-            return if self.iomem_allowed(dom, target) {
+            return if self.iomem_allowed(pg, target) && self.iomem_allowed(dom, target) {
                 Ok(Taken::Done)
             } else {
                 Err(MmError::NoIoAccess)
             };
         }
-        self.get_page(target, dom)?;
+        let pg = if level == 1 { pg } else { dom };
+        self.get_page(target, pg)?;
         let r = match level {
             1 if e & pte::RW != 0 => self
-                .get_page_type(mem, target, PageType::Writable, dom)
+                .get_page_type(mem, target, PageType::Writable, pg)
                 .map(|()| Taken::Done),
             1 => Ok(Taken::Done),
             l => self.claim_table(mem, target, l - 1),
@@ -1117,7 +1159,29 @@ impl<'a> FrameTable<'a> {
         pending: &mut Pending,
         budget: &mut Budget,
     ) -> Result<(), MmError> {
-        if !(1..=4).contains(&level) {
+        self.mod_entry_foreign_preemptible(mem, table, level, idx, new, (dom, dom), pending, budget)
+    }
+
+    /// [`Self::mod_entry_preemptible`] of a table of `owners.0` by an `mmu_update` whose
+    /// foreign domain is `owners.1` (Xen's `pt_owner` and `pg_owner`): a present L1 entry
+    /// names a frame of `owners.1` (the control domain mapping another domain's memory, for
+    /// its builder or its device models), taking a reference on it (and its writable type)
+    /// that the entry holds until it is replaced or its table torn down, as any L1 entry's.
+    /// Only L1 entries may name a foreign domain's frames (`NotATable` above, as Xen's -EINVAL).
+    /// Who may name which foreign domain is the caller's question.
+    #[allow(clippy::too_many_arguments)] // The table, the entry and the preemption state.
+    pub fn mod_entry_foreign_preemptible(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        table: u64,
+        level: u8,
+        idx: usize,
+        new: u64,
+        (dom, pg): (Dom, Dom),
+        pending: &mut Pending,
+        budget: &mut Budget,
+    ) -> Result<(), MmError> {
+        if !(1..=4).contains(&level) || (level > 1 && pg != dom) {
             return Err(MmError::NotATable);
         }
         // The vCPU's own old tables go first: the update may be about one of them.
@@ -1151,7 +1215,10 @@ impl<'a> FrameTable<'a> {
                 r => r?,
             }
         } else {
-            self.get_entry(mem, table, level, new, dom)?;
+            self.get_entry(mem, table, level, new, dom, pg)?;
+            if pg != dom && new & pte::P != 0 && !self.foreign_mappers.contains(&dom) {
+                self.foreign_mappers.push(dom);
+            }
         }
         let old = mem.read(table, idx);
         mem.write(table, idx, new);
@@ -1354,6 +1421,29 @@ impl<'a> FrameTable<'a> {
         budget: &mut Budget,
         freed: &mut Vec<u64>,
     ) -> Result<(), MmError> {
+        if !self.relinquished.contains(&dom) {
+            self.relinquished.push(dom);
+        }
+        // Its own frames' drops need no fresh sweep: this one frees what they leave
+        // unreferenced. Another dead domain's (a frame this one mapped) do.
+        self.sweeping = Some(dom);
+        let r = self.relinquish_steps(mem, dom, rel, budget, freed);
+        self.sweeping = None;
+        if r.is_ok() && rel.kept == 0 {
+            self.relinquished.retain(|&d| d != dom);
+        }
+        r
+    }
+
+    /// The steps of [`Self::relinquish_preemptible`].
+    fn relinquish_steps(
+        &mut self,
+        mem: &mut dyn PtMemory,
+        dom: Dom,
+        rel: &mut Relinquish,
+        budget: &mut Budget,
+        freed: &mut Vec<u64>,
+    ) -> Result<(), MmError> {
         loop {
             // A tree an earlier step (or preemption) left half torn down goes first.
             self.finish_teardown(mem, &mut rel.teardown, budget)?;
@@ -1397,6 +1487,7 @@ impl<'a> FrameTable<'a> {
                         // The domain has no tables left: forget its per-domain settings.
                         self.iomem.retain(|(d, _)| *d != dom);
                         self.l1tf.retain(|(d, _)| *d != dom);
+                        self.foreign_mappers.retain(|&d| d != dom);
                         rel.step = RelinquishStep::Done;
                         continue;
                     };
@@ -1853,7 +1944,10 @@ impl FrameTable<'_> {
                     continue;
                 }
                 let owner = self.info(target).and_then(|t| t.owner);
-                if owner.is_none() || (!grant && owner != Some(dom)) {
+                // A foreign mapping: another domain's frame in an L1 of a domain that mapped
+                // one by naming it (`mod_entry_foreign_preemptible`).
+                let foreign = level == 1 && self.foreign_mappers.contains(&dom);
+                if owner.is_none() || (!grant && !foreign && owner != Some(dom)) {
                     broken(Broken::Foreign {
                         table: mfn,
                         idx,
@@ -2113,6 +2207,105 @@ mod tests {
             Err(MmError::NotATable),
             "not the table's owner"
         );
+    }
+
+    /// `mmu_update` with a foreign domain: the control domain's L1 entry names the other
+    /// domain's frame and holds a reference (and the writable type) on it; only L1 entries,
+    /// only frames of the domain named; the audit accepts the entry.
+    #[test]
+    fn foreign_l1_entries_name_the_foreign_domains_frames_only() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        let foreign = |ft: &mut FrameTable, mem: &mut FakeMem, table, level, idx, new| {
+            let mut p = Pending::default();
+            let b = &mut Budget::unlimited();
+            ft.mod_entry_foreign_preemptible(mem, table, level, idx, new, (D, OTHER), &mut p, b)
+        };
+        assert_eq!(
+            foreign(&mut ft, &mut mem, 4, 1, 7, e(5, 0)),
+            Err(MmError::NotOwner),
+            "a frame of the mapping domain is not the foreign domain's"
+        );
+        assert_eq!(
+            foreign(&mut ft, &mut mem, 3, 2, 7, e(21, 0)),
+            Err(MmError::NotATable),
+            "above L1"
+        );
+        assert_eq!(
+            foreign(&mut ft, &mut mem, 4, 1, 7, e(1 << 30, 0)),
+            Err(MmError::NoIoAccess),
+            "I/O memory neither may map"
+        );
+        foreign(&mut ft, &mut mem, 4, 1, 7, e(21, pte::RW)).unwrap();
+        foreign(&mut ft, &mut mem, 4, 1, 8, e(22, 0)).unwrap();
+        let f = *ft.info(21).unwrap();
+        assert_eq!(
+            (f.owner, f.ty, f.type_count, f.ref_count),
+            (Some(OTHER), PageType::Writable, 1, 1)
+        );
+        assert_eq!(ft.pin(&mut mem, 21, 1, OTHER), Err(MmError::TypeConflict));
+        audit(&ft, &mem, &[]).unwrap();
+        // Replaced by a local entry, then torn down with its table: references go.
+        ft.mod_entry(&mut mem, 4, 1, 7, e(12, 0), D).unwrap();
+        assert_eq!(
+            ft.info(21).map(|f| (f.ref_count, f.type_count)),
+            Some((0, 0))
+        );
+        ft.unpin(&mut mem, 1, D).unwrap();
+        assert_eq!(ft.info(22).map(|f| f.ref_count), Some(0));
+        audit(&ft, &mem, &[]).unwrap();
+    }
+
+    /// A dying domain's frame another domain maps foreignly is kept; the mapping going asks for
+    /// a fresh sweep ([`FrameTable::take_resweep`]), which frees it.
+    #[test]
+    fn a_foreign_mapping_keeps_a_dead_domains_frame_until_unmapped() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        let (mut p, b) = (Pending::default(), &mut Budget::unlimited());
+        ft.mod_entry_foreign_preemptible(&mut mem, 4, 1, 7, e(21, pte::RW), (D, OTHER), &mut p, b)
+            .unwrap();
+        let mut rel = Relinquish::new(Vec::new(), Vec::new());
+        let (freed, _) = relinquish_in_steps(&mut ft, &mut mem, OTHER, &mut rel, 3, &[]);
+        assert_eq!((freed.len(), rel.kept()), (3, 1));
+        assert!(!ft.take_resweep(), "the sweep's own drops ask for nothing");
+        ft.mod_entry(&mut mem, 4, 1, 7, 0, D).unwrap();
+        assert!(ft.take_resweep());
+        assert!(!ft.take_resweep());
+        let mut rel = Relinquish::new(Vec::new(), Vec::new());
+        let (freed, _) = relinquish_in_steps(&mut ft, &mut mem, OTHER, &mut rel, 3, &[]);
+        assert_eq!((freed, rel.kept()), (std::vec![21], 0));
+        // Forgotten once nothing is kept: D's own drops ask for nothing.
+        ft.mod_entry(&mut mem, 4, 1, 8, e(12, 0), D).unwrap();
+        ft.mod_entry(&mut mem, 4, 1, 8, 0, D).unwrap();
+        assert!(!ft.take_resweep());
+    }
+
+    /// The mapping domain's own destruction drops its foreign mapping of a dead domain's
+    /// frame: that asks for a fresh sweep of the dead domain too.
+    #[test]
+    fn destroying_the_mapper_frees_a_dead_domains_mapped_frame() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        let (mut p, b) = (Pending::default(), &mut Budget::unlimited());
+        ft.mod_entry_foreign_preemptible(&mut mem, 4, 1, 7, e(21, 0), (D, OTHER), &mut p, b)
+            .unwrap();
+        let mut rel = Relinquish::new(Vec::new(), Vec::new());
+        relinquish_in_steps(&mut ft, &mut mem, OTHER, &mut rel, 64, &[]);
+        assert_eq!(rel.kept(), 1);
+        let mut rel = Relinquish::new(Vec::new(), Vec::new());
+        relinquish_in_steps(&mut ft, &mut mem, D, &mut rel, 64, &[]);
+        assert_eq!(rel.kept(), 0);
+        assert!(
+            ft.take_resweep(),
+            "the dead domain's frame lost its last reference"
+        );
+        let mut rel = Relinquish::new(Vec::new(), Vec::new());
+        let (freed, _) = relinquish_in_steps(&mut ft, &mut mem, OTHER, &mut rel, 64, &[]);
+        assert_eq!((freed, rel.kept()), (std::vec![21], 0));
     }
 
     #[test]

@@ -53,6 +53,12 @@ pub enum Action {
     /// `get_version`, `get_status_frames` (`xsm_grant_setup`/`xsm_grant_query_size`,
     /// `XSM_TARGET`: the domain itself or the control domain).
     GrantOtherDomain,
+    /// Another domain's memory: the reservation calls of `memory_op` (`xsm_memory_adjust_
+    /// reservation`), `XENMEM_set_memory_map` (`xsm_domain_memory_map`) and
+    /// `XENMEM_claim_pages` (`xsm_claim_pages`, `XSM_PRIV`) naming it, and `mmu_update` /
+    /// `mmuext_op` with it as the foreign domain (`xsm_mmu_update`, `xsm_mmuext_op`):
+    /// `XSM_TARGET`, the control domain (the caller asks only for a domain other than itself).
+    ForeignMemory,
     /// Every `domctl` but getdomaininfo: creating, building, running and inspecting domains
     /// (`xsm_domctl`, `XSM_PRIV`: the control domain).
     Domctl,
@@ -82,6 +88,7 @@ pub fn allows(caller: &Domain, action: Action) -> bool {
         | Action::EvtchnReset
         | Action::ShutdownOther
         | Action::GrantOtherDomain
+        | Action::ForeignMemory
         | Action::Domctl
         | Action::DomainInfo
         | Action::Sysctl => caller.privileged,

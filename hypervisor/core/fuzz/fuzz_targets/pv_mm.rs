@@ -114,6 +114,8 @@ enum Op {
         idx: u16,
         entry: Entry,
         by: Actor,
+        /// A vCPU's update names the other domain as `mmu_update`'s foreign domain.
+        foreign: bool,
     },
     FinishTeardown {
         vcpu: u8,
@@ -522,6 +524,7 @@ fuzz_target!(|data: &[u8]| {
                 idx,
                 entry,
                 by,
+                foreign,
             } => {
                 let (t, level, idx, new) = (mfn(table), level % 5, slot(idx), entry.value());
                 let _ = match by {
@@ -531,13 +534,18 @@ fuzz_target!(|data: &[u8]| {
                     Actor::Vcpu { n, budget } => {
                         let (v, mut b) = vcpu(n, budget);
                         let d = VCPU_DOMS[v];
-                        ft.mod_entry_preemptible(
+                        let pg = match (foreign, d) {
+                            (false, _) => d,
+                            (true, GUEST) => OTHER,
+                            (true, _) => GUEST,
+                        };
+                        ft.mod_entry_foreign_preemptible(
                             &mut mem,
                             t,
                             level,
                             idx,
                             new,
-                            d,
+                            (d, pg),
                             &mut pending[v],
                             &mut b,
                         )

@@ -2,6 +2,11 @@
 //! the M2P lives, ballooning (increase/decrease_reservation, populate_physmap) and
 //! `XENMEM_exchange`. `shared/xen-abi.md` 6.5; xen/common/memory.c.
 //!
+//! The toolstack's side (libxenguest's PV builder, xl): the reservation calls and queries on
+//! another domain the caller controls (`Action::ForeignMemory`), outstanding claims
+//! (`XENMEM_claim_pages`, `mm::claims`) and the pseudo-physical memory map a domU reads back
+//! (`XENMEM_set_memory_map`, kept per domain until it dies: `mm::per_domain`).
+//!
 //! Frames given back must be unused (the frame table checks); frames handed out are zeroed,
 //! owned by the domain, and entered in the M2P. A frame leaves the domain in the same hold of
 //! the frame-table lock that checks it may (`FrameTable::release`, `FrameTable::steal`), so
@@ -19,18 +24,19 @@ use core::sync::atomic::Ordering;
 use hestia_core::memmap::{RegionKind, machine_map};
 use xen_abi::errno::Errno;
 use xen_abi::memory::{
-    E820Entry, MachphysMapping, MachphysMfnList, MemoryDomain, MemoryExchange, MemoryMap,
-    MemoryReservation, cmd, memf,
+    E820Entry, ForeignMemoryMap, MachphysMapping, MachphysMfnList, MemAcquireResource,
+    MemoryDomain, MemoryExchange, MemoryMap, MemoryReservation, cmd, memf, resource,
 };
 use xen_abi::mmu::INVALID_M2P_ENTRY;
-use xen_abi::xen::MACH2PHYS_VIRT_START;
+use xen_abi::xen::{DOMID_SELF, MACH2PHYS_VIRT_START};
 
 use alloc::vec::Vec;
 
 use super::continuation;
 use crate::arch::x86_64::cpu;
-use crate::domain;
-use crate::mm::{self, frametable, guest};
+use crate::domain::{self, DomainRef};
+use crate::mm::per_domain::PerDomain;
+use crate::mm::{self, claims, frametable, guest};
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 
@@ -40,20 +46,33 @@ const MAX_ORDER: u32 = 9;
 /// `MEMOP_EXTENT_SHIFT`, internal to the hypervisor).
 const EXTENT_SHIFT: u32 = 6;
 
-/// A checked `xen_memory_reservation`: extent list, count, order and address limit.
+/// A checked `xen_memory_reservation`: the domain it acts on, extent list, count, order and
+/// address limit.
 struct Reservation {
+    target: DomainRef,
     extents: u64,
     nr: u64,
     order: u32,
     limit: u64,
 }
 
-fn parse_reservation(d: &Domain, r: MemoryReservation) -> Result<Reservation, Errno> {
-    domain::only_self(d, r.domid)?;
-    if r.extent_order > MAX_ORDER {
-        return Err(Errno::EINVAL);
+/// Checks a reservation call in Xen's order (`do_memory_op`): the domain named (`DOMID_SELF`,
+/// the caller, or one it controls: `Action::ForeignMemory`), the address width, the order.
+/// Any failure means "no extent done", which the caller answers.
+fn parse_reservation(d: &Domain, r: MemoryReservation) -> Option<Reservation> {
+    let target = domain::lookup(d, r.domid).ok()?;
+    // XENMEMF_address_bits of 1-12 asks for memory below the first page.
+    if (1..=12).contains(&(r.mem_flags & memf::ADDRESS_BITS_MASK)) {
+        return None;
     }
-    Ok(Reservation {
+    if target.id != d.id && !policy::allows(d, Action::ForeignMemory) {
+        return None;
+    }
+    if r.extent_order > MAX_ORDER {
+        return None;
+    }
+    Some(Reservation {
+        target,
         extents: r.extent_start,
         nr: r.nr_extents,
         order: r.extent_order,
@@ -77,20 +96,36 @@ fn alloc_extent(order: u32, limit: u64) -> Option<u64> {
 }
 
 /// Gives `d` the `n` frames from `mfn`, fresh from the allocator, in the frame table. False
-/// only if the frame table and the allocator disagree (a Hestia bug): the frames are then
-/// kept from everyone, not handed out twice.
-fn assign_extent(d: &Domain, mfn: u64, n: u64) -> bool {
-    let r = frametable::with(|ft, _| ft.assign_range(mfn, n, d.id.0));
-    if r != Some(Ok(())) {
-        crate::error!(
-            "{}: fresh frames {mfn:#x}+{n} not free in the frame table ({r:?}); leaked",
-            d.id
-        );
+/// if `d` is dying (checked in the same hold of the frame table, so its destruction, which
+/// starts after `dying` is set, finds the frames: Xen's `assign_pages` refuses a dying
+/// domain), and if the frame table and the allocator disagree (a Hestia bug: the frames are
+/// then kept from everyone, not handed out twice); the caller frees the frames in the first
+/// case only.
+fn assign_extent(d: &Domain, mfn: u64, n: u64) -> Result<(), Leaked> {
+    let r = frametable::with(|ft, _| {
+        if d.dying.load(Ordering::Acquire) {
+            return Ok(Err(()));
+        }
+        ft.assign_range(mfn, n, d.id.0).map(Ok)
+    });
+    match r {
+        Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(()))) => Err(Leaked(false)),
+        r => {
+            crate::error!(
+                "{}: fresh frames {mfn:#x}+{n} not free in the frame table ({r:?}); leaked",
+                d.id
+            );
+            Err(Leaked(true))
+        }
     }
-    r == Some(Ok(()))
 }
 
-/// Allocates, zeroes and assigns one extent within `d`'s maximum; returns its first MFN.
+/// An extent [`assign_extent`] did not give: `true` if its frames must be kept from everyone.
+struct Leaked(bool);
+
+/// Allocates, zeroes and assigns one extent within `d`'s maximum and the claims
+/// (`mm::claims`); returns its first MFN.
 fn give_extent(d: &Domain, order: u32, limit: u64) -> Option<u64> {
     let n = 1u64 << order;
     // Counted first, so vCPUs racing here cannot together pass the maximum.
@@ -100,7 +135,17 @@ fn give_extent(d: &Domain, order: u32, limit: u64) -> Option<u64> {
                 .filter(|&t| t <= d.max_pages.load(Ordering::Acquire))
         })
         .ok()?;
-    let mfn = alloc_extent(order, limit).filter(|&mfn| assign_extent(d, mfn, n));
+    let mfn = claims::alloc_for(d, n, || {
+        let mfn = alloc_extent(order, limit)?;
+        match assign_extent(d, mfn, n) {
+            Ok(()) => Some(mfn),
+            Err(Leaked(true)) => None,
+            Err(Leaked(false)) => {
+                mm::free_frames(mfn * 4096, n);
+                None
+            }
+        }
+    });
     if mfn.is_none() {
         d.tot_pages.fetch_sub(n, Ordering::AcqRel);
     }
@@ -130,20 +175,29 @@ fn remove_frames(d: &Domain, mfn: u64, n: u64) -> u64 {
         }
         mm::free_frames(mfn * 4096, removed);
         d.tot_pages.fetch_sub(removed, Ordering::AcqRel);
+        claims::freed(d, removed);
     }
     removed
 }
 
 /// increase_reservation, decrease_reservation, populate_physmap from extent `start` on: as in
 /// Xen these return the number of extents done (a bad argument is "none done"), and resume by
-/// continuation with that number in `cmd`.
+/// continuation with that number in `cmd`. The domain named may be another the caller
+/// controls (the toolstack building it): its pages, its maximum and claim, its M2P entries;
+/// the MFNs go into the caller's list, as Xen's for a PV domain. An extent that cannot be
+/// had (no memory, the maximum reached, the domain dying) ends the call with the count done so
+/// far, which is how the builder falls back from 2 MiB extents to 4 KiB ones.
 fn balloon(d: &Domain, cmd: u32, start: u64, arg: u64) -> Result<u64, Errno> {
-    let Ok(r) = guest::read_obj(arg).and_then(|r| parse_reservation(d, r)) else {
+    let Ok(r) = guest::read_obj::<MemoryReservation>(arg) else {
         return Ok(start);
     };
-    if r.nr > u64::from(u32::MAX >> EXTENT_SHIFT) || start >= r.nr {
+    if r.nr_extents > u64::from(u32::MAX >> EXTENT_SHIFT) || start >= r.nr_extents {
         return Ok(start);
     }
+    let Some(r) = parse_reservation(d, r) else {
+        return Ok(start);
+    };
+    let t = &*r.target;
     let n = 1u64 << r.order;
     for i in start..r.nr {
         if continuation::should_preempt(d, i - start) {
@@ -159,7 +213,7 @@ fn balloon(d: &Domain, cmd: u32, start: u64, arg: u64) -> Result<u64, Errno> {
                 };
                 // As Xen: the frames before one that cannot go are gone; the extent is not
                 // counted.
-                if remove_frames(d, mfn, n) != n {
+                if remove_frames(t, mfn, n) != n {
                     return Ok(i);
                 }
             }
@@ -172,7 +226,7 @@ fn balloon(d: &Domain, cmd: u32, start: u64, arg: u64) -> Result<u64, Errno> {
                 } else {
                     0
                 };
-                let Some(mfn) = give_extent(d, r.order, r.limit) else {
+                let Some(mfn) = give_extent(t, r.order, r.limit) else {
                     return Ok(i);
                 };
                 if cmd == cmd::POPULATE_PHYSMAP {
@@ -353,7 +407,10 @@ impl Exchange {
         }
         let mut rc = Ok(());
         for (j, &mfn) in (0u64..).zip(&outs) {
-            if !assign_extent(d, mfn, out_n) {
+            if let Err(Leaked(keep)) = assign_extent(d, mfn, out_n) {
+                if !keep {
+                    mm::free_frames(mfn * 4096, out_n);
+                }
                 d.tot_pages.fetch_sub(out_n, Ordering::AcqRel);
                 rc = Err(Errno::ENOMEM);
                 continue;
@@ -404,6 +461,155 @@ fn give_back(d: &Domain, frames: &[u64]) {
     }
 }
 
+/// Frames `XENMEM_acquire_resource` looks up per step (between steps it may be preempted).
+const RESOURCE_CHUNK: u64 = 32;
+
+/// `XENMEM_acquire_resource` (Xen's `acquire_resource`): the machine frames of another
+/// domain's resource, for the control domain to map with `mmu_update` naming that domain
+/// (privcmd's `IOCTL_PRIVCMD_MMAP_RESOURCE`; libxenguest seeds a new domain's grant table
+/// this way). Hestia has one resource type, the grant table (its shared entries, id 0, or
+/// v2 status frames, id 1); the others are -EOPNOTSUPP. A null list asks for the resource's
+/// size. Checks in Xen's order: unreadable -EFAULT; `pad`, or `frame`/`frame + nr_frames`
+/// beyond 32 bits, -EINVAL; the domain by id only, -ESRCH (-EPERM for the caller itself);
+/// the control right (`XSM_DM_PRIV`) -EPERM; a resource of no frames, a size query with
+/// frames or a continuation, or a request past the resource, -EINVAL. Preemptible between
+/// steps of [`RESOURCE_CHUNK`] frames, resuming at the frame kept in `cmd`.
+fn acquire_resource(d: &Domain, start: u64, arg: u64) -> Result<u64, Errno> {
+    let r: MemAcquireResource = guest::read_obj(arg)?;
+    if r.pad != 0 || r.frame >> 32 != 0 || (r.frame + u64::from(r.nr_frames)) >> 32 != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if r.domid == DOMID_SELF {
+        return Err(Errno::ESRCH);
+    }
+    let t = domain::lookup(d, r.domid)?;
+    if t.id == d.id {
+        return Err(Errno::EPERM);
+    }
+    policy::check(d, Action::ForeignMemory)?;
+    if r.r#type != resource::GRANT_TABLE {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let status = match r.id {
+        resource::GRANT_TABLE_ID_SHARED => false,
+        resource::GRANT_TABLE_ID_STATUS => true,
+        _ => return Err(Errno::EINVAL),
+    };
+    let max = t.grant.table.lock().max_resource_frames(status);
+    if max == 0 {
+        return Err(Errno::EINVAL);
+    }
+    if r.frame_list == 0 {
+        if r.nr_frames != 0 || start != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let field = offset_of!(MemAcquireResource, nr_frames) as u64;
+        return guest::write_obj(arg + field, &max).map(|()| 0);
+    }
+    let nr = u64::from(r.nr_frames);
+    if start >= nr || nr > u64::from(u32::MAX >> EXTENT_SHIFT) {
+        return Err(Errno::EINVAL);
+    }
+    let mut done = start;
+    while done < nr {
+        let todo = (nr - done).min(RESOURCE_CHUNK);
+        // Both fit in 32 bits: checked above.
+        let first = (r.frame + done) as u32;
+        let mfns: Vec<u64> = t
+            .grant
+            .table
+            .lock()
+            .acquire(t.id.0, status, first, todo as u32)?
+            .to_vec();
+        for (i, mfn) in (done..).zip(&mfns) {
+            let at = r.frame_list.checked_add(i * 8).ok_or(Errno::EFAULT)?;
+            guest::write_obj(at, mfn)?;
+        }
+        done += todo;
+        if done < nr && continuation::should_preempt(d, done - start) {
+            let cmd = u64::from(cmd::ACQUIRE_RESOURCE) | done << EXTENT_SHIFT;
+            return continuation::create([cmd, arg, 0, 0, 0]);
+        }
+    }
+    Ok(0)
+}
+
+/// Most entries of a domain's pseudo-physical memory map (Xen's `E820MAX`).
+const E820_MAX: u32 = 1024;
+
+/// Each domain's pseudo-physical memory map, once its toolstack set one.
+static MEMORY_MAPS: PerDomain<Vec<E820Entry>> = PerDomain::new();
+
+/// `XENMEM_set_memory_map` (Xen's `arch_memory_op`): sets the pseudo-physical memory map of a
+/// domain, which it reads back with `XENMEM_memory_map` (libxl sets a domU's before building
+/// it). The domain itself or one the caller controls (`XSM_TARGET`). Errors in Xen's order:
+/// the argument unreadable -EFAULT, more than `E820MAX` entries -EINVAL, no such domain -ESRCH,
+/// not the caller's to set -EPERM, the entries unreadable -EFAULT.
+fn set_memory_map(d: &Domain, arg: u64) -> Result<(), Errno> {
+    let m: ForeignMemoryMap = guest::read_obj(arg)?;
+    if m.map.nr_entries > E820_MAX {
+        return Err(Errno::EINVAL);
+    }
+    let target = domain::lookup(d, m.domid)?;
+    if target.id != d.id {
+        policy::check(d, Action::ForeignMemory)?;
+    }
+    let size = size_of::<E820Entry>() as u64;
+    let map = (0..u64::from(m.map.nr_entries))
+        .map(|i| {
+            let at = m.map.buffer.checked_add(i * size).ok_or(Errno::EFAULT)?;
+            guest::read_obj::<E820Entry>(at)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    MEMORY_MAPS.with(|maps| maps.set(&target, map));
+    Ok(())
+}
+
+/// `XENMEM_memory_map`: the caller's pseudo-physical memory map as its toolstack set it, at
+/// most `nr_entries` of it, with `nr_entries` set to the count copied; -ENOSYS if none (or an
+/// empty one) was set, as Xen, and Linux then assumes one RAM range.
+fn memory_map(d: &Domain, arg: u64) -> Result<(), Errno> {
+    let m: MemoryMap = guest::read_obj(arg)?;
+    let map = MEMORY_MAPS
+        .with(|maps| maps.get(d).cloned())
+        .filter(|map| !map.is_empty())
+        .ok_or(Errno::ENOSYS)?;
+    let n = m.nr_entries.min(map.len() as u32);
+    let size = size_of::<E820Entry>() as u64;
+    for (i, e) in (0u64..).zip(map.iter().take(n as usize)) {
+        let at = m.buffer.checked_add(i * size).ok_or(Errno::EFAULT)?;
+        guest::write_obj(at, e)?;
+    }
+    let field = offset_of!(MemoryMap, nr_entries) as u64;
+    guest::write_obj(arg + field, &n)
+}
+
+/// `XENMEM_claim_pages`: stakes (or, with 0, cancels) a claim on free memory for a domain
+/// about to be built (`mm::claims`). Checks in Xen's order: a list or an order or flags
+/// given -EINVAL; the domain named by its id (not `DOMID_SELF`), else -EINVAL; the caller
+/// must hold the control right (`XSM_PRIV`) -EPERM; then the claim's own rules.
+fn claim_pages(d: &Domain, arg: u64) -> Result<(), Errno> {
+    let r: MemoryReservation = guest::read_obj(arg)?;
+    if r.extent_start != 0 || r.extent_order != 0 || r.mem_flags != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if r.domid == DOMID_SELF {
+        return Err(Errno::EINVAL);
+    }
+    let target = domain::lookup(d, r.domid).map_err(|_| Errno::EINVAL)?;
+    policy::check(d, Action::ForeignMemory)?;
+    claims::set(&target, r.nr_extents)?;
+    crate::gdebug!(
+        d,
+        "{}: claim for {} set to {} pages ({} claimed in all)",
+        d.id,
+        target.id,
+        r.nr_extents,
+        claims::outstanding_total()
+    );
+    Ok(())
+}
+
 fn e820_type(k: RegionKind) -> u32 {
     match k {
         RegionKind::Usable => 1,
@@ -424,6 +630,7 @@ pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::INCREASE_RESERVATION | cmd::DECREASE_RESERVATION | cmd::POPULATE_PHYSMAP => {
             balloon(d, cmd, start, arg)
         }
+        cmd::ACQUIRE_RESOURCE => acquire_resource(d, start, arg),
         // Only the reservation calls resume part way; the architecture's calls see a command
         // they do not know.
         cmd::EXCHANGE
@@ -431,6 +638,7 @@ pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         | cmd::CURRENT_RESERVATION
         | cmd::MAXIMUM_RESERVATION
         | cmd::MAXIMUM_GPFN
+        | cmd::CLAIM_PAGES
             if start != 0 =>
         {
             Err(Errno::EINVAL)
@@ -439,12 +647,17 @@ pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::EXCHANGE => exchange(d, arg),
         cmd::MAXIMUM_RAM_PAGE => Ok(frametable::nr_frames()),
         cmd::CURRENT_RESERVATION | cmd::MAXIMUM_RESERVATION | cmd::MAXIMUM_GPFN => {
+            // The domain itself or one the caller controls (`xsm_memory_stat_reservation`,
+            // `XSM_TARGET`).
             let MemoryDomain { domid } = guest::read_obj(arg)?;
-            domain::only_self(d, domid)?;
+            let t = domain::lookup(d, domid)?;
+            if t.id != d.id {
+                policy::check(d, Action::ForeignMemory)?;
+            }
             Ok(match cmd {
-                cmd::CURRENT_RESERVATION => d.tot_pages.load(Ordering::Acquire),
-                cmd::MAXIMUM_RESERVATION => d.max_pages.load(Ordering::Acquire),
-                _ => d.nr_pages().saturating_sub(1),
+                cmd::CURRENT_RESERVATION => t.tot_pages.load(Ordering::Acquire),
+                cmd::MAXIMUM_RESERVATION => t.max_pages.load(Ordering::Acquire),
+                _ => t.nr_pages().max(1) - 1,
             })
         }
         cmd::MACHPHYS_MAPPING => {
@@ -468,8 +681,9 @@ pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             let field = offset_of!(MachphysMfnList, nr_extents) as u64;
             guest::write_obj(arg + field, &(chunks as u32)).map(|()| 0)
         }
-        // No pseudo-physical map was set for this domain (Linux then assumes one RAM range).
-        cmd::MEMORY_MAP => Err(Errno::ENOSYS),
+        cmd::MEMORY_MAP => memory_map(d, arg).map(|()| 0),
+        cmd::SET_MEMORY_MAP => set_memory_map(d, arg).map(|()| 0),
+        cmd::CLAIM_PAGES => claim_pages(d, arg).map(|()| 0),
         cmd::MACHINE_MEMORY_MAP => {
             policy::check(d, Action::MachineMemoryMap)?;
             machine_memory_map(d, arg).map(|()| 0)

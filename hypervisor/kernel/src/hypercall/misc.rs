@@ -15,7 +15,7 @@ const VMASST_CMD_DISABLE: u64 = 1;
 /// writable_pagetables (2), pae_extended_cr3 (3), architectural_iopl (4), runstate_update_flag
 /// (5), m2p_strict (32). Hestia records them; the ones that change behaviour are listed in
 /// docs/abi-status.md as they gain effect.
-const VALID_ASSISTS: u64 = 0b11_1111 | (1 << 32);
+pub(crate) const VALID_ASSISTS: u64 = 0b11_1111 | (1 << 32);
 
 /// `fpu_taskswitch(set)`: sets or clears TS; a later FPU use raises #NM for the guest.
 pub(super) fn do_fpu_taskswitch(_d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {

@@ -13,16 +13,17 @@
 //! way, it answers `ERESTART` and the same item is issued again; a teardown left over is
 //! finished at the start of the vCPU's next MMU hypercall, as Xen's `old_guest_table`.
 
+use core::sync::atomic::Ordering;
 use hestia_core::pv_mm::{MmError, PageType, PtMemory, pte};
 use xen_abi::errno::Errno;
 use xen_abi::mmu::{MMU_UPDATE_PREEMPTED, MmuUpdate, MmuextOp, ext, update, uvmf};
-use xen_abi::xen::{DOMID_IO, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
+use xen_abi::xen::{DOMID_IO, DOMID_SELF, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::continuation;
 use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::smp::{self, Flush};
-use crate::domain;
+use crate::domain::{self, DomainRef};
 use crate::mm::frametable::{self, DirectMem};
 use crate::mm::guest::{self, is_guest_range};
 use crate::policy::{self, Action};
@@ -61,20 +62,47 @@ fn dom(d: &Domain) -> u16 {
     d.id.0
 }
 
-/// Checks `foreigndom`: the caller itself, or `DOMID_IO` for a privileged caller (its I/O
-/// frames are checked against its I/O-memory set either way); foreign mappings need a toolstack.
-fn check_foreigndom(d: &Domain, foreigndom: u64) -> Result<(), Errno> {
+/// The domain whose frames a batch's entries name (Xen's `pg_owner`).
+enum PgOwner {
+    /// The caller (`DOMID_SELF`), or `DOMID_IO` for a privileged caller: its own frames and
+    /// the I/O frames of its I/O-memory set.
+    Own,
+    /// Another domain (`foreigndom` its id): the control domain maps its frames or pins its
+    /// tables (privcmd's `IOCTL_PRIVCMD_MMAPBATCH_V2` and `mmap_resource`, libxenguest's
+    /// builder). Whether the caller may is checked per request for `mmu_update` and per call
+    /// for `mmuext_op`, where Xen checks it.
+    Foreign(DomainRef),
+}
+
+impl PgOwner {
+    /// The foreign domain, if the batch names one the caller may act on; `EPERM` if it may
+    /// not (Xen's `xsm_mmu_update`/`xsm_mmuext_op`, `XSM_TARGET`).
+    fn foreign(&self, d: &Domain) -> Result<Option<&DomainRef>, Errno> {
+        match self {
+            PgOwner::Own => Ok(None),
+            PgOwner::Foreign(f) => policy::check(d, Action::ForeignMemory).map(|()| Some(f)),
+        }
+    }
+}
+
+/// Checks `foreigndom` (Xen's `get_pg_owner`): `DOMID_SELF`; another existing domain; or
+/// `DOMID_IO` for a privileged caller (its I/O frames are checked against its I/O-memory set
+/// either way). The caller's own id, named explicitly, is `ESRCH`, as in Xen ("cannot specify
+/// itself as foreign domain"), as is a domain that does not exist. A page-table owner
+/// (`foreigndom >> 16`) other than the caller is not supported (`ESRCH`).
+fn pg_owner(d: &Domain, foreigndom: u64) -> Result<PgOwner, Errno> {
     let fd = (foreigndom & 0xffff) as u16;
     let pfd = (foreigndom >> 16) as u16;
-    if fd == DOMID_IO {
-        policy::check(d, Action::IoMemory)?;
-    } else {
-        domain::only_self(d, fd)?;
-    }
+    let owner = match fd {
+        DOMID_IO => policy::check(d, Action::IoMemory).map(|()| PgOwner::Own)?,
+        DOMID_SELF => PgOwner::Own,
+        id if id == dom(d) => return Err(Errno::ESRCH),
+        id => PgOwner::Foreign(domain::lookup(d, id)?),
+    };
     if pfd != 0 && pfd != dom(d) + 1 {
         return Err(Errno::ESRCH);
     }
-    Ok(())
+    Ok(owner)
 }
 
 /// Runs the `mmu_update` / `mmuext_op` batch `a` = (list, count, pdone, foreigndom) of `T`s,
@@ -83,10 +111,12 @@ fn check_foreigndom(d: &Domain, foreigndom: u64) -> Result<(), Errno> {
 fn run_batch<T: FromBytes + IntoBytes>(
     d: &Domain,
     a: [u64; 5],
-    mut one: impl FnMut(T) -> Result<(), Errno>,
+    foreign: impl FnOnce(&PgOwner) -> Result<(), Errno>,
+    mut one: impl FnMut(&PgOwner, T) -> Result<(), Errno>,
 ) -> Result<u64, Errno> {
     let (list, raw, pdone) = (a[0], a[1] as u32, a[2]);
-    check_foreigndom(d, a[3])?;
+    let owner = pg_owner(d, a[3])?;
+    foreign(&owner)?;
     let count = raw & !MMU_UPDATE_PREEMPTED;
     let before: u32 = if raw & MMU_UPDATE_PREEMPTED != 0 && pdone != 0 {
         guest::read_obj(pdone)?
@@ -105,7 +135,10 @@ fn run_batch<T: FromBytes + IntoBytes>(
             result = continuation::create([at?, rest, pdone, a[3], 0]);
             break;
         }
-        match at.and_then(guest::read_obj::<T>).and_then(&mut one) {
+        match at
+            .and_then(guest::read_obj::<T>)
+            .and_then(|item| one(&owner, item))
+        {
             Ok(()) => i += 1,
             // The item stopped part way (or waits for another vCPU): issue it again.
             Err(Errno::ERESTART) => {
@@ -128,12 +161,21 @@ fn flush_local() {
     cpu::write_cr3_reload();
 }
 
-/// One `mmu_update` request.
-fn one_update(d: &Domain, req: MmuUpdate) -> Result<(), Errno> {
+/// One `mmu_update` request; `owner` owns the frames a new L1 entry may name (the caller's
+/// own, or a foreign domain's: `hestia_core::pv_mm::FrameTable::mod_entry_foreign_preemptible`).
+fn one_update(d: &Domain, owner: &PgOwner, req: MmuUpdate) -> Result<(), Errno> {
     let (cmd, maddr) = (req.ptr & 7, req.ptr & !7);
     let (mfn, idx) = (maddr >> 12, ((maddr & 0xfff) / 8) as usize);
     // The level of the table updated, for the errno.
     let mut table_level = 1;
+    let foreign = match cmd {
+        update::NORMAL_PT_UPDATE
+        | update::PT_UPDATE_PRESERVE_AD
+        | update::PT_UPDATE_NO_TRANSLATE
+        | update::MACHPHYS_UPDATE => owner.foreign(d)?,
+        _ => None,
+    };
+    let pg = foreign.map_or(dom(d), |f| f.id.0);
     match cmd {
         update::NORMAL_PT_UPDATE
         | update::PT_UPDATE_PRESERVE_AD
@@ -150,7 +192,10 @@ fn one_update(d: &Domain, req: MmuUpdate) -> Result<(), Errno> {
                 match (f.ty, f.type_count) {
                     (PageType::Table(level), n) if n > 0 => {
                         table_level = level;
-                        ft.mod_entry_preemptible(mem, mfn, level, idx, val, dom(d), pending, budget)
+                        let owners = (dom(d), pg);
+                        ft.mod_entry_foreign_preemptible(
+                            mem, mfn, level, idx, val, owners, pending, budget,
+                        )
                     }
                     // A page that may be writable anyway: a plain store.
                     (PageType::Writable, _) | (_, 0) => {
@@ -164,8 +209,7 @@ fn one_update(d: &Domain, req: MmuUpdate) -> Result<(), Errno> {
         // Written under the frame-table lock that saw the frame owned, so a frame that leaves
         // the domain (balloon, exchange) cannot get its M2P entry back afterwards.
         update::MACHPHYS_UPDATE => frametable::with(|ft, _| {
-            ft.info(mfn).is_some_and(|f| f.owner == Some(dom(d)))
-                && frametable::set_m2p(mfn, req.val)
+            ft.info(mfn).is_some_and(|f| f.owner == Some(pg)) && frametable::set_m2p(mfn, req.val)
         })
         .filter(|&written| written)
         .map(|_| ())
@@ -175,17 +219,22 @@ fn one_update(d: &Domain, req: MmuUpdate) -> Result<(), Errno> {
 }
 
 pub(super) fn do_mmu_update(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    run_batch(d, a, |req: MmuUpdate| {
-        one_update(d, req).inspect_err(|e| {
-            crate::gdebug!(
-                d,
-                "{}: mmu_update {:#x} := {:#x} refused ({e:?})",
-                d.id,
-                req.ptr,
-                req.val
-            );
-        })
-    })
+    run_batch(
+        d,
+        a,
+        |_| Ok(()),
+        |owner, req: MmuUpdate| {
+            one_update(d, owner, req).inspect_err(|e| {
+                crate::gdebug!(
+                    d,
+                    "{}: mmu_update {:#x} := {:#x} refused ({e:?})",
+                    d.id,
+                    req.ptr,
+                    req.val
+                );
+            })
+        },
+    )
 }
 
 /// Finds the L1 frame and index that map `va` in the page tables rooted at `l4_mfn`.
@@ -261,12 +310,34 @@ pub(crate) fn new_baseptr(d: &Domain, v: &mut Vcpu, new: u64) -> Result<(), Errn
     Ok(())
 }
 
-/// One `mmuext_op`.
-fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
-    let me = dom(d);
+/// Pins `mfn`, a level-`level` table of `target`, on behalf of `target` (Xen's `pin_page` with
+/// a foreign `pg_owner`: the builder pins a new domain's L4): the whole tree is validated as
+/// `target`'s tables, the work under way kept in the caller's vCPU. A pin that lands after
+/// `target` started dying is dropped again in the same hold of the frame table, as Xen's,
+/// because its destruction may have passed the frame (`dying` is set before it starts).
+fn pin_foreign(d: &Domain, target: &Domain, mfn: u64, level: u8) -> Result<(), Errno> {
+    let them = dom(target);
+    d.mm_op(|ft, mem, pending, budget| {
+        ft.pin_preemptible(mem, mfn, level, them, pending, budget)?;
+        if target.dying.load(Ordering::Acquire) {
+            ft.unpin_preemptible(mem, mfn, them, pending, budget)?;
+        }
+        Ok(())
+    })
+    .map_err(errno_pin)
+}
+
+/// One `mmuext_op`; with a foreign domain only the pins, unpins and page clears and copies
+/// act, on its frames, and the operations on the caller's own vCPU are `EPERM`, as in Xen.
+fn one_ext(d: &Domain, owner: &PgOwner, op: MmuextOp) -> Result<(), Errno> {
+    let foreign = owner.foreign(d)?;
+    let me = foreign.map_or(dom(d), |f| dom(f));
     match op.cmd {
         ext::PIN_L1_TABLE..=ext::PIN_L4_TABLE => {
             let level = (op.cmd - ext::PIN_L1_TABLE + 1) as u8;
+            if let Some(f) = foreign {
+                return pin_foreign(d, f, op.arg1, level);
+            }
             d.mm_op(|ft, mem, pending, budget| {
                 ft.pin_preemptible(mem, op.arg1, level, me, pending, budget)
             })
@@ -277,6 +348,50 @@ fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
                 ft.unpin_preemptible(mem, op.arg1, me, pending, budget)
             })
             .map_err(errno_pin),
+        ext::CLEAR_PAGE | ext::COPY_PAGE => clear_or_copy(me, op),
+        ext::NEW_BASEPTR
+        | ext::NEW_USER_BASEPTR
+        | ext::TLB_FLUSH_LOCAL..=ext::SET_LDT
+        | ext::FLUSH_CACHE_GLOBAL
+            if foreign.is_some() =>
+        {
+            Err(Errno::EPERM)
+        }
+        _ => one_ext_local(d, op),
+    }
+}
+
+/// `MMUEXT_CLEAR_PAGE` / `MMUEXT_COPY_PAGE` on frames of `me`: the destination must be
+/// writable (untyped or of the writable type), the source merely `me`'s.
+fn clear_or_copy(me: u16, op: MmuextOp) -> Result<(), Errno> {
+    frametable::with(|ft, mem| {
+        let writable = |m: u64| {
+            ft.info(m).is_some_and(|f| {
+                f.owner == Some(me) && (f.type_count == 0 || f.ty == PageType::Writable)
+            })
+        };
+        if !writable(op.arg1)
+            || (op.cmd == ext::COPY_PAGE && ft.info(op.arg2).is_none_or(|f| f.owner != Some(me)))
+        {
+            return Err(Errno::EINVAL);
+        }
+        for i in 0..512 {
+            let v = if op.cmd == ext::COPY_PAGE {
+                mem.read(op.arg2, i)
+            } else {
+                0
+            };
+            mem.write(op.arg1, i, v);
+        }
+        Ok(())
+    })
+    .unwrap_or(Err(Errno::EINVAL))
+}
+
+/// The `mmuext_op`s that act on the calling vCPU or CPU.
+fn one_ext_local(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
+    let me = dom(d);
+    match op.cmd {
         ext::NEW_BASEPTR => new_baseptr(d, &mut d.this_vcpu().lock(), op.arg1),
         ext::NEW_USER_BASEPTR => {
             let mut v = d.this_vcpu().lock();
@@ -305,29 +420,6 @@ fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
             smp::flush_guest_tlbs(Flush::Space(d.id.0.into()));
             Ok(())
         }
-        ext::CLEAR_PAGE | ext::COPY_PAGE => frametable::with(|ft, mem| {
-            let writable = |m: u64| {
-                ft.info(m).is_some_and(|f| {
-                    f.owner == Some(me) && (f.type_count == 0 || f.ty == PageType::Writable)
-                })
-            };
-            if !writable(op.arg1)
-                || (op.cmd == ext::COPY_PAGE
-                    && ft.info(op.arg2).is_none_or(|f| f.owner != Some(me)))
-            {
-                return Err(Errno::EINVAL);
-            }
-            for i in 0..512 {
-                let v = if op.cmd == ext::COPY_PAGE {
-                    mem.read(op.arg2, i)
-                } else {
-                    0
-                };
-                mem.write(op.arg1, i, v);
-            }
-            Ok(())
-        })
-        .unwrap_or(Err(Errno::EINVAL)),
         ext::SET_LDT => super::descriptor::set_ldt(me, &mut d.this_vcpu().lock(), op.arg1, op.arg2),
         ext::FLUSH_CACHE | ext::FLUSH_CACHE_GLOBAL => {
             policy::check(d, Action::CacheFlush)?;
@@ -340,5 +432,7 @@ fn one_ext(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
 }
 
 pub(super) fn do_mmuext_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    run_batch(d, a, |op: MmuextOp| one_ext(d, op))
+    // Xen checks the right to name the foreign domain once, before the first operation.
+    let check = |owner: &PgOwner| owner.foreign(d).map(|_| ());
+    run_batch(d, a, check, |owner, op: MmuextOp| one_ext(d, owner, op))
 }

@@ -123,8 +123,6 @@ fn readconsole(c: &mut Call) -> Result<u64, Errno> {
 fn physinfo(c: &mut Call) -> Result<u64, Errno> {
     let stats = crate::mm::stats();
     let nr_cpus = crate::arch::x86_64::percpu::online_count();
-    // No domain holds a claim yet (`XENMEM_claim_pages` is not implemented).
-    let outstanding = 0;
     let pi = Physinfo {
         threads_per_core: 1,
         cores_per_socket: nr_cpus,
@@ -135,8 +133,9 @@ fn physinfo(c: &mut Call) -> Result<u64, Errno> {
         cpu_khz: (crate::arch::x86_64::tsc::hz() / 1000) as u32,
         capabilities: physcap::PV | physcap::GNTTAB_V1 | physcap::GNTTAB_V2,
         total_pages: stats.total_ram / 4096,
-        free_pages: (stats.free / 4096).saturating_sub(outstanding),
-        outstanding_pages: outstanding,
+        // Every free page, claimed or not (Xen's `avail_domheap_pages`).
+        free_pages: stats.free / 4096,
+        outstanding_pages: crate::mm::claims::outstanding_total(),
         max_mfn: crate::mm::frametable::nr_frames().saturating_sub(1),
         hw_cap: hw_cap(),
         ..Default::default()

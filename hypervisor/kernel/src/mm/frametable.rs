@@ -280,15 +280,22 @@ static LONGEST_HOLD: Longest = Longest::new();
 /// the work done under the lock, which is what its chunking bounds.
 static LONGEST_WORK: Longest = Longest::new();
 
-/// Runs `f` on the frame table with the direct-map memory accessor.
+/// Runs `f` on the frame table with the direct-map memory accessor; if `f` dropped the last
+/// reference on a frame of a domain being destroyed, the reaper sweeps such domains again.
 #[track_caller]
 pub fn with<R>(f: impl FnOnce(&mut FrameTable, &mut DirectMem) -> R) -> Option<R> {
     let mut ft = FRAMES.lock();
     let (start, waited) = (cpu::rdtsc(), smp::flush_wait_ticks());
     let r = ft.as_mut().map(|ft| f(ft, &mut DirectMem));
+    let resweep = ft.as_mut().is_some_and(FrameTable::take_resweep);
     let held = cpu::rdtsc().wrapping_sub(start);
     let waited = smp::flush_wait_ticks().wrapping_sub(waited);
     drop(ft);
+    if resweep {
+        // A dead domain's frame lost its last reference (a grant or foreign mapping of it
+        // went): the reaper frees it.
+        crate::domain::resweep_dead();
+    }
     let at = core::panic::Location::caller();
     LONGEST_HOLD.record(held, at);
     LONGEST_WORK.record(held.saturating_sub(waited), at);

@@ -10,8 +10,10 @@
 //!
 //! Lock order: `FRAMES` is a leaf lock; `KERNEL_PT` may take `FRAMES` while held.
 
+pub mod claims;
 pub mod frametable;
 pub mod guest;
+pub mod per_domain;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use hestia_core::rangeset::RangeSet;

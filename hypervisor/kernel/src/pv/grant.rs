@@ -156,6 +156,55 @@ impl TableState {
                 || share_frames(&mut self.status, dom, status_frames_for(nr)))
     }
 
+    /// How many frames of the shared entries (`status`: of the v2 status entries) the table
+    /// may have (Xen's `gnttab_resource_max_frames`).
+    pub fn max_resource_frames(&self, status: bool) -> u32 {
+        if status {
+            status_frames_for(self.gt.max_frames)
+        } else {
+            self.gt.max_frames
+        }
+    }
+
+    /// The machine frames `frame..frame + nr` of the shared entries (`status`: of the v2
+    /// status entries), the table grown to hold them if it may (Xen's
+    /// `gnttab_acquire_resource`, for `XENMEM_acquire_resource`): `EINVAL` for no frames,
+    /// status frames of a v1 table, or frames beyond what the table has and can get.
+    pub fn acquire(
+        &mut self,
+        dom: u16,
+        status: bool,
+        frame: u32,
+        nr: u32,
+    ) -> Result<&[u64], Errno> {
+        let last = nr
+            .checked_sub(1)
+            .and_then(|n| frame.checked_add(n))
+            .ok_or(Errno::EINVAL)?;
+        self.ensure(dom);
+        if status && self.gt.version() != 2 {
+            return Err(Errno::EINVAL);
+        }
+        let have = if status { &self.status } else { &self.frames };
+        if last as usize >= have.len() {
+            // Table frames enough for frame `last` (a status frame covers the status entries
+            // of 8 table frames).
+            let per = if status {
+                STATUS_PER_FRAME / (ENTRIES_PER_FRAME_V1 / 2)
+            } else {
+                1
+            };
+            if let Some(nr_grant) = (last + 1).checked_mul(per)
+                && nr_grant <= self.gt.max_frames
+            {
+                self.grow(dom, nr_grant);
+            }
+        }
+        let have = if status { &self.status } else { &self.frames };
+        have.get(frame as usize..=last as usize)
+            .ok_or(Errno::EINVAL)
+    }
+
     /// Gives the table its initial frame at its first use; false when it cannot have one.
     pub fn ensure(&mut self, dom: u16) -> bool {
         self.gt.nr_frames() >= INITIAL_NR_GRANT_FRAMES || self.grow(dom, INITIAL_NR_GRANT_FRAMES)

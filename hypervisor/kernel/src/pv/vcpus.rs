@@ -12,12 +12,15 @@
 
 use core::sync::atomic::Ordering;
 
+use xen_abi::callback::TrapInfo;
 use xen_abi::errno::Errno;
-use xen_abi::vcpu::{VcpuGuestContext, vgcf};
+use xen_abi::vcpu::{CpuUserRegs, VcpuGuestContext, vgcf};
 use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
+use zerocopy::FromZeros;
 
 use super::debugreg;
-use super::domain::{Callback, Domain, TrapEntry, this_vcpu_id};
+use super::domain::{Callback, Domain, TrapEntry, Vcpu, this_vcpu_id};
+use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::fpu::FpuState;
 use crate::arch::x86_64::gdt::LDT_ENTRIES;
 use crate::arch::x86_64::idt::TrapFrame;
@@ -56,6 +59,21 @@ pub fn initialise(d: &Domain, vid: u32, arg: u64) -> Result<(), Errno> {
     if v.initialised {
         return Err(Errno::EEXIST);
     }
+    set_info_guest(d, d, &mut v, &c)
+}
+
+/// Sets vCPU `v` of `d` from the context `c`, as Xen's `arch_set_info_guest` for a 64-bit PV
+/// vCPU: for `VCPUOP_initialise` (`caller` is `d`) and for its toolstack's
+/// `XEN_DOMCTL_setvcpucontext` (`caller` the control domain, `d` paused). A vCPU not yet
+/// initialised takes its kernel L4 (validated on `caller`'s vCPU, preemptibly: `ERESTART`
+/// means issue the call again), GDT and LDT from `c`; an initialised one must name the same
+/// (`EOPNOTSUPP` otherwise, as Xen) and only its registers, callbacks and FPU state change.
+pub fn set_info_guest(
+    caller: &Domain,
+    d: &Domain,
+    v: &mut Vcpu,
+    c: &VcpuGuestContext,
+) -> Result<(), Errno> {
     let r = &c.user_regs;
     let bases = [c.fs_base, c.gs_base_kernel, c.gs_base_user];
     let callbacks = [
@@ -117,18 +135,36 @@ pub fn initialise(d: &Domain, vid: u32, arg: u64) -> Result<(), Errno> {
     fpu.set_guest_ts(c.ctrlreg[0] & CR0_TS != 0);
     let me = d.id.0;
     let cr3 = c.ctrlreg[3] >> 12;
-    // Validating a fresh L4 may take long: it stops part way and the call is issued again.
-    d.mm_op(|ft, mem, pending, budget| ft.get_table_preemptible(mem, cr3, 4, me, pending, budget))
-        .map_err(crate::hypercall::mmu::errno_pin)?;
     let gdt_ents = c.gdt_ents as usize;
     let frames = c.gdt_frames[..gdt_ents.div_ceil(512).min(16)].to_vec();
-    if let Err(e) = descriptor::take_gdt(me, &mut v, frames, gdt_ents) {
-        // A teardown the budget does not cover is finished at the vCPU's next MMU call.
-        let _ = d.mm_op(|ft, mem, pending, budget| {
-            ft.put_table_preemptible(mem, cr3, pending, budget);
-            Ok(())
-        });
-        return Err(e);
+    if v.initialised {
+        // Only the registers may change (Xen's restore of a running domain's vCPU).
+        let same = v.kernel_cr3 == c.ctrlreg[3]
+            && v.user_cr3 == c.ctrlreg[1]
+            && v.gdt_entries == gdt_ents
+            && v.gdt_frames == frames
+            && v.ldt_ents == c.ldt_ents as usize
+            && (v.ldt_ents == 0 || v.ldt_base == ldt_base);
+        if !same {
+            return Err(Errno::EOPNOTSUPP);
+        }
+    } else {
+        // Validating a fresh L4 may take long: it stops part way and the call is issued again.
+        caller
+            .mm_op(|ft, mem, pending, budget| {
+                ft.get_table_preemptible(mem, cr3, 4, me, pending, budget)
+            })
+            .map_err(crate::hypercall::mmu::errno_pin)?;
+        if let Err(e) = descriptor::take_gdt(me, v, frames, gdt_ents) {
+            // A teardown the budget does not cover is finished at the caller's next MMU call.
+            let _ = caller.mm_op(|ft, mem, pending, budget| {
+                ft.put_table_preemptible(mem, cr3, pending, budget);
+                Ok(())
+            });
+            return Err(e);
+        }
+        v.kernel_cr3 = cr3 << 12;
+        (v.ldt_base, v.ldt_ents) = (ldt_base, c.ldt_ents as usize);
     }
     v.regs = TrapFrame {
         r15: r.r15,
@@ -155,8 +191,6 @@ pub fn initialise(d: &Domain, vid: u32, arg: u64) -> Result<(), Errno> {
     };
     v.iopl = ((r.rflags & RFLAGS_IOPL) >> 12) as u8;
     v.kernel_mode = true;
-    v.kernel_cr3 = cr3 << 12;
-    (v.ldt_base, v.ldt_ents) = (ldt_base, c.ldt_ents as usize);
     v.traps = traps;
     v.kernel_ss = c.kernel_ss | 3;
     v.kernel_sp = c.kernel_sp;
@@ -178,6 +212,91 @@ pub fn initialise(d: &Domain, vid: u32, arg: u64) -> Result<(), Errno> {
     v.fpu = fpu;
     v.initialised = true;
     Ok(())
+}
+
+/// The context of `d`'s initialised vCPU `v`, which does not run, as Xen's
+/// `arch_get_info_guest` for a 64-bit PV vCPU (`XEN_DOMCTL_getvcpucontext`): what
+/// [`set_info_guest`] takes, with RFLAGS carrying the virtual IOPL, `ctrlreg[3]`/`[1]` the
+/// kernel and user L4s, `ctrlreg[0]` the CPU's CR0 with the vCPU's TS, and the flags saying
+/// kernel mode, online and how the callbacks mask events.
+pub fn get_info_guest(d: &Domain, v: &Vcpu) -> VcpuGuestContext {
+    let mut c = VcpuGuestContext::new_zeroed();
+    let (fxsave, ts) = v.fpu.guest_fxsave();
+    c.fpu_ctxt = fxsave;
+    let flag = |on: bool, f: u64| if on { f } else { 0 };
+    c.flags = vgcf::I387_VALID
+        | flag(v.kernel_mode, vgcf::IN_KERNEL)
+        | flag(v.up, vgcf::ONLINE)
+        | flag(
+            v.failsafe_callback.mask_events,
+            vgcf::FAILSAFE_DISABLES_EVENTS,
+        )
+        | flag(
+            v.syscall_callback.mask_events,
+            vgcf::SYSCALL_DISABLES_EVENTS,
+        );
+    let r = &v.regs;
+    let [ds, es, fs, gs] = v.selectors;
+    c.user_regs = CpuUserRegs {
+        r15: r.r15,
+        r14: r.r14,
+        r13: r.r13,
+        r12: r.r12,
+        rbp: r.rbp,
+        rbx: r.rbx,
+        r11: r.r11,
+        r10: r.r10,
+        r9: r.r9,
+        r8: r.r8,
+        rax: r.rax,
+        rcx: r.rcx,
+        rdx: r.rdx,
+        rsi: r.rsi,
+        rdi: r.rdi,
+        rip: r.rip,
+        cs: r.cs as u16,
+        rflags: (r.rflags & !RFLAGS_IOPL) | (u64::from(v.iopl) << 12),
+        rsp: r.rsp,
+        ss: r.ss as u16,
+        ds,
+        es,
+        fs,
+        gs,
+        ..CpuUserRegs::default()
+    };
+    for (i, (slot, t)) in c.trap_ctxt.iter_mut().zip(&v.traps).enumerate() {
+        if t.address != 0 {
+            *slot = TrapInfo {
+                vector: i as u8,
+                flags: t.flags,
+                cs: FLAT_KERNEL_CS,
+                _pad: 0,
+                address: t.address,
+            };
+        }
+    }
+    (c.ldt_base, c.ldt_ents) = if v.ldt_ents == 0 {
+        (0, 0)
+    } else {
+        (v.ldt_base, v.ldt_ents as u64)
+    };
+    for (slot, &f) in c.gdt_frames.iter_mut().zip(&v.gdt_frames) {
+        *slot = f;
+    }
+    c.gdt_ents = v.gdt_entries as u64;
+    (c.kernel_ss, c.kernel_sp) = (v.kernel_ss, v.kernel_sp);
+    c.ctrlreg[0] = (cpu::read_cr0() & !CR0_TS) | if ts { CR0_TS } else { 0 };
+    c.ctrlreg[1] = v.user_cr3;
+    c.ctrlreg[2] = v.cr2;
+    c.ctrlreg[3] = v.kernel_cr3;
+    c.ctrlreg[4] = v.cr4;
+    c.debugreg = v.debugreg;
+    c.event_callback_eip = v.event_callback.address;
+    c.failsafe_callback_eip = v.failsafe_callback.address;
+    c.syscall_callback_eip = v.syscall_callback.address;
+    c.vm_assist = d.vm_assist.load(Ordering::Acquire);
+    (c.fs_base, c.gs_base_kernel, c.gs_base_user) = (v.fs_base, v.gs_base_kernel, v.gs_base_user);
+    c
 }
 
 /// `VCPUOP_up`: makes initialised vCPU `vid` runnable (again, where it went down).

@@ -203,6 +203,17 @@ impl FpuState {
         self.ts = ts;
     }
 
+    /// The saved state's legacy region, FXSAVE's format (what `XEN_DOMCTL_getvcpucontext`
+    /// returns as `fpu_ctxt`: Xen copies the same first 512 bytes of its save area), and the
+    /// vCPU's CR0.TS. Meaningful while the vCPU does not run.
+    pub fn guest_fxsave(&self) -> ([u8; xstate::LEGACY_SIZE], bool) {
+        let mut image = [0; xstate::LEGACY_SIZE];
+        if let Some(legacy) = self.area.as_bytes().get(..xstate::LEGACY_SIZE) {
+            image.copy_from_slice(legacy);
+        }
+        (image, self.ts)
+    }
+
     /// Saves the CPU's FPU registers, XCR0 and CR0.TS into `self`, on switching the vCPU away.
     /// Leaves CR0.TS clear and XCR0 at Hestia's: ready for the next vCPU's [`restore`].
     ///

@@ -18,6 +18,7 @@ mod build;
 mod info;
 mod lifecycle;
 mod sched;
+mod vcpu_context;
 
 pub(crate) use info::domain_info;
 pub(crate) use sched::write_cpumap;
@@ -130,6 +131,8 @@ pub(super) fn do_domctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::SETVCPUAFFINITY | cmd::GETVCPUAFFINITY => sched::vcpuaffinity(&mut call),
         cmd::GET_CPU_POLICY => super::cpu_policy::get_cpu_policy(&mut call),
         cmd::SET_CPU_POLICY => super::cpu_policy::set_cpu_policy(&mut call),
+        cmd::SETVCPUCONTEXT => vcpu_context::setvcpucontext(&mut call),
+        cmd::GETVCPUCONTEXT => vcpu_context::getvcpucontext(&mut call),
         _ => Err(Errno::ENOSYS),
     };
     finish(addr, &call, r)
