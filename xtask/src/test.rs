@@ -194,13 +194,9 @@ pub fn run(filter: Option<&str>, accel: Accel, fuzz: FuzzArgs) -> Result<()> {
     let guests = kernel::build_guests()?;
     let logs = target_dir().join("test-logs");
     println!("== QEMU scenarios (serial logs in {}) ==", logs.display());
-    let pending = hestia_tests::pending()
-        .into_iter()
-        .filter(|s| filter == Some(s.name));
     for s in hestia_tests::all()
         .into_iter()
         .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
-        .chain(pending)
     {
         let is_fuzz = s.dom0.is_some_and(|d| d.starts_with("fuzz-"));
         let mut s = s;

@@ -405,6 +405,7 @@ pub fn empty_domain(c: Config) -> Result<Domain, Errno> {
             c.max_grant_version,
         ),
         pollers: AtomicU64::new(0),
+        console_line: spin::Mutex::new(crate::console::ring::Line::new()),
         console: None,
     })
 }

@@ -245,6 +245,9 @@ pub struct Domain {
     /// Its vCPUs blocked in `SCHEDOP_poll`, a bit each (maintained by `crate::sched`): an
     /// event for the domain must wake them, and only then does it need the scheduler.
     pub pollers: core::sync::atomic::AtomicU64,
+    /// The line its `CONSOLEIO_write`s assemble when Hestia does not serve its console ring
+    /// (a domain the toolstack created; `crate::console::ring::console_io_write`).
+    pub console_line: spin::Mutex<crate::console::ring::Line>,
     /// Its console ring, when Hestia serves it (boot-time domUs).
     pub console: Option<crate::console::ring::RingConsole>,
     /// Its grant table and maptrack (`super::grant`).
