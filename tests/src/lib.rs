@@ -1275,6 +1275,77 @@ fn base() -> Vec<Scenario> {
             timeout_s: 600,
             ..linux("dom0-xl-create")
         },
+        // The everyday xl verbs on a running Linux domU: pause and unpause (the state
+        // column), vcpu-pin, sched-credit -w/-c, rename/domid/domname, vcpu-set and mem-set
+        // (its balloon driver gives the memory back), then shutdown -w through xenstore.
+        Scenario {
+            dom0: Some(DEBIAN_XEN_USERLAND),
+            hv_cmdline: "dom0_mem=512M,max:512M",
+            input: &[
+                (
+                    DOM0_PROMPT,
+                    "xl create -q /etc/xen/debian-pv.cfg && D=$(xl domid debian-pv) && \
+                     for i in $(seq 180); do \
+                     xenstore-read /local/domain/$D/control/feature-poweroff >/dev/null 2>&1 && break; \
+                     sleep 1; done; xl list\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl pause debian-pv; xl list debian-pv | awk 'NR==2 {print \"flag\" \"-\" substr($5,3,1)}'\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl unpause debian-pv; xl list debian-pv | awk 'NR==2 {print \"unflag\" substr($5,3,1) \"+\"}'\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl vcpu-pin debian-pv 1 0 && xl vcpu-list debian-pv | awk '$3==1 {print \"pin\" \"ned:\" $7 $8 $9}'\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl sched-credit -d debian-pv -w 512 -c 50 && \
+                     xl sched-credit -d debian-pv | awk 'NR==2 {print \"cred\" \"it:\" $3 \"/\" $4}'\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl rename debian-pv guest2 && xl domname $(xl domid guest2) | sed 's/^/name-is:/'\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl vcpu-set guest2 1; sleep 3; xl list guest2 | awk 'NR==2 {print \"vc\" \"pus:\" $4}'\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl mem-set guest2 192; for i in $(seq 60); do \
+                     [ $(xl list guest2 | awk 'NR==2 {print $3}') = 192 ] && break; sleep 1; done; \
+                     xl list guest2 | awk 'NR==2 {print \"me\" \"m:\" $3}'\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl shutdown -w guest2; echo \"shut\" \"down:$?\"\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl list | awk 'END {print \"dom\" \"ains:\" NR - 1}'\n",
+                ),
+                (DOM0_PROMPT, "poweroff\n"),
+            ],
+            expect: &[
+                "flag-p",
+                "unflag-+",
+                "pinned:0/all",
+                "credit:512/50",
+                "name-is:guest2",
+                "vcpus:1",
+                "mem:192",
+                "shut down:0",
+                "domains:1",
+                POWEROFF_MARKER,
+            ],
+            check: Some(check_no_userland_failure),
+            timeout_s: 600,
+            ..linux("dom0-xl-verbs")
+        },
     ]
 }
 
