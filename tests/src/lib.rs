@@ -1324,9 +1324,11 @@ fn base() -> Vec<Scenario> {
                     DOM0_PROMPT,
                     "xl shutdown -w guest2; echo \"shut\" \"down:$?\"\n",
                 ),
+                // Shut down is not yet gone: xl's own watcher destroys it (on_poweroff).
                 (
                     DOM0_PROMPT,
-                    "xl list | awk 'END {print \"dom\" \"ains:\" NR - 1}'\n",
+                    "for i in $(seq 60); do xl domid guest2 >/dev/null 2>&1 || break; sleep 0.5; done; \
+                     xl list | awk 'END {print \"dom\" \"ains:\" NR - 1}'\n",
                 ),
                 (DOM0_PROMPT, "poweroff\n"),
             ],

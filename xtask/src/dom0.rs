@@ -265,11 +265,13 @@ pub fn prepare() -> Result<Dom0Linux> {
 }
 
 /// The early user space: busybox as `/init` with an inittab that mounts the pseudo file systems
-/// and respawns a shell on the kernel's console; `poweroff` and `reboot` go through init.
+/// and respawns a shell on the kernel's console; `poweroff` and `reboot` go through init, also
+/// when the kernel runs `/sbin/poweroff` or `/sbin/reboot` itself.
 fn initramfs_image(busybox: &[u8], modules: &[(String, PathBuf)]) -> Result<Vec<u8>> {
     let mut a = Archive::default();
     let dirs = [
         "bin",
+        "sbin",
         "dev",
         "etc",
         "etc/init.d",
@@ -300,6 +302,10 @@ fn initramfs_image(busybox: &[u8], modules: &[(String, PathBuf)]) -> Result<Vec<
     a.file("bin/busybox", 0o755, busybox);
     a.symlink("init", "bin/busybox");
     a.symlink("bin/sh", "busybox");
+    // Where Linux runs them for a shutdown or reboot it was asked for (the toolstack's `xl
+    // shutdown`/`xl reboot` of this image booted as a domU): `poweroff_cmd`, `reboot_cmd`.
+    a.symlink("sbin/poweroff", "/bin/busybox");
+    a.symlink("sbin/reboot", "/bin/busybox");
     a.file(
         "etc/inittab",
         0o644,
