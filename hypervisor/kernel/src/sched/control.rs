@@ -27,19 +27,35 @@ pub struct VcpuInfo {
 /// vCPU `vcpu` of `d`, if the scheduler knows it.
 pub fn vcpu_info(d: &Domain, vcpu: u32) -> Option<VcpuInfo> {
     let now = tsc::uptime_ns();
+    with_sched(|s| s.find(d, vcpu).and_then(|i| unit_info(s, i, now)))
+}
+
+/// Each vCPU of `d` the scheduler knows, in one pass under its lock (getdomaininfo sums
+/// them: one lookup per vCPU would scan every unit once for each).
+pub fn each_vcpu_info(d: &Domain, mut f: impl FnMut(VcpuInfo)) {
+    let now = tsc::uptime_ns();
     with_sched(|s| {
-        let i = s.find(d, vcpu)?;
-        let cpu = s.credit.unit_info(UnitId(i as u32)).map_or(0, |u| u.cpu);
-        let u = s.at(i)?;
-        let mut r = u.runstate;
-        r.enter(r.state, now);
-        Some(VcpuInfo {
-            online: u.state != State::Offline,
-            blocked: u.state == State::Blocked,
-            running: u.on_cpu.is_some(),
-            cpu_time: r.time[runstate::RUNNING],
-            cpu: cpu as u32,
-        })
+        let mine: alloc::vec::Vec<usize> = s.of(d).collect();
+        for i in mine {
+            if let Some(v) = unit_info(s, i, now) {
+                f(v);
+            }
+        }
+    })
+}
+
+/// Unit `i` as [`VcpuInfo`] at time `now`.
+fn unit_info(s: &mut super::Sched, i: usize, now: u64) -> Option<VcpuInfo> {
+    let cpu = s.credit.unit_info(UnitId(i as u32)).map_or(0, |u| u.cpu);
+    let u = s.at(i)?;
+    let mut r = u.runstate;
+    r.enter(r.state, now);
+    Some(VcpuInfo {
+        online: u.state != State::Offline,
+        blocked: u.state == State::Blocked,
+        running: u.on_cpu.is_some(),
+        cpu_time: r.time[runstate::RUNNING],
+        cpu: cpu as u32,
     })
 }
 

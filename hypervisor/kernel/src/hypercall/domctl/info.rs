@@ -42,11 +42,10 @@ pub(crate) fn domain_info(d: &Domain) -> GetDomainInfo {
     };
     // Blocked only if every online vCPU is; running if any is.
     let mut flags = dominf::BLOCKED;
-    for id in 0..d.vcpus.len() as u32 {
-        info.max_vcpu_id = id;
-        let Some(v) = control::vcpu_info(d, id) else {
-            continue;
-        };
+    if let Some(last) = d.vcpus.len().checked_sub(1) {
+        info.max_vcpu_id = last as u32;
+    }
+    control::each_vcpu_info(d, |v| {
         info.cpu_time = info.cpu_time.saturating_add(v.cpu_time);
         if v.online {
             if !v.blocked {
@@ -57,7 +56,7 @@ pub(crate) fn domain_info(d: &Domain) -> GetDomainInfo {
             }
             info.nr_online_vcpus += 1;
         }
-    }
+    });
     if info.nr_online_vcpus == 0 {
         flags = 0;
     }
