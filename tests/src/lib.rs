@@ -122,6 +122,8 @@ pub const DEBIAN_LINUX: &str = "debian-linux";
 /// `Scenario::dom0` value meaning Debian 12's stock Linux kernel with the `xen` userland
 /// (Xen's toolstack from Debian's packages: xtask's `rootfs` module).
 pub const DEBIAN_XEN_USERLAND: &str = "debian-linux-xen";
+/// `Scenario::dom0` value meaning the `xen` userland with libvirtd and virsh (its libxl driver).
+pub const DEBIAN_LIBVIRT_USERLAND: &str = "debian-linux-libvirt";
 /// The shell prompt of both initramfs images.
 pub const DOM0_PROMPT: &str = "dom0:/# ";
 /// A QEMU CPU model with SMEP and SMAP (both emulated by TCG).
@@ -256,9 +258,9 @@ pub fn all() -> Vec<Scenario> {
     let again: Vec<Scenario> = all
         .iter()
         .filter(|s| {
-            let test_guest = s
-                .dom0
-                .is_some_and(|d| d != DEBIAN_LINUX && d != HYPERVISOR_AS_DOM0);
+            let test_guest = s.dom0.is_some_and(|d| {
+                ![DEBIAN_LINUX, DEBIAN_LIBVIRT_USERLAND, HYPERVISOR_AS_DOM0].contains(&d)
+            });
             (test_guest || s.name == "dom0-linux-shell-poweroff")
                 && s.cpu.is_none()
                 && !s.hv_cmdline.contains("xpti=")
@@ -1347,6 +1349,64 @@ fn base() -> Vec<Scenario> {
             check: Some(check_no_userland_failure),
             timeout_s: 600,
             ..linux("dom0-xl-verbs")
+        },
+        // Debian's libvirtd with its libxl driver: virsh defines, starts, lists, attaches to the
+        // console of, destroys and undefines PV domains from domain XML (`<os>` with kernel,
+        // initrd, cmdline): the tiny test guest reports and powers off (libvirt sees it shut
+        // off), Debian's Linux boots to its shell on `virsh console` (Ctrl-] back to dom0,
+        // sent while the domU sleeps so that its next prompt stays in its console ring).
+        Scenario {
+            dom0: Some(DEBIAN_LIBVIRT_USERLAND),
+            hv_cmdline: "dom0_mem=512M,max:512M",
+            input: &[
+                (DOM0_PROMPT, "virsh -c xen:/// list --all\n"),
+                (
+                    DOM0_PROMPT,
+                    "virsh define /etc/libvirt/hestia-pv.xml && virsh define /etc/libvirt/debian-pv.xml\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "virsh start hestia-pv && for i in $(seq 60); do \
+                     virsh domstate hestia-pv | grep -q 'shut off' && break; sleep 0.5; done; \
+                     virsh domstate hestia-pv | sed -n '1s/^/state:/p'\n",
+                ),
+                (DOM0_PROMPT, "virsh start --console debian-pv\n"),
+                (
+                    DOM0_PROMPT,
+                    "echo domu-$((6*7)) on $(cat /sys/hypervisor/type), $(nproc) CPUs; sleep 5\n",
+                ),
+                ("domu-42 on xen", "\x1d"),
+                (DOM0_PROMPT, "virsh list\n"),
+                (
+                    DOM0_PROMPT,
+                    "virsh destroy debian-pv && virsh undefine debian-pv && virsh undefine hestia-pv\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "virsh list --all --name | grep -c . | sed 's/^/defined:/'; xl list | awk 'END {print \"dom\" \"ains:\" NR - 1}'\n",
+                ),
+                (DOM0_PROMPT, "poweroff\n"),
+            ],
+            expect: &[
+                "hestia-dom0: xen: oxenstored, xen-init-dom0, xenconsoled, libvirtd",
+                " 0    Domain-0   running",
+                "Domain 'hestia-pv' defined from /etc/libvirt/hestia-pv.xml",
+                "Domain 'debian-pv' defined from /etc/libvirt/debian-pv.xml",
+                "Test result: SUCCESS",
+                "state:shut off",
+                "Connected to domain 'debian-pv'",
+                "domu-42 on xen, 2 CPUs",
+                "debian-pv   running",
+                "Domain 'debian-pv' destroyed",
+                "Domain 'debian-pv' has been undefined",
+                "Domain 'hestia-pv' has been undefined",
+                "defined:1",
+                "domains:1",
+                POWEROFF_MARKER,
+            ],
+            check: Some(check_no_userland_failure),
+            timeout_s: 600,
+            ..linux("dom0-libvirt")
         },
     ]
 }

@@ -59,9 +59,11 @@ commands:
   run [options]         boot Hestia in QEMU, serial on this terminal; by default with Debian 12's
                         Linux as dom0 with Xen's toolstack (xl, oxenstored, xenconsoled) and a
                         bash shell (not on a terminal: `poweroff` is typed at the first prompt)
-      --dom0-userland xen|minimal
+      --dom0-userland xen|libvirt|minimal
                           dom0's initramfs: Debian's xen-utils-4.17 and its dependencies (xen,
-                          the default) or busybox alone (minimal); dom0 command-line words:
+                          the default), the same with libvirtd and virsh (libvirt: virsh -c
+                          xen:/// define /etc/libvirt/debian-pv.xml) or busybox alone
+                          (minimal); dom0 command-line words:
                           hestia.script=xl-smoke runs xl's read-only commands and powers off,
                           hestia.script=xl-domu boots /etc/xen/debian-pv.cfg (Debian's Linux)
                           with xl create -c, hestia.xenstored=c starts C xenstored
@@ -87,7 +89,8 @@ commands:
       --timeout SECS      give up after SECS (default: none on a terminal, else 300)
       --test-hooks        boot the build with test hooks (selftest=...)
       --gdb               wait for gdb on localhost:1234 and print the command to attach
-  dom0 [xen|minimal]    build dom0's Debian kernel and initramfs (xen userland unless 'minimal')
+  dom0 [xen|libvirt|minimal]
+                        build dom0's Debian kernel and initramfs (xen userland by default)
                         and print their paths, e.g. for ../shared/ref/xen-ref --dom0 K --initrd I
   test [FILTER [SEED]]  host unit tests and QEMU scenarios (FILTER: scenario names only); SEED
                         replays a fuzz run (`cargo xtask test fuzz 0x1234`, as the guest prints)
@@ -200,6 +203,8 @@ fn value<'a>(args: &'a [String], i: &mut usize, flag: &str) -> Result<&'a str> {
 enum Userland {
     /// Xen's toolstack on Debian's packages ([`rootfs`]).
     Xen,
+    /// The same with libvirtd and virsh ([`rootfs::prepare_libvirt`]).
+    Libvirt,
     /// busybox alone ([`dom0`]).
     Minimal,
 }
@@ -208,8 +213,9 @@ impl Userland {
     fn parse(u: &str) -> Result<Userland> {
         match u {
             "xen" => Ok(Userland::Xen),
+            "libvirt" => Ok(Userland::Libvirt),
             "minimal" => Ok(Userland::Minimal),
-            u => Err(format!("dom0 userland '{u}': expected xen or minimal").into()),
+            u => Err(format!("dom0 userland '{u}': expected xen, libvirt or minimal").into()),
         }
     }
 
@@ -218,6 +224,10 @@ impl Userland {
         Ok(match self {
             Userland::Xen => {
                 let u = rootfs::prepare()?;
+                (u.kernel, u.initramfs)
+            }
+            Userland::Libvirt => {
+                let u = rootfs::prepare_libvirt()?;
                 (u.kernel, u.initramfs)
             }
             Userland::Minimal => {

@@ -139,6 +139,73 @@ const FILES: &[(&str, u32, &str)] = &[
     ),
 ];
 
+/// A dom0 userland built from Debian's packages: the xen one and variants of it, each its
+/// packages, prunes and files on top of [`PACKAGES`], [`PRUNED`] and [`FILES`].
+struct Variant {
+    /// Its directory under `target/debian/` and its name in `--dom0-userland`.
+    name: &'static str,
+    /// More packages (with their dependencies).
+    packages: &'static [&'static str],
+    /// More dependencies the closure does not follow, with why.
+    pruned: &'static [(&'static str, &'static str)],
+    /// More files (path, mode, contents).
+    files: &'static [(&'static str, u32, &'static str)],
+    /// Whether the image is compressed (gzip -6; Linux unpacks it).
+    gzip: bool,
+}
+
+/// Xen's toolstack alone.
+const XEN: Variant = Variant {
+    name: "xen",
+    packages: &[],
+    pruned: &[],
+    files: &[],
+    gzip: false,
+};
+
+/// Xen's toolstack and libvirt's daemon with its libxl driver (`virsh -c xen:///`): rcS sources
+/// `/etc/hestia/start.d/libvirtd.sh`, which starts `libvirtd` once xenstored and xenconsoled
+/// run. A separate image because libvirt's closure (libxml2's ICU data above all) would make
+/// the xen one 60% larger and every boot of it slower.
+const LIBVIRT: Variant = Variant {
+    name: "libvirt",
+    packages: &[
+        "libvirt-daemon",
+        "libvirt-daemon-driver-xen",
+        "libvirt-clients",
+    ],
+    pruned: &[(
+        "libvirt-daemon-driver-qemu",
+        "libvirtd skips the driver modules it does not find",
+    )],
+    files: &[
+        // libvirt looks root up (its user record, its group for the socket).
+        ("etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/bash\n"),
+        ("etc/group", 0o644, "root:x:0:\n"),
+        (
+            "etc/hestia/start.d/libvirtd.sh",
+            0o644,
+            include_str!("rootfs/libvirtd.sh"),
+        ),
+        (
+            "etc/libvirt/libvirtd.conf",
+            0o644,
+            include_str!("rootfs/libvirtd.conf"),
+        ),
+        (
+            "etc/libvirt/hestia-pv.xml",
+            0o644,
+            include_str!("rootfs/hestia-pv.xml"),
+        ),
+        (
+            "etc/libvirt/debian-pv.xml",
+            0o644,
+            include_str!("rootfs/debian-pv.xml"),
+        ),
+    ],
+    gzip: true,
+};
+
 /// The files a boot with the xen userland needs.
 pub struct XenUserland {
     /// The kernel (the busybox dom0's).
@@ -203,8 +270,11 @@ fn parse_depends(out: &str) -> BTreeMap<String, Vec<String>> {
     deps
 }
 
-/// [`PACKAGES`] and their dependency closure, less [`PRUNED`] (and what only they need), sorted.
-fn closure() -> Result<Vec<String>> {
+/// [`PACKAGES`] and `v`'s packages with their dependency closure, less [`PRUNED`] and `v`'s
+/// prunes (and what only they need), sorted.
+fn closure(v: &Variant) -> Result<Vec<String>> {
+    let packages: Vec<&str> = PACKAGES.iter().chain(v.packages).copied().collect();
+    let pruned = || PRUNED.iter().chain(v.pruned);
     let out = output(
         Command::new("apt-cache")
             .args([
@@ -219,14 +289,14 @@ fn closure() -> Result<Vec<String>> {
                 "--no-replaces",
                 "--no-enhances",
             ])
-            .args(PACKAGES),
+            .args(&packages),
     )?;
     let deps = parse_depends(&out);
-    let mut seen: BTreeSet<String> = PACKAGES.iter().map(|p| (*p).to_owned()).collect();
+    let mut seen: BTreeSet<String> = packages.iter().map(|p| (*p).to_owned()).collect();
     let mut todo: Vec<String> = seen.iter().cloned().collect();
     while let Some(p) = todo.pop() {
         for d in deps.get(&p).into_iter().flatten() {
-            if !PRUNED.iter().any(|(n, _)| n == d) && seen.insert(d.clone()) {
+            if !pruned().any(|(n, _)| n == d) && seen.insert(d.clone()) {
                 todo.push(d.clone());
             }
         }
@@ -261,14 +331,26 @@ fn add_tree(a: &mut Archive, root: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Fetches (or reuses) the packages, prints what they are, and builds the initramfs unless it
-/// is up to date.
+/// The xen userland: fetches (or reuses) the packages, prints what they are, and builds the
+/// initramfs unless it is up to date.
 pub fn prepare() -> Result<XenUserland> {
+    build(&XEN)
+}
+
+/// The libvirt userland ([`LIBVIRT`]), as [`prepare`] builds the xen one.
+pub fn prepare_libvirt() -> Result<XenUserland> {
+    build(&LIBVIRT)
+}
+
+/// Builds (or reuses) the initramfs of `v` in `target/debian/<name>/`; the `.deb`s of every
+/// variant share the xen userland's cache.
+fn build(v: &Variant) -> Result<XenUserland> {
     let k = dom0::kernel()?;
-    let dir = debian_dir().join("xen");
-    let debs_dir = dir.join("debs");
+    let dir = debian_dir().join(v.name);
+    let debs_dir = debian_dir().join("xen/debs");
     std::fs::create_dir_all(&debs_dir)?;
-    let names = closure()?;
+    std::fs::create_dir_all(&dir)?;
+    let names = closure(v)?;
     let specs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), n.as_str())).collect();
     // Unpacked into the image: busybox and the userland's packages (of the kernel's package
     // only the modules).
@@ -276,7 +358,11 @@ pub fn prepare() -> Result<XenUserland> {
     unpacked.extend(download(&debs_dir, &specs, SUITES)?);
     let mut debs = vec![k.kernel_deb.clone()];
     debs.extend(unpacked.iter().cloned());
-    dom0::record("dom0 xen userland", &debs, &dir.join("packages.txt"))?;
+    dom0::record(
+        &format!("dom0 {} userland", v.name),
+        &debs,
+        &dir.join("packages.txt"),
+    )?;
 
     // The example domU (/etc/xen/debian-pv.cfg): Debian's Linux with the busybox initramfs.
     let domu = dom0::prepare()?;
@@ -300,28 +386,40 @@ pub fn prepare() -> Result<XenUserland> {
     for (name, path) in &modules {
         inputs.push_str(&format!("{name} {}\n", path.display()));
     }
-    for (path, mode, text) in FILES {
+    for (path, mode, text) in FILES.iter().chain(v.files) {
         inputs.push_str(&format!("{path} {mode:o}\n{text}\n"));
     }
     inputs.push_str(&output(Command::new("sha256sum").arg(&domu.initramfs))?);
     inputs.push_str(&output(Command::new("sha256sum").arg(&pv_guest))?);
-    let initramfs = dir.join("initramfs.cpio");
+    inputs.push_str(&format!("gzip {}\n", v.gzip));
+    let initramfs = dir.join(if v.gzip {
+        "initramfs.cpio.gz"
+    } else {
+        "initramfs.cpio"
+    });
     let stamp = dir.join("inputs.txt");
     let up_to_date =
         initramfs.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == inputs);
     if !up_to_date {
         let root = dir.join("root");
-        build_tree(&root, &unpacked, &k.modules_dir, &modules, &boot)?;
+        build_tree(&root, &unpacked, &k.modules_dir, &modules, &boot, v.files)?;
         let mut a = Archive::default();
         // Before devtmpfs is mounted the kernel opens /dev/console for init.
         a.dir("dev");
         a.char_device("dev/console", 0o600, 5, 1);
         add_tree(&mut a, &root, &root)?;
-        std::fs::write(&initramfs, a.finish())?;
+        if v.gzip {
+            let cpio = dir.join("initramfs.cpio");
+            std::fs::write(&cpio, a.finish())?;
+            crate::run(Command::new("gzip").args(["-6", "-n", "-f"]).arg(&cpio))?;
+        } else {
+            std::fs::write(&initramfs, a.finish())?;
+        }
         std::fs::write(&stamp, &inputs)?;
     }
     println!(
-        "dom0 xen userland: {} ({} MiB)",
+        "dom0 {} userland: {} ({} MiB)",
+        v.name,
         initramfs.display(),
         std::fs::metadata(&initramfs)?.len() >> 20
     );
@@ -332,13 +430,15 @@ pub fn prepare() -> Result<XenUserland> {
 }
 
 /// Unpacks `debs` (the userland's packages, busybox-static among them) into a fresh `root`
-/// and adds the modules, the files of [`FILES`] and copies of `copies` (path in the image, file).
+/// and adds the modules, the files of [`FILES`] and of `files` (the variant's), and copies of
+/// `copies` (path in the image, file).
 fn build_tree(
     root: &Path,
     debs: &[PathBuf],
     modules_dir: &Path,
     modules: &[(String, PathBuf)],
     copies: &[(&str, &Path)],
+    files: &[(&str, u32, &str)],
 ) -> Result<()> {
     if root.exists() {
         std::fs::remove_dir_all(root)?;
@@ -393,7 +493,7 @@ fn build_tree(
     }
     std::fs::create_dir_all(root.join("etc/hestia"))?;
     std::fs::write(root.join("etc/hestia/modules"), order)?;
-    for (path, mode, text) in FILES {
+    for (path, mode, text) in FILES.iter().chain(files) {
         let dest = root.join(path);
         std::fs::create_dir_all(dest.parent().ok_or("file path without a parent")?)?;
         let _ = std::fs::remove_file(&dest);

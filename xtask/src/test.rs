@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hestia_tests::{
-    DEBIAN_LINUX, DEBIAN_XEN_USERLAND, DataDisk, Ending, HYPERVISOR_AS_DOM0, Outcome, judge,
+    DEBIAN_LIBVIRT_USERLAND, DEBIAN_LINUX, DEBIAN_XEN_USERLAND, DataDisk, Ending,
+    HYPERVISOR_AS_DOM0, Outcome, judge,
 };
 
 use crate::domu::DomU;
@@ -130,7 +131,8 @@ pub fn parse_seed(s: &str) -> Result<u64> {
 /// The kernel a scenario names (its `dom0`, or the KERNEL of a `domus` entry) and the initrd that
 /// comes with it: a guest of `tests/guests` (`<guest>.bzimage-xz` / `.bzimage-gzip`: that guest
 /// wrapped in a synthetic bzImage), [`HYPERVISOR_AS_DOM0`], [`DEBIAN_LINUX`] with its
-/// busybox initramfs, or [`DEBIAN_XEN_USERLAND`] (the same kernel with Xen's toolstack).
+/// busybox initramfs, [`DEBIAN_XEN_USERLAND`] (the same kernel with Xen's toolstack) or
+/// [`DEBIAN_LIBVIRT_USERLAND`] (and libvirtd).
 fn scenario_kernel(name: &str, elf: &Path, guests: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
     Ok(match name {
         DEBIAN_LINUX => {
@@ -139,6 +141,10 @@ fn scenario_kernel(name: &str, elf: &Path, guests: &Path) -> Result<(PathBuf, Op
         }
         DEBIAN_XEN_USERLAND => {
             let u = crate::rootfs::prepare()?;
+            (u.kernel, Some(u.initramfs))
+        }
+        DEBIAN_LIBVIRT_USERLAND => {
+            let u = crate::rootfs::prepare_libvirt()?;
             (u.kernel, Some(u.initramfs))
         }
         HYPERVISOR_AS_DOM0 => (elf.to_owned(), None),
