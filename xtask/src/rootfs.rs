@@ -193,6 +193,16 @@ const LIBVIRT: Variant = Variant {
             include_str!("rootfs/libvirtd.conf"),
         ),
         (
+            "etc/hestia/libvirt.sh",
+            0o755,
+            include_str!("rootfs/libvirt.sh"),
+        ),
+        (
+            "etc/libvirt/libxl.conf",
+            0o644,
+            include_str!("rootfs/libxl.conf"),
+        ),
+        (
             "etc/libvirt/hestia-pv.xml",
             0o644,
             include_str!("rootfs/hestia-pv.xml"),
