@@ -1348,6 +1348,62 @@ fn base() -> Vec<Scenario> {
             timeout_s: 600,
             ..linux("dom0-xl-verbs")
         },
+        // Split drivers through Debian's own pieces: a Linux domU with a `file:` disk (the
+        // block hotplug script, a loop device, xen-blkback) and a vif on xenbr0 (vif-bridge,
+        // xen-netback). The domU reads what dom0 wrote on the disk, pings dom0 over the bridge
+        // (link-local addresses), writes and flushes a block, powers off; dom0 finds the block
+        // in the image file, and the domain's teardown leaves no loop device behind.
+        Scenario {
+            dom0: Some(DEBIAN_XEN_USERLAND),
+            hv_cmdline: "dom0_mem=512M,max:512M",
+            input: &[
+                (
+                    DOM0_PROMPT,
+                    "dd if=/dev/zero of=/root/d.img bs=1M count=8 2>/dev/null; \
+                     echo disk-hello-1234 | dd of=/root/d.img conv=notrunc 2>/dev/null; \
+                     ip addr add 169.254.1.1/16 dev xenbr0; ip link set xenbr0 up; \
+                     xl create -c /etc/xen/debian-pv.cfg 'disk=[\"file:/root/d.img,xvda,w\"]'\n",
+                ),
+                // The domU's shell.
+                (
+                    DOM0_PROMPT,
+                    "head -c 15 /dev/xvda | sed 's/^/got:/'; echo\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "ip addr add 169.254.1.2/16 dev eth0 && ip link set eth0 up && \
+                     ping -c 3 -W 5 169.254.1.1 | grep received\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "echo domu-wrote-5678 | dd of=/dev/xvda bs=512 seek=1 conv=fsync 2>/dev/null; \
+                     echo \"flush\" \"status:$?\"; poweroff\n",
+                ),
+                // Back in dom0 once the domU is gone and `xl console` ended.
+                ("reboot: System halted", ""),
+                (
+                    DOM0_PROMPT,
+                    "dd if=/root/d.img bs=512 skip=1 count=1 2>/dev/null | head -c 15 | sed 's/^/back:/'; \
+                     echo; for i in $(seq 60); do xl domid debian-pv >/dev/null 2>&1 || break; sleep 0.5; done; \
+                     xl list | awk 'END {print \"dom\" \"ains:\" NR - 1}'; \
+                     losetup -a | awk 'END {print \"loop\" \"s:\" NR}'\n",
+                ),
+                (DOM0_PROMPT, "poweroff\n"),
+            ],
+            expect: &[
+                "got:disk-hello-1234",
+                "3 packets received",
+                "flush status:0",
+                "back:domu-wrote-5678",
+                "domains:1",
+                // The block script's remove detached the loop device.
+                "loops:0",
+                POWEROFF_MARKER,
+            ],
+            check: Some(check_no_userland_failure),
+            timeout_s: 600,
+            ..linux("dom0-xl-disk-net")
+        },
     ]
 }
 
