@@ -1349,20 +1349,27 @@ fn base() -> Vec<Scenario> {
             ..linux("dom0-xl-verbs")
         },
         // Split drivers through Debian's own pieces: a Linux domU with a `file:` disk (the
-        // block hotplug script, a loop device, xen-blkback) and a vif on xenbr0 (vif-bridge,
-        // xen-netback). The domU reads what dom0 wrote on the disk, pings dom0 over the bridge
-        // (link-local addresses), writes and flushes a block, powers off; dom0 finds the block
-        // in the image file, and the domain's teardown leaves no loop device behind.
+        // block hotplug script, a loop device, xen-blkback), a `phy:` disk (dom0's virtio disk,
+        // an ext4 image the host made) and a vif on xenbr0 (vif-bridge, xen-netback). The domU
+        // reads what dom0 wrote on the file disk, pings dom0 over the bridge (link-local
+        // addresses), writes and flushes a block, writes a file on the phy: disk and syncs;
+        // dom0 then destroys it (no shutdown): the block is in the image file, the file is on
+        // the disk when the host reads it after the run, and no loop device is left.
         Scenario {
             dom0: Some(DEBIAN_XEN_USERLAND),
             hv_cmdline: "dom0_mem=512M,max:512M",
+            data_disk: Some(DataDisk {
+                files: &[("in.txt", "host-wrote-this")],
+                written: Some(("out.txt", "written-by-domu-7")),
+            }),
             input: &[
                 (
                     DOM0_PROMPT,
                     "dd if=/dev/zero of=/root/d.img bs=1M count=8 2>/dev/null; \
                      echo disk-hello-1234 | dd of=/root/d.img conv=notrunc 2>/dev/null; \
                      ip addr add 169.254.1.1/16 dev xenbr0; ip link set xenbr0 up; \
-                     xl create -c /etc/xen/debian-pv.cfg 'disk=[\"file:/root/d.img,xvda,w\"]'\n",
+                     xl create -c /etc/xen/debian-pv.cfg \
+                     'disk=[\"file:/root/d.img,xvda,w\", \"phy:/dev/vdb,xvdb,w\"]'\n",
                 ),
                 // The domU's shell.
                 (
@@ -1377,13 +1384,16 @@ fn base() -> Vec<Scenario> {
                 (
                     DOM0_PROMPT,
                     "echo domu-wrote-5678 | dd of=/dev/xvda bs=512 seek=1 conv=fsync 2>/dev/null; \
-                     echo \"flush\" \"status:$?\"; poweroff\n",
+                     echo \"flush\" \"status:$?\"; mount -t ext4 /dev/xvdb /mnt && \
+                     sed 's/^/phy:/' /mnt/in.txt && echo written-by-domu-$((3+4)) > /mnt/out.txt && \
+                     sync && (sleep 2; echo \"syn\"\"ced\") &\n",
                 ),
-                // Back in dom0 once the domU is gone and `xl console` ended.
-                ("reboot: System halted", ""),
+                // Ctrl-] leaves the console; dom0 destroys the domU that never shut down.
+                ("synced", "\x1d"),
                 (
                     DOM0_PROMPT,
-                    "dd if=/root/d.img bs=512 skip=1 count=1 2>/dev/null | head -c 15 | sed 's/^/back:/'; \
+                    "xl destroy debian-pv; \
+                     dd if=/root/d.img bs=512 skip=1 count=1 2>/dev/null | head -c 15 | sed 's/^/back:/'; \
                      echo; for i in $(seq 60); do xl domid debian-pv >/dev/null 2>&1 || break; sleep 0.5; done; \
                      xl list | awk 'END {print \"dom\" \"ains:\" NR - 1}'; \
                      losetup -a | awk 'END {print \"loop\" \"s:\" NR}'\n",
@@ -1394,6 +1404,7 @@ fn base() -> Vec<Scenario> {
                 "got:disk-hello-1234",
                 "3 packets received",
                 "flush status:0",
+                "phy:host-wrote-this",
                 "back:domu-wrote-5678",
                 "domains:1",
                 // The block script's remove detached the loop device.
