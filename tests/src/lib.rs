@@ -1388,8 +1388,21 @@ fn base() -> Vec<Scenario> {
                      sed 's/^/phy:/' /mnt/in.txt && echo written-by-domu-$((3+4)) > /mnt/out.txt && \
                      sync && (sleep 2; echo \"syn\"\"ced\") &\n",
                 ),
-                // Ctrl-] leaves the console; dom0 destroys the domU that never shut down.
+                // Ctrl-] leaves the console.
                 ("synced", "\x1d"),
+                // Hot-plug on the running domU: a third disk attached, connected (state 4) and
+                // detached, and a second vif.
+                (
+                    DOM0_PROMPT,
+                    "st() { for i in $(seq 120); do s=$(xl $1-list debian-pv | awk -v d=$2 -v c=$3 '$1==d {print $c}'); \
+                     [ \"$s\" = 4 ] && break; sleep 0.5; done; echo \"$1-$2\" \"state:$s\"; }; \
+                     dd if=/dev/zero of=/root/e.img bs=1M count=4 2>/dev/null; \
+                     xl block-attach debian-pv file:/root/e.img,xvdc,w && st block 51744 4; \
+                     xl block-detach debian-pv xvdc; xl block-list debian-pv | awk 'END {print \"vb\" \"ds:\" NR - 1}'; \
+                     xl network-attach debian-pv bridge=xenbr0 && st network 1 5; \
+                     xl network-list debian-pv | awk 'END {print \"vi\" \"fs:\" NR - 1}'\n",
+                ),
+                // dom0 destroys the domU that never shut down.
                 (
                     DOM0_PROMPT,
                     "xl destroy debian-pv; \
@@ -1405,6 +1418,10 @@ fn base() -> Vec<Scenario> {
                 "3 packets received",
                 "flush status:0",
                 "phy:host-wrote-this",
+                "block-51744 state:4",
+                "vbds:2",
+                "network-1 state:4",
+                "vifs:2",
                 "back:domu-wrote-5678",
                 "domains:1",
                 // The block script's remove detached the loop device.
