@@ -860,6 +860,7 @@ fn base() -> Vec<Scenario> {
         guest("functional-grant-table-v2", GuestVerdict::Success),
         guest("xsa-style-grant-misuse", GuestVerdict::Success),
         guest("xsa-style-long-pin", GuestVerdict::Success),
+        guest("xsa-style-control-loops", GuestVerdict::Success),
         // XENMEM_exchange on vCPU 0 against a writable mapping of its input on vCPU 1.
         Scenario {
             smp: 2,
