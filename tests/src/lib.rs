@@ -1409,7 +1409,8 @@ fn base() -> Vec<Scenario> {
         // 9000 vCPUs, dom0's name and a running domain's, a random file and an ELF without Xen
         // notes as the kernel, `xl destroy` of dom0 and of a missing id. Each fails with the
         // messages Debian's xl prints on the real Xen 4.17 (the reference rig's serial log),
-        // and leaves the free memory to the page and the domain list as they were.
+        // and leaves the free memory to the page and the domain list as they were. Then a
+        // domain preserved after it powered off is listed with its vCPU online, as on Xen.
         Scenario {
             dom0: Some(DEBIAN_XEN_USERLAND),
             hv_cmdline: "dom0_mem=512M,max:512M",
@@ -1427,6 +1428,7 @@ fn base() -> Vec<Scenario> {
                 "Not destroying domain 0; use -f to force.",
                 "Domain 4242:Non-existant domain",
                 "destroy failed (rc=-21)",
+                "hestia-preserved: vcpus 1 state ---s--",
                 POWEROFF_MARKER,
             ],
             check: Some(check_badinput),

@@ -46,3 +46,12 @@ case_ kernel-elf-no-xen-notes xl create $cfg 'name=\"bad\"' 'kernel=\"/usr/bin/b
 case_ destroy-dom0 xl destroy 0
 case_ destroy-missing xl destroy 4242
 run xl list
+# Not bad input: a domain that powered off and is preserved stays listed with its vCPUs online
+# (Xen only pauses a shut-down domain's vCPUs; they are not down).
+run xl create -q $cfg "'on_poweroff=\"preserve\"'"
+for _ in $(seq 100); do
+    xl list hestia-pv 2>/dev/null | awk 'NR == 2 {print $5}' | grep -q s && break
+    sleep 0.1
+done
+xl list hestia-pv | awk 'NR == 2 {print "hestia-preserved: vcpus", $4, "state", $5}'
+run xl destroy hestia-pv
