@@ -22,6 +22,11 @@
 //! boot-time domU (`pong`), median round trip on one CPU and on two (the domU pinned to CPU 1),
 //! Hestia only (the rig boots no domU); and the same round trip between two vCPUs of one
 //! domain over a loopback inter-domain channel (`loopback`), on Hestia and on Xen 4.17.
+//!
+//! The toolstack: Debian's xl in the xen dom0 userland (`rootfs/xl-bench.sh`), five rounds of
+//! `xl create` of the Debian Linux domU up to its first console line and `xl destroy` of the
+//! booted domU up to the domain gone, timed by dom0's clock; medians on Hestia and on Xen 4.17
+//! booting the same kernel and root filesystem (Xen with `sched=credit`, Hestia's scheduler).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,7 +38,7 @@ use crate::dom0;
 use crate::domu::DomU;
 use crate::kernel::{self, Flavor, Modules};
 use crate::qemu::{self, Accel, Machine, RunOptions};
-use crate::{Result, root_dir, target_dir};
+use crate::{Result, root_dir, rootfs, target_dir};
 
 const BOOTS: usize = 5;
 const BENCH_GUEST: &str = "bench-hypercalls";
@@ -210,8 +215,120 @@ fn run_on_xen(
     Ok(parse_bench(&log))
 }
 
-/// Runs the benchmarks and prints the table.
-pub fn run() -> Result<()> {
+/// dom0's command line for the xl rounds.
+const XL_BENCH_CMDLINE: &str = "console=hvc0 earlyprintk=xen hestia.script=xl-bench";
+
+/// The xl rounds' `BENCH` lines on Hestia.
+fn xl_rounds_hestia(
+    elf: &Path,
+    xen: &rootfs::XenUserland,
+    machine: &Machine,
+) -> Result<Vec<(String, u64)>> {
+    eprintln!("bench: xl create/destroy rounds on Hestia ...");
+    let modules = Modules {
+        dom0: Some((xen.kernel.clone(), XL_BENCH_CMDLINE.to_owned())),
+        initrd: Some(xen.initramfs.clone()),
+        domus: Vec::new(),
+    };
+    let iso = kernel::make_iso("bench-xl", elf, LINUX_DOM0_MEM, &modules)?;
+    let o = RunOptions {
+        timeout: Some(Duration::from_secs(900)),
+        log_path: target_dir().join("bench-xl-hestia.log"),
+        echo: false,
+        interactive: false,
+        input: Vec::new(),
+        stop_when: None,
+    };
+    Ok(parse_bench(&qemu::run(&iso, machine, "bench-xl", &o)?.log))
+}
+
+/// The same rounds on Xen 4.17 (the rig, on Q35 as Hestia's runs).
+fn xl_rounds_rig(rig: &Path, xen: &rootfs::XenUserland) -> Result<Vec<(String, u64)>> {
+    eprintln!("bench: xl create/destroy rounds on Xen 4.17 ...");
+    let out = Command::new(rig)
+        .arg("--dom0")
+        .arg(&xen.kernel)
+        .arg("--initrd")
+        .arg(&xen.initramfs)
+        .args([
+            "--dom0-cmdline",
+            XL_BENCH_CMDLINE,
+            "--xen-cmdline",
+            &format!("{LINUX_DOM0_MEM} bootscrub=0 sched=credit"),
+            "--smp",
+            "2",
+            "--mem",
+            "1024",
+            "--timeout",
+            "900",
+        ])
+        .arg("--qemu")
+        .arg(q35_wrapper()?)
+        .output()?;
+    let log = String::from_utf8_lossy(&out.stdout);
+    std::fs::write(target_dir().join("bench-xl-xen.log"), &*log)?;
+    Ok(parse_bench(&log))
+}
+
+/// Median of every `figure` in `lines` (milliseconds) and how many there were.
+fn median_of(lines: &[(String, u64)], figure: &str) -> (Option<f64>, usize) {
+    let v: Vec<f64> = lines
+        .iter()
+        .filter(|(n, _)| n == figure)
+        .map(|(_, ms)| *ms as f64)
+        .collect();
+    let n = v.len();
+    (median(v), n)
+}
+
+/// Prints the xl table: Hestia's and Xen's medians in seconds and their ratio.
+fn print_xl(hestia: &[(String, u64)], xen: &[(String, u64)]) {
+    println!();
+    println!(
+        "{:<44} {:>8} {:>8} {:>12}",
+        "xl (Debian's Linux domU), s", "Hestia", "Xen", "Hestia/Xen"
+    );
+    for (figure, what) in [
+        ("xl_create_to_console_ms", "create to first console line"),
+        ("xl_destroy_ms", "destroy to domain gone"),
+    ] {
+        let ((h, hn), (x, xn)) = (median_of(hestia, figure), median_of(xen, figure));
+        let secs = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}", v / 1000.0));
+        let ratio = match (h, x) {
+            (Some(h), Some(x)) if x > 0.0 => format!("{:.2}", h / x),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<44} {:>8} {:>8} {:>12}",
+            format!("{what} (medians of {hn}/{xn})"),
+            secs(h),
+            secs(x),
+            ratio
+        );
+    }
+}
+
+/// The xl rounds on Hestia and (with the rig) on Xen, and their table.
+fn xl_part(elf: &Path, machine: &Machine) -> Result<()> {
+    let xen_userland = rootfs::prepare()?;
+    let on_hestia = xl_rounds_hestia(elf, &xen_userland, machine)?;
+    let on_xen = match xen_ref() {
+        Some(rig) => xl_rounds_rig(&rig, &xen_userland)?,
+        None => Vec::new(),
+    };
+    print_xl(&on_hestia, &on_xen);
+    if on_hestia.is_empty() {
+        return Err(format!(
+            "the xl rounds printed no figures (log: {})",
+            target_dir().join("bench-xl-hestia.log").display()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Runs the benchmarks and prints the tables; `part` `xl` runs only the toolstack's.
+pub fn run(part: Option<&str>) -> Result<()> {
     crate::tools::ensure_system_tools()?;
     let elf = kernel::build(Flavor::Release)?;
     let guests = kernel::build_guests()?;
@@ -234,6 +351,12 @@ pub fn run() -> Result<()> {
         input: Vec::new(),
         stop_when: None,
     };
+
+    match part {
+        None => {}
+        Some("xl") => return xl_part(&elf, &machine),
+        Some(p) => return Err(format!("bench part '{p}': expected xl or nothing").into()),
+    }
 
     let iso = kernel::make_iso("bench-boot", &elf, "", &Modules::default())?;
     let mut boots = Vec::new();
@@ -406,6 +529,8 @@ pub fn run() -> Result<()> {
         ratio(hx, h),
         ratio(xx, x)
     );
+    xl_part(&elf, &machine)?;
+
     if hestia.is_empty() || hestia_xpti.is_empty() {
         return Err(format!(
             "the bench guest printed no figures (log: {})",

@@ -25,7 +25,7 @@ pub const BANNER: &str = "hestia-dom0: Linux";
 /// benchmarks, also natively and on Xen).
 pub const BENCH_WORD: &str = "hestia.bench";
 /// Modules the initramfs loads (with their dependencies): virtio and e1000 disks and NICs,
-/// ext4 and the checksum it needs, veth.
+/// ext4 and the checksum it needs, veth, and Xen's block and network front ends for a domU.
 pub const MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
@@ -34,6 +34,9 @@ pub const MODULES: &[&str] = &[
     "crc32c_generic",
     "ext4",
     "veth",
+    // A domU's split-driver front ends (the same initramfs boots Linux domUs).
+    "xen_blkfront",
+    "xen_netfront",
 ];
 
 /// The files a dom0 boot needs.

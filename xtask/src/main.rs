@@ -100,7 +100,8 @@ commands:
       --known             also the requests that reach the holes of issue 8 still open
       --accel auto|kvm|tcg
   check                 rustfmt, clippy (host and kernel target)
-  bench                 measured figures (medians) and Hestia/Xen ratios when ../shared/ref is there
+  bench [xl]            measured figures (medians) and Hestia/Xen ratios when ../shared/ref is there
+                        (xl: only the toolstack's create/destroy rounds)
   fuzz-host [TARGET] [--time SECS]
                         libFuzzer targets of hestia-core's parsers and PV MMU on the host
                         (all, or those whose name contains TARGET; 60 s each by default)
@@ -116,7 +117,7 @@ fn main() -> ExitCode {
         Some("test") => cmd_test(&args[1..]),
         Some("fuzz") => cmd_fuzz(&args[1..]),
         Some("check") => check::run(),
-        Some("bench") => bench::run(),
+        Some("bench") => bench::run(args.get(1).map(String::as_str)),
         Some("fuzz-host") => fuzz::cmd(&args[1..]),
         Some("help" | "-h" | "--help") | None => {
             print!("{USAGE}");

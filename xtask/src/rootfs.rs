@@ -20,7 +20,9 @@
 //! live in `/usr/lib/busybox`, last in `PATH`, so Debian's own tools win. Canned scripts
 //! (`hestia.script=NAME` runs `/etc/hestia/NAME.sh`, then powers off): `xl-smoke` (xl's
 //! read-only commands), `xl-domu` (`xl create -c` of Debian's Linux with the busybox initramfs,
-//! `/boot/vmlinuz` and `/boot/initramfs.cpio` in the image, as a PV domU on `xenbr0`).
+//! `/boot/vmlinuz` and `/boot/initramfs.cpio` in the image, as a PV domU on `xenbr0`),
+//! `xl-bench` (`cargo xtask bench`'s timed xl create and destroy rounds), `xl-badinput` (xl
+//! given bad input: Xen's errors, and nothing leaked).
 //!
 //! The image is an uncompressed cpio (59 MiB): measured natively under TCG (`xen-ref --native`),
 //! Linux unpacked it in 0.5 s, gzip -6 (21 MiB) in 1.8 s, zstd -19 (15 MiB) in 3.7 s, and it frees
@@ -116,6 +118,16 @@ const FILES: &[(&str, u32, &str)] = &[
         "etc/hestia/xl-domu.sh",
         0o755,
         include_str!("rootfs/xl-domu.sh"),
+    ),
+    (
+        "etc/hestia/xl-bench.sh",
+        0o755,
+        include_str!("rootfs/xl-bench.sh"),
+    ),
+    (
+        "etc/hestia/xl-badinput.sh",
+        0o755,
+        include_str!("rootfs/xl-badinput.sh"),
     ),
     (
         "etc/xen/hestia-pv.cfg",

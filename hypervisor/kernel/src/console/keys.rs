@@ -155,21 +155,26 @@ pub fn input(b: u8) {
             return;
         }
     }
-    press(b);
+    type_key(b);
 }
 
-/// Runs debug key `b`'s handler (serial input switched to Hestia, `XEN_SYSCTL_debug_keys`).
-pub fn press(b: u8) {
-    match KEYS.iter().find(|k| k.key == b) {
-        Some(k) => {
-            crate::info!("'{}' pressed -> {}", b as char, k.help);
-            (k.run)();
-        }
-        None if b.is_ascii_graphic() => {
-            crate::info!("'{}' pressed -> no handler ('h' for help)", b as char)
-        }
-        None => {}
+/// Runs debug key `b`'s handler, typed on the serial console (switched to Hestia): a key with
+/// no handler gets a hint for the person typing.
+fn type_key(b: u8) {
+    if !press(b) && b.is_ascii_graphic() {
+        crate::info!("'{}' pressed -> no handler ('h' for help)", b as char)
     }
+}
+
+/// Runs debug key `b`'s handler (the serial console, `XEN_SYSCTL_debug_keys`); false when
+/// there is none, which is silent as in Xen (a toolstack may send any number of keys).
+pub fn press(b: u8) -> bool {
+    let Some(k) = KEYS.iter().find(|k| k.key == b) else {
+        return false;
+    };
+    crate::info!("'{}' pressed -> {}", b as char, k.help);
+    (k.run)();
+    true
 }
 
 fn switch_input() {

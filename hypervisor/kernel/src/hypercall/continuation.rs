@@ -9,6 +9,15 @@
 //! ([`apply`]): the guest takes its interrupt or upcall first and re-issues the call without
 //! knowing. The argument encodings are the ABI's (count | `MMU_UPDATE_PREEMPTED`, the memory_op
 //! start extent in `cmd` bits 6 and up, the rest of a multicall list).
+//!
+//! `domctl` and `sysctl` take one argument, a structure that has no field for progress (Xen
+//! runs their few long loops, `debug_keys` and the zeroing of a long `xenctl_bitmap`, to the
+//! end without preemption). Hestia stops those part way too ([`Resume`]): the re-issued call
+//! carries how many units of work are done in its second argument register and, in the third,
+//! the first one mixed with [`RESUME_TAG`], so a fresh call, whose unused registers hold
+//! whatever the caller left there, is never taken for a resumed one. A resumed pass skips the
+//! units done and redoes the cheap, idempotent steps before them (lookups, the first bytes of
+//! a bitmap), so the guest sees exactly Xen's result.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -73,5 +82,66 @@ pub fn apply(f: &mut TrapFrame, number: u64) {
         f.rax = number;
         f.rip = f.rip.wrapping_sub(SYSCALL_LEN);
         (f.rdi, f.rsi, f.rdx, f.r10, f.r8) = (a[0], a[1], a[2], a[3], a[4]);
+    }
+}
+
+/// Mixed into a resumed control call's first argument to make its third (see the module).
+const RESUME_TAG: u64 = 0x4865_7374_6961_5245;
+
+/// The long, unit-by-unit work of one `domctl` or `sysctl` pass, resumable by continuation.
+/// A pass runs its stretches of work in a fixed order through [`Resume::run`]; units are
+/// numbered across them, so the number where a pass stopped says where the next one goes on.
+pub(crate) struct Resume<'a> {
+    d: &'a Domain,
+    /// Units earlier passes did (skipped by this one).
+    start: u64,
+    /// Units of the stretches this pass has gone through.
+    at: u64,
+    /// The unit this pass stopped before, if it did.
+    stopped: Option<u64>,
+}
+
+impl<'a> Resume<'a> {
+    /// The work of a call from `d` with arguments `a`: fresh, or resumed where its
+    /// continuation said.
+    pub(crate) fn new(d: &'a Domain, a: [u64; 5]) -> Self {
+        let start = if a[2] == a[0] ^ RESUME_TAG { a[1] } else { 0 };
+        Self {
+            d,
+            start,
+            at: 0,
+            stopped: None,
+        }
+    }
+
+    /// Runs the next stretch of `n` units, `f(i)` for `i` in `0..n`, skipping the units an
+    /// earlier pass did; stops with `ERESTART` before a unit when the CPU is wanted (never
+    /// before this pass's first, so every pass progresses).
+    pub(crate) fn run(
+        &mut self,
+        n: u64,
+        mut f: impl FnMut(u64) -> Result<(), Errno>,
+    ) -> Result<(), Errno> {
+        let base = self.at;
+        for i in self.start.saturating_sub(base).min(n)..n {
+            let unit = base.saturating_add(i);
+            if should_preempt(self.d, unit.saturating_sub(self.start)) {
+                self.stopped = Some(unit);
+                return Err(Errno::ERESTART);
+            }
+            f(i)?;
+        }
+        self.at = base.saturating_add(n);
+        Ok(())
+    }
+
+    /// The call's result: a pass that stopped is issued again (`u_op` its one argument) with
+    /// its progress; anything else stands (an `ERESTART` without progress re-issues the call
+    /// as it came, progress included).
+    pub(crate) fn finish(&self, u_op: u64, r: Result<u64, Errno>) -> Result<u64, Errno> {
+        match (r, self.stopped) {
+            (Err(Errno::ERESTART), Some(unit)) => create([u_op, unit, u_op ^ RESUME_TAG, 0, 0]),
+            _ => r,
+        }
     }
 }

@@ -5,7 +5,9 @@
 //! checked (the control domain: `EPERM`), then the sub-op runs under one global lock (a
 //! caller that finds it busy gets a continuation). On success the structure is written back
 //! (Xen's default `copyback`), so OUT fields reach the caller. Sub-ops Hestia does not have
-//! answer `ENOSYS`, as Xen's for those its build leaves out.
+//! answer `ENOSYS`, as Xen's for those its build leaves out. The long ones (`debug_keys`, a
+//! long `xenctl_bitmap` to zero) stop part way and resume by continuation
+//! ([`super::continuation::Resume`]), releasing the lock in between; Xen runs them to the end.
 //!
 //! Hestia's host, as these calls describe it: one NUMA node holding all memory, one CPU pool
 //! (id 0, the credit scheduler, every CPU, every domain), each CPU its own core of socket 0
@@ -21,6 +23,7 @@ use xen_abi::sysctl::{
 };
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
+use super::continuation::Resume;
 use crate::mm::guest::{self, GuestRange};
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
@@ -33,14 +36,16 @@ static LOCK: spin::Mutex<()> = spin::Mutex::new(());
 const POOL0: u32 = 0;
 
 /// One sysctl being served.
-struct Call {
+struct Call<'a> {
     op: XenSysctl,
     /// Write `op` back on success (Xen's default); a sub-op that writes its own results
     /// clears it.
     copyback: bool,
+    /// The sub-op's long work, resumable.
+    work: Resume<'a>,
 }
 
-impl Call {
+impl Call<'_> {
     fn arg<T: FromBytes>(&self) -> T {
         T::read_from_prefix(&self.op.u).map_or_else(|_| T::new_zeroed(), |(v, _)| v)
     }
@@ -64,7 +69,11 @@ pub(super) fn do_sysctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     let Some(_held) = LOCK.try_lock() else {
         return Err(Errno::ERESTART);
     };
-    let mut c = Call { op, copyback: true };
+    let mut c = Call {
+        op,
+        copyback: true,
+        work: Resume::new(caller, a),
+    };
     let r = match op.cmd {
         cmd::READCONSOLE => readconsole(&mut c),
         cmd::PHYSINFO => physinfo(&mut c),
@@ -97,7 +106,7 @@ pub(super) fn do_sysctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     if r.is_ok() && c.copyback {
         guest::write_obj(addr, &c.op)?;
     }
-    r
+    c.work.finish(addr, r)
 }
 
 /// `XEN_SYSCTL_readconsole`: Hestia's console history (`xl dmesg`, `-c` to clear).
@@ -192,15 +201,17 @@ fn getdomaininfolist(caller: &Domain, c: &mut Call) -> Result<u64, Errno> {
     Ok(0)
 }
 
-/// `XEN_SYSCTL_debug_keys`: presses Hestia's debug keys, one by one.
+/// `XEN_SYSCTL_debug_keys`: presses Hestia's debug keys, one by one (up to 2^32 of them:
+/// preemptible, each key a unit of [`Resume`]).
 fn debug_keys(c: &mut Call) -> Result<u64, Errno> {
     let op: DebugKeys = c.arg();
     c.copyback = false;
-    for i in 0..u64::from(op.nr_keys) {
+    c.work.run(u64::from(op.nr_keys), |i| {
         let at = op.keys.checked_add(i).ok_or(Errno::EFAULT)?;
         let key: u8 = guest::read_obj(at)?;
         crate::console::keys::press(key);
-    }
+        Ok(())
+    })?;
     Ok(0)
 }
 
@@ -267,10 +278,10 @@ fn cpupool_op(c: &mut Call) -> Result<u64, Errno> {
             op.cpupool_id = POOL0;
             op.sched_id = scheduler::CREDIT;
             op.n_dom = crate::domain::all().len() as u32;
-            super::domctl::write_cpumap(&op.cpumap, control::online_cpus())?;
+            super::domctl::write_cpumap(&op.cpumap, control::online_cpus(), &mut c.work)?;
         }
         cpupool::FREEINFO => {
-            super::domctl::write_cpumap(&op.cpumap, credit::CpuSet::EMPTY)?;
+            super::domctl::write_cpumap(&op.cpumap, credit::CpuSet::EMPTY, &mut c.work)?;
         }
         _ => return Err(Errno::EOPNOTSUPP),
     }

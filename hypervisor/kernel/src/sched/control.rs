@@ -51,7 +51,7 @@ fn unit_info(s: &mut super::Sched, i: usize, now: u64) -> Option<VcpuInfo> {
     let mut r = u.runstate;
     r.enter(r.state, now);
     Some(VcpuInfo {
-        online: u.state != State::Offline,
+        online: u.state != State::Offline || u.up_when_stopped,
         blocked: u.state == State::Blocked,
         running: u.on_cpu.is_some(),
         cpu_time: r.time[runstate::RUNNING],

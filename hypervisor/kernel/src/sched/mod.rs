@@ -114,6 +114,9 @@ struct Unit {
     polling: bool,
     /// Its domain stopped: it never runs again.
     dead: bool,
+    /// It was up when its domain stopped: still online to the toolstack, as Xen's shut-down
+    /// vCPUs are only paused, not down.
+    up_when_stopped: bool,
     runstate: Runstate,
 }
 
@@ -335,6 +338,7 @@ pub fn add_domain(d: &DomainRef, params: Params) -> Result<(), Errno> {
                 on_cpu: None,
                 polling: false,
                 dead: false,
+                up_when_stopped: false,
                 runstate: Runstate {
                     state: runstate::OFFLINE,
                     entry: now,
@@ -428,9 +432,11 @@ pub fn stop_domain(d: &Domain) -> bool {
                 continue;
             }
             first = true;
+            let up = s.at(i).is_some_and(|u| u.state != State::Offline);
             s.make_unrunnable(i, State::Offline, now);
             if let Some(u) = s.at(i) {
                 u.dead = true;
+                u.up_when_stopped = up;
             }
         }
         let pokes = if first {

@@ -9,7 +9,9 @@
 //! sub-op run under one global lock, as Xen's `domctl_lock`: a caller that finds it busy gets a
 //! continuation and comes back. A sub-op with OUT fields sets [`Call::copyback`] and the whole
 //! structure is written back, whatever its result, as Xen does. Sub-ops Hestia does not have
-//! answer `ENOSYS`, Xen's answer for commands its build leaves out.
+//! answer `ENOSYS`, Xen's answer for commands its build leaves out. Zeroing a long
+//! `xenctl_bitmap` stops part way and resumes by continuation
+//! ([`super::continuation::Resume`]), releasing the lock in between.
 //!
 //! One file per family: [`info`] (what `xl list` and `xl vcpu-list` read), [`sched`] (credit
 //! parameters and affinity), [`build`] (what the domain builder needs besides memory).
@@ -27,6 +29,7 @@ use xen_abi::domctl::{XEN_DOMCTL_INTERFACE_VERSION, XenDomctl, cmd};
 use xen_abi::errno::Errno;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
+use super::continuation::Resume;
 use crate::domain::DomainRef;
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
@@ -44,6 +47,8 @@ pub(crate) struct Call<'a> {
     pub op: XenDomctl,
     /// Write [`Call::op`] back to the caller when the sub-op is done (Xen's `copyback`).
     pub copyback: bool,
+    /// The sub-op's long work, resumable.
+    pub work: Resume<'a>,
 }
 
 impl Call<'_> {
@@ -92,6 +97,7 @@ pub(super) fn do_domctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             target: None,
             op,
             copyback: false,
+            work: Resume::new(caller, a),
         };
         let r = info::getdomaininfo(&mut call);
         return finish(addr, &call, r);
@@ -110,6 +116,7 @@ pub(super) fn do_domctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         target,
         op,
         copyback: false,
+        work: Resume::new(caller, a),
     };
     let r = match op.cmd {
         cmd::CREATEDOMAIN => lifecycle::createdomain(&mut call),
@@ -138,10 +145,11 @@ pub(super) fn do_domctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     finish(addr, &call, r)
 }
 
-/// Writes the structure back if the sub-op asked for it (a failed write is `EFAULT`, as Xen).
+/// Writes the structure back if the sub-op asked for it (a failed write is `EFAULT`, as Xen),
+/// or has the call issued again if it stopped part way.
 fn finish(addr: u64, call: &Call<'_>, r: Result<u64, Errno>) -> Result<u64, Errno> {
     if call.copyback && r != Err(Errno::ERESTART) {
         crate::mm::guest::write_obj(addr, &call.op)?;
     }
-    r
+    call.work.finish(addr, r)
 }

@@ -1,7 +1,9 @@
 //! The scheduler's side of domctl: `scheduler_op` (a domain's credit weight and cap) and
 //! `set/getvcpuaffinity` (`xen/common/sched/core.c`'s `sched_adjust` and
 //! `vcpu_affinity_domctl`), `set/getnodeaffinity`, and the CPU and node bitmaps
-//! (`xenctl_bitmap`) they and sysctl exchange.
+//! (`xenctl_bitmap`) they and sysctl exchange. A bitmap the guest says is longer than
+//! Hestia's has its extra bytes zeroed, up to 512 MiB of them (`nr_bits` is 32 bits): page by
+//! page, preemptibly ([`Resume`]).
 
 use hestia_core::credit::CpuSet;
 use xen_abi::domctl::{
@@ -10,6 +12,7 @@ use xen_abi::domctl::{
 use xen_abi::errno::Errno;
 
 use super::Call;
+use crate::hypercall::continuation::Resume;
 use crate::mm::guest::GuestRange;
 use crate::sched::control;
 
@@ -66,10 +69,10 @@ pub(super) fn vcpuaffinity(c: &mut Call<'_>) -> Result<u64, Errno> {
         (hard, soft) = (hard.and(online), soft.and(online).and(hard));
     }
     if want_hard {
-        write_cpumap(&op.cpumap_hard, hard)?;
+        write_cpumap(&op.cpumap_hard, hard, &mut c.work)?;
     }
     if want_soft {
-        write_cpumap(&op.cpumap_soft, soft)?;
+        write_cpumap(&op.cpumap_soft, soft, &mut c.work)?;
     }
     Ok(0)
 }
@@ -87,9 +90,13 @@ pub(crate) fn read_cpumap(b: &XenctlBitmap) -> Result<CpuSet, Errno> {
     read_bitmap(b, nr_cpu_bits()).map(CpuSet)
 }
 
-/// Writes a CPU mask to the guest.
-pub(crate) fn write_cpumap(b: &XenctlBitmap, set: CpuSet) -> Result<(), Errno> {
-    write_bitmap(b, set.0, nr_cpu_bits())
+/// Writes a CPU mask to the guest (its zeroing part of the call's `work`).
+pub(crate) fn write_cpumap(
+    b: &XenctlBitmap,
+    set: CpuSet,
+    work: &mut Resume<'_>,
+) -> Result<(), Errno> {
+    write_bitmap(b, set.0, nr_cpu_bits(), work)
 }
 
 /// `XEN_DOMCTL_setnodeaffinity`: Hestia's host is one node, 0, so the only mask Xen would
@@ -108,7 +115,7 @@ pub(super) fn setnodeaffinity(c: &mut Call<'_>) -> Result<u64, Errno> {
 pub(super) fn getnodeaffinity(c: &mut Call<'_>) -> Result<u64, Errno> {
     let op: NodeAffinity = c.arg();
     c.target()?;
-    write_bitmap(&op.nodemap, 1, NR_NODE_BITS)?;
+    write_bitmap(&op.nodemap, 1, NR_NODE_BITS, &mut c.work)?;
     Ok(0)
 }
 
@@ -133,23 +140,34 @@ fn read_bitmap(b: &XenctlBitmap, nbits: u32) -> Result<u64, Errno> {
     Ok(u64::from_le_bytes(bytes) & mask)
 }
 
+/// Zeroes a long bitmap's tail this many bytes at a time (one unit of [`Resume`]).
+const ZERO_CHUNK: usize = 4096;
+static ZEROS: [u8; ZERO_CHUNK] = [0; ZERO_CHUNK];
+
 /// Writes a bitmap of `nbits` (at most 64) bits to the guest: as many bytes as both sides
-/// have, the rest of the guest's bytes zeroed (Xen's `bitmap_to_xenctl_bitmap`).
-fn write_bitmap(b: &XenctlBitmap, bits: u64, nbits: u32) -> Result<(), Errno> {
-    let guest_bytes = b.nr_bits.div_ceil(8) as usize;
+/// have, then the rest of the guest's bytes zeroed as part of the call's `work` (Xen's
+/// `bitmap_to_xenctl_bitmap`, which zeroes them in one go). A resumed pass writes the first
+/// bytes again, and goes on zeroing where the last one stopped.
+fn write_bitmap(
+    b: &XenctlBitmap,
+    bits: u64,
+    nbits: u32,
+    work: &mut Resume<'_>,
+) -> Result<(), Errno> {
+    let guest_bytes = u64::from(b.nr_bits.div_ceil(8));
     let ours = bits.to_le_bytes();
-    let copy = guest_bytes.min(nbits.div_ceil(8) as usize);
+    let copy = guest_bytes.min(u64::from(nbits.div_ceil(8)));
     if guest_bytes == 0 {
         return Ok(());
     }
-    GuestRange::new(b.bitmap, copy)?.write(ours.get(..copy).ok_or(Errno::EINVAL)?)?;
-    let zeros = [0u8; 64];
-    let mut at = copy;
-    while at < guest_bytes {
-        let n = (guest_bytes - at).min(zeros.len());
-        let addr = b.bitmap.checked_add(at as u64).ok_or(Errno::EFAULT)?;
-        GuestRange::new(addr, n)?.write(&zeros[..n])?;
-        at += n;
-    }
-    Ok(())
+    let first = ours.get(..copy as usize).ok_or(Errno::EINVAL)?;
+    GuestRange::new(b.bitmap, first.len())?.write(first)?;
+    let tail = guest_bytes - copy;
+    let chunk = ZERO_CHUNK as u64;
+    work.run(tail.div_ceil(chunk), |i| {
+        let off = i * chunk;
+        let n = (tail - off).min(chunk) as usize;
+        let addr = b.bitmap.checked_add(copy + off).ok_or(Errno::EFAULT)?;
+        GuestRange::new(addr, n)?.write(ZEROS.get(..n).ok_or(Errno::EINVAL)?)
+    })
 }
