@@ -455,13 +455,15 @@ fn dom0_vcpus(opts: &Options) -> u32 {
 }
 
 /// dom0's size and ceiling in pages: `dom0_mem=` (bounded by `max:`), else, as Xen, all free
-/// memory minus the smaller of 1/16 of it and 128 MiB.
+/// memory minus the smaller of 1/16 of it and 128 MiB. The ceiling is `max:`, else none, as
+/// Xen's `dom0_compute_nr_pages` (2^32 - 1 pages), so the toolstack may balloon dom0 up again.
 fn dom0_pages(opts: &Options) -> (u64, u64) {
     let free = mm::stats().free / 4096;
     let default = free - (free / 16).min(128 << 8);
     let pages = opts.dom0_mem.target.map_or(default, |b| b / 4096).min(free);
     let pages = opts.dom0_mem.max.map_or(pages, |m| pages.min(m / 4096));
-    (pages, opts.dom0_mem.max.map_or(pages, |m| m / 4096))
+    let ceiling = opts.dom0_mem.max.map_or(u64::from(u32::MAX), |m| m / 4096);
+    (pages, ceiling)
 }
 
 /// dom0 stopped with `reason` (`SHUTDOWN_*`): power off, reset, or halt, as Xen does.
