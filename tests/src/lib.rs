@@ -1091,6 +1091,8 @@ fn base() -> Vec<Scenario> {
                 // The machine memory map marks what dom0 may not map (the MSI window), as Xen.
                 "Xen: [mem 0x00000000fee00000-0x00000000feefffff] reserved",
                 "shell-42 on xen",
+                // The mca hypercall answers physcpuinfo and VIRQ_MCA binds, as on Xen.
+                "xen_mcelog: /dev/mcelog registered by Xen",
                 "reboot: Power down",
                 POWEROFF_MARKER,
             ],

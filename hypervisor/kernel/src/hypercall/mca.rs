@@ -17,8 +17,9 @@
 //!
 //! What a CPU entry says, from what Hestia knows: topology as `sysctl`'s `cputopoinfo` and
 //! `physinfo` describe it (each CPU its own core of socket 0, one thread per core), the APIC
-//! id Hestia booted it by, and CPUID and IA32_MCG_CAP as read on the calling CPU (Xen reads
-//! each on its CPU; Hestia assumes a symmetric host, as its CPU policy does). No PPIN MSR is
+//! id Hestia booted it by (and its low byte as the initial APIC id), and CPUID and IA32_MCG_CAP
+//! as read on the calling CPU (Xen reads each on its CPU; Hestia assumes a symmetric host, as
+//! its CPU policy does). No PPIN MSR is
 //! reported. No lock: the call reads only boot-time, read-only state.
 
 use xen_abi::errno::Errno;
@@ -132,6 +133,9 @@ fn logical_cpu(cpunr: u32) -> McLogicalCpu {
     c.mc_coreid = u16::try_from(cpunr).unwrap_or(u16::MAX);
     c.mc_threadid = 0;
     c.mc_apicid = percpu::cpu(cpunr).map_or(u32::MAX, |p| p.apic_id);
+    // Xen reads CPUID.1:EBX[31:24] on the CPU itself: its initial APIC id, the low byte of the
+    // APIC id Hestia booted it by.
+    c.mc_clusterid = c.mc_apicid & 0xff;
     c.mc_ncores = nr_cpus;
     c.mc_ncores_active = nr_cpus;
     c.mc_nthreads = 1;
@@ -139,7 +143,6 @@ fn logical_cpu(cpunr: u32) -> McLogicalCpu {
     let l0 = cpu::cpuid(0, 0);
     let l1 = cpu::cpuid(1, 0);
     c.mc_cpuid_level = i32::try_from(l0.eax).unwrap_or(i32::MAX);
-    c.mc_clusterid = l1.ebx >> 24;
     let mut vendor = [0u8; 12];
     for (dst, w) in vendor.chunks_exact_mut(4).zip([l0.ebx, l0.edx, l0.ecx]) {
         dst.copy_from_slice(&w.to_le_bytes());

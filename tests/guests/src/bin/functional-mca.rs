@@ -1,7 +1,7 @@
 //! The `mca` hypercall as Linux dom0's `xen_mcelog` driver uses it, as Xen 4.17's `do_mca`
 //! answers it: another interface version is -EACCES; `XEN_MC_physcpuinfo` gives the count of
 //! online CPUs for a null array, then fills at most `ncpus` entries (CPU numbers in order, the
-//! APIC id `platform_op`'s `get_cpuinfo` reports, CPUID 0's vendor string, IA32_MCG_CAP when
+//! APIC id `platform_op`'s `get_cpuinfo` reports and its low byte as the cluster id, CPUID 0's vendor string, IA32_MCG_CAP when
 //! the CPU has MCA) and writes back how many; `XEN_MC_fetch` with nothing queued answers
 //! `XEN_MC_NODATA` and leaves the buffer alone; bad fetch flags, `notifydomain` and unknown
 //! commands are -EINVAL; `VIRQ_MCA` binds as a global virq (vCPU 0 only). The injection
