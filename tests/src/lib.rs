@@ -198,6 +198,7 @@ const LINUX_FORBID: &[&str] = &[
     "W+X mappings: FAILED",
     "general protection fault",
     "xen map irq failed",
+    "xen_mcelog: Failed",
 ];
 
 /// A PV test guest run as dom0 that must print `verdict` and power off.
@@ -511,6 +512,17 @@ fn base() -> Vec<Scenario> {
             domus: &["functional-xen-version,mem=16"],
             expect: &["(d1) Test result: SUCCESS", POWEROFF_MARKER],
             ..sched_scenario("functional-xen-version-domu")
+        },
+        // `mca-limit`: also ask for fewer CPUs than there are (which crashes Xen 4.17).
+        Scenario {
+            dom0_cmdline: "mca-limit",
+            ..guest("functional-mca", GuestVerdict::Success)
+        },
+        // The same from a domU: EPERM before the version check.
+        Scenario {
+            domus: &["functional-mca,mem=16"],
+            expect: &["(d1) Test result: SUCCESS", POWEROFF_MARKER],
+            ..sched_scenario("functional-mca-domu")
         },
         guest("functional-domctl-info", GuestVerdict::Success),
         guest("functional-domctl-lifecycle", GuestVerdict::Success),
@@ -1087,6 +1099,8 @@ fn base() -> Vec<Scenario> {
                 // The machine memory map marks what dom0 may not map (the MSI window), as Xen.
                 "Xen: [mem 0x00000000fee00000-0x00000000feefffff] reserved",
                 "shell-42 on xen",
+                // The mca hypercall answers physcpuinfo and VIRQ_MCA binds, as on Xen.
+                "xen_mcelog: /dev/mcelog registered by Xen",
                 "reboot: Power down",
                 POWEROFF_MARKER,
             ],

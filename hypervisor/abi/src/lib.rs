@@ -15,6 +15,7 @@ pub mod elfnote;
 pub mod errno;
 pub mod event_channel;
 pub mod grant_table;
+pub mod mca;
 pub mod memory;
 pub mod mmu;
 pub mod physdev;

@@ -52,6 +52,8 @@ pub mod hypercall {
     pub const DM_OP: u32 = 41;
     pub const HYPFS_OP: u32 = 42;
     pub const ARCH_0: u32 = 48;
+    /// `__HYPERVISOR_mca`, x86's first architecture-specific hypercall.
+    pub const MCA: u32 = ARCH_0;
     pub const ARCH_7: u32 = 55;
 }
 
@@ -121,6 +123,8 @@ pub mod virq {
     /// First of the eight architecture-specific VIRQs, 16-23 (`VIRQ_ARCH_0`); on x86 it is
     /// `VIRQ_MCA` (global, dom0: machine-check errors to log).
     pub const ARCH_0: u32 = 16;
+    /// `VIRQ_MCA`: global, dom0: machine-check telemetry is queued.
+    pub const MCA: u32 = ARCH_0;
 }
 
 /// Number of virtual IRQs (`NR_VIRQS`).

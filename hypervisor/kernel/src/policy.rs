@@ -71,6 +71,9 @@ pub enum Action {
     /// The platform devices Hestia shares with the hardware domain by emulation: PCI
     /// configuration space through ports 0xCF8/0xCFC, the RTC's index and data ports.
     PlatformDevices,
+    /// The `mca` hypercall: the physical CPUs' identities and machine-check telemetry
+    /// (`xsm_do_mca`, `XSM_PRIV`).
+    Mca,
 }
 
 /// True if `caller` may do `action`.
@@ -91,7 +94,8 @@ pub fn allows(caller: &Domain, action: Action) -> bool {
         | Action::ForeignMemory
         | Action::Domctl
         | Action::DomainInfo
-        | Action::Sysctl => caller.privileged,
+        | Action::Sysctl
+        | Action::Mca => caller.privileged,
         Action::ConsoleWrite => true,
     }
 }

@@ -12,6 +12,7 @@ pub(crate) mod domctl;
 pub(crate) mod event_channel;
 mod event_fifo;
 mod grant_table;
+mod mca;
 pub(crate) mod memory_op;
 mod misc;
 pub(crate) mod mmu;
@@ -154,6 +155,10 @@ const fn table() -> [Slot; NR_HYPERCALLS] {
     t[nr::DOMCTL as usize] = Slot {
         name: "domctl",
         handler: Some(domctl::do_domctl),
+    };
+    t[nr::MCA as usize] = Slot {
+        name: "mca",
+        handler: Some(mca::do_mca),
     };
     t[nr::SCHED_OP as usize] = Slot {
         name: "sched_op",

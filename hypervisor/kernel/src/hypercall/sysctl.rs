@@ -155,7 +155,7 @@ fn physinfo(c: &mut Call) -> Result<u64, Errno> {
 
 /// The host's feature words as Xen's `boot_cpu_data.x86_capability` starts: CPUID 1 EDX and
 /// ECX, 0x80000001 EDX and ECX, 0xD:1 EAX, 7:0 EBX and ECX, 0x80000007 EDX.
-fn hw_cap() -> [u32; 8] {
+pub(super) fn hw_cap() -> [u32; 8] {
     use crate::arch::x86_64::cpu::cpuid;
     let max = cpuid(0, 0).eax;
     let ext = cpuid(0x8000_0000, 0).eax;

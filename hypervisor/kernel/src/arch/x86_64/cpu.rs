@@ -54,6 +54,8 @@ pub mod msr {
     pub const X2APIC_BASE: u32 = 0x800;
     /// Speculation-related capabilities (enumerated by CPUID.7.0:EDX[29]).
     pub const ARCH_CAPABILITIES: u32 = 0x10A;
+    /// Machine-check capabilities: bank count and optional features (enumerated by MCA).
+    pub const MCG_CAP: u32 = 0x179;
 }
 
 /// IA32_ARCH_CAPABILITIES bits Hestia reads.
@@ -67,6 +69,15 @@ pub fn arch_capabilities() -> u64 {
     }
     // SAFETY: the MSR exists when CPUID.7.0:EDX[29] says so; reading it has no side effects.
     unsafe { rdmsr(msr::ARCH_CAPABILITIES) }
+}
+
+/// This CPU's IA32_MCG_CAP, or `None` where CPUID.1:EDX[14] (MCA) says it has none.
+pub fn mcg_cap() -> Option<u64> {
+    if cpuid(1, 0).edx & (1 << 14) == 0 {
+        return None;
+    }
+    // SAFETY: the MSR exists when CPUID.1:EDX[14] says so; reading it has no side effects.
+    Some(unsafe { rdmsr(msr::MCG_CAP) })
 }
 
 /// Reads an MSR.
