@@ -25,6 +25,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::dom0::output;
 use crate::kernel::{self, Flavor};
 use crate::{Result, root_dir, target_dir};
 
@@ -90,21 +91,6 @@ fn write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
-/// Output of a command that must succeed.
-fn output(cmd: &mut Command) -> Result<Vec<u8>> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-        .into());
-    }
-    Ok(out.stdout)
-}
-
 /// Builds the package from the hypervisor ELF `elf`; returns the `.deb`'s path.
 pub fn build_from(elf: &Path) -> Result<PathBuf> {
     let epoch = source_date_epoch()?;
@@ -119,14 +105,12 @@ pub fn build_from(elf: &Path) -> Result<PathBuf> {
         write(&stage.join(to), text.as_bytes(), *mode)?;
         installed.push(((*to).to_owned(), *mode));
     }
-    let date = String::from_utf8_lossy(&output(
+    let date = output(
         Command::new("date")
             .env("LC_ALL", "C")
             .args(["-u", "-R", "-d"])
             .arg(format!("@{epoch}")),
-    )?)
-    .trim()
-    .to_owned();
+    )?;
     let changelog = format!(
         "hestia ({VERSION}) unstable; urgency=medium\n\n  * Built from the Hestia sources by `cargo xtask deb`.\n\n -- {MAINTAINER}  {date}\n"
     );
@@ -149,7 +133,6 @@ pub fn build_from(elf: &Path) -> Result<PathBuf> {
     let mut size = 0u64;
     for (path, _) in &installed {
         let sum = output(Command::new("md5sum").arg(stage.join(path)))?;
-        let sum = String::from_utf8_lossy(&sum);
         let sum = sum.split_whitespace().next().unwrap_or_default();
         md5sums.push_str(&format!("{sum}  {path}\n"));
         size += std::fs::metadata(stage.join(path))?.len().div_ceil(1024);

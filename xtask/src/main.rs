@@ -7,6 +7,7 @@ mod bench;
 mod check;
 mod cpio;
 mod deb;
+mod disk;
 mod dom0;
 mod domu;
 mod fuzz;
