@@ -5,17 +5,19 @@
 //! Two stages, each rebuilt only when its inputs change (recorded next to it):
 //! 1. `target/debian-disk/root/`: `debootstrap --variant=minbase` of bookworm, then, in a chroot,
 //!    apt installs [`PACKAGES`] from bookworm with its updates and security suites (Debian's
-//!    own postinsts build the initramfs with initramfs-tools). Inputs: the package list and
-//!    [`FILES`], the image's own settings (fstab, hostname, GRUB's serial terminal, dom0's memory,
-//!    a root autologin on hvc0, the test script [`CHECK`]); none of them is in the `.deb`.
-//! 2. `target/debian-disk/disk.img`: `dpkg -i` of the package in the chroot, whose postinst runs
+//!    own postinsts build the initramfs with initramfs-tools). Inputs: the package list and the
+//!    apt sources.
+//! 2. `target/debian-disk/disk.img`: [`FILES`], the image's own settings (fstab, hostname,
+//!    GRUB's serial terminal, dom0's memory, a root autologin on hvc0, systemd's start timeout,
+//!    the test script [`CHECK`]; none of them is in the `.deb`), the test guest, then
+//!    `dpkg -i` of the package in the chroot, whose postinst runs
 //!    `update-grub`; GRUB's modules copied to `/boot/grub` and its images made with the image's
 //!    own `grub-mkimage`, as grub-install would; then the disk assembled from files, with no loop
 //!    device and no mount (neither exists in every CI sandbox): the root file system by
 //!    `mke2fs -d`, the ESP by `mkfs.fat` and mtools, the MBR partition table by `sfdisk` on the
 //!    file, GRUB's `boot.img` in the MBR and `core.img` in the gap before the first partition
 //!    (sectors 1-2047, the blocklist in its first sector patched as grub-bios-setup does).
-//!    Inputs: stage 1's, the package's and the test guest's SHA-256.
+//!    Inputs: stage 1's, the files, the package's and the test guest's SHA-256.
 //!
 //! `update-grub` inside a chroot cannot probe the disk the system will boot from: during stage 2
 //! `grub-probe` is diverted (dpkg-divert) to [`GRUB_PROBE_SHIM`], which describes the image's
@@ -105,6 +107,14 @@ const FILES: &[(&str, u32, &str)] = &[
         "GRUB_TIMEOUT=1\nGRUB_TERMINAL=serial\n\
          GRUB_SERIAL_COMMAND=\"serial --unit=0 --speed=115200\"\n\
          GRUB_CMDLINE_HESTIA=\"dom0_mem=512M,max:512M\"\n",
+    ),
+    // Under TCG the boot is tens of times slower than on hardware (and Hestia's TSC-based
+    // time may run ahead of the host's when QEMU's threads are starved): systemd's 90 s
+    // default would time out waiting for /dev/hvc0.
+    (
+        "etc/systemd/system.conf.d/tcg.conf",
+        0o644,
+        "[Manager]\nDefaultTimeoutStartSec=600s\n",
     ),
     (
         "etc/systemd/system/serial-getty@hvc0.service.d/autologin.conf",
@@ -197,7 +207,12 @@ fn write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
 
 /// Stage 1's inputs, as recorded.
 fn root_inputs() -> String {
-    let mut s = format!("packages: {}\nsources:\n{SOURCES}", PACKAGES.join(" "));
+    format!("packages: {}\nsources:\n{SOURCES}", PACKAGES.join(" "))
+}
+
+/// Stage 2's own inputs: the image's files and the `grub-probe` shim.
+fn image_inputs() -> String {
+    let mut s = String::new();
     for (path, mode, text) in FILES {
         s.push_str(&format!("file {path} {mode:o}\n{text}\n"));
     }
@@ -238,11 +253,7 @@ fn build_root(root: &Path) -> Result<()> {
     );
     std::fs::remove_file(root.join("usr/sbin/policy-rc.d"))?;
     write(&root.join("etc/resolv.conf"), b"", 0o644)?;
-    result?;
-    for (path, mode, text) in FILES {
-        write(&root.join(path), text.as_bytes(), *mode)?;
-    }
-    Ok(())
+    result
 }
 
 /// Installs `deb` in the chroot `root` as a user would, with `grub-probe` answering for the
@@ -415,7 +426,8 @@ pub fn prepare(deb: &Path, guest: &Path) -> Result<PathBuf> {
     let disk = work.join("disk.img");
     let disk_stamp = work.join("disk.inputs");
     let want_disk = format!(
-        "{want_root}\ndeb {}\nguest {}\n",
+        "{want_root}\n{}\ndeb {}\nguest {}\n",
+        image_inputs(),
         sha256(deb)?,
         sha256(guest)?
     );
@@ -429,6 +441,9 @@ pub fn prepare(deb: &Path, guest: &Path) -> Result<PathBuf> {
         "xtask: installing {} into the Debian disk image",
         deb.display()
     );
+    for (path, mode, text) in FILES {
+        write(&root.join(path), text.as_bytes(), *mode)?;
+    }
     write(&root.join(GUEST), &std::fs::read(guest)?, 0o644)?;
     install_package(&root, deb)?;
     let (core, efi) = make_grub_images(&root, &work)?;
