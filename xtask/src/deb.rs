@@ -81,11 +81,13 @@ fn source_date_epoch() -> Result<u64> {
         .map_err(|_| "git log gave no commit time (set SOURCE_DATE_EPOCH)".into())
 }
 
-fn write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+/// Writes a file with `mode` (replacing what was there), making its directories.
+pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    let _ = std::fs::remove_file(path);
     std::fs::write(path, contents)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(())

@@ -35,7 +35,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::deb::write;
 use crate::dom0::output;
+use crate::test::sbin;
 use crate::{Result, target_dir};
 
 /// What apt installs on top of the minimal base (with dependencies, without recommends).
@@ -135,15 +137,6 @@ fn dir() -> PathBuf {
     target_dir().join("debian-disk")
 }
 
-/// e2fsprogs' and dosfstools' tools live in /sbin, which a non-root PATH may lack.
-fn sbin(tool: &str) -> PathBuf {
-    ["/usr/sbin", "/sbin"]
-        .iter()
-        .map(|d| Path::new(d).join(tool))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from(tool))
-}
-
 /// Installs the host tools the image needs (root only: debootstrap and chroot need root anyway).
 fn ensure_tools() -> Result<()> {
     let needed = [
@@ -192,17 +185,6 @@ fn chroot(root: &Path, script: &str) -> Result<()> {
                 script,
             ]),
     )
-}
-
-fn write(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    let _ = std::fs::remove_file(path);
-    std::fs::write(path, contents)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(())
 }
 
 /// Stage 1's inputs, as recorded.

@@ -37,7 +37,7 @@ fn parse_cargo_counts(out: &str) -> (u64, u64) {
 }
 
 /// e2fsprogs' tools live in /sbin, which a non-root PATH may lack.
-fn sbin(tool: &str) -> PathBuf {
+pub fn sbin(tool: &str) -> PathBuf {
     ["/usr/sbin", "/sbin"]
         .iter()
         .map(|d| Path::new(d).join(tool))
