@@ -273,6 +273,15 @@ pub fn all() -> Vec<Scenario> {
     all
 }
 
+/// dom0 found the ACPI tables: on UEFI only through the EFI configuration tables Hestia passes
+/// with `XEN_FW_EFI_INFO` (without them Linux printed this and ran without ACPI).
+fn check_dom0_found_acpi(log: &str) -> Result<(), String> {
+    if log.contains("A valid RSDP was not found") {
+        return Err("dom0 found no ACPI RSDP".into());
+    }
+    Ok(())
+}
+
 /// An installed Debian 12 on its own disk (BIOS: GRUB in the MBR; UEFI: GRUB on the ESP): GRUB's
 /// default entry, written by the package's generator, boots Hestia with Debian's kernel and
 /// Debian's own initramfs as dom0; systemd logs root in on hvc0 (the image's autologin), where
@@ -299,6 +308,7 @@ fn install() -> Vec<Scenario> {
             POWEROFF_MARKER,
         ],
         forbid: LINUX_FORBID,
+        check: Some(check_dom0_found_acpi),
         ..DEFAULT
     };
     vec![

@@ -116,7 +116,7 @@ const FILES: &[(&str, u32, &str)] = &[
     (
         "etc/systemd/system.conf.d/tcg.conf",
         0o644,
-        "[Manager]\nDefaultTimeoutStartSec=600s\n",
+        "[Manager]\nDefaultTimeoutStartSec=600s\nDefaultDeviceTimeoutSec=600s\n",
     ),
     (
         "etc/systemd/system/serial-getty@hvc0.service.d/autologin.conf",
