@@ -124,6 +124,9 @@ pub const DEBIAN_LINUX: &str = "debian-linux";
 pub const DEBIAN_XEN_USERLAND: &str = "debian-linux-xen";
 /// `Scenario::dom0` value meaning the `xen` userland with libvirtd and virsh (its libxl driver).
 pub const DEBIAN_LIBVIRT_USERLAND: &str = "debian-linux-libvirt";
+/// `Scenario::dom0` value meaning no ISO: QEMU boots the Debian 12 disk image (xtask's `disk`:
+/// Hestia's package installed with `dpkg -i`, GRUB's generated default entry) from its own disk.
+pub const DEBIAN_DISK: &str = "debian-disk";
 /// The shell prompt of both initramfs images.
 pub const DOM0_PROMPT: &str = "dom0:/# ";
 /// A QEMU CPU model with SMEP and SMAP (both emulated by TCG).
@@ -280,7 +283,56 @@ pub fn all() -> Vec<Scenario> {
         .map(hardened)
         .collect();
     all.extend(again);
+    all.extend(install());
     all
+}
+
+/// dom0 found the ACPI tables: on UEFI only through the EFI configuration tables Hestia passes
+/// with `XEN_FW_EFI_INFO` (without them Linux printed this and ran without ACPI).
+fn check_dom0_found_acpi(log: &str) -> Result<(), String> {
+    if log.contains("A valid RSDP was not found") {
+        return Err("dom0 found no ACPI RSDP".into());
+    }
+    Ok(())
+}
+
+/// An installed Debian 12 on its own disk (BIOS: GRUB in the MBR; UEFI: GRUB on the ESP): GRUB's
+/// default entry, written by the package's generator, boots Hestia with Debian's kernel and
+/// Debian's own initramfs as dom0; systemd logs root in on hvc0 (the image's autologin), where
+/// `hestia-check` reports the system's state, Debian's xen and xendomains services, `xl list`,
+/// `xl create` of a test guest from /etc/xen, and powers off with systemctl.
+fn install() -> Vec<Scenario> {
+    let bios = Scenario {
+        name: "install-debian-bios",
+        dom0: Some(DEBIAN_DISK),
+        timeout_s: 900,
+        input: &[("root@hestia-test:~# ", "hestia-check\n")],
+        expect: &[
+            "Loading Hestia ",
+            READY_MARKER,
+            "hestia-test login: ",
+            "hestia-check: system running",
+            "hestia-check: service xen active",
+            "hestia-check: service xendomains active",
+            "hestia-check: hypervisor xen 4.17",
+            "Domain-0                                     0",
+            "hestia-check: domU created",
+            "Test result: SUCCESS",
+            "hestia-check: domU gone",
+            POWEROFF_MARKER,
+        ],
+        forbid: LINUX_FORBID,
+        check: Some(check_dom0_found_acpi),
+        ..DEFAULT
+    };
+    vec![
+        bios,
+        Scenario {
+            name: "install-debian-uefi",
+            firmware: Firmware::Uefi,
+            ..bios
+        },
+    ]
 }
 
 /// What the hardened runs add to the command line: XPTI forced on (Xen's default on a CPU

@@ -1,11 +1,13 @@
 //! `cargo xtask`: Hestia's only entry point for building, booting and testing.
 //!
-//! Commands: `build`, `iso`, `run`, `test`, `check`, `bench`, `fuzz-host`. `run` follows the
-//! tooling contract of DESIGN.md: exit status 0 only when Hestia powered off cleanly.
+//! Commands: `build`, `iso`, `run`, `test`, `check`, `bench`, `fuzz-host`, `deb`. `run` follows
+//! the tooling contract of DESIGN.md: exit status 0 only when Hestia powered off cleanly.
 
 mod bench;
 mod check;
 mod cpio;
+mod deb;
+mod disk;
 mod dom0;
 mod domu;
 mod fuzz;
@@ -100,6 +102,9 @@ commands:
       --known             also the requests that reach the holes of issue 8 still open
       --accel auto|kvm|tcg
   check                 rustfmt, clippy (host and kernel target)
+  deb [--check-reproducible]
+                        the Debian package hestia-hypervisor (target/deb/), checked by lintian
+                        when installed; --check-reproducible builds it twice and compares
   bench [xl]            measured figures (medians) and Hestia/Xen ratios when ../shared/ref is there
                         (xl: only the toolstack's create/destroy rounds)
   fuzz-host [TARGET] [--time SECS]
@@ -117,6 +122,7 @@ fn main() -> ExitCode {
         Some("test") => cmd_test(&args[1..]),
         Some("fuzz") => cmd_fuzz(&args[1..]),
         Some("check") => check::run(),
+        Some("deb") => deb::cmd(&args[1..]),
         Some("bench") => bench::run(args.get(1).map(String::as_str)),
         Some("fuzz-host") => fuzz::cmd(&args[1..]),
         Some("help" | "-h" | "--help") | None => {

@@ -125,9 +125,15 @@ fn qemu_command(iso: &Path, m: &Machine, name: &str) -> Result<Command> {
             vars.display()
         ));
     }
-    // A virtio disk, not an IDE CD-ROM: PIO CD reads cost tens of seconds under KVM.
+    // A virtio disk, not an IDE CD-ROM: PIO CD reads cost tens of seconds under KVM. An ISO is
+    // read-only; any other image is an installed system's own disk, which it writes.
+    let readonly = if iso.extension().is_some_and(|e| e == "iso") {
+        ",readonly=on"
+    } else {
+        ""
+    };
     c.arg("-drive").arg(format!(
-        "file={},format=raw,if=none,id=boot,readonly=on",
+        "file={},format=raw,if=none,id=boot{readonly}",
         iso.display()
     ));
     c.args(["-device", "virtio-blk-pci,drive=boot"]);

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hestia_tests::{
-    DEBIAN_LIBVIRT_USERLAND, DEBIAN_LINUX, DEBIAN_XEN_USERLAND, DataDisk, Ending,
+    DEBIAN_DISK, DEBIAN_LIBVIRT_USERLAND, DEBIAN_LINUX, DEBIAN_XEN_USERLAND, DataDisk, Ending,
     HYPERVISOR_AS_DOM0, Outcome, judge,
 };
 
@@ -37,7 +37,7 @@ fn parse_cargo_counts(out: &str) -> (u64, u64) {
 }
 
 /// e2fsprogs' tools live in /sbin, which a non-root PATH may lack.
-fn sbin(tool: &str) -> PathBuf {
+pub fn sbin(tool: &str) -> PathBuf {
     ["/usr/sbin", "/sbin"]
         .iter()
         .map(|d| Path::new(d).join(tool))
@@ -215,7 +215,7 @@ pub fn run(filter: Option<&str>, accel: Accel, fuzz: FuzzArgs) -> Result<()> {
             s.timeout_s = s.timeout_s.max(60 + n / FUZZ_CALLS_PER_S_TCG);
         }
         let mut modules = Modules::default();
-        if let Some(d) = s.dom0 {
+        if let Some(d) = s.dom0.filter(|d| *d != DEBIAN_DISK) {
             let (kernel, initrd) = scenario_kernel(d, &elf, &guests)?;
             modules.dom0 = Some((kernel, guest_cmdline.trim().to_owned()));
             modules.initrd = initrd;
@@ -227,7 +227,11 @@ pub fn run(filter: Option<&str>, accel: Accel, fuzz: FuzzArgs) -> Result<()> {
             d.ramdisk = d.ramdisk.or(initrd);
             modules.domus.push(d);
         }
-        let iso = kernel::make_iso(&format!("test-{}", s.name), &elf, s.hv_cmdline, &modules)?;
+        let iso = if s.dom0 == Some(DEBIAN_DISK) {
+            crate::disk::for_test(s.name, &guests)?
+        } else {
+            kernel::make_iso(&format!("test-{}", s.name), &elf, s.hv_cmdline, &modules)?
+        };
         let machine = Machine {
             firmware: s.firmware,
             smp: s.smp,

@@ -55,6 +55,25 @@ pub mod fw {
     pub const KBD_SHIFT_FLAGS: u32 = 5;
 }
 
+/// `XEN_FW_EFI_*`: the `index` of a `XEN_FW_EFI_INFO` request (`union xenpf_efi_info`, which
+/// starts 8 bytes into `xenpf_firmware_info`).
+pub mod efi {
+    /// The system table's revision (`version`, u32).
+    pub const VERSION: u32 = 0;
+    /// The configuration tables (`cfg`: addr u64, nent u32).
+    pub const CONFIG_TABLE: u32 = 1;
+    /// The firmware vendor (`vendor`: revision u32 out, bufsz u32 in, name handle u64).
+    pub const VENDOR: u32 = 2;
+    /// The memory map's descriptor of an address (`mem`: addr, size in/out, attr u64, type u32).
+    pub const MEM_INFO: u32 = 3;
+    /// The runtime services' revision.
+    pub const RT_VERSION: u32 = 4;
+    /// A PCI option ROM the firmware kept.
+    pub const PCI_ROM: u32 = 5;
+    /// Apple's device properties.
+    pub const APPLE_PROPERTIES: u32 = 6;
+}
+
 /// Size of the whole `xen_platform_op`: command, interface version, and the 128-byte union.
 pub const OP_SIZE: usize = 8 + 128;
 

@@ -21,6 +21,7 @@ pub mod credit;
 pub mod descriptor;
 pub mod domid;
 pub mod domu_spec;
+pub mod efi;
 pub mod elf;
 pub mod evtchn;
 pub mod frame_alloc;

@@ -12,6 +12,7 @@ use core::fmt;
 
 use hestia_core::bootinfo::{self as sanitise, Modules, RawMap, Rsdp, Section};
 pub use hestia_core::bootinfo::{AcpiRoot, MAX_MODULES, SymbolSections};
+use hestia_core::efi::{MemDesc as EfiMemDesc, MemMap as EfiMemMap};
 use hestia_core::memmap::MemoryMap;
 use multiboot2::{BootInformation, BootInformationHeader};
 
@@ -58,6 +59,10 @@ pub struct BootInfo {
     pub symbols: Option<SymbolSections>,
     /// Booted through UEFI firmware.
     pub efi: bool,
+    /// The EFI system table's physical address (UEFI only).
+    pub efi_systab: Option<u64>,
+    /// The EFI memory map (UEFI only), for `XEN_FW_EFI_MEM_INFO`.
+    pub efi_mmap: EfiMemMap,
     /// The framebuffer, if the bootloader set one up.
     pub framebuffer: Option<Framebuffer>,
 }
@@ -149,6 +154,19 @@ pub fn parse(magic: u32, mbi_phys: u32) -> Result<BootInfo, BootInfoError> {
         return Err(BootInfoError::NoMemoryMap);
     };
     let memmap = raw.sanitize();
+    let mut efi_mmap = EfiMemMap::default();
+    for d in mbi
+        .efi_memory_map_tag()
+        .iter()
+        .flat_map(|t| t.memory_areas())
+    {
+        efi_mmap.push(EfiMemDesc {
+            ty: d.ty.0,
+            start: d.phys_start,
+            pages: d.page_count,
+            attr: d.att.bits(),
+        });
+    }
 
     let mut modules = Modules::default();
     for m in mbi.module_tags() {
@@ -180,6 +198,8 @@ pub fn parse(magic: u32, mbi_phys: u32) -> Result<BootInfo, BootInfoError> {
         acpi,
         symbols: find_symbols(&mbi),
         efi: mbi.efi_sdt64_tag().is_some() || mbi.efi_memory_map_tag().is_some(),
+        efi_systab: mbi.efi_sdt64_tag().map(|t| t.sdt_address() as u64),
+        efi_mmap,
         framebuffer: mbi
             .framebuffer_tag()
             .and_then(Result::ok)

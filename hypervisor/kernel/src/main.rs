@@ -30,7 +30,7 @@ use alloc::boxed::Box;
 use hestia_core::cmdline::{Options, Warning};
 
 use arch::x86_64::{
-    acpi, apic, backtrace, cpu, hpet, ioapic, paging, percpu, pic, pit, power, smp, tsc,
+    acpi, apic, backtrace, cpu, efi, hpet, ioapic, paging, percpu, pic, pit, power, smp, tsc,
 };
 use bootinfo::BootInfo;
 
@@ -211,6 +211,7 @@ extern "C" fn continue_boot(info: u64) -> ! {
             "acpi: the bootloader passed no RSDP; Hestia needs ACPI (MADT) to find CPUs and interrupt controllers"
         ))
     };
+    efi::init(info);
     let platform = match acpi::discover(root) {
         Ok(p) => p,
         Err(e) => fatal_boot(format_args!("acpi: cannot parse the tables: {e:?}")),
