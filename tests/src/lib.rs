@@ -1600,6 +1600,116 @@ fn base() -> Vec<Scenario> {
             timeout_s: 600,
             ..linux("dom0-libvirt")
         },
+        // A domain's life through xl on Hestia as on Xen 4.17 (the reference rig's answers):
+        // create -p then unpause; list -l (JSON), uptime, xentop and `xl top`, the credit
+        // scheduler's global -t/-r read back; xl reboot of a Linux domU (on_reboot=restart: a
+        // new id, booted again, with the weight and memory target it had, which libxl reads
+        // back from the shut-down domain); mem-max and a mem-set above it refused; a second
+        // Linux domU beside it on the 2 CPUs, crashing itself (sysrq c) under
+        // on_crash=rename-restart: kept as `second-<time>` (state c, its configuration still
+        // read) and restarted; the first, undisturbed, crashing under on_crash=destroy: gone;
+        // every page back once the rest is destroyed (the restarted one may still be starting,
+        // or, under a heavy load, have been given up by libxl's own timeouts).
+        Scenario {
+            dom0: Some(DEBIAN_XEN_USERLAND),
+            hv_cmdline: "dom0_mem=512M,max:512M",
+            mem_mib: 1536,
+            input: &[
+                (
+                    DOM0_PROMPT,
+                    "up() { for i in $(seq 240); do [ \"$(xenstore-read /local/domain/$(xl domid $1 2>/dev/null)/control/feature-poweroff 2>/dev/null)\" = 1 ] && return 0; sleep 1; done; return 1; }; \
+                     newid() { for i in $(seq 120); do n=$(xl domid $1 2>/dev/null) && [ \"$n\" != \"$2\" ] && return 0; sleep 1; done; return 1; }; \
+                     F0=$(xl info | awk '/^free_memory/ {print $3}')\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl create -q -p /etc/xen/hestia-pv.cfg && xl list hestia-pv | awk 'NR==2 {print \"created\" \":\" $5}'\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl unpause hestia-pv; for i in $(seq 100); do xl domid hestia-pv >/dev/null 2>&1 || break; sleep 0.2; done; \
+                     xl list | awk 'END {print \"pv-\" \"gone:\" NR - 1}'\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl create -q /etc/xen/debian-pv.cfg 'extra=\"console=hvc0 sysrq_always_enabled\"' 'on_crash=\"destroy\"' && up debian-pv && \
+                     J=$(xl list -l debian-pv | tr -d ' \\n') && m= && \
+                     for f in '\"domid\":2,' '\"name\":\"debian-pv\"' '\"max_memkb\":262144' '\"weight\":256' '\"on_reboot\":\"restart\"'; do \
+                     case $J in *$f*) ;; *) m=\"$m $f\" ;; esac; done; echo \"json-\"\"read:${m:-all}\"\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl uptime debian-pv | awk 'NR==2 {print \"up\" \"time:\" ($3 ~ /^0:0[0-9]:[0-9][0-9]$/)}'; \
+                     xentop -b -i 1 | awk '$1==\"debian-pv\" {print \"xen\" \"top:\" $5 \"/\" $9}'\n",
+                ),
+                (DOM0_PROMPT, "TERM=vt100 xl top\n"),
+                ("CPUs: 2 @ ", "q"),
+                (
+                    DOM0_PROMPT,
+                    "xl sched-credit -s -t 20 -r 500 && xl sched-credit -s\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl sched-credit -d debian-pv -w 384 && xl mem-set debian-pv 200 && D=$(xl domid debian-pv) && \
+                     xl reboot debian-pv && newid debian-pv $D && up debian-pv && \
+                     xl list debian-pv | awk -v d=$D 'NR==2 {print \"re\" \"booted:\" ($2 != d) \"/\" $3}'; \
+                     xl sched-credit -d debian-pv | awk 'NR==2 {print \"wei\" \"ght:\" $3}'\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl mem-max debian-pv 220 && xentop -b -i 1 | awk '$1==\"debian-pv\" {print \"max\" \"mem:\" $7}'; \
+                     xl mem-set debian-pv 230; echo \"over\"\"max:$?\"\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl create -q /etc/xen/debian-pv.cfg 'name=\"second\"' memory=128 vcpus=1 'extra=\"console=hvc0 sysrq_always_enabled\"' \
+                     'on_crash=\"rename-restart\"' && up second && xl list | awk 'NR>1 && $5 !~ /[pscd]/ {n++} END {print \"live:\" n}'\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "D=$(xl domid second); xl sysrq second c; newid second $D && \
+                     xl list | awk '$1 ~ /^second-/ {print \"pre\" \"served:\" $5}'; \
+                     xl list -l $(xl domname $D) | grep -c '\"on_crash\": \"restart_rename\"' | awk '{print \"crashed\" \"-json:\" $1}'\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl sysrq debian-pv c; for i in $(seq 60); do xl domid debian-pv >/dev/null 2>&1 || break; sleep 1; done; \
+                     xl list | awk 'END {print \"after\" \"-crash:\" NR - 1}'\n",
+                ),
+                (
+                    DOM0_PROMPT,
+                    "xl destroy $(xl domname $D); xl destroy second 2>/dev/null; \
+                     F1=$(xl info | awk '/^free_memory/ {print $3}'); \
+                     echo \"free $F0 $F1 $([ \"$F0\" = \"$F1\" ] && echo \"sa\"\"me\")\"; xl list | awk 'END {print \"dom\" \"ains:\" NR - 1}'\n",
+                ),
+                (DOM0_PROMPT, "poweroff\n"),
+            ],
+            expect: &[
+                "created:--p---",
+                "(d1) Test result: SUCCESS",
+                "pv-gone:1",
+                "json-read:all",
+                "uptime:1",
+                "xentop:262144/2",
+                "   Xen 4.17",
+                "Cpupool Pool-0: tslice=20ms ratelimit=500us migration-delay=0us",
+                "rebooted:1/200",
+                "weight:384",
+                "maxmem:226304",
+                "memory_dynamic_max must be less than or equal to memory_static_max",
+                "overmax:1",
+                "live:3",
+                "preserved:---sc-",
+                "crashed-json:1",
+                "after-crash:3",
+                " same",
+                "domains:1",
+                POWEROFF_MARKER,
+            ],
+            check: Some(check_no_userland_failure),
+            timeout_s: 900,
+            ..linux("dom0-xl-lifecycle")
+        },
     ]
 }
 

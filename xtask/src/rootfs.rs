@@ -42,7 +42,8 @@ use crate::dom0::{self, debian_dir, download, extract, output};
 use crate::{Result, kmod};
 
 /// What the userland is made of (each with its dependencies): Xen's tools and the shell, network
-/// and block tools their scripts call (`ip`/`bridge`, `flock`, `losetup`, `choom`).
+/// and block tools their scripts call (`ip`/`bridge`, `flock`, `losetup`, `choom`), and the
+/// terminal descriptions `xl top` (xentop's curses screen) needs, which every Debian system has.
 const PACKAGES: &[&str] = &[
     "xen-utils-4.17",
     "xen-utils-common",
@@ -51,6 +52,7 @@ const PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
     "mount",
+    "ncurses-base",
 ];
 
 /// The suites the packages come from (apt's target release, a regular expression): Debian 12

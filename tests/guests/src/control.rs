@@ -70,6 +70,26 @@ pub fn create_domain(domid: u16, config: &xen_abi::domctl::CreateDomain) -> (i64
     (r, op.domain)
 }
 
+/// `XEN_DOMCTL_scheduler_op` for the credit scheduler on `domid` (`cmd` getinfo or putinfo):
+/// the result and the structure written back.
+pub fn sched_credit(
+    domid: u16,
+    cmd: u32,
+    weight: u16,
+    cap: u16,
+) -> (i64, xen_abi::domctl::SchedulerOpCredit) {
+    let a = xen_abi::domctl::SchedulerOpCredit {
+        sched_id: xen_abi::domctl::scheduler::CREDIT,
+        cmd,
+        weight,
+        cap,
+        _pad: [0; 3],
+    };
+    let mut op = domctl_op(xen_abi::domctl::cmd::SCHEDULER_OP, domid, &a);
+    let r = domctl(&mut op);
+    (r, arg(&op.u))
+}
+
 /// A domctl `cmd` without argument (pause, unpause, destroy...) on `domid`.
 pub fn domctl_on(cmd: u32, domid: u16) -> i64 {
     domctl(&mut domctl_op(cmd, domid, &[0u8; 0]))

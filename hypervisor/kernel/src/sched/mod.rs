@@ -320,7 +320,7 @@ pub fn add_domain(d: &DomainRef, params: Params) -> Result<(), Errno> {
         }
         s.credit.add_domain(dom, params.weight, params.cap)?;
         for id in 0..d.vcpus.len() as u32 {
-            // A destroyed domain's slot (its units left the credit scheduler when it stopped).
+            // A destroyed domain's slot (its units left the credit scheduler with it).
             let slot = s
                 .units
                 .iter()
@@ -421,7 +421,9 @@ pub fn notify(d: &Domain, vcpu: u32) {
 
 /// Takes every vCPU of `d`, which stopped, off the CPUs for good: out of the queue, and
 /// switched away (at the end of their current trap) where they run. False if that was done
-/// already.
+/// already. Like Xen's paused vCPUs of a domain shut down, each keeps what the toolstack reads
+/// until the domain is destroyed ([`forget_domain`]): online if it was up, its CPU and
+/// affinity, and the domain its weight and cap (libxl reads them back to restart it).
 pub fn stop_domain(d: &Domain) -> bool {
     let now = tsc::uptime_ns();
     let (first, pokes) = with_sched(|s| {
@@ -439,18 +441,11 @@ pub fn stop_domain(d: &Domain) -> bool {
                 u.up_when_stopped = up;
             }
         }
-        let pokes = if first {
-            s.credit
-                .remove_domain(DomKey(d.id.0))
-                .unwrap_or(CpuSet::EMPTY)
-        } else {
-            CpuSet::EMPTY
-        };
         // Where one of its vCPUs is still loaded, that CPU switches away at once.
         let loaded = s
             .of(d)
             .filter_map(|i| s.units[i].as_ref().and_then(|u| u.on_cpu))
-            .fold(pokes, |mut set, c| {
+            .fold(CpuSet::EMPTY, |mut set, c| {
                 set.insert(c as usize);
                 set
             });
@@ -529,9 +524,11 @@ pub fn off_cpus(d: &Domain) -> bool {
     })
 }
 
-/// Forgets every vCPU of `d`, which is destroyed (its counted references go).
+/// Forgets `d`, which is destroyed, and every vCPU of it (their counted references go).
 pub fn forget_domain(d: &Domain) {
     let gone: Vec<Unit> = with_sched(|s| {
+        // Its vCPUs stopped and left their CPUs before its destruction began: no CPU runs one.
+        let _ = s.credit.remove_domain(DomKey(d.id.0));
         let mine: Vec<usize> = s.of(d).collect();
         mine.into_iter().filter_map(|i| s.units[i].take()).collect()
     });

@@ -10,7 +10,7 @@
 #![no_std]
 #![no_main]
 
-use hestia_guests::control::{arg, domctl, domctl_op, sysctl, sysctl_op};
+use hestia_guests::control::{arg, domctl, domctl_op, sched_credit, sysctl, sysctl_op};
 use hestia_guests::grant::Page;
 use hestia_guests::xen_abi::domctl::{
     AddressSize, GetDomainInfo, GetVcpuInfo, HypercallInit, MaxMem, NodeAffinity,
@@ -35,19 +35,6 @@ fn getdomaininfo(domid: u16) -> (i64, u16, GetDomainInfo) {
     let mut op = domctl_op(dcmd::GETDOMAININFO, domid, &GetDomainInfo::default());
     let r = domctl(&mut op);
     (r, op.domain, arg(&op.u))
-}
-
-fn sched_credit(domid: u16, cmd: u32, weight: u16, cap: u16) -> (i64, SchedulerOpCredit) {
-    let a = SchedulerOpCredit {
-        sched_id: scheduler::CREDIT,
-        cmd,
-        weight,
-        cap,
-        _pad: [0; 3],
-    };
-    let mut op = domctl_op(dcmd::SCHEDULER_OP, domid, &a);
-    let r = domctl(&mut op);
-    (r, arg(&op.u))
 }
 
 fn affinity(cmd: u32, flags: u32, hard: &mut [u8; 8], soft: &mut [u8; 8]) -> i64 {

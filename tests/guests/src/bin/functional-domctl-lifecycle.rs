@@ -11,9 +11,10 @@
 //! - `max_vcpus` accepts only createdomain's number; the caller itself is EINVAL.
 //! - `pausedomain`/`unpausedomain` nest: 255 pauses at most (EOVERFLOW), unpausing at 0 is
 //!   EINVAL, pausing the caller itself is EINVAL; XEN_DOMINF_paused follows the count.
-//! - `SCHEDOP_remote_shutdown` of such a domain leaves it there, shut down with its code,
-//!   until `destroydomain`; destroying the caller itself is EINVAL, destroying a domain makes
-//!   getdomaininfo skip it, and a destroyed id is ESRCH.
+//! - `SCHEDOP_remote_shutdown` of such a domain leaves it there, shut down with its code and
+//!   its credit weight (scheduler_op still answers), until `destroydomain`; destroying the
+//!   caller itself is EINVAL, destroying a domain makes getdomaininfo skip it, and a destroyed
+//!   id is ESRCH.
 //! - 20 create/destroy cycles (after 20 more) give back exactly the free memory they took, on
 //!   Hestia (a deliberate difference, docs/abi-status.md: Hestia gives every page back before
 //!   destroydomain answers; Xen frees part of a domain later, so there the count is printed)
@@ -21,14 +22,19 @@
 //!   period, so the count is read until it settles, and keeps some of what the first domains
 //!   needed in its allocation pools, so the count starts after the domains above).
 //!
+//! On the rig, boot Xen with `sched=credit` (4.17 defaults to credit2, whose id the credit
+//! scheduler_op calls do not name: EINVAL).
+//!
 //! Not checked: `max_vcpu_id` before `max_vcpus` (Xen 4.17 creates the vCPUs there and reports
 //! none before; Hestia creates them with the domain).
 #![no_std]
 #![no_main]
 
-use hestia_guests::control::{create_domain, domain_info, domctl_on, free_pages, pv_domain_config};
+use hestia_guests::control::{
+    create_domain, domain_info, domctl_on, free_pages, pv_domain_config, sched_credit,
+};
 use hestia_guests::xen_abi::domctl::{
-    CreateDomain, MaxVcpus, XEN_INVALID_MAX_VCPU_ID, cdf, cmd, dominf, x86_emu,
+    CreateDomain, MaxVcpus, XEN_INVALID_MAX_VCPU_ID, cdf, cmd, dominf, schedop, x86_emu,
 };
 use hestia_guests::xen_abi::sched::{SchedRemoteShutdown, cmd as schedcmd, reason};
 use hestia_guests::xen_abi::version::{CompileInfo, cmd as vcmd};
@@ -321,7 +327,10 @@ fn test_main(si: &StartInfo) -> Verdict {
     let r = domctl_on(cmd::UNPAUSEDOMAIN, 0);
     check!(failed, r == EINVAL, "unpausing itself (count 0) = {r}");
 
-    // A domain that shuts down stays until it is destroyed.
+    // A domain that shuts down stays until it is destroyed, with its scheduler parameters
+    // (libxl reads them back to restart it as it was).
+    let (r, _) = sched_credit(b, schedop::PUTINFO, 384, u16::MAX);
+    check!(failed, r == 0, "setting d{b}'s weight = {r}");
     check!(
         failed,
         remote_shutdown(b, reason::REBOOT) == 0,
@@ -333,6 +342,13 @@ fn test_main(si: &StartInfo) -> Verdict {
         f.is_some_and(|f| f & dominf::SHUTDOWN != 0
             && (f >> dominf::SHUTDOWNSHIFT) & dominf::SHUTDOWNMASK == reason::REBOOT),
         "after remote_shutdown d{b}'s flags {f:#x?}"
+    );
+    let (r, got) = sched_credit(b, schedop::GETINFO, 0, 0);
+    check!(
+        failed,
+        r == 0 && got.weight == 384,
+        "scheduler_op getinfo of the shut down d{b} = {r}, weight {}",
+        got.weight
     );
 
     // Destruction.
