@@ -1366,7 +1366,7 @@ fn base() -> Vec<Scenario> {
                     DOM0_PROMPT,
                     "xl create -q /etc/xen/debian-pv.cfg && D=$(xl domid debian-pv) && \
                      for i in $(seq 180); do \
-                     xenstore-read /local/domain/$D/control/feature-poweroff >/dev/null 2>&1 && break; \
+                     [ \"$(xenstore-read /local/domain/$D/control/feature-poweroff 2>/dev/null)\" = 1 ] && break; \
                      sleep 1; done; xl list\n",
                 ),
                 (
