@@ -65,6 +65,7 @@ const VERSION: &str = concat!("Hestia ", env!("CARGO_PKG_VERSION"));
 /// First Rust code, called by the boot stub on the boot stack with the multiboot2 registers.
 #[unsafe(no_mangle)]
 pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
+    arch::x86_64::boot::arm_boot_stack_tripwire();
     tsc::mark_boot();
     console::early_init();
     print!("\n");
@@ -206,6 +207,11 @@ extern "C" fn continue_boot(info: u64) -> ! {
     let info: &'static BootInfo = unsafe { &*(info as *const BootInfo) };
     let opts = OPTIONS.get().copied().unwrap_or_default();
 
+    if arch::x86_64::boot::boot_stack_exhausted() {
+        fatal_boot(format_args!(
+            "boot: the first stack was used to its last page; statics below it may be corrupt"
+        ))
+    }
     let Some(root) = info.acpi else {
         fatal_boot(format_args!(
             "acpi: the bootloader passed no RSDP; Hestia needs ACPI (MADT) to find CPUs and interrupt controllers"

@@ -191,8 +191,39 @@ hestia_entry64:
     options(att_syntax)
 );
 
-/// Size of the BSP's first stack, used until the guarded per-CPU stack exists.
-const BSP_BOOT_STACK_SIZE: usize = 64 * 1024;
+/// Size of the BSP's first stack, used until the guarded per-CPU stack exists. `hestia_main`
+/// builds the boot information (15 KiB with the EFI memory map) and moves it by value a few
+/// times on it: 64 KiB overflowed into the statics below it (the TSC rate read 0).
+const BSP_BOOT_STACK_SIZE: usize = 256 * 1024;
+
+/// The lowest bytes of the first stack, filled with [`TRIPWIRE_BYTE`] when `hestia_main`
+/// starts; any other byte there once it has left the stack means the stack reached them.
+const BSP_BOOT_STACK_TRIPWIRE: usize = 4096;
+const TRIPWIRE_BYTE: u8 = 0xA5;
+
+/// The first stack's lowest bytes as a raw pointer (no reference to a `static mut` is made).
+fn tripwire() -> *mut [u8; BSP_BOOT_STACK_TRIPWIRE] {
+    (&raw mut BSP_BOOT_STACK).cast()
+}
+
+/// Fills the first stack's lowest bytes with the tripwire pattern; first thing in
+/// `hestia_main`, which runs at the other end of that stack.
+pub fn arm_boot_stack_tripwire() {
+    // SAFETY: only the BSP runs, at the top of this 256 KiB stack: its lowest 4 KiB are not in
+    // use, and nothing else refers to them.
+    unsafe { core::ptr::write_volatile(tripwire(), [TRIPWIRE_BYTE; BSP_BOOT_STACK_TRIPWIRE]) }
+}
+
+/// Whether `hestia_main`'s use of the first stack reached its lowest [`BSP_BOOT_STACK_TRIPWIRE`]
+/// bytes, i.e. came close to overwriting the statics below it (the first stack has no guard
+/// page). Called once the BSP runs on its guarded stack.
+pub fn boot_stack_exhausted() -> bool {
+    // SAFETY: the first stack is written only through RSP while `hestia_main` runs on it; the
+    // BSP has left it for good when this runs and no other CPU ever uses it, so this is a
+    // plain read of bytes of a static nothing writes any more.
+    let low = unsafe { core::ptr::read_volatile(tripwire()) };
+    low.iter().any(|&b| b != TRIPWIRE_BYTE)
+}
 
 #[repr(C, align(16))]
 struct BootStack([u8; BSP_BOOT_STACK_SIZE]);
