@@ -158,7 +158,7 @@ fn test(si: &StartInfo) -> Verdict {
     check!(
         failed,
         memory_op(cmd::INCREASE_RESERVATION, &mut r) == 0,
-        "increase_reservation beyond dom0's maximum"
+        "increase_reservation beyond dom0's maximum (dom0_mem=...,max:)"
     );
 
     // multicall
