@@ -60,14 +60,11 @@ pub(super) fn do_mca(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
 }
 
 fn arg<T: FromBytes>(op: &XenMc) -> T {
-    T::read_from_prefix(&op.u).map_or_else(|_| T::new_zeroed(), |(v, _)| v)
+    super::union::read(&op.u)
 }
 
 fn set_arg<T: IntoBytes + Immutable>(op: &mut XenMc, v: &T) {
-    let bytes = v.as_bytes();
-    if let Some(dst) = op.u.get_mut(..bytes.len()) {
-        dst.copy_from_slice(bytes);
-    }
+    super::union::write(&mut op.u, v)
 }
 
 /// `XEN_MC_fetch`: one of the urgent and non-urgent queues, both always empty. An
@@ -106,13 +103,14 @@ fn physcpuinfo(addr: u64, op: &mut XenMc) -> Result<u64, Errno> {
             return Err(Errno::ENOMEM);
         }
         n = n.min(p.ncpus);
+        let host = host_cpu();
         let stride = size_of::<McLogicalCpu>() as u64;
         for cpunr in 0..n {
             let at = u64::from(cpunr)
                 .checked_mul(stride)
                 .and_then(|o| p.info.checked_add(o))
                 .ok_or(Errno::EFAULT);
-            if let Err(e) = at.and_then(|at| guest::write_obj(at, &logical_cpu(cpunr))) {
+            if let Err(e) = at.and_then(|at| guest::write_obj(at, &logical_cpu(&host, cpunr))) {
                 r = Err(e);
                 break;
             }
@@ -124,18 +122,22 @@ fn physcpuinfo(addr: u64, op: &mut XenMc) -> Result<u64, Errno> {
     r
 }
 
-/// The entry for CPU `cpunr`.
-fn logical_cpu(cpunr: u32) -> McLogicalCpu {
-    let mut c = McLogicalCpu::new_zeroed();
-    let nr_cpus = percpu::online_count();
+/// The entry for CPU `cpunr`: `host`'s, with the CPU's own numbers.
+fn logical_cpu(host: &McLogicalCpu, cpunr: u32) -> McLogicalCpu {
+    let mut c = *host;
     c.mc_cpunr = cpunr;
-    c.mc_chipid = 0;
     c.mc_coreid = u16::try_from(cpunr).unwrap_or(u16::MAX);
-    c.mc_threadid = 0;
     c.mc_apicid = percpu::cpu(cpunr).map_or(u32::MAX, |p| p.apic_id);
     // Xen reads CPUID.1:EBX[31:24] on the CPU itself: its initial APIC id, the low byte of the
     // APIC id Hestia booted it by.
     c.mc_clusterid = c.mc_apicid & 0xff;
+    c
+}
+
+/// What every entry shares (Hestia assumes a symmetric host), read once per call.
+fn host_cpu() -> McLogicalCpu {
+    let mut c = McLogicalCpu::new_zeroed();
+    let nr_cpus = percpu::online_count();
     c.mc_ncores = nr_cpus;
     c.mc_ncores_active = nr_cpus;
     c.mc_nthreads = 1;

@@ -22,6 +22,7 @@ mod sched_op;
 pub(crate) mod segment;
 mod sysctl;
 mod traps;
+mod union;
 mod vcpu_op;
 mod xen_version;
 

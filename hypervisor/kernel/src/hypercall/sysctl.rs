@@ -47,14 +47,11 @@ struct Call<'a> {
 
 impl Call<'_> {
     fn arg<T: FromBytes>(&self) -> T {
-        T::read_from_prefix(&self.op.u).map_or_else(|_| T::new_zeroed(), |(v, _)| v)
+        super::union::read(&self.op.u)
     }
 
     fn set_arg<T: IntoBytes + Immutable>(&mut self, v: &T) {
-        let bytes = v.as_bytes();
-        if let Some(dst) = self.op.u.get_mut(..bytes.len()) {
-            dst.copy_from_slice(bytes);
-        }
+        super::union::write(&mut self.op.u, v)
     }
 }
 

@@ -59,16 +59,12 @@ impl Call<'_> {
 
     /// The sub-op's structure, read from the start of the union.
     pub fn arg<T: FromBytes>(&self) -> T {
-        // Every domctl structure fits in the 128-byte union (asserted in `xen_abi`).
-        T::read_from_prefix(&self.op.u).map_or_else(|_| T::new_zeroed(), |(v, _)| v)
+        super::union::read(&self.op.u)
     }
 
     /// Stores the sub-op's structure at the start of the union and asks for the copy back.
     pub fn set_arg<T: IntoBytes + Immutable>(&mut self, v: &T) {
-        let bytes = v.as_bytes();
-        if let Some(dst) = self.op.u.get_mut(..bytes.len()) {
-            dst.copy_from_slice(bytes);
-        }
+        super::union::write(&mut self.op.u, v);
         self.copyback = true;
     }
 
