@@ -27,6 +27,13 @@
 //! `xl create` of the Debian Linux domU up to its first console line and `xl destroy` of the
 //! booted domU up to the domain gone, timed by dom0's clock; medians on Hestia and on Xen 4.17
 //! booting the same kernel and root filesystem (Xen with `sched=credit`, Hestia's scheduler).
+//!
+//! Split-driver I/O (`rootfs/io-bench.sh`, part `io`, not in the default run: it takes ~10 min
+//! per system): a Linux domU's sequential direct I/O on a `file:` disk and on a `phy:` disk (a
+//! 256 MiB QEMU virtio disk, [`IO_DISK_MAGIC`] at its start), TCP (iperf3) to dom0 and to a
+//! second domU on `xenbr0`, ping to dom0; and the same workload run by dom0 itself (a loop
+//! device, the disk, a veth pair into a namespace). Medians of 3 on Hestia, on Xen 4.17 and on
+//! Linux with no hypervisor (the native baseline: dom0's part only), and their ratios.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -294,16 +301,12 @@ fn print_xl(hestia: &[(String, u64)], xen: &[(String, u64)]) {
     ] {
         let ((h, hn), (x, xn)) = (median_of(hestia, figure), median_of(xen, figure));
         let secs = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}", v / 1000.0));
-        let ratio = match (h, x) {
-            (Some(h), Some(x)) if x > 0.0 => format!("{:.2}", h / x),
-            _ => "-".into(),
-        };
         println!(
             "{:<44} {:>8} {:>8} {:>12}",
             format!("{what} (medians of {hn}/{xn})"),
             secs(h),
             secs(x),
-            ratio
+            ratio(h, x)
         );
     }
 }
@@ -327,7 +330,237 @@ fn xl_part(elf: &Path, machine: &Machine) -> Result<()> {
     Ok(())
 }
 
-/// Runs the benchmarks and prints the tables; `part` `xl` runs only the toolstack's.
+/// The first bytes of the io part's data disk (`rootfs/io-bench.sh` finds it by them).
+const IO_DISK_MAGIC: &[u8] = b"hestia-bench-disk";
+/// dom0's command line for the io part.
+const IO_BENCH_CMDLINE: &str = "console=hvc0 earlyprintk=xen hestia.script=io-bench";
+
+/// The io part's data disk: 256 MiB, sparse, [`IO_DISK_MAGIC`] first.
+fn io_disk() -> Result<PathBuf> {
+    let p = target_dir().join("bench-io-disk.img");
+    std::fs::write(&p, IO_DISK_MAGIC)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)?
+        .set_len(256 << 20)?;
+    Ok(p)
+}
+
+/// The io rounds on Hestia: the `BENCH` lines.
+fn io_rounds_hestia(
+    elf: &Path,
+    xen: &rootfs::XenUserland,
+    machine: &Machine,
+) -> Result<Vec<(String, u64)>> {
+    eprintln!("bench: io rounds on Hestia ...");
+    let modules = Modules {
+        dom0: Some((xen.kernel.clone(), IO_BENCH_CMDLINE.to_owned())),
+        initrd: Some(xen.initramfs.clone()),
+        domus: Vec::new(),
+    };
+    let iso = kernel::make_iso("bench-io", elf, LINUX_DOM0_MEM, &modules)?;
+    let m = Machine {
+        disks: vec![io_disk()?],
+        ..machine.clone()
+    };
+    let o = RunOptions {
+        timeout: Some(Duration::from_secs(1200)),
+        log_path: target_dir().join("bench-io-hestia.log"),
+        echo: false,
+        interactive: false,
+        input: Vec::new(),
+        stop_when: None,
+    };
+    Ok(parse_bench(&qemu::run(&iso, &m, "bench-io", &o)?.log))
+}
+
+/// The io rounds on the rig: on Xen 4.17, or natively (dom0's part only).
+fn io_rounds_rig(
+    rig: &Path,
+    xen: &rootfs::XenUserland,
+    native: bool,
+) -> Result<Vec<(String, u64)>> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = if native { "native" } else { "xen" };
+    eprintln!("bench: io rounds {name} ...");
+    // Q35 as Hestia's runs, and the data disk as a virtio disk.
+    let qemu = target_dir().join("qemu-q35-io");
+    std::fs::write(
+        &qemu,
+        format!(
+            "#!/bin/sh\nexec qemu-system-x86_64 -machine q35 -drive file={},format=raw,if=virtio \"$@\"\n",
+            io_disk()?.display()
+        ),
+    )?;
+    std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755))?;
+    let mut c = Command::new(rig);
+    c.arg("--dom0")
+        .arg(&xen.kernel)
+        .arg("--initrd")
+        .arg(&xen.initramfs)
+        .args([
+            "--dom0-cmdline",
+            IO_BENCH_CMDLINE,
+            "--xen-cmdline",
+            &format!("{LINUX_DOM0_MEM} bootscrub=0 sched=credit"),
+            "--smp",
+            "2",
+            "--mem",
+            "1024",
+            "--timeout",
+            "1200",
+        ])
+        .arg("--qemu")
+        .arg(&qemu);
+    if native {
+        c.arg("--native");
+    }
+    let log = String::from_utf8_lossy(&c.output()?.stdout).into_owned();
+    std::fs::write(target_dir().join(format!("bench-io-{name}.log")), &log)?;
+    Ok(parse_bench(&log))
+}
+
+/// `a / b` with two decimals, `-` when either is missing.
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".into(),
+    }
+}
+
+/// The io part: its rounds on Hestia, Xen 4.17 and natively, and the table.
+fn io_part(elf: &Path, machine: &Machine) -> Result<()> {
+    let xen_userland = rootfs::prepare()?;
+    let hestia = io_rounds_hestia(elf, &xen_userland, machine)?;
+    let (xen, native) = match xen_ref() {
+        Some(rig) => (
+            io_rounds_rig(&rig, &xen_userland, false)?,
+            io_rounds_rig(&rig, &xen_userland, true)?,
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    println!();
+    println!(
+        "{:<34} {:>9} {:>9} {:>9} {:>11} {:>14} {:>11}",
+        "I/O (medians of 3)",
+        "Hestia",
+        "Xen",
+        "native",
+        "Hestia/Xen",
+        "Hestia/native",
+        "Xen/native"
+    );
+    // (what, the figure on Hestia and Xen, the native run's figure, divisor to the unit).
+    let rows = [
+        (
+            "domU file: write, MiB/s",
+            "domu_file_write",
+            "dom0_file_write",
+            1024.0,
+        ),
+        (
+            "domU file: read, MiB/s",
+            "domu_file_read",
+            "dom0_file_read",
+            1024.0,
+        ),
+        (
+            "domU phy: write, MiB/s",
+            "domu_phy_write",
+            "dom0_phy_write",
+            1024.0,
+        ),
+        (
+            "domU phy: read, MiB/s",
+            "domu_phy_read",
+            "dom0_phy_read",
+            1024.0,
+        ),
+        (
+            "dom0 file: write, MiB/s",
+            "dom0_file_write",
+            "dom0_file_write",
+            1024.0,
+        ),
+        (
+            "dom0 file: read, MiB/s",
+            "dom0_file_read",
+            "dom0_file_read",
+            1024.0,
+        ),
+        (
+            "dom0 phy: write, MiB/s",
+            "dom0_phy_write",
+            "dom0_phy_write",
+            1024.0,
+        ),
+        (
+            "dom0 phy: read, MiB/s",
+            "dom0_phy_read",
+            "dom0_phy_read",
+            1024.0,
+        ),
+        (
+            "TCP domU to dom0, Mbit/s",
+            "domu_tcp_dom0",
+            "dom0_tcp_veth",
+            1000.0,
+        ),
+        (
+            "TCP domU to domU, Mbit/s",
+            "domu_tcp_domu",
+            "dom0_tcp_veth",
+            1000.0,
+        ),
+        (
+            "TCP dom0 to netns (veth), Mbit/s",
+            "dom0_tcp_veth",
+            "dom0_tcp_veth",
+            1000.0,
+        ),
+        (
+            "ping domU to dom0, ms",
+            "domu_ping_dom0",
+            "dom0_ping_veth",
+            1000.0,
+        ),
+        (
+            "ping dom0 to netns (veth), ms",
+            "dom0_ping_veth",
+            "dom0_ping_veth",
+            1000.0,
+        ),
+    ];
+    for (what, figure, base, unit) in rows {
+        let value = |v: &[(String, u64)], f: &str| median_of(v, f).0.map(|x| x / unit);
+        let (h, x, n) = (
+            value(&hestia, figure),
+            value(&xen, figure),
+            value(&native, base),
+        );
+        let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+        println!(
+            "{:<34} {:>9} {:>9} {:>9} {:>11} {:>14} {:>11}",
+            what,
+            show(h),
+            show(x),
+            show(n),
+            ratio(h, x),
+            ratio(h, n),
+            ratio(x, n)
+        );
+    }
+    if hestia.is_empty() {
+        return Err(format!(
+            "the io rounds printed no figures (log: {})",
+            target_dir().join("bench-io-hestia.log").display()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Runs the benchmarks and prints the tables; `part` `xl` or `io` runs only that one.
 pub fn run(part: Option<&str>) -> Result<()> {
     crate::tools::ensure_system_tools()?;
     let elf = kernel::build(Flavor::Release)?;
@@ -355,7 +588,8 @@ pub fn run(part: Option<&str>) -> Result<()> {
     match part {
         None => {}
         Some("xl") => return xl_part(&elf, &machine),
-        Some(p) => return Err(format!("bench part '{p}': expected xl or nothing").into()),
+        Some("io") => return io_part(&elf, &machine),
+        Some(p) => return Err(format!("bench part '{p}': expected xl, io or nothing").into()),
     }
 
     let iso = kernel::make_iso("bench-boot", &elf, "", &Modules::default())?;
@@ -490,10 +724,6 @@ pub fn run(part: Option<&str>) -> Result<()> {
     };
     let (h, x, n) = (median(on_hestia), median(on_xen), median(native));
     let secs = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-        _ => "-".into(),
-    };
     println!();
     println!(
         "{:<36} {:>8} {:>8} {:>8} {:>12} {:>14} {:>11}",

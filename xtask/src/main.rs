@@ -105,7 +105,7 @@ commands:
   deb [--check-reproducible]
                         the Debian package hestia-hypervisor (target/deb/), checked by lintian
                         when installed; --check-reproducible builds it twice and compares
-  bench [xl]            measured figures (medians) and Hestia/Xen ratios when ../shared/ref is there
+  bench [xl|io]         measured figures (medians) and Hestia/Xen ratios when ../shared/ref is there
                         (xl: only the toolstack's create/destroy rounds)
   fuzz-host [TARGET] [--time SECS]
                         libFuzzer targets of hestia-core's parsers and PV MMU on the host

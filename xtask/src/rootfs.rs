@@ -21,8 +21,10 @@
 //! (`hestia.script=NAME` runs `/etc/hestia/NAME.sh`, then powers off): `xl-smoke` (xl's
 //! read-only commands), `xl-domu` (`xl create -c` of Debian's Linux with the busybox initramfs,
 //! `/boot/vmlinuz` and `/boot/initramfs.cpio` in the image, as a PV domU on `xenbr0`),
-//! `xl-bench` (`cargo xtask bench`'s timed xl create and destroy rounds), `xl-badinput` (xl
-//! given bad input: Xen's errors, and nothing leaked).
+//! `xl-bench` (`cargo xtask bench`'s timed xl create and destroy rounds), `io-bench` (`cargo
+//! xtask bench io`: disk, TCP and ping figures of domUs and of dom0 itself; its domUs boot the
+//! busybox initramfs with iperf3 and `io-domu.sh` appended), `xl-badinput` (xl given bad input:
+//! Xen's errors, and nothing leaked).
 //!
 //! The image is an uncompressed cpio (59 MiB): measured natively under TCG (`xen-ref --native`),
 //! Linux unpacked it in 0.5 s, gzip -6 (21 MiB) in 1.8 s, zstd -19 (15 MiB) in 3.7 s, and it frees
@@ -53,6 +55,8 @@ const PACKAGES: &[&str] = &[
     "util-linux",
     "mount",
     "ncurses-base",
+    // `cargo xtask bench io` measures TCP with it, in dom0 and in domUs.
+    "iperf3",
 ];
 
 /// The suites the packages come from (apt's target release, a regular expression): Debian 12
@@ -70,10 +74,18 @@ const PRUNED: &[(&str, &str)] = &[
     ("lsb-base", "init script helpers"),
     ("ucf", "maintainer scripts only"),
     ("debconf", "maintainer scripts only"),
+    (
+        "cdebconf",
+        "maintainer scripts only (debconf's alternative)",
+    ),
     ("adduser", "maintainer scripts only"),
     ("dpkg", "nothing is installed at run time"),
     ("install-info", "maintainer scripts only"),
     ("perl-base", "no Perl program runs"),
+    (
+        "init-system-helpers",
+        "service helpers of maintainer scripts (iperf3's)",
+    ),
 ];
 
 /// Kernel modules a Xen dom0 loads (Debian builds them as modules), after the busybox dom0's.
@@ -88,6 +100,8 @@ const XEN_MODULES: &[&str] = &[
     "bridge",
     "loop",
     "tun",
+    // `cargo xtask bench io`'s native network: a namespace behind a veth pair.
+    "veth",
 ];
 
 /// Members of the packages left out of the image.
@@ -125,6 +139,16 @@ const FILES: &[(&str, u32, &str)] = &[
         "etc/hestia/xl-bench.sh",
         0o755,
         include_str!("rootfs/xl-bench.sh"),
+    ),
+    (
+        "etc/hestia/io-bench.sh",
+        0o755,
+        include_str!("rootfs/io-bench.sh"),
+    ),
+    (
+        "etc/hestia/io-domu.sh",
+        0o755,
+        include_str!("rootfs/io-domu.sh"),
     ),
     (
         "etc/hestia/xl-badinput.sh",
