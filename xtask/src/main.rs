@@ -106,7 +106,8 @@ commands:
                         the Debian package hestia-hypervisor (target/deb/), checked by lintian
                         when installed; --check-reproducible builds it twice and compares
   bench [xl|io]         measured figures (medians) and Hestia/Xen ratios when ../shared/ref is there
-                        (xl: only the toolstack's create/destroy rounds)
+                        (xl: only the toolstack's create/destroy rounds; io: disk, TCP and ping
+                        of Linux domUs against dom0's own and Linux alone, not in the default run)
   fuzz-host [TARGET] [--time SECS]
                         libFuzzer targets of hestia-core's parsers and PV MMU on the host
                         (all, or those whose name contains TARGET; 60 s each by default)
