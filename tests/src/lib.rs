@@ -620,6 +620,16 @@ fn base() -> Vec<Scenario> {
         },
         guest("functional-decrease-reservation", GuestVerdict::Success),
         guest("functional-memory-exchange", GuestVerdict::Success),
+        Scenario {
+            hv_cmdline: "dom0_mem=64M",
+            ..guest("functional-memop-max-order", GuestVerdict::Success)
+        },
+        // The same from a domU: order 10 is above an ordinary domain's maximum.
+        Scenario {
+            domus: &["functional-memop-max-order,mem=16"],
+            expect: &["(d1) Test result: SUCCESS", POWEROFF_MARKER],
+            ..sched_scenario("functional-memop-max-order-domu")
+        },
         guest("functional-continuation", GuestVerdict::Success),
         guest("functional-multicall-iret", GuestVerdict::Success),
         guest("functional-fpu", GuestVerdict::Success),

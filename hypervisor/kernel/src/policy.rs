@@ -100,6 +100,15 @@ pub fn allows(caller: &Domain, action: Action) -> bool {
     }
 }
 
+/// The largest extent order `caller` may name in the reservation calls and `XENMEM_exchange`
+/// (Xen's `max_order`, x86 defaults): 9 (2 MiB) for any domain, 12 with the hardware right
+/// (`CONFIG_HWDOM_MAX_ORDER`), 18 (1 GiB, `CONFIG_PAGEALLOC_MAX_ORDER`) with the control right.
+/// The control domain builds other domains with large extents; the hardware domain's kernel
+/// asks for machine-contiguous DMA buffers (Linux's `xen_create_contiguous_region`).
+pub fn max_extent_order(caller: &Domain) -> u32 {
+    if caller.privileged { 18 } else { 9 }
+}
+
 /// `Ok` if `caller` may do `action`, else the error Xen gives.
 pub fn check(caller: &Domain, action: Action) -> Result<(), Errno> {
     if allows(caller, action) {

@@ -40,8 +40,6 @@ use crate::mm::{self, claims, frametable, guest};
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 
-/// Largest extent order accepted (2 MiB).
-const MAX_ORDER: u32 = 9;
 /// Where `cmd` keeps the extent a preempted reservation call resumes at (Xen's
 /// `MEMOP_EXTENT_SHIFT`, internal to the hypervisor).
 const EXTENT_SHIFT: u32 = 6;
@@ -68,7 +66,7 @@ fn parse_reservation(d: &Domain, r: MemoryReservation) -> Option<Reservation> {
     if target.id != d.id && !policy::allows(d, Action::ForeignMemory) {
         return None;
     }
-    if r.extent_order > MAX_ORDER {
+    if r.extent_order > policy::max_extent_order(d) {
         return None;
     }
     Some(Reservation {
@@ -88,6 +86,7 @@ fn address_limit(mem_flags: u32) -> u64 {
         bits => 1 << bits,
     }
 }
+
 
 /// Allocates and zeroes one extent of `order` below `limit`, not yet anyone's; returns its
 /// first MFN.
@@ -135,8 +134,11 @@ fn give_extent(d: &Domain, order: u32, limit: u64) -> Option<u64> {
                 .filter(|&t| t <= d.max_pages.load(Ordering::Acquire))
         })
         .ok()?;
-    let mfn = claims::alloc_for(d, n, || {
-        let mfn = alloc_extent(order, limit)?;
+    // Taken within the claims, zeroed outside their lock (an extent may be 1 GiB), given to
+    // `d` only once zeroed: no domain ever maps a frame with another's data in it.
+    let fresh = claims::alloc_for(d, n, || mm::alloc_frames(n, 4096 << order, limit));
+    let mfn = fresh.and_then(|f| {
+        let mfn = f.zeroed() / 4096;
         match assign_extent(d, mfn, n) {
             Ok(()) => Some(mfn),
             Err(Leaked(true)) => None,
@@ -283,6 +285,14 @@ enum Progress {
     Preempted,
 }
 
+/// An empty list with room for `n` entries, or -ENOMEM: a chunk of the largest order holds
+/// 2^18 frames (2 MiB of MFNs), a sizeable part of Hestia's heap.
+fn room(n: usize) -> Result<Vec<u64>, Errno> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Errno::ENOMEM)?;
+    Ok(v)
+}
+
 /// A checked `xen_memory_exchange`.
 struct Exchange {
     /// Input extent list, count and order.
@@ -305,7 +315,7 @@ impl Exchange {
         let (out_list, out_nr, out_order) =
             (x.out.extent_start, x.out.nr_extents, x.out.extent_order);
         let done = x.nr_exchanged;
-        if in_order.max(out_order) > MAX_ORDER {
+        if in_order.max(out_order) > policy::max_extent_order(d) {
             return Err(Errno::EPERM);
         }
         if done > in_nr
@@ -373,21 +383,22 @@ impl Exchange {
                 .and_then(|off| list.checked_add(off))
                 .ok_or(Errno::EFAULT)
         };
-        let mut extents = Vec::with_capacity(1 << self.in_chunk);
+        let mut extents = room(1 << self.in_chunk)?;
         for j in 0..1u64 << self.in_chunk {
             extents.push(guest::read_obj::<u64>(entry(in_list, self.in_chunk, j)?)?);
         }
-        let frames: Vec<u64> = extents
-            .iter()
-            .flat_map(|&mfn| (0..in_n).map(move |k| mfn.checked_add(k)))
-            .collect::<Option<_>>()
-            .ok_or(Errno::EINVAL)?;
+        let mut frames = room(1 << (self.in_chunk + in_order))?;
+        for &mfn in &extents {
+            for k in 0..in_n {
+                frames.push(mfn.checked_add(k).ok_or(Errno::EINVAL)?);
+            }
+        }
         // Taken from the domain before anything else happens: from here on no vCPU can map
         // them, and a failure gives them back.
         frametable::with(|ft, mem| ft.steal(mem, &frames, me))
             .ok_or(Errno::EINVAL)?
             .map_err(|_| Errno::EINVAL)?;
-        let mut outs = Vec::with_capacity(1 << self.out_chunk);
+        let mut outs = room(1 << self.out_chunk)?;
         for _ in 0..1u64 << self.out_chunk {
             let Some(mfn) = alloc_extent(out_order, self.limit) else {
                 for &m in &outs {

@@ -89,14 +89,41 @@ pub fn in_direct_map(phys: u64, len: u64) -> bool {
         .is_some_and(|end| end <= DIRECT_MAP_END.load(Ordering::Relaxed))
 }
 
+/// Contiguous frames just taken from the allocator, not yet zeroed: nothing else references
+/// them until [`Fresh::zeroed`] hands them on.
+#[must_use]
+pub struct Fresh {
+    phys: u64,
+    count: u64,
+}
+
+impl Fresh {
+    /// Zeroes the frames and gives their first physical address to the caller, whose they are.
+    pub fn zeroed(self) -> u64 {
+        // SAFETY: the frames were taken from the free list and nothing else references them
+        // (`Fresh` is their only handle), and they lie below the direct map's end.
+        unsafe {
+            core::ptr::write_bytes(
+                phys_to_virt(self.phys) as *mut u8,
+                0,
+                (self.count * 4096) as usize,
+            )
+        };
+        self.phys
+    }
+}
+
+/// Takes `count` contiguous frames, aligned, ending below `limit`, from the allocator; they
+/// are zeroed outside the allocator's lock (and any lock of the caller's, for a large extent).
+pub fn alloc_frames(count: u64, align: u64, limit: u64) -> Option<Fresh> {
+    let limit = limit.min(DIRECT_MAP_END.load(Ordering::Relaxed));
+    let phys = FRAMES.lock().alloc(count, align, limit).ok()?;
+    Some(Fresh { phys, count })
+}
+
 /// Allocates `count` zeroed contiguous frames, aligned, ending below `limit`.
 pub fn alloc_zeroed_frames(count: u64, align: u64, limit: u64) -> Option<u64> {
-    let limit = limit.min(DIRECT_MAP_END.load(Ordering::Relaxed));
-    let p = FRAMES.lock().alloc(count, align, limit).ok()?;
-    // SAFETY: the frames were just taken from the free list, so nothing else references them,
-    // and they lie below the direct map's end.
-    unsafe { core::ptr::write_bytes(phys_to_virt(p) as *mut u8, 0, (count * 4096) as usize) };
-    Some(p)
+    alloc_frames(count, align, limit).map(Fresh::zeroed)
 }
 
 /// Returns frames to the allocator (a failure leaks them, safely, and is logged).

@@ -53,7 +53,7 @@ fn test(si: &StartInfo) -> Verdict {
     // Argument checks: nothing happens, nr_exchanged comes back as it went in.
     let input = [free(0), free(1)];
     let mut out = [base, base + 1];
-    // Beyond any domain's maximum order (Hestia's is 9, Xen's at most 20).
+    // Beyond any domain's maximum order (18 for the control domain, in Xen and Hestia).
     let mut x = exchange(&input, 30, &mut out, 30);
     let r = memory_op(cmd::EXCHANGE, &mut x);
     check!(failed, r == EPERM, "order 30: {r}");
