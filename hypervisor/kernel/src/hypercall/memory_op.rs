@@ -87,7 +87,6 @@ fn address_limit(mem_flags: u32) -> u64 {
     }
 }
 
-
 /// Allocates and zeroes one extent of `order` below `limit`, not yet anyone's; returns its
 /// first MFN.
 fn alloc_extent(order: u32, limit: u64) -> Option<u64> {

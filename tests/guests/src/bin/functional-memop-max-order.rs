@@ -52,7 +52,11 @@ fn unprivileged() -> Verdict {
     let mut none = [0u64];
     let r = reserve(cmd::INCREASE_RESERVATION, &mut none, 10);
     check!(failed, r == 0, "order 10 for a domU: {r}");
-    check!(failed, reservation() == r0, "nothing was given for order 10");
+    check!(
+        failed,
+        reservation() == r0,
+        "nothing was given for order 10"
+    );
     let r = exchange_to(10);
     check!(failed, r == EPERM, "a domU's exchange to order 10: {r}");
     if failed {
@@ -71,7 +75,11 @@ fn test(si: &StartInfo) -> Verdict {
 
     let mut mfn = [0u64];
     let got = reserve(cmd::INCREASE_RESERVATION, &mut mfn, 10);
-    check!(failed, got == 1, "order-10 extent for the control domain: {got}");
+    check!(
+        failed,
+        got == 1,
+        "order-10 extent for the control domain: {got}"
+    );
     if got == 1 {
         check!(
             failed,
@@ -97,8 +105,16 @@ fn test(si: &StartInfo) -> Verdict {
 
     let mut none = [0u64];
     let r = reserve(cmd::INCREASE_RESERVATION, &mut none, 19);
-    check!(failed, r == 0, "order 19 is above every domain's maximum: {r}");
-    check!(failed, reservation() == r0, "nothing was given for order 19");
+    check!(
+        failed,
+        r == 0,
+        "order 19 is above every domain's maximum: {r}"
+    );
+    check!(
+        failed,
+        reservation() == r0,
+        "nothing was given for order 19"
+    );
 
     let r = exchange_to(19);
     check!(failed, r == EPERM, "exchange to order 19: {r}");
