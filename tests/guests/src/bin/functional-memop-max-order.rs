@@ -83,7 +83,7 @@ fn test(si: &StartInfo) -> Verdict {
     if got == 1 {
         check!(
             failed,
-            mfn[0] % 1024 == 0,
+            mfn[0].is_multiple_of(1024),
             "the order-10 extent at {:#x} is aligned",
             mfn[0]
         );
