@@ -1326,7 +1326,7 @@ fn base() -> Vec<Scenario> {
                 "'h' pressed",
                 POWEROFF_MARKER,
             ],
-            check: Some(check_no_userland_failure),
+            check: Some(check_modules_returned),
             timeout_s: 300,
             ..linux("dom0-xl-smoke")
         },
@@ -1740,6 +1740,30 @@ fn check_no_userland_failure(log: &str) -> Result<(), String> {
         Some(l) => Err(format!("dom0's boot failed a step: {}", l.trim())),
         None => Ok(()),
     }
+}
+
+/// The boot modules' memory (dom0's 72 MiB initramfs among them) went back to the allocator
+/// once dom0 was built, and the toolstack sees it free (`xl info`'s free_memory), as on Xen.
+fn check_modules_returned(log: &str) -> Result<(), String> {
+    check_no_userland_failure(log)?;
+    // The number after `key`.
+    let number = |key: &str| {
+        log.lines()
+            .find_map(|l| l.split(key).nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let returned = number("boot modules discarded: ").ok_or("no `boot modules discarded` line")?;
+    let free = number("free_memory            : ").ok_or("no free_memory in xl info")?;
+    if returned < 64 << 10 {
+        return Err(format!("only {returned} KiB of boot modules returned"));
+    }
+    if free < returned >> 10 {
+        return Err(format!(
+            "xl info: {free} MiB free, less than the {returned} KiB returned"
+        ));
+    }
+    Ok(())
 }
 
 /// Every case of `xl-badinput.sh` (10) left the free memory and the domain list as they were.

@@ -149,6 +149,40 @@ impl FrameAllocator {
         Ok(())
     }
 
+    /// Returns the whole frames inside the byte range `[start, end)` (reserved before, e.g. a
+    /// boot module no longer needed) to the free list, except every frame that any byte
+    /// range of `keep` touches (what stays reserved: Hestia's image, the multiboot2
+    /// information, symbol tables). A frame only partly inside `[start, end)` stays reserved
+    /// too: it may hold the neighbour's bytes. Returns how many frames were freed; on an error
+    /// the frames freed until then stay free.
+    pub fn release(
+        &mut self,
+        start: u64,
+        end: u64,
+        keep: &[(u64, u64)],
+    ) -> Result<u64, FrameError> {
+        let (mut s, e) = (start.div_ceil(PAGE_SIZE), end / PAGE_SIZE);
+        let mut freed = 0;
+        while s < e {
+            // The lowest kept range (in whole frames) that overlaps what is left.
+            let blocker = keep
+                .iter()
+                .map(|&(ks, ke)| (ks / PAGE_SIZE, ke.div_ceil(PAGE_SIZE)))
+                .filter(|&(ks, ke)| ks < e && ke > s)
+                .min_by_key(|&(ks, _)| ks);
+            let stop = blocker.map_or(e, |(ks, _)| ks.max(s));
+            if stop > s {
+                self.free(s * PAGE_SIZE, stop - s)?;
+                freed += stop - s;
+            }
+            match blocker {
+                Some((_, ke)) => s = ke,
+                None => break,
+            }
+        }
+        Ok(freed)
+    }
+
     /// Number of free frames.
     pub fn free_frames(&self) -> u64 {
         self.ranges[..self.len]
@@ -228,6 +262,41 @@ mod tests {
             );
         }
         assert!(r.iter().all(|(s, e)| s < e));
+    }
+
+    #[test]
+    fn release_frees_whole_frames_around_kept_ranges() {
+        let mut a = alloc_with(&[(0, 16 * MIB)]);
+        // A module from 1 MiB + 100 to 2 MiB + 10 bytes; the MBI in the middle of it.
+        let (ms, me) = (MIB + 100, 2 * MIB + 10);
+        a.reserve(ms, me).unwrap();
+        let before = a.free_frames();
+        let mbi = (MIB + 0x8010, MIB + 0x8020);
+        let freed = a.release(ms, me, &[(0, 0x1000), mbi]).unwrap();
+        // 256 frames were reserved (257 with the partial ones): the two partial frames at the
+        // ends and the MBI's frame stay reserved.
+        assert_eq!(freed, 257 - 2 - 1);
+        assert_eq!(a.free_frames(), before + freed);
+        check_invariant(&a);
+        let free: Vec<_> = a.free_ranges().collect();
+        assert!(
+            free.iter()
+                .all(|&(s, e)| e <= mbi.0 & !0xfff || s >= mbi.1.div_ceil(0x1000) * 0x1000)
+        );
+        // Releasing again is a double free, refused.
+        assert_eq!(a.release(ms, me, &[]), Err(FrameError::DoubleFree));
+    }
+
+    #[test]
+    fn release_of_a_kept_or_tiny_range_frees_nothing() {
+        let mut a = alloc_with(&[(0, 16 * MIB)]);
+        a.reserve(4 * MIB, 5 * MIB).unwrap();
+        let before = a.free_frames();
+        assert_eq!(a.release(4 * MIB, 5 * MIB, &[(3 * MIB, 6 * MIB)]), Ok(0));
+        assert_eq!(a.release(4 * MIB + 1, 4 * MIB + 4000, &[]), Ok(0));
+        assert_eq!(a.free_frames(), before);
+        // A kept range covering the start only: the rest goes.
+        assert_eq!(a.release(4 * MIB, 5 * MIB, &[(0, 4 * MIB + 1)]), Ok(255));
     }
 
     #[test]

@@ -435,6 +435,9 @@ extern "C" fn continue_boot(info: u64) -> ! {
             }
         }
     }
+    if !domain::boot::rebuilds_from_modules() {
+        mm::discard_boot_modules(info);
+    }
     if !guests.is_empty() {
         pv::run(guests);
     }

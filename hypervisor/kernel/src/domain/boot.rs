@@ -123,6 +123,12 @@ fn build(b: &BootDomU) -> Option<DomainRef> {
     }
 }
 
+/// True while the test hook may build boot-time domUs again from their modules, which must
+/// then stay in memory.
+pub fn rebuilds_from_modules() -> bool {
+    CYCLING.load(Ordering::Acquire)
+}
+
 /// True when the test hook takes care of `d`'s end (it is destroyed, then built again or,
 /// after the last cycle, the machine stops): the machine must not stop with it.
 pub fn cycled(d: &Domain) -> bool {

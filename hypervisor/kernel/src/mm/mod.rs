@@ -196,6 +196,52 @@ pub fn dump_free_ranges(w: &mut dyn core::fmt::Write) {
     }
 }
 
+/// What the frame allocator never hands out, as byte ranges: the first page, Hestia's image,
+/// the multiboot2 information (the modules' command lines live there) and the symbol tables
+/// backtraces read.
+fn kept_forever(info: &BootInfo) -> [(u64, u64); 5] {
+    let (symtab, strtab) = info
+        .symbols
+        .map_or(((0, 0), (0, 0)), |s| (s.symtab, s.strtab));
+    [
+        (0, 0x1000),
+        (
+            sym(&raw const __image_phys_start),
+            sym(&raw const __image_phys_end),
+        ),
+        info.mbi_range,
+        symtab,
+        strtab,
+    ]
+}
+
+/// Returns the boot modules' memory to the allocator once every boot-time domain is built
+/// from them (Xen's `discard_initial_images`): dom0's kernel and initramfs were copied into
+/// its own memory, so on a machine booted with a large initramfs this is tens of MiB more for
+/// domUs. Frames shared with what stays ([`kept_forever`]) stay reserved. Nothing may read a
+/// module afterwards: `pv::builder` takes its bytes only while it builds.
+pub fn discard_boot_modules(info: &BootInfo) {
+    let keep = kept_forever(info);
+    let mut freed = 0;
+    let mut fa = FRAMES.lock();
+    for m in info.modules() {
+        match fa.release(m.start, m.end, &keep) {
+            Ok(n) => freed += n,
+            Err(e) => crate::warn!(
+                "mm: boot module {:#x}-{:#x} not returned: {e:?}",
+                m.start,
+                m.end
+            ),
+        }
+    }
+    drop(fa);
+    crate::info!(
+        "mm: boot modules discarded: {} KiB returned, {} MiB free",
+        freed * 4,
+        stats().free >> 20
+    );
+}
+
 /// Builds the frame allocator from the boot information, switches to Hestia's own page tables
 /// (W^X image, NX direct map of all RAM) and initialises the heap. Runs once, on the BSP, on the
 /// boot page tables. `global_pages` allows global mappings (not with XPTI, whose switch to a
@@ -217,17 +263,8 @@ pub fn init(info: &BootInfo, global_pages: bool) {
                 );
             }
         }
-        let (img_s, img_e) = (
-            sym(&raw const __image_phys_start),
-            sym(&raw const __image_phys_end),
-        );
-        let reserved = [(0u64, 0x1000u64), (img_s, img_e), info.mbi_range];
-        let extra = info
-            .modules()
-            .iter()
-            .map(|m| (m.start, m.end))
-            .chain(info.symbols.iter().flat_map(|s| [s.symtab, s.strtab]));
-        for (s, e) in reserved.into_iter().chain(extra) {
+        let modules = info.modules().iter().map(|m| (m.start, m.end));
+        for (s, e) in kept_forever(info).into_iter().chain(modules) {
             if let Err(err) = fa.reserve(s, e) {
                 crate::warn!("mm: could not reserve {s:#x}-{e:#x}: {err:?}");
             }
