@@ -18,7 +18,7 @@
 //! for setvcpuextstate and set_vcpu_msrs, which Xen allows on another vCPU of the caller, this
 //! is a Hestia difference no toolstack meets: it never restores into itself).
 //!
-//! Hestia keeps no 32-bit SYSENTER/SYSCALL callbacks (`super::super::traps` accepts and drops
+//! Hestia keeps no 32-bit SYSENTER/SYSCALL callbacks (`crate::hypercall::traps` accepts and drops
 //! them: no 32-bit user code runs), so they read as 0 and a restore's are accepted and dropped.
 //! Its vCPUs' XSAVE areas always cover every component Hestia enables for guests, so that mask
 //! stands for Xen's `xcr0_accum`. It has no shadow paging and no log-dirty mode: `shadow_op`
@@ -127,7 +127,7 @@ fn on_vcpu<R>(
 /// taken. As Xen, a vCPU the domain does not have and the calling vCPU (get) or domain (set)
 /// are -ESRCH.
 pub(super) fn ext_vcpucontext(c: &mut Call<'_>, set: bool) -> Result<u64, Errno> {
-    let mut evc: ExtVcpuContext = c.arg();
+    let evc: ExtVcpuContext = c.arg();
     let errs = (Errno::ESRCH, Errno::ESRCH);
     if !set {
         let got = on_vcpu(c, evc.vcpu, false, errs, |_, v| {
@@ -143,6 +143,7 @@ pub(super) fn ext_vcpucontext(c: &mut Call<'_>, set: bool) -> Result<u64, Errno>
         if evc.size < EXT_VCPUCONTEXT_MIN {
             return Err(Errno::EINVAL);
         }
+        let canonical = crate::hypercall::segment::canonical;
         if !canonical(evc.sysenter_callback_eip) || !canonical(evc.syscall32_callback_eip) {
             return Err(Errno::EINVAL);
         }
@@ -157,7 +158,6 @@ pub(super) fn ext_vcpucontext(c: &mut Call<'_>, set: bool) -> Result<u64, Errno>
             return Err(Errno::EINVAL);
         }
         v.mc_ctl2 = [evc.mci_ctl2_bank0, evc.mci_ctl2_bank1];
-        evc.size = 0;
         Ok(())
     })
     .map(|()| 0)
@@ -173,10 +173,6 @@ fn ext_context(v: &Vcpu, id: u32) -> ExtVcpuContext {
         mci_ctl2_bank1: v.mc_ctl2[1],
         ..Default::default()
     }
-}
-
-fn canonical(a: u64) -> bool {
-    ((a as i64) << 16 >> 16) as u64 == a
 }
 
 /// `XEN_DOMCTL_getvcpuextstate`: with no size and no mask, or no buffer, the query for the
