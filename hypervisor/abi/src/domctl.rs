@@ -796,3 +796,132 @@ const _: () = assert!(core::mem::offset_of!(CpuPolicy, msrs) == 16);
 const _: () = assert!(core::mem::offset_of!(CpuPolicy, err_leaf) == 24);
 const _: () = assert!(core::mem::offset_of!(CpuPolicy, err_subleaf) == 28);
 const _: () = assert!(core::mem::offset_of!(CpuPolicy, err_msr) == 32);
+
+/// `XEN_DOMCTL_SHADOW_OP_*`: the sub-ops of `XEN_DOMCTL_shadow_op`.
+pub mod shadow_op {
+    /// Leave shadow and log-dirty mode (libxenguest's save issues it when it ends).
+    pub const OFF: u32 = 0;
+    /// Enable a shadow mode.
+    pub const ENABLE: u32 = 32;
+    /// Log-dirty mode for live migration.
+    pub const ENABLE_LOGDIRTY: u32 = 2;
+    /// Read and clear the dirty bitmap.
+    pub const CLEAN: u32 = 11;
+    /// Read the dirty bitmap.
+    pub const PEEK: u32 = 12;
+    /// The shadow pool's size in MiB.
+    pub const GET_ALLOCATION: u32 = 30;
+    /// Resize the shadow pool.
+    pub const SET_ALLOCATION: u32 = 31;
+}
+
+/// Argument of `XEN_DOMCTL_shadow_op` (`struct xen_domctl_shadow_op`).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct ShadowOp {
+    /// IN: a [`shadow_op`] sub-op.
+    pub op: u32,
+    /// IN: the mode for `ENABLE`.
+    pub mode: u32,
+    /// IN/OUT: the shadow pool in MiB (`GET_ALLOCATION`/`SET_ALLOCATION`).
+    pub mb: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// IN: guest handle of the dirty bitmap.
+    pub dirty_bitmap: u64,
+    /// IN/OUT: pages in the bitmap.
+    pub pages: u64,
+    /// OUT: fault and dirty counts (`struct xen_domctl_shadow_op_stats`).
+    pub stats: [u32; 2],
+}
+const _: () = assert!(core::mem::size_of::<ShadowOp>() == 40);
+const _: () = assert!(core::mem::offset_of!(ShadowOp, mb) == 8);
+const _: () = assert!(core::mem::offset_of!(ShadowOp, dirty_bitmap) == 16);
+const _: () = assert!(core::mem::offset_of!(ShadowOp, pages) == 24);
+
+/// Argument of `XEN_DOMCTL_get_ext_vcpucontext` and `set_ext_vcpucontext` (`struct
+/// xen_domctl_ext_vcpucontext`, x86): what a PV vCPU has besides `vcpu_guest_context`.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct ExtVcpuContext {
+    /// IN: the vCPU.
+    pub vcpu: u32,
+    /// OUT (get) / IN (set): bytes of the structure that are meaningful.
+    pub size: u32,
+    /// The 32-bit SYSCALL callback.
+    pub syscall32_callback_eip: u64,
+    /// The 32-bit SYSENTER callback.
+    pub sysenter_callback_eip: u64,
+    /// Its code selector.
+    pub syscall32_callback_cs: u16,
+    /// Its code selector.
+    pub sysenter_callback_cs: u16,
+    /// Events masked while the 32-bit SYSCALL callback runs.
+    pub syscall32_disables_events: u8,
+    /// Events masked while the SYSENTER callback runs.
+    pub sysenter_disables_events: u8,
+    /// Padding.
+    pub _pad: u16,
+    /// The virtual MCA (`struct hvm_vmce_vcpu`): MCG_CAP.
+    pub mcg_cap: u64,
+    /// IA32_MC0_CTL2.
+    pub mci_ctl2_bank0: u64,
+    /// IA32_MC1_CTL2.
+    pub mci_ctl2_bank1: u64,
+    /// MCG_EXT_CTL.
+    pub mcg_ext_ctl: u64,
+}
+const _: () = assert!(core::mem::size_of::<ExtVcpuContext>() == 64);
+const _: () = assert!(core::mem::offset_of!(ExtVcpuContext, sysenter_callback_eip) == 16);
+const _: () = assert!(core::mem::offset_of!(ExtVcpuContext, syscall32_callback_cs) == 24);
+const _: () = assert!(core::mem::offset_of!(ExtVcpuContext, sysenter_disables_events) == 29);
+const _: () = assert!(core::mem::offset_of!(ExtVcpuContext, mcg_cap) == 32);
+const _: () = assert!(core::mem::offset_of!(ExtVcpuContext, mcg_ext_ctl) == 56);
+
+/// Argument of `XEN_DOMCTL_getvcpuextstate` and `setvcpuextstate` (`struct
+/// xen_domctl_vcpuextstate`). The buffer holds XCR0, XCR0_ACCUM and the uncompressed XSAVE
+/// area for XCR0_ACCUM's components.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VcpuExtState {
+    /// IN: the vCPU.
+    pub vcpu: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// IN/OUT: the host's XSAVE feature mask.
+    pub xfeature_mask: u64,
+    /// IN/OUT: bytes of the buffer.
+    pub size: u64,
+    /// IN: guest handle of the buffer.
+    pub buffer: u64,
+}
+const _: () = assert!(core::mem::size_of::<VcpuExtState>() == 32);
+const _: () = assert!(core::mem::offset_of!(VcpuExtState, xfeature_mask) == 8);
+const _: () = assert!(core::mem::offset_of!(VcpuExtState, size) == 16);
+const _: () = assert!(core::mem::offset_of!(VcpuExtState, buffer) == 24);
+
+/// One MSR of [`VcpuMsrs`] (`struct xen_domctl_vcpu_msr`).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VcpuMsr {
+    /// The MSR's index.
+    pub index: u32,
+    /// Must be 0.
+    pub reserved: u32,
+    /// Its value.
+    pub value: u64,
+}
+const _: () = assert!(core::mem::size_of::<VcpuMsr>() == 16);
+
+/// Argument of `XEN_DOMCTL_get_vcpu_msrs` and `set_vcpu_msrs` (`struct xen_domctl_vcpu_msrs`).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VcpuMsrs {
+    /// IN: the vCPU.
+    pub vcpu: u32,
+    /// IN: room in / entries of `msrs`; OUT: entries written, or needed.
+    pub msr_count: u32,
+    /// IN/OUT: guest handle of [`VcpuMsr`] entries (null: ask for the most there can be).
+    pub msrs: u64,
+}
+const _: () = assert!(core::mem::size_of::<VcpuMsrs>() == 16);

@@ -364,3 +364,27 @@ const _: () = assert!(core::mem::offset_of!(MemAcquireResource, nr_frames) == 8)
 const _: () = assert!(core::mem::offset_of!(MemAcquireResource, pad) == 12);
 const _: () = assert!(core::mem::offset_of!(MemAcquireResource, frame) == 16);
 const _: () = assert!(core::mem::offset_of!(MemAcquireResource, frame_list) == 24);
+
+/// Argument of `XENMEM_get_vnumainfo` (`struct xen_vnuma_topology_info`).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VnumaTopologyInfo {
+    /// IN: the domain.
+    pub domid: u16,
+    /// Must be 0.
+    pub pad: u16,
+    /// IN/OUT: virtual nodes.
+    pub nr_vnodes: u32,
+    /// IN/OUT: vCPUs.
+    pub nr_vcpus: u32,
+    /// IN/OUT: memory ranges.
+    pub nr_vmemranges: u32,
+    /// OUT: guest handle of the distance table.
+    pub vdistance: u64,
+    /// OUT: guest handle of the vCPU-to-node map.
+    pub vcpu_to_vnode: u64,
+    /// OUT: guest handle of the memory ranges.
+    pub vmemrange: u64,
+}
+const _: () = assert!(core::mem::size_of::<VnumaTopologyInfo>() == 40);
+const _: () = assert!(core::mem::offset_of!(VnumaTopologyInfo, vdistance) == 16);

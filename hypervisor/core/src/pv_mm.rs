@@ -94,6 +94,13 @@ pub type Dom = u16;
 /// The pseudo-domain owning I/O frames inside the table.
 pub const DOM_IO: Dom = xen_abi::xen::DOMID_IO;
 
+/// The pseudo-domain owning the frames Hestia shares read-only with privileged domains (the
+/// M2P, as Xen's `share_xen_page_with_privileged_guests(.., SHARE_ro)`): a privileged caller
+/// maps them only read-only, by naming `DOMID_XEN` as the foreign domain of an `mmu_update`
+/// (libxenguest's save maps the M2P so). Like I/O frames they are never freed, so their
+/// mappings hold no reference; unlike them no domain reaches them without naming `DOM_XEN`.
+pub const DOM_XEN: Dom = xen_abi::xen::DOMID_XEN;
+
 /// What a frame is used as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PageType {
@@ -398,6 +405,11 @@ impl<'a> FrameTable<'a> {
     /// True for an I/O frame: beyond the table (device memory) or owned by [`DOM_IO`].
     pub fn is_io(&self, mfn: u64) -> bool {
         self.info(mfn).is_none_or(|f| f.owner == Some(DOM_IO))
+    }
+
+    /// True for a frame shared read-only with privileged domains (owned by [`DOM_XEN`]).
+    pub fn is_xen_ro(&self, mfn: u64) -> bool {
+        self.info(mfn).is_some_and(|f| f.owner == Some(DOM_XEN))
     }
 
     /// The I/O frames `dom` may map (empty unless granted).
@@ -852,6 +864,15 @@ impl<'a> FrameTable<'a> {
                 Err(MmError::NoIoAccess)
             };
         }
+        if level == 1 && self.is_xen_ro(target) {
+            // Xen answers a writable mapping with its type conflict, another owner with its
+            // ownership check: both -EBUSY.
+            return match (pg == DOM_XEN, e & pte::RW != 0) {
+                (true, false) => Ok(Taken::Done),
+                (true, true) => Err(MmError::TypeConflict),
+                (false, _) => Err(MmError::NotOwner),
+            };
+        }
         let pg = if level == 1 { pg } else { dom };
         self.get_page(target, pg)?;
         let r = match level {
@@ -952,7 +973,7 @@ impl<'a> FrameTable<'a> {
             return Dropped::Done;
         }
         let target = (e & pte::ADDR) >> 12;
-        if level == 1 && self.is_io(target) {
+        if level == 1 && (self.is_io(target) || self.is_xen_ro(target)) {
             return Dropped::Done;
         }
         let generation = self.flush_gen;
@@ -1943,6 +1964,12 @@ impl FrameTable<'_> {
                     }
                     continue;
                 }
+                if level == 1 && self.is_xen_ro(target) {
+                    if e & pte::RW != 0 {
+                        broken(bad_entry);
+                    }
+                    continue;
+                }
                 let owner = self.info(target).and_then(|t| t.owner);
                 // A foreign mapping: another domain's frame in an L1 of a domain that mapped
                 // one by naming it (`mod_entry_foreign_preemptible`).
@@ -2254,6 +2281,49 @@ mod tests {
         );
         ft.unpin(&mut mem, 1, D).unwrap();
         assert_eq!(ft.info(22).map(|f| f.ref_count), Some(0));
+        audit(&ft, &mem, &[]).unwrap();
+    }
+
+    /// Frames shared read-only by Hestia (the M2P): mapped only read-only and only by naming
+    /// `DOM_XEN`, holding nothing, and audited as such.
+    #[test]
+    fn xen_frames_map_read_only_through_dom_xen_only() {
+        let (mut ft, mut mem) = setup(20);
+        tree(&mut mem);
+        ft.assign(30, DOM_XEN).unwrap();
+        ft.pin(&mut mem, 1, 4, D).unwrap();
+        let map = |ft: &mut FrameTable, mem: &mut FakeMem, idx, new, pg| {
+            let mut p = Pending::default();
+            let b = &mut Budget::unlimited();
+            ft.mod_entry_foreign_preemptible(mem, 4, 1, idx, new, (D, pg), &mut p, b)
+        };
+        assert_eq!(
+            map(&mut ft, &mut mem, 7, e(30, 0), D),
+            Err(MmError::NotOwner)
+        );
+        assert_eq!(
+            map(&mut ft, &mut mem, 7, e(30, 0), OTHER),
+            Err(MmError::NotOwner)
+        );
+        assert_eq!(
+            map(&mut ft, &mut mem, 7, e(30, pte::RW), DOM_XEN),
+            Err(MmError::TypeConflict)
+        );
+        map(&mut ft, &mut mem, 7, e(30, 0), DOM_XEN).unwrap();
+        assert_eq!(
+            map(&mut ft, &mut mem, 8, e(5, 0), DOM_XEN),
+            Err(MmError::NotOwner)
+        );
+        let f = *ft.info(30).unwrap();
+        assert_eq!(
+            (f.ref_count, f.type_count),
+            (0, 0),
+            "a mapping holds nothing"
+        );
+        audit(&ft, &mem, &[]).unwrap();
+        ft.mod_entry(&mut mem, 4, 1, 7, 0, D).unwrap();
+        ft.unpin(&mut mem, 1, D).unwrap();
+        assert_eq!(ft.info(30).map(|f| f.owner), Some(Some(DOM_XEN)));
         audit(&ft, &mem, &[]).unwrap();
     }
 

@@ -134,6 +134,102 @@ pub fn write_guest_fxsave(
     }
 }
 
+/// Why a toolstack's saved extended state (`XEN_DOMCTL_setvcpuextstate`) was refused; the
+/// kernel answers each with Xen's errno.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtStateError {
+    /// Inconsistent masks or sizes (`EINVAL`).
+    Invalid,
+    /// A component Hestia does not enable, or the compacted format (`EOPNOTSUPP`).
+    Unsupported,
+    /// A reserved header byte is set (`EIO`).
+    ReservedHeader,
+}
+
+/// What `XEN_DOMCTL_setvcpuextstate` restores: nothing (a record of XCR0 0 and no state), or
+/// the vCPU's XCR0 and an XSAVE image of every component in `accum`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtState<'a> {
+    /// Only the 16-byte header, XCR0 and XCR0_ACCUM both 0 or no image: the vCPU keeps its state.
+    Keep,
+    /// The vCPU's XCR0 and its image (standard format, `size(accum)` bytes).
+    Load {
+        /// The vCPU's XCR0.
+        xcr0: u64,
+        /// The image: the legacy region, the header, XCR0_ACCUM's components.
+        image: &'a [u8],
+    },
+}
+
+/// Checks a toolstack's `XEN_DOMCTL_setvcpuextstate` buffer `buf` (XCR0, XCR0_ACCUM, then the
+/// standard-format XSAVE image of XCR0_ACCUM's components) against `max`, the components Hestia
+/// enables for guests, with `size(mask)` the standard area's size for `mask` ([`area_size`]).
+/// The order and errnos are Xen 4.17's (`arch_do_domctl` and `validate_xstate`): a buffer
+/// shorter than the two words or longer than the area for `max` -EINVAL; with XCR0_ACCUM set,
+/// an image shorter than [`XSAVE_MIN_SIZE`], XSTATE_BV or XCR0 outside XCR0_ACCUM, XCR0_ACCUM
+/// outside `max` (Hestia's guest maximum is also its feature mask) or an invalid combination
+/// -EINVAL, then a compacted image (XCOMP_BV) -EOPNOTSUPP, then a reserved header byte -EIO;
+/// with XCR0_ACCUM 0 only XCR0 0; then an image of any other length than the area for
+/// XCR0_ACCUM -EINVAL. The image may still hold MXCSR bits the CPU refuses: the caller cuts
+/// them as for [`write_guest_fxsave`].
+pub fn check_ext_state(
+    buf: &[u8],
+    max: u64,
+    size: impl Fn(u64) -> usize,
+) -> Result<ExtState<'_>, ExtStateError> {
+    if buf.len() < 16 || buf.len() > 16 + size(max) {
+        return Err(ExtStateError::Invalid);
+    }
+    let (xcr0, accum) = (u64_at(buf, 0), u64_at(buf, 8));
+    let image = buf.get(16..).unwrap_or(&[]);
+    if accum == 0 {
+        return match (xcr0, image.len()) {
+            (0, 0) => Ok(ExtState::Keep),
+            _ => Err(ExtStateError::Invalid),
+        };
+    }
+    if image.len() < XSAVE_MIN_SIZE {
+        return Err(ExtStateError::Invalid);
+    }
+    let xstate_bv = u64_at(image, XSTATE_BV);
+    if xstate_bv & !accum != 0
+        || xcr0 & !accum != 0
+        || accum & !max != 0
+        || !valid_xcr0(xcr0)
+        || !valid_xcr0(accum)
+    {
+        return Err(ExtStateError::Invalid);
+    }
+    if u64_at(image, XSTATE_BV + 8) != 0 {
+        return Err(ExtStateError::Unsupported);
+    }
+    if image
+        .get(XSTATE_BV + 16..XSAVE_MIN_SIZE)
+        .is_some_and(|r| r.iter().any(|&b| b != 0))
+    {
+        return Err(ExtStateError::ReservedHeader);
+    }
+    if image.len() != size(accum) {
+        return Err(ExtStateError::Invalid);
+    }
+    Ok(ExtState::Load { xcr0, image })
+}
+
+/// Copies a checked image ([`check_ext_state`]) into `area`, which is at least as long, with
+/// MXCSR cut to `mxcsr_mask` so that restoring it cannot fault; the rest of `area` is zeroed
+/// (XSTATE_BV names no component beyond the image, so XRSTOR initialises those).
+pub fn write_ext_state(area: &mut [u8], image: &[u8], mxcsr_mask: u32) {
+    area.fill(0);
+    let Some(dst) = area.get_mut(..image.len()) else {
+        return;
+    };
+    dst.copy_from_slice(image);
+    let mxcsr = u32_at(image, MXCSR) & mxcsr_mask;
+    if let Some(m) = dst.get_mut(MXCSR..MXCSR + 4) {
+        m.copy_from_slice(&mxcsr.to_le_bytes());
+    }
+}
+
 /// True when an image restored over another vCPU's x87 state would leave that vCPU's last
 /// instruction and data pointers (FIP, FDP, FOP) in the FPU: on AMD CPUs without
 /// RSTR_FP_ERR_PTRS, FXRSTOR/XRSTOR load them only while an unmasked exception is pending in
@@ -150,6 +246,12 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
         .map_or(0, u16::from_le_bytes)
 }
 
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     b.get(at..at + 4)
         .and_then(|s| s.try_into().ok())
@@ -159,6 +261,95 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    /// CPUID 0xD as a CPU with AVX at 576 (256 bytes) would answer.
+    fn avx_size(mask: u64) -> usize {
+        area_size(mask, |i| if i == 2 { (256, 576) } else { (0, 0) })
+    }
+
+    fn ext_buf(xcr0: u64, accum: u64, image_len: usize) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&xcr0.to_le_bytes());
+        b.extend_from_slice(&accum.to_le_bytes());
+        b.resize(16 + image_len, 0);
+        b
+    }
+
+    #[test]
+    fn ext_state_checks_as_xen() {
+        fn check(b: &[u8]) -> Result<ExtState<'_>, ExtStateError> {
+            check_ext_state(b, 0b111, avx_size)
+        }
+        assert_eq!(check(&ext_buf(0, 0, 0)), Ok(ExtState::Keep));
+        assert_eq!(
+            check(&[0; 15]),
+            Err(ExtStateError::Invalid),
+            "shorter than the words"
+        );
+        assert_eq!(
+            check(&ext_buf(7, 7, 833)),
+            Err(ExtStateError::Invalid),
+            "past the area"
+        );
+        assert_eq!(
+            check(&ext_buf(3, 0, 0)),
+            Err(ExtStateError::Invalid),
+            "XCR0 without accum"
+        );
+        assert_eq!(
+            check(&ext_buf(3, 3, 0)),
+            Err(ExtStateError::Invalid),
+            "no image"
+        );
+        assert_eq!(
+            check(&ext_buf(7, 3, 576)),
+            Err(ExtStateError::Invalid),
+            "XCR0 > accum"
+        );
+        assert_eq!(
+            check(&ext_buf(0xf, 0xf, 832)),
+            Err(ExtStateError::Invalid),
+            "past max"
+        );
+        assert_eq!(
+            check(&ext_buf(3, 2, 576)),
+            Err(ExtStateError::Invalid),
+            "no x87"
+        );
+        assert_eq!(
+            check(&ext_buf(3, 7, 576)),
+            Err(ExtStateError::Invalid),
+            "AVX needs 832"
+        );
+        let ok = ext_buf(3, 7, 832);
+        assert!(matches!(check(&ok), Ok(ExtState::Load { xcr0: 3, image }) if image.len() == 832));
+        let mut bv = ok.clone();
+        bv[16 + 512] = 0b1111;
+        assert_eq!(
+            check(&bv),
+            Err(ExtStateError::Invalid),
+            "XSTATE_BV outside accum"
+        );
+        let mut comp = ok.clone();
+        comp[16 + 527] = 0x80;
+        assert_eq!(check(&comp), Err(ExtStateError::Unsupported), "compacted");
+        let mut res = ok.clone();
+        res[16 + 575] = 1;
+        assert_eq!(check(&res), Err(ExtStateError::ReservedHeader));
+    }
+
+    #[test]
+    fn ext_state_written_with_mxcsr_cut() {
+        let mut image = vec![0xaa; 576];
+        image[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut area = vec![0x55; 832];
+        write_ext_state(&mut area, &image, MXCSR_MASK_DEFAULT);
+        assert_eq!(u32_at(&area, MXCSR), MXCSR_MASK_DEFAULT);
+        assert_eq!(area[0], 0xaa);
+        assert!(area[576..].iter().all(|&b| b == 0), "the rest zeroed");
+    }
 
     #[test]
     fn xcr0_rules_as_xen() {

@@ -25,7 +25,8 @@ use hestia_core::memmap::{RegionKind, machine_map};
 use xen_abi::errno::Errno;
 use xen_abi::memory::{
     E820Entry, ForeignMemoryMap, MachphysMapping, MachphysMfnList, MemAcquireResource,
-    MemoryDomain, MemoryExchange, MemoryMap, MemoryReservation, cmd, memf, resource,
+    MemoryDomain, MemoryExchange, MemoryMap, MemoryReservation, VnumaTopologyInfo, cmd, memf,
+    resource,
 };
 use xen_abi::mmu::INVALID_M2P_ENTRY;
 use xen_abi::xen::{DOMID_SELF, MACH2PHYS_VIRT_START};
@@ -620,6 +621,22 @@ fn claim_pages(d: &Domain, arg: u64) -> Result<(), Errno> {
     Ok(())
 }
 
+/// `XENMEM_get_vnumainfo`: Hestia gives no domain a virtual NUMA topology, so after Xen's
+/// checks (the structure readable, -EFAULT; its pad 0, -EINVAL; the domain, by id or
+/// `DOMID_SELF`, -ESRCH; itself or, for the control domain, any, -EPERM) the answer is Xen's for
+/// a domain without one, -EOPNOTSUPP (libxl's save insists on exactly that).
+fn get_vnumainfo(d: &Domain, arg: u64) -> Result<u64, Errno> {
+    let t: VnumaTopologyInfo = guest::read_obj(arg)?;
+    if t.pad != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let target = domain::lookup(d, t.domid)?;
+    if target.id != d.id {
+        policy::check(d, Action::ForeignMemory)?;
+    }
+    Err(Errno::EOPNOTSUPP)
+}
+
 fn e820_type(k: RegionKind) -> u32 {
     match k {
         RegionKind::Usable => 1,
@@ -649,6 +666,7 @@ pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         | cmd::MAXIMUM_RESERVATION
         | cmd::MAXIMUM_GPFN
         | cmd::CLAIM_PAGES
+        | cmd::GET_VNUMAINFO
             if start != 0 =>
         {
             Err(Errno::EINVAL)
@@ -681,11 +699,12 @@ pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::MACHPHYS_MFN_LIST => {
             let l: MachphysMfnList = guest::read_obj(arg)?;
             let (phys, bytes) = frametable::m2p_phys();
-            let chunks = bytes.div_ceil(2 << 20).min(u64::from(l.max_extents));
+            let chunk = frametable::M2P_CHUNK;
+            let chunks = (bytes / chunk).min(u64::from(l.max_extents));
             for i in 0..chunks {
                 guest::write_obj(
                     l.extent_start.checked_add(i * 8).ok_or(Errno::EFAULT)?,
-                    &(phys / 4096 + i * 512),
+                    &((phys + i * chunk) / 4096),
                 )?;
             }
             let field = offset_of!(MachphysMfnList, nr_extents) as u64;
@@ -694,6 +713,7 @@ pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::MEMORY_MAP => memory_map(d, arg).map(|()| 0),
         cmd::SET_MEMORY_MAP => set_memory_map(d, arg).map(|()| 0),
         cmd::CLAIM_PAGES => claim_pages(d, arg).map(|()| 0),
+        cmd::GET_VNUMAINFO => get_vnumainfo(d, arg),
         cmd::MACHINE_MEMORY_MAP => {
             policy::check(d, Action::MachineMemoryMap)?;
             machine_memory_map(d, arg).map(|()| 0)

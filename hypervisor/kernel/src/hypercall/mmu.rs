@@ -17,7 +17,7 @@ use core::sync::atomic::Ordering;
 use hestia_core::pv_mm::{MmError, PageType, PtMemory, pte};
 use xen_abi::errno::Errno;
 use xen_abi::mmu::{MMU_UPDATE_PREEMPTED, MmuUpdate, MmuextOp, ext, update, uvmf};
-use xen_abi::xen::{DOMID_IO, DOMID_SELF, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
+use xen_abi::xen::{DOMID_IO, DOMID_SELF, DOMID_XEN, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::continuation;
@@ -72,22 +72,37 @@ enum PgOwner {
     /// builder). Whether the caller may is checked per request for `mmu_update` and per call
     /// for `mmuext_op`, where Xen checks it.
     Foreign(DomainRef),
+    /// `DOMID_XEN`: the frames Hestia shares read-only with privileged domains (the M2P,
+    /// which libxenguest's save maps; `hestia_core::pv_mm::DOM_XEN`).
+    Xen,
 }
 
 impl PgOwner {
     /// The foreign domain, if the batch names one the caller may act on; `EPERM` if it may
-    /// not (Xen's `xsm_mmu_update`/`xsm_mmuext_op`, `XSM_TARGET`).
+    /// not (Xen's `xsm_mmu_update`/`xsm_mmuext_op`, `XSM_TARGET`, which lets only the control
+    /// domain name `DOMID_XEN` too).
     fn foreign(&self, d: &Domain) -> Result<Option<&DomainRef>, Errno> {
         match self {
             PgOwner::Own => Ok(None),
             PgOwner::Foreign(f) => policy::check(d, Action::ForeignMemory).map(|()| Some(f)),
+            PgOwner::Xen => policy::check(d, Action::ForeignMemory).map(|()| None),
         }
+    }
+
+    /// The owner the frames a new L1 entry names must have (Xen's `pg_owner`), once the
+    /// caller's right to name it is checked.
+    fn pg(&self, d: &Domain) -> Result<u16, Errno> {
+        let foreign = self.foreign(d)?;
+        Ok(match self {
+            PgOwner::Xen => DOMID_XEN,
+            _ => foreign.map_or(dom(d), |f| dom(f)),
+        })
     }
 }
 
-/// Checks `foreigndom` (Xen's `get_pg_owner`): `DOMID_SELF`; another existing domain; or
-/// `DOMID_IO` for a privileged caller (its I/O frames are checked against its I/O-memory set
-/// either way). The caller's own id, named explicitly, is `ESRCH`, as in Xen ("cannot specify
+/// Checks `foreigndom` (Xen's `get_pg_owner`): `DOMID_SELF`; another existing domain;
+/// `DOMID_XEN` (whether the caller may is checked per request); or `DOMID_IO` for a privileged
+/// caller (its I/O frames are checked against its I/O-memory set either way). The caller's own id, named explicitly, is `ESRCH`, as in Xen ("cannot specify
 /// itself as foreign domain"), as is a domain that does not exist. A page-table owner
 /// (`foreigndom >> 16`) other than the caller is not supported (`ESRCH`).
 fn pg_owner(d: &Domain, foreigndom: u64) -> Result<PgOwner, Errno> {
@@ -96,6 +111,7 @@ fn pg_owner(d: &Domain, foreigndom: u64) -> Result<PgOwner, Errno> {
     let owner = match fd {
         DOMID_IO => policy::check(d, Action::IoMemory).map(|()| PgOwner::Own)?,
         DOMID_SELF => PgOwner::Own,
+        DOMID_XEN => PgOwner::Xen,
         id if id == dom(d) => return Err(Errno::ESRCH),
         id => PgOwner::Foreign(domain::lookup(d, id)?),
     };
@@ -168,14 +184,13 @@ fn one_update(d: &Domain, owner: &PgOwner, req: MmuUpdate) -> Result<(), Errno> 
     let (mfn, idx) = (maddr >> 12, ((maddr & 0xfff) / 8) as usize);
     // The level of the table updated, for the errno.
     let mut table_level = 1;
-    let foreign = match cmd {
+    let pg = match cmd {
         update::NORMAL_PT_UPDATE
         | update::PT_UPDATE_PRESERVE_AD
         | update::PT_UPDATE_NO_TRANSLATE
-        | update::MACHPHYS_UPDATE => owner.foreign(d)?,
-        _ => None,
+        | update::MACHPHYS_UPDATE => owner.pg(d)?,
+        _ => dom(d),
     };
-    let pg = foreign.map_or(dom(d), |f| f.id.0);
     match cmd {
         update::NORMAL_PT_UPDATE
         | update::PT_UPDATE_PRESERVE_AD
@@ -208,8 +223,11 @@ fn one_update(d: &Domain, owner: &PgOwner, req: MmuUpdate) -> Result<(), Errno> 
             .map_err(|e| errno_at(table_level, e)),
         // Written under the frame-table lock that saw the frame owned, so a frame that leaves
         // the domain (balloon, exchange) cannot get its M2P entry back afterwards.
+        // Hestia's own read-only frames keep their M2P entries.
         update::MACHPHYS_UPDATE => frametable::with(|ft, _| {
-            ft.info(mfn).is_some_and(|f| f.owner == Some(pg)) && frametable::set_m2p(mfn, req.val)
+            pg != DOMID_XEN
+                && ft.info(mfn).is_some_and(|f| f.owner == Some(pg))
+                && frametable::set_m2p(mfn, req.val)
         })
         .filter(|&written| written)
         .map(|_| ())
@@ -331,6 +349,17 @@ fn pin_foreign(d: &Domain, target: &Domain, mfn: u64, level: u8) -> Result<(), E
 /// act, on its frames, and the operations on the caller's own vCPU are `EPERM`, as in Xen.
 fn one_ext(d: &Domain, owner: &PgOwner, op: MmuextOp) -> Result<(), Errno> {
     let foreign = owner.foreign(d)?;
+    if matches!(owner, PgOwner::Xen) {
+        // No frame of DOMID_XEN can be pinned, cleared or copied (Xen's type and ownership
+        // checks: -EINVAL); the caller's own operations need the caller as owner (-EPERM).
+        return Err(match op.cmd {
+            ext::PIN_L1_TABLE..=ext::PIN_L4_TABLE
+            | ext::UNPIN_TABLE
+            | ext::CLEAR_PAGE
+            | ext::COPY_PAGE => Errno::EINVAL,
+            _ => Errno::EPERM,
+        });
+    }
     let me = foreign.map_or(dom(d), |f| dom(f));
     match op.cmd {
         ext::PIN_L1_TABLE..=ext::PIN_L4_TABLE => {

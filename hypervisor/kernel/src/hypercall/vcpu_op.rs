@@ -89,19 +89,18 @@ pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     }
 }
 
-/// Sets vCPU `v`'s periodic timer: its own, or (`other`) another vCPU's while that one is down,
-/// checked and set under one hold of its lock, so it cannot come up in between.
+/// Sets vCPU `v`'s periodic timer: its own (re-armed at once), or (`other`) any other vCPU's,
+/// up or down, as Xen allows (Linux's resume from a save stops every online vCPU's from vCPU 0,
+/// `xen_timer_resume`). Another vCPU's new period is stored under its lock: a timer armed on
+/// its CPU fires once more at the old time and then keeps the new period, or stops (at most one
+/// tick more than Xen, which re-arms at once); a vCPU not on a CPU arms it when switched in.
 fn set_periodic(v: &spin::Mutex<Vcpu>, other: bool, period: u64) -> Result<u64, Errno> {
     let me = if other {
         None
     } else {
         Some(sched::current_ref().ok_or(Errno::EINVAL)?)
     };
-    let mut v = v.lock();
-    if other && v.up {
-        return Err(Errno::EINVAL);
-    }
-    events::set_periodic(me.as_ref(), &mut v, period);
+    events::set_periodic(me.as_ref(), &mut v.lock(), period);
     Ok(0)
 }
 

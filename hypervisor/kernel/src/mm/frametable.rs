@@ -13,8 +13,8 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use hestia_core::memmap::MemoryMap;
 use hestia_core::pv_mm::{
-    AuditCounts, AuditFailure, AuditSummary, Budget, DOM_IO, FrameInfo, FrameTable, Hold, MmError,
-    PageType, Pending, PtMemory,
+    AuditCounts, AuditFailure, AuditSummary, Budget, DOM_IO, DOM_XEN, FrameInfo, FrameTable, Hold,
+    MmError, PageType, Pending, PtMemory,
 };
 use xen_abi::errno::Errno;
 use xen_abi::mmu::INVALID_M2P_ENTRY;
@@ -69,13 +69,17 @@ impl PtMemory for DirectMem {
 /// 256 every guest L4 shares.
 pub fn init(memmap: &MemoryMap) -> Result<(), &'static str> {
     let nr = memmap.top_of_ram().div_ceil(4096);
-    let bytes = (nr * 8).next_multiple_of(4096);
+    // Whole 2 MiB chunks: `XENMEM_machphys_mfn_list` hands the M2P out as such, and
+    // libxenguest's save maps every frame of each (Xen allocates it so).
+    let bytes = (nr * 8).next_multiple_of(M2P_CHUNK);
     let m2p =
         super::alloc_zeroed_frames(bytes / 4096, 4096, u64::MAX).ok_or("no memory for the M2P")?;
     let v = phys_to_virt(m2p);
     // SAFETY: the M2P frames were just allocated for this purpose and are mapped RW in the
-    // direct map; `nr` entries fit in `bytes`.
-    unsafe { core::slice::from_raw_parts_mut(v as *mut u64, nr as usize).fill(INVALID_M2P_ENTRY) };
+    // direct map; `bytes / 8` entries fit in `bytes`.
+    unsafe {
+        core::slice::from_raw_parts_mut(v as *mut u64, (bytes / 8) as usize).fill(INVALID_M2P_ENTRY)
+    };
     super::with_kernel_pt(|pt| {
         pt.map_range(
             MACH2PHYS_VIRT_START,
@@ -102,6 +106,9 @@ pub fn init(memmap: &MemoryMap) -> Result<(), &'static str> {
     M2P_PHYS.call_once(|| (m2p, bytes));
     NR_FRAMES.call_once(|| nr);
     let mut ft = FrameTable::new(storage);
+    // Shared read-only with privileged domains, who map it by naming DOMID_XEN.
+    ft.assign_range(m2p / 4096, bytes / 4096, DOM_XEN)
+        .map_err(|_| "the M2P is outside the frame table")?;
     let io = mark_io_frames(&mut ft, memmap, nr);
     *FRAMES.lock() = Some(ft);
     crate::info!(
@@ -217,7 +224,10 @@ pub fn nr_frames() -> u64 {
     NR_FRAMES.get().copied().unwrap_or(0)
 }
 
-/// Physical address and size of the M2P (`XENMEM_machphys_mfn_list`).
+/// Bytes of one M2P chunk as `XENMEM_machphys_mfn_list` lists them (Xen's `M2P_CHUNK_SIZE`).
+pub const M2P_CHUNK: u64 = 2 << 20;
+
+/// Physical address and size of the M2P (`XENMEM_machphys_mfn_list`), whole chunks.
 pub fn m2p_phys() -> (u64, u64) {
     M2P_PHYS.get().copied().unwrap_or((0, 0))
 }

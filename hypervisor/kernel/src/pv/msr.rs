@@ -41,13 +41,19 @@ const MC0_CTL2: u32 = 0x280;
 pub const MC_BANKS: usize = 2;
 /// MCG_CAP as Xen's vMCE reports it: the bank count, and on Intel software error recovery
 /// (SER_P), threshold-based status (TES_P) and CMCI (CMCI_P).
-fn guest_mcg_cap() -> u64 {
+pub fn guest_mcg_cap() -> u64 {
     let intel = if cpu::is_intel() {
         (1 << 24) | (1 << 11) | (1 << 10)
     } else {
         0
     };
     intel | MC_BANKS as u64
+}
+/// The MCG_CAP bits a restored vCPU may bring (Xen's `vmce_restore_vcpu`): what the vMCE
+/// offers (on Intel also LMCE_P), any bank count, MCG_CTL_P.
+pub fn restorable_mcg_cap() -> u64 {
+    let lmce = if cpu::is_intel() { 1 << 27 } else { 0 };
+    guest_mcg_cap() | lmce | 0xff | (1 << 8)
 }
 /// AMD HWCR and DE_CFG.
 const AMD_HWCR: u32 = 0xC001_0015;

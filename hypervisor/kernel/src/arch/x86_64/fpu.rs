@@ -38,12 +38,14 @@
 //!
 //! # XRSTOR/FXRSTOR never fault
 //! A fault there would be a #GP in Hestia, i.e. a crash. Its causes (see `hestia_core::xstate`)
-//! are bad MXCSR bits, bad header bits and XSTATE_BV bits outside XCR0, and exactly three
+//! are bad MXCSR bits, bad header bits and XSTATE_BV bits outside XCR0, and exactly four
 //! things can be in an area when it is restored: [`FpuState::new_initial`]'s image (built by
 //! `xstate::write_initial`), an image [`FpuState::from_guest_fxsave`] built from guest bytes
-//! (MXCSR cut to the CPU's MXCSR_MASK, header Hestia's own: `xstate::write_guest_fxsave`), and
-//! what XSAVE/FXSAVE stored from the registers under the XCR0 `restore` loads again. The last
-//! is valid by construction: the only ways to put MXCSR bits into the registers are LDMXCSR,
+//! (MXCSR cut to the CPU's MXCSR_MASK, header Hestia's own: `xstate::write_guest_fxsave`), a
+//! toolstack's saved image ([`FpuState::set_guest_xsave`]: header and XCR0 checked by
+//! `xstate::check_ext_state` as Xen's `validate_xstate`, MXCSR cut the same way), and what
+//! XSAVE/FXSAVE stored from the registers under the XCR0 `restore` loads again. The last is
+//! valid by construction: the only ways to put MXCSR bits into the registers are LDMXCSR,
 //! FXRSTOR and XRSTOR executed by the guest, which fault in the guest on reserved bits. The
 //! area is private to this module, so nothing else can write it. Hence no fix-up path like
 //! Xen's `xrstor` (which repairs the image it was handed through VCPUOP_initialise or the
@@ -214,6 +216,33 @@ impl FpuState {
         (image, self.ts)
     }
 
+    /// Hestia's guest XCR0 mask (Xen's `xfeature_mask` as the toolstack sees it) and the bytes
+    /// of an area for it.
+    pub fn guest_features() -> (u64, usize) {
+        let f = features();
+        (f.xcr0, f.size)
+    }
+
+    /// The vCPU's XCR0 and its saved area (`XEN_DOMCTL_getvcpuextstate`). The area always
+    /// covers every component of Hestia's mask, which therefore stands for Xen's `xcr0_accum`.
+    /// Meaningful while the vCPU does not run.
+    pub fn guest_xsave(&self) -> (u64, &[u8]) {
+        let size = features().size;
+        let bytes = self.area.as_bytes();
+        (self.xcr0, bytes.get(..size).unwrap_or(bytes))
+    }
+
+    /// Replaces the state with a toolstack's (`XEN_DOMCTL_setvcpuextstate`): `xcr0` and
+    /// `image` as `hestia_core::xstate::check_ext_state` accepted them (a valid XCR0 within
+    /// Hestia's mask, a standard-format image whose header XRSTOR accepts), MXCSR cut to what
+    /// the CPU accepts, so the module's "never faults" holds.
+    pub fn set_guest_xsave(&mut self, xcr0: u64, image: &[u8]) {
+        let f = features();
+        xstate::write_ext_state(self.area.as_mut_bytes(), image, f.mxcsr_mask);
+        self.xcr0 = xcr0;
+        self.loaded = false;
+    }
+
     /// Saves the CPU's FPU registers, XCR0 and CR0.TS into `self`, on switching the vCPU away.
     /// Leaves CR0.TS clear and XCR0 at Hestia's: ready for the next vCPU's [`restore`].
     ///
@@ -283,8 +312,9 @@ impl FpuState {
 /// Loads XCR0 unless it already holds `xcr0` (XGETBV is cheap, XSETBV serialises).
 fn load_xcr0(xcr0: u64) {
     if cpu::read_xcr0() != xcr0 {
-        // SAFETY: `xcr0` is Hestia's guest mask or a value read from XCR0 earlier (`save`) or
-        // x87|SSE (`new_initial`): all valid, and within what the CPU supports.
+        // SAFETY: `xcr0` is Hestia's guest mask, a value read from XCR0 earlier (`save`), x87|SSE
+        // (`new_initial`) or a toolstack's checked by `xstate::check_ext_state` (a valid
+        // combination within the guest mask): all valid, and within what the CPU supports.
         unsafe { cpu::set_xcr0(xcr0) };
     }
 }

@@ -14,11 +14,13 @@
 //! ([`super::continuation::Resume`]), releasing the lock in between.
 //!
 //! One file per family: [`info`] (what `xl list` and `xl vcpu-list` read), [`sched`] (credit
-//! parameters and affinity), [`build`] (what the domain builder needs besides memory).
+//! parameters and affinity), [`build`] (what the domain builder needs besides memory),
+//! [`save`] (what save and restore need besides memory and the vCPU context).
 
 mod build;
 mod info;
 mod lifecycle;
+mod save;
 mod sched;
 mod vcpu_context;
 
@@ -136,6 +138,14 @@ pub(super) fn do_domctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::SET_CPU_POLICY => super::cpu_policy::set_cpu_policy(&mut call),
         cmd::SETVCPUCONTEXT => vcpu_context::setvcpucontext(&mut call),
         cmd::GETVCPUCONTEXT => vcpu_context::getvcpucontext(&mut call),
+        cmd::GETPAGEFRAMEINFO3 => save::getpageframeinfo3(&mut call),
+        cmd::GET_EXT_VCPUCONTEXT => save::ext_vcpucontext(&mut call, false),
+        cmd::SET_EXT_VCPUCONTEXT => save::ext_vcpucontext(&mut call, true),
+        cmd::GETVCPUEXTSTATE => save::getvcpuextstate(&mut call),
+        cmd::SETVCPUEXTSTATE => save::setvcpuextstate(&mut call),
+        cmd::GET_VCPU_MSRS => save::vcpu_msrs(&mut call, false),
+        cmd::SET_VCPU_MSRS => save::vcpu_msrs(&mut call, true),
+        cmd::SHADOW_OP => save::shadow_op(&mut call),
         _ => Err(Errno::ENOSYS),
     };
     finish(addr, &call, r)
