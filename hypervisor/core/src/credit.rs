@@ -452,6 +452,8 @@ struct Unit {
     cpu: usize,
     pri: Pri,
     credit: i32,
+    /// Its credit right after the last accounting that gave it a share.
+    settled: i32,
     /// Nanoseconds × credits not yet charged (less than a credit's worth).
     residual: u64,
     /// Run time before this instant is charged.
@@ -705,6 +707,7 @@ impl Scheduler {
                 cpu,
                 pri: Pri::Under,
                 credit: 0,
+                settled: 0,
                 residual: 0,
                 start_time: 0,
                 run_start: 0,
@@ -1330,8 +1333,7 @@ impl Scheduler {
                 weight,
             }));
         }
-        let repaid = (-old_balance).max(0);
-        self.confine_to_cpus(&mut grants, per_slice, repaid, weight_total);
+        self.confine_to_cpus(&mut grants, per_slice);
         let mut credit_balance = 0i128;
         let mut unparked = Vec::new();
         for g in grants {
@@ -1369,22 +1371,17 @@ impl Scheduler {
     }
 
     /// Deliberate difference: the units whose hard affinities all lie inside a set of CPUs
-    /// are given at most what those CPUs deliver in a period (`per_slice` each, plus their
-    /// weight's part of the debt `repaid` this period), shared among them by weight. Xen shares
+    /// are given at most what those CPUs deliver in a period (`per_slice` each, plus the debt
+    /// those units ran up, as accounting repays the global one), shared among them by weight. Xen shares
     /// the supply of every CPU by weight alone, so two hogs pinned to CPU 1 next to a light
     /// domain active on CPU 0 are handed more credit than CPU 1 can burn (the heavier one up to
     /// its peak, the rest to the lighter): both stay `Under` and share CPU 1 round-robin,
-    /// whatever their weights. Sets are taken smallest first (their units may be cut again as
+    /// whatever their weights; and a busy domain's debt on CPU 0, repaid by weight to every
+    /// domain, did the same. Sets are taken smallest first (their units may be cut again as
     /// part of a larger one); within a set, weighted max-min fairness (no unit gets more than it
     /// was granted, which keeps caps and peaks); credit cut is handed to no one (the CPUs it
     /// stands for idle or run others). O(distinct affinities × units × log units).
-    fn confine_to_cpus(
-        &self,
-        grants: &mut [Grant],
-        per_slice: i128,
-        repaid: i128,
-        weight_total: i128,
-    ) {
+    fn confine_to_cpus(&self, grants: &mut [Grant], per_slice: i128) {
         let masks: Vec<CpuSet> = grants
             .iter()
             .map(|g| {
@@ -1400,15 +1397,13 @@ impl Scheduler {
             let mut inside: Vec<usize> = (0..grants.len())
                 .filter(|&i| masks.get(i).is_some_and(|m| m.and_not(set).is_empty()))
                 .collect();
-            let (mut demand, mut weight) = (0i128, 0i128);
+            let (mut demand, mut weight, mut settled) = (0i128, 0i128, 0i128);
             for g in inside.iter().filter_map(|&i| grants.get(i)) {
                 demand += g.share.max(0);
                 weight += g.weight;
+                settled += self.units.get(&g.unit).map_or(0, |u| i128::from(u.settled));
             }
-            let mut supply = per_slice * i128::from(set.count());
-            if weight_total > 0 {
-                supply += repaid * weight / weight_total;
-            }
+            let mut supply = per_slice * i128::from(set.count()) + (-settled).max(0);
             // Each grant was rounded up: one credit per unit is not an excess.
             if demand <= supply + inside.len() as i128 || weight <= 0 {
                 continue;
@@ -1475,6 +1470,7 @@ impl Scheduler {
             }
         }
         u.credit = credit;
+        u.settled = credit;
         credit
     }
 
@@ -1864,27 +1860,27 @@ mod tests {
     }
 
     /// Two hogs with weights 256/768 pinned to CPU 1 of two get 1/4 and 3/4 of it (±5% of
-    /// each share) next to a light two-vCPU domain (dom0) that wakes every 5 ms, pinned to CPU 0
-    /// or free to run on both, whatever the phase of CPU 1's ticks against CPU 0's; after their
-    /// weights are swapped on the running units, 3/4 and 1/4. The light hog got 32 % when
-    /// credit was shared by weight alone (the light domain's activity handed the pair more than
-    /// CPU 1 can burn: `confine_to_cpus`), 28.5 % with CPU 1 ticking 7 or 9 ms after CPU 0
-    /// when accounting did not charge running units first or when priorities changed only at
-    /// accounting.
+    /// each share) next to a two-vCPU domain (dom0) that wakes every 5 ms for 100 µs, pinned to
+    /// CPU 0 or free to run on both, whatever the phase of CPU 1's ticks against CPU 0's, or
+    /// for 8 ms on CPU 0 (more than its share: it runs into debt); after their weights are
+    /// swapped on the running units, 3/4 and 1/4. The light hog got 32 % when credit was shared
+    /// by weight alone (the light domain's activity handed the pair more than CPU 1 can burn:
+    /// `confine_to_cpus`), 41 % when the busy dom0's debt was repaid to every domain by weight,
+    /// 28.5 % with CPU 1 ticking 7 or 9 ms after CPU 0 when accounting did not charge running
+    /// units first or when priorities changed only at accounting.
     #[test]
     fn weights_hold_next_to_a_light_domain_on_another_cpu() {
-        let cases = [0, 3, 7, 9].map(|p| (CpuSet::single(0), p * MS));
-        for (dom0_cpus, phase) in cases.into_iter().chain([(CpuSet::first_n(2), 0)]) {
+        let (pinned, light, busy) = (CpuSet::single(0), MS / 10, 8 * MS);
+        let cases = [0, 3, 7, 9].map(|p| (pinned, p * MS, light));
+        let others = [(CpuSet::first_n(2), 0, light), (pinned, 0, busy)];
+        for (dom0_cpus, phase, run) in cases.into_iter().chain(others) {
             let mut sim = Sim::new(2).tick_phase(phase);
             sim.s
                 .add_domain(DomKey(0), DEFAULT_WEIGHT, 0)
                 .expect("dom0");
-            let light = Work::Periodic {
-                run: MS / 10,
-                sleep: 5 * MS,
-            };
-            sim.add(100, 0, dom0_cpus, light);
-            sim.add(101, 0, dom0_cpus, light);
+            let work = Work::Periodic { run, sleep: 5 * MS };
+            sim.add(100, 0, dom0_cpus, work);
+            sim.add(101, 0, dom0_cpus, work);
             for (dom, w) in [(1u16, 256u16), (2, 768)] {
                 sim.s.add_domain(DomKey(dom), w, 0).expect("dom");
                 sim.add(dom.into(), dom, CpuSet::single(1), Work::Hog);
@@ -1896,7 +1892,8 @@ mod tests {
                 let share = got[0] as f64 / (got[0] + got[1]) as f64;
                 assert!(
                     close(share, want, want * 0.05),
-                    "dom0 on {dom0_cpus}, phase {phase}: light hog got {share}, want {want}"
+                    "dom0 on {dom0_cpus} running {run} ns per wake, phase {phase}: light hog \
+                     got {share}, want {want}"
                 );
                 // Swapped on the running units.
                 sim.s.set_domain_params(DomKey(1), 768, 0).expect("set");
