@@ -1372,15 +1372,16 @@ impl Scheduler {
 
     /// Deliberate difference: the units whose hard affinities all lie inside a set of CPUs
     /// are given at most what those CPUs deliver in a period (`per_slice` each, plus the debt
-    /// those units ran up, as accounting repays the global one), shared among them by weight. Xen shares
-    /// the supply of every CPU by weight alone, so two hogs pinned to CPU 1 next to a light
-    /// domain active on CPU 0 are handed more credit than CPU 1 can burn (the heavier one up to
-    /// its peak, the rest to the lighter): both stay `Under` and share CPU 1 round-robin,
-    /// whatever their weights; and a busy domain's debt on CPU 0, repaid by weight to every
-    /// domain, did the same. Sets are taken smallest first (their units may be cut again as
-    /// part of a larger one); within a set, weighted max-min fairness (no unit gets more than it
-    /// was granted, which keeps caps and peaks); credit cut is handed to no one (the CPUs it
-    /// stands for idle or run others). O(distinct affinities × units × log units).
+    /// those units ran up, as accounting repays the global one), shared among them by weight.
+    /// Xen shares the supply of every CPU by weight alone, so two hogs pinned to CPU 1 next to
+    /// a light domain active on CPU 0 are handed more credit than CPU 1 can burn (the heavier
+    /// one up to its peak, the rest to the lighter): both stay `Under` and share CPU 1
+    /// round-robin, whatever their weights; and a busy domain's debt on CPU 0, repaid by
+    /// weight to every domain, did the same. Sets are taken smallest first (their units may
+    /// be cut again as part of a larger one); within a set, weighted max-min fairness (no unit
+    /// gets more than it was granted, which keeps caps and peaks); credit cut is handed to no
+    /// one (the CPUs it stands for idle or run others). O(distinct affinities × units × log
+    /// units).
     fn confine_to_cpus(&self, grants: &mut [Grant], per_slice: i128) {
         let masks: Vec<CpuSet> = grants
             .iter()
