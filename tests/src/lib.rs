@@ -1824,6 +1824,27 @@ fn base() -> Vec<Scenario> {
             timeout_s: 900,
             ..linux("dom0-xl-lifecycle")
         },
+        // CPU throttling with `xl sched-credit` on running Linux domUs (rootfs/xl-throttle.sh):
+        // two domUs spinning on CPU 1 (dom0 pinned to CPU 0) get CPU time in the ratio of
+        // their weights, 256/768, then 768/256 once swapped; then one alone, capped at 20,
+        // gets 20 % of the CPU. Each measured over 15 s from xl list's Time column.
+        Scenario {
+            dom0: Some(DEBIAN_XEN_USERLAND),
+            hv_cmdline: "dom0_mem=512M,max:512M",
+            input: &[
+                (DOM0_PROMPT, "/etc/hestia/xl-throttle.sh 15\n"),
+                (DOM0_PROMPT, "poweroff\n"),
+            ],
+            expect: &[
+                "hestia-throttle: weights 256 768 shares",
+                "hestia-throttle: weights 768 256 shares",
+                "hestia-throttle: cap 20 share",
+                POWEROFF_MARKER,
+            ],
+            check: Some(check_throttle),
+            timeout_s: 600,
+            ..linux("dom0-xl-throttle")
+        },
     ]
 }
 
@@ -1858,6 +1879,44 @@ fn check_modules_returned(log: &str) -> Result<(), String> {
         return Err(format!(
             "xl info: {free} MiB free, less than the {returned} KiB returned"
         ));
+    }
+    Ok(())
+}
+
+/// The shares `xl-throttle.sh` measured: each domain's share of the pair within 5 % of its
+/// weight's share (25 % ± 1.25, 75 % ± 3.75), the capped domain within 2 points of its cap.
+fn check_throttle(log: &str) -> Result<(), String> {
+    check_no_userland_failure(log)?;
+    let mut seen = 0;
+    for line in log.lines() {
+        let Some(rest) = line.split("hestia-throttle: ").nth(1) else {
+            continue;
+        };
+        let w: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| w.get(i).and_then(|v| v.parse::<f64>().ok());
+        let ok = match w.first() {
+            Some(&"weights") => match (num(1), num(2), num(4), num(5)) {
+                (Some(w1), Some(w2), Some(s1), Some(s2)) => {
+                    [(w1, s1), (w2, s2)].iter().all(|&(weight, share)| {
+                        let want = 100.0 * weight / (w1 + w2);
+                        (share - want).abs() <= want * 0.05
+                    })
+                }
+                _ => false,
+            },
+            Some(&"cap") => match (num(1), num(3)) {
+                (Some(cap), Some(share)) => (share - cap).abs() <= 2.0,
+                _ => false,
+            },
+            _ => false,
+        };
+        if !ok {
+            return Err(format!("out of band: {}", rest.trim()));
+        }
+        seen += 1;
+    }
+    if seen != 3 {
+        return Err(format!("{seen} of the 3 measurements ran"));
     }
     Ok(())
 }

@@ -269,7 +269,9 @@ pub fn prepare() -> Result<Dom0Linux> {
 
 /// The early user space: busybox as `/init` with an inittab that mounts the pseudo file systems
 /// and respawns a shell on the kernel's console; `poweroff` and `reboot` go through init, also
-/// when the kernel runs `/sbin/poweroff` or `/sbin/reboot` itself.
+/// when the kernel runs `/sbin/poweroff` or `/sbin/reboot` itself. Command-line words:
+/// `hestia.bench` powers off after the banner; `hestia.spin` starts one busy loop per CPU (the
+/// CPU hogs of the `xl-throttle` measurement, booted as domUs).
 fn initramfs_image(busybox: &[u8], modules: &[(String, PathBuf)]) -> Result<Vec<u8>> {
     let mut a = Archive::default();
     let dirs = [
@@ -328,7 +330,9 @@ fn initramfs_image(busybox: &[u8], modules: &[(String, PathBuf)]) -> Result<Vec<
           mount -t devtmpfs devtmpfs /dev\n\
           echo \"hestia-dom0: $(uname -sr), $(grep -c ^processor /proc/cpuinfo) CPUs, \
           $(sed -n 's/MemTotal: *//p' /proc/meminfo) RAM\"\n\
-          grep -qw hestia.bench /proc/cmdline && poweroff -f\n",
+          grep -qw hestia.bench /proc/cmdline && poweroff -f\n\
+          grep -qw hestia.spin /proc/cmdline && for c in $(seq $(nproc)); do \
+          (while :; do :; done) & done\n",
     );
     a.file(
         "etc/profile",

@@ -24,7 +24,8 @@
 //! `xl-bench` (`cargo xtask bench`'s timed xl create and destroy rounds), `io-bench` (`cargo
 //! xtask bench io`: disk, TCP and ping figures of domUs and of dom0 itself; its domUs boot the
 //! busybox initramfs with iperf3 and `io-domu.sh` appended), `xl-badinput` (xl given bad input:
-//! Xen's errors, and nothing leaked).
+//! Xen's errors, and nothing leaked), `xl-throttle` (CPU shares of spinning domUs under `xl
+//! sched-credit` weights and caps).
 //!
 //! The image is an uncompressed cpio (59 MiB): measured natively under TCG (`xen-ref --native`),
 //! Linux unpacked it in 0.5 s, gzip -6 (21 MiB) in 1.8 s, zstd -19 (15 MiB) in 3.7 s, and it frees
@@ -154,6 +155,11 @@ const FILES: &[(&str, u32, &str)] = &[
         "etc/hestia/xl-badinput.sh",
         0o755,
         include_str!("rootfs/xl-badinput.sh"),
+    ),
+    (
+        "etc/hestia/xl-throttle.sh",
+        0o755,
+        include_str!("rootfs/xl-throttle.sh"),
     ),
     (
         "etc/xen/hestia-pv.cfg",
