@@ -5,8 +5,9 @@
 # busy loop in their busybox init); dom0's vCPUs are pinned to CPU 0, off the measured CPU.
 # Their weights are set to 256/768, then swapped to 768/256; then one is destroyed and the other
 # capped at 20 % of a CPU. Each change is made on the running domains and followed by a second
-# of settling; then each domain's CPU time (xl list's Time column, cumulative seconds) is read at
-# two instants and the differences give one line:
+# of settling; then, twice, each domain's CPU time (xl list's Time column, cumulative seconds) is
+# read at two instants and the differences give one line (two samples: a host that deschedules
+# QEMU's CPU thread in one of them skews that one only):
 #   hestia-throttle: weights W1 W2 shares S1 S2 busy B over T s
 #     (each domain's % of the pair's CPU time; the pair's % of CPU 1 over T s of dom0's uptime)
 #   hestia-throttle: cap C share S over T s
@@ -59,16 +60,20 @@ weights() {
     xl sched-credit -d $a -w "$1" && xl sched-credit -d $b -w "$2" || return 1
     sleep 1
     xl sched-credit | sed -n "/^$a\|^$b/s/^/hestia-script: /p"
-    measure $a $b | awk -v w="$1 $2" '{
-        printf "hestia-throttle: weights %s shares %.1f %.1f busy %.1f over %.1f s\n",
-            w, 100 * $2 / ($2 + $3), 100 * $3 / ($2 + $3), 100 * ($2 + $3) / $1, $1 }'
+    for _ in 1 2; do
+        measure $a $b | awk -v w="$1 $2" '{
+            printf "hestia-throttle: weights %s shares %.1f %.1f busy %.1f over %.1f s\n",
+                w, 100 * $2 / ($2 + $3), 100 * $3 / ($2 + $3), 100 * ($2 + $3) / $1, $1 }'
+    done
 }
 cap() {
     xl sched-credit -d $a -c "$1" || return 1
     sleep 1
     xl sched-credit | sed -n "/^$a/s/^/hestia-script: /p"
-    measure $a | awk -v c="$1" '{
-        printf "hestia-throttle: cap %s share %.1f over %.1f s\n", c, 100 * $2 / $1, $1 }'
+    for _ in 1 2; do
+        measure $a | awk -v c="$1" '{
+            printf "hestia-throttle: cap %s share %.1f over %.1f s\n", c, 100 * $2 / $1, $1 }'
+    done
 }
 
 run 'xl vcpu-pin 0 all 0'
