@@ -1578,7 +1578,7 @@ fn base() -> Vec<Scenario> {
                 POWEROFF_MARKER,
             ],
             check: Some(check_net),
-            timeout_s: 600,
+            timeout_s: 900,
             ..linux("dom0-xl-net")
         },
         // Bad input to xl (rootfs/xl-badinput.sh): a missing kernel, memory above free, 0 and
@@ -2087,6 +2087,18 @@ mod tests {
         assert_eq!(check_zombies_freed_in_order(&log("d2", "d1")), Ok(()));
         assert!(check_zombies_freed_in_order(&log("d1", "d2")).is_err());
         assert!(check_zombies_freed_in_order(&freed("d2")).is_err());
+    }
+
+    #[test]
+    fn net_check_fails_on_a_step_that_gave_up() {
+        assert_eq!(
+            check_net("hestia-net: b rate vif state: 4 [9.1 s]\n"),
+            Ok(())
+        );
+        assert!(check_net("hestia-net: b: network-attach nat failed [9.1 s]\n").is_err());
+        assert!(check_net("hestia-net: a: no end of: ping [9.1 s]\n").is_err());
+        assert!(check_net("hestia-net: rate-limit NOT slower\n").is_err());
+        assert!(check_net("hestia-net: lan-to-a: lost 3 packets transmitted\n").is_err());
     }
 
     #[test]

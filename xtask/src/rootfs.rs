@@ -45,6 +45,9 @@ use crate::{Result, kmod};
 /// What the userland is made of (each with its dependencies): Xen's tools and the shell, network
 /// and block tools their scripts call (`ip`/`bridge`, `flock`, `losetup`, `choom`), and the
 /// terminal descriptions `xl top` (xentop's curses screen) needs, which every Debian system has.
+/// vif-route's `ifconfig` and `ifdown` are busybox's; Debian's vif scripts never touch iptables
+/// (its `handle_iptable` returns at once, Debian bug #894013) and vif-nat's DHCP part only runs
+/// with an `/etc/dhcpd.conf`, so neither iptables nor a DHCP server is needed.
 const PACKAGES: &[&str] = &[
     "xen-utils-4.17",
     "xen-utils-common",
