@@ -14,6 +14,18 @@
 # The domUs' shells are driven through their console ptys (xenstore's console/tty), read by a
 # `cat` into /tmp/con-NAME all along (a console nobody reads stalls the domU's printk), with
 # `stty -echo` so that only output comes back (busybox's line editing then stays off).
+#
+# What the vif scripts do here, as on Xen 4.17: vif-nat translates nothing (Debian's scripts
+# never touch iptables): it gives the vif a router address (the domU's + 127), a host route to
+# the domU and proxy ARP; vif-route gives the vif dom0's address on gatewaydev (its `netdev`),
+# a host route and proxy ARP. Either way the LAN host reaches the domU through dom0's forwarding
+# and proxy ARP on xenbr0, which this script turns on as an administrator would.
+#
+# On the Xen rig: xen-ref --dom0 <Debian's vmlinuz> --initrd target/debian/xen/initramfs.cpio
+# --dom0-cmdline "console=hvc0 earlyprintk=xen hestia.script=xl-net" --xen-cmdline
+# "dom0_mem=512M,max:512M bootscrub=0 sched=credit" --qemu W, W a wrapper running QEMU with
+# `-nic none` and the scenario's two virtio-net NICs on hub 0 (`-netdev hubport,hubid=0`).
+
 # One result line, with dom0's uptime (where the run spends its time).
 say() { echo "hestia-net: $* [$(cut -d' ' -f1 /proc/uptime) s]"; }
 declare -A TTY
@@ -90,7 +102,8 @@ eth_up() {
     dsh "$1" "for i in \$(seq 100); do e=\$(ls /sys/class/net | grep ^eth) && break; sleep 0.1; done; \
         ip addr add $2/16 dev \$e && ip link set \$e up && echo $1-if:\$e"
 }
-# Removes vif $2 of domU $1 and prints what is left of it: in xl, in dom0, in the domU.
+# Removes vif $2 of domU $1 (which then has $3 eth interfaces left; $4 names the vif) and prints
+# what is left of it: in xl, in dom0, in the domU.
 detach() {
     local d
     d=$(xl domid "$1")
