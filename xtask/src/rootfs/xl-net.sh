@@ -40,16 +40,22 @@ wait_for() {
     done
 }
 
-# Starts domU $1 with xl config overrides $2..., and keeps its console drained.
+# Starts creating domU $1 with xl config overrides $2... (in the background: with dom0's memory
+# fixed xl takes no lock, so two domUs are built at once).
 start() {
-    local name=$1 d t
+    local name=$1
     shift
     # Quiet: a Linux boot's console lines are slow hypercalls under TCG (dmesg keeps them).
-    xl create -q /etc/xen/debian-pv.cfg "name=\"$name\"" memory=128 'extra="console=hvc0 quiet"' "$@" || {
-        say "$name: xl create failed"
-        return 1
-    }
-    wait_for 'd=$(xl domid $name 2>/dev/null) && t=$(xenstore-read /local/domain/$d/console/tty 2>/dev/null)' 30
+    xl create -q /etc/xen/debian-pv.cfg "name=\"$name\"" memory=128 'extra="console=hvc0 quiet"' "$@" ||
+        say "$name: xl create failed" &
+}
+
+# Waits for domU $1's console (its xenstore tty node is empty until xenconsoled made the pty),
+# then keeps it drained.
+console() {
+    local name=$1 d t
+    wait_for 'd=$(xl domid $name 2>/dev/null) && t=$(xenstore-read /local/domain/$d/console/tty 2>/dev/null) && [ -n "$t" ]' 300 ||
+        say "$name: no console"
     TTY[$name]=$t
     cat "$t" >"/tmp/con-$name" &
 }
@@ -128,6 +134,8 @@ say "payload $(seq 50000 | md5sum | cut -d' ' -f1)"
 # Both domUs boot at once; a has 2 vCPUs (2 netfront queues), MAC and IP from its config.
 start a 'vif=["mac=00:16:3e:00:00:0a,bridge=xenbr0,ip=169.254.1.10"]'
 start b vcpus=1
+console a
+console b
 ready a && ready b || exit 1
 A=$(xl domid a)
 B=$(xl domid b)
