@@ -1626,6 +1626,67 @@ fn base() -> Vec<Scenario> {
             timeout_s: 600,
             ..linux("dom0-xl-save-restore")
         },
+        // Networks and network hot-plug through Debian's own pieces (rootfs/xl-net.sh, which
+        // the Xen rig runs too): dom0's second NIC on the same QEMU hub is a host on the LAN in
+        // its own network namespace. Domain a (2 vCPUs: 2 netfront queues; MAC and IP from its
+        // config, in the domU and in xenstore) on xenbr0 pings it and sends it a file through
+        // the bridge and dom0's first NIC; domain b pings a and sends it a file; b sends dom0 a
+        // file on its vif and then on a hot-plugged one with rate=1Mb/s (netback's credit: the
+        // `rate` key, and a coarse ratio); b's vif is then detached and replaced by a vif-nat
+        // and a vif-route one (dom0 and the LAN host reached through dom0's forwarding and
+        // proxy ARP), each detached without a trace in dom0; b still runs.
+        Scenario {
+            dom0: Some(DEBIAN_XEN_USERLAND),
+            hv_cmdline: "dom0_mem=512M,max:512M",
+            nics: &["virtio-net-pci", "virtio-net-pci"],
+            input: &[
+                (DOM0_PROMPT, "/etc/hestia/xl-net.sh\n"),
+                (DOM0_PROMPT, "poweroff\n"),
+            ],
+            expect: &[
+                "hestia-net: payload c1d4ba52c72ac7bcc71ff2d6c083e684",
+                "(a) a-mac:00:16:3e:00:00:0a a-queues:rx-0 rx-1 tx-0 tx-1",
+                "hestia-net: a xenstore: mac 00:16:3e:00:00:0a ip 169.254.1.10 max-queues 2 queues 2",
+                "(a) a-to-lan: reached",
+                "hestia-net: a-to-lan-tcp: c1d4ba52c72ac7bcc71ff2d6c083e684",
+                "hestia-net: lan-to-a: reached",
+                "(a) a-to-b: reached",
+                "(b) b-to-a: reached",
+                "(a) b-to-a-tcp: c1d4ba52c72ac7bcc71ff2d6c083e684",
+                "hestia-net: b rate vif state: 4",
+                "hestia-net: b rate key: 6250,50000",
+                "hestia-net: b detached vif first: list 1, dom0 0, routes 0",
+                "(b) b-eths:1",
+                "hestia-net: rate-limit slower",
+                "hestia-net: b detached vif rate: list 0, dom0 0, routes 0",
+                "hestia-net: b nat vif state: 4",
+                "hestia-net: nat vif: 169.254.2.129/32 route 169.254.2.2 dev vif",
+                "(b) nat-to-router: reached",
+                "(b) nat-to-dom0: reached",
+                "(b) nat-to-lan: reached",
+                "hestia-net: nat-to-lan-tcp: c1d4ba52c72ac7bcc71ff2d6c083e684",
+                "hestia-net: b detached vif nat: list 0, dom0 0, routes 0",
+                "hestia-net: b route vif state: 4",
+                "hestia-net: route vif: 169.254.0.1/32 route 169.254.3.2 dev vif",
+                "(b) route-to-dom0: reached",
+                "(b) route-to-lan: reached",
+                "hestia-net: route-to-lan-tcp: c1d4ba52c72ac7bcc71ff2d6c083e684",
+                "hestia-net: b detached vif route: list 0, dom0 0, routes 0",
+                "vifs in dom0 0, routes 0, proxy-arp left 0",
+                "(b) b-alive:42",
+                "hestia-net: a detached vif only: list 0, dom0 0, routes 0",
+                "(a) a-eths:0",
+                // Nor on Xen 4.17 (the rig runs the same script).
+                "(a) a-kernel-complaints: 0",
+                "(b) b-kernel-complaints: 0",
+                "hestia-net: dom0-kernel-complaints: 0",
+                "hestia-net: domains: 1",
+                POWEROFF_MARKER,
+            ],
+            check: Some(check_net),
+            timeout_s: 900,
+            ..linux("dom0-xl-net")
+        },
         // Bad input to xl (rootfs/xl-badinput.sh): a missing kernel, memory above free, 0 and
         // 9000 vCPUs, dom0's name and a running domain's, a random file and an ELF without Xen
         // notes as the kernel, `xl destroy` of dom0 and of a missing id. Each fails with the
@@ -1939,6 +2000,27 @@ fn check_throttle(log: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// No step of `xl-net.sh` gave up or failed (its own `hestia-net: ` lines say so).
+fn check_net(log: &str) -> Result<(), String> {
+    check_no_userland_failure(log)?;
+    let bad = [
+        "failed",
+        "no end of",
+        "no shell",
+        "no answer",
+        "no LAN host",
+        "NOT slower",
+        "lost",
+    ];
+    match log
+        .lines()
+        .find(|l| l.contains("hestia-net: ") && bad.iter().any(|b| l.contains(b)))
+    {
+        Some(l) => Err(format!("xl-net.sh: {}", l.trim())),
+        None => Ok(()),
+    }
+}
+
 /// Every case of `xl-badinput.sh` (10) left the free memory and the domain list as they were.
 fn check_badinput(log: &str) -> Result<(), String> {
     check_no_userland_failure(log)?;
@@ -2249,6 +2331,18 @@ mod tests {
         assert_eq!(check_zombies_freed_in_order(&log("d2", "d1")), Ok(()));
         assert!(check_zombies_freed_in_order(&log("d1", "d2")).is_err());
         assert!(check_zombies_freed_in_order(&freed("d2")).is_err());
+    }
+
+    #[test]
+    fn net_check_fails_on_a_step_that_gave_up() {
+        assert_eq!(
+            check_net("hestia-net: b rate vif state: 4 [9.1 s]\n"),
+            Ok(())
+        );
+        assert!(check_net("hestia-net: b: network-attach nat failed [9.1 s]\n").is_err());
+        assert!(check_net("hestia-net: a: no end of: ping [9.1 s]\n").is_err());
+        assert!(check_net("hestia-net: rate-limit NOT slower\n").is_err());
+        assert!(check_net("hestia-net: lan-to-a: lost 3 packets transmitted\n").is_err());
     }
 
     #[test]

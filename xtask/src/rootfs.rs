@@ -25,7 +25,8 @@
 //! xtask bench io`: disk, TCP and ping figures of domUs and of dom0 itself; its domUs boot the
 //! busybox initramfs with iperf3 and `io-domu.sh` appended), `xl-badinput` (xl given bad input:
 //! Xen's errors, and nothing leaked), `xl-throttle` (CPU shares of spinning domUs under `xl
-//! sched-credit` weights and caps).
+//! sched-credit` weights and caps), `xl-net` (bridged, NATed, routed, rate-limited and
+//! multi-queue vifs of two Linux domUs, hot-plugged and detached).
 //!
 //! The image is an uncompressed cpio (59 MiB): measured natively under TCG (`xen-ref --native`),
 //! Linux unpacked it in 0.5 s, gzip -6 (21 MiB) in 1.8 s, zstd -19 (15 MiB) in 3.7 s, and it frees
@@ -47,6 +48,9 @@ use crate::{Result, kmod};
 /// What the userland is made of (each with its dependencies): Xen's tools and the shell, network
 /// and block tools their scripts call (`ip`/`bridge`, `flock`, `losetup`, `choom`), and the
 /// terminal descriptions `xl top` (xentop's curses screen) needs, which every Debian system has.
+/// vif-route's `ifconfig` and `ifdown` are busybox's; Debian's vif scripts never touch iptables
+/// (its `handle_iptable` returns at once, Debian bug #894013) and vif-nat's DHCP part only runs
+/// with an `/etc/dhcpd.conf`, so neither iptables nor a DHCP server is needed.
 const PACKAGES: &[&str] = &[
     "xen-utils-4.17",
     "xen-utils-common",
@@ -160,6 +164,11 @@ const FILES: &[(&str, u32, &str)] = &[
         "etc/hestia/xl-throttle.sh",
         0o755,
         include_str!("rootfs/xl-throttle.sh"),
+    ),
+    (
+        "etc/hestia/xl-net.sh",
+        0o755,
+        include_str!("rootfs/xl-net.sh"),
     ),
     (
         "etc/xen/hestia-pv.cfg",
