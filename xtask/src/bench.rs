@@ -116,11 +116,20 @@ fn linux_boots_hestia(
 /// A QEMU wrapper for the rig that adds `-machine q35`: Hestia's runs use Q35, so Xen and the
 /// native kernel get the same chipset (the rig's default is i440FX).
 fn q35_wrapper() -> Result<PathBuf> {
+    q35_wrapper_with("qemu-q35", &[])
+}
+
+/// [`q35_wrapper`] that also attaches `disks` as virtio disks, written as `target/NAME`.
+fn q35_wrapper_with(name: &str, disks: &[PathBuf]) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let p = target_dir().join("qemu-q35");
+    let p = target_dir().join(name);
+    let drives: String = disks
+        .iter()
+        .map(|d| format!(" -drive file={},format=raw,if=virtio", d.display()))
+        .collect();
     std::fs::write(
         &p,
-        "#!/bin/sh\nexec qemu-system-x86_64 -machine q35 \"$@\"\n",
+        format!("#!/bin/sh\nexec qemu-system-x86_64 -machine q35{drives} \"$@\"\n"),
     )?;
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
     Ok(p)
@@ -222,44 +231,67 @@ fn run_on_xen(
     Ok(parse_bench(&log))
 }
 
-/// dom0's command line for the xl rounds.
-const XL_BENCH_CMDLINE: &str = "console=hvc0 earlyprintk=xen hestia.script=xl-bench";
+/// dom0's command line for the xen userland's canned script `script` (`rootfs/<script>.sh`).
+fn script_cmdline(script: &str) -> String {
+    format!("console=hvc0 earlyprintk=xen hestia.script={script}")
+}
 
-/// The xl rounds' `BENCH` lines on Hestia.
-fn xl_rounds_hestia(
+/// The `BENCH` lines of the canned script `script` in the xen userland on Hestia, with `disks`
+/// attached (an error if there are none); the log goes to `bench-<script>-hestia.log`.
+fn script_on_hestia(
     elf: &Path,
     xen: &rootfs::XenUserland,
     machine: &Machine,
+    script: &str,
+    disks: Vec<PathBuf>,
 ) -> Result<Vec<(String, u64)>> {
-    eprintln!("bench: xl create/destroy rounds on Hestia ...");
+    eprintln!("bench: {script} on Hestia ...");
     let modules = Modules {
-        dom0: Some((xen.kernel.clone(), XL_BENCH_CMDLINE.to_owned())),
+        dom0: Some((xen.kernel.clone(), script_cmdline(script))),
         initrd: Some(xen.initramfs.clone()),
         domus: Vec::new(),
     };
-    let iso = kernel::make_iso("bench-xl", elf, LINUX_DOM0_MEM, &modules)?;
+    let name = format!("bench-{script}");
+    let iso = kernel::make_iso(&name, elf, LINUX_DOM0_MEM, &modules)?;
+    let m = Machine {
+        disks,
+        ..machine.clone()
+    };
+    let log_path = target_dir().join(format!("{name}-hestia.log"));
     let o = RunOptions {
-        timeout: Some(Duration::from_secs(900)),
-        log_path: target_dir().join("bench-xl-hestia.log"),
+        timeout: Some(Duration::from_secs(1200)),
+        log_path: log_path.clone(),
         echo: false,
         interactive: false,
         input: Vec::new(),
         stop_when: None,
     };
-    Ok(parse_bench(&qemu::run(&iso, machine, "bench-xl", &o)?.log))
+    let lines = parse_bench(&qemu::run(&iso, &m, &name, &o)?.log);
+    if lines.is_empty() {
+        return Err(format!("{script} printed no figures (log: {})", log_path.display()).into());
+    }
+    Ok(lines)
 }
 
-/// The same rounds on Xen 4.17 (the rig, on Q35 as Hestia's runs).
-fn xl_rounds_rig(rig: &Path, xen: &rootfs::XenUserland) -> Result<Vec<(String, u64)>> {
-    eprintln!("bench: xl create/destroy rounds on Xen 4.17 ...");
-    let out = Command::new(rig)
-        .arg("--dom0")
+/// The same on the rig (Q35 as Hestia's runs, `disks` attached): on Xen 4.17 (`sched=credit`,
+/// Hestia's scheduler), or natively; the log goes to `bench-<script>-{xen,native}.log`.
+fn script_on_rig(
+    rig: &Path,
+    xen: &rootfs::XenUserland,
+    script: &str,
+    disks: &[PathBuf],
+    native: bool,
+) -> Result<Vec<(String, u64)>> {
+    let name = if native { "native" } else { "xen" };
+    eprintln!("bench: {script} {name} ...");
+    let mut c = Command::new(rig);
+    c.arg("--dom0")
         .arg(&xen.kernel)
         .arg("--initrd")
         .arg(&xen.initramfs)
         .args([
             "--dom0-cmdline",
-            XL_BENCH_CMDLINE,
+            &script_cmdline(script),
             "--xen-cmdline",
             &format!("{LINUX_DOM0_MEM} bootscrub=0 sched=credit"),
             "--smp",
@@ -267,13 +299,18 @@ fn xl_rounds_rig(rig: &Path, xen: &rootfs::XenUserland) -> Result<Vec<(String, u
             "--mem",
             "1024",
             "--timeout",
-            "900",
+            "1200",
         ])
         .arg("--qemu")
-        .arg(q35_wrapper()?)
-        .output()?;
-    let log = String::from_utf8_lossy(&out.stdout);
-    std::fs::write(target_dir().join("bench-xl-xen.log"), &*log)?;
+        .arg(q35_wrapper_with(&format!("qemu-q35-{script}"), disks)?);
+    if native {
+        c.arg("--native");
+    }
+    let log = String::from_utf8_lossy(&c.output()?.stdout).into_owned();
+    std::fs::write(
+        target_dir().join(format!("bench-{script}-{name}.log")),
+        &log,
+    )?;
     Ok(parse_bench(&log))
 }
 
@@ -314,27 +351,17 @@ fn print_xl(hestia: &[(String, u64)], xen: &[(String, u64)]) {
 /// The xl rounds on Hestia and (with the rig) on Xen, and their table.
 fn xl_part(elf: &Path, machine: &Machine) -> Result<()> {
     let xen_userland = rootfs::prepare()?;
-    let on_hestia = xl_rounds_hestia(elf, &xen_userland, machine)?;
+    let on_hestia = script_on_hestia(elf, &xen_userland, machine, "xl-bench", Vec::new())?;
     let on_xen = match xen_ref() {
-        Some(rig) => xl_rounds_rig(&rig, &xen_userland)?,
+        Some(rig) => script_on_rig(&rig, &xen_userland, "xl-bench", &[], false)?,
         None => Vec::new(),
     };
     print_xl(&on_hestia, &on_xen);
-    if on_hestia.is_empty() {
-        return Err(format!(
-            "the xl rounds printed no figures (log: {})",
-            target_dir().join("bench-xl-hestia.log").display()
-        )
-        .into());
-    }
     Ok(())
 }
 
 /// The first bytes of the io part's data disk (`rootfs/io-bench.sh` finds it by them).
 const IO_DISK_MAGIC: &[u8] = b"hestia-bench-disk";
-/// dom0's command line for the io part.
-const IO_BENCH_CMDLINE: &str = "console=hvc0 earlyprintk=xen hestia.script=io-bench";
-
 /// The io part's data disk: 256 MiB, sparse, [`IO_DISK_MAGIC`] first.
 fn io_disk() -> Result<PathBuf> {
     let p = target_dir().join("bench-io-disk.img");
@@ -346,80 +373,6 @@ fn io_disk() -> Result<PathBuf> {
     Ok(p)
 }
 
-/// The io rounds on Hestia: the `BENCH` lines.
-fn io_rounds_hestia(
-    elf: &Path,
-    xen: &rootfs::XenUserland,
-    machine: &Machine,
-) -> Result<Vec<(String, u64)>> {
-    eprintln!("bench: io rounds on Hestia ...");
-    let modules = Modules {
-        dom0: Some((xen.kernel.clone(), IO_BENCH_CMDLINE.to_owned())),
-        initrd: Some(xen.initramfs.clone()),
-        domus: Vec::new(),
-    };
-    let iso = kernel::make_iso("bench-io", elf, LINUX_DOM0_MEM, &modules)?;
-    let m = Machine {
-        disks: vec![io_disk()?],
-        ..machine.clone()
-    };
-    let o = RunOptions {
-        timeout: Some(Duration::from_secs(1200)),
-        log_path: target_dir().join("bench-io-hestia.log"),
-        echo: false,
-        interactive: false,
-        input: Vec::new(),
-        stop_when: None,
-    };
-    Ok(parse_bench(&qemu::run(&iso, &m, "bench-io", &o)?.log))
-}
-
-/// The io rounds on the rig: on Xen 4.17, or natively (dom0's part only).
-fn io_rounds_rig(
-    rig: &Path,
-    xen: &rootfs::XenUserland,
-    native: bool,
-) -> Result<Vec<(String, u64)>> {
-    use std::os::unix::fs::PermissionsExt;
-    let name = if native { "native" } else { "xen" };
-    eprintln!("bench: io rounds {name} ...");
-    // Q35 as Hestia's runs, and the data disk as a virtio disk.
-    let qemu = target_dir().join("qemu-q35-io");
-    std::fs::write(
-        &qemu,
-        format!(
-            "#!/bin/sh\nexec qemu-system-x86_64 -machine q35 -drive file={},format=raw,if=virtio \"$@\"\n",
-            io_disk()?.display()
-        ),
-    )?;
-    std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755))?;
-    let mut c = Command::new(rig);
-    c.arg("--dom0")
-        .arg(&xen.kernel)
-        .arg("--initrd")
-        .arg(&xen.initramfs)
-        .args([
-            "--dom0-cmdline",
-            IO_BENCH_CMDLINE,
-            "--xen-cmdline",
-            &format!("{LINUX_DOM0_MEM} bootscrub=0 sched=credit"),
-            "--smp",
-            "2",
-            "--mem",
-            "1024",
-            "--timeout",
-            "1200",
-        ])
-        .arg("--qemu")
-        .arg(&qemu);
-    if native {
-        c.arg("--native");
-    }
-    let log = String::from_utf8_lossy(&c.output()?.stdout).into_owned();
-    std::fs::write(target_dir().join(format!("bench-io-{name}.log")), &log)?;
-    Ok(parse_bench(&log))
-}
-
 /// `a / b` with two decimals, `-` when either is missing.
 fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
@@ -428,28 +381,42 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
+/// The header of a Hestia / Xen / native table titled `title`.
+fn three_way_header(title: &str) {
+    println!();
+    println!(
+        "{title:<36} {:>8} {:>8} {:>8} {:>12} {:>14} {:>11}",
+        "Hestia", "Xen", "native", "Hestia/Xen", "Hestia/native", "Xen/native"
+    );
+}
+
+/// One row of a Hestia / Xen / native table: the three figures and their ratios.
+fn three_way_row(what: &str, h: Option<f64>, x: Option<f64>, n: Option<f64>) {
+    let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    println!(
+        "{what:<36} {:>8} {:>8} {:>8} {:>12} {:>14} {:>11}",
+        show(h),
+        show(x),
+        show(n),
+        ratio(h, x),
+        ratio(h, n),
+        ratio(x, n)
+    );
+}
+
 /// The io part: its rounds on Hestia, Xen 4.17 and natively, and the table.
 fn io_part(elf: &Path, machine: &Machine) -> Result<()> {
     let xen_userland = rootfs::prepare()?;
-    let hestia = io_rounds_hestia(elf, &xen_userland, machine)?;
+    let disks = vec![io_disk()?];
+    let hestia = script_on_hestia(elf, &xen_userland, machine, "io-bench", disks.clone())?;
     let (xen, native) = match xen_ref() {
         Some(rig) => (
-            io_rounds_rig(&rig, &xen_userland, false)?,
-            io_rounds_rig(&rig, &xen_userland, true)?,
+            script_on_rig(&rig, &xen_userland, "io-bench", &disks, false)?,
+            script_on_rig(&rig, &xen_userland, "io-bench", &disks, true)?,
         ),
         None => (Vec::new(), Vec::new()),
     };
-    println!();
-    println!(
-        "{:<34} {:>9} {:>9} {:>9} {:>11} {:>14} {:>11}",
-        "I/O (medians of 3)",
-        "Hestia",
-        "Xen",
-        "native",
-        "Hestia/Xen",
-        "Hestia/native",
-        "Xen/native"
-    );
+    three_way_header("I/O (medians of 3)");
     // (what, the figure on Hestia and Xen, the native run's figure, divisor to the unit).
     let rows = [
         (
@@ -533,29 +500,12 @@ fn io_part(elf: &Path, machine: &Machine) -> Result<()> {
     ];
     for (what, figure, base, unit) in rows {
         let value = |v: &[(String, u64)], f: &str| median_of(v, f).0.map(|x| x / unit);
-        let (h, x, n) = (
+        three_way_row(
+            what,
             value(&hestia, figure),
             value(&xen, figure),
             value(&native, base),
         );
-        let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
-        println!(
-            "{:<34} {:>9} {:>9} {:>9} {:>11} {:>14} {:>11}",
-            what,
-            show(h),
-            show(x),
-            show(n),
-            ratio(h, x),
-            ratio(h, n),
-            ratio(x, n)
-        );
-    }
-    if hestia.is_empty() {
-        return Err(format!(
-            "the io rounds printed no figures (log: {})",
-            target_dir().join("bench-io-hestia.log").display()
-        )
-        .into());
     }
     Ok(())
 }
@@ -724,27 +674,8 @@ pub fn run(part: Option<&str>) -> Result<()> {
     };
     let (h, x, n) = (median(on_hestia), median(on_xen), median(native));
     let secs = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
-    println!();
-    println!(
-        "{:<36} {:>8} {:>8} {:>8} {:>12} {:>14} {:>11}",
-        format!("Linux to user space, s (median of {BOOTS})"),
-        "Hestia",
-        "Xen",
-        "native",
-        "Hestia/Xen",
-        "Hestia/native",
-        "Xen/native"
-    );
-    println!(
-        "{:<36} {:>8} {:>8} {:>8} {:>12} {:>14} {:>11}",
-        "",
-        secs(h),
-        secs(x),
-        secs(n),
-        ratio(h, x),
-        ratio(h, n),
-        ratio(x, n)
-    );
+    three_way_header(&format!("Linux to user space, s (median of {BOOTS})"));
+    three_way_row("", h, x, n);
     let (hx, xx) = (median(on_hestia_xpti), median(on_xen_xpti));
     println!(
         "{:<36} {:>8} {:>8} {:>12} {:>14} {:>11}",
