@@ -102,8 +102,9 @@ impl PgOwner {
 
 /// Checks `foreigndom` (Xen's `get_pg_owner`): `DOMID_SELF`; another existing domain;
 /// `DOMID_XEN` (whether the caller may is checked per request); or `DOMID_IO` for a privileged
-/// caller (its I/O frames are checked against its I/O-memory set either way). The caller's own id, named explicitly, is `ESRCH`, as in Xen ("cannot specify
-/// itself as foreign domain"), as is a domain that does not exist. A page-table owner
+/// caller (its I/O frames are checked against its I/O-memory set either way). The caller's own
+/// id, named explicitly, is `ESRCH`, as in Xen ("cannot specify itself as foreign domain"), as
+/// is a domain that does not exist. A page-table owner
 /// (`foreigndom >> 16`) other than the caller is not supported (`ESRCH`).
 fn pg_owner(d: &Domain, foreigndom: u64) -> Result<PgOwner, Errno> {
     let fd = (foreigndom & 0xffff) as u16;

@@ -102,15 +102,18 @@ impl Fresh {
     pub fn zeroed(self) -> u64 {
         // SAFETY: the frames were taken from the free list and nothing else references them
         // (`Fresh` is their only handle), and they lie below the direct map's end.
-        unsafe {
-            core::ptr::write_bytes(
-                phys_to_virt(self.phys) as *mut u8,
-                0,
-                (self.count * 4096) as usize,
-            )
-        };
+        unsafe { zero_frames(self.phys, self.count) };
         self.phys
     }
+}
+
+/// Zeroes `count` frames from `phys` through the direct map.
+///
+/// # Safety
+/// The frames lie below the direct map's end and nothing else reads or writes them meanwhile.
+unsafe fn zero_frames(phys: u64, count: u64) {
+    // SAFETY: the caller's contract.
+    unsafe { core::ptr::write_bytes(phys_to_virt(phys) as *mut u8, 0, (count * 4096) as usize) };
 }
 
 /// Takes `count` contiguous frames, aligned, ending below `limit`, from the allocator; they
@@ -139,7 +142,7 @@ pub fn free_frames(phys: u64, count: u64) {
 pub fn scrub_and_free_frames(phys: u64, count: u64) {
     // SAFETY: the caller gives frames nobody owns or uses (above), in the direct map; the
     // allocator does not have them yet, so nothing else writes them meanwhile.
-    unsafe { core::ptr::write_bytes(phys_to_virt(phys) as *mut u8, 0, (count * 4096) as usize) };
+    unsafe { zero_frames(phys, count) };
     free_frames(phys, count);
 }
 

@@ -95,16 +95,22 @@ struct Features {
 
 static FEATURES: spin::Once<Features> = spin::Once::new();
 
+/// Bytes of a standard-format XSAVE area for the components of `xcr0` (not 0), from this CPU's
+/// CPUID leaf 0xD.
+pub fn xsave_size(xcr0: u64) -> usize {
+    xstate::area_size(xcr0, |i| {
+        let r = cpu::cpuid(0xd, i);
+        (r.eax, r.ebx)
+    })
+}
+
 fn features() -> &'static Features {
     FEATURES.call_once(|| {
         let xcr0 = cpu::guest_xcr0_mask();
         let size = if xcr0 == 0 {
             xstate::LEGACY_SIZE
         } else {
-            xstate::area_size(xcr0, |i| {
-                let r = cpu::cpuid(0xd, i);
-                (r.eax, r.ebx)
-            })
+            xsave_size(xcr0)
         };
         let e8 =
             (cpu::cpuid(0x8000_0000, 0).eax >= 0x8000_0008).then(|| cpu::cpuid(0x8000_0008, 0));

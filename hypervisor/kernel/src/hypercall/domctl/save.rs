@@ -35,7 +35,7 @@ use xen_abi::domctl::{
 use xen_abi::errno::Errno;
 
 use super::Call;
-use crate::arch::x86_64::fpu::FpuState;
+use crate::arch::x86_64::fpu::{self, FpuState};
 use crate::domain::life;
 use crate::mm::{frametable, guest};
 use crate::pv::domain::{Domain, Vcpu, this_vcpu_id};
@@ -95,6 +95,23 @@ fn is_special(d: &Domain, mfn: u64) -> bool {
     st.frames().contains(&mfn) || st.status_frames().contains(&mfn)
 }
 
+/// [`on_vcpu`]'s checks alone: vCPU `id` exists in the target (else `missing`) and is not the
+/// caller's own as [`on_vcpu`] refuses it (`self_err`); true if the target is the caller.
+fn check_vcpu(
+    c: &Call<'_>,
+    id: u32,
+    write: bool,
+    (missing, self_err): (Errno, Errno),
+) -> Result<bool, Errno> {
+    let d = c.target()?;
+    d.vcpus.get(id as usize).ok_or(missing)?;
+    let own = core::ptr::eq(&**d, c.caller);
+    if own && (write || id == this_vcpu_id()) {
+        return Err(self_err);
+    }
+    Ok(own)
+}
+
 /// Runs `f` on vCPU `id` of the target with the target paused (a read of another vCPU of the
 /// caller's own domain without: see the module's documentation; a write there -EINVAL). A vCPU
 /// the domain does not have is `missing`, the calling vCPU itself `self_err`.
@@ -105,12 +122,9 @@ fn on_vcpu<R>(
     (missing, self_err): (Errno, Errno),
     f: impl FnOnce(&Domain, &mut Vcpu) -> Result<R, Errno>,
 ) -> Result<R, Errno> {
+    let own = check_vcpu(c, id, write, (missing, self_err))?;
     let d = c.target()?;
     let slot = d.vcpus.get(id as usize).ok_or(missing)?;
-    let own = core::ptr::eq(&**d, c.caller);
-    if own && (write || id == this_vcpu_id()) {
-        return Err(self_err);
-    }
     if own {
         return f(d, &mut slot.lock());
     }
@@ -135,9 +149,6 @@ pub(super) fn ext_vcpucontext(c: &mut Call<'_>, set: bool) -> Result<u64, Errno>
         })?;
         c.set_arg(&got);
         return Ok(0);
-    }
-    if core::ptr::eq(&**c.target()?, c.caller) {
-        return Err(Errno::ESRCH);
     }
     on_vcpu(c, evc.vcpu, true, errs, |_, v| {
         if evc.size < EXT_VCPUCONTEXT_MIN {
@@ -197,8 +208,8 @@ pub(super) fn getvcpuextstate(c: &mut Call<'_>) -> Result<u64, Errno> {
         let (xcr0, image) = v.fpu.guest_xsave();
         guest::write_obj(evc.buffer, &[xcr0, mask])?;
         if mask != 0 {
-            guest::GuestRange::new(evc.buffer.wrapping_add(XSAVE_HDR), image.len())?
-                .write(image)?;
+            let at = evc.buffer.checked_add(XSAVE_HDR).ok_or(Errno::EFAULT)?;
+            guest::GuestRange::new(at, image.len())?.write(image)?;
         }
         Ok(())
     });
@@ -219,19 +230,10 @@ pub(super) fn getvcpuextstate(c: &mut Call<'_>) -> Result<u64, Errno> {
 pub(super) fn setvcpuextstate(c: &mut Call<'_>) -> Result<u64, Errno> {
     let evc: VcpuExtState = c.arg();
     let (mask, area) = FpuState::guest_features();
-    let size = |m: u64| {
-        if m == 0 {
-            0
-        } else {
-            xstate::area_size(m, |i| {
-                let r = crate::arch::x86_64::cpu::cpuid(0xd, i);
-                (r.eax, r.ebx)
-            })
-        }
-    };
+    let size = |m: u64| if m == 0 { 0 } else { fpu::xsave_size(m) };
     let errs = (Errno::ESRCH, Errno::EINVAL);
     // The vCPU id and the caller are checked before the buffer is looked at, as Xen.
-    on_vcpu(c, evc.vcpu, true, errs, |_, _| Ok(()))?;
+    check_vcpu(c, evc.vcpu, true, errs)?;
     if evc.size < XSAVE_HDR || evc.size > XSAVE_HDR + area as u64 {
         return Err(Errno::EINVAL);
     }
@@ -299,13 +301,16 @@ pub(super) fn vcpu_msrs(c: &mut Call<'_>, set: bool) -> Result<u64, Errno> {
                     continue;
                 }
                 if found < op.msr_count && r.is_ok() {
-                    let at = op.msrs.wrapping_add(u64::from(found) * 16);
                     let e = VcpuMsr {
                         index,
                         reserved: 0,
                         value,
                     };
-                    r = guest::write_obj(at, &e);
+                    r = op
+                        .msrs
+                        .checked_add(u64::from(found) * 16)
+                        .ok_or(Errno::EFAULT)
+                        .and_then(|at| guest::write_obj(at, &e));
                 }
                 found += 1;
             }
@@ -325,8 +330,8 @@ pub(super) fn vcpu_msrs(c: &mut Call<'_>, set: bool) -> Result<u64, Errno> {
             return Err(Errno::EINVAL);
         }
         for i in 0..op.msr_count {
-            let at = op.msrs.wrapping_add(u64::from(i) * 16);
-            let taken = match guest::read_obj::<VcpuMsr>(at) {
+            let at = op.msrs.checked_add(u64::from(i) * 16).ok_or(Errno::EFAULT);
+            let taken = match at.and_then(guest::read_obj::<VcpuMsr>) {
                 Ok(e) => {
                     e.reserved == 0
                         && MSRS_TO_SEND.contains(&e.index)
