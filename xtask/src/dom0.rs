@@ -271,7 +271,8 @@ pub fn prepare() -> Result<Dom0Linux> {
 /// and respawns a shell on the kernel's console; `poweroff` and `reboot` go through init, also
 /// when the kernel runs `/sbin/poweroff` or `/sbin/reboot` itself. Command-line words:
 /// `hestia.bench` powers off after the banner; `hestia.spin` starts one busy loop per CPU (the
-/// CPU hogs of the `xl-throttle` measurement, booted as domUs).
+/// CPU hogs of the `xl-throttle` measurement, booted as domUs). An `/etc/init.d/rc.local` a
+/// second archive adds runs last (`cargo xtask bench io`'s domUs).
 fn initramfs_image(busybox: &[u8], modules: &[(String, PathBuf)]) -> Result<Vec<u8>> {
     let mut a = Archive::default();
     let dirs = [
@@ -332,7 +333,8 @@ fn initramfs_image(busybox: &[u8], modules: &[(String, PathBuf)]) -> Result<Vec<
           $(sed -n 's/MemTotal: *//p' /proc/meminfo) RAM\"\n\
           grep -qw hestia.bench /proc/cmdline && poweroff -f\n\
           grep -qw hestia.spin /proc/cmdline && for c in $(seq $(nproc)); do \
-          (while :; do :; done) & done\n",
+          (while :; do :; done) & done\n\
+          [ -e /etc/init.d/rc.local ] && . /etc/init.d/rc.local\n",
     );
     a.file(
         "etc/profile",

@@ -7,7 +7,7 @@
 # over a file in a tmpfs (what `file:` becomes), TCP (iperf3) and ping to a
 # network namespace over a veth pair. The domUs' part: a client domU with that file and that
 # disk as xvda and xvdb and a vif on xenbr0 runs the same disk transfers, TCP to dom0 and to a
-# second domU, and ping to dom0 (/etc/hestia/io-domu.sh, its init).
+# second domU, and ping to dom0 (/etc/hestia/io-domu.sh, the end of its boot).
 . /etc/hestia/functions.sh
 ROUNDS=3
 MIB=64
@@ -75,10 +75,10 @@ rtt dom0_ping_veth 169.254.9.2
 grep -qs control_d /proc/xen/capabilities || { echo "hestia-script: no hypervisor, no domUs"; exit 0; }
 
 # The domUs' ramdisk: the busybox initramfs, then a second archive (Linux unpacks both) with
-# iperf3, its libraries and io-domu.sh as the init script.
+# iperf3, its libraries and io-domu.sh as the end of its boot (rc.local).
 ov=$W/overlay
 mkdir -p $ov/etc/init.d
-cp /etc/hestia/io-domu.sh $ov/etc/init.d/rcS
+cp /etc/hestia/io-domu.sh $ov/etc/init.d/rc.local
 for f in /usr/bin/iperf3 $(/lib64/ld-linux-x86-64.so.2 --list /usr/bin/iperf3 |
     awk '$2 == "=>" {print $3} $1 ~ /^\// {print $1}'); do
     mkdir -p "$ov$(dirname "$f")"

@@ -1,14 +1,10 @@
 #!/bin/sh
-# The init script (rcS) of `io-bench.sh`'s domUs, on top of the busybox initramfs: the word
+# The end of the boot (rc.local, run by the busybox initramfs's rcS once it loaded the modules
+# and mounted /proc, /sys and /dev) of `io-bench.sh`'s domUs: the word
 # `hestia.io=peer` on the kernel command line makes an iperf3 server at 169.254.1.3 that says
 # `io-ready`; `hestia.io=client` (169.254.1.2) measures what dom0 measured for itself, on its
 # xvda (`file:`) and xvdb (`phy:`, the first MiB left alone), then TCP to dom0 and to the peer
 # and ping to dom0, prints `BENCH domu_<figure> <value>` lines on its console and powers off.
-/bin/busybox --install -s /bin
-for m in $(cat /etc/modules); do insmod /lib/modules/$m.ko; done
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
 dmesg -n 1
 ROUNDS=3
 MIB=64
