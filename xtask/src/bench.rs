@@ -27,6 +27,8 @@
 //! `xl create` of the Debian Linux domU up to its first console line and `xl destroy` of the
 //! booted domU up to the domain gone, timed by dom0's clock; medians on Hestia and on Xen 4.17
 //! booting the same kernel and root filesystem (Xen with `sched=credit`, Hestia's scheduler).
+//! Each create is split into phases by the first `xl -vvv` line of each libxenguest step, so
+//! the table shows how much of it is dom0 user space that no hypervisor can speed up.
 //!
 //! Split-driver I/O (`rootfs/io-bench.sh`, part `io`, not in the default run: it takes ~10 min
 //! per system): a Linux domU's sequential direct I/O on a `file:` disk and on a `phy:` disk (a
@@ -334,6 +336,13 @@ fn print_xl(hestia: &[(String, u64)], xen: &[(String, u64)]) {
     );
     for (figure, what) in [
         ("xl_create_to_console_ms", "create to first console line"),
+        ("xl_phase_start_ms", "  xl start to kernel read"),
+        ("xl_phase_read_kernel_ms", "  kernel read"),
+        ("xl_phase_decompress_ms", "  decompression (dom0 user)"),
+        ("xl_phase_elf_parse_ms", "  ELF parse (dom0 user)"),
+        ("xl_phase_build_ms", "  memory and image build"),
+        ("xl_phase_devices_unpause_ms", "  devices, hotplug, unpause"),
+        ("xl_phase_first_line_ms", "  xl returned to first line"),
         ("xl_destroy_ms", "destroy to domain gone"),
     ] {
         let ((h, hn), (x, xn)) = (median_of(hestia, figure), median_of(xen, figure));
