@@ -1,5 +1,13 @@
 //! `xen_version` (`public/version.h`).
 
+/// The Xen release whose interface this crate describes and Hestia reports (`XENVER_version`,
+/// CPUID leaf 0x40000001): 4.17.
+pub const MAJOR: u32 = 4;
+/// See [`MAJOR`].
+pub const MINOR: u32 = 17;
+/// [`MAJOR`] and [`MINOR`] as `XENVER_version` returns them: `major << 16 | minor`.
+pub const XEN_VERSION: u32 = MAJOR << 16 | MINOR;
+
 /// `xen_version` commands.
 pub mod cmd {
     /// Returns `major << 16 | minor`.

@@ -42,9 +42,8 @@ pub struct Return {
 /// True if SYSRETQ (64-bit, with STAR as Hestia programs it) returns to exactly the state
 /// IRETQ would.
 pub fn sysret_equivalent(r: &Return) -> bool {
-    let canonical = ((r.rip << 16) as i64 >> 16) as u64 == r.rip;
     r.from_syscall
-        && canonical
+        && crate::vaddr::canonical(r.rip)
         && r.rcx == r.rip
         && r.r11 == r.rflags
         && r.rflags & !SYSRET_RFLAGS == 0

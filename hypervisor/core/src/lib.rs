@@ -46,4 +46,5 @@ pub mod symbols;
 pub mod time;
 pub mod timer_queue;
 pub mod tlb_flush;
+pub mod vaddr;
 pub mod xstate;

@@ -328,7 +328,7 @@ extern "C" fn continue_boot(info: u64) -> ! {
     apic::calibrate_timer();
 
     arch::x86_64::trap::register(arch::x86_64::trap::Handlers {
-        syscall: pv::syscall,
+        syscall: hypercall::syscall,
         guest_exception: pv::guest_exception,
         debug_in_hypervisor: pv::debugreg::hypervisor_trap,
         timer: timer::interrupt,

@@ -214,7 +214,10 @@ fn event_channels() {
 }
 
 fn domains() {
-    crate::console::with_lock(crate::pv::dump);
+    crate::console::with_lock(|w| {
+        crate::pv::dump(w);
+        crate::hypercall::dump(w);
+    });
 }
 
 fn memory() {

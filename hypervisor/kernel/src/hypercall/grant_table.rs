@@ -49,7 +49,6 @@ use xen_abi::xen::{DOMID_SELF, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use super::continuation;
-use super::mmu::find_l1;
 use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::smp::{self, Flush};
 use crate::domain::{self, DomainRef};
@@ -59,6 +58,7 @@ use crate::mm::guest::{self, is_guest_range};
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 use crate::pv::grant::{complete_unmap, put_device_refs};
+use crate::pv::mmu::find_l1;
 
 /// `GNTTABOP_*` is the low 12 bits of `cmd`; the rest is the continuation's argument (Xen's
 /// `GNTTABOP_CMD_MASK`), only for `cache_flush`.

@@ -1,6 +1,7 @@
 //! The PV MMU hypercalls: `mmu_update` (1), `update_va_mapping` (14), `mmuext_op` (26).
-//! `shared/xen-abi.md` 5.1-5.3. The rules live in `hestia_core::pv_mm`; this module decodes
-//! requests, walks the guest's tables to find the L1 behind a virtual address, and flushes.
+//! `shared/xen-abi.md` 5.1-5.3. The rules live in `hestia_core::pv_mm`, the table walks and
+//! base-pointer moves that emulation shares in `pv::mmu`; this module decodes requests, checks
+//! whose frames they name, and flushes.
 //!
 //! TLB policy, as Xen's: the guest's own translations are flushed when it asks (UVMF flags,
 //! MMUEXT flush ops); what isolation needs (no stale translation when a frame changes type or
@@ -14,7 +15,7 @@
 //! finished at the start of the vCPU's next MMU hypercall, as Xen's `old_guest_table`.
 
 use core::sync::atomic::Ordering;
-use hestia_core::pv_mm::{MmError, PageType, PtMemory, pte};
+use hestia_core::pv_mm::{MmError, PageType, PtMemory};
 use xen_abi::errno::Errno;
 use xen_abi::mmu::{MMU_UPDATE_PREEMPTED, MmuUpdate, MmuextOp, ext, update, uvmf};
 use xen_abi::xen::{DOMID_IO, DOMID_SELF, DOMID_XEN, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
@@ -24,10 +25,11 @@ use super::continuation;
 use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::smp::{self, Flush};
 use crate::domain::{self, DomainRef};
-use crate::mm::frametable::{self, DirectMem};
+use crate::mm::frametable;
 use crate::mm::guest::{self, is_guest_range};
 use crate::policy::{self, Action};
-use crate::pv::domain::{Domain, Vcpu};
+use crate::pv::domain::Domain;
+use crate::pv::mmu::{errno_pin, find_l1, new_baseptr, switch_l4};
 
 /// Errno for a refused entry update, as Xen answers: a target frame the guest may not use in
 /// that way (typed, foreign, free) is -EBUSY; a malformed entry or a bad table is -EINVAL.
@@ -47,14 +49,6 @@ fn errno_at(level: u8, e: MmError) -> Errno {
     match errno(e) {
         Errno::EBUSY if level > 1 => Errno::EINVAL,
         errno => errno,
-    }
-}
-
-/// Errno for a refused pin, unpin or base-pointer change: -EINVAL, as Xen.
-pub(crate) fn errno_pin(e: MmError) -> Errno {
-    match e {
-        MmError::Preempted | MmError::Busy => Errno::ERESTART,
-        _ => Errno::EINVAL,
     }
 }
 
@@ -256,19 +250,6 @@ pub(super) fn do_mmu_update(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     )
 }
 
-/// Finds the L1 frame and index that map `va` in the page tables rooted at `l4_mfn`.
-pub(crate) fn find_l1(mem: &DirectMem, l4_mfn: u64, va: u64) -> Result<(u64, usize), Errno> {
-    let mut t = l4_mfn;
-    for level in [4u32, 3, 2] {
-        let e = mem.read(t, ((va >> (12 + 9 * (level - 1))) & 511) as usize);
-        if e & pte::P == 0 || e & pte::PS != 0 {
-            return Err(Errno::EINVAL);
-        }
-        t = (e & pte::ADDR) >> 12;
-    }
-    Ok((t, ((va >> 12) & 511) as usize))
-}
-
 pub(super) fn do_update_va_mapping(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     let (va, val, flags) = (a[0], a[1], a[2]);
     if !is_guest_range(va, 1) || (HYPERVISOR_VIRT_START..HYPERVISOR_VIRT_END).contains(&va) {
@@ -294,39 +275,6 @@ pub(super) fn do_update_va_mapping(d: &Domain, a: [u64; 5]) -> Result<u64, Errno
         _ => {}
     }
     Ok(0)
-}
-
-/// Moves a vCPU's L4 base-pointer reference from `old` to `new` (`None`: no L4, as a vCPU
-/// without a user L4): the new L4 is validated (preemptibly) before the old one's reference
-/// goes.
-fn switch_l4(d: &Domain, old: Option<u64>, new: Option<u64>) -> Result<(), Errno> {
-    let me = dom(d);
-    d.mm_op(|ft, mem, pending, budget| {
-        match new {
-            Some(new) => ft.get_table_preemptible(mem, new, 4, me, pending, budget)?,
-            None => ft.finish_teardown(mem, pending, budget)?,
-        }
-        if let Some(old) = old {
-            ft.put_table_preemptible(mem, old, pending, budget);
-        }
-        Ok(())
-    })
-    .map_err(errno_pin)
-}
-
-/// Switches `v` (running, in kernel mode) to the L4 at machine frame `new`, which takes an L4
-/// type reference from the old one (`MMUEXT_NEW_BASEPTR`, and a guest's `mov` to CR3).
-/// `ERESTART`: issue it again (the new L4's validation goes on).
-pub(crate) fn new_baseptr(d: &Domain, v: &mut Vcpu, new: u64) -> Result<(), Errno> {
-    let old = v.kernel_cr3 >> 12;
-    if new != old {
-        switch_l4(d, Some(old), Some(new))?;
-        v.kernel_cr3 = new << 12;
-    }
-    // SAFETY: the new L4 was validated as an L4 of this domain (so it maps only its frames) and
-    // carries Hestia's slots 256-271, so Hestia stays mapped.
-    unsafe { cpu::write_cr3(new << 12) };
-    Ok(())
 }
 
 /// Pins `mfn`, a level-`level` table of `target`, on behalf of `target` (Xen's `pin_page` with
@@ -450,7 +398,9 @@ fn one_ext_local(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
             smp::flush_guest_tlbs(Flush::Space(d.id.0.into()));
             Ok(())
         }
-        ext::SET_LDT => super::descriptor::set_ldt(me, &mut d.this_vcpu().lock(), op.arg1, op.arg2),
+        ext::SET_LDT => {
+            crate::pv::descriptor::set_ldt(me, &mut d.this_vcpu().lock(), op.arg1, op.arg2)
+        }
         ext::FLUSH_CACHE | ext::FLUSH_CACHE_GLOBAL => {
             policy::check(d, Action::CacheFlush)?;
             cpu::wbinvd();

@@ -7,7 +7,7 @@
 mod console_io;
 pub mod continuation;
 mod cpu_policy;
-pub(crate) mod descriptor;
+mod descriptor;
 pub(crate) mod domctl;
 pub(crate) mod event_channel;
 mod event_fifo;
@@ -15,24 +15,24 @@ mod grant_table;
 mod mca;
 pub(crate) mod memory_op;
 mod misc;
-pub(crate) mod mmu;
+mod mmu;
 mod physdev_op;
 mod platform_op;
 mod sched_op;
-pub(crate) mod segment;
+mod segment;
 mod sysctl;
 mod traps;
 mod union;
 mod vcpu_op;
 mod xen_version;
 
-pub use xen_version::XEN_VERSION;
-
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use xen_abi::errno::Errno;
 use xen_abi::xen::hypercall as nr;
 
+use crate::arch::x86_64::idt::TrapFrame;
+use crate::pv;
 use crate::pv::domain::{Domain, this_vcpu_id};
 
 /// A hypercall handler.
@@ -183,6 +183,59 @@ pub fn enable_trace(all: bool) {
 /// The top of the guest's stack when the hypercall being traced was issued: hypercalls go
 /// through one stub, so the return addresses there are what identifies the caller.
 static TRACE_STACK: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+
+/// SYSCALL from a guest (the trap layer's `syscall` handler): a hypercall in guest kernel mode,
+/// else a system call of the guest's own user space, which `pv::traps` bounces to its kernel.
+#[unsafe(link_section = ".text.hot")]
+pub fn syscall(f: &mut TrapFrame) {
+    let Some(d) = pv::current() else {
+        return pv::crash_unknown(f);
+    };
+    let kernel_mode = d.this_vcpu().lock().kernel_mode;
+    if !kernel_mode {
+        // A system call of the guest's own user space.
+        let r = pv::traps::guest_syscall(d, &mut d.this_vcpu().lock(), f);
+        if let Err(why) = r {
+            pv::domain_crash(d, f, why);
+        }
+        return;
+    }
+    // The whole of RAX names the hypercall, as in Xen: a number past 32 bits is -ENOSYS, never
+    // the call its low half names (which would slip past the checks on the number below).
+    let Ok(number) = u32::try_from(f.rax) else {
+        f.rax = xen_abi::errno::Errno::ENOSYS.to_ret() as u64;
+        return;
+    };
+    if number == xen_abi::xen::hypercall::IRET {
+        let r = pv::traps::iret(d, &mut d.this_vcpu().lock(), f);
+        if let Err(why) = r {
+            return pv::domain_crash(d, f, why);
+        }
+        return;
+    }
+    let args = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
+    f.rax = dispatch_from(d, number, args, f.rsp) as u64;
+    continuation::apply(f, u64::from(number));
+    // Only a multicall can leave an iret to perform (its slot is a lock: not on every call).
+    if number == xen_abi::xen::hypercall::MULTICALL
+        && let Some(entry) = take_multicall_iret()
+    {
+        if let Err(why) = pv::traps::iret(d, &mut d.this_vcpu().lock(), f) {
+            return pv::domain_crash(d, f, why);
+        }
+        // The entry's result is the frame's RAX, written best effort (through the page
+        // tables of the mode the iret returned to), as Xen writes it.
+        let _ = entry
+            .checked_add(8)
+            .map(|result| crate::mm::guest::write_obj(result, &f.rax));
+        // Xen's multicall returns that result through an `int`: the guest's RAX is the low
+        // 32 bits of the frame's, sign-extended (seen on the rig).
+        f.rax = f.rax as i32 as i64 as u64;
+    }
+    if d.dying.load(Ordering::Acquire) {
+        pv::stop_after_domain(d);
+    }
+}
 
 /// Runs the hypercall a guest issued with SYSCALL, its stack at `rsp`; see [`dispatch`].
 #[unsafe(link_section = ".text.hot")]

@@ -7,6 +7,7 @@
 //! everyone but the guest: Hestia enters it in ring 3, where the hypervisor's pages are
 //! supervisor-only, so the guest faults on its own entry.
 
+use hestia_core::vaddr::canonical;
 use xen_abi::callback::{
     CALLBACKF_MASK_EVENTS, CallbackRegister, CallbackUnregister, TrapInfo, cmd, kind,
 };
@@ -17,11 +18,6 @@ use crate::pv::domain::{Callback, Domain, TrapEntry};
 
 /// Most entries read per call: a table is at most 256 entries plus its terminator.
 const MAX_ENTRIES: u64 = 257;
-
-fn canonical(a: u64) -> bool {
-    let top = a >> 47;
-    top == 0 || top == 0x1_ffff
-}
 
 pub(super) fn do_set_trap_table(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     let mut v = d.this_vcpu().lock();

@@ -13,17 +13,12 @@
 //! (0, 2, 3, 8-10).
 
 use xen_abi::errno::Errno;
-use xen_abi::version::{self, CompileInfo, FeatureInfo, cmd};
+use xen_abi::version::{self, CompileInfo, FeatureInfo, XEN_VERSION, cmd};
 use xen_abi::xen::HYPERVISOR_VIRT_START;
 
 use crate::mm::guest::{self, GuestRange};
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
-
-const MAJOR: u64 = 4;
-const MINOR: u64 = 17;
-/// The version Hestia reports (`major << 16 | minor`), also in CPUID leaf 0x40000001.
-pub const XEN_VERSION: u32 = (MAJOR << 16 | MINOR) as u32;
 
 /// What a domain without the right reads instead of a privileged string (Xen's `xen_deny()`).
 const DENIED: &[u8] = b"<denied>\0";

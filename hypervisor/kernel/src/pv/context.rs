@@ -14,9 +14,9 @@
 //! other lock. The switch between two vCPUs of different domains also changes the guest
 //! translations the TLB may hold: the CR3 load drops them (guest mappings are never global).
 
+use super::descriptor;
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::{cpu, percpu, smp, uaccess};
-use crate::hypercall::descriptor;
 use crate::mm::guest;
 use crate::sched::VcpuRef;
 

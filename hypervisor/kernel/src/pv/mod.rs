@@ -9,16 +9,19 @@ pub mod audit;
 pub mod builder;
 pub mod context;
 pub mod debugreg;
+pub mod descriptor;
 pub mod domain;
 pub mod events;
 pub mod grant;
 pub mod ioport;
 pub mod l1tf;
+pub mod mmu;
 pub mod msi;
 pub mod msr;
 pub mod pirq;
 pub mod privop;
 pub mod ptwr;
+pub mod segment;
 pub mod shared;
 pub mod traps;
 pub mod unpack;
@@ -96,7 +99,6 @@ pub fn dump(w: &mut dyn Write) {
         }
         Some(all) => all.iter().for_each(|d| dump_domain(w, d)),
     }
-    crate::hypercall::dump(w);
 }
 
 /// Lists every domain's open event channels: port, binding, notified vCPU, pending and
@@ -226,58 +228,6 @@ pub fn set_wallclock(secs: u64, nsecs: u32, system_time: u64) {
     }
 }
 
-/// SYSCALL from a guest: a hypercall in guest kernel mode.
-#[unsafe(link_section = ".text.hot")]
-pub fn syscall(f: &mut TrapFrame) {
-    let Some(d) = current() else {
-        return crash_unknown(f);
-    };
-    let kernel_mode = d.this_vcpu().lock().kernel_mode;
-    if !kernel_mode {
-        // A system call of the guest's own user space.
-        let r = traps::guest_syscall(d, &mut d.this_vcpu().lock(), f);
-        if let Err(why) = r {
-            domain_crash(d, f, why);
-        }
-        return;
-    }
-    // The whole of RAX names the hypercall, as in Xen: a number past 32 bits is -ENOSYS, never
-    // the call its low half names (which would slip past the checks on the number below).
-    let Ok(number) = u32::try_from(f.rax) else {
-        f.rax = xen_abi::errno::Errno::ENOSYS.to_ret() as u64;
-        return;
-    };
-    if number == xen_abi::xen::hypercall::IRET {
-        let r = traps::iret(d, &mut d.this_vcpu().lock(), f);
-        if let Err(why) = r {
-            return domain_crash(d, f, why);
-        }
-        return;
-    }
-    let args = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
-    f.rax = crate::hypercall::dispatch_from(d, number, args, f.rsp) as u64;
-    crate::hypercall::continuation::apply(f, u64::from(number));
-    // Only a multicall can leave an iret to perform (its slot is a lock: not on every call).
-    if number == xen_abi::xen::hypercall::MULTICALL
-        && let Some(entry) = crate::hypercall::take_multicall_iret()
-    {
-        if let Err(why) = traps::iret(d, &mut d.this_vcpu().lock(), f) {
-            return domain_crash(d, f, why);
-        }
-        // The entry's result is the frame's RAX, written best effort (through the page
-        // tables of the mode the iret returned to), as Xen writes it.
-        let _ = entry
-            .checked_add(8)
-            .map(|result| crate::mm::guest::write_obj(result, &f.rax));
-        // Xen's multicall returns that result through an `int`: the guest's RAX is the low
-        // 32 bits of the frame's, sign-extended (seen on the rig).
-        f.rax = f.rax as i32 as i64 as u64;
-    }
-    if d.dying.load(Ordering::Acquire) {
-        stop_after_domain(d);
-    }
-}
-
 /// Before any return to guest code: the scheduler may switch to another vCPU (loading it into
 /// `f`), then a pending and unmasked event is delivered as an upcall.
 #[unsafe(link_section = ".text.hot")]
@@ -332,7 +282,7 @@ pub fn guest_exception(f: &mut TrapFrame) {
     }
 }
 
-fn crash_unknown(f: &TrapFrame) {
+pub fn crash_unknown(f: &TrapFrame) {
     crate::error!("pv: trap from ring 3 with no domain running");
     trap::fatal_trap(f)
 }
@@ -389,7 +339,7 @@ pub fn shutdown(d: &Domain, reason: u32) {
 /// running the machine powers off (with the hardware domain alive, it never is: the domains
 /// the toolstack creates all run beside it). A boot-time domU is then destroyed; a domain the
 /// toolstack created stays, shut down, until the toolstack destroys it.
-fn stop_after_domain(d: &Domain) {
+pub fn stop_after_domain(d: &Domain) {
     if !crate::sched::stop_domain(d) {
         return;
     }

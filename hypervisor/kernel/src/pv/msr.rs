@@ -151,5 +151,5 @@ pub fn write(d: &Domain, v: &mut Vcpu, index: u32, value: u64) -> Result<(), Err
         }
         _ => return Err(Errno::EPERM),
     };
-    crate::hypercall::segment::set_base_locked(v, which, value).map(|_| ())
+    super::segment::set_base_locked(v, which, value).map(|_| ())
 }

@@ -216,7 +216,7 @@ fn write_cr(d: &Domain, v: &mut Vcpu, cr: u8, value: u64) -> Result<(), Errno> {
             d.shared().set_cr2(v.id, value);
             Ok(())
         }
-        3 => crate::hypercall::mmu::new_baseptr(d, v, value >> 12),
+        3 => super::mmu::new_baseptr(d, v, value >> 12),
         4 => {
             let offered = if cpu::guest_xcr0_mask() != 0 {
                 CR4_GUEST
@@ -265,7 +265,7 @@ pub fn guest_cpuid(d: &Domain, v: &Vcpu, leaf: u32, sub: u32) -> [u32; 4] {
         kernel_mode: v.kernel_mode,
         guest_osxsave: v.cr4 & CR4_OSXSAVE != 0,
         hardware_domain: d.privileged,
-        version: crate::hypercall::XEN_VERSION,
+        version: xen_abi::version::XEN_VERSION,
     };
     cpuid::guest_leaf(&d.cpu_policy.lock(), leaf, sub, &ctx, hw_cpuid)
 }

@@ -48,7 +48,7 @@ pub fn handle(
     let me = d.id.0;
     let mut refused = None;
     let applied = frametable::with(|ft, mem| {
-        let (l1, idx) = crate::hypercall::mmu::find_l1(mem, v.kernel_cr3 >> 12, cr2).ok()?;
+        let (l1, idx) = super::mmu::find_l1(mem, v.kernel_cr3 >> 12, cr2).ok()?;
         let mapping = mem.read(l1, idx);
         if mapping & pte::P == 0 || mapping & pte::RW != 0 {
             return None; // not a read-only mapping: some other fault

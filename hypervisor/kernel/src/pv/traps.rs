@@ -201,7 +201,7 @@ pub fn guest_exception(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<()
         return deliver(d, v, f, VEC_GP, Some(f.error_code));
     }
     if vector == VEC_GP {
-        match crate::hypercall::descriptor::ldt_fault(d.id.0, v, f.error_code) {
+        match super::descriptor::ldt_fault(d.id.0, v, f.error_code) {
             Some(Ok(())) => return Ok(()),
             Some(Err(addr)) => return page_fault(d, v, f, addr, 0),
             None => {}

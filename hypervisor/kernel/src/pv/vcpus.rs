@@ -12,19 +12,19 @@
 
 use core::sync::atomic::Ordering;
 
+use hestia_core::vaddr::canonical;
 use xen_abi::callback::TrapInfo;
 use xen_abi::errno::Errno;
 use xen_abi::vcpu::{CpuUserRegs, VcpuGuestContext, vgcf};
 use xen_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
 use zerocopy::FromZeros;
 
-use super::debugreg;
 use super::domain::{Callback, Domain, TrapEntry, Vcpu, this_vcpu_id};
+use super::{debugreg, descriptor};
 use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::fpu::FpuState;
 use crate::arch::x86_64::gdt::LDT_ENTRIES;
 use crate::arch::x86_64::idt::TrapFrame;
-use crate::hypercall::descriptor;
 use crate::mm::guest;
 use crate::mm::guest::is_guest_range;
 
@@ -36,11 +36,6 @@ const LEGACY_VCPUS: usize = 32;
 const RFLAGS_IOPL: u64 = 3 << 12;
 /// RFLAGS bits a guest may set (arithmetic, TF, IF, DF, OF, AC, ID).
 const RFLAGS_GUEST: u64 = 0x0004_0DD5 | (1 << 8) | (1 << 21);
-
-fn canonical(a: u64) -> bool {
-    let top = a >> 47;
-    top == 0 || top == 0x1_ffff
-}
 
 /// `VCPUOP_initialise`: sets down vCPU `vid`'s state from the context at guest address `arg`.
 pub fn initialise(d: &Domain, vid: u32, arg: u64) -> Result<(), Errno> {
@@ -154,7 +149,7 @@ pub fn set_info_guest(
             .mm_op(|ft, mem, pending, budget| {
                 ft.get_table_preemptible(mem, cr3, 4, me, pending, budget)
             })
-            .map_err(crate::hypercall::mmu::errno_pin)?;
+            .map_err(super::mmu::errno_pin)?;
         if let Err(e) = descriptor::take_gdt(me, v, frames, gdt_ents) {
             // A teardown the budget does not cover is finished at the caller's next MMU call.
             let _ = caller.mm_op(|ft, mem, pending, budget| {

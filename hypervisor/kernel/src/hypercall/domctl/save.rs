@@ -154,7 +154,7 @@ pub(super) fn ext_vcpucontext(c: &mut Call<'_>, set: bool) -> Result<u64, Errno>
         if evc.size < EXT_VCPUCONTEXT_MIN {
             return Err(Errno::EINVAL);
         }
-        let canonical = crate::hypercall::segment::canonical;
+        let canonical = hestia_core::vaddr::canonical;
         if !canonical(evc.sysenter_callback_eip) || !canonical(evc.syscall32_callback_eip) {
             return Err(Errno::EINVAL);
         }
