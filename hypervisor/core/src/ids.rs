@@ -121,6 +121,13 @@ impl fmt::Display for GrantRef {
     }
 }
 
+impl fmt::LowerHex for GrantRef {
+    /// The number in hex, as Xen's messages print references.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::LowerHex::fmt(&self.0, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +167,7 @@ mod tests {
             "port    5:",
             "the debug key's columns"
         );
+        assert_eq!(format!("{:#x}", GrantRef::unvalidated(255)), "0xff");
     }
 
     #[test]
