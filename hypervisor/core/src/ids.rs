@@ -24,6 +24,43 @@
 
 use core::fmt;
 
+/// What every 32-bit id shares: the constructor from a guest's number (`unvalidated`), the
+/// number back (`raw`), the number as a table index (`index`), `Debug` as `kind:N` and
+/// `Display` as the bare number with the caller's width and flags (`{port:4}`).
+macro_rules! u32_id {
+    ($id:ident, $kind:literal) => {
+        impl $id {
+            /// The number a guest named, not yet validated: only its owner's table can say
+            /// whether it names anything (see the module's "Validation").
+            pub const fn unvalidated(raw: u32) -> $id {
+                $id(raw)
+            }
+
+            /// The number, as the ABI writes it (an OUT field, a shared-memory word).
+            pub const fn raw(self) -> u32 {
+                self.0
+            }
+
+            /// The number as an index into a per-id table or bitmap.
+            pub const fn index(self) -> usize {
+                self.0 as usize
+            }
+        }
+
+        impl fmt::Debug for $id {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!($kind, ":{}"), self.0)
+            }
+        }
+
+        impl fmt::Display for $id {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
 /// An event channel port of one domain (Xen's `evtchn_port_t`).
 ///
 /// Range: any `u32` can be named by a guest; a port exists from 1 to the domain's limit
@@ -31,28 +68,14 @@ use core::fmt;
 /// says so), within the buckets its table has allocated so far. Port 0 is never bound: every
 /// sub-op on it fails (`-EINVAL`) and the port tables use it for "no port".
 #[repr(transparent)]
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Port(u32);
+
+u32_id!(Port, "port");
 
 impl Port {
     /// Port 0: never bound, the "none" of the port tables.
     pub const ZERO: Port = Port(0);
-
-    /// The port a guest named, not yet validated: only its domain's port table can say
-    /// whether it exists (see the module's "Validation").
-    pub const fn unvalidated(raw: u32) -> Port {
-        Port(raw)
-    }
-
-    /// The port number, as the ABI writes it (an OUT field, a FIFO link).
-    pub const fn raw(self) -> u32 {
-        self.0
-    }
-
-    /// The port as an index into a per-port table or bitmap.
-    pub const fn index(self) -> usize {
-        self.0 as usize
-    }
 
     /// The port at index `i` of a port table, which never holds more than the FIFO ABI's
     /// 2^17 ports (so the number fits).
@@ -67,19 +90,6 @@ impl Port {
     }
 }
 
-impl fmt::Debug for Port {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "port:{}", self.0)
-    }
-}
-
-impl fmt::Display for Port {
-    /// The number, with the caller's width and flags (`{port:4}`).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
 /// A grant reference: the index of an entry in its granter's grant table (Xen's
 /// `grant_ref_t`).
 ///
@@ -87,39 +97,10 @@ impl fmt::Display for Port {
 /// table size (512 entries per frame under v1, 256 under v2, times the frames the table has
 /// grown to, at most its `max_grant_frames`). A reference past it is `GNTST_bad_gntref`.
 #[repr(transparent)]
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct GrantRef(u32);
 
-impl GrantRef {
-    /// The reference a guest named, not yet validated: only the granter's table can say
-    /// whether it exists (see the module's "Validation").
-    pub const fn unvalidated(raw: u32) -> GrantRef {
-        GrantRef(raw)
-    }
-
-    /// The reference number, as the ABI writes it.
-    pub const fn raw(self) -> u32 {
-        self.0
-    }
-
-    /// The reference as an index into a per-entry table.
-    pub const fn index(self) -> usize {
-        self.0 as usize
-    }
-}
-
-impl fmt::Debug for GrantRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "gref:{}", self.0)
-    }
-}
-
-impl fmt::Display for GrantRef {
-    /// The number, with the caller's width and flags.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
+u32_id!(GrantRef, "gref");
 
 impl fmt::LowerHex for GrantRef {
     /// The number in hex, as Xen's messages print references.
@@ -152,7 +133,6 @@ mod tests {
             assert_eq!(r.index(), raw as usize);
         }
         assert_eq!(Port::ZERO, Port::unvalidated(0));
-        assert_eq!(Port::default(), Port::ZERO);
         assert_eq!(Port::from_index(4095), Port::unvalidated(4095));
     }
 
@@ -173,6 +153,6 @@ mod tests {
     #[test]
     fn ports_order_by_number() {
         assert!(Port::unvalidated(1) < Port::unvalidated(2));
-        assert!(GrantRef::unvalidated(u32::MAX) > GrantRef::unvalidated(0));
+        assert!(Port::unvalidated(u32::MAX) > Port::ZERO);
     }
 }
