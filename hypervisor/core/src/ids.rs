@@ -1,6 +1,7 @@
-//! Identity newtypes: the numbers by which the guest ABI names an object of a domain, each its
-//! own type so that a port cannot be passed where a grant reference is meant, nor either where
-//! a vCPU, a count or an index is (STYLE: "Newtypes for every number that means something").
+//! Identity newtypes: the numbers by which the guest ABI names a domain or an object of one,
+//! each its own type so that a port cannot be passed where a grant reference is meant, nor
+//! either where a vCPU, a count or an index is (STYLE: "Newtypes for every number that means
+//! something").
 //!
 //! Theory of operation: the ABI structs of `xen-abi` keep raw integers (they are the guest's
 //! memory layout); the hypercall handlers turn a decoded integer into its newtype once, at the
@@ -20,7 +21,7 @@
 //! Xen's error checks (which the handlers reproduce) is kept.
 //!
 //! `Debug` names the kind (`port:5`, `gref:5`) for traces; `Display` is the bare number, as
-//! the log lines print it.
+//! the log lines print it. A domain id prints as Xen names domains (`d1`) either way.
 
 use core::fmt;
 
@@ -109,6 +110,35 @@ impl fmt::LowerHex for GrantRef {
     }
 }
 
+/// A domain's id (Xen's `domid_t`).
+///
+/// Range: 0 to `DOMID_FIRST_RESERVED - 1` name domains (0 need not be the control domain:
+/// that is a capability); the values from `DOMID_FIRST_RESERVED` up are names the ABI
+/// reserves (`DOMID_SELF`, `DOMID_IO`, `DOMID_XEN`, ...). A guest's `domid_t` is not a
+/// `DomId`: the kernel's `domain::lookup` resolves it (`DOMID_SELF` to the caller, once) to a
+/// live domain, whose id this is; new ids come from [`crate::domid::Rover`].
+///
+/// The number is still a public field: much of the core logic a domain's id is handed to
+/// (port states, grant entries, frame owners) keys on `u16` yet, and reads `id.0` until it
+/// takes `DomId` itself.
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DomId(pub u16);
+
+impl fmt::Debug for DomId {
+    /// `d0`, as Xen's messages name domains.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "d{}", self.0)
+    }
+}
+
+impl fmt::Display for DomId {
+    /// `d0`, as Xen's messages name domains.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "d{}", self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +178,13 @@ mod tests {
             "the debug key's columns"
         );
         assert_eq!(format!("{:#x}", GrantRef::unvalidated(255)), "0xff");
+    }
+
+    #[test]
+    fn domains_print_as_xen_names_them() {
+        assert_eq!(format!("{:?}", DomId(0)), "d0");
+        assert_eq!(format!("{}v1", DomId(0x7fef)), "d32751v1");
+        assert_eq!(core::mem::size_of::<DomId>(), 2);
     }
 
     #[test]
