@@ -25,6 +25,8 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use xen_abi::event_channel::{EVTCHN_2L_NR_CHANNELS, stat};
+
+use crate::ids::Port;
 use xen_abi::xen::{NR_VIRQS, virq};
 
 /// Ports of the 2-level ABI for 64-bit guests.
@@ -36,15 +38,15 @@ pub mod fifo;
 /// through [`fifo::GuestWords`].
 pub trait SharedBits: fifo::GuestWords {
     /// Sets `evtchn_pending[port]`; returns its previous value.
-    fn test_and_set_pending(&mut self, port: u32) -> bool;
+    fn test_and_set_pending(&mut self, port: Port) -> bool;
     /// Clears `evtchn_pending[port]`.
-    fn clear_pending(&mut self, port: u32);
+    fn clear_pending(&mut self, port: Port);
     /// Reads `evtchn_pending[port]`.
-    fn is_pending(&self, port: u32) -> bool;
+    fn is_pending(&self, port: Port) -> bool;
     /// Reads `evtchn_mask[port]`.
-    fn is_masked(&self, port: u32) -> bool;
+    fn is_masked(&self, port: Port) -> bool;
     /// Clears `evtchn_mask[port]`; returns its previous value.
-    fn test_and_clear_mask(&mut self, port: u32) -> bool;
+    fn test_and_clear_mask(&mut self, port: Port) -> bool;
     /// Sets bit `word` of vCPU `vcpu`'s `evtchn_pending_sel`; returns its previous value.
     fn test_and_set_sel(&mut self, vcpu: u32, word: u32) -> bool;
     /// Sets vCPU `vcpu`'s `evtchn_upcall_pending`.
@@ -66,7 +68,7 @@ pub enum PortState {
         /// The domain of the other end.
         remote_dom: u16,
         /// The other end's port.
-        remote_port: u32,
+        remote_port: Port,
     },
     /// A physical IRQ of the domain (dom0's devices).
     Pirq(u32),
@@ -115,17 +117,17 @@ pub enum Sent {
         /// Its domain.
         dom: u16,
         /// Its port.
-        port: u32,
+        port: Port,
     },
 }
 
 /// The ports of one domain.
 pub struct EventChannels {
     ports: Vec<(PortState, u32)>,
-    /// `virq_port[vcpu][virq]`, 0 = unbound.
-    virq_port: Vec<[u32; NR_VIRQS as usize]>,
-    /// `pirq_port[pirq]`, 0 = unbound.
-    pirq_port: Vec<u32>,
+    /// `virq_port[vcpu][virq]`, port 0 = unbound.
+    virq_port: Vec<[Port; NR_VIRQS as usize]>,
+    /// `pirq_port[pirq]`, port 0 = unbound.
+    pirq_port: Vec<Port>,
     /// Highest port the domain may use (Xen's `max_evtchn_port`, set at domain creation).
     max_port: u32,
     /// The domain's destruction began: no port is allocated any more (Xen's `is_dying` test in
@@ -134,7 +136,7 @@ pub struct EventChannels {
     /// The FIFO ABI's state, once the guest switched to it.
     fifo: Option<Box<fifo::Fifo>>,
     /// The next port `EVTCHNOP_reset` closes, 0 when none is under way.
-    next_evtchn: u32,
+    next_evtchn: Port,
     /// Ports below this exist (Xen's `valid_evtchns`): Xen allocates its port structures in
     /// buckets of [`PORTS_PER_BUCKET`], the first at domain creation and each further one when
     /// every port below it is taken, and a port in no bucket yet is invalid (`-EINVAL`) for
@@ -165,12 +167,12 @@ impl EventChannels {
     pub fn new(nr_vcpus: u32) -> Self {
         Self {
             ports: alloc::vec![(PortState::Closed, 0); NR_PORTS],
-            virq_port: alloc::vec![[0; NR_VIRQS as usize]; nr_vcpus as usize],
-            pirq_port: alloc::vec![0; crate::pirq::NR_PIRQS as usize],
+            virq_port: alloc::vec![[Port::ZERO; NR_VIRQS as usize]; nr_vcpus as usize],
+            pirq_port: alloc::vec![Port::ZERO; crate::pirq::NR_PIRQS as usize],
             max_port: u32::MAX,
             dying: false,
             fifo: None,
-            next_evtchn: 0,
+            next_evtchn: Port::ZERO,
             valid: PORTS_PER_BUCKET,
         }
     }
@@ -187,7 +189,7 @@ impl EventChannels {
     /// table (a FIFO port past 4096, added by [`Self::set`]). `NoSpace` when every port up to
     /// the limit is taken, `Invalid` once the domain's destruction began (Xen's
     /// `get_free_port`).
-    pub fn free_port(&self) -> Result<u32, EvtchnError> {
+    pub fn free_port(&self) -> Result<Port, EvtchnError> {
         if self.dying {
             return Err(EvtchnError::Invalid);
         }
@@ -200,7 +202,7 @@ impl EventChannels {
                     .get(p)
                     .is_none_or(|&(state, _)| state == PortState::Closed)
             })
-            .map(|p| p as u32)
+            .map(Port::from_index)
             .ok_or(EvtchnError::NoSpace)
     }
 
@@ -208,8 +210,8 @@ impl EventChannels {
     /// the table grows to it if it lies past it, and the FIFO ABI gives it its default
     /// priority (Xen's `evtchn_allocate_port` and `evtchn_port_init`). `NoSpace` if the heap
     /// has no room for it; nothing is bound then.
-    fn set(&mut self, port: u32, state: PortState, vcpu: u32) -> Result<(), EvtchnError> {
-        let p = port as usize;
+    fn set(&mut self, port: Port, state: PortState, vcpu: u32) -> Result<(), EvtchnError> {
+        let p = port.index();
         if let Some(more) = (p + 1).checked_sub(self.ports.len()).filter(|&n| n > 0) {
             // Past the table only under FIFO (`free_port` returns at most its length).
             self.ports
@@ -218,7 +220,7 @@ impl EventChannels {
             self.ports.resize(p + 1, (PortState::Closed, 0));
         }
         if let Some(f) = self.fifo.as_mut()
-            && !f.init_port(p)
+            && !f.init_port(port)
         {
             return Err(EvtchnError::NoSpace);
         }
@@ -227,8 +229,8 @@ impl EventChannels {
                 *slot = (state, vcpu);
                 // `free_port` gives the lowest free port, so a port past the valid ones is the
                 // first of the next bucket, which comes into existence now.
-                if port >= self.valid {
-                    self.valid = (port / PORTS_PER_BUCKET + 1) * PORTS_PER_BUCKET;
+                if port.raw() >= self.valid {
+                    self.valid = (port.raw() / PORTS_PER_BUCKET + 1) * PORTS_PER_BUCKET;
                 }
                 Ok(())
             }
@@ -236,7 +238,7 @@ impl EventChannels {
         }
     }
 
-    fn alloc(&mut self, state: PortState, vcpu: u32) -> Result<u32, EvtchnError> {
+    fn alloc(&mut self, state: PortState, vcpu: u32) -> Result<Port, EvtchnError> {
         let p = self.free_port()?;
         self.set(p, state, vcpu)?;
         Ok(p)
@@ -244,11 +246,11 @@ impl EventChannels {
 
     /// Starts the domain's destruction: from now on no port is allocated. Returns its open
     /// ports, highest first, for the caller to close (Xen's `evtchn_destroy`).
-    pub fn begin_destroy(&mut self) -> Vec<u32> {
+    pub fn begin_destroy(&mut self) -> Vec<Port> {
         self.dying = true;
         let open = self.ports.iter().enumerate().skip(1).rev();
         open.filter(|&(_, &(state, _))| state != PortState::Closed)
-            .map(|(p, _)| p as u32)
+            .map(|(p, _)| Port::from_index(p))
             .collect()
     }
 
@@ -262,20 +264,20 @@ impl EventChannels {
 
     /// The state and notify vCPU of `port`; `None` for a port that does not exist (past the
     /// table, or in a bucket Xen would not have allocated yet).
-    pub fn port(&self, port: u32) -> Option<(PortState, u32)> {
-        if port >= self.valid {
+    pub fn port(&self, port: Port) -> Option<(PortState, u32)> {
+        if port.raw() >= self.valid {
             return None;
         }
-        self.ports.get(port as usize).copied()
+        self.ports.get(port.index()).copied()
     }
 
     /// `EVTCHNOP_bind_virq`.
-    pub fn bind_virq(&mut self, virq: u32, vcpu: u32) -> Result<u32, EvtchnError> {
+    pub fn bind_virq(&mut self, virq: u32, vcpu: u32) -> Result<Port, EvtchnError> {
         if virq >= NR_VIRQS || (!per_vcpu_virq(virq) && vcpu != 0) {
             return Err(EvtchnError::Invalid);
         }
         self.check_vcpu(vcpu)?;
-        if self.virq_port[vcpu as usize][virq as usize] != 0 {
+        if !self.virq_port[vcpu as usize][virq as usize].is_zero() {
             return Err(EvtchnError::Exists);
         }
         let p = self.alloc(PortState::Virq(virq), vcpu)?;
@@ -284,12 +286,12 @@ impl EventChannels {
     }
 
     /// `EVTCHNOP_bind_pirq` (the caller checked the PIRQ is the domain's), notifying vCPU 0.
-    pub fn bind_pirq(&mut self, pirq: u32) -> Result<u32, EvtchnError> {
+    pub fn bind_pirq(&mut self, pirq: u32) -> Result<Port, EvtchnError> {
         let slot = *self
             .pirq_port
             .get(pirq as usize)
             .ok_or(EvtchnError::Invalid)?;
-        if slot != 0 {
+        if !slot.is_zero() {
             return Err(EvtchnError::Exists);
         }
         let p = self.alloc(PortState::Pirq(pirq), 0)?;
@@ -298,21 +300,21 @@ impl EventChannels {
     }
 
     /// The port `pirq` is bound to, if any.
-    pub fn pirq_port(&self, pirq: u32) -> Option<u32> {
+    pub fn pirq_port(&self, pirq: u32) -> Option<Port> {
         self.pirq_port
             .get(pirq as usize)
             .copied()
-            .filter(|&p| p != 0)
+            .filter(|p| !p.is_zero())
     }
 
     /// `EVTCHNOP_bind_ipi`.
-    pub fn bind_ipi(&mut self, vcpu: u32) -> Result<u32, EvtchnError> {
+    pub fn bind_ipi(&mut self, vcpu: u32) -> Result<Port, EvtchnError> {
         self.check_vcpu(vcpu)?;
         self.alloc(PortState::Ipi, vcpu)
     }
 
     /// `EVTCHNOP_alloc_unbound`.
-    pub fn alloc_unbound(&mut self, remote: u16) -> Result<u32, EvtchnError> {
+    pub fn alloc_unbound(&mut self, remote: u16) -> Result<Port, EvtchnError> {
         self.alloc(PortState::Unbound { remote }, 0)
     }
 
@@ -322,11 +324,11 @@ impl EventChannels {
     pub fn close(
         &mut self,
         shared: &mut dyn SharedBits,
-        port: u32,
+        port: Port,
     ) -> Result<PortState, EvtchnError> {
         let (state, vcpu) = self
             .port(port)
-            .filter(|&(state, _)| port != 0 && state != PortState::Closed)
+            .filter(|&(state, _)| !port.is_zero() && state != PortState::Closed)
             .ok_or(EvtchnError::Invalid)?;
         let slot = match state {
             // A global VIRQ stays recorded under vCPU 0 wherever `bind_vcpu` moved its port
@@ -340,9 +342,9 @@ impl EventChannels {
         };
         if let Some(slot) = slot {
             debug_assert_eq!(*slot, port, "binding table out of step with port {port}");
-            *slot = 0;
+            *slot = Port::ZERO;
         }
-        if let Some(slot) = self.ports.get_mut(port as usize) {
+        if let Some(slot) = self.ports.get_mut(port.index()) {
             *slot = (PortState::Closed, 0);
         }
         match &self.fifo {
@@ -356,12 +358,12 @@ impl EventChannels {
     /// `closer_port` of domain `closer`, becomes unbound for `closer`, which may bind it again
     /// (Xen's `evtchn_close`). Its notify vCPU and pending bit stay. False if `port` was not
     /// that end (a broken pairing; nothing changes).
-    pub fn unbind_peer(&mut self, port: u32, closer: u16, closer_port: u32) -> bool {
+    pub fn unbind_peer(&mut self, port: Port, closer: u16, closer_port: Port) -> bool {
         let end = PortState::Interdomain {
             remote_dom: closer,
             remote_port: closer_port,
         };
-        match self.ports.get_mut(port as usize) {
+        match self.ports.get_mut(port.index()) {
             Some(slot) if slot.0 == end => {
                 slot.0 = PortState::Unbound { remote: closer };
                 true
@@ -372,18 +374,18 @@ impl EventChannels {
 
     /// `EVTCHNOP_bind_vcpu`: the vCPU is checked first (-ENOENT), then the port; unbound,
     /// inter-domain, PIRQ and global VIRQ ports move, the others are -EINVAL (Xen 4.17).
-    pub fn bind_vcpu(&mut self, port: u32, vcpu: u32) -> Result<(), EvtchnError> {
+    pub fn bind_vcpu(&mut self, port: Port, vcpu: u32) -> Result<(), EvtchnError> {
         self.check_vcpu(vcpu)?;
         let (state, _) = self
             .port(port)
-            .filter(|_| port != 0)
+            .filter(|_| !port.is_zero())
             .ok_or(EvtchnError::Invalid)?;
         match state {
             PortState::Unbound { .. } | PortState::Interdomain { .. } | PortState::Pirq(_) => {}
             PortState::Virq(v) if !per_vcpu_virq(v) => {}
             _ => return Err(EvtchnError::Invalid),
         }
-        if let Some(slot) = self.ports.get_mut(port as usize) {
+        if let Some(slot) = self.ports.get_mut(port.index()) {
             slot.1 = vcpu;
         }
         Ok(())
@@ -393,7 +395,7 @@ impl EventChannels {
     /// another domain too: [`Self::deliver`] comes here). Returns true if the
     /// port became pending: its vCPU should be woken, as it may be polling the port
     /// (`SCHEDOP_poll` waits on pending bits, masked or not) or now has an upcall.
-    pub fn set_pending(&self, shared: &mut dyn SharedBits, port: u32) -> bool {
+    pub fn set_pending(&self, shared: &mut dyn SharedBits, port: Port) -> bool {
         let Some((_, vcpu)) = self.port(port) else {
             return false;
         };
@@ -403,14 +405,14 @@ impl EventChannels {
         if shared.test_and_set_pending(port) {
             return false;
         }
-        if !shared.is_masked(port) && !shared.test_and_set_sel(vcpu, port / 64) {
+        if !shared.is_masked(port) && !shared.test_and_set_sel(vcpu, port.raw() / 64) {
             shared.set_upcall_pending(vcpu);
         }
         true
     }
 
     /// Marks `port` pending: [`Sent::Raised`] with its notify vCPU if it became pending.
-    fn raise(&self, shared: &mut dyn SharedBits, port: u32) -> Sent {
+    fn raise(&self, shared: &mut dyn SharedBits, port: Port) -> Sent {
         match self.port(port) {
             Some((_, vcpu)) if self.set_pending(shared, port) => Sent::Raised(vcpu),
             _ => Sent::Nothing,
@@ -423,10 +425,10 @@ impl EventChannels {
     pub fn send(
         &self,
         shared: &mut dyn SharedBits,
-        port: u32,
+        port: Port,
         me: u16,
     ) -> Result<Sent, EvtchnError> {
-        match self.port(port).filter(|_| port != 0).map(|p| p.0) {
+        match self.port(port).filter(|_| !port.is_zero()).map(|p| p.0) {
             Some(PortState::Ipi) => Ok(self.raise(shared, port)),
             Some(PortState::Interdomain {
                 remote_dom,
@@ -450,9 +452,9 @@ impl EventChannels {
     pub fn deliver(
         &self,
         shared: &mut dyn SharedBits,
-        port: u32,
+        port: Port,
         from: u16,
-        from_port: u32,
+        from_port: Port,
     ) -> Sent {
         let end = PortState::Interdomain {
             remote_dom: from,
@@ -472,8 +474,8 @@ impl EventChannels {
             .get(vcpu as usize)
             .and_then(|v| v.get(virq as usize))
             .copied()
-            .unwrap_or(0);
-        if p != 0 && self.set_pending(shared, p) {
+            .unwrap_or(Port::ZERO);
+        if !p.is_zero() && self.set_pending(shared, p) {
             self.port(p).map(|(_, v)| v)
         } else {
             None
@@ -481,14 +483,14 @@ impl EventChannels {
     }
 
     /// `EVTCHNOP_unmask`.
-    pub fn unmask(&self, shared: &mut dyn SharedBits, port: u32) -> Result<bool, EvtchnError> {
+    pub fn unmask(&self, shared: &mut dyn SharedBits, port: Port) -> Result<bool, EvtchnError> {
         let (state, vcpu) = self.port(port).ok_or(EvtchnError::Invalid)?;
         if let Some(f) = &self.fifo {
             return Ok(state != PortState::Closed && f.unmask(shared, port, vcpu));
         }
         if shared.test_and_clear_mask(port)
             && shared.is_pending(port)
-            && !shared.test_and_set_sel(vcpu, port / 64)
+            && !shared.test_and_set_sel(vcpu, port.raw() / 64)
         {
             shared.set_upcall_pending(vcpu);
             return Ok(true);
@@ -497,7 +499,7 @@ impl EventChannels {
     }
 
     /// True if `port` is pending, in the ABI in use (`SCHEDOP_poll`).
-    pub fn is_pending(&self, shared: &dyn SharedBits, port: u32) -> bool {
+    pub fn is_pending(&self, shared: &dyn SharedBits, port: Port) -> bool {
         match &self.fifo {
             Some(f) => f.is_pending(shared, port),
             None => shared.is_pending(port),
@@ -505,7 +507,7 @@ impl EventChannels {
     }
 
     /// True if `port` is masked, in the ABI in use.
-    pub fn is_masked(&self, shared: &dyn SharedBits, port: u32) -> bool {
+    pub fn is_masked(&self, shared: &dyn SharedBits, port: Port) -> bool {
         match &self.fifo {
             Some(f) => f.is_masked(shared, port),
             None => shared.is_masked(port),
@@ -526,8 +528,8 @@ pub fn bind_interdomain(
     lid: u16,
     remote: Option<&mut EventChannels>,
     rid: u16,
-    rport: u32,
-) -> Result<u32, EvtchnError> {
+    rport: Port,
+) -> Result<Port, EvtchnError> {
     let lport = local.free_port()?;
     // A dying domain's ports are being closed for its destruction: none is bound any more.
     let bindable = |t: &EventChannels| {
@@ -547,7 +549,7 @@ pub fn bind_interdomain(
         Some(r) => r,
         None => local,
     };
-    if let Some(slot) = peer.ports.get_mut(rport as usize) {
+    if let Some(slot) = peer.ports.get_mut(rport.index()) {
         slot.0 = PortState::Interdomain {
             remote_dom: lid,
             remote_port: lport,
@@ -564,6 +566,11 @@ mod tests {
     use core::cell::RefCell;
 
     use super::fifo::{GuestWords, WordAt};
+
+    /// Port `n` (as a guest names it).
+    pub(super) fn port(n: u32) -> Port {
+        Port::unvalidated(n)
+    }
 
     /// The shared page and the guest's FIFO frames. `flip`: a port whose event word the
     /// "guest" changes under every compare-exchange (counted in `flips`).
@@ -631,23 +638,23 @@ mod tests {
     }
 
     impl SharedBits for Fake {
-        fn test_and_set_pending(&mut self, p: u32) -> bool {
-            let old = self.pending[p as usize / 64] >> (p % 64) & 1 == 1;
-            self.pending[p as usize / 64] |= 1 << (p % 64);
+        fn test_and_set_pending(&mut self, p: Port) -> bool {
+            let old = self.is_pending(p);
+            self.pending[p.index() / 64] |= 1 << (p.index() % 64);
             old
         }
-        fn clear_pending(&mut self, p: u32) {
-            self.pending[p as usize / 64] &= !(1 << (p % 64));
+        fn clear_pending(&mut self, p: Port) {
+            self.pending[p.index() / 64] &= !(1 << (p.index() % 64));
         }
-        fn is_pending(&self, p: u32) -> bool {
-            self.pending[p as usize / 64] >> (p % 64) & 1 == 1
+        fn is_pending(&self, p: Port) -> bool {
+            self.pending[p.index() / 64] >> (p.index() % 64) & 1 == 1
         }
-        fn is_masked(&self, p: u32) -> bool {
-            self.mask[p as usize / 64] >> (p % 64) & 1 == 1
+        fn is_masked(&self, p: Port) -> bool {
+            self.mask[p.index() / 64] >> (p.index() % 64) & 1 == 1
         }
-        fn test_and_clear_mask(&mut self, p: u32) -> bool {
+        fn test_and_clear_mask(&mut self, p: Port) -> bool {
             let old = self.is_masked(p);
-            self.mask[p as usize / 64] &= !(1 << (p % 64));
+            self.mask[p.index() / 64] &= !(1 << (p.index() % 64));
             old
         }
         fn test_and_set_sel(&mut self, v: u32, w: u32) -> bool {
@@ -663,36 +670,40 @@ mod tests {
     #[test]
     fn ports_are_lowest_first_from_one() {
         let mut e = EventChannels::new(2);
-        assert_eq!(e.bind_virq(virq::TIMER, 0), Ok(1));
-        assert_eq!(e.bind_ipi(1), Ok(2));
-        assert_eq!(e.alloc_unbound(0), Ok(3));
-        e.close(&mut Fake::default(), 2).unwrap();
-        assert_eq!(e.bind_virq(virq::TIMER, 1), Ok(2));
+        assert_eq!(e.bind_virq(virq::TIMER, 0), Ok(port(1)));
+        assert_eq!(e.bind_ipi(1), Ok(port(2)));
+        assert_eq!(e.alloc_unbound(0), Ok(port(3)));
+        e.close(&mut Fake::default(), port(2)).unwrap();
+        assert_eq!(e.bind_virq(virq::TIMER, 1), Ok(port(2)));
     }
 
     #[test]
     fn ports_exist_bucket_by_bucket_as_in_xen() {
         let mut e = EventChannels::new(1);
         let bucket = PORTS_PER_BUCKET;
-        assert_eq!(e.port(bucket - 1), Some((PortState::Closed, 0)));
-        assert_eq!(e.port(bucket), None, "the second bucket does not exist yet");
+        assert_eq!(e.port(port(bucket - 1)), Some((PortState::Closed, 0)));
+        assert_eq!(
+            e.port(port(bucket)),
+            None,
+            "the second bucket does not exist yet"
+        );
         let mut s = Fake::default();
-        assert_eq!(e.unmask(&mut s, bucket), Err(EvtchnError::Invalid));
-        assert_eq!(e.bind_vcpu(bucket + 5, 0), Err(EvtchnError::Invalid));
+        assert_eq!(e.unmask(&mut s, port(bucket)), Err(EvtchnError::Invalid));
+        assert_eq!(e.bind_vcpu(port(bucket + 5), 0), Err(EvtchnError::Invalid));
         for want in 1..bucket {
-            assert_eq!(e.alloc_unbound(0), Ok(want));
+            assert_eq!(e.alloc_unbound(0), Ok(port(want)));
         }
         assert_eq!(
-            e.port(bucket),
+            e.port(port(bucket)),
             None,
             "still none: every port below is taken"
         );
-        assert_eq!(e.alloc_unbound(0), Ok(bucket));
-        assert_eq!(e.port(2 * bucket - 1), Some((PortState::Closed, 0)));
-        assert_eq!(e.port(2 * bucket), None);
-        e.close(&mut s, bucket).unwrap();
+        assert_eq!(e.alloc_unbound(0), Ok(port(bucket)));
+        assert_eq!(e.port(port(2 * bucket - 1)), Some((PortState::Closed, 0)));
+        assert_eq!(e.port(port(2 * bucket)), None);
+        e.close(&mut s, port(bucket)).unwrap();
         assert_eq!(
-            e.port(bucket),
+            e.port(port(bucket)),
             Some((PortState::Closed, 0)),
             "a bucket never goes away"
         );
@@ -701,7 +712,7 @@ mod tests {
     #[test]
     fn virq_rules() {
         let mut e = EventChannels::new(2);
-        assert_eq!(e.bind_virq(virq::TIMER, 1), Ok(1));
+        assert_eq!(e.bind_virq(virq::TIMER, 1), Ok(port(1)));
         assert_eq!(e.bind_virq(virq::TIMER, 1), Err(EvtchnError::Exists));
         assert_eq!(
             e.bind_virq(virq::CONSOLE, 1),
@@ -713,7 +724,7 @@ mod tests {
         let c = e.bind_virq(virq::CONSOLE, 0).unwrap();
         assert_eq!(e.bind_vcpu(c, 1), Ok(()));
         assert_eq!(
-            e.bind_vcpu(1, 0),
+            e.bind_vcpu(port(1), 0),
             Err(EvtchnError::Invalid),
             "per-vCPU VIRQs stay put"
         );
@@ -735,13 +746,13 @@ mod tests {
         // woken, hence "true"); unmask then raises the upcall.
         let ipi = e.bind_ipi(0).unwrap();
         s = Fake::default();
-        s.mask[0] |= 1 << ipi;
+        s.mask[0] |= 1 << ipi.raw();
         assert_eq!(e.send(&mut s, ipi, 0), Ok(Sent::Raised(0)));
         assert!(s.is_pending(ipi) && !s.upcall[0]);
         assert_eq!(e.send(&mut s, ipi, 0), Ok(Sent::Nothing), "already pending");
         assert_eq!(e.unmask(&mut s, ipi), Ok(true));
         assert!(s.upcall[0]);
-        assert_eq!(e.send(&mut s, 0, 0), Err(EvtchnError::Invalid));
+        assert_eq!(e.send(&mut s, port(0), 0), Err(EvtchnError::Invalid));
         assert_eq!(
             e.send(&mut s, t, 0),
             Err(EvtchnError::Invalid),
@@ -771,8 +782,8 @@ mod tests {
         e.close(&mut s, p).unwrap();
         assert!(!s.is_pending(p));
         assert_eq!(e.close(&mut s, p), Err(EvtchnError::Invalid));
-        assert_eq!(e.close(&mut s, 0), Err(EvtchnError::Invalid));
-        assert_eq!(e.close(&mut s, 99_999), Err(EvtchnError::Invalid));
+        assert_eq!(e.close(&mut s, port(0)), Err(EvtchnError::Invalid));
+        assert_eq!(e.close(&mut s, port(99_999)), Err(EvtchnError::Invalid));
     }
 
     #[test]
@@ -828,7 +839,7 @@ mod tests {
         assert_eq!(e.bind_pirq(9), Ok(p));
     }
 
-    fn interdomain(remote_dom: u16, remote_port: u32) -> PortState {
+    fn interdomain(remote_dom: u16, remote_port: Port) -> PortState {
         PortState::Interdomain {
             remote_dom,
             remote_port,
@@ -876,7 +887,7 @@ mod tests {
         let console = d1.alloc_unbound(0x7ff2).unwrap();
         let p = d1.alloc_unbound(0).unwrap();
         // Only the domain a port is reserved for may bind it; bad ports are -EINVAL.
-        for bad in [console, 0, 99, 4096, u32::MAX] {
+        for bad in [console.raw(), 0, 99, 4096, u32::MAX].map(port) {
             assert_eq!(
                 bind_interdomain(&mut d0, 0, Some(&mut d1), 1, bad),
                 Err(EvtchnError::Invalid),
@@ -889,7 +900,7 @@ mod tests {
             "reserved for d0, not d1"
         );
         let l = bind_interdomain(&mut d0, 0, Some(&mut d1), 1, p).unwrap();
-        assert_eq!(l, 1, "the failed attempts took no port");
+        assert_eq!(l, port(1), "the failed attempts took no port");
         assert_eq!(d0.port(l), Some((interdomain(1, p), 0)));
         assert_eq!(d1.port(p), Some((interdomain(0, l), 0)));
         // A send names the other domain's end; delivery checks it is still that end.
@@ -916,7 +927,7 @@ mod tests {
         // d1 may bind d0's port again.
         assert_eq!(
             bind_interdomain(&mut d1, 1, Some(&mut d0), 0, l),
-            Ok(ipi + 1)
+            Ok(port(ipi.raw() + 1))
         );
     }
 
@@ -926,17 +937,20 @@ mod tests {
         let mut s = Fake::default();
         assert_eq!(
             (1..NR_PORTS).map(|_| e.alloc_unbound(0)).last(),
-            Some(Ok(NR_PORTS as u32 - 1)),
+            Some(Ok(port(NR_PORTS as u32 - 1))),
             "no limit: the 2-level ABI's 4095"
         );
         assert_eq!(e.alloc_unbound(0), Err(EvtchnError::NoSpace));
         let mut d = EventChannels::new(1);
         d.set_max_port(1023);
-        assert_eq!((1..1024).map(|_| d.alloc_unbound(0)).last(), Some(Ok(1023)));
+        assert_eq!(
+            (1..1024).map(|_| d.alloc_unbound(0)).last(),
+            Some(Ok(port(1023)))
+        );
         assert_eq!(d.alloc_unbound(0), Err(EvtchnError::NoSpace));
         assert_eq!(d.bind_ipi(0), Err(EvtchnError::NoSpace));
         assert_eq!(
-            bind_interdomain(&mut d, 0, Some(&mut e), 0, 5),
+            bind_interdomain(&mut d, 0, Some(&mut e), 0, port(5)),
             Err(EvtchnError::NoSpace),
             "the local port is taken before the remote one is checked"
         );
@@ -944,11 +958,11 @@ mod tests {
         let mut f = EventChannels::new(1);
         f.bind_ipi(0).unwrap();
         f.alloc_unbound(0).unwrap();
-        f.close(&mut s, 1).unwrap();
+        f.close(&mut s, port(1)).unwrap();
         f.bind_virq(virq::TIMER, 0).unwrap();
         f.bind_ipi(0).unwrap();
         let u = f.alloc_unbound(0).unwrap();
-        assert_eq!(f.begin_destroy(), [u, 3, 2, 1]);
+        assert_eq!(f.begin_destroy(), [u, port(3), port(2), port(1)]);
         assert_eq!(f.alloc_unbound(0), Err(EvtchnError::Invalid));
         assert_eq!(
             bind_interdomain(&mut e2(), 0, Some(&mut f), 1, u),
@@ -968,15 +982,22 @@ mod tests {
         let ipi = e.bind_ipi(0).unwrap();
         let u = e.alloc_unbound(0).unwrap();
         let t = e.bind_virq(virq::TIMER, 0).unwrap();
-        assert_eq!(e.bind_vcpu(999, 5), Err(EvtchnError::NoVcpu), "vCPU first");
-        assert_eq!(e.bind_vcpu(999, 1), Err(EvtchnError::Invalid));
-        assert_eq!(e.bind_vcpu(0, 1), Err(EvtchnError::Invalid));
+        assert_eq!(
+            e.bind_vcpu(port(999), 5),
+            Err(EvtchnError::NoVcpu),
+            "vCPU first"
+        );
+        assert_eq!(e.bind_vcpu(port(999), 1), Err(EvtchnError::Invalid));
+        assert_eq!(e.bind_vcpu(port(0), 1), Err(EvtchnError::Invalid));
         assert_eq!(e.bind_vcpu(ipi, 1), Err(EvtchnError::Invalid));
         assert_eq!(e.bind_vcpu(t, 1), Err(EvtchnError::Invalid));
         assert_eq!(e.bind_vcpu(u, 1), Ok(()));
         let l = bind_interdomain(&mut e, 0, None, 0, u).unwrap();
         assert_eq!(e.bind_vcpu(l, 1), Ok(()));
         assert_eq!(e.port(u), Some((interdomain(0, l), 1)), "kept its vCPU");
-        assert_eq!(e.close(&mut Fake::default(), 7), Err(EvtchnError::Invalid));
+        assert_eq!(
+            e.close(&mut Fake::default(), port(7)),
+            Err(EvtchnError::Invalid)
+        );
     }
 }

@@ -28,6 +28,8 @@ use alloc::vec::Vec;
 
 use xen_abi::grant_table::{gntmap, gntst, gtf};
 
+use crate::ids::GrantRef;
+
 /// v1 entries per table frame (8 bytes each).
 pub const ENTRIES_PER_FRAME_V1: u32 = 512;
 /// Frames a table has from its creation (Xen's `INITIAL_NR_GRANT_FRAMES`).
@@ -78,21 +80,21 @@ pub fn map_pin_incr(flags: u32) -> u32 {
 /// versions; v2 keeps `GTF_reading`/`GTF_writing` in separate status entries.
 pub trait SharedEntries {
     /// The first word of entry `r`.
-    fn load_word(&self, r: u32) -> u32;
+    fn load_word(&self, r: GrantRef) -> u32;
     /// Compare-and-exchange of the first word of entry `r`; returns the value found.
-    fn cmpxchg_word(&self, r: u32, old: u32, new: u32) -> u32;
+    fn cmpxchg_word(&self, r: GrantRef, old: u32, new: u32) -> u32;
     /// The `frame` of entry `r` (v1's 32 bits, v2's 64).
-    fn frame(&self, r: u32) -> u64;
+    fn frame(&self, r: GrantRef) -> u64;
     /// The `page_off` and `length` of v2 sub-page entry `r`.
-    fn sub_page(&self, r: u32) -> (u16, u16);
+    fn sub_page(&self, r: GrantRef) -> (u16, u16);
     /// Atomically sets `bits` in the status entry of v2 entry `r`.
-    fn set_status(&self, r: u32, bits: u16);
+    fn set_status(&self, r: GrantRef, bits: u16);
     /// Atomically clears status bits `mask` of entry `r`: in its `flags` (v1) or its status
     /// entry (v2).
-    fn clear_flags(&self, r: u32, mask: u16);
+    fn clear_flags(&self, r: GrantRef, mask: u16);
     /// Swaps the whole entries `a` and `b`, with their status (the caller makes sure neither
     /// is in use).
-    fn swap(&self, a: u32, b: u32);
+    fn swap(&self, a: GrantRef, b: GrantRef);
 }
 
 /// What Hestia keeps for one grant entry while it is in use (Xen's `active_grant_entry`).
@@ -189,8 +191,8 @@ impl GrantTable {
     }
 
     /// The active entry of `r`, if `r` is inside the table.
-    pub fn active(&self, r: u32) -> Option<&Active> {
-        self.active.get(r as usize)
+    pub fn active(&self, r: GrantRef) -> Option<&Active> {
+        self.active.get(r.index())
     }
 
     /// True if any entry from `first` on is in use.
@@ -218,18 +220,18 @@ impl GrantTable {
     pub fn acquire(
         &mut self,
         sh: &dyn SharedEntries,
-        r: u32,
+        r: GrantRef,
         ldom: u16,
         incr: u32,
         readonly: bool,
         mapping: bool,
         get_frame: &mut dyn FnMut(u64, bool) -> Result<(), i16>,
     ) -> Result<Use, i16> {
-        if r >= self.nr_entries() {
+        if r.raw() >= self.nr_entries() {
             return Err(gntst::BAD_GNTREF);
         }
         let v2 = self.version == 2;
-        let Some(act) = self.active.get_mut(r as usize) else {
+        let Some(act) = self.active.get_mut(r.index()) else {
             return Err(gntst::BAD_GNTREF);
         };
         if act.pin != 0
@@ -275,8 +277,8 @@ impl GrantTable {
     /// Gives back one use of entry `r` taken with `incr` (Xen's `unmap_common_complete` and
     /// `release_grant_for_copy`), clearing `GTF_reading`/`GTF_writing` as the uses left
     /// allow.
-    pub fn release(&mut self, sh: &dyn SharedEntries, r: u32, incr: u32, readonly: bool) {
-        let Some(act) = self.active.get_mut(r as usize) else {
+    pub fn release(&mut self, sh: &dyn SharedEntries, r: GrantRef, incr: u32, readonly: bool) {
+        let Some(act) = self.active.get_mut(r.index()) else {
             return;
         };
         debug_assert!(act.pin >= incr, "pin underflow on ref {r:#x}");
@@ -285,12 +287,12 @@ impl GrantTable {
     }
 
     /// Swaps entries `a` and `b` (`GNTTABOP_swap_grant_ref`): `GNTST_*`.
-    pub fn swap(&mut self, sh: &dyn SharedEntries, a: u32, b: u32) -> i16 {
+    pub fn swap(&mut self, sh: &dyn SharedEntries, a: GrantRef, b: GrantRef) -> i16 {
         let n = self.nr_entries();
         let (Some(pa), Some(pb)) = (self.active(a), self.active(b)) else {
             return gntst::BAD_GNTREF;
         };
-        if a >= n || b >= n {
+        if a.raw() >= n || b.raw() >= n {
             return gntst::BAD_GNTREF;
         }
         if a == b {
@@ -318,7 +320,7 @@ fn usable_mask(mapping: bool) -> u16 {
 /// `_set_status_v1`): `pin` is the entry's use count before this use.
 fn set_status_v1(
     sh: &dyn SharedEntries,
-    r: u32,
+    r: GrantRef,
     pin: u32,
     readonly: bool,
     mapping: bool,
@@ -354,7 +356,7 @@ fn set_status_v1(
 /// ends access sees the bits or the use fails. `pin` is the entry's use count before this use.
 fn set_status_v2(
     sh: &dyn SharedEntries,
-    r: u32,
+    r: GrantRef,
     pin: u32,
     readonly: bool,
     mapping: bool,
@@ -393,7 +395,7 @@ fn set_status_v2(
 
 /// Clears the status bits entry `r` no longer needs with `pin` uses left, after a use that
 /// was `readonly` or not (Xen's `reduce_status_for_pin`).
-fn reduce_status_for_pin(sh: &dyn SharedEntries, r: u32, pin: u32, readonly: bool) {
+fn reduce_status_for_pin(sh: &dyn SharedEntries, r: GrantRef, pin: u32, readonly: bool) {
     let mut clear = if pin == 0 { gtf::READING } else { 0 };
     if !readonly && pin & pin::WRITE_MASK == 0 {
         clear |= gtf::WRITING;
@@ -410,7 +412,7 @@ pub struct Mapping<T> {
     /// The `GNTMAP_*` flags still mapped (host and/or device), with `GNTMAP_readonly`.
     pub flags: u32,
     /// The grant reference.
-    pub r#ref: u32,
+    pub r#ref: GrantRef,
     /// The granter.
     pub domid: u16,
     /// The frame mapped.
@@ -585,6 +587,11 @@ mod tests {
     use super::*;
     use core::cell::RefCell;
 
+    /// Grant reference `n` (as a guest names it).
+    fn gref(n: u32) -> GrantRef {
+        GrantRef::unvalidated(n)
+    }
+
     /// Shared entries in plain memory: (word, frame, status, sub-page) per entry; `v2` keeps
     /// the status bits apart.
     struct Fake(RefCell<Vec<FakeEntry>>, bool);
@@ -610,36 +617,36 @@ mod tests {
     }
 
     impl SharedEntries for Fake {
-        fn load_word(&self, r: u32) -> u32 {
-            self.0.borrow()[r as usize].0
+        fn load_word(&self, r: GrantRef) -> u32 {
+            self.0.borrow()[r.index()].0
         }
-        fn cmpxchg_word(&self, r: u32, old: u32, new: u32) -> u32 {
+        fn cmpxchg_word(&self, r: GrantRef, old: u32, new: u32) -> u32 {
             let mut v = self.0.borrow_mut();
-            let cur = v[r as usize].0;
+            let cur = v[r.index()].0;
             if cur == old {
-                v[r as usize].0 = new;
+                v[r.index()].0 = new;
             }
             cur
         }
-        fn frame(&self, r: u32) -> u64 {
-            self.0.borrow()[r as usize].1
+        fn frame(&self, r: GrantRef) -> u64 {
+            self.0.borrow()[r.index()].1
         }
-        fn sub_page(&self, r: u32) -> (u16, u16) {
-            self.0.borrow()[r as usize].3
+        fn sub_page(&self, r: GrantRef) -> (u16, u16) {
+            self.0.borrow()[r.index()].3
         }
-        fn set_status(&self, r: u32, bits: u16) {
-            self.0.borrow_mut()[r as usize].2 |= bits;
+        fn set_status(&self, r: GrantRef, bits: u16) {
+            self.0.borrow_mut()[r.index()].2 |= bits;
         }
-        fn clear_flags(&self, r: u32, mask: u16) {
+        fn clear_flags(&self, r: GrantRef, mask: u16) {
             let mut v = self.0.borrow_mut();
             if self.1 {
-                v[r as usize].2 &= !mask;
+                v[r.index()].2 &= !mask;
             } else {
-                v[r as usize].0 &= !u32::from(mask);
+                v[r.index()].0 &= !u32::from(mask);
             }
         }
-        fn swap(&self, a: u32, b: u32) {
-            self.0.borrow_mut().swap(a as usize, b as usize);
+        fn swap(&self, a: GrantRef, b: GrantRef) {
+            self.0.borrow_mut().swap(a.index(), b.index());
         }
     }
 
@@ -659,7 +666,7 @@ mod tests {
         sh.grant(10, gtf::PERMIT_ACCESS, 1, 0x1234);
         let w = map_pin_incr(gntmap::HOST_MAP);
         assert_eq!(
-            gt.acquire(&sh, 10, 1, w, false, true, &mut ok)
+            gt.acquire(&sh, gref(10), 1, w, false, true, &mut ok)
                 .map(|u| u.mfn),
             Ok(0x1234)
         );
@@ -669,15 +676,15 @@ mod tests {
         );
         let r = map_pin_incr(gntmap::HOST_MAP | gntmap::READONLY);
         assert_eq!(
-            gt.acquire(&sh, 10, 1, r, true, true, &mut ok)
+            gt.acquire(&sh, gref(10), 1, r, true, true, &mut ok)
                 .map(|u| u.mfn),
             Ok(0x1234)
         );
-        gt.release(&sh, 10, w, false);
+        gt.release(&sh, gref(10), w, false);
         assert_eq!(sh.flags(10), gtf::PERMIT_ACCESS | gtf::READING);
-        gt.release(&sh, 10, r, true);
+        gt.release(&sh, gref(10), r, true);
         assert_eq!(sh.flags(10), gtf::PERMIT_ACCESS);
-        assert_eq!(gt.active(10).map(|a| a.pin), Some(0));
+        assert_eq!(gt.active(gref(10)).map(|a| a.pin), Some(0));
     }
 
     #[test]
@@ -686,33 +693,33 @@ mod tests {
         let w = pin::HOST_WRITE;
         // Outside the table.
         assert_eq!(
-            gt.acquire(&sh, 512, 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(512), 1, w, false, true, &mut ok),
             Err(gntst::BAD_GNTREF)
         );
         // Never granted, granted to another domain, read-only for a writer, ended.
         assert_eq!(
-            gt.acquire(&sh, 1, 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(1), 1, w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         sh.grant(2, gtf::PERMIT_ACCESS, 7, 5);
         assert_eq!(
-            gt.acquire(&sh, 2, 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(2), 1, w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         sh.grant(3, gtf::PERMIT_ACCESS | gtf::READONLY, 1, 5);
         assert_eq!(
-            gt.acquire(&sh, 3, 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(3), 1, w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         assert_eq!(sh.flags(3), gtf::PERMIT_ACCESS | gtf::READONLY);
         // Sub-page bit: refused for a mapping, not for a copy.
         sh.grant(4, gtf::PERMIT_ACCESS | gtf::SUB_PAGE, 1, 5);
         assert_eq!(
-            gt.acquire(&sh, 4, 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(4), 1, w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         assert_eq!(
-            gt.acquire(&sh, 4, 1, w, false, false, &mut ok)
+            gt.acquire(&sh, gref(4), 1, w, false, false, &mut ok)
                 .map(|u| u.mfn),
             Ok(5)
         );
@@ -720,11 +727,11 @@ mod tests {
         sh.grant(6, gtf::PERMIT_ACCESS, 1, 5);
         let mut bad = |_: u64, _: bool| Err(gntst::BAD_PAGE);
         assert_eq!(
-            gt.acquire(&sh, 6, 1, w, false, true, &mut bad),
+            gt.acquire(&sh, gref(6), 1, w, false, true, &mut bad),
             Err(gntst::BAD_PAGE)
         );
         assert_eq!(sh.flags(6), gtf::PERMIT_ACCESS);
-        assert_eq!(gt.active(6).map(|a| a.pin), Some(0));
+        assert_eq!(gt.active(gref(6)).map(|a| a.pin), Some(0));
     }
 
     #[test]
@@ -733,13 +740,14 @@ mod tests {
         sh.grant(8, gtf::PERMIT_ACCESS, 1, 100);
         let r = pin::HOST_READ;
         assert_eq!(
-            gt.acquire(&sh, 8, 1, r, true, true, &mut ok).map(|u| u.mfn),
+            gt.acquire(&sh, gref(8), 1, r, true, true, &mut ok)
+                .map(|u| u.mfn),
             Ok(100)
         );
         // The granter ends access and reuses the entry: the use goes on with frame 100.
         sh.grant(8, gtf::PERMIT_ACCESS | gtf::READING, 2, 200);
         assert_eq!(
-            gt.acquire(&sh, 8, 2, r, true, true, &mut ok),
+            gt.acquire(&sh, gref(8), 2, r, true, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         let mut seen = 0;
@@ -749,12 +757,12 @@ mod tests {
             Ok(())
         };
         assert_eq!(
-            gt.acquire(&sh, 8, 1, r, true, true, &mut record)
+            gt.acquire(&sh, gref(8), 1, r, true, true, &mut record)
                 .map(|u| u.mfn),
             Ok(100)
         );
         assert_eq!(seen, 100);
-        assert_eq!(gt.swap(&sh, 8, 9), gntst::EAGAIN);
+        assert_eq!(gt.swap(&sh, gref(8), gref(9)), gntst::EAGAIN);
     }
 
     #[test]
@@ -765,37 +773,41 @@ mod tests {
         assert_eq!(gt.nr_entries(), 256);
         sh.grant(10, gtf::PERMIT_ACCESS, 1, 0x1_0000_0042);
         let w = pin::HOST_WRITE;
-        let u = gt.acquire(&sh, 10, 1, w, false, true, &mut ok).unwrap();
+        let u = gt
+            .acquire(&sh, gref(10), 1, w, false, true, &mut ok)
+            .unwrap();
         assert_eq!((u.mfn, u.start, u.length), (0x1_0000_0042, 0, 4096));
         assert_eq!(sh.status(10), gtf::READING | gtf::WRITING);
         assert_eq!(sh.flags(10), gtf::PERMIT_ACCESS);
-        gt.release(&sh, 10, w, false);
+        gt.release(&sh, gref(10), w, false);
         assert_eq!(sh.status(10), 0);
         // A sub-page grant: copies only, within its window.
         sh.grant(11, gtf::PERMIT_ACCESS | gtf::SUB_PAGE, 1, 7);
         sh.0.borrow_mut()[11].3 = (256, 512);
         assert_eq!(
-            gt.acquire(&sh, 11, 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(11), 1, w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         assert_eq!(sh.status(11), 0);
         let r = pin::HOST_READ;
-        let u = gt.acquire(&sh, 11, 1, r, true, false, &mut ok).unwrap();
+        let u = gt
+            .acquire(&sh, gref(11), 1, r, true, false, &mut ok)
+            .unwrap();
         assert_eq!((u.start, u.length), (256, 512));
         assert_eq!(
-            gt.acquire(&sh, 11, 1, r, true, true, &mut ok),
+            gt.acquire(&sh, gref(11), 1, r, true, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
-        gt.release(&sh, 11, r, true);
+        gt.release(&sh, gref(11), r, true);
         // Read-only for a writer; beyond the v2 table.
         sh.grant(12, gtf::PERMIT_ACCESS | gtf::READONLY, 1, 7);
         assert_eq!(
-            gt.acquire(&sh, 12, 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(12), 1, w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         assert_eq!(sh.status(12), 0);
         assert_eq!(
-            gt.acquire(&sh, 300, 1, w, false, true, &mut ok)
+            gt.acquire(&sh, gref(300), 1, w, false, true, &mut ok)
                 .map(|u| u.mfn),
             Err(gntst::BAD_GNTREF)
         );
@@ -807,12 +819,12 @@ mod tests {
         sh.grant(0, gtf::PERMIT_ACCESS, 0, 1);
         for _ in 0..128 {
             assert!(
-                gt.acquire(&sh, 0, 0, pin::DEV_READ, true, true, &mut ok)
+                gt.acquire(&sh, gref(0), 0, pin::DEV_READ, true, true, &mut ok)
                     .is_ok()
             );
         }
         assert_eq!(
-            gt.acquire(&sh, 0, 0, pin::DEV_READ, true, true, &mut ok),
+            gt.acquire(&sh, gref(0), 0, pin::DEV_READ, true, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
     }
@@ -821,19 +833,19 @@ mod tests {
     fn swapping_entries() {
         let (mut gt, sh) = table();
         sh.grant(1, gtf::PERMIT_ACCESS, 3, 11);
-        assert_eq!(gt.swap(&sh, 1, 2), gntst::OKAY);
+        assert_eq!(gt.swap(&sh, gref(1), gref(2)), gntst::OKAY);
         assert_eq!(
-            (sh.flags(2), sh.frame(2), sh.flags(1)),
+            (sh.flags(2), sh.frame(gref(2)), sh.flags(1)),
             (gtf::PERMIT_ACCESS, 11, 0)
         );
-        assert_eq!(gt.swap(&sh, 1, 512), gntst::BAD_GNTREF);
-        assert_eq!(gt.swap(&sh, 5, 5), gntst::OKAY);
+        assert_eq!(gt.swap(&sh, gref(1), gref(512)), gntst::BAD_GNTREF);
+        assert_eq!(gt.swap(&sh, gref(5), gref(5)), gntst::OKAY);
     }
 
     fn mapping(flags: u32) -> Mapping<()> {
         Mapping {
             flags,
-            r#ref: 0,
+            r#ref: gref(0),
             domid: 0,
             mfn: 0,
             granter: (),
@@ -872,7 +884,7 @@ mod tests {
         sh.grant(20, gtf::PERMIT_ACCESS, 0, 77);
         for _ in 0..10_000 {
             let mfn = gt
-                .acquire(&sh, 20, 0, pin::HOST_WRITE, false, true, &mut ok)
+                .acquire(&sh, gref(20), 0, pin::HOST_WRITE, false, true, &mut ok)
                 .unwrap()
                 .mfn;
             let h = mt
@@ -882,7 +894,7 @@ mod tests {
                 })
                 .unwrap();
             mt.unmapped(h, gntmap::HOST_MAP);
-            gt.release(&sh, 20, pin::HOST_WRITE, false);
+            gt.release(&sh, gref(20), pin::HOST_WRITE, false);
         }
         assert_eq!((mt.in_use(), mt.limit()), (0, MAPTRACK_PER_FRAME));
         assert_eq!(sh.flags(20), gtf::PERMIT_ACCESS);

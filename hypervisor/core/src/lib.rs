@@ -28,6 +28,7 @@ pub mod frame_alloc;
 pub mod grant_table;
 pub mod guest_exit;
 pub mod hypercall_page;
+pub mod ids;
 pub mod insn;
 pub mod ioport;
 pub mod l1tf;

@@ -43,6 +43,7 @@ use xen_abi::event_channel::fifo::{
 use xen_abi::event_channel::{EVTCHN_2L_NR_CHANNELS, FifoControlBlock};
 
 use super::{EventChannels, PortState, SharedBits};
+use crate::ids::Port;
 
 /// Event words in one event-array page.
 pub const WORDS_PER_PAGE: u32 = 4096 / 4;
@@ -157,7 +158,8 @@ impl Fifo {
 
     /// Port `port` was just allocated (Xen's `evtchn_fifo_init`): it starts at the default
     /// priority. False if the heap has no room for its state.
-    pub(super) fn init_port(&mut self, port: usize) -> bool {
+    pub(super) fn init_port(&mut self, port: Port) -> bool {
+        let port = port.index();
         if port >= self.ports.len() {
             if self.ports.try_reserve(port + 1 - self.ports.len()).is_err() {
                 return false;
@@ -189,7 +191,9 @@ impl Fifo {
     /// Marks `port` pending and, unless it is masked or already queued, appends it to its
     /// queue on `vcpu` (Xen's `evtchn_fifo_set_pending`). True if the port became pending or
     /// the vCPU's upcall was raised: the vCPU should be woken.
-    pub(super) fn set_pending(&self, shared: &mut dyn SharedBits, port: u32, vcpu: u32) -> bool {
+    pub(super) fn set_pending(&self, shared: &mut dyn SharedBits, port: Port, vcpu: u32) -> bool {
+        // The queues link ports by number: the event words' LINK field.
+        let port = port.raw();
         let Some(p) = self.ports.get(port as usize) else {
             return false;
         };
@@ -235,18 +239,18 @@ impl Fifo {
     }
 
     /// Clears `port`'s PENDING bit (the guest unlinks and skips events no longer pending).
-    pub(super) fn clear_pending(&self, shared: &mut dyn SharedBits, port: u32) {
-        if let Some(p) = self.ports.get(port as usize) {
+    pub(super) fn clear_pending(&self, shared: &mut dyn SharedBits, port: Port) {
+        if let Some(p) = self.ports.get(port.index()) {
             p.pending.set(false);
         }
-        if let Some(w) = self.word(port) {
+        if let Some(w) = self.word(port.raw()) {
             shared.fetch_and(w, !bit(PENDING));
         }
     }
 
     /// `EVTCHNOP_unmask`: clears MASKED and queues the event if it is pending.
-    pub(super) fn unmask(&self, shared: &mut dyn SharedBits, port: u32, vcpu: u32) -> bool {
-        let Some(w) = self.word(port) else {
+    pub(super) fn unmask(&self, shared: &mut dyn SharedBits, port: Port, vcpu: u32) -> bool {
+        let Some(w) = self.word(port.raw()) else {
             return false;
         };
         shared.fetch_and(w, !bit(MASKED));
@@ -254,14 +258,14 @@ impl Fifo {
     }
 
     /// The PENDING bit of `port` (false without its array page).
-    pub(super) fn is_pending(&self, shared: &dyn SharedBits, port: u32) -> bool {
-        self.word(port)
+    pub(super) fn is_pending(&self, shared: &dyn SharedBits, port: Port) -> bool {
+        self.word(port.raw())
             .is_some_and(|w| shared.load(w) & bit(PENDING) != 0)
     }
 
     /// The MASKED bit of `port` (true without its array page).
-    pub(super) fn is_masked(&self, shared: &dyn SharedBits, port: u32) -> bool {
-        self.word(port)
+    pub(super) fn is_masked(&self, shared: &dyn SharedBits, port: Port) -> bool {
+        self.word(port.raw())
             .is_none_or(|w| shared.load(w) & bit(MASKED) != 0)
     }
 
@@ -354,7 +358,7 @@ impl EventChannels {
         if fresh && r.is_ok() {
             // Events pending in the 2-level bitmap are raised once their array page exists.
             for (port, p) in fifo.ports.iter().enumerate().skip(1) {
-                if shared.is_pending(port as u32) {
+                if shared.is_pending(Port::from_index(port)) {
                     p.pending.set(true);
                 }
             }
@@ -390,7 +394,7 @@ impl EventChannels {
         for port in first..end {
             let held = fifo.ports.get(port).is_some_and(|p| p.pending.take());
             if let Some(&(_, vcpu)) = self.ports.get(port).filter(|_| held)
-                && fifo.set_pending(shared, port as u32, vcpu)
+                && fifo.set_pending(shared, Port::from_index(port), vcpu)
             {
                 wake.push(vcpu);
             }
@@ -401,7 +405,7 @@ impl EventChannels {
     /// `EVTCHNOP_set_priority`: Xen's errors: no such port `EINVAL`, 2-level ABI `ENOSYS`, a
     /// free port `EACCES`, a priority past [`PRIORITY_MIN`] `EINVAL`. Takes effect for the
     /// port's next event (a queued one stays on its queue).
-    pub fn set_priority(&mut self, port: u32, priority: u32) -> Result<(), Errno> {
+    pub fn set_priority(&mut self, port: Port, priority: u32) -> Result<(), Errno> {
         let (state, _) = self.port(port).ok_or(Errno::EINVAL)?;
         let fifo = self.fifo.as_mut().ok_or(Errno::ENOSYS)?;
         if state == PortState::Closed {
@@ -410,7 +414,7 @@ impl EventChannels {
         if priority > PRIORITY_MIN {
             return Err(Errno::EINVAL);
         }
-        let p = fifo.ports.get_mut(port as usize).ok_or(Errno::EINVAL)?;
+        let p = fifo.ports.get_mut(port.index()).ok_or(Errno::EINVAL)?;
         p.priority = priority as u8;
         Ok(())
     }
@@ -448,10 +452,10 @@ impl EventChannels {
     /// Starts `EVTCHNOP_reset` (or, `resuming`, continues it, `EVTCHNOP_reset_cont`): the
     /// first port to close, `None` (Xen's `EBUSY`) if a reset is already under way or, when
     /// resuming, none is.
-    pub fn reset_begin(&mut self, resuming: bool) -> Option<u32> {
+    pub fn reset_begin(&mut self, resuming: bool) -> Option<Port> {
         let next = match (resuming, self.next_evtchn) {
-            (false, 0) => 1,
-            (true, n) if n != 0 => n,
+            (false, Port::ZERO) => Port::unvalidated(1),
+            (true, n) if !n.is_zero() => n,
             _ => return None,
         };
         self.next_evtchn = next;
@@ -459,28 +463,28 @@ impl EventChannels {
     }
 
     /// The reset stops for a continuation; it resumes at `port`.
-    pub fn reset_pause(&mut self, port: u32) {
-        self.next_evtchn = port.max(1);
+    pub fn reset_pause(&mut self, port: Port) {
+        self.next_evtchn = port.max(Port::unvalidated(1));
     }
 
     /// The reset closed every port: false (Xen's `EAGAIN`) if one but `keep` was bound again
     /// meanwhile, else the domain returns to the 2-level ABI and the FIFO frames to release
     /// are returned.
-    pub fn reset_end(&mut self, keep: Option<u32>) -> Option<Vec<u64>> {
-        self.next_evtchn = 0;
+    pub fn reset_end(&mut self, keep: Option<Port>) -> Option<Vec<u64>> {
+        self.next_evtchn = Port::ZERO;
         let busy = self
             .ports
             .iter()
             .enumerate()
             .skip(1)
-            .any(|(p, s)| s.0 != PortState::Closed && Some(p as u32) != keep);
+            .any(|(p, s)| s.0 != PortState::Closed && Some(Port::from_index(p)) != keep);
         (!busy).then(|| self.fifo_destroy())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::Fake;
+    use super::super::tests::{Fake, port};
     use super::super::{EvtchnError, Sent};
     use super::*;
     use xen_abi::xen::virq;
@@ -488,14 +492,16 @@ mod tests {
     const CB: u64 = 100;
     const ARRAY: u64 = 200;
 
-    fn word(s: &Fake, port: u32) -> u32 {
+    fn word(s: &Fake, port: Port) -> u32 {
+        let port = port.raw();
         s.load(WordAt {
             mfn: ARRAY + u64::from(port / WORDS_PER_PAGE),
             offset: port % WORDS_PER_PAGE * 4,
         })
     }
 
-    fn set_word(s: &Fake, port: u32, v: u32) {
+    fn set_word(s: &Fake, port: Port, v: u32) {
+        let port = port.raw();
         s.store(
             WordAt {
                 mfn: ARRAY + u64::from(port / WORDS_PER_PAGE),
@@ -512,11 +518,11 @@ mod tests {
         })
     }
 
-    fn head(s: &Fake, q: u32) -> u32 {
-        s.load(WordAt {
+    fn head(s: &Fake, q: u32) -> Port {
+        Port::unvalidated(s.load(WordAt {
             mfn: CB,
             offset: HEAD_OFFSET + 4 * q,
-        })
+        }))
     }
 
     fn ok(_: u64) -> Result<(), Errno> {
@@ -533,9 +539,9 @@ mod tests {
     }
 
     /// The guest's consumer (Linux's `consume_one_event`): pops the head of queue `q`.
-    fn consume(s: &Fake, q: u32) -> Option<u32> {
+    fn consume(s: &Fake, q: u32) -> Option<Port> {
         let port = head(s, q);
-        if port == 0 {
+        if port.is_zero() {
             return None;
         }
         let w = word(s, port);
@@ -569,7 +575,7 @@ mod tests {
             e.expand_array(&mut s, ARRAY, &mut ok),
             Err(Errno::EOPNOTSUPP)
         );
-        assert_eq!(e.set_priority(1, 0), Err(Errno::ENOSYS));
+        assert_eq!(e.set_priority(port(1), 0), Err(Errno::ENOSYS));
         assert_eq!(e.init_control(&s, 0, CB, 4096 - 72, &mut ok), Ok(()));
         assert!(e.is_fifo());
         assert_eq!(
@@ -600,13 +606,17 @@ mod tests {
         let c = e.bind_ipi(0).unwrap();
         assert_eq!(e.set_priority(c, 16), Err(Errno::EINVAL));
         assert_eq!(e.set_priority(c, 2), Ok(()));
-        assert_eq!(e.set_priority(40, 2), Err(Errno::EACCES), "a free port");
         assert_eq!(
-            e.set_priority(99, 2),
+            e.set_priority(port(40), 2),
+            Err(Errno::EACCES),
+            "a free port"
+        );
+        assert_eq!(
+            e.set_priority(port(99), 2),
             Err(Errno::EINVAL),
             "a port in no bucket yet"
         );
-        assert_eq!(e.set_priority(1 << 20, 2), Err(Errno::EINVAL));
+        assert_eq!(e.set_priority(port(1 << 20), 2), Err(Errno::EINVAL));
         assert_eq!(e.send(&mut s, a, 0), Ok(Sent::Raised(0)));
         assert!(s.upcall[0]);
         assert_eq!(ready(&s, 0), 1 << 7);
@@ -700,7 +710,7 @@ mod tests {
                 mfn: CB + 1,
                 offset: HEAD_OFFSET + 28
             }),
-            p
+            p.raw()
         );
         // vCPU 0's queue is empty again: a new event there becomes its head.
         let q = e.bind_ipi(0).unwrap();
@@ -717,12 +727,12 @@ mod tests {
         let b = e.bind_ipi(0).unwrap();
         e.send(&mut s, a, 0).unwrap();
         // The guest flips the tail word on every access: the link gives up, bounded.
-        s.flip = Some(a);
+        s.flip = Some(a.raw());
         assert!(e.send(&mut s, b, 0).is_ok());
         assert_eq!(s.flips(), 1 + SET_LINK_TRIES, "bounded tries");
         s.flip = None;
         // Garbage words: a self-link, all bits, links past the array.
-        for v in [u32::MAX, bit(LINKED) | a, LINK_MASK] {
+        for v in [u32::MAX, bit(LINKED) | a.raw(), LINK_MASK] {
             set_word(&s, a, v);
             set_word(&s, b, v);
             let _ = e.send(&mut s, a, 0);
@@ -730,7 +740,7 @@ mod tests {
             let _ = e.unmask(&mut s, b);
         }
         // A port past the array: held back, never written.
-        let far = WORDS_PER_PAGE + 5;
+        let far = port(WORDS_PER_PAGE + 5);
         assert!(!e.is_pending(&s, far));
     }
 
@@ -741,13 +751,13 @@ mod tests {
         let keep = e.alloc_unbound(0x7ff2).unwrap();
         let p = e.bind_ipi(0).unwrap();
         assert_eq!(e.reset_begin(true), None, "reset_cont with no reset");
-        assert_eq!(e.reset_begin(false), Some(1));
+        assert_eq!(e.reset_begin(false), Some(port(1)));
         assert_eq!(e.reset_begin(false), None, "one at a time");
-        e.reset_pause(2);
-        assert_eq!(e.reset_begin(true), Some(2));
+        e.reset_pause(port(2));
+        assert_eq!(e.reset_begin(true), Some(port(2)));
         assert_eq!(e.reset_end(Some(keep)), None, "a port still bound");
         e.close(&mut s, p).unwrap();
-        assert_eq!(e.reset_begin(false), Some(1));
+        assert_eq!(e.reset_begin(false), Some(port(1)));
         assert_eq!(e.reset_end(Some(keep)), Some(alloc::vec![CB, ARRAY]));
         assert!(!e.is_fifo());
         assert_eq!(
@@ -767,7 +777,7 @@ mod tests {
         assert_eq!(e.bind_ipi(0), Err(EvtchnError::NoSpace));
         e.init_control(&s, 0, CB, 0, &mut ok).unwrap();
         let p = e.bind_ipi(0).unwrap();
-        assert_eq!(p, EVTCHN_2L_NR_CHANNELS);
+        assert_eq!(p, port(EVTCHN_2L_NR_CHANNELS));
         for page in 0..4 {
             e.expand_array(&mut s, ARRAY + page, &mut ok).unwrap();
         }
@@ -837,7 +847,10 @@ mod tests {
         // A domU's max_evtchn_port holds under FIFO too.
         let mut u = fifo(1, &mut s);
         u.set_max_port(1023);
-        assert_eq!((1..1024).map(|_| u.bind_ipi(0)).last(), Some(Ok(1023)));
+        assert_eq!(
+            (1..1024).map(|_| u.bind_ipi(0)).last(),
+            Some(Ok(port(1023)))
+        );
         assert_eq!(u.free_port(), Err(EvtchnError::NoSpace));
         // A limit past 4095 counts only once FIFO allows it.
         let mut e = EventChannels::new(1);
@@ -858,13 +871,13 @@ mod tests {
             "a failed bind leaves the other end"
         );
         e.init_control(&s, 0, CB, 0, &mut ok).unwrap();
-        assert_eq!(e.free_port(), Ok(EVTCHN_2L_NR_CHANNELS));
+        assert_eq!(e.free_port(), Ok(port(EVTCHN_2L_NR_CHANNELS)));
         // A bound port past the 2-level range: the table grows under the `&mut` path.
         assert_eq!(
             super::super::bind_interdomain(&mut e, 0, Some(&mut other), 1, theirs),
-            Ok(EVTCHN_2L_NR_CHANNELS)
+            Ok(port(EVTCHN_2L_NR_CHANNELS))
         );
-        assert_eq!(e.set_priority(EVTCHN_2L_NR_CHANNELS, 3), Ok(()));
+        assert_eq!(e.set_priority(port(EVTCHN_2L_NR_CHANNELS), 3), Ok(()));
         for _ in EVTCHN_2L_NR_CHANNELS + 1..=5000 {
             e.bind_ipi(0).unwrap();
         }

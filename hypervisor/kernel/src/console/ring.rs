@@ -22,6 +22,8 @@ use core::sync::atomic::{AtomicU32, Ordering, fence};
 
 use alloc::vec::Vec;
 
+use hestia_core::ids::Port;
+
 use crate::domain::DomainRef;
 use crate::mm;
 use crate::pv::domain::{DomId, Domain};
@@ -67,13 +69,13 @@ impl Line {
 /// One domU's console ring and Hestia's end of it.
 pub struct RingConsole {
     mfn: u64,
-    port: u32,
+    port: Port,
     line: spin::Mutex<Line>,
 }
 
 impl RingConsole {
     /// The ring in frame `mfn`, notified through event channel `port` of its domain.
-    pub fn new(mfn: u64, port: u32) -> Self {
+    pub fn new(mfn: u64, port: Port) -> Self {
         Self {
             mfn,
             port,
@@ -82,7 +84,7 @@ impl RingConsole {
     }
 
     /// The event channel the guest notifies.
-    pub fn port(&self) -> u32 {
+    pub fn port(&self) -> Port {
         self.port
     }
 
@@ -280,7 +282,7 @@ pub fn input(d: &Domain, bytes: &[u8]) -> usize {
     n
 }
 
-fn notify(d: &Domain, port: u32) {
+fn notify(d: &Domain, port: Port) {
     let mut shared = d.shared();
     let ev = d.evtchn.lock();
     let target = ev

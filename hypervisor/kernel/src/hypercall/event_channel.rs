@@ -24,6 +24,7 @@
 //! handlers take those first and drop them before raising a port).
 
 use hestia_core::evtchn::{self, EventChannels, PortState, Sent};
+use hestia_core::ids::Port;
 use xen_abi::errno::Errno;
 use xen_abi::event_channel::{
     AllocUnbound, BindInterdomain, BindIpi, BindPirq, BindVcpu, BindVirq, PortArg, Status, cmd,
@@ -47,18 +48,23 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
     match cmd {
         cmd::BIND_VIRQ => {
             let mut s: BindVirq = guest::read_obj(arg)?;
-            s.port = d.evtchn.lock().bind_virq(s.virq, s.vcpu).map_err(errno)?;
+            s.port = d
+                .evtchn
+                .lock()
+                .bind_virq(s.virq, s.vcpu)
+                .map_err(errno)?
+                .raw();
             guest::write_obj(arg, &s).map(|()| 0)
         }
         cmd::BIND_PIRQ => {
             policy::check(d, Action::PhysicalIrq)?;
             let mut s: BindPirq = guest::read_obj(arg)?;
-            s.port = pirq::bind(d, s.pirq)?;
+            s.port = pirq::bind(d, s.pirq)?.raw();
             guest::write_obj(arg, &s).map(|()| 0)
         }
         cmd::BIND_IPI => {
             let mut s: BindIpi = guest::read_obj(arg)?;
-            s.port = d.evtchn.lock().bind_ipi(s.vcpu).map_err(errno)?;
+            s.port = d.evtchn.lock().bind_ipi(s.vcpu).map_err(errno)?.raw();
             guest::write_obj(arg, &s).map(|()| 0)
         }
         cmd::ALLOC_UNBOUND => {
@@ -76,7 +82,7 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             } else {
                 s.remote_dom
             };
-            s.port = ev.alloc_unbound(remote).map_err(errno)?;
+            s.port = ev.alloc_unbound(remote).map_err(errno)?.raw();
             drop(ev);
             guest::write_obj(arg, &s).map(|()| 0)
         }
@@ -89,7 +95,7 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
                 d.id.0,
                 rev.as_deref_mut(),
                 rd.id.0,
-                s.remote_port,
+                Port::unvalidated(s.remote_port),
             )
             .map_err(errno)?;
             // Events sent to the unbound end were dropped: the new port starts pending (Xen).
@@ -98,15 +104,16 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             if raised {
                 events::kick(d, 0);
             }
-            s.local_port = lport;
+            s.local_port = lport.raw();
             guest::write_obj(arg, &s).map(|()| 0)
         }
         cmd::CLOSE => {
             let PortArg { port } = guest::read_obj(arg)?;
-            close_port(d, port).map(|()| 0)
+            close_port(d, Port::unvalidated(port)).map(|()| 0)
         }
         cmd::SEND => {
             let PortArg { port } = guest::read_obj(arg)?;
+            let port = Port::unvalidated(port);
             let sent = d.evtchn.lock().send(&mut shared, port, d.id.0);
             match sent.map_err(errno)? {
                 Sent::Raised(vcpu) => events::kick(d, vcpu),
@@ -121,6 +128,7 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
         }
         cmd::UNMASK => {
             let PortArg { port } = guest::read_obj(arg)?;
+            let port = Port::unvalidated(port);
             let ev = d.evtchn.lock();
             if ev.unmask(&mut shared, port).map_err(errno)?
                 && let Some((_, vcpu)) = ev.port(port)
@@ -133,14 +141,18 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             let s: BindVcpu = guest::read_obj(arg)?;
             d.evtchn
                 .lock()
-                .bind_vcpu(s.port, s.vcpu)
+                .bind_vcpu(Port::unvalidated(s.port), s.vcpu)
                 .map_err(errno)
                 .map(|()| 0)
         }
         cmd::STATUS => {
             let mut s: Status = guest::read_obj(arg)?;
             let td = domain::lookup(d, s.dom)?;
-            let (state, vcpu) = td.evtchn.lock().port(s.port).ok_or(Errno::EINVAL)?;
+            let (state, vcpu) = td
+                .evtchn
+                .lock()
+                .port(Port::unvalidated(s.port))
+                .ok_or(Errno::EINVAL)?;
             if !core::ptr::eq(&*td, d) {
                 policy::check(d, Action::ForeignEventChannel)?;
             }
@@ -157,7 +169,7 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
                     remote_port,
                 } => {
                     s.u.word0 = dom_word(s.u.word0, remote_dom);
-                    s.u.port = remote_port;
+                    s.u.port = remote_port.raw();
                 }
                 PortState::Closed | PortState::Ipi => {}
             }
@@ -190,7 +202,7 @@ fn lock_pair<'a>(a: &'a Domain, b: &'a Domain) -> (Ports<'a>, Option<Ports<'a>>)
 }
 
 /// The domain of `port`'s other end, if that is a domain other than `d`.
-fn other_end(ev: &EventChannels, d: &Domain, port: u32) -> Option<u16> {
+fn other_end(ev: &EventChannels, d: &Domain, port: Port) -> Option<u16> {
     match ev.port(port) {
         Some((PortState::Interdomain { remote_dom, .. }, _)) if remote_dom != d.id.0 => {
             Some(remote_dom)
@@ -201,7 +213,7 @@ fn other_end(ev: &EventChannels, d: &Domain, port: u32) -> Option<u16> {
 
 /// Delivers the event `d` sent on `port` to the channel's other end, port `rport` of domain
 /// `rid`, under that domain's lock and only if the port is still this channel's end.
-fn deliver(d: &Domain, port: u32, rid: u16, rport: u32) {
+fn deliver(d: &Domain, port: Port, rid: u16, rport: Port) {
     let Ok(rd) = domain::lookup(d, rid) else {
         return;
     };
@@ -221,7 +233,7 @@ fn deliver(d: &Domain, port: u32, rid: u16, rport: u32) {
 /// The other end's domain is learnt before the locks are taken, so the port is looked at again
 /// under them; if it was bound to a domain meanwhile, once more. A second change is the domain
 /// racing itself: -EINVAL, Xen's answer when the port changed while it re-took its locks.
-pub(crate) fn close_port(d: &Domain, port: u32) -> Result<(), Errno> {
+pub(crate) fn close_port(d: &Domain, port: Port) -> Result<(), Errno> {
     let mut shared = d.shared();
     for _ in 0..2 {
         let rd = other_end(&d.evtchn.lock(), d, port).and_then(|id| domain::lookup(d, id).ok());

@@ -21,6 +21,7 @@
 //! table's (`take_frame` runs under it); a reset takes it per port closed, with the other
 //! end's domain's in `close_port`'s order (and, for a PIRQ port, the `pirqs` lock).
 
+use hestia_core::ids::Port;
 use xen_abi::errno::Errno;
 use xen_abi::event_channel::fifo::LINK_BITS;
 use xen_abi::event_channel::{ExpandArray, InitControl, Reset, SetPriority, cmd};
@@ -68,7 +69,10 @@ pub(super) fn do_fifo_op(d: &Domain, cmd: u32, arg: u64) -> Result<u64, Errno> {
         }
         cmd::SET_PRIORITY => {
             let s: SetPriority = guest::read_obj(arg)?;
-            d.evtchn.lock().set_priority(s.port, s.priority).map(|()| 0)
+            d.evtchn
+                .lock()
+                .set_priority(Port::unvalidated(s.port), s.priority)
+                .map(|()| 0)
         }
         _ => reset(d, arg, cmd == RESET_CONT),
     }
@@ -89,16 +93,17 @@ fn reset(caller: &Domain, arg: u64, resuming: bool) -> Result<u64, Errno> {
             .evtchn
             .lock()
             .nr_ports()
-            .min(port.saturating_add(RESET_CHUNK));
-        for p in (port..end).filter(|&p| Some(p) != keep) {
+            .min(port.raw().saturating_add(RESET_CHUNK));
+        let chunk = (port.raw()..end).map(Port::unvalidated);
+        for p in chunk.filter(|&p| Some(p) != keep) {
             // As `EVTCHNOP_close`, both ends of an inter-domain channel under both domains'
             // locks: the other end becomes unbound. A closed port is refused, and the
             // domain racing its own reset with binds is answered by `reset_end`.
             let _ = close_port(d, p);
         }
-        port = end;
+        port = Port::unvalidated(end);
         let mut ev = d.evtchn.lock();
-        if port >= ev.nr_ports() {
+        if end >= ev.nr_ports() {
             let frames = ev.reset_end(keep).ok_or(Errno::EAGAIN)?;
             drop(ev);
             put_frames(&frames);

@@ -39,6 +39,7 @@
 use alloc::vec::Vec;
 
 use hestia_core::grant_table::{MAPTRACK_PER_FRAME, Mapping, map_pin_incr, pin};
+use hestia_core::ids::GrantRef;
 use hestia_core::pv_mm::{PageType, pte};
 use xen_abi::errno::Errno;
 use xen_abi::grant_table::{
@@ -156,7 +157,11 @@ pub(super) fn do_grant_table_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             let mut st = d.grant.table.lock();
             st.ensure(d.id.0);
             let (gt, sh) = st.split();
-            op.status = gt.swap(&sh, op.ref_a, op.ref_b);
+            let (a, b) = (
+                GrantRef::unvalidated(op.ref_a),
+                GrantRef::unvalidated(op.ref_b),
+            );
+            op.status = gt.swap(&sh, a, b);
         }),
         cmd::CACHE_FLUSH => cache_flush_batch(d, raw, uop, count),
         _ => Err(Errno::ENOSYS),
@@ -325,6 +330,7 @@ fn map_grant_ref(ld: &Domain, op: &mut MapGrantRef) {
 }
 
 fn map_inner(ld: &Domain, op: &MapGrantRef) -> Result<(u32, u64), i16> {
+    let r = GrantRef::unvalidated(op.r#ref);
     let incr = map_pin_incr(op.flags);
     if incr == 0 {
         return Err(gntst::BAD_GNTREF);
@@ -352,9 +358,7 @@ fn map_inner(ld: &Domain, op: &MapGrantRef) -> Result<(u32, u64), i16> {
             _ => Err(gntst::GENERAL_ERROR),
         }
     };
-    let mfn = gt
-        .acquire(&sh, op.r#ref, me, incr, ro, true, &mut owned)?
-        .mfn;
+    let mfn = gt.acquire(&sh, r, me, incr, ro, true, &mut owned)?.mfn;
     let dev = op.flags & gntmap::DEVICE_MAP != 0;
     let host = op.flags & gntmap::HOST_MAP != 0;
     let taken = frametable::with(|ft, mem| {
@@ -386,13 +390,13 @@ fn map_inner(ld: &Domain, op: &MapGrantRef) -> Result<(u32, u64), i16> {
     })
     .unwrap_or(Err(gntst::GENERAL_ERROR));
     if let Err(s) = taken {
-        gt.release(&sh, op.r#ref, incr, ro);
+        gt.release(&sh, r, incr, ro);
         return Err(s);
     }
     drop(st);
     let handle = mt.insert(Mapping {
         flags: op.flags & 0xffff,
-        r#ref: op.r#ref,
+        r#ref: r,
         domid: them,
         mfn,
         granter: rd.clone(),
@@ -403,7 +407,7 @@ fn map_inner(ld: &Domain, op: &MapGrantRef) -> Result<(u32, u64), i16> {
 /// What an unmap left for after the TLB flush: the granter's uses to give back.
 struct Unmapped {
     granter: DomainRef,
-    r#ref: u32,
+    r#ref: GrantRef,
     flags: u32,
     done: u32,
 }
@@ -484,7 +488,7 @@ fn unmap_one(
     let m = mt.get(handle)?;
     let (flags, r, mfn, rd) = (m.flags, m.r#ref, m.mfn, m.granter.clone());
     let st = rd.grant.table.lock();
-    if r >= st.gt.nr_entries() {
+    if r.raw() >= st.gt.nr_entries() {
         return Err(gntst::BAD_HANDLE);
     }
     if dev_bus_addr != 0 && flags & gntmap::DEVICE_MAP != 0 && dev_bus_addr != mfn << 12 {
@@ -540,7 +544,7 @@ struct Side {
     mfn: u64,
     /// The bytes of the frame granted (a v2 sub-page grant's; the whole page otherwise).
     window: (u64, u64),
-    gref: Option<u32>,
+    gref: Option<GrantRef>,
     ro: bool,
     typed: bool,
 }
@@ -558,7 +562,7 @@ fn copy_domain(ld: &Domain, domid: u16, is_gref: bool) -> Result<DomainRef, i16>
 fn claim(ld: &Domain, dom: DomainRef, u: u64, is_gref: bool, ro: bool) -> Result<Side, i16> {
     let id = dom.id.0;
     let incr = if ro { pin::HOST_READ } else { pin::HOST_WRITE };
-    let gref = is_gref.then_some(u as u32);
+    let gref = is_gref.then_some(GrantRef::unvalidated(u as u32));
     let (mfn, window) = match gref {
         Some(r) => {
             let mut st = dom.grant.table.lock();

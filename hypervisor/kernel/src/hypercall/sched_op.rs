@@ -7,6 +7,7 @@
 
 use core::sync::atomic::Ordering;
 
+use hestia_core::ids::Port;
 use xen_abi::errno::Errno;
 use xen_abi::sched::{SchedRemoteShutdown, SchedShutdown, cmd};
 
@@ -44,10 +45,12 @@ pub(super) fn do_sched_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             let mut list = [0u32; MAX_POLL_PORTS as usize];
             guest::GuestRange::new(ports, nr as usize * 4)?
                 .read(list[..nr as usize].as_mut_bytes())?;
-            let list = &list[..nr as usize];
+            let list = list[..nr as usize].iter().map(|&p| Port::unvalidated(p));
             let me = sched::current_ref().ok_or(Errno::EINVAL)?;
-            let done =
-                || events::any_pending(d, list) || (timeout != 0 && tsc::uptime_ns() >= timeout);
+            let done = || {
+                events::any_pending(d, list.clone())
+                    || (timeout != 0 && tsc::uptime_ns() >= timeout)
+            };
             let mut v = d.this_vcpu().lock();
             if done() {
                 events::set_poll_timeout(&me, &mut v, 0);

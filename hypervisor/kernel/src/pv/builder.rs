@@ -548,7 +548,7 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
                 .alloc_unbound(xen_abi::xen::DOMID_XEN)
                 .map_err(|_| BuildError::OutOfMemory(0))?;
             st.console_mfn_or_info = mfn;
-            st.console_evtchn = port;
+            st.console_evtchn = port.raw();
             Some(crate::console::ring::RingConsole::new(mfn, port))
         }
         None => None,

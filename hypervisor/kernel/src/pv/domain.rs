@@ -6,7 +6,6 @@
 //! the rest of what the CPU holds of it (`super::context`).
 
 use alloc::vec::Vec;
-use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use hestia_core::evtchn::EventChannels;
@@ -30,21 +29,7 @@ fn this_index(len: usize) -> usize {
     if i < len { i } else { 0 }
 }
 
-/// A domain id; Debug prints `d0`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct DomId(pub u16);
-
-impl fmt::Debug for DomId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "d{}", self.0)
-    }
-}
-
-impl fmt::Display for DomId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "d{}", self.0)
-    }
-}
+pub use hestia_core::ids::DomId;
 
 /// One entry of a vCPU's virtual IDT (from `set_trap_table`).
 #[derive(Clone, Copy, Debug, Default)]

@@ -5,6 +5,7 @@
 //! (`crate::sched::notify`): a blocked vCPU is woken, one running on another CPU is kicked with
 //! an IPI, whose return path delivers the upcall.
 
+use hestia_core::ids::Port;
 use hestia_core::time::TimeScale;
 use xen_abi::xen::virq;
 
@@ -243,12 +244,12 @@ pub fn preempt_now(d: &Domain) -> bool {
 /// (`kick`): so the port table is only tried, and when it is busy the answer is true, an early
 /// return of `SCHEDOP_poll` (allowed: Xen's returns whenever the vCPU is woken), never a
 /// deadlock or a lost wake-up.
-pub fn any_pending(d: &Domain, ports: &[u32]) -> bool {
+pub fn any_pending(d: &Domain, ports: impl IntoIterator<Item = Port>) -> bool {
     let shared = d.shared();
     let Some(ev) = d.evtchn.try_lock() else {
         return true;
     };
-    ports.iter().any(|&p| ev.is_pending(&shared, p))
+    ports.into_iter().any(|p| ev.is_pending(&shared, p))
 }
 
 /// The errno for an event-channel error.

@@ -26,6 +26,7 @@ use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use hestia_core::grant_table::{
     ENTRIES_PER_FRAME_V1, GrantTable, INITIAL_NR_GRANT_FRAMES, Maptrack, SharedEntries, pin,
 };
+use hestia_core::ids::GrantRef;
 use hestia_core::pv_mm::{Hold, PageType};
 use xen_abi::errno::Errno;
 use xen_abi::grant_table::{GNTTAB_NR_RESERVED_ENTRIES, gntmap, gtf};
@@ -225,7 +226,7 @@ impl TableState {
         }
         let (_, sh) = self.split();
         let mut reserved = Vec::new();
-        for r in 0..GNTTAB_NR_RESERVED_ENTRIES {
+        for r in (0..GNTTAB_NR_RESERVED_ENTRIES).map(GrantRef::unvalidated) {
             let (w, frame) = (sh.load_word(r), sh.frame(r));
             if old == 1 {
                 reserved.push((w, frame));
@@ -260,7 +261,7 @@ impl TableState {
         }
         self.gt.set_version(version);
         let (_, sh) = self.split();
-        for (r, &(w, frame)) in (0..).zip(&reserved) {
+        for (r, &(w, frame)) in (0..).map(GrantRef::unvalidated).zip(&reserved) {
             let status_bits = w as u16 & (gtf::READING | gtf::WRITING);
             sh.write_entry(r, w & !u32::from(status_bits), frame);
             if version == 2 {
@@ -312,7 +313,8 @@ pub struct Entries<'a> {
 
 impl Entries<'_> {
     /// Direct-map address of byte `offset` of entry `r`, if the table has it.
-    fn addr(&self, r: u32, offset: u64) -> Option<u64> {
+    fn addr(&self, r: GrantRef, offset: u64) -> Option<u64> {
+        let r = r.raw();
         let (per_frame, size) = if self.version == 2 {
             (ENTRIES_PER_FRAME_V1 / 2, 16)
         } else {
@@ -324,7 +326,7 @@ impl Entries<'_> {
         ))
     }
 
-    fn word(&self, r: u32, offset: u64) -> Option<&AtomicU32> {
+    fn word(&self, r: GrantRef, offset: u64) -> Option<&AtomicU32> {
         let a = self.addr(r, offset)?;
         // SAFETY: the table's frames stay allocated, owned and mapped in the direct map while
         // they are in `frames` (they hold a reference and the writable type until the
@@ -333,14 +335,15 @@ impl Entries<'_> {
         Some(unsafe { AtomicU32::from_ptr(a as *mut u32) })
     }
 
-    fn quad(&self, r: u32, offset: u64) -> Option<&AtomicU64> {
+    fn quad(&self, r: GrantRef, offset: u64) -> Option<&AtomicU64> {
         let a = self.addr(r, offset)?;
         // SAFETY: as in `word`; `a` is 8-byte aligned.
         Some(unsafe { AtomicU64::from_ptr(a as *mut u64) })
     }
 
     /// The v2 status entry of `r`.
-    fn status_entry(&self, r: u32) -> Option<&AtomicU16> {
+    fn status_entry(&self, r: GrantRef) -> Option<&AtomicU16> {
+        let r = r.raw();
         let mfn = self.status.get((r / STATUS_PER_FRAME) as usize)?;
         let a = mm::phys_to_virt(mfn * 4096 + u64::from(r % STATUS_PER_FRAME) * 2);
         // SAFETY: as in `word`, for the status frames; `a` is 2-byte aligned.
@@ -348,13 +351,13 @@ impl Entries<'_> {
     }
 
     /// The status bits of v2 entry `r`.
-    fn status_bits(&self, r: u32) -> u16 {
+    fn status_bits(&self, r: GrantRef) -> u16 {
         self.status_entry(r)
             .map_or(0, |s| s.load(Ordering::Acquire))
     }
 
     /// Writes entry `r`'s first word and frame (a version change's reserved entries).
-    fn write_entry(&self, r: u32, word: u32, frame: u64) {
+    fn write_entry(&self, r: GrantRef, word: u32, frame: u64) {
         if self.version == 2 {
             if let Some(f) = self.quad(r, 8) {
                 f.store(frame, Ordering::Release);
@@ -368,7 +371,7 @@ impl Entries<'_> {
     }
 
     /// Sets status bits in the flags of v1 entry `r`.
-    fn set_flags_v1(&self, r: u32, bits: u16) {
+    fn set_flags_v1(&self, r: GrantRef, bits: u16) {
         if let Some(w) = self.word(r, 0) {
             w.fetch_or(u32::from(bits), Ordering::AcqRel);
         }
@@ -376,18 +379,18 @@ impl Entries<'_> {
 }
 
 impl SharedEntries for Entries<'_> {
-    fn load_word(&self, r: u32) -> u32 {
+    fn load_word(&self, r: GrantRef) -> u32 {
         self.word(r, 0).map_or(0, |w| w.load(Ordering::Acquire))
     }
 
-    fn cmpxchg_word(&self, r: u32, old: u32, new: u32) -> u32 {
+    fn cmpxchg_word(&self, r: GrantRef, old: u32, new: u32) -> u32 {
         self.word(r, 0).map_or(0, |w| {
             w.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
                 .unwrap_or_else(|found| found)
         })
     }
 
-    fn frame(&self, r: u32) -> u64 {
+    fn frame(&self, r: GrantRef) -> u64 {
         if self.version == 2 {
             self.quad(r, 8).map_or(0, |f| f.load(Ordering::Acquire))
         } else {
@@ -396,18 +399,18 @@ impl SharedEntries for Entries<'_> {
         }
     }
 
-    fn sub_page(&self, r: u32) -> (u16, u16) {
+    fn sub_page(&self, r: GrantRef) -> (u16, u16) {
         let w = self.word(r, 4).map_or(0, |w| w.load(Ordering::Acquire));
         (w as u16, (w >> 16) as u16)
     }
 
-    fn set_status(&self, r: u32, bits: u16) {
+    fn set_status(&self, r: GrantRef, bits: u16) {
         if let Some(s) = self.status_entry(r) {
             s.fetch_or(bits, Ordering::AcqRel);
         }
     }
 
-    fn clear_flags(&self, r: u32, mask: u16) {
+    fn clear_flags(&self, r: GrantRef, mask: u16) {
         if self.version == 2 {
             if let Some(s) = self.status_entry(r) {
                 s.fetch_and(!mask, Ordering::AcqRel);
@@ -417,7 +420,7 @@ impl SharedEntries for Entries<'_> {
         }
     }
 
-    fn swap(&self, a: u32, b: u32) {
+    fn swap(&self, a: GrantRef, b: GrantRef) {
         let halves = if self.version == 2 { 2 } else { 1 };
         for half in 0..halves {
             let (Some(ea), Some(eb)) = (self.quad(a, half * 8), self.quad(b, half * 8)) else {
@@ -471,7 +474,7 @@ pub fn put_device_refs(mfn: u64, ro: bool) {
 /// `r` (the frame references are gone already: a host mapping's with its page-table entry, a
 /// device mapping's by [`put_device_refs`]); a dead granter whose frame this frees is swept
 /// again.
-pub fn complete_unmap(granter: &Domain, r: u32, flags: u32, done: u32) {
+pub fn complete_unmap(granter: &Domain, r: GrantRef, flags: u32, done: u32) {
     let ro = flags & gntmap::READONLY != 0;
     let (host, dev) = incr_of(flags, done);
     {

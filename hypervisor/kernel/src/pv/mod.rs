@@ -105,6 +105,7 @@ pub fn dump(w: &mut dyn Write) {
 /// masked bits (debug key `e`).
 pub fn dump_event_channels(w: &mut dyn Write) {
     use hestia_core::evtchn::PortState;
+    use hestia_core::ids::Port;
     let Some(all) = crate::domain::try_all() else {
         let _ = writeln!(w, "The domain table is busy; try again.");
         return;
@@ -118,7 +119,7 @@ pub fn dump_event_channels(w: &mut dyn Write) {
         let shared = d.shared();
         let abi = if ev.is_fifo() { "FIFO" } else { "2-level" };
         let _ = writeln!(w, "{} event channels: {abi} ABI", d.id);
-        for port in 1..ev.nr_ports() {
+        for port in (1..ev.nr_ports()).map(Port::unvalidated) {
             let Some((state, vcpu)) = ev.port(port) else {
                 continue;
             };

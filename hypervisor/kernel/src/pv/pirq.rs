@@ -4,6 +4,7 @@
 //! marks the port pending. MSIs are PIRQs too (`pv::msi` programs them). A level-triggered line is masked from its interrupt until dom0's
 //! `PHYSDEVOP_eoi`, as Xen's "unmask" acknowledgement does; edge-triggered lines need nothing.
 
+use hestia_core::ids::Port;
 use hestia_core::pirq::{PirqError, Source};
 use xen_abi::errno::Errno;
 
@@ -73,7 +74,7 @@ pub fn map_gsi(d: &Domain, gsi: u32, wanted: Option<u32>) -> Result<u32, Errno> 
 /// `EVTCHNOP_bind_pirq`: binds `pirq` to a new port and lets its source interrupt: a GSI's
 /// line is routed to this CPU, an MSI unmasked. An unmapped PIRQ is -EPERM (not the
 /// domain's), one of Hestia's lines -EBUSY.
-pub fn bind(d: &Domain, pirq: u32) -> Result<u32, Errno> {
+pub fn bind(d: &Domain, pirq: u32) -> Result<Port, Errno> {
     let p = d.pirqs.lock().get(pirq).ok_or(Errno::EPERM)?;
     let gsi = match p.source {
         Source::Gsi(gsi) if ioapic::hestia_owns(gsi) => {

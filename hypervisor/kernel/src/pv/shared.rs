@@ -9,6 +9,7 @@ use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 
 use hestia_core::evtchn::SharedBits;
 use hestia_core::evtchn::fifo::{GuestWords, WordAt};
+use hestia_core::ids::Port;
 use hestia_core::time::TimeScale;
 use xen_abi::xen::{SharedInfo, VcpuInfo};
 
@@ -81,7 +82,8 @@ impl<'a> Shared<'a> {
         unsafe { &*(self.addr(off) as *const AtomicU8) }
     }
 
-    fn bit(port: u32) -> (u64, u64) {
+    fn bit(port: Port) -> (u64, u64) {
+        let port = port.raw();
         (u64::from(port % 4096 / 64) * 8, 1 << (port % 64))
     }
 
@@ -169,23 +171,23 @@ impl<'a> Shared<'a> {
 }
 
 impl SharedBits for Shared<'_> {
-    fn test_and_set_pending(&mut self, port: u32) -> bool {
+    fn test_and_set_pending(&mut self, port: Port) -> bool {
         let (w, b) = Self::bit(port);
         self.u64_at(PENDING + w).fetch_or(b, Ordering::AcqRel) & b != 0
     }
-    fn clear_pending(&mut self, port: u32) {
+    fn clear_pending(&mut self, port: Port) {
         let (w, b) = Self::bit(port);
         self.u64_at(PENDING + w).fetch_and(!b, Ordering::AcqRel);
     }
-    fn is_pending(&self, port: u32) -> bool {
+    fn is_pending(&self, port: Port) -> bool {
         let (w, b) = Self::bit(port);
         self.u64_at(PENDING + w).load(Ordering::Acquire) & b != 0
     }
-    fn is_masked(&self, port: u32) -> bool {
+    fn is_masked(&self, port: Port) -> bool {
         let (w, b) = Self::bit(port);
         self.u64_at(MASK + w).load(Ordering::Acquire) & b != 0
     }
-    fn test_and_clear_mask(&mut self, port: u32) -> bool {
+    fn test_and_clear_mask(&mut self, port: Port) -> bool {
         let (w, b) = Self::bit(port);
         self.u64_at(MASK + w).fetch_and(!b, Ordering::AcqRel) & b != 0
     }
