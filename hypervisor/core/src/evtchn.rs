@@ -506,6 +506,16 @@ impl EventChannels {
         }
     }
 
+    /// `SCHEDOP_poll`'s test of one port (Xen's `evtchn_port_poll`): `Invalid` for a port
+    /// that does not exist, is free or is the reserved port 0; else whether it is pending.
+    pub fn poll(&self, shared: &dyn SharedBits, port: Port) -> Result<bool, EvtchnError> {
+        match self.port(port) {
+            Some((PortState::Closed, _)) | None => Err(EvtchnError::Invalid),
+            Some(_) if port.is_zero() => Err(EvtchnError::Invalid),
+            Some(_) => Ok(self.is_pending(shared, port)),
+        }
+    }
+
     /// True if `port` is masked, in the ABI in use.
     pub fn is_masked(&self, shared: &dyn SharedBits, port: Port) -> bool {
         match &self.fifo {
@@ -770,6 +780,27 @@ mod tests {
         assert_eq!(
             e2.raise_virq(&mut Fake::default(), virq::CONSOLE, 0),
             Some(1)
+        );
+    }
+
+    #[test]
+    fn poll_refuses_ports_that_are_free_reserved_or_missing() {
+        let mut e = EventChannels::new(1);
+        let mut s = Fake::default();
+        let p = e.bind_ipi(0).unwrap();
+        assert_eq!(e.poll(&s, p), Ok(false));
+        e.send(&mut s, p, 0).unwrap();
+        assert_eq!(e.poll(&s, p), Ok(true));
+        assert_eq!(e.poll(&s, port(0)), Err(EvtchnError::Invalid), "reserved");
+        assert_eq!(
+            e.poll(&s, port(p.raw() + 1)),
+            Err(EvtchnError::Invalid),
+            "free"
+        );
+        assert_eq!(
+            e.poll(&s, port(PORTS_PER_BUCKET + 4096)),
+            Err(EvtchnError::Invalid),
+            "past the table: never another port's bit"
         );
     }
 

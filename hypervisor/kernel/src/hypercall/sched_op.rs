@@ -51,10 +51,13 @@ pub(super) fn do_sched_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
                 events::any_pending(d, list.clone())
                     || (timeout != 0 && tsc::uptime_ns() >= timeout)
             };
+            // Xen checks every port before it blocks: -EINVAL for one that is not usable
+            // (never another port's bit), 0 at once for a pending one.
+            let ready = events::poll_ports(d, list.clone());
             let mut v = d.this_vcpu().lock();
-            if done() {
+            if ready != Ok(false) || done() {
                 events::set_poll_timeout(&me, &mut v, 0);
-                return Ok(0);
+                return ready.map(|_| 0);
             }
             events::set_poll_timeout(&me, &mut v, timeout);
             drop(v);

@@ -7,6 +7,7 @@
 
 use hestia_core::ids::Port;
 use hestia_core::time::TimeScale;
+use xen_abi::errno::Errno;
 use xen_abi::xen::virq;
 
 use super::domain::{Domain, Vcpu, this_vcpu_id};
@@ -252,10 +253,23 @@ pub fn any_pending(d: &Domain, ports: impl IntoIterator<Item = Port>) -> bool {
     ports.into_iter().any(|p| ev.is_pending(&shared, p))
 }
 
+/// `SCHEDOP_poll`'s check of its ports before it blocks (Xen's `do_poll` loop over
+/// `evtchn_port_poll`), in the guest's order: a pending port ends the poll (true) and one that
+/// does not exist, is free or is port 0 fails it (-EINVAL), whichever comes first.
+pub fn poll_ports(d: &Domain, ports: impl IntoIterator<Item = Port>) -> Result<bool, Errno> {
+    let shared = d.shared();
+    let ev = d.evtchn.lock();
+    for p in ports {
+        if ev.poll(&shared, p).map_err(errno)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The errno for an event-channel error.
-pub(crate) fn errno(e: hestia_core::evtchn::EvtchnError) -> xen_abi::errno::Errno {
+pub(crate) fn errno(e: hestia_core::evtchn::EvtchnError) -> Errno {
     use hestia_core::evtchn::EvtchnError;
-    use xen_abi::errno::Errno;
     match e {
         EvtchnError::Invalid => Errno::EINVAL,
         EvtchnError::Exists => Errno::EEXIST,

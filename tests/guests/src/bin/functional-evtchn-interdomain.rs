@@ -7,7 +7,8 @@
 //! status names the other end, closing one end leaves the other unbound for the closer, which
 //! binds it again; binding a port that is not unbound (closed, even the very port the bind
 //! would take, or connected), reserved for another domain, out of range, or of an unknown
-//! domain fails; 4095 is the last port of the 2-level ABI.
+//! domain fails; `SCHEDOP_poll` refuses a port that is free, reserved or past the table
+//! (-EINVAL) unless a pending one comes first; 4095 is the last port of the 2-level ABI.
 //!
 //! With a boot-time domU (dom0 `peer`, the domU `domu`), found by deterministic numbers: the
 //! domU may not allocate a port of dom0 or read its status (-EPERM), switches to the FIFO ABI
@@ -185,22 +186,37 @@ fn wait_pending(port: u32) -> bool {
     take(port)
 }
 
+/// `SCHEDOP_poll` on `ports`, for at most `timeout_ns`.
+fn poll(ports: &[u32], timeout_ns: u64) -> i64 {
+    let poll = [
+        ports.as_ptr() as u64,
+        ports.len() as u64,
+        system_time_ns() + timeout_ns,
+    ];
+    hypercall(
+        nr::SCHED_OP,
+        u64::from(sched::POLL),
+        poll.as_ptr() as u64,
+        0,
+        0,
+        0,
+    )
+}
+
 /// Waits (up to 10 s, polling `port`) until `cond` holds.
 fn poll_until(port: u32, cond: impl Fn() -> bool) -> bool {
     let end = system_time_ns() + 10_000_000_000;
-    let ports = [port];
     while !cond() && system_time_ns() < end {
-        let poll = [ports.as_ptr() as u64, 1, system_time_ns() + 100_000_000];
-        hypercall(
-            nr::SCHED_OP,
-            u64::from(sched::POLL),
-            poll.as_ptr() as u64,
-            0,
-            0,
-            0,
-        );
+        poll(&[port], 100_000_000);
     }
     cond()
+}
+
+/// A free port of this domain above `from`.
+fn free_port(from: u32) -> u32 {
+    (from + 1..4096)
+        .find(|&x| status(DOMID_SELF, x).1.status == stat::CLOSED)
+        .unwrap_or(4095)
 }
 
 /// Waits (up to 10 s, yielding) until `cond` holds.
@@ -275,6 +291,31 @@ fn loopback() -> bool {
         take(q) && !take(p),
         "send on {p} must raise {q} only"
     );
+    // SCHEDOP_poll checks its ports first, in order (Xen's `evtchn_port_poll`): a pending one
+    // returns at once; one that is free, reserved (0) or past the table is -EINVAL, and a port
+    // past 4095 never reads the bit of its value modulo 4096.
+    check!(failed, on_port(cmd::SEND, q) == 0, "send {q}");
+    let free = free_port(p.max(q));
+    for (ports, want, what) in [
+        (&[p][..], 0, "a pending port"),
+        (&[0], EINVAL, "port 0"),
+        (&[free], EINVAL, "a free port"),
+        (
+            &[p + 4096],
+            EINVAL,
+            "a port past the table, a pending one modulo 4096",
+        ),
+        (&[p, free], 0, "a pending port before a free one"),
+        (&[free, p], EINVAL, "a free port before a pending one"),
+    ] {
+        let r = poll(ports, 20_000_000);
+        check!(
+            failed,
+            r == want,
+            "poll {ports:?} ({what}) = {r}, not {want}"
+        );
+    }
+    check!(failed, take(p), "{p} stayed pending through the polls");
     let mut v = BindVcpu { port: p, vcpu: 0 };
     check!(
         failed,
