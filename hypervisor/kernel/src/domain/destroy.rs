@@ -1,5 +1,6 @@
 //! The memory half of destroying a domain: every frame it owned goes back to Hestia's free
-//! pool, scrubbed, with no reference or type left behind (Xen's `domain_relinquish_resources`,
+//! pool, dirty (zeroed at idle time or before its next use, `crate::mm`), with no reference or
+//! type left behind (Xen's `domain_relinquish_resources`,
 //! xen/arch/x86/domain.c, with `vcpu_destroy_pagetables` and `relinquish_memory`).
 //!
 //! Order, and why:
@@ -18,13 +19,14 @@
 //!    drops the holds, unpins every table (each tree torn down as its last type reference
 //!    goes), and frees every frame left unreferenced, flushing the TLBs first where a mapping
 //!    of it may still be cached; it also forgets the domain's L1TF and I/O-memory settings.
-//! 3. Each frame freed is scrubbed (zeroed: the next owner must not see this domain's data),
-//!    its M2P entry invalidated and returned to the allocator, outside the frame table's lock,
-//!    and leaves `tot_pages` (but the shared_info page and the grant table's frames, which
-//!    never counted).
+//! 3. Each frame freed has its M2P entry invalidated and goes back to the allocator as dirty,
+//!    outside the frame table's lock, and leaves `tot_pages` (but the shared_info page and the
+//!    grant table's frames, which never counted). It counts as free at once; the allocator
+//!    zeroes it before anyone gets it again (the next owner must not see this domain's data),
+//!    or an idle CPU does first (Xen frees a dying domain's pages marked `PGC_need_scrub`).
 //!
 //! Each call does one bounded step ([`frametable::CHUNK`] entries or frames under one hold of
-//! the frame table's lock, then the scrubbing of what that step freed) and returns
+//! the frame table's lock, then the freeing of what that step freed) and returns
 //! [`Preempted`] while work is left, so the caller can take interrupts between calls.
 //!
 //! The caller guarantees: the domain runs no more (its vCPUs are off every CPU and will not be
@@ -72,7 +74,7 @@ pub struct Relinquishing {
 }
 
 impl Relinquishing {
-    /// Frames freed, scrubbed and returned to the allocator so far.
+    /// Frames freed and returned to the allocator so far.
     pub fn freed(&self) -> u64 {
         self.freed
     }
@@ -146,9 +148,9 @@ fn take_holds(d: &Domain) -> (Relinquish, Vec<u64>, Vec<u64>) {
     (Relinquish::new(pendings, holds), roots, xen_frames)
 }
 
-/// Scrubs the frames in `freed` (ascending), invalidates their M2P entries and returns them
-/// to the allocator, in runs of consecutive frames.
-fn scrub_and_free(freed: &[u64]) {
+/// Invalidates the M2P entries of the frames in `freed` (ascending) and returns them to the
+/// allocator, dirty, in runs of consecutive frames.
+fn free_runs(freed: &[u64]) {
     let mut rest = freed;
     while let Some(&first) = rest.first() {
         let run = rest
@@ -159,7 +161,7 @@ fn scrub_and_free(freed: &[u64]) {
         for mfn in first..first + run as u64 {
             frametable::set_m2p(mfn, INVALID_M2P_ENTRY);
         }
-        mm::scrub_and_free_frames(first * 4096, run as u64);
+        mm::free_frames(first * 4096, run as u64);
         rest = &rest[run..];
     }
 }
@@ -200,7 +202,7 @@ pub fn relinquish_memory(d: &Domain, state: &mut Relinquishing) -> Result<(), Pr
         )
     })
     .unwrap_or(Ok(()));
-    scrub_and_free(&freed);
+    free_runs(&freed);
     let n = freed.len() as u64;
     let counted = n - freed
         .iter()

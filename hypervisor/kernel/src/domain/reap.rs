@@ -13,7 +13,8 @@
 //! page tables), then runs in bounded steps (from the idle loop for the queued ones, with
 //! interrupts let in between): its vCPUs' timers are cancelled, its event channels closed (the
 //! other end of each inter-domain channel becomes unbound), its memory is relinquished
-//! (`super::destroy`: every frame scrubbed and returned), the scheduler forgets its vCPUs, it
+//! (`super::destroy`: every frame returned, to be zeroed at idle time or before its next use),
+//! the scheduler forgets its vCPUs, it
 //! leaves the domain table, and the hardware domain gets `VIRQ_DOM_EXC` (Xen's
 //! `domain_destroy`). The frame table is then audited. One domain is destroyed at a time
 //! ([`CURRENT`]), so an audit never meets one half destroyed.
@@ -148,12 +149,14 @@ fn advance(mut cur: spin::MutexGuard<'_, Option<Job>>) -> bool {
     crate::sched::forget_domain(&d);
     super::bury(&d, state.kept());
     d.life.set_dead();
+    let stats = crate::mm::stats();
     crate::info!(
-        "{}: destroyed: {} frames scrubbed and returned ({} kept), {} MiB free",
+        "{}: destroyed: {} frames returned ({} kept), {} MiB free ({} MiB to scrub)",
         d.id,
         state.freed(),
         state.kept(),
-        crate::mm::stats().free >> 20
+        stats.free >> 20,
+        stats.dirty >> 20
     );
     if let Some(h) = super::hardware_domain() {
         crate::pv::events::raise_virq(h, xen_abi::xen::virq::DOM_EXC, 0);

@@ -8,6 +8,16 @@
 //! - `0xFFFF_82D0_8000_0000` the image: text RX, rodata R, data+bss RW NX;
 //! - `0xFFFF_8300_0000_0000` direct map of physical memory from 0, RW NX (slots 262-271).
 //!
+//! Scrubbing (Xen's `PGC_need_scrub` and `scrub_free_pages`, xen/common/page_alloc.c): a frame
+//! comes back to the allocator dirty (a dead domain's, a ballooned one, Hestia's own) and
+//! counts as free at once; no frame leaves the allocator unzeroed ([`Fresh::zeroed`] zeroes
+//! what the allocator calls dirty, outside its lock), and idle CPUs zero dirty free frames
+//! meanwhile ([`scrub_step`]), so that allocations mostly find clean ones. Destroying a
+//! domain therefore only gives its frames back; the zeroing happens at idle time or when the
+//! frames are handed out again. The memory found at boot is dirty too (Xen's default
+//! `bootscrub=idle`). Which free frames are clean is the allocator's bookkeeping
+//! (`hestia_core::frame_alloc`).
+//!
 //! Lock order: `FRAMES` is a leaf lock; `KERNEL_PT` may take `FRAMES` while held.
 
 pub mod claims;
@@ -89,20 +99,25 @@ pub fn in_direct_map(phys: u64, len: u64) -> bool {
         .is_some_and(|end| end <= DIRECT_MAP_END.load(Ordering::Relaxed))
 }
 
-/// Contiguous frames just taken from the allocator, not yet zeroed: nothing else references
-/// them until [`Fresh::zeroed`] hands them on.
+/// Contiguous frames just taken from the allocator, not yet zeroed where they may hold old
+/// data: nothing else references them until [`Fresh::zeroed`] hands them on.
 #[must_use]
 pub struct Fresh {
     phys: u64,
-    count: u64,
+    /// The bytes (physical) that may hold a previous owner's data.
+    dirty: core::ops::Range<u64>,
 }
 
 impl Fresh {
-    /// Zeroes the frames and gives their first physical address to the caller, whose they are.
+    /// Zeroes what of the frames may hold old data and gives their first physical address to
+    /// the caller, whose they are.
     pub fn zeroed(self) -> u64 {
-        // SAFETY: the frames were taken from the free list and nothing else references them
-        // (`Fresh` is their only handle), and they lie below the direct map's end.
-        unsafe { zero_frames(self.phys, self.count) };
+        let pages = (self.dirty.end - self.dirty.start) / 4096;
+        if pages != 0 {
+            // SAFETY: the frames were taken from the free list and nothing else references
+            // them (`Fresh` is their only handle), and they lie below the direct map's end.
+            unsafe { zero_frames(self.dirty.start, pages) };
+        }
         self.phys
     }
 }
@@ -116,12 +131,16 @@ unsafe fn zero_frames(phys: u64, count: u64) {
     unsafe { core::ptr::write_bytes(phys_to_virt(phys) as *mut u8, 0, (count * 4096) as usize) };
 }
 
-/// Takes `count` contiguous frames, aligned, ending below `limit`, from the allocator; they
-/// are zeroed outside the allocator's lock (and any lock of the caller's, for a large extent).
+/// Takes `count` contiguous frames, aligned, ending below `limit`, from the allocator; those
+/// that may hold old data are zeroed outside the allocator's lock (and any lock of the
+/// caller's, for a large extent).
 pub fn alloc_frames(count: u64, align: u64, limit: u64) -> Option<Fresh> {
     let limit = limit.min(DIRECT_MAP_END.load(Ordering::Relaxed));
-    let phys = FRAMES.lock().alloc(count, align, limit).ok()?;
-    Some(Fresh { phys, count })
+    let a = FRAMES.lock().alloc(count, align, limit).ok()?;
+    Some(Fresh {
+        phys: a.addr,
+        dirty: a.dirty,
+    })
 }
 
 /// Allocates `count` zeroed contiguous frames, aligned, ending below `limit`.
@@ -129,21 +148,39 @@ pub fn alloc_zeroed_frames(count: u64, align: u64, limit: u64) -> Option<u64> {
     alloc_frames(count, align, limit).map(Fresh::zeroed)
 }
 
-/// Returns frames to the allocator (a failure leaks them, safely, and is logged).
+/// Returns frames to the allocator, dirty: they are zeroed before anyone gets them again
+/// (a failure leaks them, safely, and is logged). Nothing may use them any more: no domain
+/// owns them in the frame table and no CPU runs on them as page tables.
 pub fn free_frames(phys: u64, count: u64) {
     if let Err(e) = FRAMES.lock().free(phys, count) {
         crate::warn!("mm: could not free {count} frames at {phys:#x}: {e:?}");
     }
 }
 
-/// Zeroes the `count` frames from `phys` and returns them to the allocator (a dead domain's
-/// frames, Xen's scrubbing of a dying domain's pages): nothing may use them any more, no
-/// domain owns them in the frame table and no CPU runs on them as page tables.
-pub fn scrub_and_free_frames(phys: u64, count: u64) {
-    // SAFETY: the caller gives frames nobody owns or uses (above), in the direct map; the
-    // allocator does not have them yet, so nothing else writes them meanwhile.
-    unsafe { zero_frames(phys, count) };
-    free_frames(phys, count);
+/// Frames one [`scrub_step`] zeroes at most (64 KiB): short enough to hold the allocator's
+/// lock with interrupts off, as Xen's idle scrubber checks for pending work every few pages.
+const SCRUB_STEP_FRAMES: u64 = 16;
+
+/// Zeroes the highest dirty free frames, [`SCRUB_STEP_FRAMES`] at most, and records them
+/// clean (one bounded step of Xen's idle-time `scrub_free_pages`). True if it zeroed any:
+/// the idle loop calls it again after a window for interrupts, until none is left or a vCPU
+/// is runnable. Under the allocator's lock, so no allocation takes a frame while it is being
+/// zeroed.
+pub fn scrub_step() -> bool {
+    let mut fa = FRAMES.lock();
+    let Some(run) = fa.dirty_run(SCRUB_STEP_FRAMES) else {
+        return false;
+    };
+    // The direct map covers all RAM (`init`); were it not so, what lies beyond is never
+    // allocated either (`alloc_frames`' limit).
+    if !in_direct_map(run.start, run.end - run.start) {
+        return false;
+    }
+    // SAFETY: the frames are free (the allocator's) and stay so while its lock is held;
+    // nothing reads or writes free frames, and they lie in the direct map (checked above).
+    unsafe { zero_frames(run.start, (run.end - run.start) / 4096) };
+    // A full clean list leaves them dirty: zeroed again when allocated, which is safe.
+    fa.mark_clean(run.start, run.end)
 }
 
 /// Loads Hestia's own page tables on this CPU, which map no guest (Xen's idle page tables):
@@ -162,8 +199,10 @@ pub struct Stats {
     pub total_ram: u64,
     /// Frames managed (usable minus reserved at boot), in bytes.
     pub managed: u64,
-    /// Free bytes.
+    /// Free bytes (dirty ones included, as Xen counts them).
     pub free: u64,
+    /// Free bytes not zeroed yet (Xen's `node_need_scrub`).
+    pub dirty: u64,
     /// Heap bytes in use.
     pub heap_used: u64,
     /// Heap size.
@@ -178,6 +217,7 @@ pub fn stats() -> Stats {
         total_ram: TOTAL_RAM.load(Ordering::Relaxed),
         managed: f.managed_frames() * 4096,
         free: f.free_frames() * 4096,
+        dirty: f.dirty_frames() * 4096,
         heap_used: h.used() as u64,
         heap_size: h.size() as u64,
     }

@@ -104,7 +104,7 @@ fn unshare_frame(dom: u16, mfn: u64) -> bool {
     .is_some();
     if freed {
         frametable::set_m2p(mfn, INVALID_M2P_ENTRY);
-        mm::scrub_and_free_frames(mfn * 4096, 1);
+        mm::free_frames(mfn * 4096, 1);
     }
     freed
 }

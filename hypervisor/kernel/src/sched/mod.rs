@@ -4,7 +4,9 @@
 //! Every vCPU of every domain is a *unit* of the scheduler, in one of three states: runnable,
 //! blocked (`SCHEDOP_block`/`poll`, waiting for an event) or offline (down, or never brought
 //! up). A runnable unit is either on a CPU or waiting in the run queue; a CPU with nothing to
-//! run idles in [`idle_until_work`] (interrupts on, halted) until a wake-up kicks it.
+//! run idles in [`idle_until_work`] until a wake-up kicks it: it destroys stopped domains and
+//! zeroes dirty free frames (`crate::mm::scrub_step`) a bounded step at a time, then halts
+//! with interrupts on.
 //!
 //! Switching happens in one place: at the end of a trap from a guest, before the exit path
 //! returns to it ([`before_guest_return`]), when this CPU was asked to reschedule (the running
@@ -790,6 +792,13 @@ fn idle_until_work() -> usize {
         // Idle time destroys stopped domains, a bounded step at a time, with a window for
         // interrupts after each.
         if crate::domain::reap_step(false) {
+            cpu::interrupt_window();
+            continue;
+        }
+        // Then it zeroes free frames a dead domain (or anyone) left dirty, a few at a time,
+        // so allocations find clean ones (Xen's idle `scrub_free_pages`); a wake-up stops it
+        // at the next step.
+        if crate::mm::scrub_step() {
             cpu::interrupt_window();
             continue;
         }
