@@ -225,10 +225,11 @@ fn memory() {
     crate::console::with_lock(|w| {
         let _ = writeln!(
             w,
-            "Physical memory: {} MiB usable, {} MiB managed, {} MiB free",
+            "Physical memory: {} MiB usable, {} MiB managed, {} MiB free ({} KiB unscrubbed)",
             s.total_ram >> 20,
             s.managed >> 20,
-            s.free >> 20
+            s.free >> 20,
+            s.dirty >> 10
         );
         let _ = writeln!(
             w,
