@@ -230,14 +230,25 @@ fn deliver(d: &Domain, port: Port, rid: u16, rport: Port) {
 /// being destroyed): a PIRQ's source is masked again; the other end of an inter-domain
 /// channel becomes unbound for `d`, changed under both domains' locks.
 ///
-/// The other end's domain is learnt before the locks are taken, so the port is looked at again
-/// under them; if it was bound to a domain meanwhile, once more. A second change is the domain
-/// racing itself: -EINVAL, Xen's answer when the port changed while it re-took its locks.
+/// As Xen's `evtchn_close`, the port's state is decided under its own domain's lock: a port
+/// that is not inter-domain is closed in that same hold (a peer binding it meanwhile waits).
+/// Only an inter-domain channel needs the peer's lock too, taken in order, so the port is
+/// looked at again under both; if it changed to another peer meanwhile, once more. A second
+/// change is the domain racing itself: -EINVAL, Xen's answer when the port changed while it
+/// re-took its locks.
 pub(crate) fn close_port(d: &Domain, port: Port) -> Result<(), Errno> {
     let mut shared = d.shared();
     for _ in 0..2 {
-        let rd = other_end(&d.evtchn.lock(), d, port).and_then(|id| domain::lookup(d, id).ok());
-        let (mut ev, mut rev) = lock_pair(d, rd.as_deref().unwrap_or(d));
+        let mine = d.evtchn.lock();
+        let peer = other_end(&mine, d, port);
+        let rd = peer.and_then(|id| domain::lookup(d, id).ok());
+        let (mut ev, mut rev) = match peer {
+            None => (mine, None),
+            Some(_) => {
+                drop(mine);
+                lock_pair(d, rd.as_deref().unwrap_or(d))
+            }
+        };
         if other_end(&ev, d, port).is_some_and(|id| rd.as_ref().is_none_or(|r| r.id.0 != id)) {
             continue;
         }
