@@ -1,5 +1,5 @@
 # The domU's part of dom0-xl-disk-net's disk checks (tests/src/lib.rs), for the busybox
-# initramfs's sh: xl-disk.sh puts it on the domU's read-only disk xvdc, which the domU runs with
+# initramfs's sh: dom0 copies it onto the domU's read-only disk xvdc, which the domU runs with
 # `. /dev/xvdc` (the zeros after the text read as nothing). It prints what xen-blkfront negotiated
 # as the block layer shows it, then writes to the read-only disk (refused), discards 4 MiB of the
 # file: disk xvda (1 MiB on) and writes 1 MiB of a pattern 6 MiB into xvda with direct I/O and a
