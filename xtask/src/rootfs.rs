@@ -26,7 +26,8 @@
 //! busybox initramfs with iperf3 and `io-domu.sh` appended), `xl-badinput` (xl given bad input:
 //! Xen's errors, and nothing leaked), `xl-throttle` (CPU shares of spinning domUs under `xl
 //! sched-credit` weights and caps), `xl-net` (bridged, NATed, routed, rate-limited and
-//! multi-queue vifs of two Linux domUs, hot-plugged and detached).
+//! multi-queue vifs of two Linux domUs, hot-plugged and detached). `xl-disk` (dom0-xl-disk-net's
+//! disk checks, typed at dom0's shell; `disk-domu.sh` is its domU's part, read from a disk).
 //!
 //! The image is an uncompressed cpio (59 MiB): measured natively under TCG (`xen-ref --native`),
 //! Linux unpacked it in 0.5 s, gzip -6 (21 MiB) in 1.8 s, zstd -19 (15 MiB) in 3.7 s, and it frees
@@ -169,6 +170,16 @@ const FILES: &[(&str, u32, &str)] = &[
         "etc/hestia/xl-net.sh",
         0o755,
         include_str!("rootfs/xl-net.sh"),
+    ),
+    (
+        "etc/hestia/xl-disk.sh",
+        0o755,
+        include_str!("rootfs/xl-disk.sh"),
+    ),
+    (
+        "etc/hestia/disk-domu.sh",
+        0o644,
+        include_str!("rootfs/disk-domu.sh"),
     ),
     (
         "etc/xen/hestia-pv.cfg",
