@@ -838,6 +838,24 @@ fn base() -> Vec<Scenario> {
             timeout_s: 120,
             ..guest("functional-save-restore-ops", GuestVerdict::Success)
         },
+        // XEN_DOMCTL_resumedomain: alone, its refusals (passes on the Xen rig); with a domU that
+        // suspends twice, resumed untouched (its suspend returns 0), then as `xl save -c`
+        // resumes (RAX set to 1 through the vCPU context: its suspend returns 1).
+        guest("functional-resumedomain", GuestVerdict::Success),
+        Scenario {
+            name: "functional-resumedomain-domu",
+            smp: 2,
+            dom0_cmdline: "peer",
+            domus: &["functional-resumedomain,cmdline=domu,mem=16"],
+            expect: &[
+                "(d1) Test result: SUCCESS",
+                "d1: resumed",
+                "d1: destroyed:",
+                POWEROFF_MARKER,
+            ],
+            timeout_s: 120,
+            ..guest("functional-resumedomain", GuestVerdict::Success)
+        },
         // Event channels between dom0 (2-level) and a boot-time domU (FIFO): both directions,
         // close and the domU's EVTCHNOP_reset seen by the peer, dom0 reading and allocating the
         // domU's ports, the domU refused dom0's; the domU's destruction leaves dom0's end

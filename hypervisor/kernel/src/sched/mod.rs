@@ -114,7 +114,7 @@ struct Unit {
     on_cpu: Option<u32>,
     /// Blocked in `SCHEDOP_poll`: any event of its domain wakes it.
     polling: bool,
-    /// Its domain stopped: it never runs again.
+    /// Its domain stopped: it runs again only if the domain is resumed ([`resume_domain`]).
     dead: bool,
     /// It was up when its domain stopped: still online to the toolstack, as Xen's shut-down
     /// vCPUs are only paused, not down.
@@ -421,9 +421,9 @@ pub fn notify(d: &Domain, vcpu: u32) {
     pokes.iter().for_each(|c| reschedule(Some(c)));
 }
 
-/// Takes every vCPU of `d`, which stopped, off the CPUs for good: out of the queue, and
-/// switched away (at the end of their current trap) where they run. False if that was done
-/// already. Like Xen's paused vCPUs of a domain shut down, each keeps what the toolstack reads
+/// Takes every vCPU of `d`, which stopped, off the CPUs until it is resumed
+/// ([`resume_domain`]) or destroyed: out of the queue, and switched away (at the end of their
+/// current trap) where they run. False if that was done already. Like Xen's paused vCPUs of a domain shut down, each keeps what the toolstack reads
 /// until the domain is destroyed ([`forget_domain`]): online if it was up, its CPU and
 /// affinity, and the domain its weight and cap (libxl reads them back to restart it).
 pub fn stop_domain(d: &Domain) -> bool {
@@ -455,6 +455,32 @@ pub fn stop_domain(d: &Domain) -> bool {
     });
     pokes.iter().for_each(|c| reschedule(Some(c)));
     first
+}
+
+/// Undoes [`stop_domain`] for `d`, which is resumed (`crate::domain::life::domain_resume`,
+/// with `d` paused): each vCPU that was up when it stopped becomes runnable, and runs once
+/// `d`'s pauses are gone. One that was blocked is woken (its `SCHEDOP_block` returns, a
+/// `SCHEDOP_poll` looks at its ports again): events sent while it was stopped found it off
+/// the queues and woke nothing, and a wake-up the guest did not wait for is harmless.
+pub fn resume_domain(d: &Domain) {
+    let now = tsc::uptime_ns();
+    let pokes = with_sched(|s| {
+        let mut pokes = CpuSet::EMPTY;
+        let mine: Vec<usize> = s.of(d).collect();
+        for i in mine {
+            let Some(u) = s.at(i).filter(|u| u.dead) else {
+                continue;
+            };
+            u.dead = false;
+            if core::mem::take(&mut u.up_when_stopped)
+                && let Some(c) = s.make_runnable(i, now)
+            {
+                pokes.insert(c);
+            }
+        }
+        pokes
+    });
+    pokes.iter().for_each(|c| reschedule(Some(c)));
 }
 
 /// One more pause of `d` (`crate::domain::life::domain_pause`): at the first, its runnable
