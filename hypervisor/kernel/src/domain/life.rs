@@ -29,9 +29,11 @@
 //!
 //! Locks: the internal pause count changes only under the scheduler's lock, which decides from it
 //! whether a vCPU may run; the controller's count and the dying state are atomics. The shutdown
-//! lock (Xen's `shutdown_lock`, a leaf but for the scheduler's lock taken under it) orders a
-//! resume against the start of the destruction: once that began, the stopped flag
-//! (`Domain::dying`) is never cleared again.
+//! lock (Xen's `shutdown_lock`; only the scheduler's lock and the served consoles' list are
+//! taken under it) orders a resume against the start of the destruction: once that began, the
+//! stopped flag (`Domain::dying`) is never cleared again. The flag is cleared under the
+//! scheduler's lock, under which the stop path takes the vCPUs off (`crate::sched`), so a
+//! shutdown racing with a resume never leaves a domain that shows as running but cannot run.
 
 use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
@@ -168,10 +170,18 @@ pub fn domain_resume(d: &Domain) -> Result<(), Errno> {
     domain_pause(d)?;
     {
         let _held = d.life.shutdown_lock.lock();
-        if !d.is_dying() && d.dying.swap(false, Ordering::AcqRel) {
-            d.shutdown_reason
-                .store(SHUTDOWN_CODE_INVALID, Ordering::Release);
-            crate::sched::resume_domain(d);
+        let clear = || {
+            let stopped = d.dying.load(Ordering::Acquire);
+            if stopped {
+                // The code first: `Domain::shutdown_code` never sees the old one on a domain
+                // that runs.
+                d.shutdown_reason
+                    .store(SHUTDOWN_CODE_INVALID, Ordering::Release);
+                d.dying.store(false, Ordering::Release);
+            }
+            stopped
+        };
+        if !d.is_dying() && crate::sched::resume_domain(d, clear) {
             crate::info!("{}: resumed", d.id);
         }
     }

@@ -430,6 +430,10 @@ pub fn stop_domain(d: &Domain) -> bool {
     let now = tsc::uptime_ns();
     let (first, pokes) = with_sched(|s| {
         let mut first = false;
+        // Resumed since it stopped (`resume_domain`, under this lock): nothing to stop.
+        if !d.dying.load(Ordering::Acquire) {
+            return (false, CpuSet::EMPTY);
+        }
         let mine: Vec<usize> = s.of(d).collect();
         for i in mine {
             if s.at(i).is_none_or(|u| u.dead) {
@@ -457,15 +461,20 @@ pub fn stop_domain(d: &Domain) -> bool {
     first
 }
 
-/// Undoes [`stop_domain`] for `d`, which is resumed (`crate::domain::life::domain_resume`,
-/// with `d` paused): each vCPU that was up when it stopped becomes runnable, and runs once
-/// `d`'s pauses are gone. One that was blocked is woken (its `SCHEDOP_block` returns, a
-/// `SCHEDOP_poll` looks at its ports again): events sent while it was stopped found it off
-/// the queues and woke nothing, and a wake-up the guest did not wait for is harmless.
-pub fn resume_domain(d: &Domain) {
+/// Resumes `d` (`crate::domain::life::domain_resume`, with `d` paused) if `clear`, run under
+/// the scheduler's lock, clears its stopped state (so a [`stop_domain`] racing with it either
+/// comes first and is undone here, or finds it running and does nothing): each vCPU that was
+/// up when it stopped becomes runnable, and runs once `d`'s pauses are gone. One that was
+/// blocked is woken (its `SCHEDOP_block` returns, a `SCHEDOP_poll` looks at its ports again):
+/// events sent while it was stopped found it off the queues and woke nothing, and a wake-up
+/// the guest did not wait for is harmless. False if `clear` found it running.
+pub fn resume_domain(d: &Domain, clear: impl FnOnce() -> bool) -> bool {
     let now = tsc::uptime_ns();
-    let pokes = with_sched(|s| {
+    let (resumed, pokes) = with_sched(|s| {
         let mut pokes = CpuSet::EMPTY;
+        if !clear() {
+            return (false, pokes);
+        }
         let mine: Vec<usize> = s.of(d).collect();
         for i in mine {
             let Some(u) = s.at(i).filter(|u| u.dead) else {
@@ -478,9 +487,10 @@ pub fn resume_domain(d: &Domain) {
                 pokes.insert(c);
             }
         }
-        pokes
+        (true, pokes)
     });
     pokes.iter().for_each(|c| reschedule(Some(c)));
+    resumed
 }
 
 /// One more pause of `d` (`crate::domain::life::domain_pause`): at the first, its runnable
