@@ -838,6 +838,24 @@ fn base() -> Vec<Scenario> {
             timeout_s: 120,
             ..guest("functional-save-restore-ops", GuestVerdict::Success)
         },
+        // XEN_DOMCTL_resumedomain: alone, its refusals (passes on the Xen rig); with a domU that
+        // suspends twice, resumed untouched (its suspend returns 0), then as `xl save -c`
+        // resumes (RAX set to 1 through the vCPU context: its suspend returns 1).
+        guest("functional-resumedomain", GuestVerdict::Success),
+        Scenario {
+            name: "functional-resumedomain-domu",
+            smp: 2,
+            dom0_cmdline: "peer",
+            domus: &["functional-resumedomain,cmdline=domu,mem=16"],
+            expect: &[
+                "(d1) Test result: SUCCESS",
+                "d1: resumed",
+                "d1: destroyed:",
+                POWEROFF_MARKER,
+            ],
+            timeout_s: 120,
+            ..guest("functional-resumedomain", GuestVerdict::Success)
+        },
         // Event channels between dom0 (2-level) and a boot-time domU (FIFO): both directions,
         // close and the domU's EVTCHNOP_reset seen by the peer, dom0 reading and allocating the
         // domU's ports, the domU refused dom0's; the domU's destruction leaves dom0's end
@@ -1588,7 +1606,9 @@ fn base() -> Vec<Scenario> {
         },
         // Save and restore (issue 12 item 5) with Debian's xl: a Linux domU with a file: disk
         // and a vif on xenbr0 pings dom0 in the background (log in its RAM), writes a file and a
-        // disk block; dom0 leaves its console, `xl save`s it to a file (the domain is gone and
+        // disk block; dom0 leaves its console, checkpoints it (`xl save -c`: the domain is saved,
+        // then resumed as on Xen, its suspend cancelled: still listed, not shut down, and it
+        // answers dom0's ping), `xl save`s it to a file (the domain is gone and
         // its memory free again), `xl restore`s it and re-attaches: the same ping process is
         // alive and its replies go on counting, the file and the block read back. A background
         // loop in the domU prints a tick while /tmp/tick exists, so that dom0 types only once
@@ -1621,6 +1641,11 @@ fn base() -> Vec<Scenario> {
                 (
                     DOM0_PROMPT,
                     "up() { cut -d' ' -f1 /proc/uptime; }; el() { awk -v a=$1 -v b=$(up) 'BEGIN {print b - a}'; }; \
+                     t0=$(up); xl save -c debian-pv /root/s.img; echo \"checkpoint\" \"status:$?\"; \
+                     echo \"checkpoint-second\"\"s:$(el $t0)\"; \
+                     xl list | awk '/^debian-pv / && $5 !~ /s/ {print \"still\" \" running\"}'; \
+                     ping -c 2 -W 5 169.254.1.2 > /dev/null && echo \"checkpoint\" \"answers\"; \
+                     rm /root/s.img; \
                      t0=$(up); xl save debian-pv /root/s.img; echo \"save\" \"status:$?\"; \
                      echo \"save-second\"\"s:$(el $t0)\"; \
                      xl list | awk 'END {print \"dom\" \"ains:\" NR - 1}'; \
@@ -1648,6 +1673,10 @@ fn base() -> Vec<Scenario> {
             ],
             expect: &[
                 "replies-before:",
+                "checkpoint status:0",
+                "checkpoint-seconds:",
+                "still running",
+                "checkpoint answers",
                 "save status:0",
                 "save-seconds:",
                 "domains:1",

@@ -11,13 +11,13 @@
 //! Covered: the header, every command number, and the structures of the commands used to
 //! create and run a PV domain: createdomain (with its flags and the x86 arch config),
 //! getdomaininfo, max_vcpus, max_mem, set/getvcpucontext, getvcpuinfo, the argument-less
-//! pause/unpause/destroydomain, set/gettscinfo, set/get_address_size, get/set_cpu_policy (and
+//! pause/unpause/resume/destroydomain, set/gettscinfo, set/get_address_size, get/set_cpu_policy (and
 //! the serialised CPUID leaf and MSR entry of `public/arch-x86/xen.h`), getpageframeinfo3,
 //! scheduler_op for the credit scheduler, set/getvcpuaffinity (with `xenctl_bitmap` of
 //! `public/xen.h`), and the irq/iomem/ioport permission calls.
 //!
 //! Deliberately left out (numbers only): shadow_op, setdomainhandle, setdebugging,
-//! settimeoffset, resumedomain, sendtrigger, subscribe, the HVM context calls,
+//! settimeoffset, sendtrigger, subscribe, the HVM context calls,
 //! device assignment and passthrough IRQs (assign/test_assign/deassign_device, bind/unbind_pt_irq,
 //! memory_mapping, ioport_mapping, get_device_group), set/get_ext_vcpucontext, set_target,
 //! debug_op, vm_event_op, mem_sharing_op, setvcpuextstate/getvcpuextstate, set_access_required,

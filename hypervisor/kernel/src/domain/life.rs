@@ -11,15 +11,29 @@
 //!   puts them back when the count returns to 0; a vCPU brought up or woken while its domain is
 //!   paused waits for that. A domain the toolstack creates starts paused by it once (Xen's
 //!   `controller_pause_count = 1`), and starts running at its first unpause.
-//! - **Shutting down** (`SCHEDOP_shutdown`, a crash) stops the domain's vCPUs for good
-//!   (`crate::pv`'s stop path) and records the first reason ([`Domain::shutdown_code`]). A
-//!   boot-time domain is then destroyed at once; a domain the toolstack created ([`Life::toolstack`])
-//!   stays, shut down, until the toolstack destroys it.
+//! - **Shutting down** (`SCHEDOP_shutdown`, a crash) takes the domain's vCPUs off the CPUs
+//!   (`crate::pv`'s stop path) and records the first reason ([`Domain::shutdown_code`]); nothing
+//!   of it is torn down (memory, event channels, grants, timers, console ring all stay), as
+//!   Xen's shut-down domain is only paused. A boot-time domain is then destroyed at once,
+//!   unless it suspended (`SHUTDOWN_suspend`: it waits for the control domain to save it, and
+//!   to resume or destroy it); a domain the toolstack created ([`Life::toolstack`]) stays, shut
+//!   down, until the toolstack destroys it.
+//! - **Resuming** ([`domain_resume`], `XEN_DOMCTL_resumedomain`, Xen's `domain_resume`) undoes
+//!   a shutdown whatever its code, as long as the destruction has not begun: the code is
+//!   cleared and the vCPUs that were up run again from where they stopped (a guest that
+//!   suspended returns from its `SCHEDOP_shutdown`, with whatever the toolstack wrote in its
+//!   RAX meanwhile: libxc's cooperative resume writes 1, "suspend cancelled").
 //! - **Dying** ([`Domain::is_dying`], Xen's `is_dying`): set when its destruction begins
-//!   (`XEN_DOMCTL_destroydomain` or the reaper, `super::reap`), for good.
+//!   (`XEN_DOMCTL_destroydomain` or the reaper, `super::reap`), for good; the domain is then
+//!   stopped for good too (no resume any more).
 //!
 //! Locks: the internal pause count changes only under the scheduler's lock, which decides from it
-//! whether a vCPU may run; the controller's count and the dying state are atomics.
+//! whether a vCPU may run; the controller's count and the dying state are atomics. The shutdown
+//! lock (Xen's `shutdown_lock`; only the scheduler's lock and the served consoles' list are
+//! taken under it) orders a resume against the start of the destruction: once that began, the
+//! stopped flag (`Domain::dying`) is never cleared again. The flag is cleared under the
+//! scheduler's lock, under which the stop path takes the vCPUs off (`crate::sched`), so a
+//! shutdown racing with a resume never leaves a domain that shows as running but cannot run.
 
 use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
@@ -56,6 +70,8 @@ pub struct Life {
     /// The toolstack's pauses all went once (Xen's `creation_finished`): the domain has been
     /// started, and what may only be set before that (its CPU policy) is fixed.
     creation_finished: core::sync::atomic::AtomicBool,
+    /// Orders [`domain_resume`] against [`Domain::begin_dying`].
+    shutdown_lock: spin::Mutex<()>,
 }
 
 impl Life {
@@ -67,6 +83,7 @@ impl Life {
             pause_count: AtomicU32::new(0),
             dying: AtomicU8::new(dying::ALIVE),
             creation_finished: core::sync::atomic::AtomicBool::new(true),
+            shutdown_lock: spin::Mutex::new(()),
         }
     }
 
@@ -78,24 +95,13 @@ impl Life {
             pause_count: AtomicU32::new(1),
             dying: AtomicU8::new(dying::ALIVE),
             creation_finished: core::sync::atomic::AtomicBool::new(false),
+            shutdown_lock: spin::Mutex::new(()),
         }
     }
 
     /// The shutdown code a new domain starts with (none).
     pub const fn no_shutdown_code() -> u32 {
         SHUTDOWN_CODE_INVALID
-    }
-
-    /// Marks the destruction begun; false if it already was.
-    pub(super) fn begin_dying(&self) -> bool {
-        self.dying
-            .compare_exchange(
-                dying::ALIVE,
-                dying::DYING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok()
     }
 
     /// Marks the destruction complete.
@@ -110,6 +116,27 @@ impl Life {
 }
 
 impl Domain {
+    /// Marks the destruction begun, and the domain stopped for good (no [`domain_resume`] from
+    /// now on), and stops serving its console ring; false if the destruction began already.
+    pub(super) fn begin_dying(&self) -> bool {
+        let _held = self.life.shutdown_lock.lock();
+        let first = self
+            .life
+            .dying
+            .compare_exchange(
+                dying::ALIVE,
+                dying::DYING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if first {
+            self.kill();
+            crate::console::ring::unregister(self);
+        }
+        first
+    }
+
     /// Paused by the toolstack at least once (`XEN_DOMINF_paused`).
     pub fn controller_paused(&self) -> bool {
         self.life.controller_pause.load(Ordering::Acquire) != 0
@@ -132,6 +159,34 @@ impl Domain {
         let code = self.shutdown_reason.load(Ordering::Acquire);
         (self.dying.load(Ordering::Acquire) && code != SHUTDOWN_CODE_INVALID).then_some(code)
     }
+}
+
+/// `XEN_DOMCTL_resumedomain` (Xen's `domain_resume`): `d`, shut down with any code, runs again
+/// from where its vCPUs stopped, its code cleared; nothing happens to a domain that is not shut
+/// down, or whose destruction began (it answers 0 all the same, as Xen's). `EINVAL` for the
+/// calling domain, which cannot be paused around the change.
+pub fn domain_resume(d: &Domain) -> Result<(), Errno> {
+    // Paused, so none of its vCPUs is half way through stopping while its state changes.
+    domain_pause(d)?;
+    {
+        let _held = d.life.shutdown_lock.lock();
+        let clear = || {
+            let stopped = d.dying.load(Ordering::Acquire);
+            if stopped {
+                // The code first: `Domain::shutdown_code` never sees the old one on a domain
+                // that runs.
+                d.shutdown_reason
+                    .store(SHUTDOWN_CODE_INVALID, Ordering::Release);
+                d.dying.store(false, Ordering::Release);
+            }
+            stopped
+        };
+        if !d.is_dying() && crate::sched::resume_domain(d, clear) {
+            crate::info!("{}: resumed", d.id);
+        }
+    }
+    domain_unpause(d);
+    Ok(())
 }
 
 /// Pauses `d` (nestable, Xen's `domain_pause`): when it returns, none of `d`'s vCPUs is on a

@@ -71,7 +71,7 @@ type Job = (DomainRef, Relinquishing, Kind);
 /// Queues the stopped domain `d` for destruction, unless its destruction began already (the
 /// toolstack destroys it).
 pub fn destroy_later(d: DomainRef) {
-    if d.life.begin_dying() {
+    if d.begin_dying() {
         QUEUE.lock().push(d);
     }
 }
@@ -195,12 +195,10 @@ pub fn finish_all() {
 /// already destroyed but kept as a zombie, which no lookup finds anyway). While it is being
 /// destroyed, it shows as dying ([`crate::pv::domain::Domain::is_dying`]).
 pub fn domain_kill(caller: &crate::pv::domain::Domain, d: &DomainRef) -> Result<(), Errno> {
-    if d.life.begin_dying() {
+    if d.begin_dying() {
         crate::info!("{}: destroyed by {}", d.id, caller.id);
-        // No vCPU of it runs again, and nothing is delivered to it (its shared_info goes).
-        d.kill();
+        // No vCPU of it runs again (it is stopped for good: no resume).
         crate::sched::stop_domain(d);
-        crate::console::ring::unregister(d);
     }
     // A queued destruction (it stopped by itself) is this call's from now on.
     QUEUE.lock().retain(|q| !core::ptr::eq(&**q, &**d));

@@ -10,7 +10,6 @@
 //! document (see `super::claims`).
 
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
 
 use crate::domain::DomainRef;
 use crate::pv::domain::Domain;
@@ -27,7 +26,7 @@ impl<T> PerDomain<T> {
     /// Runs `f` on the table, once the entries of dying domains are dropped.
     pub fn with<R>(&self, f: impl FnOnce(&mut Entries<T>) -> R) -> R {
         let mut t = self.0.lock();
-        t.retain(|(d, _)| !d.dying.load(Ordering::Acquire));
+        t.retain(|(d, _)| !d.is_dying());
         f(&mut Entries(&mut t))
     }
 }

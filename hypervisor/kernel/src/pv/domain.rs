@@ -187,7 +187,9 @@ pub struct Domain {
     pub shared_info_mfn: u64,
     /// vCPUs.
     pub vcpus: Vec<spin::Mutex<Vcpu>>,
-    /// Set once the domain shut down or crashed: it never runs again.
+    /// Set once the domain shut down or crashed (Xen's `is_shut_down`), or its destruction
+    /// began: it does not run until `crate::domain::life::domain_resume` clears it (never once
+    /// the destruction began, [`Domain::is_dying`]).
     pub dying: AtomicBool,
     /// Why it stopped (`SHUTDOWN_*`), valid once `dying` is set; it stays invalid for a domain
     /// destroyed while it ran ([`Domain::shutdown_code`]).
@@ -306,7 +308,7 @@ impl Domain {
         self.p2m.len() as u64
     }
 
-    /// Marks the domain dead; returns false if it already was.
+    /// Marks the domain stopped; returns false if it already was.
     pub fn kill(&self) -> bool {
         !self.dying.swap(true, Ordering::AcqRel)
     }

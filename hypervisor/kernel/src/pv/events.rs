@@ -47,10 +47,10 @@ fn refresh_time(d: &Domain, v: &mut Vcpu) {
     }
 }
 
-/// Raises `virq` on vCPU `v` of `d` (if the guest bound it; not once `d` stopped, whose
-/// shared_info goes with it).
+/// Raises `virq` on vCPU `v` of `d` (if the guest bound it; also while `d` is shut down, which
+/// may be resumed, as Xen's; not once its destruction began, when its shared_info goes).
 pub fn raise_virq(d: &Domain, virq: u32, v: u32) {
-    if d.dying.load(core::sync::atomic::Ordering::Acquire) {
+    if d.is_dying() {
         return;
     }
     let mut shared = d.shared();

@@ -335,11 +335,13 @@ pub fn shutdown(d: &Domain, reason: u32) {
 
 /// `d` stopped (shut down or crashed). The hardware domain stops the machine (power off,
 /// reset, or with `noreboot` or after a crash a halt), as Xen does. A domU's vCPUs leave their
-/// CPUs for good (this one at the end of the current trap), its last console output is
-/// printed, the hardware domain hears of it (`VIRQ_DOM_EXC`), and once no domain is left
-/// running the machine powers off (with the hardware domain alive, it never is: the domains
-/// the toolstack creates all run beside it). A boot-time domU is then destroyed; a domain the
-/// toolstack created stays, shut down, until the toolstack destroys it.
+/// CPUs (this one at the end of the current trap) until it is resumed or destroyed, its
+/// console output so far is printed, the hardware domain hears of it (`VIRQ_DOM_EXC`), and
+/// once no domain is left running the machine powers off (with the hardware domain alive, it
+/// never is: the domains the toolstack creates all run beside it). A boot-time domU is then
+/// destroyed unless it suspended; a domain the toolstack created, or one that suspended,
+/// stays, shut down with all it holds, until the control domain resumes
+/// (`crate::domain::life::domain_resume`) or destroys it.
 pub fn stop_after_domain(d: &Domain) {
     if !crate::sched::stop_domain(d) {
         return;
@@ -363,9 +365,8 @@ pub fn stop_after_domain(d: &Domain) {
         audit::audit_at_stop(d);
         crate::dom0_stopped(r)
     }
-    // Its last words, then its ring is no longer served.
+    // Its words so far (its ring is served until its destruction begins: it may be resumed).
     crate::console::ring::service(d);
-    crate::console::ring::unregister(d);
     if let Some(h) = crate::domain::hardware_domain() {
         events::raise_virq(h, xen_abi::xen::virq::DOM_EXC, 0);
     }
@@ -379,9 +380,11 @@ pub fn stop_after_domain(d: &Domain) {
         crate::dom0_stopped(reason::POWEROFF)
     }
     // A domain the toolstack created stays, shut down, until the toolstack destroys it (Xen's
-    // `XEN_DOMCTL_destroydomain`); a boot-time one, which nobody else would destroy, is
+    // `XEN_DOMCTL_destroydomain`); so does one that suspended, which waits to be saved and
+    // then resumed or destroyed. Any other boot-time one, which nobody else would destroy, is
     // destroyed once its vCPUs are off every CPU (`crate::domain::reap_step`).
     if !d.life.toolstack
+        && r != reason::SUSPEND
         && let Ok(me) = crate::domain::lookup(d, d.id.0)
     {
         crate::domain::destroy_later(me);

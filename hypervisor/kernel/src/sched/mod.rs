@@ -114,7 +114,7 @@ struct Unit {
     on_cpu: Option<u32>,
     /// Blocked in `SCHEDOP_poll`: any event of its domain wakes it.
     polling: bool,
-    /// Its domain stopped: it never runs again.
+    /// Its domain stopped: it runs again only if the domain is resumed ([`resume_domain`]).
     dead: bool,
     /// It was up when its domain stopped: still online to the toolstack, as Xen's shut-down
     /// vCPUs are only paused, not down.
@@ -421,15 +421,19 @@ pub fn notify(d: &Domain, vcpu: u32) {
     pokes.iter().for_each(|c| reschedule(Some(c)));
 }
 
-/// Takes every vCPU of `d`, which stopped, off the CPUs for good: out of the queue, and
-/// switched away (at the end of their current trap) where they run. False if that was done
-/// already. Like Xen's paused vCPUs of a domain shut down, each keeps what the toolstack reads
+/// Takes every vCPU of `d`, which stopped, off the CPUs until it is resumed
+/// ([`resume_domain`]) or destroyed: out of the queue, and switched away (at the end of their
+/// current trap) where they run. False if that was done already. Like Xen's paused vCPUs of a domain shut down, each keeps what the toolstack reads
 /// until the domain is destroyed ([`forget_domain`]): online if it was up, its CPU and
 /// affinity, and the domain its weight and cap (libxl reads them back to restart it).
 pub fn stop_domain(d: &Domain) -> bool {
     let now = tsc::uptime_ns();
     let (first, pokes) = with_sched(|s| {
         let mut first = false;
+        // Resumed since it stopped (`resume_domain`, under this lock): nothing to stop.
+        if !d.dying.load(Ordering::Acquire) {
+            return (false, CpuSet::EMPTY);
+        }
         let mine: Vec<usize> = s.of(d).collect();
         for i in mine {
             if s.at(i).is_none_or(|u| u.dead) {
@@ -455,6 +459,38 @@ pub fn stop_domain(d: &Domain) -> bool {
     });
     pokes.iter().for_each(|c| reschedule(Some(c)));
     first
+}
+
+/// Resumes `d` (`crate::domain::life::domain_resume`, with `d` paused) if `clear`, run under
+/// the scheduler's lock, clears its stopped state (so a [`stop_domain`] racing with it either
+/// comes first and is undone here, or finds it running and does nothing): each vCPU that was
+/// up when it stopped becomes runnable, and runs once `d`'s pauses are gone. One that was
+/// blocked is woken (its `SCHEDOP_block` returns, a `SCHEDOP_poll` looks at its ports again):
+/// events sent while it was stopped found it off the queues and woke nothing, and a wake-up
+/// the guest did not wait for is harmless. False if `clear` found it running.
+pub fn resume_domain(d: &Domain, clear: impl FnOnce() -> bool) -> bool {
+    let now = tsc::uptime_ns();
+    let (resumed, pokes) = with_sched(|s| {
+        let mut pokes = CpuSet::EMPTY;
+        if !clear() {
+            return (false, pokes);
+        }
+        let mine: Vec<usize> = s.of(d).collect();
+        for i in mine {
+            let Some(u) = s.at(i).filter(|u| u.dead) else {
+                continue;
+            };
+            u.dead = false;
+            if core::mem::take(&mut u.up_when_stopped)
+                && let Some(c) = s.make_runnable(i, now)
+            {
+                pokes.insert(c);
+            }
+        }
+        (true, pokes)
+    });
+    pokes.iter().for_each(|c| reschedule(Some(c)));
+    resumed
 }
 
 /// One more pause of `d` (`crate::domain::life::domain_pause`): at the first, its runnable

@@ -1,5 +1,5 @@
-//! The sub-ops that make, pause and end domains: `createdomain`, `pausedomain`,
-//! `unpausedomain`, `destroydomain` and `max_vcpus` (`xen/common/domctl.c`); the work is
+//! The sub-ops that make, pause, resume and end domains: `createdomain`, `pausedomain`,
+//! `unpausedomain`, `resumedomain`, `destroydomain` and `max_vcpus` (`xen/common/domctl.c`); the work is
 //! `crate::domain`'s (`create`, `life`, `reap`).
 
 use xen_abi::domctl::{CreateDomain, MaxVcpus};
@@ -28,6 +28,13 @@ pub(super) fn pausedomain(c: &mut Call<'_>) -> Result<u64, Errno> {
 /// `XEN_DOMCTL_unpausedomain`: one toolstack pause fewer (`EINVAL` if there is none).
 pub(super) fn unpausedomain(c: &mut Call<'_>) -> Result<u64, Errno> {
     life::unpause_by_controller(c.target()?)?;
+    Ok(0)
+}
+
+/// `XEN_DOMCTL_resumedomain`: a shut-down domain runs again (0 also for one that is not shut
+/// down); `EINVAL` for the caller itself.
+pub(super) fn resumedomain(c: &mut Call<'_>) -> Result<u64, Errno> {
+    life::domain_resume(c.other_target()?)?;
     Ok(0)
 }
 

@@ -121,6 +121,7 @@ pub(super) fn do_domctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         cmd::PAUSEDOMAIN => lifecycle::pausedomain(&mut call),
         cmd::UNPAUSEDOMAIN => lifecycle::unpausedomain(&mut call),
         cmd::DESTROYDOMAIN => lifecycle::destroydomain(&mut call),
+        cmd::RESUMEDOMAIN => lifecycle::resumedomain(&mut call),
         cmd::MAX_VCPUS => lifecycle::max_vcpus(&mut call),
         cmd::GETVCPUINFO => info::getvcpuinfo(&mut call),
         cmd::SETDOMAINHANDLE => info::setdomainhandle(&mut call),
