@@ -96,13 +96,13 @@ fn alloc_extent(order: u32, limit: u64) -> Option<u64> {
 
 /// Gives `d` the `n` frames from `mfn`, fresh from the allocator, in the frame table. False
 /// if `d` is dying (checked in the same hold of the frame table, so its destruction, which
-/// starts after `dying` is set, finds the frames: Xen's `assign_pages` refuses a dying
-/// domain), and if the frame table and the allocator disagree (a Hestia bug: the frames are
+/// starts after that is set, finds the frames: Xen's `assign_pages` refuses a dying domain,
+/// not one that is only shut down), and if the frame table and the allocator disagree (a Hestia bug: the frames are
 /// then kept from everyone, not handed out twice); the caller frees the frames in the first
 /// case only.
 fn assign_extent(d: &Domain, mfn: u64, n: u64) -> Result<(), Leaked> {
     let r = frametable::with(|ft, _| {
-        if d.dying.load(Ordering::Acquire) {
+        if d.is_dying() {
             return Ok(Err(()));
         }
         ft.assign_range(mfn, n, d.id.0).map(Ok)

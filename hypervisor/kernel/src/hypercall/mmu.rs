@@ -14,7 +14,6 @@
 //! way, it answers `ERESTART` and the same item is issued again; a teardown left over is
 //! finished at the start of the vCPU's next MMU hypercall, as Xen's `old_guest_table`.
 
-use core::sync::atomic::Ordering;
 use hestia_core::pv_mm::{MmError, PageType, PtMemory};
 use xen_abi::errno::Errno;
 use xen_abi::mmu::{MMU_UPDATE_PREEMPTED, MmuUpdate, MmuextOp, ext, update, uvmf};
@@ -281,12 +280,13 @@ pub(super) fn do_update_va_mapping(d: &Domain, a: [u64; 5]) -> Result<u64, Errno
 /// a foreign `pg_owner`: the builder pins a new domain's L4): the whole tree is validated as
 /// `target`'s tables, the work under way kept in the caller's vCPU. A pin that lands after
 /// `target` started dying is dropped again in the same hold of the frame table, as Xen's,
-/// because its destruction may have passed the frame (`dying` is set before it starts).
+/// because its destruction may have passed the frame ([`Domain::is_dying`] holds before it
+/// starts); a domain only shut down may still be pinned for, as in Xen.
 fn pin_foreign(d: &Domain, target: &Domain, mfn: u64, level: u8) -> Result<(), Errno> {
     let them = dom(target);
     d.mm_op(|ft, mem, pending, budget| {
         ft.pin_preemptible(mem, mfn, level, them, pending, budget)?;
-        if target.dying.load(Ordering::Acquire) {
+        if target.is_dying() {
             ft.unpin_preemptible(mem, mfn, them, pending, budget)?;
         }
         Ok(())
