@@ -54,8 +54,9 @@ pub(super) fn do_sched_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             // Xen checks every port before it blocks: -EINVAL for one that is not usable
             // (never another port's bit), 0 at once for a pending one.
             let ready = events::poll_ports(d, list.clone());
+            let expired = timeout != 0 && tsc::uptime_ns() >= timeout;
             let mut v = d.this_vcpu().lock();
-            if ready != Ok(false) || done() {
+            if ready != Ok(false) || expired {
                 events::set_poll_timeout(&me, &mut v, 0);
                 return ready.map(|_| 0);
             }

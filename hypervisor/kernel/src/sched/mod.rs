@@ -423,8 +423,8 @@ pub fn notify(d: &Domain, vcpu: u32) {
 
 /// Takes every vCPU of `d`, which stopped, off the CPUs until it is resumed
 /// ([`resume_domain`]) or destroyed: out of the queue, and switched away (at the end of their
-/// current trap) where they run. False if that was done already. Like Xen's paused vCPUs of a domain shut down, each keeps what the toolstack reads
-/// until the domain is destroyed ([`forget_domain`]): online if it was up, its CPU and
+/// current trap) where they run. False if that was done already. Like Xen's paused vCPUs of
+/// a domain shut down, each keeps what the toolstack reads until the domain is destroyed ([`forget_domain`]): online if it was up, its CPU and
 /// affinity, and the domain its weight and cap (libxl reads them back to restart it).
 pub fn stop_domain(d: &Domain) -> bool {
     let now = tsc::uptime_ns();
