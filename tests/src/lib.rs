@@ -1608,7 +1608,9 @@ fn base() -> Vec<Scenario> {
         // and a vif on xenbr0 pings dom0 in the background (log in its RAM), writes a file and a
         // disk block; dom0 leaves its console, checkpoints it (`xl save -c`: the domain is saved,
         // then resumed as on Xen, its suspend cancelled: still listed, not shut down, and it
-        // answers dom0's ping), `xl save`s it to a file (the domain is gone and
+        // answers dom0's ping), fails to save it to a 1 MiB tmpfs (the write fails once the
+        // domain is suspended: xl resumes it, as on Xen, and it answers again), `xl save`s it
+        // to a file (the domain is gone and
         // its memory free again), `xl restore`s it and re-attaches: the same ping process is
         // alive and its replies go on counting, the file and the block read back. A background
         // loop in the domU prints a tick while /tmp/tick exists, so that dom0 types only once
@@ -1645,7 +1647,11 @@ fn base() -> Vec<Scenario> {
                      echo \"checkpoint-second\"\"s:$(el $t0)\"; \
                      xl list | awk '/^debian-pv / && $5 !~ /s/ {print \"still\" \" running\"}'; \
                      ping -c 2 -W 5 169.254.1.2 > /dev/null && echo \"checkpoint\" \"answers\"; \
-                     rm /root/s.img; \
+                     rm /root/s.img; mkdir /root/small; mount -t tmpfs -o size=1m small /root/small; \
+                     xl save debian-pv /root/small/s.img; echo \"failed-save\" \"status:$?\"; \
+                     umount /root/small; \
+                     xl list | awk '/^debian-pv / && $5 !~ /s/ {print \"resumed after\" \" failed save\"}'; \
+                     ping -c 2 -W 5 169.254.1.2 > /dev/null && echo \"failed-save\" \"answers\"; \
                      t0=$(up); xl save debian-pv /root/s.img; echo \"save\" \"status:$?\"; \
                      echo \"save-second\"\"s:$(el $t0)\"; \
                      xl list | awk 'END {print \"dom\" \"ains:\" NR - 1}'; \
@@ -1677,6 +1683,10 @@ fn base() -> Vec<Scenario> {
                 "checkpoint-seconds:",
                 "still running",
                 "checkpoint answers",
+                "Failed to save domain, resuming domain",
+                "failed-save status:1",
+                "resumed after failed save",
+                "failed-save answers",
                 "save status:0",
                 "save-seconds:",
                 "domains:1",
