@@ -1,13 +1,17 @@
 //! Instructions that touch guest-controlled state and may fault, with fix-ups.
 //!
-//! One routine, `rep movsb`, does every copy between Hestia and guest virtual memory. If it
-//! faults (a guest pointer to an unmapped or read-only page: CR0.WP makes supervisor writes
-//! honour read-only mappings), the trap handler finds the faulting RIP in [`fixup_for`] and
-//! resumes at the fix-up, which returns the number of bytes left. Callers validate ranges first
-//! (`mm::guest`): canonical, outside the hypervisor hole, no wrap-around. Runs with the guest's
-//! page tables live. With SMAP on (`cpu::enable_smep_smap`) the copy is the one place Hestia
-//! touches a user page: it sets RFLAGS.AC (STAC) for the `rep movsb` and clears it on both ways
-//! out; a fault in between enters with AC cleared and resumes at the fix-up with it set again.
+//! One routine does every copy between Hestia and guest virtual memory: `rep movsq` for the
+//! whole quadwords, then `rep movsb` for the last 0-7 bytes, as Xen's `__copy_to_user_ll` (a
+//! string instruction's iterations are what the hot paths' small copies cost: a bounce frame
+//! is seven quadwords, not 56 byte moves). If either faults (a guest pointer to an unmapped or
+//! read-only page: CR0.WP makes supervisor writes honour read-only mappings), the trap handler
+//! finds the faulting RIP in [`fixup_for`] and resumes at that instruction's fix-up, which
+//! returns the number of bytes left (a quadword that straddles the faulting page boundary
+//! counts as left whole). Callers validate ranges first (`mm::guest`): canonical, outside the
+//! hypervisor hole, no wrap-around. Runs with the guest's page tables live. With SMAP on
+//! (`cpu::enable_smep_smap`) the copy is the one place Hestia touches a user page: it sets
+//! RFLAGS.AC (STAC) for the two moves and clears it on both ways out; a fault in between
+//! enters with AC cleared and resumes at a fix-up with it set again.
 //! The other routines load a guest's segment selectors, which its descriptor tables may refuse.
 
 use core::arch::global_asm;
@@ -18,17 +22,27 @@ global_asm!(
     .global hestia_copy_bytes
 hestia_copy_bytes:
     mov %rdx, %rcx
+    shr $3, %rcx
+    and $7, %edx
     testb $1, {smap_on}(%rip)
     jz 1f
     stac
 1:
     .global hestia_copy_insn
 hestia_copy_insn:
+    rep movsq
+    mov %rdx, %rcx
+    .global hestia_copy_tail_insn
+hestia_copy_tail_insn:
     rep movsb
     xor %eax, %eax
     jmp 2f
     .global hestia_copy_fixup
 hestia_copy_fixup:
+    lea (%rdx,%rcx,8), %rax
+    jmp 2f
+    .global hestia_copy_tail_fixup
+hestia_copy_tail_fixup:
     mov %rcx, %rax
 2:  testb $1, {smap_on}(%rip)
     jz 3f
@@ -64,6 +78,8 @@ unsafe extern "C" {
     fn hestia_copy_bytes(dst: *mut u8, src: *const u8, len: usize) -> usize;
     static hestia_copy_insn: u8;
     static hestia_copy_fixup: u8;
+    static hestia_copy_tail_insn: u8;
+    static hestia_copy_tail_fixup: u8;
     fn hestia_load_gs(sel: u32) -> u32;
     static hestia_load_gs_insn: u8;
     static hestia_load_gs_fixup: u8;
@@ -83,6 +99,10 @@ unsafe extern "C" {
 pub fn fixup_for(rip: u64) -> Option<u64> {
     [
         (copy_insn(), copy_fixup()),
+        (
+            (&raw const hestia_copy_tail_insn) as u64,
+            (&raw const hestia_copy_tail_fixup) as u64,
+        ),
         (
             (&raw const hestia_load_gs_insn) as u64,
             (&raw const hestia_load_gs_fixup) as u64,
