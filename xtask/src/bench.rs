@@ -30,6 +30,11 @@
 //! Each create is split into phases by the first `xl -vvv` line of each libxenguest step, so
 //! the table shows how much of it is dom0 user space that no hypervisor can speed up.
 //!
+//! Part `icount` runs the bench guest's figures (not boots, XPTI or Linux) on Hestia and on
+//! Xen 4.17 under QEMU's instruction counter (`qemu::Accel::Icount`): each figure is then a
+//! count of executed instructions, the same on every run whatever the host's load, a proxy for
+//! path length (a string instruction counts once per iteration, a CR3 write as one).
+//!
 //! Split-driver I/O (`rootfs/io-bench.sh`, part `io`, not in the default run: it takes ~10 min
 //! per system): a Linux domU's sequential direct I/O on a `file:` disk and on a `phy:` disk (a
 //! 256 MiB QEMU virtio disk, [`IO_DISK_MAGIC`] at its start), TCP (iperf3) to dom0 and to a
@@ -121,6 +126,21 @@ fn q35_wrapper() -> Result<PathBuf> {
     q35_wrapper_with("qemu-q35", &[])
 }
 
+/// A QEMU for the rig that counts instructions ([`Accel::Icount`]), on the rig's own chipset.
+fn icount_wrapper() -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let p = target_dir().join("qemu-icount");
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\nexec qemu-system-x86_64 {} \"$@\"\n",
+            qemu::ICOUNT_ARGS.join(" ")
+        ),
+    )?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+    Ok(p)
+}
+
 /// [`q35_wrapper`] that also attaches `disks` as virtio disks, written as `target/NAME`.
 fn q35_wrapper_with(name: &str, disks: &[PathBuf]) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -204,6 +224,7 @@ fn xen_ref() -> Option<PathBuf> {
 /// command line `cmdline`; its log goes to `bench-xen{suffix}.log`.
 fn run_on_xen(
     rig: &Path,
+    qemu: Option<&Path>,
     guest: &Path,
     extra: &str,
     smp: u32,
@@ -214,20 +235,21 @@ fn run_on_xen(
         "bench: running {} as dom0 on the Xen reference rig ...",
         guest.display()
     );
-    let out = Command::new(rig)
-        .arg("--dom0")
-        .arg(guest)
-        .args([
-            "--xen-cmdline",
-            &format!("{DOM0_MEM} bootscrub=0 {extra}"),
-            "--dom0-cmdline",
-            cmdline,
-            "--smp",
-            &smp.to_string(),
-            "--timeout",
-            "300",
-        ])
-        .output()?;
+    let mut c = Command::new(rig);
+    c.arg("--dom0").arg(guest).args([
+        "--xen-cmdline",
+        &format!("{DOM0_MEM} bootscrub=0 {extra}"),
+        "--dom0-cmdline",
+        cmdline,
+        "--smp",
+        &smp.to_string(),
+        "--timeout",
+        "300",
+    ]);
+    if let Some(q) = qemu {
+        c.arg("--qemu").arg(q);
+    }
+    let out = c.output()?;
     let log = String::from_utf8_lossy(&out.stdout).into_owned();
     std::fs::write(target_dir().join(format!("bench-xen{suffix}.log")), &log)?;
     Ok(parse_bench(&log))
@@ -544,16 +566,29 @@ pub fn run(part: Option<&str>) -> Result<()> {
         stop_when: None,
     };
 
-    match part {
-        None => {}
+    let icount = match part {
+        None => false,
+        Some("icount") => true,
         Some("xl") => return xl_part(&elf, &machine),
         Some("io") => return io_part(&elf, &machine),
-        Some(p) => return Err(format!("bench part '{p}': expected xl, io or nothing").into()),
-    }
+        Some(p) => {
+            return Err(format!("bench part '{p}': expected icount, xl, io or nothing").into());
+        }
+    };
+    let (machine, rig_qemu) = if icount {
+        let m = Machine {
+            accel: Accel::Icount,
+            ..machine
+        };
+        (m, Some(icount_wrapper()?))
+    } else {
+        (machine, None)
+    };
+    let rig_qemu = rig_qemu.as_deref();
 
     let iso = kernel::make_iso("bench-boot", &elf, "", &Modules::default())?;
     let mut boots = Vec::new();
-    for _ in 0..BOOTS {
+    for _ in 0..if icount { 0 } else { BOOTS } {
         if let Some(d) = qemu::run(&iso, &machine, "bench-boot", &opts("boot"))?.ready_after {
             boots.push(d.as_secs_f64());
         }
@@ -586,7 +621,11 @@ pub fn run(part: Option<&str>) -> Result<()> {
         ))
     };
     let hestia = bench_guest("", 2, "", Vec::new(), "hestia")?;
-    let hestia_xpti = bench_guest(XPTI_ON, 2, "", Vec::new(), "hestia-xpti")?;
+    let hestia_xpti = if icount {
+        Vec::new()
+    } else {
+        bench_guest(XPTI_ON, 2, "", Vec::new(), "hestia-xpti")?
+    };
     let hestia_switch = bench_guest(SWITCH_VCPUS, 1, "switch", Vec::new(), "hestia-switch")?;
     let pong = |cpus: Option<&str>| DomU {
         kernel: guest.clone(),
@@ -609,26 +648,47 @@ pub fn run(part: Option<&str>) -> Result<()> {
     let hestia_loopback = bench_guest(SWITCH_VCPUS, 2, "loopback", Vec::new(), "hestia-loopback")?;
     let (xen, xen_xpti, xen_switch, xen_loopback) = match xen_ref() {
         Some(rig) => (
-            run_on_xen(&rig, &guest, "", 2, "", "")?,
-            run_on_xen(&rig, &guest, XPTI_ON, 2, "", "-xpti")?,
-            run_on_xen(&rig, &guest, SWITCH_VCPUS, 1, "switch", "-switch")?,
-            run_on_xen(&rig, &guest, SWITCH_VCPUS, 2, "loopback", "-loopback")?,
+            run_on_xen(&rig, rig_qemu, &guest, "", 2, "", "")?,
+            if icount {
+                Vec::new()
+            } else {
+                run_on_xen(&rig, rig_qemu, &guest, XPTI_ON, 2, "", "-xpti")?
+            },
+            run_on_xen(&rig, rig_qemu, &guest, SWITCH_VCPUS, 1, "switch", "-switch")?,
+            run_on_xen(
+                &rig,
+                rig_qemu,
+                &guest,
+                SWITCH_VCPUS,
+                2,
+                "loopback",
+                "-loopback",
+            )?,
         ),
         None => (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
     };
 
     println!(
         "{:<36} {:>14} {:>14} {:>12}",
-        "figure (TCG)", "Hestia", "Xen 4.17", "Hestia/Xen"
+        if icount {
+            "figure (instructions: TCG -icount)"
+        } else {
+            "figure (TCG)"
+        },
+        "Hestia",
+        "Xen 4.17",
+        "Hestia/Xen"
     );
     let boot = median(boots.clone());
-    println!(
-        "{:<36} {:>14} {:>14} {:>12}",
-        format!("boot to ready, s (median of {})", boots.len()),
-        boot.map_or("-".into(), |b| format!("{b:.2}")),
-        "-",
-        "-"
-    );
+    if !icount {
+        println!(
+            "{:<36} {:>14} {:>14} {:>12}",
+            format!("boot to ready, s (median of {})", boots.len()),
+            boot.map_or("-".into(), |b| format!("{b:.2}")),
+            "-",
+            "-"
+        );
+    }
     let no_xen = Vec::new();
     let pairs = hestia
         .iter()
@@ -648,6 +708,21 @@ pub fn run(part: Option<&str>) -> Result<()> {
             x.map_or("-".into(), |x| x.to_string()),
             ratio
         );
+    }
+    let no_figures = |log: &str| {
+        Err(format!(
+            "the bench guest printed no figures (log: {})",
+            target_dir().join(format!("bench-{log}.log")).display()
+        )
+        .into())
+    };
+    if icount {
+        // Boots, XPTI and Linux are timed, not counted: only the guest's figures.
+        return if hestia.is_empty() {
+            no_figures("hestia")
+        } else {
+            Ok(())
+        };
     }
     let value = |v: &[(String, u64)], name: &str| v.iter().find(|(n, _)| n == name).map(|p| p.1);
     let cost = |on: Option<u64>, off: Option<u64>| match (on, off) {
@@ -702,11 +777,11 @@ pub fn run(part: Option<&str>) -> Result<()> {
     xl_part(&elf, &machine)?;
 
     if hestia.is_empty() || hestia_xpti.is_empty() {
-        return Err(format!(
-            "the bench guest printed no figures (log: {})",
-            target_dir().join("bench-hestia.log").display()
-        )
-        .into());
+        return no_figures(if hestia.is_empty() {
+            "hestia"
+        } else {
+            "hestia-xpti"
+        });
     }
     if xen_ref().is_none() {
         println!("(no Xen reference rig at ../shared/ref/xen-ref: no ratios)");

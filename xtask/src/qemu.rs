@@ -30,7 +30,14 @@ pub enum Accel {
     Kvm,
     /// TCG.
     Tcg,
+    /// TCG with QEMU's instruction counter as the clock (`-icount shift=0,sleep=off`): the
+    /// guest's TSC counts executed instructions (one CPU at a time), so what it times does not
+    /// depend on the host's load.
+    Icount,
 }
+
+/// QEMU's arguments for [`Accel::Icount`].
+pub const ICOUNT_ARGS: [&str; 2] = ["-icount", "shift=0,sleep=off"];
 
 /// The virtual machine.
 #[derive(Clone, Debug)]
@@ -86,7 +93,7 @@ pub struct RunResult {
 fn qemu_command(iso: &Path, m: &Machine, name: &str) -> Result<Command> {
     let accel = match m.accel {
         Accel::Kvm => "kvm",
-        Accel::Tcg => "tcg",
+        Accel::Tcg | Accel::Icount => "tcg",
         Accel::Auto if tools::kvm_is_real() => "kvm",
         Accel::Auto => "tcg",
     };
@@ -103,6 +110,9 @@ fn qemu_command(iso: &Path, m: &Machine, name: &str) -> Result<Command> {
         "-serial",
         "stdio",
     ]);
+    if m.accel == Accel::Icount {
+        c.args(ICOUNT_ARGS);
+    }
     c.args([
         "-accel",
         accel,

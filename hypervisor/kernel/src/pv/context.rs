@@ -16,7 +16,7 @@
 
 use super::descriptor;
 use crate::arch::x86_64::idt::TrapFrame;
-use crate::arch::x86_64::{cpu, percpu, smp, uaccess};
+use crate::arch::x86_64::{cpu, smp, uaccess};
 use crate::mm::guest;
 use crate::sched::VcpuRef;
 
@@ -55,9 +55,7 @@ pub fn load(vr: &VcpuRef, v: &mut Vcpu, f: &mut TrapFrame) {
     // tables, so they map only its frames and carry Hestia's slots (this code, its stack, the
     // per-CPU data and the heap).
     unsafe { cpu::write_cr3(cr3) };
-    let me = percpu::this_cpu();
-    me.gdt
-        .load_guest_entries(descriptor::gdt_entries(v).into_iter());
+    descriptor::load_gdt(v);
     descriptor::load_ldt(d.id.0, v);
     // Selectors after the descriptor tables they name; FS's base after its selector (the load
     // sets it from the descriptor), the guest GS base after SWAPGS's swap of it.

@@ -77,14 +77,18 @@ pub fn take_gdt(
     Ok(copied)
 }
 
-/// The descriptors of `v`'s GDT as they are now (to load them on the CPU that runs it).
-pub fn gdt_entries(v: &Vcpu) -> alloc::vec::Vec<u64> {
-    frametable::with(|_, mem| {
-        (0..v.gdt_entries)
-            .map(|i| mem.read(v.gdt_frames[i / 512], i % 512))
-            .collect()
-    })
-    .unwrap_or_default()
+/// Loads the descriptors of `v`'s GDT as they are now into this CPU's GDT (`v` is being
+/// switched in here).
+pub fn load_gdt(v: &Vcpu) {
+    let gdt = &percpu::this_cpu().gdt;
+    let loaded = frametable::with(|_, mem| {
+        gdt.load_guest_entries(
+            (0..v.gdt_entries).map(|i| mem.read(v.gdt_frames[i / 512], i % 512)),
+        );
+    });
+    if loaded.is_none() {
+        gdt.load_guest_entries(core::iter::empty());
+    }
 }
 
 /// `update_descriptor`: writes the checked descriptor `fixed` at entry `index` of frame `mfn`,

@@ -12,6 +12,7 @@
 
 use core::arch::asm;
 use core::mem::size_of;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use xen_abi::xen::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS};
 
@@ -76,6 +77,10 @@ impl Tss {
 pub struct Gdt {
     base: u64,
     ldt: u64,
+    /// Guest entries from here on are null (a high-water mark: a vCPU switch rewrites only the
+    /// entries it loads and those the previous vCPU left, not all 7168). Only this CPU touches
+    /// its GDT.
+    guest_end: AtomicUsize,
 }
 
 impl Gdt {
@@ -93,6 +98,7 @@ impl Gdt {
         let g = Gdt {
             base: crate::mm::phys_to_virt(phys),
             ldt: crate::mm::phys_to_virt(ldt),
+            guest_end: AtomicUsize::new(0),
         };
         let reserved = [
             (KERNEL_CS, 0x00AF_9B00_0000_FFFF),
@@ -124,15 +130,17 @@ impl Gdt {
             self.write_guest(i, d);
             n = i + 1;
         }
-        for i in n..GUEST_ENTRIES {
+        for i in n..self.guest_end.load(Ordering::Relaxed) {
             self.write_guest(i, 0);
         }
+        self.guest_end.store(n, Ordering::Relaxed);
     }
 
     /// Replaces one guest descriptor (`update_descriptor` on a live GDT frame).
     pub fn set_guest_entry(&self, index: usize, desc: u64) {
         if index < GUEST_ENTRIES {
             self.write_guest(index, desc);
+            self.guest_end.fetch_max(index + 1, Ordering::Relaxed);
         }
     }
 
