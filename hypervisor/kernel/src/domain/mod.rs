@@ -44,8 +44,7 @@ pub mod per_domain;
 mod reap;
 pub use destroy::{Preempted, Relinquishing, relinquish_memory};
 pub use reap::{
-    destroy_later, domain_kill, finish_all as finish_destroys, no_destruction, resweep_dead,
-    step as reap_step,
+    destroy_later, domain_kill, finish_all as finish_destroys, no_destruction, step as reap_step,
 };
 
 /// A counted reference to a domain; dropping it gives the reference back.
