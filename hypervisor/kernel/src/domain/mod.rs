@@ -39,6 +39,7 @@ pub mod boot;
 pub mod claims;
 pub mod create;
 mod destroy;
+pub mod evtchn;
 pub mod life;
 pub mod per_domain;
 mod reap;

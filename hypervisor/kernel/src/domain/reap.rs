@@ -82,7 +82,7 @@ fn begin(d: DomainRef, kind: Kind) -> Job {
     }
     // Before its memory (shared_info) goes, and before it leaves the table: every peer sees
     // its channels closed and names it no more.
-    crate::hypercall::event_channel::evtchn_destroy(&d);
+    super::evtchn::evtchn_destroy(&d);
     (d, Relinquishing::default(), kind)
 }
 
