@@ -336,7 +336,7 @@ extern "C" fn continue_boot(info: u64) -> ! {
         before_guest_return: pv::before_guest_return,
     });
     let (gsi, mode) = platform.isa_irq(opts.com1.irq);
-    let routed = ioapic::route(gsi, mode, bsp_apic, console::serial_interrupt);
+    let routed = ioapic::route(gsi, mode, bsp_apic, console::keys::serial_interrupt);
     cpu::enable_interrupts();
     match routed {
         Ok(()) => console::start_async(&opts),

@@ -134,8 +134,14 @@ const KEYS: &[Key] = &[
     },
 ];
 
+/// The serial interrupt, routed at boot: the console's handler, with received bytes handed
+/// to [`input`] (the console's output side names nothing above it).
+pub fn serial_interrupt(_gsi: u32) {
+    super::serial_interrupt(input);
+}
+
 /// Handles one received byte.
-pub fn input(b: u8) {
+fn input(b: u8) {
     if b == CTRL_A {
         if CTRL_A_RUN.fetch_add(1, Ordering::Relaxed) + 1 == 3 {
             CTRL_A_RUN.store(0, Ordering::Relaxed);

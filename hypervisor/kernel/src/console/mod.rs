@@ -84,7 +84,7 @@ pub fn configure(opts: &Options) {
     FIFO_SIZE.store(uart().init(opts.com1.baud), Ordering::Relaxed);
 }
 
-/// The UART's interrupt is routed (to [`serial_interrupt`]) and this CPU takes interrupts:
+/// The UART's interrupt is routed (to [`keys::serial_interrupt`]) and this CPU takes interrupts:
 /// enables reception and, unless `sync_console`, interrupt-driven transmission through a
 /// `serial_tx_buffer`-byte ring, once the line has proved to work. Enabling the transmit-empty
 /// interrupt with the transmitter idle raises it at once; if none arrives (a wrong `com1=` IRQ, a
@@ -130,14 +130,15 @@ pub fn start_sync() {
     ASYNC.store(false, Ordering::Release);
 }
 
-/// The serial interrupt: received bytes, transmitter refills, status. Handles a bounded number
-/// of causes, then re-arms the UART so that what is left raises a fresh edge later.
-pub fn serial_interrupt(_gsi: u32) {
+/// The serial interrupt: received bytes (each handed to `input`), transmitter refills,
+/// status. Handles a bounded number of causes, then re-arms the UART so that what is left
+/// raises a fresh edge later.
+pub fn serial_interrupt(input: fn(u8)) {
     let uart = uart();
     for _ in 0..MAX_CAUSES_PER_IRQ {
         match uart.cause() {
             Cause::None => return,
-            Cause::Received => poll_input(uart),
+            Cause::Received => poll_input(uart, input),
             Cause::TxEmpty => tx_interrupt(uart),
             Cause::LineStatus | Cause::ModemStatus => uart.clear_status(),
         }
@@ -146,10 +147,10 @@ pub fn serial_interrupt(_gsi: u32) {
 }
 
 /// Drains received bytes into the input handler.
-fn poll_input(uart: Uart) {
+fn poll_input(uart: Uart, input: fn(u8)) {
     for _ in 0..64 {
         let Some(b) = uart.try_recv() else { break };
-        keys::input(b);
+        input(b);
     }
 }
 

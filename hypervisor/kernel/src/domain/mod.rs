@@ -13,6 +13,10 @@
 //! confused with it by the frames it left (Xen keeps such a domain in its list until its
 //! last page goes). The toolstack's ids are allocated by `hestia_core::domid`'s rover.
 //!
+//! What Hestia keeps for a domain outside its structure, until it dies, is kept here too, by
+//! domain reference ([`per_domain`]): its outstanding memory claim ([`claims`]), the memory
+//! map its toolstack set.
+//!
 //! Lock: the table's lock is a leaf; nothing is called with it held. Interrupt handlers never
 //! take it (a CPU could hold it when interrupted): the hardware domain, which device
 //! interrupts go to, is also kept outside the table, set once; debug keys only try it.
@@ -32,14 +36,16 @@ use crate::policy::{self, Action};
 use crate::pv::domain::{DomId, Domain};
 
 pub mod boot;
+pub mod claims;
 pub mod create;
 mod destroy;
+pub mod evtchn;
 pub mod life;
+pub mod per_domain;
 mod reap;
 pub use destroy::{Preempted, Relinquishing, relinquish_memory};
 pub use reap::{
-    destroy_later, domain_kill, finish_all as finish_destroys, no_destruction, resweep_dead,
-    step as reap_step,
+    destroy_later, domain_kill, finish_all as finish_destroys, no_destruction, step as reap_step,
 };
 
 /// A counted reference to a domain; dropping it gives the reference back.

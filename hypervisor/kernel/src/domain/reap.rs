@@ -21,8 +21,9 @@
 //!
 //! A destroyed domain whose frames another domain still maps through grants stays a zombie
 //! (Xen's term): no lookup finds it but its id stays taken (`super::bury`), its kept frames
-//! still its own, swept again ([`resweep_dead`]) each time a grant mapping of a dead domain's
-//! frame goes, and forgotten, its id freed, once nothing is kept.
+//! still its own, swept again each time a grant mapping of a dead domain's frame goes (the
+//! frame table notes it, `crate::mm::frametable::take_dead_frame_released`), and forgotten,
+//! its id freed, once nothing is kept.
 //!
 //! When the machine stops, [`finish_all`] completes every queued destruction at once (the other
 //! CPUs are parked then, so their vCPUs count as switched away).
@@ -34,7 +35,6 @@
 //! path, `domain_kill`, which only tries `CURRENT`).
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
 
 use xen_abi::errno::Errno;
 
@@ -50,8 +50,6 @@ static CURRENT: spin::Mutex<Option<Job>> = spin::Mutex::new(None);
 static ZOMBIES: spin::Mutex<Vec<(DomainRef, Relinquishing)>> = spin::Mutex::new(Vec::new());
 /// Zombies taken out of [`ZOMBIES`] to be swept again, one per step.
 static SWEEPING: spin::Mutex<Vec<(DomainRef, Relinquishing)>> = spin::Mutex::new(Vec::new());
-/// A reference on a dead domain's frame went: its zombies are swept again.
-static RESWEEP: AtomicBool = AtomicBool::new(false);
 
 /// Whose a destruction under way is.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -76,12 +74,6 @@ pub fn destroy_later(d: DomainRef) {
     }
 }
 
-/// A grant mapping of a dying or destroyed domain's frame went: sweep the zombies again at
-/// the next step.
-pub fn resweep_dead() {
-    RESWEEP.store(true, Ordering::Release);
-}
-
 /// The first steps of destroying `d`, whose vCPUs are off every CPU: nothing wakes it or
 /// sends it events any more.
 fn begin(d: DomainRef, kind: Kind) -> Job {
@@ -90,7 +82,7 @@ fn begin(d: DomainRef, kind: Kind) -> Job {
     }
     // Before its memory (shared_info) goes, and before it leaves the table: every peer sees
     // its channels closed and names it no more.
-    crate::hypercall::event_channel::evtchn_destroy(&d);
+    super::evtchn::evtchn_destroy(&d);
     (d, Relinquishing::default(), kind)
 }
 
@@ -109,7 +101,7 @@ pub fn step(force: bool) -> bool {
             *cur = Some(begin(d, Kind::Queued));
         } else {
             let mut sweeping = SWEEPING.lock();
-            if RESWEEP.swap(false, Ordering::AcqRel) {
+            if crate::mm::frametable::take_dead_frame_released() {
                 // Each zombie once, one per step: those still kept go back to ZOMBIES.
                 sweeping.append(&mut ZOMBIES.lock());
             }

@@ -11,19 +11,19 @@
 //! other; `close` of one end leaves the other unbound for the closer. Both ends may be ports of
 //! one domain (Linux dom0's xenstore channel). A port names its other end by domain id; the
 //! id always names the live domain holding that end, because a domain's destruction closes
-//! all its channels ([`evtchn_destroy`]) before it leaves the domain table.
+//! all its channels (`domain::evtchn`) before it leaves the domain table.
 //!
 //! Locks: each sub-op reads and changes a port table under one acquisition of the domain's
 //! `evtchn` lock; an operation on both ends of an inter-domain channel (bind, close) holds the
 //! two domains' `evtchn` locks together, the lower domain id first ([`lock_pair`], Xen's order
 //! for two `event_lock`s). `send` to another domain holds one lock at a time: the sender's to
 //! read the port, then the receiver's, under which the receiving port must still be the
-//! channel's other end ([`EventChannels::deliver`]), so an event never lands in a closed (or
-//! destroyed) domain's port. `close` keeps the lock while it masks a PIRQ's source, so the
-//! domain's `evtchn` lock comes before `pirqs` and the MSI and IOAPIC locks (interrupt
+//! channel's other end ([`evtchn::EventChannels::deliver`]), so an event never lands in a
+//! closed (or destroyed) domain's port. `close` keeps the lock while it masks a PIRQ's source,
+//! so the domain's `evtchn` lock comes before `pirqs` and the MSI and IOAPIC locks (interrupt
 //! handlers take those first and drop them before raising a port).
 
-use hestia_core::evtchn::{self, EventChannels, PortState, Sent};
+use hestia_core::evtchn::{self, PortState, Sent};
 use hestia_core::ids::Port;
 use xen_abi::errno::Errno;
 use xen_abi::event_channel::{
@@ -32,14 +32,12 @@ use xen_abi::event_channel::{
 use xen_abi::xen::DOMID_SELF;
 
 use crate::domain;
+use crate::domain::evtchn::{close_port, lock_pair};
 use crate::mm::guest;
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 use crate::pv::events::{self, errno};
 use crate::pv::pirq;
-
-/// A locked port table.
-type Ports<'a> = spin::MutexGuard<'a, EventChannels>;
 
 #[unsafe(link_section = ".text.hot")]
 pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
@@ -184,33 +182,6 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
     }
 }
 
-/// Locks the port tables of `a` and, if it is another domain, `b` (returned second): the lower
-/// domain id first (a destroyed domain and a new one of the same id by address), so two CPUs
-/// locking the same two tables never wait for each other.
-fn lock_pair<'a>(a: &'a Domain, b: &'a Domain) -> (Ports<'a>, Option<Ports<'a>>) {
-    if core::ptr::eq(a, b) {
-        return (a.evtchn.lock(), None);
-    }
-    let key = |d: &Domain| (d.id.0, d as *const Domain as usize);
-    if key(a) < key(b) {
-        let first = a.evtchn.lock();
-        (first, Some(b.evtchn.lock()))
-    } else {
-        let first = b.evtchn.lock();
-        (a.evtchn.lock(), Some(first))
-    }
-}
-
-/// The domain of `port`'s other end, if that is a domain other than `d`.
-fn other_end(ev: &EventChannels, d: &Domain, port: Port) -> Option<u16> {
-    match ev.port(port) {
-        Some((PortState::Interdomain { remote_dom, .. }, _)) if remote_dom != d.id.0 => {
-            Some(remote_dom)
-        }
-        _ => None,
-    }
-}
-
 /// Delivers the event `d` sent on `port` to the channel's other end, port `rport` of domain
 /// `rid`, under that domain's lock and only if the port is still this channel's end.
 fn deliver(d: &Domain, port: Port, rid: u16, rport: Port) {
@@ -223,68 +194,5 @@ fn deliver(d: &Domain, port: Port, rid: u16, rport: Port) {
         .deliver(&mut rd.shared(), rport, d.id.0, port);
     if let Sent::Raised(vcpu) = sent {
         events::kick(&rd, vcpu);
-    }
-}
-
-/// `EVTCHNOP_close` of `port` of `d` (also for each port of `EVTCHNOP_reset` and of a domain
-/// being destroyed): a PIRQ's source is masked again; the other end of an inter-domain
-/// channel becomes unbound for `d`, changed under both domains' locks.
-///
-/// As Xen's `evtchn_close`, the port's state is decided under its own domain's lock: a port
-/// that is not inter-domain is closed in that same hold (a peer binding it meanwhile waits).
-/// Only an inter-domain channel needs the peer's lock too, taken in order, so the port is
-/// looked at again under both; if it changed to another peer meanwhile, once more. A second
-/// change is the domain racing itself: -EINVAL, Xen's answer when the port changed while it
-/// re-took its locks.
-pub(crate) fn close_port(d: &Domain, port: Port) -> Result<(), Errno> {
-    let mut shared = d.shared();
-    for _ in 0..2 {
-        let mine = d.evtchn.lock();
-        let peer = other_end(&mine, d, port);
-        let rd = peer.and_then(|id| domain::lookup(d, id).ok());
-        let (mut ev, mut rev) = match peer {
-            None => (mine, None),
-            Some(_) => {
-                drop(mine);
-                lock_pair(d, rd.as_deref().unwrap_or(d))
-            }
-        };
-        if other_end(&ev, d, port).is_some_and(|id| rd.as_ref().is_none_or(|r| r.id.0 != id)) {
-            continue;
-        }
-        match ev.close(&mut shared, port).map_err(errno)? {
-            PortState::Pirq(p) => pirq::unbound(d, p),
-            PortState::Interdomain {
-                remote_dom,
-                remote_port,
-            } => {
-                let peer = match rev.as_deref_mut() {
-                    Some(theirs) => theirs,
-                    None => &mut *ev,
-                };
-                if !peer.unbind_peer(remote_port, d.id.0, port) {
-                    crate::error!(
-                        "{}: port {port}'s other end d{remote_dom} port {remote_port} did not name it",
-                        d.id
-                    );
-                }
-            }
-            _ => {}
-        }
-        return Ok(());
-    }
-    Err(Errno::EINVAL)
-}
-
-/// Closes every port of `d`, whose destruction begins (Xen's `evtchn_destroy`): the other end
-/// of each of its inter-domain channels becomes unbound for `d`, as if `d` had closed it, so
-/// no live domain names `d` any more; no port is allocated in `d` from now on, and none of its
-/// unbound ports can be bound.
-pub(crate) fn evtchn_destroy(d: &Domain) {
-    let open = d.evtchn.lock().begin_destroy();
-    for port in open {
-        if let Err(e) = close_port(d, port) {
-            crate::error!("{}: port {port} not closed at destruction ({e:?})", d.id);
-        }
     }
 }

@@ -27,8 +27,8 @@ use xen_abi::event_channel::fifo::LINK_BITS;
 use xen_abi::event_channel::{ExpandArray, InitControl, Reset, SetPriority, cmd};
 
 use super::continuation;
-use super::event_channel::close_port;
 use crate::domain;
+use crate::domain::evtchn::close_port;
 use crate::mm::{frametable, guest};
 use crate::policy::{self, Action};
 use crate::pv::domain::{Domain, this_vcpu_id};

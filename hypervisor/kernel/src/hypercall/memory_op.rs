@@ -4,8 +4,8 @@
 //!
 //! The toolstack's side (libxenguest's PV builder, xl): the reservation calls and queries on
 //! another domain the caller controls (`Action::ForeignMemory`), outstanding claims
-//! (`XENMEM_claim_pages`, `mm::claims`) and the pseudo-physical memory map a domU reads back
-//! (`XENMEM_set_memory_map`, kept per domain until it dies: `mm::per_domain`).
+//! (`XENMEM_claim_pages`, `domain::claims`) and the pseudo-physical memory map a domU reads back
+//! (`XENMEM_set_memory_map`, kept per domain until it dies: `domain::per_domain`).
 //!
 //! Frames given back must be unused (the frame table checks); frames handed out are zeroed,
 //! owned by the domain, and entered in the M2P. A frame leaves the domain in the same hold of
@@ -35,9 +35,9 @@ use alloc::vec::Vec;
 
 use super::continuation;
 use crate::arch::x86_64::cpu;
-use crate::domain::{self, DomainRef};
-use crate::mm::per_domain::PerDomain;
-use crate::mm::{self, claims, frametable, guest};
+use crate::domain::per_domain::PerDomain;
+use crate::domain::{self, DomainRef, claims};
+use crate::mm::{self, frametable, guest};
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 
@@ -124,7 +124,7 @@ fn assign_extent(d: &Domain, mfn: u64, n: u64) -> Result<(), Leaked> {
 struct Leaked(bool);
 
 /// Allocates, zeroes and assigns one extent within `d`'s maximum and the claims
-/// (`mm::claims`); returns its first MFN.
+/// (`domain::claims`); returns its first MFN.
 fn give_extent(d: &Domain, order: u32, limit: u64) -> Option<u64> {
     let n = 1u64 << order;
     // Counted first, so vCPUs racing here cannot together pass the maximum.
@@ -596,7 +596,7 @@ fn memory_map(d: &Domain, arg: u64) -> Result<(), Errno> {
 }
 
 /// `XENMEM_claim_pages`: stakes (or, with 0, cancels) a claim on free memory for a domain
-/// about to be built (`mm::claims`). Checks in Xen's order: a list or an order or flags
+/// about to be built (`domain::claims`). Checks in Xen's order: a list or an order or flags
 /// given -EINVAL; the domain named by its id (not `DOMID_SELF`), else -EINVAL; the caller
 /// must hold the control right (`XSM_PRIV`) -EPERM; then the claim's own rules.
 fn claim_pages(d: &Domain, arg: u64) -> Result<(), Errno> {

@@ -141,7 +141,7 @@ fn physinfo(c: &mut Call) -> Result<u64, Errno> {
         total_pages: stats.total_ram / 4096,
         // Every free page, claimed or not (Xen's `avail_domheap_pages`).
         free_pages: stats.free / 4096,
-        outstanding_pages: crate::mm::claims::outstanding_total(),
+        outstanding_pages: crate::domain::claims::outstanding_total(),
         max_mfn: crate::mm::frametable::nr_frames().saturating_sub(1),
         hw_cap: hw_cap(),
         ..Default::default()

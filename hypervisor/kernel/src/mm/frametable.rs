@@ -9,7 +9,7 @@
 //! interrupts off, for longer than that; between chunks the caller may stop and have the
 //! hypercall issued again.
 
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use hestia_core::memmap::MemoryMap;
 use hestia_core::pv_mm::{
@@ -32,6 +32,9 @@ static NR_FRAMES: spin::Once<u64> = spin::Once::new();
 static M2P_RW: spin::Once<u64> = spin::Once::new();
 /// Physical address and size of the M2P (it is one contiguous allocation).
 static M2P_PHYS: spin::Once<(u64, u64)> = spin::Once::new();
+/// Something that kept a frame of a destroyed domain went since the reaper last asked
+/// ([`take_dead_frame_released`]).
+static DEAD_FRAME_RELEASED: AtomicBool = AtomicBool::new(false);
 
 /// Page-table frames as seen through the direct map.
 pub struct DirectMem;
@@ -291,7 +294,8 @@ static LONGEST_HOLD: Longest = Longest::new();
 static LONGEST_WORK: Longest = Longest::new();
 
 /// Runs `f` on the frame table with the direct-map memory accessor; if `f` dropped the last
-/// reference on a frame of a domain being destroyed, the reaper sweeps such domains again.
+/// reference on a frame of a domain being destroyed, that is noted for the reaper
+/// ([`take_dead_frame_released`]).
 #[track_caller]
 pub fn with<R>(f: impl FnOnce(&mut FrameTable, &mut DirectMem) -> R) -> Option<R> {
     let mut ft = FRAMES.lock();
@@ -304,12 +308,24 @@ pub fn with<R>(f: impl FnOnce(&mut FrameTable, &mut DirectMem) -> R) -> Option<R
     if resweep {
         // A dead domain's frame lost its last reference (a grant or foreign mapping of it
         // went): the reaper frees it.
-        crate::domain::resweep_dead();
+        dead_frame_released();
     }
     let at = core::panic::Location::caller();
     LONGEST_HOLD.record(held, at);
     LONGEST_WORK.record(held.saturating_sub(waited), at);
     r
+}
+
+/// Notes that something keeping a frame of a dying or destroyed domain went (a reference on
+/// it, or a grant-table use of it): the reaper sweeps such domains again at its next step.
+pub fn dead_frame_released() {
+    DEAD_FRAME_RELEASED.store(true, Ordering::Release);
+}
+
+/// Whether something keeping a dead domain's frame went since the last call
+/// ([`dead_frame_released`]); the reaper asks before each step, and sweeps its zombies again.
+pub fn take_dead_frame_released() -> bool {
+    DEAD_FRAME_RELEASED.swap(false, Ordering::AcqRel)
 }
 
 /// The longest holds of the frame-table lock since [`reset_longest_hold`]; displayed as one

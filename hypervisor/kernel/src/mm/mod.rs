@@ -20,10 +20,8 @@
 //!
 //! Lock order: `FRAMES` is a leaf lock; `KERNEL_PT` may take `FRAMES` while held.
 
-pub mod claims;
 pub mod frametable;
 pub mod guest;
-pub mod per_domain;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use hestia_core::rangeset::RangeSet;

@@ -483,7 +483,7 @@ pub fn complete_unmap(granter: &Domain, r: GrantRef, flags: u32, done: u32) {
         gt.release(&sh, r, host + dev, ro);
     }
     if granter.dying.load(Ordering::Acquire) {
-        crate::domain::resweep_dead();
+        frametable::dead_frame_released();
     }
 }
 

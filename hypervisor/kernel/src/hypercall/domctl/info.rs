@@ -79,7 +79,7 @@ pub(crate) fn domain_info(d: &Domain) -> GetDomainInfo {
     info.flags = flags;
     info.tot_pages = d.tot_pages.load(Ordering::Acquire);
     info.max_pages = d.max_pages.load(Ordering::Acquire);
-    info.outstanding_pages = crate::mm::claims::outstanding(d);
+    info.outstanding_pages = crate::domain::claims::outstanding(d);
     // A PV domain's frames are machine frames: its shared_info "gfn" is the MFN.
     info.shared_info_frame = d.shared_info_mfn;
     info.handle = *d.handle.lock();

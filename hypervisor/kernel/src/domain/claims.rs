@@ -21,15 +21,15 @@ use core::sync::atomic::Ordering;
 
 use xen_abi::errno::Errno;
 
+use super::DomainRef;
 use super::per_domain::PerDomain;
-use crate::domain::DomainRef;
 use crate::pv::domain::Domain;
 
 /// Each domain's outstanding claim, in pages.
 static CLAIMS: PerDomain<u64> = PerDomain::new();
 
 fn free_pages() -> u64 {
-    super::stats().free / 4096
+    crate::mm::stats().free / 4096
 }
 
 /// Pages claimed and not yet allocated, by every live domain (`physinfo.outstanding_pages`).

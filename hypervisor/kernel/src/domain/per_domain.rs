@@ -11,7 +11,7 @@
 
 use alloc::vec::Vec;
 
-use crate::domain::DomainRef;
+use super::DomainRef;
 use crate::pv::domain::Domain;
 
 /// One value per live domain.
