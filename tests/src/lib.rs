@@ -112,6 +112,7 @@ pub const FATAL_MARKERS: &[&str] = &[
     "Hestia: fatal error",
     "noreboot: Hestia halted",
     "frame audit FAILED",
+    "W^X audit FAILED",
 ];
 /// Marker of a clean power-off.
 pub const POWEROFF_MARKER: &str = "Hestia: powering off";

@@ -235,9 +235,10 @@ pub fn m2p_phys() -> (u64, u64) {
     M2P_PHYS.get().copied().unwrap_or((0, 0))
 }
 
-/// One past the last byte of the guest-visible M2P.
+/// One past the last byte of the guest-visible M2P: whole chunks, as mapped (entries past the
+/// last frame read as invalid).
 pub fn m2p_end() -> u64 {
-    MACH2PHYS_VIRT_START + NR_FRAMES.get().copied().unwrap_or(0) * 8
+    MACH2PHYS_VIRT_START + m2p_phys().1
 }
 
 /// Sets `m2p[mfn] = pfn`. Returns false for an MFN outside the table.
