@@ -635,6 +635,19 @@ fn base() -> Vec<Scenario> {
         guest("functional-multicall-iret", GuestVerdict::Success),
         guest("functional-fpu", GuestVerdict::Success),
         guest("functional-descriptors", GuestVerdict::Success),
+        // Two vCPUs on one CPU: each vCPU's GDT is its own across switches (the CPU's copy is
+        // rewritten only as far as the last vCPU's reached).
+        Scenario {
+            name: "functional-descriptors-switch",
+            smp: 1,
+            hv_cmdline: "dom0_mem=64M dom0_max_vcpus=2",
+            dom0_cmdline: "switch",
+            expect: &[
+                "20 rounds: vCPU 1 saw vCPU 0's entries 0 times",
+                POWEROFF_MARKER,
+            ],
+            ..guest("functional-descriptors", GuestVerdict::Success)
+        },
         guest("functional-ldt", GuestVerdict::Success),
         guest("functional-debugreg", GuestVerdict::Success),
         guest("functional-iopl", GuestVerdict::Success),

@@ -1,7 +1,10 @@
 //! Descriptor tables: `update_descriptor` (DPL forced to 3, system descriptors refused, only on
 //! the domain's own non-page-table frames) and `set_gdt` (frames must not be writable-mapped,
 //! become read-only for as long as they are a GDT, their descriptors are what the CPU loads;
-//! the entry limit and bad pointers fail cleanly).
+//! the entry limit and bad pointers fail cleanly). With `switch` on its command line (two
+//! vCPUs on one CPU): a vCPU's GDT is its own across vCPU switches; the other vCPU, with no
+//! GDT, finds none of its entries, low or high, and it finds them all again each time it is
+//! switched back in.
 #![no_std]
 #![no_main]
 
@@ -9,8 +12,13 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use hestia_guests::xen_abi::mmu::uvmf;
+use hestia_guests::xen_abi::sched::cmd as sched;
+use hestia_guests::xen_abi::vcpu::cmd as vcpuop;
 use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
-use hestia_guests::{ExcFrame, Verdict, check, hypercall, install_traps, pfn_to_mfn, println};
+use hestia_guests::{
+    ExcFrame, Verdict, check, cmdline, hypercall, install_traps, pfn_to_mfn, println,
+    secondary_vcpu_context,
+};
 
 const EFAULT: i64 = -14;
 const EINVAL: i64 = -22;
@@ -68,9 +76,109 @@ fn load_es(sel: u16) {
     unsafe { asm!("mov {0:x}, %es", in(reg) sel, options(att_syntax, nostack)) };
 }
 
+/// Rounds of the switch test: each hands the CPU to the other vCPU and back.
+const ROUNDS: u64 = 20;
+/// A high entry of the GDT in the switch test (its second frame).
+const HIGH: u64 = 700;
+static GDT2: Page = Page([const { AtomicU64::new(0) }; 512]);
+/// Whose turn it is in the switch test: even for vCPU 0, odd for vCPU 1.
+static TURN: AtomicU64 = AtomicU64::new(0);
+/// Turns on which vCPU 1 could load one of vCPU 0's descriptors.
+static LEAKS: AtomicU64 = AtomicU64::new(0);
+
+#[repr(C, align(16))]
+struct Stack([u8; 16384]);
+static mut AP_STACK: Stack = Stack([0; 16384]);
+
+fn yield_now() {
+    hypercall(nr::SCHED_OP, u64::from(sched::YIELD), 0, 0, 0, 0);
+}
+
+/// vCPU 1, which set no GDT: on each of its turns, vCPU 0's entries must be absent.
+extern "C" fn other_vcpu() -> ! {
+    loop {
+        while TURN.load(SeqCst) & 1 == 0 {
+            yield_now();
+        }
+        if lar(6 * 8 + 3).is_some() || lar(HIGH * 8 + 3).is_some() {
+            LEAKS.fetch_add(1, SeqCst);
+        }
+        TURN.fetch_add(1, SeqCst);
+    }
+}
+
+/// vCPU 0 loads a two-frame GDT (entries 6 and [`HIGH`] usable), starts vCPU 1 and takes
+/// turns with it.
+fn switch_test(si: &StartInfo) -> Verdict {
+    let mut failed = false;
+    let frames = [&GDT, &GDT2].map(|p| pfn_to_mfn(si, p.0.as_ptr() as u64 >> 12));
+    check!(
+        failed,
+        update_descriptor((frames[0] << 12) | (6 * 8), DATA_DPL3) == 0
+            && update_descriptor((frames[1] << 12) | ((HIGH - 512) * 8), DATA_DPL3) == 0,
+        "descriptors"
+    );
+    for (p, f) in [&GDT, &GDT2].into_iter().zip(frames) {
+        let va = p.0.as_ptr() as u64;
+        let r = hypercall(
+            nr::UPDATE_VA_MAPPING,
+            va,
+            (f << 12) | RO,
+            uvmf::INVLPG,
+            0,
+            0,
+        );
+        check!(failed, r == 0, "remap a GDT page read-only: {r}");
+    }
+    let r = set_gdt(&frames, 1024);
+    check!(failed, r == 0, "set_gdt of two frames: {r}");
+    let stack_top = (&raw const AP_STACK) as u64 + 16384;
+    let ctx = secondary_vcpu_context(si, other_vcpu, stack_top);
+    let up = hypercall(
+        nr::VCPU_OP,
+        u64::from(vcpuop::INITIALISE),
+        1,
+        &ctx as *const _ as u64,
+        0,
+        0,
+    ) == 0
+        && hypercall(nr::VCPU_OP, u64::from(vcpuop::UP), 1, 0, 0, 0) == 0;
+    if failed || !up {
+        return Verdict::Error("set-up (needs dom0_max_vcpus=2)");
+    }
+    let mut lost = 0;
+    for _ in 0..ROUNDS {
+        TURN.fetch_add(1, SeqCst);
+        while TURN.load(SeqCst) & 1 == 1 {
+            yield_now();
+        }
+        if lar(6 * 8 + 3) != Some(0xf3) || lar(HIGH * 8 + 3) != Some(0xf3) {
+            lost += 1;
+        }
+    }
+    let leaks = LEAKS.load(SeqCst);
+    println!(
+        "{ROUNDS} rounds: vCPU 1 saw vCPU 0's entries {leaks} times, vCPU 0 lost them {lost} times"
+    );
+    check!(failed, leaks == 0, "vCPU 0's GDT entries leaked to vCPU 1");
+    check!(
+        failed,
+        lost == 0,
+        "vCPU 0's GDT entries lost across switches"
+    );
+    if failed {
+        Verdict::Failure("GDT across vCPU switches")
+    } else {
+        Verdict::Success
+    }
+}
+
 fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
     install_traps(handler);
+    if cmdline(si).split(' ').any(|w| w == "switch") {
+        return switch_test(si);
+    }
     let va = GDT.0.as_ptr() as u64;
     let frame = pfn_to_mfn(si, va >> 12);
     let maddr = frame << 12;
