@@ -28,7 +28,7 @@ use alloc::vec::Vec;
 
 use xen_abi::grant_table::{gntmap, gntst, gtf};
 
-use crate::ids::GrantRef;
+use crate::ids::{DomId, GrantRef};
 
 /// v1 entries per table frame (8 bytes each).
 pub const ENTRIES_PER_FRAME_V1: u32 = 512;
@@ -98,12 +98,12 @@ pub trait SharedEntries {
 }
 
 /// What Hestia keeps for one grant entry while it is in use (Xen's `active_grant_entry`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Active {
     /// The four use counters ([`pin`]); 0: not in use.
     pub pin: u32,
     /// The domain using it (meaningful while `pin` is not 0).
-    pub domid: u16,
+    pub domid: DomId,
     /// The frame the first use resolved.
     pub mfn: u64,
     /// A v2 sub-page grant (copies only, within `start..start + length`).
@@ -112,6 +112,18 @@ pub struct Active {
     pub start: u16,
     /// Bytes granted.
     pub length: u16,
+}
+
+impl Active {
+    /// An entry no domain uses.
+    const UNUSED: Active = Active {
+        pin: 0,
+        domid: DomId(0),
+        mfn: 0,
+        is_sub_page: false,
+        start: 0,
+        length: 0,
+    };
 }
 
 /// A use [`GrantTable::acquire`] took: the frame and the bytes of it granted.
@@ -185,7 +197,7 @@ impl GrantTable {
         {
             return false;
         }
-        self.active.resize(want, Active::default());
+        self.active.resize(want, Active::UNUSED);
         self.nr_frames = nr_frames;
         true
     }
@@ -201,7 +213,7 @@ impl GrantTable {
     }
 
     /// True if an entry in use by `ldom` has frame `mfn` (Xen's `grant_map_exists`).
-    pub fn in_use_by(&self, ldom: u16, mfn: u64) -> bool {
+    pub fn in_use_by(&self, ldom: DomId, mfn: u64) -> bool {
         self.active
             .iter()
             .any(|a| a.pin != 0 && a.domid == ldom && a.mfn == mfn)
@@ -221,7 +233,7 @@ impl GrantTable {
         &mut self,
         sh: &dyn SharedEntries,
         r: GrantRef,
-        ldom: u16,
+        ldom: DomId,
         incr: u32,
         readonly: bool,
         mapping: bool,
@@ -324,14 +336,14 @@ fn set_status_v1(
     pin: u32,
     readonly: bool,
     mapping: bool,
-    ldom: u16,
+    ldom: DomId,
 ) -> Result<(), i16> {
     let mask = usable_mask(mapping);
     let mut seen = sh.load_word(r);
     // The guest may change the entry under us; a few retries, then it is misbehaving.
     for _ in 0..5 {
         let (flags, domid) = (seen as u16, (seen >> 16) as u16);
-        if pin == 0 && (flags & mask != gtf::PERMIT_ACCESS || domid != ldom) {
+        if pin == 0 && (flags & mask != gtf::PERMIT_ACCESS || domid != ldom.0) {
             return Err(gntst::GENERAL_ERROR);
         }
         let mut new = flags | gtf::READING;
@@ -360,12 +372,12 @@ fn set_status_v2(
     pin: u32,
     readonly: bool,
     mapping: bool,
-    ldom: u16,
+    ldom: DomId,
 ) -> Result<(), i16> {
     let mask = usable_mask(mapping);
     let refused = |w: u32| {
         let (flags, domid) = (w as u16, (w >> 16) as u16);
-        flags & mask != gtf::PERMIT_ACCESS || domid != ldom
+        flags & mask != gtf::PERMIT_ACCESS || domid != ldom.0
     };
     let w = sh.load_word(r);
     if pin == 0 && refused(w) {
@@ -414,7 +426,7 @@ pub struct Mapping<T> {
     /// The grant reference.
     pub r#ref: GrantRef,
     /// The granter.
-    pub domid: u16,
+    pub domid: DomId,
     /// The frame mapped.
     pub mfn: u64,
     /// The kernel's handle on the granter.
@@ -666,7 +678,7 @@ mod tests {
         sh.grant(10, gtf::PERMIT_ACCESS, 1, 0x1234);
         let w = map_pin_incr(gntmap::HOST_MAP);
         assert_eq!(
-            gt.acquire(&sh, gref(10), 1, w, false, true, &mut ok)
+            gt.acquire(&sh, gref(10), DomId(1), w, false, true, &mut ok)
                 .map(|u| u.mfn),
             Ok(0x1234)
         );
@@ -676,7 +688,7 @@ mod tests {
         );
         let r = map_pin_incr(gntmap::HOST_MAP | gntmap::READONLY);
         assert_eq!(
-            gt.acquire(&sh, gref(10), 1, r, true, true, &mut ok)
+            gt.acquire(&sh, gref(10), DomId(1), r, true, true, &mut ok)
                 .map(|u| u.mfn),
             Ok(0x1234)
         );
@@ -693,33 +705,33 @@ mod tests {
         let w = pin::HOST_WRITE;
         // Outside the table.
         assert_eq!(
-            gt.acquire(&sh, gref(512), 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(512), DomId(1), w, false, true, &mut ok),
             Err(gntst::BAD_GNTREF)
         );
         // Never granted, granted to another domain, read-only for a writer, ended.
         assert_eq!(
-            gt.acquire(&sh, gref(1), 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(1), DomId(1), w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         sh.grant(2, gtf::PERMIT_ACCESS, 7, 5);
         assert_eq!(
-            gt.acquire(&sh, gref(2), 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(2), DomId(1), w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         sh.grant(3, gtf::PERMIT_ACCESS | gtf::READONLY, 1, 5);
         assert_eq!(
-            gt.acquire(&sh, gref(3), 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(3), DomId(1), w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         assert_eq!(sh.flags(3), gtf::PERMIT_ACCESS | gtf::READONLY);
         // Sub-page bit: refused for a mapping, not for a copy.
         sh.grant(4, gtf::PERMIT_ACCESS | gtf::SUB_PAGE, 1, 5);
         assert_eq!(
-            gt.acquire(&sh, gref(4), 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(4), DomId(1), w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         assert_eq!(
-            gt.acquire(&sh, gref(4), 1, w, false, false, &mut ok)
+            gt.acquire(&sh, gref(4), DomId(1), w, false, false, &mut ok)
                 .map(|u| u.mfn),
             Ok(5)
         );
@@ -727,7 +739,7 @@ mod tests {
         sh.grant(6, gtf::PERMIT_ACCESS, 1, 5);
         let mut bad = |_: u64, _: bool| Err(gntst::BAD_PAGE);
         assert_eq!(
-            gt.acquire(&sh, gref(6), 1, w, false, true, &mut bad),
+            gt.acquire(&sh, gref(6), DomId(1), w, false, true, &mut bad),
             Err(gntst::BAD_PAGE)
         );
         assert_eq!(sh.flags(6), gtf::PERMIT_ACCESS);
@@ -740,14 +752,14 @@ mod tests {
         sh.grant(8, gtf::PERMIT_ACCESS, 1, 100);
         let r = pin::HOST_READ;
         assert_eq!(
-            gt.acquire(&sh, gref(8), 1, r, true, true, &mut ok)
+            gt.acquire(&sh, gref(8), DomId(1), r, true, true, &mut ok)
                 .map(|u| u.mfn),
             Ok(100)
         );
         // The granter ends access and reuses the entry: the use goes on with frame 100.
         sh.grant(8, gtf::PERMIT_ACCESS | gtf::READING, 2, 200);
         assert_eq!(
-            gt.acquire(&sh, gref(8), 2, r, true, true, &mut ok),
+            gt.acquire(&sh, gref(8), DomId(2), r, true, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         let mut seen = 0;
@@ -757,7 +769,7 @@ mod tests {
             Ok(())
         };
         assert_eq!(
-            gt.acquire(&sh, gref(8), 1, r, true, true, &mut record)
+            gt.acquire(&sh, gref(8), DomId(1), r, true, true, &mut record)
                 .map(|u| u.mfn),
             Ok(100)
         );
@@ -774,7 +786,7 @@ mod tests {
         sh.grant(10, gtf::PERMIT_ACCESS, 1, 0x1_0000_0042);
         let w = pin::HOST_WRITE;
         let u = gt
-            .acquire(&sh, gref(10), 1, w, false, true, &mut ok)
+            .acquire(&sh, gref(10), DomId(1), w, false, true, &mut ok)
             .unwrap();
         assert_eq!((u.mfn, u.start, u.length), (0x1_0000_0042, 0, 4096));
         assert_eq!(sh.status(10), gtf::READING | gtf::WRITING);
@@ -785,29 +797,29 @@ mod tests {
         sh.grant(11, gtf::PERMIT_ACCESS | gtf::SUB_PAGE, 1, 7);
         sh.0.borrow_mut()[11].3 = (256, 512);
         assert_eq!(
-            gt.acquire(&sh, gref(11), 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(11), DomId(1), w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         assert_eq!(sh.status(11), 0);
         let r = pin::HOST_READ;
         let u = gt
-            .acquire(&sh, gref(11), 1, r, true, false, &mut ok)
+            .acquire(&sh, gref(11), DomId(1), r, true, false, &mut ok)
             .unwrap();
         assert_eq!((u.start, u.length), (256, 512));
         assert_eq!(
-            gt.acquire(&sh, gref(11), 1, r, true, true, &mut ok),
+            gt.acquire(&sh, gref(11), DomId(1), r, true, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         gt.release(&sh, gref(11), r, true);
         // Read-only for a writer; beyond the v2 table.
         sh.grant(12, gtf::PERMIT_ACCESS | gtf::READONLY, 1, 7);
         assert_eq!(
-            gt.acquire(&sh, gref(12), 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(12), DomId(1), w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         assert_eq!(sh.status(12), 0);
         assert_eq!(
-            gt.acquire(&sh, gref(300), 1, w, false, true, &mut ok)
+            gt.acquire(&sh, gref(300), DomId(1), w, false, true, &mut ok)
                 .map(|u| u.mfn),
             Err(gntst::BAD_GNTREF)
         );
@@ -819,12 +831,12 @@ mod tests {
         sh.grant(0, gtf::PERMIT_ACCESS, 0, 1);
         for _ in 0..128 {
             assert!(
-                gt.acquire(&sh, gref(0), 0, pin::DEV_READ, true, true, &mut ok)
+                gt.acquire(&sh, gref(0), DomId(0), pin::DEV_READ, true, true, &mut ok)
                     .is_ok()
             );
         }
         assert_eq!(
-            gt.acquire(&sh, gref(0), 0, pin::DEV_READ, true, true, &mut ok),
+            gt.acquire(&sh, gref(0), DomId(0), pin::DEV_READ, true, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
     }
@@ -846,7 +858,7 @@ mod tests {
         Mapping {
             flags,
             r#ref: gref(0),
-            domid: 0,
+            domid: DomId(0),
             mfn: 0,
             granter: (),
         }
@@ -884,7 +896,15 @@ mod tests {
         sh.grant(20, gtf::PERMIT_ACCESS, 0, 77);
         for _ in 0..10_000 {
             let mfn = gt
-                .acquire(&sh, gref(20), 0, pin::HOST_WRITE, false, true, &mut ok)
+                .acquire(
+                    &sh,
+                    gref(20),
+                    DomId(0),
+                    pin::HOST_WRITE,
+                    false,
+                    true,
+                    &mut ok,
+                )
                 .unwrap()
                 .mfn;
             let h = mt

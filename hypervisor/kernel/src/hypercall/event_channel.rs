@@ -24,7 +24,7 @@
 //! handlers take those first and drop them before raising a port).
 
 use hestia_core::evtchn::{self, EventChannels, PortState, Sent};
-use hestia_core::ids::Port;
+use hestia_core::ids::{DomId, Port};
 use xen_abi::errno::Errno;
 use xen_abi::event_channel::{
     AllocUnbound, BindInterdomain, BindIpi, BindPirq, BindVcpu, BindVirq, PortArg, Status, cmd,
@@ -78,9 +78,9 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             }
             // DOMID_SELF as the remote names the caller, whichever domain holds the port.
             let remote = if s.remote_dom == DOMID_SELF {
-                d.id.0
+                d.id
             } else {
-                s.remote_dom
+                DomId(s.remote_dom)
             };
             s.port = ev.alloc_unbound(remote).map_err(errno)?.raw();
             drop(ev);
@@ -92,9 +92,9 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             let (mut ev, mut rev) = lock_pair(d, &rd);
             let lport = evtchn::bind_interdomain(
                 &mut ev,
-                d.id.0,
+                d.id,
                 rev.as_deref_mut(),
-                rd.id.0,
+                rd.id,
                 Port::unvalidated(s.remote_port),
             )
             .map_err(errno)?;
@@ -114,7 +114,7 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
         cmd::SEND => {
             let PortArg { port } = guest::read_obj(arg)?;
             let port = Port::unvalidated(port);
-            let sent = d.evtchn.lock().send(&mut shared, port, d.id.0);
+            let sent = d.evtchn.lock().send(&mut shared, port, d.id);
             match sent.map_err(errno)? {
                 Sent::Raised(vcpu) => events::kick(d, vcpu),
                 Sent::Remote { dom, port: rport } => deliver(d, port, dom, rport),
@@ -160,7 +160,7 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             s.vcpu = vcpu;
             // Only the union member of the binding is written (a `domid_t` is the low half of
             // its word); the rest stays as the guest passed it, as Xen copies its struct back.
-            let dom_word = |w: u32, dom: u16| (w & !0xffff) | u32::from(dom);
+            let dom_word = |w: u32, dom: DomId| (w & !0xffff) | u32::from(dom.0);
             match state {
                 PortState::Virq(v) | PortState::Pirq(v) => s.u.word0 = v,
                 PortState::Unbound { remote } => s.u.word0 = dom_word(s.u.word0, remote),
@@ -202,9 +202,9 @@ fn lock_pair<'a>(a: &'a Domain, b: &'a Domain) -> (Ports<'a>, Option<Ports<'a>>)
 }
 
 /// The domain of `port`'s other end, if that is a domain other than `d`.
-fn other_end(ev: &EventChannels, d: &Domain, port: Port) -> Option<u16> {
+fn other_end(ev: &EventChannels, d: &Domain, port: Port) -> Option<DomId> {
     match ev.port(port) {
-        Some((PortState::Interdomain { remote_dom, .. }, _)) if remote_dom != d.id.0 => {
+        Some((PortState::Interdomain { remote_dom, .. }, _)) if remote_dom != d.id => {
             Some(remote_dom)
         }
         _ => None,
@@ -213,14 +213,14 @@ fn other_end(ev: &EventChannels, d: &Domain, port: Port) -> Option<u16> {
 
 /// Delivers the event `d` sent on `port` to the channel's other end, port `rport` of domain
 /// `rid`, under that domain's lock and only if the port is still this channel's end.
-fn deliver(d: &Domain, port: Port, rid: u16, rport: Port) {
-    let Ok(rd) = domain::lookup(d, rid) else {
+fn deliver(d: &Domain, port: Port, rid: DomId, rport: Port) {
+    let Ok(rd) = domain::lookup(d, rid.0) else {
         return;
     };
     let sent = rd
         .evtchn
         .lock()
-        .deliver(&mut rd.shared(), rport, d.id.0, port);
+        .deliver(&mut rd.shared(), rport, d.id, port);
     if let Sent::Raised(vcpu) = sent {
         events::kick(&rd, vcpu);
     }
@@ -241,7 +241,7 @@ pub(crate) fn close_port(d: &Domain, port: Port) -> Result<(), Errno> {
     for _ in 0..2 {
         let mine = d.evtchn.lock();
         let peer = other_end(&mine, d, port);
-        let rd = peer.and_then(|id| domain::lookup(d, id).ok());
+        let rd = peer.and_then(|id| domain::lookup(d, id.0).ok());
         let (mut ev, mut rev) = match peer {
             None => (mine, None),
             Some(_) => {
@@ -249,7 +249,7 @@ pub(crate) fn close_port(d: &Domain, port: Port) -> Result<(), Errno> {
                 lock_pair(d, rd.as_deref().unwrap_or(d))
             }
         };
-        if other_end(&ev, d, port).is_some_and(|id| rd.as_ref().is_none_or(|r| r.id.0 != id)) {
+        if other_end(&ev, d, port).is_some_and(|id| rd.as_ref().is_none_or(|r| r.id != id)) {
             continue;
         }
         match ev.close(&mut shared, port).map_err(errno)? {
@@ -262,9 +262,9 @@ pub(crate) fn close_port(d: &Domain, port: Port) -> Result<(), Errno> {
                     Some(theirs) => theirs,
                     None => &mut *ev,
                 };
-                if !peer.unbind_peer(remote_port, d.id.0, port) {
+                if !peer.unbind_peer(remote_port, d.id, port) {
                     crate::error!(
-                        "{}: port {port}'s other end d{remote_dom} port {remote_port} did not name it",
+                        "{}: port {port}'s other end {remote_dom} port {remote_port} did not name it",
                         d.id
                     );
                 }

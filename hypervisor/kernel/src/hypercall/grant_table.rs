@@ -358,7 +358,7 @@ fn map_inner(ld: &Domain, op: &MapGrantRef) -> Result<(u32, u64), i16> {
             _ => Err(gntst::GENERAL_ERROR),
         }
     };
-    let mfn = gt.acquire(&sh, r, me, incr, ro, true, &mut owned)?.mfn;
+    let mfn = gt.acquire(&sh, r, ld.id, incr, ro, true, &mut owned)?.mfn;
     let dev = op.flags & gntmap::DEVICE_MAP != 0;
     let host = op.flags & gntmap::HOST_MAP != 0;
     let taken = frametable::with(|ft, mem| {
@@ -397,7 +397,7 @@ fn map_inner(ld: &Domain, op: &MapGrantRef) -> Result<(u32, u64), i16> {
     let handle = mt.insert(Mapping {
         flags: op.flags & 0xffff,
         r#ref: r,
-        domid: them,
+        domid: rd.id,
         mfn,
         granter: rd.clone(),
     })?;
@@ -576,7 +576,7 @@ fn claim(ld: &Domain, dom: DomainRef, u: u64, is_gref: bool, ro: bool) -> Result
                     _ if first => Err(gntst::BAD_PAGE),
                     _ => Err(gntst::BAD_DOMAIN),
                 };
-            let u = gt.acquire(&sh, r, ld.id.0, incr, ro, false, &mut take)?;
+            let u = gt.acquire(&sh, r, ld.id, incr, ro, false, &mut take)?;
             (u.mfn, (u64::from(u.start), u64::from(u.length)))
         }
         None => match frametable::with(|ft, _| ft.get_page(u, id)) {
@@ -746,7 +746,7 @@ fn flush_owned(
         .ok_or(Errno::EPERM)?;
     if owner != d.id.0 {
         let od = domain::lookup(d, owner).map_err(|_| Errno::EPERM)?;
-        if !od.grant.table.lock().gt.in_use_by(d.id.0, mfn) {
+        if !od.grant.table.lock().gt.in_use_by(d.id, mfn) {
             return Err(Errno::EINVAL);
         }
     }

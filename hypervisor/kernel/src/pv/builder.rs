@@ -545,7 +545,7 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
             let port = d
                 .evtchn
                 .get_mut()
-                .alloc_unbound(xen_abi::xen::DOMID_XEN)
+                .alloc_unbound(DomId(xen_abi::xen::DOMID_XEN))
                 .map_err(|_| BuildError::OutOfMemory(0))?;
             st.console_mfn_or_info = mfn;
             st.console_evtchn = port.raw();
