@@ -613,7 +613,7 @@ mod tests {
     impl Fake {
         fn update(&self, at: WordAt, f: impl FnOnce(u32) -> u32) -> u32 {
             let mut w = self.words.borrow_mut();
-            let v = w.entry((at.mfn, at.offset)).or_insert(0);
+            let v = w.entry((at.mfn.raw(), at.offset)).or_insert(0);
             let old = *v;
             *v = f(old);
             old

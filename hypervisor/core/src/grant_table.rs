@@ -28,7 +28,7 @@ use alloc::vec::Vec;
 
 use xen_abi::grant_table::{gntmap, gntst, gtf};
 
-use crate::ids::{DomId, GrantRef};
+use crate::ids::{DomId, GrantRef, Mfn};
 
 /// v1 entries per table frame (8 bytes each).
 pub const ENTRIES_PER_FRAME_V1: u32 = 512;
@@ -105,7 +105,7 @@ pub struct Active {
     /// The domain using it (meaningful while `pin` is not 0).
     pub domid: DomId,
     /// The frame the first use resolved.
-    pub mfn: u64,
+    pub mfn: Mfn,
     /// A v2 sub-page grant (copies only, within `start..start + length`).
     pub is_sub_page: bool,
     /// First byte granted.
@@ -119,7 +119,7 @@ impl Active {
     const UNUSED: Active = Active {
         pin: 0,
         domid: DomId(0),
-        mfn: 0,
+        mfn: Mfn::new(0),
         is_sub_page: false,
         start: 0,
         length: 0,
@@ -130,7 +130,7 @@ impl Active {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Use {
     /// The frame.
-    pub mfn: u64,
+    pub mfn: Mfn,
     /// First byte granted.
     pub start: u16,
     /// Bytes granted.
@@ -213,7 +213,7 @@ impl GrantTable {
     }
 
     /// True if an entry in use by `ldom` has frame `mfn` (Xen's `grant_map_exists`).
-    pub fn in_use_by(&self, ldom: DomId, mfn: u64) -> bool {
+    pub fn in_use_by(&self, ldom: DomId, mfn: Mfn) -> bool {
         self.active
             .iter()
             .any(|a| a.pin != 0 && a.domid == ldom && a.mfn == mfn)
@@ -237,7 +237,7 @@ impl GrantTable {
         incr: u32,
         readonly: bool,
         mapping: bool,
-        get_frame: &mut dyn FnMut(u64, bool) -> Result<(), i16>,
+        get_frame: &mut dyn FnMut(Mfn, bool) -> Result<(), i16>,
     ) -> Result<Use, i16> {
         if r.raw() >= self.nr_entries() {
             return Err(gntst::BAD_GNTREF);
@@ -261,7 +261,11 @@ impl GrantTable {
                 set_status_v1(sh, r, act.pin, readonly, mapping, ldom)?;
             }
         }
-        let frame = if first { sh.frame(r) } else { act.mfn };
+        let frame = if first {
+            Mfn::new(sh.frame(r))
+        } else {
+            act.mfn
+        };
         if let Err(rc) = get_frame(frame, first) {
             reduce_status_for_pin(sh, r, act.pin, readonly);
             return Err(rc);
@@ -428,7 +432,7 @@ pub struct Mapping<T> {
     /// The granter.
     pub domid: DomId,
     /// The frame mapped.
-    pub mfn: u64,
+    pub mfn: Mfn,
     /// The kernel's handle on the granter.
     pub granter: T,
 }
@@ -668,7 +672,7 @@ mod tests {
         (gt, Fake::new(512))
     }
 
-    fn ok(_: u64, _: bool) -> Result<(), i16> {
+    fn ok(_: Mfn, _: bool) -> Result<(), i16> {
         Ok(())
     }
 
@@ -679,7 +683,7 @@ mod tests {
         let w = map_pin_incr(gntmap::HOST_MAP);
         assert_eq!(
             gt.acquire(&sh, gref(10), DomId(1), w, false, true, &mut ok)
-                .map(|u| u.mfn),
+                .map(|u| u.mfn.raw()),
             Ok(0x1234)
         );
         assert_eq!(
@@ -689,7 +693,7 @@ mod tests {
         let r = map_pin_incr(gntmap::HOST_MAP | gntmap::READONLY);
         assert_eq!(
             gt.acquire(&sh, gref(10), DomId(1), r, true, true, &mut ok)
-                .map(|u| u.mfn),
+                .map(|u| u.mfn.raw()),
             Ok(0x1234)
         );
         gt.release(&sh, gref(10), w, false);
@@ -732,12 +736,12 @@ mod tests {
         );
         assert_eq!(
             gt.acquire(&sh, gref(4), DomId(1), w, false, false, &mut ok)
-                .map(|u| u.mfn),
+                .map(|u| u.mfn.raw()),
             Ok(5)
         );
         // A frame the kernel refuses: its code, and the status bits cleared again.
         sh.grant(6, gtf::PERMIT_ACCESS, 1, 5);
-        let mut bad = |_: u64, _: bool| Err(gntst::BAD_PAGE);
+        let mut bad = |_: Mfn, _: bool| Err(gntst::BAD_PAGE);
         assert_eq!(
             gt.acquire(&sh, gref(6), DomId(1), w, false, true, &mut bad),
             Err(gntst::BAD_PAGE)
@@ -753,7 +757,7 @@ mod tests {
         let r = pin::HOST_READ;
         assert_eq!(
             gt.acquire(&sh, gref(8), DomId(1), r, true, true, &mut ok)
-                .map(|u| u.mfn),
+                .map(|u| u.mfn.raw()),
             Ok(100)
         );
         // The granter ends access and reuses the entry: the use goes on with frame 100.
@@ -763,14 +767,14 @@ mod tests {
             Err(gntst::GENERAL_ERROR)
         );
         let mut seen = 0;
-        let mut record = |f: u64, first: bool| {
+        let mut record = |f: Mfn, first: bool| {
             assert!(!first);
-            seen = f;
+            seen = f.raw();
             Ok(())
         };
         assert_eq!(
             gt.acquire(&sh, gref(8), DomId(1), r, true, true, &mut record)
-                .map(|u| u.mfn),
+                .map(|u| u.mfn.raw()),
             Ok(100)
         );
         assert_eq!(seen, 100);
@@ -788,7 +792,7 @@ mod tests {
         let u = gt
             .acquire(&sh, gref(10), DomId(1), w, false, true, &mut ok)
             .unwrap();
-        assert_eq!((u.mfn, u.start, u.length), (0x1_0000_0042, 0, 4096));
+        assert_eq!((u.mfn.raw(), u.start, u.length), (0x1_0000_0042, 0, 4096));
         assert_eq!(sh.status(10), gtf::READING | gtf::WRITING);
         assert_eq!(sh.flags(10), gtf::PERMIT_ACCESS);
         gt.release(&sh, gref(10), w, false);
@@ -820,7 +824,7 @@ mod tests {
         assert_eq!(sh.status(12), 0);
         assert_eq!(
             gt.acquire(&sh, gref(300), DomId(1), w, false, true, &mut ok)
-                .map(|u| u.mfn),
+                .map(|u| u.mfn.raw()),
             Err(gntst::BAD_GNTREF)
         );
     }
@@ -859,7 +863,7 @@ mod tests {
             flags,
             r#ref: gref(0),
             domid: DomId(0),
-            mfn: 0,
+            mfn: Mfn::new(0),
             granter: (),
         }
     }

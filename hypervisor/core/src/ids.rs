@@ -120,7 +120,8 @@ impl fmt::LowerHex for GrantRef {
 }
 
 /// What both frame numbers share: `new`, the number back (`raw`), the first byte's address
-/// (`addr`), `Debug` as `kind:0xN`, `Display` as the bare number and `LowerHex`.
+/// (`addr`), `+ n` for the frame `n` further, `Debug` as `kind:0xN`, `Display` as the bare
+/// number and `LowerHex`.
 macro_rules! frame_number {
     ($id:ident, $kind:literal) => {
         impl $id {
@@ -138,6 +139,15 @@ macro_rules! frame_number {
             /// The address of the frame's first byte.
             pub const fn addr(self) -> u64 {
                 self.0 << 12
+            }
+        }
+
+        impl core::ops::Add<u64> for $id {
+            type Output = $id;
+
+            /// The frame `n` frames on (Xen's `mfn_add`), for runs of frames.
+            fn add(self, n: u64) -> $id {
+                $id(self.0 + n)
             }
         }
 
@@ -278,6 +288,8 @@ mod tests {
             assert_eq!(Gfn::new(raw).addr(), raw * 4096);
         }
         assert!(Mfn::new(1) < Mfn::new(2));
+        assert_eq!(Mfn::new(1) + 2, Mfn::new(3));
+        assert_eq!(Gfn::new(1) + 2, Gfn::new(3));
         assert_eq!(format!("{:?}", Mfn::new(0x1a)), "mfn:0x1a");
         assert_eq!(format!("{:?}", Gfn::new(0x1a)), "gfn:0x1a");
         assert_eq!(format!("{} {:#x}", Mfn::new(26), Mfn::new(26)), "26 0x1a");

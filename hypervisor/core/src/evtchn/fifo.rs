@@ -43,7 +43,7 @@ use xen_abi::event_channel::fifo::{
 use xen_abi::event_channel::{EVTCHN_2L_NR_CHANNELS, FifoControlBlock};
 
 use super::{EventChannels, PortState, SharedBits};
-use crate::ids::Port;
+use crate::ids::{Mfn, Port};
 
 /// Event words in one event-array page.
 pub const WORDS_PER_PAGE: u32 = 4096 / 4;
@@ -66,7 +66,7 @@ const fn bit(b: u32) -> u32 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WordAt {
     /// The frame.
-    pub mfn: u64,
+    pub mfn: Mfn,
     /// Byte offset in it.
     pub offset: u32,
 }
@@ -129,7 +129,7 @@ impl Default for FifoPort {
 pub struct Fifo {
     vcpus: Vec<FifoVcpu>,
     /// The event-array pages, in port order.
-    array: Vec<u64>,
+    array: Vec<Mfn>,
     /// Per port, as many as the port table holds.
     ports: Vec<FifoPort>,
 }
@@ -270,7 +270,7 @@ impl Fifo {
     }
 
     /// Every frame registered: control blocks, then the event array.
-    fn frames(&self) -> impl Iterator<Item = u64> + '_ {
+    fn frames(&self) -> impl Iterator<Item = Mfn> + '_ {
         self.vcpus
             .iter()
             .filter_map(|v| v.control.map(|c| c.mfn))
@@ -334,9 +334,9 @@ impl EventChannels {
         &mut self,
         shared: &dyn SharedBits,
         vcpu: u32,
-        mfn: u64,
+        mfn: Mfn,
         offset: u32,
-        take_frame: &mut dyn FnMut(u64) -> Result<(), Errno>,
+        take_frame: &mut dyn FnMut(Mfn) -> Result<(), Errno>,
     ) -> Result<(), Errno> {
         if vcpu as usize >= self.virq_port.len() {
             return Err(Errno::ENOENT);
@@ -376,8 +376,8 @@ impl EventChannels {
     pub fn expand_array(
         &mut self,
         shared: &mut dyn SharedBits,
-        mfn: u64,
-        take_frame: &mut dyn FnMut(u64) -> Result<(), Errno>,
+        mfn: Mfn,
+        take_frame: &mut dyn FnMut(Mfn) -> Result<(), Errno>,
     ) -> Result<Vec<u32>, Errno> {
         let Some(fifo) = self.fifo.as_mut() else {
             return Err(Errno::EOPNOTSUPP);
@@ -420,14 +420,14 @@ impl EventChannels {
     }
 
     /// The frames the FIFO ABI holds (each with a general and a writable type reference).
-    pub fn fifo_frames(&self, out: &mut Vec<u64>) {
+    pub fn fifo_frames(&self, out: &mut Vec<Mfn>) {
         out.extend(self.fifo.iter().flat_map(|f| f.frames()));
     }
 
     /// Leaves the FIFO ABI for the 2-level one (`EVTCHNOP_reset`, destruction): returns the
     /// frames whose references the caller now drops. Ports past the 2-level range must be
     /// closed already; the table shrinks back to it.
-    pub fn fifo_destroy(&mut self) -> Vec<u64> {
+    pub fn fifo_destroy(&mut self) -> Vec<Mfn> {
         let mut frames = Vec::new();
         self.fifo_frames(&mut frames);
         self.fifo = None;
@@ -470,7 +470,7 @@ impl EventChannels {
     /// The reset closed every port: false (Xen's `EAGAIN`) if one but `keep` was bound again
     /// meanwhile, else the domain returns to the 2-level ABI and the FIFO frames to release
     /// are returned.
-    pub fn reset_end(&mut self, keep: Option<Port>) -> Option<Vec<u64>> {
+    pub fn reset_end(&mut self, keep: Option<Port>) -> Option<Vec<Mfn>> {
         self.next_evtchn = Port::ZERO;
         let busy = self
             .ports
@@ -490,13 +490,19 @@ mod tests {
     use crate::ids::DomId;
     use xen_abi::xen::virq;
 
-    const CB: u64 = 100;
-    const ARRAY: u64 = 200;
+    const CB: Mfn = Mfn::new(100);
+    const CB1: Mfn = Mfn::new(101);
+    const ARRAY: Mfn = Mfn::new(200);
+
+    /// Event-array page `n`'s frame.
+    fn array(n: u64) -> Mfn {
+        Mfn::new(ARRAY.raw() + n)
+    }
 
     fn word(s: &Fake, port: Port) -> u32 {
         let port = port.raw();
         s.load(WordAt {
-            mfn: ARRAY + u64::from(port / WORDS_PER_PAGE),
+            mfn: array(u64::from(port / WORDS_PER_PAGE)),
             offset: port % WORDS_PER_PAGE * 4,
         })
     }
@@ -505,7 +511,7 @@ mod tests {
         let port = port.raw();
         s.store(
             WordAt {
-                mfn: ARRAY + u64::from(port / WORDS_PER_PAGE),
+                mfn: array(u64::from(port / WORDS_PER_PAGE)),
                 offset: port % WORDS_PER_PAGE * 4,
             },
             v,
@@ -526,7 +532,7 @@ mod tests {
         }))
     }
 
-    fn ok(_: u64) -> Result<(), Errno> {
+    fn ok(_: Mfn) -> Result<(), Errno> {
         Ok(())
     }
 
@@ -584,12 +590,12 @@ mod tests {
             Err(Errno::EINVAL),
             "twice"
         );
-        assert_eq!(e.init_control(&s, 1, CB + 1, 0, nope), Err(Errno::EINVAL));
+        assert_eq!(e.init_control(&s, 1, CB1, 0, nope), Err(Errno::EINVAL));
         assert!(e.is_fifo(), "a failed second init_control keeps FIFO");
-        assert_eq!(e.init_control(&s, 1, CB + 1, 0, &mut ok), Ok(()));
+        assert_eq!(e.init_control(&s, 1, CB1, 0, &mut ok), Ok(()));
         let mut frames = Vec::new();
         e.fifo_frames(&mut frames);
-        assert_eq!(frames, [CB, CB + 1]);
+        assert_eq!(frames, [CB, CB1]);
         for _ in 0..MAX_ARRAY_PAGES {
             e.expand_array(&mut s, ARRAY, &mut ok).unwrap();
         }
@@ -695,7 +701,7 @@ mod tests {
     fn an_event_moves_between_queues() {
         let mut s = Fake::default();
         let mut e = fifo(2, &mut s);
-        e.init_control(&s, 1, CB + 1, 0, &mut ok).unwrap();
+        e.init_control(&s, 1, CB1, 0, &mut ok).unwrap();
         let p = e.bind_pirq(5).unwrap();
         assert_eq!(e.send(&mut s, p, DomId(0)), Err(EvtchnError::Invalid));
         assert!(e.set_pending(&mut s, p));
@@ -705,14 +711,14 @@ mod tests {
         assert!(e.set_pending(&mut s, p));
         assert_eq!(
             s.load(WordAt {
-                mfn: CB + 1,
+                mfn: CB1,
                 offset: 0
             }),
             1 << 7
         );
         assert_eq!(
             s.load(WordAt {
-                mfn: CB + 1,
+                mfn: CB1,
                 offset: HEAD_OFFSET + 28
             }),
             p.raw()
@@ -784,7 +790,7 @@ mod tests {
         let p = e.bind_ipi(0).unwrap();
         assert_eq!(p, port(EVTCHN_2L_NR_CHANNELS));
         for page in 0..4 {
-            e.expand_array(&mut s, ARRAY + page, &mut ok).unwrap();
+            e.expand_array(&mut s, array(page), &mut ok).unwrap();
         }
         assert_eq!(e.set_priority(p, 0), Ok(()));
         assert_eq!(
@@ -793,7 +799,7 @@ mod tests {
             "its page is missing"
         );
         assert_eq!(
-            e.expand_array(&mut s, ARRAY + 4, &mut ok),
+            e.expand_array(&mut s, array(4), &mut ok),
             Ok(alloc::vec![0])
         );
         assert_eq!(head(&s, 0), p);

@@ -20,6 +20,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use hestia_core::bzimage::{self, BzError, Compression};
 use hestia_core::elf::{self, Elf64, ElfError, PvKernel};
 use hestia_core::grant_table::{DEFAULT_MAX_GRANT_FRAMES, DEFAULT_MAX_MAPTRACK_FRAMES};
+use hestia_core::ids::{Gfn, Mfn};
 use hestia_core::pv_layout::{self, LayoutError, PvLayout};
 use hestia_core::pv_mm::{MmError, PageType};
 use xen_abi::errno::Errno;
@@ -102,12 +103,17 @@ fn module_bytes(m: &Module) -> &'static [u8] {
 
 /// Guest physical memory during the build: PFN-addressed writes through the direct map.
 struct GuestMem<'a> {
-    p2m: &'a [u64],
+    p2m: &'a [Mfn],
 }
 
 impl GuestMem<'_> {
+    /// The machine frame behind guest frame `gfn` (below the domain's page count).
+    fn mfn(&self, gfn: Gfn) -> Mfn {
+        self.p2m[gfn.raw() as usize]
+    }
+
     fn frame(&self, pfn: u64) -> *mut u8 {
-        mm::phys_to_virt(self.p2m[pfn as usize] * PAGE) as *mut u8
+        mm::phys_to_virt(self.mfn(Gfn::new(pfn)).addr()) as *mut u8
     }
 
     /// Writes `data` at byte offset `off` of the domain's pseudo-physical memory.
@@ -142,7 +148,7 @@ impl GuestMem<'_> {
 }
 
 /// Gives the domain `nr_pages` zeroed frames, in runs of up to 2 MiB.
-fn allocate(nr_pages: u64) -> Result<Vec<u64>, BuildError> {
+fn allocate(nr_pages: u64) -> Result<Vec<Mfn>, BuildError> {
     let mut p2m = Vec::new();
     p2m.try_reserve_exact(nr_pages as usize)
         .map_err(|_| BuildError::OutOfMemory(nr_pages))?;
@@ -150,11 +156,11 @@ fn allocate(nr_pages: u64) -> Result<Vec<u64>, BuildError> {
     while (p2m.len() as u64) < nr_pages {
         let want = run.min(nr_pages - p2m.len() as u64);
         match mm::alloc_zeroed_frames(want, PAGE, u64::MAX) {
-            Some(base) => p2m.extend((0..want).map(|i| base / PAGE + i)),
+            Some(base) => p2m.extend((0..want).map(|i| Mfn::new(base / PAGE) + i)),
             None if want > 1 => run = want / 2,
             None => {
                 for &mfn in &p2m {
-                    mm::free_frames(mfn * PAGE, 1);
+                    mm::free_frames(mfn.addr(), 1);
                 }
                 return Err(BuildError::OutOfMemory(nr_pages));
             }
@@ -171,7 +177,7 @@ fn fill_hypercall_page(mem: &GuestMem<'_>, pfn: u64) {
 /// Builds the bootstrap page tables mapping `[v_start, v_end)` to PFNs 0.., with the table
 /// pages themselves read-only, and, with `INIT_P2M`, the P2M at its own address from the
 /// frames after the initial mapping. Returns the L4's MFN.
-fn build_page_tables(mem: &GuestMem<'_>, l: &PvLayout) -> u64 {
+fn build_page_tables(mem: &GuestMem<'_>, l: &PvLayout) -> Mfn {
     let pt_first = l.pfn(l.page_tables.start);
     let pt_last = l.pfn(l.page_tables.end);
     let l4 = pt_first;
@@ -221,7 +227,7 @@ fn build_page_tables(mem: &GuestMem<'_>, l: &PvLayout) -> u64 {
         };
         mem.write_u64(l4, slot, e);
     }
-    mem.p2m[l4 as usize]
+    mem.mfn(Gfn::new(l4))
 }
 
 /// Page-table pages handed out in order from PFNs `next..end`; `first..next` are in use.
@@ -240,22 +246,22 @@ fn map_page(mem: &GuestMem<'_>, l4: u64, tables: &mut TableAlloc, va: u64, pfn: 
         let e = mem.read_u64(table, idx);
         table = if e & 1 != 0 {
             // Table entries hold MFNs; find the PFN back among the tables handed out.
-            let mfn = (e & ADDR_MASK) / PAGE;
+            let mfn = Mfn::new((e & ADDR_MASK) / PAGE);
             (tables.first..tables.next)
-                .find(|&p| mem.p2m[p as usize] == mfn)
+                .find(|&p| mem.mfn(Gfn::new(p)) == mfn)
                 .unwrap_or(tables.first)
         } else {
             let t = tables.next;
             tables.next += 1;
             debug_assert!(t < tables.end, "pv_layout sized the page tables");
-            mem.write_u64(table, idx, (mem.p2m[t as usize] * PAGE) | PDE_FLAGS);
+            mem.write_u64(table, idx, mem.mfn(Gfn::new(t)).addr() | PDE_FLAGS);
             t
         };
     }
     mem.write_u64(
         table,
         (va >> 12) & 511,
-        (mem.p2m[pfn as usize] * PAGE) | flags,
+        mem.mfn(Gfn::new(pfn)).addr() | flags,
     );
 }
 
@@ -270,9 +276,9 @@ fn map_page(mem: &GuestMem<'_>, l4: u64, tables: &mut TableAlloc, va: u64, pfn: 
 fn register_frames(
     dom: DomId,
     hardware: bool,
-    p2m: &[u64],
-    console_mfn: Option<u64>,
-    l4_mfn: u64,
+    p2m: &[Mfn],
+    console_mfn: Option<Mfn>,
+    l4_mfn: Mfn,
 ) -> Result<(), BuildError> {
     let dom = dom.0;
     if hardware {
@@ -300,7 +306,7 @@ fn register_frames(
 /// writes it (shared_info) for the domain's whole life, so it can never become a page table
 /// or descriptor page, and `XENMEM_decrease_reservation`/`exchange` cannot hand it back to
 /// the allocator.
-fn share_with(dom: DomId, mfn: u64) -> Result<(), MmError> {
+fn share_with(dom: DomId, mfn: Mfn) -> Result<(), MmError> {
     mm::frametable::with(|ft, mem| {
         ft.assign(mfn, dom.0)?;
         ft.get_page(mfn, dom.0)?;
@@ -354,7 +360,7 @@ pub fn empty_domain(c: Config) -> Result<Domain, Errno> {
     let mut evtchn = hestia_core::evtchn::EventChannels::new(nr_vcpus);
     evtchn.set_max_port(c.max_evtchn_port);
 
-    let shared = mm::alloc_zeroed_frames(1, PAGE, u64::MAX).ok_or(Errno::ENOMEM)? / PAGE;
+    let shared = Mfn::new(mm::alloc_zeroed_frames(1, PAGE, u64::MAX).ok_or(Errno::ENOMEM)? / PAGE);
     // Before its tables are validated.
     let check_l1tf = super::l1tf::domain_init(c.id.0, c.hardware);
     if let Err(e) = share_with(c.id, shared) {
@@ -370,7 +376,7 @@ pub fn empty_domain(c: Config) -> Result<Domain, Errno> {
     unsafe {
         core::ptr::copy_nonoverlapping(
             si.as_bytes().as_ptr(),
-            mm::phys_to_virt(shared * PAGE) as *mut u8,
+            mm::phys_to_virt(shared.addr()) as *mut u8,
             size_of::<SharedInfo>(),
         )
     };
@@ -504,7 +510,7 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
         }
         (None, None) => (0, 0),
     };
-    let p2m_bytes: Vec<u8> = p2m.iter().flat_map(|m| m.to_le_bytes()).collect();
+    let p2m_bytes: Vec<u8> = p2m.iter().flat_map(|m| m.raw().to_le_bytes()).collect();
     let p2m_first_pfn = l.p2m_frames.map_or(l.pfn(l.p2m.start), |r| r.first);
     mem.write(p2m_first_pfn * PAGE, &p2m_bytes);
     let l4_mfn = build_page_tables(&mem, &l);
@@ -527,13 +533,13 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
         handle: [0; 16],
     })
     .map_err(|_| BuildError::OutOfMemory(1))?;
-    let console_mfn = console_pfn.map(|p| p2m[p as usize]);
+    let console_mfn = console_pfn.map(|p| mem.mfn(Gfn::new(p)));
     register_frames(id, hardware, &p2m, console_mfn, l4_mfn)?;
 
     let mut st = StartInfo::new_zeroed();
     st.magic[..START_INFO_MAGIC.len()].copy_from_slice(START_INFO_MAGIC);
     st.nr_pages = nr_pages;
-    st.shared_info = d.shared_info_mfn * PAGE;
+    st.shared_info = d.shared_info_mfn.addr();
     st.flags = if hardware {
         sif::PRIVILEGED | sif::INITDOMAIN
     } else {
@@ -547,7 +553,7 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
                 .get_mut()
                 .alloc_unbound(DomId(xen_abi::xen::DOMID_XEN))
                 .map_err(|_| BuildError::OutOfMemory(0))?;
-            st.console_mfn_or_info = mfn;
+            st.console_mfn_or_info = mfn.raw();
             st.console_evtchn = port.raw();
             Some(crate::console::ring::RingConsole::new(mfn, port))
         }
@@ -590,7 +596,7 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
             rflags: 0x202,
             ..TrapFrame::default()
         };
-        boot.kernel_cr3 = l4_mfn * PAGE;
+        boot.kernel_cr3 = l4_mfn.addr();
         (boot.initialised, boot.up) = (true, true);
     }
     if hardware {
