@@ -188,8 +188,9 @@ frame_number!(Mfn, "mfn");
 /// `gfn_t`, which PV interfaces call a "pfn"), the frame the guest believes is its
 /// `raw`-th page.
 ///
-/// Range: any `u64` can be named by a guest; only those below its P2M's size map to a
-/// frame, and the P2M's lookup answers for the others (`INVALID_MFN`).
+/// Range: any `u64` can be named by a guest; only those below its page count index the P2M
+/// Hestia builds for it at boot (`pv::domain::Domain::p2m` in the kernel). After boot a PV
+/// guest keeps its own P2M, and the frame numbers its hypercalls pass are machine frames.
 #[repr(transparent)]
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Gfn(u64);
@@ -204,9 +205,9 @@ frame_number!(Gfn, "gfn");
 /// `DomId`: the kernel's `domain::lookup` resolves it (`DOMID_SELF` to the caller, once) to a
 /// live domain, whose id this is; new ids come from [`crate::domid::Rover`].
 ///
-/// Two kinds of value are kept as a `DomId` without naming a live domain, because the ABI
-/// keeps them so: the remote of an unbound port (whatever id its allocator named) and the
-/// granter or user recorded in a grant's bookkeeping after that domain is gone.
+/// One kind of value is kept as a `DomId` without naming a live domain, because the ABI
+/// keeps it so: the remote end of an unbound port, whatever id its allocator named
+/// (`DOMID_XEN` for a console ring Hestia serves).
 ///
 /// The number is still a public field: the frame table's owners (`pv_mm::Dom`, which also
 /// holds the pseudo-domains `DOMID_IO` and `DOMID_XEN`) and the kernel's domain lookup key on
