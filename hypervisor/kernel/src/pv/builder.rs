@@ -112,14 +112,14 @@ impl GuestMem<'_> {
         self.p2m[gfn.raw() as usize]
     }
 
-    fn frame(&self, pfn: u64) -> *mut u8 {
-        mm::phys_to_virt(self.mfn(Gfn::new(pfn)).addr()) as *mut u8
+    fn frame(&self, pfn: Gfn) -> *mut u8 {
+        mm::phys_to_virt(self.mfn(pfn).addr()) as *mut u8
     }
 
     /// Writes `data` at byte offset `off` of the domain's pseudo-physical memory.
     fn write(&self, mut off: u64, mut data: &[u8]) {
         while !data.is_empty() {
-            let (pfn, in_page) = (off / PAGE, off % PAGE);
+            let (pfn, in_page) = (Gfn::new(off / PAGE), off % PAGE);
             let n = data.len().min((PAGE - in_page) as usize);
             // SAFETY: `pfn` is below the domain's page count (callers stay inside the layout,
             // which `pv_layout` checked fits), and the frame is the domain's, reached through
@@ -136,12 +136,12 @@ impl GuestMem<'_> {
         }
     }
 
-    fn write_u64(&self, pfn: u64, index: u64, v: u64) {
+    fn write_u64(&self, pfn: Gfn, index: u64, v: u64) {
         // SAFETY: as in `write`; `index` < 512 keeps the store inside the frame.
         unsafe { (self.frame(pfn) as *mut u64).add(index as usize).write(v) }
     }
 
-    fn read_u64(&self, pfn: u64, index: u64) -> u64 {
+    fn read_u64(&self, pfn: Gfn, index: u64) -> u64 {
         // SAFETY: as in `write_u64`.
         unsafe { (self.frame(pfn) as *const u64).add(index as usize).read() }
     }
@@ -170,8 +170,8 @@ fn allocate(nr_pages: u64) -> Result<Vec<Mfn>, BuildError> {
 }
 
 /// Writes the hypercall page (`hestia_core::hypercall_page`) into the page at `pfn`.
-fn fill_hypercall_page(mem: &GuestMem<'_>, pfn: u64) {
-    mem.write(pfn * PAGE, &hestia_core::hypercall_page::page());
+fn fill_hypercall_page(mem: &GuestMem<'_>, pfn: Gfn) {
+    mem.write(pfn.addr(), &hestia_core::hypercall_page::page());
 }
 
 /// Builds the bootstrap page tables mapping `[v_start, v_end)` to PFNs 0.., with the table
@@ -186,8 +186,8 @@ fn build_page_tables(mem: &GuestMem<'_>, l: &PvLayout) -> Mfn {
         next: pt_first + 1,
         end: pt_last,
     };
-    for pfn in 0..l.mapped_pages() {
-        let va = l.v_start + pfn * PAGE;
+    for pfn in (0..l.mapped_pages()).map(Gfn::new) {
+        let va = l.v_start + pfn.addr();
         let is_pt = (pt_first..pt_last).contains(&pfn);
         let flags = if is_pt {
             PTE_FLAGS & !PTE_RW
@@ -227,19 +227,19 @@ fn build_page_tables(mem: &GuestMem<'_>, l: &PvLayout) -> Mfn {
         };
         mem.write_u64(l4, slot, e);
     }
-    mem.mfn(Gfn::new(l4))
+    mem.mfn(l4)
 }
 
 /// Page-table pages handed out in order from PFNs `next..end`; `first..next` are in use.
 struct TableAlloc {
-    first: u64,
-    next: u64,
-    end: u64,
+    first: Gfn,
+    next: Gfn,
+    end: Gfn,
 }
 
 /// Maps `va` to `pfn` with `flags` in the tables under `l4`, creating missing tables from
 /// `tables` (or from the L4's own run for the L4 itself: its slots were zeroed).
-fn map_page(mem: &GuestMem<'_>, l4: u64, tables: &mut TableAlloc, va: u64, pfn: u64, flags: u64) {
+fn map_page(mem: &GuestMem<'_>, l4: Gfn, tables: &mut TableAlloc, va: u64, pfn: Gfn, flags: u64) {
     let mut table = l4;
     for level in [4u32, 3, 2] {
         let idx = (va >> (12 + 9 * (level - 1))) & 511;
@@ -247,22 +247,19 @@ fn map_page(mem: &GuestMem<'_>, l4: u64, tables: &mut TableAlloc, va: u64, pfn: 
         table = if e & 1 != 0 {
             // Table entries hold MFNs; find the PFN back among the tables handed out.
             let mfn = Mfn::new((e & ADDR_MASK) / PAGE);
-            (tables.first..tables.next)
-                .find(|&p| mem.mfn(Gfn::new(p)) == mfn)
+            (tables.first.raw()..tables.next.raw())
+                .map(Gfn::new)
+                .find(|&p| mem.mfn(p) == mfn)
                 .unwrap_or(tables.first)
         } else {
             let t = tables.next;
-            tables.next += 1;
+            tables.next = t + 1;
             debug_assert!(t < tables.end, "pv_layout sized the page tables");
-            mem.write_u64(table, idx, mem.mfn(Gfn::new(t)).addr() | PDE_FLAGS);
+            mem.write_u64(table, idx, mem.mfn(t).addr() | PDE_FLAGS);
             t
         };
     }
-    mem.write_u64(
-        table,
-        (va >> 12) & 511,
-        mem.mfn(Gfn::new(pfn)).addr() | flags,
-    );
+    mem.write_u64(table, (va >> 12) & 511, mem.mfn(pfn).addr() | flags);
 }
 
 /// Gives the domain's frames to domain `dom` in the frame table, fills the M2P, and pins the
@@ -505,14 +502,14 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
             (r.start, 0)
         }
         (None, Some(r)) => {
-            mem.write(r.first * PAGE, initrd_bytes);
-            (r.first, sif::MOD_START_PFN)
+            mem.write(r.first.addr(), initrd_bytes);
+            (r.first.raw(), sif::MOD_START_PFN)
         }
         (None, None) => (0, 0),
     };
     let p2m_bytes: Vec<u8> = p2m.iter().flat_map(|m| m.raw().to_le_bytes()).collect();
     let p2m_first_pfn = l.p2m_frames.map_or(l.pfn(l.p2m.start), |r| r.first);
-    mem.write(p2m_first_pfn * PAGE, &p2m_bytes);
+    mem.write(p2m_first_pfn.addr(), &p2m_bytes);
     let l4_mfn = build_page_tables(&mem, &l);
 
     let mut d = empty_domain(Config {
@@ -563,7 +560,7 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
     st.nr_pt_frames = l.page_tables.pages();
     st.mfn_list = l.p2m.start;
     if let Some(r) = l.p2m_frames {
-        st.first_p2m_pfn = r.first;
+        st.first_p2m_pfn = r.first.raw();
         st.nr_p2m_frames = r.pages;
     }
     st.mod_start = mod_start;
