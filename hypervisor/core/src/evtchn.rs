@@ -26,7 +26,7 @@ use alloc::vec::Vec;
 
 use xen_abi::event_channel::{EVTCHN_2L_NR_CHANNELS, stat};
 
-use crate::ids::Port;
+use crate::ids::{DomId, Port};
 use xen_abi::xen::{NR_VIRQS, virq};
 
 /// Ports of the 2-level ABI for 64-bit guests.
@@ -60,13 +60,15 @@ pub enum PortState {
     Closed,
     /// Allocated for a remote domain to bind.
     Unbound {
-        /// Who may bind it.
-        remote: u16,
+        /// Who may bind it: the id the allocating domain named, kept as named (as Xen, no
+        /// domain of that id need exist; a reserved id, `DOMID_XEN` for the console Hestia
+        /// serves, names no guest that could bind it).
+        remote: DomId,
     },
     /// Connected to a port of a domain (this one or another), which names this port back.
     Interdomain {
         /// The domain of the other end.
-        remote_dom: u16,
+        remote_dom: DomId,
         /// The other end's port.
         remote_port: Port,
     },
@@ -115,7 +117,7 @@ pub enum Sent {
     /// The other end is a port of another domain: deliver there ([`EventChannels::deliver`]).
     Remote {
         /// Its domain.
-        dom: u16,
+        dom: DomId,
         /// Its port.
         port: Port,
     },
@@ -314,7 +316,7 @@ impl EventChannels {
     }
 
     /// `EVTCHNOP_alloc_unbound`.
-    pub fn alloc_unbound(&mut self, remote: u16) -> Result<Port, EvtchnError> {
+    pub fn alloc_unbound(&mut self, remote: DomId) -> Result<Port, EvtchnError> {
         self.alloc(PortState::Unbound { remote }, 0)
     }
 
@@ -358,7 +360,7 @@ impl EventChannels {
     /// `closer_port` of domain `closer`, becomes unbound for `closer`, which may bind it again
     /// (Xen's `evtchn_close`). Its notify vCPU and pending bit stay. False if `port` was not
     /// that end (a broken pairing; nothing changes).
-    pub fn unbind_peer(&mut self, port: Port, closer: u16, closer_port: Port) -> bool {
+    pub fn unbind_peer(&mut self, port: Port, closer: DomId, closer_port: Port) -> bool {
         let end = PortState::Interdomain {
             remote_dom: closer,
             remote_port: closer_port,
@@ -426,7 +428,7 @@ impl EventChannels {
         &self,
         shared: &mut dyn SharedBits,
         port: Port,
-        me: u16,
+        me: DomId,
     ) -> Result<Sent, EvtchnError> {
         match self.port(port).filter(|_| !port.is_zero()).map(|p| p.0) {
             Some(PortState::Ipi) => Ok(self.raise(shared, port)),
@@ -453,7 +455,7 @@ impl EventChannels {
         &self,
         shared: &mut dyn SharedBits,
         port: Port,
-        from: u16,
+        from: DomId,
         from_port: Port,
     ) -> Sent {
         let end = PortState::Interdomain {
@@ -535,9 +537,9 @@ impl EventChannels {
 /// new port pending, as Xen does for the events the unbound end may have dropped.
 pub fn bind_interdomain(
     local: &mut EventChannels,
-    lid: u16,
+    lid: DomId,
     remote: Option<&mut EventChannels>,
-    rid: u16,
+    rid: DomId,
     rport: Port,
 ) -> Result<Port, EvtchnError> {
     let lport = local.free_port()?;
@@ -611,7 +613,7 @@ mod tests {
     impl Fake {
         fn update(&self, at: WordAt, f: impl FnOnce(u32) -> u32) -> u32 {
             let mut w = self.words.borrow_mut();
-            let v = w.entry((at.mfn, at.offset)).or_insert(0);
+            let v = w.entry((at.mfn.raw(), at.offset)).or_insert(0);
             let old = *v;
             *v = f(old);
             old
@@ -682,7 +684,7 @@ mod tests {
         let mut e = EventChannels::new(2);
         assert_eq!(e.bind_virq(virq::TIMER, 0), Ok(port(1)));
         assert_eq!(e.bind_ipi(1), Ok(port(2)));
-        assert_eq!(e.alloc_unbound(0), Ok(port(3)));
+        assert_eq!(e.alloc_unbound(DomId(0)), Ok(port(3)));
         e.close(&mut Fake::default(), port(2)).unwrap();
         assert_eq!(e.bind_virq(virq::TIMER, 1), Ok(port(2)));
     }
@@ -701,14 +703,14 @@ mod tests {
         assert_eq!(e.unmask(&mut s, port(bucket)), Err(EvtchnError::Invalid));
         assert_eq!(e.bind_vcpu(port(bucket + 5), 0), Err(EvtchnError::Invalid));
         for want in 1..bucket {
-            assert_eq!(e.alloc_unbound(0), Ok(port(want)));
+            assert_eq!(e.alloc_unbound(DomId(0)), Ok(port(want)));
         }
         assert_eq!(
             e.port(port(bucket)),
             None,
             "still none: every port below is taken"
         );
-        assert_eq!(e.alloc_unbound(0), Ok(port(bucket)));
+        assert_eq!(e.alloc_unbound(DomId(0)), Ok(port(bucket)));
         assert_eq!(e.port(port(2 * bucket - 1)), Some((PortState::Closed, 0)));
         assert_eq!(e.port(port(2 * bucket)), None);
         e.close(&mut s, port(bucket)).unwrap();
@@ -757,14 +759,18 @@ mod tests {
         let ipi = e.bind_ipi(0).unwrap();
         s = Fake::default();
         s.mask[0] |= 1 << ipi.raw();
-        assert_eq!(e.send(&mut s, ipi, 0), Ok(Sent::Raised(0)));
+        assert_eq!(e.send(&mut s, ipi, DomId(0)), Ok(Sent::Raised(0)));
         assert!(s.is_pending(ipi) && !s.upcall[0]);
-        assert_eq!(e.send(&mut s, ipi, 0), Ok(Sent::Nothing), "already pending");
+        assert_eq!(
+            e.send(&mut s, ipi, DomId(0)),
+            Ok(Sent::Nothing),
+            "already pending"
+        );
         assert_eq!(e.unmask(&mut s, ipi), Ok(true));
         assert!(s.upcall[0]);
-        assert_eq!(e.send(&mut s, port(0), 0), Err(EvtchnError::Invalid));
+        assert_eq!(e.send(&mut s, port(0), DomId(0)), Err(EvtchnError::Invalid));
         assert_eq!(
-            e.send(&mut s, t, 0),
+            e.send(&mut s, t, DomId(0)),
             Err(EvtchnError::Invalid),
             "VIRQ ports cannot be sent to"
         );
@@ -789,7 +795,7 @@ mod tests {
         let mut s = Fake::default();
         let p = e.bind_ipi(0).unwrap();
         assert_eq!(e.poll(&s, p), Ok(false));
-        e.send(&mut s, p, 0).unwrap();
+        e.send(&mut s, p, DomId(0)).unwrap();
         assert_eq!(e.poll(&s, p), Ok(true));
         assert_eq!(e.poll(&s, port(0)), Err(EvtchnError::Invalid), "reserved");
         assert_eq!(
@@ -809,7 +815,7 @@ mod tests {
         let mut e = EventChannels::new(1);
         let mut s = Fake::default();
         let p = e.bind_ipi(0).unwrap();
-        e.send(&mut s, p, 0).unwrap();
+        e.send(&mut s, p, DomId(0)).unwrap();
         e.close(&mut s, p).unwrap();
         assert!(!s.is_pending(p));
         assert_eq!(e.close(&mut s, p), Err(EvtchnError::Invalid));
@@ -862,7 +868,7 @@ mod tests {
         );
         // A device interrupt may be steered to another vCPU; guests cannot send on it.
         e.bind_vcpu(p, 1).unwrap();
-        assert_eq!(e.send(&mut s, p, 0), Err(EvtchnError::Invalid));
+        assert_eq!(e.send(&mut s, p, DomId(0)), Err(EvtchnError::Invalid));
         assert!(e.set_pending(&mut s, p));
         assert_eq!(s.sel[1], 1, "raised on vCPU 1");
         assert_eq!(e.close(&mut s, p), Ok(PortState::Pirq(9)));
@@ -870,7 +876,7 @@ mod tests {
         assert_eq!(e.bind_pirq(9), Ok(p));
     }
 
-    fn interdomain(remote_dom: u16, remote_port: Port) -> PortState {
+    fn interdomain(remote_dom: DomId, remote_port: Port) -> PortState {
         PortState::Interdomain {
             remote_dom,
             remote_port,
@@ -882,30 +888,37 @@ mod tests {
         // Linux dom0's xenstore port: alloc_unbound(SELF, SELF), then bound from user space.
         let mut e = EventChannels::new(2);
         let mut s = Fake::default();
-        let p = e.alloc_unbound(0).unwrap();
-        let q = bind_interdomain(&mut e, 0, None, 0, p).unwrap();
+        let p = e.alloc_unbound(DomId(0)).unwrap();
+        let q = bind_interdomain(&mut e, DomId(0), None, DomId(0), p).unwrap();
         assert_ne!(p, q);
-        assert_eq!(e.port(p), Some((interdomain(0, q), 0)));
-        assert_eq!(e.port(q), Some((interdomain(0, p), 0)));
+        assert_eq!(e.port(p), Some((interdomain(DomId(0), q), 0)));
+        assert_eq!(e.port(q), Some((interdomain(DomId(0), p), 0)));
         assert_eq!(e.port(q).map(|x| x.0.status()), Some(stat::INTERDOMAIN));
         // Each end raises the other, on the other's vCPU.
         e.bind_vcpu(p, 1).unwrap();
-        assert_eq!(e.send(&mut s, q, 0), Ok(Sent::Raised(1)));
+        assert_eq!(e.send(&mut s, q, DomId(0)), Ok(Sent::Raised(1)));
         assert!(s.is_pending(p) && !s.is_pending(q) && s.sel[1] == 1);
-        assert_eq!(e.send(&mut s, p, 0), Ok(Sent::Raised(0)));
+        assert_eq!(e.send(&mut s, p, DomId(0)), Ok(Sent::Raised(0)));
         assert!(s.is_pending(q));
         // Closing one end leaves the other unbound for this domain, which binds it again.
-        assert_eq!(e.close(&mut s, q), Ok(interdomain(0, p)));
-        assert!(e.unbind_peer(p, 0, q));
-        assert_eq!(e.port(p), Some((PortState::Unbound { remote: 0 }, 1)));
+        assert_eq!(e.close(&mut s, q), Ok(interdomain(DomId(0), p)));
+        assert!(e.unbind_peer(p, DomId(0), q));
+        assert_eq!(
+            e.port(p),
+            Some((PortState::Unbound { remote: DomId(0) }, 1))
+        );
         assert!(
             !s.is_pending(q) && s.is_pending(p),
             "only the closed end is cleared"
         );
-        assert_eq!(e.send(&mut s, p, 0), Ok(Sent::Nothing), "unbound: dropped");
-        assert_eq!(bind_interdomain(&mut e, 0, None, 0, p), Ok(q));
         assert_eq!(
-            bind_interdomain(&mut e, 0, None, 0, p),
+            e.send(&mut s, p, DomId(0)),
+            Ok(Sent::Nothing),
+            "unbound: dropped"
+        );
+        assert_eq!(bind_interdomain(&mut e, DomId(0), None, DomId(0), p), Ok(q));
+        assert_eq!(
+            bind_interdomain(&mut e, DomId(0), None, DomId(0), p),
             Err(EvtchnError::Invalid),
             "connected already"
         );
@@ -915,49 +928,64 @@ mod tests {
     fn two_domains() {
         let (mut d0, mut d1) = (EventChannels::new(1), EventChannels::new(1));
         let (mut s0, mut s1) = (Fake::default(), Fake::default());
-        let console = d1.alloc_unbound(0x7ff2).unwrap();
-        let p = d1.alloc_unbound(0).unwrap();
+        let console = d1.alloc_unbound(DomId(0x7ff2)).unwrap();
+        let p = d1.alloc_unbound(DomId(0)).unwrap();
         // Only the domain a port is reserved for may bind it; bad ports are -EINVAL.
         for bad in [console.raw(), 0, 99, 4096, u32::MAX].map(port) {
             assert_eq!(
-                bind_interdomain(&mut d0, 0, Some(&mut d1), 1, bad),
+                bind_interdomain(&mut d0, DomId(0), Some(&mut d1), DomId(1), bad),
                 Err(EvtchnError::Invalid),
                 "port {bad}"
             );
         }
         assert_eq!(
-            bind_interdomain(&mut d1, 1, None, 1, p),
+            bind_interdomain(&mut d1, DomId(1), None, DomId(1), p),
             Err(EvtchnError::Invalid),
             "reserved for d0, not d1"
         );
-        let l = bind_interdomain(&mut d0, 0, Some(&mut d1), 1, p).unwrap();
+        let l = bind_interdomain(&mut d0, DomId(0), Some(&mut d1), DomId(1), p).unwrap();
         assert_eq!(l, port(1), "the failed attempts took no port");
-        assert_eq!(d0.port(l), Some((interdomain(1, p), 0)));
-        assert_eq!(d1.port(p), Some((interdomain(0, l), 0)));
+        assert_eq!(d0.port(l), Some((interdomain(DomId(1), p), 0)));
+        assert_eq!(d1.port(p), Some((interdomain(DomId(0), l), 0)));
         // A send names the other domain's end; delivery checks it is still that end.
-        assert_eq!(d0.send(&mut s0, l, 0), Ok(Sent::Remote { dom: 1, port: p }));
-        assert_eq!(d1.deliver(&mut s1, p, 0, l), Sent::Raised(0));
+        assert_eq!(
+            d0.send(&mut s0, l, DomId(0)),
+            Ok(Sent::Remote {
+                dom: DomId(1),
+                port: p
+            })
+        );
+        assert_eq!(d1.deliver(&mut s1, p, DomId(0), l), Sent::Raised(0));
         assert!(s1.is_pending(p) && !s0.is_pending(l));
         assert_eq!(
-            d1.deliver(&mut s1, p, 0, l),
+            d1.deliver(&mut s1, p, DomId(0), l),
             Sent::Nothing,
             "pending already"
         );
-        assert_eq!(d1.deliver(&mut s1, console, 0, l), Sent::Nothing);
-        assert_eq!(d1.send(&mut s1, p, 1), Ok(Sent::Remote { dom: 0, port: l }));
+        assert_eq!(d1.deliver(&mut s1, console, DomId(0), l), Sent::Nothing);
+        assert_eq!(
+            d1.send(&mut s1, p, DomId(1)),
+            Ok(Sent::Remote {
+                dom: DomId(0),
+                port: l
+            })
+        );
         // d1 closes its end: d0's becomes unbound for d1; a late delivery to d1's freed (or
         // reused) port does nothing.
-        assert_eq!(d1.close(&mut s1, p), Ok(interdomain(0, l)));
-        assert!(d0.unbind_peer(l, 1, p));
-        assert!(!d0.unbind_peer(l, 1, p), "only once");
-        assert_eq!(d0.port(l), Some((PortState::Unbound { remote: 1 }, 0)));
+        assert_eq!(d1.close(&mut s1, p), Ok(interdomain(DomId(0), l)));
+        assert!(d0.unbind_peer(l, DomId(1), p));
+        assert!(!d0.unbind_peer(l, DomId(1), p), "only once");
+        assert_eq!(
+            d0.port(l),
+            Some((PortState::Unbound { remote: DomId(1) }, 0))
+        );
         let ipi = d1.bind_ipi(0).unwrap();
         assert_eq!(ipi, p);
-        assert_eq!(d1.deliver(&mut s1, ipi, 0, l), Sent::Nothing);
+        assert_eq!(d1.deliver(&mut s1, ipi, DomId(0), l), Sent::Nothing);
         assert!(!s1.is_pending(ipi));
         // d1 may bind d0's port again.
         assert_eq!(
-            bind_interdomain(&mut d1, 1, Some(&mut d0), 0, l),
+            bind_interdomain(&mut d1, DomId(1), Some(&mut d0), DomId(0), l),
             Ok(port(ipi.raw() + 1))
         );
     }
@@ -967,36 +995,36 @@ mod tests {
         let mut e = EventChannels::new(1);
         let mut s = Fake::default();
         assert_eq!(
-            (1..NR_PORTS).map(|_| e.alloc_unbound(0)).last(),
+            (1..NR_PORTS).map(|_| e.alloc_unbound(DomId(0))).last(),
             Some(Ok(port(NR_PORTS as u32 - 1))),
             "no limit: the 2-level ABI's 4095"
         );
-        assert_eq!(e.alloc_unbound(0), Err(EvtchnError::NoSpace));
+        assert_eq!(e.alloc_unbound(DomId(0)), Err(EvtchnError::NoSpace));
         let mut d = EventChannels::new(1);
         d.set_max_port(1023);
         assert_eq!(
-            (1..1024).map(|_| d.alloc_unbound(0)).last(),
+            (1..1024).map(|_| d.alloc_unbound(DomId(0))).last(),
             Some(Ok(port(1023)))
         );
-        assert_eq!(d.alloc_unbound(0), Err(EvtchnError::NoSpace));
+        assert_eq!(d.alloc_unbound(DomId(0)), Err(EvtchnError::NoSpace));
         assert_eq!(d.bind_ipi(0), Err(EvtchnError::NoSpace));
         assert_eq!(
-            bind_interdomain(&mut d, 0, Some(&mut e), 0, port(5)),
+            bind_interdomain(&mut d, DomId(0), Some(&mut e), DomId(0), port(5)),
             Err(EvtchnError::NoSpace),
             "the local port is taken before the remote one is checked"
         );
         // Destruction: every open port listed, highest first; nothing new is allocated.
         let mut f = EventChannels::new(1);
         f.bind_ipi(0).unwrap();
-        f.alloc_unbound(0).unwrap();
+        f.alloc_unbound(DomId(0)).unwrap();
         f.close(&mut s, port(1)).unwrap();
         f.bind_virq(virq::TIMER, 0).unwrap();
         f.bind_ipi(0).unwrap();
-        let u = f.alloc_unbound(0).unwrap();
+        let u = f.alloc_unbound(DomId(0)).unwrap();
         assert_eq!(f.begin_destroy(), [u, port(3), port(2), port(1)]);
-        assert_eq!(f.alloc_unbound(0), Err(EvtchnError::Invalid));
+        assert_eq!(f.alloc_unbound(DomId(0)), Err(EvtchnError::Invalid));
         assert_eq!(
-            bind_interdomain(&mut e2(), 0, Some(&mut f), 1, u),
+            bind_interdomain(&mut e2(), DomId(0), Some(&mut f), DomId(1), u),
             Err(EvtchnError::Invalid),
             "a dying domain's unbound port cannot be bound"
         );
@@ -1011,7 +1039,7 @@ mod tests {
     fn bind_vcpu_per_state() {
         let mut e = EventChannels::new(2);
         let ipi = e.bind_ipi(0).unwrap();
-        let u = e.alloc_unbound(0).unwrap();
+        let u = e.alloc_unbound(DomId(0)).unwrap();
         let t = e.bind_virq(virq::TIMER, 0).unwrap();
         assert_eq!(
             e.bind_vcpu(port(999), 5),
@@ -1023,9 +1051,13 @@ mod tests {
         assert_eq!(e.bind_vcpu(ipi, 1), Err(EvtchnError::Invalid));
         assert_eq!(e.bind_vcpu(t, 1), Err(EvtchnError::Invalid));
         assert_eq!(e.bind_vcpu(u, 1), Ok(()));
-        let l = bind_interdomain(&mut e, 0, None, 0, u).unwrap();
+        let l = bind_interdomain(&mut e, DomId(0), None, DomId(0), u).unwrap();
         assert_eq!(e.bind_vcpu(l, 1), Ok(()));
-        assert_eq!(e.port(u), Some((interdomain(0, l), 1)), "kept its vCPU");
+        assert_eq!(
+            e.port(u),
+            Some((interdomain(DomId(0), l), 1)),
+            "kept its vCPU"
+        );
         assert_eq!(
             e.close(&mut Fake::default(), port(7)),
             Err(EvtchnError::Invalid)

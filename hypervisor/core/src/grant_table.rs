@@ -28,7 +28,7 @@ use alloc::vec::Vec;
 
 use xen_abi::grant_table::{gntmap, gntst, gtf};
 
-use crate::ids::GrantRef;
+use crate::ids::{DomId, GrantRef, Mfn};
 
 /// v1 entries per table frame (8 bytes each).
 pub const ENTRIES_PER_FRAME_V1: u32 = 512;
@@ -98,14 +98,14 @@ pub trait SharedEntries {
 }
 
 /// What Hestia keeps for one grant entry while it is in use (Xen's `active_grant_entry`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Active {
     /// The four use counters ([`pin`]); 0: not in use.
     pub pin: u32,
     /// The domain using it (meaningful while `pin` is not 0).
-    pub domid: u16,
+    pub domid: DomId,
     /// The frame the first use resolved.
-    pub mfn: u64,
+    pub mfn: Mfn,
     /// A v2 sub-page grant (copies only, within `start..start + length`).
     pub is_sub_page: bool,
     /// First byte granted.
@@ -114,11 +114,23 @@ pub struct Active {
     pub length: u16,
 }
 
+impl Active {
+    /// An entry no domain uses.
+    const UNUSED: Active = Active {
+        pin: 0,
+        domid: DomId(0),
+        mfn: Mfn::new(0),
+        is_sub_page: false,
+        start: 0,
+        length: 0,
+    };
+}
+
 /// A use [`GrantTable::acquire`] took: the frame and the bytes of it granted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Use {
     /// The frame.
-    pub mfn: u64,
+    pub mfn: Mfn,
     /// First byte granted.
     pub start: u16,
     /// Bytes granted.
@@ -185,7 +197,7 @@ impl GrantTable {
         {
             return false;
         }
-        self.active.resize(want, Active::default());
+        self.active.resize(want, Active::UNUSED);
         self.nr_frames = nr_frames;
         true
     }
@@ -201,7 +213,7 @@ impl GrantTable {
     }
 
     /// True if an entry in use by `ldom` has frame `mfn` (Xen's `grant_map_exists`).
-    pub fn in_use_by(&self, ldom: u16, mfn: u64) -> bool {
+    pub fn in_use_by(&self, ldom: DomId, mfn: Mfn) -> bool {
         self.active
             .iter()
             .any(|a| a.pin != 0 && a.domid == ldom && a.mfn == mfn)
@@ -221,11 +233,11 @@ impl GrantTable {
         &mut self,
         sh: &dyn SharedEntries,
         r: GrantRef,
-        ldom: u16,
+        ldom: DomId,
         incr: u32,
         readonly: bool,
         mapping: bool,
-        get_frame: &mut dyn FnMut(u64, bool) -> Result<(), i16>,
+        get_frame: &mut dyn FnMut(Mfn, bool) -> Result<(), i16>,
     ) -> Result<Use, i16> {
         if r.raw() >= self.nr_entries() {
             return Err(gntst::BAD_GNTREF);
@@ -249,7 +261,11 @@ impl GrantTable {
                 set_status_v1(sh, r, act.pin, readonly, mapping, ldom)?;
             }
         }
-        let frame = if first { sh.frame(r) } else { act.mfn };
+        let frame = if first {
+            Mfn::new(sh.frame(r))
+        } else {
+            act.mfn
+        };
         if let Err(rc) = get_frame(frame, first) {
             reduce_status_for_pin(sh, r, act.pin, readonly);
             return Err(rc);
@@ -324,14 +340,14 @@ fn set_status_v1(
     pin: u32,
     readonly: bool,
     mapping: bool,
-    ldom: u16,
+    ldom: DomId,
 ) -> Result<(), i16> {
     let mask = usable_mask(mapping);
     let mut seen = sh.load_word(r);
     // The guest may change the entry under us; a few retries, then it is misbehaving.
     for _ in 0..5 {
         let (flags, domid) = (seen as u16, (seen >> 16) as u16);
-        if pin == 0 && (flags & mask != gtf::PERMIT_ACCESS || domid != ldom) {
+        if pin == 0 && (flags & mask != gtf::PERMIT_ACCESS || domid != ldom.0) {
             return Err(gntst::GENERAL_ERROR);
         }
         let mut new = flags | gtf::READING;
@@ -360,12 +376,12 @@ fn set_status_v2(
     pin: u32,
     readonly: bool,
     mapping: bool,
-    ldom: u16,
+    ldom: DomId,
 ) -> Result<(), i16> {
     let mask = usable_mask(mapping);
     let refused = |w: u32| {
         let (flags, domid) = (w as u16, (w >> 16) as u16);
-        flags & mask != gtf::PERMIT_ACCESS || domid != ldom
+        flags & mask != gtf::PERMIT_ACCESS || domid != ldom.0
     };
     let w = sh.load_word(r);
     if pin == 0 && refused(w) {
@@ -414,9 +430,9 @@ pub struct Mapping<T> {
     /// The grant reference.
     pub r#ref: GrantRef,
     /// The granter.
-    pub domid: u16,
+    pub domid: DomId,
     /// The frame mapped.
-    pub mfn: u64,
+    pub mfn: Mfn,
     /// The kernel's handle on the granter.
     pub granter: T,
 }
@@ -656,7 +672,7 @@ mod tests {
         (gt, Fake::new(512))
     }
 
-    fn ok(_: u64, _: bool) -> Result<(), i16> {
+    fn ok(_: Mfn, _: bool) -> Result<(), i16> {
         Ok(())
     }
 
@@ -666,8 +682,8 @@ mod tests {
         sh.grant(10, gtf::PERMIT_ACCESS, 1, 0x1234);
         let w = map_pin_incr(gntmap::HOST_MAP);
         assert_eq!(
-            gt.acquire(&sh, gref(10), 1, w, false, true, &mut ok)
-                .map(|u| u.mfn),
+            gt.acquire(&sh, gref(10), DomId(1), w, false, true, &mut ok)
+                .map(|u| u.mfn.raw()),
             Ok(0x1234)
         );
         assert_eq!(
@@ -676,8 +692,8 @@ mod tests {
         );
         let r = map_pin_incr(gntmap::HOST_MAP | gntmap::READONLY);
         assert_eq!(
-            gt.acquire(&sh, gref(10), 1, r, true, true, &mut ok)
-                .map(|u| u.mfn),
+            gt.acquire(&sh, gref(10), DomId(1), r, true, true, &mut ok)
+                .map(|u| u.mfn.raw()),
             Ok(0x1234)
         );
         gt.release(&sh, gref(10), w, false);
@@ -693,41 +709,41 @@ mod tests {
         let w = pin::HOST_WRITE;
         // Outside the table.
         assert_eq!(
-            gt.acquire(&sh, gref(512), 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(512), DomId(1), w, false, true, &mut ok),
             Err(gntst::BAD_GNTREF)
         );
         // Never granted, granted to another domain, read-only for a writer, ended.
         assert_eq!(
-            gt.acquire(&sh, gref(1), 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(1), DomId(1), w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         sh.grant(2, gtf::PERMIT_ACCESS, 7, 5);
         assert_eq!(
-            gt.acquire(&sh, gref(2), 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(2), DomId(1), w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         sh.grant(3, gtf::PERMIT_ACCESS | gtf::READONLY, 1, 5);
         assert_eq!(
-            gt.acquire(&sh, gref(3), 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(3), DomId(1), w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         assert_eq!(sh.flags(3), gtf::PERMIT_ACCESS | gtf::READONLY);
         // Sub-page bit: refused for a mapping, not for a copy.
         sh.grant(4, gtf::PERMIT_ACCESS | gtf::SUB_PAGE, 1, 5);
         assert_eq!(
-            gt.acquire(&sh, gref(4), 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(4), DomId(1), w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         assert_eq!(
-            gt.acquire(&sh, gref(4), 1, w, false, false, &mut ok)
-                .map(|u| u.mfn),
+            gt.acquire(&sh, gref(4), DomId(1), w, false, false, &mut ok)
+                .map(|u| u.mfn.raw()),
             Ok(5)
         );
         // A frame the kernel refuses: its code, and the status bits cleared again.
         sh.grant(6, gtf::PERMIT_ACCESS, 1, 5);
-        let mut bad = |_: u64, _: bool| Err(gntst::BAD_PAGE);
+        let mut bad = |_: Mfn, _: bool| Err(gntst::BAD_PAGE);
         assert_eq!(
-            gt.acquire(&sh, gref(6), 1, w, false, true, &mut bad),
+            gt.acquire(&sh, gref(6), DomId(1), w, false, true, &mut bad),
             Err(gntst::BAD_PAGE)
         );
         assert_eq!(sh.flags(6), gtf::PERMIT_ACCESS);
@@ -740,25 +756,25 @@ mod tests {
         sh.grant(8, gtf::PERMIT_ACCESS, 1, 100);
         let r = pin::HOST_READ;
         assert_eq!(
-            gt.acquire(&sh, gref(8), 1, r, true, true, &mut ok)
-                .map(|u| u.mfn),
+            gt.acquire(&sh, gref(8), DomId(1), r, true, true, &mut ok)
+                .map(|u| u.mfn.raw()),
             Ok(100)
         );
         // The granter ends access and reuses the entry: the use goes on with frame 100.
         sh.grant(8, gtf::PERMIT_ACCESS | gtf::READING, 2, 200);
         assert_eq!(
-            gt.acquire(&sh, gref(8), 2, r, true, true, &mut ok),
+            gt.acquire(&sh, gref(8), DomId(2), r, true, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         let mut seen = 0;
-        let mut record = |f: u64, first: bool| {
+        let mut record = |f: Mfn, first: bool| {
             assert!(!first);
-            seen = f;
+            seen = f.raw();
             Ok(())
         };
         assert_eq!(
-            gt.acquire(&sh, gref(8), 1, r, true, true, &mut record)
-                .map(|u| u.mfn),
+            gt.acquire(&sh, gref(8), DomId(1), r, true, true, &mut record)
+                .map(|u| u.mfn.raw()),
             Ok(100)
         );
         assert_eq!(seen, 100);
@@ -774,9 +790,9 @@ mod tests {
         sh.grant(10, gtf::PERMIT_ACCESS, 1, 0x1_0000_0042);
         let w = pin::HOST_WRITE;
         let u = gt
-            .acquire(&sh, gref(10), 1, w, false, true, &mut ok)
+            .acquire(&sh, gref(10), DomId(1), w, false, true, &mut ok)
             .unwrap();
-        assert_eq!((u.mfn, u.start, u.length), (0x1_0000_0042, 0, 4096));
+        assert_eq!((u.mfn.raw(), u.start, u.length), (0x1_0000_0042, 0, 4096));
         assert_eq!(sh.status(10), gtf::READING | gtf::WRITING);
         assert_eq!(sh.flags(10), gtf::PERMIT_ACCESS);
         gt.release(&sh, gref(10), w, false);
@@ -785,30 +801,30 @@ mod tests {
         sh.grant(11, gtf::PERMIT_ACCESS | gtf::SUB_PAGE, 1, 7);
         sh.0.borrow_mut()[11].3 = (256, 512);
         assert_eq!(
-            gt.acquire(&sh, gref(11), 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(11), DomId(1), w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         assert_eq!(sh.status(11), 0);
         let r = pin::HOST_READ;
         let u = gt
-            .acquire(&sh, gref(11), 1, r, true, false, &mut ok)
+            .acquire(&sh, gref(11), DomId(1), r, true, false, &mut ok)
             .unwrap();
         assert_eq!((u.start, u.length), (256, 512));
         assert_eq!(
-            gt.acquire(&sh, gref(11), 1, r, true, true, &mut ok),
+            gt.acquire(&sh, gref(11), DomId(1), r, true, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         gt.release(&sh, gref(11), r, true);
         // Read-only for a writer; beyond the v2 table.
         sh.grant(12, gtf::PERMIT_ACCESS | gtf::READONLY, 1, 7);
         assert_eq!(
-            gt.acquire(&sh, gref(12), 1, w, false, true, &mut ok),
+            gt.acquire(&sh, gref(12), DomId(1), w, false, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
         assert_eq!(sh.status(12), 0);
         assert_eq!(
-            gt.acquire(&sh, gref(300), 1, w, false, true, &mut ok)
-                .map(|u| u.mfn),
+            gt.acquire(&sh, gref(300), DomId(1), w, false, true, &mut ok)
+                .map(|u| u.mfn.raw()),
             Err(gntst::BAD_GNTREF)
         );
     }
@@ -819,12 +835,12 @@ mod tests {
         sh.grant(0, gtf::PERMIT_ACCESS, 0, 1);
         for _ in 0..128 {
             assert!(
-                gt.acquire(&sh, gref(0), 0, pin::DEV_READ, true, true, &mut ok)
+                gt.acquire(&sh, gref(0), DomId(0), pin::DEV_READ, true, true, &mut ok)
                     .is_ok()
             );
         }
         assert_eq!(
-            gt.acquire(&sh, gref(0), 0, pin::DEV_READ, true, true, &mut ok),
+            gt.acquire(&sh, gref(0), DomId(0), pin::DEV_READ, true, true, &mut ok),
             Err(gntst::GENERAL_ERROR)
         );
     }
@@ -846,8 +862,8 @@ mod tests {
         Mapping {
             flags,
             r#ref: gref(0),
-            domid: 0,
-            mfn: 0,
+            domid: DomId(0),
+            mfn: Mfn::new(0),
             granter: (),
         }
     }
@@ -884,7 +900,15 @@ mod tests {
         sh.grant(20, gtf::PERMIT_ACCESS, 0, 77);
         for _ in 0..10_000 {
             let mfn = gt
-                .acquire(&sh, gref(20), 0, pin::HOST_WRITE, false, true, &mut ok)
+                .acquire(
+                    &sh,
+                    gref(20),
+                    DomId(0),
+                    pin::HOST_WRITE,
+                    false,
+                    true,
+                    &mut ok,
+                )
                 .unwrap()
                 .mfn;
             let h = mt

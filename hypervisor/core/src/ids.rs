@@ -20,8 +20,17 @@
 //! hold. No range check here can replace that lookup, and none is made, so that the order of
 //! Xen's error checks (which the handlers reproduce) is kept.
 //!
-//! `Debug` names the kind (`port:5`, `gref:5`) for traces; `Display` is the bare number, as
-//! the log lines print it. A domain id prints as Xen names domains (`d1`) either way.
+//! Frame numbers ([`Mfn`], [`Gfn`]) are different: most of them Hestia makes itself (the
+//! frame allocator, the P2M it builds, a page-table entry it reads), and what makes one
+//! usable is not that it names a frame (every number below the physical address width names
+//! a place in memory) but who owns that frame and what it is used as, which the frame table
+//! answers per use (`get_page`, `get_page_type`) and the P2M per lookup. So they have a plain
+//! `new`: a name like `unvalidated` would be wrong at most of its callers, and would suggest
+//! a check that none could make.
+//!
+//! `Debug` names the kind (`port:5`, `gref:5`, `mfn:0x5`) for traces; `Display` is the bare
+//! number, as the log lines print it (frame numbers also in hex, `{mfn:#x}`, as Xen prints
+//! them). A domain id prints as Xen names domains (`d1`) either way.
 
 use core::fmt;
 
@@ -110,6 +119,84 @@ impl fmt::LowerHex for GrantRef {
     }
 }
 
+/// What both frame numbers share: `new`, the number back (`raw`), the first byte's address
+/// (`addr`), `+ n` for the frame `n` further, `Debug` as `kind:0xN`, `Display` as the bare
+/// number and `LowerHex`.
+macro_rules! frame_number {
+    ($id:ident, $kind:literal) => {
+        impl $id {
+            /// The frame numbered `raw` (the module documentation says why nothing is
+            /// checked).
+            pub const fn new(raw: u64) -> $id {
+                $id(raw)
+            }
+
+            /// The number, as the ABI and the page-table entries write it.
+            pub const fn raw(self) -> u64 {
+                self.0
+            }
+
+            /// The address of the frame's first byte.
+            pub const fn addr(self) -> u64 {
+                self.0 << 12
+            }
+        }
+
+        impl core::ops::Add<u64> for $id {
+            type Output = $id;
+
+            /// The frame `n` frames on (Xen's `mfn_add`), for runs of frames.
+            fn add(self, n: u64) -> $id {
+                $id(self.0 + n)
+            }
+        }
+
+        impl fmt::Debug for $id {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!($kind, ":{:#x}"), self.0)
+            }
+        }
+
+        impl fmt::Display for $id {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl fmt::LowerHex for $id {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::LowerHex::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+/// A machine frame number: the 4 KiB frame of host physical memory at `raw * 4096` (Xen's
+/// `mfn_t`).
+///
+/// Range: any `u64` can be built (a guest names one in every page-table entry and grant
+/// entry it writes); frames below the frame table's size have an owner and a type there,
+/// those past it are I/O memory. Whether a domain may use one is the frame table's answer
+/// (`pv_mm::FrameTable::get_page`), never this type's.
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mfn(u64);
+
+frame_number!(Mfn, "mfn");
+
+/// A guest frame number: for a PV guest, the index of its physical-to-machine map (Xen's
+/// `gfn_t`, which PV interfaces call a "pfn"), the frame the guest believes is its
+/// `raw`-th page.
+///
+/// Range: any `u64` can be named by a guest; only those below its page count index the P2M
+/// Hestia builds for it at boot (`pv::domain::Domain::p2m` in the kernel). After boot a PV
+/// guest keeps its own P2M, and the frame numbers its hypercalls pass are machine frames.
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Gfn(u64);
+
+frame_number!(Gfn, "gfn");
+
 /// A domain's id (Xen's `domid_t`).
 ///
 /// Range: 0 to `DOMID_FIRST_RESERVED - 1` name domains (0 need not be the control domain:
@@ -118,9 +205,13 @@ impl fmt::LowerHex for GrantRef {
 /// `DomId`: the kernel's `domain::lookup` resolves it (`DOMID_SELF` to the caller, once) to a
 /// live domain, whose id this is; new ids come from [`crate::domid::Rover`].
 ///
-/// The number is still a public field: much of the core logic a domain's id is handed to
-/// (port states, grant entries, frame owners) keys on `u16` yet, and reads `id.0` until it
-/// takes `DomId` itself.
+/// One kind of value is kept as a `DomId` without naming a live domain, because the ABI
+/// keeps it so: the remote end of an unbound port, whatever id its allocator named
+/// (`DOMID_XEN` for a console ring Hestia serves).
+///
+/// The number is still a public field: the frame table's owners (`pv_mm::Dom`, which also
+/// holds the pseudo-domains `DOMID_IO` and `DOMID_XEN`) and the kernel's domain lookup key on
+/// `u16` yet, and read `id.0`.
 #[repr(transparent)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct DomId(pub u16);
@@ -185,6 +276,24 @@ mod tests {
         assert_eq!(format!("{:?}", DomId(0)), "d0");
         assert_eq!(format!("{}v1", DomId(0x7fef)), "d32751v1");
         assert_eq!(core::mem::size_of::<DomId>(), 2);
+    }
+
+    #[test]
+    fn frame_numbers_are_their_numbers() {
+        assert_eq!(core::mem::size_of::<Mfn>(), 8);
+        assert_eq!(core::mem::size_of::<Gfn>(), 8);
+        for raw in [0, 1, 0xfffff, u64::MAX >> 12] {
+            assert_eq!(Mfn::new(raw).raw(), raw);
+            assert_eq!(Mfn::new(raw).addr(), raw * 4096);
+            assert_eq!(Gfn::new(raw).raw(), raw);
+            assert_eq!(Gfn::new(raw).addr(), raw * 4096);
+        }
+        assert!(Mfn::new(1) < Mfn::new(2));
+        assert_eq!(Mfn::new(1) + 2, Mfn::new(3));
+        assert_eq!(Gfn::new(1) + 2, Gfn::new(3));
+        assert_eq!(format!("{:?}", Mfn::new(0x1a)), "mfn:0x1a");
+        assert_eq!(format!("{:?}", Gfn::new(0x1a)), "gfn:0x1a");
+        assert_eq!(format!("{} {:#x}", Mfn::new(26), Mfn::new(26)), "26 0x1a");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! where Linux's clean-up of it expects.
 
 use crate::elf::PvKernel;
+use crate::ids::Gfn;
 
 const PAGE: u64 = 4096;
 const FOUR_MIB: u64 = 4 << 20;
@@ -64,18 +65,18 @@ pub struct PvLayout {
 }
 
 /// A run of PFNs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PfnRange {
     /// The first PFN.
-    pub first: u64,
+    pub first: Gfn,
     /// How many.
     pub pages: u64,
 }
 
 impl PvLayout {
     /// The PFN of a virtual address inside the initial mapping.
-    pub const fn pfn(&self, va: u64) -> u64 {
-        (va - self.v_start) / PAGE
+    pub const fn pfn(&self, va: u64) -> Gfn {
+        Gfn::new((va - self.v_start) / PAGE)
     }
 
     /// Pages mapped by the initial tables.
@@ -88,7 +89,7 @@ impl PvLayout {
         [self.initrd_pfns, self.p2m_frames]
             .iter()
             .flatten()
-            .map(|r| r.first + r.pages)
+            .map(|r| (r.first + r.pages).raw())
             .fold(self.mapped_pages(), u64::max)
     }
 }
@@ -181,7 +182,7 @@ pub fn compute(
     }
     let mapped_pages = (v_end - v_start) / PAGE;
     let initrd_pfns = (!map_initrd && initrd_len > 0).then(|| PfnRange {
-        first: mapped_pages,
+        first: Gfn::new(mapped_pages),
         pages: initrd_len.div_ceil(PAGE),
     });
     let p2m_frames = if p2m_inline {
@@ -195,7 +196,7 @@ pub fn compute(
             return Err(bad);
         }
         Some(PfnRange {
-            first: initrd_pfns.map_or(mapped_pages, |r| r.first + r.pages),
+            first: initrd_pfns.map_or(Gfn::new(mapped_pages), |r| r.first + r.pages),
             pages: p2m.pages() + page_tables_needed(p2m.start, p2m.end) - 1,
         })
     };
@@ -264,7 +265,7 @@ mod tests {
         assert_eq!(l.v_end % FOUR_MIB, 0);
         assert!(l.v_end - (l.stack + PAGE) >= SLACK);
         assert!(page_tables_needed(l.v_start, l.v_end) <= l.page_tables.pages());
-        assert_eq!(l.pfn(l.kernel.start), 0x100);
+        assert_eq!(l.pfn(l.kernel.start), Gfn::new(0x100));
     }
 
     #[test]
@@ -308,7 +309,10 @@ mod tests {
         // Linux cleans its initial mapping up to pt_end rounded up to 4 MiB: all of it.
         assert!(l.page_tables.end.next_multiple_of(FOUR_MIB) >= l.v_end);
         let initrd = l.initrd_pfns.unwrap();
-        assert_eq!((initrd.first, initrd.pages), (l.mapped_pages(), 512));
+        assert_eq!(
+            (initrd.first, initrd.pages),
+            (Gfn::new(l.mapped_pages()), 512)
+        );
         let p2m = l.p2m_frames.unwrap();
         assert_eq!(p2m.first, initrd.first + initrd.pages);
         assert_eq!(l.p2m.start, 1 << 39);
@@ -316,7 +320,7 @@ mod tests {
         assert_eq!(l.p2m.pages(), data);
         // One L3, one L2, one L1 per 2 MiB of P2M (the L4 is the initial one).
         assert_eq!(p2m.pages, data + 1 + 1 + data.div_ceil(512));
-        assert_eq!(l.used_pages(), p2m.first + p2m.pages);
+        assert_eq!(l.used_pages(), (p2m.first + p2m.pages).raw());
         // A P2M inside the initial mapping's slot is refused.
         let clash = PvKernel {
             init_p2m: Some(0xffff_ffff_c000_0000),

@@ -59,11 +59,14 @@
 use alloc::vec::Vec;
 
 use crate::descriptor;
+use crate::ids::Mfn;
 use crate::l1tf::SafeMaddr;
 use crate::rangeset::RangeSet;
 
 /// Page-table entry bits used by the rules.
 pub mod pte {
+    use crate::ids::Mfn;
+
     /// Present.
     pub const P: u64 = 1 << 0;
     /// Writable.
@@ -83,6 +86,11 @@ pub mod pte {
     /// Marks an L1 entry written by a grant host mapping (Xen's `_PAGE_GNTTAB`, bit 62): its
     /// target may be another domain's frame; guests cannot write the bit themselves.
     pub const GNTTAB: u64 = 1 << 62;
+
+    /// The frame entry `e` names (its address bits).
+    pub const fn mfn(e: u64) -> Mfn {
+        Mfn::new((e & ADDR) >> 12)
+    }
 }
 
 /// First and last+1 L4 slots that belong to the hypervisor.
@@ -235,10 +243,10 @@ pub struct Pending {
     /// A table (and its level) whose validation this vCPU started: it holds the table's general
     /// reference and type claim. The same request, issued again, resumes it; any other
     /// table operation of the vCPU gives it up (tears down what it took).
-    validating: Option<(u64, u8)>,
+    validating: Option<(Mfn, u8)>,
     /// A table whose teardown this vCPU owes: it holds the table's general reference until the
     /// teardown is done. Every preemptible operation finishes it first.
-    teardown: Option<u64>,
+    teardown: Option<Mfn>,
 }
 
 impl Pending {
@@ -313,17 +321,17 @@ pub enum MmError {
 /// Access to page-table frames (the kernel uses the direct map; tests use a fake).
 pub trait PtMemory {
     /// Reads entry `idx` (0-511) of frame `mfn`.
-    fn read(&self, mfn: u64, idx: usize) -> u64;
+    fn read(&self, mfn: Mfn, idx: usize) -> u64;
     /// Writes entry `idx` of frame `mfn`.
-    fn write(&mut self, mfn: u64, idx: usize, val: u64);
+    fn write(&mut self, mfn: Mfn, idx: usize, val: u64);
     /// Writes the hypervisor's own entries into slots 256-271 of the L4 frame `mfn` (done once
     /// the frame is validated as an L4, so every guest L4 carries the hypervisor).
-    fn install_hypervisor_slots(&mut self, mfn: u64);
+    fn install_hypervisor_slots(&mut self, mfn: Mfn);
     /// Flushes the guest translations from every CPU's TLB, returning once all are gone.
     fn flush_tlbs(&mut self);
     /// An entry of the L4 `mfn`, which may be some CPU's page-table root, was just changed
     /// (CPUs that run guests on copies of their L4, XPTI, copy it again).
-    fn root_entry_changed(&mut self, mfn: u64);
+    fn root_entry_changed(&mut self, mfn: Mfn);
 }
 
 /// Entry flags Xen forces on guest entries: 64-bit PV kernels run in ring 3, so every guest
@@ -393,9 +401,9 @@ impl<'a> FrameTable<'a> {
         if level != 1 {
             return e;
         }
-        let target = (e & pte::ADDR) >> 12;
+        let target = pte::mfn(e);
         let e = e & !pte::G;
-        if self.iomem_ro.contains(target) && self.is_io(target) {
+        if self.iomem_ro.contains(target.raw()) && self.is_io(target) {
             e & !pte::RW
         } else {
             e
@@ -403,12 +411,12 @@ impl<'a> FrameTable<'a> {
     }
 
     /// True for an I/O frame: beyond the table (device memory) or owned by [`DOM_IO`].
-    pub fn is_io(&self, mfn: u64) -> bool {
+    pub fn is_io(&self, mfn: Mfn) -> bool {
         self.info(mfn).is_none_or(|f| f.owner == Some(DOM_IO))
     }
 
     /// True for a frame shared read-only with privileged domains (owned by [`DOM_XEN`]).
-    pub fn is_xen_ro(&self, mfn: u64) -> bool {
+    pub fn is_xen_ro(&self, mfn: Mfn) -> bool {
         self.info(mfn).is_some_and(|f| f.owner == Some(DOM_XEN))
     }
 
@@ -453,39 +461,40 @@ impl<'a> FrameTable<'a> {
     }
 
     /// True if `dom` may map I/O frame `mfn`.
-    pub fn iomem_allowed(&self, dom: Dom, mfn: u64) -> bool {
+    pub fn iomem_allowed(&self, dom: Dom, mfn: Mfn) -> bool {
         self.iomem
             .iter()
-            .any(|(d, set)| *d == dom && set.contains(mfn))
+            .any(|(d, set)| *d == dom && set.contains(mfn.raw()))
     }
 
     /// The bookkeeping of `mfn`.
-    pub fn info(&self, mfn: u64) -> Option<&FrameInfo> {
-        self.frames.get(usize::try_from(mfn).ok()?)
+    pub fn info(&self, mfn: Mfn) -> Option<&FrameInfo> {
+        self.frames.get(usize::try_from(mfn.raw()).ok()?)
     }
 
-    fn info_mut(&mut self, mfn: u64) -> Result<&mut FrameInfo, MmError> {
-        usize::try_from(mfn)
+    fn info_mut(&mut self, mfn: Mfn) -> Result<&mut FrameInfo, MmError> {
+        usize::try_from(mfn.raw())
             .ok()
             .and_then(|i| self.frames.get_mut(i))
             .ok_or(MmError::BadFrame)
     }
 
     /// Gives a free frame to `dom`.
-    pub fn assign(&mut self, mfn: u64, dom: Dom) -> Result<(), MmError> {
+    pub fn assign(&mut self, mfn: Mfn, dom: Dom) -> Result<(), MmError> {
         self.assign_range(mfn, 1, dom)
     }
 
     /// Gives the `n` free frames from `first` on to `dom`, all or none (an extent fresh from
     /// the allocator).
-    pub fn assign_range(&mut self, first: u64, n: u64, dom: Dom) -> Result<(), MmError> {
-        let end = first.checked_add(n).ok_or(MmError::BadFrame)?;
-        for mfn in first..end {
+    pub fn assign_range(&mut self, first: Mfn, n: u64, dom: Dom) -> Result<(), MmError> {
+        let end = first.raw().checked_add(n).ok_or(MmError::BadFrame)?;
+        let frames = || (first.raw()..end).map(Mfn::new);
+        for mfn in frames() {
             if self.info(mfn).ok_or(MmError::BadFrame)?.owner.is_some() {
                 return Err(MmError::NotOwner);
             }
         }
-        for mfn in first..end {
+        for mfn in frames() {
             *self.info_mut(mfn)? = FrameInfo {
                 owner: Some(dom),
                 ..FrameInfo::FREE
@@ -500,7 +509,7 @@ impl<'a> FrameTable<'a> {
     /// caller's one hold of the table, so no other vCPU can map a frame in between; a taken
     /// frame belongs to nobody, so nothing can map it while the caller finishes the exchange
     /// (it then frees it, or gives it back with [`FrameTable::assign`]).
-    pub fn steal(&mut self, mem: &mut dyn PtMemory, mfns: &[u64], dom: Dom) -> Result<(), MmError> {
+    pub fn steal(&mut self, mem: &mut dyn PtMemory, mfns: &[Mfn], dom: Dom) -> Result<(), MmError> {
         let mut taken = Vec::with_capacity(mfns.len());
         for &mfn in mfns {
             let result = match self.info(mfn).copied() {
@@ -523,7 +532,7 @@ impl<'a> FrameTable<'a> {
 
     /// Takes a frame back from `dom` (ballooning): only an unreferenced, untyped, unpinned frame
     /// of `dom` can go, so nothing can still map it.
-    pub fn release(&mut self, mem: &mut dyn PtMemory, mfn: u64, dom: Dom) -> Result<(), MmError> {
+    pub fn release(&mut self, mem: &mut dyn PtMemory, mfn: Mfn, dom: Dom) -> Result<(), MmError> {
         let generation = self.flush_gen;
         let f = self.info_mut(mfn)?;
         if f.owner != Some(dom) {
@@ -547,7 +556,7 @@ impl<'a> FrameTable<'a> {
     }
 
     /// Takes a general reference on a frame `dom` owns.
-    pub fn get_page(&mut self, mfn: u64, dom: Dom) -> Result<(), MmError> {
+    pub fn get_page(&mut self, mfn: Mfn, dom: Dom) -> Result<(), MmError> {
         let f = self.info_mut(mfn)?;
         if f.owner != Some(dom) {
             return Err(MmError::NotOwner);
@@ -559,7 +568,7 @@ impl<'a> FrameTable<'a> {
     /// Drops a general reference. The last one on a frame of a relinquished domain asks for a
     /// fresh relinquishment ([`Self::take_resweep`]), as Xen frees a dead domain's page on its
     /// last `put_page`.
-    pub fn put_page(&mut self, mfn: u64) {
+    pub fn put_page(&mut self, mfn: Mfn) {
         if let Ok(f) = self.info_mut(mfn) {
             debug_assert!(f.ref_count > 0, "reference count underflow on mfn {mfn:#x}");
             f.ref_count = f.ref_count.saturating_sub(1);
@@ -585,7 +594,7 @@ impl<'a> FrameTable<'a> {
     pub fn get_page_type(
         &mut self,
         mem: &mut dyn PtMemory,
-        mfn: u64,
+        mfn: Mfn,
         ty: PageType,
         dom: Dom,
     ) -> Result<(), MmError> {
@@ -639,7 +648,7 @@ impl<'a> FrameTable<'a> {
 
     /// Drops a type reference; the last one of a table tears it down (to the end, however
     /// long: guest-triggered drops of table references use [`Self::put_table_preemptible`]).
-    pub fn put_page_type(&mut self, mem: &mut dyn PtMemory, mfn: u64) {
+    pub fn put_page_type(&mut self, mem: &mut dyn PtMemory, mfn: Mfn) {
         let Ok(fm) = self.info_mut(mfn) else { return };
         if let (PageType::Table(_), 1) = (fm.ty, fm.type_count) {
             debug_assert!(fm.progress == Progress::Idle);
@@ -696,18 +705,18 @@ impl<'a> FrameTable<'a> {
         }
     }
 
-    fn progress(&self, mfn: u64) -> Progress {
+    fn progress(&self, mfn: Mfn) -> Progress {
         self.info(mfn).map_or(Progress::Idle, |f| f.progress)
     }
 
-    fn set_progress(&mut self, mfn: u64, p: Progress) {
+    fn set_progress(&mut self, mfn: Mfn, p: Progress) {
         if let Ok(f) = self.info_mut(mfn) {
             f.progress = p;
         }
     }
 
-    fn target(mem: &dyn PtMemory, mfn: u64, slot: usize) -> u64 {
-        (mem.read(mfn, slot) & pte::ADDR) >> 12
+    fn target(mem: &dyn PtMemory, mfn: Mfn, slot: usize) -> Mfn {
+        pte::mfn(mem.read(mfn, slot))
     }
 
     /// Continues validating `mfn`, a level-`level` table of `dom` in [`Progress::Validating`].
@@ -717,7 +726,7 @@ impl<'a> FrameTable<'a> {
     fn validate(
         &mut self,
         mem: &mut dyn PtMemory,
-        mfn: u64,
+        mfn: Mfn,
         level: u8,
         dom: Dom,
         budget: &mut Budget,
@@ -780,7 +789,7 @@ impl<'a> FrameTable<'a> {
     fn teardown(
         &mut self,
         mem: &mut dyn PtMemory,
-        mfn: u64,
+        mfn: Mfn,
         budget: &mut Budget,
     ) -> Result<(), MmError> {
         let level = match self.info(mfn).map(|f| f.ty) {
@@ -846,7 +855,7 @@ impl<'a> FrameTable<'a> {
     fn get_entry(
         &mut self,
         mem: &mut dyn PtMemory,
-        holder: u64,
+        holder: Mfn,
         level: u8,
         e: u64,
         dom: Dom,
@@ -856,7 +865,7 @@ impl<'a> FrameTable<'a> {
             return self.check_l1tf(dom, level, e).map(|()| Taken::Done);
         }
         Self::check_flags(level, e)?;
-        let target = (e & pte::ADDR) >> 12;
+        let target = pte::mfn(e);
         if level == 1 && self.is_io(target) {
             return if self.iomem_allowed(pg, target) && self.iomem_allowed(dom, target) {
                 Ok(Taken::Done)
@@ -898,8 +907,8 @@ impl<'a> FrameTable<'a> {
     /// general and a level-`level` type reference on the validated, idle table it names, and
     /// one more linear entry in `holder` and linear use in the target (neither may already be
     /// the other). Refused (`TypeConflict`, as the ordinary entry was) when writable.
-    fn get_linear(&mut self, holder: u64, level: u8, e: u64, dom: Dom) -> Result<(), MmError> {
-        let target = (e & pte::ADDR) >> 12;
+    fn get_linear(&mut self, holder: Mfn, level: u8, e: u64, dom: Dom) -> Result<(), MmError> {
+        let target = pte::mfn(e);
         if e & pte::RW != 0 {
             return Err(MmError::TypeConflict);
         }
@@ -937,7 +946,7 @@ impl<'a> FrameTable<'a> {
     fn claim_table(
         &mut self,
         mem: &mut dyn PtMemory,
-        mfn: u64,
+        mfn: Mfn,
         level: u8,
     ) -> Result<Taken, MmError> {
         let f = *self.info(mfn).ok_or(MmError::BadFrame)?;
@@ -968,11 +977,11 @@ impl<'a> FrameTable<'a> {
     /// down (or, for a linear entry, of the same level) that loses its last type reference
     /// starts its teardown ([`Dropped::ChildTearingDown`]: the caller's general reference on it
     /// stays until the teardown is done).
-    fn put_entry(&mut self, mem: &mut dyn PtMemory, holder: u64, level: u8, e: u64) -> Dropped {
+    fn put_entry(&mut self, mem: &mut dyn PtMemory, holder: Mfn, level: u8, e: u64) -> Dropped {
         if e & pte::P == 0 {
             return Dropped::Done;
         }
-        let target = (e & pte::ADDR) >> 12;
+        let target = pte::mfn(e);
         if level == 1 && (self.is_io(target) || self.is_xen_ro(target)) {
             return Dropped::Done;
         }
@@ -1030,7 +1039,7 @@ impl<'a> FrameTable<'a> {
     pub fn get_table_preemptible(
         &mut self,
         mem: &mut dyn PtMemory,
-        mfn: u64,
+        mfn: Mfn,
         level: u8,
         dom: Dom,
         pending: &mut Pending,
@@ -1082,7 +1091,7 @@ impl<'a> FrameTable<'a> {
     pub fn put_table_preemptible(
         &mut self,
         mem: &mut dyn PtMemory,
-        mfn: u64,
+        mfn: Mfn,
         pending: &mut Pending,
         budget: &mut Budget,
     ) {
@@ -1124,7 +1133,7 @@ impl<'a> FrameTable<'a> {
 
     /// True if `table` is on the chain of tables `pending`'s validation has claimed and not
     /// finished (its root, and each part-way child below it).
-    fn in_own_validation(&self, mem: &dyn PtMemory, pending: &Pending, table: u64) -> bool {
+    fn in_own_validation(&self, mem: &dyn PtMemory, pending: &Pending, table: Mfn) -> bool {
         let Some((mut mfn, _)) = pending.validating else {
             return false;
         };
@@ -1172,7 +1181,7 @@ impl<'a> FrameTable<'a> {
     pub fn mod_entry_preemptible(
         &mut self,
         mem: &mut dyn PtMemory,
-        table: u64,
+        table: Mfn,
         level: u8,
         idx: usize,
         new: u64,
@@ -1194,7 +1203,7 @@ impl<'a> FrameTable<'a> {
     pub fn mod_entry_foreign_preemptible(
         &mut self,
         mem: &mut dyn PtMemory,
-        table: u64,
+        table: Mfn,
         level: u8,
         idx: usize,
         new: u64,
@@ -1228,7 +1237,7 @@ impl<'a> FrameTable<'a> {
             return Err(MmError::HypervisorSlot);
         }
         let new = self.fix_entry(level, new);
-        let target = (new & pte::ADDR) >> 12;
+        let target = pte::mfn(new);
         if level > 1 && new & pte::P != 0 {
             Self::check_flags(level, new)?;
             match self.get_table_preemptible(mem, target, level - 1, dom, pending, budget) {
@@ -1247,7 +1256,7 @@ impl<'a> FrameTable<'a> {
             mem.root_entry_changed(table);
         }
         if self.put_entry(mem, table, level, old) == Dropped::ChildTearingDown {
-            pending.teardown = Some((old & pte::ADDR) >> 12);
+            pending.teardown = Some(pte::mfn(old));
             let _ = self.finish_teardown(mem, pending, budget);
         }
         Ok(())
@@ -1257,7 +1266,7 @@ impl<'a> FrameTable<'a> {
     pub fn mod_entry(
         &mut self,
         mem: &mut dyn PtMemory,
-        table: u64,
+        table: Mfn,
         level: u8,
         idx: usize,
         new: u64,
@@ -1273,7 +1282,7 @@ impl<'a> FrameTable<'a> {
     pub fn pin_preemptible(
         &mut self,
         mem: &mut dyn PtMemory,
-        mfn: u64,
+        mfn: Mfn,
         level: u8,
         dom: Dom,
         pending: &mut Pending,
@@ -1291,7 +1300,7 @@ impl<'a> FrameTable<'a> {
     pub fn pin(
         &mut self,
         mem: &mut dyn PtMemory,
-        mfn: u64,
+        mfn: Mfn,
         level: u8,
         dom: Dom,
     ) -> Result<(), MmError> {
@@ -1306,7 +1315,7 @@ impl<'a> FrameTable<'a> {
     pub fn unpin_preemptible(
         &mut self,
         mem: &mut dyn PtMemory,
-        mfn: u64,
+        mfn: Mfn,
         dom: Dom,
         pending: &mut Pending,
         budget: &mut Budget,
@@ -1325,7 +1334,7 @@ impl<'a> FrameTable<'a> {
     }
 
     /// [`Self::unpin_preemptible`] run to the end.
-    pub fn unpin(&mut self, mem: &mut dyn PtMemory, mfn: u64, dom: Dom) -> Result<(), MmError> {
+    pub fn unpin(&mut self, mem: &mut dyn PtMemory, mfn: Mfn, dom: Dom) -> Result<(), MmError> {
         self.unbounded(mem, |ft, mem, p, b| {
             ft.unpin_preemptible(mem, mfn, dom, p, b)
         })
@@ -1333,7 +1342,7 @@ impl<'a> FrameTable<'a> {
 
     /// Checks that `l1` is a level-1 table of `dom` that can take an entry now, and that `idx`
     /// is inside it (Xen's `page_lock` and type check of grant mappings).
-    fn grant_l1(&self, l1: u64, idx: usize, dom: Dom) -> Result<(), MmError> {
+    fn grant_l1(&self, l1: Mfn, idx: usize, dom: Dom) -> Result<(), MmError> {
         let t = *self.info(l1).ok_or(MmError::NotATable)?;
         if t.owner != Some(dom)
             || t.ty != PageType::Table(1)
@@ -1354,14 +1363,14 @@ impl<'a> FrameTable<'a> {
     pub fn grant_map_l1e(
         &mut self,
         mem: &mut dyn PtMemory,
-        l1: u64,
+        l1: Mfn,
         idx: usize,
         dom: Dom,
         new: u64,
         granter: Dom,
     ) -> Result<(), MmError> {
         self.grant_l1(l1, idx, dom)?;
-        let target = (new & pte::ADDR) >> 12;
+        let target = pte::mfn(new);
         self.get_page(target, granter)?;
         if new & pte::RW != 0
             && let Err(e) = self.get_page_type(mem, target, PageType::Writable, granter)
@@ -1384,17 +1393,17 @@ impl<'a> FrameTable<'a> {
     pub fn grant_unmap_l1e(
         &mut self,
         mem: &mut dyn PtMemory,
-        l1: u64,
+        l1: Mfn,
         idx: usize,
         dom: Dom,
-        mfn: u64,
+        mfn: Mfn,
         rw: bool,
         new: u64,
     ) -> Result<(), MmError> {
         self.grant_l1(l1, idx, dom)?;
         let old = mem.read(l1, idx);
         let want = pte::P | if rw { pte::RW } else { 0 };
-        if (old & pte::ADDR) >> 12 != mfn || old & (pte::P | pte::RW) != want {
+        if pte::mfn(old) != mfn || old & (pte::P | pte::RW) != want {
             return Err(MmError::NotATable);
         }
         mem.write(l1, idx, new);
@@ -1408,7 +1417,7 @@ impl<'a> FrameTable<'a> {
     pub fn grant_steal_l1e(
         &mut self,
         mem: &mut dyn PtMemory,
-        l1: u64,
+        l1: Mfn,
         idx: usize,
         dom: Dom,
     ) -> Result<u64, MmError> {
@@ -1419,7 +1428,7 @@ impl<'a> FrameTable<'a> {
     }
 
     /// Drops what the L1 entry `e` held (one taken out of the L1 table `l1`).
-    pub fn put_l1e(&mut self, mem: &mut dyn PtMemory, l1: u64, e: u64) {
+    pub fn put_l1e(&mut self, mem: &mut dyn PtMemory, l1: Mfn, e: u64) {
         self.put_entry(mem, l1, 1, e);
     }
 
@@ -1440,7 +1449,7 @@ impl<'a> FrameTable<'a> {
         dom: Dom,
         rel: &mut Relinquish,
         budget: &mut Budget,
-        freed: &mut Vec<u64>,
+        freed: &mut Vec<Mfn>,
     ) -> Result<(), MmError> {
         if !self.relinquished.contains(&dom) {
             self.relinquished.push(dom);
@@ -1463,7 +1472,7 @@ impl<'a> FrameTable<'a> {
         dom: Dom,
         rel: &mut Relinquish,
         budget: &mut Budget,
-        freed: &mut Vec<u64>,
+        freed: &mut Vec<Mfn>,
     ) -> Result<(), MmError> {
         loop {
             // A tree an earlier step (or preemption) left half torn down goes first.
@@ -1478,7 +1487,7 @@ impl<'a> FrameTable<'a> {
                 },
                 RelinquishStep::Holds(i) => {
                     let Some(&h) = rel.holds.get(i) else {
-                        rel.step = RelinquishStep::Unpin(0);
+                        rel.step = RelinquishStep::Unpin(Mfn::new(0));
                         continue;
                     };
                     if !budget.take() {
@@ -1491,13 +1500,13 @@ impl<'a> FrameTable<'a> {
                 }
                 RelinquishStep::Unpin(mfn) => {
                     let Some(f) = self.info(mfn).copied() else {
-                        rel.step = RelinquishStep::Free(0);
+                        rel.step = RelinquishStep::Free(Mfn::new(0));
                         continue;
                     };
                     if !budget.take() {
                         return Err(MmError::Preempted);
                     }
-                    rel.step = RelinquishStep::Unpin(mfn + 1);
+                    rel.step = RelinquishStep::Unpin(Mfn::new(mfn.raw() + 1));
                     if f.owner == Some(dom) && f.pinned {
                         self.info_mut(mfn)?.pinned = false;
                         self.put_table_preemptible(mem, mfn, &mut rel.teardown, budget);
@@ -1515,7 +1524,7 @@ impl<'a> FrameTable<'a> {
                     if !budget.take() {
                         return Err(MmError::Preempted);
                     }
-                    rel.step = RelinquishStep::Free(mfn + 1);
+                    rel.step = RelinquishStep::Free(Mfn::new(mfn.raw() + 1));
                     if f.owner != Some(dom) {
                         continue;
                     }
@@ -1623,8 +1632,8 @@ pub struct Relinquish {
 enum RelinquishStep {
     GiveUp(usize),
     Holds(usize),
-    Unpin(u64),
-    Free(u64),
+    Unpin(Mfn),
+    Free(Mfn),
     Done,
 }
 
@@ -1666,7 +1675,7 @@ impl Relinquish {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hold {
     /// The frame.
-    pub mfn: u64,
+    pub mfn: Mfn,
     /// The type it holds, if any.
     pub ty: Option<PageType>,
 }
@@ -1689,7 +1698,7 @@ pub enum Broken {
     /// A frame's reference count is not what the tables, pins and holds account for.
     RefCount {
         /// The frame.
-        mfn: u64,
+        mfn: Mfn,
         /// What the table says.
         have: u32,
         /// What the references account for.
@@ -1698,7 +1707,7 @@ pub enum Broken {
     /// A frame's type count is not what the tables, pins and holds account for.
     TypeCount {
         /// The frame.
-        mfn: u64,
+        mfn: Mfn,
         /// What the table says.
         have: u32,
         /// What the references account for.
@@ -1708,7 +1717,7 @@ pub enum Broken {
     /// as an L2...).
     WrongType {
         /// The frame.
-        mfn: u64,
+        mfn: Mfn,
         /// What the table says.
         have: PageType,
         /// What the references account for.
@@ -1719,23 +1728,23 @@ pub enum Broken {
     /// named by one.
     BadState {
         /// The frame.
-        mfn: u64,
+        mfn: Mfn,
     },
     /// A validated table refers to a frame its owner does not own.
     Foreign {
         /// The table frame.
-        table: u64,
+        table: Mfn,
         /// The entry index.
         idx: usize,
         /// The frame the entry names.
-        target: u64,
+        target: Mfn,
     },
     /// A validated table holds an entry validation refuses (reserved bits, a superpage, a
     /// missing US bit, an I/O frame outside the owner's set or writable against its set, a
     /// not-present entry L1TF could read through in a checked domain).
     BadEntry {
         /// The table frame.
-        table: u64,
+        table: Mfn,
         /// The entry index.
         idx: usize,
         /// The entry.
@@ -1745,17 +1754,17 @@ pub enum Broken {
     /// domain could still use it, or given out twice).
     FreeButOwned {
         /// The frame.
-        mfn: u64,
+        mfn: Mfn,
     },
     /// A reference count would overflow `u32` (more references than can exist).
     Overflow {
         /// The frame.
-        mfn: u64,
+        mfn: Mfn,
     },
     /// A table's linear count is not what its linear entries and those naming it account for.
     LinearCount {
         /// The frame.
-        mfn: u64,
+        mfn: Mfn,
         /// What the table says.
         have: i16,
         /// Linear entries it holds.
@@ -1873,10 +1882,12 @@ impl FrameTable<'_> {
         // One reference (typed `ty`) on `mfn`, checked against the frame's type.
         let account = |scratch: &mut [AuditCounts],
                        broken: &mut dyn FnMut(Broken),
-                       mfn: u64,
+                       mfn: Mfn,
                        ty: Option<PageType>| {
             let (Some(c), Some(f)) = (
-                usize::try_from(mfn).ok().and_then(|i| scratch.get_mut(i)),
+                usize::try_from(mfn.raw())
+                    .ok()
+                    .and_then(|i| scratch.get_mut(i)),
                 self.info(mfn),
             ) else {
                 return broken(Broken::BadState { mfn });
@@ -1902,13 +1913,17 @@ impl FrameTable<'_> {
             account(scratch, &mut broken, h.mfn, h.ty);
         }
         let nr = self.frames.len() as u64;
-        for mfn in free.into_iter().flat_map(|r| r.start..r.end.min(nr)) {
+        for mfn in free
+            .into_iter()
+            .flat_map(|r| r.start..r.end.min(nr))
+            .map(Mfn::new)
+        {
             if self.info(mfn).is_some_and(|f| f.owner.is_some()) {
                 broken(Broken::FreeButOwned { mfn });
             }
         }
         for (i, f) in self.frames.iter().enumerate() {
-            let mfn = i as u64;
+            let mfn = Mfn::new(i as u64);
             let typed_table = match (f.ty, f.type_count) {
                 (PageType::Table(level), 1..) => Some(level),
                 _ => None,
@@ -1950,7 +1965,7 @@ impl FrameTable<'_> {
                     continue;
                 }
                 summary.entries += 1;
-                let target = (e & pte::ADDR) >> 12;
+                let target = pte::mfn(e);
                 // A grant host mapping: another domain's frame, with the mark guests cannot set.
                 let grant = level == 1 && e & pte::GNTTAB != 0;
                 if Self::check_flags(level, e & !pte::GNTTAB).is_err() || e & FORCED == 0 {
@@ -1958,7 +1973,7 @@ impl FrameTable<'_> {
                     continue;
                 }
                 if level == 1 && self.is_io(target) {
-                    let ro_violated = e & pte::RW != 0 && self.iomem_ro.contains(target);
+                    let ro_violated = e & pte::RW != 0 && self.iomem_ro.contains(target.raw());
                     if !self.iomem_allowed(dom, target) || ro_violated {
                         broken(bad_entry);
                     }
@@ -1996,8 +2011,11 @@ impl FrameTable<'_> {
                     continue;
                 }
                 if linear {
-                    let mut count = |at: u64, entries: u32, uses: u32| {
-                        if let Some(c) = usize::try_from(at).ok().and_then(|i| scratch.get_mut(i)) {
+                    let mut count = |at: Mfn, entries: u32, uses: u32| {
+                        if let Some(c) = usize::try_from(at.raw())
+                            .ok()
+                            .and_then(|i| scratch.get_mut(i))
+                        {
                             c.linear_entries = c.linear_entries.saturating_add(entries);
                             c.linear_uses = c.linear_uses.saturating_add(uses);
                         }
@@ -2015,7 +2033,7 @@ impl FrameTable<'_> {
             }
         }
         for (i, (f, c)) in self.frames.iter().zip(scratch.iter()).enumerate() {
-            let mfn = i as u64;
+            let mfn = Mfn::new(i as u64);
             if f.ref_count != c.refs {
                 broken(Broken::RefCount {
                     mfn,
@@ -2057,35 +2075,36 @@ pub mod model {
     use alloc::vec::Vec;
 
     use super::{HYPERVISOR_L4_SLOTS, PtMemory};
+    use crate::ids::Mfn;
 
     /// A fake memory that records every write.
     #[derive(Default)]
     pub struct FakeMem {
         /// Frame contents (absent: all zero).
-        pub pages: BTreeMap<u64, [u64; 512]>,
+        pub pages: BTreeMap<Mfn, [u64; 512]>,
         /// Every write, in order.
-        pub writes: Vec<(u64, usize, u64)>,
+        pub writes: Vec<(Mfn, usize, u64)>,
         /// Full TLB flushes requested.
         pub flushes: usize,
         /// L4 frames reported changed, in order.
-        pub root_changes: Vec<u64>,
+        pub root_changes: Vec<Mfn>,
     }
 
     impl PtMemory for FakeMem {
-        fn read(&self, mfn: u64, idx: usize) -> u64 {
+        fn read(&self, mfn: Mfn, idx: usize) -> u64 {
             self.pages
                 .get(&mfn)
                 .and_then(|p| p.get(idx))
                 .copied()
                 .unwrap_or(0)
         }
-        fn write(&mut self, mfn: u64, idx: usize, val: u64) {
+        fn write(&mut self, mfn: Mfn, idx: usize, val: u64) {
             if let Some(slot) = self.pages.entry(mfn).or_insert([0; 512]).get_mut(idx) {
                 *slot = val;
             }
             self.writes.push((mfn, idx, val));
         }
-        fn install_hypervisor_slots(&mut self, mfn: u64) {
+        fn install_hypervisor_slots(&mut self, mfn: Mfn) {
             for i in HYPERVISOR_L4_SLOTS {
                 self.write(mfn, i, HYPERVISOR_MARK);
             }
@@ -2093,7 +2112,7 @@ pub mod model {
         fn flush_tlbs(&mut self) {
             self.flushes += 1;
         }
-        fn root_entry_changed(&mut self, mfn: u64) {
+        fn root_entry_changed(&mut self, mfn: Mfn) {
             self.root_changes.push(mfn);
         }
     }
@@ -2115,54 +2134,59 @@ mod tests {
         (mfn << 12) | flags | pte::P
     }
 
+    /// Frame `raw`.
+    fn mf(raw: u64) -> Mfn {
+        Mfn::new(raw)
+    }
+
     fn setup(n: u64) -> (FrameTable<'static>, FakeMem) {
         let storage = std::boxed::Box::leak(std::vec![FrameInfo::FREE; 64].into_boxed_slice());
         let mut ft = FrameTable::new(storage);
         for m in 0..n {
-            ft.assign(m, D).unwrap();
+            ft.assign(mf(m), D).unwrap();
         }
         for m in n..n + 4 {
-            ft.assign(m, OTHER).unwrap();
+            ft.assign(mf(m), OTHER).unwrap();
         }
         (ft, FakeMem::default())
     }
 
     /// Builds L4(1) -> L3(2) -> L2(3) -> L1(4) -> data frames 10 (RW) and 11 (RO).
     fn tree(mem: &mut FakeMem) {
-        mem.write(1, 0, e(2, pte::RW));
-        mem.write(2, 0, e(3, pte::RW));
-        mem.write(3, 0, e(4, pte::RW));
-        mem.write(4, 0, e(10, pte::RW));
-        mem.write(4, 1, e(11, 0));
+        mem.write(mf(1), 0, e(2, pte::RW));
+        mem.write(mf(2), 0, e(3, pte::RW));
+        mem.write(mf(3), 0, e(4, pte::RW));
+        mem.write(mf(4), 0, e(10, pte::RW));
+        mem.write(mf(4), 1, e(11, 0));
     }
 
     #[test]
     fn pinning_validates_the_whole_tree() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
-        assert_eq!(ft.info(1).unwrap().ty, PageType::Table(4));
-        assert_eq!(ft.info(4).unwrap().ty, PageType::Table(1));
-        assert_eq!(ft.info(10).unwrap().ty, PageType::Writable);
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
+        assert_eq!(ft.info(mf(1)).unwrap().ty, PageType::Table(4));
+        assert_eq!(ft.info(mf(4)).unwrap().ty, PageType::Table(1));
+        assert_eq!(ft.info(mf(10)).unwrap().ty, PageType::Writable);
         assert_eq!(
-            ft.info(11).unwrap().type_count,
+            ft.info(mf(11)).unwrap().type_count,
             0,
             "a read-only mapping takes no type"
         );
-        assert_eq!(ft.info(11).unwrap().ref_count, 1);
+        assert_eq!(ft.info(mf(11)).unwrap().ref_count, 1);
         assert!(
-            mem.read(4, 0) & pte::US != 0,
+            mem.read(mf(4), 0) & pte::US != 0,
             "US is forced on guest entries"
         );
         assert!(
             HYPERVISOR_L4_SLOTS
                 .clone()
-                .all(|i| mem.read(1, i) == HYPERVISOR_MARK),
+                .all(|i| mem.read(mf(1), i) == HYPERVISOR_MARK),
             "hypervisor slots installed in the L4"
         );
-        ft.unpin(&mut mem, 1, D).unwrap();
+        ft.unpin(&mut mem, mf(1), D).unwrap();
         for m in [1, 2, 3, 4, 10, 11] {
-            let f = ft.info(m).unwrap();
+            let f = ft.info(mf(m)).unwrap();
             assert_eq!(
                 (f.type_count, f.ref_count),
                 (0, 0),
@@ -2175,14 +2199,19 @@ mod tests {
     fn every_changed_l4_entry_is_reported_and_nothing_else() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
-        ft.mod_entry(&mut mem, 4, 1, 0, e(11, pte::RW), D).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 0, e(11, pte::RW), D)
+            .unwrap();
         assert!(mem.root_changes.is_empty(), "an L1 entry is no root entry");
-        ft.mod_entry(&mut mem, 1, 4, 0, 0, D).unwrap();
-        ft.mod_entry(&mut mem, 1, 4, 0, e(2, pte::RW), D).unwrap();
-        assert_eq!(mem.root_changes, [1, 1]);
+        ft.mod_entry(&mut mem, mf(1), 4, 0, 0, D).unwrap();
+        ft.mod_entry(&mut mem, mf(1), 4, 0, e(2, pte::RW), D)
+            .unwrap();
+        assert_eq!(mem.root_changes, [mf(1), mf(1)]);
         // A refused update changes nothing, so it reports nothing.
-        assert!(ft.mod_entry(&mut mem, 1, 4, 1, e(4, pte::RW), D).is_err());
+        assert!(
+            ft.mod_entry(&mut mem, mf(1), 4, 1, e(4, pte::RW), D)
+                .is_err()
+        );
         assert_eq!(mem.root_changes.len(), 2);
     }
 
@@ -2191,46 +2220,46 @@ mod tests {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
         // L1 maps its own L2 writable: validation must fail and leave nothing behind.
-        mem.write(4, 2, e(3, pte::RW));
-        assert_eq!(ft.pin(&mut mem, 1, 4, D), Err(MmError::TypeConflict));
+        mem.write(mf(4), 2, e(3, pte::RW));
+        assert_eq!(ft.pin(&mut mem, mf(1), 4, D), Err(MmError::TypeConflict));
         assert!(
-            (0..20)
-                .all(|m| ft.info(m).unwrap().type_count == 0 && ft.info(m).unwrap().ref_count == 0)
+            (0..20).all(|m| ft.info(mf(m)).unwrap().type_count == 0
+                && ft.info(mf(m)).unwrap().ref_count == 0)
         );
         // With the tree pinned, an update that maps a table writable is refused.
-        mem.write(4, 2, 0);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
+        mem.write(mf(4), 2, 0);
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
         assert_eq!(
-            ft.mod_entry(&mut mem, 4, 1, 5, e(2, pte::RW), D),
+            ft.mod_entry(&mut mem, mf(4), 1, 5, e(2, pte::RW), D),
             Err(MmError::TypeConflict)
         );
         // Read-only is fine (that is how guests see their own tables).
-        ft.mod_entry(&mut mem, 4, 1, 5, e(2, 0), D).unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 5, e(2, 0), D).unwrap();
         // And a frame mapped writable cannot become a table.
-        assert_eq!(ft.pin(&mut mem, 10, 1, D), Err(MmError::TypeConflict));
+        assert_eq!(ft.pin(&mut mem, mf(10), 1, D), Err(MmError::TypeConflict));
     }
 
     #[test]
     fn foreign_frames_are_refused() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
         assert_eq!(
-            ft.mod_entry(&mut mem, 4, 1, 7, e(21, 0), D),
+            ft.mod_entry(&mut mem, mf(4), 1, 7, e(21, 0), D),
             Err(MmError::NotOwner)
         );
         assert_eq!(
-            ft.mod_entry(&mut mem, 4, 1, 7, e(60, 0), D),
+            ft.mod_entry(&mut mem, mf(4), 1, 7, e(60, 0), D),
             Err(MmError::NotOwner),
             "unowned frame"
         );
         assert_eq!(
-            ft.mod_entry(&mut mem, 4, 1, 7, e(1 << 30, 0), D),
+            ft.mod_entry(&mut mem, mf(4), 1, 7, e(1 << 30, 0), D),
             Err(MmError::NoIoAccess),
             "device memory without an I/O-memory grant"
         );
         assert_eq!(
-            ft.mod_entry(&mut mem, 4, 1, 7, e(12, 0), OTHER),
+            ft.mod_entry(&mut mem, mf(4), 1, 7, e(12, 0), OTHER),
             Err(MmError::NotATable),
             "not the table's owner"
         );
@@ -2243,11 +2272,11 @@ mod tests {
     fn foreign_l1_entries_name_the_foreign_domains_frames_only() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
         let foreign = |ft: &mut FrameTable, mem: &mut FakeMem, table, level, idx, new| {
             let mut p = Pending::default();
             let b = &mut Budget::unlimited();
-            ft.mod_entry_foreign_preemptible(mem, table, level, idx, new, (D, OTHER), &mut p, b)
+            ft.mod_entry_foreign_preemptible(mem, mf(table), level, idx, new, (D, OTHER), &mut p, b)
         };
         assert_eq!(
             foreign(&mut ft, &mut mem, 4, 1, 7, e(5, 0)),
@@ -2266,21 +2295,24 @@ mod tests {
         );
         foreign(&mut ft, &mut mem, 4, 1, 7, e(21, pte::RW)).unwrap();
         foreign(&mut ft, &mut mem, 4, 1, 8, e(22, 0)).unwrap();
-        let f = *ft.info(21).unwrap();
+        let f = *ft.info(mf(21)).unwrap();
         assert_eq!(
             (f.owner, f.ty, f.type_count, f.ref_count),
             (Some(OTHER), PageType::Writable, 1, 1)
         );
-        assert_eq!(ft.pin(&mut mem, 21, 1, OTHER), Err(MmError::TypeConflict));
+        assert_eq!(
+            ft.pin(&mut mem, mf(21), 1, OTHER),
+            Err(MmError::TypeConflict)
+        );
         audit(&ft, &mem, &[]).unwrap();
         // Replaced by a local entry, then torn down with its table: references go.
-        ft.mod_entry(&mut mem, 4, 1, 7, e(12, 0), D).unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 7, e(12, 0), D).unwrap();
         assert_eq!(
-            ft.info(21).map(|f| (f.ref_count, f.type_count)),
+            ft.info(mf(21)).map(|f| (f.ref_count, f.type_count)),
             Some((0, 0))
         );
-        ft.unpin(&mut mem, 1, D).unwrap();
-        assert_eq!(ft.info(22).map(|f| f.ref_count), Some(0));
+        ft.unpin(&mut mem, mf(1), D).unwrap();
+        assert_eq!(ft.info(mf(22)).map(|f| f.ref_count), Some(0));
         audit(&ft, &mem, &[]).unwrap();
     }
 
@@ -2290,12 +2322,12 @@ mod tests {
     fn xen_frames_map_read_only_through_dom_xen_only() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        ft.assign(30, DOM_XEN).unwrap();
-        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.assign(mf(30), DOM_XEN).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
         let map = |ft: &mut FrameTable, mem: &mut FakeMem, idx, new, pg| {
             let mut p = Pending::default();
             let b = &mut Budget::unlimited();
-            ft.mod_entry_foreign_preemptible(mem, 4, 1, idx, new, (D, pg), &mut p, b)
+            ft.mod_entry_foreign_preemptible(mem, mf(4), 1, idx, new, (D, pg), &mut p, b)
         };
         assert_eq!(
             map(&mut ft, &mut mem, 7, e(30, 0), D),
@@ -2314,16 +2346,16 @@ mod tests {
             map(&mut ft, &mut mem, 8, e(5, 0), DOM_XEN),
             Err(MmError::NotOwner)
         );
-        let f = *ft.info(30).unwrap();
+        let f = *ft.info(mf(30)).unwrap();
         assert_eq!(
             (f.ref_count, f.type_count),
             (0, 0),
             "a mapping holds nothing"
         );
         audit(&ft, &mem, &[]).unwrap();
-        ft.mod_entry(&mut mem, 4, 1, 7, 0, D).unwrap();
-        ft.unpin(&mut mem, 1, D).unwrap();
-        assert_eq!(ft.info(30).map(|f| f.owner), Some(Some(DOM_XEN)));
+        ft.mod_entry(&mut mem, mf(4), 1, 7, 0, D).unwrap();
+        ft.unpin(&mut mem, mf(1), D).unwrap();
+        assert_eq!(ft.info(mf(30)).map(|f| f.owner), Some(Some(DOM_XEN)));
         audit(&ft, &mem, &[]).unwrap();
     }
 
@@ -2333,23 +2365,32 @@ mod tests {
     fn a_foreign_mapping_keeps_a_dead_domains_frame_until_unmapped() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
         let (mut p, b) = (Pending::default(), &mut Budget::unlimited());
-        ft.mod_entry_foreign_preemptible(&mut mem, 4, 1, 7, e(21, pte::RW), (D, OTHER), &mut p, b)
-            .unwrap();
+        ft.mod_entry_foreign_preemptible(
+            &mut mem,
+            mf(4),
+            1,
+            7,
+            e(21, pte::RW),
+            (D, OTHER),
+            &mut p,
+            b,
+        )
+        .unwrap();
         let mut rel = Relinquish::new(Vec::new(), Vec::new());
         let (freed, _) = relinquish_in_steps(&mut ft, &mut mem, OTHER, &mut rel, 3, &[]);
         assert_eq!((freed.len(), rel.kept()), (3, 1));
         assert!(!ft.take_resweep(), "the sweep's own drops ask for nothing");
-        ft.mod_entry(&mut mem, 4, 1, 7, 0, D).unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 7, 0, D).unwrap();
         assert!(ft.take_resweep());
         assert!(!ft.take_resweep());
         let mut rel = Relinquish::new(Vec::new(), Vec::new());
         let (freed, _) = relinquish_in_steps(&mut ft, &mut mem, OTHER, &mut rel, 3, &[]);
         assert_eq!((freed, rel.kept()), (std::vec![21], 0));
         // Forgotten once nothing is kept: D's own drops ask for nothing.
-        ft.mod_entry(&mut mem, 4, 1, 8, e(12, 0), D).unwrap();
-        ft.mod_entry(&mut mem, 4, 1, 8, 0, D).unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 8, e(12, 0), D).unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 8, 0, D).unwrap();
         assert!(!ft.take_resweep());
     }
 
@@ -2359,9 +2400,9 @@ mod tests {
     fn destroying_the_mapper_frees_a_dead_domains_mapped_frame() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
         let (mut p, b) = (Pending::default(), &mut Budget::unlimited());
-        ft.mod_entry_foreign_preemptible(&mut mem, 4, 1, 7, e(21, 0), (D, OTHER), &mut p, b)
+        ft.mod_entry_foreign_preemptible(&mut mem, mf(4), 1, 7, e(21, 0), (D, OTHER), &mut p, b)
             .unwrap();
         let mut rel = Relinquish::new(Vec::new(), Vec::new());
         relinquish_in_steps(&mut ft, &mut mem, OTHER, &mut rel, 64, &[]);
@@ -2382,29 +2423,31 @@ mod tests {
     fn io_frames() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
         // Frame 30 of the table is firmware (DOM_IO); 0x1000 is device memory beyond it.
-        ft.assign(30, DOM_IO).unwrap();
+        ft.assign(mf(30), DOM_IO).unwrap();
         for target in [30, 0x1000] {
             assert_eq!(
-                ft.mod_entry(&mut mem, 4, 1, 7, e(target, pte::RW), D),
+                ft.mod_entry(&mut mem, mf(4), 1, 7, e(target, pte::RW), D),
                 Err(MmError::NoIoAccess)
             );
         }
         ft.iomem_mut(D).add(0, 1 << 40);
         ft.iomem_mut(D).remove(0x1000, 0x1001);
         assert_eq!(
-            ft.mod_entry(&mut mem, 4, 1, 7, e(0x1000, pte::RW), D),
+            ft.mod_entry(&mut mem, mf(4), 1, 7, e(0x1000, pte::RW), D),
             Err(MmError::NoIoAccess),
             "a frame taken out of the grant (Hestia's LAPIC, say)"
         );
         // Granted: mapped writable, twice, with no references or types taken.
-        ft.mod_entry(&mut mem, 4, 1, 7, e(30, pte::RW), D).unwrap();
-        ft.mod_entry(&mut mem, 4, 1, 8, e(30, pte::RW), D).unwrap();
-        ft.mod_entry(&mut mem, 4, 1, 9, e(0x2000, pte::RW), D)
+        ft.mod_entry(&mut mem, mf(4), 1, 7, e(30, pte::RW), D)
+            .unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 8, e(30, pte::RW), D)
+            .unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 9, e(0x2000, pte::RW), D)
             .unwrap();
         assert_eq!(
-            *ft.info(30).unwrap(),
+            *ft.info(mf(30)).unwrap(),
             FrameInfo {
                 owner: Some(DOM_IO),
                 ..FrameInfo::FREE
@@ -2412,59 +2455,59 @@ mod tests {
         );
         // Never a page table: not as an L2's L1, not pinned.
         assert_eq!(
-            ft.mod_entry(&mut mem, 3, 2, 9, e(30, 0), D),
+            ft.mod_entry(&mut mem, mf(3), 2, 9, e(30, 0), D),
             Err(MmError::NotOwner)
         );
         assert_eq!(
-            ft.mod_entry(&mut mem, 3, 2, 9, e(0x2000, 0), D),
+            ft.mod_entry(&mut mem, mf(3), 2, 9, e(0x2000, 0), D),
             Err(MmError::BadFrame)
         );
-        assert_eq!(ft.pin(&mut mem, 30, 1, D), Err(MmError::NotOwner));
+        assert_eq!(ft.pin(&mut mem, mf(30), 1, D), Err(MmError::NotOwner));
         // Unmapping drops nothing; another domain still has no access.
-        ft.mod_entry(&mut mem, 4, 1, 7, 0, D).unwrap();
-        ft.mod_entry(&mut mem, 4, 1, 8, 0, D).unwrap();
-        ft.mod_entry(&mut mem, 4, 1, 9, 0, D).unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 7, 0, D).unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 8, 0, D).unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 9, 0, D).unwrap();
         assert_eq!(
-            *ft.info(30).unwrap(),
+            *ft.info(mf(30)).unwrap(),
             FrameInfo {
                 owner: Some(DOM_IO),
                 ..FrameInfo::FREE
             }
         );
-        assert!(!ft.iomem_allowed(OTHER, 30) && ft.iomem_allowed(D, 30));
+        assert!(!ft.iomem_allowed(OTHER, mf(30)) && ft.iomem_allowed(D, mf(30)));
         // A read-only device (the hypervisor's HPET): mappable, never writable.
         ft.iomem_ro_mut().add(0x3000, 0x3001);
-        ft.mod_entry(&mut mem, 4, 1, 7, e(0x3000, pte::RW), D)
+        ft.mod_entry(&mut mem, mf(4), 1, 7, e(0x3000, pte::RW), D)
             .unwrap();
-        assert_eq!(mem.read(4, 7) & pte::RW, 0, "RW dropped");
-        ft.mod_entry(&mut mem, 4, 1, 8, e(0x3001, pte::G), D)
+        assert_eq!(mem.read(mf(4), 7) & pte::RW, 0, "RW dropped");
+        ft.mod_entry(&mut mem, mf(4), 1, 8, e(0x3001, pte::G), D)
             .unwrap();
-        assert_eq!(mem.read(4, 8) & pte::G, 0, "no global guest mappings");
-        assert_ne!(mem.read(4, 7) & pte::P, 0);
+        assert_eq!(mem.read(mf(4), 8) & pte::G, 0, "no global guest mappings");
+        assert_ne!(mem.read(mf(4), 7) & pte::P, 0);
     }
 
     #[test]
     fn hypervisor_slots_and_bad_flags() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        mem.write(1, 260, e(5, pte::RW)); // a hypervisor slot: ignored by validation
-        ft.pin(&mut mem, 1, 4, D).unwrap();
-        assert_eq!(ft.info(5).unwrap().ref_count, 0);
+        mem.write(mf(1), 260, e(5, pte::RW)); // a hypervisor slot: ignored by validation
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
+        assert_eq!(ft.info(mf(5)).unwrap().ref_count, 0);
         assert_eq!(
-            ft.mod_entry(&mut mem, 1, 4, 256, e(6, 0), D),
+            ft.mod_entry(&mut mem, mf(1), 4, 256, e(6, 0), D),
             Err(MmError::HypervisorSlot)
         );
         assert_eq!(
-            ft.mod_entry(&mut mem, 3, 2, 9, e(6, pte::PS), D),
+            ft.mod_entry(&mut mem, mf(3), 2, 9, e(6, pte::PS), D),
             Err(MmError::BadFlags),
             "no superpages"
         );
         assert_eq!(
-            ft.mod_entry(&mut mem, 4, 1, 9, e(6, 0) | (1 << 55), D),
+            ft.mod_entry(&mut mem, mf(4), 1, 9, e(6, 0) | (1 << 55), D),
             Err(MmError::BadFlags)
         );
         assert_eq!(
-            ft.mod_entry(&mut mem, 10, 1, 0, 0, D),
+            ft.mod_entry(&mut mem, mf(10), 1, 0, 0, D),
             Err(MmError::NotATable)
         );
     }
@@ -2473,59 +2516,59 @@ mod tests {
     fn descriptor_pages() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
         // Frame 12: Linux-style code descriptor (DPL 0) gets DPL 3; a TSS descriptor is refused.
-        mem.write(12, 2, 0x00af_9b00_0000_ffff);
-        ft.get_page(12, D).unwrap();
-        ft.get_page_type(&mut mem, 12, PageType::SegDesc, D)
+        mem.write(mf(12), 2, 0x00af_9b00_0000_ffff);
+        ft.get_page(mf(12), D).unwrap();
+        ft.get_page_type(&mut mem, mf(12), PageType::SegDesc, D)
             .unwrap();
-        assert_eq!(mem.read(12, 2), 0x00af_fb00_0000_ffff);
-        mem.write(13, 5, (1 << 47) | (0x9 << 40));
-        ft.get_page(13, D).unwrap();
+        assert_eq!(mem.read(mf(12), 2), 0x00af_fb00_0000_ffff);
+        mem.write(mf(13), 5, (1 << 47) | (0x9 << 40));
+        ft.get_page(mf(13), D).unwrap();
         assert_eq!(
-            ft.get_page_type(&mut mem, 13, PageType::SegDesc, D),
+            ft.get_page_type(&mut mem, mf(13), PageType::SegDesc, D),
             Err(MmError::BadFlags)
         );
-        assert_eq!(ft.info(13).unwrap().type_count, 0);
+        assert_eq!(ft.info(mf(13)).unwrap().type_count, 0);
         // A frame mapped writable (10) cannot become a descriptor page, nor a descriptor page
         // be mapped writable.
-        ft.get_page(10, D).unwrap();
+        ft.get_page(mf(10), D).unwrap();
         assert_eq!(
-            ft.get_page_type(&mut mem, 10, PageType::SegDesc, D),
+            ft.get_page_type(&mut mem, mf(10), PageType::SegDesc, D),
             Err(MmError::TypeConflict)
         );
         assert_eq!(
-            ft.mod_entry(&mut mem, 4, 1, 20, e(12, pte::RW), D),
+            ft.mod_entry(&mut mem, mf(4), 1, 20, e(12, pte::RW), D),
             Err(MmError::TypeConflict)
         );
-        ft.mod_entry(&mut mem, 4, 1, 20, e(12, 0), D).unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 20, e(12, 0), D).unwrap();
     }
 
     #[test]
     fn only_unused_frames_can_be_released() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
         assert_eq!(
-            ft.release(&mut mem, 10, D),
+            ft.release(&mut mem, mf(10), D),
             Err(MmError::TypeConflict),
             "mapped writable"
         );
         assert_eq!(
-            ft.release(&mut mem, 11, D),
+            ft.release(&mut mem, mf(11), D),
             Err(MmError::TypeConflict),
             "mapped read-only"
         );
         assert_eq!(
-            ft.release(&mut mem, 1, D),
+            ft.release(&mut mem, mf(1), D),
             Err(MmError::TypeConflict),
             "a pinned table"
         );
-        assert_eq!(ft.release(&mut mem, 21, D), Err(MmError::NotOwner));
-        ft.release(&mut mem, 15, D).unwrap();
-        assert_eq!(ft.info(15).unwrap().owner, None);
+        assert_eq!(ft.release(&mut mem, mf(21), D), Err(MmError::NotOwner));
+        ft.release(&mut mem, mf(15), D).unwrap();
+        assert_eq!(ft.info(mf(15)).unwrap().owner, None);
         assert_eq!(
-            ft.mod_entry(&mut mem, 4, 1, 9, e(15, 0), D),
+            ft.mod_entry(&mut mem, mf(4), 1, 9, e(15, 0), D),
             Err(MmError::NotOwner),
             "a released frame cannot be mapped"
         );
@@ -2534,25 +2577,25 @@ mod tests {
     #[test]
     fn extents_are_assigned_whole() {
         let (mut ft, _) = setup(20); // 20-23 belong to OTHER, 24-63 to nobody
-        assert_eq!(ft.assign_range(22, 4, D), Err(MmError::NotOwner));
-        assert_eq!(ft.assign_range(62, 4, D), Err(MmError::BadFrame));
-        assert_eq!(ft.assign_range(u64::MAX, 2, D), Err(MmError::BadFrame));
+        assert_eq!(ft.assign_range(mf(22), 4, D), Err(MmError::NotOwner));
+        assert_eq!(ft.assign_range(mf(62), 4, D), Err(MmError::BadFrame));
+        assert_eq!(ft.assign_range(mf(u64::MAX), 2, D), Err(MmError::BadFrame));
         assert!(
             [24, 25, 62, 63]
                 .iter()
-                .all(|&m| ft.info(m).unwrap().owner.is_none()),
+                .all(|&m| ft.info(mf(m)).unwrap().owner.is_none()),
             "a refused extent assigns nothing"
         );
-        ft.assign_range(30, 4, D).unwrap();
-        assert!((30..34).all(|m| ft.info(m).unwrap().owner == Some(D)));
+        ft.assign_range(mf(30), 4, D).unwrap();
+        assert!((30..34).all(|m| ft.info(mf(m)).unwrap().owner == Some(D)));
     }
 
     #[test]
     fn stealing_takes_all_frames_or_none() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
-        let before: Vec<FrameInfo> = (0..64).map(|m| *ft.info(m).unwrap()).collect();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
+        let before: Vec<FrameInfo> = (0..64).map(|m| *ft.info(mf(m)).unwrap()).collect();
         // 10 is mapped writable, 11 read-only, 1 a pinned table, 21 foreign, 12 listed twice,
         // 70 beyond the table: each refuses the whole list and leaves every frame as it was.
         for (list, err) in [
@@ -2563,19 +2606,21 @@ mod tests {
             (&[12, 13, 12][..], MmError::NotOwner),
             (&[12, 70][..], MmError::BadFrame),
         ] {
-            assert_eq!(ft.steal(&mut mem, list, D), Err(err), "{list:?}");
-            let now: Vec<FrameInfo> = (0..64).map(|m| *ft.info(m).unwrap()).collect();
+            let frames: Vec<Mfn> = list.iter().copied().map(mf).collect();
+            assert_eq!(ft.steal(&mut mem, &frames, D), Err(err), "{list:?}");
+            let now: Vec<FrameInfo> = (0..64).map(|m| *ft.info(mf(m)).unwrap()).collect();
             assert_eq!(now, before, "{list:?} left a frame changed");
         }
-        ft.steal(&mut mem, &[12, 13, 15], D).unwrap();
+        ft.steal(&mut mem, &[mf(12), mf(13), mf(15)], D).unwrap();
         assert!(
             [12, 13, 15]
                 .iter()
-                .all(|&m| ft.info(m).unwrap().owner.is_none())
+                .all(|&m| ft.info(mf(m)).unwrap().owner.is_none())
         );
         // Given back (an exchange that found no memory), they are the domain's again.
-        ft.assign(13, D).unwrap();
-        ft.mod_entry(&mut mem, 4, 1, 9, e(13, pte::RW), D).unwrap();
+        ft.assign(mf(13), D).unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 9, e(13, pte::RW), D)
+            .unwrap();
     }
 
     /// `XENMEM_exchange` on one vCPU against a writable mapping of an input frame from another
@@ -2586,13 +2631,13 @@ mod tests {
     /// comes first wins, and no frame leaves the domain while it is mapped.
     #[test]
     fn exchange_and_a_racing_mapping_never_both_win() {
-        let input = [12u64, 13];
+        let input = [mf(12), mf(13)];
         for map_first in [true, false] {
             let (mut ft, mut mem) = setup(20);
             tree(&mut mem);
-            ft.pin(&mut mem, 1, 4, D).unwrap();
+            ft.pin(&mut mem, mf(1), 4, D).unwrap();
             let map = |ft: &mut FrameTable, mem: &mut FakeMem| {
-                ft.mod_entry(mem, 4, 1, 9, e(13, pte::RW), D)
+                ft.mod_entry(mem, mf(4), 1, 9, e(13, pte::RW), D)
             };
             let (mapped, stolen) = if map_first {
                 let m = map(&mut ft, &mut mem);
@@ -2613,45 +2658,47 @@ mod tests {
         // and the release it then ignored fails.
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
-        let f = *ft.info(13).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
+        let f = *ft.info(mf(13)).unwrap();
         assert!(
             f.ref_count == 0 && f.type_count == 0 && !f.pinned,
             "check passes"
         );
-        ft.mod_entry(&mut mem, 4, 1, 9, e(13, pte::RW), D).unwrap();
-        assert_eq!(ft.release(&mut mem, 13, D), Err(MmError::TypeConflict));
+        ft.mod_entry(&mut mem, mf(4), 1, 9, e(13, pte::RW), D)
+            .unwrap();
+        assert_eq!(ft.release(&mut mem, mf(13), D), Err(MmError::TypeConflict));
     }
 
     #[test]
     fn removed_mappings_are_flushed_before_a_frame_changes_use() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
         assert_eq!(mem.flushes, 0, "nothing was unmapped yet");
         // Unmap frame 10 (writable in L1 4): some CPU may still hold that translation.
-        ft.mod_entry(&mut mem, 4, 1, 0, 0, D).unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 0, 0, D).unwrap();
         assert_eq!(mem.flushes, 0, "unmapping alone does not flush");
         // Mapping it again read-only or writable is harmless: no flush.
-        ft.mod_entry(&mut mem, 4, 1, 2, e(10, pte::RW), D).unwrap();
-        ft.mod_entry(&mut mem, 4, 1, 2, 0, D).unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 2, e(10, pte::RW), D)
+            .unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 2, 0, D).unwrap();
         assert_eq!(mem.flushes, 0);
         // Becoming a page table needs every stale writable translation gone first.
-        ft.pin(&mut mem, 10, 1, D).unwrap();
+        ft.pin(&mut mem, mf(10), 1, D).unwrap();
         assert_eq!(mem.flushes, 1, "flushed before frame 10 became an L1");
-        ft.pin(&mut mem, 12, 1, D).unwrap();
+        ft.pin(&mut mem, mf(12), 1, D).unwrap();
         assert_eq!(mem.flushes, 1, "no mapping removed since: no second flush");
         // Leaving the domain likewise.
-        ft.unpin(&mut mem, 12, D).unwrap();
-        ft.release(&mut mem, 12, D).unwrap();
+        ft.unpin(&mut mem, mf(12), D).unwrap();
+        ft.release(&mut mem, mf(12), D).unwrap();
         assert_eq!(
             mem.flushes, 1,
             "unpinning an empty table removes no mapping"
         );
-        ft.mod_entry(&mut mem, 4, 1, 1, 0, D).unwrap();
-        ft.release(&mut mem, 11, D).unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 1, 0, D).unwrap();
+        ft.release(&mut mem, mf(11), D).unwrap();
         assert_eq!(mem.flushes, 2, "flushed before frame 11 left the domain");
-        ft.release(&mut mem, 13, D).unwrap();
+        ft.release(&mut mem, mf(13), D).unwrap();
         assert_eq!(mem.flushes, 2, "frame 13 was never mapped: no flush");
     }
 
@@ -2659,39 +2706,41 @@ mod tests {
     fn a_former_table_is_flushed_before_it_becomes_writable() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
         // Drop the L2 -> L1 (frame 4) reference: a CPU may still cache that walk.
-        ft.mod_entry(&mut mem, 3, 2, 0, 0, D).unwrap();
-        assert_eq!(ft.info(4).unwrap().type_count, 0);
+        ft.mod_entry(&mut mem, mf(3), 2, 0, 0, D).unwrap();
+        assert_eq!(ft.info(mf(4)).unwrap().type_count, 0);
         // Frame 10 lost its writable mapping with it; mapping it writable again is harmless.
         let l1 = 5;
-        mem.write(l1, 0, e(10, pte::RW));
-        ft.pin(&mut mem, l1, 1, D).unwrap();
+        mem.write(mf(l1), 0, e(10, pte::RW));
+        ft.pin(&mut mem, mf(l1), 1, D).unwrap();
         assert_eq!(
             mem.flushes, 0,
             "frame 10 stays writable; frame 5 was never mapped"
         );
         // Mapping the old L1 writable needs the cached walks gone first.
-        ft.mod_entry(&mut mem, l1, 1, 1, e(4, pte::RW), D).unwrap();
+        ft.mod_entry(&mut mem, mf(l1), 1, 1, e(4, pte::RW), D)
+            .unwrap();
         assert_eq!(mem.flushes, 1, "flushed before frame 4 became writable");
-        ft.mod_entry(&mut mem, l1, 1, 2, e(4, pte::RW), D).unwrap();
+        ft.mod_entry(&mut mem, mf(l1), 1, 2, e(4, pte::RW), D)
+            .unwrap();
         assert_eq!(mem.flushes, 1, "type already held: no second flush");
     }
 
     #[test]
     fn self_referencing_tables_cannot_recurse() {
         let (mut ft, mut mem) = setup(20);
-        mem.write(1, 0, e(1, pte::RW)); // L4 points at itself, writable
-        assert_eq!(ft.pin(&mut mem, 1, 4, D), Err(MmError::TypeConflict));
-        assert_eq!(ft.info(1).unwrap().ref_count, 0);
+        mem.write(mf(1), 0, e(1, pte::RW)); // L4 points at itself, writable
+        assert_eq!(ft.pin(&mut mem, mf(1), 4, D), Err(MmError::TypeConflict));
+        assert_eq!(ft.info(mf(1)).unwrap().ref_count, 0);
         // Read-only, it is a linear self-mapping: validation accepts it and it holds nothing.
-        mem.write(1, 0, e(1, 0));
-        ft.pin(&mut mem, 1, 4, D).unwrap();
-        let f = *ft.info(1).unwrap();
+        mem.write(mf(1), 0, e(1, 0));
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
+        let f = *ft.info(mf(1)).unwrap();
         assert_eq!((f.ref_count, f.type_count, f.linear), (1, 1, 0));
         audit(&ft, &mem, &[]).unwrap();
-        ft.unpin(&mut mem, 1, D).unwrap();
-        let f = *ft.info(1).unwrap();
+        ft.unpin(&mut mem, mf(1), D).unwrap();
+        let f = *ft.info(mf(1)).unwrap();
         assert_eq!(
             (f.ty, f.ref_count, f.type_count, f.linear),
             (PageType::None, 0, 0, 0)
@@ -2708,78 +2757,78 @@ mod tests {
     fn linear_page_tables_as_xen_allows_them() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        mem.write(1, 1, e(7, pte::RW)); // a second L3 under L4 1
-        ft.pin(&mut mem, 1, 4, D).unwrap();
-        ft.pin(&mut mem, 5, 4, D).unwrap(); // two more, empty L4s
-        ft.pin(&mut mem, 6, 4, D).unwrap();
+        mem.write(mf(1), 1, e(7, pte::RW)); // a second L3 under L4 1
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
+        ft.pin(&mut mem, mf(5), 4, D).unwrap(); // two more, empty L4s
+        ft.pin(&mut mem, mf(6), 4, D).unwrap();
         let check = |ft: &FrameTable, mem: &FakeMem| {
             if let Err(f) = audit(ft, mem, &[]) {
                 panic!("{} ({} broken)", f.first, f.count);
             }
         };
-        let linear = |ft: &FrameTable, m: u64| ft.info(m).unwrap().linear;
-        let types = |ft: &FrameTable, m: u64| ft.info(m).unwrap().type_count;
+        let linear = |ft: &FrameTable, m: u64| ft.info(mf(m)).unwrap().linear;
+        let types = |ft: &FrameTable, m: u64| ft.info(mf(m)).unwrap().type_count;
         // Self-mappings, read-only only; they take nothing.
         assert_eq!(
-            ft.mod_entry(&mut mem, 1, 4, 5, e(1, pte::RW), D),
+            ft.mod_entry(&mut mem, mf(1), 4, 5, e(1, pte::RW), D),
             Err(MmError::TypeConflict)
         );
-        ft.mod_entry(&mut mem, 1, 4, 5, e(1, 0), D).unwrap();
-        ft.mod_entry(&mut mem, 3, 2, 5, e(3, 0), D).unwrap();
+        ft.mod_entry(&mut mem, mf(1), 4, 5, e(1, 0), D).unwrap();
+        ft.mod_entry(&mut mem, mf(3), 2, 5, e(3, 0), D).unwrap();
         assert_eq!((types(&ft, 1), linear(&ft, 1)), (1, 0));
         check(&ft, &mem);
         // Another L4: one more type reference and the linear counts on both.
         assert_eq!(
-            ft.mod_entry(&mut mem, 1, 4, 7, e(5, pte::RW), D),
+            ft.mod_entry(&mut mem, mf(1), 4, 7, e(5, pte::RW), D),
             Err(MmError::TypeConflict)
         );
-        ft.mod_entry(&mut mem, 1, 4, 7, e(5, 0), D).unwrap();
+        ft.mod_entry(&mut mem, mf(1), 4, 7, e(5, 0), D).unwrap();
         assert_eq!((types(&ft, 5), linear(&ft, 5), linear(&ft, 1)), (2, -1, 1));
         check(&ft, &mem);
         // No chains: 5 is named, so it may hold none; 1 holds one, so nothing may name it.
         assert_eq!(
-            ft.mod_entry(&mut mem, 5, 4, 7, e(6, 0), D),
+            ft.mod_entry(&mut mem, mf(5), 4, 7, e(6, 0), D),
             Err(MmError::TypeConflict)
         );
         assert_eq!(
-            ft.mod_entry(&mut mem, 6, 4, 7, e(1, 0), D),
+            ft.mod_entry(&mut mem, mf(6), 4, 7, e(1, 0), D),
             Err(MmError::TypeConflict)
         );
-        ft.mod_entry(&mut mem, 6, 4, 7, e(5, 0), D).unwrap();
+        ft.mod_entry(&mut mem, mf(6), 4, 7, e(5, 0), D).unwrap();
         assert_eq!((types(&ft, 5), linear(&ft, 5)), (3, -2));
         // The same at L3 (2 names 7) and L2; an L1 maps a table only read-only, as data.
-        ft.mod_entry(&mut mem, 2, 3, 5, e(7, 0), D).unwrap();
+        ft.mod_entry(&mut mem, mf(2), 3, 5, e(7, 0), D).unwrap();
         assert_eq!(
-            ft.mod_entry(&mut mem, 2, 3, 6, e(7, pte::RW), D),
+            ft.mod_entry(&mut mem, mf(2), 3, 6, e(7, pte::RW), D),
             Err(MmError::TypeConflict)
         );
         assert_eq!(
-            ft.mod_entry(&mut mem, 4, 1, 5, e(4, pte::RW), D),
+            ft.mod_entry(&mut mem, mf(4), 1, 5, e(4, pte::RW), D),
             Err(MmError::TypeConflict)
         );
-        ft.mod_entry(&mut mem, 4, 1, 5, e(4, 0), D).unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 5, e(4, 0), D).unwrap();
         check(&ft, &mem);
         // Unpinned, 5 lives on through the two linear entries; the last one tears it down.
-        ft.unpin(&mut mem, 5, D).unwrap();
+        ft.unpin(&mut mem, mf(5), D).unwrap();
         assert_eq!(types(&ft, 5), 2);
-        ft.mod_entry(&mut mem, 1, 4, 7, 0, D).unwrap();
+        ft.mod_entry(&mut mem, mf(1), 4, 7, 0, D).unwrap();
         assert_eq!((types(&ft, 5), linear(&ft, 5), linear(&ft, 1)), (1, -1, 0));
-        ft.mod_entry(&mut mem, 6, 4, 7, 0, D).unwrap();
-        let f = *ft.info(5).unwrap();
+        ft.mod_entry(&mut mem, mf(6), 4, 7, 0, D).unwrap();
+        let f = *ft.info(mf(5)).unwrap();
         assert_eq!(
             (f.ty, f.ref_count, f.type_count, f.linear),
             (PageType::None, 0, 0, 0)
         );
         check(&ft, &mem);
         // Now 1 holds no linear entry to another table: it may be named.
-        ft.mod_entry(&mut mem, 6, 4, 7, e(1, 0), D).unwrap();
+        ft.mod_entry(&mut mem, mf(6), 4, 7, e(1, 0), D).unwrap();
         assert_eq!(linear(&ft, 1), -1);
         check(&ft, &mem);
-        ft.unpin(&mut mem, 6, D).unwrap();
-        ft.unpin(&mut mem, 1, D).unwrap();
+        ft.unpin(&mut mem, mf(6), D).unwrap();
+        ft.unpin(&mut mem, mf(1), D).unwrap();
         check(&ft, &mem);
         for m in 0..20 {
-            let f = ft.info(m).unwrap();
+            let f = ft.info(mf(m)).unwrap();
             assert_eq!((m, f.ref_count, f.type_count, f.linear), (m, 0, 0, 0));
         }
     }
@@ -2788,34 +2837,37 @@ mod tests {
     fn grant_mappings_and_linear_entries_share_a_tree_and_the_audit() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
-        ft.pin(&mut mem, 5, 4, D).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
+        ft.pin(&mut mem, mf(5), 4, D).unwrap();
         // L4 1 names L4 5 linearly (and itself); its L1 4 maps OTHER's frame 21 by grant.
-        ft.mod_entry(&mut mem, 1, 4, 7, e(5, 0), D).unwrap();
-        ft.mod_entry(&mut mem, 1, 4, 8, e(1, 0), D).unwrap();
+        ft.mod_entry(&mut mem, mf(1), 4, 7, e(5, 0), D).unwrap();
+        ft.mod_entry(&mut mem, mf(1), 4, 8, e(1, 0), D).unwrap();
         let rw = e(21, pte::RW | pte::GNTTAB | pte::NX);
-        ft.grant_map_l1e(&mut mem, 4, 7, D, rw, OTHER).unwrap();
-        let f = *ft.info(21).unwrap();
+        ft.grant_map_l1e(&mut mem, mf(4), 7, D, rw, OTHER).unwrap();
+        let f = *ft.info(mf(21)).unwrap();
         assert_eq!((f.ref_count, f.type_count, f.linear), (1, 1, 0));
         assert_eq!(
-            (ft.info(1).unwrap().linear, ft.info(5).unwrap().linear),
+            (
+                ft.info(mf(1)).unwrap().linear,
+                ft.info(mf(5)).unwrap().linear
+            ),
             (1, -1)
         );
         if let Err(f) = audit(&ft, &mem, &[]) {
             panic!("{} ({} broken)", f.first, f.count);
         }
         // The grant entry moves by unmap_and_replace; the L1's holder plays no linear part.
-        let stolen = ft.grant_steal_l1e(&mut mem, 4, 1, D).unwrap();
-        ft.grant_unmap_l1e(&mut mem, 4, 7, D, 21, true, stolen)
+        let stolen = ft.grant_steal_l1e(&mut mem, mf(4), 1, D).unwrap();
+        ft.grant_unmap_l1e(&mut mem, mf(4), 7, D, mf(21), true, stolen)
             .unwrap();
-        ft.grant_map_l1e(&mut mem, 4, 9, D, rw, OTHER).unwrap();
+        ft.grant_map_l1e(&mut mem, mf(4), 9, D, rw, OTHER).unwrap();
         audit(&ft, &mem, &[]).unwrap();
         // Tearing the tree down drops the grant mapping and the linear counts alike.
-        ft.unpin(&mut mem, 5, D).unwrap();
-        ft.unpin(&mut mem, 1, D).unwrap();
+        ft.unpin(&mut mem, mf(5), D).unwrap();
+        ft.unpin(&mut mem, mf(1), D).unwrap();
         audit(&ft, &mem, &[]).unwrap();
         for m in 0..22 {
-            let f = ft.info(m).unwrap();
+            let f = ft.info(mf(m)).unwrap();
             assert_eq!((m, f.ref_count, f.type_count, f.linear), (m, 0, 0, 0));
         }
     }
@@ -2831,112 +2883,125 @@ mod tests {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
         ft.set_l1tf_check(D, Some(SAFE));
-        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
         let ram = 10 << 12;
         // Every level, through an update: refused, the entry left alone.
         for (table, level) in [(4, 1), (3, 2), (2, 3), (1, 4)] {
             assert_eq!(
-                ft.mod_entry(&mut mem, table, level, 7, ram, D),
+                ft.mod_entry(&mut mem, mf(table), level, 7, ram, D),
                 Err(MmError::L1tf { level, entry: ram }),
                 "L{level}"
             );
-            assert_eq!(mem.read(table, 7), 0);
+            assert_eq!(mem.read(mf(table), 7), 0);
             // Safe ones pass: zero, and at or above the safe address (with other low bits).
             for ok in [0, 0x7e, 1 << 39, (1 << 45) | 0xf7e] {
-                ft.mod_entry(&mut mem, table, level, 7, ok, D).unwrap();
-                assert_eq!(mem.read(table, 7), ok);
+                ft.mod_entry(&mut mem, mf(table), level, 7, ok, D).unwrap();
+                assert_eq!(mem.read(mf(table), 7), ok);
             }
         }
         // PSE above L1 is refused even at a safe address; at L1 it is PAT.
         for (table, level) in [(3, 2), (2, 3), (1, 4)] {
             let e = (1 << 39) | pte::PS;
             assert_eq!(
-                ft.mod_entry(&mut mem, table, level, 8, e, D),
+                ft.mod_entry(&mut mem, mf(table), level, 8, e, D),
                 Err(MmError::L1tf { level, entry: e })
             );
         }
-        ft.mod_entry(&mut mem, 4, 1, 8, pte::PS, D).unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 8, pte::PS, D).unwrap();
         // Table validation: a new L1 holding one, pinned or linked in below the L2, is
         // refused and leaves nothing behind.
-        mem.write(5, 3, ram | 0x60);
+        mem.write(mf(5), 3, ram | 0x60);
         assert_eq!(
-            ft.pin(&mut mem, 5, 1, D),
+            ft.pin(&mut mem, mf(5), 1, D),
             Err(MmError::L1tf {
                 level: 1,
                 entry: ram | 0x60
             })
         );
         assert_eq!(
-            ft.mod_entry(&mut mem, 3, 2, 9, e(5, pte::RW), D),
+            ft.mod_entry(&mut mem, mf(3), 2, 9, e(5, pte::RW), D),
             Err(MmError::L1tf {
                 level: 1,
                 entry: ram | 0x60
             })
         );
-        let f = ft.info(5).unwrap();
+        let f = ft.info(mf(5)).unwrap();
         assert_eq!((f.type_count, f.ref_count, f.pinned), (0, 0, false));
         assert_eq!(audit(&ft, &mem, &[]).map(|_| ()), Ok(()));
         // One behind the rules' back is a broken invariant.
-        mem.write(4, 9, ram);
+        mem.write(mf(4), 9, ram);
         assert_eq!(
             audit(&ft, &mem, &[]).map_err(|f| f.first),
             Err(Broken::BadEntry {
-                table: 4,
+                table: mf(4),
                 idx: 9,
                 entry: ram
             })
         );
-        mem.write(4, 9, 0);
+        mem.write(mf(4), 9, 0);
         // Another domain, and the same one once unchecked, may write any not-present entry.
-        mem.write(20, 3, ram);
-        ft.pin(&mut mem, 20, 1, OTHER).unwrap();
+        mem.write(mf(20), 3, ram);
+        ft.pin(&mut mem, mf(20), 1, OTHER).unwrap();
         ft.set_l1tf_check(D, None);
-        ft.pin(&mut mem, 5, 1, D).unwrap();
-        ft.mod_entry(&mut mem, 4, 1, 7, ram, D).unwrap();
+        ft.pin(&mut mem, mf(5), 1, D).unwrap();
+        ft.mod_entry(&mut mem, mf(4), 1, 7, ram, D).unwrap();
     }
 
     #[test]
     fn grant_mappings_hold_references_like_entries_and_pass_the_audit() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
         // OTHER's frame 21 granted to D, mapped writable in slot 7, read-only in slot 8.
         let rw = e(21, pte::RW | pte::GNTTAB | pte::NX);
-        ft.grant_map_l1e(&mut mem, 4, 7, D, rw, OTHER).unwrap();
-        ft.grant_map_l1e(&mut mem, 4, 8, D, e(21, pte::GNTTAB), OTHER)
+        ft.grant_map_l1e(&mut mem, mf(4), 7, D, rw, OTHER).unwrap();
+        ft.grant_map_l1e(&mut mem, mf(4), 8, D, e(21, pte::GNTTAB), OTHER)
             .unwrap();
-        let f = *ft.info(21).unwrap();
+        let f = *ft.info(mf(21)).unwrap();
         assert_eq!(
             (f.ref_count, f.type_count, f.ty),
             (2, 1, PageType::Writable)
         );
         audit(&ft, &mem, &[]).unwrap();
         // Its owner cannot make it a table or give it back while it is mapped.
-        assert_eq!(ft.pin(&mut mem, 21, 1, OTHER), Err(MmError::TypeConflict));
-        assert_eq!(ft.release(&mut mem, 21, OTHER), Err(MmError::TypeConflict));
+        assert_eq!(
+            ft.pin(&mut mem, mf(21), 1, OTHER),
+            Err(MmError::TypeConflict)
+        );
+        assert_eq!(
+            ft.release(&mut mem, mf(21), OTHER),
+            Err(MmError::TypeConflict)
+        );
         // Only the caller's own L1, and only the frame's owner as granter.
-        assert!(ft.grant_map_l1e(&mut mem, 3, 0, D, rw, OTHER).is_err());
-        assert!(ft.grant_map_l1e(&mut mem, 4, 9, D, rw, D).is_err());
-        assert_eq!(ft.info(21).unwrap().ref_count, 2);
+        assert!(ft.grant_map_l1e(&mut mem, mf(3), 0, D, rw, OTHER).is_err());
+        assert!(ft.grant_map_l1e(&mut mem, mf(4), 9, D, rw, D).is_err());
+        assert_eq!(ft.info(mf(21)).unwrap().ref_count, 2);
         // Unmapping checks the slot still maps the frame as granted.
-        assert!(ft.grant_unmap_l1e(&mut mem, 4, 8, D, 21, true, 0).is_err());
-        assert!(ft.grant_unmap_l1e(&mut mem, 4, 7, D, 22, true, 0).is_err());
-        ft.grant_unmap_l1e(&mut mem, 4, 7, D, 21, true, 0).unwrap();
-        // unmap_and_replace: slot 1's entry (frame 11) moves into slot 8.
-        let stolen = ft.grant_steal_l1e(&mut mem, 4, 1, D).unwrap();
-        ft.grant_unmap_l1e(&mut mem, 4, 8, D, 21, false, stolen)
+        assert!(
+            ft.grant_unmap_l1e(&mut mem, mf(4), 8, D, mf(21), true, 0)
+                .is_err()
+        );
+        assert!(
+            ft.grant_unmap_l1e(&mut mem, mf(4), 7, D, mf(22), true, 0)
+                .is_err()
+        );
+        ft.grant_unmap_l1e(&mut mem, mf(4), 7, D, mf(21), true, 0)
             .unwrap();
-        assert_eq!(mem.read(4, 8), stolen);
-        let f = *ft.info(21).unwrap();
+        // unmap_and_replace: slot 1's entry (frame 11) moves into slot 8.
+        let stolen = ft.grant_steal_l1e(&mut mem, mf(4), 1, D).unwrap();
+        ft.grant_unmap_l1e(&mut mem, mf(4), 8, D, mf(21), false, stolen)
+            .unwrap();
+        assert_eq!(mem.read(mf(4), 8), stolen);
+        let f = *ft.info(mf(21)).unwrap();
         assert_eq!((f.ref_count, f.type_count), (0, 0));
         audit(&ft, &mem, &[]).unwrap();
         // A grant entry left in a table is dropped by its teardown like any other.
-        ft.grant_map_l1e(&mut mem, 4, 7, D, rw, OTHER).unwrap();
-        ft.unpin(&mut mem, 1, D).unwrap();
-        let f = *ft.info(21).unwrap();
+        ft.grant_map_l1e(&mut mem, mf(4), 7, D, rw, OTHER).unwrap();
+        ft.unpin(&mut mem, mf(1), D).unwrap();
+        let f = *ft.info(mf(21)).unwrap();
         assert_eq!((f.ref_count, f.type_count), (0, 0));
         // And a guest can never write the grant mark itself.
-        assert_eq!(ft.pin(&mut mem, 1, 4, D), Err(MmError::BadFlags));
+        assert_eq!(ft.pin(&mut mem, mf(1), 4, D), Err(MmError::BadFlags));
     }
 
     /// Audits `ft` with `holds`, on fresh scratch.
@@ -2949,23 +3014,23 @@ mod tests {
     fn audit_accepts_a_consistent_table_and_accounts_for_holds() {
         let (mut ft, mut mem) = setup(20);
         tree(&mut mem);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
         let s = audit(&ft, &mem, &[]).unwrap();
         assert_eq!((s.frames, s.tables, s.entries), (64, 4, 5));
         // A base pointer (L4 type) and a vcpu_info page (writable type) held outside tables.
-        ft.get_page(1, D).unwrap();
-        ft.get_page_type(&mut mem, 1, PageType::Table(4), D)
+        ft.get_page(mf(1), D).unwrap();
+        ft.get_page_type(&mut mem, mf(1), PageType::Table(4), D)
             .unwrap();
-        ft.get_page(12, D).unwrap();
-        ft.get_page_type(&mut mem, 12, PageType::Writable, D)
+        ft.get_page(mf(12), D).unwrap();
+        ft.get_page_type(&mut mem, mf(12), PageType::Writable, D)
             .unwrap();
         let holds = [
             Hold {
-                mfn: 1,
+                mfn: mf(1),
                 ty: Some(PageType::Table(4)),
             },
             Hold {
-                mfn: 12,
+                mfn: mf(12),
                 ty: Some(PageType::Writable),
             },
         ];
@@ -2974,7 +3039,7 @@ mod tests {
         assert_eq!(
             e.first,
             Broken::RefCount {
-                mfn: 12,
+                mfn: mf(12),
                 have: 1,
                 want: 0
             }
@@ -2983,13 +3048,13 @@ mod tests {
         let wrong = [
             holds[0],
             Hold {
-                mfn: 12,
+                mfn: mf(12),
                 ty: Some(PageType::SegDesc),
             },
         ];
         assert!(matches!(
             audit(&ft, &mem, &wrong).unwrap_err().first,
-            Broken::WrongType { mfn: 12, .. }
+            Broken::WrongType { mfn, .. } if mfn == mf(12)
         ));
         let mut scratch = std::vec![AuditCounts::default(); 10];
         assert_eq!(
@@ -3003,87 +3068,87 @@ mod tests {
         let corrupted = |f: &dyn Fn(&mut FrameTable, &mut FakeMem)| {
             let (mut ft, mut mem) = setup(20);
             tree(&mut mem);
-            ft.pin(&mut mem, 1, 4, D).unwrap();
+            ft.pin(&mut mem, mf(1), 4, D).unwrap();
             f(&mut ft, &mut mem);
             audit(&ft, &mem, &[]).unwrap_err().first
         };
         // A table entry written behind the frame table's back: a writable mapping of the L2.
         assert_eq!(
-            corrupted(&|_, mem| mem.write(4, 5, e(3, pte::RW | pte::US))),
+            corrupted(&|_, mem| mem.write(mf(4), 5, e(3, pte::RW | pte::US))),
             Broken::WrongType {
-                mfn: 3,
+                mfn: mf(3),
                 have: PageType::Table(2),
                 want: PageType::Writable
             }
         );
         // A writable self-mapping of the L4, and a linear count no entry accounts for.
         assert!(matches!(
-            corrupted(&|_, mem| mem.write(1, 5, e(1, pte::RW | pte::US))),
+            corrupted(&|_, mem| mem.write(mf(1), 5, e(1, pte::RW | pte::US))),
             Broken::BadEntry {
-                table: 1,
+                table,
                 idx: 5,
                 ..
-            }
+            } if table == mf(1)
         ));
         assert!(matches!(
             corrupted(&|ft, _| ft.frames[1].linear = 1),
-            Broken::LinearCount { mfn: 1, .. }
+            Broken::LinearCount { mfn, .. } if mfn == mf(1)
         ));
         // ... of a foreign frame, of a frame with reserved bits, without US.
         assert_eq!(
-            corrupted(&|_, mem| mem.write(4, 5, e(21, pte::US))),
+            corrupted(&|_, mem| mem.write(mf(4), 5, e(21, pte::US))),
             Broken::Foreign {
-                table: 4,
+                table: mf(4),
                 idx: 5,
-                target: 21
+                target: mf(21)
             }
         );
         assert!(matches!(
-            corrupted(&|_, mem| mem.write(4, 5, e(12, pte::US) | (1 << 55))),
+            corrupted(&|_, mem| mem.write(mf(4), 5, e(12, pte::US) | (1 << 55))),
             Broken::BadEntry {
-                table: 4,
+                table,
                 idx: 5,
                 ..
-            }
+            } if table == mf(4)
         ));
         assert!(matches!(
-            corrupted(&|_, mem| mem.write(4, 5, e(12, 0))),
+            corrupted(&|_, mem| mem.write(mf(4), 5, e(12, 0))),
             Broken::BadEntry {
-                table: 4,
+                table,
                 idx: 5,
                 ..
-            }
+            } if table == mf(4)
         ));
         assert!(
             matches!(
-                corrupted(&|_, mem| mem.write(4, 5, e(0x1000, pte::US))),
+                corrupted(&|_, mem| mem.write(mf(4), 5, e(0x1000, pte::US))),
                 Broken::BadEntry { .. }
             ),
             "device memory without an I/O grant"
         );
         // A lost reference, a type left behind, a pin on a frame that is no table.
         assert_eq!(
-            corrupted(&|ft, _| ft.put_page(11)),
+            corrupted(&|ft, _| ft.put_page(mf(11))),
             Broken::RefCount {
-                mfn: 11,
+                mfn: mf(11),
                 have: 0,
                 want: 1
             }
         );
         assert_eq!(
             corrupted(&|ft, _| ft.frames[13].ty = PageType::SegDesc),
-            Broken::BadState { mfn: 13 }
+            Broken::BadState { mfn: mf(13) }
         );
         assert_eq!(
             corrupted(&|ft, _| ft.frames[14].pinned = true),
-            Broken::BadState { mfn: 14 }
+            Broken::BadState { mfn: mf(14) }
         );
         assert_eq!(
             corrupted(&|ft, _| ft.frames[10].owner = None),
             Broken::Foreign {
-                table: 4,
+                table: mf(4),
                 idx: 0,
-                target: 10
+                target: mf(10)
             },
             "a mapped frame that left its domain"
         );
@@ -3094,7 +3159,7 @@ mod tests {
             ft.audit(&mem, [], [30..40, 15..17], &mut scratch)
                 .unwrap_err(),
             AuditFailure {
-                first: Broken::FreeButOwned { mfn: 15 },
+                first: Broken::FreeButOwned { mfn: mf(15) },
                 count: 2
             }
         );
@@ -3113,9 +3178,9 @@ mod tests {
     fn random_updates_keep_every_invariant() {
         let (mut ft, mut mem) = setup(40);
         tree(&mut mem);
-        ft.pin(&mut mem, 1, 4, D).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
         // A second root, so that L4 entries may also be linear entries naming another L4.
-        ft.pin(&mut mem, 5, 4, D).unwrap();
+        ft.pin(&mut mem, mf(5), 4, D).unwrap();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut ok = 0;
         let mut linear = 0;
@@ -3133,9 +3198,12 @@ mod tests {
             } else {
                 e(target, flags)
             };
-            if ft.mod_entry(&mut mem, table, level, idx, new, D).is_ok() {
+            if ft
+                .mod_entry(&mut mem, mf(table), level, idx, new, D)
+                .is_ok()
+            {
                 ok += 1;
-                let named = ft.info(target).map(|f| f.ty);
+                let named = ft.info(mf(target)).map(|f| f.ty);
                 if new != 0 && level > 1 && named == Some(PageType::Table(level)) {
                     linear += 1;
                 }
@@ -3151,16 +3219,16 @@ mod tests {
             "the random walk exercised successful updates ({ok})"
         );
         assert!(
-            ft.info(40).unwrap().ref_count == 0,
+            ft.info(mf(40)).unwrap().ref_count == 0,
             "foreign frames never gained references"
         );
         assert!(linear > 100, "the walk made linear entries ({linear})");
         // Unpinned, the two trees give back every reference, linear ones included.
-        ft.unpin(&mut mem, 1, D).unwrap();
-        ft.unpin(&mut mem, 5, D).unwrap();
+        ft.unpin(&mut mem, mf(1), D).unwrap();
+        ft.unpin(&mut mem, mf(5), D).unwrap();
         audit(&ft, &mem, &[]).unwrap();
         for m in 0..40 {
-            let f = ft.info(m).unwrap();
+            let f = ft.info(mf(m)).unwrap();
             assert_eq!((m, f.ref_count, f.type_count, f.linear), (m, 0, 0, 0));
         }
     }
@@ -3171,21 +3239,21 @@ mod tests {
         let storage = std::boxed::Box::leak(std::vec![FrameInfo::FREE; 700].into_boxed_slice());
         let mut ft = FrameTable::new(storage);
         for m in 0..600 {
-            ft.assign(m, D).unwrap();
+            ft.assign(mf(m), D).unwrap();
         }
-        ft.assign(650, OTHER).unwrap();
+        ft.assign(mf(650), OTHER).unwrap();
         let mut mem = FakeMem::default();
-        mem.write(1, 0, e(2, pte::RW));
-        mem.write(1, 260, e(2, pte::RW)); // a hypervisor slot: never looked at
-        mem.write(2, 0, e(3, pte::RW));
-        mem.write(2, 1, e(4, pte::RW));
+        mem.write(mf(1), 0, e(2, pte::RW));
+        mem.write(mf(1), 260, e(2, pte::RW)); // a hypervisor slot: never looked at
+        mem.write(mf(2), 0, e(3, pte::RW));
+        mem.write(mf(2), 1, e(4, pte::RW));
         for l1 in 10..34u64 {
             let (l2, slot) = if l1 < 22 { (3, l1 - 10) } else { (4, l1 - 22) };
-            mem.write(l2, slot as usize, e(l1, pte::RW));
+            mem.write(mf(l2), slot as usize, e(l1, pte::RW));
             for i in 0..512u64 {
                 let target = 100 + (l1 * 512 + i) % 500;
                 let flags = if target % 2 == 0 { pte::RW } else { 0 };
-                mem.write(l1, i as usize, e(target, flags));
+                mem.write(mf(l1), i as usize, e(target, flags));
             }
         }
         (ft, mem)
@@ -3196,7 +3264,7 @@ mod tests {
     /// child) of one being validated, the slots below `left` of one being torn down) and the
     /// vCPUs' pending roots account for.
     fn check_counts(ft: &FrameTable, mem: &FakeMem, pendings: &[&Pending]) {
-        let n = (0u64..).take_while(|&m| ft.info(m).is_some()).count();
+        let n = (0u64..).take_while(|&m| ft.info(mf(m)).is_some()).count();
         let holds: Vec<Hold> = pendings.iter().flat_map(|p| ft.pending_holds(p)).collect();
         let mut scratch = std::vec![AuditCounts::default(); n];
         if let Err(f) = ft.audit(mem, holds, [], &mut scratch) {
@@ -3235,7 +3303,7 @@ mod tests {
     fn counts(ft: &FrameTable) -> Vec<(u64, PageType, u32, u32, bool, Progress)> {
         (0u64..)
             .map_while(|m| {
-                ft.info(m)
+                ft.info(mf(m))
                     .map(|f| (m, f.ty, f.type_count, f.ref_count, f.pinned, f.progress))
             })
             .collect()
@@ -3244,12 +3312,12 @@ mod tests {
     #[test]
     fn a_pin_preempted_at_any_entry_ends_as_an_unbounded_one() {
         let (mut reference, mut ref_mem) = big_tree();
-        reference.pin(&mut ref_mem, 1, 4, D).unwrap();
+        reference.pin(&mut ref_mem, mf(1), 4, D).unwrap();
         for step in [1, 7, 100, 4096] {
             let (mut ft, mut mem) = big_tree();
             let mut p = Pending::default();
             let (r, calls) = run_in_steps(&mut ft, &mut mem, &mut p, step, |ft, mem, p, b| {
-                ft.pin_preemptible(mem, 1, 4, D, p, b)
+                ft.pin_preemptible(mem, mf(1), 4, D, p, b)
             });
             assert_eq!(r, Ok(()));
             assert!(p.is_idle());
@@ -3267,7 +3335,7 @@ mod tests {
                 if p.teardown.is_some() {
                     ft.finish_teardown(mem, p, b)
                 } else {
-                    ft.unpin_preemptible(mem, 1, D, p, b)?;
+                    ft.unpin_preemptible(mem, mf(1), D, p, b)?;
                     ft.finish_teardown(mem, p, b)
                 }
             });
@@ -3286,10 +3354,10 @@ mod tests {
             let (mut ft, mut mem) = big_tree();
             // The very last L1 entry maps the L2 frame 4 writable: refused, after ~12,000
             // entries were validated.
-            mem.write(33, 511, e(4, pte::RW));
+            mem.write(mf(33), 511, e(4, pte::RW));
             let mut p = Pending::default();
             let (r, _) = run_in_steps(&mut ft, &mut mem, &mut p, step, |ft, mem, p, b| {
-                ft.pin_preemptible(mem, 1, 4, D, p, b)
+                ft.pin_preemptible(mem, mf(1), 4, D, p, b)
             });
             assert_eq!(r, Err(MmError::TypeConflict), "budget {step}");
             assert!(p.validating.is_none());
@@ -3309,37 +3377,37 @@ mod tests {
     fn another_vcpus_partial_table_is_busy_until_done() {
         let (mut ft, mut mem) = big_tree();
         // A second L4 (5) sharing the L3.
-        mem.write(5, 0, e(2, pte::RW));
+        mem.write(mf(5), 0, e(2, pte::RW));
         let (mut a, mut b) = (Pending::default(), Pending::default());
-        let r = ft.pin_preemptible(&mut mem, 1, 4, D, &mut a, &mut Budget::new(1000));
+        let r = ft.pin_preemptible(&mut mem, mf(1), 4, D, &mut a, &mut Budget::new(1000));
         assert_eq!(r, Err(MmError::Preempted));
         // The shared L3 is part way: vCPU b may not take it, nor map it writable, nor pin it.
-        let r = ft.pin_preemptible(&mut mem, 5, 4, D, &mut b, &mut Budget::unlimited());
+        let r = ft.pin_preemptible(&mut mem, mf(5), 4, D, &mut b, &mut Budget::unlimited());
         assert_eq!(r, Err(MmError::Busy));
         check_counts(&ft, &mem, &[&a, &b]);
-        assert_eq!(ft.pin(&mut mem, 2, 3, D), Err(MmError::Busy));
-        assert_eq!(ft.release(&mut mem, 2, D), Err(MmError::TypeConflict));
+        assert_eq!(ft.pin(&mut mem, mf(2), 3, D), Err(MmError::Busy));
+        assert_eq!(ft.release(&mut mem, mf(2), D), Err(MmError::TypeConflict));
         // vCPU a finishes; b's retry goes through and shares the validated L3.
-        ft.pin_preemptible(&mut mem, 1, 4, D, &mut a, &mut Budget::unlimited())
+        ft.pin_preemptible(&mut mem, mf(1), 4, D, &mut a, &mut Budget::unlimited())
             .unwrap();
-        ft.pin_preemptible(&mut mem, 5, 4, D, &mut b, &mut Budget::unlimited())
+        ft.pin_preemptible(&mut mem, mf(5), 4, D, &mut b, &mut Budget::unlimited())
             .unwrap();
         check_counts(&ft, &mem, &[&a, &b]);
-        assert_eq!(ft.info(2).unwrap().type_count, 2);
-        assert_eq!(ft.info(3).unwrap().type_count, 1, "validated once");
+        assert_eq!(ft.info(mf(2)).unwrap().type_count, 2);
+        assert_eq!(ft.info(mf(3)).unwrap().type_count, 1, "validated once");
     }
 
     #[test]
     fn a_partial_pin_not_resumed_is_given_up() {
         let (mut ft, mut mem) = big_tree();
-        ft.assign(600, D).unwrap();
+        ft.assign(mf(600), D).unwrap();
         let mut p = Pending::default();
-        let r = ft.pin_preemptible(&mut mem, 1, 4, D, &mut p, &mut Budget::new(5000));
+        let r = ft.pin_preemptible(&mut mem, mf(1), 4, D, &mut p, &mut Budget::new(5000));
         assert_eq!(r, Err(MmError::Preempted));
         check_counts(&ft, &mem, &[&p]);
         // The vCPU pins something else: the partial validation is torn down first.
         let (r, _) = run_in_steps(&mut ft, &mut mem, &mut p, 500, |ft, mem, p, b| {
-            ft.pin_preemptible(mem, 600, 1, D, p, b)
+            ft.pin_preemptible(mem, mf(600), 1, D, p, b)
         });
         assert_eq!(r, Ok(()));
         assert!(p.is_idle());
@@ -3356,25 +3424,26 @@ mod tests {
     fn linking_and_unlinking_a_big_subtree_is_preemptible() {
         let (mut ft, mut mem) = big_tree();
         // An L4 (6) with nothing in it yet, then its slot 5 pointed at the big L3.
-        ft.pin(&mut mem, 6, 4, D).unwrap();
+        ft.pin(&mut mem, mf(6), 4, D).unwrap();
         let mut p = Pending::default();
         let (r, calls) = run_in_steps(&mut ft, &mut mem, &mut p, 256, |ft, mem, p, b| {
-            ft.mod_entry_preemptible(mem, 6, 4, 5, e(2, pte::RW), D, p, b)
+            ft.mod_entry_preemptible(mem, mf(6), 4, 5, e(2, pte::RW), D, p, b)
         });
         assert_eq!((r, calls > 20), (Ok(()), true));
-        assert_eq!(ft.info(2).unwrap().type_count, 1);
+        assert_eq!(ft.info(mf(2)).unwrap().type_count, 1);
         // Unlinking it starts a teardown left pending; an update of another slot finishes it
         // first.
-        let r = ft.mod_entry_preemptible(&mut mem, 6, 4, 5, 0, D, &mut p, &mut Budget::new(256));
+        let r =
+            ft.mod_entry_preemptible(&mut mem, mf(6), 4, 5, 0, D, &mut p, &mut Budget::new(256));
         assert_eq!(r, Ok(()));
-        assert_eq!(p.teardown, Some(2));
+        assert_eq!(p.teardown, Some(mf(2)));
         check_counts(&ft, &mem, &[&p]);
         let (r, _) = run_in_steps(&mut ft, &mut mem, &mut p, 256, |ft, mem, p, b| {
-            ft.mod_entry_preemptible(mem, 6, 4, 7, 0, D, p, b)
+            ft.mod_entry_preemptible(mem, mf(6), 4, 7, 0, D, p, b)
         });
         assert_eq!(r, Ok(()));
         assert!(p.is_idle());
-        assert_eq!(ft.info(2).unwrap().type_count, 0);
+        assert_eq!(ft.info(mf(2)).unwrap().type_count, 0);
         assert!(
             counts(&ft)
                 .iter()
@@ -3387,11 +3456,20 @@ mod tests {
     fn an_update_inside_the_vcpus_own_partial_table_gives_it_up() {
         let (mut ft, mut mem) = big_tree();
         let mut p = Pending::default();
-        let r = ft.pin_preemptible(&mut mem, 1, 4, D, &mut p, &mut Budget::new(3000));
+        let r = ft.pin_preemptible(&mut mem, mf(1), 4, D, &mut p, &mut Budget::new(3000));
         assert_eq!(r, Err(MmError::Preempted));
         // The L3 (frame 2) is part way through, claimed by this vCPU's pin. An update inside
         // it would otherwise wait for ever on the vCPU's own validation.
-        let r = ft.mod_entry_preemptible(&mut mem, 2, 3, 9, 0, D, &mut p, &mut Budget::unlimited());
+        let r = ft.mod_entry_preemptible(
+            &mut mem,
+            mf(2),
+            3,
+            9,
+            0,
+            D,
+            &mut p,
+            &mut Budget::unlimited(),
+        );
         assert_eq!(
             r,
             Err(MmError::NotATable),
@@ -3410,25 +3488,25 @@ mod tests {
         // Found in review: the resumed pin skipped the pending teardown and overwrote it, and
         // the unpinned tree stayed half torn down, referenced, for ever.
         let (mut ft, mut mem) = big_tree();
-        ft.pin(&mut mem, 1, 4, D).unwrap();
-        ft.assign(600, D).unwrap();
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
+        ft.assign(mf(600), D).unwrap();
         // An L1 that maps the pinned L4 writable: refused while the L4 is a table.
-        mem.write(600, 5, e(1, pte::RW));
+        mem.write(mf(600), 5, e(1, pte::RW));
         let mut p = Pending::default();
-        let r = ft.pin_preemptible(&mut mem, 600, 1, D, &mut p, &mut Budget::new(2));
+        let r = ft.pin_preemptible(&mut mem, mf(600), 1, D, &mut p, &mut Budget::new(2));
         assert_eq!(r, Err(MmError::Preempted));
-        ft.unpin_preemptible(&mut mem, 1, D, &mut p, &mut Budget::new(5))
+        ft.unpin_preemptible(&mut mem, mf(1), D, &mut p, &mut Budget::new(5))
             .unwrap();
         assert!(p.owes_teardown(), "the unpin left its teardown pending");
         // The pin, issued again, first finishes the teardown: the L4 is an ordinary frame by
         // the time the L1 maps it.
         let (r, _) = run_in_steps(&mut ft, &mut mem, &mut p, 64, |ft, mem, p, b| {
-            ft.pin_preemptible(mem, 600, 1, D, p, b)
+            ft.pin_preemptible(mem, mf(600), 1, D, p, b)
         });
         assert_eq!(r, Ok(()));
         assert!(p.is_idle());
         check_counts(&ft, &mem, &[&p]);
-        assert_eq!(ft.info(1).unwrap().ty, PageType::Writable);
+        assert_eq!(ft.info(mf(1)).unwrap().ty, PageType::Writable);
         assert!(
             counts(&ft)
                 .iter()
@@ -3443,7 +3521,7 @@ mod tests {
         let (mut ft, mut mem) = big_tree();
         let mut p = Pending::default();
         for level in [0, 5, 255] {
-            let r = ft.pin_preemptible(&mut mem, 1, level, D, &mut p, &mut Budget::unlimited());
+            let r = ft.pin_preemptible(&mut mem, mf(1), level, D, &mut p, &mut Budget::unlimited());
             assert_eq!(r, Err(MmError::NotATable));
         }
         assert!(counts(&ft).iter().all(|c| c.2 == 0 && c.3 == 0));
@@ -3452,18 +3530,27 @@ mod tests {
     #[test]
     fn an_update_inside_another_vcpus_partial_table_keeps_the_own_validation() {
         let (mut ft, mut mem) = big_tree();
-        ft.assign(600, D).unwrap();
+        ft.assign(mf(600), D).unwrap();
         let (mut a, mut b) = (Pending::default(), Pending::default());
-        let r = ft.pin_preemptible(&mut mem, 1, 4, D, &mut a, &mut Budget::new(3000));
+        let r = ft.pin_preemptible(&mut mem, mf(1), 4, D, &mut a, &mut Budget::new(3000));
         assert_eq!(r, Err(MmError::Preempted));
-        mem.write(600, 0, e(100, 0));
-        mem.write(600, 1, e(101, 0));
-        let r = ft.pin_preemptible(&mut mem, 600, 1, D, &mut b, &mut Budget::new(1));
+        mem.write(mf(600), 0, e(100, 0));
+        mem.write(mf(600), 1, e(101, 0));
+        let r = ft.pin_preemptible(&mut mem, mf(600), 1, D, &mut b, &mut Budget::new(1));
         assert_eq!(r, Err(MmError::Preempted));
         // vCPU b writes into vCPU a's half-validated L3: it waits, and keeps its own work.
-        let r = ft.mod_entry_preemptible(&mut mem, 2, 3, 9, 0, D, &mut b, &mut Budget::unlimited());
+        let r = ft.mod_entry_preemptible(
+            &mut mem,
+            mf(2),
+            3,
+            9,
+            0,
+            D,
+            &mut b,
+            &mut Budget::unlimited(),
+        );
         assert_eq!(r, Err(MmError::Busy));
-        assert_eq!(b.validating, Some((600, 1)));
+        assert_eq!(b.validating, Some((mf(600), 1)));
         check_counts(&ft, &mem, &[&a, &b]);
     }
 
@@ -3479,16 +3566,16 @@ mod tests {
     fn dying_domain() -> (FrameTable<'static>, FakeMem, Vec<Hold>, Vec<Pending>, Hold) {
         let (mut ft, mut mem) = big_tree();
         for m in 651..654 {
-            ft.assign(m, OTHER).unwrap();
+            ft.assign(mf(m), OTHER).unwrap();
         }
         let l4 = Some(PageType::Table(4));
         let mut holds = Vec::new();
-        mem.write(5, 0, e(2, pte::RW));
-        mem.write(40, 0, e(101, 0));
-        mem.write(6, 1, e(2, pte::RW));
-        ft.pin(&mut mem, 1, 4, D).unwrap();
-        ft.pin(&mut mem, 5, 4, D).unwrap();
-        ft.pin(&mut mem, 40, 1, D).unwrap();
+        mem.write(mf(5), 0, e(2, pte::RW));
+        mem.write(mf(40), 0, e(101, 0));
+        mem.write(mf(6), 1, e(2, pte::RW));
+        ft.pin(&mut mem, mf(1), 4, D).unwrap();
+        ft.pin(&mut mem, mf(5), 4, D).unwrap();
+        ft.pin(&mut mem, mf(40), 1, D).unwrap();
         for (mfn, ty) in [
             (1, l4),
             (6, l4),
@@ -3496,37 +3583,47 @@ mod tests {
             (9, Some(PageType::Writable)),
             (8, None),
         ] {
-            ft.get_page(mfn, D).unwrap();
+            ft.get_page(mf(mfn), D).unwrap();
             if let Some(ty) = ty {
-                ft.get_page_type(&mut mem, mfn, ty, D).unwrap();
+                ft.get_page_type(&mut mem, mf(mfn), ty, D).unwrap();
             }
-            holds.push(Hold { mfn, ty });
+            holds.push(Hold { mfn: mf(mfn), ty });
         }
         // vCPU 0 is part way through a pin; vCPU 1 owes a teardown.
-        mem.write(41, 0, e(42, pte::RW));
-        mem.write(42, 0, e(43, pte::RW));
+        mem.write(mf(41), 0, e(42, pte::RW));
+        mem.write(mf(42), 0, e(43, pte::RW));
         for i in 0..512 {
-            mem.write(43, i, e(10 + i as u64 % 24, pte::RW));
+            mem.write(mf(43), i, e(10 + i as u64 % 24, pte::RW));
         }
-        mem.write(44, 0, e(45, pte::RW));
-        mem.write(45, 7, e(40, pte::RW));
+        mem.write(mf(44), 0, e(45, pte::RW));
+        mem.write(mf(45), 7, e(40, pte::RW));
         let mut pendings = std::vec![Pending::default(); 2];
-        let r = ft.pin_preemptible(&mut mem, 41, 4, D, &mut pendings[0], &mut Budget::new(40));
+        let r = ft.pin_preemptible(
+            &mut mem,
+            mf(41),
+            4,
+            D,
+            &mut pendings[0],
+            &mut Budget::new(40),
+        );
         assert_eq!(r, Err(MmError::Preempted));
-        ft.pin(&mut mem, 44, 3, D).unwrap();
-        ft.unpin_preemptible(&mut mem, 44, D, &mut pendings[1], &mut Budget::new(0))
+        ft.pin(&mut mem, mf(44), 3, D).unwrap();
+        ft.unpin_preemptible(&mut mem, mf(44), D, &mut pendings[1], &mut Budget::new(0))
             .unwrap();
         assert!(pendings[1].owes_teardown());
         // The other domain: L4 650 -> L3 651 -> L2 652 -> L1 653 -> itself read-only.
-        mem.write(650, 0, e(651, pte::RW));
-        mem.write(651, 0, e(652, pte::RW));
-        mem.write(652, 0, e(653, pte::RW));
-        mem.write(653, 0, e(650, 0));
-        ft.pin(&mut mem, 650, 4, OTHER).unwrap();
-        ft.get_page(650, OTHER).unwrap();
-        ft.get_page_type(&mut mem, 650, PageType::Table(4), OTHER)
+        mem.write(mf(650), 0, e(651, pte::RW));
+        mem.write(mf(651), 0, e(652, pte::RW));
+        mem.write(mf(652), 0, e(653, pte::RW));
+        mem.write(mf(653), 0, e(650, 0));
+        ft.pin(&mut mem, mf(650), 4, OTHER).unwrap();
+        ft.get_page(mf(650), OTHER).unwrap();
+        ft.get_page_type(&mut mem, mf(650), PageType::Table(4), OTHER)
             .unwrap();
-        let other = Hold { mfn: 650, ty: l4 };
+        let other = Hold {
+            mfn: mf(650),
+            ty: l4,
+        };
         check_audit(
             &ft,
             &mem,
@@ -3546,7 +3643,7 @@ mod tests {
         pendings: &[Pending],
         free: impl IntoIterator<Item = u64>,
     ) {
-        let n = (0u64..).take_while(|&m| ft.info(m).is_some()).count();
+        let n = (0u64..).take_while(|&m| ft.info(mf(m)).is_some()).count();
         let mut all: Vec<Hold> = holds.into_iter().collect();
         all.extend(pendings.iter().flat_map(|p| ft.pending_holds(p)));
         let mut scratch = std::vec![AuditCounts::default(); n];
@@ -3574,10 +3671,10 @@ mod tests {
                     .relinquish_holds(rel)
                     .chain(other.iter().copied())
                     .collect();
-                check_audit(ft, mem, holds, &[], freed.iter().copied());
+                check_audit(ft, mem, holds, &[], freed.iter().map(|m| m.raw()));
             }
             match r {
-                Ok(()) => return (freed, calls),
+                Ok(()) => return (freed.into_iter().map(Mfn::raw).collect(), calls),
                 Err(MmError::Preempted) => {}
                 Err(e) => panic!("relinquish failed: {e:?}"),
             }
@@ -3590,9 +3687,10 @@ mod tests {
         let mut reference = None;
         for step in [0, 1, 3, 17, 512, u64::MAX] {
             let (mut ft, mut mem, holds, pendings, other) = dying_domain();
-            let others_before: Vec<FrameInfo> = (600..700).map(|m| *ft.info(m).unwrap()).collect();
+            let others_before: Vec<FrameInfo> =
+                (600..700).map(|m| *ft.info(mf(m)).unwrap()).collect();
             let owned: Vec<u64> = (0..700)
-                .filter(|&m| ft.info(m).unwrap().owner == Some(D))
+                .filter(|&m| ft.info(mf(m)).unwrap().owner == Some(D))
                 .collect();
             let flushes = mem.flushes;
             let mut rel = Relinquish::new(pendings, holds);
@@ -3619,19 +3717,20 @@ mod tests {
                 "budget {step}: every frame of the domain, once"
             );
             assert!(
-                (0..700).all(|m| ft.info(m).unwrap().owner != Some(D)),
+                (0..700).all(|m| ft.info(mf(m)).unwrap().owner != Some(D)),
                 "budget {step}: nothing left owned"
             );
             assert!(
-                freed.iter().all(|&m| *ft.info(m).unwrap()
+                freed.iter().all(|&m| *ft.info(mf(m)).unwrap()
                     == FrameInfo {
-                        unmapped_at: ft.info(m).unwrap().unmapped_at,
-                        table_unref_at: ft.info(m).unwrap().table_unref_at,
+                        unmapped_at: ft.info(mf(m)).unwrap().unmapped_at,
+                        table_unref_at: ft.info(mf(m)).unwrap().table_unref_at,
                         ..FrameInfo::FREE
                     }),
                 "budget {step}: freed frames hold nothing"
             );
-            let others_after: Vec<FrameInfo> = (600..700).map(|m| *ft.info(m).unwrap()).collect();
+            let others_after: Vec<FrameInfo> =
+                (600..700).map(|m| *ft.info(mf(m)).unwrap()).collect();
             assert_eq!(
                 others_before
                     .iter()
@@ -3662,16 +3761,19 @@ mod tests {
         let (mut ft, mut mem, holds, pendings, other) = dying_domain();
         // A reference from outside the domain (a grant mapping, some day) on a data frame
         // the big tree maps.
-        ft.get_page(100, D).unwrap();
-        let outside = Hold { mfn: 100, ty: None };
+        ft.get_page(mf(100), D).unwrap();
+        let outside = Hold {
+            mfn: mf(100),
+            ty: None,
+        };
         let mut rel = Relinquish::new(pendings, holds);
         let (freed, _) = relinquish_in_steps(&mut ft, &mut mem, D, &mut rel, 5, &[other, outside]);
         assert_eq!((rel.kept(), rel.bad_holds()), (1, 0));
         assert!(!freed.contains(&100));
-        let f = *ft.info(100).unwrap();
+        let f = *ft.info(mf(100)).unwrap();
         assert_eq!((f.owner, f.ref_count, f.type_count), (Some(D), 1, 0));
         // The outside reference goes: a fresh pass frees the frame, and only it.
-        ft.put_page(100);
+        ft.put_page(mf(100));
         let mut rel = Relinquish::new(Vec::new(), Vec::new());
         let (freed, _) = relinquish_in_steps(&mut ft, &mut mem, D, &mut rel, 5, &[other]);
         assert_eq!((freed, rel.kept()), (std::vec![100], 0));
@@ -3685,11 +3787,11 @@ mod tests {
         holds.extend([
             other,
             Hold {
-                mfn: 8,
+                mfn: mf(8),
                 ty: Some(PageType::SegDesc),
             },
             Hold {
-                mfn: 1 << 40,
+                mfn: mf(1 << 40),
                 ty: None,
             },
         ]);
@@ -3698,7 +3800,7 @@ mod tests {
         ft.relinquish_preemptible(&mut mem, D, &mut rel, &mut Budget::unlimited(), &mut freed)
             .unwrap();
         assert_eq!((rel.kept(), rel.bad_holds()), (0, 3));
-        check_audit(&ft, &mem, [other], &[], freed);
+        check_audit(&ft, &mem, [other], &[], freed.into_iter().map(Mfn::raw));
     }
 
     #[test]
@@ -3707,8 +3809,8 @@ mod tests {
         let storage = std::boxed::Box::leak(std::vec![FrameInfo::FREE; 64].into_boxed_slice());
         let mut ft = FrameTable::new(storage);
         let mut mem = FakeMem::default();
-        ft.assign_range(0, 4, OTHER).unwrap();
-        ft.pin(&mut mem, 0, 4, OTHER).unwrap();
+        ft.assign_range(mf(0), 4, OTHER).unwrap();
+        ft.pin(&mut mem, mf(0), 4, OTHER).unwrap();
         let initial = counts(&ft);
         let mut pool: Vec<u64> = (4..64).collect();
         for cycle in 0..100u64 {
@@ -3717,23 +3819,23 @@ mod tests {
             pool.rotate_left((cycle % 7) as usize);
             let frames: Vec<u64> = pool.drain(..20).collect();
             for &m in &frames {
-                ft.assign(m, D).unwrap();
-                mem.pages.remove(&m);
+                ft.assign(mf(m), D).unwrap();
+                mem.pages.remove(&mf(m));
             }
             let [l4, l3, l2, l1, gdt] = [0, 1, 2, 3, 4].map(|i| frames[i]);
-            mem.write(l4, 0, e(l3, pte::RW));
-            mem.write(l3, 0, e(l2, pte::RW));
-            mem.write(l2, 0, e(l1, pte::RW));
+            mem.write(mf(l4), 0, e(l3, pte::RW));
+            mem.write(mf(l3), 0, e(l2, pte::RW));
+            mem.write(mf(l2), 0, e(l1, pte::RW));
             for (i, &m) in frames[5..].iter().enumerate() {
-                mem.write(l1, i, e(m, if i == 0 { pte::RW } else { 0 }));
+                mem.write(mf(l1), i, e(m, if i == 0 { pte::RW } else { 0 }));
             }
-            ft.pin(&mut mem, l4, 4, D).unwrap();
+            ft.pin(&mut mem, mf(l4), 4, D).unwrap();
             let mut holds = Vec::new();
             for (m, ty) in [(l4, PageType::Table(4)), (gdt, PageType::SegDesc)] {
-                ft.get_page(m, D).unwrap();
-                ft.get_page_type(&mut mem, m, ty, D).unwrap();
+                ft.get_page(mf(m), D).unwrap();
+                ft.get_page_type(&mut mem, mf(m), ty, D).unwrap();
                 holds.push(Hold {
-                    mfn: m,
+                    mfn: mf(m),
                     ty: Some(ty),
                 });
             }
@@ -3741,16 +3843,16 @@ mod tests {
             let mut rel = Relinquish::new(std::vec![Pending::default()], holds);
             let step = cycle % 5 + 1;
             let other = Hold {
-                mfn: 0,
+                mfn: mf(0),
                 ty: Some(PageType::Table(4)),
             };
-            ft.get_page(0, OTHER).unwrap();
-            ft.get_page_type(&mut mem, 0, PageType::Table(4), OTHER)
+            ft.get_page(mf(0), OTHER).unwrap();
+            ft.get_page_type(&mut mem, mf(0), PageType::Table(4), OTHER)
                 .unwrap();
             let (mut freed, _) =
                 relinquish_in_steps(&mut ft, &mut mem, D, &mut rel, step, &[other]);
-            ft.put_page_type(&mut mem, 0);
-            ft.put_page(0);
+            ft.put_page_type(&mut mem, mf(0));
+            ft.put_page(mf(0));
             freed.sort_unstable();
             let mut want = frames.clone();
             want.sort_unstable();
@@ -3780,7 +3882,7 @@ mod tests {
         let mut rel = Relinquish::new(Vec::new(), Vec::new());
         let (freed, _) = relinquish_in_steps(&mut ft, &mut mem, D, &mut rel, 7, &[]);
         assert_eq!(freed, (0..20).collect::<Vec<u64>>());
-        assert!(!ft.iomem_allowed(D, 0x1000) && ft.iomem_allowed(OTHER, 0x1000));
+        assert!(!ft.iomem_allowed(D, mf(0x1000)) && ft.iomem_allowed(OTHER, mf(0x1000)));
         assert!(ft.check_l1tf(D, 1, 0x1234_5000).is_ok());
     }
 }

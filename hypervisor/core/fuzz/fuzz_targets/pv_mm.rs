@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use arbitrary::{Arbitrary, Unstructured};
+use hestia_core::ids::Mfn;
 use hestia_core::l1tf::SafeMaddr;
 use hestia_core::pv_mm::model::FakeMem;
 use hestia_core::pv_mm::{
@@ -170,8 +171,8 @@ fn entries(budget: u8) -> u64 {
     }
 }
 
-fn mfn(m: u8) -> u64 {
-    u64::from(m) % 68
+fn mfn(m: u8) -> Mfn {
+    Mfn::new(u64::from(m) % 68)
 }
 
 /// Slots 0-7 mostly, any slot sometimes (the L4's hypervisor slots included).
@@ -187,9 +188,9 @@ fn slot(idx: u16) -> usize {
 /// references). Those are the fully validated tables, and the ones among `live` (fully
 /// validated at some point) being torn down, for the slots they still hold. A table part way
 /// through a validation was never in use, nor is one whose abandoned validation is undone.
-fn mappings(ft: &FrameTable<'_>, mem: &FakeMem, live: &BTreeSet<u64>) -> BTreeMap<u64, (u32, u32)> {
-    let mut out: BTreeMap<u64, (u32, u32)> = BTreeMap::new();
-    for m in 0..FRAMES as u64 {
+fn mappings(ft: &FrameTable<'_>, mem: &FakeMem, live: &BTreeSet<Mfn>) -> BTreeMap<Mfn, (u32, u32)> {
+    let mut out: BTreeMap<Mfn, (u32, u32)> = BTreeMap::new();
+    for m in (0..FRAMES as u64).map(Mfn::new) {
         let f = ft.info(m).expect("frame inside the table");
         let PageType::Table(level) = f.ty else {
             continue;
@@ -203,7 +204,7 @@ fn mappings(ft: &FrameTable<'_>, mem: &FakeMem, live: &BTreeSet<u64>) -> BTreeMa
         for i in 0..end {
             let x = mem.read(m, i);
             if x & pte::P != 0 && !(level == 4 && (256..272).contains(&i)) {
-                let c = out.entry((x & pte::ADDR) >> 12).or_default();
+                let c = out.entry(pte::mfn(x)).or_default();
                 c.0 += 1;
                 c.1 += u32::from(level > 1);
             }
@@ -216,8 +217,8 @@ fn mappings(ft: &FrameTable<'_>, mem: &FakeMem, live: &BTreeSet<u64>) -> BTreeMa
 /// full flush.
 #[derive(Default)]
 struct Stale {
-    mapped: BTreeSet<u64>,
-    table: BTreeSet<u64>,
+    mapped: BTreeSet<Mfn>,
+    table: BTreeSet<Mfn>,
 }
 
 impl Stale {
@@ -227,8 +228,8 @@ impl Stale {
     /// to have flushed after its removals.
     fn step(
         &mut self,
-        before: (&[FrameInfo], &BTreeMap<u64, (u32, u32)>),
-        after: (&[FrameInfo], &BTreeMap<u64, (u32, u32)>),
+        before: (&[FrameInfo], &BTreeMap<Mfn, (u32, u32)>),
+        after: (&[FrameInfo], &BTreeMap<Mfn, (u32, u32)>),
         flushed: bool,
     ) {
         if flushed {
@@ -236,7 +237,7 @@ impl Stale {
             self.table.clear();
         }
         for (m, (b, a)) in before.0.iter().zip(after.0).enumerate() {
-            let m = m as u64;
+            let m = Mfn::new(m as u64);
             let newly =
                 |ty: fn(PageType) -> bool| b.type_count == 0 && a.type_count > 0 && ty(a.ty);
             if self.mapped.contains(&m) {
@@ -287,9 +288,9 @@ fn check(
     ft: &FrameTable<'_>,
     mem: &FakeMem,
     pending: &[Pending],
-    held: &BTreeMap<u64, Held>,
+    held: &BTreeMap<Mfn, Held>,
     more: impl Iterator<Item = Hold>,
-    free: &[u64],
+    free: &[Mfn],
 ) {
     let mut holds: Vec<Hold> = pending.iter().flat_map(|p| ft.pending_holds(p)).collect();
     for (&mfn, h) in held {
@@ -301,7 +302,7 @@ fn check(
     }
     holds.extend(more);
     let mut scratch = vec![AuditCounts::default(); FRAMES];
-    let free = free.iter().map(|&m| m..m + 1);
+    let free = free.iter().map(|&m| m.raw()..m.raw() + 1);
     if let Err(f) = ft.audit(mem, holds, free, &mut scratch) {
         panic!("{} ({} broken)", f.first, f.count);
     }
@@ -336,7 +337,7 @@ fn destroy(
     budget: u64,
     outside: bool,
     pending: &mut [Pending; 3],
-    held: &mut BTreeMap<u64, Held>,
+    held: &mut BTreeMap<Mfn, Held>,
 ) {
     let pendings = (0..3)
         .filter(|&v| VCPU_DOMS[v] == d)
@@ -361,7 +362,7 @@ fn destroy(
         h.types = 0;
     }
     let before: Vec<FrameInfo> = (0..FRAMES as u64)
-        .map(|m| *ft.info(m).expect("frame"))
+        .map(|m| *ft.info(Mfn::new(m)).expect("frame"))
         .collect();
     let mut rel = Relinquish::new(pendings, holds);
     let mut freed = Vec::new();
@@ -377,10 +378,10 @@ fn destroy(
     assert_eq!(rel.bad_holds(), 0, "every hold was the domain's");
     let mut kept = 0;
     for (m, b) in before.iter().enumerate() {
-        let a = *ft.info(m as u64).expect("frame");
+        let a = *ft.info(Mfn::new(m as u64)).expect("frame");
         if b.owner != Some(d) {
             assert_eq!(a, *b, "mfn {m} of someone else changed");
-        } else if freed.contains(&(m as u64)) {
+        } else if freed.contains(&Mfn::new(m as u64)) {
             assert_eq!(
                 (a.owner, a.ref_count, a.type_count, a.pinned),
                 (None, 0, 0, false)
@@ -390,7 +391,12 @@ fn destroy(
                 a.owner == Some(d) && a.ref_count > 0,
                 "mfn {m} neither freed nor kept"
             );
-            assert!(outside && held.get(&(m as u64)).is_some_and(|h| h.refs == a.ref_count));
+            assert!(
+                outside
+                    && held
+                        .get(&Mfn::new(m as u64))
+                        .is_some_and(|h| h.refs == a.ref_count)
+            );
             kept += 1;
         }
     }
@@ -413,20 +419,20 @@ fuzz_target!(|data: &[u8]| {
             48..56 => continue,
             _ => DOM_IO,
         };
-        ft.assign(m, owner).expect("free frame");
+        ft.assign(Mfn::new(m), owner).expect("free frame");
     }
     ft.iomem_ro_mut().add(57, 58);
     ft.iomem_ro_mut().add(65, 66);
     settings(&mut ft, GUEST);
     settings(&mut ft, OTHER);
     // References and type references this driver holds, as the kernel does for CR3 bases.
-    let mut held: BTreeMap<u64, Held> = BTreeMap::new();
+    let mut held: BTreeMap<Mfn, Held> = BTreeMap::new();
     let mut stale = Stale::default();
     let mut pending = [Pending::default(); 3];
     let mut live = BTreeSet::new();
     let snapshot = |ft: &FrameTable<'_>| -> Vec<FrameInfo> {
         (0..FRAMES as u64)
-            .map(|m| *ft.info(m).expect("frame"))
+            .map(|m| *ft.info(Mfn::new(m)).expect("frame"))
             .collect()
     };
 
@@ -435,7 +441,7 @@ fuzz_target!(|data: &[u8]| {
         let Ok(op) = Op::arbitrary(&mut u) else { break };
         let (infos, flushes) = (snapshot(&ft), mem.flushes);
         let maps = mappings(&ft, &mem, &live);
-        let h = |held: &BTreeMap<u64, Held>, m: u64| held.get(&m).copied().unwrap_or_default();
+        let h = |held: &BTreeMap<Mfn, Held>, m: Mfn| held.get(&m).copied().unwrap_or_default();
         match op {
             Op::Assign { mfn: m, n, other } => {
                 let _ = ft.assign_range(mfn(m), u64::from(n % 4), dom(other));
@@ -594,7 +600,7 @@ fuzz_target!(|data: &[u8]| {
 
         // Tables fully validated stay live until their type goes (a table seen part way
         // through a validation lost it in between, within one operation).
-        for m in 0..FRAMES as u64 {
+        for m in (0..FRAMES as u64).map(Mfn::new) {
             let f = ft.info(m).expect("frame inside the table");
             if f.type_count == 0 || matches!(f.progress, Progress::Validating { .. }) {
                 live.remove(&m);

@@ -43,7 +43,7 @@ use xen_abi::event_channel::fifo::{
 use xen_abi::event_channel::{EVTCHN_2L_NR_CHANNELS, FifoControlBlock};
 
 use super::{EventChannels, PortState, SharedBits};
-use crate::ids::Port;
+use crate::ids::{Mfn, Port};
 
 /// Event words in one event-array page.
 pub const WORDS_PER_PAGE: u32 = 4096 / 4;
@@ -66,7 +66,7 @@ const fn bit(b: u32) -> u32 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WordAt {
     /// The frame.
-    pub mfn: u64,
+    pub mfn: Mfn,
     /// Byte offset in it.
     pub offset: u32,
 }
@@ -129,7 +129,7 @@ impl Default for FifoPort {
 pub struct Fifo {
     vcpus: Vec<FifoVcpu>,
     /// The event-array pages, in port order.
-    array: Vec<u64>,
+    array: Vec<Mfn>,
     /// Per port, as many as the port table holds.
     ports: Vec<FifoPort>,
 }
@@ -270,7 +270,7 @@ impl Fifo {
     }
 
     /// Every frame registered: control blocks, then the event array.
-    fn frames(&self) -> impl Iterator<Item = u64> + '_ {
+    fn frames(&self) -> impl Iterator<Item = Mfn> + '_ {
         self.vcpus
             .iter()
             .filter_map(|v| v.control.map(|c| c.mfn))
@@ -334,9 +334,9 @@ impl EventChannels {
         &mut self,
         shared: &dyn SharedBits,
         vcpu: u32,
-        mfn: u64,
+        mfn: Mfn,
         offset: u32,
-        take_frame: &mut dyn FnMut(u64) -> Result<(), Errno>,
+        take_frame: &mut dyn FnMut(Mfn) -> Result<(), Errno>,
     ) -> Result<(), Errno> {
         if vcpu as usize >= self.virq_port.len() {
             return Err(Errno::ENOENT);
@@ -376,8 +376,8 @@ impl EventChannels {
     pub fn expand_array(
         &mut self,
         shared: &mut dyn SharedBits,
-        mfn: u64,
-        take_frame: &mut dyn FnMut(u64) -> Result<(), Errno>,
+        mfn: Mfn,
+        take_frame: &mut dyn FnMut(Mfn) -> Result<(), Errno>,
     ) -> Result<Vec<u32>, Errno> {
         let Some(fifo) = self.fifo.as_mut() else {
             return Err(Errno::EOPNOTSUPP);
@@ -420,14 +420,14 @@ impl EventChannels {
     }
 
     /// The frames the FIFO ABI holds (each with a general and a writable type reference).
-    pub fn fifo_frames(&self, out: &mut Vec<u64>) {
+    pub fn fifo_frames(&self, out: &mut Vec<Mfn>) {
         out.extend(self.fifo.iter().flat_map(|f| f.frames()));
     }
 
     /// Leaves the FIFO ABI for the 2-level one (`EVTCHNOP_reset`, destruction): returns the
     /// frames whose references the caller now drops. Ports past the 2-level range must be
     /// closed already; the table shrinks back to it.
-    pub fn fifo_destroy(&mut self) -> Vec<u64> {
+    pub fn fifo_destroy(&mut self) -> Vec<Mfn> {
         let mut frames = Vec::new();
         self.fifo_frames(&mut frames);
         self.fifo = None;
@@ -470,7 +470,7 @@ impl EventChannels {
     /// The reset closed every port: false (Xen's `EAGAIN`) if one but `keep` was bound again
     /// meanwhile, else the domain returns to the 2-level ABI and the FIFO frames to release
     /// are returned.
-    pub fn reset_end(&mut self, keep: Option<Port>) -> Option<Vec<u64>> {
+    pub fn reset_end(&mut self, keep: Option<Port>) -> Option<Vec<Mfn>> {
         self.next_evtchn = Port::ZERO;
         let busy = self
             .ports
@@ -487,15 +487,22 @@ mod tests {
     use super::super::tests::{Fake, port};
     use super::super::{EvtchnError, Sent};
     use super::*;
+    use crate::ids::DomId;
     use xen_abi::xen::virq;
 
-    const CB: u64 = 100;
-    const ARRAY: u64 = 200;
+    const CB: Mfn = Mfn::new(100);
+    const CB1: Mfn = Mfn::new(101);
+    const ARRAY: Mfn = Mfn::new(200);
+
+    /// Event-array page `n`'s frame.
+    fn array(n: u64) -> Mfn {
+        Mfn::new(ARRAY.raw() + n)
+    }
 
     fn word(s: &Fake, port: Port) -> u32 {
         let port = port.raw();
         s.load(WordAt {
-            mfn: ARRAY + u64::from(port / WORDS_PER_PAGE),
+            mfn: array(u64::from(port / WORDS_PER_PAGE)),
             offset: port % WORDS_PER_PAGE * 4,
         })
     }
@@ -504,7 +511,7 @@ mod tests {
         let port = port.raw();
         s.store(
             WordAt {
-                mfn: ARRAY + u64::from(port / WORDS_PER_PAGE),
+                mfn: array(u64::from(port / WORDS_PER_PAGE)),
                 offset: port % WORDS_PER_PAGE * 4,
             },
             v,
@@ -525,7 +532,7 @@ mod tests {
         }))
     }
 
-    fn ok(_: u64) -> Result<(), Errno> {
+    fn ok(_: Mfn) -> Result<(), Errno> {
         Ok(())
     }
 
@@ -583,12 +590,12 @@ mod tests {
             Err(Errno::EINVAL),
             "twice"
         );
-        assert_eq!(e.init_control(&s, 1, CB + 1, 0, nope), Err(Errno::EINVAL));
+        assert_eq!(e.init_control(&s, 1, CB1, 0, nope), Err(Errno::EINVAL));
         assert!(e.is_fifo(), "a failed second init_control keeps FIFO");
-        assert_eq!(e.init_control(&s, 1, CB + 1, 0, &mut ok), Ok(()));
+        assert_eq!(e.init_control(&s, 1, CB1, 0, &mut ok), Ok(()));
         let mut frames = Vec::new();
         e.fifo_frames(&mut frames);
-        assert_eq!(frames, [CB, CB + 1]);
+        assert_eq!(frames, [CB, CB1]);
         for _ in 0..MAX_ARRAY_PAGES {
             e.expand_array(&mut s, ARRAY, &mut ok).unwrap();
         }
@@ -617,14 +624,18 @@ mod tests {
             "a port in no bucket yet"
         );
         assert_eq!(e.set_priority(port(1 << 20), 2), Err(Errno::EINVAL));
-        assert_eq!(e.send(&mut s, a, 0), Ok(Sent::Raised(0)));
+        assert_eq!(e.send(&mut s, a, DomId(0)), Ok(Sent::Raised(0)));
         assert!(s.upcall[0]);
         assert_eq!(ready(&s, 0), 1 << 7);
         s.upcall[0] = false;
-        assert_eq!(e.send(&mut s, b, 0), Ok(Sent::Raised(0)));
+        assert_eq!(e.send(&mut s, b, DomId(0)), Ok(Sent::Raised(0)));
         assert!(!s.upcall[0], "appended to a non-empty queue: no new upcall");
-        assert_eq!(e.send(&mut s, b, 0), Ok(Sent::Nothing), "already pending");
-        assert_eq!(e.send(&mut s, c, 0), Ok(Sent::Raised(0)));
+        assert_eq!(
+            e.send(&mut s, b, DomId(0)),
+            Ok(Sent::Nothing),
+            "already pending"
+        );
+        assert_eq!(e.send(&mut s, c, DomId(0)), Ok(Sent::Raised(0)));
         assert!(s.upcall[0]);
         assert_eq!(ready(&s, 0), 1 << 7 | 1 << 2);
         assert_eq!(consume(&s, 2), Some(c));
@@ -633,11 +644,11 @@ mod tests {
         assert_eq!(consume(&s, 7), None);
         assert_eq!(ready(&s, 0), 0);
         // The queue emptied: the next event writes the head again.
-        assert_eq!(e.send(&mut s, b, 0), Ok(Sent::Raised(0)));
+        assert_eq!(e.send(&mut s, b, DomId(0)), Ok(Sent::Raised(0)));
         assert_eq!(head(&s, 7), b);
         assert_eq!(consume(&s, 7), Some(b));
         // Same port again right after it was the tail.
-        assert_eq!(e.send(&mut s, b, 0), Ok(Sent::Raised(0)));
+        assert_eq!(e.send(&mut s, b, DomId(0)), Ok(Sent::Raised(0)));
         assert_eq!((head(&s, 7), word(&s, b) & LINK_MASK), (b, 0));
     }
 
@@ -648,7 +659,7 @@ mod tests {
         let p = e.bind_ipi(0).unwrap();
         set_word(&s, p, bit(MASKED));
         assert_eq!(
-            e.send(&mut s, p, 0),
+            e.send(&mut s, p, DomId(0)),
             Ok(Sent::Raised(0)),
             "pending, for pollers"
         );
@@ -673,7 +684,7 @@ mod tests {
         e.init_control(&s, 0, CB, 0, &mut ok).unwrap();
         let ipi = e.bind_ipi(0).unwrap();
         assert_eq!(
-            e.send(&mut s, ipi, 0),
+            e.send(&mut s, ipi, DomId(0)),
             Ok(Sent::Nothing),
             "no page yet: held back"
         );
@@ -690,9 +701,9 @@ mod tests {
     fn an_event_moves_between_queues() {
         let mut s = Fake::default();
         let mut e = fifo(2, &mut s);
-        e.init_control(&s, 1, CB + 1, 0, &mut ok).unwrap();
+        e.init_control(&s, 1, CB1, 0, &mut ok).unwrap();
         let p = e.bind_pirq(5).unwrap();
-        assert_eq!(e.send(&mut s, p, 0), Err(EvtchnError::Invalid));
+        assert_eq!(e.send(&mut s, p, DomId(0)), Err(EvtchnError::Invalid));
         assert!(e.set_pending(&mut s, p));
         assert_eq!(consume(&s, 7), Some(p));
         // Moved to vCPU 1 while vCPU 0's queue still names it as the tail.
@@ -700,14 +711,14 @@ mod tests {
         assert!(e.set_pending(&mut s, p));
         assert_eq!(
             s.load(WordAt {
-                mfn: CB + 1,
+                mfn: CB1,
                 offset: 0
             }),
             1 << 7
         );
         assert_eq!(
             s.load(WordAt {
-                mfn: CB + 1,
+                mfn: CB1,
                 offset: HEAD_OFFSET + 28
             }),
             p.raw()
@@ -725,18 +736,18 @@ mod tests {
         let mut e = fifo(1, &mut s);
         let a = e.bind_ipi(0).unwrap();
         let b = e.bind_ipi(0).unwrap();
-        e.send(&mut s, a, 0).unwrap();
+        e.send(&mut s, a, DomId(0)).unwrap();
         // The guest flips the tail word on every access: the link gives up, bounded.
         s.flip = Some(a.raw());
-        assert!(e.send(&mut s, b, 0).is_ok());
+        assert!(e.send(&mut s, b, DomId(0)).is_ok());
         assert_eq!(s.flips(), 1 + SET_LINK_TRIES, "bounded tries");
         s.flip = None;
         // Garbage words: a self-link, all bits, links past the array.
         for v in [u32::MAX, bit(LINKED) | a.raw(), LINK_MASK] {
             set_word(&s, a, v);
             set_word(&s, b, v);
-            let _ = e.send(&mut s, a, 0);
-            let _ = e.send(&mut s, b, 0);
+            let _ = e.send(&mut s, a, DomId(0));
+            let _ = e.send(&mut s, b, DomId(0));
             let _ = e.unmask(&mut s, b);
         }
         // A port past the array: held back, never written.
@@ -748,7 +759,7 @@ mod tests {
     fn reset_state_as_xen() {
         let mut s = Fake::default();
         let mut e = fifo(1, &mut s);
-        let keep = e.alloc_unbound(0x7ff2).unwrap();
+        let keep = e.alloc_unbound(DomId(0x7ff2)).unwrap();
         let p = e.bind_ipi(0).unwrap();
         assert_eq!(e.reset_begin(true), None, "reset_cont with no reset");
         assert_eq!(e.reset_begin(false), Some(port(1)));
@@ -779,16 +790,16 @@ mod tests {
         let p = e.bind_ipi(0).unwrap();
         assert_eq!(p, port(EVTCHN_2L_NR_CHANNELS));
         for page in 0..4 {
-            e.expand_array(&mut s, ARRAY + page, &mut ok).unwrap();
+            e.expand_array(&mut s, array(page), &mut ok).unwrap();
         }
         assert_eq!(e.set_priority(p, 0), Ok(()));
         assert_eq!(
-            e.send(&mut s, p, 0),
+            e.send(&mut s, p, DomId(0)),
             Ok(Sent::Nothing),
             "its page is missing"
         );
         assert_eq!(
-            e.expand_array(&mut s, ARRAY + 4, &mut ok),
+            e.expand_array(&mut s, array(4), &mut ok),
             Ok(alloc::vec![0])
         );
         assert_eq!(head(&s, 0), p);
@@ -803,13 +814,17 @@ mod tests {
         let (mut s0, mut s1) = (Fake::default(), Fake::default());
         let mut d0 = EventChannels::new(1);
         let mut d1 = fifo(1, &mut s1);
-        let p1 = d1.alloc_unbound(0).unwrap();
-        let p0 = super::super::bind_interdomain(&mut d0, 0, Some(&mut d1), 1, p1).unwrap();
+        let p1 = d1.alloc_unbound(DomId(0)).unwrap();
+        let p0 =
+            super::super::bind_interdomain(&mut d0, DomId(0), Some(&mut d1), DomId(1), p1).unwrap();
         assert_eq!(
-            d0.send(&mut s0, p0, 0),
-            Ok(Sent::Remote { dom: 1, port: p1 })
+            d0.send(&mut s0, p0, DomId(0)),
+            Ok(Sent::Remote {
+                dom: DomId(1),
+                port: p1
+            })
         );
-        assert_eq!(d1.deliver(&mut s1, p1, 0, p0), Sent::Raised(0));
+        assert_eq!(d1.deliver(&mut s1, p1, DomId(0), p0), Sent::Raised(0));
         assert!(
             s1.upcall[0] && head(&s1, 7) == p1,
             "queued in d1's FIFO queue"
@@ -818,27 +833,37 @@ mod tests {
             d1.is_pending(&s1, p1) && !s1.is_pending(p1),
             "not in the bitmap"
         );
-        assert_eq!(d1.deliver(&mut s1, p1, 0, p0), Sent::Nothing, "pending");
+        assert_eq!(
+            d1.deliver(&mut s1, p1, DomId(0), p0),
+            Sent::Nothing,
+            "pending"
+        );
         assert_eq!(consume(&s1, 7), Some(p1));
         assert_eq!(
-            d1.send(&mut s1, p1, 1),
-            Ok(Sent::Remote { dom: 0, port: p0 })
+            d1.send(&mut s1, p1, DomId(1)),
+            Ok(Sent::Remote {
+                dom: DomId(0),
+                port: p0
+            })
         );
-        assert_eq!(d0.deliver(&mut s0, p0, 1, p1), Sent::Raised(0));
+        assert_eq!(d0.deliver(&mut s0, p0, DomId(1), p1), Sent::Raised(0));
         assert!(s0.is_pending(p0) && s0.upcall[0], "d0's 2-level bitmap");
         // d1 closes (as its reset does): its FIFO word is cleared, d0's end is unbound.
         set_word(&s1, p1, bit(PENDING));
         assert_eq!(
             d1.close(&mut s1, p1),
             Ok(PortState::Interdomain {
-                remote_dom: 0,
+                remote_dom: DomId(0),
                 remote_port: p0
             })
         );
-        assert!(d0.unbind_peer(p0, 1, p1));
+        assert!(d0.unbind_peer(p0, DomId(1), p1));
         assert!(!d1.is_pending(&s1, p1));
-        assert_eq!(d0.port(p0), Some((PortState::Unbound { remote: 1 }, 0)));
-        assert_eq!(d0.send(&mut s0, p0, 0), Ok(Sent::Nothing));
+        assert_eq!(
+            d0.port(p0),
+            Some((PortState::Unbound { remote: DomId(1) }, 0))
+        );
+        assert_eq!(d0.send(&mut s0, p0, DomId(0)), Ok(Sent::Nothing));
     }
 
     #[test]
@@ -856,25 +881,25 @@ mod tests {
         let mut e = EventChannels::new(1);
         e.set_max_port(5000);
         for _ in 1..EVTCHN_2L_NR_CHANNELS {
-            e.alloc_unbound(0).unwrap();
+            e.alloc_unbound(DomId(0)).unwrap();
         }
         assert_eq!(e.free_port(), Err(EvtchnError::NoSpace), "2-level: 4095");
         let mut other = EventChannels::new(1);
-        let theirs = other.alloc_unbound(0).unwrap();
+        let theirs = other.alloc_unbound(DomId(0)).unwrap();
         assert_eq!(
-            super::super::bind_interdomain(&mut e, 0, Some(&mut other), 1, theirs),
+            super::super::bind_interdomain(&mut e, DomId(0), Some(&mut other), DomId(1), theirs),
             Err(EvtchnError::NoSpace)
         );
         assert_eq!(
             other.port(theirs),
-            Some((PortState::Unbound { remote: 0 }, 0)),
+            Some((PortState::Unbound { remote: DomId(0) }, 0)),
             "a failed bind leaves the other end"
         );
         e.init_control(&s, 0, CB, 0, &mut ok).unwrap();
         assert_eq!(e.free_port(), Ok(port(EVTCHN_2L_NR_CHANNELS)));
         // A bound port past the 2-level range: the table grows under the `&mut` path.
         assert_eq!(
-            super::super::bind_interdomain(&mut e, 0, Some(&mut other), 1, theirs),
+            super::super::bind_interdomain(&mut e, DomId(0), Some(&mut other), DomId(1), theirs),
             Ok(port(EVTCHN_2L_NR_CHANNELS))
         );
         assert_eq!(e.set_priority(port(EVTCHN_2L_NR_CHANNELS), 3), Ok(()));

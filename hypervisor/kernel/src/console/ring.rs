@@ -22,7 +22,7 @@ use core::sync::atomic::{AtomicU32, Ordering, fence};
 
 use alloc::vec::Vec;
 
-use hestia_core::ids::Port;
+use hestia_core::ids::{Mfn, Port};
 
 use crate::domain::DomainRef;
 use crate::mm;
@@ -68,14 +68,14 @@ impl Line {
 
 /// One domU's console ring and Hestia's end of it.
 pub struct RingConsole {
-    mfn: u64,
+    mfn: Mfn,
     port: Port,
     line: spin::Mutex<Line>,
 }
 
 impl RingConsole {
     /// The ring in frame `mfn`, notified through event channel `port` of its domain.
-    pub fn new(mfn: u64, port: Port) -> Self {
+    pub fn new(mfn: Mfn, port: Port) -> Self {
         Self {
             mfn,
             port,
@@ -89,12 +89,12 @@ impl RingConsole {
     }
 
     /// The ring's frame.
-    pub fn mfn(&self) -> u64 {
+    pub fn mfn(&self) -> Mfn {
         self.mfn
     }
 
     fn index(&self, off: usize) -> &AtomicU32 {
-        let p = mm::phys_to_virt(self.mfn * 4096) + off as u64;
+        let p = mm::phys_to_virt(self.mfn.addr()) + off as u64;
         // SAFETY: `off` is one of the four aligned index words inside the ring's frame, which
         // Hestia holds a reference and a writable type on while the domain lives and which the
         // direct map maps; the guest writes them concurrently, hence atomics.
@@ -102,14 +102,14 @@ impl RingConsole {
     }
 
     fn byte(&self, off: u32) -> u8 {
-        let p = mm::phys_to_virt(self.mfn * 4096) + u64::from(off);
+        let p = mm::phys_to_virt(self.mfn.addr()) + u64::from(off);
         // SAFETY: `off` < 4096 (callers reduce ring positions modulo the ring sizes), in the
         // held frame as in `index`; a racing guest write only changes the byte read.
         unsafe { (p as *const u8).read_volatile() }
     }
 
     fn set_byte(&self, off: u32, b: u8) {
-        let p = mm::phys_to_virt(self.mfn * 4096) + u64::from(off);
+        let p = mm::phys_to_virt(self.mfn.addr()) + u64::from(off);
         // SAFETY: as in `byte`; the input half is the guest's to read, Hestia's to write.
         unsafe { (p as *mut u8).write_volatile(b) }
     }

@@ -47,6 +47,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
+use hestia_core::ids::Mfn;
 use hestia_core::pv_mm::{Budget, Hold, MmError, PageType, Pending, Relinquish};
 use xen_abi::mmu::INVALID_M2P_ENTRY;
 
@@ -65,12 +66,12 @@ pub struct Relinquishing {
     /// The core's state, once the first call took the domain's holds.
     rel: Option<Relinquish>,
     /// The L4s the domain's vCPUs ran on.
-    roots: Vec<u64>,
+    roots: Vec<Mfn>,
     /// Frames freed so far.
     freed: u64,
     /// Hestia's frames shared with the domain (shared_info, the grant table's), which never
     /// counted in its pages.
-    xen_frames: Vec<u64>,
+    xen_frames: Vec<Mfn>,
 }
 
 impl Relinquishing {
@@ -103,7 +104,7 @@ impl Relinquishing {
 /// leaving its vCPUs without base pointers, descriptor tables or `vcpu_info`, and its grant
 /// table without mappings or frames; returns the core's state, the L4s its vCPUs used and
 /// Hestia's frames shared with it.
-fn take_holds(d: &Domain) -> (Relinquish, Vec<u64>, Vec<u64>) {
+fn take_holds(d: &Domain) -> (Relinquish, Vec<Mfn>, Vec<Mfn>) {
     // The mappings it made of grants go first (their page-table entries' references go
     // with its tables), then its grant table's frames, which nothing writes after this.
     crate::pv::grant::release_mappings(d);
@@ -138,7 +139,7 @@ fn take_holds(d: &Domain) -> (Relinquish, Vec<u64>, Vec<u64>) {
         v.ldt_frames.clear();
         (v.ldt_base, v.ldt_ents) = (0, 0);
     }
-    let mut roots: Vec<u64> = holds
+    let mut roots: Vec<Mfn> = holds
         .iter()
         .filter(|h| h.ty == Some(PageType::Table(4)))
         .map(|h| h.mfn)
@@ -150,18 +151,18 @@ fn take_holds(d: &Domain) -> (Relinquish, Vec<u64>, Vec<u64>) {
 
 /// Invalidates the M2P entries of the frames in `freed` (ascending) and returns them to the
 /// allocator, dirty, in runs of consecutive frames.
-fn free_runs(freed: &[u64]) {
+fn free_runs(freed: &[Mfn]) {
     let mut rest = freed;
     while let Some(&first) = rest.first() {
         let run = rest
             .iter()
-            .zip(first..)
-            .take_while(|(m, want)| **m == *want)
+            .zip(first.raw()..)
+            .take_while(|(m, want)| m.raw() == *want)
             .count();
-        for mfn in first..first + run as u64 {
+        for &mfn in &rest[..run] {
             frametable::set_m2p(mfn, INVALID_M2P_ENTRY);
         }
-        mm::free_frames(first * 4096, run as u64);
+        mm::free_frames(first.addr(), run as u64);
         rest = &rest[run..];
     }
 }
@@ -187,7 +188,7 @@ pub fn relinquish_memory(d: &Domain, state: &mut Relinquishing) -> Result<(), Pr
     };
     if state
         .roots
-        .contains(&((cpu::read_cr3() & paging::ADDR_MASK) >> 12))
+        .contains(&Mfn::new((cpu::read_cr3() & paging::ADDR_MASK) >> 12))
     {
         mm::use_idle_page_tables();
     }

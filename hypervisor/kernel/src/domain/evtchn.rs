@@ -13,7 +13,7 @@
 //! therefore comes before `pirqs` and the MSI and IOAPIC locks.
 
 use hestia_core::evtchn::{EventChannels, PortState};
-use hestia_core::ids::Port;
+use hestia_core::ids::{DomId, Port};
 use xen_abi::errno::Errno;
 
 use crate::pv::domain::Domain;
@@ -41,9 +41,9 @@ pub fn lock_pair<'a>(a: &'a Domain, b: &'a Domain) -> (Ports<'a>, Option<Ports<'
 }
 
 /// The domain of `port`'s other end, if that is a domain other than `d`.
-fn other_end(ev: &EventChannels, d: &Domain, port: Port) -> Option<u16> {
+fn other_end(ev: &EventChannels, d: &Domain, port: Port) -> Option<DomId> {
     match ev.port(port) {
-        Some((PortState::Interdomain { remote_dom, .. }, _)) if remote_dom != d.id.0 => {
+        Some((PortState::Interdomain { remote_dom, .. }, _)) if remote_dom != d.id => {
             Some(remote_dom)
         }
         _ => None,
@@ -65,7 +65,7 @@ pub fn close_port(d: &Domain, port: Port) -> Result<(), Errno> {
     for _ in 0..2 {
         let mine = d.evtchn.lock();
         let peer = other_end(&mine, d, port);
-        let rd = peer.and_then(|id| super::lookup(d, id).ok());
+        let rd = peer.and_then(|id| super::lookup(d, id.0).ok());
         let (mut ev, mut rev) = match peer {
             None => (mine, None),
             Some(_) => {
@@ -73,7 +73,7 @@ pub fn close_port(d: &Domain, port: Port) -> Result<(), Errno> {
                 lock_pair(d, rd.as_deref().unwrap_or(d))
             }
         };
-        if other_end(&ev, d, port).is_some_and(|id| rd.as_ref().is_none_or(|r| r.id.0 != id)) {
+        if other_end(&ev, d, port).is_some_and(|id| rd.as_ref().is_none_or(|r| r.id != id)) {
             continue;
         }
         match ev.close(&mut shared, port).map_err(errno)? {
@@ -86,9 +86,9 @@ pub fn close_port(d: &Domain, port: Port) -> Result<(), Errno> {
                     Some(theirs) => theirs,
                     None => &mut *ev,
                 };
-                if !peer.unbind_peer(remote_port, d.id.0, port) {
+                if !peer.unbind_peer(remote_port, d.id, port) {
                     crate::error!(
-                        "{}: port {port}'s other end d{remote_dom} port {remote_port} did not name it",
+                        "{}: port {port}'s other end {remote_dom} port {remote_port} did not name it",
                         d.id
                     );
                 }

@@ -18,9 +18,9 @@ pub(super) fn do_set_gdt(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     let nr = entries.div_ceil(512);
     let mut frames = Vec::with_capacity(nr);
     for i in 0..nr as u64 {
-        frames.push(guest::read_obj::<u64>(
+        frames.push(hestia_core::ids::Mfn::new(guest::read_obj::<u64>(
             list.checked_add(i * 8).ok_or(Errno::EFAULT)?,
-        )?);
+        )?));
     }
     set_gdt(d, frames, entries).map(|()| 0)
 }
@@ -31,5 +31,11 @@ pub(super) fn do_update_descriptor(d: &Domain, a: [u64; 5]) -> Result<u64, Errno
         return Err(Errno::EINVAL);
     }
     let fixed = descriptor::check(desc).ok_or(Errno::EINVAL)?;
-    update_descriptor(d, maddr >> 12, ((maddr & 0xfff) / 8) as usize, fixed).map(|()| 0)
+    update_descriptor(
+        d,
+        hestia_core::ids::Mfn::new(maddr >> 12),
+        ((maddr & 0xfff) / 8) as usize,
+        fixed,
+    )
+    .map(|()| 0)
 }

@@ -24,7 +24,7 @@
 //! handlers take those first and drop them before raising a port).
 
 use hestia_core::evtchn::{self, PortState, Sent};
-use hestia_core::ids::Port;
+use hestia_core::ids::{DomId, Port};
 use xen_abi::errno::Errno;
 use xen_abi::event_channel::{
     AllocUnbound, BindInterdomain, BindIpi, BindPirq, BindVcpu, BindVirq, PortArg, Status, cmd,
@@ -76,9 +76,9 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             }
             // DOMID_SELF as the remote names the caller, whichever domain holds the port.
             let remote = if s.remote_dom == DOMID_SELF {
-                d.id.0
+                d.id
             } else {
-                s.remote_dom
+                DomId(s.remote_dom)
             };
             s.port = ev.alloc_unbound(remote).map_err(errno)?.raw();
             drop(ev);
@@ -90,9 +90,9 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             let (mut ev, mut rev) = lock_pair(d, &rd);
             let lport = evtchn::bind_interdomain(
                 &mut ev,
-                d.id.0,
+                d.id,
                 rev.as_deref_mut(),
-                rd.id.0,
+                rd.id,
                 Port::unvalidated(s.remote_port),
             )
             .map_err(errno)?;
@@ -112,7 +112,7 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
         cmd::SEND => {
             let PortArg { port } = guest::read_obj(arg)?;
             let port = Port::unvalidated(port);
-            let sent = d.evtchn.lock().send(&mut shared, port, d.id.0);
+            let sent = d.evtchn.lock().send(&mut shared, port, d.id);
             match sent.map_err(errno)? {
                 Sent::Raised(vcpu) => events::kick(d, vcpu),
                 Sent::Remote { dom, port: rport } => deliver(d, port, dom, rport),
@@ -158,7 +158,7 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
             s.vcpu = vcpu;
             // Only the union member of the binding is written (a `domid_t` is the low half of
             // its word); the rest stays as the guest passed it, as Xen copies its struct back.
-            let dom_word = |w: u32, dom: u16| (w & !0xffff) | u32::from(dom);
+            let dom_word = |w: u32, dom: DomId| (w & !0xffff) | u32::from(dom.0);
             match state {
                 PortState::Virq(v) | PortState::Pirq(v) => s.u.word0 = v,
                 PortState::Unbound { remote } => s.u.word0 = dom_word(s.u.word0, remote),
@@ -184,14 +184,14 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
 
 /// Delivers the event `d` sent on `port` to the channel's other end, port `rport` of domain
 /// `rid`, under that domain's lock and only if the port is still this channel's end.
-fn deliver(d: &Domain, port: Port, rid: u16, rport: Port) {
-    let Ok(rd) = domain::lookup(d, rid) else {
+fn deliver(d: &Domain, port: Port, rid: DomId, rport: Port) {
+    let Ok(rd) = domain::lookup(d, rid.0) else {
         return;
     };
     let sent = rd
         .evtchn
         .lock()
-        .deliver(&mut rd.shared(), rport, d.id.0, port);
+        .deliver(&mut rd.shared(), rport, d.id, port);
     if let Sent::Raised(vcpu) = sent {
         events::kick(&rd, vcpu);
     }

@@ -21,7 +21,7 @@
 //! table's (`take_frame` runs under it); a reset takes it per port closed, with the other
 //! end's domain's in `close_port`'s order (and, for a PIRQ port, the `pirqs` lock).
 
-use hestia_core::ids::Port;
+use hestia_core::ids::{Mfn, Port};
 use xen_abi::errno::Errno;
 use xen_abi::event_channel::fifo::LINK_BITS;
 use xen_abi::event_channel::{ExpandArray, InitControl, Reset, SetPriority, cmd};
@@ -50,7 +50,9 @@ pub(super) fn do_fifo_op(d: &Domain, cmd: u32, arg: u64) -> Result<u64, Errno> {
             let shared = d.shared();
             let mut ev = d.evtchn.lock();
             let fresh = !ev.is_fifo();
-            ev.init_control(&shared, s.vcpu, s.control_gfn, s.offset, &mut take_frame)?;
+            // A PV guest's frame numbers are machine frames.
+            let mfn = Mfn::new(s.control_gfn);
+            ev.init_control(&shared, s.vcpu, mfn, s.offset, &mut take_frame)?;
             drop(ev);
             if fresh {
                 crate::ginfo!(d, "{}v{}: evtchn: FIFO ABI", d.id, this_vcpu_id());
@@ -62,7 +64,7 @@ pub(super) fn do_fifo_op(d: &Domain, cmd: u32, arg: u64) -> Result<u64, Errno> {
             let s: ExpandArray = guest::read_obj(arg)?;
             let mut shared = d.shared();
             let mut ev = d.evtchn.lock();
-            for v in ev.expand_array(&mut shared, s.array_gfn, &mut take_frame)? {
+            for v in ev.expand_array(&mut shared, Mfn::new(s.array_gfn), &mut take_frame)? {
                 events::kick(d, v);
             }
             Ok(0)
@@ -117,7 +119,7 @@ fn reset(caller: &Domain, arg: u64, resuming: bool) -> Result<u64, Errno> {
 }
 
 /// Drops the references the FIFO frames `frames` held.
-fn put_frames(frames: &[u64]) {
+fn put_frames(frames: &[Mfn]) {
     for &mfn in frames {
         frametable::put_writable_page(mfn);
     }

@@ -39,7 +39,7 @@
 use alloc::vec::Vec;
 
 use hestia_core::grant_table::{MAPTRACK_PER_FRAME, Mapping, map_pin_incr, pin};
-use hestia_core::ids::GrantRef;
+use hestia_core::ids::{GrantRef, Mfn};
 use hestia_core::pv_mm::{PageType, pte};
 use xen_abi::errno::Errno;
 use xen_abi::grant_table::{
@@ -147,7 +147,7 @@ pub(super) fn do_grant_table_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             }
             op.status = gntst::OKAY;
             for (i, &mfn) in frames.iter().take(op.nr_frames as usize).enumerate() {
-                if guest::write_obj(op.frame_list + i as u64 * 8, &mfn).is_err() {
+                if guest::write_obj(op.frame_list + i as u64 * 8, &mfn.raw()).is_err() {
                     op.status = gntst::BAD_VIRT_ADDR;
                 }
             }
@@ -255,7 +255,7 @@ fn setup_table(d: &Domain, op: &mut SetupTable) -> Result<(), Errno> {
     }
     op.status = gntst::OKAY;
     for (i, &mfn) in st.frames().iter().take(op.nr_frames as usize).enumerate() {
-        if guest::write_obj(op.frame_list + i as u64 * 8, &mfn).is_err() {
+        if guest::write_obj(op.frame_list + i as u64 * 8, &mfn.raw()).is_err() {
             op.status = gntst::BAD_VIRT_ADDR;
         }
     }
@@ -263,18 +263,18 @@ fn setup_table(d: &Domain, op: &mut SetupTable) -> Result<(), Errno> {
 }
 
 /// Where a host mapping goes: the L1 table and slot.
-fn host_slot(mem: &DirectMem, l4: u64, addr: u64, flags: u32) -> Result<(u64, usize), i16> {
+fn host_slot(mem: &DirectMem, l4: Mfn, addr: u64, flags: u32) -> Result<(Mfn, usize), i16> {
     if flags & gntmap::CONTAINS_PTE != 0 {
         if !addr.is_multiple_of(8) {
             return Err(gntst::GENERAL_ERROR);
         }
-        return Ok((addr >> 12, ((addr & 0xfff) / 8) as usize));
+        return Ok((Mfn::new(addr >> 12), ((addr & 0xfff) / 8) as usize));
     }
     linear_slot(mem, l4, addr)
 }
 
 /// The L1 slot mapping the guest virtual address `va` in the tables rooted at `l4`.
-fn linear_slot(mem: &DirectMem, l4: u64, va: u64) -> Result<(u64, usize), i16> {
+fn linear_slot(mem: &DirectMem, l4: Mfn, va: u64) -> Result<(Mfn, usize), i16> {
     if !is_guest_range(va, 1) || (HYPERVISOR_VIRT_START..HYPERVISOR_VIRT_END).contains(&va) {
         return Err(gntst::GENERAL_ERROR);
     }
@@ -285,9 +285,9 @@ fn linear_slot(mem: &DirectMem, l4: u64, va: u64) -> Result<(u64, usize), i16> {
 /// `grant_to_pte_flags`): accessed, dirty, no-execute and the grant mark; RW unless
 /// read-only; user with `GNTMAP_application_map` (Hestia forces it on every guest entry
 /// anyway); the guest's three available bits from the flags' top half.
-fn grant_pte(mfn: u64, flags: u32) -> u64 {
+fn grant_pte(mfn: Mfn, flags: u32) -> u64 {
     const ACCESSED_DIRTY: u64 = 0x60;
-    let mut e = (mfn << 12) | pte::P | ACCESSED_DIRTY | pte::NX | pte::GNTTAB;
+    let mut e = mfn.addr() | pte::P | ACCESSED_DIRTY | pte::NX | pte::GNTTAB;
     if flags & gntmap::APPLICATION_MAP != 0 {
         e |= pte::US;
     }
@@ -312,7 +312,7 @@ fn map_grant_ref(ld: &Domain, op: &mut MapGrantRef) {
     match map_inner(ld, op) {
         Ok((handle, mfn)) => {
             op.handle = handle;
-            op.dev_bus_addr = mfn << 12;
+            op.dev_bus_addr = mfn.addr();
             op.status = gntst::OKAY;
         }
         Err(s) => {
@@ -329,7 +329,7 @@ fn map_grant_ref(ld: &Domain, op: &mut MapGrantRef) {
     }
 }
 
-fn map_inner(ld: &Domain, op: &MapGrantRef) -> Result<(u32, u64), i16> {
+fn map_inner(ld: &Domain, op: &MapGrantRef) -> Result<(u32, Mfn), i16> {
     let r = GrantRef::unvalidated(op.r#ref);
     let incr = map_pin_incr(op.flags);
     if incr == 0 {
@@ -350,7 +350,7 @@ fn map_inner(ld: &Domain, op: &MapGrantRef) -> Result<(u32, u64), i16> {
     }
     let (gt, sh) = st.split();
     // Only the frame's owner is checked here: the mappings take their own references.
-    let mut owned = |frame: u64, first: bool| {
+    let mut owned = |frame: Mfn, first: bool| {
         let ok = frametable::with(|ft, _| ft.info(frame).is_some_and(|f| f.owner == Some(them)));
         match ok {
             Some(true) => Ok(()),
@@ -358,7 +358,7 @@ fn map_inner(ld: &Domain, op: &MapGrantRef) -> Result<(u32, u64), i16> {
             _ => Err(gntst::GENERAL_ERROR),
         }
     };
-    let mfn = gt.acquire(&sh, r, me, incr, ro, true, &mut owned)?.mfn;
+    let mfn = gt.acquire(&sh, r, ld.id, incr, ro, true, &mut owned)?.mfn;
     let dev = op.flags & gntmap::DEVICE_MAP != 0;
     let host = op.flags & gntmap::HOST_MAP != 0;
     let taken = frametable::with(|ft, mem| {
@@ -374,7 +374,7 @@ fn map_inner(ld: &Domain, op: &MapGrantRef) -> Result<(u32, u64), i16> {
             }
         }
         if host {
-            let r = host_slot(mem, l4, op.host_addr, op.flags).and_then(|(l1, idx)| {
+            let r = host_slot(mem, Mfn::new(l4), op.host_addr, op.flags).and_then(|(l1, idx)| {
                 ft.grant_map_l1e(mem, l1, idx, me, grant_pte(mfn, op.flags), them)
                     .map_err(|_| gntst::GENERAL_ERROR)
             });
@@ -397,7 +397,7 @@ fn map_inner(ld: &Domain, op: &MapGrantRef) -> Result<(u32, u64), i16> {
     let handle = mt.insert(Mapping {
         flags: op.flags & 0xffff,
         r#ref: r,
-        domid: them,
+        domid: rd.id,
         mfn,
         granter: rd.clone(),
     })?;
@@ -447,7 +447,7 @@ fn unmap_batch<T: FromBytes + IntoBytes + Immutable>(
                 }
             };
             let (handle, host_addr, dev_bus_addr, new_addr, status) = fields(&mut op);
-            *status = match unmap_one(d, l4, handle, host_addr, dev_bus_addr, new_addr) {
+            *status = match unmap_one(d, Mfn::new(l4), handle, host_addr, dev_bus_addr, new_addr) {
                 Ok(u) => {
                     pending.extend(u);
                     gntst::OKAY
@@ -478,7 +478,7 @@ fn unmap_batch<T: FromBytes + IntoBytes + Immutable>(
 /// One unmap (Xen's `unmap_common`): what it undid, for after the TLB flush.
 fn unmap_one(
     ld: &Domain,
-    l4: u64,
+    l4: Mfn,
     handle: u32,
     host_addr: u64,
     dev_bus_addr: u64,
@@ -491,7 +491,7 @@ fn unmap_one(
     if r.raw() >= st.gt.nr_entries() {
         return Err(gntst::BAD_HANDLE);
     }
-    if dev_bus_addr != 0 && flags & gntmap::DEVICE_MAP != 0 && dev_bus_addr != mfn << 12 {
+    if dev_bus_addr != 0 && flags & gntmap::DEVICE_MAP != 0 && dev_bus_addr != mfn.addr() {
         return Err(gntst::BAD_DEV_ADDR);
     }
     let mut done = 0;
@@ -509,7 +509,7 @@ fn unmap_one(
                     .map_err(|_| gntst::GENERAL_ERROR)?;
                 (l1, e)
             } else {
-                (0, 0)
+                (Mfn::new(0), 0)
             };
             let r = host_slot(mem, l4, host_addr, flags).and_then(|(l1, idx)| {
                 ft.grant_unmap_l1e(mem, l1, idx, me, mfn, rw, stolen)
@@ -541,7 +541,7 @@ fn unmap_one(
 /// destination), and the grant use behind it if it came by reference.
 struct Side {
     dom: DomainRef,
-    mfn: u64,
+    mfn: Mfn,
     /// The bytes of the frame granted (a v2 sub-page grant's; the whole page otherwise).
     window: (u64, u64),
     gref: Option<GrantRef>,
@@ -571,16 +571,16 @@ fn claim(ld: &Domain, dom: DomainRef, u: u64, is_gref: bool, ro: bool) -> Result
             }
             let (gt, sh) = st.split();
             let mut take =
-                |frame: u64, first: bool| match frametable::with(|ft, _| ft.get_page(frame, id)) {
+                |frame: Mfn, first: bool| match frametable::with(|ft, _| ft.get_page(frame, id)) {
                     Some(Ok(())) => Ok(()),
                     _ if first => Err(gntst::BAD_PAGE),
                     _ => Err(gntst::BAD_DOMAIN),
                 };
-            let u = gt.acquire(&sh, r, ld.id.0, incr, ro, false, &mut take)?;
+            let u = gt.acquire(&sh, r, ld.id, incr, ro, false, &mut take)?;
             (u.mfn, (u64::from(u.start), u64::from(u.length)))
         }
-        None => match frametable::with(|ft, _| ft.get_page(u, id)) {
-            Some(Ok(())) => (u, (0, 4096)),
+        None => match frametable::with(|ft, _| ft.get_page(Mfn::new(u), id)) {
+            Some(Ok(())) => (Mfn::new(u), (0, 4096)),
             _ => return Err(gntst::BAD_PAGE),
         },
     };
@@ -650,8 +650,8 @@ fn copy(ld: &Domain, op: &GnttabCopy) -> i16 {
         u64::from(op.source.offset),
         u64::from(op.dest.offset),
     );
-    let from = src.mfn * 4096 + so;
-    let to = dst.mfn * 4096 + dof;
+    let from = src.mfn.addr() + so;
+    let to = dst.mfn.addr() + dof;
     let outside = |off: u64, (start, length): (u64, u64)| off < start || off + len > start + length;
     let rc = if so + len > 4096 || dof + len > 4096 {
         gntst::BAD_COPY_ARG
@@ -718,7 +718,7 @@ fn cache_flush(d: &Domain, op: &CacheFlush, resumed: bool) -> Result<(), Errno> 
     if length == 0 || op.op == 0 {
         return if resumed { Err(Errno::EILSEQ) } else { Ok(()) };
     }
-    let mfn = op.a >> 12;
+    let mfn = Mfn::new(op.a >> 12);
     // The owner, with a reference for the flush (none for a free frame).
     let owner = frametable::with(|ft, _| {
         let owner = ft.info(mfn).ok_or(Errno::EINVAL)?.owner;
@@ -735,7 +735,7 @@ fn cache_flush(d: &Domain, op: &CacheFlush, resumed: bool) -> Result<(), Errno> 
 /// The part of [`cache_flush`] done with a reference on `mfn` (owned by `owner`).
 fn flush_owned(
     d: &Domain,
-    mfn: u64,
+    mfn: Mfn,
     owner: Option<u16>,
     offset: u64,
     length: u64,
@@ -746,7 +746,7 @@ fn flush_owned(
         .ok_or(Errno::EPERM)?;
     if owner != d.id.0 {
         let od = domain::lookup(d, owner).map_err(|_| Errno::EPERM)?;
-        if !od.grant.table.lock().gt.in_use_by(d.id.0, mfn) {
+        if !od.grant.table.lock().gt.in_use_by(d.id, mfn) {
             return Err(Errno::EINVAL);
         }
     }
@@ -755,7 +755,7 @@ fn flush_owned(
         // `invalidate_dcache_va_range`).
         return Err(Errno::EOPNOTSUPP);
     }
-    let phys = mfn * 4096 + offset;
+    let phys = mfn.addr() + offset;
     if !mm::in_direct_map(phys, length) {
         return Err(Errno::EINVAL);
     }

@@ -21,6 +21,7 @@
 use core::mem::offset_of;
 use core::sync::atomic::Ordering;
 
+use hestia_core::ids::Mfn;
 use hestia_core::memmap::{RegionKind, machine_map};
 use xen_abi::errno::Errno;
 use xen_abi::memory::{
@@ -90,8 +91,8 @@ fn address_limit(mem_flags: u32) -> u64 {
 
 /// Allocates and zeroes one extent of `order` below `limit`, not yet anyone's; returns its
 /// first MFN.
-fn alloc_extent(order: u32, limit: u64) -> Option<u64> {
-    mm::alloc_zeroed_frames(1 << order, 4096 << order, limit).map(|phys| phys / 4096)
+fn alloc_extent(order: u32, limit: u64) -> Option<Mfn> {
+    mm::alloc_zeroed_frames(1 << order, 4096 << order, limit).map(|phys| Mfn::new(phys / 4096))
 }
 
 /// Gives `d` the `n` frames from `mfn`, fresh from the allocator, in the frame table. False
@@ -100,7 +101,7 @@ fn alloc_extent(order: u32, limit: u64) -> Option<u64> {
 /// not one that is only shut down), and if the frame table and the allocator disagree (a Hestia bug: the frames are
 /// then kept from everyone, not handed out twice); the caller frees the frames in the first
 /// case only.
-fn assign_extent(d: &Domain, mfn: u64, n: u64) -> Result<(), Leaked> {
+fn assign_extent(d: &Domain, mfn: Mfn, n: u64) -> Result<(), Leaked> {
     let r = frametable::with(|ft, _| {
         if d.is_dying() {
             return Ok(Err(()));
@@ -125,7 +126,7 @@ struct Leaked(bool);
 
 /// Allocates, zeroes and assigns one extent within `d`'s maximum and the claims
 /// (`domain::claims`); returns its first MFN.
-fn give_extent(d: &Domain, order: u32, limit: u64) -> Option<u64> {
+fn give_extent(d: &Domain, order: u32, limit: u64) -> Option<Mfn> {
     let n = 1u64 << order;
     // Counted first, so vCPUs racing here cannot together pass the maximum.
     d.tot_pages
@@ -138,12 +139,12 @@ fn give_extent(d: &Domain, order: u32, limit: u64) -> Option<u64> {
     // `d` only once zeroed: no domain ever maps a frame with another's data in it.
     let fresh = claims::alloc_for(d, n, || mm::alloc_frames(n, 4096 << order, limit));
     let mfn = fresh.and_then(|f| {
-        let mfn = f.zeroed() / 4096;
+        let mfn = Mfn::new(f.zeroed() / 4096);
         match assign_extent(d, mfn, n) {
             Ok(()) => Some(mfn),
             Err(Leaked(true)) => None,
             Err(Leaked(false)) => {
-                mm::free_frames(mfn * 4096, n);
+                mm::free_frames(mfn.addr(), n);
                 None
             }
         }
@@ -157,14 +158,15 @@ fn give_extent(d: &Domain, order: u32, limit: u64) -> Option<u64> {
 /// Takes the frames from `mfn` on from `d` one by one, as Xen's `guest_remove_page`, stopping
 /// at the first that cannot go (still used, not `d`'s); the frames taken return to the
 /// allocator. Returns how many went.
-fn remove_frames(d: &Domain, mfn: u64, n: u64) -> u64 {
+fn remove_frames(d: &Domain, mfn: Mfn, n: u64) -> u64 {
     let me = d.id.0;
     let removed = frametable::with(|ft, mem| {
         let mut done = 0;
         while done < n
             && mfn
+                .raw()
                 .checked_add(done)
-                .is_some_and(|m| ft.release(mem, m, me).is_ok())
+                .is_some_and(|m| ft.release(mem, Mfn::new(m), me).is_ok())
         {
             done += 1;
         }
@@ -175,7 +177,7 @@ fn remove_frames(d: &Domain, mfn: u64, n: u64) -> u64 {
         for j in 0..removed {
             frametable::set_m2p(mfn + j, INVALID_M2P_ENTRY);
         }
-        mm::free_frames(mfn * 4096, removed);
+        mm::free_frames(mfn.addr(), removed);
         d.tot_pages.fetch_sub(removed, Ordering::AcqRel);
         claims::freed(d, removed);
     }
@@ -215,7 +217,7 @@ fn balloon(d: &Domain, cmd: u32, start: u64, arg: u64) -> Result<u64, Errno> {
                 };
                 // As Xen: the frames before one that cannot go are gone; the extent is not
                 // counted.
-                if remove_frames(t, mfn, n) != n {
+                if remove_frames(t, Mfn::new(mfn), n) != n {
                     return Ok(i);
                 }
             }
@@ -236,7 +238,7 @@ fn balloon(d: &Domain, cmd: u32, start: u64, arg: u64) -> Result<u64, Errno> {
                         frametable::set_m2p(mfn + j, pfn.wrapping_add(j));
                     }
                 }
-                if r.extents != 0 && guest::write_obj(slot, &mfn).is_err() {
+                if r.extents != 0 && guest::write_obj(slot, &mfn.raw()).is_err() {
                     return Ok(i + 1);
                 }
             }
@@ -287,7 +289,7 @@ enum Progress {
 
 /// An empty list with room for `n` entries, or -ENOMEM: a chunk of the largest order holds
 /// 2^18 frames (2 MiB of MFNs), a sizeable part of Hestia's heap.
-fn room(n: usize) -> Result<Vec<u64>, Errno> {
+fn room<T>(n: usize) -> Result<Vec<T>, Errno> {
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| Errno::ENOMEM)?;
     Ok(v)
@@ -390,7 +392,7 @@ impl Exchange {
         let mut frames = room(1 << (self.in_chunk + in_order))?;
         for &mfn in &extents {
             for k in 0..in_n {
-                frames.push(mfn.checked_add(k).ok_or(Errno::EINVAL)?);
+                frames.push(Mfn::new(mfn.checked_add(k).ok_or(Errno::EINVAL)?));
             }
         }
         // Taken from the domain before anything else happens: from here on no vCPU can map
@@ -398,11 +400,11 @@ impl Exchange {
         frametable::with(|ft, mem| ft.steal(mem, &frames, me))
             .ok_or(Errno::EINVAL)?
             .map_err(|_| Errno::EINVAL)?;
-        let mut outs = room(1 << self.out_chunk)?;
+        let mut outs: Vec<Mfn> = room(1 << self.out_chunk)?;
         for _ in 0..1u64 << self.out_chunk {
             let Some(mfn) = alloc_extent(out_order, self.limit) else {
                 for &m in &outs {
-                    mm::free_frames(m * 4096, out_n);
+                    mm::free_frames(m.addr(), out_n);
                 }
                 give_back(d, &frames);
                 return Err(Errno::ENOMEM);
@@ -412,15 +414,15 @@ impl Exchange {
         // Past the point of failure: the inputs go to the allocator, the outputs to the domain.
         for &mfn in &extents {
             for k in 0..in_n {
-                frametable::set_m2p(mfn + k, INVALID_M2P_ENTRY);
+                frametable::set_m2p(Mfn::new(mfn) + k, INVALID_M2P_ENTRY);
             }
-            mm::free_frames(mfn * 4096, in_n);
+            mm::free_frames(Mfn::new(mfn).addr(), in_n);
         }
         let mut rc = Ok(());
         for (j, &mfn) in (0u64..).zip(&outs) {
             if let Err(Leaked(keep)) = assign_extent(d, mfn, out_n) {
                 if !keep {
-                    mm::free_frames(mfn * 4096, out_n);
+                    mm::free_frames(mfn.addr(), out_n);
                 }
                 d.tot_pages.fetch_sub(out_n, Ordering::AcqRel);
                 rc = Err(Errno::ENOMEM);
@@ -434,7 +436,7 @@ impl Exchange {
             for k in 0..out_n {
                 frametable::set_m2p(mfn + k, gpfn.wrapping_add(k));
             }
-            if slot.and_then(|s| guest::write_obj(s, &mfn)).is_err() {
+            if slot.and_then(|s| guest::write_obj(s, &mfn.raw())).is_err() {
                 rc = Err(Errno::EFAULT);
             }
         }
@@ -454,7 +456,7 @@ fn list_in_guest(list: u64, first: u64, end: u64) -> bool {
 /// Gives the frames an exchange took back to `d` (no memory for the outputs). Nothing can
 /// have claimed them meanwhile; if the frame table says otherwise (a Hestia bug), a frame is
 /// kept from everyone and leaves the domain's count.
-fn give_back(d: &Domain, frames: &[u64]) {
+fn give_back(d: &Domain, frames: &[Mfn]) {
     let me = d.id.0;
     let lost = frametable::with(|ft, _| {
         frames
@@ -526,7 +528,7 @@ fn acquire_resource(d: &Domain, start: u64, arg: u64) -> Result<u64, Errno> {
         let todo = (nr - done).min(RESOURCE_CHUNK);
         // Both fit in 32 bits: checked above.
         let first = (r.frame + done) as u32;
-        let mfns: Vec<u64> = t
+        let mfns: Vec<Mfn> = t
             .grant
             .table
             .lock()
@@ -534,7 +536,7 @@ fn acquire_resource(d: &Domain, start: u64, arg: u64) -> Result<u64, Errno> {
             .to_vec();
         for (i, mfn) in (done..).zip(&mfns) {
             let at = r.frame_list.checked_add(i * 8).ok_or(Errno::EFAULT)?;
-            guest::write_obj(at, mfn)?;
+            guest::write_obj(at, &mfn.raw())?;
         }
         done += todo;
         if done < nr && continuation::should_preempt(d, done - start) {

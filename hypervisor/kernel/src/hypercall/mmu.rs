@@ -14,6 +14,7 @@
 //! way, it answers `ERESTART` and the same item is issued again; a teardown left over is
 //! finished at the start of the vCPU's next MMU hypercall, as Xen's `old_guest_table`.
 
+use hestia_core::ids::Mfn;
 use hestia_core::pv_mm::{MmError, PageType, PtMemory};
 use xen_abi::errno::Errno;
 use xen_abi::mmu::{MMU_UPDATE_PREEMPTED, MmuUpdate, MmuextOp, ext, update, uvmf};
@@ -175,7 +176,7 @@ fn flush_local() {
 /// own, or a foreign domain's: `hestia_core::pv_mm::FrameTable::mod_entry_foreign_preemptible`).
 fn one_update(d: &Domain, owner: &PgOwner, req: MmuUpdate) -> Result<(), Errno> {
     let (cmd, maddr) = (req.ptr & 7, req.ptr & !7);
-    let (mfn, idx) = (maddr >> 12, ((maddr & 0xfff) / 8) as usize);
+    let (mfn, idx) = (Mfn::new(maddr >> 12), ((maddr & 0xfff) / 8) as usize);
     // The level of the table updated, for the errno.
     let mut table_level = 1;
     let pg = match cmd {
@@ -258,7 +259,7 @@ pub(super) fn do_update_va_mapping(d: &Domain, a: [u64; 5]) -> Result<u64, Errno
     // An L1 update validates no table, but the vCPU's old tables go first (the frame it maps
     // may be one of them, as when Linux unpins a table and maps its pages writable again).
     d.mm_op(|ft, mem, pending, budget| {
-        let (l1, idx) = find_l1(mem, l4, va).map_err(|_| MmError::NotATable)?;
+        let (l1, idx) = find_l1(mem, Mfn::new(l4), va).map_err(|_| MmError::NotATable)?;
         ft.mod_entry_preemptible(mem, l1, 1, idx, val, dom(d), pending, budget)
     })
     .map_err(errno)?;
@@ -282,7 +283,7 @@ pub(super) fn do_update_va_mapping(d: &Domain, a: [u64; 5]) -> Result<u64, Errno
 /// `target` started dying is dropped again in the same hold of the frame table, as Xen's,
 /// because its destruction may have passed the frame ([`Domain::is_dying`] holds before it
 /// starts); a domain only shut down may still be pinned for, as in Xen.
-fn pin_foreign(d: &Domain, target: &Domain, mfn: u64, level: u8) -> Result<(), Errno> {
+fn pin_foreign(d: &Domain, target: &Domain, mfn: Mfn, level: u8) -> Result<(), Errno> {
     let them = dom(target);
     d.mm_op(|ft, mem, pending, budget| {
         ft.pin_preemptible(mem, mfn, level, them, pending, budget)?;
@@ -314,16 +315,16 @@ fn one_ext(d: &Domain, owner: &PgOwner, op: MmuextOp) -> Result<(), Errno> {
         ext::PIN_L1_TABLE..=ext::PIN_L4_TABLE => {
             let level = (op.cmd - ext::PIN_L1_TABLE + 1) as u8;
             if let Some(f) = foreign {
-                return pin_foreign(d, f, op.arg1, level);
+                return pin_foreign(d, f, Mfn::new(op.arg1), level);
             }
             d.mm_op(|ft, mem, pending, budget| {
-                ft.pin_preemptible(mem, op.arg1, level, me, pending, budget)
+                ft.pin_preemptible(mem, Mfn::new(op.arg1), level, me, pending, budget)
             })
             .map_err(errno_pin)
         }
         ext::UNPIN_TABLE => d
             .mm_op(|ft, mem, pending, budget| {
-                ft.unpin_preemptible(mem, op.arg1, me, pending, budget)
+                ft.unpin_preemptible(mem, Mfn::new(op.arg1), me, pending, budget)
             })
             .map_err(errno_pin),
         ext::CLEAR_PAGE | ext::COPY_PAGE => clear_or_copy(me, op),
@@ -342,24 +343,25 @@ fn one_ext(d: &Domain, owner: &PgOwner, op: MmuextOp) -> Result<(), Errno> {
 /// `MMUEXT_CLEAR_PAGE` / `MMUEXT_COPY_PAGE` on frames of `me`: the destination must be
 /// writable (untyped or of the writable type), the source merely `me`'s.
 fn clear_or_copy(me: u16, op: MmuextOp) -> Result<(), Errno> {
+    let (dst, src) = (Mfn::new(op.arg1), Mfn::new(op.arg2));
     frametable::with(|ft, mem| {
-        let writable = |m: u64| {
+        let writable = |m: Mfn| {
             ft.info(m).is_some_and(|f| {
                 f.owner == Some(me) && (f.type_count == 0 || f.ty == PageType::Writable)
             })
         };
-        if !writable(op.arg1)
-            || (op.cmd == ext::COPY_PAGE && ft.info(op.arg2).is_none_or(|f| f.owner != Some(me)))
+        if !writable(dst)
+            || (op.cmd == ext::COPY_PAGE && ft.info(src).is_none_or(|f| f.owner != Some(me)))
         {
             return Err(Errno::EINVAL);
         }
         for i in 0..512 {
             let v = if op.cmd == ext::COPY_PAGE {
-                mem.read(op.arg2, i)
+                mem.read(src, i)
             } else {
                 0
             };
-            mem.write(op.arg1, i, v);
+            mem.write(dst, i, v);
         }
         Ok(())
     })
@@ -378,7 +380,7 @@ fn one_ext_local(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
                 return Ok(());
             }
             let had = (v.user_cr3 != 0).then_some(old);
-            switch_l4(d, had, (new != 0).then_some(new))?;
+            switch_l4(d, had.map(Mfn::new), (new != 0).then_some(Mfn::new(new)))?;
             // Applies the next time user mode is entered.
             v.user_cr3 = new << 12;
             Ok(())

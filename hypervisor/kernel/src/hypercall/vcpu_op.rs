@@ -7,6 +7,7 @@
 
 use core::sync::atomic::Ordering;
 
+use hestia_core::ids::Mfn;
 use xen_abi::errno::Errno;
 use xen_abi::vcpu::cmd::*;
 
@@ -83,7 +84,7 @@ pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         }
         REGISTER_VCPU_INFO => {
             let [mfn, offset]: [u64; 2] = guest::read_obj(arg)?;
-            register_vcpu_info(d, vcpu, mfn, offset & 0xffff_ffff).map(|()| 0)
+            register_vcpu_info(d, vcpu, Mfn::new(mfn), offset & 0xffff_ffff).map(|()| 0)
         }
         _ => Err(Errno::ENOSYS),
     }
@@ -107,7 +108,7 @@ fn set_periodic(v: &spin::Mutex<Vcpu>, other: bool, period: u64) -> Result<u64, 
 /// Moves vCPU `vcpu`'s `vcpu_info` to byte `offset` of the domain's frame `mfn` (once), as
 /// Xen's `map_vcpu_info`: the frame takes a writable type reference for good, the current
 /// contents are copied, and every event is marked pending so none is lost in the move.
-fn register_vcpu_info(d: &Domain, vcpu: u32, mfn: u64, offset: u64) -> Result<(), Errno> {
+fn register_vcpu_info(d: &Domain, vcpu: u32, mfn: Mfn, offset: u64) -> Result<(), Errno> {
     const SIZE: u64 = size_of::<xen_abi::xen::VcpuInfo>() as u64;
     // Past the page is -ENXIO, as in Xen. Hestia's atomics also need natural alignment
     // (Linux's per-CPU vcpu_info is 64-byte aligned).
@@ -122,7 +123,7 @@ fn register_vcpu_info(d: &Domain, vcpu: u32, mfn: u64, offset: u64) -> Result<()
         return Err(Errno::EINVAL);
     }
     frametable::get_writable_page(mfn, d.id.0)?;
-    let new = phys_to_virt(mfn * 4096) + offset;
+    let new = phys_to_virt(mfn.addr()) + offset;
     let shared = d.shared();
     let mut info = [0u8; SIZE as usize];
     shared.copy_vcpu_info(vcpu, &mut info);

@@ -11,6 +11,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
+use hestia_core::ids::Mfn;
 use hestia_core::memmap::MemoryMap;
 use hestia_core::pv_mm::{
     AuditCounts, AuditFailure, AuditSummary, Budget, DOM_IO, DOM_XEN, FrameInfo, FrameTable, Hold,
@@ -40,23 +41,23 @@ static DEAD_FRAME_RELEASED: AtomicBool = AtomicBool::new(false);
 pub struct DirectMem;
 
 impl PtMemory for DirectMem {
-    fn read(&self, mfn: u64, idx: usize) -> u64 {
+    fn read(&self, mfn: Mfn, idx: usize) -> u64 {
         // SAFETY: the frame table only hands out MFNs below its size, which is inside the direct
         // map; `idx` < 512 keeps the access inside the frame; entries are 8-byte aligned.
-        unsafe { core::ptr::read_volatile((phys_to_virt(mfn * 4096) as *const u64).add(idx)) }
+        unsafe { core::ptr::read_volatile((phys_to_virt(mfn.addr()) as *const u64).add(idx)) }
     }
-    fn write(&mut self, mfn: u64, idx: usize, val: u64) {
+    fn write(&mut self, mfn: Mfn, idx: usize, val: u64) {
         // SAFETY: as in `read`.
-        unsafe { core::ptr::write_volatile((phys_to_virt(mfn * 4096) as *mut u64).add(idx), val) }
+        unsafe { core::ptr::write_volatile((phys_to_virt(mfn.addr()) as *mut u64).add(idx), val) }
     }
     fn flush_tlbs(&mut self) {
         use crate::arch::x86_64::smp::{self, Flush};
         smp::flush_guest_tlbs(Flush::AnyGuest);
     }
-    fn root_entry_changed(&mut self, mfn: u64) {
+    fn root_entry_changed(&mut self, mfn: Mfn) {
         crate::arch::x86_64::xpti::root_changed(mfn);
     }
-    fn install_hypervisor_slots(&mut self, mfn: u64) {
+    fn install_hypervisor_slots(&mut self, mfn: Mfn) {
         let root = super::kernel_root();
         for slot in hestia_core::pv_mm::HYPERVISOR_L4_SLOTS {
             // SAFETY: Hestia's PML4 is a frame in the direct map; reading an entry is plain memory.
@@ -110,7 +111,7 @@ pub fn init(memmap: &MemoryMap) -> Result<(), &'static str> {
     NR_FRAMES.call_once(|| nr);
     let mut ft = FrameTable::new(storage);
     // Shared read-only with privileged domains, who map it by naming DOMID_XEN.
-    ft.assign_range(m2p / 4096, bytes / 4096, DOM_XEN)
+    ft.assign_range(Mfn::new(m2p / 4096), bytes / 4096, DOM_XEN)
         .map_err(|_| "the M2P is outside the frame table")?;
     let io = mark_io_frames(&mut ft, memmap, nr);
     *FRAMES.lock() = Some(ft);
@@ -137,7 +138,7 @@ fn mark_io_frames(ft: &mut FrameTable<'_>, memmap: &MemoryMap, nr: u64) -> u64 {
     let mut io = 0;
     for mfn in 0..nr {
         let low = mfn < LOW_MEM / 4096;
-        if (low || !usable(mfn)) && ft.assign(mfn, DOM_IO).is_ok() {
+        if (low || !usable(mfn)) && ft.assign(Mfn::new(mfn), DOM_IO).is_ok() {
             io += 1;
         }
     }
@@ -168,7 +169,7 @@ pub fn grant_dom0_iomem(dom: u16) {
 /// page: isolation rule 5), as Xen's `get_page_and_type(..., PGT_writable_page)`: it can then
 /// be neither a page table nor freed until [`put_writable_page`]. `EINVAL` for a frame that is
 /// not the domain's or has another type, as Xen answers for these pages.
-pub fn get_writable_page(mfn: u64, dom: u16) -> Result<(), Errno> {
+pub fn get_writable_page(mfn: Mfn, dom: u16) -> Result<(), Errno> {
     with(|ft, mem| -> Result<(), MmError> {
         ft.get_page(mfn, dom)?;
         ft.get_page_type(mem, mfn, PageType::Writable, dom)
@@ -179,7 +180,7 @@ pub fn get_writable_page(mfn: u64, dom: u16) -> Result<(), Errno> {
 }
 
 /// Drops the references [`get_writable_page`] took.
-pub fn put_writable_page(mfn: u64) {
+pub fn put_writable_page(mfn: Mfn) {
     with(|ft, mem| {
         ft.put_page_type(mem, mfn);
         ft.put_page(mfn);
@@ -199,7 +200,7 @@ pub enum NotWritable {
 /// Overwrites `dom`'s frame `mfn` with `bytes`, holding a general and a writable type
 /// reference on it while it writes (isolation rule 5; Xen's `get_page_and_type(...,
 /// PGT_writable_page)` around the write, as `XEN_DOMCTL_hypercall_init` does).
-pub fn write_page_for(mfn: u64, dom: u16, bytes: &[u8; 4096]) -> Result<(), NotWritable> {
+pub fn write_page_for(mfn: Mfn, dom: u16, bytes: &[u8; 4096]) -> Result<(), NotWritable> {
     with(|ft, mem| {
         ft.get_page(mfn, dom).map_err(|_| NotWritable::NotOwned)?;
         if ft.get_page_type(mem, mfn, PageType::Writable, dom).is_err() {
@@ -211,7 +212,7 @@ pub fn write_page_for(mfn: u64, dom: u16, bytes: &[u8; 4096]) -> Result<(), NotW
         unsafe {
             core::ptr::copy_nonoverlapping(
                 bytes.as_ptr(),
-                phys_to_virt(mfn * 4096) as *mut u8,
+                phys_to_virt(mfn.addr()) as *mut u8,
                 bytes.len(),
             )
         };
@@ -241,16 +242,17 @@ pub fn m2p_end() -> u64 {
     MACH2PHYS_VIRT_START + m2p_phys().1
 }
 
-/// Sets `m2p[mfn] = pfn`. Returns false for an MFN outside the table.
-pub fn set_m2p(mfn: u64, pfn: u64) -> bool {
+/// Sets `m2p[mfn] = entry`: the guest frame number `mfn` backs, or `INVALID_M2P_ENTRY` (the
+/// word as guests read it). Returns false for an MFN outside the table.
+pub fn set_m2p(mfn: Mfn, entry: u64) -> bool {
     let (Some(&v), Some(&n)) = (M2P_RW.get(), NR_FRAMES.get()) else {
         return false;
     };
-    if mfn >= n {
+    if mfn.raw() >= n {
         return false;
     }
     // SAFETY: `mfn` < the number of entries allocated in `init`; the M2P stays mapped.
-    unsafe { core::ptr::write_volatile((v as *mut u64).add(mfn as usize), pfn) };
+    unsafe { core::ptr::write_volatile((v as *mut u64).add(mfn.raw() as usize), entry) };
     true
 }
 

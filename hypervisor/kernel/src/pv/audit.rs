@@ -20,6 +20,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use hestia_core::ids::Mfn;
 use hestia_core::pv_mm::{Hold, PageType};
 
 use super::domain::{Domain, Vcpu};
@@ -52,13 +53,13 @@ pub(crate) fn holds(d: &Domain, v: &Vcpu, out: &mut Vec<Hold>) {
     let l4 = Some(PageType::Table(4));
     if v.initialised {
         out.push(Hold {
-            mfn: v.kernel_cr3 >> 12,
+            mfn: Mfn::new(v.kernel_cr3 >> 12),
             ty: l4,
         });
     }
     if v.user_cr3 != 0 {
         out.push(Hold {
-            mfn: v.user_cr3 >> 12,
+            mfn: Mfn::new(v.user_cr3 >> 12),
             ty: l4,
         });
     }
@@ -72,7 +73,7 @@ pub(crate) fn holds(d: &Domain, v: &Vcpu, out: &mut Vec<Hold>) {
         .map_or(0, |a| a.load(Ordering::Acquire));
     if info != 0 {
         out.push(Hold {
-            mfn: info.saturating_sub(DIRECT_MAP_BASE) >> 12,
+            mfn: Mfn::new(info.saturating_sub(DIRECT_MAP_BASE) >> 12),
             ty: Some(PageType::Writable),
         });
     }
@@ -91,7 +92,7 @@ pub(crate) fn domain_holds(d: &Domain, out: &mut Vec<Hold>) {
 
 /// The FIFO event-channel frames `frames` (control blocks, event-array pages) as holds: each
 /// keeps a writable type while registered (`crate::hypercall::event_fifo`).
-pub(crate) fn fifo_holds(frames: &[u64], out: &mut Vec<Hold>) {
+pub(crate) fn fifo_holds(frames: &[Mfn], out: &mut Vec<Hold>) {
     out.extend(frames.iter().map(|&mfn| Hold {
         mfn,
         ty: Some(PageType::Writable),

@@ -20,6 +20,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use hestia_core::bzimage::{self, BzError, Compression};
 use hestia_core::elf::{self, Elf64, ElfError, PvKernel};
 use hestia_core::grant_table::{DEFAULT_MAX_GRANT_FRAMES, DEFAULT_MAX_MAPTRACK_FRAMES};
+use hestia_core::ids::{Gfn, Mfn};
 use hestia_core::pv_layout::{self, LayoutError, PvLayout};
 use hestia_core::pv_mm::{MmError, PageType};
 use xen_abi::errno::Errno;
@@ -102,18 +103,23 @@ fn module_bytes(m: &Module) -> &'static [u8] {
 
 /// Guest physical memory during the build: PFN-addressed writes through the direct map.
 struct GuestMem<'a> {
-    p2m: &'a [u64],
+    p2m: &'a [Mfn],
 }
 
 impl GuestMem<'_> {
-    fn frame(&self, pfn: u64) -> *mut u8 {
-        mm::phys_to_virt(self.p2m[pfn as usize] * PAGE) as *mut u8
+    /// The machine frame behind guest frame `gfn` (below the domain's page count).
+    fn mfn(&self, gfn: Gfn) -> Mfn {
+        self.p2m[gfn.raw() as usize]
+    }
+
+    fn frame(&self, pfn: Gfn) -> *mut u8 {
+        mm::phys_to_virt(self.mfn(pfn).addr()) as *mut u8
     }
 
     /// Writes `data` at byte offset `off` of the domain's pseudo-physical memory.
     fn write(&self, mut off: u64, mut data: &[u8]) {
         while !data.is_empty() {
-            let (pfn, in_page) = (off / PAGE, off % PAGE);
+            let (pfn, in_page) = (Gfn::new(off / PAGE), off % PAGE);
             let n = data.len().min((PAGE - in_page) as usize);
             // SAFETY: `pfn` is below the domain's page count (callers stay inside the layout,
             // which `pv_layout` checked fits), and the frame is the domain's, reached through
@@ -130,19 +136,19 @@ impl GuestMem<'_> {
         }
     }
 
-    fn write_u64(&self, pfn: u64, index: u64, v: u64) {
+    fn write_u64(&self, pfn: Gfn, index: u64, v: u64) {
         // SAFETY: as in `write`; `index` < 512 keeps the store inside the frame.
         unsafe { (self.frame(pfn) as *mut u64).add(index as usize).write(v) }
     }
 
-    fn read_u64(&self, pfn: u64, index: u64) -> u64 {
+    fn read_u64(&self, pfn: Gfn, index: u64) -> u64 {
         // SAFETY: as in `write_u64`.
         unsafe { (self.frame(pfn) as *const u64).add(index as usize).read() }
     }
 }
 
 /// Gives the domain `nr_pages` zeroed frames, in runs of up to 2 MiB.
-fn allocate(nr_pages: u64) -> Result<Vec<u64>, BuildError> {
+fn allocate(nr_pages: u64) -> Result<Vec<Mfn>, BuildError> {
     let mut p2m = Vec::new();
     p2m.try_reserve_exact(nr_pages as usize)
         .map_err(|_| BuildError::OutOfMemory(nr_pages))?;
@@ -150,11 +156,11 @@ fn allocate(nr_pages: u64) -> Result<Vec<u64>, BuildError> {
     while (p2m.len() as u64) < nr_pages {
         let want = run.min(nr_pages - p2m.len() as u64);
         match mm::alloc_zeroed_frames(want, PAGE, u64::MAX) {
-            Some(base) => p2m.extend((0..want).map(|i| base / PAGE + i)),
+            Some(base) => p2m.extend((0..want).map(|i| Mfn::new(base / PAGE) + i)),
             None if want > 1 => run = want / 2,
             None => {
                 for &mfn in &p2m {
-                    mm::free_frames(mfn * PAGE, 1);
+                    mm::free_frames(mfn.addr(), 1);
                 }
                 return Err(BuildError::OutOfMemory(nr_pages));
             }
@@ -164,14 +170,14 @@ fn allocate(nr_pages: u64) -> Result<Vec<u64>, BuildError> {
 }
 
 /// Writes the hypercall page (`hestia_core::hypercall_page`) into the page at `pfn`.
-fn fill_hypercall_page(mem: &GuestMem<'_>, pfn: u64) {
-    mem.write(pfn * PAGE, &hestia_core::hypercall_page::page());
+fn fill_hypercall_page(mem: &GuestMem<'_>, pfn: Gfn) {
+    mem.write(pfn.addr(), &hestia_core::hypercall_page::page());
 }
 
 /// Builds the bootstrap page tables mapping `[v_start, v_end)` to PFNs 0.., with the table
 /// pages themselves read-only, and, with `INIT_P2M`, the P2M at its own address from the
 /// frames after the initial mapping. Returns the L4's MFN.
-fn build_page_tables(mem: &GuestMem<'_>, l: &PvLayout) -> u64 {
+fn build_page_tables(mem: &GuestMem<'_>, l: &PvLayout) -> Mfn {
     let pt_first = l.pfn(l.page_tables.start);
     let pt_last = l.pfn(l.page_tables.end);
     let l4 = pt_first;
@@ -180,8 +186,8 @@ fn build_page_tables(mem: &GuestMem<'_>, l: &PvLayout) -> u64 {
         next: pt_first + 1,
         end: pt_last,
     };
-    for pfn in 0..l.mapped_pages() {
-        let va = l.v_start + pfn * PAGE;
+    for pfn in (0..l.mapped_pages()).map(Gfn::new) {
+        let va = l.v_start + pfn.addr();
         let is_pt = (pt_first..pt_last).contains(&pfn);
         let flags = if is_pt {
             PTE_FLAGS & !PTE_RW
@@ -221,42 +227,39 @@ fn build_page_tables(mem: &GuestMem<'_>, l: &PvLayout) -> u64 {
         };
         mem.write_u64(l4, slot, e);
     }
-    mem.p2m[l4 as usize]
+    mem.mfn(l4)
 }
 
 /// Page-table pages handed out in order from PFNs `next..end`; `first..next` are in use.
 struct TableAlloc {
-    first: u64,
-    next: u64,
-    end: u64,
+    first: Gfn,
+    next: Gfn,
+    end: Gfn,
 }
 
 /// Maps `va` to `pfn` with `flags` in the tables under `l4`, creating missing tables from
 /// `tables` (or from the L4's own run for the L4 itself: its slots were zeroed).
-fn map_page(mem: &GuestMem<'_>, l4: u64, tables: &mut TableAlloc, va: u64, pfn: u64, flags: u64) {
+fn map_page(mem: &GuestMem<'_>, l4: Gfn, tables: &mut TableAlloc, va: u64, pfn: Gfn, flags: u64) {
     let mut table = l4;
     for level in [4u32, 3, 2] {
         let idx = (va >> (12 + 9 * (level - 1))) & 511;
         let e = mem.read_u64(table, idx);
         table = if e & 1 != 0 {
             // Table entries hold MFNs; find the PFN back among the tables handed out.
-            let mfn = (e & ADDR_MASK) / PAGE;
-            (tables.first..tables.next)
-                .find(|&p| mem.p2m[p as usize] == mfn)
+            let mfn = Mfn::new((e & ADDR_MASK) / PAGE);
+            (tables.first.raw()..tables.next.raw())
+                .map(Gfn::new)
+                .find(|&p| mem.mfn(p) == mfn)
                 .unwrap_or(tables.first)
         } else {
             let t = tables.next;
-            tables.next += 1;
+            tables.next = t + 1;
             debug_assert!(t < tables.end, "pv_layout sized the page tables");
-            mem.write_u64(table, idx, (mem.p2m[t as usize] * PAGE) | PDE_FLAGS);
+            mem.write_u64(table, idx, mem.mfn(t).addr() | PDE_FLAGS);
             t
         };
     }
-    mem.write_u64(
-        table,
-        (va >> 12) & 511,
-        (mem.p2m[pfn as usize] * PAGE) | flags,
-    );
+    mem.write_u64(table, (va >> 12) & 511, mem.mfn(pfn).addr() | flags);
 }
 
 /// Gives the domain's frames to domain `dom` in the frame table, fills the M2P, and pins the
@@ -270,9 +273,9 @@ fn map_page(mem: &GuestMem<'_>, l4: u64, tables: &mut TableAlloc, va: u64, pfn: 
 fn register_frames(
     dom: DomId,
     hardware: bool,
-    p2m: &[u64],
-    console_mfn: Option<u64>,
-    l4_mfn: u64,
+    p2m: &[Mfn],
+    console_mfn: Option<Mfn>,
+    l4_mfn: Mfn,
 ) -> Result<(), BuildError> {
     let dom = dom.0;
     if hardware {
@@ -300,7 +303,7 @@ fn register_frames(
 /// writes it (shared_info) for the domain's whole life, so it can never become a page table
 /// or descriptor page, and `XENMEM_decrease_reservation`/`exchange` cannot hand it back to
 /// the allocator.
-fn share_with(dom: DomId, mfn: u64) -> Result<(), MmError> {
+fn share_with(dom: DomId, mfn: Mfn) -> Result<(), MmError> {
     mm::frametable::with(|ft, mem| {
         ft.assign(mfn, dom.0)?;
         ft.get_page(mfn, dom.0)?;
@@ -354,7 +357,7 @@ pub fn empty_domain(c: Config) -> Result<Domain, Errno> {
     let mut evtchn = hestia_core::evtchn::EventChannels::new(nr_vcpus);
     evtchn.set_max_port(c.max_evtchn_port);
 
-    let shared = mm::alloc_zeroed_frames(1, PAGE, u64::MAX).ok_or(Errno::ENOMEM)? / PAGE;
+    let shared = Mfn::new(mm::alloc_zeroed_frames(1, PAGE, u64::MAX).ok_or(Errno::ENOMEM)? / PAGE);
     // Before its tables are validated.
     let check_l1tf = super::l1tf::domain_init(c.id.0, c.hardware);
     if let Err(e) = share_with(c.id, shared) {
@@ -370,7 +373,7 @@ pub fn empty_domain(c: Config) -> Result<Domain, Errno> {
     unsafe {
         core::ptr::copy_nonoverlapping(
             si.as_bytes().as_ptr(),
-            mm::phys_to_virt(shared * PAGE) as *mut u8,
+            mm::phys_to_virt(shared.addr()) as *mut u8,
             size_of::<SharedInfo>(),
         )
     };
@@ -499,14 +502,14 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
             (r.start, 0)
         }
         (None, Some(r)) => {
-            mem.write(r.first * PAGE, initrd_bytes);
-            (r.first, sif::MOD_START_PFN)
+            mem.write(r.first.addr(), initrd_bytes);
+            (r.first.raw(), sif::MOD_START_PFN)
         }
         (None, None) => (0, 0),
     };
-    let p2m_bytes: Vec<u8> = p2m.iter().flat_map(|m| m.to_le_bytes()).collect();
+    let p2m_bytes: Vec<u8> = p2m.iter().flat_map(|m| m.raw().to_le_bytes()).collect();
     let p2m_first_pfn = l.p2m_frames.map_or(l.pfn(l.p2m.start), |r| r.first);
-    mem.write(p2m_first_pfn * PAGE, &p2m_bytes);
+    mem.write(p2m_first_pfn.addr(), &p2m_bytes);
     let l4_mfn = build_page_tables(&mem, &l);
 
     let mut d = empty_domain(Config {
@@ -527,13 +530,13 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
         handle: [0; 16],
     })
     .map_err(|_| BuildError::OutOfMemory(1))?;
-    let console_mfn = console_pfn.map(|p| p2m[p as usize]);
+    let console_mfn = console_pfn.map(|p| mem.mfn(Gfn::new(p)));
     register_frames(id, hardware, &p2m, console_mfn, l4_mfn)?;
 
     let mut st = StartInfo::new_zeroed();
     st.magic[..START_INFO_MAGIC.len()].copy_from_slice(START_INFO_MAGIC);
     st.nr_pages = nr_pages;
-    st.shared_info = d.shared_info_mfn * PAGE;
+    st.shared_info = d.shared_info_mfn.addr();
     st.flags = if hardware {
         sif::PRIVILEGED | sif::INITDOMAIN
     } else {
@@ -545,9 +548,9 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
             let port = d
                 .evtchn
                 .get_mut()
-                .alloc_unbound(xen_abi::xen::DOMID_XEN)
+                .alloc_unbound(DomId(xen_abi::xen::DOMID_XEN))
                 .map_err(|_| BuildError::OutOfMemory(0))?;
-            st.console_mfn_or_info = mfn;
+            st.console_mfn_or_info = mfn.raw();
             st.console_evtchn = port.raw();
             Some(crate::console::ring::RingConsole::new(mfn, port))
         }
@@ -557,7 +560,7 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
     st.nr_pt_frames = l.page_tables.pages();
     st.mfn_list = l.p2m.start;
     if let Some(r) = l.p2m_frames {
-        st.first_p2m_pfn = r.first;
+        st.first_p2m_pfn = r.first.raw();
         st.nr_p2m_frames = r.pages;
     }
     st.mod_start = mod_start;
@@ -590,7 +593,7 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
             rflags: 0x202,
             ..TrapFrame::default()
         };
-        boot.kernel_cr3 = l4_mfn * PAGE;
+        boot.kernel_cr3 = l4_mfn.addr();
         (boot.initialised, boot.up) = (true, true);
     }
     if hardware {

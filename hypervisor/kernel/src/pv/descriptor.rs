@@ -15,6 +15,7 @@
 //! Xen, which maps LDT pages on demand, would give it.
 
 use alloc::vec::Vec;
+use hestia_core::ids::Mfn;
 use hestia_core::pv_mm::{FrameTable, PageType, PtMemory, pte};
 use xen_abi::errno::Errno;
 
@@ -26,7 +27,7 @@ use crate::mm::guest::is_guest_range;
 
 /// `set_gdt` for the running vCPU of `d`: `frames` (holding `entries` descriptors) become its
 /// GDT and are loaded into this CPU's.
-pub fn set_gdt(d: &Domain, frames: Vec<u64>, entries: usize) -> Result<(), Errno> {
+pub fn set_gdt(d: &Domain, frames: Vec<Mfn>, entries: usize) -> Result<(), Errno> {
     let mut v = d.this_vcpu().lock();
     let copied = take_gdt(d.id.0, &mut v, frames, entries)?;
     percpu::this_cpu()
@@ -40,7 +41,7 @@ pub fn set_gdt(d: &Domain, frames: Vec<u64>, entries: usize) -> Result<(), Errno
 pub fn take_gdt(
     me: u16,
     v: &mut Vcpu,
-    frames: alloc::vec::Vec<u64>,
+    frames: alloc::vec::Vec<Mfn>,
     entries: usize,
 ) -> Result<alloc::vec::Vec<u64>, Errno> {
     if entries > GUEST_ENTRIES || frames.len() < entries.div_ceil(512) {
@@ -94,7 +95,7 @@ pub fn load_gdt(v: &Vcpu) {
 /// `update_descriptor`: writes the checked descriptor `fixed` at entry `index` of frame `mfn`,
 /// which must be `d`'s and writable or a descriptor page, and refreshes the running vCPU's
 /// loaded copy if the frame is in its GDT or LDT.
-pub fn update_descriptor(d: &Domain, mfn: u64, index: usize, fixed: u64) -> Result<(), Errno> {
+pub fn update_descriptor(d: &Domain, mfn: Mfn, index: usize, fixed: u64) -> Result<(), Errno> {
     let me = d.id.0;
     frametable::with(|ft, mem| {
         let f = *ft.info(mfn).ok_or(Errno::EINVAL)?;
@@ -161,14 +162,14 @@ fn take_ldt_page(
     me: u16,
     v: &Vcpu,
     page: usize,
-) -> Option<u64> {
+) -> Option<Mfn> {
     let va = v.ldt_base + page as u64 * 4096;
-    let (l1, idx) = super::mmu::find_l1(mem, v.kernel_cr3 >> 12, va).ok()?;
+    let (l1, idx) = super::mmu::find_l1(mem, Mfn::new(v.kernel_cr3 >> 12), va).ok()?;
     let e = mem.read(l1, idx);
     if e & pte::P == 0 {
         return None;
     }
-    let mfn = (e & pte::ADDR) >> 12;
+    let mfn = pte::mfn(e);
     ft.get_page(mfn, me).ok()?;
     if ft.get_page_type(mem, mfn, PageType::SegDesc, me).is_err() {
         ft.put_page(mfn);
@@ -186,7 +187,7 @@ pub fn load_ldt(me: u16, v: &mut Vcpu) {
         return;
     }
     let (frames, entries) = frametable::with(|ft, mem| {
-        let frames: Vec<Option<u64>> = (0..pages)
+        let frames: Vec<Option<Mfn>> = (0..pages)
             .map(|p| {
                 v.ldt_frames
                     .get(p)

@@ -30,6 +30,7 @@ fn this_index(len: usize) -> usize {
 }
 
 pub use hestia_core::ids::DomId;
+use hestia_core::ids::Mfn;
 
 /// One entry of a vCPU's virtual IDT (from `set_trap_table`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -91,7 +92,7 @@ pub struct Vcpu {
     /// Virtual machine-check bank CTL2 registers (Intel's IA32_MCi_CTL2).
     pub mc_ctl2: [u64; super::msr::MC_BANKS],
     /// Frames of the guest's GDT (`set_gdt`), each holding a SegDesc type reference.
-    pub gdt_frames: alloc::vec::Vec<u64>,
+    pub gdt_frames: alloc::vec::Vec<Mfn>,
     /// Entries in the guest's GDT.
     pub gdt_entries: usize,
     /// The guest's LDT (`MMUEXT_SET_LDT`): linear address and entries (0: none).
@@ -100,7 +101,7 @@ pub struct Vcpu {
     pub ldt_ents: usize,
     /// The frames behind the LDT's pages, each holding a SegDesc type reference; `None` for a
     /// page that could not be taken yet (its entries read as null until it can).
-    pub ldt_frames: alloc::vec::Vec<Option<u64>>,
+    pub ldt_frames: alloc::vec::Vec<Option<Mfn>>,
     /// Debug registers DR0-DR3, DR6, DR7 as the guest set them.
     pub debugreg: [u64; 8],
     /// The virtual IDT.
@@ -181,10 +182,10 @@ pub struct Domain {
     pub id: DomId,
     /// Holds the hardware and the control rights (dom0).
     pub privileged: bool,
-    /// PFN to MFN.
-    pub p2m: Vec<u64>,
+    /// Its physical-to-machine map as built (a guest frame number indexes it).
+    pub p2m: Vec<Mfn>,
     /// Machine frame of the shared_info page (owned by Hestia, shared with the guest).
-    pub shared_info_mfn: u64,
+    pub shared_info_mfn: Mfn,
     /// vCPUs.
     pub vcpus: Vec<spin::Mutex<Vcpu>>,
     /// Set once the domain shut down or crashed (Xen's `is_shut_down`), or its destruction

@@ -26,7 +26,7 @@ use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use hestia_core::grant_table::{
     ENTRIES_PER_FRAME_V1, GrantTable, INITIAL_NR_GRANT_FRAMES, Maptrack, SharedEntries, pin,
 };
-use hestia_core::ids::GrantRef;
+use hestia_core::ids::{GrantRef, Mfn};
 use hestia_core::pv_mm::{Hold, PageType};
 use xen_abi::errno::Errno;
 use xen_abi::grant_table::{GNTTAB_NR_RESERVED_ENTRIES, gntmap, gtf};
@@ -41,9 +41,9 @@ pub struct TableState {
     /// The entries' state.
     pub gt: GrantTable,
     /// Machine frames of the shared entries, in order.
-    frames: Vec<u64>,
+    frames: Vec<Mfn>,
     /// Machine frames of the v2 status entries, in order (none in v1).
-    status: Vec<u64>,
+    status: Vec<Mfn>,
     /// The domain's destruction took the frames: the table never grows again.
     released: bool,
 }
@@ -58,8 +58,8 @@ fn status_frames_for(nr: u32) -> u32 {
 
 /// Allocates a zeroed frame and shares it with `dom` (a reference and the writable type, as
 /// Xen's `share_xen_page_with_guest`); its machine frame number.
-fn share_new_frame(dom: u16) -> Option<u64> {
-    let mfn = mm::alloc_zeroed_frames(1, 4096, u64::MAX)? / 4096;
+fn share_new_frame(dom: u16) -> Option<Mfn> {
+    let mfn = Mfn::new(mm::alloc_zeroed_frames(1, 4096, u64::MAX)? / 4096);
     let shared = frametable::with(|ft, mem| {
         ft.assign(mfn, dom)?;
         ft.get_page(mfn, dom)?;
@@ -75,7 +75,7 @@ fn share_new_frame(dom: u16) -> Option<u64> {
 
 /// Adds frames shared with `dom` to `list` until it has `want`; false without memory (those
 /// added stay).
-fn share_frames(list: &mut Vec<u64>, dom: u16, want: u32) -> bool {
+fn share_frames(list: &mut Vec<Mfn>, dom: u16, want: u32) -> bool {
     while (list.len() as u32) < want {
         if list.try_reserve(1).is_err() {
             return false;
@@ -90,7 +90,7 @@ fn share_frames(list: &mut Vec<u64>, dom: u16, want: u32) -> bool {
 
 /// Takes back the shared frame `mfn` from `dom` and frees it, unless the domain still maps
 /// it (more than Hestia's reference and type): false then, nothing changed.
-fn unshare_frame(dom: u16, mfn: u64) -> bool {
+fn unshare_frame(dom: u16, mfn: Mfn) -> bool {
     let freed = frametable::with(|ft, mem| {
         let f = ft.info(mfn).copied()?;
         if f.owner != Some(dom) || f.ref_count != 1 || f.type_count != 1 {
@@ -104,17 +104,17 @@ fn unshare_frame(dom: u16, mfn: u64) -> bool {
     .is_some();
     if freed {
         frametable::set_m2p(mfn, INVALID_M2P_ENTRY);
-        mm::free_frames(mfn * 4096, 1);
+        mm::free_frames(mfn.addr(), 1);
     }
     freed
 }
 
 /// Zeroes a frame of the table (a version change clears the old format out).
-fn clear_frame(mfn: u64) {
+fn clear_frame(mfn: Mfn) {
     // SAFETY: a table frame, held with a reference and the writable type for as long as it is
     // in the table, inside the direct map; the guest may write it concurrently, which only
     // affects its own entries (every read of them is atomic and checked).
-    unsafe { core::ptr::write_bytes(mm::phys_to_virt(mfn * 4096) as *mut u8, 0, 4096) };
+    unsafe { core::ptr::write_bytes(mm::phys_to_virt(mfn.addr()) as *mut u8, 0, 4096) };
 }
 
 impl TableState {
@@ -132,12 +132,12 @@ impl TableState {
     }
 
     /// The table's frames, in order.
-    pub fn frames(&self) -> &[u64] {
+    pub fn frames(&self) -> &[Mfn] {
         &self.frames
     }
 
     /// The v2 status frames, in order.
-    pub fn status_frames(&self) -> &[u64] {
+    pub fn status_frames(&self) -> &[Mfn] {
         &self.status
     }
 
@@ -177,7 +177,7 @@ impl TableState {
         status: bool,
         frame: u32,
         nr: u32,
-    ) -> Result<&[u64], Errno> {
+    ) -> Result<&[Mfn], Errno> {
         let last = nr
             .checked_sub(1)
             .and_then(|n| frame.checked_add(n))
@@ -306,8 +306,8 @@ impl Grants {
 /// The entries in a table's frames, through the direct map, in the table's format. An entry
 /// outside the frames reads as zero and takes no write.
 pub struct Entries<'a> {
-    frames: &'a [u64],
-    status: &'a [u64],
+    frames: &'a [Mfn],
+    status: &'a [Mfn],
     version: u8,
 }
 
@@ -322,7 +322,7 @@ impl Entries<'_> {
         };
         let mfn = self.frames.get((r / per_frame) as usize)?;
         Some(mm::phys_to_virt(
-            mfn * 4096 + u64::from(r % per_frame) * size + offset,
+            mfn.addr() + u64::from(r % per_frame) * size + offset,
         ))
     }
 
@@ -345,7 +345,7 @@ impl Entries<'_> {
     fn status_entry(&self, r: GrantRef) -> Option<&AtomicU16> {
         let r = r.raw();
         let mfn = self.status.get((r / STATUS_PER_FRAME) as usize)?;
-        let a = mm::phys_to_virt(mfn * 4096 + u64::from(r % STATUS_PER_FRAME) * 2);
+        let a = mm::phys_to_virt(mfn.addr() + u64::from(r % STATUS_PER_FRAME) * 2);
         // SAFETY: as in `word`, for the status frames; `a` is 2-byte aligned.
         Some(unsafe { AtomicU16::from_ptr(a as *mut u16) })
     }
@@ -461,7 +461,7 @@ fn incr_of(flags: u32, done: u32) -> (u32, u32) {
 /// Drops the frame references of a device mapping of `mfn` (`ro`: read-only, no type). The
 /// caller holds the mapping domain's maptrack lock, so the audit never sees the mapping gone
 /// and its references still there.
-pub fn put_device_refs(mfn: u64, ro: bool) {
+pub fn put_device_refs(mfn: Mfn, ro: bool) {
     frametable::with(|ft, mem| {
         if !ro {
             ft.put_page_type(mem, mfn);
@@ -506,7 +506,7 @@ pub fn release_mappings(d: &Domain) {
 
 /// Takes the table's frames (and status frames) out of the dying domain `d` (its destruction
 /// drops their references): from now on the table has none.
-pub fn take_frames(d: &Domain) -> Vec<u64> {
+pub fn take_frames(d: &Domain) -> Vec<Mfn> {
     let mut st = d.grant.table.lock();
     st.released = true;
     let mut frames = core::mem::take(&mut st.frames);

@@ -4,6 +4,7 @@
 //! (`MMUEXT_NEW_BASEPTR`/`NEW_USER_BASEPTR` and an emulated `mov` to CR3). The rules themselves
 //! are `hestia_core::pv_mm`'s; the hypercalls are decoded in `hypercall::mmu`.
 
+use hestia_core::ids::Mfn;
 use hestia_core::pv_mm::{MmError, PtMemory, pte};
 use xen_abi::errno::Errno;
 
@@ -20,14 +21,14 @@ pub fn errno_pin(e: MmError) -> Errno {
 }
 
 /// Finds the L1 frame and index that map `va` in the page tables rooted at `l4_mfn`.
-pub fn find_l1(mem: &DirectMem, l4_mfn: u64, va: u64) -> Result<(u64, usize), Errno> {
+pub fn find_l1(mem: &DirectMem, l4_mfn: Mfn, va: u64) -> Result<(Mfn, usize), Errno> {
     let mut t = l4_mfn;
     for level in [4u32, 3, 2] {
         let e = mem.read(t, ((va >> (12 + 9 * (level - 1))) & 511) as usize);
         if e & pte::P == 0 || e & pte::PS != 0 {
             return Err(Errno::EINVAL);
         }
-        t = (e & pte::ADDR) >> 12;
+        t = pte::mfn(e);
     }
     Ok((t, ((va >> 12) & 511) as usize))
 }
@@ -35,7 +36,7 @@ pub fn find_l1(mem: &DirectMem, l4_mfn: u64, va: u64) -> Result<(u64, usize), Er
 /// Moves a vCPU's L4 base-pointer reference from `old` to `new` (`None`: no L4, as a vCPU
 /// without a user L4): the new L4 is validated (preemptibly) before the old one's reference
 /// goes.
-pub fn switch_l4(d: &Domain, old: Option<u64>, new: Option<u64>) -> Result<(), Errno> {
+pub fn switch_l4(d: &Domain, old: Option<Mfn>, new: Option<Mfn>) -> Result<(), Errno> {
     let me = d.id.0;
     d.mm_op(|ft, mem, pending, budget| {
         match new {
@@ -50,17 +51,18 @@ pub fn switch_l4(d: &Domain, old: Option<u64>, new: Option<u64>) -> Result<(), E
     .map_err(errno_pin)
 }
 
-/// Switches `v` (running, in kernel mode) to the L4 at machine frame `new`, which takes an L4
-/// type reference from the old one (`MMUEXT_NEW_BASEPTR`, and a guest's `mov` to CR3).
-/// `ERESTART`: issue it again (the new L4's validation goes on).
+/// Switches `v` (running, in kernel mode) to the L4 at machine frame `new` (the number as the
+/// guest gave it), which takes an L4 type reference from the old one (`MMUEXT_NEW_BASEPTR`,
+/// and a guest's `mov` to CR3). `ERESTART`: issue it again (the new L4's validation goes on).
 pub fn new_baseptr(d: &Domain, v: &mut Vcpu, new: u64) -> Result<(), Errno> {
-    let old = v.kernel_cr3 >> 12;
+    let new = Mfn::new(new);
+    let old = Mfn::new(v.kernel_cr3 >> 12);
     if new != old {
         switch_l4(d, Some(old), Some(new))?;
-        v.kernel_cr3 = new << 12;
+        v.kernel_cr3 = new.addr();
     }
     // SAFETY: the new L4 was validated as an L4 of this domain (so it maps only its frames) and
     // carries Hestia's slots 256-271, so Hestia stays mapped.
-    unsafe { cpu::write_cr3(new << 12) };
+    unsafe { cpu::write_cr3(new.addr()) };
     Ok(())
 }

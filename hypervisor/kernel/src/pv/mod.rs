@@ -125,11 +125,11 @@ pub fn dump_event_channels(w: &mut dyn Write) {
             };
             let what = match state {
                 PortState::Closed => continue,
-                PortState::Unbound { remote } => alloc::format!("unbound, remote d{remote}"),
+                PortState::Unbound { remote } => alloc::format!("unbound, remote {remote}"),
                 PortState::Interdomain {
                     remote_dom,
                     remote_port,
-                } => alloc::format!("interdomain, d{remote_dom} port {remote_port}"),
+                } => alloc::format!("interdomain, {remote_dom} port {remote_port}"),
                 PortState::Pirq(p) => alloc::format!("pirq {p}"),
                 PortState::Virq(v) => alloc::format!("virq {v}"),
                 PortState::Ipi => "ipi".into(),

@@ -14,6 +14,7 @@ use core::ops::Range;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use alloc::vec::Vec;
+use hestia_core::ids::Mfn;
 use hestia_core::msi::{
     self, CAP_MSI, CAP_MSIX, MSI_ENABLE, MSIX_VECTOR_CONTROL, MsiLayout, MsixLayout,
 };
@@ -148,7 +149,9 @@ fn msix_entry(d: &Domain, f: Function, cap: u16, entry: u32) -> Result<u64, Errn
     let Range { start, end } = layout.table_at(base).ok_or(Errno::EINVAL)?;
     let dom = d.id.0;
     let allowed = frametable::with(|ft, _| {
-        (start >> 12..end.div_ceil(4096)).all(|mfn| ft.is_io(mfn) && ft.iomem_allowed(dom, mfn))
+        (start >> 12..end.div_ceil(4096))
+            .map(Mfn::new)
+            .all(|mfn| ft.is_io(mfn) && ft.iomem_allowed(dom, mfn))
     });
     if allowed != Some(true) {
         crate::gwarn!(

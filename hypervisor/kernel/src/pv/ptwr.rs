@@ -6,6 +6,7 @@
 //! crashes the domain (`super::l1tf`). Like Xen 4.17 (checked on the reference rig), this
 //! happens whether or not the guest turned the assist on.
 
+use hestia_core::ids::Mfn;
 use hestia_core::ptwr::{self, Source};
 use hestia_core::pv_mm::{MmError, PageType, PtMemory, pte};
 
@@ -48,12 +49,12 @@ pub fn handle(
     let me = d.id.0;
     let mut refused = None;
     let applied = frametable::with(|ft, mem| {
-        let (l1, idx) = super::mmu::find_l1(mem, v.kernel_cr3 >> 12, cr2).ok()?;
+        let (l1, idx) = super::mmu::find_l1(mem, Mfn::new(v.kernel_cr3 >> 12), cr2).ok()?;
         let mapping = mem.read(l1, idx);
         if mapping & pte::P == 0 || mapping & pte::RW != 0 {
             return None; // not a read-only mapping: some other fault
         }
-        let table = (mapping & pte::ADDR) >> 12;
+        let table = pte::mfn(mapping);
         let info = *ft.info(table)?;
         if info.owner != Some(me) || info.ty != PageType::Table(1) || info.type_count == 0 {
             return None;

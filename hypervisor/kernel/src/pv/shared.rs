@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 
 use hestia_core::evtchn::SharedBits;
 use hestia_core::evtchn::fifo::{GuestWords, WordAt};
-use hestia_core::ids::Port;
+use hestia_core::ids::{Mfn, Port};
 use hestia_core::time::TimeScale;
 use xen_abi::xen::{SharedInfo, VcpuInfo};
 
@@ -36,9 +36,9 @@ const TIME: u64 = core::mem::offset_of!(VcpuInfo, time) as u64;
 impl<'a> Shared<'a> {
     /// The page at machine frame `mfn` (a Hestia-owned frame shared with the domain), with the
     /// registered `vcpu_info` locations `moved`.
-    pub fn new(mfn: u64, moved: &'a [AtomicU64]) -> Self {
+    pub fn new(mfn: Mfn, moved: &'a [AtomicU64]) -> Self {
         Shared {
-            base: phys_to_virt(mfn * 4096),
+            base: phys_to_virt(mfn.addr()),
             moved,
         }
     }
@@ -206,7 +206,7 @@ impl SharedBits for Shared<'_> {
 impl Shared<'_> {
     fn guest_word(at: WordAt) -> &'static AtomicU32 {
         // Clamped into the frame and aligned whatever the caller passes (they always are).
-        let addr = phys_to_virt(at.mfn * 4096) + u64::from(at.offset & 0xffc);
+        let addr = phys_to_virt(at.mfn.addr()) + u64::from(at.offset & 0xffc);
         // SAFETY: `at` names a word of a FIFO frame the domain's event channels registered,
         // which holds a general and a writable type reference from registration until it is
         // released (`hestia_core::evtchn::fifo`): an ordinary RAM frame of the domain, never

@@ -12,6 +12,7 @@
 
 use core::sync::atomic::Ordering;
 
+use hestia_core::ids::Mfn;
 use hestia_core::vaddr::canonical;
 use xen_abi::callback::TrapInfo;
 use xen_abi::errno::Errno;
@@ -129,9 +130,12 @@ pub fn set_info_guest(
     };
     fpu.set_guest_ts(c.ctrlreg[0] & CR0_TS != 0);
     let me = d.id.0;
-    let cr3 = c.ctrlreg[3] >> 12;
+    let cr3 = Mfn::new(c.ctrlreg[3] >> 12);
     let gdt_ents = c.gdt_ents as usize;
-    let frames = c.gdt_frames[..gdt_ents.div_ceil(512).min(16)].to_vec();
+    let frames: alloc::vec::Vec<Mfn> = c.gdt_frames[..gdt_ents.div_ceil(512).min(16)]
+        .iter()
+        .map(|&f| Mfn::new(f))
+        .collect();
     if v.initialised {
         // Only the registers may change (Xen's restore of a running domain's vCPU).
         let same = v.kernel_cr3 == c.ctrlreg[3]
@@ -158,7 +162,7 @@ pub fn set_info_guest(
             });
             return Err(e);
         }
-        v.kernel_cr3 = cr3 << 12;
+        v.kernel_cr3 = cr3.addr();
         (v.ldt_base, v.ldt_ents) = (ldt_base, c.ldt_ents as usize);
     }
     v.regs = TrapFrame {
@@ -276,7 +280,7 @@ pub fn get_info_guest(d: &Domain, v: &Vcpu) -> VcpuGuestContext {
         (v.ldt_base, v.ldt_ents as u64)
     };
     for (slot, &f) in c.gdt_frames.iter_mut().zip(&v.gdt_frames) {
-        *slot = f;
+        *slot = f.raw();
     }
     c.gdt_ents = v.gdt_entries as u64;
     (c.kernel_ss, c.kernel_sp) = (v.kernel_ss, v.kernel_sp);

@@ -42,6 +42,7 @@
 use core::sync::atomic::{AtomicBool, Ordering, fence};
 
 use hestia_core::cmdline::PerDomainKind;
+use hestia_core::ids::Mfn;
 
 use super::paging::{self, Access, PageSize, PageTables};
 use super::percpu::{self, PerCpu};
@@ -162,7 +163,7 @@ pub fn flushed_here() {
 /// An entry of guest L4 `mfn` changed: every CPU whose restricted PML4 holds a copy of it
 /// copies it again, the others at once (interrupted by a TLB flush), as Xen's
 /// `FLUSH_ROOT_PGTBL`. Called with the frame table locked, after the entry was written.
-pub fn root_changed(mfn: u64) {
+pub fn root_changed(mfn: Mfn) {
     if !enabled() {
         return;
     }
@@ -170,7 +171,7 @@ pub fn root_changed(mfn: u64) {
     let me = percpu::current_index();
     let mut others = 0u64;
     for p in percpu::all() {
-        if p.xpti_synced.load(Ordering::SeqCst) == mfn << 12 {
+        if p.xpti_synced.load(Ordering::SeqCst) == mfn.addr() {
             p.xpti_stale.store(true, Ordering::Release);
             if p.index != me {
                 others |= 1 << p.index;

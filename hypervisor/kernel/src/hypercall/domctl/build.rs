@@ -22,12 +22,15 @@ use crate::mm::frametable::{self, NotWritable};
 pub(super) fn hypercall_init(c: &mut Call<'_>) -> Result<u64, Errno> {
     let op: HypercallInit = c.arg();
     let d = c.target()?;
-    frametable::write_page_for(op.gmfn, d.id.0, &hestia_core::hypercall_page::page()).map_err(
-        |e| match e {
-            NotWritable::NotOwned => Errno::EINVAL,
-            NotWritable::WrongType => Errno::EPERM,
-        },
-    )?;
+    frametable::write_page_for(
+        hestia_core::ids::Mfn::new(op.gmfn),
+        d.id.0,
+        &hestia_core::hypercall_page::page(),
+    )
+    .map_err(|e| match e {
+        NotWritable::NotOwned => Errno::EINVAL,
+        NotWritable::WrongType => Errno::EPERM,
+    })?;
     Ok(0)
 }
 

@@ -81,7 +81,7 @@ pub(crate) fn domain_info(d: &Domain) -> GetDomainInfo {
     info.max_pages = d.max_pages.load(Ordering::Acquire);
     info.outstanding_pages = crate::domain::claims::outstanding(d);
     // A PV domain's frames are machine frames: its shared_info "gfn" is the MFN.
-    info.shared_info_frame = d.shared_info_mfn;
+    info.shared_info_frame = d.shared_info_mfn.raw();
     info.handle = *d.handle.lock();
     info.gpaddr_bits = crate::hypercall::memory_op::paddr_bits() as u8;
     info

@@ -27,6 +27,7 @@
 
 use alloc::vec::Vec;
 
+use hestia_core::ids::Mfn;
 use hestia_core::pv_mm::PageType;
 use hestia_core::xstate::{self, ExtState, ExtStateError};
 use xen_abi::domctl::{
@@ -62,13 +63,13 @@ pub(super) fn getpageframeinfo3(c: &mut Call<'_>) -> Result<u64, Errno> {
     for i in 0..op.num {
         let at = op.array.checked_add(i * 8).ok_or(Errno::EFAULT)?;
         let mfn: u64 = guest::read_obj(at)?;
-        guest::write_obj(at, &u64::from(frame_type(d, mfn)))?;
+        guest::write_obj(at, &u64::from(frame_type(d, Mfn::new(mfn))))?;
     }
     Ok(0)
 }
 
 /// The `pfinfo` type of machine frame `mfn` in `d`.
-fn frame_type(d: &Domain, mfn: u64) -> u32 {
+fn frame_type(d: &Domain, mfn: Mfn) -> u32 {
     if is_special(d, mfn) {
         return pfinfo::XTAB;
     }
@@ -87,7 +88,7 @@ fn frame_type(d: &Domain, mfn: u64) -> u32 {
 
 /// A frame Hestia holds for `d` (its shared_info, its grant table's frames): the domain owns it
 /// but its contents are not the domain's memory.
-fn is_special(d: &Domain, mfn: u64) -> bool {
+fn is_special(d: &Domain, mfn: Mfn) -> bool {
     if mfn == d.shared_info_mfn {
         return true;
     }
