@@ -31,6 +31,8 @@ use xen_abi::event_channel::{
 };
 use xen_abi::xen::DOMID_SELF;
 
+use super::Caller;
+use super::continuation::Stop;
 use crate::domain;
 use crate::mm::guest;
 use crate::policy::{self, Action};
@@ -42,10 +44,11 @@ use crate::pv::pirq;
 type Ports<'a> = spin::MutexGuard<'a, EventChannels>;
 
 #[unsafe(link_section = ".text.hot")]
-pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_event_channel_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+    let d = c.domain();
     let (cmd, arg) = (a[0] as u32, a[1]);
     let mut shared = d.shared();
-    match cmd {
+    let r = match cmd {
         cmd::BIND_VIRQ => {
             let mut s: BindVirq = guest::read_obj(arg)?;
             s.port = d
@@ -179,9 +182,10 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
         | cmd::INIT_CONTROL
         | cmd::EXPAND_ARRAY
         | cmd::SET_PRIORITY
-        | super::event_fifo::RESET_CONT => super::event_fifo::do_fifo_op(d, cmd, arg),
+        | super::event_fifo::RESET_CONT => return super::event_fifo::do_fifo_op(c, cmd, arg),
         _ => Err(Errno::ENOSYS),
-    }
+    };
+    Ok(r?)
 }
 
 /// Locks the port tables of `a` and, if it is another domain, `b` (returned second): the lower
