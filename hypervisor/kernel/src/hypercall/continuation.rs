@@ -4,20 +4,20 @@
 //! Hypercalls run with interrupts off. A handler working through a batch polls
 //! [`should_preempt`] between items (never before the first, so every call makes progress);
 //! when an interrupt is waiting or the vCPU has an event to take, it returns the arguments
-//! that describe the rest of the batch as a value, [`create`]'s
-//! `Err(Stop::Then(Continuation::Again(args)))`. A handler that fails with `ERESTART` asks
-//! for the same, with the arguments it came with. The SYSCALL path then rewinds the guest to
-//! its SYSCALL instruction with those arguments ([`apply`]): the guest takes its interrupt or
-//! upcall first and re-issues the call without knowing. The argument encodings are the ABI's
-//! (count | `MMU_UPDATE_PREEMPTED`, the memory_op start extent in `cmd` bits 6 and up, the rest
-//! of a multicall list). A multicall that reaches an `iret` entry ends with the other
-//! continuation, [`Continuation::Iret`]: the guest goes on from the iret frame instead.
+//! that describe the rest of the batch ([`create`]: `Err(Stop::Then(Continuation::Again(..)))`);
+//! a handler that fails with `ERESTART` gets the same with the arguments it came with. The
+//! SYSCALL path then rewinds the guest to its SYSCALL instruction with those arguments
+//! ([`apply`]): the guest takes its interrupt or upcall first and re-issues the call without
+//! knowing. The argument encodings are the ABI's (count | `MMU_UPDATE_PREEMPTED`, the
+//! memory_op start extent in `cmd` bits 6 and up, the rest of a multicall list). A multicall
+//! that reaches an `iret` entry stops with the other continuation, [`Continuation::Iret`]: the
+//! guest goes on from the iret frame instead.
 //!
-//! A continuation is a value from the handler to whoever dispatched it (the SYSCALL path, or a
-//! multicall that writes a stopped entry's new arguments back into its list): nothing is kept
-//! per CPU between the two, so a continuation stands whatever the handler's later steps do
-//! only as long as the handler returns it (see `mmu::run_batch`, which returns it even when
-//! `pdone` cannot be written, as Xen's `hcall_preempted` wins over a later error).
+//! A continuation is a value, returned by the handler to whoever dispatched it: the SYSCALL
+//! path, or the multicall whose entry it was, which writes the entry's new arguments back into
+//! its list. Nothing of it is kept per CPU. As Xen's `hcall_preempted` outlives a handler's
+//! later errors, a handler that has decided to stop returns its continuation even when a later
+//! step fails (`mmu::run_batch` and its `pdone`).
 //!
 //! `domctl` and `sysctl` take one argument, a structure that has no field for progress (Xen
 //! runs their few long loops, `debug_keys` and the zeroing of a long `xenctl_bitmap`, to the
@@ -43,7 +43,7 @@ pub(super) const POLL_EVERY: u64 = 16;
 
 /// What the guest does instead of returning from a hypercall that stopped part way.
 #[derive(Clone, Copy)]
-pub enum Continuation {
+pub(crate) enum Continuation {
     /// It issues the same hypercall again with these arguments (Xen's
     /// `hypercall_create_continuation`).
     Again([u64; 5]),
@@ -94,7 +94,12 @@ pub(super) fn create(args: [u64; 5]) -> Result<u64, Stop> {
 /// or the multicall's `iret` performed, its result stored in the entry best effort (through
 /// the page tables of the mode the iret returned to), as Xen does. An iret frame the guest
 /// cannot return to is fatal to it.
-pub fn apply(c: Caller<'_>, f: &mut TrapFrame, number: u32, k: Continuation) -> Result<(), Fatal> {
+pub(super) fn apply(
+    c: Caller<'_>,
+    f: &mut TrapFrame,
+    number: u32,
+    k: Continuation,
+) -> Result<(), Fatal> {
     match k {
         Continuation::Again(a) => {
             f.rax = u64::from(number);

@@ -304,7 +304,7 @@ fn dispatch_from(
 fn dispatch(c: Caller<'_>, number: u32, args: [u64; 5]) -> Result<i64, Continuation> {
     let r = dispatch_inner(c, number, args);
     let trace = TRACE.load(Ordering::Relaxed);
-    // A call that stopped part way shows 0, the value it leaves before its continuation.
+    // A call that stopped part way prints as 0 (its continuation then sets the guest's RAX).
     let rax = *r.as_ref().unwrap_or(&0);
     if trace == 2 || (trace == 1 && rax < 0) {
         let name = TABLE.get(number as usize).map_or("", |s| s.name);
