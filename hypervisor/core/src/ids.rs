@@ -197,6 +197,18 @@ pub struct Gfn(u64);
 
 frame_number!(Gfn, "gfn");
 
+/// A vCPU of one domain: its index in the domain's vCPUs (Xen's `vcpu_id`).
+///
+/// Range: any `u32` can be named by a guest; a vCPU exists below its domain's `max_vcpus`
+/// (Hestia's table of vCPUs), which the domain checks (`-ENOENT` or `-EINVAL`, as the
+/// hypercall says). The hypercall path hands each handler the id of the vCPU that issued the
+/// call, found in the caller's table.
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct VcpuId(u32);
+
+u32_id!(VcpuId, "vcpu");
+
 /// A domain's id (Xen's `domid_t`).
 ///
 /// Range: 0 to `DOMID_FIRST_RESERVED - 1` name domains (0 need not be the control domain:
@@ -239,6 +251,7 @@ mod tests {
     fn the_ids_are_their_numbers_in_memory() {
         assert_eq!(core::mem::size_of::<Port>(), 4);
         assert_eq!(core::mem::size_of::<GrantRef>(), 4);
+        assert_eq!(core::mem::size_of::<VcpuId>(), 4);
         assert_eq!(core::mem::align_of::<Port>(), core::mem::align_of::<u32>());
     }
 
@@ -252,6 +265,9 @@ mod tests {
             let r = GrantRef::unvalidated(raw);
             assert_eq!(r.raw(), raw);
             assert_eq!(r.index(), raw as usize);
+            let v = VcpuId::unvalidated(raw);
+            assert_eq!(v.raw(), raw);
+            assert_eq!(v.index(), raw as usize);
         }
         assert_eq!(Port::ZERO, Port::unvalidated(0));
         assert_eq!(Port::from_index(4095), Port::unvalidated(4095));
@@ -269,6 +285,12 @@ mod tests {
             "the debug key's columns"
         );
         assert_eq!(format!("{:#x}", GrantRef::unvalidated(255)), "0xff");
+        assert_eq!(format!("{:?}", VcpuId::unvalidated(3)), "vcpu:3");
+        assert_eq!(
+            format!("d0v{}", VcpuId::unvalidated(3)),
+            "d0v3",
+            "as Xen names vCPUs"
+        );
     }
 
     #[test]

@@ -20,7 +20,8 @@
 use xen_abi::errno::Errno;
 use xen_abi::xen::consoleio;
 
-use super::continuation;
+use super::Caller;
+use super::continuation::{self, Stop};
 use crate::mm::guest::GuestRange;
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
@@ -30,7 +31,8 @@ const CHUNK: usize = 128;
 /// Most bytes one `CONSOLEIO_read` returns.
 const READ_MAX: usize = 256;
 
-pub(super) fn do_console_io(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_console_io(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+    let d = c.domain();
     let (cmd, count, buf) = (a[0] as u32, a[1] as u32, a[2]);
     match cmd {
         consoleio::WRITE => {
@@ -49,12 +51,12 @@ pub(super) fn do_console_io(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             range.write(out.get(..got).ok_or(Errno::EINVAL)?)?;
             Ok(got as u64)
         }
-        _ => Err(Errno::ENOSYS),
+        _ => Err(Errno::ENOSYS.into()),
     }
 }
 
 /// Queues `count` bytes at `buf`; see the module documentation.
-fn guest_console_write(d: &Domain, buf: u64, count: u64) -> Result<u64, Errno> {
+fn guest_console_write(d: &Domain, buf: u64, count: u64) -> Result<u64, Stop> {
     let mut chunk = [0u8; CHUNK];
     let mut done = 0;
     while done < count {

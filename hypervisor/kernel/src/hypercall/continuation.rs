@@ -3,12 +3,21 @@
 //!
 //! Hypercalls run with interrupts off. A handler working through a batch polls
 //! [`should_preempt`] between items (never before the first, so every call makes progress);
-//! when an interrupt is waiting or the vCPU has an event to take, it records the arguments
-//! that describe the rest of the batch with [`create`] and returns. The SYSCALL path then
-//! rewinds the guest to its SYSCALL instruction with those arguments
+//! when an interrupt is waiting or the vCPU has an event to take, it returns the arguments
+//! that describe the rest of the batch ([`create`]: `Err(Stop::Then(Continuation::Again(..)))`);
+//! a handler that fails with `ERESTART` gets the same with the arguments it came with. The
+//! SYSCALL path then rewinds the guest to its SYSCALL instruction with those arguments
 //! ([`apply`]): the guest takes its interrupt or upcall first and re-issues the call without
-//! knowing. The argument encodings are the ABI's (count | `MMU_UPDATE_PREEMPTED`, the memory_op
-//! start extent in `cmd` bits 6 and up, the rest of a multicall list).
+//! knowing. The argument encodings are the ABI's (count | `MMU_UPDATE_PREEMPTED`, the
+//! memory_op start extent in `cmd` bits 6 and up, the rest of a multicall list). A multicall
+//! that reaches an `iret` entry stops with the other continuation, [`Continuation::Iret`]: the
+//! guest goes on from the iret frame instead.
+//!
+//! A continuation is a value, returned by the handler to whoever dispatched it: the SYSCALL
+//! path, or the multicall whose entry it was, which writes the entry's new arguments back into
+//! its list. Nothing of it is kept per CPU. As Xen's `hcall_preempted` outlives a handler's
+//! later errors, a handler that has decided to stop returns its continuation even when a later
+//! step fails (`mmu::run_batch` and its `pdone`).
 //!
 //! `domctl` and `sysctl` take one argument, a structure that has no field for progress (Xen
 //! runs their few long loops, `debug_keys` and the zeroing of a long `xenctl_bitmap`, to the
@@ -19,14 +28,12 @@
 //! units done and redoes the cheap, idempotent steps before them (lookups, the first bytes of
 //! a bitmap), so the guest sees exactly Xen's result.
 
-use core::sync::atomic::{AtomicBool, Ordering};
-
-use spin::Mutex;
 use xen_abi::errno::Errno;
 
+use super::Caller;
 use crate::arch::x86_64::idt::TrapFrame;
-use crate::arch::x86_64::percpu;
 use crate::pv::domain::Domain;
+use crate::pv::traps::Fatal;
 
 /// Length of the SYSCALL instruction every hypercall is issued with.
 const SYSCALL_LEN: u64 = 2;
@@ -34,15 +41,36 @@ const SYSCALL_LEN: u64 = 2;
 /// Items a batch handles between two preemption polls (a poll reads the LAPIC's IRR).
 pub(super) const POLL_EVERY: u64 = 16;
 
-/// The continuation the running hypercall asked for, per CPU.
-static PENDING: [Mutex<Option<[u64; 5]>>; percpu::MAX_CPUS] =
-    [const { Mutex::new(None) }; percpu::MAX_CPUS];
-/// Set with `PENDING`, so the hypercall path can skip the lock when there is none (almost
-/// always).
-static ARMED: [AtomicBool; percpu::MAX_CPUS] = [const { AtomicBool::new(false) }; percpu::MAX_CPUS];
+/// What the guest does instead of returning from a hypercall that stopped part way.
+#[derive(Clone, Copy)]
+pub(crate) enum Continuation {
+    /// It issues the same hypercall again with these arguments (Xen's
+    /// `hypercall_create_continuation`).
+    Again([u64; 5]),
+    /// It performs the `iret` of the multicall entry at this address (the multicall stopped
+    /// there, as Xen's since XSA-213), and the entry's result is the RAX the iret loads.
+    Iret(u64),
+}
 
-fn cpu() -> usize {
-    percpu::current_index() as usize % percpu::MAX_CPUS
+/// How a handler that can stop part way ends without a value.
+pub(crate) enum Stop {
+    /// It failed with this errno (`ERESTART`: it is issued again with the arguments it came
+    /// with).
+    Errno(Errno),
+    /// It stopped part way; the guest goes on as this says.
+    Then(Continuation),
+}
+
+impl From<Errno> for Stop {
+    fn from(e: Errno) -> Self {
+        Stop::Errno(e)
+    }
+}
+
+impl From<Continuation> for Stop {
+    fn from(k: Continuation) -> Self {
+        Stop::Then(k)
+    }
 }
 
 /// True when the batch running on this CPU for `d` should stop after item `done` (not 0):
@@ -55,34 +83,40 @@ pub(super) fn should_preempt(d: &Domain, done: u64) -> bool {
             || (done.is_multiple_of(POLL_EVERY) && crate::pv::events::preempt_now(d)))
 }
 
-/// Records that the running hypercall is to be issued again with `args`; the value returned
-/// is what RAX would have held, and is replaced by the hypercall number.
-pub(super) fn create(args: [u64; 5]) -> Result<u64, Errno> {
-    let c = cpu();
-    *PENDING[c].lock() = Some(args);
-    ARMED[c].store(true, Ordering::Relaxed);
-    Ok(0)
+/// The end of a handler that stopped part way: the hypercall is to be issued again with
+/// `args`.
+pub(super) fn create(args: [u64; 5]) -> Result<u64, Stop> {
+    Err(Stop::Then(Continuation::Again(args)))
 }
 
-/// Takes the continuation the last hypercall dispatched on this CPU recorded, if any.
-pub(super) fn take() -> Option<[u64; 5]> {
-    let c = cpu();
-    // Only this CPU sets or clears its slot, with interrupts off: a plain load suffices.
-    if !ARMED[c].load(Ordering::Relaxed) {
-        return None;
+/// After hypercall `number` of `c` stopped with `k`, sets up the guest's frame `f` for what
+/// follows: rewound to its SYSCALL with the new arguments, so the call is re-issued on return;
+/// or the multicall's `iret` performed, its result stored in the entry best effort (through
+/// the page tables of the mode the iret returned to), as Xen does. An iret frame the guest
+/// cannot return to is fatal to it.
+pub(super) fn apply(
+    c: Caller<'_>,
+    f: &mut TrapFrame,
+    number: u32,
+    k: Continuation,
+) -> Result<(), Fatal> {
+    match k {
+        Continuation::Again(a) => {
+            f.rax = u64::from(number);
+            f.rip = f.rip.wrapping_sub(SYSCALL_LEN);
+            (f.rdi, f.rsi, f.rdx, f.r10, f.r8) = (a[0], a[1], a[2], a[3], a[4]);
+        }
+        Continuation::Iret(entry) => {
+            crate::pv::traps::iret(c.domain(), &mut c.vcpu().lock(), f)?;
+            let _ = entry
+                .checked_add(8)
+                .map(|result| crate::mm::guest::write_obj(result, &f.rax));
+            // Xen's multicall returns that result through an `int`: the guest's RAX is the low
+            // 32 bits of the frame's, sign-extended (seen on the rig).
+            f.rax = f.rax as i32 as i64 as u64;
+        }
     }
-    ARMED[c].store(false, Ordering::Relaxed);
-    PENDING[c].lock().take()
-}
-
-/// After hypercall `number` returned to `f`: if it asked for a continuation, rewinds the guest
-/// to its SYSCALL with the new arguments, so the call is re-issued on return.
-pub fn apply(f: &mut TrapFrame, number: u64) {
-    if let Some(a) = take() {
-        f.rax = number;
-        f.rip = f.rip.wrapping_sub(SYSCALL_LEN);
-        (f.rdi, f.rsi, f.rdx, f.r10, f.r8) = (a[0], a[1], a[2], a[3], a[4]);
-    }
+    Ok(())
 }
 
 /// Mixed into a resumed control call's first argument to make its third (see the module).
@@ -138,10 +172,10 @@ impl<'a> Resume<'a> {
     /// The call's result: a pass that stopped is issued again (`u_op` its one argument) with
     /// its progress; anything else stands (an `ERESTART` without progress re-issues the call
     /// as it came, progress included).
-    pub(crate) fn finish(&self, u_op: u64, r: Result<u64, Errno>) -> Result<u64, Errno> {
+    pub(crate) fn finish(&self, u_op: u64, r: Result<u64, Errno>) -> Result<u64, Stop> {
         match (r, self.stopped) {
             (Err(Errno::ERESTART), Some(unit)) => create([u_op, unit, u_op ^ RESUME_TAG, 0, 0]),
-            _ => r,
+            _ => Ok(r?),
         }
     }
 }

@@ -31,6 +31,8 @@ use xen_abi::event_channel::{
 };
 use xen_abi::xen::DOMID_SELF;
 
+use super::Caller;
+use super::continuation::Stop;
 use crate::domain;
 use crate::domain::evtchn::{close_port, lock_pair};
 use crate::mm::guest;
@@ -40,10 +42,11 @@ use crate::pv::events::{self, errno};
 use crate::pv::pirq;
 
 #[unsafe(link_section = ".text.hot")]
-pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_event_channel_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+    let d = c.domain();
     let (cmd, arg) = (a[0] as u32, a[1]);
     let mut shared = d.shared();
-    match cmd {
+    let r = match cmd {
         cmd::BIND_VIRQ => {
             let mut s: BindVirq = guest::read_obj(arg)?;
             s.port = d
@@ -177,9 +180,10 @@ pub(super) fn do_event_channel_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno>
         | cmd::INIT_CONTROL
         | cmd::EXPAND_ARRAY
         | cmd::SET_PRIORITY
-        | super::event_fifo::RESET_CONT => super::event_fifo::do_fifo_op(d, cmd, arg),
+        | super::event_fifo::RESET_CONT => return super::event_fifo::do_fifo_op(c, cmd, arg),
         _ => Err(Errno::ENOSYS),
-    }
+    };
+    Ok(r?)
 }
 
 /// Delivers the event `d` sent on `port` to the channel's other end, port `rport` of domain

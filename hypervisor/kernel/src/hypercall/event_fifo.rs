@@ -26,12 +26,13 @@ use xen_abi::errno::Errno;
 use xen_abi::event_channel::fifo::LINK_BITS;
 use xen_abi::event_channel::{ExpandArray, InitControl, Reset, SetPriority, cmd};
 
-use super::continuation;
+use super::Caller;
+use super::continuation::{self, Stop};
 use crate::domain;
 use crate::domain::evtchn::close_port;
 use crate::mm::{frametable, guest};
 use crate::policy::{self, Action};
-use crate::pv::domain::{Domain, this_vcpu_id};
+use crate::pv::domain::Domain;
 use crate::pv::events;
 
 /// `EVTCHNOP_reset_cont`: Xen's internal sub-op that resumes a preempted reset (a guest may
@@ -42,7 +43,8 @@ pub(super) const RESET_CONT: u32 = 14;
 const RESET_CHUNK: u32 = 64;
 
 /// The FIFO and reset sub-ops, `cmd` one of them.
-pub(super) fn do_fifo_op(d: &Domain, cmd: u32, arg: u64) -> Result<u64, Errno> {
+pub(super) fn do_fifo_op(c: Caller<'_>, cmd: u32, arg: u64) -> Result<u64, Stop> {
+    let d = c.domain();
     let mut take_frame = |mfn| frametable::get_writable_page(mfn, d.id.0);
     match cmd {
         cmd::INIT_CONTROL => {
@@ -55,10 +57,11 @@ pub(super) fn do_fifo_op(d: &Domain, cmd: u32, arg: u64) -> Result<u64, Errno> {
             ev.init_control(&shared, s.vcpu, mfn, s.offset, &mut take_frame)?;
             drop(ev);
             if fresh {
-                crate::ginfo!(d, "{}v{}: evtchn: FIFO ABI", d.id, this_vcpu_id());
+                crate::ginfo!(d, "{}v{}: evtchn: FIFO ABI", d.id, c.vcpu_id());
             }
             s.link_bits = LINK_BITS as u8;
-            guest::write_obj(arg, &s).map(|()| 0)
+            guest::write_obj(arg, &s)?;
+            Ok(0)
         }
         cmd::EXPAND_ARRAY => {
             let s: ExpandArray = guest::read_obj(arg)?;
@@ -73,19 +76,19 @@ pub(super) fn do_fifo_op(d: &Domain, cmd: u32, arg: u64) -> Result<u64, Errno> {
             let s: SetPriority = guest::read_obj(arg)?;
             d.evtchn
                 .lock()
-                .set_priority(Port::unvalidated(s.port), s.priority)
-                .map(|()| 0)
+                .set_priority(Port::unvalidated(s.port), s.priority)?;
+            Ok(0)
         }
         _ => reset(d, arg, cmd == RESET_CONT),
     }
 }
 
 /// `EVTCHNOP_reset` (`resuming`: `reset_cont`).
-fn reset(caller: &Domain, arg: u64, resuming: bool) -> Result<u64, Errno> {
+fn reset(caller: &Domain, arg: u64, resuming: bool) -> Result<u64, Stop> {
     let Reset { dom } = guest::read_obj(arg)?;
     if domain::lookup(caller, dom)?.id != caller.id {
         policy::check(caller, Action::EvtchnReset)?;
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let d = caller;
     let keep = d.console.as_ref().map(|c| c.port());

@@ -49,7 +49,8 @@ use xen_abi::grant_table::{
 use xen_abi::xen::{DOMID_SELF, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-use super::continuation;
+use super::Caller;
+use super::continuation::{self, Stop};
 use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::smp::{self, Flush};
 use crate::domain::{self, DomainRef};
@@ -67,23 +68,24 @@ const CMD_MASK: u32 = 0xfff;
 /// Unmaps done between two TLB flushes (Xen's `GNTTAB_UNMAP_BATCH_SIZE`).
 const UNMAP_BATCH: usize = 32;
 
-pub(super) fn do_grant_table_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_grant_table_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+    let d = c.domain();
     let (raw, uop, count) = (a[0] as u32, a[1], a[2] as u32);
     if (count as i32) < 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let op = raw & CMD_MASK;
     if op != cmd::CACHE_FLUSH && raw & !CMD_MASK != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     match op {
         cmd::MAP_GRANT_REF => batch(d, raw, uop, count, |op: &mut MapGrantRef| {
-            map_grant_ref(d, op)
+            map_grant_ref(c, op)
         }),
-        cmd::UNMAP_GRANT_REF => unmap_batch(d, raw, uop, count, |op: &mut UnmapGrantRef| {
+        cmd::UNMAP_GRANT_REF => unmap_batch(c, raw, uop, count, |op: &mut UnmapGrantRef| {
             (op.handle, op.host_addr, op.dev_bus_addr, 0, &mut op.status)
         }),
-        cmd::UNMAP_AND_REPLACE => unmap_batch(d, raw, uop, count, |op: &mut UnmapAndReplace| {
+        cmd::UNMAP_AND_REPLACE => unmap_batch(c, raw, uop, count, |op: &mut UnmapAndReplace| {
             (op.handle, op.host_addr, 0, op.new_addr, &mut op.status)
         }),
         cmd::SETUP_TABLE => one(uop, count, |op: &mut SetupTable| setup_table(d, op)),
@@ -115,14 +117,14 @@ pub(super) fn do_grant_table_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             op.version = u32::from(st.gt.version());
             drop(st);
             guest::write_obj(uop, &op)?;
-            r
+            Ok(r?)
         }
         cmd::GET_VERSION => {
             let mut op: GetVersion = guest::read_obj(uop)?;
             let t = match target(d, op.dom) {
                 Ok(t) => t,
-                Err(gntst::BAD_DOMAIN) => return Err(Errno::ESRCH),
-                Err(_) => return Err(Errno::EPERM),
+                Err(gntst::BAD_DOMAIN) => return Err(Errno::ESRCH.into()),
+                Err(_) => return Err(Errno::EPERM.into()),
             };
             op.version = u32::from(t.grant.table.lock().gt.version());
             guest::write_obj(uop, &op)?;
@@ -164,7 +166,7 @@ pub(super) fn do_grant_table_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             op.status = gt.swap(&sh, a, b);
         }),
         cmd::CACHE_FLUSH => cache_flush_batch(d, raw, uop, count),
-        _ => Err(Errno::ENOSYS),
+        _ => Err(Errno::ENOSYS.into()),
     }
 }
 
@@ -173,9 +175,9 @@ fn one<T: FromBytes + IntoBytes + Immutable>(
     uop: u64,
     count: u32,
     f: impl FnOnce(&mut T) -> Result<(), Errno>,
-) -> Result<u64, Errno> {
+) -> Result<u64, Stop> {
     if count != 1 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let mut op: T = guest::read_obj(uop)?;
     f(&mut op)?;
@@ -191,10 +193,10 @@ fn batch<T: FromBytes + IntoBytes + Immutable>(
     uop: u64,
     count: u32,
     mut f: impl FnMut(&mut T),
-) -> Result<u64, Errno> {
+) -> Result<u64, Stop> {
     let size = size_of::<T>() as u64;
     if !is_guest_range(uop, u64::from(count) * size) {
-        return Err(Errno::EFAULT);
+        return Err(Errno::EFAULT.into());
     }
     for i in 0..count {
         let at = uop + u64::from(i) * size;
@@ -308,8 +310,9 @@ fn maptrack_may_grow() -> bool {
 }
 
 /// `GNTTABOP_map_grant_ref`, one item (Xen's `map_grant_ref`).
-fn map_grant_ref(ld: &Domain, op: &mut MapGrantRef) {
-    match map_inner(ld, op) {
+fn map_grant_ref(c: Caller<'_>, op: &mut MapGrantRef) {
+    let ld = c.domain();
+    match map_inner(c, op) {
         Ok((handle, mfn)) => {
             op.handle = handle;
             op.dev_bus_addr = mfn.addr();
@@ -329,14 +332,15 @@ fn map_grant_ref(ld: &Domain, op: &mut MapGrantRef) {
     }
 }
 
-fn map_inner(ld: &Domain, op: &MapGrantRef) -> Result<(u32, Mfn), i16> {
+fn map_inner(c: Caller<'_>, op: &MapGrantRef) -> Result<(u32, Mfn), i16> {
+    let ld = c.domain();
     let r = GrantRef::unvalidated(op.r#ref);
     let incr = map_pin_incr(op.flags);
     if incr == 0 {
         return Err(gntst::BAD_GNTREF);
     }
     let rd = granter(ld, op.dom)?;
-    let l4 = ld.this_vcpu().lock().kernel_cr3 >> 12;
+    let l4 = c.vcpu().lock().kernel_cr3 >> 12;
     let mut mt = ld.grant.maptrack.lock();
     if mt.full() && !maptrack_may_grow() {
         return Err(gntst::NO_SPACE);
@@ -417,17 +421,18 @@ struct Unmapped {
 /// [`UNMAP_BATCH`]: the unmaps, one TLB flush, then the granters' uses given back (Xen's
 /// `unmap_common` and `unmap_common_complete`).
 fn unmap_batch<T: FromBytes + IntoBytes + Immutable>(
-    d: &Domain,
+    c: Caller<'_>,
     raw: u32,
     uop: u64,
     count: u32,
     fields: impl Fn(&mut T) -> (u32, u64, u64, u64, &mut i16),
-) -> Result<u64, Errno> {
+) -> Result<u64, Stop> {
+    let d = c.domain();
     let size = size_of::<T>() as u64;
     if !is_guest_range(uop, u64::from(count) * size) {
-        return Err(Errno::EFAULT);
+        return Err(Errno::EFAULT.into());
     }
-    let l4 = d.this_vcpu().lock().kernel_cr3 >> 12;
+    let l4 = c.vcpu().lock().kernel_cr3 >> 12;
     let mut i = 0;
     while i < count {
         if continuation::should_preempt(d, u64::from(i)) {
@@ -468,7 +473,7 @@ fn unmap_batch<T: FromBytes + IntoBytes + Immutable>(
             complete_unmap(&u.granter, u.r#ref, u.flags, u.done);
         }
         if let Some(e) = fault {
-            return Err(e);
+            return Err(e.into());
         }
         i = end;
     }
@@ -683,10 +688,10 @@ fn copy(ld: &Domain, op: &GnttabCopy) -> i16 {
 /// `GNTTABOP_cache_flush` (Xen's `_cache_flush` on x86): each item cleans (or cleans and
 /// invalidates) bytes of a frame the caller owns or has mapped from a grant; the first
 /// refused item ends the call with its errno.
-fn cache_flush_batch(d: &Domain, raw: u32, uop: u64, count: u32) -> Result<u64, Errno> {
+fn cache_flush_batch(d: &Domain, raw: u32, uop: u64, count: u32) -> Result<u64, Stop> {
     let size = size_of::<CacheFlush>() as u64;
     if !is_guest_range(uop, u64::from(count) * size) {
-        return Err(Errno::EFAULT);
+        return Err(Errno::EFAULT.into());
     }
     // Xen's continuation argument, a grant reference to resume a search at: searches here run
     // to their end, so it only matters where Xen checks it.

@@ -34,7 +34,8 @@ use xen_abi::xen::{DOMID_SELF, MACH2PHYS_VIRT_START};
 
 use alloc::vec::Vec;
 
-use super::continuation;
+use super::Caller;
+use super::continuation::{self, Stop};
 use crate::arch::x86_64::cpu;
 use crate::domain::per_domain::PerDomain;
 use crate::domain::{self, DomainRef, claims};
@@ -191,7 +192,7 @@ fn remove_frames(d: &Domain, mfn: Mfn, n: u64) -> u64 {
 /// the MFNs go into the caller's list, as Xen's for a PV domain. An extent that cannot be
 /// had (no memory, the maximum reached, the domain dying) ends the call with the count done so
 /// far, which is how the builder falls back from 2 MiB extents to 4 KiB ones.
-fn balloon(d: &Domain, cmd: u32, start: u64, arg: u64) -> Result<u64, Errno> {
+fn balloon(d: &Domain, cmd: u32, start: u64, arg: u64) -> Result<u64, Stop> {
     let Ok(r) = guest::read_obj::<MemoryReservation>(arg) else {
         return Ok(start);
     };
@@ -263,7 +264,7 @@ fn balloon(d: &Domain, cmd: u32, start: u64, arg: u64) -> Result<u64, Errno> {
 /// domain or `nr_exchanged` beyond the input -EINVAL; lists outside guest space -EFAULT;
 /// another domain -ESRCH; an input frame that is not the domain's or still in use -EINVAL; no
 /// memory -ENOMEM; a list entry unreadable or unwritable -EFAULT.
-fn exchange(d: &Domain, arg: u64) -> Result<u64, Errno> {
+fn exchange(d: &Domain, arg: u64) -> Result<u64, Stop> {
     let x: MemoryExchange = guest::read_obj(arg)?;
     let mut nr_exchanged = x.nr_exchanged;
     let result = match Exchange::parse(d, &x) {
@@ -487,41 +488,42 @@ const RESOURCE_CHUNK: u64 = 32;
 /// the control right (`XSM_DM_PRIV`) -EPERM; a resource of no frames, a size query with
 /// frames or a continuation, or a request past the resource, -EINVAL. Preemptible between
 /// steps of [`RESOURCE_CHUNK`] frames, resuming at the frame kept in `cmd`.
-fn acquire_resource(d: &Domain, start: u64, arg: u64) -> Result<u64, Errno> {
+fn acquire_resource(d: &Domain, start: u64, arg: u64) -> Result<u64, Stop> {
     let r: MemAcquireResource = guest::read_obj(arg)?;
     if r.pad != 0 || r.frame >> 32 != 0 || (r.frame + u64::from(r.nr_frames)) >> 32 != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     if r.domid == DOMID_SELF {
-        return Err(Errno::ESRCH);
+        return Err(Errno::ESRCH.into());
     }
     let t = domain::lookup(d, r.domid)?;
     if t.id == d.id {
-        return Err(Errno::EPERM);
+        return Err(Errno::EPERM.into());
     }
     policy::check(d, Action::ForeignMemory)?;
     if r.r#type != resource::GRANT_TABLE {
-        return Err(Errno::EOPNOTSUPP);
+        return Err(Errno::EOPNOTSUPP.into());
     }
     let status = match r.id {
         resource::GRANT_TABLE_ID_SHARED => false,
         resource::GRANT_TABLE_ID_STATUS => true,
-        _ => return Err(Errno::EINVAL),
+        _ => return Err(Errno::EINVAL.into()),
     };
     let max = t.grant.table.lock().max_resource_frames(status);
     if max == 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     if r.frame_list == 0 {
         if r.nr_frames != 0 || start != 0 {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
         let field = offset_of!(MemAcquireResource, nr_frames) as u64;
-        return guest::write_obj(arg + field, &max).map(|()| 0);
+        guest::write_obj(arg + field, &max)?;
+        return Ok(0);
     }
     let nr = u64::from(r.nr_frames);
     if start >= nr || nr > u64::from(u32::MAX >> EXTENT_SHIFT) {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let mut done = start;
     while done < nr {
@@ -649,17 +651,18 @@ fn e820_type(k: RegionKind) -> u32 {
     }
 }
 
-pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_memory_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+    let d = c.domain();
     let (cmd, start, arg) = (
         (a[0] & ((1 << EXTENT_SHIFT) - 1)) as u32,
         a[0] >> EXTENT_SHIFT,
         a[1],
     );
-    match cmd {
+    let r = match cmd {
         cmd::INCREASE_RESERVATION | cmd::DECREASE_RESERVATION | cmd::POPULATE_PHYSMAP => {
-            balloon(d, cmd, start, arg)
+            return balloon(d, cmd, start, arg);
         }
-        cmd::ACQUIRE_RESOURCE => acquire_resource(d, start, arg),
+        cmd::ACQUIRE_RESOURCE => return acquire_resource(d, start, arg),
         // Only the reservation calls resume part way; the architecture's calls see a command
         // they do not know.
         cmd::EXCHANGE
@@ -674,7 +677,7 @@ pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             Err(Errno::EINVAL)
         }
         _ if start != 0 => Err(Errno::ENOSYS),
-        cmd::EXCHANGE => exchange(d, arg),
+        cmd::EXCHANGE => return exchange(d, arg),
         cmd::MAXIMUM_RAM_PAGE => Ok(frametable::nr_frames()),
         cmd::CURRENT_RESERVATION | cmd::MAXIMUM_RESERVATION | cmd::MAXIMUM_GPFN => {
             // The domain itself or one the caller controls (`xsm_memory_stat_reservation`,
@@ -721,7 +724,8 @@ pub(super) fn do_memory_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             machine_memory_map(d, arg).map(|()| 0)
         }
         _ => Err(Errno::ENOSYS),
-    }
+    };
+    Ok(r?)
 }
 
 /// `XENMEM_machine_memory_map` as Xen 4.17: the host map with, in its gaps, a reserved entry

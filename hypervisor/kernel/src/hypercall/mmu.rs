@@ -21,7 +21,8 @@ use xen_abi::mmu::{MMU_UPDATE_PREEMPTED, MmuUpdate, MmuextOp, ext, update, uvmf}
 use xen_abi::xen::{DOMID_IO, DOMID_SELF, DOMID_XEN, HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::continuation;
+use super::Caller;
+use super::continuation::{self, Stop};
 use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::smp::{self, Flush};
 use crate::domain::{self, DomainRef};
@@ -124,7 +125,7 @@ fn run_batch<T: FromBytes + IntoBytes>(
     a: [u64; 5],
     foreign: impl FnOnce(&PgOwner) -> Result<(), Errno>,
     mut one: impl FnMut(&PgOwner, T) -> Result<(), Errno>,
-) -> Result<u64, Errno> {
+) -> Result<u64, Stop> {
     let (list, raw, pdone) = (a[0], a[1] as u32, a[2]);
     let owner = pg_owner(d, a[3])?;
     foreign(&owner)?;
@@ -157,13 +158,17 @@ fn run_batch<T: FromBytes + IntoBytes>(
                 break;
             }
             Err(e) => {
-                result = Err(e);
+                result = Err(e.into());
                 break;
             }
         }
     }
-    if pdone != 0 {
-        guest::write_obj(pdone, &before.wrapping_add(i))?;
+    // A continuation stands even if the progress cannot be written (Xen's `hcall_preempted`).
+    if pdone != 0
+        && let Err(e) = guest::write_obj(pdone, &before.wrapping_add(i))
+        && !matches!(result, Err(Stop::Then(_)))
+    {
+        return Err(e.into());
     }
     result
 }
@@ -231,7 +236,8 @@ fn one_update(d: &Domain, owner: &PgOwner, req: MmuUpdate) -> Result<(), Errno> 
     }
 }
 
-pub(super) fn do_mmu_update(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_mmu_update(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+    let d = c.domain();
     run_batch(
         d,
         a,
@@ -250,12 +256,13 @@ pub(super) fn do_mmu_update(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     )
 }
 
-pub(super) fn do_update_va_mapping(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_update_va_mapping(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+    let d = c.domain();
     let (va, val, flags) = (a[0], a[1], a[2]);
     if !is_guest_range(va, 1) || (HYPERVISOR_VIRT_START..HYPERVISOR_VIRT_END).contains(&va) {
         return Err(Errno::EINVAL);
     }
-    let l4 = d.this_vcpu().lock().kernel_cr3 >> 12;
+    let l4 = c.vcpu().lock().kernel_cr3 >> 12;
     // An L1 update validates no table, but the vCPU's old tables go first (the frame it maps
     // may be one of them, as when Linux unpins a table and maps its pages writable again).
     d.mm_op(|ft, mem, pending, budget| {
@@ -297,7 +304,8 @@ fn pin_foreign(d: &Domain, target: &Domain, mfn: Mfn, level: u8) -> Result<(), E
 
 /// One `mmuext_op`; with a foreign domain only the pins, unpins and page clears and copies
 /// act, on its frames, and the operations on the caller's own vCPU are `EPERM`, as in Xen.
-fn one_ext(d: &Domain, owner: &PgOwner, op: MmuextOp) -> Result<(), Errno> {
+fn one_ext(c: Caller<'_>, owner: &PgOwner, op: MmuextOp) -> Result<(), Errno> {
+    let d = c.domain();
     let foreign = owner.foreign(d)?;
     if matches!(owner, PgOwner::Xen) {
         // No frame of DOMID_XEN can be pinned, cleared or copied (Xen's type and ownership
@@ -336,7 +344,7 @@ fn one_ext(d: &Domain, owner: &PgOwner, op: MmuextOp) -> Result<(), Errno> {
         {
             Err(Errno::EPERM)
         }
-        _ => one_ext_local(d, op),
+        _ => one_ext_local(c, op),
     }
 }
 
@@ -369,12 +377,13 @@ fn clear_or_copy(me: u16, op: MmuextOp) -> Result<(), Errno> {
 }
 
 /// The `mmuext_op`s that act on the calling vCPU or CPU.
-fn one_ext_local(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
+fn one_ext_local(c: Caller<'_>, op: MmuextOp) -> Result<(), Errno> {
+    let d = c.domain();
     let me = dom(d);
     match op.cmd {
-        ext::NEW_BASEPTR => new_baseptr(d, &mut d.this_vcpu().lock(), op.arg1),
+        ext::NEW_BASEPTR => new_baseptr(d, &mut c.vcpu().lock(), op.arg1),
         ext::NEW_USER_BASEPTR => {
-            let mut v = d.this_vcpu().lock();
+            let mut v = c.vcpu().lock();
             let (new, old) = (op.arg1, v.user_cr3 >> 12);
             if new == old && v.user_cr3 != 0 {
                 return Ok(());
@@ -400,9 +409,7 @@ fn one_ext_local(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
             smp::flush_guest_tlbs(Flush::Space(d.id.0.into()));
             Ok(())
         }
-        ext::SET_LDT => {
-            crate::pv::descriptor::set_ldt(me, &mut d.this_vcpu().lock(), op.arg1, op.arg2)
-        }
+        ext::SET_LDT => crate::pv::descriptor::set_ldt(me, &mut c.vcpu().lock(), op.arg1, op.arg2),
         ext::FLUSH_CACHE | ext::FLUSH_CACHE_GLOBAL => {
             policy::check(d, Action::CacheFlush)?;
             cpu::wbinvd();
@@ -413,8 +420,9 @@ fn one_ext_local(d: &Domain, op: MmuextOp) -> Result<(), Errno> {
     }
 }
 
-pub(super) fn do_mmuext_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_mmuext_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+    let d = c.domain();
     // Xen checks the right to name the foreign domain once, before the first operation.
     let check = |owner: &PgOwner| owner.foreign(d).map(|_| ());
-    run_batch(d, a, check, |owner, op: MmuextOp| one_ext(d, owner, op))
+    run_batch(d, a, check, |owner, op: MmuextOp| one_ext(c, owner, op))
 }

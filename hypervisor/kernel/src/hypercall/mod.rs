@@ -1,8 +1,12 @@
 //! The hypercall table: one `const` array indexed by number, every slot `-ENOSYS` unless it
 //! names a handler. The same table gives the names and the per-hypercall counters (debug key
 //! `h` lists them from M1 on). Guests probe features by `-ENOSYS`, so nothing unimplemented may
-//! answer anything else. Handlers get the calling domain and the five argument registers
-//! (RDI, RSI, RDX, R10, R8) and return a value or an [`Errno`].
+//! answer anything else. Handlers get their [`Caller`] (the calling domain and its vCPU, found
+//! once by the SYSCALL path) and the five argument registers (RDI, RSI, RDX, R10, R8), and
+//! return a value or an [`Errno`]; those of the calls that can stop part way
+//! ([`Handler::Stops`]) may return a [`Continuation`] instead, as a value ([`Stop`]), which the
+//! SYSCALL path applies to the guest's frame ([`continuation::apply`]). An `ERESTART` from any
+//! handler re-issues its call with the arguments it came with.
 
 mod console_io;
 pub mod continuation;
@@ -31,12 +35,61 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use xen_abi::errno::Errno;
 use xen_abi::xen::hypercall as nr;
 
+use continuation::{Continuation, Stop};
+use hestia_core::ids::VcpuId;
+
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::pv;
-use crate::pv::domain::{Domain, this_vcpu_id};
+use crate::pv::domain::{Domain, Vcpu, this_vcpu_id};
 
-/// A hypercall handler.
-type Handler = fn(&Domain, [u64; 5]) -> Result<u64, Errno>;
+/// Who issued a hypercall: a domain and its vCPU. Handlers act on the calling vCPU through this
+/// value, never by asking which vCPU their CPU runs. Two words, passed in registers.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    domain: &'a Domain,
+    /// One of `domain`'s vCPUs (so [`Caller::vcpu`] always finds it).
+    vcpu: VcpuId,
+}
+
+impl<'a> Caller<'a> {
+    /// The caller on this CPU: `domain`, which this CPU runs, and its vCPU this CPU runs
+    /// (vCPU 0 should the scheduler's number not be one of the domain's, as
+    /// [`Domain::this_vcpu`] chooses; never on a guest path).
+    fn running(domain: &'a Domain) -> Self {
+        let id = VcpuId::unvalidated(this_vcpu_id());
+        let vcpu = if id.index() < domain.vcpus.len() {
+            id
+        } else {
+            VcpuId::unvalidated(0)
+        };
+        Caller { domain, vcpu }
+    }
+
+    /// The calling domain.
+    pub fn domain(self) -> &'a Domain {
+        self.domain
+    }
+
+    /// The calling vCPU's id.
+    pub fn vcpu_id(self) -> VcpuId {
+        self.vcpu
+    }
+
+    /// The calling vCPU.
+    pub fn vcpu(self) -> &'a spin::Mutex<Vcpu> {
+        &self.domain.vcpus[self.vcpu.index()]
+    }
+}
+
+/// A hypercall handler, of one of two kinds.
+#[derive(Clone, Copy)]
+enum Handler {
+    /// Ends with a value or an errno.
+    Ends(fn(Caller<'_>, [u64; 5]) -> Result<u64, Errno>),
+    /// Can also stop part way with a [`Continuation`]: the batches, the control calls and
+    /// multicall.
+    Stops(fn(Caller<'_>, [u64; 5]) -> Result<u64, Stop>),
+}
 
 /// One table slot.
 struct Slot {
@@ -55,115 +108,115 @@ const fn table() -> [Slot; NR_HYPERCALLS] {
     }; NR_HYPERCALLS];
     t[nr::FPU_TASKSWITCH as usize] = Slot {
         name: "fpu_taskswitch",
-        handler: Some(misc::do_fpu_taskswitch),
+        handler: Some(Handler::Ends(misc::do_fpu_taskswitch)),
     };
     t[nr::SET_DEBUGREG as usize] = Slot {
         name: "set_debugreg",
-        handler: Some(misc::do_set_debugreg),
+        handler: Some(Handler::Ends(misc::do_set_debugreg)),
     };
     t[nr::GET_DEBUGREG as usize] = Slot {
         name: "get_debugreg",
-        handler: Some(misc::do_get_debugreg),
+        handler: Some(Handler::Ends(misc::do_get_debugreg)),
     };
     t[nr::VM_ASSIST as usize] = Slot {
         name: "vm_assist",
-        handler: Some(misc::do_vm_assist),
+        handler: Some(Handler::Ends(misc::do_vm_assist)),
     };
     t[nr::SET_GDT as usize] = Slot {
         name: "set_gdt",
-        handler: Some(descriptor::do_set_gdt),
+        handler: Some(Handler::Ends(descriptor::do_set_gdt)),
     };
     t[nr::UPDATE_DESCRIPTOR as usize] = Slot {
         name: "update_descriptor",
-        handler: Some(descriptor::do_update_descriptor),
+        handler: Some(Handler::Ends(descriptor::do_update_descriptor)),
     };
     t[nr::PHYSDEV_OP as usize] = Slot {
         name: "physdev_op",
-        handler: Some(physdev_op::do_physdev_op),
+        handler: Some(Handler::Ends(physdev_op::do_physdev_op)),
     };
     t[nr::PLATFORM_OP as usize] = Slot {
         name: "platform_op",
-        handler: Some(platform_op::do_platform_op),
+        handler: Some(Handler::Ends(platform_op::do_platform_op)),
     };
     t[nr::MEMORY_OP as usize] = Slot {
         name: "memory_op",
-        handler: Some(memory_op::do_memory_op),
+        handler: Some(Handler::Stops(memory_op::do_memory_op)),
     };
     t[nr::MULTICALL as usize] = Slot {
         name: "multicall",
-        handler: Some(do_multicall),
+        handler: Some(Handler::Stops(do_multicall)),
     };
     t[nr::MMU_UPDATE as usize] = Slot {
         name: "mmu_update",
-        handler: Some(mmu::do_mmu_update),
+        handler: Some(Handler::Stops(mmu::do_mmu_update)),
     };
     t[nr::UPDATE_VA_MAPPING as usize] = Slot {
         name: "update_va_mapping",
-        handler: Some(mmu::do_update_va_mapping),
+        handler: Some(Handler::Ends(mmu::do_update_va_mapping)),
     };
     t[nr::MMUEXT_OP as usize] = Slot {
         name: "mmuext_op",
-        handler: Some(mmu::do_mmuext_op),
+        handler: Some(Handler::Stops(mmu::do_mmuext_op)),
     };
     t[nr::EVENT_CHANNEL_OP as usize] = Slot {
         name: "event_channel_op",
-        handler: Some(event_channel::do_event_channel_op),
+        handler: Some(Handler::Stops(event_channel::do_event_channel_op)),
     };
     t[nr::GRANT_TABLE_OP as usize] = Slot {
         name: "grant_table_op",
-        handler: Some(grant_table::do_grant_table_op),
+        handler: Some(Handler::Stops(grant_table::do_grant_table_op)),
     };
     t[nr::VCPU_OP as usize] = Slot {
         name: "vcpu_op",
-        handler: Some(vcpu_op::do_vcpu_op),
+        handler: Some(Handler::Ends(vcpu_op::do_vcpu_op)),
     };
     t[nr::SET_TIMER_OP as usize] = Slot {
         name: "set_timer_op",
-        handler: Some(vcpu_op::do_set_timer_op),
+        handler: Some(Handler::Ends(vcpu_op::do_set_timer_op)),
     };
     t[nr::SET_SEGMENT_BASE as usize] = Slot {
         name: "set_segment_base",
-        handler: Some(segment::do_set_segment_base),
+        handler: Some(Handler::Ends(segment::do_set_segment_base)),
     };
     t[nr::SET_TRAP_TABLE as usize] = Slot {
         name: "set_trap_table",
-        handler: Some(traps::do_set_trap_table),
+        handler: Some(Handler::Ends(traps::do_set_trap_table)),
     };
     t[nr::STACK_SWITCH as usize] = Slot {
         name: "stack_switch",
-        handler: Some(traps::do_stack_switch),
+        handler: Some(Handler::Ends(traps::do_stack_switch)),
     };
     t[nr::SET_CALLBACKS as usize] = Slot {
         name: "set_callbacks",
-        handler: Some(traps::do_set_callbacks),
+        handler: Some(Handler::Ends(traps::do_set_callbacks)),
     };
     t[nr::CALLBACK_OP as usize] = Slot {
         name: "callback_op",
-        handler: Some(traps::do_callback_op),
+        handler: Some(Handler::Ends(traps::do_callback_op)),
     };
     t[nr::CONSOLE_IO as usize] = Slot {
         name: "console_io",
-        handler: Some(console_io::do_console_io),
+        handler: Some(Handler::Stops(console_io::do_console_io)),
     };
     t[nr::XEN_VERSION as usize] = Slot {
         name: "xen_version",
-        handler: Some(xen_version::do_xen_version),
+        handler: Some(Handler::Ends(xen_version::do_xen_version)),
     };
     t[nr::SYSCTL as usize] = Slot {
         name: "sysctl",
-        handler: Some(sysctl::do_sysctl),
+        handler: Some(Handler::Stops(sysctl::do_sysctl)),
     };
     t[nr::DOMCTL as usize] = Slot {
         name: "domctl",
-        handler: Some(domctl::do_domctl),
+        handler: Some(Handler::Stops(domctl::do_domctl)),
     };
     t[nr::MCA as usize] = Slot {
         name: "mca",
-        handler: Some(mca::do_mca),
+        handler: Some(Handler::Ends(mca::do_mca)),
     };
     t[nr::SCHED_OP as usize] = Slot {
         name: "sched_op",
-        handler: Some(sched_op::do_sched_op),
+        handler: Some(Handler::Ends(sched_op::do_sched_op)),
     };
     t
 }
@@ -191,10 +244,11 @@ pub fn syscall(f: &mut TrapFrame) {
     let Some(d) = pv::current() else {
         return pv::crash_unknown(f);
     };
-    let kernel_mode = d.this_vcpu().lock().kernel_mode;
+    let c = Caller::running(d);
+    let kernel_mode = c.vcpu().lock().kernel_mode;
     if !kernel_mode {
         // A system call of the guest's own user space.
-        let r = pv::traps::guest_syscall(d, &mut d.this_vcpu().lock(), f);
+        let r = pv::traps::guest_syscall(d, &mut c.vcpu().lock(), f);
         if let Err(why) = r {
             pv::domain_crash(d, f, why);
         }
@@ -207,30 +261,20 @@ pub fn syscall(f: &mut TrapFrame) {
         return;
     };
     if number == xen_abi::xen::hypercall::IRET {
-        let r = pv::traps::iret(d, &mut d.this_vcpu().lock(), f);
+        let r = pv::traps::iret(d, &mut c.vcpu().lock(), f);
         if let Err(why) = r {
             return pv::domain_crash(d, f, why);
         }
         return;
     }
     let args = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
-    f.rax = dispatch_from(d, number, args, f.rsp) as u64;
-    continuation::apply(f, u64::from(number));
-    // Only a multicall can leave an iret to perform (its slot is a lock: not on every call).
-    if number == xen_abi::xen::hypercall::MULTICALL
-        && let Some(entry) = take_multicall_iret()
-    {
-        if let Err(why) = pv::traps::iret(d, &mut d.this_vcpu().lock(), f) {
-            return pv::domain_crash(d, f, why);
+    match dispatch_from(c, number, args, f.rsp) {
+        Ok(v) => f.rax = v as u64,
+        Err(k) => {
+            if let Err(why) = continuation::apply(c, f, number, k) {
+                return pv::domain_crash(d, f, why);
+            }
         }
-        // The entry's result is the frame's RAX, written best effort (through the page
-        // tables of the mode the iret returned to), as Xen writes it.
-        let _ = entry
-            .checked_add(8)
-            .map(|result| crate::mm::guest::write_obj(result, &f.rax));
-        // Xen's multicall returns that result through an `int`: the guest's RAX is the low
-        // 32 bits of the frame's, sign-extended (seen on the rig).
-        f.rax = f.rax as i32 as i64 as u64;
     }
     if d.dying.load(Ordering::Acquire) {
         pv::stop_after_domain(d);
@@ -239,27 +283,35 @@ pub fn syscall(f: &mut TrapFrame) {
 
 /// Runs the hypercall a guest issued with SYSCALL, its stack at `rsp`; see [`dispatch`].
 #[unsafe(link_section = ".text.hot")]
-pub fn dispatch_from(d: &Domain, number: u32, args: [u64; 5], rsp: u64) -> i64 {
+fn dispatch_from(
+    c: Caller<'_>,
+    number: u32,
+    args: [u64; 5],
+    rsp: u64,
+) -> Result<i64, Continuation> {
     if TRACE.load(Ordering::Relaxed) != 0 {
         let words = crate::mm::guest::read_obj::<[u64; 3]>(rsp).unwrap_or_default();
         for (slot, w) in TRACE_STACK.iter().zip(words) {
             slot.store(w, Ordering::Relaxed);
         }
     }
-    dispatch(d, number, args)
+    dispatch(c, number, args)
 }
 
-/// Runs hypercall `number` for `d`; returns the value for RAX (negative errno on failure).
+/// Runs hypercall `number` for `c`: the value for RAX (negative errno on failure), or the
+/// continuation the call stopped with.
 #[unsafe(link_section = ".text.hot")]
-pub fn dispatch(d: &Domain, number: u32, args: [u64; 5]) -> i64 {
-    let r = dispatch_inner(d, number, args);
+fn dispatch(c: Caller<'_>, number: u32, args: [u64; 5]) -> Result<i64, Continuation> {
+    let r = dispatch_inner(c, number, args);
     let trace = TRACE.load(Ordering::Relaxed);
-    if trace == 2 || (trace == 1 && r < 0) {
+    // A call that stopped part way prints as 0 (its continuation then sets the guest's RAX).
+    let rax = *r.as_ref().unwrap_or(&0);
+    if trace == 2 || (trace == 1 && rax < 0) {
         let name = TABLE.get(number as usize).map_or("", |s| s.name);
         crate::info!(
-            "{}v{} hypercall {number} {name}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {r} (stack {:#x} {:#x} {:#x})",
-            d.id,
-            this_vcpu_id(),
+            "{}v{} hypercall {number} {name}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {rax} (stack {:#x} {:#x} {:#x})",
+            c.domain.id,
+            c.vcpu,
             args[0],
             args[1],
             args[2],
@@ -274,51 +326,36 @@ pub fn dispatch(d: &Domain, number: u32, args: [u64; 5]) -> i64 {
 }
 
 #[unsafe(link_section = ".text.hot")]
-fn dispatch_inner(d: &Domain, number: u32, args: [u64; 5]) -> i64 {
+fn dispatch_inner(c: Caller<'_>, number: u32, args: [u64; 5]) -> Result<i64, Continuation> {
     let Some(slot) = TABLE.get(number as usize) else {
-        return Errno::ENOSYS.to_ret();
+        return Ok(Errno::ENOSYS.to_ret());
     };
     CALLS[number as usize].fetch_add(1, Ordering::Relaxed);
-    match slot.handler {
-        Some(h) => match h(d, args) {
-            Ok(v) => v as i64,
-            // Stopped part way (a long validation or teardown, or another vCPU's half-done
-            // table in the way): issued again with the same arguments, as Xen's
-            // `hypercall_create_continuation`. ERESTART never reaches the guest.
-            Err(Errno::ERESTART) => continuation::create(args).map_or(0, |v| v as i64),
-            Err(e) => e.to_ret(),
-        },
-        None => Errno::ENOSYS.to_ret(),
+    let r = match slot.handler {
+        Some(Handler::Ends(h)) => h(c, args).map_err(Stop::Errno),
+        Some(Handler::Stops(h)) => h(c, args),
+        None => Err(Stop::Errno(Errno::ENOSYS)),
+    };
+    match r {
+        Ok(v) => Ok(v as i64),
+        // Stopped part way (a long validation or teardown, or another vCPU's half-done
+        // table in the way): issued again with the same arguments, as Xen's
+        // `hypercall_create_continuation`. ERESTART never reaches the guest.
+        Err(Stop::Errno(Errno::ERESTART)) => Err(Continuation::Again(args)),
+        Err(Stop::Errno(e)) => Ok(e.to_ret()),
+        Err(Stop::Then(k)) => Err(k),
     }
-}
-
-/// The multicall entry whose op is `iret`, per CPU, once the multicall stopped at it: the
-/// SYSCALL path performs the iret ([`take_multicall_iret`]), since only it holds the trap
-/// frame. Only this CPU sets or takes its slot, with interrupts off.
-static MULTICALL_IRET: [spin::Mutex<Option<u64>>; crate::arch::x86_64::percpu::MAX_CPUS] =
-    [const { spin::Mutex::new(None) }; crate::arch::x86_64::percpu::MAX_CPUS];
-
-fn multicall_iret_slot() -> &'static spin::Mutex<Option<u64>> {
-    let cpu = crate::arch::x86_64::percpu::current_index() as usize;
-    &MULTICALL_IRET[cpu % MULTICALL_IRET.len()]
-}
-
-/// After a hypercall returned: the address of the multicall entry whose `iret` is still to be
-/// performed on the guest's frame, if the hypercall was a multicall that reached one. The
-/// caller does the iret (as if the guest had issued it instead of the multicall, its frame at
-/// the guest's RSP) and stores the frame's RAX in the entry's result, as Xen does.
-pub fn take_multicall_iret() -> Option<u64> {
-    multicall_iret_slot().lock().take()
 }
 
 /// `multicall` (13): runs each `multicall_entry {op, result, args[6]}` in order, storing each
 /// result; failures do not stop the batch; nested multicalls are refused. An `iret` entry is
-/// performed (by the SYSCALL path: [`take_multicall_iret`]) and is the last: the guest resumes
-/// at its frame's target with its RAX, as in Xen since XSA-213 (`pv_do_multicall_call`'s
-/// `mc_exit`).
-/// Preemptible: an entry that asks for a continuation gets its new arguments written back into
-/// the list, and the multicall resumes at that entry.
-fn do_multicall(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+/// the last: the multicall stops there with [`Continuation::Iret`], which the SYSCALL path
+/// performs, and the guest resumes at its frame's target with its RAX, as in Xen since
+/// XSA-213 (`pv_do_multicall_call`'s `mc_exit`).
+/// Preemptible: an entry that stops with a continuation gets its new arguments written back
+/// into the list, and the multicall resumes at that entry.
+fn do_multicall(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+    let d = c.domain;
     let (list, n) = (a[0], a[1] & 0xffff_ffff);
     for i in 0..n {
         let entry = list.checked_add(i * 64).ok_or(Errno::EFAULT)?;
@@ -328,19 +365,22 @@ fn do_multicall(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         let e: [u64; 8] = crate::mm::guest::read_obj(entry)?;
         let op = e[0] as u32;
         if op == nr::IRET {
-            *multicall_iret_slot().lock() = Some(entry);
-            return Ok(0);
+            return Err(Continuation::Iret(entry).into());
         }
         let result = if op == nr::MULTICALL {
-            Errno::EINVAL.to_ret()
+            Ok(Errno::EINVAL.to_ret())
         } else {
-            dispatch(d, op, [e[2], e[3], e[4], e[5], e[6]])
+            dispatch(c, op, [e[2], e[3], e[4], e[5], e[6]])
         };
-        if let Some(args) = continuation::take() {
-            crate::mm::guest::write_obj(entry + 16, &args)?;
-            return continuation::create([entry, n - i, 0, 0, 0]);
+        match result {
+            Ok(v) => crate::mm::guest::write_obj(entry + 8, &v)?,
+            Err(Continuation::Again(args)) => {
+                crate::mm::guest::write_obj(entry + 16, &args)?;
+                return continuation::create([entry, n - i, 0, 0, 0]);
+            }
+            // Never: only a multicall stops at an iret, and none runs here.
+            Err(k @ Continuation::Iret(_)) => return Err(k.into()),
         }
-        crate::mm::guest::write_obj(entry + 8, &result)?;
         if d.dying.load(Ordering::Acquire) {
             break;
         }

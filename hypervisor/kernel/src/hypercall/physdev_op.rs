@@ -16,15 +16,16 @@ use xen_abi::physdev::{
     XENIRQSTAT_NEEDS_EOI, cmd, map_type,
 };
 
+use super::Caller;
 use crate::arch::x86_64::ioapic;
 use crate::arch::x86_64::pci::Function;
 use crate::domain;
 use crate::mm::guest::{self, is_guest_range};
 use crate::policy::{self, Action};
-use crate::pv::domain::Domain;
 use crate::pv::{msi, pirq};
 
-pub(super) fn do_physdev_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_physdev_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+    let d = c.domain();
     let (op, arg) = (a[0] as u32, a[1]);
     match op {
         cmd::SET_IOPL => {
@@ -32,7 +33,7 @@ pub(super) fn do_physdev_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             if arg.iopl > 3 {
                 return Err(Errno::EINVAL);
             }
-            d.this_vcpu().lock().iopl = arg.iopl as u8;
+            c.vcpu().lock().iopl = arg.iopl as u8;
             Ok(0)
         }
         cmd::SET_IOBITMAP => {
@@ -41,7 +42,7 @@ pub(super) fn do_physdev_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             if arg.nr_ports > 65536 || !is_guest_range(arg.bitmap, 65536 / 8) {
                 return Err(Errno::EINVAL);
             }
-            d.this_vcpu().lock().iobitmap = (arg.bitmap, arg.nr_ports);
+            c.vcpu().lock().iobitmap = (arg.bitmap, arg.nr_ports);
             Ok(0)
         }
         cmd::PIRQ_EOI_GMFN_V1 | cmd::PIRQ_EOI_GMFN_V2 => Err(Errno::ENOSYS),

@@ -13,17 +13,18 @@ use xen_abi::sched::{SchedRemoteShutdown, SchedShutdown, cmd};
 
 use zerocopy::IntoBytes;
 
+use super::Caller;
 use crate::arch::x86_64::tsc;
 use crate::mm::guest;
 use crate::policy::{self, Action};
-use crate::pv::domain::{Domain, this_vcpu_id};
 use crate::pv::events;
 use crate::sched;
 
 /// Most ports `SCHEDOP_poll` accepts.
 const MAX_POLL_PORTS: u32 = 128;
 
-pub(super) fn do_sched_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_sched_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+    let d = c.domain();
     match a[0] as u32 {
         cmd::YIELD => {
             sched::yield_current();
@@ -31,7 +32,7 @@ pub(super) fn do_sched_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         }
         cmd::BLOCK => {
             // Enables events, then blocks unless one is pending (Linux's idle relies on both).
-            let id = this_vcpu_id();
+            let id = c.vcpu_id().raw();
             d.shared().set_upcall_mask(id, false);
             sched::block_current(false, || d.shared().upcall_pending(id));
             Ok(0)
@@ -55,7 +56,7 @@ pub(super) fn do_sched_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
             // (never another port's bit), 0 at once for a pending one.
             let ready = events::poll_ports(d, list.clone());
             let expired = timeout != 0 && tsc::uptime_ns() >= timeout;
-            let mut v = d.this_vcpu().lock();
+            let mut v = c.vcpu().lock();
             if ready != Ok(false) || expired {
                 events::set_poll_timeout(&me, &mut v, 0);
                 return ready.map(|_| 0);
@@ -66,7 +67,7 @@ pub(super) fn do_sched_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
                 // Issued again when woken: it then returns, or blocks again.
                 return Err(Errno::ERESTART);
             }
-            events::set_poll_timeout(&me, &mut d.this_vcpu().lock(), 0);
+            events::set_poll_timeout(&me, &mut c.vcpu().lock(), 0);
             Ok(0)
         }
         cmd::SHUTDOWN => {

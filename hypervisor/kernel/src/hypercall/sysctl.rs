@@ -23,7 +23,8 @@ use xen_abi::sysctl::{
 };
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-use super::continuation::Resume;
+use super::Caller;
+use super::continuation::{Resume, Stop};
 use crate::mm::guest::{self, GuestRange};
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
@@ -56,15 +57,16 @@ impl Call<'_> {
 }
 
 /// `sysctl(u_sysctl)`.
-pub(super) fn do_sysctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_sysctl(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+    let caller = c.domain();
     let addr = a[0];
     let op: XenSysctl = guest::read_obj(addr)?;
     if op.interface_version != XEN_SYSCTL_INTERFACE_VERSION {
-        return Err(Errno::EACCES);
+        return Err(Errno::EACCES.into());
     }
     policy::check(caller, Action::Sysctl)?;
     let Some(_held) = LOCK.try_lock() else {
-        return Err(Errno::ERESTART);
+        return Err(Errno::ERESTART.into());
     };
     let mut c = Call {
         op,

@@ -13,14 +13,15 @@ use xen_abi::callback::{
 };
 use xen_abi::errno::Errno;
 
+use super::Caller;
 use crate::mm::guest;
-use crate::pv::domain::{Callback, Domain, TrapEntry};
+use crate::pv::domain::{Callback, TrapEntry};
 
 /// Most entries read per call: a table is at most 256 entries plus its terminator.
 const MAX_ENTRIES: u64 = 257;
 
-pub(super) fn do_set_trap_table(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    let mut v = d.this_vcpu().lock();
+pub(super) fn do_set_trap_table(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+    let mut v = c.vcpu().lock();
     if a[0] == 0 {
         v.traps = [TrapEntry::default(); 256];
         return Ok(0);
@@ -41,19 +42,19 @@ pub(super) fn do_set_trap_table(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     Err(Errno::EINVAL)
 }
 
-pub(super) fn do_stack_switch(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    let mut v = d.this_vcpu().lock();
+pub(super) fn do_stack_switch(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+    let mut v = c.vcpu().lock();
     v.kernel_ss = a[0] | 3;
     v.kernel_sp = a[1];
     Ok(0)
 }
 
-fn set(d: &Domain, which: u16, address: u64, mask: bool) -> Result<(), Errno> {
+fn set(c: Caller<'_>, which: u16, address: u64, mask: bool) -> Result<(), Errno> {
     // Canonical form only, as Xen (see the module comment).
     if !canonical(address) {
         return Err(Errno::EINVAL);
     }
-    let mut v = d.this_vcpu().lock();
+    let mut v = c.vcpu().lock();
     let slot = match which {
         kind::EVENT => &mut v.event_callback,
         kind::FAILSAFE => &mut v.failsafe_callback,
@@ -72,23 +73,23 @@ fn set(d: &Domain, which: u16, address: u64, mask: bool) -> Result<(), Errno> {
     Ok(())
 }
 
-pub(super) fn do_set_callbacks(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
-    set(d, kind::EVENT, a[0], false)?;
-    set(d, kind::FAILSAFE, a[1], false)?;
-    set(d, kind::SYSCALL, a[2], false)?;
+pub(super) fn do_set_callbacks(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+    set(c, kind::EVENT, a[0], false)?;
+    set(c, kind::FAILSAFE, a[1], false)?;
+    set(c, kind::SYSCALL, a[2], false)?;
     Ok(0)
 }
 
-pub(super) fn do_callback_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_callback_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
     match a[0] as u32 {
         cmd::REGISTER => {
             let r: CallbackRegister = guest::read_obj(a[1])?;
-            set(d, r.kind, r.address, r.flags & CALLBACKF_MASK_EVENTS != 0).map(|()| 0)
+            set(c, r.kind, r.address, r.flags & CALLBACKF_MASK_EVENTS != 0).map(|()| 0)
         }
         cmd::UNREGISTER => {
             let u: CallbackUnregister = guest::read_obj(a[1])?;
             match u.kind {
-                kind::NMI => set(d, kind::NMI, 0, false).map(|()| 0),
+                kind::NMI => set(c, kind::NMI, 0, false).map(|()| 0),
                 kind::EVENT | kind::FAILSAFE | kind::SYSCALL | kind::SYSENTER | kind::SYSCALL32 => {
                     Err(Errno::EINVAL)
                 }

@@ -11,9 +11,10 @@ use hestia_core::ids::Mfn;
 use xen_abi::errno::Errno;
 use xen_abi::vcpu::cmd::*;
 
+use super::Caller;
 use crate::arch::x86_64::{acpi, percpu, tsc};
 use crate::mm::{frametable, guest, phys_to_virt};
-use crate::pv::domain::{Domain, Vcpu, this_vcpu_id};
+use crate::pv::domain::{Domain, Vcpu};
 use crate::pv::{events, vcpus};
 use crate::sched;
 
@@ -22,12 +23,13 @@ const MIN_PERIOD_NS: u64 = 1_000_000;
 /// Longest period accepted by `SET_PERIODIC_TIMER` (Xen's `STIME_DELTA_MAX`).
 const MAX_PERIOD_NS: u64 = u64::MAX >> 2;
 
-pub(super) fn do_vcpu_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_vcpu_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+    let d = c.domain();
     let (cmd, vcpu, arg) = (a[0] as u32, a[1] as u32, a[2]);
     let Some(v) = d.vcpus.get(vcpu as usize) else {
         return Err(Errno::ENOENT);
     };
-    let other = vcpu != this_vcpu_id();
+    let other = vcpu != c.vcpu_id().raw();
     if other && matches!(cmd, SET_SINGLESHOT_TIMER | STOP_SINGLESHOT_TIMER) {
         return Err(Errno::EINVAL);
     }
@@ -138,7 +140,7 @@ fn register_vcpu_info(d: &Domain, vcpu: u32, mfn: Mfn, offset: u64) -> Result<()
 /// `set_timer_op`: the one-shot timer at absolute time `a[0]` (0 cancels). Xen's Linux
 /// workaround is kept: a deadline that is negative as a signed value, or more than 2^50 ns
 /// (about 13 days) ahead, fires in 100 ms instead.
-pub(super) fn do_set_timer_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_set_timer_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
     const HUGE_AHEAD_NS: u64 = 1 << 50;
     const HUGE_FIRES_IN_NS: u64 = 100_000_000;
     let now = tsc::uptime_ns();
@@ -150,6 +152,6 @@ pub(super) fn do_set_timer_op(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
         t => t,
     };
     let me = crate::sched::current_ref().ok_or(Errno::EINVAL)?;
-    events::set_singleshot(&me, &mut d.this_vcpu().lock(), deadline);
+    events::set_singleshot(&me, &mut c.vcpu().lock(), deadline);
     Ok(0)
 }

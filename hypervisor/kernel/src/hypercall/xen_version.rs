@@ -16,6 +16,7 @@ use xen_abi::errno::Errno;
 use xen_abi::version::{self, CompileInfo, FeatureInfo, XEN_VERSION, cmd};
 use xen_abi::xen::HYPERVISOR_VIRT_START;
 
+use super::Caller;
 use crate::mm::guest::{self, GuestRange};
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
@@ -112,7 +113,8 @@ fn features(d: &Domain) -> u32 {
     PV_FEATURES | if d.privileged { 1 << XENFEAT_DOM0 } else { 0 }
 }
 
-pub(super) fn do_xen_version(d: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_xen_version(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+    let d = c.domain();
     let arg = a[1];
     match a[0] as u32 {
         cmd::VERSION => Ok(u64::from(XEN_VERSION)),

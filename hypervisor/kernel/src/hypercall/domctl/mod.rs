@@ -27,11 +27,13 @@ mod vcpu_context;
 pub(crate) use info::domain_info;
 pub(crate) use sched::write_cpumap;
 
+use hestia_core::ids::VcpuId;
 use xen_abi::domctl::{XEN_DOMCTL_INTERFACE_VERSION, XenDomctl, cmd};
 use xen_abi::errno::Errno;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-use super::continuation::Resume;
+use super::Caller;
+use super::continuation::{Resume, Stop};
 use crate::domain::DomainRef;
 use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
@@ -43,6 +45,8 @@ static LOCK: spin::Mutex<()> = spin::Mutex::new(());
 pub(crate) struct Call<'a> {
     /// The calling domain.
     pub caller: &'a Domain,
+    /// The vCPU of the caller that issued the call.
+    pub vcpu: VcpuId,
     /// The domain the header names (`None` only for createdomain).
     pub target: Option<DomainRef>,
     /// The structure as the caller passed it; sub-ops update it in place for the copy back.
@@ -82,16 +86,18 @@ impl Call<'_> {
 }
 
 /// `domctl(u_domctl)`.
-pub(super) fn do_domctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_domctl(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+    let caller = c.domain();
     let addr = a[0];
     let op: XenDomctl = crate::mm::guest::read_obj(addr)?;
     if op.interface_version != XEN_DOMCTL_INTERFACE_VERSION {
-        return Err(Errno::EACCES);
+        return Err(Errno::EACCES.into());
     }
     if op.cmd == cmd::GETDOMAININFO {
         // Not under the lock; the xenstore domain may ask too.
         let mut call = Call {
             caller,
+            vcpu: c.vcpu_id(),
             target: None,
             op,
             copyback: false,
@@ -107,10 +113,11 @@ pub(super) fn do_domctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
     };
     policy::check(caller, Action::Domctl)?;
     let Some(_held) = LOCK.try_lock() else {
-        return Err(Errno::ERESTART);
+        return Err(Errno::ERESTART.into());
     };
     let mut call = Call {
         caller,
+        vcpu: c.vcpu_id(),
         target,
         op,
         copyback: false,
@@ -154,7 +161,7 @@ pub(super) fn do_domctl(caller: &Domain, a: [u64; 5]) -> Result<u64, Errno> {
 
 /// Writes the structure back if the sub-op asked for it (a failed write is `EFAULT`, as Xen),
 /// or has the call issued again if it stopped part way.
-fn finish(addr: u64, call: &Call<'_>, r: Result<u64, Errno>) -> Result<u64, Errno> {
+fn finish(addr: u64, call: &Call<'_>, r: Result<u64, Errno>) -> Result<u64, Stop> {
     if call.copyback && r != Err(Errno::ERESTART) {
         crate::mm::guest::write_obj(addr, &call.op)?;
     }

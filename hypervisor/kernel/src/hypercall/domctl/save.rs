@@ -39,7 +39,7 @@ use super::Call;
 use crate::arch::x86_64::fpu::{self, FpuState};
 use crate::domain::life;
 use crate::mm::{frametable, guest};
-use crate::pv::domain::{Domain, Vcpu, this_vcpu_id};
+use crate::pv::domain::{Domain, Vcpu};
 use crate::pv::msr;
 
 /// Most frames one `getpageframeinfo3` reports (Xen's limit).
@@ -107,7 +107,7 @@ fn check_vcpu(
     let d = c.target()?;
     d.vcpus.get(id as usize).ok_or(missing)?;
     let own = core::ptr::eq(&**d, c.caller);
-    if own && (write || id == this_vcpu_id()) {
+    if own && (write || id == c.vcpu.raw()) {
         return Err(self_err);
     }
     Ok(own)

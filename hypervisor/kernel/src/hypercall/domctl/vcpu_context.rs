@@ -21,7 +21,6 @@ use super::Call;
 use crate::domain::life;
 use crate::hypercall::misc::VALID_ASSISTS;
 use crate::mm::guest;
-use crate::pv::domain::this_vcpu_id;
 use crate::pv::vcpus;
 
 /// `XEN_DOMCTL_setvcpucontext`: the target's vCPU `vcpu` takes the context at `ctxt` (in the
@@ -74,7 +73,7 @@ pub(super) fn getvcpucontext(c: &mut Call<'_>) -> Result<u64, Errno> {
     let op: VcpuContext = c.arg();
     let d = c.target()?;
     let slot = d.vcpus.get(op.vcpu as usize).ok_or(Errno::EINVAL)?;
-    if core::ptr::eq(&**d, c.caller) && op.vcpu == this_vcpu_id() {
+    if core::ptr::eq(&**d, c.caller) && op.vcpu == c.vcpu.raw() {
         return Err(Errno::EINVAL);
     }
     let own = core::ptr::eq(&**d, c.caller);
