@@ -304,25 +304,35 @@ fn dispatch_from(
 fn dispatch(c: Caller<'_>, number: u32, args: [u64; 5]) -> Result<i64, Continuation> {
     let r = dispatch_inner(c, number, args);
     let trace = TRACE.load(Ordering::Relaxed);
-    // A call that stopped part way prints as 0 (its continuation then sets the guest's RAX).
-    let rax = *r.as_ref().unwrap_or(&0);
-    if trace == 2 || (trace == 1 && rax < 0) {
-        let name = TABLE.get(number as usize).map_or("", |s| s.name);
-        crate::info!(
-            "{}v{} hypercall {number} {name}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {rax} (stack {:#x} {:#x} {:#x})",
-            c.domain.id,
-            c.vcpu,
-            args[0],
-            args[1],
-            args[2],
-            args[3],
-            args[4],
-            TRACE_STACK[0].load(Ordering::Relaxed),
-            TRACE_STACK[1].load(Ordering::Relaxed),
-            TRACE_STACK[2].load(Ordering::Relaxed),
-        );
+    if trace != 0 {
+        // A call that stopped part way prints as 0 (its continuation then sets the guest's RAX).
+        let rax = *r.as_ref().unwrap_or(&0);
+        if trace == 2 || rax < 0 {
+            log_call(c, number, &args, rax);
+        }
     }
     r
+}
+
+/// One line of `trace=hypercalls`: the call, its arguments, its result and the caller's stack
+/// (kept out of line: the dispatch path only tests whether tracing is on).
+#[cold]
+#[inline(never)]
+fn log_call(c: Caller<'_>, number: u32, args: &[u64; 5], rax: i64) {
+    let name = TABLE.get(number as usize).map_or("", |s| s.name);
+    crate::info!(
+        "{}v{} hypercall {number} {name}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {rax} (stack {:#x} {:#x} {:#x})",
+        c.domain.id,
+        c.vcpu,
+        args[0],
+        args[1],
+        args[2],
+        args[3],
+        args[4],
+        TRACE_STACK[0].load(Ordering::Relaxed),
+        TRACE_STACK[1].load(Ordering::Relaxed),
+        TRACE_STACK[2].load(Ordering::Relaxed),
+    );
 }
 
 #[unsafe(link_section = ".text.hot")]

@@ -163,7 +163,7 @@ pub fn loaded_guest() -> (u64, u32) {
             i_off = const offset_of!(PerCpu, guest_index),
             g = out(reg) g,
             i = out(reg) i,
-            options(att_syntax, nostack, readonly, preserves_flags)
+            options(att_syntax, nostack, pure, readonly, preserves_flags)
         )
     };
     (g, i)
