@@ -53,7 +53,9 @@ fn bounce(
     handler: u64,
     mask: bool,
 ) -> Result<(), Fatal> {
-    let saved_mask = d.shared().upcall_mask(v.id);
+    // The vCPU's upcall mask, found once: read for the frame, set below if asked.
+    let shared = d.shared();
+    let saved_mask = shared.upcall_mask(v.id);
     // Kernel mode shows as RPL 0 in the saved CS, user mode keeps RPL 3: that is how the
     // guest (and iret) tell the modes apart.
     let from_user = !v.kernel_mode;
@@ -61,20 +63,23 @@ fn bounce(
     let rflags = (f.rflags & !(RFLAGS_IF | RFLAGS_IOPL))
         | if saved_mask { 0 } else { RFLAGS_IF }
         | reported_iopl(d, v);
-    let mut words = [0u64; 8];
-    let mut n = 0;
-    let mut push = |w: u64| {
-        words[n] = w;
-        n += 1;
+    // The frame, lowest address first: RCX, R11, [error code], RIP, CS, RFLAGS, RSP, SS.
+    let (words, n) = match error_code {
+        Some(e) => (
+            [
+                f.rcx,
+                f.r11,
+                e & 0xffff_ffff,
+                f.rip,
+                cs,
+                rflags,
+                f.rsp,
+                f.ss,
+            ],
+            8,
+        ),
+        None => ([f.rcx, f.r11, f.rip, cs, rflags, f.rsp, f.ss, 0], 7),
     };
-    push(f.rcx);
-    push(f.r11);
-    if let Some(e) = error_code {
-        push(e & 0xffff_ffff);
-    }
-    for w in [f.rip, cs, rflags, f.rsp, f.ss] {
-        push(w);
-    }
     let top = if from_user {
         if v.kernel_sp == 0 {
             return Err(
@@ -100,7 +105,7 @@ fn bounce(
     f.ss = u64::from(FLAT_KERNEL_SS);
     f.rflags &= !RFLAGS_CLEAR_ON_ENTRY;
     if mask {
-        d.shared().set_upcall_mask(v.id, true);
+        shared.set_upcall_mask(v.id, true);
     }
     Ok(())
 }
