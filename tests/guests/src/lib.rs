@@ -286,6 +286,24 @@ pub fn secondary_vcpu_context(
     c
 }
 
+/// Starts vCPU `id` of this domain in kernel mode at `entry` on the stack ending at
+/// `stack_top` ([`secondary_vcpu_context`]): `VCPUOP_initialise`, then `VCPUOP_up`. False if
+/// either fails (a domain with no such vCPU).
+pub fn start_vcpu(si: &StartInfo, id: u32, entry: extern "C" fn() -> !, stack_top: u64) -> bool {
+    let ctx = secondary_vcpu_context(si, entry, stack_top);
+    let op = |cmd: u32, arg: u64| hypercall(nr::VCPU_OP, u64::from(cmd), u64::from(id), arg, 0, 0);
+    op(
+        vcpu::cmd::INITIALISE,
+        &ctx as *const VcpuGuestContext as u64,
+    ) == 0
+        && op(vcpu::cmd::UP, 0) == 0
+}
+
+/// `SCHEDOP_yield`.
+pub fn yield_now() {
+    hypercall(nr::SCHED_OP, u64::from(cmd::YIELD), 0, 0, 0, 0);
+}
+
 /// Where [`map_shared_info`] puts the shared_info page: the last page of the first 4 MiB, in
 /// the padding of the initial mapping (guest images are far smaller).
 pub const SHARED_INFO_VA: u64 = 0x3ff000;

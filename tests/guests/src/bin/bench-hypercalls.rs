@@ -35,11 +35,10 @@ use hestia_guests::xen_abi::event_channel::{
 use hestia_guests::xen_abi::grant_table::{gntcopy, gtf};
 use hestia_guests::xen_abi::mmu::uvmf;
 use hestia_guests::xen_abi::sched::cmd as sched;
-use hestia_guests::xen_abi::vcpu::cmd as vcpuop;
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
 use hestia_guests::{
     EVENT_VECTOR, ExcFrame, Verdict, check, cmdline, event_channel_op, hypercall, install_traps,
-    println, register_event_callback, secondary_vcpu_context,
+    println, register_event_callback, start_vcpu, yield_now,
 };
 
 const ITERATIONS: usize = 100_000;
@@ -104,10 +103,6 @@ static TURN: AtomicU64 = AtomicU64::new(0);
 struct Stack([u8; 16384]);
 static mut AP_STACK: Stack = Stack([0; 16384]);
 
-fn yield_now() {
-    hypercall(nr::SCHED_OP, u64::from(sched::YIELD), 0, 0, 0, 0);
-}
-
 /// vCPU 1: takes each odd turn and hands it back.
 extern "C" fn partner() -> ! {
     loop {
@@ -120,11 +115,7 @@ extern "C" fn partner() -> ! {
 
 /// Starts vCPU 1 at `entry`; false if the domain has no second vCPU.
 fn start_vcpu1(si: &StartInfo, entry: extern "C" fn() -> !) -> bool {
-    let stack_top = (&raw const AP_STACK) as u64 + 16384;
-    let ctx = secondary_vcpu_context(si, entry, stack_top);
-    let init = u64::from(vcpuop::INITIALISE);
-    hypercall(nr::VCPU_OP, init, 1, &ctx as *const _ as u64, 0, 0) == 0
-        && hypercall(nr::VCPU_OP, u64::from(vcpuop::UP), 1, 0, 0, 0) == 0
+    start_vcpu(si, 1, entry, (&raw const AP_STACK) as u64 + 16384)
 }
 
 /// The vCPU switch figure: vCPU 1 started, then rounds of two switches.

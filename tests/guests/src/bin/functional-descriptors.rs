@@ -12,12 +12,10 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use hestia_guests::xen_abi::mmu::uvmf;
-use hestia_guests::xen_abi::sched::cmd as sched;
-use hestia_guests::xen_abi::vcpu::cmd as vcpuop;
 use hestia_guests::xen_abi::xen::{StartInfo, hypercall as nr};
 use hestia_guests::{
-    ExcFrame, Verdict, check, cmdline, hypercall, install_traps, pfn_to_mfn, println,
-    secondary_vcpu_context,
+    ExcFrame, Verdict, check, cmdline, hypercall, install_traps, pfn_to_mfn, println, start_vcpu,
+    yield_now,
 };
 
 const EFAULT: i64 = -14;
@@ -90,10 +88,6 @@ static LEAKS: AtomicU64 = AtomicU64::new(0);
 struct Stack([u8; 16384]);
 static mut AP_STACK: Stack = Stack([0; 16384]);
 
-fn yield_now() {
-    hypercall(nr::SCHED_OP, u64::from(sched::YIELD), 0, 0, 0, 0);
-}
-
 /// vCPU 1, which set no GDT: on each of its turns, vCPU 0's entries must be absent.
 extern "C" fn other_vcpu() -> ! {
     loop {
@@ -132,17 +126,7 @@ fn switch_test(si: &StartInfo) -> Verdict {
     }
     let r = set_gdt(&frames, 1024);
     check!(failed, r == 0, "set_gdt of two frames: {r}");
-    let stack_top = (&raw const AP_STACK) as u64 + 16384;
-    let ctx = secondary_vcpu_context(si, other_vcpu, stack_top);
-    let up = hypercall(
-        nr::VCPU_OP,
-        u64::from(vcpuop::INITIALISE),
-        1,
-        &ctx as *const _ as u64,
-        0,
-        0,
-    ) == 0
-        && hypercall(nr::VCPU_OP, u64::from(vcpuop::UP), 1, 0, 0, 0) == 0;
+    let up = start_vcpu(si, 1, other_vcpu, (&raw const AP_STACK) as u64 + 16384);
     if failed || !up {
         return Verdict::Error("set-up (needs dom0_max_vcpus=2)");
     }

@@ -22,7 +22,9 @@ use hestia_guests::xen_abi::domctl::{VcpuContext, cmd as dcmd, dominf};
 use hestia_guests::xen_abi::sched::{SchedShutdown, cmd as sched, reason};
 use hestia_guests::xen_abi::vcpu::VcpuGuestContext;
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
-use hestia_guests::{Verdict, check, cmdline, hypercall, map_shared_info, println, system_time_ns};
+use hestia_guests::{
+    Verdict, check, cmdline, hypercall, map_shared_info, println, system_time_ns, yield_now,
+};
 
 const ESRCH: i64 = -3;
 const EINVAL: i64 = -22;
@@ -53,10 +55,6 @@ fn shutdown(why: u32) -> i64 {
         0,
         0,
     )
-}
-
-fn yield_now() {
-    hypercall(nr::SCHED_OP, u64::from(sched::YIELD), 0, 0, 0, 0);
 }
 
 fn as_domu(si: &StartInfo) -> Verdict {
