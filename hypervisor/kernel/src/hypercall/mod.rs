@@ -9,7 +9,7 @@
 //! handler re-issues its call with the arguments it came with.
 
 mod console_io;
-pub mod continuation;
+mod continuation;
 mod cpu_policy;
 mod descriptor;
 pub(crate) mod domctl;
