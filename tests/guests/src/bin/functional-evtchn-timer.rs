@@ -12,8 +12,9 @@ use hestia_guests::xen_abi::event_channel::{
 use hestia_guests::xen_abi::sched::cmd as sched;
 use hestia_guests::xen_abi::xen::{DOMID_SELF, NR_VIRQS, StartInfo, hypercall as nr, virq};
 use hestia_guests::{
-    EVENT_VECTOR, ExcFrame, Verdict, ack_events, check, event_channel_op, hypercall, install_traps,
-    map_shared_info, println, register_event_callback, shared_u32, shared_word, system_time_ns,
+    EVENT_VECTOR, ExcFrame, SHARED_INFO_VA, Verdict, ack_events, check, event_channel_op,
+    hypercall, install_traps, map_shared_info, println, register_event_callback, shared_u32,
+    shared_word, system_time_ns,
 };
 
 static EVENTS: AtomicU64 = AtomicU64::new(0);
@@ -47,6 +48,16 @@ fn block() -> i64 {
     hypercall(nr::SCHED_OP, u64::from(sched::BLOCK), 0, 0, 0, 0)
 }
 
+/// Masks events (vcpu_info[0].evtchn_upcall_mask) before a timer is armed for a block, as
+/// Linux masks them before it halts: a timer that fires before the block (a loaded host can
+/// take milliseconds to get there) then leaves its event pending, and SCHEDOP_block, which
+/// unmasks, returns at once with the upcall. Unmasked, the upcall would come first and the
+/// block would wait for a timer that is gone.
+fn mask_events() {
+    // SAFETY: byte 1 of vcpu_info[0] in the mapped shared_info page is this vCPU's own mask.
+    unsafe { core::ptr::write_volatile((SHARED_INFO_VA + 1) as *mut u8, 1) };
+}
+
 fn test(si: &StartInfo) -> Verdict {
     let mut failed = false;
     install_traps(handler);
@@ -74,6 +85,7 @@ fn test(si: &StartInfo) -> Verdict {
     );
     let (r, timer_port) = bind_virq(virq::TIMER);
     check!(failed, r == 0, "bind_virq(TIMER)");
+    mask_events();
     let deadline = [system_time_ns() + 5_000_000, 0u64];
     check!(
         failed,
@@ -97,6 +109,7 @@ fn test(si: &StartInfo) -> Verdict {
     );
 
     // The same through set_timer_op.
+    mask_events();
     check!(
         failed,
         hypercall(nr::SET_TIMER_OP, system_time_ns() + 2_000_000, 0, 0, 0, 0) == 0,
@@ -113,6 +126,7 @@ fn test(si: &StartInfo) -> Verdict {
     // SCHEDOP_block inside a multicall: the vCPU leaves its CPU there, and the entries after
     // it run once it is woken (Xen preempts the multicall and resumes it): the runstate the
     // next entry reads is `running`, and the timer has fired by then.
+    mask_events();
     let deadline = system_time_ns() + 3_000_000;
     check!(
         failed,
