@@ -340,7 +340,7 @@ fn map_inner(c: Caller<'_>, op: &MapGrantRef) -> Result<(u32, Mfn), i16> {
         return Err(gntst::BAD_GNTREF);
     }
     let rd = granter(ld, op.dom)?;
-    let l4 = c.vcpu().lock().kernel_cr3 >> 12;
+    let l4 = c.vcpu().lock().kernel_l4();
     let mut mt = ld.grant.maptrack.lock();
     if mt.full() && !maptrack_may_grow() {
         return Err(gntst::NO_SPACE);
@@ -378,7 +378,7 @@ fn map_inner(c: Caller<'_>, op: &MapGrantRef) -> Result<(u32, Mfn), i16> {
             }
         }
         if host {
-            let r = host_slot(mem, Mfn::new(l4), op.host_addr, op.flags).and_then(|(l1, idx)| {
+            let r = host_slot(mem, l4, op.host_addr, op.flags).and_then(|(l1, idx)| {
                 ft.grant_map_l1e(mem, l1, idx, me, grant_pte(mfn, op.flags), them)
                     .map_err(|_| gntst::GENERAL_ERROR)
             });
@@ -432,7 +432,7 @@ fn unmap_batch<T: FromBytes + IntoBytes + Immutable>(
     if !is_guest_range(uop, u64::from(count) * size) {
         return Err(Errno::EFAULT.into());
     }
-    let l4 = c.vcpu().lock().kernel_cr3 >> 12;
+    let l4 = c.vcpu().lock().kernel_l4();
     let mut i = 0;
     while i < count {
         if continuation::should_preempt(d, u64::from(i)) {
@@ -452,7 +452,7 @@ fn unmap_batch<T: FromBytes + IntoBytes + Immutable>(
                 }
             };
             let (handle, host_addr, dev_bus_addr, new_addr, status) = fields(&mut op);
-            *status = match unmap_one(d, Mfn::new(l4), handle, host_addr, dev_bus_addr, new_addr) {
+            *status = match unmap_one(d, l4, handle, host_addr, dev_bus_addr, new_addr) {
                 Ok(u) => {
                     pending.extend(u);
                     gntst::OKAY

@@ -262,11 +262,11 @@ pub(super) fn do_update_va_mapping(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Er
     if !is_guest_range(va, 1) || (HYPERVISOR_VIRT_START..HYPERVISOR_VIRT_END).contains(&va) {
         return Err(Errno::EINVAL);
     }
-    let l4 = c.vcpu().lock().kernel_cr3 >> 12;
+    let l4 = c.vcpu().lock().kernel_l4();
     // An L1 update validates no table, but the vCPU's old tables go first (the frame it maps
     // may be one of them, as when Linux unpins a table and maps its pages writable again).
     d.mm_op(|ft, mem, pending, budget| {
-        let (l1, idx) = find_l1(mem, Mfn::new(l4), va).map_err(|_| MmError::NotATable)?;
+        let (l1, idx) = find_l1(mem, l4, va).map_err(|_| MmError::NotATable)?;
         ft.mod_entry_preemptible(mem, l1, 1, idx, val, dom(d), pending, budget)
     })
     .map_err(errno)?;

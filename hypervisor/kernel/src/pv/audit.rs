@@ -53,7 +53,7 @@ pub(crate) fn holds(d: &Domain, v: &Vcpu, out: &mut Vec<Hold>) {
     let l4 = Some(PageType::Table(4));
     if v.initialised {
         out.push(Hold {
-            mfn: Mfn::new(v.kernel_cr3 >> 12),
+            mfn: v.kernel_l4(),
             ty: l4,
         });
     }

@@ -164,7 +164,7 @@ fn take_ldt_page(
     page: usize,
 ) -> Option<Mfn> {
     let va = v.ldt_base + page as u64 * 4096;
-    let (l1, idx) = super::mmu::find_l1(mem, Mfn::new(v.kernel_cr3 >> 12), va).ok()?;
+    let (l1, idx) = super::mmu::find_l1(mem, v.kernel_l4(), va).ok()?;
     let e = mem.read(l1, idx);
     if e & pte::P == 0 {
         return None;

@@ -125,6 +125,11 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
+    /// The frame of the L4 its guest kernel mode runs on (`kernel_cr3`'s frame).
+    pub fn kernel_l4(&self) -> Mfn {
+        Mfn::new(self.kernel_cr3 >> 12)
+    }
+
     /// A vCPU in guest kernel mode with registers `regs` and page tables `cr3`, its FPU in
     /// the reset state; `ENOMEM` when the heap has no room for that state.
     pub fn new(id: u32, regs: TrapFrame, cr3: u64) -> Result<Self, xen_abi::errno::Errno> {

@@ -56,7 +56,7 @@ pub fn switch_l4(d: &Domain, old: Option<Mfn>, new: Option<Mfn>) -> Result<(), E
 /// and a guest's `mov` to CR3). `ERESTART`: issue it again (the new L4's validation goes on).
 pub fn new_baseptr(d: &Domain, v: &mut Vcpu, new: u64) -> Result<(), Errno> {
     let new = Mfn::new(new);
-    let old = Mfn::new(v.kernel_cr3 >> 12);
+    let old = v.kernel_l4();
     if new != old {
         switch_l4(d, Some(old), Some(new))?;
         v.kernel_cr3 = new.addr();

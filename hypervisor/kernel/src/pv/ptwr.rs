@@ -6,7 +6,6 @@
 //! crashes the domain (`super::l1tf`). Like Xen 4.17 (checked on the reference rig), this
 //! happens whether or not the guest turned the assist on.
 
-use hestia_core::ids::Mfn;
 use hestia_core::ptwr::{self, Source};
 use hestia_core::pv_mm::{MmError, PageType, PtMemory, pte};
 
@@ -49,7 +48,7 @@ pub fn handle(
     let me = d.id.0;
     let mut refused = None;
     let applied = frametable::with(|ft, mem| {
-        let (l1, idx) = super::mmu::find_l1(mem, Mfn::new(v.kernel_cr3 >> 12), cr2).ok()?;
+        let (l1, idx) = super::mmu::find_l1(mem, v.kernel_l4(), cr2).ok()?;
         let mapping = mem.read(l1, idx);
         if mapping & pte::P == 0 || mapping & pte::RW != 0 {
             return None; // not a read-only mapping: some other fault
