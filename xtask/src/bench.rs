@@ -128,30 +128,25 @@ fn q35_wrapper() -> Result<PathBuf> {
 
 /// A QEMU for the rig that counts instructions ([`Accel::Icount`]), on the rig's own chipset.
 fn icount_wrapper() -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let p = target_dir().join("qemu-icount");
-    std::fs::write(
-        &p,
-        format!(
-            "#!/bin/sh\nexec qemu-system-x86_64 {} \"$@\"\n",
-            qemu::ICOUNT_ARGS.join(" ")
-        ),
-    )?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
-    Ok(p)
+    qemu_wrapper("qemu-icount", &qemu::ICOUNT_ARGS.join(" "))
 }
 
 /// [`q35_wrapper`] that also attaches `disks` as virtio disks, written as `target/NAME`.
 fn q35_wrapper_with(name: &str, disks: &[PathBuf]) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let p = target_dir().join(name);
     let drives: String = disks
         .iter()
         .map(|d| format!(" -drive file={},format=raw,if=virtio", d.display()))
         .collect();
+    qemu_wrapper(name, &format!("-machine q35{drives}"))
+}
+
+/// Writes `target/NAME`, a QEMU for the rig's `--qemu` that adds `args` to its own.
+fn qemu_wrapper(name: &str, args: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let p = target_dir().join(name);
     std::fs::write(
         &p,
-        format!("#!/bin/sh\nexec qemu-system-x86_64 -machine q35{drives} \"$@\"\n"),
+        format!("#!/bin/sh\nexec qemu-system-x86_64 {args} \"$@\"\n"),
     )?;
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
     Ok(p)
