@@ -656,7 +656,11 @@ fn base() -> Vec<Scenario> {
         guest("functional-msr-cr", GuestVerdict::Success),
         guest("functional-ptwr", GuestVerdict::Success),
         guest("functional-iomem", GuestVerdict::Success),
-        guest("functional-vcpu-info", GuestVerdict::Success),
+        // Two vCPUs: vCPU 1 is up while vCPU 0 tries to move its vcpu_info.
+        Scenario {
+            hv_cmdline: "dom0_mem=64M dom0_max_vcpus=2",
+            ..guest("functional-vcpu-info", GuestVerdict::Success)
+        },
         guest("functional-gs-selector", GuestVerdict::Success),
         guest("functional-cpuid-policy", GuestVerdict::Success),
         guest("functional-cpu-policy", GuestVerdict::Success),

@@ -14,7 +14,7 @@ use xen_abi::vcpu::cmd::*;
 use super::Caller;
 use crate::arch::x86_64::{acpi, percpu, tsc};
 use crate::mm::{frametable, guest, phys_to_virt};
-use crate::pv::domain::{Domain, Vcpu};
+use crate::pv::domain::Vcpu;
 use crate::pv::{events, vcpus};
 use crate::sched;
 
@@ -86,7 +86,7 @@ pub(super) fn do_vcpu_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
         }
         REGISTER_VCPU_INFO => {
             let [mfn, offset]: [u64; 2] = guest::read_obj(arg)?;
-            register_vcpu_info(d, vcpu, Mfn::new(mfn), offset & 0xffff_ffff).map(|()| 0)
+            register_vcpu_info(c, vcpu, Mfn::new(mfn), offset & 0xffff_ffff).map(|()| 0)
         }
         _ => Err(Errno::ENOSYS),
     }
@@ -108,20 +108,26 @@ fn set_periodic(v: &spin::Mutex<Vcpu>, other: bool, period: u64) -> Result<u64, 
 }
 
 /// Moves vCPU `vcpu`'s `vcpu_info` to byte `offset` of the domain's frame `mfn` (once), as
-/// Xen's `map_vcpu_info`: the frame takes a writable type reference for good, the current
-/// contents are copied, and every event is marked pending so none is lost in the move.
-fn register_vcpu_info(d: &Domain, vcpu: u32, mfn: Mfn, offset: u64) -> Result<(), Errno> {
+/// Xen's `map_vcpu_info`: only the caller's own or a vCPU that is down, the frame takes a
+/// writable type reference for good, the current contents are copied, and every event is
+/// marked pending so none is lost in the move.
+fn register_vcpu_info(c: Caller<'_>, vcpu: u32, mfn: Mfn, offset: u64) -> Result<(), Errno> {
     const SIZE: u64 = size_of::<xen_abi::xen::VcpuInfo>() as u64;
-    // Past the page is -ENXIO, as in Xen. Hestia's atomics also need natural alignment
-    // (Linux's per-CPU vcpu_info is 64-byte aligned).
-    if offset > 4096 - SIZE {
+    let d = c.domain();
+    // Past the page or not aligned for the structure is -ENXIO, as in Xen.
+    if offset > 4096 - SIZE || !offset.is_multiple_of(8) {
         return Err(Errno::ENXIO);
-    }
-    if !offset.is_multiple_of(8) {
-        return Err(Errno::EINVAL);
     }
     let slot = d.vcpu_info.get(vcpu as usize).ok_or(Errno::ENOENT)?;
     if slot.load(Ordering::Acquire) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    // Another vCPU must be down, and stays down until the move is done (its lock is held):
+    // a vCPU that runs reads its `vcpu_info` through the address its CPU published when it
+    // was loaded (`pv::events::before_guest_return`).
+    let own = vcpu == c.vcpu_id().raw();
+    let v = d.vcpus.get(vcpu as usize).ok_or(Errno::ENOENT)?.lock();
+    if !own && v.up {
         return Err(Errno::EINVAL);
     }
     frametable::get_writable_page(mfn, d.id.0)?;
@@ -133,6 +139,10 @@ fn register_vcpu_info(d: &Domain, vcpu: u32, mfn: Mfn, offset: u64) -> Result<()
     // reference (never a page table, never freed while registered), mapped by the direct map.
     unsafe { core::ptr::copy_nonoverlapping(info.as_ptr(), new as *mut u8, info.len()) };
     slot.store(new, Ordering::Release);
+    if own {
+        percpu::set_return_check(new);
+    }
+    drop(v);
     d.shared().mark_all_pending(vcpu);
     Ok(())
 }

@@ -16,7 +16,7 @@
 
 use super::descriptor;
 use crate::arch::x86_64::idt::TrapFrame;
-use crate::arch::x86_64::{cpu, smp, uaccess};
+use crate::arch::x86_64::{cpu, percpu, smp, uaccess};
 use crate::mm::guest;
 use crate::sched::VcpuRef;
 
@@ -39,6 +39,7 @@ pub fn save(v: &mut Vcpu, f: &TrapFrame) {
     v.selectors = cpu::data_selectors();
     v.fpu.save();
     events::stop_periodic(v);
+    percpu::set_return_check(0);
 }
 
 /// Loads vCPU `v` (`vr`) into this CPU and its registers into `f`, the frame the exit path
@@ -80,6 +81,8 @@ pub fn load(vr: &VcpuRef, v: &mut Vcpu, f: &mut TrapFrame) {
         unsafe { cpu::write_cr4(cr4 ^ CR4_TSD) };
     }
     *f = v.regs;
+    // Where the return path looks for a pending upcall (`events::before_guest_return`).
+    percpu::set_return_check(d.shared().vcpu_info_addr(v.id));
     events::update_time(d, v);
     events::start_periodic(vr, v);
     // Last: nothing may change CR0.TS or XCR0 after the vCPU's are loaded.

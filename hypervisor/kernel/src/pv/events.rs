@@ -13,7 +13,7 @@ use xen_abi::xen::virq;
 use super::domain::{Domain, Vcpu, this_vcpu_id};
 use super::{current, domain_crash, traps};
 use crate::arch::x86_64::idt::TrapFrame;
-use crate::arch::x86_64::{cpu, tsc};
+use crate::arch::x86_64::{cpu, percpu, tsc};
 use crate::sched::VcpuRef;
 use crate::timer::{self, TimerFn};
 use hestia_core::timer_queue::TimerId;
@@ -69,15 +69,22 @@ pub fn kick(d: &Domain, v: u32) {
     crate::sched::notify(d, v);
 }
 
-/// On every return to guest code: deliver one upcall if events are pending and unmasked.
-#[unsafe(link_section = ".text.hot")]
+/// On every return to guest code: deliver one upcall if events are pending and unmasked. The
+/// check reads the running vCPU's `vcpu_info` through the address [`context::load`] published
+/// for this CPU (`percpu::return_check`), kept current by `VCPUOP_register_vcpu_info`.
+///
+/// [`context::load`]: super::context::load
+#[inline(always)]
 pub fn before_guest_return(f: &mut TrapFrame) {
-    let Some(d) = current() else { return };
-    let id = this_vcpu_id();
-    let shared = d.shared();
-    if !shared.upcall_pending(id) || shared.upcall_mask(id) {
-        return;
+    let info = percpu::return_check();
+    if info != 0 && super::shared::upcall_wanted(info) {
+        deliver_pending(f);
     }
+}
+
+#[inline(never)]
+fn deliver_pending(f: &mut TrapFrame) {
+    let Some(d) = current() else { return };
     let mut v = d.this_vcpu().lock();
     if v.event_callback.address == 0 {
         return;

@@ -5,7 +5,7 @@
 //! of its own pages (`VCPUOP_register_vcpu_info`). The FIFO ABI's event words and control
 //! blocks, in guest frames, are reached through the same accessor ([`GuestWords`]).
 
-use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering, fence};
 
 use hestia_core::evtchn::SharedBits;
 use hestia_core::evtchn::fifo::{GuestWords, WordAt};
@@ -32,6 +32,20 @@ const MASK: u64 = core::mem::offset_of!(SharedInfo, evtchn_mask) as u64;
 const WC_VERSION: u64 = core::mem::offset_of!(SharedInfo, wc_version) as u64;
 const SEL: u64 = core::mem::offset_of!(VcpuInfo, evtchn_pending_sel) as u64;
 const TIME: u64 = core::mem::offset_of!(VcpuInfo, time) as u64;
+// `upcall_wanted` reads both flags with one load: pending in the low byte, mask in the high.
+const _: () = assert!(core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending) == 0);
+const _: () = assert!(core::mem::offset_of!(VcpuInfo, evtchn_upcall_mask) == 1);
+
+/// Whether the `vcpu_info` at `info` (an address [`Shared::vcpu_info_addr`] gave, of a domain
+/// that still exists) asks for an upcall: an event pending and upcalls not masked. Both flags
+/// in one load, for the return path.
+#[inline(always)]
+pub fn upcall_wanted(info: u64) -> bool {
+    // SAFETY: as in `Shared::u64_at`: a `vcpu_info` (64-byte aligned) stays mapped while its
+    // domain exists; the guest changes it, hence the atomic.
+    let w = unsafe { &*(info as *const AtomicU16) }.load(Ordering::Acquire);
+    w & 0xff != 0 && w >> 8 == 0
+}
 
 impl<'a> Shared<'a> {
     /// The page at machine frame `mfn` (a Hestia-owned frame shared with the domain), with the
@@ -90,6 +104,11 @@ impl<'a> Shared<'a> {
     /// The encoded offset of vCPU `v`'s `vcpu_info` (add a field offset).
     fn vcpu(v: u32) -> u64 {
         VCPU_FIELD + (u64::from(v) << 16)
+    }
+
+    /// The direct-map address of vCPU `v`'s `vcpu_info`, for [`upcall_wanted`].
+    pub fn vcpu_info_addr(&self, v: u32) -> u64 {
+        self.addr(Self::vcpu(v))
     }
 
     /// `evtchn_upcall_mask` of vCPU `v` (the guest's "interrupts off").

@@ -753,11 +753,18 @@ fn decide() -> credit::Decision {
 
 /// At the end of a trap from a guest, before the return to it: switches to another vCPU if this
 /// CPU was asked to. `f` is the frame the exit path returns with.
-#[unsafe(link_section = ".text.hot")]
+#[inline(always)]
 pub fn before_guest_return(f: &mut TrapFrame) {
-    let p = this_pcpu();
     // A plain load first: this runs on every return to a guest, and almost never finds work.
-    if !p.resched.load(Ordering::Relaxed) || !p.resched.swap(false, Ordering::AcqRel) {
+    if this_pcpu().resched.load(Ordering::Relaxed) {
+        reschedule_here(f);
+    }
+}
+
+#[inline(never)]
+fn reschedule_here(f: &mut TrapFrame) {
+    let p = this_pcpu();
+    if !p.resched.swap(false, Ordering::AcqRel) {
         return;
     }
     let Some((i, prev)) = p.current.lock().clone() else {

@@ -67,6 +67,10 @@ pub struct PerCpu {
     /// address space as the layers above tag it (a domain id), or [`NO_GUEST_SPACE`] on
     /// Hestia's own tables (`hestia_core::tlb_flush`).
     pub guest_space: AtomicU32,
+    /// An address the layers above publish for their check on every return to the guest
+    /// loaded here (opaque to this layer; 0 for none), read with one GS-relative load
+    /// ([`return_check`]).
+    pub return_check: AtomicU64,
 }
 
 // SAFETY: `self_ptr` only ever points at the structure itself; all mutable state is atomic or
@@ -109,6 +113,7 @@ pub fn create(
         guest: AtomicU64::new(0),
         guest_index: AtomicU32::new(0),
         guest_space: AtomicU32::new(hestia_core::tlb_flush::NO_GUEST_SPACE),
+        return_check: AtomicU64::new(0),
     }));
     p.self_ptr = p;
     let me = p as *const PerCpu as u64;
@@ -167,6 +172,29 @@ pub fn loaded_guest() -> (u64, u32) {
         )
     };
     (g, i)
+}
+
+/// This CPU's [`PerCpu::return_check`], read straight from per-CPU data (only this CPU
+/// writes it).
+#[inline(always)]
+pub fn return_check() -> u64 {
+    let a: u64;
+    // SAFETY: after `install`, gs:RETURN_CHECK is that field of this CPU's `PerCpu`, an
+    // aligned atomic only this CPU stores to.
+    unsafe {
+        asm!(
+            "mov %gs:{off}, {a}",
+            off = const offset_of!(PerCpu, return_check),
+            a = out(reg) a,
+            options(att_syntax, nostack, readonly, preserves_flags)
+        )
+    };
+    a
+}
+
+/// Publishes this CPU's [`PerCpu::return_check`].
+pub fn set_return_check(addr: u64) {
+    this_cpu().return_check.store(addr, Ordering::Relaxed);
 }
 
 /// The data of CPU `index`, if it exists.
