@@ -323,9 +323,9 @@ impl EventChannels {
     /// `EVTCHNOP_close`. Returns what the port was bound to, read in the same call that frees
     /// it, so the caller undoes exactly that binding (a PIRQ's line, the other end of an
     /// inter-domain channel: [`Self::unbind_peer`]) and no other.
-    pub fn close(
+    pub fn close<S: SharedBits + ?Sized>(
         &mut self,
-        shared: &mut dyn SharedBits,
+        shared: &mut S,
         port: Port,
     ) -> Result<PortState, EvtchnError> {
         let (state, vcpu) = self
@@ -397,7 +397,7 @@ impl EventChannels {
     /// another domain too: [`Self::deliver`] comes here). Returns true if the
     /// port became pending: its vCPU should be woken, as it may be polling the port
     /// (`SCHEDOP_poll` waits on pending bits, masked or not) or now has an upcall.
-    pub fn set_pending(&self, shared: &mut dyn SharedBits, port: Port) -> bool {
+    pub fn set_pending<S: SharedBits + ?Sized>(&self, shared: &mut S, port: Port) -> bool {
         let Some((_, vcpu)) = self.port(port) else {
             return false;
         };
@@ -414,7 +414,7 @@ impl EventChannels {
     }
 
     /// Marks `port` pending: [`Sent::Raised`] with its notify vCPU if it became pending.
-    fn raise(&self, shared: &mut dyn SharedBits, port: Port) -> Sent {
+    fn raise<S: SharedBits + ?Sized>(&self, shared: &mut S, port: Port) -> Sent {
         match self.port(port) {
             Some((_, vcpu)) if self.set_pending(shared, port) => Sent::Raised(vcpu),
             _ => Sent::Nothing,
@@ -424,9 +424,9 @@ impl EventChannels {
     /// `EVTCHNOP_send` on `port` of domain `me`: an IPI port raises itself, an inter-domain
     /// port its other end (here if the channel is a loopback, else [`Sent::Remote`]), an
     /// unbound port drops the event; any other is -EINVAL.
-    pub fn send(
+    pub fn send<S: SharedBits + ?Sized>(
         &self,
-        shared: &mut dyn SharedBits,
+        shared: &mut S,
         port: Port,
         me: DomId,
     ) -> Result<Sent, EvtchnError> {
@@ -451,9 +451,9 @@ impl EventChannels {
     /// An event sent from port `from_port` of domain `from` to `port`: raised only if `port`
     /// is still that channel's other end (it may have been closed, and even reused, since the
     /// sender looked).
-    pub fn deliver(
+    pub fn deliver<S: SharedBits + ?Sized>(
         &self,
-        shared: &mut dyn SharedBits,
+        shared: &mut S,
         port: Port,
         from: DomId,
         from_port: Port,
@@ -470,7 +470,12 @@ impl EventChannels {
 
     /// Raises `virq` (bound on `vcpu`) if it is bound. Returns the vCPU to wake if the port
     /// became pending: the port's notify vCPU, which `bind_vcpu` may have moved.
-    pub fn raise_virq(&self, shared: &mut dyn SharedBits, virq: u32, vcpu: u32) -> Option<u32> {
+    pub fn raise_virq<S: SharedBits + ?Sized>(
+        &self,
+        shared: &mut S,
+        virq: u32,
+        vcpu: u32,
+    ) -> Option<u32> {
         let p = self
             .virq_port
             .get(vcpu as usize)
@@ -485,7 +490,11 @@ impl EventChannels {
     }
 
     /// `EVTCHNOP_unmask`.
-    pub fn unmask(&self, shared: &mut dyn SharedBits, port: Port) -> Result<bool, EvtchnError> {
+    pub fn unmask<S: SharedBits + ?Sized>(
+        &self,
+        shared: &mut S,
+        port: Port,
+    ) -> Result<bool, EvtchnError> {
         let (state, vcpu) = self.port(port).ok_or(EvtchnError::Invalid)?;
         if let Some(f) = &self.fifo {
             return Ok(state != PortState::Closed && f.unmask(shared, port, vcpu));
@@ -501,7 +510,7 @@ impl EventChannels {
     }
 
     /// True if `port` is pending, in the ABI in use (`SCHEDOP_poll`).
-    pub fn is_pending(&self, shared: &dyn SharedBits, port: Port) -> bool {
+    pub fn is_pending<S: SharedBits + ?Sized>(&self, shared: &S, port: Port) -> bool {
         match &self.fifo {
             Some(f) => f.is_pending(shared, port),
             None => shared.is_pending(port),
@@ -510,7 +519,11 @@ impl EventChannels {
 
     /// `SCHEDOP_poll`'s test of one port (Xen's `evtchn_port_poll`): `Invalid` for a port
     /// that does not exist, is free or is the reserved port 0; else whether it is pending.
-    pub fn poll(&self, shared: &dyn SharedBits, port: Port) -> Result<bool, EvtchnError> {
+    pub fn poll<S: SharedBits + ?Sized>(
+        &self,
+        shared: &S,
+        port: Port,
+    ) -> Result<bool, EvtchnError> {
         match self.port(port) {
             Some((PortState::Closed, _)) | None => Err(EvtchnError::Invalid),
             Some(_) if port.is_zero() => Err(EvtchnError::Invalid),
@@ -519,7 +532,7 @@ impl EventChannels {
     }
 
     /// True if `port` is masked, in the ABI in use.
-    pub fn is_masked(&self, shared: &dyn SharedBits, port: Port) -> bool {
+    pub fn is_masked<S: SharedBits + ?Sized>(&self, shared: &S, port: Port) -> bool {
         match &self.fifo {
             Some(f) => f.is_masked(shared, port),
             None => shared.is_masked(port),

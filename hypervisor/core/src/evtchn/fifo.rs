@@ -191,7 +191,12 @@ impl Fifo {
     /// Marks `port` pending and, unless it is masked or already queued, appends it to its
     /// queue on `vcpu` (Xen's `evtchn_fifo_set_pending`). True if the port became pending or
     /// the vCPU's upcall was raised: the vCPU should be woken.
-    pub(super) fn set_pending(&self, shared: &mut dyn SharedBits, port: Port, vcpu: u32) -> bool {
+    pub(super) fn set_pending<S: SharedBits + ?Sized>(
+        &self,
+        shared: &mut S,
+        port: Port,
+        vcpu: u32,
+    ) -> bool {
         // The queues link ports by number: the event words' LINK field.
         let port = port.raw();
         let Some(p) = self.ports.get(port as usize) else {
@@ -239,7 +244,7 @@ impl Fifo {
     }
 
     /// Clears `port`'s PENDING bit (the guest unlinks and skips events no longer pending).
-    pub(super) fn clear_pending(&self, shared: &mut dyn SharedBits, port: Port) {
+    pub(super) fn clear_pending<S: SharedBits + ?Sized>(&self, shared: &mut S, port: Port) {
         if let Some(p) = self.ports.get(port.index()) {
             p.pending.set(false);
         }
@@ -249,7 +254,12 @@ impl Fifo {
     }
 
     /// `EVTCHNOP_unmask`: clears MASKED and queues the event if it is pending.
-    pub(super) fn unmask(&self, shared: &mut dyn SharedBits, port: Port, vcpu: u32) -> bool {
+    pub(super) fn unmask<S: SharedBits + ?Sized>(
+        &self,
+        shared: &mut S,
+        port: Port,
+        vcpu: u32,
+    ) -> bool {
         let Some(w) = self.word(port.raw()) else {
             return false;
         };
@@ -258,13 +268,13 @@ impl Fifo {
     }
 
     /// The PENDING bit of `port` (false without its array page).
-    pub(super) fn is_pending(&self, shared: &dyn SharedBits, port: Port) -> bool {
+    pub(super) fn is_pending<S: SharedBits + ?Sized>(&self, shared: &S, port: Port) -> bool {
         self.word(port.raw())
             .is_some_and(|w| shared.load(w) & bit(PENDING) != 0)
     }
 
     /// The MASKED bit of `port` (true without its array page).
-    pub(super) fn is_masked(&self, shared: &dyn SharedBits, port: Port) -> bool {
+    pub(super) fn is_masked<S: SharedBits + ?Sized>(&self, shared: &S, port: Port) -> bool {
         self.word(port.raw())
             .is_none_or(|w| shared.load(w) & bit(MASKED) != 0)
     }
@@ -280,7 +290,12 @@ impl Fifo {
 
 /// Sets the LINK of the queued word `w` to `link` if it is still LINKED (clearing BUSY); its
 /// result once the word is seen, `None` if the guest changed it in between.
-fn try_set_link(shared: &dyn SharedBits, w: WordAt, seen: &mut u32, link: u32) -> Option<bool> {
+fn try_set_link<S: SharedBits + ?Sized>(
+    shared: &S,
+    w: WordAt,
+    seen: &mut u32,
+    link: u32,
+) -> Option<bool> {
     if *seen & bit(LINKED) == 0 {
         return Some(false);
     }
@@ -296,7 +311,7 @@ fn try_set_link(shared: &dyn SharedBits, w: WordAt, seen: &mut u32, link: u32) -
 /// Links the tail word `w` to `link` if it is still LINKED (Xen's `evtchn_fifo_set_link`):
 /// false if the guest unlinked it (the queue is empty). Bounded: one try, then
 /// [`SET_LINK_TRIES`] with the word BUSY; a word that keeps changing counts as linked.
-fn set_link(shared: &dyn SharedBits, w: WordAt, link: u32) -> bool {
+fn set_link<S: SharedBits + ?Sized>(shared: &S, w: WordAt, link: u32) -> bool {
     let mut seen = shared.load(w);
     if let Some(r) = try_set_link(shared, w, &mut seen, link) {
         return r;
@@ -330,9 +345,9 @@ impl EventChannels {
     /// frame `mfn`; the first one switches the domain to the FIFO ABI, its bound ports
     /// carried over with their pending state. `take_frame` takes the frame's references (its
     /// error is the result); nothing changes on any error.
-    pub fn init_control(
+    pub fn init_control<S: SharedBits + ?Sized>(
         &mut self,
-        shared: &dyn SharedBits,
+        shared: &S,
         vcpu: u32,
         mfn: Mfn,
         offset: u32,
@@ -373,9 +388,9 @@ impl EventChannels {
     /// `EVTCHNOP_expand_array`: frame `mfn` becomes the next event-array page; events raised
     /// while it was missing are raised now. Returns the vCPUs to wake. `take_frame` as for
     /// [`Self::init_control`].
-    pub fn expand_array(
+    pub fn expand_array<S: SharedBits + ?Sized>(
         &mut self,
-        shared: &mut dyn SharedBits,
+        shared: &mut S,
         mfn: Mfn,
         take_frame: &mut dyn FnMut(Mfn) -> Result<(), Errno>,
     ) -> Result<Vec<u32>, Errno> {
