@@ -65,11 +65,18 @@ impl GuestRange {
     }
 }
 
-/// Reads one ABI structure from guest address `addr`.
-pub fn read_obj<T: FromBytes + IntoBytes>(addr: u64) -> Result<T, Errno> {
-    let mut v = T::new_zeroed();
-    GuestRange::new(addr, size_of::<T>())?.read(v.as_mut_bytes())?;
-    Ok(v)
+/// Reads one ABI structure from guest address `addr` (copied straight into the result, which
+/// is not cleared first: a fault returns no value at all).
+pub fn read_obj<T: FromBytes>(addr: u64) -> Result<T, Errno> {
+    let range = GuestRange::new(addr, size_of::<T>())?;
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: `v` is Hestia memory of `size_of::<T>()` bytes; the source was checked to be
+    // guest space.
+    match unsafe { uaccess::copy(v.as_mut_ptr().cast(), range.addr as *const u8, range.len) } {
+        // SAFETY: the copy wrote every byte of `v`, and any bytes are a `T` (`FromBytes`).
+        0 => Ok(unsafe { v.assume_init() }),
+        _ => Err(Errno::EFAULT),
+    }
 }
 
 /// Writes one ABI structure to guest address `addr`.
