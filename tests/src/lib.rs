@@ -613,7 +613,12 @@ fn base() -> Vec<Scenario> {
             timeout_s: 120,
             ..guest("xsa-style-evtchn-fifo-control", GuestVerdict::Success)
         },
-        guest("functional-user-mode", GuestVerdict::Success),
+        // One CPU, two vCPUs: user mode runs across vCPU switches.
+        Scenario {
+            smp: 1,
+            hv_cmdline: "dom0_mem=64M dom0_max_vcpus=2",
+            ..guest("functional-user-mode", GuestVerdict::Success)
+        },
         // It fills dom0 up to its ceiling, which only `max:` sets (as on Xen).
         Scenario {
             hv_cmdline: "dom0_mem=64M,max:64M",

@@ -31,7 +31,7 @@ const CHUNK: usize = 128;
 /// Most bytes one `CONSOLEIO_read` returns.
 const READ_MAX: usize = 256;
 
-pub(super) fn do_console_io(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+pub(super) fn do_console_io(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Stop> {
     let d = c.domain();
     let (cmd, count, buf) = (a[0] as u32, a[1] as u32, a[2]);
     match cmd {

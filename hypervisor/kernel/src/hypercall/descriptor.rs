@@ -10,7 +10,7 @@ use crate::arch::x86_64::gdt::GUEST_ENTRIES;
 use crate::mm::guest;
 use crate::pv::descriptor::{set_gdt, update_descriptor};
 
-pub(super) fn do_set_gdt(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_set_gdt(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     let d = c.domain();
     let (list, entries) = (a[0], a[1] as usize);
     if entries > GUEST_ENTRIES {
@@ -26,7 +26,7 @@ pub(super) fn do_set_gdt(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
     set_gdt(d, frames, entries).map(|()| 0)
 }
 
-pub(super) fn do_update_descriptor(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_update_descriptor(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     let d = c.domain();
     let (maddr, desc) = (a[0], a[1]);
     if !maddr.is_multiple_of(8) {

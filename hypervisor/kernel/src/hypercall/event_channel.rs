@@ -42,7 +42,7 @@ use crate::pv::events::{self, errno};
 use crate::pv::pirq;
 
 #[unsafe(link_section = ".text.hot")]
-pub(super) fn do_event_channel_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+pub(super) fn do_event_channel_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Stop> {
     let d = c.domain();
     let (cmd, arg) = (a[0] as u32, a[1]);
     let mut shared = d.shared();

@@ -68,7 +68,7 @@ const CMD_MASK: u32 = 0xfff;
 /// Unmaps done between two TLB flushes (Xen's `GNTTAB_UNMAP_BATCH_SIZE`).
 const UNMAP_BATCH: usize = 32;
 
-pub(super) fn do_grant_table_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+pub(super) fn do_grant_table_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Stop> {
     let d = c.domain();
     let (raw, uop, count) = (a[0] as u32, a[1], a[2] as u32);
     if (count as i32) < 0 {

@@ -44,7 +44,7 @@ const VENDORS: [(&[u8; 12], u32); 5] = [
 ];
 
 /// `mca(u_xen_mc)`.
-pub(super) fn do_mca(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_mca(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     let caller = c.domain();
     policy::check(caller, Action::Mca)?;
     let addr = a[0];

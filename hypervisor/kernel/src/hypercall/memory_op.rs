@@ -651,7 +651,7 @@ fn e820_type(k: RegionKind) -> u32 {
     }
 }
 
-pub(super) fn do_memory_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+pub(super) fn do_memory_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Stop> {
     let d = c.domain();
     let (cmd, start, arg) = (
         (a[0] & ((1 << EXTENT_SHIFT) - 1)) as u32,

@@ -18,7 +18,7 @@ const VMASST_CMD_DISABLE: u64 = 1;
 pub(crate) const VALID_ASSISTS: u64 = 0b11_1111 | (1 << 32);
 
 /// `fpu_taskswitch(set)`: sets or clears TS; a later FPU use raises #NM for the guest.
-pub(super) fn do_fpu_taskswitch(_c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_fpu_taskswitch(_c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     if a[0] != 0 {
         cpu::set_ts();
     } else {
@@ -28,7 +28,7 @@ pub(super) fn do_fpu_taskswitch(_c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errn
 }
 
 /// `vm_assist(cmd, type)`.
-pub(super) fn do_vm_assist(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_vm_assist(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     let d = c.domain();
     let (cmd, kind) = (a[0], a[1]);
     if kind >= 64 || VALID_ASSISTS & (1 << kind) == 0 {
@@ -43,11 +43,11 @@ pub(super) fn do_vm_assist(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
 }
 
 /// `set_debugreg(reg, value)`.
-pub(super) fn do_set_debugreg(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_set_debugreg(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     debugreg::set(&mut c.vcpu().lock(), a[0], a[1]).map(|()| 0)
 }
 
 /// `get_debugreg(reg)`: the value is the return value.
-pub(super) fn do_get_debugreg(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_get_debugreg(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     debugreg::get(&c.vcpu().lock(), a[0])
 }

@@ -236,11 +236,11 @@ fn one_update(d: &Domain, owner: &PgOwner, req: MmuUpdate) -> Result<(), Errno> 
     }
 }
 
-pub(super) fn do_mmu_update(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+pub(super) fn do_mmu_update(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Stop> {
     let d = c.domain();
     run_batch(
         d,
-        a,
+        *a,
         |_| Ok(()),
         |owner, req: MmuUpdate| {
             one_update(d, owner, req).inspect_err(|e| {
@@ -256,7 +256,7 @@ pub(super) fn do_mmu_update(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
     )
 }
 
-pub(super) fn do_update_va_mapping(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_update_va_mapping(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     let d = c.domain();
     let (va, val, flags) = (a[0], a[1], a[2]);
     if !is_guest_range(va, 1) || (HYPERVISOR_VIRT_START..HYPERVISOR_VIRT_END).contains(&va) {
@@ -420,9 +420,9 @@ fn one_ext_local(c: Caller<'_>, op: MmuextOp) -> Result<(), Errno> {
     }
 }
 
-pub(super) fn do_mmuext_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+pub(super) fn do_mmuext_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Stop> {
     let d = c.domain();
     // Xen checks the right to name the foreign domain once, before the first operation.
     let check = |owner: &PgOwner| owner.foreign(d).map(|_| ());
-    run_batch(d, a, check, |owner, op: MmuextOp| one_ext(c, owner, op))
+    run_batch(d, *a, check, |owner, op: MmuextOp| one_ext(c, owner, op))
 }

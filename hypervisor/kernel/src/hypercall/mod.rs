@@ -85,10 +85,10 @@ impl<'a> Caller<'a> {
 #[derive(Clone, Copy)]
 enum Handler {
     /// Ends with a value or an errno.
-    Ends(fn(Caller<'_>, [u64; 5]) -> Result<u64, Errno>),
+    Ends(fn(Caller<'_>, &[u64; 5]) -> Result<u64, Errno>),
     /// Can also stop part way with a [`Continuation`]: the batches, the control calls and
     /// multicall.
-    Stops(fn(Caller<'_>, [u64; 5]) -> Result<u64, Stop>),
+    Stops(fn(Caller<'_>, &[u64; 5]) -> Result<u64, Stop>),
 }
 
 /// One table slot.
@@ -245,8 +245,7 @@ pub fn syscall(f: &mut TrapFrame) {
         return pv::crash_unknown(f);
     };
     let c = Caller::running(d);
-    let kernel_mode = c.vcpu().lock().kernel_mode;
-    if !kernel_mode {
+    if !pv::traps::in_kernel_mode() {
         // A system call of the guest's own user space.
         let r = pv::traps::guest_syscall(d, &mut c.vcpu().lock(), f);
         if let Err(why) = r {
@@ -268,7 +267,12 @@ pub fn syscall(f: &mut TrapFrame) {
         return;
     }
     let args = [f.rdi, f.rsi, f.rdx, f.r10, f.r8];
-    match dispatch_from(c, number, args, f.rsp) {
+    let r = if TRACE.load(Ordering::Relaxed) == 0 {
+        dispatch_inner(c, number, &args)
+    } else {
+        dispatch_traced(c, number, &args, Some(f.rsp))
+    };
+    match r {
         Ok(v) => f.rax = v as u64,
         Err(k) => {
             if let Err(why) = continuation::apply(c, f, number, k) {
@@ -281,43 +285,43 @@ pub fn syscall(f: &mut TrapFrame) {
     }
 }
 
-/// Runs the hypercall a guest issued with SYSCALL, its stack at `rsp`; see [`dispatch`].
-#[unsafe(link_section = ".text.hot")]
-fn dispatch_from(
+/// Runs hypercall `number` for `c`: the value for RAX (negative errno on failure), or the
+/// continuation the call stopped with.
+fn dispatch(c: Caller<'_>, number: u32, args: &[u64; 5]) -> Result<i64, Continuation> {
+    if TRACE.load(Ordering::Relaxed) == 0 {
+        dispatch_inner(c, number, args)
+    } else {
+        dispatch_traced(c, number, args, None)
+    }
+}
+
+/// [`dispatch`] with `trace=hypercalls` on: one line per call (or per failing call), with the
+/// top of the guest's stack `rsp` when the guest issued it (kept out of line: the hot path
+/// only tests whether tracing is on).
+#[cold]
+#[inline(never)]
+fn dispatch_traced(
     c: Caller<'_>,
     number: u32,
-    args: [u64; 5],
-    rsp: u64,
+    args: &[u64; 5],
+    rsp: Option<u64>,
 ) -> Result<i64, Continuation> {
-    if TRACE.load(Ordering::Relaxed) != 0 {
+    if let Some(rsp) = rsp {
         let words = crate::mm::guest::read_obj::<[u64; 3]>(rsp).unwrap_or_default();
         for (slot, w) in TRACE_STACK.iter().zip(words) {
             slot.store(w, Ordering::Relaxed);
         }
     }
-    dispatch(c, number, args)
-}
-
-/// Runs hypercall `number` for `c`: the value for RAX (negative errno on failure), or the
-/// continuation the call stopped with.
-#[unsafe(link_section = ".text.hot")]
-fn dispatch(c: Caller<'_>, number: u32, args: [u64; 5]) -> Result<i64, Continuation> {
     let r = dispatch_inner(c, number, args);
-    let trace = TRACE.load(Ordering::Relaxed);
-    if trace != 0 {
-        // A call that stopped part way prints as 0 (its continuation then sets the guest's RAX).
-        let rax = *r.as_ref().unwrap_or(&0);
-        if trace == 2 || rax < 0 {
-            log_call(c, number, &args, rax);
-        }
+    // A call that stopped part way prints as 0 (its continuation then sets the guest's RAX).
+    let rax = *r.as_ref().unwrap_or(&0);
+    if TRACE.load(Ordering::Relaxed) == 2 || rax < 0 {
+        log_call(c, number, args, rax);
     }
     r
 }
 
-/// One line of `trace=hypercalls`: the call, its arguments, its result and the caller's stack
-/// (kept out of line: the dispatch path only tests whether tracing is on).
-#[cold]
-#[inline(never)]
+/// One line of `trace=hypercalls`: the call, its arguments, its result and the caller's stack.
 fn log_call(c: Caller<'_>, number: u32, args: &[u64; 5], rax: i64) {
     let name = TABLE.get(number as usize).map_or("", |s| s.name);
     crate::info!(
@@ -335,8 +339,8 @@ fn log_call(c: Caller<'_>, number: u32, args: &[u64; 5], rax: i64) {
     );
 }
 
-#[unsafe(link_section = ".text.hot")]
-fn dispatch_inner(c: Caller<'_>, number: u32, args: [u64; 5]) -> Result<i64, Continuation> {
+#[inline(always)]
+fn dispatch_inner(c: Caller<'_>, number: u32, args: &[u64; 5]) -> Result<i64, Continuation> {
     let Some(slot) = TABLE.get(number as usize) else {
         return Ok(Errno::ENOSYS.to_ret());
     };
@@ -351,7 +355,7 @@ fn dispatch_inner(c: Caller<'_>, number: u32, args: [u64; 5]) -> Result<i64, Con
         // Stopped part way (a long validation or teardown, or another vCPU's half-done
         // table in the way): issued again with the same arguments, as Xen's
         // `hypercall_create_continuation`. ERESTART never reaches the guest.
-        Err(Stop::Errno(Errno::ERESTART)) => Err(Continuation::Again(args)),
+        Err(Stop::Errno(Errno::ERESTART)) => Err(Continuation::Again(*args)),
         Err(Stop::Errno(e)) => Ok(e.to_ret()),
         Err(Stop::Then(k)) => Err(k),
     }
@@ -364,7 +368,7 @@ fn dispatch_inner(c: Caller<'_>, number: u32, args: [u64; 5]) -> Result<i64, Con
 /// XSA-213 (`pv_do_multicall_call`'s `mc_exit`).
 /// Preemptible: an entry that stops with a continuation gets its new arguments written back
 /// into the list, and the multicall resumes at that entry.
-fn do_multicall(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+fn do_multicall(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Stop> {
     let d = c.domain;
     let (list, n) = (a[0], a[1] & 0xffff_ffff);
     for i in 0..n {
@@ -380,7 +384,7 @@ fn do_multicall(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
         let result = if op == nr::MULTICALL {
             Ok(Errno::EINVAL.to_ret())
         } else {
-            dispatch(c, op, [e[2], e[3], e[4], e[5], e[6]])
+            dispatch(c, op, &[e[2], e[3], e[4], e[5], e[6]])
         };
         match result {
             Ok(v) => crate::mm::guest::write_obj(entry + 8, &v)?,

@@ -24,7 +24,7 @@ use crate::mm::guest::{self, is_guest_range};
 use crate::policy::{self, Action};
 use crate::pv::{msi, pirq};
 
-pub(super) fn do_physdev_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_physdev_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     let d = c.domain();
     let (op, arg) = (a[0] as u32, a[1]);
     match op {

@@ -24,7 +24,7 @@ const UNION: usize = 8;
 /// BIOS data area: keyboard shift flags.
 const BDA_KBD_SHIFT_FLAGS: u64 = 0x417;
 
-pub(super) fn do_platform_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_platform_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     let d = c.domain();
     policy::check(d, Action::PlatformOp)?;
     let arg = a[0];

@@ -23,7 +23,7 @@ use crate::sched;
 /// Most ports `SCHEDOP_poll` accepts.
 const MAX_POLL_PORTS: u32 = 128;
 
-pub(super) fn do_sched_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_sched_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     let d = c.domain();
     match a[0] as u32 {
         cmd::YIELD => {

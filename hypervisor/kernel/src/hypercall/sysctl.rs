@@ -57,7 +57,7 @@ impl Call<'_> {
 }
 
 /// `sysctl(u_sysctl)`.
-pub(super) fn do_sysctl(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+pub(super) fn do_sysctl(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Stop> {
     let caller = c.domain();
     let addr = a[0];
     let op: XenSysctl = guest::read_obj(addr)?;
@@ -71,7 +71,7 @@ pub(super) fn do_sysctl(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
     let mut c = Call {
         op,
         copyback: true,
-        work: Resume::new(caller, a),
+        work: Resume::new(caller, *a),
     };
     let r = match op.cmd {
         cmd::READCONSOLE => readconsole(&mut c),

@@ -20,7 +20,7 @@ use crate::pv::domain::{Callback, TrapEntry};
 /// Most entries read per call: a table is at most 256 entries plus its terminator.
 const MAX_ENTRIES: u64 = 257;
 
-pub(super) fn do_set_trap_table(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_set_trap_table(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     let mut v = c.vcpu().lock();
     if a[0] == 0 {
         v.traps = [TrapEntry::default(); 256];
@@ -42,7 +42,7 @@ pub(super) fn do_set_trap_table(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno
     Err(Errno::EINVAL)
 }
 
-pub(super) fn do_stack_switch(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_stack_switch(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     let mut v = c.vcpu().lock();
     v.kernel_ss = a[0] | 3;
     v.kernel_sp = a[1];
@@ -73,14 +73,14 @@ fn set(c: Caller<'_>, which: u16, address: u64, mask: bool) -> Result<(), Errno>
     Ok(())
 }
 
-pub(super) fn do_set_callbacks(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_set_callbacks(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     set(c, kind::EVENT, a[0], false)?;
     set(c, kind::FAILSAFE, a[1], false)?;
     set(c, kind::SYSCALL, a[2], false)?;
     Ok(0)
 }
 
-pub(super) fn do_callback_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_callback_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     match a[0] as u32 {
         cmd::REGISTER => {
             let r: CallbackRegister = guest::read_obj(a[1])?;

@@ -23,7 +23,7 @@ const MIN_PERIOD_NS: u64 = 1_000_000;
 /// Longest period accepted by `SET_PERIODIC_TIMER` (Xen's `STIME_DELTA_MAX`).
 const MAX_PERIOD_NS: u64 = u64::MAX >> 2;
 
-pub(super) fn do_vcpu_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_vcpu_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     let d = c.domain();
     let (cmd, vcpu, arg) = (a[0] as u32, a[1] as u32, a[2]);
     let Some(v) = d.vcpus.get(vcpu as usize) else {
@@ -150,7 +150,7 @@ fn register_vcpu_info(c: Caller<'_>, vcpu: u32, mfn: Mfn, offset: u64) -> Result
 /// `set_timer_op`: the one-shot timer at absolute time `a[0]` (0 cancels). Xen's Linux
 /// workaround is kept: a deadline that is negative as a signed value, or more than 2^50 ns
 /// (about 13 days) ahead, fires in 100 ms instead.
-pub(super) fn do_set_timer_op(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_set_timer_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     const HUGE_AHEAD_NS: u64 = 1 << 50;
     const HUGE_FIRES_IN_NS: u64 = 100_000_000;
     let now = tsc::uptime_ns();

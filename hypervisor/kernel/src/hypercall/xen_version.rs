@@ -113,7 +113,7 @@ fn features(d: &Domain) -> u32 {
     PV_FEATURES | if d.privileged { 1 << XENFEAT_DOM0 } else { 0 }
 }
 
-pub(super) fn do_xen_version(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Errno> {
+pub(super) fn do_xen_version(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     let d = c.domain();
     let arg = a[1];
     match a[0] as u32 {

@@ -40,6 +40,7 @@ pub fn save(v: &mut Vcpu, f: &TrapFrame) {
     v.fpu.save();
     events::stop_periodic(v);
     percpu::set_return_check(0);
+    percpu::set_guest_kernel_mode(false);
 }
 
 /// Loads vCPU `v` (`vr`) into this CPU and its registers into `f`, the frame the exit path
@@ -81,8 +82,11 @@ pub fn load(vr: &VcpuRef, v: &mut Vcpu, f: &mut TrapFrame) {
         unsafe { cpu::write_cr4(cr4 ^ CR4_TSD) };
     }
     *f = v.regs;
-    // Where the return path looks for a pending upcall (`events::before_guest_return`).
+    // Where the return path looks for a pending upcall (`events::before_guest_return`), and
+    // the mode a SYSCALL comes from (`crate::hypercall::syscall`; `traps::toggle_mode` keeps
+    // it current).
     percpu::set_return_check(d.shared().vcpu_info_addr(v.id));
+    percpu::set_guest_kernel_mode(v.kernel_mode);
     events::update_time(d, v);
     events::start_periodic(vr, v);
     // Last: nothing may change CR0.TS or XCR0 after the vCPU's are loaded.

@@ -11,9 +11,10 @@ use xen_abi::errno::Errno;
 use xen_abi::xen::virq;
 
 use super::domain::{Domain, Vcpu, this_vcpu_id};
+use super::shared::LoadedVcpuInfo;
 use super::{current, domain_crash, traps};
 use crate::arch::x86_64::idt::TrapFrame;
-use crate::arch::x86_64::{cpu, percpu, tsc};
+use crate::arch::x86_64::{cpu, tsc};
 use crate::sched::VcpuRef;
 use crate::timer::{self, TimerFn};
 use hestia_core::timer_queue::TimerId;
@@ -64,7 +65,7 @@ pub fn raise_virq(d: &Domain, virq: u32, v: u32) {
 
 /// Makes vCPU `v` of `d` notice a new event: wakes it if it is blocked (or polls), interrupts
 /// it if it runs on another CPU (its return to the guest then delivers the upcall).
-#[unsafe(link_section = ".text.hot")]
+#[inline(always)]
 pub fn kick(d: &Domain, v: u32) {
     crate::sched::notify(d, v);
 }
@@ -76,8 +77,7 @@ pub fn kick(d: &Domain, v: u32) {
 /// [`context::load`]: super::context::load
 #[inline(always)]
 pub fn before_guest_return(f: &mut TrapFrame) {
-    let info = percpu::return_check();
-    if info != 0 && super::shared::upcall_wanted(info) {
+    if LoadedVcpuInfo::here().is_some_and(LoadedVcpuInfo::upcall_wanted) {
         deliver_pending(f);
     }
 }

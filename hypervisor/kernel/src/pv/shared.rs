@@ -13,7 +13,7 @@ use hestia_core::ids::{Mfn, Port};
 use hestia_core::time::TimeScale;
 use xen_abi::xen::{SharedInfo, VcpuInfo};
 
-use crate::arch::x86_64::{cpu, tsc};
+use crate::arch::x86_64::{cpu, percpu, tsc};
 use crate::mm::phys_to_virt;
 
 /// The shared_info page of one domain, and where its vCPUs' `vcpu_info` live.
@@ -32,19 +32,54 @@ const MASK: u64 = core::mem::offset_of!(SharedInfo, evtchn_mask) as u64;
 const WC_VERSION: u64 = core::mem::offset_of!(SharedInfo, wc_version) as u64;
 const SEL: u64 = core::mem::offset_of!(VcpuInfo, evtchn_pending_sel) as u64;
 const TIME: u64 = core::mem::offset_of!(VcpuInfo, time) as u64;
-// `upcall_wanted` reads both flags with one load: pending in the low byte, mask in the high.
+// `LoadedVcpuInfo` reads both flags with one load: pending in the low byte, mask in the high.
 const _: () = assert!(core::mem::offset_of!(VcpuInfo, evtchn_upcall_pending) == 0);
 const _: () = assert!(core::mem::offset_of!(VcpuInfo, evtchn_upcall_mask) == 1);
 
-/// Whether the `vcpu_info` at `info` (an address [`Shared::vcpu_info_addr`] gave, of a domain
-/// that still exists) asks for an upcall: an event pending and upcalls not masked. Both flags
-/// in one load, for the return path.
-#[inline(always)]
-pub fn upcall_wanted(info: u64) -> bool {
-    // SAFETY: as in `Shared::u64_at`: a `vcpu_info` (64-byte aligned) stays mapped while its
-    // domain exists; the guest changes it, hence the atomic.
-    let w = unsafe { &*(info as *const AtomicU16) }.load(Ordering::Acquire);
-    w & 0xff != 0 && w >> 8 == 0
+/// The `vcpu_info` of the vCPU loaded on this CPU, at the address `context::load` published for
+/// it (`percpu::return_check`, which `VCPUOP_register_vcpu_info` keeps current): what the
+/// paths of a trap from that vCPU read and set its upcall flags through, without finding it
+/// again in its domain.
+#[derive(Clone, Copy)]
+pub struct LoadedVcpuInfo(u64);
+
+impl LoadedVcpuInfo {
+    /// That of the vCPU loaded here, if one is.
+    #[inline(always)]
+    pub fn here() -> Option<Self> {
+        let a = percpu::return_check();
+        (a != 0).then_some(LoadedVcpuInfo(a))
+    }
+
+    fn flags(self) -> &'static AtomicU16 {
+        // SAFETY: as in `Shared::u64_at`: a `vcpu_info` (64-byte aligned) stays mapped while
+        // its domain exists, which it does while its vCPU is loaded; the guest changes it,
+        // hence the atomic.
+        unsafe { &*(self.0 as *const AtomicU16) }
+    }
+
+    fn mask(self) -> &'static AtomicU8 {
+        // SAFETY: as in `flags`, the byte after the pending flag.
+        unsafe { &*((self.0 + 1) as *const AtomicU8) }
+    }
+
+    /// Whether it asks for an upcall: an event pending and upcalls not masked. Both flags in
+    /// one load, for the return path.
+    #[inline(always)]
+    pub fn upcall_wanted(self) -> bool {
+        let w = self.flags().load(Ordering::Acquire);
+        w & 0xff != 0 && w >> 8 == 0
+    }
+
+    /// `evtchn_upcall_mask` (the guest's "interrupts off").
+    pub fn upcall_mask(self) -> bool {
+        self.mask().load(Ordering::Acquire) != 0
+    }
+
+    /// Sets `evtchn_upcall_mask`.
+    pub fn set_upcall_mask(self, masked: bool) {
+        self.mask().store(u8::from(masked), Ordering::Release);
+    }
 }
 
 impl<'a> Shared<'a> {
@@ -106,7 +141,7 @@ impl<'a> Shared<'a> {
         VCPU_FIELD + (u64::from(v) << 16)
     }
 
-    /// The direct-map address of vCPU `v`'s `vcpu_info`, for [`upcall_wanted`].
+    /// The direct-map address of vCPU `v`'s `vcpu_info`, for [`LoadedVcpuInfo`].
     pub fn vcpu_info_addr(&self, v: u32) -> u64 {
         self.addr(Self::vcpu(v))
     }

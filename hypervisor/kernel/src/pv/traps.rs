@@ -13,8 +13,9 @@ use zerocopy::IntoBytes;
 use super::debugreg;
 use super::domain::{Domain, Vcpu};
 use super::privop::{self, Outcome};
-use crate::arch::x86_64::cpu;
+use super::shared::LoadedVcpuInfo;
 use crate::arch::x86_64::idt::TrapFrame;
+use crate::arch::x86_64::{cpu, percpu};
 use crate::mm::guest::{self, GuestRange};
 
 /// Vectors whose exception pushes an error code.
@@ -53,9 +54,9 @@ fn bounce(
     handler: u64,
     mask: bool,
 ) -> Result<(), Fatal> {
-    // The vCPU's upcall mask, found once: read for the frame, set below if asked.
-    let shared = d.shared();
-    let saved_mask = shared.upcall_mask(v.id);
+    // The vCPU's upcall mask: read for the frame, set below if asked.
+    let info = LoadedVcpuInfo::here().ok_or("no vCPU loaded on this CPU")?;
+    let saved_mask = info.upcall_mask();
     // Kernel mode shows as RPL 0 in the saved CS, user mode keeps RPL 3: that is how the
     // guest (and iret) tell the modes apart.
     let from_user = !v.kernel_mode;
@@ -105,14 +106,15 @@ fn bounce(
     f.ss = u64::from(FLAT_KERNEL_SS);
     f.rflags &= !RFLAGS_CLEAR_ON_ENTRY;
     if mask {
-        shared.set_upcall_mask(v.id, true);
+        info.set_upcall_mask(true);
     }
     Ok(())
 }
 
-/// Switches a vCPU between guest kernel and user mode: the mode flag, the GS bases (the
-/// guest's active one is in KERNEL_GS_BASE while Hestia runs, because of SWAPGS on entry) and
-/// the page tables.
+/// Switches the vCPU loaded on this CPU between guest kernel and user mode: the mode flag
+/// (and this CPU's copy of it, which tells a hypercall from a system call of the guest's user
+/// space), the GS bases (the guest's active one is in KERNEL_GS_BASE while Hestia runs,
+/// because of SWAPGS on entry) and the page tables.
 pub fn toggle_mode(v: &mut Vcpu, to_kernel: bool) {
     if v.kernel_mode == to_kernel {
         return;
@@ -127,10 +129,18 @@ pub fn toggle_mode(v: &mut Vcpu, to_kernel: bool) {
         cpu::set_kernel_gs_base(v.gs_base_user);
     }
     v.kernel_mode = to_kernel;
+    percpu::set_guest_kernel_mode(to_kernel);
     let cr3 = if to_kernel { v.kernel_cr3 } else { v.user_cr3 };
     // SAFETY: both L4s hold validated L4 type references of this domain, so they map only its
     // frames and carry Hestia's slots 256-271.
     unsafe { cpu::write_cr3(cr3) };
+}
+
+/// Whether the vCPU loaded on this CPU runs in guest kernel mode (this CPU's copy of its mode,
+/// which [`toggle_mode`] and `context::load` keep): a SYSCALL from there is a hypercall.
+#[inline(always)]
+pub fn in_kernel_mode() -> bool {
+    percpu::guest_kernel_mode()
 }
 
 /// A SYSCALL from guest user mode: bounce to the syscall callback in kernel mode, or raise
@@ -271,7 +281,9 @@ pub fn iret(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame) -> Result<(), Fatal> {
     // IOPL and VM never come from the guest; IF is always on in hardware (the guest's
     // "interrupts off" is its upcall mask).
     f.rflags = (c.rflags & !(RFLAGS_IOPL | (1 << 17))) | RFLAGS_IF | 2;
-    d.shared().set_upcall_mask(v.id, c.rflags & RFLAGS_IF == 0);
+    LoadedVcpuInfo::here()
+        .ok_or("no vCPU loaded on this CPU")?
+        .set_upcall_mask(c.rflags & RFLAGS_IF == 0);
     f.rax = c.rax;
     if c.flags & VGCF_IN_SYSCALL == 0 {
         f.rcx = c.rcx;

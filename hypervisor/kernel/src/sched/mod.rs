@@ -381,19 +381,23 @@ pub fn wake(d: &Domain, vcpu: u32) {
 /// vCPU `vcpu` of `d` has a new event: wake it if it is blocked, interrupt its CPU if it runs
 /// on another one (the return path delivers the upcall), and wake the domain's vCPUs that poll
 /// (`SCHEDOP_poll` waits for pending bits, masked or not; each checks its own ports again).
-#[unsafe(link_section = ".text.hot")]
+#[inline(always)]
 pub fn notify(d: &Domain, vcpu: u32) {
     // The common case, without the scheduler's lock: the event is for the vCPU running here
     // (its return path delivers the upcall), nothing of its domain polls, and it is not on its
     // way off this CPU (blocked or down earlier in this trap, as by a multicall that blocks and
     // then raises its own port: that vCPU must be woken, as Xen's `vcpu_kick` does).
-    if current().is_some_and(|c| core::ptr::eq(c, d))
+    if !(current().is_some_and(|c| core::ptr::eq(c, d))
         && current_vcpu() == vcpu
         && d.pollers.load(Ordering::Acquire) == 0
-        && !this_pcpu().resched.load(Ordering::Acquire)
+        && !this_pcpu().resched.load(Ordering::Acquire))
     {
-        return;
+        notify_scheduler(d, vcpu);
     }
+}
+
+#[inline(never)]
+fn notify_scheduler(d: &Domain, vcpu: u32) {
     let now = tsc::uptime_ns();
     let me = percpu::current_index();
     let (pokes, ipi) = with_sched(|s| {

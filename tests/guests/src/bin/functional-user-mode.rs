@@ -2,6 +2,11 @@
 //! mode, SYSCALL from user mode reaching the syscall callback on the kernel stack from
 //! stack_switch with a user CS, `int3` from user mode, separate user and kernel GS bases
 //! (set_segment_base, and WRMSR of GS base emulated for the kernel), and the way back.
+//!
+//! With a second vCPU on the same CPU (`dom0_max_vcpus=2`, one CPU), user mode also runs
+//! across vCPU switches: vCPU 1 runs in kernel mode between the slices of a loop of user
+//! system calls, each with a hypercall's number in RAX, and every one must still reach the
+//! kernel's callback (a vCPU loaded in user mode never takes SYSCALL as a hypercall).
 #![no_std]
 #![no_main]
 
@@ -12,7 +17,7 @@ use hestia_guests::xen_abi::mmu::{MmuextOp, ext};
 use hestia_guests::xen_abi::xen::{DOMID_SELF, StartInfo, hypercall as nr};
 use hestia_guests::{
     ExcFrame, SYSCALL_VECTOR, Verdict, check, enter_user, hypercall, install_traps, pfn_to_mfn,
-    println, syscall_entry_address,
+    println, start_vcpu, syscall_entry_address, yield_now,
 };
 
 #[repr(C, align(16))]
@@ -30,6 +35,26 @@ static KERNEL_GS_SEEN: AtomicU64 = AtomicU64::new(0);
 static BAD_CS: AtomicU64 = AtomicU64::new(0);
 
 const EXIT: u64 = 0xdead;
+/// `SYSCALL_NR` of the system calls of the loop across vCPU switches.
+const LOOP: u64 = 0x1000;
+/// How many times vCPU 1 must have run during that loop.
+const SWITCH_ROUNDS: u64 = 4;
+
+static mut PARTNER_STACK: Stack = Stack([0; 16384]);
+/// Whether vCPU 1 runs beside this one.
+static PARTNER_UP: AtomicU64 = AtomicU64::new(0);
+/// How many times vCPU 1 got the CPU.
+static PARTNER_RUNS: AtomicU64 = AtomicU64::new(0);
+static LOOP_ISSUED: AtomicU64 = AtomicU64::new(0);
+static LOOP_RECEIVED: AtomicU64 = AtomicU64::new(0);
+
+/// vCPU 1: in kernel mode, counting its turns and giving the CPU back at once.
+extern "C" fn partner() -> ! {
+    loop {
+        PARTNER_RUNS.fetch_add(1, SeqCst);
+        yield_now();
+    }
+}
 
 fn gs0() -> u64 {
     let v: u64;
@@ -50,6 +75,22 @@ extern "C" fn user_main() -> ! {
     }
     // SAFETY: a breakpoint from user mode; the guest kernel's #BP handler returns here.
     unsafe { core::arch::asm!("int3") };
+    if PARTNER_UP.load(SeqCst) != 0 {
+        let start = PARTNER_RUNS.load(SeqCst);
+        while PARTNER_RUNS.load(SeqCst) < start + SWITCH_ROUNDS {
+            // Mostly in user mode, so that the time slice ends there.
+            for _ in 0..20_000 {
+                core::hint::spin_loop();
+            }
+            SYSCALL_NR.store(LOOP, SeqCst);
+            LOOP_ISSUED.fetch_add(1, SeqCst);
+            // SAFETY: a guest system call (RAX holds xen_version's number, which only a
+            // hypercall from kernel mode would mean); the callback returns here.
+            unsafe {
+                core::arch::asm!("syscall", inout("rax") u64::from(nr::XEN_VERSION) => _, out("rcx") _, out("r11") _)
+            };
+        }
+    }
     SYSCALL_NR.store(EXIT, SeqCst);
     // SAFETY: the "exit" system call never returns to user mode.
     unsafe { core::arch::asm!("syscall", options(noreturn)) }
@@ -62,10 +103,11 @@ fn handler(vector: u64, f: &mut ExcFrame) {
     match vector {
         SYSCALL_VECTOR => {
             KERNEL_GS_SEEN.store(gs0(), SeqCst);
-            if SYSCALL_NR.load(SeqCst) == EXIT {
-                finish();
-            }
-            SYSCALLS.fetch_add(1, SeqCst);
+            match SYSCALL_NR.load(SeqCst) {
+                EXIT => finish(),
+                LOOP => LOOP_RECEIVED.fetch_add(1, SeqCst),
+                _ => SYSCALLS.fetch_add(1, SeqCst),
+            };
         }
         3 => {
             BREAKPOINTS.fetch_add(1, SeqCst);
@@ -84,6 +126,17 @@ fn finish() -> ! {
         SYSCALLS.load(SeqCst) == 2,
         "{} user system calls reached the kernel",
         SYSCALLS.load(SeqCst)
+    );
+    let (issued, received) = (LOOP_ISSUED.load(SeqCst), LOOP_RECEIVED.load(SeqCst));
+    check!(
+        failed,
+        issued == received,
+        "across vCPU switches, {received} of {issued} user system calls reached the kernel"
+    );
+    check!(
+        failed,
+        PARTNER_UP.load(SeqCst) == 0 || issued > 0,
+        "no user system call across vCPU switches"
     );
     check!(
         failed,
@@ -110,7 +163,7 @@ fn finish() -> ! {
         KERNEL_GS_SEEN.load(SeqCst)
     );
     println!(
-        "user mode: {} syscalls, {} breakpoints",
+        "user mode: {} syscalls, {} breakpoints, {issued} syscalls across vCPU switches",
         SYSCALLS.load(SeqCst),
         BREAKPOINTS.load(SeqCst)
     );
@@ -203,6 +256,10 @@ fn test(si: &StartInfo) -> Verdict {
     );
     if failed {
         return Verdict::Failure("user-mode setup");
+    }
+    let top = (&raw const PARTNER_STACK) as u64 + 16384;
+    if start_vcpu(si, 1, partner, top) {
+        PARTNER_UP.store(1, SeqCst);
     }
     println!("entering user mode");
     enter_user(

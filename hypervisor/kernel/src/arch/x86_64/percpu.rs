@@ -71,6 +71,10 @@ pub struct PerCpu {
     /// loaded here (opaque to this layer; 0 for none), read with one GS-relative load
     /// ([`return_check`]).
     pub return_check: AtomicU64,
+    /// Whether the guest context loaded here runs in its kernel mode, as the layers above
+    /// publish it whenever they load a context or switch its mode (false when none is loaded);
+    /// read on every SYSCALL ([`guest_kernel_mode`]).
+    pub guest_kernel_mode: AtomicBool,
 }
 
 // SAFETY: `self_ptr` only ever points at the structure itself; all mutable state is atomic or
@@ -114,6 +118,7 @@ pub fn create(
         guest_index: AtomicU32::new(0),
         guest_space: AtomicU32::new(hestia_core::tlb_flush::NO_GUEST_SPACE),
         return_check: AtomicU64::new(0),
+        guest_kernel_mode: AtomicBool::new(false),
     }));
     p.self_ptr = p;
     let me = p as *const PerCpu as u64;
@@ -195,6 +200,31 @@ pub fn return_check() -> u64 {
 /// Publishes this CPU's [`PerCpu::return_check`].
 pub fn set_return_check(addr: u64) {
     this_cpu().return_check.store(addr, Ordering::Relaxed);
+}
+
+/// This CPU's [`PerCpu::guest_kernel_mode`], read straight from per-CPU data (only this CPU
+/// writes it).
+#[inline(always)]
+pub fn guest_kernel_mode() -> bool {
+    let m: u32;
+    // SAFETY: after `install`, gs:GUEST_KERNEL_MODE is that field of this CPU's `PerCpu`, an
+    // atomic bool (0 or 1) only this CPU stores to.
+    unsafe {
+        asm!(
+            "movzbl %gs:{off}, {m:e}",
+            off = const offset_of!(PerCpu, guest_kernel_mode),
+            m = out(reg) m,
+            options(att_syntax, nostack, readonly, preserves_flags)
+        )
+    };
+    m != 0
+}
+
+/// Publishes this CPU's [`PerCpu::guest_kernel_mode`].
+pub fn set_guest_kernel_mode(kernel: bool) {
+    this_cpu()
+        .guest_kernel_mode
+        .store(kernel, Ordering::Relaxed);
 }
 
 /// The data of CPU `index`, if it exists.

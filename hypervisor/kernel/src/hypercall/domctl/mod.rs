@@ -86,7 +86,7 @@ impl Call<'_> {
 }
 
 /// `domctl(u_domctl)`.
-pub(super) fn do_domctl(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
+pub(super) fn do_domctl(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Stop> {
     let caller = c.domain();
     let addr = a[0];
     let op: XenDomctl = crate::mm::guest::read_obj(addr)?;
@@ -101,7 +101,7 @@ pub(super) fn do_domctl(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
             target: None,
             op,
             copyback: false,
-            work: Resume::new(caller, a),
+            work: Resume::new(caller, *a),
         };
         let r = info::getdomaininfo(&mut call);
         return finish(addr, &call, r);
@@ -121,7 +121,7 @@ pub(super) fn do_domctl(c: Caller<'_>, a: [u64; 5]) -> Result<u64, Stop> {
         target,
         op,
         copyback: false,
-        work: Resume::new(caller, a),
+        work: Resume::new(caller, *a),
     };
     let r = match op.cmd {
         cmd::CREATEDOMAIN => lifecycle::createdomain(&mut call),
