@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: measured figures, medians, and Hestia/Xen ratios when the Xen 4.17
-//! reference rig (`../shared/ref/xen-ref`) is present.
+//! reference rig (`$HESTIA_XEN_REF`, else `../shared/ref/xen-ref`) is present.
 //!
 //! Figures: QEMU start to Hestia's ready line (median of 5 boots); from the bench guest
 //! (`tests/guests/src/bin/bench-hypercalls.rs`, booted as dom0): the null hypercall and the
@@ -211,7 +211,9 @@ fn rig_marker(log: &str, name: &str) -> Option<f64> {
 }
 
 fn xen_ref() -> Option<PathBuf> {
-    let p = root_dir().join("../shared/ref/xen-ref");
+    let p = std::env::var_os("HESTIA_XEN_REF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root_dir().join("../shared/ref/xen-ref"));
     p.is_file().then_some(p)
 }
 
@@ -779,7 +781,9 @@ pub fn run(part: Option<&str>) -> Result<()> {
         });
     }
     if xen_ref().is_none() {
-        println!("(no Xen reference rig at ../shared/ref/xen-ref: no ratios)");
+        println!(
+            "(no Xen reference rig: set HESTIA_XEN_REF, or place it at ../shared/ref/xen-ref; no ratios)"
+        );
     }
     Ok(())
 }
