@@ -39,6 +39,7 @@ use continuation::{Continuation, Stop};
 use hestia_core::ids::VcpuId;
 
 use crate::arch::x86_64::idt::TrapFrame;
+use crate::arch::x86_64::percpu::{self, MAX_CPUS};
 use crate::pv;
 use crate::pv::domain::{Domain, Vcpu, this_vcpu_id};
 
@@ -222,7 +223,22 @@ const fn table() -> [Slot; NR_HYPERCALLS] {
 }
 
 static TABLE: [Slot; NR_HYPERCALLS] = table();
-static CALLS: [AtomicU64; NR_HYPERCALLS] = [const { AtomicU64::new(0) }; NR_HYPERCALLS];
+
+/// Each CPU's hypercall counts, a row per CPU that only that CPU writes (so the count needs no
+/// locked instruction on every hypercall, and none is lost), summed when printed.
+#[repr(align(64))]
+struct CallCounts([AtomicU64; NR_HYPERCALLS]);
+static CALLS: [CallCounts; MAX_CPUS] =
+    [const { CallCounts([const { AtomicU64::new(0) }; NR_HYPERCALLS]) }; MAX_CPUS];
+
+/// Counts a call of hypercall `number` (below [`NR_HYPERCALLS`]) on this CPU.
+#[inline(always)]
+fn count_call(number: usize) {
+    let row = &CALLS[percpu::current_index() as usize % MAX_CPUS].0;
+    if let Some(n) = row.get(number) {
+        n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
 
 /// Set by `trace=hypercalls`.
 /// 0: off; 1: failing hypercalls (`trace=hypercall-errors`); 2: all (`trace=hypercalls`).
@@ -344,7 +360,7 @@ fn dispatch_inner(c: Caller<'_>, number: u32, args: &[u64; 5]) -> Result<i64, Co
     let Some(slot) = TABLE.get(number as usize) else {
         return Ok(Errno::ENOSYS.to_ret());
     };
-    CALLS[number as usize].fetch_add(1, Ordering::Relaxed);
+    count_call(number as usize);
     let r = match slot.handler {
         Some(Handler::Ends(h)) => h(c, args).map_err(Stop::Errno),
         Some(Handler::Stops(h)) => h(c, args),
@@ -413,7 +429,10 @@ pub fn dump(w: &mut dyn core::fmt::Write) {
             w,
             "  hypercall {i:2} {:<16} {} calls",
             s.name,
-            CALLS[i].load(Ordering::Relaxed)
+            CALLS
+                .iter()
+                .map(|row| row.0[i].load(Ordering::Relaxed))
+                .sum::<u64>()
         );
     }
 }
