@@ -26,7 +26,7 @@ use alloc::vec::Vec;
 
 use xen_abi::event_channel::{EVTCHN_2L_NR_CHANNELS, stat};
 
-use crate::ids::{DomId, Port};
+use crate::ids::{DomId, Port, VcpuId};
 use xen_abi::xen::{NR_VIRQS, virq};
 
 /// Ports of the 2-level ABI for 64-bit guests.
@@ -113,7 +113,7 @@ pub enum Sent {
     /// Nothing to notify: the port was pending already, or unbound (the event is dropped).
     Nothing,
     /// A port became pending: wake this vCPU (it may poll the port, or has an upcall now).
-    Raised(u32),
+    Raised(VcpuId),
     /// The other end is a port of another domain: deliver there ([`EventChannels::deliver`]).
     Remote {
         /// Its domain.
@@ -416,7 +416,9 @@ impl EventChannels {
     /// Marks `port` pending: [`Sent::Raised`] with its notify vCPU if it became pending.
     fn raise<S: SharedBits + ?Sized>(&self, shared: &mut S, port: Port) -> Sent {
         match self.port(port) {
-            Some((_, vcpu)) if self.set_pending(shared, port) => Sent::Raised(vcpu),
+            Some((_, vcpu)) if self.set_pending(shared, port) => {
+                Sent::Raised(VcpuId::unvalidated(vcpu))
+            }
             _ => Sent::Nothing,
         }
     }
@@ -474,16 +476,16 @@ impl EventChannels {
         &self,
         shared: &mut S,
         virq: u32,
-        vcpu: u32,
-    ) -> Option<u32> {
+        vcpu: VcpuId,
+    ) -> Option<VcpuId> {
         let p = self
             .virq_port
-            .get(vcpu as usize)
+            .get(vcpu.index())
             .and_then(|v| v.get(virq as usize))
             .copied()
             .unwrap_or(Port::ZERO);
         if !p.is_zero() && self.set_pending(shared, p) {
-            self.port(p).map(|(_, v)| v)
+            self.port(p).map(|(_, v)| VcpuId::unvalidated(v))
         } else {
             None
         }
@@ -760,10 +762,13 @@ mod tests {
         let mut e = EventChannels::new(1);
         let mut s = Fake::default();
         let t = e.bind_virq(virq::TIMER, 0).unwrap();
-        assert_eq!(e.raise_virq(&mut s, virq::TIMER, 0), Some(0));
+        assert_eq!(
+            e.raise_virq(&mut s, virq::TIMER, VcpuId::unvalidated(0)),
+            Some(VcpuId::unvalidated(0))
+        );
         assert!(s.upcall[0] && s.sel[0] & 1 == 1 && s.is_pending(t));
         assert_eq!(
-            e.raise_virq(&mut s, virq::TIMER, 0),
+            e.raise_virq(&mut s, virq::TIMER, VcpuId::unvalidated(0)),
             None,
             "already pending: no second notification"
         );
@@ -772,7 +777,10 @@ mod tests {
         let ipi = e.bind_ipi(0).unwrap();
         s = Fake::default();
         s.mask[0] |= 1 << ipi.raw();
-        assert_eq!(e.send(&mut s, ipi, DomId(0)), Ok(Sent::Raised(0)));
+        assert_eq!(
+            e.send(&mut s, ipi, DomId(0)),
+            Ok(Sent::Raised(VcpuId::unvalidated(0)))
+        );
         assert!(s.is_pending(ipi) && !s.upcall[0]);
         assert_eq!(
             e.send(&mut s, ipi, DomId(0)),
@@ -788,7 +796,7 @@ mod tests {
             "VIRQ ports cannot be sent to"
         );
         assert_eq!(
-            e.raise_virq(&mut s, virq::DEBUG, 0),
+            e.raise_virq(&mut s, virq::DEBUG, VcpuId::unvalidated(0)),
             None,
             "unbound VIRQ: nothing happens"
         );
@@ -797,8 +805,8 @@ mod tests {
         let c = e2.bind_virq(virq::CONSOLE, 0).unwrap();
         e2.bind_vcpu(c, 1).unwrap();
         assert_eq!(
-            e2.raise_virq(&mut Fake::default(), virq::CONSOLE, 0),
-            Some(1)
+            e2.raise_virq(&mut Fake::default(), virq::CONSOLE, VcpuId::unvalidated(0)),
+            Some(VcpuId::unvalidated(1))
         );
     }
 
@@ -845,22 +853,28 @@ mod tests {
         e.bind_vcpu(c, 1).unwrap();
         assert_eq!(e.close(&mut s, c), Ok(PortState::Virq(virq::CONSOLE)));
         assert_eq!(
-            e.raise_virq(&mut s, virq::CONSOLE, 0),
+            e.raise_virq(&mut s, virq::CONSOLE, VcpuId::unvalidated(0)),
             None,
             "a closed VIRQ port is never raised"
         );
         assert_eq!(
-            e.raise_virq(&mut s, virq::TIMER, 1),
-            Some(1),
+            e.raise_virq(&mut s, virq::TIMER, VcpuId::unvalidated(1)),
+            Some(VcpuId::unvalidated(1)),
             "vCPU 1's own VIRQs untouched"
         );
         // The port is reused by an IPI; the VIRQ must not reach it, and binds again.
         let ipi = e.bind_ipi(0).unwrap();
         assert_eq!(ipi, c);
-        assert_eq!(e.raise_virq(&mut s, virq::CONSOLE, 0), None);
+        assert_eq!(
+            e.raise_virq(&mut s, virq::CONSOLE, VcpuId::unvalidated(0)),
+            None
+        );
         assert!(!s.is_pending(ipi));
         let c2 = e.bind_virq(virq::CONSOLE, 0).unwrap();
-        assert_eq!(e.raise_virq(&mut s, virq::CONSOLE, 0), Some(0));
+        assert_eq!(
+            e.raise_virq(&mut s, virq::CONSOLE, VcpuId::unvalidated(0)),
+            Some(VcpuId::unvalidated(0))
+        );
         assert!(s.is_pending(c2));
         assert_eq!(e.close(&mut s, t1), Ok(PortState::Virq(virq::TIMER)));
         assert_eq!(e.bind_virq(virq::TIMER, 1), Ok(t1));
@@ -909,9 +923,15 @@ mod tests {
         assert_eq!(e.port(q).map(|x| x.0.status()), Some(stat::INTERDOMAIN));
         // Each end raises the other, on the other's vCPU.
         e.bind_vcpu(p, 1).unwrap();
-        assert_eq!(e.send(&mut s, q, DomId(0)), Ok(Sent::Raised(1)));
+        assert_eq!(
+            e.send(&mut s, q, DomId(0)),
+            Ok(Sent::Raised(VcpuId::unvalidated(1)))
+        );
         assert!(s.is_pending(p) && !s.is_pending(q) && s.sel[1] == 1);
-        assert_eq!(e.send(&mut s, p, DomId(0)), Ok(Sent::Raised(0)));
+        assert_eq!(
+            e.send(&mut s, p, DomId(0)),
+            Ok(Sent::Raised(VcpuId::unvalidated(0)))
+        );
         assert!(s.is_pending(q));
         // Closing one end leaves the other unbound for this domain, which binds it again.
         assert_eq!(e.close(&mut s, q), Ok(interdomain(DomId(0), p)));
@@ -968,7 +988,10 @@ mod tests {
                 port: p
             })
         );
-        assert_eq!(d1.deliver(&mut s1, p, DomId(0), l), Sent::Raised(0));
+        assert_eq!(
+            d1.deliver(&mut s1, p, DomId(0), l),
+            Sent::Raised(VcpuId::unvalidated(0))
+        );
         assert!(s1.is_pending(p) && !s0.is_pending(l));
         assert_eq!(
             d1.deliver(&mut s1, p, DomId(0), l),

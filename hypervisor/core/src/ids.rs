@@ -209,6 +209,11 @@ pub struct VcpuId(u32);
 
 u32_id!(VcpuId, "vcpu");
 
+impl VcpuId {
+    /// vCPU 0: every domain has it; it starts the domain, and global VIRQs are bound to it.
+    pub const FIRST: VcpuId = VcpuId(0);
+}
+
 /// A domain's id (Xen's `domid_t`).
 ///
 /// Range: 0 to `DOMID_FIRST_RESERVED - 1` name domains (0 need not be the control domain:

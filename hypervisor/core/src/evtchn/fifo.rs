@@ -502,7 +502,7 @@ mod tests {
     use super::super::tests::{Fake, port};
     use super::super::{EvtchnError, Sent};
     use super::*;
-    use crate::ids::DomId;
+    use crate::ids::{DomId, VcpuId};
     use xen_abi::xen::virq;
 
     const CB: Mfn = Mfn::new(100);
@@ -639,18 +639,27 @@ mod tests {
             "a port in no bucket yet"
         );
         assert_eq!(e.set_priority(port(1 << 20), 2), Err(Errno::EINVAL));
-        assert_eq!(e.send(&mut s, a, DomId(0)), Ok(Sent::Raised(0)));
+        assert_eq!(
+            e.send(&mut s, a, DomId(0)),
+            Ok(Sent::Raised(VcpuId::unvalidated(0)))
+        );
         assert!(s.upcall[0]);
         assert_eq!(ready(&s, 0), 1 << 7);
         s.upcall[0] = false;
-        assert_eq!(e.send(&mut s, b, DomId(0)), Ok(Sent::Raised(0)));
+        assert_eq!(
+            e.send(&mut s, b, DomId(0)),
+            Ok(Sent::Raised(VcpuId::unvalidated(0)))
+        );
         assert!(!s.upcall[0], "appended to a non-empty queue: no new upcall");
         assert_eq!(
             e.send(&mut s, b, DomId(0)),
             Ok(Sent::Nothing),
             "already pending"
         );
-        assert_eq!(e.send(&mut s, c, DomId(0)), Ok(Sent::Raised(0)));
+        assert_eq!(
+            e.send(&mut s, c, DomId(0)),
+            Ok(Sent::Raised(VcpuId::unvalidated(0)))
+        );
         assert!(s.upcall[0]);
         assert_eq!(ready(&s, 0), 1 << 7 | 1 << 2);
         assert_eq!(consume(&s, 2), Some(c));
@@ -659,11 +668,17 @@ mod tests {
         assert_eq!(consume(&s, 7), None);
         assert_eq!(ready(&s, 0), 0);
         // The queue emptied: the next event writes the head again.
-        assert_eq!(e.send(&mut s, b, DomId(0)), Ok(Sent::Raised(0)));
+        assert_eq!(
+            e.send(&mut s, b, DomId(0)),
+            Ok(Sent::Raised(VcpuId::unvalidated(0)))
+        );
         assert_eq!(head(&s, 7), b);
         assert_eq!(consume(&s, 7), Some(b));
         // Same port again right after it was the tail.
-        assert_eq!(e.send(&mut s, b, DomId(0)), Ok(Sent::Raised(0)));
+        assert_eq!(
+            e.send(&mut s, b, DomId(0)),
+            Ok(Sent::Raised(VcpuId::unvalidated(0)))
+        );
         assert_eq!((head(&s, 7), word(&s, b) & LINK_MASK), (b, 0));
     }
 
@@ -675,7 +690,7 @@ mod tests {
         set_word(&s, p, bit(MASKED));
         assert_eq!(
             e.send(&mut s, p, DomId(0)),
-            Ok(Sent::Raised(0)),
+            Ok(Sent::Raised(VcpuId::unvalidated(0))),
             "pending, for pollers"
         );
         assert!(!s.upcall[0] && word(&s, p) & bit(LINKED) == 0);
@@ -695,7 +710,7 @@ mod tests {
         let mut e = EventChannels::new(1);
         let t = e.bind_virq(virq::TIMER, 0).unwrap();
         // Pending under 2-level, carried over.
-        e.raise_virq(&mut s, virq::TIMER, 0);
+        e.raise_virq(&mut s, virq::TIMER, VcpuId::unvalidated(0));
         e.init_control(&s, 0, CB, 0, &mut ok).unwrap();
         let ipi = e.bind_ipi(0).unwrap();
         assert_eq!(
@@ -839,7 +854,10 @@ mod tests {
                 port: p1
             })
         );
-        assert_eq!(d1.deliver(&mut s1, p1, DomId(0), p0), Sent::Raised(0));
+        assert_eq!(
+            d1.deliver(&mut s1, p1, DomId(0), p0),
+            Sent::Raised(VcpuId::unvalidated(0))
+        );
         assert!(
             s1.upcall[0] && head(&s1, 7) == p1,
             "queued in d1's FIFO queue"
@@ -861,7 +879,10 @@ mod tests {
                 port: p0
             })
         );
-        assert_eq!(d0.deliver(&mut s0, p0, DomId(1), p1), Sent::Raised(0));
+        assert_eq!(
+            d0.deliver(&mut s0, p0, DomId(1), p1),
+            Sent::Raised(VcpuId::unvalidated(0))
+        );
         assert!(s0.is_pending(p0) && s0.upcall[0], "d0's 2-level bitmap");
         // d1 closes (as its reset does): its FIFO word is cleared, d0's end is unbound.
         set_word(&s1, p1, bit(PENDING));

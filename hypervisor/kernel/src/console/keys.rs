@@ -4,6 +4,7 @@
 //! channels, `m` memory, `r` CPUs, timers and run queues, `0` dump every CPU's registers.
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use hestia_core::ids::VcpuId;
 
 use crate::arch::x86_64::{apic, ioapic, percpu, smp, tsc};
 
@@ -86,7 +87,7 @@ fn push_dom0_input(b: u8) {
         }
     }
     if let Some(d) = crate::domain::hardware_domain() {
-        crate::pv::events::raise_virq(d, xen_abi::xen::virq::CONSOLE, 0);
+        crate::pv::events::raise_virq(d, xen_abi::xen::virq::CONSOLE, VcpuId::FIRST);
     }
 }
 

@@ -22,7 +22,7 @@ use core::sync::atomic::{AtomicU32, Ordering, fence};
 
 use alloc::vec::Vec;
 
-use hestia_core::ids::{Mfn, Port};
+use hestia_core::ids::{Mfn, Port, VcpuId};
 
 use crate::domain::DomainRef;
 use crate::mm;
@@ -291,7 +291,7 @@ fn notify(d: &Domain, port: Port) {
         .flatten();
     drop(ev);
     if let Some(v) = target {
-        crate::pv::events::kick(d, v);
+        crate::pv::events::kick(d, VcpuId::unvalidated(v));
     }
 }
 

@@ -35,6 +35,7 @@
 //! path, `domain_kill`, which only tries `CURRENT`).
 
 use alloc::vec::Vec;
+use hestia_core::ids::VcpuId;
 
 use xen_abi::errno::Errno;
 
@@ -151,7 +152,7 @@ fn advance(mut cur: spin::MutexGuard<'_, Option<Job>>) -> bool {
         stats.dirty >> 20
     );
     if let Some(h) = super::hardware_domain() {
-        crate::pv::events::raise_virq(h, xen_abi::xen::virq::DOM_EXC, 0);
+        crate::pv::events::raise_virq(h, xen_abi::xen::virq::DOM_EXC, VcpuId::FIRST);
     }
     crate::pv::audit::audit_after_destroy(&d);
     super::boot::destroyed(&d);

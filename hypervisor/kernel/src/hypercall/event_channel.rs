@@ -24,7 +24,7 @@
 //! handlers take those first and drop them before raising a port).
 
 use hestia_core::evtchn::{self, PortState, Sent};
-use hestia_core::ids::{DomId, Port};
+use hestia_core::ids::{DomId, Port, VcpuId};
 use xen_abi::errno::Errno;
 use xen_abi::event_channel::{
     AllocUnbound, BindInterdomain, BindIpi, BindPirq, BindVcpu, BindVirq, PortArg, Status, cmd,
@@ -103,7 +103,7 @@ pub(super) fn do_event_channel_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, St
             let raised = ev.set_pending(&mut shared, lport);
             drop((ev, rev));
             if raised {
-                events::kick(d, 0);
+                events::kick(d, VcpuId::FIRST);
             }
             s.local_port = lport.raw();
             guest::write_obj(arg, &s).map(|()| 0)
@@ -134,7 +134,7 @@ pub(super) fn do_event_channel_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, St
             if ev.unmask(&mut shared, port).map_err(errno)?
                 && let Some((_, vcpu)) = ev.port(port)
             {
-                events::kick(d, vcpu);
+                events::kick(d, VcpuId::unvalidated(vcpu));
             }
             Ok(0)
         }

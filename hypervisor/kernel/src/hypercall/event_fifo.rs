@@ -21,7 +21,7 @@
 //! table's (`take_frame` runs under it); a reset takes it per port closed, with the other
 //! end's domain's in `close_port`'s order (and, for a PIRQ port, the `pirqs` lock).
 
-use hestia_core::ids::{Mfn, Port};
+use hestia_core::ids::{Mfn, Port, VcpuId};
 use xen_abi::errno::Errno;
 use xen_abi::event_channel::fifo::LINK_BITS;
 use xen_abi::event_channel::{ExpandArray, InitControl, Reset, SetPriority, cmd};
@@ -68,7 +68,7 @@ pub(super) fn do_fifo_op(c: Caller<'_>, cmd: u32, arg: u64) -> Result<u64, Stop>
             let mut shared = d.shared();
             let mut ev = d.evtchn.lock();
             for v in ev.expand_array(&mut shared, Mfn::new(s.array_gfn), &mut take_frame)? {
-                events::kick(d, v);
+                events::kick(d, VcpuId::unvalidated(v));
             }
             Ok(0)
         }

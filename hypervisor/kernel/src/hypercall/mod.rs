@@ -57,11 +57,11 @@ impl<'a> Caller<'a> {
     /// (vCPU 0 should the scheduler's number not be one of the domain's, as
     /// [`Domain::this_vcpu`] chooses; never on a guest path).
     fn running(domain: &'a Domain) -> Self {
-        let id = VcpuId::unvalidated(this_vcpu_id());
+        let id = this_vcpu_id();
         let vcpu = if id.index() < domain.vcpus.len() {
             id
         } else {
-            VcpuId::unvalidated(0)
+            VcpuId::FIRST
         };
         Caller { domain, vcpu }
     }

@@ -32,7 +32,7 @@ pub(super) fn do_sched_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
         }
         cmd::BLOCK => {
             // Enables events, then blocks unless one is pending (Linux's idle relies on both).
-            let id = c.vcpu_id().raw();
+            let id = c.vcpu_id();
             d.shared().set_upcall_mask(id, false);
             sched::block_current(false, || d.shared().upcall_pending(id));
             Ok(0)

@@ -7,7 +7,7 @@
 
 use core::sync::atomic::Ordering;
 
-use hestia_core::ids::Mfn;
+use hestia_core::ids::{Mfn, VcpuId};
 use xen_abi::errno::Errno;
 use xen_abi::vcpu::cmd::*;
 
@@ -26,6 +26,7 @@ const MAX_PERIOD_NS: u64 = u64::MAX >> 2;
 pub(super) fn do_vcpu_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     let d = c.domain();
     let (cmd, vcpu, arg) = (a[0] as u32, a[1] as u32, a[2]);
+    let vid = VcpuId::unvalidated(vcpu);
     let Some(v) = d.vcpus.get(vcpu as usize) else {
         return Err(Errno::ENOENT);
     };
@@ -34,25 +35,25 @@ pub(super) fn do_vcpu_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
         return Err(Errno::EINVAL);
     }
     match cmd {
-        INITIALISE => vcpus::initialise(d, vcpu, arg).map(|()| 0),
-        UP => vcpus::up(d, vcpu).map(|()| 0),
+        INITIALISE => vcpus::initialise(d, vid, arg).map(|()| 0),
+        UP => vcpus::up(d, vid).map(|()| 0),
         IS_UP => Ok(u64::from(v.lock().up)),
         // Any vCPU of the domain (Linux downs itself); the last one powers the domain off.
-        DOWN => vcpus::down(d, vcpu).map(|()| 0),
+        DOWN => vcpus::down(d, vid).map(|()| 0),
         GET_PHYSID => {
             let p = percpu::cpu(vcpu).ok_or(Errno::EINVAL)?;
             let acpi = acpi::acpi_id(p.apic_id).unwrap_or(0);
             guest::write_obj(arg, &(u64::from(acpi) << 32 | u64::from(p.apic_id))).map(|()| 0)
         }
         GET_RUNSTATE_INFO => {
-            let info = sched::runstate_info(d, vcpu).ok_or(Errno::ENOENT)?;
+            let info = sched::runstate_info(d, vid).ok_or(Errno::ENOENT)?;
             guest::write_obj(arg, &info).map(|()| 0)
         }
         REGISTER_RUNSTATE_MEMORY_AREA => {
             let [addr]: [u64; 1] = guest::read_obj(arg)?;
             // Written at once when it is the caller's (its tables are loaded), otherwise at the
             // vCPU's next switch; as Xen, an address that cannot be written now is not refused.
-            if !other && let Some(info) = sched::runstate_info(d, vcpu) {
+            if !other && let Some(info) = sched::runstate_info(d, vid) {
                 guest::write_obj(addr, &info)?;
             }
             v.lock().runstate_area = addr;
@@ -86,7 +87,7 @@ pub(super) fn do_vcpu_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
         }
         REGISTER_VCPU_INFO => {
             let [mfn, offset]: [u64; 2] = guest::read_obj(arg)?;
-            register_vcpu_info(c, vcpu, Mfn::new(mfn), offset & 0xffff_ffff).map(|()| 0)
+            register_vcpu_info(c, vid, Mfn::new(mfn), offset & 0xffff_ffff).map(|()| 0)
         }
         _ => Err(Errno::ENOSYS),
     }
@@ -111,22 +112,22 @@ fn set_periodic(v: &spin::Mutex<Vcpu>, other: bool, period: u64) -> Result<u64, 
 /// Xen's `map_vcpu_info`: only the caller's own or a vCPU that is down, the frame takes a
 /// writable type reference for good, the current contents are copied, and every event is
 /// marked pending so none is lost in the move.
-fn register_vcpu_info(c: Caller<'_>, vcpu: u32, mfn: Mfn, offset: u64) -> Result<(), Errno> {
+fn register_vcpu_info(c: Caller<'_>, vcpu: VcpuId, mfn: Mfn, offset: u64) -> Result<(), Errno> {
     const SIZE: u64 = size_of::<xen_abi::xen::VcpuInfo>() as u64;
     let d = c.domain();
     // Past the page or not aligned for the structure is -ENXIO, as in Xen.
     if offset > 4096 - SIZE || !offset.is_multiple_of(8) {
         return Err(Errno::ENXIO);
     }
-    let slot = d.vcpu_info.get(vcpu as usize).ok_or(Errno::ENOENT)?;
+    let slot = d.vcpu_info.get(vcpu.index()).ok_or(Errno::ENOENT)?;
     if slot.load(Ordering::Acquire) != 0 {
         return Err(Errno::EINVAL);
     }
     // Another vCPU must be down, and stays down until the move is done (its lock is held):
     // a vCPU that runs reads its `vcpu_info` through the address its CPU published when it
     // was loaded (`pv::events::before_guest_return`).
-    let own = vcpu == c.vcpu_id().raw();
-    let v = d.vcpus.get(vcpu as usize).ok_or(Errno::ENOENT)?.lock();
+    let own = vcpu == c.vcpu_id();
+    let v = d.vcpus.get(vcpu.index()).ok_or(Errno::ENOENT)?.lock();
     if !own && v.up {
         return Err(Errno::EINVAL);
     }

@@ -69,7 +69,7 @@ pub(crate) fn holds(d: &Domain, v: &Vcpu, out: &mut Vec<Hold>) {
     }
     let info = d
         .vcpu_info
-        .get(v.id as usize)
+        .get(v.id.index())
         .map_or(0, |a| a.load(Ordering::Acquire));
     if info != 0 {
         out.push(Hold {

@@ -20,7 +20,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use hestia_core::bzimage::{self, BzError, Compression};
 use hestia_core::elf::{self, Elf64, ElfError, PvKernel};
 use hestia_core::grant_table::{DEFAULT_MAX_GRANT_FRAMES, DEFAULT_MAX_MAPTRACK_FRAMES};
-use hestia_core::ids::{Gfn, Mfn};
+use hestia_core::ids::{Gfn, Mfn, VcpuId};
 use hestia_core::pv_layout::{self, LayoutError, PvLayout};
 use hestia_core::pv_mm::{MmError, PageType};
 use xen_abi::errno::Errno;
@@ -346,7 +346,11 @@ pub fn empty_domain(c: Config) -> Result<Domain, Errno> {
     let mut vcpus = Vec::new();
     vcpus.try_reserve_exact(n).map_err(|_| Errno::ENOMEM)?;
     for i in 0..nr_vcpus {
-        vcpus.push(spin::Mutex::new(Vcpu::new(i, TrapFrame::default(), 0)?));
+        vcpus.push(spin::Mutex::new(Vcpu::new(
+            VcpuId::unvalidated(i),
+            TrapFrame::default(),
+            0,
+        )?));
     }
     let mut vcpu_info = Vec::new();
     vcpu_info.try_reserve_exact(n).map_err(|_| Errno::ENOMEM)?;

@@ -18,19 +18,19 @@ use crate::arch::x86_64::idt::TrapFrame;
 use crate::mm::frametable::{self, DirectMem};
 
 /// The id of the vCPU this physical CPU runs.
-pub fn this_vcpu_id() -> u32 {
+pub fn this_vcpu_id() -> VcpuId {
     crate::sched::current_vcpu()
 }
 
 /// The running vCPU's index into a per-vCPU array of `len` (> 0) entries of its domain (0
 /// should a CPU without a vCPU ask: never on a guest path).
 fn this_index(len: usize) -> usize {
-    let i = this_vcpu_id() as usize;
+    let i = this_vcpu_id().index();
     if i < len { i } else { 0 }
 }
 
 pub use hestia_core::ids::DomId;
-use hestia_core::ids::Mfn;
+use hestia_core::ids::{Mfn, VcpuId};
 
 /// One entry of a vCPU's virtual IDT (from `set_trap_table`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -53,7 +53,7 @@ pub struct Callback {
 /// Per-vCPU PV state.
 pub struct Vcpu {
     /// Index in the domain.
-    pub id: u32,
+    pub id: VcpuId,
     /// Saved guest registers while not running.
     pub regs: TrapFrame,
     /// The guest is in its kernel mode (hypercalls allowed).
@@ -132,7 +132,7 @@ impl Vcpu {
 
     /// A vCPU in guest kernel mode with registers `regs` and page tables `cr3`, its FPU in
     /// the reset state; `ENOMEM` when the heap has no room for that state.
-    pub fn new(id: u32, regs: TrapFrame, cr3: u64) -> Result<Self, xen_abi::errno::Errno> {
+    pub fn new(id: VcpuId, regs: TrapFrame, cr3: u64) -> Result<Self, xen_abi::errno::Errno> {
         Ok(Vcpu {
             id,
             regs,

@@ -5,7 +5,7 @@
 //! (`crate::sched::notify`): a blocked vCPU is woken, one running on another CPU is kicked with
 //! an IPI, whose return path delivers the upcall.
 
-use hestia_core::ids::Port;
+use hestia_core::ids::{Port, VcpuId};
 use hestia_core::time::TimeScale;
 use xen_abi::errno::Errno;
 use xen_abi::xen::virq;
@@ -50,7 +50,7 @@ fn refresh_time(d: &Domain, v: &mut Vcpu) {
 
 /// Raises `virq` on vCPU `v` of `d` (if the guest bound it; also while `d` is shut down, which
 /// may be resumed, as Xen's; not once its destruction began, when its shared_info goes).
-pub fn raise_virq(d: &Domain, virq: u32, v: u32) {
+pub fn raise_virq(d: &Domain, virq: u32, v: VcpuId) {
     if d.is_dying() {
         return;
     }
@@ -66,7 +66,7 @@ pub fn raise_virq(d: &Domain, virq: u32, v: u32) {
 /// Makes vCPU `v` of `d` notice a new event: wakes it if it is blocked (or polls), interrupts
 /// it if it runs on another CPU (its return to the guest then delivers the upcall).
 #[inline(always)]
-pub fn kick(d: &Domain, v: u32) {
+pub fn kick(d: &Domain, v: VcpuId) {
     crate::sched::notify(d, v);
 }
 
@@ -145,7 +145,7 @@ pub fn cancel_timers(v: &mut Vcpu) {
 
 fn singleshot_fired(vr: &VcpuRef, now: u64) -> Option<u64> {
     let d = &vr.dom;
-    if let Some(v) = d.vcpus.get(vr.id as usize) {
+    if let Some(v) = d.vcpus.get(vr.id.index()) {
         let mut v = v.lock();
         // Unless the vCPU armed a later one while this fired (its handle must stay).
         if v.timers.singleshot_deadline <= now {
@@ -161,7 +161,7 @@ fn periodic_fired(vr: &VcpuRef, now: u64) -> Option<u64> {
     let d = &vr.dom;
     raise_virq(d, virq::TIMER, vr.id);
     // Keep ticking (under the same handle) only while the guest wants the periodic timer.
-    let mut v = d.vcpus.get(vr.id as usize)?.lock();
+    let mut v = d.vcpus.get(vr.id.index())?.lock();
     v.timers.periodic_last = now;
     let period = v.timers.period;
     if period == 0 {

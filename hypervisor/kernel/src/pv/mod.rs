@@ -29,6 +29,7 @@ pub mod vcpus;
 
 use core::fmt::Write;
 use core::sync::atomic::Ordering;
+use hestia_core::ids::VcpuId;
 
 use xen_abi::sched::reason;
 
@@ -77,7 +78,8 @@ pub fn start(d: &DomainRef, params: crate::sched::Params) {
     if let Some((sec, nsec)) = wallclock() {
         d.shared().set_wallclock(sec, nsec);
     }
-    let started = crate::sched::add_domain(d, params).and_then(|()| crate::sched::vcpu_up(d, 0));
+    let started =
+        crate::sched::add_domain(d, params).and_then(|()| crate::sched::vcpu_up(d, VcpuId::FIRST));
     if let Err(e) = started {
         crate::error!("{}: cannot be scheduled: {e:?}", d.id);
     }
@@ -368,7 +370,7 @@ pub fn stop_after_domain(d: &Domain) {
     // Its words so far (its ring is served until its destruction begins: it may be resumed).
     crate::console::ring::service(d);
     if let Some(h) = crate::domain::hardware_domain() {
-        events::raise_virq(h, xen_abi::xen::virq::DOM_EXC, 0);
+        events::raise_virq(h, xen_abi::xen::virq::DOM_EXC, VcpuId::FIRST);
     }
     if crate::domain::all_dying() && !crate::domain::boot::cycled(d) {
         audit::audit_at_stop(d);

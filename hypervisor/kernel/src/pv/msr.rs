@@ -88,7 +88,7 @@ pub fn read(d: &Domain, v: &Vcpu, index: u32) -> Result<u64, Errno> {
         msr::GS_BASE => cpu::kernel_gs_base(),
         msr::KERNEL_GS_BASE => v.gs_base_user,
         msr::EFER => cpu::efer() & EFER_VISIBLE,
-        msr::APIC_BASE => APIC_BASE_DEFAULT | if v.id == 0 { APIC_BASE_BSP } else { 0 },
+        msr::APIC_BASE => APIC_BASE_DEFAULT | if v.id.raw() == 0 { APIC_BASE_BSP } else { 0 },
         PAT => GUEST_PAT,
         TSC => cpu::rdtsc(),
         UCODE_REV | PERF_CAPABILITIES | MCG_STATUS => 0,

@@ -4,7 +4,7 @@
 //! marks the port pending. MSIs are PIRQs too (`pv::msi` programs them). A level-triggered line is masked from its interrupt until dom0's
 //! `PHYSDEVOP_eoi`, as Xen's "unmask" acknowledgement does; edge-triggered lines need nothing.
 
-use hestia_core::ids::Port;
+use hestia_core::ids::{Port, VcpuId};
 use hestia_core::pirq::{PirqError, Source};
 use xen_abi::errno::Errno;
 
@@ -176,6 +176,6 @@ pub(super) fn raise(d: &Domain, pirq: u32) {
         && ev.set_pending(&mut d.shared(), port)
         && let Some((_, vcpu)) = ev.port(port)
     {
-        super::events::kick(d, vcpu);
+        super::events::kick(d, VcpuId::unvalidated(vcpu));
     }
 }

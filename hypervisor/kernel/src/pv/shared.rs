@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering, fe
 
 use hestia_core::evtchn::SharedBits;
 use hestia_core::evtchn::fifo::{GuestWords, WordAt};
-use hestia_core::ids::{Mfn, Port};
+use hestia_core::ids::{Mfn, Port, VcpuId};
 use hestia_core::time::TimeScale;
 use xen_abi::xen::{SharedInfo, VcpuInfo};
 
@@ -137,39 +137,39 @@ impl<'a> Shared<'a> {
     }
 
     /// The encoded offset of vCPU `v`'s `vcpu_info` (add a field offset).
-    fn vcpu(v: u32) -> u64 {
-        VCPU_FIELD + (u64::from(v) << 16)
+    fn vcpu(v: VcpuId) -> u64 {
+        VCPU_FIELD + (u64::from(v.raw()) << 16)
     }
 
     /// The direct-map address of vCPU `v`'s `vcpu_info`, for [`LoadedVcpuInfo`].
-    pub fn vcpu_info_addr(&self, v: u32) -> u64 {
+    pub fn vcpu_info_addr(&self, v: VcpuId) -> u64 {
         self.addr(Self::vcpu(v))
     }
 
     /// `evtchn_upcall_mask` of vCPU `v` (the guest's "interrupts off").
-    pub fn upcall_mask(&self, v: u32) -> bool {
+    pub fn upcall_mask(&self, v: VcpuId) -> bool {
         self.u8_at(Self::vcpu(v) + 1).load(Ordering::Acquire) != 0
     }
 
     /// Sets `evtchn_upcall_mask` of vCPU `v`.
-    pub fn set_upcall_mask(&self, v: u32, masked: bool) {
+    pub fn set_upcall_mask(&self, v: VcpuId, masked: bool) {
         self.u8_at(Self::vcpu(v) + 1)
             .store(u8::from(masked), Ordering::Release);
     }
 
     /// Records the faulting address of a page fault bounced to vCPU `v` (`vcpu_info.arch.cr2`).
-    pub fn set_cr2(&self, v: u32, cr2: u64) {
+    pub fn set_cr2(&self, v: VcpuId, cr2: u64) {
         self.u64_at(Self::vcpu(v) + core::mem::offset_of!(VcpuInfo, cr2) as u64)
             .store(cr2, Ordering::Relaxed);
     }
 
     /// `evtchn_upcall_pending` of vCPU `v`.
-    pub fn upcall_pending(&self, v: u32) -> bool {
+    pub fn upcall_pending(&self, v: VcpuId) -> bool {
         self.u8_at(Self::vcpu(v)).load(Ordering::Acquire) != 0
     }
 
     /// Copies vCPU `v`'s current `vcpu_info` into `out`.
-    pub fn copy_vcpu_info(&self, v: u32, out: &mut [u8; VCPU_INFO as usize]) {
+    pub fn copy_vcpu_info(&self, v: VcpuId, out: &mut [u8; VCPU_INFO as usize]) {
         for (i, b) in out.iter_mut().enumerate() {
             *b = self.u8_at(Self::vcpu(v) + i as u64).load(Ordering::Acquire);
         }
@@ -178,7 +178,7 @@ impl<'a> Shared<'a> {
     /// Marks every event selector word and the upcall of vCPU `v` pending (after a move of its
     /// `vcpu_info`, so that nothing set meanwhile is lost; the guest scans and finds what is
     /// really pending).
-    pub fn mark_all_pending(&self, v: u32) {
+    pub fn mark_all_pending(&self, v: VcpuId) {
         self.u64_at(Self::vcpu(v) + SEL)
             .store(u64::MAX, Ordering::Release);
         self.u8_at(Self::vcpu(v)).store(1, Ordering::Release);
@@ -186,7 +186,7 @@ impl<'a> Shared<'a> {
 
     /// Writes vCPU `v`'s time information, version-counted (odd while updating); returns the
     /// TSC it was taken at.
-    pub fn update_time(&self, v: u32, scale: TimeScale, stable: bool) -> u64 {
+    pub fn update_time(&self, v: VcpuId, scale: TimeScale, stable: bool) -> u64 {
         let t = Self::vcpu(v) + TIME;
         let version = self.u32_at(t);
         let ver = version.load(Ordering::Relaxed);
@@ -247,13 +247,14 @@ impl SharedBits for Shared<'_> {
     }
     fn test_and_set_sel(&mut self, vcpu: u32, word: u32) -> bool {
         let b = 1u64 << (word % 64);
-        self.u64_at(Self::vcpu(vcpu) + SEL)
+        self.u64_at(Self::vcpu(VcpuId::unvalidated(vcpu)) + SEL)
             .fetch_or(b, Ordering::AcqRel)
             & b
             != 0
     }
     fn set_upcall_pending(&mut self, vcpu: u32) {
-        self.u8_at(Self::vcpu(vcpu)).store(1, Ordering::Release);
+        self.u8_at(Self::vcpu(VcpuId::unvalidated(vcpu)))
+            .store(1, Ordering::Release);
     }
 }
 

@@ -12,7 +12,7 @@
 
 use core::sync::atomic::Ordering;
 
-use hestia_core::ids::Mfn;
+use hestia_core::ids::{Mfn, VcpuId};
 use hestia_core::vaddr::canonical;
 use xen_abi::callback::TrapInfo;
 use xen_abi::errno::Errno;
@@ -39,15 +39,15 @@ const RFLAGS_IOPL: u64 = 3 << 12;
 const RFLAGS_GUEST: u64 = 0x0004_0DD5 | (1 << 8) | (1 << 21);
 
 /// `VCPUOP_initialise`: sets down vCPU `vid`'s state from the context at guest address `arg`.
-pub fn initialise(d: &Domain, vid: u32, arg: u64) -> Result<(), Errno> {
-    let slot = d.vcpus.get(vid as usize).ok_or(Errno::ENOENT)?;
+pub fn initialise(d: &Domain, vid: VcpuId, arg: u64) -> Result<(), Errno> {
+    let slot = d.vcpus.get(vid.index()).ok_or(Errno::ENOENT)?;
     // shared_info holds 32 `vcpu_info`s: a vCPU beyond them needs its own registered first
     // (Xen: -EINVAL while it has the dummy one).
     let registered = d
         .vcpu_info
-        .get(vid as usize)
+        .get(vid.index())
         .is_some_and(|a| a.load(Ordering::Acquire) != 0);
-    if vid as usize >= LEGACY_VCPUS && !registered {
+    if vid.index() >= LEGACY_VCPUS && !registered {
         return Err(Errno::EINVAL);
     }
     let c: VcpuGuestContext = guest::read_obj(arg)?;
@@ -299,8 +299,8 @@ pub fn get_info_guest(d: &Domain, v: &Vcpu) -> VcpuGuestContext {
 }
 
 /// `VCPUOP_up`: makes initialised vCPU `vid` runnable (again, where it went down).
-pub fn up(d: &Domain, vid: u32) -> Result<(), Errno> {
-    let slot = d.vcpus.get(vid as usize).ok_or(Errno::ENOENT)?;
+pub fn up(d: &Domain, vid: VcpuId) -> Result<(), Errno> {
+    let slot = d.vcpus.get(vid.index()).ok_or(Errno::ENOENT)?;
     // `up` and the scheduler's state change together under the vCPU's lock (as in
     // `down_self`), so an up racing with the vCPU's own down is never lost.
     let mut v = slot.lock();
@@ -321,13 +321,13 @@ pub fn up(d: &Domain, vid: u32) -> Result<(), Errno> {
 /// domain powers off; otherwise `vid` goes offline until `VCPUOP_up` (the calling vCPU itself
 /// at the end of this call, which returns 0 when it is up again; another one at its next
 /// return to the guest, wherever it runs).
-pub fn down(d: &Domain, vid: u32) -> Result<(), Errno> {
-    let slot = d.vcpus.get(vid as usize).ok_or(Errno::ENOENT)?;
+pub fn down(d: &Domain, vid: VcpuId) -> Result<(), Errno> {
+    let slot = d.vcpus.get(vid.index()).ok_or(Errno::ENOENT)?;
     let others_up = d
         .vcpus
         .iter()
         .enumerate()
-        .any(|(i, v)| i != vid as usize && v.lock().up);
+        .any(|(i, v)| i != vid.index() && v.lock().up);
     if !others_up {
         if d.kill() {
             d.shutdown_reason

@@ -3,6 +3,7 @@
 //! decisions `hestia_core::credit` keeps, for `crate::hypercall::domctl` and `sysctl`.
 
 use hestia_core::credit::{self, CpuSet, DomKey, UnitId};
+use hestia_core::ids::VcpuId;
 use xen_abi::errno::Errno;
 
 use super::{State, reschedule, runstate, with_sched};
@@ -25,7 +26,7 @@ pub struct VcpuInfo {
 }
 
 /// vCPU `vcpu` of `d`, if the scheduler knows it.
-pub fn vcpu_info(d: &Domain, vcpu: u32) -> Option<VcpuInfo> {
+pub fn vcpu_info(d: &Domain, vcpu: VcpuId) -> Option<VcpuInfo> {
     let now = tsc::uptime_ns();
     with_sched(|s| s.find(d, vcpu).and_then(|i| unit_info(s, i, now)))
 }
@@ -70,7 +71,7 @@ pub fn set_domain_params(d: &Domain, weight: u16, cap: u16) -> Result<(), Errno>
 }
 
 /// vCPU `vcpu` of `d`'s hard and soft affinity; `ESRCH` if the scheduler does not know it.
-pub fn affinity(d: &Domain, vcpu: u32) -> Result<(CpuSet, CpuSet), Errno> {
+pub fn affinity(d: &Domain, vcpu: VcpuId) -> Result<(CpuSet, CpuSet), Errno> {
     with_sched(|s| {
         let i = s.find(d, vcpu)?;
         s.credit
@@ -82,7 +83,7 @@ pub fn affinity(d: &Domain, vcpu: u32) -> Result<(CpuSet, CpuSet), Errno> {
 
 /// Sets vCPU `vcpu` of `d`'s affinities (a vCPU running outside its new hard affinity moves
 /// at once); `EINVAL` if `hard` holds no CPU.
-pub fn set_affinity(d: &Domain, vcpu: u32, hard: CpuSet, soft: CpuSet) -> Result<(), Errno> {
+pub fn set_affinity(d: &Domain, vcpu: VcpuId, hard: CpuSet, soft: CpuSet) -> Result<(), Errno> {
     let poke = with_sched(|s| {
         let i = s.find(d, vcpu).ok_or(Errno::ESRCH)?;
         s.credit.set_affinity(UnitId(i as u32), hard, soft)

@@ -43,6 +43,7 @@ use alloc::vec::Vec;
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use hestia_core::credit::{self, CpuSet, DomKey, UnitId};
+use hestia_core::ids::VcpuId;
 use hestia_core::timer_queue::TimerId;
 
 use xen_abi::errno::Errno;
@@ -61,7 +62,7 @@ pub struct VcpuRef {
     /// Its domain.
     pub dom: DomainRef,
     /// Its index in the domain.
-    pub id: u32,
+    pub id: VcpuId,
 }
 
 /// `vcpu_runstate_info.state` values.
@@ -147,7 +148,7 @@ struct Sched {
 }
 
 impl Sched {
-    fn find(&self, d: &Domain, vcpu: u32) -> Option<usize> {
+    fn find(&self, d: &Domain, vcpu: VcpuId) -> Option<usize> {
         self.units.iter().position(|u| {
             u.as_ref()
                 .is_some_and(|u| core::ptr::eq(&*u.vcpu.dom, d) && u.vcpu.id == vcpu)
@@ -293,14 +294,14 @@ pub fn current() -> Option<&'static Domain> {
 }
 
 /// The id of the vCPU this CPU runs (0 while idle).
-pub fn current_vcpu() -> u32 {
-    percpu::loaded_guest().1
+pub fn current_vcpu() -> VcpuId {
+    VcpuId::unvalidated(percpu::loaded_guest().1)
 }
 
 /// Publishes the vCPU loaded on this CPU (or none) for [`current`] and [`current_vcpu`].
-fn publish(dom: *mut Domain, vcpu: u32) {
+fn publish(dom: *mut Domain, vcpu: VcpuId) {
     let me = percpu::this_cpu();
-    me.guest_index.store(vcpu, Ordering::Relaxed);
+    me.guest_index.store(vcpu.raw(), Ordering::Relaxed);
     me.guest.store(dom as u64, Ordering::Release);
 }
 
@@ -335,7 +336,10 @@ pub fn add_domain(d: &DomainRef, params: Params) -> Result<(), Errno> {
                 s.units.push(None);
             }
             s.units[slot] = Some(Unit {
-                vcpu: VcpuRef { dom: d.clone(), id },
+                vcpu: VcpuRef {
+                    dom: d.clone(),
+                    id: VcpuId::unvalidated(id),
+                },
                 state: State::Offline,
                 on_cpu: None,
                 polling: false,
@@ -353,7 +357,7 @@ pub fn add_domain(d: &DomainRef, params: Params) -> Result<(), Errno> {
 }
 
 /// Makes offline vCPU `vcpu` of `d` runnable (`VCPUOP_up`, and the first vCPU at start).
-pub fn vcpu_up(d: &Domain, vcpu: u32) -> Result<(), Errno> {
+pub fn vcpu_up(d: &Domain, vcpu: VcpuId) -> Result<(), Errno> {
     let now = tsc::uptime_ns();
     let poke = with_sched(|s| {
         let i = s.find(d, vcpu).ok_or(Errno::ENOENT)?;
@@ -368,7 +372,7 @@ pub fn vcpu_up(d: &Domain, vcpu: u32) -> Result<(), Errno> {
 }
 
 /// Wakes vCPU `vcpu` of `d` if it is blocked.
-pub fn wake(d: &Domain, vcpu: u32) {
+pub fn wake(d: &Domain, vcpu: VcpuId) {
     let now = tsc::uptime_ns();
     let poke = with_sched(|s| {
         s.find(d, vcpu)
@@ -382,7 +386,7 @@ pub fn wake(d: &Domain, vcpu: u32) {
 /// on another one (the return path delivers the upcall), and wake the domain's vCPUs that poll
 /// (`SCHEDOP_poll` waits for pending bits, masked or not; each checks its own ports again).
 #[inline(always)]
-pub fn notify(d: &Domain, vcpu: u32) {
+pub fn notify(d: &Domain, vcpu: VcpuId) {
     // The common case, without the scheduler's lock: the event is for the vCPU running here
     // (its return path delivers the upcall), nothing of its domain polls, and it is not on its
     // way off this CPU (blocked or down earlier in this trap, as by a multicall that blocks and
@@ -397,7 +401,7 @@ pub fn notify(d: &Domain, vcpu: u32) {
 }
 
 #[inline(never)]
-fn notify_scheduler(d: &Domain, vcpu: u32) {
+fn notify_scheduler(d: &Domain, vcpu: VcpuId) {
     let now = tsc::uptime_ns();
     let me = percpu::current_index();
     let (pokes, ipi) = with_sched(|s| {
@@ -635,8 +639,8 @@ pub fn block_current(polling: bool, woken: impl FnOnce() -> bool) -> bool {
 }
 
 /// vCPU `id`'s bit in its domain's `pollers`.
-fn poll_bit(id: u32) -> u64 {
-    1u64.checked_shl(id).unwrap_or(0)
+fn poll_bit(id: VcpuId) -> u64 {
+    1u64.checked_shl(id.raw()).unwrap_or(0)
 }
 
 /// Takes the vCPU running here offline (`VCPUOP_down`): it is switched away at the end of this
@@ -652,7 +656,7 @@ pub fn down_current() {
 
 /// Takes vCPU `vcpu` of `d`, not the one running here, offline (`VCPUOP_down` of another
 /// vCPU): where it runs, it is switched away at once.
-pub fn vcpu_down(d: &Domain, vcpu: u32) -> Result<(), Errno> {
+pub fn vcpu_down(d: &Domain, vcpu: VcpuId) -> Result<(), Errno> {
     let now = tsc::uptime_ns();
     let poke = with_sched(|s| {
         let i = s.find(d, vcpu).ok_or(Errno::ENOENT)?;
@@ -682,7 +686,7 @@ pub fn yield_current() {
 }
 
 /// The accounted runstate of vCPU `vcpu` of `d` (`VCPUOP_get_runstate_info`).
-pub fn runstate_info(d: &Domain, vcpu: u32) -> Option<[u64; 6]> {
+pub fn runstate_info(d: &Domain, vcpu: VcpuId) -> Option<[u64; 6]> {
     let now = tsc::uptime_ns();
     with_sched(|s| {
         let i = s.find(d, vcpu)?;
@@ -790,7 +794,7 @@ fn reschedule_here(f: &mut TrapFrame) {
 /// Saves the vCPU running here (unit `i`) and takes it off this CPU.
 fn switch_out(i: usize, prev: &VcpuRef, f: &TrapFrame) {
     let d = &prev.dom;
-    let mut v = d.vcpus[prev.id as usize].lock();
+    let mut v = d.vcpus[prev.id.index()].lock();
     context::save(&mut v, f);
     let now = tsc::uptime_ns();
     let me = percpu::current_index();
@@ -809,7 +813,7 @@ fn switch_out(i: usize, prev: &VcpuRef, f: &TrapFrame) {
     }
     drop(v);
     let p = this_pcpu();
-    publish(core::ptr::null_mut(), 0);
+    publish(core::ptr::null_mut(), VcpuId::FIRST);
     *p.current.lock() = None;
     reschedule(poke);
 }
@@ -870,7 +874,7 @@ fn switch_in(f: &mut TrapFrame, i: usize) {
     publish(dom, vr.id);
     *p.current.lock() = Some((i, vr.clone()));
     let d = &vr.dom;
-    let mut v = d.vcpus[vr.id as usize].lock();
+    let mut v = d.vcpus[vr.id.index()].lock();
     context::load(&vr, &mut v, f);
     if let Some(info) = with_sched(|s| s.at(i).map(|u| u.runstate.info())) {
         context::write_runstate(d, &v, info);

@@ -4,6 +4,7 @@
 //! `xen/arch/x86/domctl.c`).
 
 use core::sync::atomic::Ordering;
+use hestia_core::ids::VcpuId;
 
 use xen_abi::domctl::{
     AddressSize, GetDomainInfo, GetVcpuInfo, MaxMem, XEN_INVALID_MAX_VCPU_ID, dominf,
@@ -95,7 +96,7 @@ pub(super) fn getvcpuinfo(c: &mut Call<'_>) -> Result<u64, Errno> {
     if op.vcpu as usize >= d.vcpus.len() {
         return Err(Errno::EINVAL);
     }
-    let v = control::vcpu_info(d, op.vcpu).ok_or(Errno::ESRCH)?;
+    let v = control::vcpu_info(d, VcpuId::unvalidated(op.vcpu)).ok_or(Errno::ESRCH)?;
     op.online = v.online.into();
     op.blocked = v.blocked.into();
     op.running = v.running.into();

@@ -6,6 +6,7 @@
 //! page, preemptibly ([`Resume`]).
 
 use hestia_core::credit::CpuSet;
+use hestia_core::ids::VcpuId;
 use xen_abi::domctl::{
     NodeAffinity, SchedulerOpCredit, VcpuAffinity, XenctlBitmap, schedop, scheduler, vcpuaffinity,
 };
@@ -57,7 +58,7 @@ pub(super) fn vcpuaffinity(c: &mut Call<'_>) -> Result<u64, Errno> {
         return Err(Errno::EINVAL);
     }
     let online = control::online_cpus();
-    let (mut hard, mut soft) = control::affinity(&d, op.vcpu)?;
+    let (mut hard, mut soft) = control::affinity(&d, VcpuId::unvalidated(op.vcpu))?;
     if c.op.cmd == xen_abi::domctl::cmd::SETVCPUAFFINITY {
         if want_hard {
             hard = read_cpumap(&op.cpumap_hard)?;
@@ -65,7 +66,7 @@ pub(super) fn vcpuaffinity(c: &mut Call<'_>) -> Result<u64, Errno> {
         if want_soft {
             soft = read_cpumap(&op.cpumap_soft)?;
         }
-        control::set_affinity(&d, op.vcpu, hard, soft)?;
+        control::set_affinity(&d, VcpuId::unvalidated(op.vcpu), hard, soft)?;
         (hard, soft) = (hard.and(online), soft.and(online).and(hard));
     }
     if want_hard {

@@ -12,6 +12,7 @@
 //! reads the state that vCPU last saved (Hestia has no single-vCPU pause).
 
 use core::sync::atomic::Ordering;
+use hestia_core::ids::VcpuId;
 
 use xen_abi::domctl::VcpuContext;
 use xen_abi::errno::Errno;
@@ -60,7 +61,7 @@ fn set_paused(
         d.vm_assist.store(ctx.vm_assist, Ordering::Release);
     }
     if ctx.flags & vgcf::ONLINE != 0 && !v.up {
-        crate::sched::vcpu_up(d, vcpu)?;
+        crate::sched::vcpu_up(d, VcpuId::unvalidated(vcpu))?;
         v.up = true;
     }
     Ok(())
