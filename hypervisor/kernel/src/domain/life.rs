@@ -31,7 +31,7 @@
 //! whether a vCPU may run; the controller's count and the dying state are atomics. The shutdown
 //! lock (Xen's `shutdown_lock`; only the scheduler's lock and the served consoles' list are
 //! taken under it) orders a resume against the start of the destruction: once that began, the
-//! stopped flag (`Domain::dying`) is never cleared again. The flag is cleared under the
+//! stopped flag (`Domain::stopped`) is never cleared again. The flag is cleared under the
 //! scheduler's lock, under which the stop path takes the vCPUs off (`crate::sched`), so a
 //! shutdown racing with a resume never leaves a domain that shows as running but cannot run.
 
@@ -131,7 +131,7 @@ impl Domain {
             )
             .is_ok();
         if first {
-            self.kill();
+            self.mark_stopped();
             crate::console::ring::unregister(self);
         }
         first
@@ -157,7 +157,7 @@ impl Domain {
     /// has none).
     pub fn shutdown_code(&self) -> Option<u32> {
         let code = self.shutdown_reason.load(Ordering::Acquire);
-        (self.dying.load(Ordering::Acquire) && code != SHUTDOWN_CODE_INVALID).then_some(code)
+        (self.stopped.load(Ordering::Acquire) && code != SHUTDOWN_CODE_INVALID).then_some(code)
     }
 }
 
@@ -171,13 +171,13 @@ pub fn domain_resume(d: &Domain) -> Result<(), Errno> {
     {
         let _held = d.life.shutdown_lock.lock();
         let clear = || {
-            let stopped = d.dying.load(Ordering::Acquire);
+            let stopped = d.stopped.load(Ordering::Acquire);
             if stopped {
                 // The code first: `Domain::shutdown_code` never sees the old one on a domain
                 // that runs.
                 d.shutdown_reason
                     .store(SHUTDOWN_CODE_INVALID, Ordering::Release);
-                d.dying.store(false, Ordering::Release);
+                d.stopped.store(false, Ordering::Release);
             }
             stopped
         };

@@ -237,7 +237,7 @@ pub fn all_dying() -> bool {
         .slots
         .values()
         .filter_map(Slot::live)
-        .all(|d| d.dying.load(core::sync::atomic::Ordering::Acquire))
+        .all(|d| d.stopped.load(core::sync::atomic::Ordering::Acquire))
 }
 
 /// `d`'s destruction is complete but for `kept` frames others still map: with none it leaves

@@ -296,7 +296,7 @@ pub fn syscall(f: &mut TrapFrame) {
             }
         }
     }
-    if d.dying.load(Ordering::Acquire) {
+    if d.stopped.load(Ordering::Acquire) {
         pv::stop_after_domain(d);
     }
 }
@@ -411,7 +411,7 @@ fn do_multicall(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Stop> {
             // Never: only a multicall stops at an iret, and none runs here.
             Err(k @ Continuation::Iret(_)) => return Err(k.into()),
         }
-        if d.dying.load(Ordering::Acquire) {
+        if d.stopped.load(Ordering::Acquire) {
             break;
         }
     }

@@ -74,7 +74,7 @@ pub(super) fn do_sched_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
             let s: SchedShutdown = guest::read_obj(a[1])?;
             // Any reason, cut to a byte, as Xen's `domain_shutdown(d, (u8)reason)`: an unknown
             // one stops the domain too (dom0's then reboots the machine, as Xen).
-            if d.kill() {
+            if d.mark_stopped() {
                 d.shutdown_reason
                     .store(u32::from(s.reason as u8), Ordering::Release);
             }

@@ -186,7 +186,7 @@ fn audit(d: &Domain, relinquished: bool) {
     for (dom, mt) in all
         .iter()
         .zip(&maptracks)
-        .filter(|(dom, _)| !(relinquished && dom.dying.load(Ordering::Acquire)))
+        .filter(|(dom, _)| !(relinquished && dom.stopped.load(Ordering::Acquire)))
     {
         domain_holds(dom, &mut list);
         let Some(ev) = try_lock_for(&dom.evtchn) else {
@@ -289,7 +289,7 @@ fn relinquish_at_stop(d: &Domain) {
         );
         return;
     };
-    for dom in all.iter().filter(|dom| dom.dying.load(Ordering::Acquire)) {
+    for dom in all.iter().filter(|dom| dom.stopped.load(Ordering::Acquire)) {
         relinquish_checked(dom);
     }
     audit(d, true);

@@ -387,7 +387,7 @@ pub fn empty_domain(c: Config) -> Result<Domain, Errno> {
         p2m: Vec::new(),
         shared_info_mfn: shared,
         vcpus,
-        dying: AtomicBool::new(false),
+        stopped: AtomicBool::new(false),
         shutdown_reason: AtomicU32::new(crate::domain::life::Life::no_shutdown_code()),
         life: c.life,
         evtchn: spin::Mutex::new(evtchn),

@@ -196,8 +196,8 @@ pub struct Domain {
     /// Set once the domain shut down or crashed (Xen's `is_shut_down`), or its destruction
     /// began: it does not run until `crate::domain::life::domain_resume` clears it (never once
     /// the destruction began, [`Domain::is_dying`]).
-    pub dying: AtomicBool,
-    /// Why it stopped (`SHUTDOWN_*`), valid once `dying` is set; it stays invalid for a domain
+    pub stopped: AtomicBool,
+    /// Why it stopped (`SHUTDOWN_*`), valid once `stopped` is set; it stays invalid for a domain
     /// destroyed while it ran ([`Domain::shutdown_code`]).
     pub shutdown_reason: AtomicU32,
     /// Who ends it, its pause counts, how far its destruction went (`crate::domain::life`).
@@ -315,7 +315,7 @@ impl Domain {
     }
 
     /// Marks the domain stopped; returns false if it already was.
-    pub fn kill(&self) -> bool {
-        !self.dying.swap(true, Ordering::AcqRel)
+    pub fn mark_stopped(&self) -> bool {
+        !self.stopped.swap(true, Ordering::AcqRel)
     }
 }

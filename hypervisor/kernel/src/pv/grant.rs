@@ -482,7 +482,7 @@ pub fn complete_unmap(granter: &Domain, r: GrantRef, flags: u32, done: u32) {
         let (gt, sh) = st.split();
         gt.release(&sh, r, host + dev, ro);
     }
-    if granter.dying.load(Ordering::Acquire) {
+    if granter.stopped.load(Ordering::Acquire) {
         frametable::dead_frame_released();
     }
 }

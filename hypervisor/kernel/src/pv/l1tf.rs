@@ -83,7 +83,7 @@ pub fn crash(d: &Domain, level: u8, entry: u64) {
         d.id,
         this_vcpu_id()
     );
-    if d.kill() {
+    if d.mark_stopped() {
         crate::error!("{}: crashed (L1TF-vulnerable PTE)", d.id);
         d.shutdown_reason.store(reason::CRASH, Ordering::Release);
     }

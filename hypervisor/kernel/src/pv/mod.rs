@@ -225,7 +225,7 @@ pub fn set_wallclock(secs: u64, nsecs: u32, system_time: u64) {
     );
     *WALLCLOCK.lock() = Some((sec, nsec));
     for d in crate::domain::all() {
-        if !d.dying.load(Ordering::Acquire) {
+        if !d.stopped.load(Ordering::Acquire) {
             d.shared().set_wallclock(sec, nsec);
         }
     }
@@ -292,7 +292,7 @@ pub fn crash_unknown(f: &TrapFrame) {
 
 /// Crashes `d` with a one-line reason and its registers, then stops it.
 pub fn domain_crash(d: &Domain, f: &TrapFrame, why: &str) {
-    if d.kill() {
+    if d.mark_stopped() {
         crate::console::with_lock(|w| {
             let _ = writeln!(
                 w,
@@ -329,7 +329,7 @@ pub fn domain_crash(d: &Domain, f: &TrapFrame, why: &str) {
 /// Shuts `d` down with `reason` (`SCHEDOP_remote_shutdown`): as if it had asked itself; the
 /// first reason a domain gets is the one it keeps.
 pub fn shutdown(d: &Domain, reason: u32) {
-    if d.kill() {
+    if d.mark_stopped() {
         d.shutdown_reason.store(reason, Ordering::Release);
     }
     stop_after_domain(d);

@@ -329,7 +329,7 @@ pub fn down(d: &Domain, vid: VcpuId) -> Result<(), Errno> {
         .enumerate()
         .any(|(i, v)| i != vid.index() && v.lock().up);
     if !others_up {
-        if d.kill() {
+        if d.mark_stopped() {
             d.shutdown_reason
                 .store(xen_abi::sched::reason::POWEROFF, Ordering::Release);
         }

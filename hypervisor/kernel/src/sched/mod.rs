@@ -439,7 +439,7 @@ pub fn stop_domain(d: &Domain) -> bool {
     let (first, pokes) = with_sched(|s| {
         let mut first = false;
         // Resumed since it stopped (`resume_domain`, under this lock): nothing to stop.
-        if !d.dying.load(Ordering::Acquire) {
+        if !d.stopped.load(Ordering::Acquire) {
             return (false, CpuSet::EMPTY);
         }
         let mine: Vec<usize> = s.of(d).collect();
