@@ -439,6 +439,8 @@ extern "C" fn continue_boot(info: u64) -> ! {
         mm::discard_boot_modules(info);
     }
     if !guests.is_empty() {
+        sched::register_idle_work(|| domain::reap_step(false));
+        console::keys::guests_started(domain::hardware_domain().is_some());
         pv::run(guests);
     }
     if opts.noreboot {

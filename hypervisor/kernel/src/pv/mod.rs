@@ -53,7 +53,6 @@ pub fn run(domains: alloc::vec::Vec<(DomainRef, crate::sched::Params)>) -> ! {
     }
     // The scheduler and the domain table hold the domains from here on.
     drop(domains);
-    crate::console::keys::guests_started(crate::domain::hardware_domain().is_some());
     let me = crate::arch::x86_64::percpu::current_index();
     for p in crate::arch::x86_64::percpu::all().filter(|p| p.index != me) {
         if !crate::arch::x86_64::smp::call_on(p.index, schedule_here) {

@@ -818,6 +818,16 @@ fn switch_out(i: usize, prev: &VcpuRef, f: &TrapFrame) {
     reschedule(poke);
 }
 
+/// One step of the work the layers above do with a CPU's idle time (the reaper's destruction
+/// of stopped domains: true if it did something), registered once at boot: the idle loop
+/// calls it and never names it.
+static IDLE_WORK: spin::Once<fn() -> bool> = spin::Once::new();
+
+/// Registers the idle-time work (once, at boot, before any CPU idles).
+pub fn register_idle_work(step: fn() -> bool) {
+    IDLE_WORK.call_once(|| step);
+}
+
 /// Idles this CPU (interrupts on, halted) until the scheduler gives it a unit; returns it,
 /// marked loaded here.
 fn idle_until_work() -> usize {
@@ -842,7 +852,7 @@ fn idle_until_work() -> usize {
         }
         // Idle time destroys stopped domains, a bounded step at a time, with a window for
         // interrupts after each.
-        if crate::domain::reap_step(false) {
+        if IDLE_WORK.get().is_some_and(|step| step()) {
             cpu::interrupt_window();
             continue;
         }
