@@ -149,52 +149,76 @@ pub fn this_cpu() -> &'static PerCpu {
     unsafe { &*p }
 }
 
+/// The 8 bytes at offset `OFF` of this CPU's `PerCpu`, by one GS-relative load.
+///
+/// # Safety
+/// `install` ran on this CPU, and `OFF` is the offset of a `u64` field of `PerCpu` (an atomic
+/// only this CPU stores to, or one set before `install`).
+#[inline(always)]
+unsafe fn gs_u64<const OFF: usize>() -> u64 {
+    let v: u64;
+    // SAFETY: forwarded to the caller: gs:OFF is that field of this CPU's `PerCpu`.
+    unsafe {
+        asm!("mov %gs:{off}, {v}", off = const OFF, v = out(reg) v,
+            options(att_syntax, nostack, pure, readonly, preserves_flags))
+    };
+    v
+}
+
+/// The 4 bytes at offset `OFF` of this CPU's `PerCpu`, as [`gs_u64`].
+///
+/// # Safety
+/// As [`gs_u64`], for a `u32` field.
+#[inline(always)]
+unsafe fn gs_u32<const OFF: usize>() -> u32 {
+    let v: u32;
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        asm!("mov %gs:{off}, {v:e}", off = const OFF, v = out(reg) v,
+            options(att_syntax, nostack, pure, readonly, preserves_flags))
+    };
+    v
+}
+
+/// The byte at offset `OFF` of this CPU's `PerCpu`, as [`gs_u64`].
+///
+/// # Safety
+/// As [`gs_u64`], for a `u8` or `bool` field.
+#[inline(always)]
+unsafe fn gs_u8<const OFF: usize>() -> u8 {
+    let v: u32;
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        asm!("movzbl %gs:{off}, {v:e}", off = const OFF, v = out(reg) v,
+            options(att_syntax, nostack, pure, readonly, preserves_flags))
+    };
+    v as u8
+}
+
 /// This CPU's index, read straight from per-CPU data.
 pub fn current_index() -> u32 {
-    let i: u32;
-    // SAFETY: after `install`, gs:INDEX holds the index field of this CPU's `PerCpu`.
-    unsafe {
-        asm!("mov %gs:{off}, {i:e}", off = const offset_of!(PerCpu, index), i = out(reg) i, options(att_syntax, nostack, readonly, preserves_flags))
-    };
-    i
+    // SAFETY: `index` is a `u32` set before `install`.
+    unsafe { gs_u32::<{ offset_of!(PerCpu, index) }>() }
 }
 
 /// This CPU's published guest context ([`PerCpu::guest`], [`PerCpu::guest_index`]), read
 /// straight from per-CPU data (only this CPU writes it).
 pub fn loaded_guest() -> (u64, u32) {
-    let (g, i): (u64, u32);
-    // SAFETY: after `install`, gs:GUEST and gs:GUEST_INDEX are those fields of this CPU's
-    // `PerCpu`, aligned atomics only this CPU stores to.
+    // SAFETY: both are atomics of those sizes only this CPU stores to.
     unsafe {
-        asm!(
-            "mov %gs:{g_off}, {g}",
-            "mov %gs:{i_off}, {i:e}",
-            g_off = const offset_of!(PerCpu, guest),
-            i_off = const offset_of!(PerCpu, guest_index),
-            g = out(reg) g,
-            i = out(reg) i,
-            options(att_syntax, nostack, pure, readonly, preserves_flags)
+        (
+            gs_u64::<{ offset_of!(PerCpu, guest) }>(),
+            gs_u32::<{ offset_of!(PerCpu, guest_index) }>(),
         )
-    };
-    (g, i)
+    }
 }
 
 /// This CPU's [`PerCpu::return_check`], read straight from per-CPU data (only this CPU
 /// writes it).
 #[inline(always)]
 pub fn return_check() -> u64 {
-    let a: u64;
-    // SAFETY: after `install`, gs:RETURN_CHECK is that field of this CPU's `PerCpu`, an
-    // aligned atomic only this CPU stores to.
-    unsafe {
-        asm!(
-            "mov %gs:{off}, {a}",
-            off = const offset_of!(PerCpu, return_check),
-            a = out(reg) a,
-            options(att_syntax, nostack, readonly, preserves_flags)
-        )
-    };
-    a
+    // SAFETY: an `AtomicU64` only this CPU stores to.
+    unsafe { gs_u64::<{ offset_of!(PerCpu, return_check) }>() }
 }
 
 /// Publishes this CPU's [`PerCpu::return_check`].
@@ -206,18 +230,8 @@ pub fn set_return_check(addr: u64) {
 /// writes it).
 #[inline(always)]
 pub fn guest_kernel_mode() -> bool {
-    let m: u32;
-    // SAFETY: after `install`, gs:GUEST_KERNEL_MODE is that field of this CPU's `PerCpu`, an
-    // atomic bool (0 or 1) only this CPU stores to.
-    unsafe {
-        asm!(
-            "movzbl %gs:{off}, {m:e}",
-            off = const offset_of!(PerCpu, guest_kernel_mode),
-            m = out(reg) m,
-            options(att_syntax, nostack, readonly, preserves_flags)
-        )
-    };
-    m != 0
+    // SAFETY: an `AtomicBool` (0 or 1) only this CPU stores to.
+    unsafe { gs_u8::<{ offset_of!(PerCpu, guest_kernel_mode) }>() != 0 }
 }
 
 /// Publishes this CPU's [`PerCpu::guest_kernel_mode`].
