@@ -35,6 +35,9 @@
 //! count of executed instructions, the same on every run whatever the host's load, a proxy for
 //! path length (a string instruction counts once per iteration, a CR3 write as one).
 //!
+//! Part `trace` counts where the instructions of one null hypercall and of one event send with
+//! its upcall go, function by function (`crate::trace`).
+//!
 //! Split-driver I/O (`rootfs/io-bench.sh`, part `io`, not in the default run: it takes ~10 min
 //! per system): a Linux domU's sequential direct I/O on a `file:` disk and on a `phy:` disk (a
 //! 256 MiB QEMU virtio disk, [`IO_DISK_MAGIC`] at its start), TCP (iperf3) to dom0 and to a
@@ -568,8 +571,11 @@ pub fn run(part: Option<&str>) -> Result<()> {
         Some("icount") => true,
         Some("xl") => return xl_part(&elf, &machine),
         Some("io") => return io_part(&elf, &machine),
+        Some("trace") => return crate::trace::run(&elf, &guests.join(BENCH_GUEST), DOM0_MEM),
         Some(p) => {
-            return Err(format!("bench part '{p}': expected icount, xl, io or nothing").into());
+            return Err(
+                format!("bench part '{p}': expected icount, trace, xl, io or nothing").into(),
+            );
         }
     };
     let (machine, rig_qemu) = if icount {

@@ -17,6 +17,7 @@ mod qemu;
 mod rootfs;
 mod test;
 mod tools;
+mod trace;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -93,7 +94,7 @@ commands:
       --gdb               wait for gdb on localhost:1234 and print the command to attach
   dom0 [xen|libvirt|minimal]
                         build dom0's Debian kernel and initramfs (xen userland by default)
-                        and print their paths, e.g. for ../shared/ref/xen-ref --dom0 K --initrd I
+                        and print their paths (e.g. for the Xen rig's --dom0 K --initrd I)
   test [FILTER [SEED]]  host unit tests and QEMU scenarios (FILTER: scenario names only); SEED
                         replays a fuzz run (`cargo xtask test fuzz 0x1234`, as the guest prints)
   fuzz [options]        one structured fuzz run (the fuzz-hypercalls scenario)
@@ -105,9 +106,13 @@ commands:
   deb [--check-reproducible]
                         the Debian package hestia-hypervisor (target/deb/), checked by lintian
                         when installed; --check-reproducible builds it twice and compares
-  bench [xl|io]         measured figures (medians) and Hestia/Xen ratios when ../shared/ref is there
-                        (xl: only the toolstack's create/destroy rounds; io: disk, TCP and ping
-                        of Linux domUs against dom0's own and Linux alone, not in the default run)
+  bench [xl|io|icount|trace]
+                        measured figures (medians) and Hestia/Xen ratios when the Xen rig is
+                        there (HESTIA_XEN_REF) (xl: only the toolstack's create/destroy rounds;
+                        io: disk, TCP and ping of Linux domUs against dom0's own and Linux
+                        alone, not in the default run; icount: the guest's figures in executed
+                        instructions; trace: the instructions of one null hypercall and one
+                        event send + upcall, per function)
   fuzz-host [TARGET] [--time SECS]
                         libFuzzer targets of hestia-core's parsers and PV MMU on the host
                         (all, or those whose name contains TARGET; 60 s each by default)

@@ -173,6 +173,18 @@ fn qemu_command(iso: &Path, m: &Machine, name: &str) -> Result<Command> {
     Ok(c)
 }
 
+/// Starts `iso` on `m` in the background, its serial output into `log` (with `m.gdb`, stopped
+/// until a debugger attaches on :1234).
+pub fn spawn(iso: &Path, m: &Machine, name: &str, log: &Path) -> Result<std::process::Child> {
+    let mut cmd = qemu_command(iso, m, name)?;
+    cmd.stdout(std::fs::File::create(log)?)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
+    Ok(cmd
+        .spawn()
+        .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?)
+}
+
 /// Boots `iso` on `m`.
 pub fn run(iso: &Path, m: &Machine, name: &str, o: &RunOptions<'_>) -> Result<RunResult> {
     let mut cmd = qemu_command(iso, m, name)?;

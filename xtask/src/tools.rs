@@ -48,7 +48,7 @@ fn missing_system_tools() -> Vec<&'static str> {
     missing
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
