@@ -35,6 +35,7 @@ pub mod l1tf;
 pub mod memmap;
 pub mod msi;
 pub mod pirq;
+pub mod policy;
 pub mod ptwr;
 pub mod pv_layout;
 pub mod pv_mm;

@@ -17,7 +17,6 @@ mod domain;
 mod drivers;
 mod hypercall;
 mod mm;
-mod policy;
 mod pv;
 mod sched;
 mod selftest;

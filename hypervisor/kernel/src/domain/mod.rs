@@ -32,8 +32,8 @@ use xen_abi::xen::DOMID_SELF;
 use hestia_core::domid::Rover;
 use xen_abi::xen::DOMID_FIRST_RESERVED;
 
-use crate::policy::{self, Action};
 use crate::pv::domain::{DomId, Domain};
+use hestia_core::policy::{self, Action};
 
 pub mod boot;
 pub mod claims;
@@ -111,7 +111,7 @@ impl Reservation {
         if d.id.0 != self.id {
             return Err(Errno::EINVAL);
         }
-        let hardware = policy::allows(&d, Action::PhysicalIrq);
+        let hardware = policy::allows(d.rights, Action::PhysicalIrq);
         if hardware && HARDWARE.is_completed() {
             return Err(Errno::EEXIST);
         }

@@ -23,8 +23,8 @@ use xen_abi::xen::consoleio;
 use super::Caller;
 use super::continuation::{self, Stop};
 use crate::mm::guest::GuestRange;
-use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
+use hestia_core::policy::{self, Action};
 
 /// Bytes copied and queued at a time (Xen copies 127 through a 128-byte buffer).
 const CHUNK: usize = 128;
@@ -36,11 +36,11 @@ pub(super) fn do_console_io(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Stop> {
     let (cmd, count, buf) = (a[0] as u32, a[1] as u32, a[2]);
     match cmd {
         consoleio::WRITE => {
-            policy::check(d, Action::ConsoleWrite)?;
+            policy::check(d.rights, Action::ConsoleWrite)?;
             guest_console_write(d, buf, u64::from(count))
         }
         consoleio::READ => {
-            policy::check(d, Action::ConsoleIo)?;
+            policy::check(d.rights, Action::ConsoleIo)?;
             // Check the buffer before taking bytes off the input ring, so none are lost to a
             // bad pointer's range check.
             let n = (count as usize).min(READ_MAX);
@@ -68,7 +68,7 @@ fn guest_console_write(d: &Domain, buf: u64, count: u64) -> Result<u64, Stop> {
         let n = (count - done).min(CHUNK as u64) as usize;
         let bytes = chunk.get_mut(..n).ok_or(Errno::EINVAL)?;
         GuestRange::new(at, n)?.read(bytes)?;
-        let taken = if policy::allows(d, Action::ConsoleIo) {
+        let taken = if policy::allows(d.rights, Action::ConsoleIo) {
             if crate::console::guest_write(bytes) {
                 n
             } else {

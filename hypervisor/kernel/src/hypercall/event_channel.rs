@@ -36,10 +36,10 @@ use super::continuation::Stop;
 use crate::domain;
 use crate::domain::evtchn::{close_port, lock_pair};
 use crate::mm::guest;
-use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 use crate::pv::events::{self, errno};
 use crate::pv::pirq;
+use hestia_core::policy::{self, Action};
 
 #[unsafe(link_section = ".text.hot")]
 pub(super) fn do_event_channel_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Stop> {
@@ -58,7 +58,7 @@ pub(super) fn do_event_channel_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, St
             guest::write_obj(arg, &s).map(|()| 0)
         }
         cmd::BIND_PIRQ => {
-            policy::check(d, Action::PhysicalIrq)?;
+            policy::check(d.rights, Action::PhysicalIrq)?;
             let mut s: BindPirq = guest::read_obj(arg)?;
             s.port = pirq::bind(d, s.pirq)?.raw();
             guest::write_obj(arg, &s).map(|()| 0)
@@ -75,7 +75,7 @@ pub(super) fn do_event_channel_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, St
             // As Xen: the port is found before the right to take it is checked.
             ev.free_port().map_err(errno)?;
             if !core::ptr::eq(&*td, d) {
-                policy::check(d, Action::ForeignEventChannel)?;
+                policy::check(d.rights, Action::ForeignEventChannel)?;
             }
             // DOMID_SELF as the remote names the caller, whichever domain holds the port.
             let remote = if s.remote_dom == DOMID_SELF {
@@ -155,7 +155,7 @@ pub(super) fn do_event_channel_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, St
                 .port(Port::unvalidated(s.port))
                 .ok_or(Errno::EINVAL)?;
             if !core::ptr::eq(&*td, d) {
-                policy::check(d, Action::ForeignEventChannel)?;
+                policy::check(d.rights, Action::ForeignEventChannel)?;
             }
             s.status = state.status();
             s.vcpu = vcpu;

@@ -31,9 +31,9 @@ use super::continuation::{self, Stop};
 use crate::domain;
 use crate::domain::evtchn::close_port;
 use crate::mm::{frametable, guest};
-use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 use crate::pv::events;
+use hestia_core::policy::{self, Action};
 
 /// `EVTCHNOP_reset_cont`: Xen's internal sub-op that resumes a preempted reset (a guest may
 /// issue it too: without a reset under way it is `EBUSY`).
@@ -87,7 +87,7 @@ pub(super) fn do_fifo_op(c: Caller<'_>, cmd: u32, arg: u64) -> Result<u64, Stop>
 fn reset(caller: &Domain, arg: u64, resuming: bool) -> Result<u64, Stop> {
     let Reset { dom } = guest::read_obj(arg)?;
     if domain::lookup(caller, dom)?.id != caller.id {
-        policy::check(caller, Action::EvtchnReset)?;
+        policy::check(caller.rights, Action::EvtchnReset)?;
         return Err(Errno::EINVAL.into());
     }
     let d = caller;

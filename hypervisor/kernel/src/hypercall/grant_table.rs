@@ -57,10 +57,10 @@ use crate::domain::{self, DomainRef};
 use crate::mm;
 use crate::mm::frametable::{self, DirectMem};
 use crate::mm::guest::{self, is_guest_range};
-use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 use crate::pv::grant::{complete_unmap, put_device_refs};
 use crate::pv::mmu::find_l1;
+use hestia_core::policy::{self, Action};
 
 /// `GNTTABOP_*` is the low 12 bits of `cmd`; the rest is the continuation's argument (Xen's
 /// `GNTTABOP_CMD_MASK`), only for `cache_flush`.
@@ -214,7 +214,7 @@ fn batch<T: FromBytes + IntoBytes + Immutable>(
 /// (itself, or any for a privileged caller: Xen's `XSM_TARGET`); else the status.
 fn target(d: &Domain, dom: u16) -> Result<DomainRef, i16> {
     let t = domain::lookup(d, dom).map_err(|_| gntst::BAD_DOMAIN)?;
-    if t.id != d.id && policy::check(d, Action::GrantOtherDomain).is_err() {
+    if t.id != d.id && policy::check(d.rights, Action::GrantOtherDomain).is_err() {
         return Err(gntst::PERMISSION_DENIED);
     }
     Ok(t)

@@ -32,7 +32,7 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes};
 use super::Caller;
 use crate::arch::x86_64::{cpu, percpu};
 use crate::mm::guest;
-use crate::policy::{self, Action};
+use hestia_core::policy::{self, Action};
 
 /// Xen's `X86_VENDOR_*` bits, by CPUID.0's vendor string.
 const VENDORS: [(&[u8; 12], u32); 5] = [
@@ -46,7 +46,7 @@ const VENDORS: [(&[u8; 12], u32); 5] = [
 /// `mca(u_xen_mc)`.
 pub(super) fn do_mca(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     let caller = c.domain();
-    policy::check(caller, Action::Mca)?;
+    policy::check(caller.rights, Action::Mca)?;
     let addr = a[0];
     let mut op: XenMc = guest::read_obj(addr)?;
     if op.interface_version != XEN_MCA_INTERFACE_VERSION {

@@ -40,8 +40,8 @@ use crate::arch::x86_64::cpu;
 use crate::domain::per_domain::PerDomain;
 use crate::domain::{self, DomainRef, claims};
 use crate::mm::{self, frametable, guest};
-use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
+use hestia_core::policy::{self, Action};
 
 /// Where `cmd` keeps the extent a preempted reservation call resumes at (Xen's
 /// `MEMOP_EXTENT_SHIFT`, internal to the hypervisor).
@@ -66,10 +66,10 @@ fn parse_reservation(d: &Domain, r: MemoryReservation) -> Option<Reservation> {
     if (1..=12).contains(&(r.mem_flags & memf::ADDRESS_BITS_MASK)) {
         return None;
     }
-    if target.id != d.id && !policy::allows(d, Action::ForeignMemory) {
+    if target.id != d.id && !policy::allows(d.rights, Action::ForeignMemory) {
         return None;
     }
-    if r.extent_order > policy::max_extent_order(d) {
+    if r.extent_order > policy::max_extent_order(d.rights) {
         return None;
     }
     Some(Reservation {
@@ -318,7 +318,7 @@ impl Exchange {
         let (out_list, out_nr, out_order) =
             (x.out.extent_start, x.out.nr_extents, x.out.extent_order);
         let done = x.nr_exchanged;
-        if in_order.max(out_order) > policy::max_extent_order(d) {
+        if in_order.max(out_order) > policy::max_extent_order(d.rights) {
             return Err(Errno::EPERM);
         }
         if done > in_nr
@@ -500,7 +500,7 @@ fn acquire_resource(d: &Domain, start: u64, arg: u64) -> Result<u64, Stop> {
     if t.id == d.id {
         return Err(Errno::EPERM.into());
     }
-    policy::check(d, Action::ForeignMemory)?;
+    policy::check(d.rights, Action::ForeignMemory)?;
     if r.r#type != resource::GRANT_TABLE {
         return Err(Errno::EOPNOTSUPP.into());
     }
@@ -567,7 +567,7 @@ fn set_memory_map(d: &Domain, arg: u64) -> Result<(), Errno> {
     }
     let target = domain::lookup(d, m.domid)?;
     if target.id != d.id {
-        policy::check(d, Action::ForeignMemory)?;
+        policy::check(d.rights, Action::ForeignMemory)?;
     }
     let size = size_of::<E820Entry>() as u64;
     let map = (0..u64::from(m.map.nr_entries))
@@ -612,7 +612,7 @@ fn claim_pages(d: &Domain, arg: u64) -> Result<(), Errno> {
         return Err(Errno::EINVAL);
     }
     let target = domain::lookup(d, r.domid).map_err(|_| Errno::EINVAL)?;
-    policy::check(d, Action::ForeignMemory)?;
+    policy::check(d.rights, Action::ForeignMemory)?;
     claims::set(&target, r.nr_extents)?;
     crate::gdebug!(
         d,
@@ -636,7 +636,7 @@ fn get_vnumainfo(d: &Domain, arg: u64) -> Result<u64, Errno> {
     }
     let target = domain::lookup(d, t.domid)?;
     if target.id != d.id {
-        policy::check(d, Action::ForeignMemory)?;
+        policy::check(d.rights, Action::ForeignMemory)?;
     }
     Err(Errno::EOPNOTSUPP)
 }
@@ -685,7 +685,7 @@ pub(super) fn do_memory_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Stop> {
             let MemoryDomain { domid } = guest::read_obj(arg)?;
             let t = domain::lookup(d, domid)?;
             if t.id != d.id {
-                policy::check(d, Action::ForeignMemory)?;
+                policy::check(d.rights, Action::ForeignMemory)?;
             }
             Ok(match cmd {
                 cmd::CURRENT_RESERVATION => t.tot_pages.load(Ordering::Acquire),
@@ -720,7 +720,7 @@ pub(super) fn do_memory_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Stop> {
         cmd::CLAIM_PAGES => claim_pages(d, arg).map(|()| 0),
         cmd::GET_VNUMAINFO => get_vnumainfo(d, arg),
         cmd::MACHINE_MEMORY_MAP => {
-            policy::check(d, Action::MachineMemoryMap)?;
+            policy::check(d.rights, Action::MachineMemoryMap)?;
             machine_memory_map(d, arg).map(|()| 0)
         }
         _ => Err(Errno::ENOSYS),

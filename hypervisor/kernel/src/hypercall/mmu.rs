@@ -28,9 +28,9 @@ use crate::arch::x86_64::smp::{self, Flush};
 use crate::domain::{self, DomainRef};
 use crate::mm::frametable;
 use crate::mm::guest::{self, is_guest_range};
-use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 use crate::pv::mmu::{errno_pin, find_l1, new_baseptr, switch_l4};
+use hestia_core::policy::{self, Action};
 
 /// Errno for a refused entry update, as Xen answers: a target frame the guest may not use in
 /// that way (typed, foreign, free) is -EBUSY; a malformed entry or a bad table is -EINVAL.
@@ -79,8 +79,8 @@ impl PgOwner {
     fn foreign(&self, d: &Domain) -> Result<Option<&DomainRef>, Errno> {
         match self {
             PgOwner::Own => Ok(None),
-            PgOwner::Foreign(f) => policy::check(d, Action::ForeignMemory).map(|()| Some(f)),
-            PgOwner::Xen => policy::check(d, Action::ForeignMemory).map(|()| None),
+            PgOwner::Foreign(f) => policy::check(d.rights, Action::ForeignMemory).map(|()| Some(f)),
+            PgOwner::Xen => policy::check(d.rights, Action::ForeignMemory).map(|()| None),
         }
     }
 
@@ -105,7 +105,7 @@ fn pg_owner(d: &Domain, foreigndom: u64) -> Result<PgOwner, Errno> {
     let fd = (foreigndom & 0xffff) as u16;
     let pfd = (foreigndom >> 16) as u16;
     let owner = match fd {
-        DOMID_IO => policy::check(d, Action::IoMemory).map(|()| PgOwner::Own)?,
+        DOMID_IO => policy::check(d.rights, Action::IoMemory).map(|()| PgOwner::Own)?,
         DOMID_SELF => PgOwner::Own,
         DOMID_XEN => PgOwner::Xen,
         id if id == dom(d) => return Err(Errno::ESRCH),
@@ -411,7 +411,7 @@ fn one_ext_local(c: Caller<'_>, op: MmuextOp) -> Result<(), Errno> {
         }
         ext::SET_LDT => crate::pv::descriptor::set_ldt(me, &mut c.vcpu().lock(), op.arg1, op.arg2),
         ext::FLUSH_CACHE | ext::FLUSH_CACHE_GLOBAL => {
-            policy::check(d, Action::CacheFlush)?;
+            policy::check(d.rights, Action::CacheFlush)?;
             cpu::wbinvd();
             Ok(())
         }

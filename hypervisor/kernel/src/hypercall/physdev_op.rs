@@ -21,8 +21,8 @@ use crate::arch::x86_64::ioapic;
 use crate::arch::x86_64::pci::Function;
 use crate::domain;
 use crate::mm::guest::{self, is_guest_range};
-use crate::policy::{self, Action};
 use crate::pv::{msi, pirq};
+use hestia_core::policy::{self, Action};
 
 pub(super) fn do_physdev_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     let d = c.domain();
@@ -46,7 +46,7 @@ pub(super) fn do_physdev_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
             Ok(0)
         }
         cmd::PIRQ_EOI_GMFN_V1 | cmd::PIRQ_EOI_GMFN_V2 => Err(Errno::ENOSYS),
-        _ if !policy::allows(d, Action::PhysicalIrq) => Err(Errno::EPERM),
+        _ if !policy::allows(d.rights, Action::PhysicalIrq) => Err(Errno::EPERM),
         cmd::MAP_PIRQ => {
             let mut m: MapPirq = guest::read_obj(arg)?;
             domain::only_self(d, m.domid)?;

@@ -17,7 +17,7 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::Caller;
 use crate::arch::x86_64::{acpi, efi, percpu};
 use crate::mm::{self, guest};
-use crate::policy::{self, Action};
+use hestia_core::policy::{self, Action};
 
 /// The union inside `xen_platform_op` starts here.
 const UNION: usize = 8;
@@ -26,7 +26,7 @@ const BDA_KBD_SHIFT_FLAGS: u64 = 0x417;
 
 pub(super) fn do_platform_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
     let d = c.domain();
-    policy::check(d, Action::PlatformOp)?;
+    policy::check(d.rights, Action::PlatformOp)?;
     let arg = a[0];
     let mut op: [u8; OP_SIZE] = guest::read_obj(arg)?;
     let word =

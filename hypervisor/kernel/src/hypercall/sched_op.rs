@@ -16,9 +16,9 @@ use zerocopy::IntoBytes;
 use super::Caller;
 use crate::arch::x86_64::tsc;
 use crate::mm::guest;
-use crate::policy::{self, Action};
 use crate::pv::events;
 use crate::sched;
+use hestia_core::policy::{self, Action};
 
 /// Most ports `SCHEDOP_poll` accepts.
 const MAX_POLL_PORTS: u32 = 128;
@@ -87,7 +87,7 @@ pub(super) fn do_sched_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
                 return Err(Errno::ESRCH);
             }
             let target = crate::domain::lookup(d, s.domain_id)?;
-            policy::check(d, Action::ShutdownOther)?;
+            policy::check(d.rights, Action::ShutdownOther)?;
             crate::pv::shutdown(&target, u32::from(s.reason as u8));
             Ok(0)
         }

@@ -26,9 +26,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 use super::Caller;
 use super::continuation::{Resume, Stop};
 use crate::mm::guest::{self, GuestRange};
-use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 use crate::sched::control;
+use hestia_core::policy::{self, Action};
 
 /// Xen's `sysctl_lock`.
 static LOCK: spin::Mutex<()> = spin::Mutex::new(());
@@ -64,7 +64,7 @@ pub(super) fn do_sysctl(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Stop> {
     if op.interface_version != XEN_SYSCTL_INTERFACE_VERSION {
         return Err(Errno::EACCES.into());
     }
-    policy::check(caller, Action::Sysctl)?;
+    policy::check(caller.rights, Action::Sysctl)?;
     let Some(_held) = LOCK.try_lock() else {
         return Err(Errno::ERESTART.into());
     };
@@ -185,7 +185,7 @@ fn getdomaininfolist(caller: &Domain, c: &mut Call) -> Result<u64, Errno> {
         if n == op.max_domains {
             break;
         }
-        if !policy::allows(caller, Action::DomainInfo) {
+        if !policy::allows(caller.rights, Action::DomainInfo) {
             continue;
         }
         let info = super::domctl::domain_info(&d);

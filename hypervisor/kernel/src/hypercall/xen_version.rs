@@ -18,8 +18,8 @@ use xen_abi::xen::HYPERVISOR_VIRT_START;
 
 use super::Caller;
 use crate::mm::guest::{self, GuestRange};
-use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
+use hestia_core::policy::{self, Action};
 
 /// What a domain without the right reads instead of a privileged string (Xen's `xen_deny()`).
 const DENIED: &[u8] = b"<denied>\0";
@@ -74,7 +74,7 @@ fn build_id() -> Option<&'static [u8]> {
 /// `XENVER_build_id`: a null handle asks for the size; otherwise `struct xen_build_id` says
 /// how much room follows its length word, and the id goes there.
 fn put_build_id(d: &Domain, arg: u64) -> Result<u64, Errno> {
-    policy::check(d, Action::XenVersionPriv)?;
+    policy::check(d.rights, Action::XenVersionPriv)?;
     let room = if arg == 0 {
         None
     } else {
@@ -110,7 +110,12 @@ const XENFEAT_DOM0: u32 = 11;
 
 /// Feature submap 0 for `d`.
 fn features(d: &Domain) -> u32 {
-    PV_FEATURES | if d.privileged { 1 << XENFEAT_DOM0 } else { 0 }
+    PV_FEATURES
+        | if d.rights.hardware {
+            1 << XENFEAT_DOM0
+        } else {
+            0
+        }
 }
 
 pub(super) fn do_xen_version(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
@@ -144,7 +149,7 @@ pub(super) fn do_xen_version(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> 
             Ok(0)
         }
         // Denied, Xen copies its deny string and nothing more, and succeeds.
-        cmd::COMMANDLINE if !policy::allows(d, Action::XenVersionPriv) => {
+        cmd::COMMANDLINE if !policy::allows(d.rights, Action::XenVersionPriv) => {
             GuestRange::new(arg, DENIED.len())?.write(DENIED)?;
             Ok(0)
         }

@@ -383,7 +383,11 @@ pub fn empty_domain(c: Config) -> Result<Domain, Errno> {
     };
     Ok(Domain {
         id: c.id,
-        privileged: c.hardware,
+        rights: if c.hardware {
+            hestia_core::policy::Rights::HARDWARE_AND_CONTROL
+        } else {
+            hestia_core::policy::Rights::NONE
+        },
         p2m: Vec::new(),
         shared_info_mfn: shared,
         vcpus,

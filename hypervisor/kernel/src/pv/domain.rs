@@ -185,8 +185,9 @@ impl Vcpu {
 pub struct Domain {
     /// Its id.
     pub id: DomId,
-    /// Holds the hardware and the control rights (dom0).
-    pub privileged: bool,
+    /// The rights it holds (`hestia_core::policy`: dom0 both the hardware and the control
+    /// rights, a domU none).
+    pub rights: hestia_core::policy::Rights,
     /// Its physical-to-machine map as built (a guest frame number indexes it).
     pub p2m: Vec<Mfn>,
     /// Machine frame of the shared_info page (owned by Hestia, shared with the guest).

@@ -20,7 +20,7 @@ use super::domain::{Domain, Vcpu};
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::{cpu, pci, port, rtc};
 use crate::mm::guest::GuestRange;
-use crate::policy::{self, Action};
+use hestia_core::policy::{self, Action};
 
 /// Why an I/O instruction was not performed.
 pub enum Fault {
@@ -234,7 +234,7 @@ fn with_kernel_tables(v: &Vcpu, f: impl FnOnce()) {
 
 /// Check 2 and the access, for reads: all ones for a port the domain does not hold.
 fn read(d: &Domain, port: u16, size: u8) -> u32 {
-    if policy::allows(d, Action::PlatformDevices) {
+    if policy::allows(d.rights, Action::PlatformDevices) {
         if port == 0xCF8 && size == 4 {
             return d.pci_cf8.load(Ordering::Relaxed);
         }
@@ -261,7 +261,7 @@ fn read(d: &Domain, port: u16, size: u8) -> u32 {
 
 /// Check 2 and the access, for writes: dropped for a port the domain does not hold.
 fn write(d: &Domain, port: u16, size: u8, value: u32) {
-    if policy::allows(d, Action::PlatformDevices) {
+    if policy::allows(d.rights, Action::PlatformDevices) {
         if port == 0xCF8 && size == 4 {
             return d.pci_cf8.store(value, Ordering::Relaxed);
         }

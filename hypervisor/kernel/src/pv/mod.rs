@@ -153,7 +153,7 @@ fn dump_domain(w: &mut dyn Write, d: &Domain) {
         d.id,
         d.nr_pages(),
         d.shared_info_mfn,
-        if d.privileged {
+        if d.rights.control {
             "privileged"
         } else {
             "unprivileged"

@@ -32,7 +32,7 @@ use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::spec_ctrl;
 use crate::mm::guest::GuestRange;
-use crate::policy::{self, Action};
+use hestia_core::policy::{self, Action};
 
 /// What became of a trapping instruction.
 pub enum Outcome {
@@ -161,7 +161,7 @@ fn kernel_only(d: &Domain, v: &mut Vcpu, f: &mut TrapFrame, op: Decoded) -> Resu
             }
         }
         Decoded::Clts => cpu::clear_ts(),
-        Decoded::Wbinvd if policy::allows(d, Action::CacheFlush) => cpu::wbinvd(),
+        Decoded::Wbinvd if policy::allows(d.rights, Action::CacheFlush) => cpu::wbinvd(),
         Decoded::Wbinvd => {} // nothing of its own could be stale in a cache
         Decoded::Xsetbv => {
             let value = (f.rdx << 32) | (f.rax & 0xffff_ffff);
@@ -264,7 +264,7 @@ pub fn guest_cpuid(d: &Domain, v: &Vcpu, leaf: u32, sub: u32) -> [u32; 4] {
     let ctx = cpuid::Context {
         kernel_mode: v.kernel_mode,
         guest_osxsave: v.cr4 & CR4_OSXSAVE != 0,
-        hardware_domain: d.privileged,
+        hardware_domain: d.rights.hardware,
         version: xen_abi::version::XEN_VERSION,
     };
     cpuid::guest_leaf(&d.cpu_policy.lock(), leaf, sub, &ctx, hw_cpuid)

@@ -40,7 +40,7 @@ pub(super) fn settscinfo(c: &mut Call<'_>) -> Result<u64, Errno> {
     let op: TscInfo = c.arg();
     let d = c.other_target()?;
     // The padding is not checked: libxenctrl leaves it uninitialised.
-    if crate::policy::allows(d, crate::policy::Action::PhysicalIrq) {
+    if hestia_core::policy::allows(d.rights, hestia_core::policy::Action::PhysicalIrq) {
         return Ok(0);
     }
     match op.tsc_mode {

@@ -13,9 +13,9 @@ use xen_abi::errno::Errno;
 use xen_abi::xen::DOMID_FIRST_RESERVED;
 
 use super::Call;
-use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
 use crate::sched::control;
+use hestia_core::policy::{self, Action};
 
 /// `XEN_DOMCTL_getdomaininfo`: the domain the header names or, if there is none, the first
 /// one with a higher id (`EINVAL` for a reserved id, `ESRCH` past the last domain); the
@@ -27,7 +27,7 @@ pub(super) fn getdomaininfo(c: &mut Call<'_>) -> Result<u64, Errno> {
         Err(_) if id >= DOMID_FIRST_RESERVED => return Err(Errno::EINVAL),
         Err(_) => crate::domain::first_from(id).ok_or(Errno::ESRCH)?,
     };
-    policy::check(c.caller, Action::DomainInfo)?;
+    policy::check(c.caller.rights, Action::DomainInfo)?;
     let info = domain_info(&d);
     c.op.domain = info.domain;
     c.set_arg(&info);

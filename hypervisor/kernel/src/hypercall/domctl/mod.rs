@@ -35,8 +35,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 use super::Caller;
 use super::continuation::{Resume, Stop};
 use crate::domain::DomainRef;
-use crate::policy::{self, Action};
 use crate::pv::domain::Domain;
+use hestia_core::policy::{self, Action};
 
 /// Xen's `domctl_lock`: one domctl at a time, machine-wide.
 static LOCK: spin::Mutex<()> = spin::Mutex::new(());
@@ -111,7 +111,7 @@ pub(super) fn do_domctl(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Stop> {
     } else {
         Some(crate::domain::lookup_id(op.domain)?)
     };
-    policy::check(caller, Action::Domctl)?;
+    policy::check(caller.rights, Action::Domctl)?;
     let Some(_held) = LOCK.try_lock() else {
         return Err(Errno::ERESTART.into());
     };

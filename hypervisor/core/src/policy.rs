@@ -1,12 +1,12 @@
-//! Who may do what: every privilege decision Hestia makes about a domain, in one place.
+//! Who may do what: every privilege decision Hestia makes about a domain, in one place, as pure
+//! logic over the caller's [`Rights`].
 //!
 //! Xen routes these through XSM; its default ("dummy") policy gives each operation an action
 //! class (`xen/include/xsm/dummy.h`): `XSM_PRIV` for the control domain, hardware access for
 //! the hardware domain, or a resource permission (`cache_flush_permitted`,
 //! `irq_access_permitted`). Hestia has one policy, Xen's default, so [`allows`] is a plain
-//! match; the callers never test a domain's rights themselves. Rights are capabilities of the
-//! domain ([`Domain::privileged`] today: dom0 holds both the hardware and the control rights),
-//! never a domain id.
+//! match; the callers never test a domain's rights themselves. Rights are capabilities a domain
+//! holds (dom0 holds both the hardware and the control rights), never a domain id.
 //!
 //! [`check`] gives the error Xen 4.17 returns when it refuses the action: XSM's `-EPERM`, or
 //! the caller's own code where Xen's check is not XSM's (`-EACCES` for a cache flush, `-ESRCH`
@@ -14,7 +14,29 @@
 
 use xen_abi::errno::Errno;
 
-use crate::pv::domain::Domain;
+/// The rights a domain holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rights {
+    /// The control domain's (Xen's `is_control_domain`): building, running and inspecting other
+    /// domains, the host's settings.
+    pub control: bool,
+    /// The hardware domain's (Xen's `is_hardware_domain`): the machine's devices, interrupts,
+    /// I/O memory and caches.
+    pub hardware: bool,
+}
+
+impl Rights {
+    /// None: a domU.
+    pub const NONE: Rights = Rights {
+        control: false,
+        hardware: false,
+    };
+    /// Both: dom0.
+    pub const HARDWARE_AND_CONTROL: Rights = Rights {
+        control: true,
+        hardware: true,
+    };
+}
 
 /// An operation that needs a right.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,17 +98,13 @@ pub enum Action {
     Mca,
 }
 
-/// True if `caller` may do `action`.
-pub fn allows(caller: &Domain, action: Action) -> bool {
+/// True if a domain with `rights` may do `action`.
+pub fn allows(rights: Rights, action: Action) -> bool {
     match action {
         Action::PlatformOp
         | Action::ConsoleIo
         | Action::XenVersionPriv
         | Action::MachineMemoryMap
-        | Action::PhysicalIrq
-        | Action::IoMemory
-        | Action::CacheFlush
-        | Action::PlatformDevices
         | Action::ForeignEventChannel
         | Action::EvtchnReset
         | Action::ShutdownOther
@@ -95,23 +113,33 @@ pub fn allows(caller: &Domain, action: Action) -> bool {
         | Action::Domctl
         | Action::DomainInfo
         | Action::Sysctl
-        | Action::Mca => caller.privileged,
+        | Action::Mca => rights.control,
+        Action::PhysicalIrq | Action::IoMemory | Action::CacheFlush | Action::PlatformDevices => {
+            rights.hardware
+        }
         Action::ConsoleWrite => true,
     }
 }
 
-/// The largest extent order `caller` may name in the reservation calls and `XENMEM_exchange`
-/// (Xen's `max_order`, x86 defaults): 9 (2 MiB) for any domain, 12 with the hardware right
-/// (`CONFIG_HWDOM_MAX_ORDER`), 18 (1 GiB, `CONFIG_PAGEALLOC_MAX_ORDER`) with the control right.
-/// The control domain builds other domains with large extents; the hardware domain's kernel
-/// asks for machine-contiguous DMA buffers (Linux's `xen_create_contiguous_region`).
-pub fn max_extent_order(caller: &Domain) -> u32 {
-    if caller.privileged { 18 } else { 9 }
+/// The largest extent order a domain with `rights` may name in the reservation calls and
+/// `XENMEM_exchange` (Xen's `max_order`, x86 defaults): 9 (2 MiB) for any domain, 12 with the
+/// hardware right (`CONFIG_HWDOM_MAX_ORDER`), 18 (1 GiB, `CONFIG_PAGEALLOC_MAX_ORDER`) with the
+/// control right. The control domain builds other domains with large extents; the hardware
+/// domain's kernel asks for machine-contiguous DMA buffers (Linux's
+/// `xen_create_contiguous_region`).
+pub fn max_extent_order(rights: Rights) -> u32 {
+    if rights.control {
+        18
+    } else if rights.hardware {
+        12
+    } else {
+        9
+    }
 }
 
-/// `Ok` if `caller` may do `action`, else the error Xen gives.
-pub fn check(caller: &Domain, action: Action) -> Result<(), Errno> {
-    if allows(caller, action) {
+/// `Ok` if a domain with `rights` may do `action`, else the error Xen gives.
+pub fn check(rights: Rights, action: Action) -> Result<(), Errno> {
+    if allows(rights, action) {
         return Ok(());
     }
     Err(match action {
@@ -119,4 +147,75 @@ pub fn check(caller: &Domain, action: Action) -> Result<(), Errno> {
         Action::IoMemory => Errno::ESRCH,
         _ => Errno::EPERM,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Action; 18] = [
+        Action::PlatformOp,
+        Action::ConsoleIo,
+        Action::ShutdownOther,
+        Action::ConsoleWrite,
+        Action::XenVersionPriv,
+        Action::MachineMemoryMap,
+        Action::PhysicalIrq,
+        Action::IoMemory,
+        Action::CacheFlush,
+        Action::ForeignEventChannel,
+        Action::EvtchnReset,
+        Action::GrantOtherDomain,
+        Action::ForeignMemory,
+        Action::Domctl,
+        Action::DomainInfo,
+        Action::Sysctl,
+        Action::PlatformDevices,
+        Action::Mca,
+    ];
+
+    #[test]
+    fn dom0_may_do_everything() {
+        for a in ALL {
+            assert_eq!(check(Rights::HARDWARE_AND_CONTROL, a), Ok(()), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn a_domu_may_only_write_its_console_and_gets_xens_errors() {
+        for a in ALL {
+            let want = match a {
+                Action::ConsoleWrite => Ok(()),
+                Action::CacheFlush => Err(Errno::EACCES),
+                Action::IoMemory => Err(Errno::ESRCH),
+                _ => Err(Errno::EPERM),
+            };
+            assert_eq!(check(Rights::NONE, a), want, "{a:?}");
+        }
+    }
+
+    #[test]
+    fn each_right_alone() {
+        let hw = Rights {
+            control: false,
+            hardware: true,
+        };
+        let ctl = Rights {
+            control: true,
+            hardware: false,
+        };
+        assert!(allows(hw, Action::PhysicalIrq) && !allows(hw, Action::Domctl));
+        assert!(allows(ctl, Action::Domctl) && !allows(ctl, Action::IoMemory));
+    }
+
+    #[test]
+    fn extent_orders_as_xens_max_order() {
+        assert_eq!(max_extent_order(Rights::NONE), 9);
+        assert_eq!(max_extent_order(Rights::HARDWARE_AND_CONTROL), 18);
+        let hw = Rights {
+            control: false,
+            hardware: true,
+        };
+        assert_eq!(max_extent_order(hw), 12);
+    }
 }
