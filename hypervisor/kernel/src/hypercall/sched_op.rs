@@ -17,6 +17,7 @@ use super::Caller;
 use crate::arch::x86_64::tsc;
 use crate::mm::guest;
 use crate::pv::events;
+use crate::pv::shared::LoadedVcpuInfo;
 use crate::sched;
 use hestia_core::policy::{self, Action};
 
@@ -32,8 +33,11 @@ pub(super) fn do_sched_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
         }
         cmd::BLOCK => {
             // Enables events, then blocks unless one is pending (Linux's idle relies on both).
+            // The caller is the vCPU loaded on this CPU.
+            if let Some(info) = LoadedVcpuInfo::here() {
+                info.set_upcall_mask(false);
+            }
             let id = c.vcpu_id();
-            d.shared().set_upcall_mask(id, false);
             sched::block_current(false, || d.shared().upcall_pending(id));
             Ok(0)
         }

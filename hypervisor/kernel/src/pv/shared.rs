@@ -151,12 +151,6 @@ impl<'a> Shared<'a> {
         self.u8_at(Self::vcpu(v) + 1).load(Ordering::Acquire) != 0
     }
 
-    /// Sets `evtchn_upcall_mask` of vCPU `v`.
-    pub fn set_upcall_mask(&self, v: VcpuId, masked: bool) {
-        self.u8_at(Self::vcpu(v) + 1)
-            .store(u8::from(masked), Ordering::Release);
-    }
-
     /// Records the faulting address of a page fault bounced to vCPU `v` (`vcpu_info.arch.cr2`).
     pub fn set_cr2(&self, v: VcpuId, cr2: u64) {
         self.u64_at(Self::vcpu(v) + core::mem::offset_of!(VcpuInfo, cr2) as u64)
