@@ -222,3 +222,43 @@ fn find_symbols(mbi: &BootInformation<'_>) -> Option<SymbolSections> {
     });
     sanitise::find_symbols(sections, mm::in_direct_map)
 }
+
+/// Hestia's own command line, kept at boot.
+static HV_CMDLINE: spin::Once<&'static str> = spin::Once::new();
+/// The machine's sanitised memory map, kept at boot.
+static HOST_MEMMAP: spin::Once<&'static [hestia_core::memmap::Region]> = spin::Once::new();
+/// The time of day at Hestia's system time 0 (seconds, nanoseconds), from the RTC at boot.
+static WALLCLOCK: spin::Once<Option<(u64, u32)>> = spin::Once::new();
+
+/// Keeps Hestia's command line (once, at boot) for [`hv_cmdline`].
+pub fn keep_cmdline(cmdline: &'static str) {
+    HV_CMDLINE.call_once(|| cmdline);
+}
+
+/// Keeps the machine's memory map (once, at boot) for [`host_memory_map`].
+pub fn keep_memory_map(regions: &'static [hestia_core::memmap::Region]) {
+    HOST_MEMMAP.call_once(|| regions);
+}
+
+/// Keeps the wallclock read at boot, if the RTC could be read (once), for
+/// [`wallclock_at_boot`].
+pub fn keep_wallclock(at_zero: Option<(u64, u32)>) {
+    WALLCLOCK.call_once(|| at_zero);
+}
+
+/// Hestia's own command line (for `XENVER_commandline`).
+pub fn hv_cmdline() -> &'static str {
+    HV_CMDLINE.get().copied().unwrap_or("")
+}
+
+/// The machine's memory map as firmware reported it (sanitised; for
+/// `XENMEM_machine_memory_map`).
+pub fn host_memory_map() -> &'static [hestia_core::memmap::Region] {
+    HOST_MEMMAP.get().copied().unwrap_or(&[])
+}
+
+/// The time of day at Hestia's system time 0 (seconds, nanoseconds), if the RTC could be read
+/// at boot.
+pub fn wallclock_at_boot() -> Option<(u64, u32)> {
+    WALLCLOCK.get().copied().flatten()
+}

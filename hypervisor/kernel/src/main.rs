@@ -16,14 +16,14 @@ mod console;
 mod domain;
 mod drivers;
 mod hypercall;
+mod machine;
 mod mm;
 mod pv;
 mod sched;
 mod selftest;
 mod timer;
 
-use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::Ordering;
 
 use alloc::boxed::Box;
 use hestia_core::cmdline::{Options, Warning};
@@ -33,31 +33,7 @@ use arch::x86_64::{
 };
 use bootinfo::BootInfo;
 
-static NOREBOOT: AtomicBool = AtomicBool::new(false);
 static OPTIONS: spin::Once<Options<'static>> = spin::Once::new();
-static HV_CMDLINE: spin::Once<&'static str> = spin::Once::new();
-
-/// The machine's sanitised memory map (for `XENMEM_machine_memory_map`).
-static HOST_MEMMAP: spin::Once<&'static [hestia_core::memmap::Region]> = spin::Once::new();
-
-/// The machine's memory map as firmware reported it (sanitised).
-pub fn host_memory_map() -> &'static [hestia_core::memmap::Region] {
-    HOST_MEMMAP.get().copied().unwrap_or(&[])
-}
-
-/// The time of day at Hestia's system time 0 (seconds, nanoseconds), from the RTC.
-static WALLCLOCK: spin::Once<Option<(u64, u32)>> = spin::Once::new();
-
-/// The wallclock at boot, if the RTC could be read.
-pub fn wallclock_at_boot() -> Option<(u64, u32)> {
-    WALLCLOCK.get().copied().flatten()
-}
-
-/// Hestia's own command line (for `XENVER_commandline`).
-pub fn hv_cmdline() -> &'static str {
-    HV_CMDLINE.get().copied().unwrap_or("")
-}
-
 /// Version string printed at boot.
 const VERSION: &str = concat!("Hestia ", env!("CARGO_PKG_VERSION"));
 
@@ -78,7 +54,7 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
 
     let info = match bootinfo::parse(magic, mbi_phys) {
         Ok(i) => i,
-        Err(e) => fatal_boot(format_args!("boot: {e}")),
+        Err(e) => machine::fatal_boot(format_args!("boot: {e}")),
     };
     // Symbols first: the boot direct map already covers them, and early faults want names.
     match info.symbols {
@@ -98,14 +74,14 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
         }
     });
     console::configure(&opts);
-    HV_CMDLINE.call_once(|| info.cmdline);
+    bootinfo::keep_cmdline(info.cmdline);
     if opts.trace_hypercalls || opts.trace_hypercall_errors {
         hypercall::enable_trace(opts.trace_hypercalls);
     }
     if opts.trace_exceptions {
         pv::enable_exception_trace();
     }
-    NOREBOOT.store(opts.noreboot, Ordering::Relaxed);
+    machine::set_noreboot(opts.noreboot);
     let opts = *OPTIONS.call_once(|| opts);
 
     let mut brand = [0u8; 48];
@@ -162,13 +138,13 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
     mm::init(&info, !xpti);
     console::install_log_bridge();
     let info: &'static BootInfo = Box::leak(Box::new(info));
-    HOST_MEMMAP.call_once(|| info.memmap.regions());
+    bootinfo::keep_memory_map(info.memmap.regions());
     pv::l1tf::init(opts.pv_l1tf, &info.memmap);
 
     let Some(bsp) = smp::alloc_cpu_stacks()
         .and_then(|(stack, ist)| percpu::create(0, initial_apic_id(), stack, ist))
     else {
-        fatal_boot(format_args!(
+        machine::fatal_boot(format_args!(
             "mm: cannot allocate the boot CPU's stacks and GDT"
         ))
     };
@@ -207,19 +183,19 @@ extern "C" fn continue_boot(info: u64) -> ! {
     let opts = OPTIONS.get().copied().unwrap_or_default();
 
     if arch::x86_64::boot::boot_stack_exhausted() {
-        fatal_boot(format_args!(
+        machine::fatal_boot(format_args!(
             "boot: the first stack was used to its last page; statics below it may be corrupt"
         ))
     }
     let Some(root) = info.acpi else {
-        fatal_boot(format_args!(
+        machine::fatal_boot(format_args!(
             "acpi: the bootloader passed no RSDP; Hestia needs ACPI (MADT) to find CPUs and interrupt controllers"
         ))
     };
     efi::init(info);
     let platform = match acpi::discover(root) {
         Ok(p) => p,
-        Err(e) => fatal_boot(format_args!("acpi: cannot parse the tables: {e:?}")),
+        Err(e) => machine::fatal_boot(format_args!("acpi: cannot parse the tables: {e:?}")),
     };
     let sigs: alloc::vec::Vec<&str> = platform
         .tables
@@ -266,7 +242,7 @@ extern "C" fn continue_boot(info: u64) -> ! {
 
     pic::disable();
     if let Err(e) = apic::init_global(platform.lapic_addr) {
-        fatal_boot(format_args!("apic: {e}"));
+        machine::fatal_boot(format_args!("apic: {e}"));
     }
     apic::init_cpu();
     let bsp_apic = apic::id();
@@ -305,18 +281,18 @@ extern "C" fn continue_boot(info: u64) -> ! {
         );
     }
     if tsc::hz() == 0 {
-        fatal_boot(format_args!(
+        machine::fatal_boot(format_args!(
             "tsc: no PIT and no HPET to calibrate the TSC against"
         ));
     }
-    WALLCLOCK.call_once(|| {
+    bootinfo::keep_wallclock((|| {
         let now_ns = tsc::uptime_ns();
         let unix = arch::x86_64::rtc::unix_time().filter(|&s| s > 0)?;
         // Subtract the uptime so that wallclock + system time = now.
         let at_boot = (unix as u64 * 1_000_000_000).checked_sub(now_ns)?;
         Some((at_boot / 1_000_000_000, (at_boot % 1_000_000_000) as u32))
-    });
-    match wallclock_at_boot() {
+    })());
+    match bootinfo::wallclock_at_boot() {
         Some((s, _)) => info!("rtc: wallclock at boot {s} (Unix seconds)"),
         None => warn!("rtc: unreadable; guests see a wallclock of 0"),
     }
@@ -366,7 +342,7 @@ extern "C" fn continue_boot(info: u64) -> ! {
     percpu::this_cpu().online.store(true, Ordering::Release);
 
     if let Err(e) = mm::frametable::init(&info.memmap) {
-        fatal_boot(format_args!("mm: {e}"));
+        machine::fatal_boot(format_args!("mm: {e}"));
     }
     let wx = paging::audit_wx(
         mm::kernel_root(),
@@ -425,12 +401,12 @@ extern "C" fn continue_boot(info: u64) -> ! {
             match pv::builder::build(&spec, &|| dom0_pages(&opts)) {
                 Ok(d) => match domain::insert(d) {
                     Ok(d) => guests.insert(0, (d, sched::Params::default())),
-                    Err(e) => fatal_boot(format_args!(
+                    Err(e) => machine::fatal_boot(format_args!(
                         "dom0: cannot enter it in the domain table: {e:?}"
                     )),
                 },
                 // As Xen: a dom0 that cannot be built is fatal.
-                Err(e) => fatal_boot(format_args!("dom0 {e}")),
+                Err(e) => machine::fatal_boot(format_args!("dom0 {e}")),
             }
         }
     }
@@ -439,6 +415,7 @@ extern "C" fn continue_boot(info: u64) -> ! {
     }
     if !guests.is_empty() {
         sched::register_idle_work(|| domain::reap_step(false));
+        pv::register_after_stop(domain::life::after_stop);
         console::keys::guests_started(domain::hardware_domain().is_some());
         pv::run(guests);
     }
@@ -448,7 +425,7 @@ extern "C" fn continue_boot(info: u64) -> ! {
             cpu::idle();
         }
     }
-    shutdown()
+    machine::power_off()
 }
 
 /// Most vCPUs a domain may have.
@@ -477,65 +454,6 @@ fn dom0_pages(opts: &Options) -> (u64, u64) {
     (pages, ceiling)
 }
 
-/// dom0 stopped with `reason` (`SHUTDOWN_*`): power off, reset, or halt, as Xen does.
-pub fn dom0_stopped(reason: u32) -> ! {
-    use xen_abi::sched::reason as r;
-    console::start_sync();
-    // Xen's `hwdom_shutdown`: power off; reboot, watchdog and soft reset restart; a crash or
-    // any other reason (suspend, unknown) restarts unless `noreboot`.
-    let what = match reason {
-        r::POWEROFF => shutdown(),
-        r::REBOOT => "asked for a reboot",
-        r::WATCHDOG => "was stopped by its watchdog",
-        r::SOFT_RESET => "asked for a soft reset, which is not supported",
-        r::CRASH => "crashed",
-        _ => "stopped for an unknown reason",
-    };
-    let restart = matches!(reason, r::REBOOT | r::WATCHDOG | r::SOFT_RESET);
-    if !restart && NOREBOOT.load(Ordering::Relaxed) {
-        error!("noreboot: dom0 {what}; Hestia halted with its console alive");
-        cpu::halt_forever()
-    }
-    if restart {
-        info!("Hestia: dom0 {what}: resetting the machine");
-    } else {
-        error!("Hestia: dom0 {what}: resetting the machine (use 'noreboot' to keep it halted)");
-    }
-    smp::halt_others();
-    arch::x86_64::power::reset()
-}
-
-/// Powers the machine off, or halts if that fails.
-fn shutdown() -> ! {
-    console::start_sync();
-    info!("Hestia: powering off");
-    smp::halt_others();
-    let why = power::poweroff();
-    error!("power: cannot power off: {why}; halting");
-    cpu::halt_forever()
-}
-
-/// Stops the machine after a fatal error: other CPUs halt; this one powers off, or halts with
-/// `noreboot` so the console stays readable.
-pub fn fatal_stop() -> ! {
-    console::start_sync();
-    smp::halt_others();
-    if NOREBOOT.load(Ordering::Relaxed) {
-        error!("noreboot: Hestia halted after a fatal error");
-        cpu::halt_forever();
-    }
-    error!("Hestia: fatal error: powering off (use 'noreboot' to keep the machine halted)");
-    let why = power::poweroff();
-    error!("power: cannot power off: {why}; halting");
-    cpu::halt_forever()
-}
-
-/// A fatal boot error: one clear line, then [`fatal_stop`].
-pub fn fatal_boot(args: fmt::Arguments<'_>) -> ! {
-    error!("{args}");
-    fatal_stop()
-}
-
 #[panic_handler]
 fn panic(p: &core::panic::PanicInfo<'_>) -> ! {
     cpu::disable_interrupts();
@@ -549,5 +467,5 @@ fn panic(p: &core::panic::PanicInfo<'_>) -> ! {
         }
         backtrace::print(w, cpu::frame_pointer());
     });
-    fatal_stop()
+    machine::fatal_stop()
 }

@@ -2,31 +2,33 @@
 //! and programs its LAPIC timer for the earliest. Callbacks run in interrupt context on the CPU
 //! that armed them and may ask to be re-armed (periodic timers), which keeps their handle: the
 //! owner's [`TimerId`] cancels a timer however often it fired. A vCPU's timers carry a counted
-//! reference to it ([`TimerFn::Vcpu`]): they fire on the CPU that armed them wherever the vCPU
+//! reference to it ([`TimerFn::Owned`]): they fire on the CPU that armed them wherever the vCPU
 //! runs by then (or while it is blocked, to wake it), and [`cancel_on`] removes them from
 //! another CPU's queue.
 
+use alloc::sync::Arc;
+use core::any::Any;
 use core::sync::atomic::Ordering;
 
 use hestia_core::timer_queue::{TimerId, TimerQueue};
 
 use crate::arch::x86_64::{apic, cpu, percpu, tsc};
-use crate::sched::VcpuRef;
 
 /// A timer callback: gets the current uptime in ns, returns the next deadline to re-arm at.
 #[derive(Clone)]
 pub enum TimerFn {
     /// Hestia's own.
     Plain(fn(u64) -> Option<u64>),
-    /// One of a vCPU's, with the vCPU it is for.
-    Vcpu(fn(&VcpuRef, u64) -> Option<u64>, VcpuRef),
+    /// One a layer above arms for something it owns (a vCPU), with a counted reference to
+    /// that owner, which the callback gets (and downcasts: this layer names no owner's type).
+    Owned(fn(&dyn Any, u64) -> Option<u64>, Arc<dyn Any + Send + Sync>),
 }
 
 impl TimerFn {
     fn call(&self, now: u64) -> Option<u64> {
         match self {
             TimerFn::Plain(f) => f(now),
-            TimerFn::Vcpu(f, v) => f(v, now),
+            TimerFn::Owned(f, owner) => f(&**owner, now),
         }
     }
 }

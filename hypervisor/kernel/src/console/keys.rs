@@ -217,14 +217,25 @@ fn help() {
 }
 
 fn event_channels() {
-    crate::console::with_lock(crate::pv::dump_event_channels);
+    crate::console::with_lock(|w| match crate::domain::try_all() {
+        Some(all) => crate::pv::dump_event_channels(w, &all),
+        None => table_busy(w),
+    });
 }
 
 fn domains() {
     crate::console::with_lock(|w| {
-        crate::pv::dump(w);
+        match crate::domain::try_all() {
+            Some(all) => crate::pv::dump(w, &all),
+            None => table_busy(w),
+        }
         crate::hypercall::dump(w);
     });
+}
+
+/// The domain table is locked (a key never waits for it: it runs in an interrupt handler).
+fn table_busy(w: &mut dyn core::fmt::Write) {
+    let _ = writeln!(w, "The domain table is busy; try again.");
 }
 
 fn memory() {

@@ -24,8 +24,8 @@ use alloc::vec::Vec;
 
 use hestia_core::ids::{Mfn, Port, VcpuId};
 
-use crate::domain::DomainRef;
 use crate::mm;
+use crate::pv::domain::DomainRef;
 use crate::pv::domain::{DomId, Domain};
 use crate::timer::{self, TimerFn};
 

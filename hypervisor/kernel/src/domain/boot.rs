@@ -166,6 +166,6 @@ pub fn destroyed(d: &Domain) {
     }
     if super::all_dying() {
         crate::info!("Hestia: every domain has stopped");
-        crate::dom0_stopped(xen_abi::sched::reason::POWEROFF)
+        crate::machine::dom0_stopped(xen_abi::sched::reason::POWEROFF)
     }
 }

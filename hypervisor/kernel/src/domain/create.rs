@@ -27,9 +27,9 @@ use hestia_core::grant_table::{
 };
 
 use super::DomainRef;
-use super::life::Life;
 use crate::pv::builder::{Config, empty_domain};
 use crate::pv::domain::Domain;
+use crate::pv::life::Life;
 
 /// Most vCPUs of a PV domain (Xen's x86 `MAX_VIRT_CPUS`: one 128 KiB GDT/LDT slot each in a
 /// 1 GiB per-domain area).
@@ -131,7 +131,7 @@ pub fn createdomain(
         handle: c.handle,
     })?;
     let d = id.insert(d)?;
-    if let Err(e) = crate::sched::add_domain(&d, crate::sched::Params::default()) {
+    if let Err(e) = crate::pv::context::add_to_scheduler(&d, crate::sched::Params::default()) {
         // Cannot happen for a fresh id with default parameters; undo what was made.
         crate::error!("{}: cannot be scheduled ({e:?}): destroyed", d.id);
         while super::domain_kill(caller, &d) == Err(Errno::ERESTART) {}

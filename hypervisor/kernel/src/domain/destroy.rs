@@ -12,7 +12,7 @@
 //!    GDT and LDT frames, its registered `vcpu_info` page, and the permanent writable
 //!    references of its shared_info page, its grant table's frames and of the console ring
 //!    Hestia serves for it, and its FIFO event-channel frames, the domain going back to the
-//!    2-level ABI (the same lists the stop-time audit accounts for, `pv::audit::holds`,
+//!    2-level ABI (the same lists the stop-time audit accounts for, `super::audit::holds`,
 //!    `domain_holds`, `fifo_holds` and `pv::grant::holds`).
 //!    Hestia stops writing into those pages here (its console must be unregistered first).
 //! 2. `hestia_core::pv_mm::FrameTable::relinquish_preemptible` then gives up the vCPUs' work,
@@ -119,13 +119,13 @@ fn take_holds(d: &Domain) -> (Relinquish, Vec<Mfn>, Vec<Mfn>) {
     xen_frames.push(d.shared_info_mfn);
     // shared_info's and a served console ring's permanent writable references
     // (pv::builder's `register_frames`).
-    crate::pv::audit::domain_holds(d, &mut holds);
+    super::audit::domain_holds(d, &mut holds);
     let fifo = d.evtchn.lock().fifo_destroy();
-    crate::pv::audit::fifo_holds(&fifo, &mut holds);
+    super::audit::fifo_holds(&fifo, &mut holds);
     let mut pendings = Vec::with_capacity(d.vcpus.len());
     for (i, slot) in d.vcpus.iter().enumerate() {
         let mut v = slot.lock();
-        crate::pv::audit::holds(d, &v, &mut holds);
+        super::audit::holds(d, &v, &mut holds);
         if let Some(p) = d.mm_pending.get(i) {
             pendings.push(core::mem::take::<Pending>(&mut p.lock()));
         }

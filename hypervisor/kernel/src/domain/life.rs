@@ -35,132 +35,17 @@
 //! scheduler's lock, under which the stop path takes the vCPUs off (`crate::sched`), so a
 //! shutdown racing with a resume never leaves a domain that shows as running but cannot run.
 
-use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
 
 use xen_abi::errno::Errno;
 
-use crate::pv::domain::Domain;
+use hestia_core::ids::VcpuId;
+
+use crate::pv::domain::{Domain, hardware_domain};
+use crate::pv::life::Life;
 
 /// Most nested toolstack pauses (Xen's limit, so the toolstack cannot overflow the count).
 const CONTROLLER_PAUSE_MAX: u32 = 255;
-/// `SHUTDOWN_CODE_INVALID`: the domain has not shut down.
-const SHUTDOWN_CODE_INVALID: u32 = u32::MAX;
-
-/// Xen's `DOMDYING_*`.
-mod dying {
-    pub const ALIVE: u8 = 0;
-    /// Its destruction began.
-    pub const DYING: u8 = 1;
-    /// Its destruction is complete.
-    pub const DEAD: u8 = 2;
-}
-
-/// The lifecycle state of one domain.
-pub struct Life {
-    /// The toolstack created it (`XEN_DOMCTL_createdomain`): the toolstack ends it, so a
-    /// shutdown leaves it in the table until `XEN_DOMCTL_destroydomain`.
-    pub toolstack: bool,
-    /// Pauses by the toolstack (Xen's `controller_pause_count`).
-    controller_pause: AtomicU32,
-    /// Every pause in force, the toolstack's included (Xen's `pause_count`); changed only
-    /// under the scheduler's lock (`crate::sched::pause`).
-    pub(crate) pause_count: AtomicU32,
-    /// [`dying`].
-    dying: AtomicU8,
-    /// The toolstack's pauses all went once (Xen's `creation_finished`): the domain has been
-    /// started, and what may only be set before that (its CPU policy) is fixed.
-    creation_finished: core::sync::atomic::AtomicBool,
-    /// Orders [`domain_resume`] against [`Domain::begin_dying`].
-    shutdown_lock: spin::Mutex<()>,
-}
-
-impl Life {
-    /// A boot-time domain's: running once started, destroyed by Hestia when it stops.
-    pub fn boot() -> Self {
-        Life {
-            toolstack: false,
-            controller_pause: AtomicU32::new(0),
-            pause_count: AtomicU32::new(0),
-            dying: AtomicU8::new(dying::ALIVE),
-            creation_finished: core::sync::atomic::AtomicBool::new(true),
-            shutdown_lock: spin::Mutex::new(()),
-        }
-    }
-
-    /// A toolstack-created domain's: paused once by the toolstack.
-    pub fn toolstack() -> Self {
-        Life {
-            toolstack: true,
-            controller_pause: AtomicU32::new(1),
-            pause_count: AtomicU32::new(1),
-            dying: AtomicU8::new(dying::ALIVE),
-            creation_finished: core::sync::atomic::AtomicBool::new(false),
-            shutdown_lock: spin::Mutex::new(()),
-        }
-    }
-
-    /// The shutdown code a new domain starts with (none).
-    pub const fn no_shutdown_code() -> u32 {
-        SHUTDOWN_CODE_INVALID
-    }
-
-    /// Marks the destruction complete.
-    pub(super) fn set_dead(&self) {
-        self.dying.store(dying::DEAD, Ordering::Release);
-    }
-
-    /// The destruction is complete.
-    pub(super) fn is_dead(&self) -> bool {
-        self.dying.load(Ordering::Acquire) == dying::DEAD
-    }
-}
-
-impl Domain {
-    /// Marks the destruction begun, and the domain stopped for good (no [`domain_resume`] from
-    /// now on), and stops serving its console ring; false if the destruction began already.
-    pub(super) fn begin_dying(&self) -> bool {
-        let _held = self.life.shutdown_lock.lock();
-        let first = self
-            .life
-            .dying
-            .compare_exchange(
-                dying::ALIVE,
-                dying::DYING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok();
-        if first {
-            self.mark_stopped();
-            crate::console::ring::unregister(self);
-        }
-        first
-    }
-
-    /// Paused by the toolstack at least once (`XEN_DOMINF_paused`).
-    pub fn controller_paused(&self) -> bool {
-        self.life.controller_pause.load(Ordering::Acquire) != 0
-    }
-
-    /// It has been started: the toolstack unpaused it fully once (a boot-time domain always
-    /// has been).
-    pub fn creation_finished(&self) -> bool {
-        self.life.creation_finished.load(Ordering::Acquire)
-    }
-
-    /// Its destruction began (`XEN_DOMINF_dying`).
-    pub fn is_dying(&self) -> bool {
-        self.life.dying.load(Ordering::Acquire) != dying::ALIVE
-    }
-
-    /// The reason it shut down (`SHUTDOWN_*`), if it did (a domain destroyed while running
-    /// has none).
-    pub fn shutdown_code(&self) -> Option<u32> {
-        let code = self.shutdown_reason.load(Ordering::Acquire);
-        (self.stopped.load(Ordering::Acquire) && code != SHUTDOWN_CODE_INVALID).then_some(code)
-    }
-}
-
 /// `XEN_DOMCTL_resumedomain` (Xen's `domain_resume`): `d`, shut down with any code, runs again
 /// from where its vCPUs stopped, its code cleared; nothing happens to a domain that is not shut
 /// down, or whose destruction began (it answers 0 all the same, as Xen's). `EINVAL` for the
@@ -176,12 +61,12 @@ pub fn domain_resume(d: &Domain) -> Result<(), Errno> {
                 // The code first: `Domain::shutdown_code` never sees the old one on a domain
                 // that runs.
                 d.shutdown_reason
-                    .store(SHUTDOWN_CODE_INVALID, Ordering::Release);
+                    .store(Life::no_shutdown_code(), Ordering::Release);
                 d.stopped.store(false, Ordering::Release);
             }
             stopped
         };
-        if !d.is_dying() && crate::sched::resume_domain(d, clear) {
+        if !d.is_dying() && crate::sched::resume_domain(&d.sched, clear) {
             crate::info!("{}: resumed", d.id);
         }
     }
@@ -196,10 +81,10 @@ pub fn domain_pause(d: &Domain) -> Result<(), Errno> {
     if crate::pv::current().is_some_and(|c| core::ptr::eq(c, d)) {
         return Err(Errno::EINVAL);
     }
-    crate::sched::pause(d);
+    crate::sched::pause(&d.sched);
     // Each CPU running one of its vCPUs was told to switch away at its next return to the
     // guest: wait for that (Xen's `vcpu_sleep_sync`).
-    while !crate::sched::off_cpus(d) {
+    while !crate::sched::off_cpus(&d.sched) {
         core::hint::spin_loop();
     }
     Ok(())
@@ -207,7 +92,7 @@ pub fn domain_pause(d: &Domain) -> Result<(), Errno> {
 
 /// Undoes one [`domain_pause`]; the last lets its runnable vCPUs run again.
 pub fn domain_unpause(d: &Domain) {
-    if !crate::sched::unpause(d) {
+    if !crate::sched::unpause(&d.sched) {
         crate::error!("{}: unpaused more often than paused", d.id);
     }
 }
@@ -240,4 +125,49 @@ pub fn unpause_by_controller(d: &Domain) -> Result<(), Errno> {
         })?;
     domain_unpause(d);
     Ok(())
+}
+
+/// What follows `d`'s stop with reason `r` (`SHUTDOWN_*`), once its vCPUs left the CPUs
+/// (`crate::pv::stop_after_domain`, which calls it). The hardware domain stops the machine
+/// (power off, reset, or with `noreboot` or after a crash a halt), as Xen does. A domU's
+/// console output so far is printed, the hardware domain hears of it (`VIRQ_DOM_EXC`), and
+/// once no domain is left running the machine powers off (with the hardware domain alive, it
+/// never is: the domains the toolstack creates all run beside it). A boot-time domU is then
+/// destroyed unless it suspended; a domain the toolstack created, or one that suspended,
+/// stays, shut down with all it holds, until the control domain resumes ([`domain_resume`])
+/// or destroys it.
+pub fn after_stop(d: &Domain, r: u32) {
+    let hardware = hardware_domain().is_some_and(|h| core::ptr::eq(h, d));
+    if hardware {
+        crate::info!(
+            "mm: while guests ran, the frame table's lock was {}",
+            crate::mm::frametable::longest_hold()
+        );
+        super::audit::audit_at_stop(d);
+        crate::machine::dom0_stopped(r)
+    }
+    // Its words so far (its ring is served until its destruction begins: it may be resumed).
+    crate::console::ring::service(d);
+    if let Some(h) = hardware_domain() {
+        crate::pv::events::raise_virq(h, xen_abi::xen::virq::DOM_EXC, VcpuId::FIRST);
+    }
+    if super::all_dying() && !super::boot::cycled(d) {
+        super::audit::audit_at_stop(d);
+        crate::info!(
+            "mm: while guests ran, the frame table's lock was {}",
+            crate::mm::frametable::longest_hold()
+        );
+        crate::info!("Hestia: every domain has stopped");
+        crate::machine::dom0_stopped(xen_abi::sched::reason::POWEROFF)
+    }
+    // A domain the toolstack created stays, shut down, until the toolstack destroys it (Xen's
+    // `XEN_DOMCTL_destroydomain`); so does one that suspended, which waits to be saved and
+    // then resumed or destroyed. Any other boot-time one, which nobody else would destroy, is
+    // destroyed once its vCPUs are off every CPU (`super::reap_step`).
+    if !d.life.toolstack
+        && r != xen_abi::sched::reason::SUSPEND
+        && let Ok(me) = super::lookup(d, d.id.0)
+    {
+        super::destroy_later(me);
+    }
 }

@@ -4,7 +4,7 @@
 //! a [`DomainRef`], a counted reference that keeps the domain's memory alive after it leaves
 //! the table, until the last user drops it (Xen's `rcu_lock_domain_by_id` / `put_domain`).
 //! Hypercalls name domains by id: [`lookup`] resolves `DOMID_SELF` to the caller once, so no
-//! handler compares ids itself. Rights are not ids: what a domain may do is `crate::policy`'s
+//! handler compares ids itself. Rights are not ids: what a domain may do is `hestia_core::policy`'s
 //! question; the hardware domain is the one holding the hardware right, whatever its id.
 //!
 //! An id is taken from the moment a creation claims it ([`reserve`]) until the destroyed
@@ -22,9 +22,7 @@
 //! interrupts go to, is also kept outside the table, set once; debug keys only try it.
 
 use alloc::collections::BTreeMap;
-use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::ops::Deref;
 
 use xen_abi::errno::Errno;
 use xen_abi::xen::DOMID_SELF;
@@ -35,6 +33,7 @@ use xen_abi::xen::DOMID_FIRST_RESERVED;
 use crate::pv::domain::{DomId, Domain};
 use hestia_core::policy::{self, Action};
 
+pub mod audit;
 pub mod boot;
 pub mod claims;
 pub mod create;
@@ -48,32 +47,23 @@ pub use reap::{
     destroy_later, domain_kill, finish_all as finish_destroys, no_destruction, step as reap_step,
 };
 
-/// A counted reference to a domain; dropping it gives the reference back.
-#[derive(Clone)]
-pub struct DomainRef(Arc<Domain>);
-
-impl Deref for DomainRef {
-    type Target = Domain;
-    fn deref(&self) -> &Domain {
-        &self.0
-    }
-}
+pub use crate::pv::domain::DomainRef;
 
 /// What holds an id in the table.
 enum Slot {
     /// A creation claimed it ([`Reservation`]); the domain is not built yet.
     Reserved,
     /// A domain that exists (alive, shut down, or being destroyed).
-    Live(Arc<Domain>),
+    Live(DomainRef),
     /// A destroyed domain some of whose frames others still map: no lookup finds it, its id
     /// stays taken until [`remove`].
-    Zombie(Arc<Domain>),
+    Zombie(DomainRef),
 }
 
 impl Slot {
     fn live(&self) -> Option<DomainRef> {
         match self {
-            Slot::Live(d) => Some(DomainRef(d.clone())),
+            Slot::Live(d) => Some(d.clone()),
             _ => None,
         }
     }
@@ -89,8 +79,6 @@ static TABLE: spin::Mutex<Table> = spin::Mutex::new(Table {
     slots: BTreeMap::new(),
     rover: Rover::new(),
 });
-/// The domain holding the hardware right, once it exists (it lives until the machine stops).
-static HARDWARE: spin::Once<DomainRef> = spin::Once::new();
 
 /// An id claimed for a domain being built: [`Reservation::insert`] enters the domain under
 /// it; dropped unused, it frees the id again.
@@ -112,15 +100,15 @@ impl Reservation {
             return Err(Errno::EINVAL);
         }
         let hardware = policy::allows(d.rights, Action::PhysicalIrq);
-        if hardware && HARDWARE.is_completed() {
+        if hardware && hardware_domain().is_some() {
             return Err(Errno::EEXIST);
         }
         crate::arch::x86_64::spec_ctrl::domain_created(hardware);
-        let d = DomainRef(Arc::new(d));
-        TABLE.lock().slots.insert(self.id, Slot::Live(d.0.clone()));
+        let d = DomainRef::new(d);
+        TABLE.lock().slots.insert(self.id, Slot::Live(d.clone()));
         self.used = true;
         if hardware {
-            HARDWARE.call_once(|| d.clone());
+            crate::pv::domain::set_hardware_domain(&d);
         }
         Ok(d)
     }
@@ -212,11 +200,7 @@ pub fn only_self(caller: &Domain, domid: u16) -> Result<(), Errno> {
     }
 }
 
-/// The domain that drives the hardware (device interrupts go to it), once it exists; safe in
-/// interrupt handlers.
-pub fn hardware_domain() -> Option<&'static Domain> {
-    HARDWARE.get().map(|d| &**d)
-}
+pub use crate::pv::domain::hardware_domain;
 
 /// Every domain, in id order (not from interrupt handlers: see [`try_all`]).
 pub fn all() -> Vec<DomainRef> {

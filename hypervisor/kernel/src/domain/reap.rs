@@ -95,7 +95,9 @@ pub fn step(force: bool) -> bool {
     if cur.is_none() {
         let next = {
             let mut q = QUEUE.lock();
-            let ready = q.iter().position(|d| force || crate::sched::off_cpus(d));
+            let ready = q
+                .iter()
+                .position(|d| force || crate::sched::off_cpus(&d.sched));
             ready.map(|i| q.remove(i))
         };
         if let Some(d) = next {
@@ -139,7 +141,7 @@ fn advance(mut cur: spin::MutexGuard<'_, Option<Job>>) -> bool {
         }
         return true;
     }
-    crate::sched::forget_domain(&d);
+    crate::sched::forget_domain(&d.sched);
     super::bury(&d, state.kept());
     d.life.set_dead();
     let stats = crate::mm::stats();
@@ -154,7 +156,7 @@ fn advance(mut cur: spin::MutexGuard<'_, Option<Job>>) -> bool {
     if let Some(h) = super::hardware_domain() {
         crate::pv::events::raise_virq(h, xen_abi::xen::virq::DOM_EXC, VcpuId::FIRST);
     }
-    crate::pv::audit::audit_after_destroy(&d);
+    super::audit::audit_after_destroy(&d);
     super::boot::destroyed(&d);
     if state.kept() != 0 {
         ZOMBIES.lock().push((d, state));
@@ -191,7 +193,7 @@ pub fn domain_kill(caller: &crate::pv::domain::Domain, d: &DomainRef) -> Result<
     if d.begin_dying() {
         crate::info!("{}: destroyed by {}", d.id, caller.id);
         // No vCPU of it runs again (it is stopped for good: no resume).
-        crate::sched::stop_domain(d);
+        d.stop_vcpus();
     }
     // A queued destruction (it stopped by itself) is this call's from now on.
     QUEUE.lock().retain(|q| !core::ptr::eq(&**q, &**d));
@@ -217,7 +219,7 @@ fn kill_step(d: &DomainRef) -> bool {
         return false;
     };
     if cur.is_none() {
-        if !crate::sched::off_cpus(d) {
+        if !crate::sched::off_cpus(&d.sched) {
             return false;
         }
         *cur = Some(begin(d.clone(), Kind::Killed));

@@ -7,7 +7,7 @@
 //! (`frametable::get_writable_page`) before Hestia first writes it, so it can never become a
 //! page table or be freed while registered (isolation rule 5). The references go at
 //! `EVTCHNOP_reset` (here, [`put_frames`]) or with the domain (`crate::domain::destroy` takes
-//! them as holds; `crate::pv::audit` counts them).
+//! them as holds; `crate::domain::audit` counts them).
 //!
 //! Reset: every port is closed as by `EVTCHNOP_close` (the other end of an inter-domain channel
 //! becomes unbound for this domain; the console ring port Hestia serves for a boot-time domU,

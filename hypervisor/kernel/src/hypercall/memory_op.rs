@@ -735,7 +735,7 @@ pub(super) fn do_memory_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Stop> {
 /// slot after it, a host entry room for the host entries still to come.
 fn machine_memory_map(d: &Domain, arg: u64) -> Result<(), Errno> {
     let m: MemoryMap = guest::read_obj(arg)?;
-    let host = crate::host_memory_map();
+    let host = crate::bootinfo::host_memory_map();
     let permitted = frametable::with(|ft, _| ft.iomem_ranges(d.id.0).to_vec()).unwrap_or_default();
     let map = machine_map(host, &permitted, 1 << (paddr_bits() - 12));
     let room = m.nr_entries as usize;

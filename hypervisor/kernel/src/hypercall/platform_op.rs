@@ -42,12 +42,17 @@ pub(super) fn do_platform_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> 
             if t.mbz != 0 {
                 return Err(Errno::EINVAL);
             }
-            crate::pv::set_wallclock(t.secs, t.nsecs, t.system_time);
+            crate::pv::set_wallclock(t.secs, t.nsecs, t.system_time, &crate::domain::all());
             Ok(0)
         }
         cmd::SETTIME32 => {
             let t = Settime32::read_from_prefix(u).map_err(|_| Errno::EINVAL)?.0;
-            crate::pv::set_wallclock(u64::from(t.secs), t.nsecs, t.system_time);
+            crate::pv::set_wallclock(
+                u64::from(t.secs),
+                t.nsecs,
+                t.system_time,
+                &crate::domain::all(),
+            );
             Ok(0)
         }
         cmd::GET_CPUINFO => {

@@ -51,7 +51,7 @@ pub(super) fn do_sched_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
             guest::GuestRange::new(ports, nr as usize * 4)?
                 .read(list[..nr as usize].as_mut_bytes())?;
             let list = list[..nr as usize].iter().map(|&p| Port::unvalidated(p));
-            let me = sched::current_ref().ok_or(Errno::EINVAL)?;
+            let me = crate::pv::current_ref().ok_or(Errno::EINVAL)?;
             let done = || {
                 events::any_pending(d, list.clone())
                     || (timeout != 0 && tsc::uptime_ns() >= timeout)

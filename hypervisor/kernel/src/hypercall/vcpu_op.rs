@@ -46,14 +46,14 @@ pub(super) fn do_vcpu_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
             guest::write_obj(arg, &(u64::from(acpi) << 32 | u64::from(p.apic_id))).map(|()| 0)
         }
         GET_RUNSTATE_INFO => {
-            let info = sched::runstate_info(d, vid).ok_or(Errno::ENOENT)?;
+            let info = sched::runstate_info(&d.sched, vid).ok_or(Errno::ENOENT)?;
             guest::write_obj(arg, &info).map(|()| 0)
         }
         REGISTER_RUNSTATE_MEMORY_AREA => {
             let [addr]: [u64; 1] = guest::read_obj(arg)?;
             // Written at once when it is the caller's (its tables are loaded), otherwise at the
             // vCPU's next switch; as Xen, an address that cannot be written now is not refused.
-            if !other && let Some(info) = sched::runstate_info(d, vid) {
+            if !other && let Some(info) = sched::runstate_info(&d.sched, vid) {
                 guest::write_obj(addr, &info)?;
             }
             v.lock().runstate_area = addr;
@@ -76,12 +76,12 @@ pub(super) fn do_vcpu_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> {
             } else {
                 deadline.max(1)
             };
-            let me = sched::current_ref().ok_or(Errno::EINVAL)?;
+            let me = crate::pv::current_ref().ok_or(Errno::EINVAL)?;
             events::set_singleshot(&me, &mut v.lock(), deadline);
             Ok(0)
         }
         STOP_SINGLESHOT_TIMER => {
-            let me = sched::current_ref().ok_or(Errno::EINVAL)?;
+            let me = crate::pv::current_ref().ok_or(Errno::EINVAL)?;
             events::set_singleshot(&me, &mut v.lock(), 0);
             Ok(0)
         }
@@ -102,7 +102,7 @@ fn set_periodic(v: &spin::Mutex<Vcpu>, other: bool, period: u64) -> Result<u64, 
     let me = if other {
         None
     } else {
-        Some(sched::current_ref().ok_or(Errno::EINVAL)?)
+        Some(crate::pv::current_ref().ok_or(Errno::EINVAL)?)
     };
     events::set_periodic(me.as_ref(), &mut v.lock(), period);
     Ok(0)
@@ -162,7 +162,7 @@ pub(super) fn do_set_timer_op(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno>
         }
         t => t,
     };
-    let me = crate::sched::current_ref().ok_or(Errno::EINVAL)?;
+    let me = crate::pv::current_ref().ok_or(Errno::EINVAL)?;
     events::set_singleshot(&me, &mut c.vcpu().lock(), deadline);
     Ok(0)
 }

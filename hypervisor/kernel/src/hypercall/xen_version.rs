@@ -154,7 +154,7 @@ pub(super) fn do_xen_version(c: Caller<'_>, a: &[u64; 5]) -> Result<u64, Errno> 
             Ok(0)
         }
         cmd::COMMANDLINE => {
-            put_str::<{ version::COMMANDLINE_LEN }>(arg, crate::hv_cmdline().as_bytes())
+            put_str::<{ version::COMMANDLINE_LEN }>(arg, crate::bootinfo::hv_cmdline().as_bytes())
         }
         cmd::BUILD_ID => put_build_id(d, arg),
         _ => Err(Errno::ENOSYS),

@@ -318,7 +318,7 @@ pub fn init(info: &BootInfo, global_pages: bool) {
     let top = top.min(DIRECT_MAP_MAX);
     let mut pt = match PageTables::new(4 * GIB) {
         Ok(pt) => pt,
-        Err(e) => crate::fatal_boot(format_args!(
+        Err(e) => crate::machine::fatal_boot(format_args!(
             "mm: no memory below 4 GiB for page tables ({e:?})"
         )),
     };
@@ -349,7 +349,7 @@ pub fn init(info: &BootInfo, global_pages: bool) {
         .try_for_each(|&(s, e, a)| pt.map_range(s, s - VOFF, e - s, a, PageSize::Size4K))
         .and_then(|()| pt.map_range(DIRECT_MAP_BASE, 0, top, Access::ReadWrite, big));
     if let Err(e) = mapped {
-        crate::fatal_boot(format_args!("mm: building page tables failed: {e:?}"));
+        crate::machine::fatal_boot(format_args!("mm: building page tables failed: {e:?}"));
     }
     // SAFETY: the new tables map the image (code, the boot stack in .bss, statics) and the
     // direct map through which the boot information and the tables themselves are reached.
@@ -363,7 +363,7 @@ pub fn init(info: &BootInfo, global_pages: bool) {
     *KERNEL_PT.lock() = Some(pt);
 
     let Some(heap) = alloc_zeroed_frames(HEAP_SIZE / 4096, 2 << 20, u64::MAX) else {
-        crate::fatal_boot(format_args!(
+        crate::machine::fatal_boot(format_args!(
             "mm: cannot allocate the {} MiB heap",
             HEAP_SIZE >> 20
         ));

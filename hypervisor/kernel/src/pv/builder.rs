@@ -329,7 +329,7 @@ pub struct Config {
     /// The highest grant-table version it may use (1 or 2).
     pub max_grant_version: u8,
     /// Who ends it, paused or not.
-    pub life: crate::domain::life::Life,
+    pub life: super::life::Life,
     /// Its UUID.
     pub handle: xen_abi::domctl::DomainHandle,
 }
@@ -381,6 +381,8 @@ pub fn empty_domain(c: Config) -> Result<Domain, Errno> {
             size_of::<SharedInfo>(),
         )
     };
+    // A domain the toolstack creates starts paused once, by the toolstack.
+    let sched = crate::sched::DomainSched::new(c.id, c.life.toolstack);
     Ok(Domain {
         id: c.id,
         rights: if c.hardware {
@@ -392,7 +394,7 @@ pub fn empty_domain(c: Config) -> Result<Domain, Errno> {
         shared_info_mfn: shared,
         vcpus,
         stopped: AtomicBool::new(false),
-        shutdown_reason: AtomicU32::new(crate::domain::life::Life::no_shutdown_code()),
+        shutdown_reason: AtomicU32::new(super::life::Life::no_shutdown_code()),
         life: c.life,
         evtchn: spin::Mutex::new(evtchn),
         tot_pages: AtomicU64::new(0),
@@ -415,7 +417,7 @@ pub fn empty_domain(c: Config) -> Result<Domain, Errno> {
             c.max_maptrack_frames,
             c.max_grant_version,
         ),
-        pollers: AtomicU64::new(0),
+        sched,
         console_line: spin::Mutex::new(crate::console::ring::Line::new()),
         console: None,
     })
@@ -534,7 +536,7 @@ pub fn build(spec: &Spec<'_>, size: &dyn Fn() -> (u64, u64)) -> Result<Domain, B
         max_grant_frames: DEFAULT_MAX_GRANT_FRAMES,
         max_maptrack_frames: DEFAULT_MAX_MAPTRACK_FRAMES,
         max_grant_version: 2,
-        life: crate::domain::life::Life::boot(),
+        life: super::life::Life::boot(),
         handle: [0; 16],
     })
     .map_err(|_| BuildError::OutOfMemory(1))?;

@@ -10,24 +10,120 @@
 //! (the other mode's GS base and L4, callbacks, the virtual IDT, IOPL, the other timers) is
 //! kept in [`Vcpu`] at all times. A saved vCPU can be loaded on any CPU.
 //!
-//! Both run on the trap path, interrupts off, with the vCPU's lock held by the caller and no
-//! other lock. The switch between two vCPUs of different domains also changes the guest
-//! translations the TLB may hold: the CR3 load drops them (guest mappings are never global).
+//! The scheduler calls them through [`VcpuRef`]'s `crate::sched::Vcpu`, on the trap path,
+//! interrupts off; they hold the vCPU's lock and no other lock but the scheduler's. The switch
+//! between two vCPUs of different domains also changes the guest translations the TLB may
+//! hold: the CR3 load drops them (guest mappings are never global).
+//!
+//! Loading a vCPU publishes it in this CPU's data for the trap path ([`current`],
+//! `super::domain::this_vcpu_id`, the upcall check, the SYSCALL mode) and keeps a counted
+//! reference to it ([`current_ref`]) until it is saved.
+
+use alloc::sync::Arc;
+use core::sync::atomic::Ordering;
 
 use super::descriptor;
+use super::domain::DomainRef;
 use crate::arch::x86_64::idt::TrapFrame;
-use crate::arch::x86_64::{cpu, percpu, smp, uaccess};
+use crate::arch::x86_64::percpu::{self, MAX_CPUS};
+use crate::arch::x86_64::{cpu, smp, uaccess};
 use crate::mm::guest;
-use crate::sched::VcpuRef;
+use crate::sched::{self, DomainSched};
+use hestia_core::ids::VcpuId;
+use xen_abi::errno::Errno;
 
-use super::domain::{Domain, Vcpu};
+use super::domain::{Domain, Vcpu, VcpuRef};
 use super::events;
+
+/// The vCPU loaded on each CPU, counted: it keeps the domain [`current`] reads alive.
+static LOADED: [spin::Mutex<Option<Arc<VcpuRef>>>; MAX_CPUS] =
+    [const { spin::Mutex::new(None) }; MAX_CPUS];
+
+fn loaded_here() -> &'static spin::Mutex<Option<Arc<VcpuRef>>> {
+    &LOADED[percpu::current_index() as usize % MAX_CPUS]
+}
+
+/// The domain of the vCPU this CPU runs, if any.
+#[inline]
+pub fn current() -> Option<&'static Domain> {
+    // One GS-relative load: this runs several times on every trap.
+    let p = percpu::loaded_guest().0 as *const Domain;
+    // SAFETY: a non-null pointer is the domain of the vCPU loaded on this CPU, published by
+    // `publish` after this CPU's `LOADED` took a counted reference to it, and withdrawn by
+    // `unpublish` before that reference goes. Only this CPU changes either, on its trap path,
+    // after which no reference obtained before the switch is used.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// A counted reference to the vCPU this CPU runs.
+pub fn current_ref() -> Option<Arc<VcpuRef>> {
+    loaded_here().lock().clone()
+}
+
+/// Publishes `vr` as the vCPU loaded on this CPU.
+fn publish(vr: Arc<VcpuRef>) {
+    let me = percpu::this_cpu();
+    me.guest_index.store(vr.id.raw(), Ordering::Relaxed);
+    me.guest
+        .store(&*vr.dom as *const Domain as u64, Ordering::Release);
+    *loaded_here().lock() = Some(vr);
+}
+
+/// Withdraws the vCPU loaded on this CPU: none is.
+fn unpublish() {
+    let me = percpu::this_cpu();
+    me.guest.store(0, Ordering::Release);
+    me.guest_index.store(VcpuId::FIRST.raw(), Ordering::Relaxed);
+    *loaded_here().lock() = None;
+}
+
+/// Enters every vCPU of `d` in the scheduler with `params`, offline until brought up.
+pub fn add_to_scheduler(d: &DomainRef, params: sched::Params) -> Result<(), Errno> {
+    let vcpus = (0..d.vcpus.len() as u32)
+        .map(|id| {
+            Arc::new(VcpuRef {
+                dom: d.clone(),
+                id: VcpuId::unvalidated(id),
+            }) as sched::VcpuHandle
+        })
+        .collect();
+    sched::add_domain(&d.sched, vcpus, params)
+}
+
+impl sched::Vcpu for VcpuRef {
+    fn domain(&self) -> &DomainSched {
+        &self.dom.sched
+    }
+
+    fn id(&self) -> VcpuId {
+        self.id
+    }
+
+    fn save(&self, f: &TrapFrame, saved: &mut dyn FnMut() -> Option<[u64; 6]>) {
+        let mut v = self.dom.vcpus[self.id.index()].lock();
+        save(&mut v, f);
+        if let Some(info) = saved() {
+            write_runstate(&self.dom, &v, info);
+        }
+        drop(v);
+        unpublish();
+    }
+
+    fn load(self: Arc<Self>, f: &mut TrapFrame, loaded: &mut dyn FnMut() -> Option<[u64; 6]>) {
+        publish(self.clone());
+        let mut v = self.dom.vcpus[self.id.index()].lock();
+        load(&self, &mut v, f);
+        if let Some(info) = loaded() {
+            write_runstate(&self.dom, &v, info);
+        }
+    }
+}
 
 /// CR4.TSD: RDTSC faults outside ring 0 (the guest asked for it through its virtual CR4).
 const CR4_TSD: u64 = 1 << 2;
 
-/// Saves what this CPU holds of `v`, the vCPU of `d` running here, whose registers are `f`.
-pub fn save(v: &mut Vcpu, f: &TrapFrame) {
+/// Saves what this CPU holds of `v`, the vCPU running here, whose registers are `f`.
+fn save(v: &mut Vcpu, f: &TrapFrame) {
     v.regs = *f;
     let active_gs = cpu::kernel_gs_base();
     if v.kernel_mode {
@@ -45,7 +141,7 @@ pub fn save(v: &mut Vcpu, f: &TrapFrame) {
 
 /// Loads vCPU `v` (`vr`) into this CPU and its registers into `f`, the frame the exit path
 /// returns to the guest with.
-pub fn load(vr: &VcpuRef, v: &mut Vcpu, f: &mut TrapFrame) {
+fn load(vr: &Arc<VcpuRef>, v: &mut Vcpu, f: &mut TrapFrame) {
     let d: &Domain = &vr.dom;
     let cr3 = if v.kernel_mode {
         v.kernel_cr3
@@ -104,7 +200,7 @@ const VMASST_RUNSTATE_UPDATE_FLAG: u32 = 5;
 /// mode is written through its kernel tables for the moment, as Xen's
 /// `update_guest_memory_policy` does. With `VMASST_TYPE_runstate_update_flag` the guest sees
 /// `XEN_RUNSTATE_UPDATE` in `state_entry_time` for as long as the copy is inconsistent.
-pub fn write_runstate(d: &Domain, v: &Vcpu, info: [u64; 6]) {
+fn write_runstate(d: &Domain, v: &Vcpu, info: [u64; 6]) {
     let area = v.runstate_area;
     if area == 0 {
         return;

@@ -17,9 +17,55 @@ use super::shared::Shared;
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::mm::frametable::{self, DirectMem};
 
-/// The id of the vCPU this physical CPU runs.
+/// The id of the vCPU this physical CPU runs (0 while it idles), as `super::context::load`
+/// published it.
 pub fn this_vcpu_id() -> VcpuId {
-    crate::sched::current_vcpu()
+    VcpuId::unvalidated(crate::arch::x86_64::percpu::loaded_guest().1)
+}
+
+/// A counted reference to a domain; dropping it gives the reference back (Xen's
+/// `get_domain`/`put_domain`). Made once per domain, by the domain table as it enters it
+/// (`crate::domain`), and cloned from there.
+#[derive(Clone)]
+pub struct DomainRef(alloc::sync::Arc<Domain>);
+
+impl DomainRef {
+    /// The first reference to `d`, newly built.
+    pub fn new(d: Domain) -> Self {
+        DomainRef(alloc::sync::Arc::new(d))
+    }
+}
+
+impl core::ops::Deref for DomainRef {
+    type Target = Domain;
+    fn deref(&self) -> &Domain {
+        &self.0
+    }
+}
+
+/// The domain holding the hardware right, once it exists (it lives until the machine stops).
+static HARDWARE: spin::Once<DomainRef> = spin::Once::new();
+
+/// The domain that drives the hardware (device interrupts go to it), once it exists; safe in
+/// interrupt handlers.
+pub fn hardware_domain() -> Option<&'static Domain> {
+    HARDWARE.get().map(|d| &**d)
+}
+
+/// Makes `d` the hardware domain, as the domain table enters it (there is only ever one: the
+/// table refuses a second).
+pub fn set_hardware_domain(d: &DomainRef) {
+    HARDWARE.call_once(|| d.clone());
+}
+
+/// A counted reference to one vCPU of a domain: what the scheduler holds of it (a
+/// `crate::sched::Vcpu`, switched by `super::context`) and what its timers carry, shared as an
+/// `Arc` (one per vCPU, made when its domain enters the scheduler).
+pub struct VcpuRef {
+    /// Its domain.
+    pub dom: DomainRef,
+    /// Its index in the domain.
+    pub id: VcpuId,
 }
 
 /// The running vCPU's index into a per-vCPU array of `len` (> 0) entries of its domain (0
@@ -202,7 +248,7 @@ pub struct Domain {
     /// destroyed while it ran ([`Domain::shutdown_code`]).
     pub shutdown_reason: AtomicU32,
     /// Who ends it, its pause counts, how far its destruction went (`crate::domain::life`).
-    pub life: crate::domain::life::Life,
+    pub life: super::life::Life,
     /// Its event channels.
     pub evtchn: spin::Mutex<EventChannels>,
     /// Pages it owns now (changes with ballooning).
@@ -236,9 +282,8 @@ pub struct Domain {
     pub mm_pending: Vec<spin::Mutex<Pending>>,
     /// Rate limiter of the log lines it causes (`gwarn!` and family).
     pub log_limit: crate::console::GuestLogLimit,
-    /// Its vCPUs blocked in `SCHEDOP_poll`, a bit each (maintained by `crate::sched`): an
-    /// event for the domain must wake them, and only then does it need the scheduler.
-    pub pollers: core::sync::atomic::AtomicU64,
+    /// What the scheduler keeps of it: its pauses, its vCPUs that poll.
+    pub sched: crate::sched::DomainSched,
     /// The line its `CONSOLEIO_write`s assemble when Hestia does not serve its console ring
     /// (a domain the toolstack created; `crate::console::ring::console_io_write`).
     pub console_line: spin::Mutex<crate::console::ring::Line>,
@@ -256,6 +301,12 @@ pub struct Domain {
 }
 
 impl Domain {
+    /// Takes its vCPUs off the CPUs once it stopped (`crate::sched::stop_domain`); false if
+    /// that was done already, or a resume came first.
+    pub fn stop_vcpus(&self) -> bool {
+        crate::sched::stop_domain(&self.sched, || self.stopped.load(Ordering::Acquire))
+    }
+
     /// Whether the guest turned on `vm_assist` type `kind` (`xen_abi::xen::vmasst`).
     pub fn vm_assist(&self, kind: u32) -> bool {
         self.vm_assist.load(core::sync::atomic::Ordering::Relaxed) & (1u64 << (kind & 63)) != 0

@@ -10,12 +10,14 @@ use hestia_core::time::TimeScale;
 use xen_abi::errno::Errno;
 use xen_abi::xen::virq;
 
-use super::domain::{Domain, Vcpu, this_vcpu_id};
+use alloc::sync::Arc;
+use core::any::Any;
+
+use super::domain::{Domain, Vcpu, VcpuRef, this_vcpu_id};
 use super::shared::LoadedVcpuInfo;
 use super::{current, domain_crash, traps};
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::{cpu, tsc};
-use crate::sched::VcpuRef;
 use crate::timer::{self, TimerFn};
 use hestia_core::timer_queue::TimerId;
 
@@ -67,7 +69,14 @@ pub fn raise_virq(d: &Domain, virq: u32, v: VcpuId) {
 /// it if it runs on another CPU (its return to the guest then delivers the upcall).
 #[inline(always)]
 pub fn kick(d: &Domain, v: VcpuId) {
-    crate::sched::notify(d, v);
+    // The common case, without the scheduler: the event is for the vCPU running here (its
+    // return path delivers the upcall), nothing of its domain polls, and it is not on its way
+    // off this CPU (blocked or down earlier in this trap, as by a multicall that blocks and
+    // then raises its own port: that vCPU must be woken, as Xen's `vcpu_kick` does).
+    let runs_here = current().is_some_and(|c| core::ptr::eq(c, d)) && this_vcpu_id() == v;
+    if !runs_here || d.sched.has_pollers() || crate::sched::switch_pending() {
+        crate::sched::notify(&d.sched, v);
+    }
 }
 
 /// On every return to guest code: deliver one upcall if events are pending and unmasked. The
@@ -143,7 +152,13 @@ pub fn cancel_timers(v: &mut Vcpu) {
     stop_periodic(v);
 }
 
-fn singleshot_fired(vr: &VcpuRef, now: u64) -> Option<u64> {
+/// A timer of vCPU `vr` calling `fired` with it.
+fn vcpu_timer(fired: fn(&dyn Any, u64) -> Option<u64>, vr: &Arc<VcpuRef>) -> TimerFn {
+    TimerFn::Owned(fired, vr.clone())
+}
+
+fn singleshot_fired(owner: &dyn Any, now: u64) -> Option<u64> {
+    let vr = owner.downcast_ref::<VcpuRef>()?;
     let d = &vr.dom;
     if let Some(v) = d.vcpus.get(vr.id.index()) {
         let mut v = v.lock();
@@ -157,7 +172,8 @@ fn singleshot_fired(vr: &VcpuRef, now: u64) -> Option<u64> {
     None
 }
 
-fn periodic_fired(vr: &VcpuRef, now: u64) -> Option<u64> {
+fn periodic_fired(owner: &dyn Any, now: u64) -> Option<u64> {
+    let vr = owner.downcast_ref::<VcpuRef>()?;
     let d = &vr.dom;
     raise_virq(d, virq::TIMER, vr.id);
     // Keep ticking (under the same handle) only while the guest wants the periodic timer.
@@ -170,8 +186,9 @@ fn periodic_fired(vr: &VcpuRef, now: u64) -> Option<u64> {
     (period != 0).then(|| now.saturating_add(period))
 }
 
-fn poll_timed_out(vr: &VcpuRef, _now: u64) -> Option<u64> {
-    crate::sched::wake(&vr.dom, vr.id);
+fn poll_timed_out(owner: &dyn Any, _now: u64) -> Option<u64> {
+    let vr = owner.downcast_ref::<VcpuRef>()?;
+    crate::sched::wake(&vr.dom.sched, vr.id);
     None
 }
 
@@ -184,20 +201,20 @@ fn cancel(slot: &mut Option<(u32, TimerId)>) {
 
 /// Sets (or, with 0, cancels) the one-shot VIRQ_TIMER of the running vCPU `v` (`vr`) at absolute
 /// system time `deadline`.
-pub fn set_singleshot(vr: &VcpuRef, v: &mut Vcpu, deadline: u64) {
+pub fn set_singleshot(vr: &Arc<VcpuRef>, v: &mut Vcpu, deadline: u64) {
     cancel(&mut v.timers.singleshot);
     v.timers.singleshot_deadline = deadline;
     if deadline != 0 {
-        let id = timer::add(deadline, TimerFn::Vcpu(singleshot_fired, vr.clone()));
+        let id = timer::add(deadline, vcpu_timer(singleshot_fired, vr));
         v.timers.singleshot = Some((smp_index(), id));
     }
 }
 
 /// Arms (or, with 0, cancels) the timeout of the running vCPU's `SCHEDOP_poll`.
-pub fn set_poll_timeout(vr: &VcpuRef, v: &mut Vcpu, deadline: u64) {
+pub fn set_poll_timeout(vr: &Arc<VcpuRef>, v: &mut Vcpu, deadline: u64) {
     cancel(&mut v.timers.poll);
     if deadline != 0 {
-        let id = timer::add(deadline, TimerFn::Vcpu(poll_timed_out, vr.clone()));
+        let id = timer::add(deadline, vcpu_timer(poll_timed_out, vr));
         v.timers.poll = Some((smp_index(), id));
     }
 }
@@ -208,7 +225,7 @@ fn smp_index() -> u32 {
 
 /// Starts (`period` > 0) or stops (0) `v`'s periodic VIRQ_TIMER; `running` is `v`'s reference
 /// when it is the vCPU running here (its timer is then re-armed at once).
-pub fn set_periodic(running: Option<&VcpuRef>, v: &mut Vcpu, period: u64) {
+pub fn set_periodic(running: Option<&Arc<VcpuRef>>, v: &mut Vcpu, period: u64) {
     v.timers.period = period;
     if let Some(vr) = running {
         stop_periodic(v);
@@ -219,7 +236,7 @@ pub fn set_periodic(running: Option<&VcpuRef>, v: &mut Vcpu, period: u64) {
 
 /// Arms `v`'s periodic timer on this CPU as it is switched in; a tick that fell due while it
 /// was out is raised at once.
-pub fn start_periodic(vr: &VcpuRef, v: &mut Vcpu) {
+pub fn start_periodic(vr: &Arc<VcpuRef>, v: &mut Vcpu) {
     let period = v.timers.period;
     if period == 0 || v.timers.periodic.is_some() {
         return;
@@ -229,7 +246,7 @@ pub fn start_periodic(vr: &VcpuRef, v: &mut Vcpu) {
     if next <= now {
         next = now;
     }
-    v.timers.periodic = Some(timer::add(next, TimerFn::Vcpu(periodic_fired, vr.clone())));
+    v.timers.periodic = Some(timer::add(next, vcpu_timer(periodic_fired, vr)));
 }
 
 /// Stops `v`'s periodic timer as it is switched out of this CPU.

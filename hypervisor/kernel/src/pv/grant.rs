@@ -33,7 +33,7 @@ use xen_abi::grant_table::{GNTTAB_NR_RESERVED_ENTRIES, gntmap, gtf};
 use xen_abi::mmu::INVALID_M2P_ENTRY;
 
 use super::domain::Domain;
-use crate::domain::DomainRef;
+use super::domain::DomainRef;
 use crate::mm::{self, frametable};
 
 /// A domain's table and the frames it shares.

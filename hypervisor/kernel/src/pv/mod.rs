@@ -5,7 +5,6 @@
 //! guest's trap table; one that cannot be delivered crashes that domain (never Hestia) with a
 //! one-line reason and its registers. When dom0 stops, Hestia stops the machine, as Xen does.
 
-pub mod audit;
 pub mod builder;
 pub mod context;
 pub mod debugreg;
@@ -15,6 +14,7 @@ pub mod events;
 pub mod grant;
 pub mod ioport;
 pub mod l1tf;
+pub mod life;
 pub mod mmu;
 pub mod msi;
 pub mod msr;
@@ -33,15 +33,12 @@ use hestia_core::ids::VcpuId;
 
 use xen_abi::sched::reason;
 
+use super::domain::DomainRef;
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::{cpu, trap};
-use crate::domain::DomainRef;
 use domain::{Domain, this_vcpu_id};
 
-/// The domain of the vCPU running on this CPU.
-pub fn current() -> Option<&'static Domain> {
-    crate::sched::current()
-}
+pub use context::{current, current_ref};
 
 /// Starts `domains` (each one's first vCPU runnable; dom0, if there is one, first) and
 /// schedules their vCPUs on every CPU; never returns.
@@ -59,7 +56,7 @@ pub fn run(domains: alloc::vec::Vec<(DomainRef, crate::sched::Params)>) -> ! {
             crate::warn!("sched: CPU{} does not take part", p.index);
         }
     }
-    crate::sched::run_this_cpu()
+    crate::sched::run_this_cpu(events::before_guest_return)
 }
 
 /// Starts domain `d`, scheduled with `params`: its wallclock set, its first vCPU runnable.
@@ -77,8 +74,8 @@ pub fn start(d: &DomainRef, params: crate::sched::Params) {
     if let Some((sec, nsec)) = wallclock() {
         d.shared().set_wallclock(sec, nsec);
     }
-    let started =
-        crate::sched::add_domain(d, params).and_then(|()| crate::sched::vcpu_up(d, VcpuId::FIRST));
+    let started = context::add_to_scheduler(d, params)
+        .and_then(|()| crate::sched::vcpu_up(&d.sched, VcpuId::FIRST));
     if let Err(e) = started {
         crate::error!("{}: cannot be scheduled: {e:?}", d.id);
     }
@@ -86,32 +83,23 @@ pub fn start(d: &DomainRef, params: crate::sched::Params) {
 
 /// On another CPU (from the `CALL` IPI): runs the scheduler there.
 fn schedule_here() {
-    crate::sched::run_this_cpu()
+    crate::sched::run_this_cpu(events::before_guest_return)
 }
 
-/// Describes every domain (debug key `q`).
-pub fn dump(w: &mut dyn Write) {
-    match crate::domain::try_all() {
-        None => {
-            let _ = writeln!(w, "The domain table is busy; try again.");
-        }
-        Some(all) if all.is_empty() => {
-            let _ = writeln!(w, "No domains.");
-        }
-        Some(all) => all.iter().for_each(|d| dump_domain(w, d)),
+/// Describes the domains `all` (debug key `q`).
+pub fn dump(w: &mut dyn Write, all: &[DomainRef]) {
+    if all.is_empty() {
+        let _ = writeln!(w, "No domains.");
     }
+    all.iter().for_each(|d| dump_domain(w, d));
 }
 
-/// Lists every domain's open event channels: port, binding, notified vCPU, pending and
-/// masked bits (debug key `e`).
-pub fn dump_event_channels(w: &mut dyn Write) {
+/// Lists the open event channels of the domains `all`: port, binding, notified vCPU, pending
+/// and masked bits (debug key `e`).
+pub fn dump_event_channels(w: &mut dyn Write, all: &[DomainRef]) {
     use hestia_core::evtchn::PortState;
     use hestia_core::ids::Port;
-    let Some(all) = crate::domain::try_all() else {
-        let _ = writeln!(w, "The domain table is busy; try again.");
-        return;
-    };
-    for d in &all {
+    for d in all {
         // Never wait for a domain's lock from the debug-key handler.
         let Some(ev) = d.evtchn.try_lock() else {
             let _ = writeln!(w, "{}: event channels busy; try again", d.id);
@@ -209,13 +197,14 @@ static WALLCLOCK: spin::Mutex<Option<(u64, u32)>> = spin::Mutex::new(None);
 
 /// The time of day at system time 0 (seconds, nanoseconds): as last set, else from the RTC.
 fn wallclock() -> Option<(u64, u32)> {
-    (*WALLCLOCK.lock()).or_else(crate::wallclock_at_boot)
+    (*WALLCLOCK.lock()).or_else(crate::bootinfo::wallclock_at_boot)
 }
 
 /// Sets the wallclock (`XENPF_settime*`): `secs`.`nsecs` is the time of day at system time
-/// `system_time`; shared_info holds the time of day at system time 0. Every domain's, as
-/// Xen's `update_domain_wallclock_time` for each, and domains built later start with it.
-pub fn set_wallclock(secs: u64, nsecs: u32, system_time: u64) {
+/// `system_time`; shared_info holds the time of day at system time 0. That of every domain of
+/// `all` (the domain table), as Xen's `update_domain_wallclock_time` for each, and domains
+/// built later start with it.
+pub fn set_wallclock(secs: u64, nsecs: u32, system_time: u64, all: &[DomainRef]) {
     let at_zero = (u128::from(secs) * 1_000_000_000 + u128::from(nsecs))
         .saturating_sub(u128::from(system_time));
     let (sec, nsec) = (
@@ -223,7 +212,7 @@ pub fn set_wallclock(secs: u64, nsecs: u32, system_time: u64) {
         (at_zero % 1_000_000_000) as u32,
     );
     *WALLCLOCK.lock() = Some((sec, nsec));
-    for d in crate::domain::all() {
+    for d in all {
         if !d.stopped.load(Ordering::Acquire) {
             d.shared().set_wallclock(sec, nsec);
         }
@@ -334,17 +323,22 @@ pub fn shutdown(d: &Domain, reason: u32) {
     stop_after_domain(d);
 }
 
-/// `d` stopped (shut down or crashed). The hardware domain stops the machine (power off,
-/// reset, or with `noreboot` or after a crash a halt), as Xen does. A domU's vCPUs leave their
-/// CPUs (this one at the end of the current trap) until it is resumed or destroyed, its
-/// console output so far is printed, the hardware domain hears of it (`VIRQ_DOM_EXC`), and
-/// once no domain is left running the machine powers off (with the hardware domain alive, it
-/// never is: the domains the toolstack creates all run beside it). A boot-time domU is then
-/// destroyed unless it suspended; a domain the toolstack created, or one that suspended,
-/// stays, shut down with all it holds, until the control domain resumes
-/// (`crate::domain::life::domain_resume`) or destroys it.
+/// What follows a domain's stop beyond its vCPUs leaving the CPUs (the machine stopping with
+/// the hardware domain or the last domain, the control domain told, a boot-time domU
+/// destroyed): the domain layer's work, registered at boot (`crate::domain::life::after_stop`).
+static AFTER_STOP: spin::Once<fn(&Domain, u32)> = spin::Once::new();
+
+/// Registers what follows a domain's stop, with its `SHUTDOWN_*` reason (once, at boot,
+/// before any domain runs).
+pub fn register_after_stop(after: fn(&Domain, u32)) {
+    AFTER_STOP.call_once(|| after);
+}
+
+/// `d` stopped (shut down or crashed): its vCPUs leave their CPUs (this one at the end of the
+/// current trap) until it is resumed or destroyed, and what [`register_after_stop`] registered
+/// follows, once per stop.
 pub fn stop_after_domain(d: &Domain) {
-    if !crate::sched::stop_domain(d) {
+    if !d.stop_vcpus() {
         return;
     }
     let r = d.shutdown_reason.load(Ordering::Acquire);
@@ -357,37 +351,7 @@ pub fn stop_after_domain(d: &Domain) {
         _ => "shutdown",
     };
     crate::info!("{}: shut down ({what}, reason {r})", d.id);
-    let hardware = crate::domain::hardware_domain().is_some_and(|h| core::ptr::eq(h, d));
-    if hardware {
-        crate::info!(
-            "mm: while guests ran, the frame table's lock was {}",
-            crate::mm::frametable::longest_hold()
-        );
-        audit::audit_at_stop(d);
-        crate::dom0_stopped(r)
-    }
-    // Its words so far (its ring is served until its destruction begins: it may be resumed).
-    crate::console::ring::service(d);
-    if let Some(h) = crate::domain::hardware_domain() {
-        events::raise_virq(h, xen_abi::xen::virq::DOM_EXC, VcpuId::FIRST);
-    }
-    if crate::domain::all_dying() && !crate::domain::boot::cycled(d) {
-        audit::audit_at_stop(d);
-        crate::info!(
-            "mm: while guests ran, the frame table's lock was {}",
-            crate::mm::frametable::longest_hold()
-        );
-        crate::info!("Hestia: every domain has stopped");
-        crate::dom0_stopped(reason::POWEROFF)
-    }
-    // A domain the toolstack created stays, shut down, until the toolstack destroys it (Xen's
-    // `XEN_DOMCTL_destroydomain`); so does one that suspended, which waits to be saved and
-    // then resumed or destroyed. Any other boot-time one, which nobody else would destroy, is
-    // destroyed once its vCPUs are off every CPU (`crate::domain::reap_step`).
-    if !d.life.toolstack
-        && r != reason::SUSPEND
-        && let Ok(me) = crate::domain::lookup(d, d.id.0)
-    {
-        crate::domain::destroy_later(me);
+    if let Some(after) = AFTER_STOP.get() {
+        after(d, r);
     }
 }

@@ -272,7 +272,7 @@ pub fn interrupt(index: u8) {
     let pirq = PIRQ_OF_VECTOR
         .get(usize::from(index))
         .map_or(0, |p| p.load(Ordering::Acquire));
-    if let (Some(pirq), Some(d)) = (pirq.checked_sub(1), crate::domain::hardware_domain()) {
+    if let (Some(pirq), Some(d)) = (pirq.checked_sub(1), super::domain::hardware_domain()) {
         super::pirq::raise(d, pirq);
     }
 }

@@ -150,7 +150,7 @@ pub fn eoi(d: &Domain, pirq: u32) -> Result<(), Errno> {
 
 /// An interrupt on a line routed for dom0 (from the IOAPIC handler table).
 fn interrupt(gsi: u32) {
-    let Some(d) = crate::domain::hardware_domain() else {
+    let Some(d) = super::domain::hardware_domain() else {
         ioapic::set_masked(gsi, true);
         return;
     };

@@ -310,7 +310,7 @@ pub fn up(d: &Domain, vid: VcpuId) -> Result<(), Errno> {
     if v.up {
         return Ok(());
     }
-    crate::sched::vcpu_up(d, vid)?;
+    crate::sched::vcpu_up(&d.sched, vid)?;
     v.up = true;
     drop(v);
     crate::ginfo!(d, "{}v{vid}: up", d.id);
@@ -340,7 +340,7 @@ pub fn down(d: &Domain, vid: VcpuId) -> Result<(), Errno> {
     }
     let mut v = slot.lock();
     if v.up {
-        crate::sched::vcpu_down(d, vid)?;
+        crate::sched::vcpu_down(&d.sched, vid)?;
         v.up = false;
         drop(v);
         crate::ginfo!(d, "{}v{vid}: down (by {}v{})", d.id, d.id, this_vcpu_id());

@@ -2,13 +2,12 @@
 //! `scheduler_op`, vCPU affinity; `XEN_SYSCTL_scheduler_op`): thin, locked views of the
 //! decisions `hestia_core::credit` keeps, for `crate::hypercall::domctl` and `sysctl`.
 
-use hestia_core::credit::{self, CpuSet, DomKey, UnitId};
+use hestia_core::credit::{self, CpuSet, UnitId};
 use hestia_core::ids::VcpuId;
 use xen_abi::errno::Errno;
 
-use super::{State, reschedule, runstate, with_sched};
+use super::{DomainSched, State, reschedule, runstate, with_sched};
 use crate::arch::x86_64::tsc;
-use crate::pv::domain::Domain;
 
 /// One vCPU as `XEN_DOMCTL_getvcpuinfo` describes it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -26,14 +25,14 @@ pub struct VcpuInfo {
 }
 
 /// vCPU `vcpu` of `d`, if the scheduler knows it.
-pub fn vcpu_info(d: &Domain, vcpu: VcpuId) -> Option<VcpuInfo> {
+pub fn vcpu_info(d: &DomainSched, vcpu: VcpuId) -> Option<VcpuInfo> {
     let now = tsc::uptime_ns();
     with_sched(|s| s.find(d, vcpu).and_then(|i| unit_info(s, i, now)))
 }
 
 /// Each vCPU of `d` the scheduler knows, in one pass under its lock (getdomaininfo sums
 /// them: one lookup per vCPU would scan every unit once for each).
-pub fn each_vcpu_info(d: &Domain, mut f: impl FnMut(VcpuInfo)) {
+pub fn each_vcpu_info(d: &DomainSched, mut f: impl FnMut(VcpuInfo)) {
     let now = tsc::uptime_ns();
     with_sched(|s| {
         let mine: alloc::vec::Vec<usize> = s.of(d).collect();
@@ -61,17 +60,17 @@ fn unit_info(s: &mut super::Sched, i: usize, now: u64) -> Option<VcpuInfo> {
 }
 
 /// `d`'s credit weight and cap; `ESRCH` once it has left the scheduler.
-pub fn domain_params(d: &Domain) -> Result<(u16, u16), Errno> {
-    with_sched(|s| s.credit.domain_params(DomKey(d.id.0))).ok_or(Errno::ESRCH)
+pub fn domain_params(d: &DomainSched) -> Result<(u16, u16), Errno> {
+    with_sched(|s| s.credit.domain_params(d.key())).ok_or(Errno::ESRCH)
 }
 
 /// Sets `d`'s weight (0: unchanged) and cap (`0xffff`: unchanged).
-pub fn set_domain_params(d: &Domain, weight: u16, cap: u16) -> Result<(), Errno> {
-    with_sched(|s| s.credit.set_domain_params(DomKey(d.id.0), weight, cap))
+pub fn set_domain_params(d: &DomainSched, weight: u16, cap: u16) -> Result<(), Errno> {
+    with_sched(|s| s.credit.set_domain_params(d.key(), weight, cap))
 }
 
 /// vCPU `vcpu` of `d`'s hard and soft affinity; `ESRCH` if the scheduler does not know it.
-pub fn affinity(d: &Domain, vcpu: VcpuId) -> Result<(CpuSet, CpuSet), Errno> {
+pub fn affinity(d: &DomainSched, vcpu: VcpuId) -> Result<(CpuSet, CpuSet), Errno> {
     with_sched(|s| {
         let i = s.find(d, vcpu)?;
         s.credit
@@ -83,7 +82,12 @@ pub fn affinity(d: &Domain, vcpu: VcpuId) -> Result<(CpuSet, CpuSet), Errno> {
 
 /// Sets vCPU `vcpu` of `d`'s affinities (a vCPU running outside its new hard affinity moves
 /// at once); `EINVAL` if `hard` holds no CPU.
-pub fn set_affinity(d: &Domain, vcpu: VcpuId, hard: CpuSet, soft: CpuSet) -> Result<(), Errno> {
+pub fn set_affinity(
+    d: &DomainSched,
+    vcpu: VcpuId,
+    hard: CpuSet,
+    soft: CpuSet,
+) -> Result<(), Errno> {
     let poke = with_sched(|s| {
         let i = s.find(d, vcpu).ok_or(Errno::ESRCH)?;
         s.credit.set_affinity(UnitId(i as u32), hard, soft)

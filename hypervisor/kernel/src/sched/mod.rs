@@ -11,11 +11,16 @@
 //! Switching happens in one place: at the end of a trap from a guest, before the exit path
 //! returns to it ([`before_guest_return`]), when this CPU was asked to reschedule (the running
 //! vCPU blocked, yielded, went down, or its time slice ended). The outgoing vCPU's state is
-//! saved from the CPU and its trap frame into its `Vcpu` (`pv::context::save`) *before* the unit
-//! becomes visible in the queue, so another CPU can never load a half-saved vCPU; the incoming
-//! one is loaded into the CPU and into the same trap frame (`pv::context::load`), and the exit
-//! path returns to it. So no vCPU runs on two CPUs at once: a unit is on a CPU ([`Unit::on_cpu`])
-//! from the moment a CPU picks it until that CPU has saved it.
+//! saved from the CPU and its trap frame ([`Vcpu::save`]) *before* the unit becomes visible
+//! in the queue, so another CPU can never load a half-saved vCPU; the incoming one is loaded
+//! into the CPU and into the same trap frame ([`Vcpu::load`]), and the exit path returns to it.
+//! So no vCPU runs on two CPUs at once: a unit is on a CPU ([`Unit::on_cpu`]) from the moment a
+//! CPU picks it until that CPU has saved it.
+//!
+//! This layer names no guest type: a unit holds a [`VcpuHandle`], a counted reference to a
+//! vCPU whose saving and loading the PV layer implements ([`Vcpu`]), and a domain is named by
+//! the [`DomainSched`] it keeps inside it. Which vCPU a CPU runs is published for the trap path
+//! by the PV layer as it loads it.
 //!
 //! Waking ([`notify`], [`wake`]) makes a blocked unit runnable; if it is still on its CPU (it
 //! blocked but that CPU has not switched away yet) it simply continues there; otherwise it
@@ -39,11 +44,12 @@
 
 pub mod control;
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use hestia_core::credit::{self, CpuSet, DomKey, UnitId};
-use hestia_core::ids::VcpuId;
+use hestia_core::ids::{DomId, VcpuId};
 use hestia_core::timer_queue::TimerId;
 
 use xen_abi::errno::Errno;
@@ -51,19 +57,68 @@ use xen_abi::errno::Errno;
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::percpu::{self, MAX_CPUS};
 use crate::arch::x86_64::{cpu, pventer, smp, tsc};
-use crate::domain::DomainRef;
-use crate::pv::context;
-use crate::pv::domain::Domain;
 use crate::timer::{self, TimerFn};
 
-/// A counted reference to one vCPU of a domain.
-#[derive(Clone)]
-pub struct VcpuRef {
-    /// Its domain.
-    pub dom: DomainRef,
-    /// Its index in the domain.
-    pub id: VcpuId,
+/// What the scheduler keeps of a domain, inside it (`pv::domain::Domain::sched`): its id, its
+/// pauses and its polling vCPUs. The scheduler's functions name a domain by it and know
+/// nothing else of it.
+pub struct DomainSched {
+    /// Its id (the credit scheduler's key; log lines).
+    id: DomId,
+    /// Every pause in force (Xen's `pause_count`; `crate::domain::life` counts the toolstack's
+    /// apart); changed only under the scheduler's lock, which decides from it whether a vCPU
+    /// may run.
+    pause_count: AtomicU32,
+    /// Its vCPUs blocked in `SCHEDOP_poll`, a bit each: an event for the domain must wake
+    /// them, and only then does it need the scheduler.
+    pollers: AtomicU64,
 }
+
+impl DomainSched {
+    /// Domain `id`'s, paused once if `paused` (a domain the toolstack creates starts paused).
+    pub fn new(id: DomId, paused: bool) -> Self {
+        DomainSched {
+            id,
+            pause_count: AtomicU32::new(paused.into()),
+            pollers: AtomicU64::new(0),
+        }
+    }
+
+    /// A vCPU of it waits in `SCHEDOP_poll` (an event for the domain must reach [`notify`]).
+    pub fn has_pollers(&self) -> bool {
+        self.pollers.load(Ordering::Acquire) != 0
+    }
+
+    /// It is paused: its runnable vCPUs wait. Read under the scheduler's lock, under which
+    /// alone the count changes.
+    fn paused(&self) -> bool {
+        self.pause_count.load(Ordering::Acquire) != 0
+    }
+
+    fn key(&self) -> DomKey {
+        DomKey(self.id.0)
+    }
+}
+
+/// A vCPU as the scheduler holds it, one counted reference per unit: the PV layer implements
+/// it (`pv::VcpuRef`), and the scheduler calls it to take the vCPU off a CPU and put it on one.
+pub trait Vcpu: Send + Sync {
+    /// Its domain's scheduling state.
+    fn domain(&self) -> &DomainSched;
+    /// Its index in its domain.
+    fn id(&self) -> VcpuId;
+    /// Saves it, loaded on this CPU, from the CPU and `f` (the frame the trap left); then
+    /// `saved` takes it off the CPU in the scheduler and returns the runstate to publish to
+    /// the guest. The vCPU stays locked until that is published: a CPU that picks it up at
+    /// once loads it only after.
+    fn save(&self, f: &TrapFrame, saved: &mut dyn FnMut() -> Option<[u64; 6]>);
+    /// Loads it, picked for this CPU, into the CPU and `f`; `loaded` returns the runstate to
+    /// publish to the guest.
+    fn load(self: Arc<Self>, f: &mut TrapFrame, loaded: &mut dyn FnMut() -> Option<[u64; 6]>);
+}
+
+/// A counted reference to a vCPU, as units and CPUs hold it.
+pub type VcpuHandle = Arc<dyn Vcpu>;
 
 /// `vcpu_runstate_info.state` values.
 mod runstate {
@@ -109,7 +164,7 @@ impl Runstate {
 }
 
 struct Unit {
-    vcpu: VcpuRef,
+    vcpu: VcpuHandle,
     state: State,
     /// The CPU it is loaded on (from being picked until that CPU saved it).
     on_cpu: Option<u32>,
@@ -128,7 +183,7 @@ impl Unit {
         let rs = match (self.state, self.on_cpu) {
             (State::Runnable, Some(_)) => runstate::RUNNING,
             // Xen accounts a paused vCPU as offline.
-            (State::Runnable, None) if paused(&self.vcpu.dom) => runstate::OFFLINE,
+            (State::Runnable, None) if self.vcpu.domain().paused() => runstate::OFFLINE,
             (State::Runnable, None) => runstate::RUNNABLE,
             (State::Blocked, _) => runstate::BLOCKED,
             (State::Offline, _) => runstate::OFFLINE,
@@ -148,10 +203,10 @@ struct Sched {
 }
 
 impl Sched {
-    fn find(&self, d: &Domain, vcpu: VcpuId) -> Option<usize> {
+    fn find(&self, d: &DomainSched, vcpu: VcpuId) -> Option<usize> {
         self.units.iter().position(|u| {
             u.as_ref()
-                .is_some_and(|u| core::ptr::eq(&*u.vcpu.dom, d) && u.vcpu.id == vcpu)
+                .is_some_and(|u| core::ptr::eq(u.vcpu.domain(), d) && u.vcpu.id() == vcpu)
         })
     }
 
@@ -161,12 +216,15 @@ impl Sched {
     }
 
     /// The units of `d`, by index.
-    fn of(&self, d: &Domain) -> impl Iterator<Item = usize> + '_ {
-        let d = d as *const Domain;
+    fn of(&self, d: &DomainSched) -> impl Iterator<Item = usize> + '_ {
+        let d = d as *const DomainSched;
         self.units
             .iter()
             .enumerate()
-            .filter(move |(_, u)| u.as_ref().is_some_and(|u| core::ptr::eq(&*u.vcpu.dom, d)))
+            .filter(move |(_, u)| {
+                u.as_ref()
+                    .is_some_and(|u| core::ptr::eq(u.vcpu.domain(), d))
+            })
             .map(|(i, _)| i)
     }
 
@@ -181,12 +239,12 @@ impl Sched {
         if u.polling {
             u.polling = false;
             u.vcpu
-                .dom
+                .domain()
                 .pollers
-                .fetch_and(!poll_bit(u.vcpu.id), Ordering::AcqRel);
+                .fetch_and(!poll_bit(u.vcpu.id()), Ordering::AcqRel);
         }
         u.account(now);
-        if paused(&u.vcpu.dom) {
+        if u.vcpu.domain().paused() {
             // It runs when its domain is unpaused (`unpause`).
             return None;
         }
@@ -200,20 +258,14 @@ impl Sched {
         if state != State::Blocked && u.polling {
             u.polling = false;
             u.vcpu
-                .dom
+                .domain()
                 .pollers
-                .fetch_and(!poll_bit(u.vcpu.id), Ordering::AcqRel);
+                .fetch_and(!poll_bit(u.vcpu.id()), Ordering::AcqRel);
         }
         u.state = state;
         u.account(now);
         self.credit.sleep(UnitId(i as u32))
     }
-}
-
-/// `d` is paused (`crate::domain::life`): its runnable vCPUs wait. Read under the scheduler's
-/// lock, under which alone the count changes.
-fn paused(d: &Domain) -> bool {
-    d.life.pause_count.load(Ordering::Acquire) != 0
 }
 
 static SCHED: spin::Once<spin::Mutex<Sched>> = spin::Once::new();
@@ -223,8 +275,9 @@ static SCHED: spin::Once<spin::Mutex<Sched>> = spin::Once::new();
 fn with_sched<R>(f: impl FnOnce(&mut Sched) -> R) -> R {
     let sched = SCHED.call_once(|| {
         let cpus = (percpu::online_count().max(1) as usize).min(credit::MAX_CPUS);
-        let credit = credit::Scheduler::new(cpus, credit::Params::default())
-            .unwrap_or_else(|_| crate::fatal_boot(format_args!("sched: no credit scheduler")));
+        let credit = credit::Scheduler::new(cpus, credit::Params::default()).unwrap_or_else(|_| {
+            crate::machine::fatal_boot(format_args!("sched: no credit scheduler"))
+        });
         spin::Mutex::new(Sched {
             units: Vec::new(),
             credit,
@@ -255,17 +308,16 @@ impl Default for Params {
     }
 }
 
-/// What one CPU runs (the loaded domain and vCPU id are published in `PerCpu` too, for
-/// [`current`]).
+/// What one CPU runs.
 struct Pcpu {
-    /// The loaded vCPU, for what needs a counted reference to it (timers).
-    current: spin::Mutex<Option<(usize, VcpuRef)>>,
+    /// The loaded vCPU's unit, and a counted reference to it.
+    current: spin::Mutex<Option<(usize, VcpuHandle)>>,
     /// Switch at the next return to the guest.
     resched: AtomicBool,
     /// The one-shot timer ending the running vCPU's run time.
     slice: spin::Mutex<Option<TimerId>>,
     /// The domain whose vCPU this CPU ran last (compared, never dereferenced).
-    last_dom: AtomicPtr<Domain>,
+    last_dom: AtomicPtr<DomainSched>,
 }
 
 static PCPU: [Pcpu; MAX_CPUS] = [const {
@@ -281,48 +333,19 @@ fn this_pcpu() -> &'static Pcpu {
     &PCPU[percpu::current_index() as usize % MAX_CPUS]
 }
 
-/// The domain of the vCPU this CPU runs, if any.
-pub fn current() -> Option<&'static Domain> {
-    // One GS-relative load: this runs several times on every trap.
-    let p = percpu::loaded_guest().0 as *const Domain;
-    // SAFETY: a non-null pointer is the domain of the unit loaded on this CPU (published by
-    // `switch_in`, withdrawn by `switch_out`); the scheduler holds a counted reference to
-    // every unit's domain, and a unit is never removed while it is on a CPU. Only this CPU
-    // changes the pointer, on its trap path, after which no reference obtained before the
-    // switch is used.
-    (!p.is_null()).then(|| unsafe { &*p })
-}
-
-/// The id of the vCPU this CPU runs (0 while idle).
-pub fn current_vcpu() -> VcpuId {
-    VcpuId::unvalidated(percpu::loaded_guest().1)
-}
-
-/// Publishes the vCPU loaded on this CPU (or none) for [`current`] and [`current_vcpu`].
-fn publish(dom: *mut Domain, vcpu: VcpuId) {
-    let me = percpu::this_cpu();
-    me.guest_index.store(vcpu.raw(), Ordering::Relaxed);
-    me.guest.store(dom as u64, Ordering::Release);
-}
-
-/// A counted reference to the vCPU this CPU runs.
-pub fn current_ref() -> Option<VcpuRef> {
-    this_pcpu().current.lock().as_ref().map(|(_, v)| v.clone())
-}
-
-/// Enters every vCPU of `d` in the scheduler with `params`, offline (none runs before
-/// [`vcpu_up`]); vCPU `i` starts on CPU `i` modulo the CPUs it may use.
-pub fn add_domain(d: &DomainRef, params: Params) -> Result<(), Errno> {
+/// Enters `vcpus`, every vCPU of `d` in order, in the scheduler with `params`, offline (none
+/// runs before [`vcpu_up`]); vCPU `i` starts on CPU `i` modulo the CPUs it may use.
+pub fn add_domain(d: &DomainSched, vcpus: Vec<VcpuHandle>, params: Params) -> Result<(), Errno> {
     let now = tsc::uptime_ns();
     with_sched(|s| {
-        let dom = DomKey(d.id.0);
+        let dom = d.key();
         // The CPUs that exist; none of them is refused before anything is entered.
         let hard = CpuSet(params.cpus).and(CpuSet::first_n(s.credit.nr_cpus()));
         if hard.is_empty() {
             return Err(Errno::EINVAL);
         }
         s.credit.add_domain(dom, params.weight, params.cap)?;
-        for id in 0..d.vcpus.len() as u32 {
+        for (id, vcpu) in vcpus.into_iter().enumerate() {
             // A destroyed domain's slot (its units left the credit scheduler with it).
             let slot = s
                 .units
@@ -330,16 +353,13 @@ pub fn add_domain(d: &DomainRef, params: Params) -> Result<(), Errno> {
                 .position(Option::is_none)
                 .unwrap_or(s.units.len());
             let unit = UnitId(slot as u32);
-            let cpu = (id as usize) % s.credit.nr_cpus();
+            let cpu = id % s.credit.nr_cpus();
             s.credit.add_unit(unit, dom, hard, hard, cpu)?;
             if slot == s.units.len() {
                 s.units.push(None);
             }
             s.units[slot] = Some(Unit {
-                vcpu: VcpuRef {
-                    dom: d.clone(),
-                    id: VcpuId::unvalidated(id),
-                },
+                vcpu,
                 state: State::Offline,
                 on_cpu: None,
                 polling: false,
@@ -357,7 +377,7 @@ pub fn add_domain(d: &DomainRef, params: Params) -> Result<(), Errno> {
 }
 
 /// Makes offline vCPU `vcpu` of `d` runnable (`VCPUOP_up`, and the first vCPU at start).
-pub fn vcpu_up(d: &Domain, vcpu: VcpuId) -> Result<(), Errno> {
+pub fn vcpu_up(d: &DomainSched, vcpu: VcpuId) -> Result<(), Errno> {
     let now = tsc::uptime_ns();
     let poke = with_sched(|s| {
         let i = s.find(d, vcpu).ok_or(Errno::ENOENT)?;
@@ -372,7 +392,7 @@ pub fn vcpu_up(d: &Domain, vcpu: VcpuId) -> Result<(), Errno> {
 }
 
 /// Wakes vCPU `vcpu` of `d` if it is blocked.
-pub fn wake(d: &Domain, vcpu: VcpuId) {
+pub fn wake(d: &DomainSched, vcpu: VcpuId) {
     let now = tsc::uptime_ns();
     let poke = with_sched(|s| {
         s.find(d, vcpu)
@@ -385,33 +405,21 @@ pub fn wake(d: &Domain, vcpu: VcpuId) {
 /// vCPU `vcpu` of `d` has a new event: wake it if it is blocked, interrupt its CPU if it runs
 /// on another one (the return path delivers the upcall), and wake the domain's vCPUs that poll
 /// (`SCHEDOP_poll` waits for pending bits, masked or not; each checks its own ports again).
-#[inline(always)]
-pub fn notify(d: &Domain, vcpu: VcpuId) {
-    // The common case, without the scheduler's lock: the event is for the vCPU running here
-    // (its return path delivers the upcall), nothing of its domain polls, and it is not on its
-    // way off this CPU (blocked or down earlier in this trap, as by a multicall that blocks and
-    // then raises its own port: that vCPU must be woken, as Xen's `vcpu_kick` does).
-    if !(current().is_some_and(|c| core::ptr::eq(c, d))
-        && current_vcpu() == vcpu
-        && d.pollers.load(Ordering::Acquire) == 0
-        && !this_pcpu().resched.load(Ordering::Acquire))
-    {
-        notify_scheduler(d, vcpu);
-    }
-}
-
+/// Needless when the event is for the vCPU running here, nothing of its domain polls
+/// ([`DomainSched::has_pollers`]) and no switch is pending ([`switch_pending`]): the caller
+/// may skip it then, as `pv::events::kick` does.
 #[inline(never)]
-fn notify_scheduler(d: &Domain, vcpu: VcpuId) {
+pub fn notify(d: &DomainSched, vcpu: VcpuId) {
     let now = tsc::uptime_ns();
     let me = percpu::current_index();
     let (pokes, ipi) = with_sched(|s| {
         let mut pokes = CpuSet::EMPTY;
         let mut ipi = None;
         for i in 0..s.units.len() {
-            let Some(u) = s.at(i).filter(|u| core::ptr::eq(&*u.vcpu.dom, d)) else {
+            let Some(u) = s.at(i).filter(|u| core::ptr::eq(u.vcpu.domain(), d)) else {
                 continue;
             };
-            let target = u.vcpu.id == vcpu;
+            let target = u.vcpu.id() == vcpu;
             if target && u.state == State::Runnable {
                 ipi = u.on_cpu.filter(|&c| c != me);
             } else if u.state == State::Blocked
@@ -431,15 +439,17 @@ fn notify_scheduler(d: &Domain, vcpu: VcpuId) {
 
 /// Takes every vCPU of `d`, which stopped, off the CPUs until it is resumed
 /// ([`resume_domain`]) or destroyed: out of the queue, and switched away (at the end of their
-/// current trap) where they run. False if that was done already. Like Xen's paused vCPUs of
-/// a domain shut down, each keeps what the toolstack reads until the domain is destroyed ([`forget_domain`]): online if it was up, its CPU and
+/// current trap) where they run; `stopped`, run under the scheduler's lock, says it is still
+/// stopped (it is not if a resume came first). False if that was done already, or it was
+/// resumed. Like Xen's paused vCPUs of a domain shut down, each keeps what the toolstack reads
+/// until the domain is destroyed ([`forget_domain`]): online if it was up, its CPU and
 /// affinity, and the domain its weight and cap (libxl reads them back to restart it).
-pub fn stop_domain(d: &Domain) -> bool {
+pub fn stop_domain(d: &DomainSched, stopped: impl FnOnce() -> bool) -> bool {
     let now = tsc::uptime_ns();
     let (first, pokes) = with_sched(|s| {
         let mut first = false;
         // Resumed since it stopped (`resume_domain`, under this lock): nothing to stop.
-        if !d.stopped.load(Ordering::Acquire) {
+        if !stopped() {
             return (false, CpuSet::EMPTY);
         }
         let mine: Vec<usize> = s.of(d).collect();
@@ -476,7 +486,7 @@ pub fn stop_domain(d: &Domain) -> bool {
 /// blocked is woken (its `SCHEDOP_block` returns, a `SCHEDOP_poll` looks at its ports again):
 /// events sent while it was stopped found it off the queues and woke nothing, and a wake-up
 /// the guest did not wait for is harmless. False if `clear` found it running.
-pub fn resume_domain(d: &Domain, clear: impl FnOnce() -> bool) -> bool {
+pub fn resume_domain(d: &DomainSched, clear: impl FnOnce() -> bool) -> bool {
     let now = tsc::uptime_ns();
     let (resumed, pokes) = with_sched(|s| {
         let mut pokes = CpuSet::EMPTY;
@@ -504,11 +514,11 @@ pub fn resume_domain(d: &Domain, clear: impl FnOnce() -> bool) -> bool {
 /// One more pause of `d` (`crate::domain::life::domain_pause`): at the first, its runnable
 /// vCPUs leave the queues, and those on a CPU are switched away at that CPU's next return to
 /// its guest (the caller waits for that with [`off_cpus`]).
-pub fn pause(d: &Domain) {
+pub fn pause(d: &DomainSched) {
     let now = tsc::uptime_ns();
     let pokes = with_sched(|s| {
         let mut pokes = CpuSet::EMPTY;
-        if d.life.pause_count.fetch_add(1, Ordering::AcqRel) != 0 {
+        if d.pause_count.fetch_add(1, Ordering::AcqRel) != 0 {
             return pokes;
         }
         let mine: Vec<usize> = s.of(d).collect();
@@ -533,11 +543,11 @@ pub fn pause(d: &Domain) {
 
 /// One pause of `d` fewer; at the last, its runnable vCPUs run again. False (nothing done) if
 /// it was not paused.
-pub fn unpause(d: &Domain) -> bool {
+pub fn unpause(d: &DomainSched) -> bool {
     let now = tsc::uptime_ns();
     let (ok, pokes) = with_sched(|s| {
         let mut pokes = CpuSet::EMPTY;
-        let count = &d.life.pause_count;
+        let count = &d.pause_count;
         match count.load(Ordering::Acquire) {
             0 => return (false, pokes),
             1 => count.store(0, Ordering::Release),
@@ -563,7 +573,7 @@ pub fn unpause(d: &Domain) -> bool {
 }
 
 /// True when no vCPU of `d` is loaded on a CPU (each one that ran it has switched away).
-pub fn off_cpus(d: &Domain) -> bool {
+pub fn off_cpus(d: &DomainSched) -> bool {
     with_sched(|s| {
         s.of(d)
             .all(|i| s.units[i].as_ref().is_none_or(|u| u.on_cpu.is_none()))
@@ -571,16 +581,16 @@ pub fn off_cpus(d: &Domain) -> bool {
 }
 
 /// Forgets `d`, which is destroyed, and every vCPU of it (their counted references go).
-pub fn forget_domain(d: &Domain) {
+pub fn forget_domain(d: &DomainSched) {
     let gone: Vec<Unit> = with_sched(|s| {
         // Its vCPUs stopped and left their CPUs before its destruction began: no CPU runs one.
-        let _ = s.credit.remove_domain(DomKey(d.id.0));
+        let _ = s.credit.remove_domain(d.key());
         let mine: Vec<usize> = s.of(d).collect();
         mine.into_iter().filter_map(|i| s.units[i].take()).collect()
     });
     // A new domain may be allocated where this one was: no CPU may take it for the domain it
     // ran last (and skip the barrier between domains).
-    let dom = d as *const Domain as *mut Domain;
+    let dom = d as *const DomainSched as *mut DomainSched;
     for p in &PCPU {
         let _ = p.last_dom.compare_exchange(
             dom,
@@ -623,11 +633,11 @@ pub fn block_current(polling: bool, woken: impl FnOnce() -> bool) -> bool {
         // A poller announces itself before it looks at its ports: a sender sets the pending
         // bit before it looks at the pollers (both locked RMWs, full barriers), so one of the
         // two sees the other.
-        let bit = if polling { poll_bit(u.vcpu.id) } else { 0 };
-        u.vcpu.dom.pollers.fetch_or(bit, Ordering::SeqCst);
+        let bit = if polling { poll_bit(u.vcpu.id()) } else { 0 };
+        u.vcpu.domain().pollers.fetch_or(bit, Ordering::SeqCst);
         if woken() {
             u.state = State::Runnable;
-            u.vcpu.dom.pollers.fetch_and(!bit, Ordering::SeqCst);
+            u.vcpu.domain().pollers.fetch_and(!bit, Ordering::SeqCst);
             return false;
         }
         u.polling = polling;
@@ -656,7 +666,7 @@ pub fn down_current() {
 
 /// Takes vCPU `vcpu` of `d`, not the one running here, offline (`VCPUOP_down` of another
 /// vCPU): where it runs, it is switched away at once.
-pub fn vcpu_down(d: &Domain, vcpu: VcpuId) -> Result<(), Errno> {
+pub fn vcpu_down(d: &DomainSched, vcpu: VcpuId) -> Result<(), Errno> {
     let now = tsc::uptime_ns();
     let poke = with_sched(|s| {
         let i = s.find(d, vcpu).ok_or(Errno::ENOENT)?;
@@ -672,6 +682,7 @@ pub fn vcpu_down(d: &Domain, vcpu: VcpuId) -> Result<(), Errno> {
 /// blocked, yielded, went down or used its slice, or another must run): a long hypercall
 /// stops at its next item and is continued (Xen's `hypercall_preempt_check`, which sees the
 /// pending `SCHEDULE_SOFTIRQ`).
+#[inline]
 pub fn switch_pending() -> bool {
     this_pcpu().resched.load(Ordering::Acquire)
 }
@@ -686,7 +697,7 @@ pub fn yield_current() {
 }
 
 /// The accounted runstate of vCPU `vcpu` of `d` (`VCPUOP_get_runstate_info`).
-pub fn runstate_info(d: &Domain, vcpu: VcpuId) -> Option<[u64; 6]> {
+pub fn runstate_info(d: &DomainSched, vcpu: VcpuId) -> Option<[u64; 6]> {
     let now = tsc::uptime_ns();
     with_sched(|s| {
         let i = s.find(d, vcpu)?;
@@ -696,8 +707,10 @@ pub fn runstate_info(d: &Domain, vcpu: VcpuId) -> Option<[u64; 6]> {
     })
 }
 
-/// Starts scheduling on this CPU (at boot, once domains exist); never returns.
-pub fn run_this_cpu() -> ! {
+/// Starts scheduling on this CPU (at boot, once domains exist); never returns. `before_return`
+/// is the PV layer's work before any return to a guest, for the first (events; later returns
+/// run it from the trap path).
+pub fn run_this_cpu(before_return: fn(&mut TrapFrame)) -> ! {
     cpu::disable_interrupts();
     let period = with_sched(|s| s.credit.tick_period_ns());
     timer::add(
@@ -709,7 +722,7 @@ pub fn run_this_cpu() -> ! {
     switch_in(&mut f, next);
     // As on every return to a guest: an event that woke it is delivered first (which may switch
     // it to kernel mode: its page tables and GS base are read after).
-    crate::pv::events::before_guest_return(&mut f);
+    before_return(&mut f);
     pventer::enter(&f, cpu::read_cr3(), cpu::kernel_gs_base())
 }
 
@@ -792,29 +805,25 @@ fn reschedule_here(f: &mut TrapFrame) {
 }
 
 /// Saves the vCPU running here (unit `i`) and takes it off this CPU.
-fn switch_out(i: usize, prev: &VcpuRef, f: &TrapFrame) {
-    let d = &prev.dom;
-    let mut v = d.vcpus[prev.id.index()].lock();
-    context::save(&mut v, f);
-    let now = tsc::uptime_ns();
+fn switch_out(i: usize, prev: &VcpuHandle, f: &TrapFrame) {
     let me = percpu::current_index();
-    let (info, poke) = with_sched(|s| {
-        let info = s.at(i).map(|u| {
-            if u.on_cpu == Some(me) {
-                u.on_cpu = None;
-            }
-            u.account(now);
-            u.runstate.info()
+    let mut poke = None;
+    prev.save(f, &mut || {
+        let now = tsc::uptime_ns();
+        let (info, p) = with_sched(|s| {
+            let info = s.at(i).map(|u| {
+                if u.on_cpu == Some(me) {
+                    u.on_cpu = None;
+                }
+                u.account(now);
+                u.runstate.info()
+            });
+            (info, s.credit.context_saved(me as usize))
         });
-        (info, s.credit.context_saved(me as usize))
+        poke = p;
+        info
     });
-    if let Some(info) = info {
-        context::write_runstate(d, &v, info);
-    }
-    drop(v);
-    let p = this_pcpu();
-    publish(core::ptr::null_mut(), VcpuId::FIRST);
-    *p.current.lock() = None;
+    *this_pcpu().current.lock() = None;
     reschedule(poke);
 }
 
@@ -877,18 +886,14 @@ fn switch_in(f: &mut TrapFrame, i: usize) {
         return;
     };
     let p = this_pcpu();
-    let dom = &*vr.dom as *const Domain as *mut Domain;
+    let dom = vr.domain() as *const DomainSched as *mut DomainSched;
     if p.last_dom.swap(dom, Ordering::Relaxed) != dom {
         crate::arch::x86_64::spec_ctrl::domain_switch();
     }
-    publish(dom, vr.id);
     *p.current.lock() = Some((i, vr.clone()));
-    let d = &vr.dom;
-    let mut v = d.vcpus[vr.id.index()].lock();
-    context::load(&vr, &mut v, f);
-    if let Some(info) = with_sched(|s| s.at(i).map(|u| u.runstate.info())) {
-        context::write_runstate(d, &v, info);
-    }
+    vr.load(f, &mut || {
+        with_sched(|s| s.at(i).map(|u| u.runstate.info()))
+    });
 }
 
 /// Describes every CPU's scheduling and run queue, and every vCPU's credit state and runstate
@@ -924,7 +929,13 @@ pub fn dump(w: &mut dyn core::fmt::Write) {
     {
         let mut r = u.runstate;
         r.enter(r.state, now);
-        let _ = write!(w, "  {}v{} u{i}: {:?}", u.vcpu.dom.id, u.vcpu.id, u.state);
+        let _ = write!(
+            w,
+            "  {}v{} u{i}: {:?}",
+            u.vcpu.domain().id,
+            u.vcpu.id(),
+            u.state
+        );
         if let Some(info) = s.credit.unit_info(UnitId(i as u32)) {
             let _ = write!(w, ", {info}");
         }

@@ -30,7 +30,7 @@ impl AcpiHandler for Handler {
         };
         // A table Hestia cannot map at all is unrecoverable firmware breakage at boot.
         let Some(ptr) = virt.and_then(|v| NonNull::new(v as *mut T)) else {
-            crate::fatal_boot(format_args!(
+            crate::machine::fatal_boot(format_args!(
                 "acpi: cannot map firmware table at {phys:#x} ({size} bytes)"
             ));
         };

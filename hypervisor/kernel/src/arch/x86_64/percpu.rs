@@ -57,7 +57,7 @@ pub struct PerCpu {
     pub ipis: AtomicU64,
     /// A register dump of this CPU was requested (debug key `0`).
     pub dump_requested: AtomicBool,
-    /// The guest context loaded here, as the scheduler publishes it (opaque to this layer:
+    /// The guest context loaded here, as the PV layer publishes it (opaque to this layer:
     /// an address and an index), read with one GS-relative load on every trap
     /// ([`loaded_guest`]).
     pub guest: AtomicU64,

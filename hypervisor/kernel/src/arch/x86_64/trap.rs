@@ -4,7 +4,7 @@
 //! dom0's MSIs; 0xF0-0xFE Hestia's own
 //! (LAPIC timer, IPIs); 0xFF spurious. Any exception Hestia did not expect is fatal: it prints
 //! the vector, error code, RIP, CR0/2/3/4, all registers and a symbolised frame-pointer
-//! backtrace, then stops the machine (see [`crate::fatal_stop`]).
+//! backtrace, then stops the machine (see [`crate::machine::fatal_stop`]).
 
 use core::fmt::Write;
 use core::sync::atomic::Ordering;
@@ -318,5 +318,5 @@ pub fn fatal_trap(f: &TrapFrame) -> ! {
             exception_name(f.vector)
         );
     });
-    crate::fatal_stop()
+    crate::machine::fatal_stop()
 }

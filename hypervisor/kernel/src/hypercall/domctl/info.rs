@@ -46,7 +46,7 @@ pub(crate) fn domain_info(d: &Domain) -> GetDomainInfo {
     if let Some(last) = d.vcpus.len().checked_sub(1) {
         info.max_vcpu_id = last as u32;
     }
-    control::each_vcpu_info(d, |v| {
+    control::each_vcpu_info(&d.sched, |v| {
         info.cpu_time = info.cpu_time.saturating_add(v.cpu_time);
         if v.online {
             if !v.blocked {
@@ -96,7 +96,7 @@ pub(super) fn getvcpuinfo(c: &mut Call<'_>) -> Result<u64, Errno> {
     if op.vcpu as usize >= d.vcpus.len() {
         return Err(Errno::EINVAL);
     }
-    let v = control::vcpu_info(d, VcpuId::unvalidated(op.vcpu)).ok_or(Errno::ESRCH)?;
+    let v = control::vcpu_info(&d.sched, VcpuId::unvalidated(op.vcpu)).ok_or(Errno::ESRCH)?;
     op.online = v.online.into();
     op.blocked = v.blocked.into();
     op.running = v.running.into();

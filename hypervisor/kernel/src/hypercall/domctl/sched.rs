@@ -29,10 +29,10 @@ pub(super) fn scheduler_op(c: &mut Call<'_>) -> Result<u64, Errno> {
     let d = c.target()?.clone();
     match op.cmd {
         schedop::GETINFO => {
-            (op.weight, op.cap) = control::domain_params(&d)?;
+            (op.weight, op.cap) = control::domain_params(&d.sched)?;
             c.set_arg(&op);
         }
-        schedop::PUTINFO => control::set_domain_params(&d, op.weight, op.cap)?,
+        schedop::PUTINFO => control::set_domain_params(&d.sched, op.weight, op.cap)?,
         _ => return Err(Errno::EINVAL),
     }
     Ok(0)
@@ -58,7 +58,7 @@ pub(super) fn vcpuaffinity(c: &mut Call<'_>) -> Result<u64, Errno> {
         return Err(Errno::EINVAL);
     }
     let online = control::online_cpus();
-    let (mut hard, mut soft) = control::affinity(&d, VcpuId::unvalidated(op.vcpu))?;
+    let (mut hard, mut soft) = control::affinity(&d.sched, VcpuId::unvalidated(op.vcpu))?;
     if c.op.cmd == xen_abi::domctl::cmd::SETVCPUAFFINITY {
         if want_hard {
             hard = read_cpumap(&op.cpumap_hard)?;
@@ -66,7 +66,7 @@ pub(super) fn vcpuaffinity(c: &mut Call<'_>) -> Result<u64, Errno> {
         if want_soft {
             soft = read_cpumap(&op.cpumap_soft)?;
         }
-        control::set_affinity(&d, VcpuId::unvalidated(op.vcpu), hard, soft)?;
+        control::set_affinity(&d.sched, VcpuId::unvalidated(op.vcpu), hard, soft)?;
         (hard, soft) = (hard.and(online), soft.and(online).and(hard));
     }
     if want_hard {

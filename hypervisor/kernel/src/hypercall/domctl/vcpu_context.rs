@@ -61,7 +61,7 @@ fn set_paused(
         d.vm_assist.store(ctx.vm_assist, Ordering::Release);
     }
     if ctx.flags & vgcf::ONLINE != 0 && !v.up {
-        crate::sched::vcpu_up(d, VcpuId::unvalidated(vcpu))?;
+        crate::sched::vcpu_up(&d.sched, VcpuId::unvalidated(vcpu))?;
         v.up = true;
     }
     Ok(())

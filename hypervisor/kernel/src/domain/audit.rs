@@ -5,7 +5,7 @@
 //! the structured fuzzer (`fuzz-hypercalls`) ends every run with this check.
 //!
 //! Locks: every vCPU lock of every domain, in domain and vCPU order, then every vCPU's
-//! `mm_pending`, then every domain's grant maptrack (`super::grant`), then the frame table's
+//! `mm_pending`, then every domain's grant maptrack (`crate::pv::grant`), then the frame table's
 //! (the order the hypercalls use). Holding them all keeps the vCPUs' base
 //! pointers, GDT and LDT frames and unfinished page-table work consistent with the counts; the
 //! vCPU and pending locks are only tried for a bounded time, so a vCPU stuck with one held
@@ -13,7 +13,7 @@
 //!
 //! When the machine stops with the domain (the hardware domain, or the last one), every
 //! stopped domain's memory is then destroyed as a domain's destruction does
-//! (`crate::domain::relinquish_memory`), the other CPUs first parked on Hestia's own page
+//! ([`relinquish_memory`]), the other CPUs first parked on Hestia's own page
 //! tables, and the free frames counted before and after: every guest test also checks that
 //! destruction returns every frame.
 
@@ -23,10 +23,10 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use hestia_core::ids::Mfn;
 use hestia_core::pv_mm::{Hold, PageType};
 
-use super::domain::{Domain, Vcpu};
+use super::{Preempted, Relinquishing, relinquish_memory};
 use crate::arch::x86_64::{cpu, percpu, smp, tsc};
-use crate::domain::{Preempted, Relinquishing, relinquish_memory};
 use crate::mm::{self, DIRECT_MAP_BASE, frametable};
+use crate::pv::domain::{Domain, Vcpu, hardware_domain};
 
 /// How long to wait for a vCPU's lock (it is only held across one hypercall's bookkeeping).
 const LOCK_WAIT_NS: u64 = 100_000_000;
@@ -48,7 +48,7 @@ fn try_lock_for<T>(lock: &spin::Mutex<T>) -> Option<spin::MutexGuard<'_, T>> {
 /// The references Hestia holds on `d`'s frames for vCPU `v` outside its page tables: the
 /// kernel and user base pointers (L4 type), the GDT and LDT frames (descriptor type) and a
 /// registered `vcpu_info` page (writable type). Destroying the domain drops exactly these
-/// and [`domain_holds`] (`crate::domain::destroy`).
+/// and [`domain_holds`] (`super::destroy`).
 pub(crate) fn holds(d: &Domain, v: &Vcpu, out: &mut Vec<Hold>) {
     let l4 = Some(PageType::Table(4));
     if v.initialised {
@@ -105,8 +105,8 @@ pub(crate) fn fifo_holds(frames: &[Mfn], out: &mut Vec<Hold>) {
 /// the last one), then destroys the stopped domains' memory and checks that every frame came
 /// back ([`relinquish_at_stop`]).
 pub fn audit_at_stop(d: &Domain) {
-    let hardware = crate::domain::hardware_domain().is_some_and(|h| core::ptr::eq(h, d));
-    let machine_stops = hardware || crate::domain::all_dying();
+    let hardware = hardware_domain().is_some_and(|h| core::ptr::eq(h, d));
+    let machine_stops = hardware || super::all_dying();
     if machine_stops && STOPPING.swap(true, Ordering::AcqRel) {
         // Another CPU stops the machine (two last domains stopped at once).
         park();
@@ -117,7 +117,7 @@ pub fn audit_at_stop(d: &Domain) {
             return;
         }
         // No domain half destroyed while the counts are checked.
-        crate::domain::finish_destroys();
+        super::finish_destroys();
     }
     audit(d, false);
     if machine_stops {
@@ -136,11 +136,11 @@ pub fn audit_after_destroy(d: &Domain) {
 fn audit(d: &Domain, relinquished: bool) {
     // A domain half relinquished holds less than its state says: no destruction may advance
     // while the counts are checked.
-    let Some(_quiet) = crate::domain::no_destruction() else {
+    let Some(_quiet) = super::no_destruction() else {
         crate::warn!("{}: frame audit skipped: a destruction is under way", d.id);
         return;
     };
-    let Some(all) = crate::domain::try_all() else {
+    let Some(all) = super::try_all() else {
         crate::warn!("{}: frame audit skipped: the domain table is busy", d.id);
         return;
     };
@@ -200,7 +200,7 @@ fn audit(d: &Domain, relinquished: bool) {
         let mut frames = Vec::new();
         ev.fifo_frames(&mut frames);
         fifo_holds(&frames, &mut list);
-        super::grant::holds(dom, mt, &mut list);
+        crate::pv::grant::holds(dom, mt, &mut list);
     }
     for (dom, v) in &guards {
         holds(dom, v, &mut list);
@@ -277,12 +277,12 @@ fn park_others() -> Result<(), u32> {
 }
 
 /// Destroys the memory of every stopped domain as a domain's destruction will
-/// (`crate::domain::relinquish_memory`), once the other CPUs are parked and so cannot run
+/// ([`relinquish_memory`]), once the other CPUs are parked and so cannot run
 /// them or run on their page tables, and checks that every frame came back
 /// ([`relinquish_checked`]); then audits the frame table again with the holds of the domains
 /// still running. So every guest test that stops the machine tests domain destruction.
 fn relinquish_at_stop(d: &Domain) {
-    let Some(all) = crate::domain::try_all() else {
+    let Some(all) = super::try_all() else {
         crate::warn!(
             "{}: relinquish check skipped: the domain table is busy",
             d.id
