@@ -29,7 +29,7 @@ use alloc::boxed::Box;
 use hestia_core::cmdline::{Options, Warning};
 
 use arch::x86_64::{
-    acpi, apic, backtrace, cpu, efi, hpet, ioapic, paging, percpu, pic, pit, power, smp, tsc,
+    acpi, apic, backtrace, cpu, efi, hpet, ioapic, percpu, pic, pit, power, smp, tsc,
 };
 use bootinfo::BootInfo;
 
@@ -149,7 +149,7 @@ pub extern "C" fn hestia_main(magic: u32, mbi_phys: u32) -> ! {
         ))
     };
     smp::load_cpu_tables(bsp);
-    cpu::set_percpu_ready();
+    percpu::set_percpu_ready();
     arch::x86_64::syscall::init_cpu();
     cpu::enable_guest_fpu();
     let (smep, smap) = cpu::enable_smep_smap();
@@ -344,7 +344,7 @@ extern "C" fn continue_boot(info: u64) -> ! {
     if let Err(e) = mm::frametable::init(&info.memmap) {
         machine::fatal_boot(format_args!("mm: {e}"));
     }
-    let wx = paging::audit_wx(
+    let wx = mm::paging::audit_wx(
         mm::kernel_root(),
         xen_abi::xen::MACH2PHYS_VIRT_START..mm::frametable::m2p_end(),
     );
@@ -458,7 +458,7 @@ fn dom0_pages(opts: &Options) -> (u64, u64) {
 fn panic(p: &core::panic::PanicInfo<'_>) -> ! {
     cpu::disable_interrupts();
     console::start_sync();
-    let me = cpu::current_cpu_index();
+    let me = percpu::current_cpu_index();
     console::with_lock(|w| {
         let _ = writeln!(w, "----[ Hestia CPU{me} PANIC ]----");
         let _ = writeln!(w, "Panic on CPU {me}: {}", p.message());

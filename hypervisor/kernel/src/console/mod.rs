@@ -247,7 +247,7 @@ impl ConsoleGuard {
     fn acquire_while(keep_trying: impl Fn() -> bool) -> Option<Self> {
         let irq_were_on = cpu::interrupts_enabled();
         cpu::disable_interrupts();
-        let me = cpu::current_cpu_index() + 1;
+        let me = crate::arch::x86_64::percpu::current_cpu_index() + 1;
         if LOCK_OWNER.load(Ordering::Acquire) == me {
             return Some(Self {
                 reentered: true,

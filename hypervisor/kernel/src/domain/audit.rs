@@ -237,7 +237,7 @@ static PARKED: AtomicU32 = AtomicU32::new(0);
 /// Stops this CPU for good on Hestia's own page tables (NMIs still find them mapped while the
 /// stopping domain's go away), counted in [`PARKED`].
 fn park() -> ! {
-    mm::use_idle_page_tables();
+    smp::use_idle_page_tables();
     PARKED.fetch_add(1, Ordering::AcqRel);
     cpu::halt_forever()
 }

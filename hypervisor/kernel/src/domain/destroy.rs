@@ -32,7 +32,7 @@
 //! The caller guarantees: the domain runs no more (its vCPUs are off every CPU and will not be
 //! scheduled), nothing sends it events or writes its shared_info or `vcpu_info` (its event
 //! channels and timers are gone), and no CPU runs on one of its L4s: a CPU that last ran one
-//! of its vCPUs must have switched to other page tables ([`crate::mm::use_idle_page_tables`]).
+//! of its vCPUs must have switched to other page tables ([`crate::arch::x86_64::smp::use_idle_page_tables`]).
 //! The CPU calling it is switched away from the domain's L4s here, if it still runs on one.
 //!
 //! A frame another domain still references (a grant mapping) is kept:
@@ -51,7 +51,8 @@ use hestia_core::ids::Mfn;
 use hestia_core::pv_mm::{Budget, Hold, MmError, PageType, Pending, Relinquish};
 use xen_abi::mmu::INVALID_M2P_ENTRY;
 
-use crate::arch::x86_64::{cpu, paging};
+use crate::arch::x86_64::cpu;
+use crate::mm::paging;
 use crate::mm::{self, frametable};
 use crate::pv::domain::Domain;
 
@@ -190,7 +191,7 @@ pub fn relinquish_memory(d: &Domain, state: &mut Relinquishing) -> Result<(), Pr
         .roots
         .contains(&Mfn::new((cpu::read_cr3() & paging::ADDR_MASK) >> 12))
     {
-        mm::use_idle_page_tables();
+        crate::arch::x86_64::smp::use_idle_page_tables();
     }
     let mut freed = Vec::with_capacity(frametable::CHUNK as usize);
     let r = frametable::with(|ft, mem| {

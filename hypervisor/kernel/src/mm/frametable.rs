@@ -23,7 +23,7 @@ use xen_abi::xen::MACH2PHYS_VIRT_START;
 
 use super::phys_to_virt;
 
-use crate::arch::x86_64::paging::{Access, PageSize};
+use super::paging::{Access, PageSize};
 use crate::arch::x86_64::{cpu, smp, tsc};
 
 static FRAMES: spin::Mutex<Option<FrameTable<'static>>> = spin::Mutex::new(None);

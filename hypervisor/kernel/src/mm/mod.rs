@@ -22,6 +22,7 @@
 
 pub mod frametable;
 pub mod guest;
+pub mod paging;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use hestia_core::rangeset::RangeSet;
@@ -30,8 +31,8 @@ use hestia_core::frame_alloc::FrameAllocator;
 use linked_list_allocator::LockedHeap;
 
 use crate::arch::x86_64::cpu;
-use crate::arch::x86_64::paging::{self, Access, PageSize, PageTables};
 use crate::bootinfo::BootInfo;
+use paging::{Access, PageSize, PageTables};
 
 /// Base of the direct map.
 pub const DIRECT_MAP_BASE: u64 = 0xFFFF_8300_0000_0000;
@@ -179,15 +180,6 @@ pub fn scrub_step() -> bool {
     unsafe { zero_frames(run.start, (run.end - run.start) / 4096) };
     // A full clean list leaves them dirty: zeroed again when allocated, which is safe.
     fa.mark_clean(run.start, run.end)
-}
-
-/// Loads Hestia's own page tables on this CPU, which map no guest (Xen's idle page tables):
-/// before a page table this CPU may be running on goes away with its domain.
-pub fn use_idle_page_tables() {
-    // SAFETY: Hestia's tables map all of Hestia (image, stacks, per-CPU data, heap, direct
-    // map), which is all that runs here until a vCPU is loaded again.
-    unsafe { cpu::write_cr3(kernel_root()) };
-    crate::arch::x86_64::smp::left_guest_space();
 }
 
 /// Memory statistics for the debug keys and the boot summary.

@@ -30,9 +30,9 @@ use zerocopy::{FromZeros, IntoBytes};
 use super::domain::{DomId, Domain, Vcpu};
 use super::unpack::{self, UnpackError};
 use crate::arch::x86_64::idt::TrapFrame;
-use crate::arch::x86_64::paging::ADDR_MASK;
 use crate::bootinfo::Module;
 use crate::mm;
+use crate::mm::paging::ADDR_MASK;
 
 /// Why a domain could not be built (each is one line on the console, after the domain's name).
 #[derive(Debug)]

@@ -33,10 +33,9 @@ use hestia_core::ids::VcpuId;
 
 use xen_abi::sched::reason;
 
-use super::domain::DomainRef;
 use crate::arch::x86_64::idt::TrapFrame;
 use crate::arch::x86_64::{cpu, trap};
-use domain::{Domain, this_vcpu_id};
+use domain::{Domain, DomainRef, this_vcpu_id};
 
 pub use context::{current, current_ref};
 

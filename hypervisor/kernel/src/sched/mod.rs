@@ -852,7 +852,7 @@ fn idle_until_work() -> usize {
         if !on_idle_tables {
             // Off the last vCPU's page tables: its domain may be destroyed while this CPU idles
             // (Xen's idle vCPU runs on the idle page tables too).
-            crate::mm::use_idle_page_tables();
+            smp::use_idle_page_tables();
             on_idle_tables = true;
         }
         // A wake-up after the decision set `resched` (and kicked this CPU): look again.

@@ -12,7 +12,6 @@ pub mod gdt;
 pub mod hpet;
 pub mod idt;
 pub mod ioapic;
-pub mod paging;
 pub mod pci;
 pub mod percpu;
 pub mod pic;

@@ -201,6 +201,27 @@ pub fn current_index() -> u32 {
     unsafe { gs_u32::<{ offset_of!(PerCpu, index) }>() }
 }
 
+/// Set once per-CPU data (GS base) is valid on the BSP; before that every CPU is CPU 0.
+static PERCPU_READY: AtomicBool = AtomicBool::new(false);
+
+/// Marks per-CPU data as usable.
+pub fn set_percpu_ready() {
+    PERCPU_READY.store(true, Ordering::Release);
+}
+
+/// True once per-CPU data is installed on the BSP.
+pub fn percpu_ready() -> bool {
+    PERCPU_READY.load(Ordering::Acquire)
+}
+
+/// This CPU's index (0 = BSP). Usable from the first instruction of boot and from fault paths.
+pub fn current_cpu_index() -> u32 {
+    if !PERCPU_READY.load(Ordering::Acquire) {
+        return 0;
+    }
+    current_index()
+}
+
 /// This CPU's published guest context ([`PerCpu::guest`], [`PerCpu::guest_index`]), read
 /// straight from per-CPU data (only this CPU writes it).
 pub fn loaded_guest() -> (u64, u32) {

@@ -15,11 +15,11 @@ pub use hestia_core::tlb_flush::Flush;
 use hestia_core::tlb_flush::{self, NO_GUEST_SPACE};
 
 use super::apic::{self, Delivery};
-use super::paging::{Access, PageSize};
 use super::percpu::{self, MAX_CPUS, PerCpu};
 use super::trap::vectors;
 use super::{cpu, gdt, idt, tsc};
 use crate::mm;
+use crate::mm::paging::{Access, PageSize};
 
 global_asm!(
     r#"
@@ -370,9 +370,18 @@ pub fn entered_guest_space(space: u32) {
     percpu::this_cpu().guest_space.swap(space, Ordering::SeqCst);
 }
 
+/// Loads Hestia's own page tables on this CPU, which map no guest (Xen's idle page tables):
+/// before a page table this CPU may be running on goes away with its domain.
+pub fn use_idle_page_tables() {
+    // SAFETY: Hestia's tables map all of Hestia (image, stacks, per-CPU data, heap, direct
+    // map), which is all that runs here until a vCPU is loaded again.
+    unsafe { cpu::write_cr3(mm::kernel_root()) };
+    left_guest_space();
+}
+
 /// This CPU has just loaded Hestia's own page tables: the CR3 load dropped every guest
 /// translation (guest mappings are never global), so no flush needs it any more.
-pub fn left_guest_space() {
+fn left_guest_space() {
     percpu::this_cpu()
         .guest_space
         .store(NO_GUEST_SPACE, Ordering::Release);

@@ -171,7 +171,7 @@ fn dispatch_inner(h: &Handlers, f: &mut TrapFrame) {
             apic::eoi();
             crate::warn!(
                 "apic: CPU{} error interrupt, ESR {esr:#x}",
-                cpu::current_cpu_index()
+                percpu::current_cpu_index()
             );
         }
         vectors::SPURIOUS => {}
@@ -188,7 +188,7 @@ fn dispatch_inner(h: &Handlers, f: &mut TrapFrame) {
             apic::eoi();
             crate::warn!(
                 "trap: CPU{} unexpected interrupt vector {v:#x}",
-                cpu::current_cpu_index()
+                percpu::current_cpu_index()
             );
         }
     }
@@ -197,7 +197,7 @@ fn dispatch_inner(h: &Handlers, f: &mut TrapFrame) {
 fn nmi(f: &TrapFrame) {
     // The paranoid entry made GS Hestia's, even when the NMI hit an entry or exit path.
     // NMIs coalesce, so one may carry both a shootdown and a dump request.
-    if cpu::percpu_ready() {
+    if percpu::percpu_ready() {
         let flushed = smp::flush_on_nmi();
         let me = percpu::this_cpu();
         if me.dump_requested.swap(false, Ordering::AcqRel) {
@@ -218,7 +218,7 @@ fn nmi(f: &TrapFrame) {
     }
     crate::warn!(
         "trap: CPU{} NMI received for an unknown reason at {:#x}",
-        cpu::current_cpu_index(),
+        percpu::current_cpu_index(),
         f.rip
     );
 }
@@ -279,7 +279,7 @@ pub fn dump_registers(w: &mut dyn Write, f: &TrapFrame) {
 
 /// An exception Hestia cannot handle: report everything and stop the machine.
 pub fn fatal_trap(f: &TrapFrame) -> ! {
-    let cpu = cpu::current_cpu_index();
+    let cpu = percpu::current_cpu_index();
     crate::console::with_lock(|w| {
         let _ = writeln!(w, "----[ Hestia CPU{cpu} FATAL TRAP ]----");
         let _ = writeln!(

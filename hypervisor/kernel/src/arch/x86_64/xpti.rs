@@ -44,10 +44,10 @@ use core::sync::atomic::{AtomicBool, Ordering, fence};
 use hestia_core::cmdline::PerDomainKind;
 use hestia_core::ids::Mfn;
 
-use super::paging::{self, Access, PageSize, PageTables};
 use super::percpu::{self, PerCpu};
 use super::{cpu, smp, spec_ctrl};
 use crate::mm;
+use crate::mm::paging::{self, Access, PageSize, PageTables};
 
 /// L4 slots the restricted PML4 takes from the guest's L4: the guest's own, and the M2P.
 const GUEST_SLOTS: [core::ops::Range<usize>; 2] = [0..257, 272..512];

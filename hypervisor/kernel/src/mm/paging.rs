@@ -8,6 +8,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::arch::x86_64::cpu;
 use crate::mm;
 
 bitflags::bitflags! {
@@ -129,7 +130,7 @@ pub struct TlbFlush(u64);
 impl TlbFlush {
     /// Flushes the one address on this CPU.
     pub fn flush(self) {
-        super::cpu::invlpg(self.0);
+        cpu::invlpg(self.0);
     }
 }
 
