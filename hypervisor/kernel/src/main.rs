@@ -398,8 +398,11 @@ extern "C" fn continue_boot(info: u64) -> ! {
                 initrd: initrd.and_then(|i| modules.get(i)),
                 nr_vcpus: dom0_vcpus(&opts),
             };
+            let r = domain::reserve_exact(spec.id).unwrap_or_else(|e| {
+                machine::fatal_boot(format_args!("dom0: cannot claim its id: {e:?}"))
+            });
             match pv::builder::build(&spec, &|| dom0_pages(&opts)) {
-                Ok(d) => match domain::insert(d) {
+                Ok(d) => match r.insert(d) {
                     Ok(d) => guests.insert(0, (d, sched::Params::default())),
                     Err(e) => machine::fatal_boot(format_args!(
                         "dom0: cannot enter it in the domain table: {e:?}"

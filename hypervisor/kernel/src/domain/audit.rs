@@ -140,6 +140,11 @@ fn audit(d: &Domain, relinquished: bool) {
         crate::warn!("{}: frame audit skipped: a destruction is under way", d.id);
         return;
     };
+    // A domain being built owns frames before the table lists it.
+    let Some(_no_build) = super::no_build() else {
+        crate::warn!("{}: frame audit skipped: a domain is being built", d.id);
+        return;
+    };
     let Some(all) = super::try_all() else {
         crate::warn!("{}: frame audit skipped: the domain table is busy", d.id);
         return;

@@ -107,7 +107,14 @@ fn build(b: &BootDomU) -> Option<DomainRef> {
         nr_vcpus: b.vcpus,
     };
     let pages = b.pages;
-    match crate::pv::builder::build(&spec, &|| (pages, pages)).map(super::insert) {
+    let r = match super::reserve_exact(b.id) {
+        Ok(r) => r,
+        Err(e) => {
+            crate::error!("{}: cannot enter it in the domain table: {e:?}", b.id);
+            return None;
+        }
+    };
+    match crate::pv::builder::build(&spec, &|| (pages, pages)).map(|d| r.insert(d)) {
         Ok(Ok(d)) => {
             crate::console::ring::register(d.clone());
             Some(d)

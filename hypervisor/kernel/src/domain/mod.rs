@@ -80,11 +80,18 @@ static TABLE: spin::Mutex<Table> = spin::Mutex::new(Table {
     rover: Rover::new(),
 });
 
+/// Held from an id's claim until its domain is in the table (or the claim is given up): the
+/// frames of a domain being built belong to no domain the table lists yet, so the frame audit
+/// runs only while no domain is being built ([`no_build`]). Domains are built one at a time
+/// (Xen's toolstack calls are serialised by its `domctl_lock`).
+static BUILDING: spin::Mutex<()> = spin::Mutex::new(());
+
 /// An id claimed for a domain being built: [`Reservation::insert`] enters the domain under
-/// it; dropped unused, it frees the id again.
+/// it; dropped unused, it frees the id again. No other domain is built meanwhile.
 pub struct Reservation {
     id: u16,
     used: bool,
+    _building: spin::MutexGuard<'static, ()>,
 }
 
 impl Reservation {
@@ -129,29 +136,45 @@ impl Drop for Reservation {
 /// the toolstack's rover allocates for 0 or a reserved id (`ENOMEM` if none is free), as
 /// `XEN_DOMCTL_createdomain` does (`hestia_core::domid`).
 pub fn reserve(requested: u16) -> Result<Reservation, Errno> {
+    let building = BUILDING.lock();
     let mut t = TABLE.lock();
     let Table { slots, rover } = &mut *t;
     let id = rover.choose(requested, |id| slots.contains_key(&id))?;
     slots.insert(id, Slot::Reserved);
-    Ok(Reservation { id, used: false })
+    Ok(Reservation {
+        id,
+        used: false,
+        _building: building,
+    })
 }
 
-/// Puts a newly built domain into the table under its own id (the boot-time domains, dom0's
-/// being 0); `EEXIST` if its id is taken, or if it would be a second hardware domain.
-pub fn insert(d: Domain) -> Result<DomainRef, Errno> {
-    let id = d.id.0;
-    if id >= DOMID_FIRST_RESERVED {
+/// Claims exactly `id` for a domain about to be built (the boot-time domains, dom0's being 0);
+/// `EEXIST` if it is taken, `EINVAL` for a reserved id.
+pub fn reserve_exact(id: DomId) -> Result<Reservation, Errno> {
+    if id.0 >= DOMID_FIRST_RESERVED {
         return Err(Errno::EINVAL);
     }
-    let r = {
-        let mut t = TABLE.lock();
-        if t.slots.contains_key(&id) {
-            return Err(Errno::EEXIST);
-        }
-        t.slots.insert(id, Slot::Reserved);
-        Reservation { id, used: false }
-    };
-    r.insert(d)
+    let building = BUILDING.lock();
+    let mut t = TABLE.lock();
+    if t.slots.contains_key(&id.0) {
+        return Err(Errno::EEXIST);
+    }
+    t.slots.insert(id.0, Slot::Reserved);
+    Ok(Reservation {
+        id: id.0,
+        used: false,
+        _building: building,
+    })
+}
+
+/// Proof that no domain is being built, held while it lives (the frame audit holds one).
+pub struct NoBuild(
+    #[expect(dead_code, reason = "held for its lock")] spin::MutexGuard<'static, ()>,
+);
+
+/// A [`NoBuild`], or `None` while a domain is being built.
+pub fn no_build() -> Option<NoBuild> {
+    BUILDING.try_lock().map(NoBuild)
 }
 
 /// The domain `domid` names for `caller` (`DOMID_SELF` is the caller); `ESRCH` if none.
