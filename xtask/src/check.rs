@@ -1,4 +1,5 @@
-//! `cargo xtask check`: formatting and lints for the host crates and the kernel target.
+//! `cargo xtask check`: formatting and lints for the host crates and the kernel target, and the
+//! kernel's layer rule (`crate::layers`).
 
 use std::process::Command;
 
@@ -51,6 +52,7 @@ pub fn run() -> Result<()> {
         .arg(target_dir().join("guests"))
         .args(["--", "-D", "warnings"]),
     )?;
-    println!("check: fmt and clippy clean");
+    crate::layers::check()?;
+    println!("check: fmt, clippy and layers clean");
     Ok(())
 }

@@ -13,6 +13,7 @@ mod domu;
 mod fuzz;
 mod kernel;
 mod kmod;
+mod layers;
 mod qemu;
 mod rootfs;
 mod test;
