@@ -94,6 +94,9 @@ pub struct Scenario {
     /// KERNEL named as [`Scenario::dom0`] is (a guest, or [`DEBIAN_LINUX`] with its initramfs as
     /// the ramdisk unless one is given): `&["functional-foo,vcpus=2,weight=512"]`.
     pub domus: &'static [&'static str],
+    /// It measures time (CPU shares, wake-up latencies): the runner gives it the machine alone,
+    /// never next to another scenario.
+    pub alone: bool,
 }
 
 /// An ext4 image made for a scenario, and what must be in it afterwards.
@@ -177,6 +180,7 @@ const DEFAULT: Scenario = Scenario {
     nics: &[],
     devices: &[],
     domus: &[],
+    alone: false,
 };
 
 /// Debian's Linux as dom0, driven through its shell. Its kernel log must stay free of oopses,
@@ -761,6 +765,7 @@ fn base() -> Vec<Scenario> {
                 POWEROFF_MARKER,
             ],
             timeout_s: 120,
+            alone: true,
             ..sched_scenario("sched-credit-weights")
         },
         // A 25% cap holds (within 2 points) on a CPU nothing else wants.
@@ -771,6 +776,7 @@ fn base() -> Vec<Scenario> {
             ],
             expect: &["(d1) Test result: SUCCESS", POWEROFF_MARKER],
             timeout_s: 120,
+            alone: true,
             ..sched_scenario("sched-credit-cap")
         },
         // Pinning: two hogs that may use only CPU 1 of 2 share it, half each.
@@ -786,6 +792,7 @@ fn base() -> Vec<Scenario> {
                 POWEROFF_MARKER,
             ],
             timeout_s: 120,
+            alone: true,
             ..sched_scenario("sched-credit-pinned")
         },
         // BOOST: a domU woken by its timer preempts a CPU hog on its CPU within 1 ms.
@@ -801,6 +808,7 @@ fn base() -> Vec<Scenario> {
                 POWEROFF_MARKER,
             ],
             timeout_s: 120,
+            alone: true,
             ..sched_scenario("sched-credit-boost")
         },
         // dom0, as the toolstack, pauses (nested), unpauses and destroys a running domU.
@@ -2005,6 +2013,7 @@ fn base() -> Vec<Scenario> {
             ],
             check: Some(check_throttle),
             timeout_s: 600,
+            alone: true,
             ..linux("dom0-xl-throttle")
         },
     ]

@@ -199,123 +199,265 @@ pub fn run(filter: Option<&str>, accel: Accel, fuzz: FuzzArgs) -> Result<()> {
     let elf = kernel::build(Flavor::TestHooks)?;
     let guests = kernel::build_guests()?;
     let logs = target_dir().join("test-logs");
-    println!("== QEMU scenarios (serial logs in {}) ==", logs.display());
-    for s in hestia_tests::all()
+    let mut jobs = hestia_tests::all()
         .into_iter()
         .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
-    {
-        let is_fuzz = s.dom0.is_some_and(|d| d.starts_with("fuzz-"));
-        let mut s = s;
-        let guest_cmdline = if is_fuzz {
-            format!("{} {}", s.dom0_cmdline, fuzz.cmdline())
-        } else {
-            s.dom0_cmdline.to_owned()
-        };
-        if let (true, Some(n)) = (is_fuzz, fuzz.calls) {
-            s.timeout_s = s.timeout_s.max(60 + n / FUZZ_CALLS_PER_S_TCG);
-        }
-        let mut modules = Modules::default();
-        if let Some(d) = s.dom0.filter(|d| *d != DEBIAN_DISK) {
-            let (kernel, initrd) = scenario_kernel(d, &elf, &guests)?;
-            modules.dom0 = Some((kernel, guest_cmdline.trim().to_owned()));
-            modules.initrd = initrd;
-        }
-        for spec in s.domus {
-            let mut d = DomU::parse(spec)?;
-            let (kernel, initrd) = scenario_kernel(&d.kernel.to_string_lossy(), &elf, &guests)?;
-            d.kernel = kernel;
-            d.ramdisk = d.ramdisk.or(initrd);
-            modules.domus.push(d);
-        }
-        let iso = if s.dom0 == Some(DEBIAN_DISK) {
-            crate::disk::for_test(s.name, &guests)?
-        } else {
-            kernel::make_iso(&format!("test-{}", s.name), &elf, s.hv_cmdline, &modules)?
-        };
-        let machine = Machine {
-            firmware: s.firmware,
-            smp: s.smp,
-            mem_mib: s.mem_mib,
-            accel,
-            cpu: s.cpu.map(str::to_owned),
-            gdb: false,
-            disks: s
-                .data_disk
-                .map(|d| make_data_disk(s.name, &d))
-                .transpose()?
-                .into_iter()
-                .collect(),
-            nics: s.nics.iter().map(|m| (*m).to_owned()).collect(),
-            devices: s.devices.iter().map(|d| (*d).to_owned()).collect(),
-        };
-        let expect = s.expect;
-        let stop = move |log: &str| expect.iter().all(|e| log.contains(e));
-        let opts = RunOptions {
-            timeout: Some(Duration::from_secs(s.timeout_s)),
-            log_path: logs.join(format!("{}.log", s.name)),
-            echo: false,
-            interactive: false,
-            input: s
-                .input
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
-            stop_when: (s.ending == Ending::StopWhenSeen).then_some(&stop as &dyn Fn(&str) -> bool),
-        };
-        let t = Instant::now();
-        let mut r = qemu::run(&iso, &machine, s.name, &opts)?;
-        if r.outcome == Outcome::Signalled(SIGABRT) {
-            // QEMU stopped on an assertion of its own (printed above, e.g. TCG's
-            // `iotlb_to_section` while Linux sizes PCI BARs): a fault of the emulator, not a
-            // verdict on Hestia. The scenario runs once more, from a fresh disk.
-            println!("test {} ... QEMU aborted; running it once more", s.name);
-            if let Some(d) = s.data_disk {
-                make_data_disk(s.name, &d)?;
-            }
-            r = qemu::run(&iso, &machine, s.name, &opts)?;
-        }
-        let ready = r.ready_after.map_or(String::new(), |d| {
-            format!(", ready after {:.2} s", d.as_secs_f64())
-        });
-        let verdict = judge(&s, &r.log, r.outcome).and_then(|()| {
-            match (s.data_disk.and_then(|d| d.written), machine.disks.first()) {
-                (Some(w), Some(img)) => check_written(img, w).map_err(|e| vec![e]),
-                _ => Ok(()),
-            }
-        });
-        match verdict {
-            Ok(()) => {
-                passed += 1;
-                println!(
-                    "test {} ... ok ({:.1} s{ready})",
-                    s.name,
-                    t.elapsed().as_secs_f64()
-                );
-            }
-            Err(why) => {
-                failed += 1;
-                println!(
-                    "test {} ... FAILED ({:.1} s, {:?})",
-                    s.name,
-                    t.elapsed().as_secs_f64(),
-                    r.outcome
-                );
-                for w in why {
-                    println!("    {w}");
-                }
-                println!(
-                    "    --- last serial lines ({}) ---\n{}",
-                    opts.log_path.display(),
-                    qemu::tail(&r.log, 100)
-                );
-            }
-        }
-    }
+        .map(|s| prepare(s, &elf, &guests, &logs, accel, fuzz))
+        .collect::<Result<Vec<Job>>>()?;
+    // Those that run alone first, while nothing else would have to drain; then the longest
+    // (by their time limit: Linux before the test guests), so that short ones fill the end.
+    jobs.sort_by_key(|j| (!j.s.alone, std::cmp::Reverse(j.s.timeout_s)));
+    let slots = slots();
+    println!(
+        "== QEMU scenarios: {} (serial logs in {}), {slots} at a time ==",
+        jobs.len(),
+        logs.display()
+    );
+    let (p, f) = run_jobs(jobs, slots);
+    passed += p;
+    failed += f;
     println!("{passed} passed, {failed} failed");
     match (passed, failed) {
         (0, 0) => Err("no test ran".into()),
         (_, 0) => Ok(()),
         (_, f) => Err(format!("{f} tests failed").into()),
+    }
+}
+
+/// A scenario ready to run: its image built, its machine and serial log chosen.
+struct Job {
+    s: hestia_tests::Scenario,
+    iso: PathBuf,
+    machine: Machine,
+    log_path: PathBuf,
+}
+
+/// Builds what scenario `s` boots (its ISO or disk, its data disk) and describes its machine.
+fn prepare(
+    s: hestia_tests::Scenario,
+    elf: &Path,
+    guests: &Path,
+    logs: &Path,
+    accel: Accel,
+    fuzz: FuzzArgs,
+) -> Result<Job> {
+    let is_fuzz = s.dom0.is_some_and(|d| d.starts_with("fuzz-"));
+    let mut s = s;
+    let guest_cmdline = if is_fuzz {
+        format!("{} {}", s.dom0_cmdline, fuzz.cmdline())
+    } else {
+        s.dom0_cmdline.to_owned()
+    };
+    if let (true, Some(n)) = (is_fuzz, fuzz.calls) {
+        s.timeout_s = s.timeout_s.max(60 + n / FUZZ_CALLS_PER_S_TCG);
+    }
+    let mut modules = Modules::default();
+    if let Some(d) = s.dom0.filter(|d| *d != DEBIAN_DISK) {
+        let (kernel, initrd) = scenario_kernel(d, elf, guests)?;
+        modules.dom0 = Some((kernel, guest_cmdline.trim().to_owned()));
+        modules.initrd = initrd;
+    }
+    for spec in s.domus {
+        let mut d = DomU::parse(spec)?;
+        let (kernel, initrd) = scenario_kernel(&d.kernel.to_string_lossy(), elf, guests)?;
+        d.kernel = kernel;
+        d.ramdisk = d.ramdisk.or(initrd);
+        modules.domus.push(d);
+    }
+    let iso = if s.dom0 == Some(DEBIAN_DISK) {
+        crate::disk::for_test(s.name, guests)?
+    } else {
+        kernel::make_iso(&format!("test-{}", s.name), elf, s.hv_cmdline, &modules)?
+    };
+    let machine = Machine {
+        firmware: s.firmware,
+        smp: s.smp,
+        mem_mib: s.mem_mib,
+        accel,
+        cpu: s.cpu.map(str::to_owned),
+        gdb: false,
+        disks: s
+            .data_disk
+            .map(|d| make_data_disk(s.name, &d))
+            .transpose()?
+            .into_iter()
+            .collect(),
+        nics: s.nics.iter().map(|m| (*m).to_owned()).collect(),
+        devices: s.devices.iter().map(|d| (*d).to_owned()).collect(),
+    };
+    Ok(Job {
+        s,
+        iso,
+        machine,
+        log_path: logs.join(format!("{}.log", s.name)),
+    })
+}
+
+/// How many scenarios run at once: `HESTIA_TEST_JOBS`, else one per host CPU (at most 4).
+/// Each QEMU's vCPU threads sleep while its guest idles, and most scenarios idle much of
+/// the time; those that measure time run alone ([`hestia_tests::Scenario::alone`]).
+fn slots() -> usize {
+    std::env::var("HESTIA_TEST_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
+        .max(1)
+}
+
+/// Runs `jobs` in their order, up to `slots` at once (a scenario that runs alone waits for the
+/// machine to empty, and nothing starts beside it); prints each verdict as it comes. Returns
+/// (passed, failed).
+fn run_jobs(jobs: Vec<Job>, slots: usize) -> (u64, u64) {
+    use std::collections::VecDeque;
+    use std::sync::{Condvar, Mutex};
+    struct Pool {
+        queue: VecDeque<Job>,
+        free: usize,
+        passed: u64,
+        failed: u64,
+    }
+    let pool = Mutex::new(Pool {
+        queue: jobs.into(),
+        free: slots,
+        passed: 0,
+        failed: 0,
+    });
+    let changed = Condvar::new();
+    fn lock(m: &Mutex<Pool>) -> std::sync::MutexGuard<'_, Pool> {
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    std::thread::scope(|scope| {
+        for _ in 0..slots {
+            scope.spawn(|| {
+                loop {
+                    let mut p = lock(&pool);
+                    let (job, need) = loop {
+                        let Some(head) = p.queue.front() else {
+                            return;
+                        };
+                        let need = if head.s.alone { slots } else { 1 };
+                        if p.free >= need {
+                            let job = p.queue.pop_front().expect("the head exists");
+                            p.free -= need;
+                            break (job, need);
+                        }
+                        p = changed
+                            .wait(p)
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    };
+                    drop(p);
+                    let (ok, report) = run_job(&job);
+                    // One report at a time, whole.
+                    let mut p = lock(&pool);
+                    print!("{report}");
+                    if ok {
+                        p.passed += 1;
+                    } else {
+                        p.failed += 1;
+                    }
+                    p.free += need;
+                    changed.notify_all();
+                }
+            });
+        }
+    });
+    let p = lock(&pool);
+    (p.passed, p.failed)
+}
+
+/// Runs one scenario and judges it: (passed, the lines to print).
+fn run_job(job: &Job) -> (bool, String) {
+    use std::fmt::Write;
+    let s = &job.s;
+    let expect = s.expect;
+    let stop = move |log: &str| expect.iter().all(|e| log.contains(e));
+    let opts = RunOptions {
+        timeout: Some(Duration::from_secs(s.timeout_s)),
+        log_path: job.log_path.clone(),
+        echo: false,
+        interactive: false,
+        input: s
+            .input
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+        stop_when: (s.ending == Ending::StopWhenSeen).then_some(&stop as &dyn Fn(&str) -> bool),
+    };
+    let mut out = String::new();
+    let t = Instant::now();
+    let mut r = match qemu::run(&job.iso, &job.machine, s.name, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                false,
+                format!("test {} ... FAILED (cannot run QEMU: {e})\n", s.name),
+            );
+        }
+    };
+    if r.outcome == Outcome::Signalled(SIGABRT) {
+        // QEMU stopped on an assertion of its own (printed above, e.g. TCG's
+        // `iotlb_to_section` while Linux sizes PCI BARs): a fault of the emulator, not a
+        // verdict on Hestia. The scenario runs once more, from a fresh disk.
+        let _ = writeln!(
+            out,
+            "test {} ... QEMU aborted; running it once more",
+            s.name
+        );
+        let again = s
+            .data_disk
+            .map(|d| make_data_disk(s.name, &d).map(|_| ()))
+            .transpose()
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                qemu::run(&job.iso, &job.machine, s.name, &opts).map_err(|e| e.to_string())
+            });
+        match again {
+            Ok(again) => r = again,
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "test {} ... FAILED (cannot run QEMU again: {e})",
+                    s.name
+                );
+                return (false, out);
+            }
+        }
+    }
+    let ready = r.ready_after.map_or(String::new(), |d| {
+        format!(", ready after {:.2} s", d.as_secs_f64())
+    });
+    let verdict = judge(s, &r.log, r.outcome).and_then(|()| {
+        match (
+            s.data_disk.and_then(|d| d.written),
+            job.machine.disks.first(),
+        ) {
+            (Some(w), Some(img)) => check_written(img, w).map_err(|e| vec![e]),
+            _ => Ok(()),
+        }
+    });
+    let secs = t.elapsed().as_secs_f64();
+    match verdict {
+        Ok(()) => {
+            let _ = writeln!(out, "test {} ... ok ({secs:.1} s{ready})", s.name);
+            (true, out)
+        }
+        Err(why) => {
+            let _ = writeln!(
+                out,
+                "test {} ... FAILED ({secs:.1} s, {:?})",
+                s.name, r.outcome
+            );
+            for w in why {
+                let _ = writeln!(out, "    {w}");
+            }
+            let _ = writeln!(
+                out,
+                "    --- last serial lines ({}) ---\n{}",
+                opts.log_path.display(),
+                qemu::tail(&r.log, 100)
+            );
+            (false, out)
+        }
     }
 }
 
