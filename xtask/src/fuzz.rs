@@ -167,20 +167,38 @@ pub fn run_all(filter: Option<&str>, secs: u64) -> Result<(u64, u64)> {
     }
     let bins = build()?;
     let (mut passed, mut failed) = (0, 0);
-    for name in names {
-        let t = Instant::now();
-        let o = run_one(&bins, &name, secs)?;
-        let verdict = if o.ok { "ok" } else { "FAILED" };
-        println!(
-            "test fuzz-host/{name} ... {verdict} ({:.1} s, {})",
-            t.elapsed().as_secs_f64(),
-            o.summary
-        );
-        if o.ok {
-            passed += 1;
-        } else {
-            failed += 1;
-            println!("    libFuzzer log: {}", o.log.display());
+    // Each target runs for its time on one core: as many at once as the host has CPUs.
+    let at_once = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for batch in names.chunks(at_once) {
+        let runs: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|name| {
+                    let bins = &bins;
+                    scope.spawn(move || {
+                        let t = Instant::now();
+                        let o = run_one(bins, name, secs).map_err(|e| e.to_string());
+                        (name, t.elapsed(), o)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join()).collect()
+        });
+        for run in runs {
+            let (name, took, o) = run.map_err(|_| "a fuzz runner thread panicked")?;
+            let o = o?;
+            let verdict = if o.ok { "ok" } else { "FAILED" };
+            println!(
+                "test fuzz-host/{name} ... {verdict} ({:.1} s, {})",
+                took.as_secs_f64(),
+                o.summary
+            );
+            if o.ok {
+                passed += 1;
+            } else {
+                failed += 1;
+                println!("    libFuzzer log: {}", o.log.display());
+            }
         }
     }
     Ok((passed, failed))
