@@ -199,21 +199,24 @@ pub fn run(filter: Option<&str>, accel: Accel, fuzz: FuzzArgs) -> Result<()> {
     let elf = kernel::build(Flavor::TestHooks)?;
     let guests = kernel::build_guests()?;
     let logs = target_dir().join("test-logs");
-    let mut jobs = hestia_tests::all()
+    let mut scenarios: Vec<hestia_tests::Scenario> = hestia_tests::all()
         .into_iter()
         .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
-        .map(|s| prepare(s, &elf, &guests, &logs, accel, fuzz))
-        .collect::<Result<Vec<Job>>>()?;
-    // Those that run alone first, while nothing else would have to drain; then the longest
-    // (by their time limit: Linux before the test guests), so that short ones fill the end.
-    jobs.sort_by_key(|j| (!j.s.alone, std::cmp::Reverse(j.s.timeout_s)));
+        .collect();
+    // Prepared in this order: a test guest's image takes a moment, Debian's images take
+    // minutes, during which the test guests run.
+    scenarios.sort_by_key(needs_debian);
     let slots = slots();
     println!(
         "== QEMU scenarios: {} (serial logs in {}), {slots} at a time ==",
-        jobs.len(),
+        scenarios.len(),
         logs.display()
     );
-    let (p, f) = run_jobs(jobs, slots);
+    let (p, f) = run_scenarios(
+        scenarios,
+        |s| prepare(s, &elf, &guests, &logs, accel, fuzz).map_err(|e| e.to_string()),
+        slots,
+    );
     passed += p;
     failed += f;
     println!("{passed} passed, {failed} failed");
@@ -304,50 +307,95 @@ fn slots() -> usize {
         .max(1)
 }
 
-/// Runs `jobs` in their order, up to `slots` at once (a scenario that runs alone waits for the
-/// machine to empty, and nothing starts beside it); prints each verdict as it comes. Returns
-/// (passed, failed).
-fn run_jobs(jobs: Vec<Job>, slots: usize) -> (u64, u64) {
+/// Whether scenario `s` boots one of Debian's images (Linux, its userlands, the installed
+/// disk), which take minutes to build the first time.
+fn needs_debian(s: &hestia_tests::Scenario) -> bool {
+    let debian = [
+        DEBIAN_LINUX,
+        DEBIAN_XEN_USERLAND,
+        DEBIAN_LIBVIRT_USERLAND,
+        DEBIAN_DISK,
+    ];
+    s.dom0.is_some_and(|d| debian.contains(&d))
+        || s.domus.iter().any(|d| d.starts_with(DEBIAN_LINUX))
+}
+
+/// Prepares `scenarios` one after the other (in this order) while up to `slots` of those
+/// prepared run at once, the longest first by their time limit, so that short ones fill the
+/// end; those that run alone ([`hestia_tests::Scenario::alone`]) run last, one at a time,
+/// once nothing else is left. Prints each verdict whole as it comes; returns (passed, failed).
+fn run_scenarios(
+    scenarios: Vec<hestia_tests::Scenario>,
+    prepare: impl Fn(hestia_tests::Scenario) -> std::result::Result<Job, String> + Sync,
+    slots: usize,
+) -> (u64, u64) {
     use std::collections::VecDeque;
-    use std::sync::{Condvar, Mutex};
+    use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
     struct Pool {
-        queue: VecDeque<Job>,
-        free: usize,
+        ready: Vec<Job>,
+        alone: VecDeque<Job>,
+        preparing: bool,
+        running: usize,
         passed: u64,
         failed: u64,
     }
+    fn lock(m: &Mutex<Pool>) -> MutexGuard<'_, Pool> {
+        m.lock().unwrap_or_else(PoisonError::into_inner)
+    }
     let pool = Mutex::new(Pool {
-        queue: jobs.into(),
-        free: slots,
+        ready: Vec::new(),
+        alone: VecDeque::new(),
+        preparing: true,
+        running: 0,
         passed: 0,
         failed: 0,
     });
     let changed = Condvar::new();
-    fn lock(m: &Mutex<Pool>) -> std::sync::MutexGuard<'_, Pool> {
-        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
     std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for s in scenarios {
+                let name = s.name;
+                let job = prepare(s);
+                let mut p = lock(&pool);
+                match job {
+                    Ok(j) if j.s.alone => p.alone.push_back(j),
+                    Ok(j) => p.ready.push(j),
+                    Err(e) => {
+                        println!("test {name} ... FAILED (cannot prepare it: {e})");
+                        p.failed += 1;
+                    }
+                }
+                changed.notify_all();
+            }
+            lock(&pool).preparing = false;
+            changed.notify_all();
+        });
         for _ in 0..slots {
             scope.spawn(|| {
                 loop {
                     let mut p = lock(&pool);
                     let (job, need) = loop {
-                        let Some(head) = p.queue.front() else {
-                            return;
-                        };
-                        let need = if head.s.alone { slots } else { 1 };
-                        if p.free >= need {
-                            let job = p.queue.pop_front().expect("the head exists");
-                            p.free -= need;
-                            break (job, need);
+                        let longest = p
+                            .ready
+                            .iter()
+                            .enumerate()
+                            .max_by_key(|(i, j)| (j.s.timeout_s, std::cmp::Reverse(*i)))
+                            .map(|(i, _)| i);
+                        if let Some(i) = longest.filter(|_| p.running < slots) {
+                            p.running += 1;
+                            break (p.ready.remove(i), 1);
                         }
-                        p = changed
-                            .wait(p)
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if p.ready.is_empty() && !p.preparing && p.running == 0 {
+                            let Some(j) = p.alone.pop_front() else {
+                                return;
+                            };
+                            p.running += slots;
+                            break (j, slots);
+                        }
+                        p = changed.wait(p).unwrap_or_else(PoisonError::into_inner);
                     };
                     drop(p);
                     let (ok, report) = run_job(&job);
-                    // One report at a time, whole.
                     let mut p = lock(&pool);
                     print!("{report}");
                     if ok {
@@ -355,7 +403,7 @@ fn run_jobs(jobs: Vec<Job>, slots: usize) -> (u64, u64) {
                     } else {
                         p.failed += 1;
                     }
-                    p.free += need;
+                    p.running -= need;
                     changed.notify_all();
                 }
             });
