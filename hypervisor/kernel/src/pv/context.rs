@@ -62,11 +62,11 @@ pub fn current_ref() -> Option<Arc<VcpuRef>> {
 
 /// Publishes `vr` as the vCPU loaded on this CPU.
 fn publish(vr: Arc<VcpuRef>) {
-    let me = percpu::this_cpu();
-    me.guest_index.store(vr.id.raw(), Ordering::Relaxed);
-    me.guest
-        .store(&*vr.dom as *const Domain as u64, Ordering::Release);
+    let (dom, id) = (&*vr.dom as *const Domain as u64, vr.id.raw());
     *loaded_here().lock() = Some(vr);
+    let me = percpu::this_cpu();
+    me.guest_index.store(id, Ordering::Relaxed);
+    me.guest.store(dom, Ordering::Release);
 }
 
 /// Withdraws the vCPU loaded on this CPU: none is.
@@ -74,7 +74,9 @@ fn unpublish() {
     let me = percpu::this_cpu();
     me.guest.store(0, Ordering::Release);
     me.guest_index.store(VcpuId::FIRST.raw(), Ordering::Relaxed);
-    *loaded_here().lock() = None;
+    // Dropped outside the lock.
+    let was = loaded_here().lock().take();
+    drop(was);
 }
 
 /// Enters every vCPU of `d` in the scheduler with `params`, offline until brought up.
