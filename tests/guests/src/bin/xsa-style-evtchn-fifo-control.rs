@@ -260,7 +260,7 @@ fn test(si: &StartInfo) -> Verdict {
     }
 
     // Another domain's reset.
-    let (other, r) = if si.flags & sif::PRIVILEGED != 0 {
+    let (other, other_reset) = if si.flags & sif::PRIVILEGED != 0 {
         (1, reset(1))
     } else {
         (0, reset(0))
@@ -268,11 +268,11 @@ fn test(si: &StartInfo) -> Verdict {
     check!(
         failed,
         if other == 1 {
-            r == EINVAL || r == ESRCH
+            other_reset == EINVAL || other_reset == ESRCH
         } else {
-            r == EPERM
+            other_reset == EPERM
         },
-        "reset of d{other}: {r}"
+        "reset of d{other}: {other_reset}"
     );
 
     // Reset: back to 2-level, the frames released.
@@ -293,7 +293,7 @@ fn test(si: &StartInfo) -> Verdict {
         "2-level delivery after reset (port {p})"
     );
     // dom0 next to a domU: its stop stops the machine, so it lets the domU finish first.
-    if other == 1 && r == EINVAL {
+    if other == 1 && other_reset == EINVAL {
         check!(failed, wait_until_gone(1), "d1 did not stop");
     }
     if failed {
