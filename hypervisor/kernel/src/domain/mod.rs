@@ -136,15 +136,9 @@ impl Drop for Reservation {
 /// the toolstack's rover allocates for 0 or a reserved id (`ENOMEM` if none is free), as
 /// `XEN_DOMCTL_createdomain` does (`hestia_core::domid`).
 pub fn reserve(requested: u16) -> Result<Reservation, Errno> {
-    let building = BUILDING.lock();
-    let mut t = TABLE.lock();
-    let Table { slots, rover } = &mut *t;
-    let id = rover.choose(requested, |id| slots.contains_key(&id))?;
-    slots.insert(id, Slot::Reserved);
-    Ok(Reservation {
-        id,
-        used: false,
-        _building: building,
+    claim(|t| {
+        let Table { slots, rover } = t;
+        rover.choose(requested, |id| slots.contains_key(&id))
     })
 }
 
@@ -154,14 +148,20 @@ pub fn reserve_exact(id: DomId) -> Result<Reservation, Errno> {
     if id.0 >= DOMID_FIRST_RESERVED {
         return Err(Errno::EINVAL);
     }
+    claim(|t| match t.slots.contains_key(&id.0) {
+        true => Err(Errno::EEXIST),
+        false => Ok(id.0),
+    })
+}
+
+/// Claims the id `choose` picks in the table, once no other domain is being built.
+fn claim(choose: impl FnOnce(&mut Table) -> Result<u16, Errno>) -> Result<Reservation, Errno> {
     let building = BUILDING.lock();
     let mut t = TABLE.lock();
-    if t.slots.contains_key(&id.0) {
-        return Err(Errno::EEXIST);
-    }
-    t.slots.insert(id.0, Slot::Reserved);
+    let id = choose(&mut t)?;
+    t.slots.insert(id, Slot::Reserved);
     Ok(Reservation {
-        id: id.0,
+        id,
         used: false,
         _building: building,
     })
